@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from common.errors import UserError
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -63,3 +65,110 @@ def max_batch_of(backend: Backend) -> int | None:
     """The batch size a backend accepts: None when the batch axis is dynamic."""
     first = backend.input.shape[0] if backend.input.shape else 1
     return None if first is None else int(first)
+
+
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+    "tensor(uint8)": np.uint8,
+}
+
+
+def _ort_spec(arg: Any) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) and d > 0 else None for d in arg.shape)
+    return TensorSpec(arg.name, shape, np.dtype(_ORT_DTYPES.get(arg.type, np.float32)))
+
+
+class OrtBackend:
+    """ONNX Runtime session behind the Backend protocol.
+
+    ``providers`` is the ordered wish list. Providers this onnxruntime build doesn't
+    offer are dropped with a warning -- unless ``disable_cpu_fallback`` is set, in which
+    case anything short of the first requested accelerator is an error.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        onnx_path: str,
+        providers: Sequence[str] = ("CUDAExecutionProvider", "CPUExecutionProvider"),
+        provider_options: dict[str, dict[str, str]] | None = None,
+        disable_cpu_fallback: bool = False,
+        log: Any = print,
+    ) -> None:
+        import os
+
+        import onnxruntime as ort
+
+        if not os.path.isfile(onnx_path):
+            raise UserError(f"ONNX model not found: {onnx_path}; check --onnx-path")
+        known = set(ort.get_all_providers())
+        unknown = [p for p in providers if p not in known]
+        if unknown:
+            raise UserError(
+                f"unknown provider(s) {', '.join(unknown)} in --providers; known: {', '.join(sorted(known))}"
+            )
+        available = ort.get_available_providers()
+        missing = [p for p in providers if p not in available]
+        accel = [p for p in providers if p != "CPUExecutionProvider"]
+        if missing:
+            msg = f"provider(s) not available in onnxruntime {ort.__version__}: {', '.join(missing)}"
+            if disable_cpu_fallback and accel and accel[0] in missing:
+                raise UserError(msg + "; --disable-cpu-fallback forbids running without it")
+            log(f"warning: {msg}; available: {', '.join(available)}")
+        use = [p for p in providers if p in available]
+        if not use:
+            use = ["CPUExecutionProvider"]
+        opts = provider_options or {}
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                onnx_path, sess_options=so, providers=[(p, opts.get(p, {})) for p in use]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"cannot load ONNX model {onnx_path}: {first}") from exc
+        self.providers_requested = list(providers)
+        self.providers_used = list(self._session.get_providers())
+        if disable_cpu_fallback and accel and accel[0] not in self.providers_used:
+            raise UserError(
+                f"{accel[0]} failed to initialise (session uses {', '.join(self.providers_used)}); "
+                "--disable-cpu-fallback forbids the fallback; run trt-doctor to see why"
+            )
+        self.provider_options = {p: dict(v) for p, v in self._session.get_provider_options().items()}
+        self._input = _ort_spec(self._session.get_inputs()[0])
+        if len(self._session.get_inputs()) != 1:
+            raise UserError(f"{onnx_path} has {len(self._session.get_inputs())} inputs; a YOLO model has one")
+        self._outputs = [_ort_spec(o) for o in self._session.get_outputs()]
+        self._output_names = [o.name for o in self._outputs]
+        self.onnx_path = onnx_path
+        self.version = ort.__version__
+
+    @property
+    def input(self) -> TensorSpec:
+        return self._input
+
+    @property
+    def outputs(self) -> Sequence[TensorSpec]:
+        return self._outputs
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(self._output_names, {self._input.name: batch})
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "onnxruntime": self.version,
+            "providers_requested": self.providers_requested,
+            "providers_used": self.providers_used,
+            "provider_options": self.provider_options,
+        }
+
+    def close(self) -> None:
+        self._session = None

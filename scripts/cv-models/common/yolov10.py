@@ -84,7 +84,9 @@ def make_anchors(h: int, w: int, strides: tuple[int, ...] = STRIDES) -> tuple[np
     points, stride_col = [], []
     for s in strides:
         gh, gw = h // s, w // s
-        ys, xs = np.meshgrid(np.arange(gh, dtype=np.float32) + 0.5, np.arange(gw, dtype=np.float32) + 0.5, indexing="ij")
+        ys, xs = np.meshgrid(
+            np.arange(gh, dtype=np.float32) + 0.5, np.arange(gw, dtype=np.float32) + 0.5, indexing="ij"
+        )
         points.append(np.stack([xs.ravel(), ys.ravel()], axis=1) * s)
         stride_col.append(np.full(gh * gw, s, dtype=np.float32))
     return np.concatenate(points), np.concatenate(stride_col)

@@ -1,0 +1,175 @@
+"""Flags and the run/report step shared by every COCO evaluator (ONNX Runtime, TensorRT).
+
+An evaluator script adds its backend flags, builds its backend, and calls ``run_eval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from common.backends import Backend
+from common.coco import open_dataset, users_metrics
+from common.pipeline import EvalOptions, EvalResult, default_workers, evaluate
+from common.results import METRICS_SCHEMA_VERSION, atomic_write_json, run_dir, sha256_file
+from common.sysinfo import run_metadata
+from common.yolov10 import LAYOUTS, PostprocessOptions
+
+DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
+
+
+def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
+    """The users' evaluator flags (names and defaults kept) plus ours."""
+    d = parser.add_argument_group("dataset")
+    d.add_argument(
+        "--data-root",
+        type=Path,
+        default=DEFAULT_DATA_ROOT,
+        help="COCO root holding val2017/ and annotations/instances_val2017.json (default: %(default)s)",
+    )
+    d.add_argument(
+        "--instances",
+        type=Path,
+        default=None,
+        help="instances JSON (default: <data-root>/annotations/instances_val2017.json)",
+    )
+    d.add_argument("--images-dir", type=Path, default=None, help="image folder (default: <data-root>/val2017)")
+    d.add_argument(
+        "--max-images", type=int, default=100, help="evaluate the first N images by id; <= 0: all (default 100)"
+    )
+    d.add_argument("--image-ids-list", type=Path, default=None, help="text file of image ids, one per line")
+    p = parser.add_argument_group("pre/post-processing")
+    p.add_argument("--imgsz", type=int, default=640, help="square network input size (default 640)")
+    p.add_argument("--conf", type=float, default=0.001, help="score threshold (default 0.001)")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
+    p.add_argument("--max-det", type=int, default=300, help="max detections per image (default 300)")
+    p.add_argument("--pre-nms-topk", type=int, default=30000, help="candidates kept before NMS (default 30000)")
+    p.add_argument(
+        "--output-format",
+        choices=("auto", *LAYOUTS),
+        default="auto",
+        help="model output layout; auto detects it from the output shape",
+    )
+    r = parser.add_argument_group("run")
+    r.add_argument("--batch-size", type=int, default=1, help="images per inference (dynamic-batch models only)")
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="threads decoding + letterboxing images (default: %(default)s)",
+    )
+    r.add_argument("--warmup-runs", type=int, default=0, help="inferences on a zero tensor before timing")
+    r.add_argument("--skip-latency", type=int, default=0, help="drop the first N latency samples from the stats")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o = parser.add_argument_group("outputs")
+    o.add_argument(
+        "--out", type=Path, default=None, help=f"metrics JSON (default: tmp/{task}/<timestamp>/metrics.json)"
+    )
+    o.add_argument(
+        "--detections-out",
+        type=Path,
+        default=None,
+        help="COCO results JSON (default: detections.json beside the default metrics.json)",
+    )
+    o.add_argument(
+        "--task", default=task, help="run folder name under tmp/ when --out is not given (default: %(default)s)"
+    )
+
+
+def dataset_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
+    images = args.images_dir or args.data_root / "val2017"
+    return instances, images
+
+
+def eval_options(args: argparse.Namespace) -> EvalOptions:
+    from common.errors import UserError
+
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    return EvalOptions(
+        imgsz=args.imgsz,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        output_format=args.output_format,
+        post=PostprocessOptions(args.conf, args.iou, args.max_det, args.pre_nms_topk),
+        warmup_runs=args.warmup_runs,
+        skip_latency=args.skip_latency,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+
+
+def output_paths(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    if args.out is not None:
+        return args.out, args.detections_out
+    folder = run_dir(args.task)
+    return folder / "metrics.json", args.detections_out or folder / "detections.json"
+
+
+def format_report(result: EvalResult, metrics: dict[str, Any], backend: Backend) -> str:
+    t = result.timings
+    lines = [
+        result.summary_table.rstrip(),
+        "",
+        f"{'backend':<22}{backend.name}",
+        f"{'layout':<22}{result.layout}",
+        f"{'images':<22}{result.num_images}",
+        f"{'detections':<22}{metrics['num_detections']}",
+        f"{'mAP50-95 / mAP50':<22}{metrics['mAP_50_95']:.4f} / {metrics['mAP_50']:.4f}",
+        f"{'inference ms':<22}median {t['inference']['median_ms']:.2f}  p90 {t['inference']['p90_ms']:.2f}  "
+        f"p99 {t['inference']['p99_ms']:.2f}  (batch {result.batch_size})",
+        f"{'preprocess ms/img':<22}median {t['preprocess']['median_ms']:.2f}  ({t['workers']} workers, overlapped)",
+        f"{'postprocess ms/batch':<22}median {t['postprocess']['median_ms']:.2f}  (overlapped)",
+        f"{'end to end':<22}{t['end_to_end_images_per_s']:.1f} img/s  ({t['wall_seconds']:.2f} s)",
+        f"{'COCOeval':<22}{t['eval_seconds']:.2f} s",
+    ]
+    return "\n".join(lines)
+
+
+def run_eval(
+    args: argparse.Namespace, backend: Backend, model_path: Path, extra_run: dict[str, Any] | None = None
+) -> int:
+    """Evaluate, print the report, and write metrics.json (+ detections) atomically."""
+    instances, images = dataset_paths(args)
+    dataset = open_dataset(instances, images, args.max_images, args.image_ids_list)
+    opts = eval_options(args)
+    metrics_path, detections_path = output_paths(args)
+    result = evaluate(backend, dataset, opts)
+    metrics = users_metrics(result.stats, result.num_images, len(result.detections))
+    inf = result.timings["inference"]
+    payload: dict[str, Any] = {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "model_path": str(model_path),
+        "data_root": str(args.data_root),
+        "instances": str(instances),
+        "images_dir": str(images),
+        "imgsz": args.imgsz,
+        "max_images": args.max_images,
+        "warmup_runs": args.warmup_runs,
+        "skip_latency": args.skip_latency,
+        "conf": args.conf,
+        "iou": args.iou,
+        "max_det": args.max_det,
+        "pre_nms_topk": args.pre_nms_topk,
+        "batch_size": result.batch_size,
+        "metrics": metrics,
+        "latency": inf,
+        "timings": result.timings,
+        "run": {
+            "model_sha256": sha256_file(model_path) if model_path.is_file() else None,
+            "output_layout": result.layout,
+            "backend": backend.metadata(),
+            **run_metadata(),
+            **(extra_run or {}),
+        },
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    print(format_report(result, metrics, backend))
+    if detections_path is not None:
+        atomic_write_json(detections_path, result.detections, indent=None)
+        print(f"detections: {detections_path}")
+    atomic_write_json(metrics_path, payload)
+    print(f"metrics:    {metrics_path}")
+    return 0

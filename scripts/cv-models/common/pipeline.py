@@ -1,0 +1,217 @@
+"""The one evaluation loop: any Backend, any YOLOv10 layout, COCO metrics at the end.
+
+Stages run concurrently so the backend never waits on the CPU:
+
+    image ids -> [N loader threads: decode + letterbox] -> bounded window of futures
+              -> main thread: batch + backend.infer(batch)
+              -> [post thread: decode + NMS + unletterbox -> COCO rows]
+              -> COCOeval
+
+OpenCV and NumPy release the GIL for the heavy work, so threads overlap for real.
+Results do not depend on the worker count, the batch size or completion order: rows
+are gathered per image in image-id order.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from common.backends import Backend, max_batch_of
+from common.coco import CocoDataset, evaluate_bbox, to_coco_results
+from common.errors import UserError
+from common.images import LetterboxMeta, load_image_rgb, preprocess, unletterbox_xyxy
+from common.results import latency_stats
+from common.yolov10 import PostprocessOptions, check_layout, decode, detect_layout
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2)))
+
+
+@dataclass
+class EvalOptions:
+    imgsz: int = 640
+    batch_size: int = 1
+    workers: int = field(default_factory=default_workers)
+    output_format: str = "auto"  # auto | dfl144 | raw84 | e2e
+    post: PostprocessOptions = field(default_factory=PostprocessOptions)
+    warmup_runs: int = 0
+    skip_latency: int = 0
+    prefetch_batches: int = 2
+    post_workers: int = 1
+    progress: bool = True
+
+
+@dataclass
+class EvalResult:
+    detections: list[dict[str, Any]]
+    stats: dict[str, float]
+    summary_table: str
+    layout: str
+    num_images: int
+    batch_size: int
+    timings: dict[str, Any]
+
+
+@dataclass
+class _Item:
+    image_id: int
+    tensor: np.ndarray  # float32 CHW
+    meta: LetterboxMeta
+    seconds: float
+
+
+def _load(dataset: CocoDataset, image_id: int, size: int) -> _Item:
+    t0 = time.perf_counter()
+    img = load_image_rgb(dataset.image_path(image_id), what=f"image id {image_id}")
+    chw, meta = preprocess(img, size)
+    return _Item(image_id, chw, meta, time.perf_counter() - t0)
+
+
+def _input_size(backend: Backend, imgsz: int) -> int:
+    hw = backend.input.spatial
+    if hw is None:
+        raise UserError(f"model input {backend.input.name} has shape {list(backend.input.shape)}; expected NCHW")
+    fixed = {d for d in hw if d is not None}
+    if fixed and fixed != {imgsz}:
+        raise UserError(
+            f"--imgsz {imgsz} does not match the model input {list(backend.input.shape)}; pass --imgsz {hw[0]}"
+        )
+    return imgsz
+
+
+def resolve_batch_size(backend: Backend, requested: int) -> int:
+    if requested < 1:
+        raise UserError(f"--batch-size must be >= 1, got {requested}")
+    fixed = max_batch_of(backend)
+    if fixed is not None and requested != fixed:
+        raise UserError(
+            f"--batch-size {requested}: the model's batch axis is static ({fixed}); "
+            f"use --batch-size {fixed} or export the ONNX with a dynamic batch axis"
+        )
+    return requested
+
+
+def _batches(ids: list[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def _postprocess(
+    metas: list[tuple[int, LetterboxMeta]],
+    outputs: list[np.ndarray],
+    layout: str,
+    input_hw: tuple[int, int],
+    dataset: CocoDataset,
+    post: PostprocessOptions,
+) -> tuple[list[list[dict[str, Any]]], float]:
+    t0 = time.perf_counter()
+    out = outputs[0]
+    rows = []
+    for j, (image_id, meta) in enumerate(metas):
+        det = decode(out[j], layout, input_hw, post)
+        boxes = unletterbox_xyxy(det.boxes, meta)
+        rows.append(to_coco_results(image_id, boxes, det.scores, det.classes, dataset.class_to_category))
+    return rows, time.perf_counter() - t0
+
+
+def warmup(backend: Backend, batch_size: int, size: int, runs: int) -> None:
+    if runs > 0:
+        dummy = np.zeros((batch_size, 3, size, size), dtype=np.float32)
+        for _ in range(runs):
+            backend.infer(dummy)
+
+
+def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalResult:
+    """Run ``backend`` over the dataset's selected images and score them with COCOeval."""
+    size = _input_size(backend, opts.imgsz)
+    batch_size = resolve_batch_size(backend, opts.batch_size)
+    layout = None if opts.output_format == "auto" else opts.output_format
+    checked = False
+    warmup(backend, batch_size, size, opts.warmup_runs)
+
+    ids = dataset.image_ids
+    window = max(opts.workers, batch_size * max(1, opts.prefetch_batches))
+    pre_s: list[float] = []
+    infer_s: list[float] = []
+    post_s: list[float] = []
+    per_image: dict[int, list[dict[str, Any]]] = {}
+    t_start = time.perf_counter()
+    with (
+        cf.ThreadPoolExecutor(max(1, opts.workers), thread_name_prefix="load") as loaders,
+        cf.ThreadPoolExecutor(max(1, opts.post_workers), thread_name_prefix="post") as posters,
+        tqdm(total=len(ids), desc=f"eval[{backend.name}]", unit="img", disable=not opts.progress) as bar,
+    ):
+        pending: deque[cf.Future[_Item]] = deque()
+        queue = iter(ids)
+
+        def refill() -> None:
+            while len(pending) < window:
+                nxt = next(queue, None)
+                if nxt is None:
+                    return
+                pending.append(loaders.submit(_load, dataset, nxt, size))
+
+        in_post: deque[tuple[list[int], cf.Future[tuple[list[list[dict[str, Any]]], float]]]] = deque()
+
+        def collect(limit: int) -> None:
+            while len(in_post) > limit:
+                image_ids, fut = in_post.popleft()
+                rows, seconds = fut.result()
+                post_s.append(seconds)
+                per_image.update(zip(image_ids, rows, strict=True))
+
+        try:
+            refill()
+            for chunk in _batches(ids, batch_size):
+                items = [pending.popleft().result() for _ in chunk]
+                refill()
+                pre_s.extend(it.seconds for it in items)
+                batch = items[0].tensor[None] if len(items) == 1 else np.stack([it.tensor for it in items])
+                t0 = time.perf_counter()
+                outputs = backend.infer(batch)
+                infer_s.append(time.perf_counter() - t0)
+                if layout is None:
+                    layout = detect_layout(outputs[0].shape)
+                    checked = True
+                if not checked:
+                    check_layout(layout, outputs[0].shape)
+                    checked = True
+                metas = [(it.image_id, it.meta) for it in items]
+                del items, batch
+                fut = posters.submit(_postprocess, metas, outputs, layout, (size, size), dataset, opts.post)
+                in_post.append(([m[0] for m in metas], fut))
+                collect(limit=2 * max(1, opts.post_workers))
+                bar.update(len(chunk))
+            collect(limit=0)
+        except BaseException:
+            for f in pending:
+                f.cancel()
+            raise
+    wall = time.perf_counter() - t_start
+
+    detections = [row for i in ids for row in per_image[i]]
+    t0 = time.perf_counter()
+    stats, table = evaluate_bbox(dataset.coco, detections, ids)
+    eval_s = time.perf_counter() - t0
+    n = len(ids)
+    timings = {
+        "preprocess": latency_stats(pre_s),
+        "inference": latency_stats(infer_s, skip=opts.skip_latency, items_per_sample=batch_size),
+        "postprocess": latency_stats(post_s, items_per_sample=batch_size),
+        "eval_seconds": eval_s,
+        "wall_seconds": wall,
+        "end_to_end_images_per_s": n / wall if wall > 0 else 0.0,
+        "workers": opts.workers,
+        "batch_size": batch_size,
+    }
+    return EvalResult(detections, stats, table, layout or "unknown", n, batch_size, timings)

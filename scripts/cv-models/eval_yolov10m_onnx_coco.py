@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Evaluate a YOLOv10 ONNX model on COCO with ONNX Runtime (CPU, CUDA or TensorRT EP)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common.backends import OrtBackend
+from common.cli import make_parser, run_main, setup_logging
+from common.errors import UserError
+from common.eval_cli import add_eval_args, run_eval
+
+DEFAULT_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        __doc__ or "",
+        [
+            "python scripts/cv-models/eval_yolov10m_onnx_coco.py --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
+            "--providers CUDAExecutionProvider CPUExecutionProvider --max-images 0",
+            "python scripts/cv-models/eval_yolov10m_onnx_coco.py --onnx-path m.onnx --max-images 0 "
+            "--data-root datasets/synthcoco-mini --instances datasets/synthcoco-mini/annotations/instances_mini.json "
+            "--images-dir datasets/synthcoco-mini/images",
+        ],
+    )
+    parser.add_argument("--onnx-path", type=Path, required=True, help="YOLOv10 ONNX model (baseline or quantized)")
+    parser.add_argument(
+        "--providers",
+        nargs="+",
+        default=DEFAULT_PROVIDERS,
+        help="ONNX Runtime execution providers in priority order (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--disable-cpu-fallback",
+        action="store_true",
+        help="fail instead of falling back to CPU when the first accelerator EP can't run",
+    )
+    parser.add_argument("--provider-option", action="append", default=[], metavar="EP:KEY=VALUE",
+                        help="option passed to an execution provider (repeatable)")  # fmt: skip
+    add_eval_args(parser, task="eval-onnx")
+    return parser
+
+
+def parse_provider_options(items: Sequence[str], providers: Sequence[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        ep, sep, kv = item.partition(":")
+        key, eq, value = kv.partition("=")
+        if not sep or not eq or not ep or not key:
+            raise UserError(
+                f"--provider-option {item!r}: expected EP:KEY=VALUE, e.g. CUDAExecutionProvider:device_id=0"
+            )
+        if ep not in providers:
+            raise UserError(f"--provider-option {item!r}: {ep} is not in --providers ({' '.join(providers)})")
+        out.setdefault(ep, {})[key] = value
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    options = parse_provider_options(args.provider_option, args.providers)
+    backend = OrtBackend(str(args.onnx_path), args.providers, options, args.disable_cpu_fallback)
+    print(f"onnxruntime {backend.version}: providers in use: {', '.join(backend.providers_used)}")
+    try:
+        return run_eval(args, backend, args.onnx_path)
+    finally:
+        backend.close()
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
