@@ -469,7 +469,7 @@ def render_table(report: dict[str, Any], dx: Diagnosis) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, inputs: DoctorInputs | None = None) -> int:
     parser = make_parser(
         __doc__.splitlines()[1],
         [
@@ -491,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not Path(args.python).exists() and not _which(args.python):
         raise UserError(f"--python {args.python}: no such interpreter; pass a path such as /usr/bin/python3")
 
-    inp = DoctorInputs(env=dict(os.environ), python=args.python, session=not args.no_session)
+    inp = inputs or DoctorInputs(env=dict(os.environ), python=args.python, session=not args.no_session)
     report = collect(inp)
     dx = diagnose(report)
     full = {**report, "checks": dx.checks, "recommendations": dx.recommendations, "ready": dx.ready}
