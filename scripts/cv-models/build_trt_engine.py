@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Build a TensorRT / TensorRT-RTX engine from an ONNX model, with an engine cache.
+
+Writes <engine> and <engine>.json (ONNX sha256, backend + version, GPU, options, profiles,
+build seconds, engine size, layer/precision summary). An engine whose cache key (ONNX
+sha256, options, backend version, GPU) matches is reused ("cache hit"); --force rebuilds.
+Precision: on TensorRT 11.x and TensorRT-RTX it comes from the ONNX only (make an FP16/INT8/FP8
+ONNX with quantize_onnx.py); --fp16/--int8/--fp8 are TensorRT 10.x builder flags.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common.cli import make_parser, run_main, setup_logging
+from common.trt_api import add_backend_args, load_backend
+from common.trt_build import add_build_args, build_from_args
+
+
+def build_parser():
+    parser = make_parser(
+        __doc__ or "",
+        [
+            "python scripts/cv-models/build_trt_engine.py --onnx-path models/cv-models/yolov10m/yolov10m.onnx",
+            "python scripts/cv-models/build_trt_engine.py --onnx-path yolov10m_fp16.onnx --backend tensorrt-rtx "
+            "--compute-capability SM120",
+            "python scripts/cv-models/build_trt_engine.py --onnx-path yolov10m-dyn.onnx "
+            "--shapes images:1x3x640x640,8x3x640x640,16x3x640x640 --engine-path tmp/m.engine",
+            "python scripts/cv-models/build_trt_engine.py --onnx-path yolov10m.onnx --fp16   # TensorRT 10.x only",
+        ],
+    )
+    add_backend_args(parser)
+    add_build_args(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    api = load_backend(args.backend)
+    verbosity = "verbose" if args.verbose else args.trt_verbosity
+    result = build_from_args(args, api, verbosity)
+    meta = result.metadata
+    state = "cache hit" if result.cache_hit else f"built in {meta['build_seconds']:.1f} s"
+    print(f"{api.describe()}: {state}: {result.engine_path} ({meta['engine_bytes'] / 2**20:.1f} MiB)")
+    print(f"metadata: {result.engine_path}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
