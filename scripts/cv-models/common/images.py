@@ -72,7 +72,7 @@ def to_chw_float(img_hwc: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     chw = img_hwc.transpose(2, 0, 1)
     if out is None:
         out = np.empty(chw.shape, dtype=np.float32)
-    np.multiply(chw, np.float32(1.0 / 255.0), out=out, casting="unsafe")
+    np.divide(chw, np.float32(255.0), out=out, dtype=np.float32)  # division, as Ultralytics does
     return out
 
 
