@@ -157,7 +157,7 @@ def test_corrupt_onnx_gives_parser_message_and_no_engine(tmp_path, api):
     good_path.unlink()
     bad = tmp_path / "corrupt.onnx"
     bad.write_bytes(good[: len(good) // 2])  # a truncated download
-    with pytest.raises(UserError, match="ONNX parser failed.*Failed to parse the ONNX model"):
+    with pytest.raises(UserError, match=r"ONNX parser failed.*Failed to parse the ONNX model"):
         _build(api, bad, tmp_path / "c.engine")
     bad.write_bytes(b"this is not a protobuf" * 10)  # happens to parse as an empty message
     with pytest.raises(UserError, match="no graph outputs"):

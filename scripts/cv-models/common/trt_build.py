@@ -397,9 +397,9 @@ def _layer_summary_from_engine(api: TrtApi, logger: Any, engine_bytes: bytes) ->
         return None
     layers = info.get("Layers", []) if isinstance(info, dict) else []
     by_precision: dict[str, int] = {}
-    for layer in layers:
-        if isinstance(layer, dict):
-            for out in layer.get("Outputs", []) or []:
+    for entry in layers:
+        if isinstance(entry, dict):
+            for out in entry.get("Outputs", []) or []:
                 fmt = str(out.get("Format/Datatype", "?")) if isinstance(out, dict) else "?"
                 by_precision[fmt] = by_precision.get(fmt, 0) + 1
     return {"source": "IEngineInspector", "num_layers": len(layers), "outputs_by_format": by_precision}
@@ -577,9 +577,9 @@ def build_or_reuse(
 # ----------------------------------------------------------------------------- CLI glue
 
 
-def add_build_args(parser: Any, *, required_onnx: bool = True) -> None:
+def add_build_args(cli: Any, *, required_onnx: bool = True) -> None:
     """The engine-build flags shared by build_trt_engine.py and eval_yolov10m_trt_coco.py."""
-    g = parser.add_argument_group("engine build")
+    g = cli.add_argument_group("engine build")
     if required_onnx:
         g.add_argument("--onnx-path", type=Path, required=True, help="ONNX model to build")
     g.add_argument("--engine-path", type=Path, default=None,

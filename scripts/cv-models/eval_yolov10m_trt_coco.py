@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Evaluate a YOLOv10 TensorRT / TensorRT-RTX engine on COCO.
+
+The same evaluator as eval_yolov10m_onnx_coco.py (same pipeline, flags and metrics.json
+schema) with a TensorRT backend. Give --engine-path to run an existing engine, or --onnx-path
+(plus build options) to build one through the engine cache, or reuse the cached one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common.cli import make_parser, run_main, setup_logging
+from common.errors import UserError
+from common.eval_cli import add_eval_args, run_eval
+from common.trt_api import add_backend_args, load_backend
+from common.trt_build import add_build_args, build_from_args
+from common.trt_runtime import TrtBackend
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        __doc__ or "",
+        [
+            "python scripts/cv-models/eval_yolov10m_trt_coco.py "
+            "--engine-path tmp/build-engine/trt/yolov10m.tensorrt.engine --max-images 0",
+            "python scripts/cv-models/eval_yolov10m_trt_coco.py "
+            "--onnx-path models/cv-models/yolov10m/yolov10m_fp16.onnx --backend tensorrt-rtx "
+            "--max-images 0 --cuda-graph",
+        ],
+    )
+    parser.add_argument("--onnx-path", type=Path, default=None,
+                        help="ONNX to build (or reuse from the engine cache); optional with --engine-path")
+    add_backend_args(parser)
+    add_build_args(parser, required_onnx=False)
+    t = parser.add_argument_group("TensorRT runtime")
+    t.add_argument("--cuda-graph", action="store_true", help="replay each enqueue as a CUDA graph")
+    t.add_argument("--runtime-cache", type=Path, default=None, help="TensorRT-RTX runtime (JIT kernel) cache file")
+    add_eval_args(parser, task="eval-trt")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.onnx_path is None and args.engine_path is None:
+        raise UserError("give --engine-path ENGINE, or --onnx-path ONNX to build (or reuse) an engine")
+    api = load_backend(args.backend)
+    verbosity = "verbose" if args.verbose else args.trt_verbosity
+    extra: dict = {}
+    if args.onnx_path is not None:
+        built = build_from_args(args, api, verbosity)
+        engine_path = built.engine_path
+        print(f"{api.describe()}: {'cache hit' if built.cache_hit else 'built'}: {engine_path}")
+        extra["engine_cache_hit"] = built.cache_hit
+        model_path = args.onnx_path
+    else:
+        engine_path = args.engine_path
+        model_path = engine_path
+    backend = TrtBackend.open(engine_path, api, cuda_graph=args.cuda_graph, verbosity=verbosity,
+                              runtime_cache=args.runtime_cache)
+    try:
+        return run_eval(args, backend, model_path, {"trt": extra} if extra else None)
+    finally:
+        backend.close()
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
