@@ -446,9 +446,9 @@ class FakeEngine(_Mirror):
         if self._session is None:
             import onnxruntime as ort
 
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = 2
-            self._session = ort.InferenceSession(self._onnx, so, providers=["CPUExecutionProvider"])
+            # Default session options, like common.backends.OrtBackend and the tests' references: ORT's
+            # float results depend on the thread count, and "same numbers" means same settings.
+            self._session = ort.InferenceSession(self._onnx, providers=["CPUExecutionProvider"])
         return self._session
 
     @property
@@ -583,11 +583,61 @@ class FakeContext(_Mirror):
                 _read(addr, shape, dtype)[...] = arr
             self._state.executions += 1
 
-        if self._state.mem is None:
-            work()
-        else:
+        if self._state.mem is not None:
             self._state.mem.enqueue(stream_handle, work)
+            return True
+        if not self._state.device_io:
+            work()
+            return True
+        # Real CUDA memory (GPU machines): the ONNX still runs on the host, so wait for the stream's
+        # earlier work (the H2D copies), copy inputs down, run, copy outputs up. Such work cannot be
+        # captured into a CUDA graph: refuse during capture as TensorRT does for uncapturable enqueues.
+        if _device_capturing(stream_handle):
+            self._error("enqueue during stream capture is not supported by this double in device mode")
+            return False
+        _device_sync(stream_handle)
+        feeds = {n: _device_read(a, s, d) for n, (a, s, d) in plan.items() if io[n]["input"]}
+        session = self._engine._ort()
+        for name, arr in zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True):
+            addr, shape, dtype = plan[name]
+            assert tuple(arr.shape) == tuple(shape) and arr.dtype == dtype, (name, arr.shape, shape)
+            _device_write(addr, np.ascontiguousarray(arr))
+        self._state.executions += 1
         return True
+
+
+def _cuda() -> Any:
+    from cuda.bindings import runtime
+
+    return runtime
+
+
+def _device_capturing(stream: int) -> bool:
+    rt = _cuda()
+    err, status = rt.cudaStreamIsCapturing(stream)
+    assert int(err) == 0, err
+    return status != rt.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone
+
+
+def _device_sync(stream: int) -> None:
+    err = _cuda().cudaStreamSynchronize(stream)[0]
+    assert int(err) == 0, err
+
+
+def _device_read(addr: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    rt = _cuda()
+    out = np.empty(shape, dtype)
+    if out.nbytes:
+        err = rt.cudaMemcpy(out.ctypes.data, addr, out.nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost)[0]
+        assert int(err) == 0, err
+    return out
+
+
+def _device_write(addr: int, arr: np.ndarray) -> None:
+    rt = _cuda()
+    if arr.nbytes:
+        err = rt.cudaMemcpy(addr, arr.ctypes.data, arr.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice)[0]
+        assert int(err) == 0, err
 
 
 def _read(addr: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -761,6 +811,7 @@ class DoubleState:
         self.contexts = 0
         self.executions = 0
         self.capture_fails = False
+        self.device_io = False  # True: tensor addresses are real CUDA device pointers
 
 
 _current_module: Any = None

@@ -4,6 +4,9 @@
 The same evaluator as eval_yolov10m_onnx_coco.py (same pipeline, flags and metrics.json
 schema) with a TensorRT backend. Give --engine-path to run an existing engine, or --onnx-path
 (plus build options) to build one through the engine cache, or reuse the cached one.
+
+Validation status: engine execution was tested only against a TensorRT runtime test double
+(which runs the ONNX with ONNX Runtime); not yet on an RTX 5090.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 Writes one <output>.npy per engine output and infer.json (I/O, timings) into --output-dir.
 --benchmark reports trtexec's figures: GPU compute, H2D, D2H, enqueue, latency (H2D+compute+D2H,
 CUDA events), end-to-end host time and throughput, each as mean/median/p90/p95/p99.
+
+Validation status: this script's engine execution was tested only against a TensorRT runtime
+test double (the CUDA memory layer itself ran for real on an H100); not yet on an RTX 5090.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ All CUDA work goes through a ``common.cuda_mem.MemoryLayer`` (cuda-python by def
 so tests can run the session against a runtime double with host memory.
 
 ``TrtBackend`` adapts a session to ``common.backends.Backend`` for the evaluation pipeline.
+
+Validation status: written against the documented TensorRT / TensorRT-RTX runtime API and tested
+against a test double of it (tests/trt_double.py, checked name-by-name against the real
+``tensorrt_rtx`` and ``tensorrt`` 10.7/10.13/11.4 classes); the cuda-python layer ran for real on
+an H100. No real engine has been executed by this code yet.
 """
 
 from __future__ import annotations

@@ -1,0 +1,144 @@
+"""The cuda-python memory layer (common.cuda_mem).
+
+CPU part: error naming and host views (needs only the cuda.bindings package).
+GPU part (skipped without a CUDA device): copies round-trip bit-exact from 1 KiB to 256 MiB,
+events time a copy, a captured CUDA graph replays a copy, allocation failures are named.
+Set YOLO_CUDA_MEM_REPORT=path.json to record the measured numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (cuda.bindings) not installed")
+
+from common.cuda_mem import CudaError, CudaMemory, _host_view, check, device_info  # noqa: E402
+
+SIZES = [1 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20]
+REPORT: dict = {}
+
+
+def test_check_names_the_error_and_unpacks_values():
+    with pytest.raises(CudaError, match=r"^cudaMalloc: cudaErrorMemoryAllocation \(out of memory\)$") as info:
+        check("cudaMalloc", (runtime.cudaError_t.cudaErrorMemoryAllocation, None))
+    assert info.value.code == int(runtime.cudaError_t.cudaErrorMemoryAllocation)
+    assert check("x", (runtime.cudaError_t.cudaSuccess,)) is None
+    assert check("x", (runtime.cudaError_t.cudaSuccess, 7)) == 7
+    assert check("x", (runtime.cudaError_t.cudaSuccess, 7, 8)) == (7, 8)
+
+
+def test_host_view_bounds():
+    import ctypes
+
+    buf = (ctypes.c_uint8 * 16)()
+    view = _host_view(ctypes.addressof(buf), 16, np.dtype(np.float32), (2, 2))
+    view[...] = 1.5
+    assert np.frombuffer(bytes(buf), np.float32).tolist() == [1.5] * 4
+    with pytest.raises(ValueError):
+        _host_view(ctypes.addressof(buf), 16, np.dtype(np.float32), (5,))
+
+
+def _gpu_count() -> int:
+    try:
+        err, n = runtime.cudaGetDeviceCount()
+    except Exception:
+        return 0
+    return int(n) if int(err) == 0 else 0
+
+
+gpu = pytest.mark.skipif(_gpu_count() == 0, reason="no CUDA device")
+
+
+@pytest.fixture(scope="module")
+def mem():
+    return CudaMemory()
+
+
+def _record(key, value):
+    REPORT[key] = value
+    path = os.environ.get("YOLO_CUDA_MEM_REPORT")
+    if path:
+        with open(path, "w") as fh:
+            json.dump({"device": device_info(), **REPORT}, fh, indent=2)
+
+
+@gpu
+@pytest.mark.parametrize("nbytes", SIZES, ids=lambda n: f"{n >> 10}KiB")
+def test_copy_round_trip_bit_exact_and_timed(mem, nbytes):
+    stream = mem.stream()
+    assert stream.handle != 0  # never the legacy default stream
+    src, dst = mem.pinned_buffer(nbytes), mem.pinned_buffer(nbytes)
+    d_a, d_b = mem.device_buffer(nbytes), mem.device_buffer(nbytes)
+    ev = [mem.event() for _ in range(4)]
+    try:
+        data = np.random.default_rng(nbytes).integers(0, 256, nbytes, dtype=np.uint8)
+        src.view(np.uint8, (nbytes,))[...] = data
+        dst.view(np.uint8, (nbytes,))[...] = ~data
+        ev[0].record(stream)
+        mem.copy_htod_async(d_a.ptr, src.ptr, nbytes, stream)
+        ev[1].record(stream)
+        mem.copy_dtod_async(d_b.ptr, d_a.ptr, nbytes, stream)
+        ev[2].record(stream)
+        mem.copy_dtoh_async(dst.ptr, d_b.ptr, nbytes, stream)
+        ev[3].record(stream)
+        ev[3].synchronize()
+        assert np.array_equal(dst.view(np.uint8, (nbytes,)), data)
+        h2d, d2d, d2h = (mem.elapsed_ms(ev[i], ev[i + 1]) for i in range(3))
+        assert h2d > 0 and d2h > 0 and d2d >= 0
+        _record(f"copy_{nbytes}", {
+            "bytes": nbytes, "h2d_ms": h2d, "d2d_ms": d2d, "d2h_ms": d2h,
+            "h2d_GBps": nbytes / h2d / 1e6, "d2h_GBps": nbytes / d2h / 1e6,
+            "d2d_GBps": nbytes / d2d / 1e6 if d2d > 0 else None,
+        })
+    finally:
+        for b in (src, dst, d_a, d_b):
+            b.free()
+        for e in ev:
+            e.close()
+        stream.close()
+
+
+@gpu
+def test_captured_graph_replays_a_copy(mem):
+    nbytes = 4 << 20
+    stream = mem.stream()
+    host_in, host_out = mem.pinned_buffer(nbytes), mem.pinned_buffer(nbytes)
+    d_a, d_b = mem.device_buffer(nbytes), mem.device_buffer(nbytes)
+    start, end = mem.event(), mem.event()
+    try:
+        mem.begin_capture(stream)
+        mem.copy_dtod_async(d_b.ptr, d_a.ptr, nbytes, stream)
+        mem.copy_dtoh_async(host_out.ptr, d_b.ptr, nbytes, stream)
+        graph = mem.end_capture(stream)
+        times = []
+        for seed in range(3):  # new data each time: the replay really copies
+            data = np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8)
+            host_in.view(np.uint8, (nbytes,))[...] = data
+            mem.copy_htod_async(d_a.ptr, host_in.ptr, nbytes, stream)
+            start.record(stream)
+            graph.launch(stream)
+            end.record(stream)
+            stream.synchronize()
+            assert np.array_equal(host_out.view(np.uint8, (nbytes,)), data)
+            times.append(mem.elapsed_ms(start, end))
+        graph.close()
+        _record("graph_replay_4MiB_dtod_plus_d2h_ms", times)
+    finally:
+        for b in (host_in, host_out, d_a, d_b):
+            b.free()
+        start.close()
+        end.close()
+        stream.close()
+
+
+@gpu
+def test_allocation_failure_is_named(mem):
+    with pytest.raises(CudaError, match="cudaMalloc: cudaErrorMemoryAllocation"):
+        mem.device_buffer(1 << 50)
+    info = device_info()
+    assert info and info["name"] and info["compute_capability"]
+    _record("device_info_ok", True)
