@@ -22,6 +22,47 @@ def test_worker_count_does_not_change_results(mini_coco) -> None:
     assert one.stats == many.stats
 
 
+def test_sequential_path_equals_the_pipelined_one(mini_coco) -> None:
+    backend = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
+    seq = run(backend, mini_coco, workers=0)
+    par = run(backend, mini_coco, workers=2, post_workers=2)
+    assert seq.timings["mode"] == "sequential" and par.timings["mode"] == "pipelined"
+    assert seq.detections == par.detections and seq.stats == par.stats
+
+
+class AsyncWrapper:
+    """A backend with submit/wait whose results come back late and out of call order."""
+
+    def __init__(self, inner: OrtBackend) -> None:
+        self.inner, self.name, self.queue, self.count = inner, "async-fake", {}, 0
+        self.input, self.outputs = inner.input, inner.outputs
+
+    def infer(self, batch):
+        return self.inner.infer(batch)
+
+    def submit(self, batch):
+        token, self.count = self.count, self.count + 1
+        self.queue[token] = batch.copy()
+        return token
+
+    def wait(self, token):
+        return self.inner.infer(self.queue.pop(token))
+
+    def metadata(self):
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def test_async_backend_gets_the_same_results(mini_coco) -> None:
+    inner = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
+    ref = run(inner, mini_coco, workers=2)
+    got = run(AsyncWrapper(inner), mini_coco, workers=2)
+    assert got.timings["mode"] == "pipelined-async"
+    assert got.detections == ref.detections
+
+
 def test_static_batch_model_rejects_batch_above_one(mini_coco) -> None:
     backend = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
     with pytest.raises(UserError, match="static"):

@@ -58,7 +58,7 @@ def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
         "--workers",
         type=int,
         default=default_workers(),
-        help="threads decoding + letterboxing images (default: %(default)s)",
+        help="threads decoding + letterboxing images; 0 = sequential, no threads (default: %(default)s)",
     )
     r.add_argument("--warmup-runs", type=int, default=0, help="inferences on a zero tensor before timing")
     r.add_argument("--skip-latency", type=int, default=0, help="drop the first N latency samples from the stats")
@@ -87,8 +87,8 @@ def dataset_paths(args: argparse.Namespace) -> tuple[Path, Path]:
 def eval_options(args: argparse.Namespace) -> EvalOptions:
     from common.errors import UserError
 
-    if args.workers < 1:
-        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
     return EvalOptions(
         imgsz=args.imgsz,
         batch_size=args.batch_size,

@@ -131,8 +131,39 @@ def warmup(backend: Backend, batch_size: int, size: int, runs: int) -> None:
             backend.infer(dummy)
 
 
+class _Inline:
+    """An executor that runs each task at once in the caller's thread (the sequential path)."""
+
+    def submit(self, fn: Any, *args: Any) -> cf.Future[Any]:
+        fut: cf.Future[Any] = cf.Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _executor(workers: int, prefix: str) -> cf.ThreadPoolExecutor | _Inline:
+    return cf.ThreadPoolExecutor(workers, thread_name_prefix=prefix) if workers > 0 else _Inline()
+
+
+def is_async(backend: Backend) -> bool:
+    """Backends with ``submit(batch) -> token`` and ``wait(token) -> outputs`` get two batches in flight."""
+    return callable(getattr(backend, "submit", None)) and callable(getattr(backend, "wait", None))
+
+
 def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalResult:
-    """Run ``backend`` over the dataset's selected images and score them with COCOeval."""
+    """Run ``backend`` over the dataset's selected images and score them with COCOeval.
+
+    ``opts.workers == 0`` is the sequential path: load, infer and post-process one after
+    the other in this thread. It gives the same detections as any parallel setting.
+    """
     size = _input_size(backend, opts.imgsz)
     batch_size = resolve_batch_size(backend, opts.batch_size)
     layout = None if opts.output_format == "auto" else opts.output_format
@@ -140,15 +171,17 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     warmup(backend, batch_size, size, opts.warmup_runs)
 
     ids = dataset.image_ids
-    window = max(opts.workers, batch_size * max(1, opts.prefetch_batches))
+    sequential = opts.workers <= 0
+    window = batch_size if sequential else max(opts.workers, batch_size * max(1, opts.prefetch_batches))
+    pipelined = is_async(backend) and not sequential
     pre_s: list[float] = []
     infer_s: list[float] = []
     post_s: list[float] = []
     per_image: dict[int, list[dict[str, Any]]] = {}
     t_start = time.perf_counter()
     with (
-        cf.ThreadPoolExecutor(max(1, opts.workers), thread_name_prefix="load") as loaders,
-        cf.ThreadPoolExecutor(max(1, opts.post_workers), thread_name_prefix="post") as posters,
+        _executor(opts.workers, "load") as loaders,
+        _executor(0 if sequential else max(1, opts.post_workers), "post") as posters,
         tqdm(total=len(ids), desc=f"eval[{backend.name}]", unit="img", disable=not opts.progress) as bar,
     ):
         pending: deque[cf.Future[_Item]] = deque()
@@ -170,6 +203,21 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
                 post_s.append(seconds)
                 per_image.update(zip(image_ids, rows, strict=True))
 
+        def finish(metas: list[tuple[int, LetterboxMeta]], outputs: list[np.ndarray], t0: float) -> None:
+            nonlocal layout, checked
+            infer_s.append(time.perf_counter() - t0)
+            if layout is None:
+                layout = detect_layout(outputs[0].shape)
+                checked = True
+            if not checked:
+                check_layout(layout, outputs[0].shape)
+                checked = True
+            fut = posters.submit(_postprocess, metas, outputs, layout, (size, size), dataset, opts.post)
+            in_post.append(([m[0] for m in metas], fut))
+            collect(limit=2 * max(1, opts.post_workers))
+            bar.update(len(metas))
+
+        in_flight: tuple[Any, list[tuple[int, LetterboxMeta]], float] | None = None
         try:
             refill()
             for chunk in _batches(ids, batch_size):
@@ -177,21 +225,19 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
                 refill()
                 pre_s.extend(it.seconds for it in items)
                 batch = items[0].tensor[None] if len(items) == 1 else np.stack([it.tensor for it in items])
-                t0 = time.perf_counter()
-                outputs = backend.infer(batch)
-                infer_s.append(time.perf_counter() - t0)
-                if layout is None:
-                    layout = detect_layout(outputs[0].shape)
-                    checked = True
-                if not checked:
-                    check_layout(layout, outputs[0].shape)
-                    checked = True
                 metas = [(it.image_id, it.meta) for it in items]
-                del items, batch
-                fut = posters.submit(_postprocess, metas, outputs, layout, (size, size), dataset, opts.post)
-                in_post.append(([m[0] for m in metas], fut))
-                collect(limit=2 * max(1, opts.post_workers))
-                bar.update(len(chunk))
+                del items
+                t0 = time.perf_counter()
+                if pipelined:
+                    token = backend.submit(batch)  # type: ignore[attr-defined]
+                    if in_flight is not None:
+                        finish(in_flight[1], backend.wait(in_flight[0]), in_flight[2])  # type: ignore[attr-defined]
+                    in_flight = (token, metas, t0)
+                else:
+                    finish(metas, backend.infer(batch), t0)
+                del batch
+            if in_flight is not None:
+                finish(in_flight[1], backend.wait(in_flight[0]), in_flight[2])  # type: ignore[attr-defined]
             collect(limit=0)
         except BaseException:
             for f in pending:
@@ -213,5 +259,6 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
         "end_to_end_images_per_s": n / wall if wall > 0 else 0.0,
         "workers": opts.workers,
         "batch_size": batch_size,
+        "mode": "sequential" if sequential else ("pipelined-async" if pipelined else "pipelined"),
     }
     return EvalResult(detections, stats, table, layout or "unknown", n, batch_size, timings)
