@@ -49,6 +49,7 @@ class EvalOptions:
     prefetch_batches: int = 2
     post_workers: int = 1
     progress: bool = True
+    coco_eval: bool = True  # False: detections only (benchmarks that repeat images)
 
 
 @dataclass
@@ -245,9 +246,9 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
             raise
     wall = time.perf_counter() - t_start
 
-    detections = [row for i in ids for row in per_image[i]]
+    detections = [row for i in dict.fromkeys(ids) for row in per_image[i]]
     t0 = time.perf_counter()
-    stats, table = evaluate_bbox(dataset.coco, detections, ids)
+    stats, table = evaluate_bbox(dataset.coco, detections, ids) if opts.coco_eval else ({}, "")
     eval_s = time.perf_counter() - t0
     n = len(ids)
     timings = {

@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Evaluation throughput, side by side in one process: ceiling vs our evaluator vs Ultralytics.
+
+For each batch size, on the same model and images:
+  (a) ceiling      inference only: input/output resident on the GPU (IO binding), no host copies;
+                   on a CPU-only machine, session.run on a prepared batch
+  (b) ours         the end-to-end evaluator (decode + letterbox workers, inference, NMS, unletterbox)
+      sequential   the same evaluator with no threads (--workers 0), for reference
+  (c) ultralytics  YOLO(onnx).predict, end to end, when ultralytics is importable (not for dfl144)
+Each figure spans at least --min-seconds (the image list is repeated). Prints a table and
+writes JSON (default tmp/bench-eval/<timestamp>/bench.json). AP of (b) is checked against the
+sequential path on one scored pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+
+from common.backends import Backend, OrtBackend
+from common.cli import make_parser, run_main, setup_logging
+from common.coco import CocoDataset, open_dataset
+from common.errors import UserError
+from common.eval_cli import DEFAULT_DATA_ROOT
+from common.gpu_monitor import GpuMonitor
+from common.pipeline import EvalOptions, default_workers, evaluate
+from common.results import atomic_write_json, latency_stats, run_dir, sha256_file
+from common.sysinfo import run_metadata
+
+STAGES = ("preprocess", "inference", "postprocess")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        __doc__ or "",
+        [
+            "python scripts/cv-models/bench_eval_throughput.py --onnx-path yolov10m.onnx --batch-sizes 1",
+            "python scripts/cv-models/bench_eval_throughput.py --onnx-path dynbatch.onnx --batch-sizes 1 4 8 16 32",
+            "python scripts/cv-models/bench_eval_throughput.py --smoke   # CI: bundled model, 8 images, CPU",
+        ],
+    )
+    parser.add_argument("--onnx-path", type=Path, help="model to benchmark (default with --smoke: the bundled one)")
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="COCO root (default: %(default)s)")
+    parser.add_argument("--instances", type=Path, help="instances JSON (default: <data-root>/annotations/...)")
+    parser.add_argument("--images-dir", type=Path, help="image folder (default: <data-root>/val2017)")
+    parser.add_argument("--max-images", type=int, default=300, help="distinct images used (default 300; <= 0: all)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1], help="batch sizes to measure")
+    parser.add_argument("--workers", type=int, default=default_workers(), help="loader threads for (b)")
+    parser.add_argument("--min-seconds", type=float, default=10.0, help="each figure spans at least this long")
+    parser.add_argument("--cpu", action="store_true", help="ONNX Runtime CPU EP even where CUDA is available")
+    parser.add_argument("--cuda-graph", action="store_true", help="also measure (b) with ORT's CUDA graph option")
+    parser.add_argument("--no-ultralytics", action="store_true", help="skip (c) even if ultralytics is installed")
+    parser.add_argument("--smoke", action="store_true", help="tiny run for CI: bundled model/set, 8 images, CPU")
+    parser.add_argument("--out", type=Path, help="JSON path (default: tmp/bench-eval/<timestamp>/bench.json)")
+    return parser
+
+
+def _gpu_available(force_cpu: bool) -> bool:
+    import onnxruntime as ort
+
+    return not force_cpu and "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _repeat(ids: list[int], n: int) -> list[int]:
+    return (ids * max(1, math.ceil(n / len(ids))))[: max(n, len(ids))]
+
+
+def _span(per_item_s: float, min_seconds: float, floor: int) -> int:
+    return max(floor, math.ceil(min_seconds / max(per_item_s, 1e-6)))
+
+
+def ceiling(backend: Backend, batch: int, size: int, min_seconds: float) -> dict[str, Any]:
+    """Inference-only img/s: resident IO binding on the GPU, a prepared host batch on the CPU."""
+    resident = getattr(backend, "resident_run_ms", None)
+    if callable(resident):
+        probe = resident(10, batch=batch, warmup=10)
+        ms = resident(_span(np.median(probe) / 1000, min_seconds, 20), batch=batch, warmup=0)
+        how = "ORT IO binding, input/output resident on the GPU, synchronous runs"
+    else:
+        x = np.zeros((batch, 3, size, size), np.float32)
+        backend.infer(x)
+        t0 = time.perf_counter()
+        backend.infer(x)
+        iters = _span(time.perf_counter() - t0, min_seconds, 5)
+        ms = []
+        for _ in range(iters):
+            t0 = time.perf_counter()
+            backend.infer(x)
+            ms.append((time.perf_counter() - t0) * 1000)
+        how = "session.run on a prepared host batch"
+    stats = latency_stats([m / 1000 for m in ms], items_per_sample=batch)
+    return {"images_per_s": stats["throughput_fps"], "latency": stats, "method": how, "seconds": sum(ms) / 1000}
+
+
+def run_ours(backend: Backend, ds: CocoDataset, batch: int, workers: int, n_images: int) -> dict[str, Any]:
+    rep = dataclasses.replace(ds, image_ids=_repeat(ds.image_ids, n_images))
+    opts = EvalOptions(batch_size=batch, workers=workers, warmup_runs=3, progress=False, coco_eval=False)
+    with GpuMonitor() as mon:
+        res = evaluate(backend, rep, opts)
+    t = res.timings
+    return {
+        "images_per_s": t["end_to_end_images_per_s"],
+        "images": res.num_images,
+        "seconds": t["wall_seconds"],
+        "mode": t["mode"],
+        "stage_ms": {k: {"median": t[k]["median_ms"], "p90": t[k]["p90_ms"]} for k in STAGES},
+        "gpu": mon.summary(),
+    }
+
+
+def scored(backend: Backend, ds: CocoDataset, batch: int, workers: int) -> dict[str, float]:
+    return evaluate(backend, ds, EvalOptions(batch_size=batch, workers=workers, progress=False)).stats
+
+
+def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images: int) -> dict[str, Any]:
+    try:
+        from ultralytics import YOLO
+    except ImportError as exc:
+        return {"skipped": f"ultralytics not importable: {exc}"}
+    model = YOLO(str(onnx), task="detect")
+    paths = [str(ds.image_path(i)) for i in _repeat(ds.image_ids, n_images)]
+    kw = {"imgsz": 640, "conf": 0.001, "iou": 0.7, "max_det": 300, "verbose": False, "batch": batch,
+          "device": 0 if gpu else "cpu"}  # fmt: skip
+    for _ in model.predict(source=paths[: 2 * batch], stream=True, **kw):
+        pass  # warm-up
+    speeds: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+    with GpuMonitor() as mon:
+        t0 = time.perf_counter()
+        for r in model.predict(source=paths, stream=True, **kw):
+            for k in speeds:
+                speeds[k].append(float(r.speed.get(k) or 0.0))
+        wall = time.perf_counter() - t0
+    import ultralytics
+
+    return {
+        "images_per_s": len(paths) / wall,
+        "images": len(paths),
+        "seconds": wall,
+        "version": ultralytics.__version__,
+        "stage_ms": {k: {"median": float(np.median(v)), "p90": float(np.percentile(v, 90))} for k, v in speeds.items()},
+        "gpu": mon.summary(),
+    }
+
+
+def make_backends(onnx: Path, batch: int, gpu: bool, cuda_graph: bool) -> dict[str, Backend]:
+    if not gpu:
+        return {"ort-cpu": OrtBackend(str(onnx), ["CPUExecutionProvider"])}
+    from common.ort_cuda import OrtCudaBackend
+
+    out: dict[str, Backend] = {"ort-cuda-iobinding": OrtCudaBackend(str(onnx), max_batch=batch)}
+    if cuda_graph:
+        opts = {"CUDAExecutionProvider": {"enable_cuda_graph": "1"}}
+        out["ort-cuda-iobinding-graph"] = OrtCudaBackend(str(onnx), opts, max_batch=batch)
+    out["ort-cuda-plain"] = OrtBackend(str(onnx), ["CUDAExecutionProvider"], disable_cpu_fallback=True)
+    return out
+
+
+def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool) -> dict[str, Any]:
+    backends = make_backends(args.onnx_path, batch, gpu, args.cuda_graph)
+    main_name = next(iter(backends))
+    main = backends[main_name]
+    size = main.input.shape[2] or 640
+    row: dict[str, Any] = {"batch_size": batch, "backend": main_name}
+    row["ceiling"] = ceiling(main, batch, int(size), args.min_seconds)
+    n_images = math.ceil(row["ceiling"]["images_per_s"] * args.min_seconds)
+    row["ours"] = {}
+    for name, backend in backends.items():
+        row["ours"][name] = run_ours(backend, ds, batch, args.workers, n_images)
+    row["sequential"] = run_ours(backends.get("ort-cuda-plain", main), ds, batch, 0,
+                                 max(len(ds.image_ids), n_images // 3))  # fmt: skip
+    ref = scored(backends.get("ort-cuda-plain", main), ds, batch, 0)
+    got = scored(main, ds, batch, args.workers)
+    row["ap_sequential"], row["ap_ours"] = ref.get("AP"), got.get("AP")
+    row["stats_identical"] = ref == got
+    best = max(row["ours"].values(), key=lambda r: r["images_per_s"])
+    row["best_ours_images_per_s"] = best["images_per_s"]
+    row["ratio_to_ceiling"] = best["images_per_s"] / row["ceiling"]["images_per_s"]
+    for backend in backends.values():
+        backend.close()
+    return row
+
+
+def _fmt_line(batch: int, name: str, d: dict[str, Any], ceil: float, ultra: float | None) -> str:
+    ips = d["images_per_s"]
+    gpu = (d.get("gpu") or {}).get("gpu_util_mean")
+    st = d.get("stage_ms")
+    stages = "/".join(f"{st[k]['median']:.2f}" for k in STAGES) if st else "-"
+    x_ultra = f"{ips / ultra:.2f}" if ultra else "-"
+    gpu_s = f"{gpu:.0f}" if gpu is not None else "-"
+    return f"{batch:>5}  {name:<28}{ips:>9.1f}{ips / ceil:>11.2f}{x_ultra:>9}  {gpu_s:>6}  {stages}"
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'batch':>5}  {'variant':<28}{'img/s':>9}{'x ceiling':>11}{'x ultra':>9}  {'GPU %':>6}  stage ms pre/inf/post"
+    )
+    lines = [head]
+    for r in rows:
+        b, ceil = r["batch_size"], r["ceiling"]["images_per_s"]
+        ultra = r.get("ultralytics", {}).get("images_per_s")
+        lines.append(_fmt_line(b, "(a) ceiling", r["ceiling"], ceil, ultra))
+        for name, d in r["ours"].items():
+            lines.append(_fmt_line(b, f"(b) {name}", d, ceil, ultra))
+        lines.append(_fmt_line(b, "    sequential", r["sequential"], ceil, ultra))
+        if ultra:
+            lines.append(_fmt_line(b, "(c) ultralytics predict", r["ultralytics"], ceil, ultra))
+        elif "ultralytics" in r:
+            lines.append(f"{b:>5}  (c) ultralytics: {r['ultralytics'].get('skipped')}")
+        same = "identical" if r["stats_identical"] else "DIFFERENT"
+        lines.append(f"{'':>5}  AP ours {r['ap_ours']:.4f} vs sequential {r['ap_sequential']:.4f}: {same}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    repo = Path(__file__).resolve().parents[2]
+    if args.smoke:
+        args.onnx_path = args.onnx_path or repo / "models/cv-models/yolov10n-synth/yolov10n-synth.onnx"
+        args.data_root = repo / "datasets/synthcoco-mini"
+        args.max_images, args.min_seconds, args.cpu, args.workers = 8, 0.5, True, min(args.workers, 2)
+    if args.onnx_path is None:
+        raise UserError("--onnx-path is required (or --smoke)")
+    if not args.onnx_path.is_file():
+        raise UserError(f"ONNX model not found: {args.onnx_path}; check --onnx-path")
+    instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
+    images = args.images_dir or args.data_root / "val2017"
+    ds = open_dataset(instances, images, args.max_images)
+    gpu = _gpu_available(args.cpu)
+    out = args.out or run_dir("bench-eval") / "bench.json"
+    rows = []
+    for batch in args.batch_sizes:
+        print(f"batch {batch}: measuring ...", file=sys.stderr)
+        row = bench_batch(args, ds, batch, gpu)
+        if not args.no_ultralytics:
+            n = math.ceil(row["best_ours_images_per_s"] * args.min_seconds / 3)
+            row["ultralytics"] = run_ultralytics(args.onnx_path, ds, batch, gpu, n)
+            if "images_per_s" in row["ultralytics"]:
+                row["ratio_to_ultralytics"] = row["best_ours_images_per_s"] / row["ultralytics"]["images_per_s"]
+        rows.append(row)
+    report = {
+        "model": str(args.onnx_path),
+        "model_sha256": sha256_file(args.onnx_path),
+        "images": len(ds.image_ids),
+        "device": "gpu" if gpu else "cpu",
+        "workers": args.workers,
+        "min_seconds": args.min_seconds,
+        "rows": rows,
+        "run": run_metadata(),
+    }
+    print(format_table(rows))
+    atomic_write_json(out, report)
+    print(f"json: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
