@@ -47,10 +47,20 @@ def test_activation_script_prepends_existing_dirs_only(tmp_path) -> None:
 
     script = REPO / "scripts" / "env" / "activate-tensorrt-paths.sh"
     env = {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": "/keep/me"}
-    out = subprocess.run(["bash", "-c", f'source "{script}"; echo "$LD_LIBRARY_PATH"; echo "$PATH"'],
-                         capture_output=True, text=True, env=env, check=True).stdout.splitlines()  # fmt: skip
+    out = subprocess.run(
+        ["bash", "-c", f'source "{script}"; echo "$LD_LIBRARY_PATH"; echo "$PATH"'],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout.splitlines()
     assert out[0].endswith("/keep/me") and "::" not in out[0] and not out[0].startswith(":")
     assert out[1].endswith("/usr/bin:/bin")
-    unset = subprocess.run(["bash", "-c", f'source "{script}"; echo "[$LD_LIBRARY_PATH]"'],
-                           capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=True).stdout  # fmt: skip
+    unset = subprocess.run(
+        ["bash", "-c", f'source "{script}"; echo "[$LD_LIBRARY_PATH]"'],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        check=True,
+    ).stdout
     assert "::" not in unset and not unset.startswith("[:") and not unset.strip().endswith(":]")
