@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Build a float32 NCHW calibration tensor (.npy) letterboxed exactly as COCO evaluation does.
+
+Writes OUT (float32 [N,3,S,S]), OUT.json (image ids, file names, seed, sha256) and OUT.txt
+(the image paths, reusable as --image-list).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))
+
+from common.calib import (  # noqa: E402
+    build_calib_tensor,
+    list_images_dir,
+    read_image_list,
+    resolve_images_dir,
+    select_images,
+    sidecar_paths,
+)
+from common.cli import make_parser, run_main, setup_logging  # noqa: E402
+from common.errors import UserError  # noqa: E402
+
+
+def build_parser():
+    parser = make_parser(
+        __doc__.splitlines()[1],
+        [
+            "python scripts/cv-models/make_calib_npy.py --data-root datasets/coco --images-dir val2017 "
+            "--num-images 100 --seed 0 --out tmp/calib/coco100.npy",
+            "python scripts/cv-models/make_calib_npy.py --image-list my_images.txt --out tmp/calib/mine.npy",
+        ],
+    )
+    src = parser.add_argument_group("images (a list file, or a directory to sample from)")
+    src.add_argument("--image-list", help="text file with one image path per line (relative to the file); all are used")
+    src.add_argument("--data-root", help="dataset root; --images-dir is resolved under it (default <root>/val2017)")
+    src.add_argument("--images-dir", help="directory of images to sample from")
+    src.add_argument("--num-images", type=int, default=100, help="images to sample (0 = all; default 100)")
+    src.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--imgsz", type=int, default=640, help="square network input size (default 640)")
+    parser.add_argument(
+        "--out", required=True, help="output .npy (sidecars OUT.json and OUT.txt are written beside it)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.image_list and (args.images_dir or args.data_root):
+        raise UserError("pass either --image-list or --images-dir/--data-root, not both")
+    if args.image_list:
+        paths = read_image_list(Path(args.image_list))
+        images = select_images(paths, 0, args.seed)
+        source = {"image_list": str(Path(args.image_list).resolve())}
+    else:
+        images_dir = resolve_images_dir(args.data_root, args.images_dir)
+        images = select_images(list_images_dir(images_dir), args.num_images, args.seed)
+        source = {"images_dir": str(images_dir.resolve()), "seed": args.seed, "num_requested": args.num_images}
+    record = build_calib_tensor(images, args.out, size=args.imgsz, progress=not args.no_progress, meta=source)
+    json_path, txt_path = sidecar_paths(args.out)
+    print(f"wrote {args.out} shape={record['shape']} float32; image ids in {json_path}, paths in {txt_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
