@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Make an FP16/BF16 (ModelOpt AutoCast) or INT8/FP8 (ModelOpt ONNX PTQ, Q/DQ) ONNX precision candidate.
+
+TensorRT 11.x and TensorRT-RTX take precision only from the ONNX. Run this in the quant
+environment (`pixi run -e quant quantize ...`, or .venv-quant/bin/python): ModelOpt pulls
+onnxruntime-gpu, which must not share an environment with onnxruntime.
+
+Writes OUT and OUT.json (mode, method, calibration images, ModelOpt version, Q/DQ counts,
+quantized node types, excluded nodes). The model's I/O stays float32.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))
+
+from common import quant  # noqa: E402
+from common.calib import load_calib_tensor, read_calib_record  # noqa: E402
+from common.cli import make_parser, run_main, setup_logging  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from common.results import atomic_output, atomic_write_json, sha256_file  # noqa: E402
+
+log = logging.getLogger("quantize_onnx")
+SIDECAR_SCHEMA = 1
+
+
+def build_parser():
+    parser = make_parser(
+        __doc__.splitlines()[1],
+        [
+            "pixi run -e quant quantize --mode int8 --onnx-path models/yolov10m.onnx "
+            "--calib tmp/calib/coco100.npy --out tmp/quant/yolov10m.int8.onnx",
+            "pixi run -e quant quantize --mode fp8 --onnx-path models/yolov10m.onnx "
+            "--calib tmp/calib/coco100.npy --calibration-method max --out tmp/quant/yolov10m.fp8.onnx",
+            "pixi run -e quant quantize --mode fp16 --onnx-path models/yolov10m.onnx "
+            "--out tmp/quant/yolov10m.fp16.onnx",
+        ],
+    )
+    parser.add_argument("--mode", required=True, choices=quant.MODES, help="target precision")
+    parser.add_argument("--onnx-path", required=True, help="float32 ONNX model to convert")
+    parser.add_argument("--out", required=True, help="output .onnx (OUT.json is written beside it)")
+    parser.add_argument(
+        "--calib",
+        help="calibration tensor .npy from make_calib_npy.py (float32 NCHW, evaluation letterbox); "
+        "required for int8/fp8, optional for fp16/bf16 (AutoCast range check; random data without it)",
+    )
+    parser.add_argument(
+        "--calibration-method",
+        choices=("entropy", "max"),
+        default=None,
+        help="int8/fp8 activation range method (default: entropy for int8, max for fp8)",
+    )
+    parser.add_argument(
+        "--calibration-eps",
+        nargs="+",
+        metavar="EP",
+        default=None,
+        help="ORT EPs for calibration/reference runs, in priority order, e.g. `cuda:0 cpu` "
+        "(default: cuda:0 cpu when a GPU is present, else cpu)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=tuple(quant.PRESETS),
+        default=None,
+        help="nodes kept in high precision: yolov10-head (default for int8) keeps the detect head's class towers, "
+        "final box convs, DFL and post-processing out of INT8/FP8; none (default for other modes)",
+    )
+    parser.add_argument(
+        "--exclude-nodes",
+        nargs="+",
+        metavar="REGEX",
+        default=[],
+        help="more node-name regexes kept in high precision (Python re, matched at the start of the name)",
+    )
+    parser.add_argument(
+        "--exclude-op-types", nargs="+", metavar="OP", default=[], help="op types kept in high precision, e.g. Softmax"
+    )
+    parser.add_argument(
+        "--high-precision-dtype",
+        choices=("fp16", "fp32"),
+        default="fp32",
+        help="int8/fp8: dtype of the non-quantized parts (default fp32; fp16 is smaller/faster on TensorRT)",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    return parser
+
+
+def _calib_summary(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    rec = read_calib_record(path) or {}
+    return {
+        "path": str(Path(path).resolve()),
+        "sha256": sha256_file(path),
+        "num_images": rec.get("num_images"),
+        "image_ids": rec.get("image_ids"),
+        "seed": rec.get("seed"),
+        "source": rec.get("images_dir") or rec.get("image_list"),
+        "record": f"{path}.json" if rec else None,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    import onnx
+
+    from common import quant_modelopt as qm
+
+    src = Path(args.onnx_path)
+    out = Path(args.out)
+    if not src.is_file():
+        raise UserError(f"--onnx-path {src} not found")
+    if out.suffix != ".onnx":
+        raise UserError(f"--out must end in .onnx, got {out}")
+    if out.resolve() == src.resolve():
+        raise UserError("--out must differ from --onnx-path")
+    if out.exists() and not args.force:
+        raise UserError(f"--out {out} exists; pass --force to overwrite")
+    version = qm.modelopt_version()  # clear error when ModelOpt is missing
+    if args.mode == "nvfp4":
+        qm.check_nvfp4_supported()  # raises with the installed ModelOpt 0.47
+        raise UserError(
+            "--mode nvfp4: the installed ModelOpt lists NVFP4 for ONNX PTQ, but this tool has not been "
+            "validated with it; use ModelOpt's own CLI (python -m modelopt.onnx.quantization)"
+        )
+    if args.mode in quant.AUTOCAST_MODES and args.calibration_method:
+        raise UserError(f"--calibration-method applies to int8/fp8, not --mode {args.mode}")
+    if args.mode in quant.PTQ_MODES and not args.calib:
+        raise UserError(f"--mode {args.mode} needs --calib: build one with make_calib_npy.py (about 100 images)")
+
+    try:
+        model = onnx.load(str(src), load_external_data=False)
+    except Exception as exc:
+        raise UserError(f"--onnx-path {src} is not a readable ONNX model: {exc}") from exc
+    input_name, in_shape = quant.input_spec(model)
+    if quant.graph_stats(model)["quantize_linear"]:
+        raise UserError(f"--onnx-path {src} already has Q/DQ nodes; start from the float32 model")
+    preset = args.preset or quant.default_preset(args.mode)
+    excl = quant.resolve_exclusions(model, preset, args.exclude_nodes, args.exclude_op_types)
+    calib = None
+    if args.calib:
+        batch = in_shape[0] if in_shape and in_shape[0] else None
+        calib = load_calib_tensor(args.calib, expected_hw=(in_shape[2], in_shape[3]), expected_batch=batch)
+    eps = args.calibration_eps or qm.default_calibration_eps()
+    method = args.calibration_method or ("entropy" if args.mode == "int8" else "max")
+    del model
+
+    print(
+        f"quantize {src.name}: mode={args.mode} preset={preset} ({len(excl.nodes)} nodes kept high precision) "
+        f"calib={args.calib or 'none'} eps={' '.join(eps)} modelopt={version}",
+        file=sys.stderr,
+    )
+    t0 = time.perf_counter()
+    with atomic_output(out, suffix=".onnx") as tmp:
+        try:
+            if args.mode in quant.AUTOCAST_MODES:
+                extra = qm.run_autocast(
+                    src, tmp, args.mode, calib, input_name, excl.patterns, excl.op_types, eps, args.verbose
+                )
+            else:
+                extra = qm.run_ptq(
+                    src,
+                    tmp,
+                    args.mode,
+                    calib,
+                    input_name,
+                    method,
+                    eps,
+                    excl.patterns,
+                    excl.op_types,
+                    args.high_precision_dtype,
+                    args.verbose,
+                )
+        except UserError:
+            raise
+        except Exception as exc:  # ModelOpt internals: one line unless --verbose
+            if args.verbose:
+                raise
+            raise UserError(
+                f"ModelOpt {args.mode} conversion of {src} failed: {type(exc).__name__}: {exc}; "
+                "rerun with --verbose for the traceback"
+            ) from exc
+        seconds = time.perf_counter() - t0
+        result = onnx.load(str(tmp))
+        try:
+            onnx.checker.check_model(result)
+        except onnx.checker.ValidationError as exc:
+            raise UserError(f"ModelOpt produced a model that fails onnx.checker: {exc}") from exc
+        violations = quant.unquantized_violations(result, excl.nodes) if args.mode in quant.PTQ_MODES else []
+        if violations:
+            raise UserError(f"nodes meant to stay high precision were quantized: {', '.join(violations[:5])}")
+        stats = quant.graph_stats(result)
+        io = quant.io_types(result)
+    if any(t != "FLOAT" for t in io.values()):
+        log.warning("output model I/O is not all float32: %s", io)
+    if args.mode in quant.PTQ_MODES and stats["quantize_linear"] == 0:
+        log.warning("no Q/DQ node was inserted: is everything excluded?")
+
+    record = {
+        "schema_version": SIDECAR_SCHEMA,
+        "mode": args.mode,
+        "tool": "modelopt.onnx.autocast" if args.mode in quant.AUTOCAST_MODES else "modelopt.onnx.quantization",
+        "modelopt_version": version,
+        "method": method if args.mode in quant.PTQ_MODES else None,
+        "calibration_eps": eps,
+        "high_precision_dtype": args.high_precision_dtype if args.mode in quant.PTQ_MODES else args.mode,
+        "calibration": _calib_summary(args.calib),
+        "preset": preset,
+        "preset_description": quant.PRESETS[preset].description,
+        "exclude_patterns": excl.patterns,
+        "exclude_op_types": list(excl.op_types),
+        "excluded_nodes": list(excl.nodes),
+        "source_onnx": str(src.resolve()),
+        "source_sha256": sha256_file(src),
+        "output_sha256": sha256_file(out),
+        "io_types": io,
+        "seconds": round(seconds, 2),
+        **stats,
+        **extra,
+    }
+    atomic_write_json(out.with_name(out.name + ".json"), record)
+    types = ", ".join(f"{k}={v}" for k, v in stats["quantized_node_types"].items()) or "-"
+    print(
+        f"wrote {out} ({args.mode}, {seconds:.1f} s): Q/DQ {stats['quantize_linear']}/{stats['dequantize_linear']}, "
+        f"quantized nodes {stats['quantized_nodes']} ({types}), kept high precision {len(excl.nodes)}; "
+        f"details in {out}.json"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
