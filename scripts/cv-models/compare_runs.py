@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Compare evaluation runs: metrics.json files or run roots -> summary.md, summary.json, summary.png.
+
+Rows are metrics.json files (from any machine) or every metrics.json under a folder (a
+validate_e2e.py run root also lists its skipped/failed backends). The table gives backend,
+precision, mAP_50_95, ΔAP vs the reference row, median/p99 latency, throughput and detection
+parity against the reference backend (ORT CUDA, else ORT CPU) on the same model, when each
+run's detections.json sits beside its metrics.json. Warns when rows come from different GPUs
+or one model name has different sha256.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common.cli import make_parser, run_main, setup_logging
+from common.compare import ParityOptions, collect, summarize
+from common.errors import UserError
+from common.parity import parse_threshold_overrides
+from common.results import run_dir
+
+
+def build_parser():
+    parser = make_parser(
+        (__doc__ or "").splitlines()[0],
+        [
+            "python scripts/cv-models/compare_runs.py tmp/validate/20260101-120000",
+            "python scripts/cv-models/compare_runs.py h100/metrics.json rtx5090/metrics.json --out-dir tmp/cmp",
+            "python scripts/cv-models/compare_runs.py tmp/validate/A tmp/validate/B --reference 'ort-cuda fp32'",
+        ],
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="metrics.json files and/or run folders")
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="where summary.* go (default: the run folder when exactly one folder is given, "
+        "else tmp/compare/<timestamp>/)",
+    )
+    parser.add_argument("--reference", default=None, help="row label for ΔAP, e.g. 'ort-cuda fp32' (see summary.md)")
+    parser.add_argument("--parity-iou", type=float, default=0.5, help="IoU for a detection match (default 0.5)")
+    parser.add_argument("--parity-conf", type=float, default=0.25, help="score from which detections count (0.25)")
+    parser.add_argument("--min-matched", action="append", default=[], metavar="[PREC=]X",
+                        help="minimum matched fraction (default per precision)")  # fmt: skip
+    parser.add_argument("--min-mean-iou", action="append", default=[], metavar="[PREC=]X",
+                        help="minimum mean IoU of matches (default per precision)")  # fmt: skip
+    parser.add_argument("--max-median-dscore", action="append", default=[], metavar="[PREC=]X",
+                        help="maximum median |Δscore| of matches (default per precision)")  # fmt: skip
+    parser.add_argument("--check", action="store_true", help="exit 1 when a row breaks its parity threshold")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    opts = ParityOptions(
+        iou=args.parity_iou,
+        conf=args.parity_conf,
+        min_matched=parse_threshold_overrides(args.min_matched, "--min-matched"),
+        min_mean_iou=parse_threshold_overrides(args.min_mean_iou, "--min-mean-iou"),
+        max_median_dscore=parse_threshold_overrides(args.max_median_dscore, "--max-median-dscore"),
+    )
+    col = collect(args.paths)
+    out_dir = args.out_dir
+    if out_dir is None:
+        dirs = [p for p in args.paths if p.is_dir()]
+        out_dir = dirs[0] if len(args.paths) == 1 and dirs else run_dir("compare")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        msg = f"--out-dir {out_dir}: cannot create it ({exc.strerror or exc}); pass a writable folder"
+        raise UserError(msg) from None
+    summary = summarize(col, out_dir, opts, reference=args.reference)
+    for w in summary["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    text = (out_dir / "summary.md").read_text(encoding="utf-8")
+    print("\n".join(ln for ln in text.splitlines() if ln.startswith("|")))
+    print(f"\nsummary: {out_dir / 'summary.md'} (+ summary.json, summary.png)")
+    if args.check and summary["parity_failures"]:
+        for f in summary["parity_failures"]:
+            print(f"parity FAIL: {f}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
