@@ -1,0 +1,286 @@
+#!/usr/bin/env python3
+"""Validate a YOLOv10 ONNX and its Q/DQ candidate on every available backend, in one run root.
+
+Runs ORT CPU, ORT CUDA, direct TensorRT (build + eval), direct TensorRT-RTX, the ORT TensorRT EP
+and the ORT TensorRT-RTX EP on the baseline and the candidate, each in its own subprocess, into
+tmp/<task>/<timestamp>/<model>/<backend>/. Unavailable backends are recorded as skipped with
+trt-doctor's reason; a failing backend is recorded and the others carry on. Then each backend's
+detections are matched per image to the reference backend's (ORT CUDA, else ORT CPU) on the same
+model, raw outputs of a few sample images are compared element-wise (informational), and
+summary.md / summary.json / summary.png are written (compare_runs.py).
+
+Exit code: 0 all good; 1 a backend failed, broke its parity threshold, or was asked for by
+--backends and could not run; 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import validate as V
+from common.cli import make_parser, run_main, setup_logging
+from common.compare import ParityOptions, collect, summarize
+from common.errors import UserError
+from common.eval_cli import DEFAULT_DATA_ROOT, dataset_paths
+from common.parity import DEFAULT_THRESHOLDS, parse_threshold_overrides
+from common.pipeline import default_workers
+from common.results import run_dir, timestamp
+from common.yolov10 import LAYOUTS
+
+QUANT_MODES = ("int8", "fp8")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser(
+        (__doc__ or "").split("\n\n")[0],
+        [
+            "python scripts/cv-models/validate_e2e.py --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
+            "--candidate tmp/quant/yolov10m.int8.onnx --max-images 500",
+            "python scripts/cv-models/validate_e2e.py --onnx-path yolov10m.onnx --quantize int8 "
+            "--quantize-python .venv-quant/bin/python --max-images 0",
+            "python scripts/cv-models/validate_e2e.py --onnx-path m.onnx --candidate m.int8.onnx "
+            "--backends ort-cpu ort-cuda --data-root datasets/synthcoco-mini --max-images 0",
+        ],
+    )
+    m = parser.add_argument_group("models")
+    m.add_argument("--onnx-path", type=Path, required=True, help="baseline YOLOv10 ONNX (float32)")
+    m.add_argument("--candidate", type=Path, default=None, help="Q/DQ (or fp16) ONNX of the same model to validate too")
+    m.add_argument("--quantize", choices=QUANT_MODES, default=None,
+                   help="make the candidate with quantize_onnx.py (nvidia-modelopt) instead of --candidate")
+    m.add_argument("--quantize-python", default=sys.executable,
+                   help="interpreter with nvidia-modelopt for --quantize, e.g. .venv-quant/bin/python "
+                        "(default: this one)")  # fmt: skip
+    m.add_argument("--calib", type=Path, default=None,
+                   help="calibration .npy (make_calib_npy.py) for --quantize (default: made from --calib-images "
+                        "images of the evaluation image folder)")  # fmt: skip
+    m.add_argument("--calib-images", type=int, default=32, help="images for the default calibration set (default 32)")
+    b = parser.add_argument_group("backends and outputs")
+    b.add_argument("--backends", nargs="+", default=["all"], choices=["all", *V.BACKEND_KEYS], metavar="BACKEND",
+                   help=f"backends to run: all (default) or some of {', '.join(V.BACKEND_KEYS)}; with an explicit "
+                        "list, one that cannot run makes the exit code 1")  # fmt: skip
+    b.add_argument("--output-root", type=Path, default=Path("tmp"), help="runs go to <output-root>/<task>/<timestamp>/")
+    b.add_argument("--task", default="validate", help="run folder name under --output-root (default: %(default)s)")
+    b.add_argument("--step-timeout", type=float, default=3600, help="seconds per build/eval subprocess (default 3600)")
+    d = parser.add_argument_group("dataset and evaluation (passed to every evaluator)")
+    d.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
+                   help="COCO root with val2017/ and annotations/instances_val2017.json (default: %(default)s)")
+    d.add_argument("--instances", type=Path, default=None, help="instances JSON (default: under --data-root)")
+    d.add_argument("--images-dir", type=Path, default=None, help="image folder (default: <data-root>/val2017)")
+    d.add_argument("--max-images", type=int, default=100, help="first N images by id; <= 0: all (default 100)")
+    d.add_argument("--image-ids-list", type=Path, default=None, help="text file of image ids, one per line")
+    d.add_argument("--imgsz", type=int, default=640, help="square network input size (default 640)")
+    d.add_argument("--conf", type=float, default=0.001, help="score threshold of the evaluation (default 0.001)")
+    d.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
+    d.add_argument("--max-det", type=int, default=300, help="max detections per image (default 300)")
+    d.add_argument("--output-format", choices=("auto", *LAYOUTS), default="auto", help="model output layout")
+    d.add_argument("--workers", type=int, default=default_workers(), help="image loader threads per evaluator")
+    d.add_argument("--warmup-runs", type=int, default=10, help="warm-up inferences before timing (default 10)")
+    p = parser.add_argument_group("parity (detections matched per image to the reference backend)")
+    p.add_argument("--parity-iou", type=float, default=0.5, help="IoU for a match, same class (default 0.5)")
+    p.add_argument("--parity-conf", type=float, default=0.25,
+                   help="detections at or above this score must find a partner (default 0.25)")  # fmt: skip
+    defaults = "; ".join(f"{k} {t.min_matched}/{t.min_mean_iou}/{t.max_median_dscore}"
+                         for k, t in DEFAULT_THRESHOLDS.items() if k in ("fp32", "fp16", "int8", "fp8"))  # fmt: skip
+    p.add_argument("--min-matched", action="append", default=[], metavar="[PREC=]X",
+                   help=f"minimum matched fraction (defaults matched/IoU/|Δscore| per precision: {defaults})")
+    p.add_argument("--min-mean-iou", action="append", default=[], metavar="[PREC=]X",
+                   help="minimum mean IoU of matches")
+    p.add_argument("--max-median-dscore", action="append", default=[], metavar="[PREC=]X",
+                   help="maximum median |Δscore| of matches")  # fmt: skip
+    p.add_argument("--worst-images", type=int, default=5, help="images with the worst disagreement to list (default 5)")
+    p.add_argument("--tensor-samples", type=int, default=4,
+                   help="sample images for the raw-output error (default 4; 0 = off)")  # fmt: skip
+    p.add_argument("--keep-tensors", action="store_true", help="keep each backend's raw_outputs.npz")
+    # TEST HOOK (not for users): run TensorRT-RTX on tests/trt_double.py (ONNX Runtime, CPU) after a real build.
+    parser.add_argument("--trt-runtime-double", type=Path, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def eval_args(args: argparse.Namespace) -> list[str]:
+    out = ["--data-root", str(args.data_root), "--max-images", str(args.max_images), "--imgsz", str(args.imgsz),
+           "--conf", str(args.conf), "--iou", str(args.iou), "--max-det", str(args.max_det),
+           "--output-format", args.output_format, "--workers", str(args.workers),
+           "--warmup-runs", str(args.warmup_runs)]  # fmt: skip
+    for flag in ("instances", "images_dir", "image_ids_list"):
+        value = getattr(args, flag)
+        if value is not None:
+            out += [f"--{flag.replace('_', '-')}", str(value)]
+    return out
+
+
+def make_root(args: argparse.Namespace) -> Path:
+    root = args.output_root
+    try:
+        return run_dir(args.task, root=root, stamp=timestamp())
+    except UserError as exc:
+        raise UserError(f"--output-root {root}: {exc}; pass a writable --output-root") from None
+
+
+def check_quantize_python(python: str, mode: str) -> str:
+    try:
+        proc = subprocess.run([python, "-c", "import modelopt; print(modelopt.__version__)"],
+                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    except OSError as exc:
+        raise UserError(f"--quantize-python {python}: cannot run it ({exc.strerror or exc})") from None
+    except subprocess.TimeoutExpired:
+        raise UserError(f"--quantize-python {python}: `import modelopt` did not finish in 300 s") from None
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["import failed"])[-1]
+        raise UserError(
+            f"--quantize {mode}: nvidia-modelopt is not importable by --quantize-python {python} ({last}); pass the "
+            "quant environment's interpreter (e.g. --quantize-python .venv-quant/bin/python) or make the candidate "
+            "elsewhere and pass --candidate"
+        )
+    return proc.stdout.strip()
+
+
+def quantize(args: argparse.Namespace, root: Path, images_dir: Path) -> tuple[Path, V.Step]:
+    folder = root / "quantize"
+    folder.mkdir(parents=True, exist_ok=True)
+    calib = args.calib
+    if calib is None:
+        calib = folder / "calib.npy"
+        step = V.run_step(V.Step("calib", [sys.executable, str(V.SCRIPTS / "make_calib_npy.py"), "--images-dir",
+                                          str(images_dir), "--num-images", str(args.calib_images), "--seed", "0",
+                                          "--imgsz", str(args.imgsz), "--out", str(calib), "--no-progress"]),
+                          folder, args.step_timeout)  # fmt: skip
+        if step.rc != 0:
+            return calib, step
+    out = folder / f"{args.onnx_path.stem}.{args.quantize}.onnx"
+    cmd = [args.quantize_python, str(V.SCRIPTS / "quantize_onnx.py"), "--mode", args.quantize, "--onnx-path",
+           str(args.onnx_path), "--calib", str(calib), "--out", str(out), "--force"]  # fmt: skip
+    return out, V.run_step(V.Step("quantize", cmd), folder, args.step_timeout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_worker"]:
+        return V.worker_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    if args.candidate is not None and args.quantize is not None:
+        raise UserError("pass either --candidate ONNX or --quantize MODE, not both")
+    if args.tensor_samples < 0 or args.calib_images < 1:
+        raise UserError("--tensor-samples must be >= 0 and --calib-images >= 1")
+    keys = list(V.BACKEND_KEYS) if "all" in args.backends else list(dict.fromkeys(args.backends))
+    explicit = "all" not in args.backends
+    parity = ParityOptions(
+        iou=args.parity_iou,
+        conf=args.parity_conf,
+        worst=args.worst_images,
+        min_matched=parse_threshold_overrides(args.min_matched, "--min-matched"),
+        min_mean_iou=parse_threshold_overrides(args.min_mean_iou, "--min-mean-iou"),
+        max_median_dscore=parse_threshold_overrides(args.max_median_dscore, "--max-median-dscore"),
+    )
+
+    # --- inputs first: every usage error before anything runs
+    from common.coco import open_dataset
+
+    instances, images = dataset_paths(args)
+    dataset = open_dataset(instances, images, args.max_images, args.image_ids_list)
+    base_label, cand_label = V.model_labels(args.onnx_path, args.candidate or (
+        Path(f"{args.onnx_path.stem}.{args.quantize}.onnx") if args.quantize else None))  # fmt: skip
+    base = V.model_info(args.onnx_path, "baseline", "--onnx-path", base_label)
+    cand = None
+    if args.candidate is not None:
+        cand = V.model_info(args.candidate, "candidate", "--candidate", cand_label or "candidate")
+        V.check_candidate(base, cand, "--candidate")
+    if args.quantize is not None:
+        if not (V.SCRIPTS / "quantize_onnx.py").is_file():
+            raise UserError("--quantize: scripts/cv-models/quantize_onnx.py is missing; pass --candidate instead")
+        if args.calib is not None and not args.calib.is_file():
+            raise UserError(f"--calib {args.calib}: no such file; make one with make_calib_npy.py or leave it out")
+        version = check_quantize_python(args.quantize_python, args.quantize)
+        print(f"quantize: nvidia-modelopt {version} in {args.quantize_python}")
+    if args.trt_runtime_double is not None and not (args.trt_runtime_double / "trt_double.py").is_file():
+        raise UserError(f"--trt-runtime-double {args.trt_runtime_double}: no trt_double.py there (test hook)")
+    root = make_root(args)
+    print(f"run root: {root}")
+
+    # --- availability (trt-doctor)
+    doc = V.run_doctor()
+    V.write_json(root / "doctor.json", doc)
+    avail = V.availability(doc, keys, runtime_double=args.trt_runtime_double is not None)
+    for k in keys:
+        print(f"  {k:<11} {'available' if avail[k].ok else 'skipped: ' + avail[k].reason}")
+
+    # --- candidate by quantization
+    quant_step = None
+    if args.quantize is not None:
+        print(f"quantize: {args.quantize} with {args.quantize_python} ...")
+        out, quant_step = quantize(args, root, images)
+        if quant_step.rc == 0:
+            cand = V.model_info(out, "candidate", "--quantize", cand_label or "candidate")
+            V.check_candidate(base, cand, "--quantize")
+            print(f"quantize: {out} ({quant_step.seconds:.1f} s)")
+        else:
+            print(f"quantize FAILED: {quant_step.error}; validating the baseline only", file=sys.stderr)
+
+    # --- sample images for the raw-output comparison
+    tensor_inputs = None
+    tensor_ids: list[int] = []
+    if args.tensor_samples > 0:
+        tensor_inputs = root / "tensor-inputs.npy"
+        tensor_ids = V.sample_inputs(dataset, args.imgsz, args.tensor_samples, tensor_inputs)
+
+    cfg = V.RunConfig(root=root, eval_args=eval_args(args), step_timeout=args.step_timeout,
+                      runtime_double=args.trt_runtime_double, tensor_inputs=tensor_inputs)  # fmt: skip
+    models = [m for m in (base, cand) if m is not None]
+    runs = [V.run_backend(cfg, key, model, avail[key]) for model in models for key in keys]
+    tensor_errors = V.raw_output_errors(runs, keep=args.keep_tensors)
+
+    record = {
+        "schema_version": V.VALIDATION_SCHEMA_VERSION,
+        "run_root": str(root),
+        "baseline_model": base.label,
+        "models": [m.to_dict() for m in models],
+        "quantize": quant_step.to_dict() if quant_step else None,
+        "backends_requested": keys,
+        "availability": {k: {"ok": a.ok, "reason": a.reason} for k, a in avail.items()},
+        "runs": [r.to_dict() for r in runs],
+        "tensor_samples": tensor_ids,
+        "tensor_errors": tensor_errors,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    V.write_json(root / "validation.json", record)
+
+    # --- compare: ΔAP, parity, summary files
+    problems: list[str] = []
+    if any(r.status == "ok" for r in runs):
+        col = collect([root])
+        col.baseline_model = base.label
+        summary = summarize(col, root, parity)
+        problems += [f"parity: {f}" for f in summary["parity_failures"]]
+        print()
+        text = (root / "summary.md").read_text(encoding="utf-8")
+        print("\n".join(ln for ln in text.splitlines() if ln.startswith(("|", ">"))))
+    else:
+        problems.append("no backend produced metrics; nothing to compare")
+    problems += [f"failed: {r.model.label} / {r.backend}: {r.reason}" for r in runs if r.status == "failed"]
+    if explicit:
+        problems += [f"requested but skipped: {r.model.label} / {r.backend}: {r.reason}"
+                     for r in runs if r.status == "skipped"]  # fmt: skip
+    if quant_step is not None and quant_step.rc != 0:
+        problems.append(f"quantize failed: {quant_step.error} (log: {root / 'quantize' / quant_step.log})")
+    record["verdict"] = {"pass": not problems, "problems": problems}
+    V.write_json(root / "validation.json", record)
+    print()
+    print(f"summary:    {root / 'summary.md'}")
+    print(f"validation: {root / 'validation.json'}")
+    if problems:
+        print("VALIDATION FAILED:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    print("VALIDATION PASSED")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
