@@ -100,6 +100,7 @@ class OrtBackend:
         provider_options: dict[str, dict[str, str]] | None = None,
         disable_cpu_fallback: bool = False,
         log: Any = print,
+        available: Sequence[str] | None = None,
     ) -> None:
         import os
 
@@ -107,13 +108,14 @@ class OrtBackend:
 
         if not os.path.isfile(onnx_path):
             raise UserError(f"ONNX model not found: {onnx_path}; check --onnx-path")
-        known = set(ort.get_all_providers())
+        available = list(available) if available is not None else ort.get_available_providers()
+        plugins = [p for p in available if p not in ort.get_all_providers()]  # plugin EPs (TensorRT-RTX)
+        known = set(ort.get_all_providers()) | set(plugins)
         unknown = [p for p in providers if p not in known]
         if unknown:
             raise UserError(
                 f"unknown provider(s) {', '.join(unknown)} in --providers; known: {', '.join(sorted(known))}"
             )
-        available = ort.get_available_providers()
         missing = [p for p in providers if p not in available]
         accel = [p for p in providers if p != "CPUExecutionProvider"]
         if missing:
@@ -127,10 +129,18 @@ class OrtBackend:
         opts = provider_options or {}
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        use_plugins = [p for p in use if p in plugins]
         try:
-            self._session = ort.InferenceSession(
-                onnx_path, sess_options=so, providers=[(p, opts.get(p, {})) for p in use]
-            )
+            if use_plugins:
+                # Plugin EPs are attached to devices; ORT adds the CPU EP behind them by itself.
+                for ep in use_plugins:
+                    devices = [d for d in ort.get_ep_devices() if d.ep_name == ep]
+                    so.add_provider_for_devices(devices, opts.get(ep, {}))
+                self._session = ort.InferenceSession(onnx_path, sess_options=so)
+            else:
+                self._session = ort.InferenceSession(
+                    onnx_path, sess_options=so, providers=[(p, opts.get(p, {})) for p in use]
+                )
         except Exception as exc:  # onnxruntime raises its own exception types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot load ONNX model {onnx_path}: {first}") from exc

@@ -160,29 +160,71 @@ def evaluate_bbox(
         engine = "faster-coco-eval" if instances_path and faster_coco_eval_available() else "pycocotools"
     if not results:
         return dict.fromkeys(STAT_NAMES, 0.0), "no detections: all COCO stats are 0\n"
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        if engine == "faster-coco-eval":
-            if instances_path is None:
-                raise ValueError("faster-coco-eval needs the instances file path")
-            from faster_coco_eval import COCO as FasterCOCO
-            from faster_coco_eval import COCOeval_faster
+    import logging
 
-            gt = FasterCOCO(str(instances_path))
-            ev = COCOeval_faster(gt, gt.loadRes(results), iouType="bbox")
-        elif engine == "pycocotools":
-            from pycocotools.cocoeval import COCOeval
-
-            ev = COCOeval(coco, coco.loadRes(results), iouType="bbox")
-        else:
-            raise ValueError(f"unknown COCO eval engine {engine!r}")
-        ev.params.imgIds = [int(i) for i in image_ids]
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    table = "\n".join(line for line in buf.getvalue().splitlines() if line.lstrip().startswith("Average"))
+    quiet = logging.getLogger("faster_coco_eval")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev = _run_cocoeval(coco, results, image_ids, engine, instances_path)
+    finally:
+        quiet.setLevel(level)
     stats = {k: float(v) for k, v in zip(STAT_NAMES, list(ev.stats)[: len(STAT_NAMES)], strict=True)}
-    return stats, table + "\n"
+    return stats, format_coco_table(stats)
+
+
+_TABLE_ROWS = (
+    ("Precision", "AP", "0.50:0.95", "all", 100),
+    ("Precision", "AP", "0.50     ", "all", 100),
+    ("Precision", "AP", "0.75     ", "all", 100),
+    ("Precision", "AP", "0.50:0.95", "small", 100),
+    ("Precision", "AP", "0.50:0.95", "medium", 100),
+    ("Precision", "AP", "0.50:0.95", "large", 100),
+    ("Recall", "AR", "0.50:0.95", "all", 1),
+    ("Recall", "AR", "0.50:0.95", "all", 10),
+    ("Recall", "AR", "0.50:0.95", "all", 100),
+    ("Recall", "AR", "0.50:0.95", "small", 100),
+    ("Recall", "AR", "0.50:0.95", "medium", 100),
+    ("Recall", "AR", "0.50:0.95", "large", 100),
+)
+
+
+def format_coco_table(stats: dict[str, float]) -> str:
+    """The familiar 12-line COCOeval summary, from the named stats (same for every engine)."""
+    lines = []
+    for (kind, short, iou, area, dets), name in zip(_TABLE_ROWS, STAT_NAMES, strict=True):
+        title = f"Average {kind:<9} ({short})"
+        lines.append(f" {title} @[ IoU={iou} | area={area:>6} | maxDets={dets:>3} ] = {stats[name]:.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def _run_cocoeval(
+    coco: Any,
+    results: list[dict[str, Any]],
+    image_ids: Sequence[int],
+    engine: str,
+    instances_path: str | os.PathLike[str] | None,
+) -> Any:
+    if engine == "faster-coco-eval":
+        if instances_path is None:
+            raise ValueError("faster-coco-eval needs the instances file path")
+        from faster_coco_eval import COCO as FasterCOCO
+        from faster_coco_eval import COCOeval_faster
+
+        gt = FasterCOCO(str(instances_path))
+        ev = COCOeval_faster(gt, gt.loadRes(results), iouType="bbox")
+    elif engine == "pycocotools":
+        from pycocotools.cocoeval import COCOeval
+
+        ev = COCOeval(coco, coco.loadRes(results), iouType="bbox")
+    else:
+        raise ValueError(f"unknown COCO eval engine {engine!r}")
+    ev.params.imgIds = [int(i) for i in image_ids]
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return ev
 
 
 def users_metrics(stats: dict[str, float], num_images: int, num_detections: int) -> dict[str, Any]:
