@@ -152,36 +152,51 @@ def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images
     }
 
 
-def make_backends(onnx: Path, batch: int, gpu: bool, cuda_graph: bool) -> dict[str, Backend]:
+def make_backends(onnx: Path, batch: int, gpu: bool, cuda_graph: bool) -> tuple[dict[str, Backend], dict[str, str]]:
+    """The backends to compare (first = the one we recommend) and the ones that failed to start."""
     if not gpu:
-        return {"ort-cpu": OrtBackend(str(onnx), ["CPUExecutionProvider"])}
+        return {"ort-cpu": OrtBackend(str(onnx), ["CPUExecutionProvider"])}, {}
     from common.ort_cuda import OrtCudaBackend
 
-    out: dict[str, Backend] = {"ort-cuda-iobinding": OrtCudaBackend(str(onnx), max_batch=batch)}
+    makers: dict[str, Any] = {"ort-cuda-iobinding": lambda: OrtCudaBackend(str(onnx), max_batch=batch)}
     if cuda_graph:
         opts = {"CUDAExecutionProvider": {"enable_cuda_graph": "1"}}
-        out["ort-cuda-iobinding-graph"] = OrtCudaBackend(str(onnx), opts, max_batch=batch)
-    out["ort-cuda-plain"] = OrtBackend(str(onnx), ["CUDAExecutionProvider"], disable_cpu_fallback=True)
-    return out
+        makers["ort-cuda-iobinding-graph"] = lambda: OrtCudaBackend(str(onnx), opts, max_batch=batch)
+    makers["ort-cuda-plain"] = lambda: OrtBackend(str(onnx), ["CUDAExecutionProvider"], disable_cpu_fallback=True)
+    out: dict[str, Backend] = {}
+    failed: dict[str, str] = {}
+    for name, make in makers.items():
+        try:
+            out[name] = make()
+        except Exception as exc:  # one broken variant must not hide the others
+            failed[name] = f"{type(exc).__name__}: {exc}"
+    if not out:
+        raise UserError(f"no GPU backend could start: {failed}")
+    return out, failed
 
 
 def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool) -> dict[str, Any]:
-    backends = make_backends(args.onnx_path, batch, gpu, args.cuda_graph)
+    backends, failed = make_backends(args.onnx_path, batch, gpu, args.cuda_graph)
     main_name = next(iter(backends))
     main = backends[main_name]
     size = main.input.shape[2] or 640
-    row: dict[str, Any] = {"batch_size": batch, "backend": main_name}
+    row: dict[str, Any] = {"batch_size": batch, "backend": main_name, "failed": dict(failed)}
     row["ceiling"] = ceiling(main, batch, int(size), args.min_seconds)
     n_images = math.ceil(row["ceiling"]["images_per_s"] * args.min_seconds)
     row["ours"] = {}
     for name, backend in backends.items():
-        row["ours"][name] = run_ours(backend, ds, batch, args.workers, n_images)
+        try:
+            row["ours"][name] = run_ours(backend, ds, batch, args.workers, n_images)
+        except Exception as exc:
+            row["failed"][name] = f"{type(exc).__name__}: {exc}"
     row["sequential"] = run_ours(backends.get("ort-cuda-plain", main), ds, batch, 0,
                                  max(len(ds.image_ids), n_images // 3))  # fmt: skip
     ref = scored(backends.get("ort-cuda-plain", main), ds, batch, 0)
     got = scored(main, ds, batch, args.workers)
     row["ap_sequential"], row["ap_ours"] = ref.get("AP"), got.get("AP")
     row["stats_identical"] = ref == got
+    if not row["ours"]:
+        raise UserError(f"every variant failed: {row['failed']}")
     best = max(row["ours"].values(), key=lambda r: r["images_per_s"])
     row["best_ours_images_per_s"] = best["images_per_s"]
     row["ratio_to_ceiling"] = best["images_per_s"] / row["ceiling"]["images_per_s"]
@@ -216,6 +231,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             lines.append(_fmt_line(b, "(c) ultralytics predict", r["ultralytics"], ceil, ultra))
         elif "ultralytics" in r:
             lines.append(f"{b:>5}  (c) ultralytics: {r['ultralytics'].get('skipped')}")
+        for name, err in r.get("failed", {}).items():
+            lines.append(f"{b:>5}  (b) {name}: FAILED {err}")
         same = "identical" if r["stats_identical"] else "DIFFERENT"
         lines.append(f"{'':>5}  AP ours {r['ap_ours']:.4f} vs sequential {r['ap_sequential']:.4f}: {same}")
     return "\n".join(lines)

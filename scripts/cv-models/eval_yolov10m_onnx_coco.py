@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError("--io-binding drives the CUDA EP: put CUDAExecutionProvider first in --providers")
         from common.ort_cuda import OrtCudaBackend
 
-        backend = OrtCudaBackend(str(args.onnx_path), options, max_batch=args.batch_size)
+        backend = OrtCudaBackend(str(args.onnx_path), options, max_batch=args.batch_size, imgsz=args.imgsz)
     else:
         backend = OrtBackend(str(args.onnx_path), args.providers, options, args.disable_cpu_fallback,
                              available=available)  # fmt: skip

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from common.backends import OrtBackend
+from common.backends import OrtBackend, TensorSpec
 from common.cuda_mem import CudaMemory, _runtime, check
 from common.errors import UserError
 
@@ -57,6 +57,7 @@ class OrtCudaBackend(OrtBackend):
         slots: int = 3,
         device_id: int = 0,
         log: Any = print,
+        imgsz: int = 640,
     ) -> None:
         import onnxruntime as ort
 
@@ -79,6 +80,10 @@ class OrtCudaBackend(OrtBackend):
         fixed = self.input.shape[0]
         if fixed is not None and max_batch != fixed:
             raise UserError(f"--batch-size {max_batch}: the model's batch axis is static ({fixed})")
+        if len(self.input.shape) == 4 and None in self.input.shape[2:]:
+            # dynamic height/width: bind the square evaluation size
+            self._input = TensorSpec(self.input.name, (self.input.shape[0], self.input.shape[1], imgsz, imgsz),
+                                     self.input.dtype)  # fmt: skip
         for spec in (self.input, *self.outputs):
             if any(d is None for d in spec.shape[1:]):
                 raise UserError(
@@ -114,10 +119,12 @@ class OrtCudaBackend(OrtBackend):
         io = slot.bindings.get(batch)
         if io is None:
             io = self._session.io_binding()
-            io.bind_input(self.input.name, "cuda", self.device_id, self.input.dtype,
+            io.bind_input(self.input.name, "cuda", self.device_id, self.input.dtype.type,
                           list(self._shape(self.input, batch)), slot.dev_in.ptr)  # fmt: skip
             for spec, buf in zip(self.outputs, slot.dev_out, strict=True):
-                io.bind_output(spec.name, "cuda", self.device_id, spec.dtype, list(self._shape(spec, batch)), buf.ptr)
+                io.bind_output(
+                    spec.name, "cuda", self.device_id, spec.dtype.type, list(self._shape(spec, batch)), buf.ptr
+                )
             slot.bindings[batch] = io
         return io
 
