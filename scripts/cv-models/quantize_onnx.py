@@ -124,13 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--out must differ from --onnx-path")
     if out.exists() and not args.force:
         raise UserError(f"--out {out} exists; pass --force to overwrite")
-    version = qm.modelopt_version()  # clear error when ModelOpt is missing
-    if args.mode == "nvfp4":
-        qm.check_nvfp4_supported()  # raises with the installed ModelOpt 0.47
-        raise UserError(
-            "--mode nvfp4: the installed ModelOpt lists NVFP4 for ONNX PTQ, but this tool has not been "
-            "validated with it; use ModelOpt's own CLI (python -m modelopt.onnx.quantization)"
-        )
     if args.mode in quant.AUTOCAST_MODES and args.calibration_method:
         raise UserError(f"--calibration-method applies to int8/fp8, not --mode {args.mode}")
     if args.mode in quant.PTQ_MODES and not args.calib:
@@ -152,6 +145,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     eps = args.calibration_eps or qm.default_calibration_eps()
     method = args.calibration_method or ("entropy" if args.mode == "int8" else "max")
     del model
+
+    # ModelOpt (and torch) import slowly: all cheap checks above run first.
+    version = qm.modelopt_version()  # clear error when ModelOpt is missing
+    if args.mode == "nvfp4":
+        qm.check_nvfp4_supported()  # raises with the installed ModelOpt 0.47
+        raise UserError(
+            "--mode nvfp4: the installed ModelOpt lists NVFP4 for ONNX PTQ, but this tool has not been "
+            "validated with it; use ModelOpt's own CLI (python -m modelopt.onnx.quantization)"
+        )
 
     print(
         f"quantize {src.name}: mode={args.mode} preset={preset} ({len(excl.nodes)} nodes kept high precision) "
