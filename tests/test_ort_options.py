@@ -134,3 +134,27 @@ def test_available_providers_on_this_runtime():
     names = oo.available_providers()
     assert oo.CPU_EP in names
     assert set(ort.get_available_providers()) <= set(names)
+
+
+def test_evaluator_rejects_ep_flag_for_unavailable_ep():
+    """The evaluator wires these flags: an EP flag for an EP this (CPU) runtime lacks is one line + exit 2."""
+    import onnxruntime as ort
+    from conftest import DEMO_MODEL, run_script
+
+    if oo.TRT_EP in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the TensorRT EP")
+    res = run_script(
+        "eval_yolov10m_onnx_coco.py",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        "--providers",
+        oo.TRT_EP,
+        oo.CPU_EP,
+        "--trt-engine-cache",
+        "--max-images",
+        "1",
+    )
+    assert res.returncode == 2
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --trt-engine-cache") and "does not offer" in last
+    assert "Traceback" not in res.stderr
