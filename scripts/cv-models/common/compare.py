@@ -390,8 +390,10 @@ def _parity_cell(row: Row) -> str:
     if status == "reference":
         return "reference"
     if status in ("pass", "FAIL"):
-        cell = f"{p['matched_fraction'] * 100:.1f}% matched, IoU {p['mean_iou']:.3f}, |Δs| {p['median_abs_dscore']:.4f}"
-        return cell + (" ✓" if status == "pass" else " ✗ " + "; ".join(p["failures"]))
+        cell = (f"{p['matched_fraction'] * 100:.1f}% matched, IoU {p['mean_iou']:.3f}, "
+                f"median Δscore {p['median_abs_dscore']:.4f}")  # fmt: skip
+        cell += " ✓" if status == "pass" else " ✗ " + "; ".join(p["failures"])
+        return cell.replace("|", "/")
     return "n/a"
 
 
@@ -422,6 +424,9 @@ def render_markdown(summary: Mapping[str, Any], rows: Sequence[Row], not_run: Se
         short = n.reason if len(n.reason) <= 90 else n.reason[:87].rstrip() + "..."
         lines.append(f"| {n.backend} | {n.precision} | — | — | — | — | — | {n.status}: {short.replace('|', '/')} |")
     lines.append("")
+    if any(r.runtime_double for r in rows):
+        lines += ["*(runtime double)*: a test stand-in that executes the ONNX with ONNX Runtime on the CPU after a "
+                  "real engine build; its accuracy and latency say nothing about TensorRT.", ""]  # fmt: skip
     if not_run:
         lines += ["## Not run", ""]
         lines += [f"- **{n.backend}** on {n.model} ({n.precision}): {n.status}: {n.reason}" for n in not_run]
@@ -464,6 +469,21 @@ def render_markdown(summary: Mapping[str, Any], rows: Sequence[Row], not_run: Se
     return "\n".join(lines)
 
 
+def _label_offsets(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[int, int, str]]:
+    """Label offsets (points) that keep labels of nearby markers apart: right-up, right-down, left-up, left-down."""
+    import math
+
+    choices = [(7, 6, "left"), (7, -14, "left"), (-7, 6, "right"), (-7, -14, "right")]
+    lx = [math.log10(x) for x in xs]
+    span_x = (max(lx) - min(lx)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    out: list[tuple[int, int, str]] = []
+    for i in range(len(xs)):
+        near = sum(1 for j in range(i) if abs(lx[i] - lx[j]) / span_x < 0.25 and abs(ys[i] - ys[j]) / span_y < 0.08)
+        out.append(choices[near % len(choices)])
+    return out
+
+
 def plot(rows: Sequence[Row], path: Path, title: str) -> None:
     import matplotlib
 
@@ -475,13 +495,14 @@ def plot(rows: Sequence[Row], path: Path, title: str) -> None:
     markers = {"ort-cpu": "s", "ort-cuda": "o", "ort-trt-ep": "^", "ort-rtx-ep": "v", "trt": "D", "trt-rtx": "P"}
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     xs = [max(r.latency["median_ms"], 1e-3) for r in rows]
-    for r, x in zip(rows, xs, strict=True):
+    offsets = _label_offsets(xs, [r.map50_95 for r in rows])
+    for r, x, (dx, dy, ha) in zip(rows, xs, offsets, strict=True):
         ax.scatter(x, r.map50_95, s=70, color=colors.get(r.precision.rstrip("?"), "#7f7f7f"),
                    marker=markers.get(r.backend, "o"), edgecolors="black", linewidths=0.6, zorder=3)  # fmt: skip
         if r.parity and r.parity.get("status") == "reference":
             ax.scatter(x, r.map50_95, s=260, facecolors="none", edgecolors="black", linewidths=0.8, zorder=2)
-        ax.annotate(f"{r.display} {r.precision}", (x, r.map50_95), textcoords="offset points", xytext=(7, 6),
-                    fontsize=8)  # fmt: skip
+        ax.annotate(f"{r.display} {r.precision}", (x, r.map50_95), textcoords="offset points", xytext=(dx, dy),
+                    ha=ha, fontsize=8)  # fmt: skip
     if xs and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
     ax.set_xlabel("median inference latency per batch (ms)  — lower is better")
