@@ -482,6 +482,9 @@ def build_or_reuse(
         (config.set_flag if options.tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
     for flag in legacy:  # reject_weak_typing has checked that these exist
         config.set_flag(getattr(trt.BuilderFlag, flag))
+    if {"INT8", "FP8"} & set(legacy):
+        log.warning("--int8/--fp8 without Q/DQ nodes and without a calibrator: TensorRT keeps tensors that have "
+                    "no dynamic range in higher precision; for real INT8/FP8 use a Q/DQ ONNX (quantize_onnx.py)")
     if options.compute_capabilities:
         if not api.is_rtx or not hasattr(config, "set_compute_capability"):
             raise UserError("--compute-capability is a TensorRT-RTX option; use --backend tensorrt-rtx")
