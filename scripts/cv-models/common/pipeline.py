@@ -37,6 +37,10 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2)))
 
 
+def default_post_workers() -> int:
+    return 2 if (os.cpu_count() or 2) >= 4 else 1
+
+
 @dataclass
 class EvalOptions:
     imgsz: int = 640
@@ -47,7 +51,7 @@ class EvalOptions:
     warmup_runs: int = 0
     skip_latency: int = 0
     prefetch_batches: int = 2
-    post_workers: int = 1
+    post_workers: int = field(default_factory=default_post_workers)
     progress: bool = True
     coco_eval: bool = True  # False: detections only (benchmarks that repeat images)
     coco_engine: str = "auto"  # auto | pycocotools | faster-coco-eval (identical stats, tested)
@@ -156,8 +160,10 @@ def _executor(workers: int, prefix: str) -> cf.ThreadPoolExecutor | _Inline:
 
 
 def is_async(backend: Backend) -> bool:
-    """Backends with ``submit(batch) -> token`` and ``wait(token) -> outputs`` get two batches in flight."""
-    return callable(getattr(backend, "submit", None)) and callable(getattr(backend, "wait", None))
+    """Backends with ``submit(batch) -> token``, ``wait(token) -> outputs`` and room for at least
+    two batches (``max_in_flight >= 2``, default 2) get two batches in flight."""
+    has_api = callable(getattr(backend, "submit", None)) and callable(getattr(backend, "wait", None))
+    return has_api and int(getattr(backend, "max_in_flight", 2)) >= 2
 
 
 def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalResult:

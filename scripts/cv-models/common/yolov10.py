@@ -127,34 +127,47 @@ def _select(key: np.ndarray, keep: np.ndarray, topk: int) -> np.ndarray:
     return idx[order[:topk]]
 
 
+def _best_class(scores: np.ndarray, threshold: float, topk: int) -> tuple[np.ndarray, np.ndarray]:
+    """Anchors whose best class score >= threshold, ranked best first (stable), and their classes.
+
+    The max over classes is a fast row reduction; argmax (slow along axis 0) runs only on
+    the anchors that pass.
+    """
+    best_score = scores.max(axis=0)
+    idx = _select(best_score, best_score >= threshold, topk)
+    return idx, scores[:, idx].argmax(axis=0).astype(np.int64)
+
+
 def decode_dfl144(out: np.ndarray, input_hw: tuple[int, int], opts: PostprocessOptions) -> Detections:
-    """One image's ``[64+nc, A]`` output -> NMS'd detections."""
+    """One image's ``[64+nc, A]`` output -> NMS'd detections (ranked by class logit)."""
     nc = out.shape[0] - 4 * DFL_BINS
-    cls_logits = out[4 * DFL_BINS :]
-    best = cls_logits.argmax(axis=0)
-    best_logit = np.take_along_axis(cls_logits, best[None], axis=0)[0].astype(np.float32)
-    scores_all = _sigmoid(best_logit)
-    idx = _select(best_logit, scores_all >= opts.conf, opts.pre_nms_topk)
-    if idx.size == 0 or nc <= 0:
+    if nc <= 0:
         return Detections.empty()
+    cls_logits = out[4 * DFL_BINS :]
+    # sigmoid(logit) >= conf  <=>  logit >= log(conf / (1 - conf)); compare in float32 like the scores
+    conf = min(max(opts.conf, 1e-12), 1 - 1e-7)
+    idx, best = _best_class(cls_logits, float(np.float32(np.log(conf / (1 - conf)))), opts.pre_nms_topk)
+    if idx.size == 0:
+        return Detections.empty()
+    scores = _sigmoid(cls_logits[best, idx])
+    keep = scores >= opts.conf  # exact float32 test at the boundary
+    idx, best, scores = idx[keep], best[keep], scores[keep]
     points, strides = anchors_for(input_hw[0], input_hw[1], out.shape[1])
     dist = dfl_distances(out[: 4 * DFL_BINS, idx]) * strides[idx]
     p = points[idx]
     boxes = np.stack([p[:, 0] - dist[0], p[:, 1] - dist[1], p[:, 0] + dist[2], p[:, 1] + dist[3]], axis=1)
-    return nms_sorted(boxes.astype(np.float32), scores_all[idx], best[idx].astype(np.int64), opts)
+    return nms_sorted(boxes.astype(np.float32), scores, best, opts)
 
 
 def decode_raw84(out: np.ndarray, opts: PostprocessOptions) -> Detections:
     """One image's ``[4+nc, A]`` output -> NMS'd detections."""
-    scores_cls = out[4:]
-    best = scores_cls.argmax(axis=0)
-    scores_all = np.take_along_axis(scores_cls, best[None], axis=0)[0].astype(np.float32)
-    idx = _select(scores_all, scores_all >= opts.conf, opts.pre_nms_topk)
+    idx, best = _best_class(out[4:], opts.conf, opts.pre_nms_topk)
     if idx.size == 0:
         return Detections.empty()
+    scores = out[4 + best, idx].astype(np.float32)
     cx, cy, w, h = (out[i, idx].astype(np.float32) for i in range(4))
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    return nms_sorted(boxes, scores_all[idx], best[idx].astype(np.int64), opts)
+    return nms_sorted(boxes, scores, best, opts)
 
 
 def decode_e2e(out: np.ndarray, opts: PostprocessOptions) -> Detections:
@@ -192,7 +205,7 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def greedy_nms_indices(
-    boxes: np.ndarray, classes: np.ndarray, iou: float, max_det: int, block: int = 128
+    boxes: np.ndarray, classes: np.ndarray, iou: float, max_det: int, block: int = 64
 ) -> np.ndarray:
     """Indices kept by class-aware greedy NMS, in input (best-first) order, at most max_det.
 
