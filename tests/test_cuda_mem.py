@@ -17,6 +17,7 @@ import pytest
 runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (cuda.bindings) not installed")
 
 from common.cuda_mem import CudaError, CudaMemory, _host_view, check, device_info  # noqa: E402
+from common.errors import UserError  # noqa: E402
 
 SIZES = [1 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20]
 REPORT: dict = {}
@@ -51,6 +52,14 @@ def _gpu_count() -> int:
 
 
 gpu = pytest.mark.skipif(_gpu_count() == 0, reason="no CUDA device")
+
+
+@pytest.mark.skipif(_gpu_count() > 0, reason="a CUDA device is present")
+def test_no_gpu_is_a_one_line_user_error():
+    with pytest.raises(UserError, match=r"no (usable )?CUDA device") as info:
+        CudaMemory()
+    assert "\n" not in str(info.value)
+    assert device_info() is None
 
 
 @pytest.fixture(scope="module")

@@ -250,10 +250,16 @@ class CudaMemory:
 
     def __init__(self, device: int = 0) -> None:
         rt = _runtime()
-        count = check("cudaGetDeviceCount", rt.cudaGetDeviceCount())
-        if count < 1:
-            raise UserError("no CUDA device found; TensorRT inference needs an NVIDIA GPU")
-        check("cudaSetDevice", rt.cudaSetDevice(device))
+        try:
+            count = check("cudaGetDeviceCount", rt.cudaGetDeviceCount())
+            if count < 1:
+                raise UserError("no CUDA device found; TensorRT inference needs an NVIDIA GPU")
+            check("cudaSetDevice", rt.cudaSetDevice(device))
+        except CudaError as exc:
+            raise UserError(
+                f"no usable CUDA device ({exc}); check nvidia-smi, and that cuda-python's major version "
+                "is not newer than the driver's CUDA version (cuda-python 13 needs driver >= 580)"
+            ) from exc
         self.device = device
 
     def device_buffer(self, nbytes: int) -> DeviceBuffer:

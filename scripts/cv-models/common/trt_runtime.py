@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from common.backends import TensorSpec
+from common.cuda_mem import CudaError
 from common.errors import UserError
 from common.results import atomic_write_bytes, sha256_file
 from common.trt_api import TrtApi, last_error, make_logger
@@ -226,7 +227,16 @@ class TrtSession:
             b.device.free()
             b.host.free()
         cap = max(nbytes, 1)
-        self._bindings[name] = _Binding(self.mem.device_buffer(cap), self.mem.pinned_buffer(cap), cap)
+        self._bindings.pop(name, None)
+        device = None
+        try:
+            device = self.mem.device_buffer(cap)
+            self._bindings[name] = _Binding(device, self.mem.pinned_buffer(cap), cap)
+        except CudaError as exc:
+            if device is not None:
+                device.free()
+            raise UserError(f"cannot allocate {cap / 2**20:.1f} MiB for tensor {name!r} ({exc}); "
+                            "use a smaller batch or free GPU memory") from exc
         return True
 
     def _set_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
