@@ -58,7 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=default_workers(), help="loader threads for (b)")
     parser.add_argument("--min-seconds", type=float, default=10.0, help="each figure spans at least this long")
     parser.add_argument("--cpu", action="store_true", help="ONNX Runtime CPU EP even where CUDA is available")
-    parser.add_argument("--cuda-graph", action="store_true", help="also measure (b) with ORT's CUDA graph option")
     parser.add_argument("--no-ultralytics", action="store_true", help="skip (c) even if ultralytics is installed")
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI: bundled model/set, 8 images, CPU")
     parser.add_argument("--out", type=Path, help="JSON path (default: tmp/bench-eval/<timestamp>/bench.json)")
@@ -152,16 +151,16 @@ def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images
     }
 
 
-def make_backends(onnx: Path, batch: int, gpu: bool, cuda_graph: bool) -> tuple[dict[str, Backend], dict[str, str]]:
+def make_backends(onnx: Path, batch: int, gpu: bool) -> tuple[dict[str, Backend], dict[str, str]]:
     """The backends to compare (first = the one we recommend) and the ones that failed to start."""
     if not gpu:
         return {"ort-cpu": OrtBackend(str(onnx), ["CPUExecutionProvider"])}, {}
     from common.ort_cuda import OrtCudaBackend
 
-    makers: dict[str, Any] = {"ort-cuda-iobinding": lambda: OrtCudaBackend(str(onnx), max_batch=batch)}
-    if cuda_graph:
-        opts = {"CUDAExecutionProvider": {"enable_cuda_graph": "1"}}
-        makers["ort-cuda-iobinding-graph"] = lambda: OrtCudaBackend(str(onnx), opts, max_batch=batch)
+    makers: dict[str, Any] = {
+        "ort-cuda-iobinding": lambda: OrtCudaBackend(str(onnx), max_batch=batch, lanes=2),
+        "ort-cuda-iobinding-1lane": lambda: OrtCudaBackend(str(onnx), max_batch=batch, lanes=1),
+    }
     makers["ort-cuda-plain"] = lambda: OrtBackend(str(onnx), ["CUDAExecutionProvider"], disable_cpu_fallback=True)
     out: dict[str, Backend] = {}
     failed: dict[str, str] = {}
@@ -176,7 +175,7 @@ def make_backends(onnx: Path, batch: int, gpu: bool, cuda_graph: bool) -> tuple[
 
 
 def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool) -> dict[str, Any]:
-    backends, failed = make_backends(args.onnx_path, batch, gpu, args.cuda_graph)
+    backends, failed = make_backends(args.onnx_path, batch, gpu)
     main_name = next(iter(backends))
     main = backends[main_name]
     size = main.input.shape[2] or 640

@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_provider_options(args.provider_option, args.providers),
     )
     print_effective_options(args.providers, options)
-    backend: OrtBackend
+    backend: Any
     if args.io_binding:
         if args.providers[0] != CUDA_EP:
             raise UserError("--io-binding drives the CUDA EP: put CUDAExecutionProvider first in --providers")

@@ -1,215 +1,199 @@
-"""ONNX Runtime CUDA EP with IO binding: our own device buffers, pinned staging, overlapped copies.
+"""ONNX Runtime CUDA EP with IO binding: lanes of (session, stream, pinned + device buffers).
 
-``OrtCudaBackend`` keeps several batches in flight (the pipeline calls ``submit`` for
-batch i+1 before ``wait`` for batch i):
+``OrtCudaBackend`` runs ``lanes`` ORT sessions of the same model, each on its own CUDA
+stream (CUDA EP option ``user_compute_stream``) in its own thread:
 
-    copy-in stream:  pinned_in[k] --H2D--> stage_in[k]                        (event in_ready[k])
-    compute stream:  wait in_ready[k]; stage_in[k] -> bound_in (D2D); ORT run;
-                     bound_out -> stage_out[k] (D2D)                            (event computed[k])
-    copy-out stream: wait computed[k]; stage_out[k] --D2H--> pinned_out[k]      (event out_ready[k])
+    lane thread: batch -> pinned_in --H2D--> bound_in; ORT run (IO binding);
+                 bound_out --D2H--> pinned_out; stream sync; copy out
 
-ORT runs its kernels on our compute stream (CUDA EP option ``user_compute_stream``) and
-returns without a device sync (run option ``disable_synchronize_execution_providers``),
-so the copies of one batch overlap the compute of the next; the host only blocks in
-``wait``. ORT always sees the same bound buffers and the same (full) batch shape, so its
-CUDA-graph option (``enable_cuda_graph``) works too; a partial last batch is zero-padded.
+The pipeline submits batch i+1 before it waits for batch i, so two lanes keep the GPU
+busy: one lane's copies and kernel launches overlap the other's kernels. ORT runs stay
+synchronous (its default): letting them return early (``disable_synchronize_execution_providers``)
+made ORT 1.31.1 free pinned buffers inside a CUDA host callback and abort the process
+(CUDA failure 800 in cudaFreeHost) on the H100, so it is not used.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import math
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from common.backends import OrtBackend, TensorSpec
-from common.cuda_mem import CudaMemory, _runtime, check
+from common.cuda_mem import CudaMemory
 from common.errors import UserError
 
 CUDA_EP = "CUDAExecutionProvider"
 
 
-def stream_wait(stream: Any, event: Any) -> None:
-    """Make ``stream`` wait for ``event`` (cudaStreamWaitEvent) without blocking the host."""
-    check("cudaStreamWaitEvent", _runtime().cudaStreamWaitEvent(stream._obj, event._obj, 0))
-
-
 @dataclass
-class _Slot:
+class _Lane:
+    backend: OrtBackend  # the lane's own session
+    stream: Any
+    io: Any
+    bound_in: Any
+    bound_out: list[Any]
     pinned_in: Any
-    stage_in: Any
-    stage_out: list[Any]
     pinned_out: list[Any]
-    in_ready: Any
     started: Any
-    computed: Any
-    out_ready: Any
-    busy: bool = False
+    done: Any
+    lock: threading.Lock
 
 
-class OrtCudaBackend(OrtBackend):
-    """The CUDA EP behind IO binding, with ``submit``/``wait`` for several batches in flight."""
+class OrtCudaBackend:
+    """The CUDA EP behind IO binding, ``lanes`` sessions deep, with ``submit``/``wait``."""
 
     def __init__(
         self,
         onnx_path: str,
         provider_options: dict[str, dict[str, str]] | None = None,
         max_batch: int = 1,
-        slots: int = 3,
+        lanes: int = 2,
         device_id: int = 0,
         log: Any = print,
         imgsz: int = 640,
     ) -> None:
-        import onnxruntime as ort
-
-        self.mem = CudaMemory(device_id)
-        self.device_id = device_id
-        self.compute = self.mem.stream()
-        self.copy_in = self.mem.stream()
-        self.copy_out = self.mem.stream()
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
-        cuda_opts.setdefault("device_id", str(device_id))
-        cuda_opts["user_compute_stream"] = str(self.compute.handle)
-        self.cuda_graph = cuda_opts.get("enable_cuda_graph") == "1"
-        super().__init__(onnx_path, [CUDA_EP], {CUDA_EP: cuda_opts}, disable_cpu_fallback=True, log=log)
-        self.name = "onnxruntime-cuda-iobinding" + ("-graph" if self.cuda_graph else "")
-        self._ort = ort
-        self._run_options = ort.RunOptions()
-        self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
-        self.max_batch = max_batch
-        fixed = self.input.shape[0]
-        if fixed is not None and max_batch != fixed:
-            raise UserError(f"--batch-size {max_batch}: the model's batch axis is static ({fixed})")
-        if len(self.input.shape) == 4 and None in self.input.shape[2:]:
-            # dynamic height/width: bind the square evaluation size
-            self._input = TensorSpec(self.input.name, (self.input.shape[0], self.input.shape[1], imgsz, imgsz),
-                                     self.input.dtype)  # fmt: skip
-        for spec in (self.input, *self.outputs):
-            if any(d is None for d in spec.shape[1:]):
-                raise UserError(
-                    f"IO binding needs static shapes apart from the batch axis; {spec.name} is {list(spec.shape)}"
-                )
-        self._in_bytes = self._nbytes(self.input, max_batch)
-        self._out_bytes = [self._nbytes(o, max_batch) for o in self.outputs]
-        self._bound_in = self.mem.device_buffer(self._in_bytes)
-        self._bound_out = [self.mem.device_buffer(n) for n in self._out_bytes]
-        self._io = self._session.io_binding()
-        self._io.bind_input(self.input.name, "cuda", device_id, self.input.dtype.type,
-                            list(self._shape(self.input, max_batch)), self._bound_in.ptr)  # fmt: skip
-        for spec, buf in zip(self.outputs, self._bound_out, strict=True):
-            self._io.bind_output(spec.name, "cuda", device_id, spec.dtype.type, list(self._shape(spec, max_batch)),
-                                 buf.ptr)  # fmt: skip
-        self._slots = [self._make_slot() for _ in range(max(2, slots))]
-        self.max_in_flight = len(self._slots) - 1
+        if cuda_opts.get("enable_cuda_graph") == "1":
+            raise UserError(
+                "--io-binding with the CUDA graph option is not supported (ORT 1.31.1 aborted during capture "
+                "on our H100 test); drop --cuda-graph or --io-binding"
+            )
+        self.mem = CudaMemory(device_id)
+        self.device_id, self.max_batch, self.onnx_path = device_id, max_batch, onnx_path
+        self._lanes: list[_Lane] = []
+        for _ in range(max(1, lanes)):
+            stream = self.mem.stream()
+            opts = {**cuda_opts, "device_id": str(device_id), "user_compute_stream": str(stream.handle)}
+            sess = OrtBackend(onnx_path, [CUDA_EP], {CUDA_EP: opts}, disable_cpu_fallback=True, log=log)
+            if not self._lanes:
+                self._setup_specs(sess, imgsz)
+            self._lanes.append(self._make_lane(sess, stream))
+        first = self._lanes[0].backend
+        self.name = "onnxruntime-cuda-iobinding"
+        self.version = first.version
+        self.providers_used = first.providers_used
+        self.max_in_flight = len(self._lanes)
+        self._pool = cf.ThreadPoolExecutor(len(self._lanes), thread_name_prefix="ort-lane")
         self._next = 0
         self.gpu_ms: list[float] = []
 
-    @staticmethod
-    def _shape(spec: Any, batch: int) -> tuple[int, ...]:
-        return (batch, *[int(d) for d in spec.shape[1:]])
+    def _setup_specs(self, sess: OrtBackend, imgsz: int) -> None:
+        spec = sess.input
+        if spec.shape[0] is not None and self.max_batch != spec.shape[0]:
+            raise UserError(f"--batch-size {self.max_batch}: the model's batch axis is static ({spec.shape[0]})")
+        if len(spec.shape) == 4 and None in spec.shape[2:]:
+            spec = TensorSpec(spec.name, (spec.shape[0], spec.shape[1], imgsz, imgsz), spec.dtype)
+        self._input = spec
+        self._outputs = list(sess.outputs)
+        for t in (self._input, *self._outputs):
+            if any(d is None for d in t.shape[1:]):
+                raise UserError(
+                    f"IO binding needs static shapes apart from the batch axis; {t.name} is {list(t.shape)}"
+                )
+        self._in_bytes = self._nbytes(self._input)
+        self._out_bytes = [self._nbytes(o) for o in self._outputs]
 
-    def _nbytes(self, spec: Any, batch: int) -> int:
-        return math.prod(self._shape(spec, batch)) * spec.dtype.itemsize
+    def _shape(self, spec: TensorSpec, batch: int | None = None) -> tuple[int, ...]:
+        return (batch or self.max_batch, *[int(d) for d in spec.shape[1:]])
 
-    def _make_slot(self) -> _Slot:
+    def _nbytes(self, spec: TensorSpec) -> int:
+        return math.prod(self._shape(spec)) * spec.dtype.itemsize
+
+    def _make_lane(self, sess: OrtBackend, stream: Any) -> _Lane:
         m = self.mem
-        return _Slot(
-            pinned_in=m.pinned_buffer(self._in_bytes),
-            stage_in=m.device_buffer(self._in_bytes),
-            stage_out=[m.device_buffer(n) for n in self._out_bytes],
-            pinned_out=[m.pinned_buffer(n) for n in self._out_bytes],
-            in_ready=m.event(),
-            started=m.event(),
-            computed=m.event(),
-            out_ready=m.event(),
-        )
+        bound_in = m.device_buffer(self._in_bytes)
+        bound_out = [m.device_buffer(n) for n in self._out_bytes]
+        io = sess._session.io_binding()
+        io.bind_input(self._input.name, "cuda", self.device_id, self._input.dtype.type,
+                      list(self._shape(self._input)), bound_in.ptr)  # fmt: skip
+        for spec, buf in zip(self._outputs, bound_out, strict=True):
+            io.bind_output(spec.name, "cuda", self.device_id, spec.dtype.type, list(self._shape(spec)), buf.ptr)
+        return _Lane(sess, stream, io, bound_in, bound_out, m.pinned_buffer(self._in_bytes),
+                     [m.pinned_buffer(n) for n in self._out_bytes], m.event(), m.event(), threading.Lock())  # fmt: skip
 
-    # ------------------------------------------------------------------ async API
-    def submit(self, batch: np.ndarray) -> tuple[int, int]:
+    @property
+    def input(self) -> TensorSpec:
+        return self._input
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
+
+    # ------------------------------------------------------------------ running
+    def _run_lane(self, lane: _Lane, batch: np.ndarray) -> list[np.ndarray]:
         b = int(batch.shape[0])
-        if b > self.max_batch or tuple(batch.shape[1:]) != self._shape(self.input, b)[1:]:
-            raise UserError(f"batch {list(batch.shape)} does not fit the bound input {list(self.input.shape)}")
-        k = self._next % len(self._slots)
-        slot = self._slots[k]
-        if slot.busy:
-            raise RuntimeError("submit() on a slot whose results were not collected with wait()")
-        self._next += 1
-        slot.in_ready.synchronize()  # the previous upload from this pinned buffer is done
-        staged = slot.pinned_in.view(self.input.dtype, self._shape(self.input, self.max_batch))
-        np.copyto(staged[:b], batch, casting="same_kind")
-        if b < self.max_batch:
-            staged[b:] = 0
-        stream_wait(self.copy_in, slot.computed)  # stage_in is free once its last compute ended
-        self.mem.copy_htod_async(slot.stage_in.ptr, slot.pinned_in.ptr, self._in_bytes, self.copy_in)
-        slot.in_ready.record(self.copy_in)
-        stream_wait(self.compute, slot.in_ready)
-        stream_wait(self.compute, slot.out_ready)  # stage_out is free once its last download ended
-        slot.started.record(self.compute)
-        self.mem.copy_dtod_async(self._bound_in.ptr, slot.stage_in.ptr, self._in_bytes, self.compute)
-        self._session.run_with_iobinding(self._io, self._run_options)
-        for dev, bound, n in zip(slot.stage_out, self._bound_out, self._out_bytes, strict=True):
-            self.mem.copy_dtod_async(dev.ptr, bound.ptr, n, self.compute)
-        slot.computed.record(self.compute)
-        stream_wait(self.copy_out, slot.computed)
-        for dev, host, n in zip(slot.stage_out, slot.pinned_out, self._out_bytes, strict=True):
-            self.mem.copy_dtoh_async(host.ptr, dev.ptr, n, self.copy_out)
-        slot.out_ready.record(self.copy_out)
-        slot.busy = True
-        return k, b
+        with lane.lock:
+            staged = lane.pinned_in.view(self._input.dtype, self._shape(self._input))
+            np.copyto(staged[:b], batch, casting="same_kind")
+            if b < self.max_batch:
+                staged[b:] = 0  # a partial last batch runs zero-padded at the bound shape
+            self.mem.copy_htod_async(lane.bound_in.ptr, lane.pinned_in.ptr, self._in_bytes, lane.stream)
+            lane.started.record(lane.stream)
+            lane.backend._session.run_with_iobinding(lane.io)
+            lane.done.record(lane.stream)
+            for dev, host, n in zip(lane.bound_out, lane.pinned_out, self._out_bytes, strict=True):
+                self.mem.copy_dtoh_async(host.ptr, dev.ptr, n, lane.stream)
+            lane.stream.synchronize()
+            self.gpu_ms.append(self.mem.elapsed_ms(lane.started, lane.done))
+            return [host.view(spec.dtype, self._shape(spec))[:b].copy()
+                    for spec, host in zip(self._outputs, lane.pinned_out, strict=True)]  # fmt: skip
 
-    def wait(self, token: tuple[int, int]) -> list[np.ndarray]:
-        k, b = token
-        slot = self._slots[k]
-        slot.out_ready.synchronize()
-        outs = [host.view(spec.dtype, self._shape(spec, self.max_batch))[:b].copy() for spec, host in
-                zip(self.outputs, slot.pinned_out, strict=True)]  # fmt: skip
-        self.gpu_ms.append(self.mem.elapsed_ms(slot.started, slot.computed))
-        slot.busy = False
-        return outs
+    def submit(self, batch: np.ndarray) -> cf.Future[list[np.ndarray]]:
+        b = int(batch.shape[0])
+        if b > self.max_batch or tuple(batch.shape[1:]) != self._shape(self._input)[1:]:
+            raise UserError(f"batch {list(batch.shape)} does not fit the bound input {list(self._input.shape)}")
+        lane = self._lanes[self._next % len(self._lanes)]
+        self._next += 1
+        return self._pool.submit(self._run_lane, lane, batch)
+
+    def wait(self, token: cf.Future[list[np.ndarray]]) -> list[np.ndarray]:
+        return token.result()
 
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.wait(self.submit(batch))
 
     # ------------------------------------------------------------------ ceiling
     def resident_run_ms(self, iterations: int, batch: int = 1, warmup: int = 10) -> list[float]:
-        """Wall ms per synchronous run with input and output already on the GPU (no copies):
-        the inference-only ceiling at this batch size."""
-        import time
-
+        """Wall ms per synchronous run with input and output already on the GPU (no copies),
+        one session: the inference-only ceiling at this batch size."""
         if batch != self.max_batch:
             raise ValueError(f"bound for batch {self.max_batch}, asked for {batch}")
-        io = self._io
-        sync = self._ort.RunOptions()
+        lane = self._lanes[0]
         times = []
-        for i in range(warmup + iterations):
-            t0 = time.perf_counter()
-            self._session.run_with_iobinding(io, sync)
-            self.compute.synchronize()
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000.0)
+        with lane.lock:
+            for i in range(warmup + iterations):
+                t0 = time.perf_counter()
+                lane.backend._session.run_with_iobinding(lane.io)
+                lane.stream.synchronize()
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1000.0)
         return times
 
     def metadata(self) -> dict[str, Any]:
-        meta = super().metadata()
-        meta.update({"io_binding": True, "cuda_graph": self.cuda_graph, "slots": len(self._slots),
+        meta = self._lanes[0].backend.metadata()
+        meta.update({"backend": self.name, "io_binding": True, "lanes": len(self._lanes),
                      "max_batch": self.max_batch, "device": self.mem.device_info()})  # fmt: skip
         return meta
 
     def close(self) -> None:
         import gc
 
-        self.compute.synchronize()
-        self._io = None
-        super().close()  # drop the session before the stream it runs on
+        self._pool.shutdown(wait=True)
+        lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            lane.stream.synchronize()
+            lane.io = None
+            lane.backend.close()  # drop the session before the stream it runs on
         gc.collect()
-        for slot in getattr(self, "_slots", []):
-            for buf in (slot.pinned_in, slot.stage_in, *slot.stage_out, *slot.pinned_out):
+        for lane in lanes:
+            for buf in (lane.bound_in, *lane.bound_out, lane.pinned_in, *lane.pinned_out):
                 buf.free()
-            for ev in (slot.in_ready, slot.started, slot.computed, slot.out_ready):
-                ev.close()
-        self._slots = []
-        for buf in (self._bound_in, *self._bound_out):
-            buf.free()
-        for stream in (self.compute, self.copy_in, self.copy_out):
-            stream.close()
+            lane.started.close()
+            lane.done.close()
+            lane.stream.close()

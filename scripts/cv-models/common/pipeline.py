@@ -159,11 +159,11 @@ def _executor(workers: int, prefix: str) -> cf.ThreadPoolExecutor | _Inline:
     return cf.ThreadPoolExecutor(workers, thread_name_prefix=prefix) if workers > 0 else _Inline()
 
 
-def is_async(backend: Backend) -> bool:
-    """Backends with ``submit(batch) -> token``, ``wait(token) -> outputs`` and room for at least
-    two batches (``max_in_flight >= 2``, default 2) get two batches in flight."""
+def in_flight_depth(backend: Backend) -> int:
+    """How many batches the pipeline keeps submitted: ``max_in_flight`` (default 2) for backends
+    with ``submit(batch) -> token`` and ``wait(token) -> outputs``, else 1 (plain ``infer``)."""
     has_api = callable(getattr(backend, "submit", None)) and callable(getattr(backend, "wait", None))
-    return has_api and int(getattr(backend, "max_in_flight", 2)) >= 2
+    return max(1, int(getattr(backend, "max_in_flight", 2))) if has_api else 1
 
 
 def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalResult:
@@ -181,7 +181,8 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     ids = dataset.image_ids
     sequential = opts.workers <= 0
     window = batch_size if sequential else max(opts.workers, batch_size * max(1, opts.prefetch_batches))
-    pipelined = is_async(backend) and not sequential
+    depth = 1 if sequential else in_flight_depth(backend)
+    pipelined = depth >= 2
     pre_s: list[float] = []
     infer_s: list[float] = []
     post_s: list[float] = []
@@ -225,7 +226,7 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
             collect(limit=2 * max(1, opts.post_workers))
             bar.update(len(metas))
 
-        in_flight: tuple[Any, list[tuple[int, LetterboxMeta]], float] | None = None
+        in_flight: deque[tuple[Any, list[tuple[int, LetterboxMeta]], float]] = deque()
         try:
             refill()
             for chunk in _batches(ids, batch_size):
@@ -237,15 +238,16 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
                 del items
                 t0 = time.perf_counter()
                 if pipelined:
-                    token = backend.submit(batch)  # type: ignore[attr-defined]
-                    if in_flight is not None:
-                        finish(in_flight[1], backend.wait(in_flight[0]), in_flight[2])  # type: ignore[attr-defined]
-                    in_flight = (token, metas, t0)
+                    in_flight.append((backend.submit(batch), metas, t0))  # type: ignore[attr-defined]
+                    while len(in_flight) >= depth:
+                        token, done_metas, t_sub = in_flight.popleft()
+                        finish(done_metas, backend.wait(token), t_sub)  # type: ignore[attr-defined]
                 else:
                     finish(metas, backend.infer(batch), t0)
                 del batch
-            if in_flight is not None:
-                finish(in_flight[1], backend.wait(in_flight[0]), in_flight[2])  # type: ignore[attr-defined]
+            while in_flight:
+                token, done_metas, t_sub = in_flight.popleft()
+                finish(done_metas, backend.wait(token), t_sub)  # type: ignore[attr-defined]
             collect(limit=0)
         except BaseException:
             for f in pending:
