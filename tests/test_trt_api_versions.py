@@ -36,14 +36,17 @@ def api_dir(version: str) -> Path:
 def test_trt_facing_tests_pass_on_real_api(version):
     d = api_dir(version)
     if not (d / "site" / "tensorrt").exists() or not (d / "lib").is_dir():
-        pytest.skip(f"tensorrt API {version} not installed in {d}; run: bash scripts/dev/install-trt-apis.sh")
+        pytest.skip(f"tensorrt API {version} not installed in {d}; run: "
+                    f"PYTHON={sys.executable} bash scripts/dev/install-trt-apis.sh")
     env = {**os.environ, "YOLO_TRT_TEST_BACKEND": "tensorrt", "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (str(d / "site"), os.environ.get("PYTHONPATH")) if p),
            "LD_LIBRARY_PATH": os.pathsep.join(p for p in (str(d / "lib"), os.environ.get("LD_LIBRARY_PATH")) if p)}
     probe = subprocess.run([sys.executable, "-c", "import tensorrt; print(tensorrt.__version__)"],
                            env=env, capture_output=True, text=True, timeout=120)
     if probe.returncode != 0:
-        pytest.skip(f"tensorrt API {version} in {d} does not import: {probe.stderr.strip()[-300:]}")
+        pytest.skip(f"tensorrt API {version} in {d} does not import with {sys.executable} (installed for another "
+                    f"Python? rerun PYTHON={sys.executable} bash scripts/dev/install-trt-apis.sh): "
+                    f"{probe.stderr.strip()[-200:]}")
     assert probe.stdout.strip() == version
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", DESELECT,
                            *MODULES], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
