@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="minimum mean IoU of matches")
     p.add_argument("--max-median-dscore", action="append", default=[], metavar="[PREC=]X",
                    help="maximum median |Δscore| of matches")  # fmt: skip
+    p.add_argument("--max-ap-drop", type=float, default=None,
+                   help="fail when a candidate row's mAP_50_95 is more than this below the reference row's "
+                        "(default: report ΔAP only)")
     p.add_argument("--worst-images", type=int, default=5, help="images with the worst disagreement to list (default 5)")
     p.add_argument("--tensor-samples", type=int, default=4,
                    help="sample images for the raw-output error (default 4; 0 = off)")  # fmt: skip
@@ -257,6 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         col.baseline_model = base.label
         summary = summarize(col, root, parity)
         problems += [f"parity: {f}" for f in summary["parity_failures"]]
+        if args.max_ap_drop is not None:
+            problems += [f"accuracy: {r['label']} ΔAP {r['delta_ap']:+.4f} is below -{args.max_ap_drop}"
+                         for r in summary["rows"] if r["model"] != base.label and r["delta_ap"] < -args.max_ap_drop]
         print()
         text = (root / "summary.md").read_text(encoding="utf-8")
         print("\n".join(ln for ln in text.splitlines() if ln.startswith(("|", ">"))))
