@@ -1,0 +1,106 @@
+"""Every command the README and the runbook show must at least answer --help.
+
+Code blocks of the docs are scanned for `pixi run [-e ENV] TASK ...` and `python scripts/... .py`
+lines. Pixi tasks are resolved through pyproject.toml to the script they run; each script is then
+run with --help (plus the fixed arguments of its task) and must exit 0 and print a usage line.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DOCS = [REPO / "README.md", REPO / "models" / "cv-models" / "yolov10m" / "README.md"]
+
+
+def code_lines(text: str) -> list[str]:
+    lines, inside, buf = [], False, ""
+    for raw in text.splitlines():
+        if raw.strip().startswith("```"):
+            inside = not inside
+            continue
+        if not inside:
+            continue
+        line = raw.split("#", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        buf += line.rstrip("\\").strip() + " "
+        if not line.endswith("\\"):
+            if buf.strip():
+                lines.append(buf.strip())
+            buf = ""
+    return lines
+
+
+def pixi_tasks() -> dict[str, str]:
+    pixi = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pixi"]
+    tables = [pixi.get("tasks", {})] + [f.get("tasks", {}) for f in pixi.get("feature", {}).values()]
+    tasks = {}
+    for table in tables:
+        for name, spec in table.items():
+            tasks[name] = spec if isinstance(spec, str) else spec["cmd"]
+    return tasks
+
+
+def doc_commands() -> list[tuple[str, str]]:
+    """(doc line, command that runs its script with --help)."""
+    tasks = pixi_tasks()
+    found: dict[str, str] = {}
+    for doc in DOCS:
+        for line in code_lines(doc.read_text()):
+            try:
+                words = shlex.split(line)
+            except ValueError:  # prose or a shell construct, not a command we run
+                continue
+            if not words:
+                continue
+            if words[:2] == ["pixi", "run"]:
+                rest = words[2:]
+                if rest[:1] == ["-e"]:
+                    rest = rest[2:]
+                task = rest[0]
+                if task in ("python", "python3"):  # `pixi run -e X python scripts/...py`
+                    cmd = ["python", rest[1]]
+                else:
+                    assert task in tasks, f"{doc.name}: `{line}` names task {task!r}, not in pyproject.toml"
+                    if task in ("test", "lint", "demo"):
+                        continue
+                    cmd = shlex.split(tasks[task])
+            elif words[0] in ("python", "python3") and len(words) > 1 and words[1].endswith(".py"):
+                cmd = ["python", words[1]]
+            else:
+                continue
+            script = next((w for w in cmd if w.endswith((".py", ".sh"))), None)
+            if script is None:
+                continue
+            key = " ".join(cmd)
+            found.setdefault(key, line)
+    return [(line, key) for key, line in found.items()]
+
+
+COMMANDS = doc_commands()
+
+
+def test_docs_name_commands() -> None:
+    scripts = {c.split()[1] for _, c in COMMANDS}
+    for needed in ("scripts/cv-models/eval_yolov10m_onnx_coco.py", "scripts/cv-models/build_trt_engine.py",
+                   "scripts/cv-models/eval_yolov10m_trt_coco.py", "scripts/trt/trt_doctor.py",
+                   "scripts/cv-models/quantize_onnx.py", "scripts/cv-models/validate_e2e.py"):  # fmt: skip
+        assert needed in scripts, f"the docs never show {needed}"
+
+
+@pytest.mark.parametrize(("line", "cmd"), COMMANDS, ids=[c for _, c in COMMANDS])
+def test_documented_command_answers_help(line: str, cmd: str) -> None:
+    words = shlex.split(cmd)
+    argv = [sys.executable, *words[1:]] if words[0] == "python" else ["bash", *words[1:]]
+    proc = subprocess.run([*argv, "--help"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, f"`{line}`: {cmd} --help failed:\n{proc.stderr[-2000:]}"
+    assert re.search(r"usage", proc.stdout + proc.stderr, re.IGNORECASE), f"{cmd} --help printed no usage"
