@@ -54,11 +54,7 @@ class ImportResult:
 
 
 def _default_runner(cmd: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
-    try:
-        proc = subprocess.run(list(cmd), env=dict(env), capture_output=True, text=True, check=False, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return 127, str(exc)
-    return proc.returncode, (proc.stdout or "") + (proc.stderr or "")
+    return trtenv.run_command(cmd, env, timeout=120)
 
 
 @dataclass

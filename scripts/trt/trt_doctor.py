@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import shlex
-import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,19 +44,7 @@ OK, WARN, FAIL, INFO = "ok", "warn", "FAIL", "info"
 Runner = Callable[[Sequence[str], Mapping[str, str], float], tuple[int, str]]
 
 
-def run_command(cmd: Sequence[str], env: Mapping[str, str], timeout: float) -> tuple[int, str]:
-    """Run ``cmd``; ``(exit code, stdout+stderr)``. 127: not found, 124: timed out."""
-    try:
-        proc = subprocess.run(
-            list(cmd), env=dict(env), capture_output=True, text=True, timeout=timeout, check=False, errors="replace"
-        )
-    except FileNotFoundError as exc:
-        return 127, str(exc)
-    except PermissionError as exc:
-        return 126, str(exc)
-    except subprocess.TimeoutExpired:
-        return 124, f"timed out after {timeout:.0f} s"
-    return proc.returncode, (proc.stdout or "") + (proc.stderr or "")
+run_command = trtenv.run_command
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -293,3 +294,18 @@ def version_pin(version: str) -> str:
 
 def trt_requirement(version: str, cuda_major: int, full: bool = False) -> str:
     return trt_package(cuda_major, full) + version_pin(version)
+
+
+def run_command(cmd: Sequence[str], env: Mapping[str, str], timeout: float) -> tuple[int, str]:
+    """Run ``cmd``; ``(exit code, stdout+stderr)``. 127: not found, 124: timed out."""
+    try:
+        proc = subprocess.run(
+            list(cmd), env=dict(env), capture_output=True, text=True, timeout=timeout, check=False, errors="replace"
+        )
+    except FileNotFoundError as exc:
+        return 127, str(exc)
+    except PermissionError as exc:
+        return 126, str(exc)
+    except subprocess.TimeoutExpired:
+        return 124, f"timed out after {timeout:.0f} s"
+    return proc.returncode, (proc.stdout or "") + (proc.stderr or "")

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError
+from common.yolov10 import iou_matrix
 
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "fp8", "nvfp4")
 REL_FLOOR = 1e-6
@@ -156,17 +157,6 @@ def load_detections(path: str | Path) -> list[dict[str, Any]]:
     ):
         raise UserError(f"{p} is not a COCO results list (rows of image_id, category_id, bbox, score)")
     return rows
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every xyxy box in ``a`` [M,4] with every box in ``b`` [N,4]."""
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 @dataclass

@@ -193,7 +193,7 @@ def nms_sorted(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, opts:
     return Detections(boxes[keep], scores[keep], classes[keep])
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in ``a`` [M,4] with every box in ``b`` [N,4] (float64, xyxy)."""
     iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
     ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
@@ -224,11 +224,11 @@ def greedy_nms_indices(
         live = np.arange(start, min(n, start + block))
         if kept:
             k = np.asarray(kept)
-            hit = (_iou_matrix(b[k], b[live]) > iou) & (cls[k][:, None] == cls[live][None, :])
+            hit = (iou_matrix(b[k], b[live]) > iou) & (cls[k][:, None] == cls[live][None, :])
             live = live[~hit.any(axis=0)]
         if live.size == 0:
             continue
-        over = (_iou_matrix(b[live], b[live]) > iou) & (cls[live][:, None] == cls[live][None, :])
+        over = (iou_matrix(b[live], b[live]) > iou) & (cls[live][:, None] == cls[live][None, :])
         over = np.triu(over, k=1)
         alive = np.ones(live.size, dtype=bool)
         for i in range(live.size):
