@@ -35,7 +35,7 @@ CUDA_EP = "CUDAExecutionProvider"
 class _Lane:
     backend: OrtBackend  # the lane's own session
     stream: Any
-    io: Any
+    io: dict[int, Any]  # batch size -> IO binding over the same buffers
     bound_in: Any
     bound_out: list[Any]
     pinned_in: Any
@@ -109,13 +109,22 @@ class OrtCudaBackend:
         m = self.mem
         bound_in = m.device_buffer(self._in_bytes)
         bound_out = [m.device_buffer(n) for n in self._out_bytes]
-        io = sess._session.io_binding()
-        io.bind_input(self._input.name, "cuda", self.device_id, self._input.dtype.type,
-                      list(self._shape(self._input)), bound_in.ptr)  # fmt: skip
-        for spec, buf in zip(self._outputs, bound_out, strict=True):
-            io.bind_output(spec.name, "cuda", self.device_id, spec.dtype.type, list(self._shape(spec)), buf.ptr)
-        return _Lane(sess, stream, io, bound_in, bound_out, m.pinned_buffer(self._in_bytes),
+        return _Lane(sess, stream, {}, bound_in, bound_out, m.pinned_buffer(self._in_bytes),
                      [m.pinned_buffer(n) for n in self._out_bytes], m.event(), m.event(), threading.Lock())  # fmt: skip
+
+    def _binding(self, lane: _Lane, batch: int) -> Any:
+        """IO binding for ``batch`` images over the lane's buffers (sized for max_batch): a partial
+        last batch runs at its own shape, exactly as a plain session would run it."""
+        io = lane.io.get(batch)
+        if io is None:
+            io = lane.backend._session.io_binding()
+            io.bind_input(self._input.name, "cuda", self.device_id, self._input.dtype.type,
+                          list(self._shape(self._input, batch)), lane.bound_in.ptr)  # fmt: skip
+            for spec, buf in zip(self._outputs, lane.bound_out, strict=True):
+                io.bind_output(spec.name, "cuda", self.device_id, spec.dtype.type, list(self._shape(spec, batch)),
+                               buf.ptr)  # fmt: skip
+            lane.io[batch] = io
+        return io
 
     @property
     def input(self) -> TensorSpec:
@@ -129,19 +138,18 @@ class OrtCudaBackend:
     def _run_lane(self, lane: _Lane, batch: np.ndarray) -> list[np.ndarray]:
         b = int(batch.shape[0])
         with lane.lock:
-            staged = lane.pinned_in.view(self._input.dtype, self._shape(self._input))
-            np.copyto(staged[:b], batch, casting="same_kind")
-            if b < self.max_batch:
-                staged[b:] = 0  # a partial last batch runs zero-padded at the bound shape
-            self.mem.copy_htod_async(lane.bound_in.ptr, lane.pinned_in.ptr, self._in_bytes, lane.stream)
+            staged = lane.pinned_in.view(self._input.dtype, self._shape(self._input, b))
+            np.copyto(staged, batch, casting="same_kind")
+            self.mem.copy_htod_async(lane.bound_in.ptr, lane.pinned_in.ptr, staged.nbytes, lane.stream)
             lane.started.record(lane.stream)
-            lane.backend._session.run_with_iobinding(lane.io)
+            lane.backend._session.run_with_iobinding(self._binding(lane, b))
             lane.done.record(lane.stream)
-            for dev, host, n in zip(lane.bound_out, lane.pinned_out, self._out_bytes, strict=True):
-                self.mem.copy_dtoh_async(host.ptr, dev.ptr, n, lane.stream)
+            for spec, dev, host in zip(self._outputs, lane.bound_out, lane.pinned_out, strict=True):
+                nbytes = math.prod(self._shape(spec, b)) * spec.dtype.itemsize
+                self.mem.copy_dtoh_async(host.ptr, dev.ptr, nbytes, lane.stream)
             lane.stream.synchronize()
             self.gpu_ms.append(self.mem.elapsed_ms(lane.started, lane.done))
-            return [host.view(spec.dtype, self._shape(spec))[:b].copy()
+            return [host.view(spec.dtype, self._shape(spec, b)).copy()
                     for spec, host in zip(self._outputs, lane.pinned_out, strict=True)]  # fmt: skip
 
     def submit(self, batch: np.ndarray) -> cf.Future[list[np.ndarray]]:
@@ -169,7 +177,7 @@ class OrtCudaBackend:
         with lane.lock:
             for i in range(warmup + iterations):
                 t0 = time.perf_counter()
-                lane.backend._session.run_with_iobinding(lane.io)
+                lane.backend._session.run_with_iobinding(self._binding(lane, batch))
                 lane.stream.synchronize()
                 if i >= warmup:
                     times.append((time.perf_counter() - t0) * 1000.0)
@@ -188,7 +196,7 @@ class OrtCudaBackend:
         lanes, self._lanes = self._lanes, []
         for lane in lanes:
             lane.stream.synchronize()
-            lane.io = None
+            lane.io.clear()
             lane.backend.close()  # drop the session before the stream it runs on
         gc.collect()
         for lane in lanes:
