@@ -231,55 +231,5 @@ def test_cli_help_has_example(capsys):
     assert "examples:" in capsys.readouterr().out
 
 
-def _quant_python() -> str | None:
-    """An interpreter with nvidia-modelopt: $YOLO_QUANT_PYTHON, this one, or .venv-quant (setup-quant-venv.sh)."""
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[1]
-    for cand in (os.environ.get("YOLO_QUANT_PYTHON"), sys.executable, str(repo / ".venv-quant" / "bin" / "python")):
-        if cand and Path(cand).exists():
-            probe = subprocess.run([cand, "-c", "import modelopt.onnx"], capture_output=True, timeout=120)
-            if probe.returncode == 0:
-                return cand
-    return None
-
-
-@pytest.fixture(scope="module")
-def modelopt_onnx(tmp_path_factory):
-    """yolov10n-synth quantized by the colleagues' quantize_onnx.py (ModelOpt) in fp16, int8 and fp8."""
-    import subprocess
-    import sys
-
-    quant_py = _quant_python()
-    if quant_py is None:
-        pytest.skip("nvidia-modelopt not importable (set YOLO_QUANT_PYTHON or run scripts/dev/setup-quant-venv.sh)")
-    repo = Path(__file__).resolve().parents[1]
-    scripts = repo / "scripts" / "cv-models"
-    src = D.fixtures_dir() / "models" / "yolov10n-synth.onnx"
-    mini = repo / "datasets" / "synthcoco-mini" / "val2017"
-    if not src.is_file() or not (scripts / "quantize_onnx.py").is_file() or not mini.is_dir():
-        pytest.skip("needs ../shared/fixtures, quantize_onnx.py and datasets/synthcoco-mini")
-    out = tmp_path_factory.mktemp("modelopt")
-    calib = out / "calib8.npy"
-    subprocess.run([sys.executable, str(scripts / "make_calib_npy.py"), "--images-dir", str(mini), "--num-images", "8",
-                    "--out", str(calib), "--no-progress"], check=True, capture_output=True, timeout=300)
-    made = {}
-    for mode in ("fp16", "int8", "fp8"):
-        dst = out / f"y-{mode}.onnx"
-        proc = subprocess.run([quant_py, str(scripts / "quantize_onnx.py"), "--mode", mode, "--onnx-path", str(src),
-                               "--out", str(dst), "--calib", str(calib), "--calibration-eps", "cpu"],
-                              capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, f"quantize_onnx.py --mode {mode} failed: {proc.stderr.strip()[-500:]}"
-        made[mode] = dst
-    return made
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("mode", "dtype"), [("fp16", "HALF"), ("int8", "INT8"), ("fp8", "FP8")])
-def test_modelopt_quantized_yolov10n_builds(tmp_path, api, modelopt_onnx, mode, dtype):
-    onnx = modelopt_onnx[mode]
-    result = _build(api, onnx, tmp_path / f"{mode}.engine")
-    meta = _check_meta(result, onnx)
-    assert meta["onnx_precision"]["qdq"] is (mode != "fp16")
-    assert meta["layer_summary"]["layer_outputs_by_dtype"].get(dtype, 0) > 50  # precision came from the ONNX
+# The ModelOpt-made fp16/int8/fp8 candidates are built by the real TensorRT-RTX builder in
+# tests/test_quant_flow.py::test_tensorrt_rtx_builder_builds_the_candidate (not repeated here).
