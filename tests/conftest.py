@@ -24,6 +24,17 @@ def fixture_path(*parts: str) -> Path:
     return path
 
 
+def cuda_device_count() -> int:
+    """GPUs cuda-python sees (0 without cuda-python, a driver or a device)."""
+    try:
+        from cuda.bindings import runtime
+
+        err, n = runtime.cudaGetDeviceCount()
+    except Exception:
+        return 0
+    return int(n) if int(err) == 0 else 0
+
+
 def run_script(script: str, *args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run scripts/cv-models/<script> in a fresh interpreter and capture its output."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

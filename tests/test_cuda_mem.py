@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import cuda_device_count
 
 runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (cuda.bindings) not installed")
 
@@ -43,18 +44,10 @@ def test_host_view_bounds():
         _host_view(ctypes.addressof(buf), 16, np.dtype(np.float32), (5,))
 
 
-def _gpu_count() -> int:
-    try:
-        err, n = runtime.cudaGetDeviceCount()
-    except Exception:
-        return 0
-    return int(n) if int(err) == 0 else 0
+gpu = pytest.mark.skipif(cuda_device_count() == 0, reason="no CUDA device")
 
 
-gpu = pytest.mark.skipif(_gpu_count() == 0, reason="no CUDA device")
-
-
-@pytest.mark.skipif(_gpu_count() > 0, reason="a CUDA device is present")
+@pytest.mark.skipif(cuda_device_count() > 0, reason="a CUDA device is present")
 def test_no_gpu_is_a_one_line_user_error():
     with pytest.raises(UserError, match=r"no (usable )?CUDA device") as info:
         CudaMemory()
@@ -98,11 +91,18 @@ def test_copy_round_trip_bit_exact_and_timed(mem, nbytes):
         assert np.array_equal(dst.view(np.uint8, (nbytes,)), data)
         h2d, d2d, d2h = (mem.elapsed_ms(ev[i], ev[i + 1]) for i in range(3))
         assert h2d > 0 and d2h > 0 and d2d >= 0
-        _record(f"copy_{nbytes}", {
-            "bytes": nbytes, "h2d_ms": h2d, "d2d_ms": d2d, "d2h_ms": d2h,
-            "h2d_GBps": nbytes / h2d / 1e6, "d2h_GBps": nbytes / d2h / 1e6,
-            "d2d_GBps": nbytes / d2d / 1e6 if d2d > 0 else None,
-        })
+        _record(
+            f"copy_{nbytes}",
+            {
+                "bytes": nbytes,
+                "h2d_ms": h2d,
+                "d2d_ms": d2d,
+                "d2h_ms": d2h,
+                "h2d_GBps": nbytes / h2d / 1e6,
+                "d2h_GBps": nbytes / d2h / 1e6,
+                "d2d_GBps": nbytes / d2d / 1e6 if d2d > 0 else None,
+            },
+        )
     finally:
         for b in (src, dst, d_a, d_b):
             b.free()

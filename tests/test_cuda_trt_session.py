@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cuda_device_count
 
 runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (cuda.bindings) not installed")
 ort = pytest.importorskip("onnxruntime")
@@ -28,15 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "models" / "cv-models" / "yolov10n-synth" / "yolov10n-synth.onnx"
 
 
-def _gpu_count() -> int:
-    try:
-        err, n = runtime.cudaGetDeviceCount()
-    except Exception:
-        return 0
-    return int(n) if int(err) == 0 else 0
-
-
-pytestmark = pytest.mark.skipif(_gpu_count() == 0, reason="no CUDA device")
+pytestmark = pytest.mark.skipif(cuda_device_count() == 0, reason="no CUDA device")
 
 
 @pytest.fixture
