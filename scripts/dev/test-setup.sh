@@ -1,0 +1,21 @@
+# shellcheck shell=bash
+# Set-up the test suite needs besides the project's own packages; sourced by scripts/dev/run-tests.sh
+# (`pixi run test`, `venv.sh test`); it exports YOLO_QUANT_PYTHON for the tests. Idempotent and cached.
+#   - NVIDIA's real TensorRT 10.7 / 10.13 / 11.4 Python APIs with stand-in native libraries, from
+#     ../shared/trt-stubs when that folder exists (cached in ~/.cache/yolov10-trt-toolkit);
+#   - .venv-quant with nvidia-modelopt (scripts/dev/setup-quant-venv.sh); QUANT=0 skips it and the
+#     quantization tests then skip.
+# Environment: PYTHON (the interpreter that runs the tests), QUANT_VENV (default .venv-quant), QUANT.
+_py=${PYTHON:-python3}
+if [ -d ../shared/trt-stubs ]; then
+  PYTHON="$_py" bash scripts/dev/install-trt-apis.sh || echo "warning: TensorRT API stubs not installed" >&2
+fi
+if [ "${QUANT:-1}" = 1 ]; then
+  export QUANT_VENV=${QUANT_VENV:-.venv-quant}
+  # ModelOpt needs torch; python3.11 takes the local CPU build of torch 2.13.0 on these machines.
+  _qpy=python3
+  command -v python3.11 >/dev/null && _qpy=python3.11
+  PYTHON=$_qpy bash scripts/dev/setup-quant-venv.sh
+  export YOLO_QUANT_PYTHON="$PWD/$QUANT_VENV/bin/python"
+fi
+unset _py _qpy
