@@ -83,6 +83,12 @@ def _ort_spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, shape, np.dtype(_ORT_DTYPES.get(arg.type, np.float32)))
 
 
+def _warn(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
+
+
 class OrtBackend:
     """ONNX Runtime session behind the Backend protocol.
 
@@ -99,7 +105,7 @@ class OrtBackend:
         providers: Sequence[str] = ("CUDAExecutionProvider", "CPUExecutionProvider"),
         provider_options: dict[str, dict[str, str]] | None = None,
         disable_cpu_fallback: bool = False,
-        log: Any = print,
+        log: Any = None,
         available: Sequence[str] | None = None,
     ) -> None:
         import os
@@ -122,7 +128,7 @@ class OrtBackend:
             msg = f"provider(s) not available in onnxruntime {ort.__version__}: {', '.join(missing)}"
             if disable_cpu_fallback and accel and accel[0] in missing:
                 raise UserError(msg + "; --disable-cpu-fallback forbids running without it")
-            log(f"warning: {msg}; available: {', '.join(available)}")
+            (log or _warn)(f"warning: {msg}; available: {', '.join(available)}")
         use = [p for p in providers if p in available]
         if not use:
             use = ["CPUExecutionProvider"]

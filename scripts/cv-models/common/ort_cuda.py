@@ -55,7 +55,7 @@ class OrtCudaBackend:
         max_batch: int = 1,
         lanes: int = 2,
         device_id: int = 0,
-        log: Any = print,
+        log: Any = None,
         imgsz: int = 640,
     ) -> None:
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
