@@ -27,6 +27,7 @@ import numpy as np
 from common.backends import OrtBackend, TensorSpec
 from common.cuda_mem import CudaMemory
 from common.errors import UserError
+from common.results import latency_stats
 
 CUDA_EP = "CUDAExecutionProvider"
 
@@ -186,7 +187,9 @@ class OrtCudaBackend:
     def metadata(self) -> dict[str, Any]:
         meta = self._lanes[0].backend.metadata()
         meta.update({"backend": self.name, "io_binding": True, "lanes": len(self._lanes),
-                     "max_batch": self.max_batch, "device": self.mem.device_info()})  # fmt: skip
+                     "max_batch": self.max_batch, "device": self.mem.device_info(),
+                     # CUDA-event time of each ORT run (compute only, no copies), per batch
+                     "gpu_compute_ms": latency_stats([ms / 1000 for ms in self.gpu_ms])})  # fmt: skip
         return meta
 
     def close(self) -> None:
