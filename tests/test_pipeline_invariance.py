@@ -78,3 +78,17 @@ def test_batch_size_does_not_change_results(mini_coco) -> None:
     assert four.batch_size == 4
     assert one.detections == four.detections
     assert one.stats == four.stats
+
+
+def test_switch_interval_is_applied_only_during_the_run(mini_coco) -> None:
+    import sys
+
+    backend = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
+    before = sys.getswitchinterval()
+    ref = run(backend, mini_coco, workers=2)
+    got = run(backend, mini_coco, workers=2, switch_interval_ms=0.5)
+    assert got.detections == ref.detections and got.timings["switch_interval_ms"] == 0.5
+    assert sys.getswitchinterval() == before
+    with pytest.raises(UserError, match="switch-interval"):
+        run(backend, mini_coco, switch_interval_ms=0)
+    assert sys.getswitchinterval() == before

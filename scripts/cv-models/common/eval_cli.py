@@ -12,6 +12,7 @@ from typing import Any
 
 from common.backends import Backend
 from common.coco import COCO_EVAL_ENGINES, open_dataset, users_metrics
+from common.gpu_preprocess import MODES as PREPROCESS_MODES
 from common.pipeline import EvalOptions, EvalResult, default_workers, evaluate
 from common.results import METRICS_SCHEMA_VERSION, atomic_write_json, run_dir, sha256_file
 from common.sysinfo import run_metadata
@@ -60,6 +61,21 @@ def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
         default=default_workers(),
         help="threads decoding + letterboxing images; 0 = sequential, no threads (default: %(default)s)",
     )
+    r.add_argument(
+        "--preprocess",
+        choices=PREPROCESS_MODES,
+        default="cpu",
+        help="where the letterbox runs: cpu (reference); gpu-normalize (CPU letterbox in uint8, GPU float "
+        "conversion: identical input); gpu-letterbox (NVRTC resize on the GPU, within 1/255). GPU modes "
+        "need a backend with device input buffers (--io-binding)",
+    )
+    r.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="Python's GIL switch interval during the run (CPython default 5 ms; shorter lets the GPU "
+        "threads get the interpreter back sooner)",
+    )
     r.add_argument("--warmup-runs", type=int, default=0, help="inferences on a zero tensor before timing")
     r.add_argument("--skip-latency", type=int, default=0, help="drop the first N latency samples from the stats")
     r.add_argument(
@@ -106,6 +122,8 @@ def eval_options(args: argparse.Namespace) -> EvalOptions:
         skip_latency=args.skip_latency,
         progress=not args.no_progress and sys.stderr.isatty(),
         coco_engine=args.coco_eval,
+        preprocess=getattr(args, "preprocess", "cpu"),
+        switch_interval_ms=getattr(args, "switch_interval_ms", None),
     )
 
 

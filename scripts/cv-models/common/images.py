@@ -35,6 +35,11 @@ class LetterboxMeta:
 
 def load_image_rgb(path: str | os.PathLike[str], what: str = "") -> np.ndarray:
     """Read an image as RGB uint8 HWC; UserError naming the file when it can't be read."""
+    return cv2.cvtColor(load_image_bgr(path, what), cv2.COLOR_BGR2RGB)
+
+
+def load_image_bgr(path: str | os.PathLike[str], what: str = "") -> np.ndarray:
+    """Read an image as OpenCV's BGR uint8 HWC; UserError naming the file when it can't be read."""
     p = Path(path)
     label = f" ({what})" if what else ""
     if not p.is_file():
@@ -43,7 +48,7 @@ def load_image_rgb(path: str | os.PathLike[str], what: str = "") -> np.ndarray:
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise UserError(f"image unreadable or corrupt: {p}{label}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
 
 
 def letterbox_geometry(w: int, h: int, size: int) -> LetterboxMeta:

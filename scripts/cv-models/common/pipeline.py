@@ -3,7 +3,7 @@
 Stages run concurrently so the backend never waits on the CPU:
 
     image ids -> [N loader threads: decode + letterbox] -> bounded window of futures
-              -> main thread: batch + backend.infer(batch)
+              -> main thread: batch + backend.submit(batch) / wait, several batches in flight
               -> [post thread: decode + NMS + unletterbox -> COCO rows]
               -> COCOeval
 
@@ -15,7 +15,9 @@ are gathered per image in image-id order.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -28,7 +30,17 @@ from tqdm import tqdm
 from common.backends import Backend, max_batch_of
 from common.coco import CocoDataset, evaluate_bbox, to_coco_results
 from common.errors import UserError
-from common.images import LetterboxMeta, load_image_rgb, preprocess, unletterbox_xyxy
+from common.gpu_preprocess import MODES as PREPROCESS_MODES
+from common.gpu_preprocess import U8Batch
+from common.images import (
+    LetterboxMeta,
+    letterbox_geometry,
+    letterbox_hwc,
+    load_image_bgr,
+    load_image_rgb,
+    preprocess,
+    unletterbox_xyxy,
+)
 from common.results import latency_stats
 from common.yolov10 import PostprocessOptions, check_layout, decode, detect_layout
 
@@ -55,6 +67,8 @@ class EvalOptions:
     progress: bool = True
     coco_eval: bool = True  # False: detections only (benchmarks that repeat images)
     coco_engine: str = "auto"  # auto | pycocotools | faster-coco-eval (identical stats, tested)
+    preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox (common.gpu_preprocess)
+    switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
 
 
 @dataclass
@@ -71,16 +85,43 @@ class EvalResult:
 @dataclass
 class _Item:
     image_id: int
-    tensor: np.ndarray  # float32 CHW
+    tensor: np.ndarray  # cpu: float32 CHW; gpu-normalize: BGR canvas; gpu-letterbox: decoded BGR image
     meta: LetterboxMeta
     seconds: float
 
 
-def _load(dataset: CocoDataset, image_id: int, size: int) -> _Item:
+def _load(dataset: CocoDataset, image_id: int, size: int, mode: str = "cpu") -> _Item:
     t0 = time.perf_counter()
-    img = load_image_rgb(dataset.image_path(image_id), what=f"image id {image_id}")
-    chw, meta = preprocess(img, size)
-    return _Item(image_id, chw, meta, time.perf_counter() - t0)
+    what = f"image id {image_id}"
+    if mode == "cpu":
+        tensor, meta = preprocess(load_image_rgb(dataset.image_path(image_id), what=what), size)
+    elif mode == "gpu-normalize":
+        tensor, meta = letterbox_hwc(load_image_bgr(dataset.image_path(image_id), what=what), size)
+    else:
+        tensor = load_image_bgr(dataset.image_path(image_id), what=what)
+        meta = letterbox_geometry(tensor.shape[1], tensor.shape[0], size)
+    return _Item(image_id, tensor, meta, time.perf_counter() - t0)
+
+
+def _make_batch(items: list[_Item], mode: str, size: int) -> np.ndarray | U8Batch:
+    if mode != "cpu":
+        return U8Batch(mode, [it.tensor for it in items], [it.meta for it in items], size)
+    return items[0].tensor[None] if len(items) == 1 else np.stack([it.tensor for it in items])
+
+
+def check_preprocess(backend: Backend, mode: str) -> None:
+    """UserError unless ``backend`` can run ``mode``; GPU modes compile their kernels here."""
+    if mode not in PREPROCESS_MODES:
+        raise UserError(f"--preprocess {mode}: choose one of {', '.join(PREPROCESS_MODES)}")
+    if mode == "cpu":
+        return
+    enable = getattr(backend, "enable_device_preprocess", None)
+    if not callable(enable):
+        raise UserError(
+            f"--preprocess {mode} needs a backend with GPU input buffers (ONNX Runtime --io-binding); "
+            f"{getattr(backend, 'name', 'this backend')} takes host arrays: use --preprocess cpu"
+        )
+    enable(mode)
 
 
 def _input_size(backend: Backend, imgsz: int) -> int:
@@ -131,10 +172,17 @@ def _postprocess(
 
 
 def warmup(backend: Backend, batch_size: int, size: int, runs: int) -> None:
-    if runs > 0:
-        dummy = np.zeros((batch_size, 3, size, size), dtype=np.float32)
-        for _ in range(runs):
-            backend.infer(dummy)
+    """``runs`` inferences before timing; a backend with its own ``warmup`` (several sessions)
+    warms every session."""
+    if runs <= 0:
+        return
+    own = getattr(backend, "warmup", None)
+    if callable(own):
+        own(batch_size, runs)
+        return
+    dummy = np.zeros((batch_size, 3, size, size), dtype=np.float32)
+    for _ in range(runs):
+        backend.infer(dummy)
 
 
 class _Inline:
@@ -159,6 +207,23 @@ def _executor(workers: int, prefix: str) -> cf.ThreadPoolExecutor | _Inline:
     return cf.ThreadPoolExecutor(workers, thread_name_prefix=prefix) if workers > 0 else _Inline()
 
 
+@contextlib.contextmanager
+def _switch_interval(ms: float | None) -> Iterator[None]:
+    """A shorter GIL switch interval lets threads that wake from a GPU wait or a C call get the
+    interpreter back sooner (CPython's default is 5 ms); restored afterwards."""
+    if ms is None:
+        yield
+        return
+    if ms <= 0:
+        raise UserError(f"--switch-interval-ms must be > 0, got {ms}")
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(ms / 1000.0)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
 def in_flight_depth(backend: Backend) -> int:
     """How many batches the pipeline keeps submitted: ``max_in_flight`` (default 2) for backends
     with ``submit(batch) -> token`` and ``wait(token) -> outputs``, else 1 (plain ``infer``)."""
@@ -176,6 +241,7 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     batch_size = resolve_batch_size(backend, opts.batch_size)
     layout = None if opts.output_format == "auto" else opts.output_format
     checked = False
+    check_preprocess(backend, opts.preprocess)
     warmup(backend, batch_size, size, opts.warmup_runs)
 
     ids = dataset.image_ids
@@ -189,6 +255,7 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     per_image: dict[int, list[dict[str, Any]]] = {}
     t_start = time.perf_counter()
     with (
+        _switch_interval(opts.switch_interval_ms),
         _executor(opts.workers, "load") as loaders,
         _executor(0 if sequential else max(1, opts.post_workers), "post") as posters,
         tqdm(total=len(ids), desc=f"eval[{backend.name}]", unit="img", disable=not opts.progress) as bar,
@@ -201,7 +268,7 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
                 nxt = next(queue, None)
                 if nxt is None:
                     return
-                pending.append(loaders.submit(_load, dataset, nxt, size))
+                pending.append(loaders.submit(_load, dataset, nxt, size, opts.preprocess))
 
         in_post: deque[tuple[list[int], cf.Future[tuple[list[list[dict[str, Any]]], float]]]] = deque()
 
@@ -233,7 +300,7 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
                 items = [pending.popleft().result() for _ in chunk]
                 refill()
                 pre_s.extend(it.seconds for it in items)
-                batch = items[0].tensor[None] if len(items) == 1 else np.stack([it.tensor for it in items])
+                batch = _make_batch(items, opts.preprocess, size)
                 metas = [(it.image_id, it.meta) for it in items]
                 del items
                 t0 = time.perf_counter()
@@ -274,5 +341,8 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
         "workers": opts.workers,
         "batch_size": batch_size,
         "mode": "sequential" if sequential else ("pipelined-async" if pipelined else "pipelined"),
+        "preprocess_mode": opts.preprocess,
+        "switch_interval_ms": opts.switch_interval_ms,
+        "in_flight": depth,
     }
     return EvalResult(detections, stats, table, layout or "unknown", n, batch_size, timings)

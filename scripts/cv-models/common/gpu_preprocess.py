@@ -1,0 +1,237 @@
+"""Pre-processing on the GPU: two small CUDA kernels compiled at run time with NVRTC.
+
+``--preprocess`` modes (the CPU workers still decode the JPEGs):
+
+- ``cpu``           letterbox + float CHW /255 on the CPU workers (the reference path).
+- ``gpu-normalize`` the CPU workers letterbox in uint8 (BGR); the GPU turns the canvas into
+                    RGB float32 CHW /255. The same numbers as ``cpu``, bit for bit (float32
+                    division by 255, correctly rounded on both sides), with a quarter of the
+                    upload and no float work on the CPU.
+- ``gpu-letterbox`` the decoded BGR image goes up as it is; the GPU resizes (OpenCV's
+                    INTER_LINEAR rule in fixed point), pads with 114 and normalises. Within
+                    1/255 of the CPU letterbox per element (OpenCV's SIMD rounding differs by
+                    at most one grey level), so detections may differ slightly from ``cpu``.
+
+``letterbox_reference`` is the kernel's arithmetic in NumPy: tests check it against the
+CPU letterbox on any machine, and the kernel against it (bit-exact) where there is a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.errors import UserError
+from common.images import PAD_VALUE, LetterboxMeta
+
+MODES: tuple[str, ...] = ("cpu", "gpu-normalize", "gpu-letterbox")
+COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
+COEF_SCALE = 1 << COEF_BITS
+
+KERNEL_SOURCE = r"""
+extern "C" __global__ void bgr_canvas_to_rgb_chw(const unsigned char* __restrict__ src,
+                                                 float* __restrict__ dst, int hw)
+{
+    // src: [B, S, S, 3] uint8 BGR; dst: [B, 3, S, S] float32 RGB / 255; blockIdx.y = image
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= hw) return;
+    const unsigned char* p = src + (size_t)blockIdx.y * hw * 3 + (size_t)i * 3;
+    float* q = dst + (size_t)blockIdx.y * hw * 3 + i;
+    q[0] = p[2] / 255.0f;
+    q[hw] = p[1] / 255.0f;
+    q[2 * hw] = p[0] / 255.0f;
+}
+
+__device__ __forceinline__ void tap(int d, int n_dst, int n_src, int* s0, int* s1, int* a0, int* a1)
+{
+    // OpenCV INTER_LINEAR: centre-aligned source coordinate, clamped, 11-bit weights
+    float f = (float)(((double)d + 0.5) * ((double)n_src / (double)n_dst) - 0.5);
+    int s = (int)floorf(f);
+    f -= (float)s;
+    if (s < 0) { f = 0.0f; s = 0; }
+    if (s >= n_src - 1) { f = 0.0f; s = n_src - 1; }
+    *s0 = s;
+    *s1 = min(s + 1, n_src - 1);
+    *a0 = __float2int_rn((1.0f - f) * 2048.0f);
+    *a1 = __float2int_rn(f * 2048.0f);
+}
+
+extern "C" __global__ void letterbox_bgr_to_rgb_chw(const unsigned char* __restrict__ src, int sw, int sh,
+                                                    float* __restrict__ dst, int size, int nw, int nh,
+                                                    int left, int top)
+{
+    // src: [sh, sw, 3] uint8 BGR; dst: [3, size, size] float32 RGB / 255, letterboxed
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= size || y >= size) return;
+    int hw = size * size, o = y * size + x;
+    int dx = x - left, dy = y - top;
+    if (dx < 0 || dy < 0 || dx >= nw || dy >= nh) {
+        float pad = PAD_VALUE / 255.0f;
+        dst[o] = pad; dst[hw + o] = pad; dst[2 * hw + o] = pad;
+        return;
+    }
+    int x0, x1, ax0, ax1, y0, y1, by0, by1;
+    tap(dx, nw, sw, &x0, &x1, &ax0, &ax1);
+    tap(dy, nh, sh, &y0, &y1, &by0, &by1);
+    const unsigned char* r0 = src + (size_t)y0 * sw * 3;
+    const unsigned char* r1 = src + (size_t)y1 * sw * 3;
+    for (int c = 0; c < 3; ++c) {
+        long long top_row = (long long)ax0 * r0[x0 * 3 + c] + (long long)ax1 * r0[x1 * 3 + c];
+        long long bot_row = (long long)ax0 * r1[x0 * 3 + c] + (long long)ax1 * r1[x1 * 3 + c];
+        long long v = ((long long)by0 * top_row + (long long)by1 * bot_row + (1LL << 21)) >> 22;
+        v = v < 0 ? 0 : (v > 255 ? 255 : v);
+        dst[(2 - c) * hw + o] = (float)v / 255.0f;
+    }
+}
+""".replace("PAD_VALUE", str(PAD_VALUE))
+
+
+@dataclass
+class U8Batch:
+    """A batch handed to a backend that pre-processes on the GPU.
+
+    ``gpu-normalize``: ``images`` are letterboxed BGR canvases [S, S, 3] uint8.
+    ``gpu-letterbox``: ``images`` are decoded BGR images [H, W, 3] uint8 of any size.
+    """
+
+    mode: str
+    images: list[np.ndarray]
+    metas: list[LetterboxMeta]
+    size: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.images), 3, self.size, self.size)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+# ----------------------------------------------------------------------------- NumPy reference
+
+
+def _taps(n_dst: int, n_src: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    d = np.arange(n_dst, dtype=np.float64)
+    f = ((d + 0.5) * (n_src / n_dst) - 0.5).astype(np.float32)
+    s = np.floor(f).astype(np.int64)
+    f = (f - s.astype(np.float32)).astype(np.float32)
+    low = s < 0
+    f[low], s[low] = 0.0, 0
+    high = s >= n_src - 1
+    f[high], s[high] = 0.0, n_src - 1
+    a0 = np.rint((np.float32(1.0) - f) * np.float32(COEF_SCALE)).astype(np.int64)
+    a1 = np.rint(f * np.float32(COEF_SCALE)).astype(np.int64)
+    return s, np.minimum(s + 1, n_src - 1), a0, a1
+
+
+def letterbox_reference(img_bgr: np.ndarray, meta: LetterboxMeta, size: int) -> np.ndarray:
+    """What ``letterbox_bgr_to_rgb_chw`` computes, in NumPy: RGB float32 [3, size, size]."""
+    sh, sw = img_bgr.shape[:2]
+    x0, x1, ax0, ax1 = _taps(meta.new_w, sw)
+    y0, y1, by0, by1 = _taps(meta.new_h, sh)
+    src = img_bgr.astype(np.int64)
+    top = ax0[None, :, None] * src[y0][:, x0] + ax1[None, :, None] * src[y0][:, x1]
+    bot = ax0[None, :, None] * src[y1][:, x0] + ax1[None, :, None] * src[y1][:, x1]
+    v = (by0[:, None, None] * top + by1[:, None, None] * bot + (1 << 21)) >> 22
+    canvas = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+    canvas[meta.pad_top : meta.pad_top + meta.new_h, meta.pad_left : meta.pad_left + meta.new_w] = np.clip(v, 0, 255)
+    return np.divide(canvas[:, :, ::-1].transpose(2, 0, 1), np.float32(255.0), dtype=np.float32)
+
+
+def normalize_reference(canvas_bgr: np.ndarray) -> np.ndarray:
+    """What ``bgr_canvas_to_rgb_chw`` computes for one canvas, in NumPy."""
+    return np.divide(canvas_bgr[:, :, ::-1].transpose(2, 0, 1), np.float32(255.0), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- NVRTC + launch
+
+
+def _check(call: str, result: Any) -> Any:
+    err = result[0] if isinstance(result, tuple) else result
+    if int(err) != 0:
+        raise UserError(f"GPU pre-processing: {call} failed ({err}); use --preprocess cpu")
+    rest = result[1:] if isinstance(result, tuple) else ()
+    return rest[0] if len(rest) == 1 else (rest or None)
+
+
+def compile_kernels(arch: str) -> bytes:
+    """NVRTC: the kernels as a CUBIN for ``arch`` (e.g. ``sm_90``, ``sm_120``); UserError if it can't."""
+    try:
+        from cuda.bindings import nvrtc
+    except ImportError as exc:
+        raise UserError("GPU pre-processing needs cuda-python (cuda.bindings.nvrtc); use --preprocess cpu") from exc
+    try:
+        prog = _check("nvrtcCreateProgram", nvrtc.nvrtcCreateProgram(KERNEL_SOURCE.encode(), b"prep.cu", 0, [], []))
+    except (RuntimeError, OSError) as exc:  # libnvrtc missing
+        raise UserError(f"GPU pre-processing: NVRTC is not usable ({exc}); install the CUDA NVRTC library "
+                        "(pip: nvidia-cuda-nvrtc; conda: cuda-nvrtc) or use --preprocess cpu") from exc  # fmt: skip
+    try:
+        opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17"]
+        res = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        if int(res[0]) != 0:
+            size = _check("nvrtcGetProgramLogSize", nvrtc.nvrtcGetProgramLogSize(prog))
+            log = b" " * int(size)
+            nvrtc.nvrtcGetProgramLog(prog, log)
+            first = log.decode(errors="replace").strip().splitlines()[:1]
+            raise UserError(f"GPU pre-processing: NVRTC cannot build for {arch} ({res[0]}: {' '.join(first)}); "
+                            "a newer CUDA NVRTC is needed for this GPU, or use --preprocess cpu")  # fmt: skip
+        size = _check("nvrtcGetCUBINSize", nvrtc.nvrtcGetCUBINSize(prog))
+        cubin = b" " * int(size)
+        _check("nvrtcGetCUBIN", nvrtc.nvrtcGetCUBIN(prog, cubin))
+        return cubin
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+
+
+class GpuPreprocessor:
+    """The compiled kernels on one device; launches go on the caller's stream."""
+
+    def __init__(self, device: int = 0) -> None:
+        from cuda.bindings import driver, runtime
+
+        self._driver = driver
+        _check("cudaSetDevice", runtime.cudaSetDevice(device))
+        _check("cudaFree", runtime.cudaFree(0))  # make the primary context current here
+        props = _check("cudaGetDeviceProperties", runtime.cudaGetDeviceProperties(device))
+        self.arch = f"sm_{props.major}{props.minor}"
+        self._ctx = _check("cuCtxGetCurrent", driver.cuCtxGetCurrent())
+        self._module = _check("cuModuleLoadData", driver.cuModuleLoadData(compile_kernels(self.arch)))
+        self._normalize = _check("cuModuleGetFunction",
+                                 driver.cuModuleGetFunction(self._module, b"bgr_canvas_to_rgb_chw"))  # fmt: skip
+        self._letterbox = _check("cuModuleGetFunction",
+                                 driver.cuModuleGetFunction(self._module, b"letterbox_bgr_to_rgb_chw"))  # fmt: skip
+        self._local = threading.local()
+
+    def _launch(self, fn: Any, grid: tuple[int, int], block: tuple[int, int], args: tuple[Any, ...],
+                types: tuple[Any, ...], stream: int) -> None:  # fmt: skip
+        d = self._driver
+        if not getattr(self._local, "ready", False):  # each launching thread needs the context current
+            _check("cuCtxSetCurrent", d.cuCtxSetCurrent(self._ctx))
+            self._local.ready = True
+        _check("cuLaunchKernel", d.cuLaunchKernel(fn, grid[0], grid[1], 1, block[0], block[1], 1, 0,
+                                                  d.CUstream(stream), (args, types), 0))  # fmt: skip
+
+    def normalize(self, src: int, dst: int, batch: int, size: int, stream: int) -> None:
+        """[B,S,S,3] uint8 BGR at ``src`` -> [B,3,S,S] float32 RGB/255 at ``dst`` (device pointers)."""
+        hw = size * size
+        c = ctypes
+        self._launch(self._normalize, ((hw + 255) // 256, batch), (256, 1), (src, dst, hw),
+                     (c.c_void_p, c.c_void_p, c.c_int), stream)  # fmt: skip
+
+    def letterbox(self, src: int, w: int, h: int, dst: int, meta: LetterboxMeta, size: int, stream: int) -> None:
+        """One [h,w,3] uint8 BGR image at ``src`` -> its letterboxed [3,S,S] float32 RGB/255 at ``dst``."""
+        c = ctypes
+        grid = ((size + 31) // 32, (size + 7) // 8)
+        args = (src, w, h, dst, size, meta.new_w, meta.new_h, meta.pad_left, meta.pad_top)
+        types = (c.c_void_p, c.c_int, c.c_int, c.c_void_p, c.c_int, c.c_int, c.c_int, c.c_int, c.c_int)
+        self._launch(self._letterbox, grid, (32, 8), args, types, stream)
+
+    def close(self) -> None:
+        if self._module is not None:
+            self._driver.cuModuleUnload(self._module)
+            self._module = None

@@ -1,0 +1,212 @@
+"""GPU pre-processing: the kernel arithmetic (NumPy reference) against the CPU letterbox on
+any machine; NVRTC builds for the GPUs we target where NVRTC is installed; the kernels
+against the reference, bit for bit, and the IO-binding backend end to end where a GPU is."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import DEMO_MODEL, MINI, cuda_device_count
+
+from common.backends import OrtBackend
+from common.errors import UserError
+from common.gpu_preprocess import U8Batch, letterbox_reference, normalize_reference
+from common.images import letterbox_geometry, letterbox_hwc, load_image_bgr, to_chw_float
+from common.pipeline import EvalOptions, evaluate
+
+ONE_LEVEL = 1 / 255 + 1e-6  # one grey level, with float32 slack
+ODD_SIZES = [(1, 1), (2, 3), (3, 700), (641, 639), (1280, 1280), (480, 640), (1000, 333), (320, 1280), (1280, 320)]
+
+
+def mini_images() -> list[np.ndarray]:
+    paths = sorted((MINI / "val2017").glob("*.jpg"))
+    assert paths, "bundled mini set missing"
+    return [load_image_bgr(p) for p in paths]
+
+
+def random_images() -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ODD_SIZES]
+
+
+def cpu_input(img_bgr: np.ndarray, size: int = 640) -> np.ndarray:
+    canvas, _ = letterbox_hwc(img_bgr[:, :, ::-1], size)
+    return to_chw_float(canvas)
+
+
+def test_letterbox_reference_within_one_grey_level_of_opencv() -> None:
+    worst, differing, total = 0.0, 0, 0
+    for img in mini_images() + random_images():
+        meta = letterbox_geometry(img.shape[1], img.shape[0], 640)
+        got, want = letterbox_reference(img, meta, 640), cpu_input(img)
+        assert got.shape == want.shape == (3, 640, 640) and got.dtype == np.float32
+        diff = np.abs(got - want)
+        worst = max(worst, float(diff.max()))
+        differing += int((diff > 0).sum())
+        total += diff.size
+    assert worst <= ONE_LEVEL
+    assert differing / total < 0.1  # mostly equal, not merely close
+
+
+def test_letterbox_reference_pads_with_114_and_keeps_unscaled_images_exact() -> None:
+    img = np.random.default_rng(1).integers(0, 256, (320, 640, 3), dtype=np.uint8)  # no resize at 640
+    meta = letterbox_geometry(640, 320, 640)
+    got = letterbox_reference(img, meta, 640)
+    np.testing.assert_array_equal(got, cpu_input(img))
+    assert np.all(got[:, : meta.pad_top] == np.float32(114) / np.float32(255))
+
+
+def test_normalize_reference_is_the_cpu_conversion_bit_for_bit() -> None:
+    for img in mini_images()[:10] + random_images():
+        canvas, _ = letterbox_hwc(img, 640)
+        np.testing.assert_array_equal(normalize_reference(canvas), to_chw_float(canvas[:, :, ::-1]))
+
+
+def _nvrtc_or_skip():
+    try:
+        from cuda.bindings import nvrtc
+
+        nvrtc.nvrtcVersion()
+    except Exception as exc:  # no cuda-python or no libnvrtc
+        pytest.skip(f"NVRTC not usable here: {exc}")
+
+
+@pytest.mark.parametrize("arch", ["sm_90", "sm_120"])
+def test_kernels_compile_for_hopper_and_blackwell(arch: str) -> None:
+    _nvrtc_or_skip()
+    from common.gpu_preprocess import compile_kernels
+
+    cubin = compile_kernels(arch)
+    assert cubin[:4] == b"\x7fELF" and len(cubin) > 1000
+
+
+def test_unknown_arch_is_a_user_error() -> None:
+    _nvrtc_or_skip()
+    from common.gpu_preprocess import compile_kernels
+
+    with pytest.raises(UserError, match="sm_1"):
+        compile_kernels("sm_1")
+
+
+class HostDevicePrep:
+    """A test double of a backend with device pre-processing: U8Batch is turned into the float
+    input with the NumPy reference of the kernels, then run by a CPU ORT session."""
+
+    def __init__(self, inner: OrtBackend) -> None:
+        self.inner, self.name, self.mode = inner, "host-device-prep", "cpu"
+        self.input, self.outputs = inner.input, inner.outputs
+
+    def enable_device_preprocess(self, mode: str) -> None:
+        self.mode = mode
+
+    def infer(self, batch):
+        if isinstance(batch, U8Batch):
+            assert batch.mode == self.mode
+            if batch.mode == "gpu-normalize":
+                batch = np.stack([normalize_reference(c) for c in batch.images])
+            else:
+                pairs = zip(batch.images, batch.metas, strict=True)
+                batch = np.stack([letterbox_reference(i, m, batch.size) for i, m in pairs])
+        return self.inner.infer(batch)
+
+    def metadata(self):
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def test_pipeline_gpu_normalize_plumbing_gives_identical_detections(mini_coco) -> None:
+    inner = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
+    ref = evaluate(inner, mini_coco, EvalOptions(progress=False, workers=2))
+    got = evaluate(HostDevicePrep(inner), mini_coco, EvalOptions(progress=False, workers=2, preprocess="gpu-normalize"))
+    assert got.timings["preprocess_mode"] == "gpu-normalize"
+    assert got.detections == ref.detections and got.stats == ref.stats
+
+
+def test_pipeline_gpu_letterbox_plumbing_is_close(mini_coco) -> None:
+    inner = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
+    ref = evaluate(inner, mini_coco, EvalOptions(progress=False, workers=2))
+    got = evaluate(HostDevicePrep(inner), mini_coco, EvalOptions(progress=False, workers=0, preprocess="gpu-letterbox"))
+    assert abs(got.stats["AP"] - ref.stats["AP"]) < 0.01
+
+
+def test_gpu_mode_on_a_host_backend_is_a_user_error(mini_coco) -> None:
+    backend = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
+    with pytest.raises(UserError, match="--preprocess gpu-letterbox needs"):
+        evaluate(backend, mini_coco, EvalOptions(progress=False, preprocess="gpu-letterbox"))
+
+
+# ----------------------------------------------------------------------------- on a GPU
+
+gpu = pytest.mark.skipif(cuda_device_count() == 0, reason="needs an NVIDIA GPU (cuda-python)")
+
+
+@gpu
+def test_kernels_equal_the_reference_bit_for_bit_on_the_gpu() -> None:
+    from common.cuda_mem import CudaMemory
+    from common.gpu_preprocess import GpuPreprocessor
+
+    mem = CudaMemory(0)
+    prep = GpuPreprocessor(0)
+    stream = mem.stream()
+    size = 640
+    out_bytes = 3 * size * size * 4
+    dst, host_out = mem.device_buffer(out_bytes), mem.pinned_buffer(out_bytes)
+    worst = 0.0
+    try:
+        for img in mini_images() + random_images():
+            meta = letterbox_geometry(img.shape[1], img.shape[0], size)
+            src, host_in = mem.device_buffer(img.nbytes), mem.pinned_buffer(img.nbytes)
+            host_in.view(np.uint8, img.shape)[...] = img
+            mem.copy_htod_async(src.ptr, host_in.ptr, img.nbytes, stream)
+            prep.letterbox(src.ptr, img.shape[1], img.shape[0], dst.ptr, meta, size, stream.handle)
+            mem.copy_dtoh_async(host_out.ptr, dst.ptr, out_bytes, stream)
+            stream.synchronize()
+            got = host_out.view(np.float32, (3, size, size)).copy()
+            np.testing.assert_array_equal(got, letterbox_reference(img, meta, size))
+            worst = max(worst, float(np.abs(got - cpu_input(img)).max()))
+            canvas, _ = letterbox_hwc(img, size)
+            host_in.free()
+            src.free()
+            src, host_in = mem.device_buffer(canvas.nbytes), mem.pinned_buffer(canvas.nbytes)
+            host_in.view(np.uint8, canvas.shape)[...] = canvas
+            mem.copy_htod_async(src.ptr, host_in.ptr, canvas.nbytes, stream)
+            prep.normalize(src.ptr, dst.ptr, 1, size, stream.handle)
+            mem.copy_dtoh_async(host_out.ptr, dst.ptr, out_bytes, stream)
+            stream.synchronize()
+            np.testing.assert_array_equal(host_out.view(np.float32, (3, size, size)), cpu_input(img))
+            host_in.free()
+            src.free()
+        assert worst <= ONE_LEVEL
+    finally:
+        dst.free()
+        host_out.free()
+        stream.close()
+        prep.close()
+
+
+@gpu
+@pytest.mark.parametrize("mode", ["gpu-normalize", "gpu-letterbox"])
+def test_io_binding_backend_with_gpu_preprocess(mini_coco, mode: str) -> None:
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA EP here")
+    from common.ort_cuda import OrtCudaBackend
+
+    backend = OrtCudaBackend(str(DEMO_MODEL), lanes=2)
+    try:
+        backend.warmup(1, 2)  # every lane, resident runs
+        assert len(backend.resident_run_ms(3, batch=1, warmup=1)) == 3
+        ref = evaluate(backend, mini_coco, EvalOptions(progress=False, workers=2))
+        got = evaluate(backend, mini_coco, EvalOptions(progress=False, workers=2, preprocess=mode))
+        seq = evaluate(backend, mini_coco, EvalOptions(progress=False, workers=0, preprocess=mode))
+    finally:
+        backend.close()
+    assert got.detections == seq.detections  # order and threads never matter
+    if mode == "gpu-normalize":
+        assert got.detections == ref.detections and got.stats == ref.stats
+    else:
+        assert abs(got.stats["AP"] - ref.stats["AP"]) < 0.01
