@@ -107,6 +107,7 @@ class OrtBackend:
         disable_cpu_fallback: bool = False,
         log: Any = None,
         available: Sequence[str] | None = None,
+        intra_op_threads: int | None = None,
     ) -> None:
         import os
 
@@ -135,6 +136,9 @@ class OrtBackend:
         opts = provider_options or {}
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        if intra_op_threads is not None:  # GPU sessions: 1 thread, no spinning (cores stay with the pipeline)
+            so.intra_op_num_threads = int(intra_op_threads)
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         use_plugins = [p for p in use if p in plugins]
         try:
             if use_plugins:

@@ -6,8 +6,13 @@ stream (CUDA EP option ``user_compute_stream``) in its own thread:
     lane thread: batch -> pinned_in --H2D--> bound_in; ORT run (IO binding);
                  bound_out --D2H--> pinned_out; stream sync; copy out
 
-The pipeline submits batch i+1 before it waits for batch i, so two lanes keep the GPU
-busy: one lane's copies and kernel launches overlap the other's kernels. ORT runs stay
+A batch runs on whichever lane is free. The pipeline keeps ``lanes + 1`` batches submitted,
+so a free lane always finds the next batch waiting: one lane's copies, kernel launches and
+output copy overlap the others' kernels. Sessions get one intra-op thread and no spinning
+(the GPU does the work; spinning CPU threads would only take cores from the loaders).
+
+With ``enable_device_preprocess`` a lane also takes ``U8Batch`` (common.gpu_preprocess):
+uint8 images go up and an NVRTC kernel writes the float input in place. ORT runs stay
 synchronous (its default): letting them return early (``disable_synchronize_execution_providers``)
 made ORT 1.31.1 free pinned buffers inside a CUDA host callback and abort the process
 (CUDA failure 800 in cudaFreeHost) on the H100, so it is not used.
@@ -16,9 +21,11 @@ made ORT 1.31.1 free pinned buffers inside a CUDA host callback and abort the pr
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import math
-import threading
+import queue
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +34,7 @@ import numpy as np
 from common.backends import OrtBackend, TensorSpec
 from common.cuda_mem import CudaMemory
 from common.errors import UserError
+from common.gpu_preprocess import GpuPreprocessor, U8Batch
 from common.results import latency_stats
 
 CUDA_EP = "CUDAExecutionProvider"
@@ -43,7 +51,8 @@ class _Lane:
     pinned_out: list[Any]
     started: Any
     done: Any
-    lock: threading.Lock
+    u8_pinned: Any = None  # uint8 staging for U8Batch, grown on demand
+    u8_dev: Any = None
 
 
 class OrtCudaBackend:
@@ -54,7 +63,7 @@ class OrtCudaBackend:
         onnx_path: str,
         provider_options: dict[str, dict[str, str]] | None = None,
         max_batch: int = 1,
-        lanes: int = 2,
+        lanes: int = 3,
         device_id: int = 0,
         log: Any = None,
         imgsz: int = 640,
@@ -71,7 +80,8 @@ class OrtCudaBackend:
         for _ in range(max(1, lanes)):
             stream = self.mem.stream()
             opts = {**cuda_opts, "device_id": str(device_id), "user_compute_stream": str(stream.handle)}
-            sess = OrtBackend(onnx_path, [CUDA_EP], {CUDA_EP: opts}, disable_cpu_fallback=True, log=log)
+            sess = OrtBackend(onnx_path, [CUDA_EP], {CUDA_EP: opts}, disable_cpu_fallback=True, log=log,
+                              intra_op_threads=1)  # fmt: skip
             if not self._lanes:
                 self._setup_specs(sess, imgsz)
             self._lanes.append(self._make_lane(sess, stream))
@@ -79,9 +89,13 @@ class OrtCudaBackend:
         self.name = "onnxruntime-cuda-iobinding"
         self.version = first.version
         self.providers_used = first.providers_used
-        self.max_in_flight = len(self._lanes)
+        self.max_in_flight = len(self._lanes) + 1
+        self._free: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
+        for lane in self._lanes:
+            self._free.put(lane)
         self._pool = cf.ThreadPoolExecutor(len(self._lanes), thread_name_prefix="ort-lane")
-        self._next = 0
+        self._prep: GpuPreprocessor | None = None
+        self.preprocess = "cpu"
         self.gpu_ms: list[float] = []
 
     def _setup_specs(self, sess: OrtBackend, imgsz: int) -> None:
@@ -111,7 +125,7 @@ class OrtCudaBackend:
         bound_in = m.device_buffer(self._in_bytes)
         bound_out = [m.device_buffer(n) for n in self._out_bytes]
         return _Lane(sess, stream, {}, bound_in, bound_out, m.pinned_buffer(self._in_bytes),
-                     [m.pinned_buffer(n) for n in self._out_bytes], m.event(), m.event(), threading.Lock())  # fmt: skip
+                     [m.pinned_buffer(n) for n in self._out_bytes], m.event(), m.event())  # fmt: skip
 
     def _binding(self, lane: _Lane, batch: int) -> Any:
         """IO binding for ``batch`` images over the lane's buffers (sized for max_batch): a partial
@@ -135,13 +149,66 @@ class OrtCudaBackend:
     def outputs(self) -> list[TensorSpec]:
         return self._outputs
 
+    # ------------------------------------------------------------------ GPU pre-processing
+    def enable_device_preprocess(self, mode: str) -> None:
+        """Accept ``U8Batch`` of ``mode`` from now on (compiles the kernels once)."""
+        if mode == "cpu":
+            return
+        if self._input.dtype != np.float32:
+            raise UserError(f"--preprocess {mode} needs a float32 model input; {self._input.name} is "
+                            f"{self._input.dtype}: use --preprocess cpu")  # fmt: skip
+        if self._prep is None:
+            self._prep = GpuPreprocessor(self.device_id)
+        self.preprocess = mode
+
+    def _u8_capacity(self, lane: _Lane, nbytes: int) -> None:
+        if lane.u8_pinned is not None and lane.u8_pinned.nbytes >= nbytes:
+            return
+        for buf in (lane.u8_pinned, lane.u8_dev):
+            if buf is not None:
+                buf.free()  # the lane's previous run has finished (stream synchronised)
+        size = max(8 << 20, int(nbytes * 1.25))
+        lane.u8_pinned, lane.u8_dev = self.mem.pinned_buffer(size), self.mem.device_buffer(size)
+
+    def _stage_u8(self, lane: _Lane, batch: U8Batch) -> None:
+        """uint8 images -> pinned -> device; the kernel writes the float input binding."""
+        if self._prep is None or batch.mode != self.preprocess:
+            raise UserError(f"backend not set up for --preprocess {batch.mode} (call enable_device_preprocess)")
+        size, b = batch.size, len(batch)
+        stream = lane.stream.handle
+        if batch.mode == "gpu-normalize":
+            nbytes = b * size * size * 3
+            self._u8_capacity(lane, nbytes)
+            staged = lane.u8_pinned.view(np.uint8, (b, size, size, 3))
+            for j, img in enumerate(batch.images):
+                staged[j] = img
+            self.mem.copy_htod_async(lane.u8_dev.ptr, lane.u8_pinned.ptr, nbytes, lane.stream)
+            self._prep.normalize(lane.u8_dev.ptr, lane.bound_in.ptr, b, size, stream)
+            return
+        sizes = [int(img.nbytes) for img in batch.images]
+        total = sum(sizes)
+        self._u8_capacity(lane, total)
+        flat = lane.u8_pinned.view(np.uint8, (total,))
+        offsets = np.cumsum([0, *sizes[:-1]])
+        for img, off, n in zip(batch.images, offsets, sizes, strict=True):
+            flat[off : off + n] = img.reshape(-1)
+        self.mem.copy_htod_async(lane.u8_dev.ptr, lane.u8_pinned.ptr, total, lane.stream)
+        plane = 3 * size * size * 4
+        for j, (img, off, meta) in enumerate(zip(batch.images, offsets, batch.metas, strict=True)):
+            h, w = img.shape[:2]
+            self._prep.letterbox(lane.u8_dev.ptr + int(off), w, h, lane.bound_in.ptr + j * plane, meta, size, stream)
+
     # ------------------------------------------------------------------ running
-    def _run_lane(self, lane: _Lane, batch: np.ndarray) -> list[np.ndarray]:
+    def _run_lane(self, batch: np.ndarray | U8Batch) -> list[np.ndarray]:
         b = int(batch.shape[0])
-        with lane.lock:
-            staged = lane.pinned_in.view(self._input.dtype, self._shape(self._input, b))
-            np.copyto(staged, batch, casting="same_kind")
-            self.mem.copy_htod_async(lane.bound_in.ptr, lane.pinned_in.ptr, staged.nbytes, lane.stream)
+        lane = self._free.get()  # one pool thread per lane: a lane is always free here
+        try:
+            if isinstance(batch, U8Batch):
+                self._stage_u8(lane, batch)
+            else:
+                staged = lane.pinned_in.view(self._input.dtype, self._shape(self._input, b))
+                np.copyto(staged, batch, casting="same_kind")
+                self.mem.copy_htod_async(lane.bound_in.ptr, lane.pinned_in.ptr, staged.nbytes, lane.stream)
             lane.started.record(lane.stream)
             lane.backend._session.run_with_iobinding(self._binding(lane, b))
             lane.done.record(lane.stream)
@@ -152,14 +219,14 @@ class OrtCudaBackend:
             self.gpu_ms.append(self.mem.elapsed_ms(lane.started, lane.done))
             return [host.view(spec.dtype, self._shape(spec, b)).copy()
                     for spec, host in zip(self._outputs, lane.pinned_out, strict=True)]  # fmt: skip
+        finally:
+            self._free.put(lane)
 
-    def submit(self, batch: np.ndarray) -> cf.Future[list[np.ndarray]]:
+    def submit(self, batch: np.ndarray | U8Batch) -> cf.Future[list[np.ndarray]]:
         b = int(batch.shape[0])
         if b > self.max_batch or tuple(batch.shape[1:]) != self._shape(self._input)[1:]:
             raise UserError(f"batch {list(batch.shape)} does not fit the bound input {list(self._input.shape)}")
-        lane = self._lanes[self._next % len(self._lanes)]
-        self._next += 1
-        return self._pool.submit(self._run_lane, lane, batch)
+        return self._pool.submit(self._run_lane, batch)
 
     def wait(self, token: cf.Future[list[np.ndarray]]) -> list[np.ndarray]:
         return token.result()
@@ -167,26 +234,48 @@ class OrtCudaBackend:
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         return self.wait(self.submit(batch))
 
-    # ------------------------------------------------------------------ ceiling
+    # ------------------------------------------------------------------ idle-time work
+    @contextlib.contextmanager
+    def _idle_lanes(self) -> Iterator[list[_Lane]]:
+        """Every lane, once all are free (no batch in flight), in their fixed order."""
+        taken = [self._free.get() for _ in self._lanes]
+        try:
+            yield list(self._lanes)
+        finally:
+            for lane in taken:
+                self._free.put(lane)
+
+    def _resident_runs(self, lane: _Lane, batch: int, runs: int) -> list[float]:
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            lane.backend._session.run_with_iobinding(self._binding(lane, batch))
+            lane.stream.synchronize()
+            times.append((time.perf_counter() - t0) * 1000.0)
+        return times
+
+    def warmup(self, batch: int, runs: int) -> None:
+        """``runs`` resident runs at ``batch`` on every lane: each session's first run at a shape
+        pays cuDNN's algorithm search (about 2 s for yolov10m on the H100), which must not land
+        inside a timed pass."""
+        if not 1 <= batch <= self.max_batch:
+            raise ValueError(f"bound for batch <= {self.max_batch}, asked for {batch}")
+        with self._idle_lanes() as lanes:
+            for lane in lanes:
+                self._resident_runs(lane, batch, runs)
+
     def resident_run_ms(self, iterations: int, batch: int = 1, warmup: int = 10) -> list[float]:
         """Wall ms per synchronous run with input and output already on the GPU (no copies),
-        one session: the inference-only ceiling at this batch size."""
+        one session (always the first lane): the inference-only ceiling at this batch size."""
         if batch != self.max_batch:
             raise ValueError(f"bound for batch {self.max_batch}, asked for {batch}")
-        lane = self._lanes[0]
-        times = []
-        with lane.lock:
-            for i in range(warmup + iterations):
-                t0 = time.perf_counter()
-                lane.backend._session.run_with_iobinding(self._binding(lane, batch))
-                lane.stream.synchronize()
-                if i >= warmup:
-                    times.append((time.perf_counter() - t0) * 1000.0)
-        return times
+        with self._idle_lanes() as lanes:
+            return self._resident_runs(lanes[0], batch, warmup + iterations)[warmup:]
 
     def metadata(self) -> dict[str, Any]:
         meta = self._lanes[0].backend.metadata()
         meta.update({"backend": self.name, "io_binding": True, "lanes": len(self._lanes),
+                     "preprocess": self.preprocess, "in_flight": self.max_in_flight,
                      "max_batch": self.max_batch, "device": self.mem.device_info(),
                      # CUDA-event time of each ORT run (compute only, no copies), per batch
                      "gpu_compute_ms": latency_stats([ms / 1000 for ms in self.gpu_ms])})  # fmt: skip
@@ -203,8 +292,12 @@ class OrtCudaBackend:
             lane.backend.close()  # drop the session before the stream it runs on
         gc.collect()
         for lane in lanes:
-            for buf in (lane.bound_in, *lane.bound_out, lane.pinned_in, *lane.pinned_out):
-                buf.free()
+            for buf in (lane.bound_in, *lane.bound_out, lane.pinned_in, *lane.pinned_out, lane.u8_pinned, lane.u8_dev):
+                if buf is not None:
+                    buf.free()
             lane.started.close()
             lane.done.close()
             lane.stream.close()
+        if self._prep is not None:
+            self._prep.close()
+            self._prep = None
