@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-images", type=int, default=300, help="distinct images used (default 300; <= 0: all)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1], help="batch sizes to measure")
     parser.add_argument("--workers", type=int, default=default_workers(), help="loader threads for (b)")
+    parser.add_argument("--lanes", type=int, default=3, help="ORT sessions of the IO-binding variants (default 3)")
+    parser.add_argument("--switch-interval-ms", type=float, default=None,
+                        help="Python's GIL switch interval during (b) (default: the evaluator's default)")  # fmt: skip
     parser.add_argument("--min-seconds", type=float, default=10.0, help="each figure spans at least this long")
     parser.add_argument("--cpu", action="store_true", help="ONNX Runtime CPU EP even where CUDA is available")
     parser.add_argument("--no-ultralytics", action="store_true", help="skip (c) even if ultralytics is installed")
@@ -63,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--variants",
         nargs="+",
         metavar="NAME",
-        help="(b) variants to time besides the first (default all: ort-cuda-iobinding, "
-        "ort-cuda-iobinding-1lane, ort-cuda-plain on a GPU; ort-cpu on a CPU)",
+        help="(b) variants to time besides the first (default all: "
+        + ", ".join(GPU_VARIANTS)
+        + " on a GPU; ort-cpu on a CPU)",
     )
     parser.add_argument(
         "--skip-sequential", action="store_true", help="no sequential-path timing (AP is still compared)"
@@ -80,8 +84,11 @@ def _gpu_available(force_cpu: bool) -> bool:
     return not force_cpu and "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def _repeat(ids: list[int], n: int) -> list[int]:
-    return (ids * max(1, math.ceil(n / len(ids))))[: max(n, len(ids))]
+def _repeat(ids: list[int], n: int, batch: int = 1) -> list[int]:
+    """``ids`` repeated to at least ``n`` images, rounded up to whole batches: a partial last batch
+    is a new input shape, and each session's first run at a shape pays cuDNN's algorithm search."""
+    n = math.ceil(max(n, len(ids)) / batch) * batch
+    return (ids * math.ceil(n / len(ids)))[:n]
 
 
 def _span(per_item_s: float, min_seconds: float, floor: int) -> int:
@@ -127,9 +134,18 @@ def at_least(run: Any, n_images: int, min_seconds: float) -> dict[str, Any]:
     return res
 
 
-def run_ours(backend: Backend, ds: CocoDataset, batch: int, workers: int, n_images: int) -> dict[str, Any]:
-    rep = dataclasses.replace(ds, image_ids=_repeat(ds.image_ids, n_images))
-    opts = EvalOptions(batch_size=batch, workers=workers, warmup_runs=3, progress=False, coco_eval=False)
+def run_ours(
+    backend: Backend,
+    ds: CocoDataset,
+    batch: int,
+    workers: int,
+    n_images: int,
+    prep: str = "cpu",
+    switch_ms: float | None = None,
+) -> dict[str, Any]:
+    rep = dataclasses.replace(ds, image_ids=_repeat(ds.image_ids, n_images, batch))
+    opts = EvalOptions(batch_size=batch, workers=workers, warmup_runs=3, progress=False, coco_eval=False,
+                       preprocess=prep, switch_interval_ms=switch_ms)  # fmt: skip
     with GpuMonitor() as mon:
         res = evaluate(backend, rep, opts)
     t = res.timings
@@ -143,8 +159,9 @@ def run_ours(backend: Backend, ds: CocoDataset, batch: int, workers: int, n_imag
     }
 
 
-def scored(backend: Backend, ds: CocoDataset, batch: int, workers: int) -> dict[str, float]:
-    return evaluate(backend, ds, EvalOptions(batch_size=batch, workers=workers, progress=False)).stats
+def scored(backend: Backend, ds: CocoDataset, batch: int, workers: int, prep: str = "cpu") -> dict[str, float]:
+    opts = EvalOptions(batch_size=batch, workers=workers, progress=False, preprocess=prep)
+    return evaluate(backend, ds, opts).stats
 
 
 def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images: int) -> dict[str, Any]:
@@ -184,22 +201,42 @@ def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images
     }
 
 
-def make_backends(onnx: Path, batch: int, gpu: bool) -> tuple[dict[str, Backend], dict[str, str]]:
-    """The backends to compare (first = the one we recommend) and the ones that failed to start."""
-    if not gpu:
-        return {"ort-cpu": OrtBackend(str(onnx), ["CPUExecutionProvider"])}, {}
-    from common.ort_cuda import OrtCudaBackend
+# (b) variants on a GPU, in order (the first is the one we recommend): name -> (lanes, --preprocess);
+# lanes 0 = a plain ORT CUDA session (session.run on host arrays).
+GPU_VARIANTS: dict[str, tuple[int, str]] = {
+    "ort-cuda-iobinding-gpu-normalize": (-1, "gpu-normalize"),
+    "ort-cuda-iobinding-gpu-letterbox": (-1, "gpu-letterbox"),
+    "ort-cuda-iobinding": (-1, "cpu"),
+    "ort-cuda-iobinding-1lane": (1, "cpu"),
+    "ort-cuda-plain": (0, "cpu"),
+}
 
-    makers: dict[str, Any] = {
-        "ort-cuda-iobinding": lambda: OrtCudaBackend(str(onnx), max_batch=batch, lanes=2),
-        "ort-cuda-iobinding-1lane": lambda: OrtCudaBackend(str(onnx), max_batch=batch, lanes=1),
-    }
-    makers["ort-cuda-plain"] = lambda: OrtBackend(str(onnx), ["CUDAExecutionProvider"], disable_cpu_fallback=True)
-    out: dict[str, Backend] = {}
+
+def make_backends(
+    onnx: Path, batch: int, gpu: bool, lanes: int, wanted: Sequence[str] | None
+) -> tuple[dict[str, tuple[Backend, str]], dict[str, str]]:
+    """name -> (backend, preprocess mode) to compare (first = the one we recommend), and the ones
+    that failed to start."""
+    if not gpu:
+        return {"ort-cpu": (OrtBackend(str(onnx), ["CPUExecutionProvider"]), "cpu")}, {}
+    from common.ort_cuda import OrtCudaBackend
+    from common.pipeline import check_preprocess
+
+    names = list(GPU_VARIANTS)
+    if wanted:
+        names = [n for n in names if n == names[0] or n in wanted or n == "ort-cuda-plain"]
+    out: dict[str, tuple[Backend, str]] = {}
     failed: dict[str, str] = {}
-    for name, make in makers.items():
+    for name in names:
+        n_lanes, prep = GPU_VARIANTS[name]
         try:
-            out[name] = make()
+            if n_lanes == 0:
+                backend: Any = OrtBackend(str(onnx), ["CUDAExecutionProvider"], disable_cpu_fallback=True,
+                                          intra_op_threads=1)  # fmt: skip
+            else:
+                backend = OrtCudaBackend(str(onnx), max_batch=batch, lanes=lanes if n_lanes < 0 else n_lanes)
+                check_preprocess(backend, prep)
+            out[name] = (backend, prep)
         except Exception as exc:  # one broken variant must not hide the others
             failed[name] = f"{type(exc).__name__}: {exc}"
     if not out:
@@ -208,24 +245,26 @@ def make_backends(onnx: Path, batch: int, gpu: bool) -> tuple[dict[str, Backend]
 
 
 def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool) -> dict[str, Any]:
-    backends, failed = make_backends(args.onnx_path, batch, gpu)
+    backends, failed = make_backends(args.onnx_path, batch, gpu, args.lanes, args.variants)
     main_name = next(iter(backends))
-    main = backends[main_name]
+    main = backends[main_name][0]
     size = main.input.shape[2] or 640
     row: dict[str, Any] = {"batch_size": batch, "backend": main_name, "failed": dict(failed)}
     row["ceiling"] = ceiling(main, batch, int(size), args.min_seconds)
     n_images = math.ceil(row["ceiling"]["images_per_s"] * args.min_seconds * 1.2)
     row["ours"] = {}
-    for name, backend in backends.items():
+    for name, (backend, prep) in backends.items():
         if args.variants and name not in args.variants and name != main_name:
             continue
         try:
             row["ours"][name] = at_least(
-                lambda n, b=backend: run_ours(b, ds, batch, args.workers, n), n_images, args.min_seconds
+                lambda n, b=backend, p=prep: run_ours(b, ds, batch, args.workers, n, p, args.switch_interval_ms),
+                n_images,
+                args.min_seconds,
             )
         except Exception as exc:
             row["failed"][name] = f"{type(exc).__name__}: {exc}"
-    seq_backend = backends.get("ort-cuda-plain", main)
+    seq_backend = backends.get("ort-cuda-plain", backends[main_name])[0]
     row["sequential"] = (
         None
         if args.skip_sequential
@@ -233,16 +272,23 @@ def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool
             lambda n: run_ours(seq_backend, ds, batch, 0, n), max(len(ds.image_ids), n_images // 3), args.min_seconds
         )
     )
-    ref = scored(backends.get("ort-cuda-plain", main), ds, batch, 0)
-    got = scored(main, ds, batch, args.workers)
-    row["ap_sequential"], row["ap_ours"] = ref.get("AP"), got.get("AP")
-    row["stats_identical"] = ref == got
+    # AP: the sequential CPU-letterbox path against every timed variant, one scored pass each
+    ref = scored(seq_backend, ds, batch, 0)
+    row["ap_sequential"] = ref.get("AP")
+    row["ap"], row["identical"] = {}, {}
+    for name in row["ours"]:
+        backend, prep = backends[name]
+        got = scored(backend, ds, batch, args.workers, prep)
+        row["ap"][name], row["identical"][name] = got.get("AP"), got == ref
+    row["ap_ours"] = row["ap"].get(main_name)
+    row["stats_identical"] = row["identical"].get(main_name, False)
     if not row["ours"]:
         raise UserError(f"every variant failed: {row['failed']}")
-    best = max(row["ours"].values(), key=lambda r: r["images_per_s"])
-    row["best_ours_images_per_s"] = best["images_per_s"]
-    row["ratio_to_ceiling"] = best["images_per_s"] / row["ceiling"]["images_per_s"]
-    for backend in backends.values():
+    best_name = max(row["ours"], key=lambda k: row["ours"][k]["images_per_s"])
+    row["best_variant"] = best_name
+    row["best_ours_images_per_s"] = row["ours"][best_name]["images_per_s"]
+    row["ratio_to_ceiling"] = row["best_ours_images_per_s"] / row["ceiling"]["images_per_s"]
+    for backend, _ in backends.values():
         backend.close()
     return row
 
@@ -267,7 +313,10 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         ultra = r.get("ultralytics", {}).get("images_per_s")
         lines.append(_fmt_line(b, "(a) ceiling", r["ceiling"], ceil, ultra))
         for name, d in r["ours"].items():
-            lines.append(_fmt_line(b, f"(b) {name}", d, ceil, ultra))
+            ap = r.get("ap", {}).get(name)
+            same = {True: " =seq", False: " !=seq"}.get(r.get("identical", {}).get(name), "")
+            tail = f"  AP {ap:.4f}{same}" if ap is not None else ""
+            lines.append(_fmt_line(b, f"(b) {name}", d, ceil, ultra) + tail)
         if r["sequential"]:
             lines.append(_fmt_line(b, "    sequential", r["sequential"], ceil, ultra))
         if ultra:
@@ -277,7 +326,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         for name, err in r.get("failed", {}).items():
             lines.append(f"{b:>5}  (b) {name}: FAILED {err}")
         same = "identical" if r["stats_identical"] else "DIFFERENT"
-        lines.append(f"{'':>5}  AP ours {r['ap_ours']:.4f} vs sequential {r['ap_sequential']:.4f}: {same}")
+        lines.append(f"{'':>5}  AP {r['backend']} {r['ap_ours']:.4f} vs sequential {r['ap_sequential']:.4f}: {same}")
     return "\n".join(lines)
 
 
@@ -298,7 +347,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ds = open_dataset(instances, images, args.max_images)
     gpu = _gpu_available(args.cpu)
     out = args.out or run_dir("bench-eval") / "bench.json"
-    rows = []
+    rows: list[dict[str, Any]] = []
+    report = {
+        "model": str(args.onnx_path),
+        "model_sha256": sha256_file(args.onnx_path),
+        "images": len(ds.image_ids),
+        "device": "gpu" if gpu else "cpu",
+        "workers": args.workers,
+        "lanes": args.lanes,
+        "switch_interval_ms": args.switch_interval_ms,
+        "min_seconds": args.min_seconds,
+        "batch_sizes": list(args.batch_sizes),
+        "complete": False,
+        "rows": rows,
+        "run": run_metadata(),
+    }
     for batch in args.batch_sizes:
         print(f"batch {batch}: measuring ...", file=sys.stderr)
         row = bench_batch(args, ds, batch, gpu)
@@ -310,18 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "images_per_s" in row["ultralytics"]:
                 row["ratio_to_ultralytics"] = row["best_ours_images_per_s"] / row["ultralytics"]["images_per_s"]
         rows.append(row)
-    report = {
-        "model": str(args.onnx_path),
-        "model_sha256": sha256_file(args.onnx_path),
-        "images": len(ds.image_ids),
-        "device": "gpu" if gpu else "cpu",
-        "workers": args.workers,
-        "min_seconds": args.min_seconds,
-        "rows": rows,
-        "run": run_metadata(),
-    }
+        # each finished batch size is kept at once: a long sweep cut short still leaves its rows
+        report["complete"] = len(rows) == len(args.batch_sizes)
+        atomic_write_json(out, report)
+        if len(args.batch_sizes) > 1:
+            print(format_table([row]), file=sys.stderr, flush=True)
     print(format_table(rows))
-    atomic_write_json(out, report)
     print(f"json: {out}")
     return 0
 
