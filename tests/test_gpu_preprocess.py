@@ -131,6 +131,37 @@ def test_pipeline_gpu_letterbox_plumbing_is_close(mini_coco) -> None:
     assert abs(got.stats["AP"] - ref.stats["AP"]) < 0.01
 
 
+def test_stager_packs_images_and_grows_its_buffers() -> None:
+    import trt_double as D
+
+    from common.gpu_preprocess import U8Stager
+
+    mem = D.FakeCudaMemory()
+    prep = D.FakeGpuPreprocessor(mem)
+    stager = U8Stager(mem, prep)
+    stream = mem.stream()
+    size = 64
+    rng = np.random.default_rng(3)
+    dst = mem.device_buffer(4 * 3 * size * size * 4)
+    try:
+        for shapes in ([(30, 50), (64, 64), (7, 90)], [(1700, 1700), (5, 5)]):  # the second outgrows 8 MiB
+            imgs = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
+            metas = [letterbox_geometry(w, h, size) for h, w in shapes]
+            stager.stage(U8Batch("gpu-letterbox", imgs, metas, size), dst.ptr, stream)
+            got = dst.view(np.float32, (4, 3, size, size))
+            for j, (img, meta) in enumerate(zip(imgs, metas, strict=True)):
+                np.testing.assert_array_equal(got[j], letterbox_reference(img, meta, size))
+        canvases = [letterbox_hwc(rng.integers(0, 256, (40, 64, 3), dtype=np.uint8), size)[0] for _ in range(4)]
+        stager.stage(U8Batch("gpu-normalize", canvases, [], size), dst.ptr, stream)
+        for j, canvas in enumerate(canvases):
+            np.testing.assert_array_equal(dst.view(np.float32, (4, 3, size, size))[j], normalize_reference(canvas))
+        assert prep.launches == 3 + 2 + 1  # one launch per letterboxed image, one per normalised batch
+    finally:
+        stager.close()
+        dst.free()
+    assert mem.live == 0  # every staging buffer freed
+
+
 def test_gpu_mode_on_a_host_backend_is_a_user_error(mini_coco) -> None:
     backend = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
     with pytest.raises(UserError, match="--preprocess gpu-letterbox needs"):

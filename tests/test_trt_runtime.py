@@ -356,6 +356,30 @@ def test_trt_evaluator_dynamic_batch_matches_ort(tmp_path, api, double, capsys):
     assert _stats(tmp_path / "trt.json")["batch_size"] == 4
 
 
+@pytest.mark.parametrize("mode", ["gpu-normalize", "gpu-letterbox"])
+def test_trt_backend_with_device_preprocessing(tmp_path, api, double, mode):
+    """--preprocess gpu-*: the kernels (their NumPy reference on the fake memory) write the engine's
+    input buffer; gpu-normalize gives the CPU path's detections exactly."""
+    from common.coco import open_dataset
+    from common.pipeline import EvalOptions, evaluate
+
+    _, mem = double
+    ds = open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 12)
+    session = TrtSession(_engine(tmp_path, api, DEMO_MODEL), api)
+    backend = TrtBackend(session, prep_factory=lambda: D.FakeGpuPreprocessor(mem))
+    try:
+        ref = evaluate(backend, ds, EvalOptions(progress=False, workers=2))
+        got = evaluate(backend, ds, EvalOptions(progress=False, workers=2, preprocess=mode))
+    finally:
+        backend.close()
+    assert got.timings["preprocess_mode"] == mode
+    if mode == "gpu-normalize":
+        assert got.detections == ref.detections and got.stats == ref.stats
+    else:
+        assert got.detections != ref.detections and abs(got.stats["AP"] - ref.stats["AP"]) < 0.02
+    assert mem.live == 0
+
+
 def test_eval_cli_needs_a_model(capsys):
     import eval_yolov10m_trt_coco
 

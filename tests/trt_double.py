@@ -802,6 +802,43 @@ class FakeCudaMemory:
         return None
 
 
+def _host_array(ptr: int, ctype: Any, shape: tuple[int, ...]) -> np.ndarray:
+    return np.ctypeslib.as_array((ctype * math.prod(shape)).from_address(ptr)).reshape(shape)
+
+
+class FakeGpuPreprocessor:
+    """``common.gpu_preprocess.GpuPreprocessor`` on FakeCudaMemory: each launch runs the NumPy
+    reference of its kernel on the host addresses, in stream order."""
+
+    def __init__(self, mem: FakeCudaMemory) -> None:
+        self.mem, self.launches = mem, 0
+
+    def normalize(self, src: int, dst: int, batch: int, size: int, stream: int) -> None:
+        from common.gpu_preprocess import normalize_reference
+
+        def run() -> None:
+            canvases = _host_array(src, ctypes.c_uint8, (batch, size, size, 3))
+            out = _host_array(dst, ctypes.c_float, (batch, 3, size, size))
+            for j in range(batch):
+                out[j] = normalize_reference(canvases[j])
+
+        self.launches += 1
+        self.mem.enqueue(stream, run)
+
+    def letterbox(self, src: int, w: int, h: int, dst: int, meta: Any, size: int, stream: int) -> None:
+        from common.gpu_preprocess import letterbox_reference
+
+        def run() -> None:
+            img = _host_array(src, ctypes.c_uint8, (h, w, 3))
+            _host_array(dst, ctypes.c_float, (3, size, size))[...] = letterbox_reference(img, meta, size)
+
+        self.launches += 1
+        self.mem.enqueue(stream, run)
+
+    def close(self) -> None:
+        pass
+
+
 # ----------------------------------------------------------------------------- install
 
 

@@ -67,7 +67,7 @@ def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
         default="cpu",
         help="where the letterbox runs: cpu (reference); gpu-normalize (CPU letterbox in uint8, GPU float "
         "conversion: identical input); gpu-letterbox (NVRTC resize on the GPU, within 1/255). GPU modes "
-        "need a backend with device input buffers (--io-binding)",
+        "need a backend with device input buffers (ONNX Runtime --io-binding, or TensorRT)",
     )
     r.add_argument(
         "--switch-interval-ms",

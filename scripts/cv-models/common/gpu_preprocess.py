@@ -112,6 +112,60 @@ class U8Batch:
         return len(self.images)
 
 
+class U8Stager:
+    """Puts a ``U8Batch`` into a backend's float input buffer: uint8 images -> pinned staging ->
+    device staging (one copy) -> kernel(s) writing ``dst``, all on the caller's stream.
+
+    ``mem`` is a ``common.cuda_mem.MemoryLayer`` and ``prep`` has the launch methods of
+    ``GpuPreprocessor`` (tests hand in host fakes of both). One stager per stream: its staging
+    buffers are reused by the next batch once the caller has synchronised the stream.
+    """
+
+    def __init__(self, mem: Any, prep: Any) -> None:
+        self.mem, self.prep = mem, prep
+        self._pinned: Any = None
+        self._device: Any = None
+
+    def _capacity(self, nbytes: int) -> None:
+        if self._pinned is not None and self._pinned.nbytes >= nbytes:
+            return
+        self.close()
+        size = max(8 << 20, int(nbytes * 1.25))
+        self._pinned, self._device = self.mem.pinned_buffer(size), self.mem.device_buffer(size)
+
+    def stage(self, batch: U8Batch, dst: int, stream: Any) -> None:
+        size, n = batch.size, len(batch)
+        if batch.mode == "gpu-normalize":
+            nbytes = n * size * size * 3
+            self._capacity(nbytes)
+            staged = self._pinned.view(np.uint8, (n, size, size, 3))
+            for j, img in enumerate(batch.images):
+                staged[j] = img
+            self.mem.copy_htod_async(self._device.ptr, self._pinned.ptr, nbytes, stream)
+            self.prep.normalize(self._device.ptr, dst, n, size, stream.handle)
+            return
+        if batch.mode != "gpu-letterbox":
+            raise ValueError(f"unknown device pre-processing mode {batch.mode!r}")
+        sizes = [int(img.nbytes) for img in batch.images]
+        self._capacity(sum(sizes))
+        flat = self._pinned.view(np.uint8, (sum(sizes),))
+        offsets = [0]
+        for img, nbytes in zip(batch.images, sizes, strict=True):
+            flat[offsets[-1] : offsets[-1] + nbytes] = np.ascontiguousarray(img).reshape(-1)
+            offsets.append(offsets[-1] + nbytes)
+        self.mem.copy_htod_async(self._device.ptr, self._pinned.ptr, sum(sizes), stream)
+        plane = 3 * size * size * 4  # float32 CHW per image
+        for j, (img, meta) in enumerate(zip(batch.images, batch.metas, strict=True)):
+            h, w = img.shape[:2]
+            self.prep.letterbox(self._device.ptr + offsets[j], w, h, dst + j * plane, meta, size, stream.handle)
+
+    def close(self) -> None:
+        for buf in (self._pinned, self._device):
+            if buf is not None:
+                buf.free()
+        self._pinned = self._device = None
+
+
 # ----------------------------------------------------------------------------- NumPy reference
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from common.backends import OrtBackend, TensorSpec
 from common.cuda_mem import CudaMemory
 from common.errors import UserError
-from common.gpu_preprocess import GpuPreprocessor, U8Batch
+from common.gpu_preprocess import GpuPreprocessor, U8Batch, U8Stager
 from common.results import latency_stats
 
 CUDA_EP = "CUDAExecutionProvider"
@@ -51,8 +51,7 @@ class _Lane:
     pinned_out: list[Any]
     started: Any
     done: Any
-    u8_pinned: Any = None  # uint8 staging for U8Batch, grown on demand
-    u8_dev: Any = None
+    stager: U8Stager | None = None  # uint8 staging for U8Batch (enable_device_preprocess)
 
 
 class OrtCudaBackend:
@@ -159,44 +158,9 @@ class OrtCudaBackend:
                             f"{self._input.dtype}: use --preprocess cpu")  # fmt: skip
         if self._prep is None:
             self._prep = GpuPreprocessor(self.device_id)
+            for lane in self._lanes:
+                lane.stager = U8Stager(self.mem, self._prep)
         self.preprocess = mode
-
-    def _u8_capacity(self, lane: _Lane, nbytes: int) -> None:
-        if lane.u8_pinned is not None and lane.u8_pinned.nbytes >= nbytes:
-            return
-        for buf in (lane.u8_pinned, lane.u8_dev):
-            if buf is not None:
-                buf.free()  # the lane's previous run has finished (stream synchronised)
-        size = max(8 << 20, int(nbytes * 1.25))
-        lane.u8_pinned, lane.u8_dev = self.mem.pinned_buffer(size), self.mem.device_buffer(size)
-
-    def _stage_u8(self, lane: _Lane, batch: U8Batch) -> None:
-        """uint8 images -> pinned -> device; the kernel writes the float input binding."""
-        if self._prep is None or batch.mode != self.preprocess:
-            raise UserError(f"backend not set up for --preprocess {batch.mode} (call enable_device_preprocess)")
-        size, b = batch.size, len(batch)
-        stream = lane.stream.handle
-        if batch.mode == "gpu-normalize":
-            nbytes = b * size * size * 3
-            self._u8_capacity(lane, nbytes)
-            staged = lane.u8_pinned.view(np.uint8, (b, size, size, 3))
-            for j, img in enumerate(batch.images):
-                staged[j] = img
-            self.mem.copy_htod_async(lane.u8_dev.ptr, lane.u8_pinned.ptr, nbytes, lane.stream)
-            self._prep.normalize(lane.u8_dev.ptr, lane.bound_in.ptr, b, size, stream)
-            return
-        sizes = [int(img.nbytes) for img in batch.images]
-        total = sum(sizes)
-        self._u8_capacity(lane, total)
-        flat = lane.u8_pinned.view(np.uint8, (total,))
-        offsets = np.cumsum([0, *sizes[:-1]])
-        for img, off, n in zip(batch.images, offsets, sizes, strict=True):
-            flat[off : off + n] = img.reshape(-1)
-        self.mem.copy_htod_async(lane.u8_dev.ptr, lane.u8_pinned.ptr, total, lane.stream)
-        plane = 3 * size * size * 4
-        for j, (img, off, meta) in enumerate(zip(batch.images, offsets, batch.metas, strict=True)):
-            h, w = img.shape[:2]
-            self._prep.letterbox(lane.u8_dev.ptr + int(off), w, h, lane.bound_in.ptr + j * plane, meta, size, stream)
 
     # ------------------------------------------------------------------ running
     def _run_lane(self, batch: np.ndarray | U8Batch) -> list[np.ndarray]:
@@ -204,7 +168,9 @@ class OrtCudaBackend:
         lane = self._free.get()  # one pool thread per lane: a lane is always free here
         try:
             if isinstance(batch, U8Batch):
-                self._stage_u8(lane, batch)
+                if lane.stager is None or batch.mode != self.preprocess:
+                    raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
+                lane.stager.stage(batch, lane.bound_in.ptr, lane.stream)
             else:
                 staged = lane.pinned_in.view(self._input.dtype, self._shape(self._input, b))
                 np.copyto(staged, batch, casting="same_kind")
@@ -292,9 +258,10 @@ class OrtCudaBackend:
             lane.backend.close()  # drop the session before the stream it runs on
         gc.collect()
         for lane in lanes:
-            for buf in (lane.bound_in, *lane.bound_out, lane.pinned_in, *lane.pinned_out, lane.u8_pinned, lane.u8_dev):
-                if buf is not None:
-                    buf.free()
+            for buf in (lane.bound_in, *lane.bound_out, lane.pinned_in, *lane.pinned_out):
+                buf.free()
+            if lane.stager is not None:
+                lane.stager.close()
             lane.started.close()
             lane.done.close()
             lane.stream.close()

@@ -118,7 +118,7 @@ def check_preprocess(backend: Backend, mode: str) -> None:
     enable = getattr(backend, "enable_device_preprocess", None)
     if not callable(enable):
         raise UserError(
-            f"--preprocess {mode} needs a backend with GPU input buffers (ONNX Runtime --io-binding); "
+            f"--preprocess {mode} needs a backend with GPU input buffers (ONNX Runtime --io-binding, TensorRT); "
             f"{getattr(backend, 'name', 'this backend')} takes host arrays: use --preprocess cpu"
         )
     enable(mode)

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import numpy as np
 from common.backends import TensorSpec
 from common.cuda_mem import CudaError
 from common.errors import UserError
+from common.gpu_preprocess import U8Batch, U8Stager
 from common.results import atomic_write_bytes, sha256_file
 from common.trt_api import TrtApi, last_error, make_logger
 from common.trt_build import read_metadata
@@ -105,6 +106,20 @@ def default_memory() -> Any:
     from common.cuda_mem import CudaMemory
 
     return CudaMemory()
+
+
+@dataclass
+class DeviceFeed:
+    """An input that writes the engine's device buffer itself (GPU pre-processing), on the session's
+    stream: ``stage(device_ptr, stream)``. Validated like an array of ``shape`` and ``dtype``."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    stage: Callable[[int, Any], None]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
 
 
 class TrtSession:
@@ -189,7 +204,7 @@ class TrtSession:
             return tensor.profile[1]
         raise UserError(f"input {tensor.name!r} has a dynamic shape {list(tensor.shape)} and no profile")
 
-    def validate(self, feeds: Mapping[str, np.ndarray]) -> None:
+    def validate(self, feeds: Mapping[str, np.ndarray | DeviceFeed]) -> None:
         names = {t.name for t in self.inputs}
         unknown = sorted(set(feeds) - names)
         missing = sorted(names - set(feeds))
@@ -307,20 +322,25 @@ class TrtSession:
         self.cuda_graph_status = f"fallback: {why}"
         self.stream.synchronize()
 
-    def run(self, feeds: Mapping[str, np.ndarray], copy_outputs: bool = True) -> dict[str, np.ndarray]:
-        """Validate, copy in, execute, copy out; timings (ms) in ``last_timing``."""
+    def run(self, feeds: Mapping[str, np.ndarray | DeviceFeed], copy_outputs: bool = True) -> dict[str, np.ndarray]:
+        """Validate, copy in (or let a ``DeviceFeed`` write the device buffer), execute, copy out;
+        timings (ms) in ``last_timing``."""
         self.validate(feeds)
         self._set_shapes({k: tuple(v.shape) for k, v in feeds.items()})
         mem, stream, ev = self.mem, self.stream, self._events
         t0 = time.perf_counter()
         for t in self.inputs:
-            b = self._bindings[t.name]
-            view = b.host.view(t.dtype, self._shapes[t.name])
-            np.copyto(view, feeds[t.name], casting="no")
+            feed = feeds[t.name]
+            if not isinstance(feed, DeviceFeed):
+                view = self._bindings[t.name].host.view(t.dtype, self._shapes[t.name])
+                np.copyto(view, feed, casting="no")
         ev[0].record(stream)
         for t in self.inputs:
-            b = self._bindings[t.name]
-            mem.copy_htod_async(b.device.ptr, b.host.ptr, view_nbytes(self._shapes[t.name], t.dtype), stream)
+            b, feed = self._bindings[t.name], feeds[t.name]
+            if isinstance(feed, DeviceFeed):
+                feed.stage(b.device.ptr, stream)
+            else:
+                mem.copy_htod_async(b.device.ptr, b.host.ptr, view_nbytes(self._shapes[t.name], t.dtype), stream)
         ev[1].record(stream)
         use_graph = self.cuda_graph and self._graph is not None and self._graph_key == self._graph_key_now()
         te = time.perf_counter()
@@ -405,15 +425,38 @@ def view_nbytes(shape: Sequence[int], dtype: np.dtype) -> int:
 
 
 class TrtBackend:
-    """``common.backends.Backend`` over a TrtSession: one image input, outputs in engine order."""
+    """``common.backends.Backend`` over a TrtSession: one image input, outputs in engine order.
 
-    def __init__(self, session: TrtSession) -> None:
+    With ``enable_device_preprocess`` it also takes ``U8Batch`` (``--preprocess gpu-*``): the
+    kernels of ``common.gpu_preprocess`` write the engine's input buffer on the session's stream.
+    """
+
+    def __init__(self, session: TrtSession, prep_factory: Callable[[], Any] | None = None) -> None:
         if len(session.inputs) != 1:
             names = ", ".join(t.name for t in session.inputs)
             raise UserError(f"{session.engine_path}: expected one image input, the engine has {names}")
         self.session = session
         self.name = session.api.name
         self._input = session.inputs[0]
+        self._prep_factory = prep_factory
+        self._stager: U8Stager | None = None
+        self.preprocess = "cpu"
+
+    def enable_device_preprocess(self, mode: str) -> None:
+        if mode == "cpu":
+            return
+        if self._input.dtype != np.float32:
+            raise UserError(f"--preprocess {mode} needs a float32 engine input; {self._input.name} is "
+                            f"{self._input.dtype}: use --preprocess cpu")  # fmt: skip
+        if self._stager is None:
+            if self._prep_factory is not None:
+                prep = self._prep_factory()
+            else:
+                from common.gpu_preprocess import GpuPreprocessor
+
+                prep = GpuPreprocessor(getattr(self.session.mem, "device", 0))
+            self._stager = U8Stager(self.session.mem, prep)
+        self.preprocess = mode
 
     @classmethod
     def open(cls, engine_path: str | os.PathLike[str], api: TrtApi, **kwargs: Any) -> TrtBackend:
@@ -428,13 +471,23 @@ class TrtBackend:
     def outputs(self) -> Sequence[TensorSpec]:
         return [o.spec() for o in self.session.outputs]
 
-    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        arr = np.ascontiguousarray(batch, dtype=self._input.dtype)
-        outs = self.session.run({self._input.name: arr})
+    def infer(self, batch: np.ndarray | U8Batch) -> list[np.ndarray]:
+        feed: np.ndarray | DeviceFeed
+        if isinstance(batch, U8Batch):
+            stager = self._stager
+            if stager is None or batch.mode != self.preprocess:
+                raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
+            feed = DeviceFeed(batch.shape, np.dtype(np.float32), lambda ptr, stream: stager.stage(batch, ptr, stream))
+        else:
+            feed = np.ascontiguousarray(batch, dtype=self._input.dtype)
+        outs = self.session.run({self._input.name: feed})
         return [outs[o.name] for o in self.session.outputs]
 
     def metadata(self) -> dict[str, Any]:
         return self.session.describe()
 
     def close(self) -> None:
+        if self._stager is not None:
+            self._stager.close()
+            self._stager = None
         self.session.close()
