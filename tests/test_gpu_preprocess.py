@@ -116,7 +116,15 @@ class HostDevicePrep:
         pass
 
 
-def test_pipeline_gpu_normalize_plumbing_gives_identical_detections(mini_coco) -> None:
+@pytest.fixture(scope="module")
+def mini12():
+    from common.coco import open_dataset
+
+    return open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 12)
+
+
+def test_pipeline_gpu_normalize_plumbing_gives_identical_detections(mini12) -> None:
+    mini_coco = mini12
     inner = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
     ref = evaluate(inner, mini_coco, EvalOptions(progress=False, workers=2))
     got = evaluate(HostDevicePrep(inner), mini_coco, EvalOptions(progress=False, workers=2, preprocess="gpu-normalize"))
@@ -124,7 +132,8 @@ def test_pipeline_gpu_normalize_plumbing_gives_identical_detections(mini_coco) -
     assert got.detections == ref.detections and got.stats == ref.stats
 
 
-def test_pipeline_gpu_letterbox_plumbing_is_close(mini_coco) -> None:
+def test_pipeline_gpu_letterbox_plumbing_is_close(mini12) -> None:
+    mini_coco = mini12
     inner = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
     ref = evaluate(inner, mini_coco, EvalOptions(progress=False, workers=2))
     got = evaluate(HostDevicePrep(inner), mini_coco, EvalOptions(progress=False, workers=0, preprocess="gpu-letterbox"))
