@@ -197,7 +197,7 @@ class OrtCudaBackend:
     def wait(self, token: cf.Future[list[np.ndarray]]) -> list[np.ndarray]:
         return token.result()
 
-    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+    def infer(self, batch: np.ndarray | U8Batch) -> list[np.ndarray]:
         return self.wait(self.submit(batch))
 
     # ------------------------------------------------------------------ idle-time work
