@@ -300,12 +300,12 @@ def _fmt_line(batch: int, name: str, d: dict[str, Any], ceil: float, ultra: floa
     stages = "/".join(f"{st[k]['median']:.2f}" for k in STAGES) if st else "-"
     x_ultra = f"{ips / ultra:.2f}" if ultra else "-"
     gpu_s = f"{gpu:.0f}" if gpu is not None else "-"
-    return f"{batch:>5}  {name:<28}{ips:>9.1f}{ips / ceil:>11.2f}{x_ultra:>9}  {gpu_s:>6}  {stages}"
+    return f"{batch:>5}  {name:<38}{ips:>9.1f}{ips / ceil:>11.2f}{x_ultra:>9}  {gpu_s:>6}  {stages}"
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'batch':>5}  {'variant':<28}{'img/s':>9}{'x ceiling':>11}{'x ultra':>9}  {'GPU %':>6}  stage ms pre/inf/post"
+        f"{'batch':>5}  {'variant':<38}{'img/s':>9}{'x ceiling':>11}{'x ultra':>9}  {'GPU %':>6}  stage ms pre/inf/post"
     )
     lines = [head]
     for r in rows:
