@@ -147,7 +147,7 @@ def test_stager_packs_images_and_grows_its_buffers() -> None:
 
     mem = D.FakeCudaMemory()
     prep = D.FakeGpuPreprocessor(mem)
-    stager = U8Stager(mem, prep)
+    stager = U8Stager(mem, prep, "gpu-letterbox")
     stream = mem.stream()
     size = 64
     rng = np.random.default_rng(3)
@@ -161,6 +161,9 @@ def test_stager_packs_images_and_grows_its_buffers() -> None:
             for j, (img, meta) in enumerate(zip(imgs, metas, strict=True)):
                 np.testing.assert_array_equal(got[j], letterbox_reference(img, meta, size))
         canvases = [letterbox_hwc(rng.integers(0, 256, (40, 64, 3), dtype=np.uint8), size)[0] for _ in range(4)]
+        with pytest.raises(UserError, match="set up for --preprocess gpu-letterbox"):
+            stager.stage(U8Batch("gpu-normalize", canvases, [], size), dst.ptr, stream)
+        stager.mode = "gpu-normalize"
         stager.stage(U8Batch("gpu-normalize", canvases, [], size), dst.ptr, stream)
         for j, canvas in enumerate(canvases):
             np.testing.assert_array_equal(dst.view(np.float32, (4, 3, size, size))[j], normalize_reference(canvas))

@@ -112,6 +112,13 @@ class U8Batch:
         return len(self.images)
 
 
+def check_float_input(mode: str, name: str, dtype: np.dtype) -> None:
+    """The kernels write float32: UserError for a model/engine input of another type."""
+    if np.dtype(dtype) != np.float32:
+        raise UserError(f"--preprocess {mode} needs a float32 input; {name} is {np.dtype(dtype)}: "
+                        "use --preprocess cpu")  # fmt: skip
+
+
 class U8Stager:
     """Puts a ``U8Batch`` into a backend's float input buffer: uint8 images -> pinned staging ->
     device staging (one copy) -> kernel(s) writing ``dst``, all on the caller's stream.
@@ -121,8 +128,8 @@ class U8Stager:
     buffers are reused by the next batch once the caller has synchronised the stream.
     """
 
-    def __init__(self, mem: Any, prep: Any) -> None:
-        self.mem, self.prep = mem, prep
+    def __init__(self, mem: Any, prep: Any, mode: str) -> None:
+        self.mem, self.prep, self.mode = mem, prep, mode  # mode: the --preprocess mode it was set up for
         self._pinned: Any = None
         self._device: Any = None
 
@@ -134,6 +141,8 @@ class U8Stager:
         self._pinned, self._device = self.mem.pinned_buffer(size), self.mem.device_buffer(size)
 
     def stage(self, batch: U8Batch, dst: int, stream: Any) -> None:
+        if batch.mode != self.mode:
+            raise UserError(f"backend set up for --preprocess {self.mode}, given a {batch.mode} batch")
         size, n = batch.size, len(batch)
         if batch.mode == "gpu-normalize":
             nbytes = n * size * size * 3

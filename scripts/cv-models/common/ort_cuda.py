@@ -34,7 +34,7 @@ import numpy as np
 from common.backends import OrtBackend, TensorSpec
 from common.cuda_mem import CudaMemory
 from common.errors import UserError
-from common.gpu_preprocess import GpuPreprocessor, U8Batch, U8Stager
+from common.gpu_preprocess import GpuPreprocessor, U8Batch, U8Stager, check_float_input
 from common.results import latency_stats
 
 CUDA_EP = "CUDAExecutionProvider"
@@ -153,13 +153,13 @@ class OrtCudaBackend:
         """Accept ``U8Batch`` of ``mode`` from now on (compiles the kernels once)."""
         if mode == "cpu":
             return
-        if self._input.dtype != np.float32:
-            raise UserError(f"--preprocess {mode} needs a float32 model input; {self._input.name} is "
-                            f"{self._input.dtype}: use --preprocess cpu")  # fmt: skip
+        check_float_input(mode, self._input.name, self._input.dtype)
         if self._prep is None:
             self._prep = GpuPreprocessor(self.device_id)
-            for lane in self._lanes:
-                lane.stager = U8Stager(self.mem, self._prep)
+        for lane in self._lanes:
+            if lane.stager is None:
+                lane.stager = U8Stager(self.mem, self._prep, mode)
+            lane.stager.mode = mode
         self.preprocess = mode
 
     # ------------------------------------------------------------------ running
@@ -168,7 +168,7 @@ class OrtCudaBackend:
         lane = self._free.get()  # one pool thread per lane: a lane is always free here
         try:
             if isinstance(batch, U8Batch):
-                if lane.stager is None or batch.mode != self.preprocess:
+                if lane.stager is None:
                     raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
                 lane.stager.stage(batch, lane.bound_in.ptr, lane.stream)
             else:

@@ -33,7 +33,7 @@ import numpy as np
 from common.backends import TensorSpec
 from common.cuda_mem import CudaError
 from common.errors import UserError
-from common.gpu_preprocess import U8Batch, U8Stager
+from common.gpu_preprocess import U8Batch, U8Stager, check_float_input
 from common.results import atomic_write_bytes, sha256_file
 from common.trt_api import TrtApi, last_error, make_logger
 from common.trt_build import read_metadata
@@ -445,9 +445,7 @@ class TrtBackend:
     def enable_device_preprocess(self, mode: str) -> None:
         if mode == "cpu":
             return
-        if self._input.dtype != np.float32:
-            raise UserError(f"--preprocess {mode} needs a float32 engine input; {self._input.name} is "
-                            f"{self._input.dtype}: use --preprocess cpu")  # fmt: skip
+        check_float_input(mode, self._input.name, self._input.dtype)
         if self._stager is None:
             if self._prep_factory is not None:
                 prep = self._prep_factory()
@@ -455,8 +453,8 @@ class TrtBackend:
                 from common.gpu_preprocess import GpuPreprocessor
 
                 prep = GpuPreprocessor(getattr(self.session.mem, "device", 0))
-            self._stager = U8Stager(self.session.mem, prep)
-        self.preprocess = mode
+            self._stager = U8Stager(self.session.mem, prep, mode)
+        self._stager.mode = self.preprocess = mode
 
     @classmethod
     def open(cls, engine_path: str | os.PathLike[str], api: TrtApi, **kwargs: Any) -> TrtBackend:
@@ -475,7 +473,7 @@ class TrtBackend:
         feed: np.ndarray | DeviceFeed
         if isinstance(batch, U8Batch):
             stager = self._stager
-            if stager is None or batch.mode != self.preprocess:
+            if stager is None:
                 raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
             feed = DeviceFeed(batch.shape, np.dtype(np.float32), lambda ptr, stream: stager.stage(batch, ptr, stream))
         else:
