@@ -73,3 +73,45 @@ def test_unknown_layout_and_contradicting_override() -> None:
         detect_layout((1, 100, 8400))
     with pytest.raises(UserError, match="dfl144"):
         check_layout("dfl144", (1, 84, 8400))
+
+
+def _dfl144_and_equivalent_raw84(seed: int, n_saturated: int) -> tuple[np.ndarray, np.ndarray]:
+    """A dfl144 tensor with many class logits above 17 (float32 sigmoid == 1.0) and the raw84 tensor
+    of the same prediction: boxes decoded from the DFL bins, scores the float32 sigmoid of the logits."""
+    from common.yolov10 import dfl_distances, make_anchors
+
+    rng = np.random.default_rng(seed)
+    dfl = np.full((144, 8400), -20.0, dtype=np.float32)
+    dfl[:64] = rng.normal(0, 2, size=(64, 8400)).astype(np.float32)
+    hot = rng.choice(8400, size=n_saturated + 50, replace=False)
+    # saturated logits (17..40) in random order over anchors, plus unsaturated ones (2..6)
+    dfl[64 + rng.integers(0, 80, size=hot.size), hot] = np.concatenate(
+        [rng.uniform(17, 40, n_saturated), rng.uniform(2, 6, 50)]
+    ).astype(np.float32)
+    points, strides = make_anchors(640, 640)
+    dist = dfl_distances(dfl[:64]) * strides
+    x1, y1 = points[:, 0] - dist[0], points[:, 1] - dist[1]
+    x2, y2 = points[:, 0] + dist[2], points[:, 1] + dist[3]
+    raw = np.empty((84, 8400), dtype=np.float32)
+    raw[0], raw[1], raw[2], raw[3] = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
+    raw[4:] = (1.0 / (1.0 + np.exp(-dfl[64:].astype(np.float32)))).astype(np.float32)
+    return dfl, raw
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_dfl144_ranks_saturated_scores_exactly_as_raw84(seed: int) -> None:
+    """More saturated boxes than max_det: both layouts must keep the same boxes in the same order
+    (ranked by the float32 score, equal scores in anchor order), not an order by logit."""
+    dfl, raw = _dfl144_and_equivalent_raw84(seed, n_saturated=400)
+    assert (raw[4:].max(axis=0) == 1.0).sum() >= 400  # the premise: scores really saturate
+    opts = PostprocessOptions(conf=0.001, iou=0.7, max_det=300, pre_nms_topk=30000)
+    a, b = decode(dfl, "dfl144", (640, 640), opts), decode(raw, "raw84", (640, 640), opts)
+    assert len(a) == len(b) == 300
+    assert a.classes.tolist() == b.classes.tolist()
+    np.testing.assert_array_equal(a.scores, b.scores)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+    # and with a pre-NMS top-k that cuts inside the saturated run
+    opts = PostprocessOptions(conf=0.001, iou=0.7, max_det=300, pre_nms_topk=120)
+    a, b = decode(dfl, "dfl144", (640, 640), opts), decode(raw, "raw84", (640, 640), opts)
+    assert a.classes.tolist() == b.classes.tolist()
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)

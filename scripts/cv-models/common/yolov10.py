@@ -10,9 +10,12 @@ Layouts (``B`` = batch, ``nc`` = number of classes, 80 for COCO):
 
 All decoders return, per image, ``Detections`` in letterbox pixels, sorted by score.
 
-Tie rule: candidates are ranked by a stable descending sort on the ranking key -- the
-class *logit* for dfl144 (no float32 sigmoid saturation, so no ties), the score for
-raw84 -- and NMS keeps that order. Equal keys keep anchor order.
+Ranking rule, the same for every layout (and the one Ultralytics applies): candidates are
+ranked by their float32 score -- for dfl144 the float32 sigmoid of the class logits, so a
+dfl144 graph and the raw84 graph of the same weights keep the same boxes even where scores
+saturate to 1.0 -- with a stable descending sort (equal scores keep anchor order), the best
+class is the first class holding the best score, pre-NMS top-k cuts that ranked list, and NMS
+keeps its order.
 """
 
 from __future__ import annotations
@@ -139,19 +142,29 @@ def _best_class(scores: np.ndarray, threshold: float, topk: int) -> tuple[np.nda
 
 
 def decode_dfl144(out: np.ndarray, input_hw: tuple[int, int], opts: PostprocessOptions) -> Detections:
-    """One image's ``[64+nc, A]`` output -> NMS'd detections (ranked by class logit)."""
+    """One image's ``[64+nc, A]`` output -> NMS'd detections (ranked as raw84: by float32 score)."""
     nc = out.shape[0] - 4 * DFL_BINS
     if nc <= 0:
         return Detections.empty()
     cls_logits = out[4 * DFL_BINS :]
-    # sigmoid(logit) >= conf  <=>  logit >= log(conf / (1 - conf)); compare in float32 like the scores
+    # Prefilter on the logit (cheap, no exp over every anchor): sigmoid is monotone, so
+    # sigmoid(logit) >= conf needs logit >= log(conf / (1 - conf)); the margin keeps every
+    # anchor whose float32 score could still round up to conf. The exact test is on the score.
     conf = min(max(opts.conf, 1e-12), 1 - 1e-7)
-    idx, best = _best_class(cls_logits, float(np.float32(np.log(conf / (1 - conf)))), opts.pre_nms_topk)
+    loose = float(np.log(conf / (1 - conf))) - 1e-3
+    best_logit = cls_logits.max(axis=0)
+    cand = np.flatnonzero(best_logit >= loose)
+    if cand.size == 0:
+        return Detections.empty()
+    cls_scores = _sigmoid(cls_logits[:, cand])  # [nc, K] float32, as a raw84 graph would hold them
+    scores = cls_scores.max(axis=0)
+    keep = scores >= opts.conf
+    cand, cls_scores, scores = cand[keep], cls_scores[:, keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")[: opts.pre_nms_topk]
+    idx, scores = cand[order], scores[order]
+    best = cls_scores[:, order].argmax(axis=0).astype(np.int64)  # first class holding the best score
     if idx.size == 0:
         return Detections.empty()
-    scores = _sigmoid(cls_logits[best, idx])
-    keep = scores >= opts.conf  # exact float32 test at the boundary
-    idx, best, scores = idx[keep], best[keep], scores[keep]
     points, strides = anchors_for(input_hw[0], input_hw[1], out.shape[1])
     dist = dfl_distances(out[: 4 * DFL_BINS, idx]) * strides[idx]
     p = points[idx]
