@@ -140,6 +140,11 @@ def _ord(scores: np.ndarray) -> np.ndarray:
 def _iou_f64(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """yolov10.iou_matrix's arithmetic for [M,4] x [N,4] float32 boxes (p the earlier)."""
     a, b = p.astype(np.float64), q.astype(np.float64)
+    with np.errstate(all="ignore"):
+        return _iou_f64_inner(a, b)
+
+
+def _iou_f64_inner(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     iw = np.maximum(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0)
     ih = np.maximum(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0)
     inter = iw * ih
@@ -357,7 +362,8 @@ class GpuPostprocessor:
         else:
             if self._anchors_dirty:
                 anchors = self._bufs["anchors"]
-                self.mem.copy_htod_async(anchors.ptr, self._bufs["anchors_host"].ptr, anchors.nbytes, stream)
+                nbytes = 3 * plan.anchors * 4
+                self.mem.copy_htod_async(anchors.ptr, self._bufs["anchors_host"].ptr, nbytes, stream)
                 self._anchors_dirty = False
             c, a = plan.channels, plan.anchors
             keys, cls, count = self._bufs["keys"].ptr, self._bufs["cls"].ptr, self._bufs["count"].ptr
