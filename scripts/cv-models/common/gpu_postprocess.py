@@ -18,15 +18,28 @@ Kernels (``gpu_postprocess_kernels.cu``, NVRTC, ``--fmad=false``), per batch:
 4. ``e2e_select``  [B,K,6]: rows with score >= conf, in the model's order, the first max_det.
 
 Then one copy of ``[B] counts + [B, max_det, 6]`` rows (x1, y1, x2, y2 in letterbox pixels,
-score, class) to pinned memory.
+score, class) to pinned memory. Inputs: float32 or float16 ``[B, C, A]`` / ``[B, K, 6]`` at a device
+pointer (float16 is widened exactly: the reference is ``decode(out.astype(float32))``).
 
-Equality with the NumPy path (``yolov10.decode``): raw84 and e2e use no transcendental function and
-are the same numbers, bit for bit. dfl144 needs ``exp`` (sigmoid, DFL softmax): CUDA's ``expf``
-and NumPy's float32 ``exp`` (SIMD, CPU-dependent) differ by an ulp or two in many arguments, so
-scores may differ by an ulp and boxes by ~1e-5 px. The order then differs only where two
-candidates' scores are within those ulps (a near-tie), or a score sits within an ulp of ``conf``,
-or an IoU within ~1e-6 of the threshold. ``postprocess_reference`` is the kernels' steps in NumPy
-(with NumPy's exp) and equals ``yolov10.decode``; tests hold the GPU to it on real outputs.
+Equality with the NumPy path (``yolov10.decode``, the reference):
+
+- raw84 and e2e use no transcendental function: the same detections, bit for bit.
+- dfl144 needs ``exp`` (sigmoid, DFL softmax). CUDA's ``expf`` and NumPy's float32 ``exp`` (SIMD,
+  CPU-dependent, up to 2 ulp from the correctly rounded value) differ by an ulp in many arguments,
+  so scores may differ by a few ulp (3 at most on the fixture outputs) and boxes by ~1e-4 px.
+  Everything else is mirrored op for op: the float32 sigmoid ``1 / (1 + exp(-x))``, the first
+  argmax, ``score >= float32(conf)``, the DFL expectation summed in NumPy's order (yolov10 sums 16
+  bins along a strided axis, which NumPy does with 8 partial sums, then pairwise), ``(num / den) *
+  stride`` and ``anchor -/+ dist``; ``--fmad=false`` keeps each op rounded on its own.
+- Exact ties (equal float32 scores, e.g. saturated 1.0 from logits > 16.7) rank by anchor index on
+  both sides: the same order. Near-ties are the documented difference: two candidates whose scores
+  are within those few ulp may swap, a score within an ulp of ``conf`` may pass on one side only,
+  and a dfl144 IoU within ~1e-6 of the threshold may be decided differently. On the fixture models'
+  real outputs none of this happened (same detections, same order; tests/test_gpu_postprocess.py).
+- NMS decisions are float64's exactly (above), given the same boxes.
+
+``postprocess_reference`` is the kernels' steps in NumPy (with NumPy's exp), bit-equal to
+``yolov10.decode`` on the fixture outputs; the GPU is tested against both.
 """
 
 from __future__ import annotations
