@@ -237,21 +237,28 @@ def test_kernels_compile_for_hopper_and_blackwell(arch: str) -> None:
         assert name.encode() in cubin
 
 
-# ----------------------------------------------------------------------------- on a GPU
-
-gpu = pytest.mark.skipif(cuda_device_count() == 0, reason="needs an NVIDIA GPU (cuda-python)")
+# ----------------------------------------------------------------------------- the host wrapper
 
 
-class GpuRunner:
-    """Uploads a batch of outputs and runs GpuPostprocessor on it."""
+class Runner:
+    """Uploads a batch of outputs and runs a GpuPostprocessor on it (real CUDA or the host doubles)."""
 
-    def __init__(self) -> None:
-        from common.cuda_mem import CudaMemory
+    def __init__(self, fake: bool) -> None:
         from common.gpu_postprocess import GpuPostprocessor
 
-        self.mem = CudaMemory(0)
+        if fake:
+            import trt_double as D
+            from post_double import FakePostprocessKernels
+
+            self.mem = D.FakeCudaMemory()
+            self.kernels = FakePostprocessKernels(self.mem)
+            self.post = GpuPostprocessor(self.mem, self.kernels)
+        else:
+            from common.cuda_mem import CudaMemory
+
+            self.mem = CudaMemory(0)
+            self.post = GpuPostprocessor(self.mem)
         self.stream = self.mem.stream()
-        self.post = GpuPostprocessor(self.mem)
         self.bufs: list = []
 
     def run(self, outs: np.ndarray, layout: str, opts: PostprocessOptions, input_hw=(640, 640), prepare_batch=None):
@@ -266,13 +273,129 @@ class GpuRunner:
     def close(self) -> None:
         for b in self.bufs:
             b.free()
+        self.bufs.clear()
         self.post.close()
         self.stream.close()
 
 
+def edge_cases(big: bool = True) -> list[tuple[np.ndarray, str, PostprocessOptions, tuple[int, int]]]:
+    """Batches that reach every branch: > 4096 candidates (sorted in chunks, then merged), > 512 kept
+    (the kept list spills out of shared memory), ties, suppression, top-k, max_det 0, float16, e2e."""
+    rng = np.random.default_rng(11)
+    cases = []
+    n = 8400
+    raw = np.zeros((84, n), np.float32)
+    raw[0], raw[1] = rng.uniform(0, 640, n), rng.uniform(0, 640, n)
+    raw[2], raw[3] = rng.uniform(2, 60, n), rng.uniform(2, 60, n)
+    raw[4 + rng.integers(0, 80, n), np.arange(n)] = np.round(rng.uniform(0.001, 1, n), 2)  # many equal scores
+    P = PostprocessOptions
+    variants = [OPTS, P(max_det=2000), P(max_det=5000, iou=0.95), P(pre_nms_topk=4100), P(pre_nms_topk=17),
+                P(max_det=0), P(conf=2.0)]  # fmt: skip
+    for opts in variants:
+        cases.append((raw[None], "raw84", opts, (640, 640)))
+    same_box = raw84_output([(100.0, 100.0, 40.0, 30.0, c, 0.5) for c in [3] * 40 + [5] * 40])
+    cases.append((same_box[None], "raw84", OPTS, (640, 640)))
+    sat = dfl_output({10: ((1, 1, 1, 1), {9: 40.0, 2: 20.0}), 5: ((2, 2, 2, 2), {4: 17.5}),
+                      900: ((3, 3, 3, 3), {4: 30.0}), 3: ((1, 1, 1, 1), {7: 5.0})})  # fmt: skip
+    cases.append((np.stack([sat, sat * 0 - 5]), "dfl144", OPTS, (640, 640)))
+    if big:
+        # a 1280 input: 33600 anchors, all above conf, random DFL logits; best-class logits spaced
+        # 1e-4 apart (no near-ties that an ulp of exp could swap)
+        a = 33600
+        dfl = rng.normal(0, 3, (2, 144, a)).astype(np.float32)
+        dfl[:, 64:] = -30.0
+        for j in range(2):
+            dfl[j, 64 + rng.integers(0, 80, a), np.arange(a)] = rng.permutation(np.arange(a) * 1e-4 - 1)
+        cases.append((dfl, "dfl144", PostprocessOptions(conf=0.25), (1280, 1280)))
+    small = np.zeros((144, 2100), np.float32)  # a 320 input: 2100 anchors, one chunk
+    small[64 + 3, ::7] = 2.0
+    small[:64, ::7] = rng.normal(0, 2, (64, 300))
+    cases.append((small[None], "dfl144", OPTS, (320, 320)))
+    e2e = np.concatenate([rng.uniform(0, 600, (2, 300, 4)), rng.uniform(0, 1, (2, 300, 1)),
+                          rng.integers(0, 80, (2, 300, 1))], axis=2).astype(np.float32)  # fmt: skip
+    cases += [(e2e, "e2e", PostprocessOptions(conf=0.3, max_det=100), (640, 640)), (e2e, "e2e", OPTS, (640, 640))]
+    cases.append((e2e.astype(np.float16), "e2e", OPTS, (640, 640)))
+    cases.append((raw[None].astype(np.float16), "raw84", OPTS, (640, 640)))
+    return cases
+
+
+def check_edge_cases(runner: Runner, exp_exact: bool, big: bool = True) -> int:
+    """Runs every edge case; returns the most boxes kept in one image."""
+    most = 0
+    for outs, layout, opts, hw in edge_cases(big):
+        got = runner.run(outs, layout, opts, hw)
+        for j, out in enumerate(outs):
+            want = postprocess_reference(out, layout, hw, opts)
+            exact = exp_exact or layout != "dfl144"
+            assert_same(got[j], want, box_tol=0.0 if exact else 1e-3, score_ulps=0 if exact else 8)
+            if layout != "dfl144":  # dfl144 vs decode: on real outputs (the saturated case needs main's rule)
+                assert_same(got[j], decode(out.astype(np.float32), layout, hw, opts))
+            most = max(most, len(got[j]))
+    return most
+
+
+def test_wrapper_on_host_kernels_equals_numpy_on_fixture_outputs() -> None:
+    runner = Runner(fake=True)
+    try:
+        for model, layout in MODELS:
+            outs = model_outputs(model)
+            got = runner.run(outs, layout, OPTS)  # the whole batch at once
+            for g, out in zip(got, outs, strict=True):
+                assert_same(g, decode(out, layout, (640, 640), OPTS), box_tol=1e-3)
+    finally:
+        runner.close()
+    assert runner.mem.live == 0  # every buffer freed
+
+
+def test_wrapper_on_host_kernels_edge_cases_and_launch_plan() -> None:
+    runner = Runner(fake=True)
+    try:
+        assert check_edge_cases(runner, exp_exact=True, big=False) > 512
+        k = runner.kernels
+        k.launches.clear()
+        runner.run(edge_cases(big=False)[0][0], "raw84", OPTS)  # 8400 anchors: 3 chunks, merged
+        assert k.launches == ["zero_ints", "yolo_scores", "sort_chunks", "merge_chunks", "greedy_nms"]
+        k.launches.clear()
+        runner.run(edge_cases(big=False)[-5][0], "dfl144", OPTS, (320, 320))  # 2100 anchors: one chunk
+        assert k.launches == ["zero_ints", "yolo_scores", "sort_chunks", "greedy_nms"]
+    finally:
+        runner.close()
+    assert runner.mem.live == 0
+
+
+def test_wrapper_grows_only_and_reuploads_anchors_for_a_new_input_size() -> None:
+    runner = Runner(fake=True)
+    try:
+        outs = model_outputs("yolov10n-synth-dfl144")
+        want = [decode(o, "dfl144", (640, 640), OPTS) for o in outs]
+        got = runner.run(outs, "dfl144", OPTS, prepare_batch=8)  # a smaller batch in a bigger plan
+        ptrs = {k: v.ptr for k, v in runner.post._bufs.items()}
+        got2 = runner.run(outs[:1], "dfl144", OPTS, prepare_batch=2)  # nothing grows
+        assert {k: v.ptr for k, v in runner.post._bufs.items()} == ptrs
+        small = edge_cases(big=False)[-5][0]
+        got3 = runner.run(small, "dfl144", OPTS, (320, 320))  # other anchors: uploaded again
+        got4 = runner.run(outs, "dfl144", OPTS)  # and back
+        for g, g4, w in zip(got, got4, want, strict=True):
+            assert_same(g, w, box_tol=1e-3)
+            assert_same(g4, w, box_tol=1e-3)
+        assert_same(got2[0], want[0], box_tol=1e-3)
+        assert_same(got3[0], decode(small[0], "dfl144", (320, 320), OPTS), box_tol=1e-3)
+        with pytest.raises(ValueError, match=r"batch 3 outside 1\.\.2"):
+            runner.post.prepare("dfl144", 2, (144, 8400), (640, 640), OPTS)
+            runner.post.launch(runner.bufs[0].ptr, runner.stream, 3)
+    finally:
+        runner.close()
+    assert runner.mem.live == 0
+
+
+# ----------------------------------------------------------------------------- on a GPU
+
+gpu = pytest.mark.skipif(cuda_device_count() == 0, reason="needs an NVIDIA GPU (cuda-python)")
+
+
 @pytest.fixture(scope="module")
 def runner():
-    r = GpuRunner()
+    r = Runner(fake=False)
     yield r
     r.close()
 
@@ -304,45 +427,7 @@ def test_gpu_equals_numpy_on_fixture_outputs(runner, model: str, layout: str) ->
 
 @gpu
 def test_gpu_edge_cases_equal_the_emulation(runner) -> None:
-    rng = np.random.default_rng(11)
-    cases = []
-    # many candidates (> 4096: sorted in chunks, merged), many survivors (> 512 kept: the kept list
-    # spills out of shared memory), ties, suppression
-    n = 8400
-    cx, cy = rng.uniform(0, 640, n), rng.uniform(0, 640, n)
-    raw = np.zeros((84, n), np.float32)
-    raw[0], raw[1], raw[2], raw[3] = cx, cy, rng.uniform(2, 60, n), rng.uniform(2, 60, n)
-    raw[4 + rng.integers(0, 80, n), np.arange(n)] = np.round(rng.uniform(0.001, 1, n), 2)  # many equal scores
-    P = PostprocessOptions
-    variants = [OPTS, P(max_det=2000), P(max_det=5000, iou=0.3), P(pre_nms_topk=4100), P(pre_nms_topk=17),
-                P(max_det=0), P(conf=2.0)]  # fmt: skip
-    for opts in variants:
-        cases.append((raw[None], "raw84", opts, (640, 640)))
-    same_box = raw84_output([(100.0, 100.0, 40.0, 30.0, c, 0.5) for c in [3] * 40 + [5] * 40])
-    cases.append((same_box[None], "raw84", OPTS, (640, 640)))
-    sat = dfl_output({10: ((1, 1, 1, 1), {9: 40.0, 2: 20.0}), 5: ((2, 2, 2, 2), {4: 17.5}),
-                      900: ((3, 3, 3, 3), {4: 30.0}), 3: ((1, 1, 1, 1), {7: 5.0})})  # fmt: skip
-    cases.append((np.stack([sat, sat * 0 - 5]), "dfl144", OPTS, (640, 640)))
-    # a 1280 input: 33600 anchors, all above conf, random DFL logits; best-class logits spaced 1e-4 apart
-    # (no near-ties that an ulp of exp could swap)
-    big = rng.normal(0, 3, (2, 144, 33600)).astype(np.float32)
-    big[:, 64:] = -30.0
-    for j in range(2):
-        big[j, 64 + rng.integers(0, 80, 33600), np.arange(33600)] = rng.permutation(np.arange(33600) * 1e-4 - 1)
-    cases.append((big, "dfl144", PostprocessOptions(conf=0.25), (1280, 1280)))
-    e2e = np.concatenate([rng.uniform(0, 600, (2, 300, 4)), rng.uniform(0, 1, (2, 300, 1)),
-                          rng.integers(0, 80, (2, 300, 1))], axis=2).astype(np.float32)  # fmt: skip
-    cases += [(e2e, "e2e", PostprocessOptions(conf=0.3, max_det=100), (640, 640)), (e2e, "e2e", OPTS, (640, 640))]
-    cases.append((raw[None].astype(np.float16), "raw84", OPTS, (640, 640)))
-    for outs, layout, opts, hw in cases:
-        got = runner.run(outs, layout, opts, hw)
-        for j, out in enumerate(outs):
-            want = postprocess_reference(out, layout, hw, opts)
-            exact = layout != "dfl144"
-            assert_same(got[j], want, box_tol=0.0 if exact else 1e-3, score_ulps=0 if exact else 8)
-            if layout == "raw84":
-                assert_same(got[j], decode(out.astype(np.float32), layout, hw, opts))
-    assert len(runner.run(raw[None], "raw84", PostprocessOptions(max_det=5000, iou=0.95))[0]) > 512
+    assert check_edge_cases(runner, exp_exact=False) > 512
 
 
 @gpu

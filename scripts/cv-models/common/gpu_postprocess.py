@@ -63,10 +63,15 @@ __all__ = [
     "GpuDetections",
     "GpuPostprocessor",
     "PostprocessPlan",
+    "boxes_reference",
+    "candidates_reference",
     "compile_postprocess_kernels",
+    "greedy_reference",
+    "make_keys",
     "plan_postprocess",
     "postprocess_kernels",
     "postprocess_reference",
+    "split_keys",
     "suppress_matrix",
 ]
 
@@ -192,7 +197,8 @@ def suppress_matrix(p: np.ndarray, q: np.ndarray, iou: float) -> np.ndarray:
     return out
 
 
-def _greedy(boxes: np.ndarray, classes: np.ndarray, iou: float, max_det: int) -> np.ndarray:
+def greedy_reference(boxes: np.ndarray, classes: np.ndarray, iou: float, max_det: int) -> np.ndarray:
+    """``greedy_nms``'s outcome: indices kept by class-aware greedy NMS over best-first candidates."""
     kept: list[int] = []
     alive = np.ones(boxes.shape[0], dtype=bool)
     for i in range(boxes.shape[0]):
@@ -208,33 +214,39 @@ def _greedy(boxes: np.ndarray, classes: np.ndarray, iou: float, max_det: int) ->
     return np.asarray(kept, dtype=np.int64)
 
 
-def postprocess_reference(out: np.ndarray, layout: str, input_hw: tuple[int, int],
-                          opts: PostprocessOptions) -> Detections:  # fmt: skip
-    """The kernels' steps for one image's output (batch axis removed), in NumPy (NumPy's exp)."""
+def make_keys(scores: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+    """Ranking keys ``(~ord(score)) << 32 | anchor`` (uint64): ascending = the ranked order."""
+    return (~_ord(scores)).astype(np.uint64) << np.uint64(32) | anchors.astype(np.uint64)
+
+
+def split_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(anchor indices int64, float32 scores) of ranking keys."""
+    o = ~(keys >> np.uint64(32)).astype(np.uint32)
+    u = np.where(o & np.uint32(0x80000000), o & np.uint32(0x7FFFFFFF), ~o).astype(np.uint32)
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64), u.view(np.float32)
+
+
+def candidates_reference(x: np.ndarray, c0: int, sigmoid: bool,
+                         conf: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """``yolo_scores`` for one image's float32 ``[C, A]``: anchors passing conf (ascending), their
+    best score and best class (first argmax; an anchor with a NaN score never passes)."""
     f = np.float32
-    conf = f(opts.conf)
-    max_det = max(0, int(opts.max_det))
-    x = np.asarray(out).astype(f)
-    if layout == "e2e":
-        rows = x[x[:, 4] >= conf][:max_det]
-        return Detections(rows[:, :4].copy(), rows[:, 4].copy(), rows[:, 5].astype(np.int64))
-    c0 = 4 * DFL_BINS if layout == "dfl144" else 4
     with np.errstate(all="ignore"):
-        scores = (f(1.0) / (f(1.0) + np.exp(-x[c0:]))).astype(f) if layout == "dfl144" else x[c0:]
+        scores = (f(1.0) / (f(1.0) + np.exp(-x[c0:]))).astype(f) if sigmoid else x[c0:]
         best = scores.argmax(axis=0)
         best_score = scores[best, np.arange(x.shape[1])]
-        passed = ~np.isnan(scores).any(axis=0) & (best_score >= conf)
-    idx = np.flatnonzero(passed).astype(np.uint64)
-    keys = np.sort((~_ord(best_score[passed])).astype(np.uint64) << np.uint64(32) | idx)
-    keys = keys[: max(0, min(int(opts.pre_nms_topk), x.shape[1]))]
-    if keys.size == 0 or max_det == 0:
-        return Detections.empty()
-    sel = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    classes = best[sel].astype(np.int64)
-    sc = best_score[sel]
+        passed = ~np.isnan(scores).any(axis=0) & (best_score >= f(conf))
+    idx = np.flatnonzero(passed)
+    return idx, best_score[idx], best[idx].astype(np.int64)
+
+
+def boxes_reference(x: np.ndarray, layout: str, sel: np.ndarray, points: np.ndarray | None = None,
+                    strides: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """``greedy_nms``'s decode of the anchors ``sel`` of one image's float32 ``[C, A]``: xyxy float32."""
+    f = np.float32
     with np.errstate(all="ignore"):
         if layout == "dfl144":
-            points, strides = anchors_for(input_hw[0], input_hw[1], x.shape[1])
+            assert points is not None and strides is not None
             logits = x[: 4 * DFL_BINS, sel].reshape(4, DFL_BINS, -1)
             e = np.exp(logits - logits.max(axis=1, keepdims=True))  # the whole block at once, like yolov10
             # NumPy sums these 16 bins pairwise (8 partial sums): the kernel does the same, explicitly
@@ -248,9 +260,29 @@ def postprocess_reference(out: np.ndarray, layout: str, input_hw: tuple[int, int
         else:
             cx, cy, w, h = (x[i, sel] for i in range(4))
             boxes = np.stack([cx - w / f(2), cy - h / f(2), cx + w / f(2), cy + h / f(2)], axis=1)
-    boxes = boxes.astype(f)
-    keep = _greedy(boxes, classes, float(opts.iou), max_det)
-    return Detections(boxes[keep], sc[keep].astype(f), classes[keep])
+    return boxes.astype(f).reshape(-1, 4)
+
+
+def postprocess_reference(out: np.ndarray, layout: str, input_hw: tuple[int, int],
+                          opts: PostprocessOptions) -> Detections:  # fmt: skip
+    """The kernels' steps for one image's output (batch axis removed), in NumPy (NumPy's exp)."""
+    f = np.float32
+    max_det = max(0, int(opts.max_det))
+    x = np.asarray(out).astype(f)
+    if layout == "e2e":
+        rows = x[x[:, 4] >= f(opts.conf)][:max_det]
+        return Detections(rows[:, :4].copy(), rows[:, 4].copy(), rows[:, 5].astype(np.int64))
+    dfl = layout == "dfl144"
+    idx, score, best = candidates_reference(x, 4 * DFL_BINS if dfl else 4, dfl, float(opts.conf))
+    keys = np.sort(make_keys(score, idx))[: max(0, min(int(opts.pre_nms_topk), x.shape[1]))]
+    if keys.size == 0 or max_det == 0:
+        return Detections.empty()
+    sel, sc = split_keys(keys)
+    classes = best[np.searchsorted(idx, sel)]
+    points, strides = anchors_for(input_hw[0], input_hw[1], x.shape[1]) if dfl else (None, None)
+    boxes = boxes_reference(x, layout, sel, points, strides)
+    keep = greedy_reference(boxes, classes, float(opts.iou), max_det)
+    return Detections(boxes[keep], sc[keep], classes[keep])
 
 
 # ----------------------------------------------------------------------------- kernels
