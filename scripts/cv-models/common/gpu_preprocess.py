@@ -214,76 +214,101 @@ def normalize_reference(canvas_bgr: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- NVRTC + launch
 
 
-def _check(call: str, result: Any) -> Any:
+PREP_WHAT, PREP_HINT = "GPU pre-processing", "use --preprocess cpu"
+
+
+def _check(call: str, result: Any, what: str = PREP_WHAT, hint: str = PREP_HINT) -> Any:
     err = result[0] if isinstance(result, tuple) else result
     if int(err) != 0:
-        raise UserError(f"GPU pre-processing: {call} failed ({err}); use --preprocess cpu")
+        raise UserError(f"{what}: {call} failed ({err}); {hint}")
     rest = result[1:] if isinstance(result, tuple) else ()
     return rest[0] if len(rest) == 1 else (rest or None)
 
 
-def compile_kernels(arch: str) -> bytes:
-    """NVRTC: the kernels as a CUBIN for ``arch`` (e.g. ``sm_90``, ``sm_120``); UserError if it can't."""
+def compile_kernels(arch: str, source: str = KERNEL_SOURCE, *, options: tuple[str, ...] = (),
+                    what: str = PREP_WHAT, hint: str = PREP_HINT) -> bytes:  # fmt: skip
+    """NVRTC: ``source`` (default: the letterbox kernels) as a CUBIN for ``arch`` (e.g. ``sm_90``,
+    ``sm_120``); UserError if it can't. ``what``/``hint`` name the feature and its CPU fallback."""
     try:
         from cuda.bindings import nvrtc
     except ImportError as exc:
-        raise UserError("GPU pre-processing needs cuda-python (cuda.bindings.nvrtc); use --preprocess cpu") from exc
+        raise UserError(f"{what} needs cuda-python (cuda.bindings.nvrtc); {hint}") from exc
     try:
-        prog = _check("nvrtcCreateProgram", nvrtc.nvrtcCreateProgram(KERNEL_SOURCE.encode(), b"prep.cu", 0, [], []))
+        prog = _check("nvrtcCreateProgram", nvrtc.nvrtcCreateProgram(source.encode(), b"kernels.cu", 0, [], []),
+                      what, hint)  # fmt: skip
     except (RuntimeError, OSError) as exc:  # libnvrtc missing
-        raise UserError(f"GPU pre-processing: NVRTC is not usable ({exc}); install the CUDA NVRTC library "
-                        "(pip: nvidia-cuda-nvrtc; conda: cuda-nvrtc) or use --preprocess cpu") from exc  # fmt: skip
+        raise UserError(f"{what}: NVRTC is not usable ({exc}); install the CUDA NVRTC library "
+                        f"(pip: nvidia-cuda-nvrtc; conda: cuda-nvrtc) or {hint}") from exc  # fmt: skip
     try:
-        opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17"]
+        opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17", *(o.encode() for o in options)]
         res = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
         if int(res[0]) != 0:
-            size = _check("nvrtcGetProgramLogSize", nvrtc.nvrtcGetProgramLogSize(prog))
+            size = _check("nvrtcGetProgramLogSize", nvrtc.nvrtcGetProgramLogSize(prog), what, hint)
             log = b" " * int(size)
             nvrtc.nvrtcGetProgramLog(prog, log)
             first = log.decode(errors="replace").strip().splitlines()[:1]
-            raise UserError(f"GPU pre-processing: NVRTC cannot build for {arch} ({res[0]}: {' '.join(first)}); "
-                            "a newer CUDA NVRTC is needed for this GPU, or use --preprocess cpu")  # fmt: skip
-        size = _check("nvrtcGetCUBINSize", nvrtc.nvrtcGetCUBINSize(prog))
+            raise UserError(f"{what}: NVRTC cannot build for {arch} ({res[0]}: {' '.join(first)}); "
+                            f"a newer CUDA NVRTC is needed for this GPU, or {hint}")  # fmt: skip
+        size = _check("nvrtcGetCUBINSize", nvrtc.nvrtcGetCUBINSize(prog), what, hint)
         cubin = b" " * int(size)
-        _check("nvrtcGetCUBIN", nvrtc.nvrtcGetCUBIN(prog, cubin))
+        _check("nvrtcGetCUBIN", nvrtc.nvrtcGetCUBIN(prog, cubin), what, hint)
         return cubin
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
+
+
+class KernelModule:
+    """NVRTC-compiled kernels loaded on one device; ``launch`` puts one on the caller's stream
+    (from any thread: each launching thread gets the device's primary context made current)."""
+
+    def __init__(self, source: str, names: tuple[str, ...], device: int = 0, *, options: tuple[str, ...] = (),
+                 what: str = PREP_WHAT, hint: str = PREP_HINT) -> None:  # fmt: skip
+        from cuda.bindings import driver, runtime
+
+        self._driver, self._what, self._hint = driver, what, hint
+        _check("cudaSetDevice", runtime.cudaSetDevice(device), what, hint)
+        _check("cudaFree", runtime.cudaFree(0), what, hint)  # make the primary context current here
+        props = _check("cudaGetDeviceProperties", runtime.cudaGetDeviceProperties(device), what, hint)
+        self.arch = f"sm_{props.major}{props.minor}"
+        self._ctx = _check("cuCtxGetCurrent", driver.cuCtxGetCurrent(), what, hint)
+        cubin = compile_kernels(self.arch, source, options=options, what=what, hint=hint)
+        self._module = _check("cuModuleLoadData", driver.cuModuleLoadData(cubin), what, hint)
+        self.functions = {n: _check("cuModuleGetFunction", driver.cuModuleGetFunction(self._module, n.encode()),
+                                    what, hint) for n in names}  # fmt: skip
+        self._local = threading.local()
+
+    def launch(self, name: str, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...],
+               types: tuple[Any, ...], stream: int, shared_bytes: int = 0) -> None:  # fmt: skip
+        d = self._driver
+        if not getattr(self._local, "ready", False):  # each launching thread needs the context current
+            _check("cuCtxSetCurrent", d.cuCtxSetCurrent(self._ctx), self._what, self._hint)
+            self._local.ready = True
+        g, b = (*grid, 1, 1)[:3], (*block, 1, 1)[:3]
+        _check("cuLaunchKernel", d.cuLaunchKernel(self.functions[name], *g, *b, shared_bytes, d.CUstream(stream),
+                                                  (args, types), 0), self._what, self._hint)  # fmt: skip
+
+    def close(self) -> None:
+        if self._module is not None:
+            self._driver.cuModuleUnload(self._module)
+            self._module = None
 
 
 class GpuPreprocessor:
     """The compiled kernels on one device; launches go on the caller's stream."""
 
     def __init__(self, device: int = 0) -> None:
-        from cuda.bindings import driver, runtime
+        self._kernels = KernelModule(KERNEL_SOURCE, ("bgr_canvas_to_rgb_chw", "letterbox_bgr_to_rgb_chw"), device)
+        self.arch = self._kernels.arch
 
-        self._driver = driver
-        _check("cudaSetDevice", runtime.cudaSetDevice(device))
-        _check("cudaFree", runtime.cudaFree(0))  # make the primary context current here
-        props = _check("cudaGetDeviceProperties", runtime.cudaGetDeviceProperties(device))
-        self.arch = f"sm_{props.major}{props.minor}"
-        self._ctx = _check("cuCtxGetCurrent", driver.cuCtxGetCurrent())
-        self._module = _check("cuModuleLoadData", driver.cuModuleLoadData(compile_kernels(self.arch)))
-        self._normalize = _check("cuModuleGetFunction",
-                                 driver.cuModuleGetFunction(self._module, b"bgr_canvas_to_rgb_chw"))  # fmt: skip
-        self._letterbox = _check("cuModuleGetFunction",
-                                 driver.cuModuleGetFunction(self._module, b"letterbox_bgr_to_rgb_chw"))  # fmt: skip
-        self._local = threading.local()
-
-    def _launch(self, fn: Any, grid: tuple[int, int], block: tuple[int, int], args: tuple[Any, ...],
+    def _launch(self, fn: str, grid: tuple[int, int], block: tuple[int, int], args: tuple[Any, ...],
                 types: tuple[Any, ...], stream: int) -> None:  # fmt: skip
-        d = self._driver
-        if not getattr(self._local, "ready", False):  # each launching thread needs the context current
-            _check("cuCtxSetCurrent", d.cuCtxSetCurrent(self._ctx))
-            self._local.ready = True
-        _check("cuLaunchKernel", d.cuLaunchKernel(fn, grid[0], grid[1], 1, block[0], block[1], 1, 0,
-                                                  d.CUstream(stream), (args, types), 0))  # fmt: skip
+        self._kernels.launch(fn, grid, block, args, types, stream)
 
     def normalize(self, src: int, dst: int, batch: int, size: int, stream: int) -> None:
         """[B,S,S,3] uint8 BGR at ``src`` -> [B,3,S,S] float32 RGB/255 at ``dst`` (device pointers)."""
         hw = size * size
         c = ctypes
-        self._launch(self._normalize, ((hw + 255) // 256, batch), (256, 1), (src, dst, hw),
+        self._launch("bgr_canvas_to_rgb_chw", ((hw + 255) // 256, batch), (256, 1), (src, dst, hw),
                      (c.c_void_p, c.c_void_p, c.c_int), stream)  # fmt: skip
 
     def letterbox(self, src: int, w: int, h: int, dst: int, meta: LetterboxMeta, size: int, stream: int) -> None:
@@ -292,9 +317,7 @@ class GpuPreprocessor:
         grid = ((size + 31) // 32, (size + 7) // 8)
         args = (src, w, h, dst, size, meta.new_w, meta.new_h, meta.pad_left, meta.pad_top)
         types = (c.c_void_p, c.c_int, c.c_int, c.c_void_p, c.c_int, c.c_int, c.c_int, c.c_int, c.c_int)
-        self._launch(self._letterbox, grid, (32, 8), args, types, stream)
+        self._launch("letterbox_bgr_to_rgb_chw", grid, (32, 8), args, types, stream)
 
     def close(self) -> None:
-        if self._module is not None:
-            self._driver.cuModuleUnload(self._module)
-            self._module = None
+        self._kernels.close()
