@@ -199,6 +199,30 @@ def make_logger(api: TrtApi, verbosity: str = "warning") -> Any:
     return TrtLogger()
 
 
+DOCTOR_CMD = "pixi run -e rtx5090 trt-doctor"
+
+
+def create(api: TrtApi, factory: str, logger: Any) -> Any:
+    """``trt.Builder(logger)`` / ``trt.Runtime(logger)``, with one actionable line when the native library
+    cannot start. The bindings then raise ``TypeError: ... factory function returned nullptr`` (pybind11):
+    no usable GPU, a driver too old for the CUDA the library was built with, or a libnvinfer that does not
+    match the bindings (or a stand-in)."""
+    try:
+        obj = getattr(api.module, factory)(logger)
+    except TypeError as exc:
+        if "nullptr" not in str(exc):
+            raise
+        obj = None
+    if obj is None:
+        detail = last_error(logger, "factory function returned nullptr")
+        raise UserError(
+            f"{api.describe()} could not create its {factory} ({detail}); likely causes: no usable GPU, a driver "
+            "too old for this TensorRT's CUDA, or a libnvinfer that does not match the bindings (LD_LIBRARY_PATH); "
+            f"run `{DOCTOR_CMD}`"
+        )
+    return obj
+
+
 def last_error(logger: Any, default: str = "") -> str:
     """The last error TensorRT logged, on one line."""
     errors = getattr(logger, "errors", None) or []

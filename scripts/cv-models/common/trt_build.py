@@ -28,7 +28,7 @@ from typing import Any
 
 from common.errors import UserError
 from common.results import atomic_write_bytes, atomic_write_json, sha256_file
-from common.trt_api import TrtApi, make_logger, reject_weak_typing
+from common.trt_api import TrtApi, create, make_logger, reject_weak_typing
 
 log = logging.getLogger(__name__)
 
@@ -456,7 +456,7 @@ def build_or_reuse(
 
     trt = api.module
     logger = make_logger(api, verbosity)
-    builder = trt.Builder(logger)
+    builder = create(api, "Builder", logger)
     network = builder.create_network(_network_flags(api, strongly_typed))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):

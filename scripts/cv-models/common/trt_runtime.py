@@ -35,7 +35,7 @@ from common.cuda_mem import CudaError
 from common.errors import UserError
 from common.gpu_preprocess import U8Batch, U8Stager, check_float_input
 from common.results import atomic_write_bytes, sha256_file
-from common.trt_api import TrtApi, last_error, make_logger
+from common.trt_api import TrtApi, create, last_error, make_logger
 from common.trt_build import read_metadata
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class TrtSession:
         self.mem = memory if memory is not None else default_memory()
         trt = api.module
         self.logger = make_logger(api, verbosity)
-        self.runtime = trt.Runtime(self.logger)
+        self.runtime = create(api, "Runtime", self.logger)
         blob = self.engine_path.read_bytes()
         self.engine = self.runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
