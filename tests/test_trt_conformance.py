@@ -33,6 +33,7 @@ GUARDED = {
     "create_runtime_cache": "runtime cache: used only when api.is_rtx (TensorRT 11.4's IRuntimeConfig lacks it)",
     "set_runtime_cache": "runtime cache: used only when api.is_rtx",
     "get_runtime_cache": "runtime cache: used only when api.is_rtx",
+    "cuda_graph_strategy": "TensorRT-RTX CUDA graphs: used only when api.is_rtx and hasattr(rt_config, ...)",
 }
 # Used only where a GPU can deserialize (never reached with the double): hasattr-guarded, in try.
 NEEDS_GPU = {"create_engine_inspector", "get_engine_information"}
