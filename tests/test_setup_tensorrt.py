@@ -281,8 +281,11 @@ def test_real_bindings_only_python_gets_import_tensorrt(tmp_path: Path, version:
     before = subprocess.run([py, "-c", "import tensorrt"], env=env, capture_output=True, text=True)
     assert "No module named 'tensorrt'" in before.stderr
     lines: list[str] = []
+    def no_pip(cmd: Sequence[str], env: Mapping[str, str]) -> int:  # the bindings are there: nothing to install
+        pytest.fail(f"setup-tensorrt ran {cmd}")
+
     w = setup_tensorrt.World(env=env, python=py, container_lib_dirs=(), cuda_lib_dirs=(),
-                             pyproject=tmp_path / "none.toml", log=lines.append)
+                             pyproject=tmp_path / "none.toml", execute=no_pip, log=lines.append)
     assert setup_tensorrt.main(["--index-url", NV], world=w) == 0, lines
     assert lines[-1].startswith(f"ok: tensorrt {version} imports from {venv}"), lines
     after = subprocess.run([py, "-c", "import tensorrt as trt; print(trt.__version__, trt.Logger, trt.BuilderFlag)"],
