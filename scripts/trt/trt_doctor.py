@@ -350,14 +350,15 @@ def diagnose(report: dict[str, Any]) -> Diagnosis:
                 "(`pip install cuda-python`)",
             )
         cc = trtenv.parse_version(d0["compute_capability"])
-        trt_ver = trtenv.parse_version(bindings.get("version") if bindings.get("ok") else lib_version)
+        trt_text = bindings.get("version") if bindings.get("ok") else lib_version
+        trt_ver = trtenv.parse_version(trt_text)
         need = MIN_TRT_FOR_CC.get(cc[:2]) if cc else None
         if need and trt_ver and trt_ver[:2] < need:
             needed = ".".join(map(str, need))
             dx.check("TensorRT supports GPU", FAIL, f"compute {d0['compute_capability']} needs TensorRT >= {needed}")
             dx.recommend(
                 FAIL,
-                f"TensorRT {'.'.join(map(str, trt_ver))} cannot build engines for compute capability "
+                f"TensorRT {trt_text} cannot build engines for compute capability "
                 f"{d0['compute_capability']} ({d0['name']}); use a container with TensorRT >= {needed}",
             )
     else:
@@ -429,7 +430,7 @@ def cuda_components(report: dict[str, Any]) -> list[tuple[str, int, bool, str]]:
         if m is None:
             continue
         if name.startswith("tensorrt-cu") or name in ("tensorrt-bindings",):
-            fix = f"`{SETUP_CMD} --cuda-major {m - 1}` (the cu{m - 1} wheels) or a driver for CUDA {m}"
+            fix = f"`{SETUP_CMD} --cuda-major {m - 1}` (the cu{m - 1} wheels)"
             out.append((f"{name} {version}", m, True, fix))
         elif name in ("cuda-python", "cuda-bindings"):
             out.append((f"{name} {version}", m, True, f'`pip install "cuda-python>={m - 1},<{m}"` in this env'))
