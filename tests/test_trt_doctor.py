@@ -531,3 +531,15 @@ def test_probe_lists_cuda_versioned_packages() -> None:
     pkgs = trt_probe.probe_packages()
     assert any(name.startswith("onnxruntime") for name in pkgs)
     assert all(name == name.lower() and "_" not in name for name in pkgs)
+
+
+def test_bindings_only_layout_points_to_the_front_end(tmp_path: Path) -> None:
+    """pip install tensorrt-cuXX-bindings: `tensorrt_bindings` imports, `tensorrt` does not."""
+    inp = healthy(tmp_path, bindings=None)
+    probe = inp.probe()
+    probe["tensorrt_bindings"] = {"ok": True, "version": "10.13.3.9", "file": "/env/tensorrt_bindings/__init__.py"}
+    inp.probe = lambda: probe
+    _, dx = run_doctor(inp)
+    fails = messages(dx, trt_doctor.FAIL)
+    assert len(fails) == 1 and "tensorrt_bindings 10.13.3.9" in fails[0] and "front end" in fails[0]
+    assert "setup-tensorrt" in fails[0]

@@ -165,6 +165,7 @@ def collect(inp: DoctorInputs) -> dict[str, Any]:
         "env": {k: env.get(k) for k in ("LD_LIBRARY_PATH", "PATH", "TENSORRT_HOME", "CUDA_VERSION", "CONDA_PREFIX")},
         "tensorrt": {
             "bindings": probe.get("tensorrt") or {"ok": False, "error": "probe did not run"},
+            "tensorrt_bindings": probe.get("tensorrt_bindings") or {"ok": False, "error": "probe did not run"},
             "search_dirs": [{"path": d.path, "source": d.source, "exists": os.path.isdir(d.path)} for d in dirs],
             "libnvinfer": _lib_entries(libs, inp),
             "lib_version": primary.version if primary else None,
@@ -282,7 +283,14 @@ def diagnose(report: dict[str, Any]) -> Diagnosis:
     else:
         err = _short(bindings.get("error"), 160)
         dx.check("import tensorrt", FAIL, err or "not importable")
-        if _full(lib_version):
+        only = trt.get("tensorrt_bindings") or {}
+        if only.get("ok") and "No module named 'tensorrt'" in (bindings.get("error") or ""):
+            dx.recommend(
+                FAIL,
+                f"{py} has tensorrt_bindings {only.get('version')} (the tensorrt-cuXX-bindings wheel) but no "
+                f"`tensorrt` front end; run `{SETUP_CMD}`: it writes the front end (no download, no pip libraries)",
+            )
+        elif _full(lib_version):
             req = trtenv.trt_requirement(lib_version, cuda_major)
             dx.recommend(
                 FAIL,

@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "python": {"executable": sys.executable, "version": sys.version.split()[0]},
         "tensorrt": probe_module("tensorrt"),
+        "tensorrt_bindings": probe_module("tensorrt_bindings"),  # the module of tensorrt-cuXX-bindings
         "tensorrt_rtx": probe_module("tensorrt_rtx"),
         "tensorrt_libs_dirs": package_dirs("tensorrt_libs"),
         "cudnn_dirs": package_dirs("nvidia.cudnn", "lib"),
