@@ -77,6 +77,12 @@ class _Mirror:
         self._logger.log(self._trt.ILogger.Severity.ERROR, msg)
 
 
+def _library(trt: ModuleType) -> str:
+    """The native library behind a module: ``tensorrt`` is only a front end over ``tensorrt_bindings``, so an
+    engine built through one loads through the other (same libnvinfer)."""
+    return "tensorrt" if trt.__name__ == "tensorrt_bindings" else trt.__name__
+
+
 def _dims(shape: Any) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
@@ -399,7 +405,7 @@ class FakeBuilder(_Mirror):
             key = f"layers:{network.num_layers}"
             config._timing._entries[key] = config._timing._entries.get(key, 0) + 1
         header = {
-            "trt_module": trt.__name__,
+            "trt_module": _library(trt),
             "trt_version": trt.__version__,
             "strongly_typed": network._strongly_typed,
             "flags": sorted(config._flags),
@@ -724,7 +730,7 @@ class FakeRuntime(_Mirror):
             return None
         header_raw, _, onnx_bytes = blob[len(ENGINE_MAGIC):].partition(b"\n")
         header = json.loads(header_raw)
-        if (header["trt_module"], header["trt_version"]) != (self._trt.__name__, self._trt.__version__):
+        if (header["trt_module"], header["trt_version"]) != (_library(self._trt), self._trt.__version__):
             self._error(
                 "IRuntime::deserializeCudaEngine: Error Code 6: API Usage Error (The engine plan file is not "
                 f"compatible with this version of TensorRT, expecting library version {self._trt.__version__} got "
