@@ -25,20 +25,38 @@ def make_libs(d: Path, version: str) -> Path:
 
 
 class FakePython:
-    """Answers setup-tensorrt's probes of the target Python; records commands it would run."""
+    """Answers setup-tensorrt's probes of the target Python; records commands it would run.
 
-    def __init__(self, trt_version: str | None = None, dists: Sequence[str] = (), after: str | None = None):
+    ``after``: the version ``import tensorrt`` gives once an install ran (a wheel with the front end);
+    ``after_bindings``: the version of ``tensorrt_bindings`` once an install ran, without a front end
+    (what ``pip install tensorrt-cuXX-bindings`` really leaves).
+    """
+
+    def __init__(self, trt_version: str | None = None, dists: Sequence[str] = (), after: str | None = None,
+                 bindings: str | None = None, after_bindings: str | None = None):
         self.trt_version = trt_version
-        self.after = after  # version importable once an install ran
+        self.bindings = bindings if bindings is not None else trt_version
+        self.after = after
+        self.after_bindings = after_bindings
         self.dists = list(dists)
         self.executed: list[list[str]] = []
+        self.frontends: list[tuple[str, str]] = []
 
     def query(self, cmd: Sequence[str], env: Mapping[str, str]) -> tuple[int, str]:
+        if "sysconfig" in cmd[2]:  # setup-tensorrt writes the front end: (snippet, version, init text)
+            assert self.trt_version is None and self.bindings is not None
+            self.frontends.append((cmd[3], cmd[4]))
+            self.trt_version = self.bindings
+            return 0, json.dumps({"file": "/env/site/tensorrt/__init__.py"}) + "\n"
         code = cmd[-1]
-        if "import json, tensorrt" in code:
+        if "import json, tensorrt;" in code:
             if self.trt_version is None:
                 return 1, "Traceback...\nModuleNotFoundError: No module named 'tensorrt'\n"
             return 0, json.dumps({"version": self.trt_version, "file": "/env/tensorrt/__init__.py"}) + "\n"
+        if "import json, tensorrt_bindings" in code:
+            if self.bindings is None:
+                return 1, "Traceback...\nModuleNotFoundError: No module named 'tensorrt_bindings'\n"
+            return 0, json.dumps({"version": self.bindings, "file": "/env/tensorrt_bindings/__init__.py"}) + "\n"
         if "distributions" in code:
             return 0, json.dumps(self.dists) + "\n"
         raise AssertionError(f"unexpected query {cmd}")
@@ -46,7 +64,9 @@ class FakePython:
     def execute(self, cmd: Sequence[str], env: Mapping[str, str]) -> int:
         self.executed.append(list(cmd))
         if self.after:
-            self.trt_version = self.after
+            self.trt_version = self.bindings = self.after
+        if self.after_bindings:
+            self.bindings = self.after_bindings
         return 0
 
 
@@ -163,7 +183,7 @@ def test_install_that_does_not_import_is_an_error(tmp_path: Path) -> None:
     lib = make_libs(tmp_path / "lib", "10.13.3")
     fake = FakePython(trt_version=None, after=None)
     w, _ = world(tmp_path, {"CUDA_VERSION": "12.8"}, fake, libs=[lib])
-    with pytest.raises(setup_tensorrt.UserError, match="import tensorrt` fails"):
+    with pytest.raises(setup_tensorrt.UserError, match=r"import tensorrt` (fails|nor)"):
         setup_tensorrt.main(["--index-url", NV], world=w)
 
 
@@ -173,3 +193,111 @@ def test_no_libs_found_asks_for_version(tmp_path: Path) -> None:
         setup_tensorrt.main(["--dry-run", "--index-url", NV], world=w)
     with pytest.raises(setup_tensorrt.UserError, match="full version"):
         setup_tensorrt.main(["--dry-run", "--index-url", NV, "--trt-version", "10"], world=w)
+
+
+# ----------------------------------------------------------------------------- issue 11: bindings-only layout
+
+
+def test_bindings_wheel_without_front_end_ends_with_import_tensorrt(tmp_path: Path) -> None:
+    """pip install tensorrt-cu12-bindings gives only `tensorrt_bindings`: setup writes the front end."""
+    lib = make_libs(tmp_path / "lib", "10.13.3")
+    fake = FakePython(trt_version=None, after_bindings="10.13.3.9")
+    w, lines = world(tmp_path, {"CUDA_VERSION": "12.8"}, fake, libs=[lib])
+    assert setup_tensorrt.main(["--index-url", NV], world=w) == 0
+    assert fake.executed == [[PY, "-m", "pip", "install", "--extra-index-url", NV, "tensorrt-cu12-bindings==10.13.3.*"]]
+    assert len(fake.frontends) == 1
+    version, init = fake.frontends[0]
+    assert version == "10.13.3.9"
+    assert "from tensorrt_bindings import *" in init and "from tensorrt_bindings import __version__" in init
+    assert lines[-1].startswith("ok: tensorrt 10.13.3.9 imports")
+
+
+def test_bindings_already_there_only_front_end_written(tmp_path: Path) -> None:
+    lib = make_libs(tmp_path / "lib", "11.4.0")
+    fake = FakePython(trt_version=None, bindings="11.4.0.106")
+    w, lines = world(tmp_path, {"CUDA_VERSION": "13.0"}, fake, libs=[lib])
+    assert setup_tensorrt.main(["--index-url", NV], world=w) == 0
+    assert fake.executed == [] and len(fake.frontends) == 1
+    assert lines[-1].startswith("ok: tensorrt 11.4.0.106 imports")
+
+
+def test_full_install_removes_our_front_end_first(tmp_path: Path) -> None:
+    fake = FakePython(trt_version="10.13.3.9", dists=["tensorrt-frontend-shim", "tensorrt-cu12-bindings"])
+    w, lines = world(tmp_path, {}, fake)
+    argv = ["--dry-run", "--full", "--trt-version", "10.8.0", "--cuda-major", "12", "--index-url", NV]
+    assert setup_tensorrt.main(argv, world=w) == 0
+    assert would_run(lines)[0] == [PY, "-m", "pip", "uninstall", "-y", "tensorrt-frontend-shim"]
+
+
+@pytest.mark.parametrize("installed", ["10.7.0.post1", "10.13.3.9.post1"])
+def test_post_release_bindings_are_the_right_version(tmp_path: Path, installed: str) -> None:
+    """PyPI's X.Y.Z.post1 wheels, picked by ==X.Y.Z.*, are that release: nothing to do."""
+    lib_version = ".".join(installed.split(".")[:3])
+    lib = make_libs(tmp_path / "lib", lib_version)
+    fake = FakePython(trt_version=None, after=installed)
+    w, lines = world(tmp_path, {"CUDA_VERSION": "12.8"}, fake, libs=[lib])
+    assert setup_tensorrt.main(["--index-url", NV], world=w) == 0
+    assert lines[-1].startswith(f"ok: tensorrt {installed} imports")
+    again = FakePython(trt_version=installed)
+    w, lines = world(tmp_path, {"CUDA_VERSION": "12.8"}, again, libs=[lib])
+    assert setup_tensorrt.main(["--index-url", NV], world=w) == 0
+    assert again.executed == [] and any("nothing to do" in ln for ln in lines)
+
+
+def test_post_release_version_pins() -> None:
+    import trtenv
+
+    assert trtenv.version_pin("10.7.0.post1") == "==10.7.0.post1"
+    assert trtenv.parse_version("10.13.3.9.post1") == (10, 13, 3, 9)
+    assert trtenv.same_release("10.7.0.post1", "10.7.0")
+    assert trtenv.version_major("10.14.1.48.post1") == 10
+    assert trtenv.parse_version("not-a-version") is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", ["10.7.0", "10.13.3.9", "11.4.0.106"])
+def test_real_bindings_only_python_gets_import_tensorrt(tmp_path: Path, version: str) -> None:
+    """A real Python with NVIDIA's real bindings wheel only (the FRONTEND=0 stand-in): setup-tensorrt, for
+    real (no fakes, no pip run since the bindings are there), ends with `import tensorrt` giving that version,
+    and the doctor's probe then reports it."""
+    import subprocess
+    import sys
+
+    from test_trt_api_versions import api_dir, require_variant
+
+    env = require_variant(version, "bindings")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    py = str(venv / "bin" / "python")
+    # a container-style lib folder: libnvinfer.so.<X.Y.Z> (the stand-in) beside its SONAME link
+    release = ".".join(version.split(".")[:3])
+    libs = tmp_path / "trt-lib"
+    libs.mkdir()
+    stub = api_dir(version, "bindings") / "lib"
+    major = version.split(".")[0]
+    os.symlink(stub / f"libnvinfer.so.{major}", libs / f"libnvinfer.so.{release}")
+    env = {**env, "LD_LIBRARY_PATH": f"{libs}:{stub}"}
+    env.pop("YOLO_TRT_TEST_BACKEND", None)
+    before = subprocess.run([py, "-c", "import tensorrt"], env=env, capture_output=True, text=True)
+    assert "No module named 'tensorrt'" in before.stderr
+    lines: list[str] = []
+    def no_pip(cmd: Sequence[str], env: Mapping[str, str]) -> int:  # the bindings are there: nothing to install
+        pytest.fail(f"setup-tensorrt ran {cmd}")
+
+    w = setup_tensorrt.World(env=env, python=py, container_lib_dirs=(), cuda_lib_dirs=(),
+                             pyproject=tmp_path / "none.toml", execute=no_pip, log=lines.append)
+    assert setup_tensorrt.main(["--index-url", NV], world=w) == 0, lines
+    assert lines[-1].startswith(f"ok: tensorrt {version} imports from {venv}"), lines
+    after = subprocess.run([py, "-c", "import tensorrt as trt; print(trt.__version__, trt.Logger, trt.BuilderFlag)"],
+                           env=env, capture_output=True, text=True)
+    assert after.returncode == 0 and after.stdout.startswith(version), after.stderr
+    listed = subprocess.run([py, "-c", "import importlib.metadata as m; print(m.version('tensorrt-frontend-shim'))"],
+                            env=env, capture_output=True, text=True)
+    assert listed.stdout.strip() == version
+    # idempotent: a second run does nothing
+    lines.clear()
+    assert setup_tensorrt.main(["--index-url", NV], world=w) == 0 and "nothing to do" in lines[-1]
+    import trt_doctor
+
+    probe = trt_doctor.run_probe(trt_doctor.DoctorInputs(env=env, python=py, session=False))
+    assert probe["tensorrt"]["ok"] and probe["tensorrt"]["version"] == version

@@ -33,6 +33,7 @@ GUARDED = {
     "create_runtime_cache": "runtime cache: used only when api.is_rtx (TensorRT 11.4's IRuntimeConfig lacks it)",
     "set_runtime_cache": "runtime cache: used only when api.is_rtx",
     "get_runtime_cache": "runtime cache: used only when api.is_rtx",
+    "cuda_graph_strategy": "TensorRT-RTX CUDA graphs: used only when api.is_rtx and hasattr(rt_config, ...)",
 }
 # Used only where a GPU can deserialize (never reached with the double): hasattr-guarded, in try.
 NEEDS_GPU = {"create_engine_inspector", "get_engine_information"}
@@ -145,3 +146,21 @@ def test_logger_subclasses_the_real_ilogger(api, caplog):
         caplog.clear()
         quiet.log(api.module.ILogger.Severity.ERROR, "kept for the error message")
     assert "kept for" not in caplog.text and quiet.errors == ["kept for the error message"]
+
+
+def test_loader_takes_the_layout_pip_left(api):
+    """Bindings-only (pip install tensorrt-cuXX-bindings: module ``tensorrt_bindings``, no ``tensorrt``) and
+    front-end layouts both load as the ``tensorrt`` backend (YOLO_TRT_TEST_LAYOUT from test_trt_api_versions)."""
+    import importlib.util
+    import os
+
+    layout = os.environ.get("YOLO_TRT_TEST_LAYOUT")
+    if api.is_rtx or layout is None:
+        pytest.skip("runs per TensorRT version and layout (tests/test_trt_api_versions.py)")
+    assert api.name == "tensorrt"
+    if layout == "bindings":
+        assert importlib.util.find_spec("tensorrt") is None
+        assert api.module.__name__ == "tensorrt_bindings"
+    else:
+        assert api.module.__name__ == "tensorrt"
+    assert api.version == api.module.__version__ and api.major in (10, 11)

@@ -46,8 +46,12 @@ def fake_probe(
     trt_ep_error: str | None = None,
     cuda_ep_error: str | None = None,
     ort: bool = True,
+    cuda_ep_run_error: str | None = None,
+    driver_cuda: str | None = "12.8",
+    packages: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    def ep(listed: bool, error: str | None) -> dict[str, Any]:
+    def ep(listed: bool, error: str | None, run_error: str | None = None) -> dict[str, Any]:
+        ok = listed and error is None
         return {
             "listed": listed,
             "library": "/x/libonnxruntime_providers.so" if listed else None,
@@ -55,6 +59,8 @@ def fake_probe(
             "load_error": error,
             "session_ok": (error is None) if listed else None,
             "session_error": error,
+            "run_ok": (run_error is None) if ok else None,
+            "run_error": run_error,
         }
 
     return {
@@ -69,7 +75,7 @@ def fake_probe(
             "ok": True,
             "available": True,
             "devices": [{"index": 0, "name": gpu[0], "compute_capability": gpu[1]}],
-            "driver_cuda_version": "12.8",
+            "driver_cuda_version": driver_cuda,
             "runtime_version": "12.8",
         }
         if gpu
@@ -81,11 +87,12 @@ def fake_probe(
             "available_providers": list(providers),
             "eps": {
                 "TensorrtExecutionProvider": ep("TensorrtExecutionProvider" in providers, trt_ep_error),
-                "CUDAExecutionProvider": ep("CUDAExecutionProvider" in providers, cuda_ep_error),
+                "CUDAExecutionProvider": ep("CUDAExecutionProvider" in providers, cuda_ep_error, cuda_ep_run_error),
             },
         }
         if ort
         else {"ok": False, "error": "ModuleNotFoundError: No module named 'onnxruntime'"},
+        "packages": dict(packages or {}),
     }
 
 
@@ -435,7 +442,7 @@ def test_probe_session_on_cpu_provider() -> None:
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     res = trt_probe._session_probe(ort, trt_probe._tiny_model(), "CPUExecutionProvider")
-    assert res == {"session_ok": True, "session_error": None}
+    assert res == {"session_ok": True, "session_error": None, "run_ok": True, "run_error": None}
     missing = trt_probe._session_probe(ort, trt_probe._tiny_model(), "NoSuchExecutionProvider")
     assert missing["session_ok"] is False and missing["session_error"]
 
@@ -450,3 +457,89 @@ def test_doctor_cli_runs_for_real(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["ready"] is (proc.returncode == 0)
     assert "recommendations:" in proc.stdout
+
+
+# ----------------------------------------------------------------------------- issue 11: simulated RTX 5090
+
+
+def test_rtx5090_with_post_release_trt_10_7_fails(tmp_path: Path) -> None:
+    """PyPI's 10.7.0.post1 bindings (==10.7.0.* picks them) on an RTX 5090: sm_120 needs >= 10.8."""
+    _, dx = run_doctor(healthy(tmp_path, trt="10.7.0", bindings="10.7.0.post1"))
+    assert not dx.ready
+    assert status(dx, "bindings vs libs") == trt_doctor.OK  # 10.7.0.post1 is release 10.7.0
+    assert status(dx, "TensorRT supports GPU") == trt_doctor.FAIL
+    assert any("compute capability 12.0" in m and ">= 10.8" in m for m in messages(dx, trt_doctor.FAIL))
+
+
+def test_cuda13_wheel_on_cuda12_8_driver_fails(tmp_path: Path) -> None:
+    pkgs = {"tensorrt-cu13-bindings": "10.13.3.9", "cuda-python": "13.0.1", "onnxruntime-gpu": "1.22.0"}
+    _, dx = run_doctor(healthy(tmp_path, packages=pkgs))
+    assert not dx.ready
+    fails = messages(dx, trt_doctor.FAIL)
+    trt = [m for m in fails if m.startswith("tensorrt-cu13-bindings 10.13.3.9 is built for CUDA 13")]
+    assert len(trt) == 1 and "CUDA 12 at most" in trt[0] and "setup-tensorrt --cuda-major 12" in trt[0]
+    assert any(m.startswith("cuda-python 13.0.1") and 'cuda-python>=12,<13' in m for m in fails)
+    _, ok = run_doctor(healthy(tmp_path / "ok", packages={"tensorrt-cu12-bindings": "10.13.3.9",
+                                                           "cuda-python": "12.9.0"}))
+    assert ok.ready and status(ok, "driver vs CUDA") == trt_doctor.OK
+
+
+def test_cuda13_container_on_r570_driver_seen_by_nvidia_smi_only(tmp_path: Path) -> None:
+    """cuda-python cannot start (driver too old): nvidia-smi's driver 570.x means CUDA 12 at most."""
+    lib = make_libs(tmp_path / "lib", "11.4.0")
+    probe = fake_probe(trt="11.4.0.106", gpu=None, driver_cuda=None)
+    inp = inputs(tmp_path, {"LD_LIBRARY_PATH": str(lib), "CUDA_VERSION": "13.0.1"}, probe, container=[lib],
+                 smi="NVIDIA GeForce RTX 5090, 12.0, 570.124.06")
+    _, dx = run_doctor(inp)
+    fails = messages(dx, trt_doctor.FAIL)
+    assert any(m.startswith("container CUDA_VERSION=13.0.1 is built for CUDA 13") and "R580+" in m for m in fails)
+
+
+def test_ort_whose_kernels_fail_is_a_failure(tmp_path: Path) -> None:
+    err = ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Relu node. Status Message: "
+           "CUDA error cudaErrorNoKernelImageForDevice:no kernel image is available for execution on the device")
+    _, dx = run_doctor(healthy(tmp_path, cuda_ep_run_error=err))
+    assert status(dx, "ORT CUDA EP") == trt_doctor.FAIL
+    hint = [m for m in messages(dx, trt_doctor.FAIL) if m.startswith("ORT CUDA EP")]
+    assert len(hint) == 1 and "no kernels for NVIDIA GeForce RTX 5090" in hint[0]
+    assert "CMAKE_CUDA_ARCHITECTURES=120" in hint[0] and "sm_120" in hint[0]
+
+
+class _FailingSession:
+    def __init__(self, model: bytes, sess_options: Any = None, providers: Sequence[str] = ()) -> None:
+        self.providers = list(providers)
+
+    def get_providers(self) -> list[str]:
+        return self.providers
+
+    def run(self, names: Any, feeds: Any) -> Any:
+        raise RuntimeError("CUDA error cudaErrorNoKernelImageForDevice:no kernel image is available")
+
+
+def test_probe_runs_the_model_not_just_the_session() -> None:
+    class FakeOrt:
+        SessionOptions = type("SessionOptions", (), {})
+        InferenceSession = _FailingSession
+
+    pytest.importorskip("onnx")
+    res = trt_probe._session_probe(FakeOrt, trt_probe._tiny_model(), "CUDAExecutionProvider")
+    assert res["session_ok"] is True and res["run_ok"] is False
+    assert "cudaErrorNoKernelImageForDevice" in res["run_error"]
+
+
+def test_probe_lists_cuda_versioned_packages() -> None:
+    pkgs = trt_probe.probe_packages()
+    assert any(name.startswith("onnxruntime") for name in pkgs)
+    assert all(name == name.lower() and "_" not in name for name in pkgs)
+
+
+def test_bindings_only_layout_points_to_the_front_end(tmp_path: Path) -> None:
+    """pip install tensorrt-cuXX-bindings: `tensorrt_bindings` imports, `tensorrt` does not."""
+    inp = healthy(tmp_path, bindings=None)
+    probe = inp.probe()
+    probe["tensorrt_bindings"] = {"ok": True, "version": "10.13.3.9", "file": "/env/tensorrt_bindings/__init__.py"}
+    inp.probe = lambda: probe
+    _, dx = run_doctor(inp)
+    fails = messages(dx, trt_doctor.FAIL)
+    assert len(fails) == 1 and "tensorrt_bindings 10.13.3.9" in fails[0] and "front end" in fails[0]
+    assert "setup-tensorrt" in fails[0]

@@ -94,7 +94,13 @@ def test_session_rejects_bad_inputs_with_one_line(multi, api, double):
             assert "\n" not in str(info.value)
 
 
+RTX_NATIVE = "TensorRT-RTX: CUDA graphs through its runtime config (tests/test_trt_edge_cases.py); user capture " \
+             "is tested per full-TensorRT version (tests/test_trt_api_versions.py)"
+
+
 def test_cuda_graph_capture_replay_recapture(multi, api, double):
+    if api.is_rtx:
+        pytest.skip(RTX_NATIVE)
     onnx, engine = multi
     _, mem = double
     rng = np.random.default_rng(2)
@@ -111,6 +117,8 @@ def test_cuda_graph_capture_replay_recapture(multi, api, double):
 
 
 def test_cuda_graph_capture_failure_falls_back(multi, api, double):
+    if api.is_rtx:
+        pytest.skip(RTX_NATIVE)
     onnx, engine = multi
     state, mem = double
     state.capture_fails = True
@@ -266,6 +274,11 @@ def test_infer_cli_random_dynamic_multi_output_with_cuda_graph(multi, tmp_path, 
         assert got.dtype == arr.dtype
         np.testing.assert_array_equal(got, arr)
     report = json.loads((out / "infer.json").read_text())
+    if api.is_rtx:  # TensorRT-RTX captures and replays itself (its runtime config's strategy)
+        state = D._current_state
+        assert mem.captures == 0 and state.native_graph_captures == 1 and state.native_graph_replays >= 4
+        assert report["engine"]["cuda_graph"] == "tensorrt-rtx runtime config: cuda_graph_strategy=WHOLE_GRAPH_CAPTURE"
+        return
     assert report["benchmark"]["cuda_graph_replays"] == 4 and mem.graph_launches >= 4
     assert report["engine"]["cuda_graph"] == "captured"
 
@@ -326,7 +339,9 @@ def test_trt_evaluator_reproduces_ort_evaluator(tmp_path, api, double, capsys):
     assert trt_m["metrics"]["mAP_50_95"] > 0.1  # a real evaluation, not two empty ones
     assert set(trt_m) == set(ort_m) and trt_m["schema_version"] == ort_m["schema_version"]
     backend = trt_m["run"]["backend"]
-    assert backend["backend"] == api.name and backend["engine_sha256"] and backend["cuda_graph"] == "captured"
+    assert backend["backend"] == api.name and backend["engine_sha256"]
+    assert backend["cuda_graph"] == ("tensorrt-rtx runtime config: cuda_graph_strategy=WHOLE_GRAPH_CAPTURE"
+                                     if api.is_rtx else "captured")
     assert trt_m["run"]["trt"]["engine_cache_hit"] is False
     # the same call again reuses the engine through the cache
     code = run_main(eval_yolov10m_trt_coco.main, [

@@ -15,7 +15,14 @@ Faithfulness rules:
   dynamic inputs without a profile, shapes outside a profile);
 - execution runs the ONNX with ONNX Runtime on the CPU, reading inputs from and writing outputs
   to the addresses given with ``set_tensor_address``, enqueued on the given stream (so CUDA graph
-  capture records it instead of running it).
+  capture records it instead of running it);
+- TensorRT-RTX: user stream capture needs an engine built with ``BuilderFlag.REQUIRE_USER_ALLOCATION``
+  (its 1.2 release notes); otherwise ``is_stream_capturable`` is False and an enqueue during capture
+  fails. ``IRuntimeConfig.cuda_graph_strategy = WHOLE_GRAPH_CAPTURE`` is its own CUDA-graph mechanism
+  (counted in ``DoubleState.native_graph_*``). A context whose runtime config was destroyed fails;
+- the parser reads external-data files next to the ONNX (as ``parse_from_file`` does); I/O tensors
+  report their format (``get_tensor_format``; LINEAR unless a test edits the engine header); freed
+  fake host memory is poisoned, so a view that outlives its buffer reads garbage, as it would for real.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import itertools
 import json
 import math
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -67,6 +75,12 @@ class _Mirror:
 
     def _error(self, msg: str) -> None:
         self._logger.log(self._trt.ILogger.Severity.ERROR, msg)
+
+
+def _library(trt: ModuleType) -> str:
+    """The native library behind a module: ``tensorrt`` is only a front end over ``tensorrt_bindings``, so an
+    engine built through one loads through the other (same libnvinfer)."""
+    return "tensorrt" if trt.__name__ == "tensorrt_bindings" else trt.__name__
 
 
 def _dims(shape: Any) -> tuple[int, ...]:
@@ -226,11 +240,20 @@ class FakeOnnxParser(_Mirror):
         return True
 
     def parse_from_file(self, path: str) -> bool:
+        """Like TensorRT's parser: the .onnx and the external-data files it references (beside it)."""
+        import onnx
+
         try:
-            data = Path(path).read_bytes()
+            Path(path).read_bytes()
         except OSError as exc:
             return self._fail(-1, "", "", f"cannot read {path}: {exc}", "FILE_NOT_FOUND")
-        return self.parse(data, path)
+        try:
+            model = onnx.load(path, load_external_data=True)
+        except OSError as exc:
+            return self._fail(-1, "", "", f"Failed to open external data for {path}: {exc}", "FILE_NOT_FOUND")
+        except Exception:
+            return self.parse(Path(path).read_bytes(), path)  # not an ONNX: parse() reports it
+        return self.parse(model.SerializeToString(), path)
 
 
 class FakeProfile(_Mirror):
@@ -382,7 +405,7 @@ class FakeBuilder(_Mirror):
             key = f"layers:{network.num_layers}"
             config._timing._entries[key] = config._timing._entries.get(key, 0) + 1
         header = {
-            "trt_module": trt.__name__,
+            "trt_module": _library(trt),
             "trt_version": trt.__version__,
             "strongly_typed": network._strongly_typed,
             "flags": sorted(config._flags),
@@ -418,6 +441,18 @@ class FakeRuntimeConfig(_Mirror):
     def __init__(self, trt: ModuleType) -> None:
         self._trt = trt
         self._cache: FakeRuntimeCache | None = None
+        strategies = getattr(trt, "CudaGraphStrategy", None)
+        self._graph_strategy = strategies.DISABLED if strategies is not None else None
+
+    @property
+    def cuda_graph_strategy(self) -> Any:
+        return self._graph_strategy
+
+    @cuda_graph_strategy.setter
+    def cuda_graph_strategy(self, value: Any) -> None:
+        if not isinstance(value, self._trt.CudaGraphStrategy):
+            raise TypeError(f"cuda_graph_strategy: incompatible type {type(value).__name__}")
+        self._graph_strategy = value
 
     def create_runtime_cache(self) -> FakeRuntimeCache:
         return FakeRuntimeCache(self._trt)
@@ -485,12 +520,15 @@ class FakeEngine(_Mirror):
             return []
         return [tuple(p) for p in t["profile"]]
 
+    def get_tensor_format(self, name: str, profile_index: int | None = None) -> Any:
+        return getattr(self._trt.TensorFormat, self._io[name].get("format", "LINEAR"))
+
     def create_runtime_config(self) -> FakeRuntimeConfig:
         return FakeRuntimeConfig(self._trt)
 
     def create_execution_context(self, runtime_config: Any = None) -> FakeContext:
         self._state.contexts += 1
-        return FakeContext(self)
+        return FakeContext(self, runtime_config)
 
     def serialize(self) -> bytes:
         return ENGINE_MAGIC + json.dumps(self._header).encode() + b"\n" + self._onnx
@@ -500,12 +538,28 @@ class FakeContext(_Mirror):
     _REAL = "IExecutionContext"
     engine: Any
 
-    def __init__(self, engine: FakeEngine) -> None:
+    def __init__(self, engine: FakeEngine, runtime_config: Any = None) -> None:
         self._trt, self._logger, self._engine, self._state = engine._trt, engine._logger, engine, engine._state
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._out_shapes: dict[str, tuple[int, ...]] = {}
         self._addr: dict[str, int] = {}
+        # the context uses its runtime config (not owned): it must outlive the context
+        self._config = weakref.ref(runtime_config) if runtime_config is not None else None
+        self._native_keys: set[tuple[Any, ...]] = set()
         self.engine = engine
+
+    @property
+    def _user_capture_ok(self) -> bool:
+        """TensorRT-RTX: stream capture needs an engine built with BuilderFlag.REQUIRE_USER_ALLOCATION."""
+        if not self._trt.__name__.startswith("tensorrt_rtx"):
+            return True
+        return "REQUIRE_USER_ALLOCATION" in self._engine._header.get("flags", [])
+
+    def _native_graph(self) -> bool:
+        config = self._config() if self._config is not None else None
+        strategies = getattr(self._trt, "CudaGraphStrategy", None)
+        return config is not None and strategies is not None and (
+            config._graph_strategy == strategies.WHOLE_GRAPH_CAPTURE)
 
     def set_input_shape(self, name: str, shape: Any) -> bool:
         t = self._engine._io.get(name)
@@ -556,13 +610,28 @@ class FakeContext(_Mirror):
         return self._addr.get(name, 0)
 
     def is_stream_capturable(self, stream: int) -> bool:
-        return True
+        return self._user_capture_ok
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         io = self._engine._io
-        if self._state.mem is not None and self._state.mem.capturing(stream_handle) and self._state.capture_fails:
+        if self._config is not None and self._config() is None:
+            self._error("IExecutionContext::enqueueV3: the IRuntimeConfig this context was created with was destroyed")
+            return False
+        capturing = self._state.mem is not None and self._state.mem.capturing(stream_handle)
+        if capturing and self._state.capture_fails:
             self._error("enqueue is not allowed during stream capture (simulated)")
             return False
+        if capturing and not self._user_capture_ok:
+            self._error("IExecutionContext::enqueueV3: stream capture requires an engine built with "
+                        "BuilderFlag::kREQUIRE_USER_ALLOCATION")
+            return False
+        if self._native_graph():
+            key = tuple(sorted((n, self._shapes.get(n), self._addr.get(n)) for n in io))
+            if key in self._native_keys:
+                self._state.native_graph_replays += 1
+            else:
+                self._native_keys.add(key)
+                self._state.native_graph_captures += 1
         missing = [n for n in io if n not in self._addr]
         if missing:
             self._error(f"executeAsyncV3: tensor {missing[0]} has no address")
@@ -661,7 +730,7 @@ class FakeRuntime(_Mirror):
             return None
         header_raw, _, onnx_bytes = blob[len(ENGINE_MAGIC):].partition(b"\n")
         header = json.loads(header_raw)
-        if (header["trt_module"], header["trt_version"]) != (self._trt.__name__, self._trt.__version__):
+        if (header["trt_module"], header["trt_version"]) != (_library(self._trt), self._trt.__version__):
             self._error(
                 "IRuntime::deserializeCudaEngine: Error Code 6: API Usage Error (The engine plan file is not "
                 f"compatible with this version of TensorRT, expecting library version {self._trt.__version__} got "
@@ -690,6 +759,7 @@ class _HostBlock:
 
     def free(self) -> None:
         if self.ptr:
+            ctypes.memset(self.ptr, 0xDD, max(self.nbytes, 1))  # poison: views that outlive it read garbage
             self.ptr = 0
             self._mem.live -= 1
 
@@ -849,6 +919,8 @@ class DoubleState:
         self.executions = 0
         self.capture_fails = False
         self.device_io = False  # True: tensor addresses are real CUDA device pointers
+        self.native_graph_captures = 0  # TensorRT-RTX cuda_graph_strategy=WHOLE_GRAPH_CAPTURE
+        self.native_graph_replays = 0
 
 
 _current_module: Any = None

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Set-up the test suite needs besides the project's own packages; sourced by scripts/dev/run-tests.sh
 # (`pixi run test`, `venv.sh test`); it exports YOLO_QUANT_PYTHON for the tests. Idempotent and cached.
-#   - NVIDIA's real TensorRT 10.7 / 10.13 / 11.4 Python APIs with stand-in native libraries, from
+#   - NVIDIA's real TensorRT 10.7 / 10.13 / 11.4 Python APIs with stand-in native libraries, in both pip
+#     layouts (front end `tensorrt`, and bindings only `tensorrt_bindings`), from
 #     ../shared/trt-stubs when that folder exists (cached in ~/.cache/yolov10-trt-toolkit);
 #   - .venv-quant with nvidia-modelopt (scripts/dev/setup-quant-venv.sh); QUANT=0 skips it and the
 #     quantization tests then skip.

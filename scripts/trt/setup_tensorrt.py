@@ -9,6 +9,13 @@ libs that may not match them. ``--full`` installs the full ``tensorrt-cu<major>`
 already gives that version, nothing is done. The index URL comes from ``--index-url``
 (the Pixi task passes it) or from ``extra-index-urls`` in pyproject.toml's Pixi
 ``pypi-options``.
+
+The bindings wheel holds only the module ``tensorrt_bindings``; the name ``tensorrt`` comes from
+NVIDIA's front-end package ``tensorrt-cu<major>``, whose ``__init__`` re-exports ``tensorrt_bindings``
+and which also depends on ``tensorrt-cu<major>-libs`` (the ~2 GB of pip libraries we avoid). So,
+after installing the bindings, setup-tensorrt writes that same two-line front end itself
+(``tensorrt/__init__.py`` plus a ``tensorrt_frontend_shim`` dist-info, so ``pip uninstall
+tensorrt-frontend-shim`` removes it): no network, no extra libraries, ``import tensorrt`` works.
 """
 
 from __future__ import annotations
@@ -35,6 +42,47 @@ PIXI_FEATURE = "rtx5090"
 _IMPORT_SNIPPET = (
     "import json, tensorrt; print(json.dumps({'version': tensorrt.__version__, 'file': tensorrt.__file__}))"
 )
+_BINDINGS_SNIPPET = (
+    "import json, tensorrt_bindings as t; print(json.dumps({'version': t.__version__, 'file': t.__file__}))"
+)
+# The dist that owns the front end setup-tensorrt writes (pip can list and uninstall it).
+SHIM_DIST = "tensorrt-frontend-shim"
+SHIM_INIT = """\
+# The `tensorrt` front end, written by setup-tensorrt (yolov10-trt-toolkit): the same re-export as
+# NVIDIA's tensorrt-cuXX package, without its tensorrt-cuXX-libs, so that the bindings
+# (tensorrt-cuXX-bindings) use the container's libnvinfer. Remove: pip uninstall tensorrt-frontend-shim
+from tensorrt_bindings import *  # noqa: F403
+from tensorrt_bindings import __version__  # noqa: F401
+"""
+# Runs in the target Python: writes tensorrt/__init__.py and its dist-info into purelib (never over
+# an existing tensorrt package). argv: version, init text. Prints the file written as JSON.
+_WRITE_SHIM_SNIPPET = r"""
+import base64, hashlib, json, os, sys, sysconfig
+version, init = sys.argv[1], sys.argv[2]
+site = sysconfig.get_paths()["purelib"]
+pkg = os.path.join(site, "tensorrt")
+if os.path.exists(os.path.join(pkg, "__init__.py")):
+    sys.exit("refusing to overwrite " + os.path.join(pkg, "__init__.py"))
+info = os.path.join(site, "tensorrt_frontend_shim-%s.dist-info" % version)
+os.makedirs(pkg, exist_ok=True)
+os.makedirs(info, exist_ok=True)
+def put(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    data = text.encode()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return "%s,sha256=%s,%d" % (os.path.relpath(path, site), digest, len(data))
+NL = chr(10)
+meta = NL.join(["Metadata-Version: 2.1", "Name: tensorrt-frontend-shim", "Version: " + version,
+                "Summary: the tensorrt front end over tensorrt_bindings (written by setup-tensorrt)", ""])
+rows = [put(os.path.join(pkg, "__init__.py"), init), put(os.path.join(info, "METADATA"), meta),
+        put(os.path.join(info, "INSTALLER"), "setup-tensorrt" + NL)]
+rows.append(os.path.relpath(os.path.join(info, "RECORD"), site) + ",,")
+put(os.path.join(info, "RECORD"), NL.join(rows) + NL)
+print(json.dumps({"file": os.path.join(pkg, "__init__.py")}))
+"""
 _DISTS_SNIPPET = (
     "import json, importlib.metadata as m; "
     "print(json.dumps(sorted({(d.metadata['Name'] or '') for d in m.distributions()})))"
@@ -70,14 +118,22 @@ class World:
     execute: Callable[[Sequence[str], Mapping[str, str]], int] | None = None
     log: Callable[[str], None] = print
 
-    def probe_import(self) -> ImportResult:
-        rc, out = self.query([self.python, "-c", _IMPORT_SNIPPET], self.env)
+    def probe_import(self, snippet: str = _IMPORT_SNIPPET) -> ImportResult:
+        rc, out = self.query([self.python, "-c", snippet], self.env)
         lines = [ln for ln in out.splitlines() if ln.startswith("{")]
         if rc == 0 and lines:
             data = json.loads(lines[-1])
             return ImportResult(True, str(data.get("version")), data.get("file"))
         tail = [ln for ln in out.strip().splitlines() if ln.strip()]
         return ImportResult(False, error=tail[-1] if tail else f"exit {rc}")
+
+    def probe_bindings(self) -> ImportResult:
+        """``import tensorrt_bindings`` (the module of the tensorrt-cuXX-bindings wheel)."""
+        return self.probe_import(_BINDINGS_SNIPPET)
+
+    def write_frontend(self, version: str) -> tuple[int, str]:
+        """Write the ``tensorrt`` front end into the target Python's site-packages."""
+        return self.query([self.python, "-c", _WRITE_SHIM_SNIPPET, version, SHIM_INIT], self.env)
 
     def installed_dists(self) -> set[str]:
         rc, out = self.query([self.python, "-c", _DISTS_SNIPPET], self.env)
@@ -103,6 +159,7 @@ class Plan:
     commands: list[list[str]] = field(default_factory=list)
     current: ImportResult | None = None
     nothing_to_do: bool = False
+    frontend: bool = False  # bindings layout: make sure `tensorrt` (the front end) exists afterwards
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -112,6 +169,7 @@ class Plan:
             "cuda_source": self.cuda_source,
             "requirement": self.requirement,
             "commands": [shlex.join(c) for c in self.commands],
+            "frontend": self.frontend,
         }
 
 
@@ -191,14 +249,21 @@ def make_plan(
     plan = Plan(version, source, cuda, cuda_source, requirement, url)
 
     plan.current = world.probe_import()
+    plan.frontend = not full
     if plan.current.ok and trtenv.same_release(plan.current.version, version) and not force:
         plan.nothing_to_do = True
         return plan
+    if not full and not force and not plan.current.ok and _no_tensorrt_module(plan.current):
+        bindings = world.probe_bindings()
+        if bindings.ok and trtenv.same_release(bindings.version, version):
+            return plan  # the right bindings are there; only the front end is missing
 
     py = [world.python, "-m", "pip"]
     other = {12: 13, 13: 12}.get(cuda, 12)
     conflicts = {f"tensorrt-cu{other}", f"tensorrt-cu{other}-libs", f"tensorrt-cu{other}-bindings", "tensorrt-bindings"}
-    if not full:
+    if full:
+        conflicts.add(SHIM_DIST)  # tensorrt-cuXX brings its own front end
+    else:
         # pip's own libnvinfer would shadow the container's: remove it with the meta packages that pull it in
         conflicts |= {"tensorrt", "tensorrt-libs", f"tensorrt-cu{cuda}", f"tensorrt-cu{cuda}-libs"}
     present = sorted(conflicts & world.installed_dists())
@@ -209,6 +274,34 @@ def make_plan(
         install.append("--force-reinstall")
     plan.commands.append([*install, requirement])
     return plan
+
+
+def _no_tensorrt_module(result: ImportResult) -> bool:
+    """The import failed because there is no module ``tensorrt`` at all (not a broken one)."""
+    return "No module named 'tensorrt'" in (result.error or "")
+
+
+def ensure_frontend(world: World, plan: Plan) -> ImportResult:
+    """``import tensorrt`` after a bindings install: write the front end when only ``tensorrt_bindings`` exists."""
+    after = world.probe_import()
+    if after.ok or not plan.frontend or not _no_tensorrt_module(after):
+        return after
+    bindings = world.probe_bindings()
+    if not bindings.ok:
+        raise UserError(
+            f"installed {plan.requirement} but neither `import tensorrt` nor `import tensorrt_bindings` works: "
+            f"{bindings.error}; make sure LD_LIBRARY_PATH holds the TensorRT lib folder (run through "
+            "`pixi run -e rtx5090`) and run `pixi run -e rtx5090 trt-doctor`"
+        )
+    world.log(
+        f"tensorrt_bindings {bindings.version} imports ({bindings.file}) but `import tensorrt` does not: the "
+        "bindings wheel has no front end; writing it (the two lines of NVIDIA's tensorrt-cuXX, without its libs)"
+    )
+    rc, out = world.write_frontend(str(bindings.version))
+    if rc != 0:
+        tail = " ".join(out.strip().splitlines()[-1:]) or f"exit {rc}"
+        raise UserError(f"could not write the tensorrt front end into {world.python}'s site-packages: {tail}")
+    return world.probe_import()
 
 
 def main(argv: Sequence[str] | None = None, world: World | None = None) -> int:
@@ -252,9 +345,11 @@ def main(argv: Sequence[str] | None = None, world: World | None = None) -> int:
                 f"`{shlex.join(cmd)}` failed (exit {rc}); check access to {plan.index_url} (see pip's output above)"
             )
     if args.dry_run:
+        if plan.frontend:
+            world.log("would write the tensorrt front end over tensorrt_bindings if `import tensorrt` then fails")
         world.log(f"would verify: {world.python} -c 'import tensorrt'")
         return 0
-    after = world.probe_import()
+    after = ensure_frontend(world, plan)
     if not after.ok:
         raise UserError(
             f"installed {plan.requirement} but `import tensorrt` fails: {after.error}; make sure LD_LIBRARY_PATH "

@@ -165,6 +165,7 @@ def collect(inp: DoctorInputs) -> dict[str, Any]:
         "env": {k: env.get(k) for k in ("LD_LIBRARY_PATH", "PATH", "TENSORRT_HOME", "CUDA_VERSION", "CONDA_PREFIX")},
         "tensorrt": {
             "bindings": probe.get("tensorrt") or {"ok": False, "error": "probe did not run"},
+            "tensorrt_bindings": probe.get("tensorrt_bindings") or {"ok": False, "error": "probe did not run"},
             "search_dirs": [{"path": d.path, "source": d.source, "exists": os.path.isdir(d.path)} for d in dirs],
             "libnvinfer": _lib_entries(libs, inp),
             "lib_version": primary.version if primary else None,
@@ -182,6 +183,7 @@ def collect(inp: DoctorInputs) -> dict[str, Any]:
         },
         "cudnn": {"libcudnn": _lib_entries(cudnn, inp)},
         "onnxruntime": probe.get("onnxruntime") or {"ok": False, "error": "probe did not run"},
+        "packages": probe.get("packages") or {},
     }
 
 
@@ -191,6 +193,11 @@ def collect(inp: DoctorInputs) -> dict[str, Any]:
 def _short(text: str | None, n: int = 240) -> str:
     one = " ".join((text or "").split())
     return one if len(one) <= n else one[: n - 3] + "..."
+
+
+def _full(version: str | None) -> bool:
+    """At least major.minor (PEP 440)."""
+    return len(trtenv.parse_version(version) or ()) >= 2
 
 
 def _cuda_major(report: dict[str, Any], trt_version: str | None) -> int:
@@ -264,7 +271,7 @@ def diagnose(report: dict[str, Any]) -> Diagnosis:
         dx.check("import tensorrt", OK, f"{bindings.get('version')} ({bindings.get('file')})")
         bver = bindings.get("version")
         if lib_version and trtenv.parse_version(bver) and not trtenv.same_release(bver, lib_version):
-            req = trtenv.trt_requirement(lib_version, cuda_major) if len(lib_version.split(".")) >= 2 else "?"
+            req = trtenv.trt_requirement(lib_version, cuda_major) if _full(lib_version) else "?"
             dx.check("bindings vs libs", FAIL, f"tensorrt {bver} != libnvinfer {lib_version}")
             dx.recommend(
                 FAIL,
@@ -276,7 +283,14 @@ def diagnose(report: dict[str, Any]) -> Diagnosis:
     else:
         err = _short(bindings.get("error"), 160)
         dx.check("import tensorrt", FAIL, err or "not importable")
-        if lib_version and len(lib_version.split(".")) >= 2:
+        only = trt.get("tensorrt_bindings") or {}
+        if only.get("ok") and "No module named 'tensorrt'" in (bindings.get("error") or ""):
+            dx.recommend(
+                FAIL,
+                f"{py} has tensorrt_bindings {only.get('version')} (the tensorrt-cuXX-bindings wheel) but no "
+                f"`tensorrt` front end; run `{SETUP_CMD}`: it writes the front end (no download, no pip libraries)",
+            )
+        elif _full(lib_version):
             req = trtenv.trt_requirement(lib_version, cuda_major)
             dx.recommend(
                 FAIL,
@@ -344,14 +358,15 @@ def diagnose(report: dict[str, Any]) -> Diagnosis:
                 "(`pip install cuda-python`)",
             )
         cc = trtenv.parse_version(d0["compute_capability"])
-        trt_ver = trtenv.parse_version(bindings.get("version") if bindings.get("ok") else lib_version)
+        trt_text = bindings.get("version") if bindings.get("ok") else lib_version
+        trt_ver = trtenv.parse_version(trt_text)
         need = MIN_TRT_FOR_CC.get(cc[:2]) if cc else None
         if need and trt_ver and trt_ver[:2] < need:
             needed = ".".join(map(str, need))
             dx.check("TensorRT supports GPU", FAIL, f"compute {d0['compute_capability']} needs TensorRT >= {needed}")
             dx.recommend(
                 FAIL,
-                f"TensorRT {'.'.join(map(str, trt_ver))} cannot build engines for compute capability "
+                f"TensorRT {trt_text} cannot build engines for compute capability "
                 f"{d0['compute_capability']} ({d0['name']}); use a container with TensorRT >= {needed}",
             )
     else:
@@ -365,12 +380,100 @@ def diagnose(report: dict[str, Any]) -> Diagnosis:
         )
     rt = report["cuda"].get("runtime_version")
     dx.check("CUDA", INFO, f"runtime {rt or '?'}, CUDA_VERSION={report['cuda'].get('CUDA_VERSION') or '-'}")
+    _diagnose_cuda_majors(dx, report)
 
-    _diagnose_ort(dx, report, lib_version, cuda_major)
+    _diagnose_ort(dx, report, lib_version, cuda_major, devices[0] if devices else None)
     return dx
 
 
-def _diagnose_ort(dx: Diagnosis, report: dict[str, Any], lib_version: str | None, cuda_major: int) -> None:
+# Linux driver branches and the newest CUDA major they run (CUDA's release notes, "minimum driver").
+# GeForce/RTX cards get no forward compatibility (cuda-compat is for data-center GPUs), so a component
+# built for a newer CUDA major than the driver's fails with cudaErrorInsufficientDriver / "driver too old".
+DRIVER_FOR_CUDA_MAJOR = {13: (580, 65), 12: (525, 60)}
+
+
+def driver_cuda_major(gpu: dict[str, Any]) -> tuple[int | None, str]:
+    """The CUDA major the driver supports: cudaDriverGetVersion (the probe), else from nvidia-smi's
+    driver version via DRIVER_FOR_CUDA_MAJOR. ``(major, where from)``."""
+    drv_cuda = trtenv.parse_version(gpu.get("driver_cuda_version"))
+    if drv_cuda:
+        return drv_cuda[0], f"driver supports CUDA {gpu.get('driver_cuda_version')}"
+    drv = trtenv.parse_version(gpu.get("driver_version"))
+    if drv:
+        for major, need in sorted(DRIVER_FOR_CUDA_MAJOR.items(), reverse=True):
+            if drv[:2] >= need:
+                return major, f"driver {gpu.get('driver_version')} supports CUDA {major}.x"
+        return 11, f"driver {gpu.get('driver_version')} predates CUDA 12"
+    return None, "driver version unknown"
+
+
+def _package_cuda_major(name: str, version: str | None) -> int | None:
+    """The CUDA major a pip package is built for: ``-cuNN`` in its name, else cuda-python's own major."""
+    import re
+
+    m = re.search(r"-cu(\d+)(?:-|$)", name)
+    if m:
+        return int(m.group(1))
+    if name in ("cuda-python", "cuda-bindings", "nvidia-cuda-nvrtc", "nvidia-cuda-runtime"):
+        return trtenv.version_major(version)
+    return None
+
+
+def cuda_components(report: dict[str, Any]) -> list[tuple[str, int, bool, str]]:
+    """``(what, CUDA major it needs, needed for TensorRT, how to fix)`` for every CUDA-versioned piece found."""
+    out: list[tuple[str, int, bool, str]] = []
+    env_cuda = report["env"].get("CUDA_VERSION")
+    major = trtenv.version_major(env_cuda)
+    if major:
+        out.append((f"container CUDA_VERSION={env_cuda}", major, True,
+                    "use an NGC container whose CUDA major the driver runs (check its release notes)"))
+    for lib in report["cuda"].get("libcudart") or []:
+        m = trtenv.version_major(lib.get("version"))
+        if m and lib.get("source") != "pip":
+            out.append((f"libcudart.so.{m} ({lib.get('path')})", m, True,
+                        "put a libcudart matching the driver first on LD_LIBRARY_PATH (or use a matching container)"))
+            break
+    for name, version in sorted((report.get("packages") or {}).items()):
+        m = _package_cuda_major(name, version)
+        if m is None:
+            continue
+        if name.startswith("tensorrt-cu") or name in ("tensorrt-bindings",):
+            fix = f"`{SETUP_CMD} --cuda-major {m - 1}` (the cu{m - 1} wheels)"
+            out.append((f"{name} {version}", m, True, fix))
+        elif name in ("cuda-python", "cuda-bindings"):
+            out.append((f"{name} {version}", m, True, f'`pip install "cuda-python>={m - 1},<{m}"` in this env'))
+        else:
+            out.append((f"{name} {version}", m, False, f"install the cu{m - 1} build of {name} in this env"))
+    ort = report.get("onnxruntime") or {}
+    m = trtenv.version_major(ort.get("cuda_version"))
+    if ort.get("ok") and m:
+        out.append((f"onnxruntime {ort.get('version')} (built for CUDA {ort.get('cuda_version')})", m, False,
+                    f"install an onnxruntime-gpu built for CUDA {m - 1}"))
+    return out
+
+
+def _diagnose_cuda_majors(dx: Diagnosis, report: dict[str, Any]) -> None:
+    """FAIL when a component needs a newer CUDA major than the driver runs (no forward compatibility on GeForce)."""
+    drv_major, where = driver_cuda_major(report["gpu"])
+    if drv_major is None:
+        return
+    too_new = [(what, m, needed, fix) for what, m, needed, fix in cuda_components(report) if m > drv_major]
+    if not too_new:
+        dx.check("driver vs CUDA", OK, f"{where}; every CUDA component found is for CUDA <= {drv_major}")
+        return
+    for what, m, needed, fix in too_new:
+        dx.check("driver vs CUDA", FAIL if needed else WARN, f"{what} needs CUDA {m}; {where}")
+        dx.recommend(
+            FAIL if needed else WARN,
+            f"{what} is built for CUDA {m} but the driver runs CUDA {drv_major} at most ({where}); it fails at the "
+            f"first build or run (no forward compatibility on GeForce): {fix}, or upgrade the driver to "
+            f"R{DRIVER_FOR_CUDA_MAJOR.get(m, (0,))[0]}+",
+        )
+
+
+def _diagnose_ort(
+    dx: Diagnosis, report: dict[str, Any], lib_version: str | None, cuda_major: int, device: dict[str, Any] | None
+) -> None:
     ort = report["onnxruntime"]
     if not ort.get("ok"):
         dx.check("onnxruntime", WARN, _short(ort.get("error"), 160))
@@ -392,8 +495,16 @@ def _diagnose_ort(dx: Diagnosis, report: dict[str, Any], lib_version: str | None
         if ep not in providers:
             dx.check(label, WARN if providers and ep == TRT_EP else INFO, "not in get_available_providers()")
             continue
+        if info.get("session_ok") and info.get("run_ok") is False:
+            err = info.get("run_error") or "unknown error"
+            dx.check(label, FAIL, f"session created but running a 1-node model fails: {_short(err, 120)}")
+            dx.recommend(FAIL, _ort_run_hint(label, err, ort.get("version"), device))
+            continue
         if info.get("session_ok") or (info.get("session_ok") is None and info.get("library_loads")):
-            dx.check(label, OK, "session created" if info.get("session_ok") else "library loads")
+            what = "session created" if info.get("session_ok") else "library loads"
+            if info.get("run_ok"):
+                what = "ran a 1-node model"
+            dx.check(label, OK, what)
             continue
         err = info.get("load_error") or info.get("session_error") or "unknown error"
         if info.get("session_ok") is None and info.get("library_loads") is None:
@@ -401,6 +512,24 @@ def _diagnose_ort(dx: Diagnosis, report: dict[str, Any], lib_version: str | None
             continue
         dx.check(label, WARN, _short(err, 160))
         dx.recommend(WARN, _ort_hint(label, err, ort.get("version"), lib_version, cuda_major, cudnn))
+
+
+def _ort_run_hint(label: str, err: str, ort_version: str | None, device: dict[str, Any] | None) -> str:
+    """The EP creates sessions but its kernels fail (microsoft/onnxruntime 26230, 26245 on Blackwell)."""
+    gpu = f"{device['name']} (compute {device['compute_capability']})" if device else "this GPU"
+    sm = "sm_" + device["compute_capability"].replace(".", "") if device else "this GPU's architecture"
+    short = _short(err, 160)
+    if "NoKernelImage" in err or "no kernel image" in err:
+        return (
+            f"{label}: onnxruntime {ort_version} has no kernels for {gpu} ({short}); install an onnxruntime-gpu "
+            f"built with {sm} kernels, or build it from source with CMAKE_CUDA_ARCHITECTURES="
+            f"{sm.removeprefix('sm_')} ({BUILD_ORT_DOC}); meanwhile use another provider (--providers "
+            "TensorrtExecutionProvider or CPUExecutionProvider)"
+        )
+    return (
+        f"{label}: onnxruntime {ort_version} creates a session but running a 1-node model fails ({short}); "
+        f"reinstall onnxruntime-gpu for this CUDA/driver (`pixi install -e rtx5090`) or see {BUILD_ORT_DOC}"
+    )
 
 
 def _ort_hint(

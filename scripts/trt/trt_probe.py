@@ -30,6 +30,25 @@ def _err(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
+# pip distributions whose builds are tied to a CUDA major (by a -cuNN suffix or, for cuda-python, their own major).
+PACKAGE_PREFIXES = ("tensorrt", "cuda-python", "cuda-bindings", "nvidia-", "onnxruntime")
+
+
+def probe_packages() -> dict[str, str]:
+    """Installed distributions that the doctor checks against the driver's CUDA major: name -> version."""
+    import importlib.metadata as md
+
+    out: dict[str, str] = {}
+    try:
+        for dist in md.distributions():
+            name = (dist.metadata["Name"] or "").strip().lower().replace("_", "-").replace(".", "-")
+            if name.startswith(PACKAGE_PREFIXES):
+                out[name] = str(dist.version)
+    except BaseException:
+        pass
+    return dict(sorted(out.items()))
+
+
 def probe_module(name: str) -> dict[str, Any]:
     try:
         mod = __import__(name)
@@ -132,6 +151,12 @@ def probe_ort(session: bool = True) -> dict[str, Any]:
         out["device"] = ort.get_device()
     except BaseException:
         out["device"] = None
+    try:  # the CUDA version onnxruntime-gpu was built with (absent in CPU builds)
+        from onnxruntime.capi import build_and_package_info as bpi
+
+        out["cuda_version"] = getattr(bpi, "cuda_version", None) or None
+    except BaseException:
+        out["cuda_version"] = None
     capi = Path(ort.__file__).parent / "capi"
     shared = capi / "libonnxruntime_providers_shared.so"
     shared_err = _dlopen(shared) if shared.exists() else None
@@ -152,6 +177,8 @@ def probe_ort(session: bool = True) -> dict[str, Any]:
             "load_error": None,
             "session_ok": None,
             "session_error": None,
+            "run_ok": None,
+            "run_error": None,
         }
         if lib.exists():
             err = shared_err or _dlopen(lib)
@@ -168,24 +195,44 @@ def probe_ort(session: bool = True) -> dict[str, Any]:
 
 
 def _session_probe(ort: Any, model: bytes, ep: str) -> dict[str, Any]:
+    """Create a session on ``ep`` and run the tiny model once: a session alone proves nothing (builds without
+    kernels for this GPU create sessions, then fail every kernel with cudaErrorNoKernelImageForDevice)."""
     logged = ""
     used: list[str] = []
     exc_text: str | None = None
+    run: dict[str, Any] = {"run_ok": None, "run_error": None}
     with capture_fd2() as box:
         try:
             opts = ort.SessionOptions()
             opts.log_severity_level = 2
             sess = ort.InferenceSession(model, sess_options=opts, providers=[ep, "CPUExecutionProvider"])
             used = list(sess.get_providers())
+            if ep in used:
+                run = _run_probe(sess)
         except BaseException as exc:
             exc_text = _err(exc)
     logged = (box[0] if box else "").strip()
     if ep in used:
-        return {"session_ok": True, "session_error": None}
+        return {"session_ok": True, "session_error": None, **run}
     lines = [ln for ln in logged.splitlines() if ln.strip()]
     relevant = [ln for ln in lines if "E:" in ln or "rror" in ln or "cannot open" in ln or "fail" in ln.lower()]
     text = exc_text or " | ".join((relevant or lines)[-3:]) or f"{ep} was not used (session fell back to {used})"
     return {"session_ok": False, "session_error": text[:2000]}
+
+
+def _run_probe(sess: Any) -> dict[str, Any]:
+    """Run the Relu model once and check its numbers."""
+    x = [[-1.0, 0.5, 2.0, -3.0]]
+    try:
+        import numpy as np
+
+        got = sess.run(None, {"x": np.asarray(x, dtype=np.float32)})[0].tolist()
+    except BaseException as exc:
+        return {"run_ok": False, "run_error": _err(exc)[:2000]}
+    want = [[max(v, 0.0) for v in x[0]]]
+    if got != want:
+        return {"run_ok": False, "run_error": f"wrong result: Relu({x}) gave {got}, expected {want}"}
+    return {"run_ok": True, "run_error": None}
 
 
 def package_dirs(name: str, sub: str = "") -> list[str]:
@@ -207,11 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "python": {"executable": sys.executable, "version": sys.version.split()[0]},
         "tensorrt": probe_module("tensorrt"),
+        "tensorrt_bindings": probe_module("tensorrt_bindings"),  # the module of tensorrt-cuXX-bindings
         "tensorrt_rtx": probe_module("tensorrt_rtx"),
         "tensorrt_libs_dirs": package_dirs("tensorrt_libs"),
         "cudnn_dirs": package_dirs("nvidia.cudnn", "lib"),
         "gpu": probe_gpu(),
         "onnxruntime": probe_ort(session=session),
+        "packages": probe_packages(),
     }
     sys.stdout.write(json.dumps(report) + "\n")
     return 0

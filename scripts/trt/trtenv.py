@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
+
 # The users' NGC TensorRT container first, then the layout of other NGC images.
 CONTAINER_LIB_DIRS: tuple[str, ...] = (
     "/usr/local/tensorrt/targets/x86_64-linux-gnu/lib",
@@ -66,11 +68,21 @@ class LibFile:
         return asdict(self)
 
 
-def parse_version(text: str | None) -> tuple[int, ...] | None:
-    """``"10.13.3"`` -> ``(10, 13, 3)``; anything else -> None."""
-    if not text or not re.fullmatch(r"\d+(?:\.\d+)*", text):
+def pep440(text: str | None) -> Version | None:
+    """``text`` as a PEP 440 version (``10.7.0.post1``, ``10.13.3.9``, ``1.7.0rc1``), or None."""
+    if not text:
         return None
-    return tuple(int(p) for p in text.split("."))
+    try:
+        return Version(str(text).strip())
+    except InvalidVersion:
+        return None
+
+
+def parse_version(text: str | None) -> tuple[int, ...] | None:
+    """The release numbers of a PEP 440 version: ``"10.13.3"`` -> ``(10, 13, 3)``,
+    ``"10.7.0.post1"`` -> ``(10, 7, 0)`` (PyPI's post-releases are the same TensorRT); None when unparsable."""
+    v = pep440(text)
+    return tuple(v.release) if v is not None else None
 
 
 def version_major(text: str | None) -> int | None:
@@ -285,11 +297,13 @@ def trt_package(cuda_major: int, full: bool = False) -> str:
 
 
 def version_pin(version: str) -> str:
-    """A pip specifier matching a library version: ``10.13.3`` -> ``==10.13.3.*`` (any build)."""
-    parts = parse_version(version)
-    if not parts or len(parts) < 2:
+    """A pip specifier matching a library version: ``10.13.3`` -> ``==10.13.3.*`` (any build, and
+    PyPI's post-releases such as ``10.13.3.9.post1``); a full or post/pre version is pinned exactly."""
+    v = pep440(version)
+    if v is None or len(v.release) < 2:
         raise ValueError(f"need at least major.minor, got {version!r}")
-    return f"=={version}" if len(parts) >= 4 else f"=={version}.*"
+    exact = len(v.release) >= 4 or v.is_postrelease or v.is_prerelease or v.is_devrelease or v.local
+    return f"=={version}" if exact else f"=={version}.*"
 
 
 def trt_requirement(version: str, cuda_major: int, full: bool = False) -> str:

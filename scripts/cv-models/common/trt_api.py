@@ -23,6 +23,9 @@ from typing import Any
 from common.errors import UserError
 
 BACKENDS: dict[str, str] = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
+# Modules that provide a backend, in order. pip's tensorrt-cuXX-bindings wheel holds only
+# ``tensorrt_bindings``; the name ``tensorrt`` is its front end (tensorrt-cuXX), a plain re-export.
+MODULES: dict[str, tuple[str, ...]] = {"tensorrt": ("tensorrt", "tensorrt_bindings"), "tensorrt-rtx": ("tensorrt_rtx",)}
 INSTALL_HINTS: dict[str, str] = {
     "tensorrt": "use the NGC TensorRT container (pixi run -e rtx5090 ...) or pip install tensorrt",
     "tensorrt-rtx": "pip install tensorrt-rtx-cu13 (pixi feature trt-rtx)",
@@ -48,9 +51,12 @@ class TrtApi:
 
     @property
     def major(self) -> int:
+        """The major version (PEP 440: ``10.7.0.post1`` -> 10); 0 when unparsable."""
+        from packaging.version import InvalidVersion, Version
+
         try:
-            return int(self.version.split(".")[0])
-        except ValueError:
+            return Version(self.version).release[0]
+        except InvalidVersion:
             return 0
 
     @property
@@ -81,10 +87,21 @@ class TrtApi:
 
 
 def _import(name: str) -> TrtApi:
-    module_name = BACKENDS[name]
-    module = importlib.import_module(module_name)
-    version = str(getattr(module, "__version__", "0"))
-    return TrtApi(name=name, module=module, version=version)
+    """The first module of ``MODULES[name]`` that imports; re-raises the first module's error otherwise
+    (a broken ``tensorrt`` front end is reported as such, not hidden behind ``tensorrt_bindings``)."""
+    first: Exception | None = None
+    for module_name in MODULES[name]:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:  # the module exists but something it imports does not
+                raise
+            first = first or exc
+            continue
+        version = str(getattr(module, "__version__", "0"))
+        return TrtApi(name=name, module=module, version=version)
+    assert first is not None
+    raise first
 
 
 def load_backend(name: str | None = None) -> TrtApi:
@@ -180,6 +197,30 @@ def make_logger(api: TrtApi, verbosity: str = "warning") -> Any:
                 log.log(to_py[level], "[%s] %s", api.name, str(msg).rstrip())
 
     return TrtLogger()
+
+
+DOCTOR_CMD = "pixi run -e rtx5090 trt-doctor"
+
+
+def create(api: TrtApi, factory: str, logger: Any) -> Any:
+    """``trt.Builder(logger)`` / ``trt.Runtime(logger)``, with one actionable line when the native library
+    cannot start. The bindings then raise ``TypeError: ... factory function returned nullptr`` (pybind11):
+    no usable GPU, a driver too old for the CUDA the library was built with, or a libnvinfer that does not
+    match the bindings (or a stand-in)."""
+    try:
+        obj = getattr(api.module, factory)(logger)
+    except TypeError as exc:
+        if "nullptr" not in str(exc):
+            raise
+        obj = None
+    if obj is None:
+        detail = last_error(logger, "factory function returned nullptr")
+        raise UserError(
+            f"{api.describe()} could not create its {factory} ({detail}); likely causes: no usable GPU, a driver "
+            "too old for this TensorRT's CUDA, or a libnvinfer that does not match the bindings (LD_LIBRARY_PATH); "
+            f"run `{DOCTOR_CMD}`"
+        )
+    return obj
 
 
 def last_error(logger: Any, default: str = "") -> str:

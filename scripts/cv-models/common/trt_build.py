@@ -2,9 +2,9 @@
 
 ``build_or_reuse(onnx, engine_path, options, api)`` is the one entry point:
 
-1. the cache key (ONNX sha256 + options that change the engine + backend version + GPU)
-   is compared with ``<engine>.json``; a match whose engine file hashes as recorded is
-   reused ("cache hit") and nothing is built;
+1. the cache key (ONNX sha256, the sha256 of every external-data file it references, options that
+   change the engine, backend version, GPU) is compared with ``<engine>.json``; a match whose
+   engine file hashes as recorded is reused ("cache hit") and nothing is built;
 2. otherwise the ONNX is parsed (errors reported per node), the network is created
    strongly typed when the ONNX carries Q/DQ or reduced precision, or always on
    TensorRT >= 11 and TensorRT-RTX, profiles/workspace/optimisation level/TF32 are set,
@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,7 @@ from typing import Any
 
 from common.errors import UserError
 from common.results import atomic_write_bytes, atomic_write_json, sha256_file
-from common.trt_api import TrtApi, make_logger, reject_weak_typing
+from common.trt_api import TrtApi, create, make_logger, reject_weak_typing
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,53 @@ def inspect_onnx(path: Path) -> OnnxFacts:
     return facts
 
 
+def external_data_files(path: Path) -> list[str]:
+    """The external-data files an ONNX references (``location`` of EXTERNAL tensors, relative to its folder),
+    sorted; [] for a self-contained or unreadable model. ``parse_from_file`` reads them too."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return []
+    found: set[str] = set()
+
+    def tensor(t: Any) -> None:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            found.update(e.value for e in t.external_data if e.key == "location")
+
+    def visit(g: Any) -> None:
+        for t in g.initializer:
+            tensor(t)
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    tensor(attr.t)
+                for t in attr.tensors:
+                    tensor(t)
+                if attr.HasField("g"):
+                    visit(attr.g)
+                for sub in attr.graphs:
+                    visit(sub)
+
+    visit(model.graph)
+    return sorted(found)
+
+
+def external_data_hashes(onnx_path: Path) -> dict[str, str]:
+    """``{location: sha256}`` of the external-data files of ``onnx_path``; refuses a missing one."""
+    out: dict[str, str] = {}
+    for loc in external_data_files(onnx_path):
+        file = onnx_path.parent / loc
+        if not file.is_file():
+            raise UserError(
+                f"--onnx-path {onnx_path}: its external data file {loc!r} is missing (expected at {file}); "
+                "keep the .onnx and its data files together"
+            )
+        out[loc] = sha256_file(file)
+    return out
+
+
 # ----------------------------------------------------------------------------- cache key
 
 
@@ -202,7 +250,8 @@ def gpu_tag(gpu: dict[str, Any] | None) -> str:
     return f"{name}-sm{str(gpu.get('compute_capability', '')).replace('.', '')}"
 
 
-def cache_key(onnx_sha256: str, options: BuildOptions, api: TrtApi, gpu: dict[str, Any] | None) -> str:
+def cache_key(onnx_sha256: str, options: BuildOptions, api: TrtApi, gpu: dict[str, Any] | None,
+              external_data: dict[str, str] | None = None) -> str:
     payload = {
         "schema": ENGINE_META_SCHEMA,
         "onnx_sha256": onnx_sha256,
@@ -211,6 +260,8 @@ def cache_key(onnx_sha256: str, options: BuildOptions, api: TrtApi, gpu: dict[st
         "backend_version": api.version,
         "gpu": {k: gpu.get(k) for k in ("name", "compute_capability")} if gpu else None,
     }
+    if external_data:  # only then, so keys of self-contained models stay what they were
+        payload["onnx_external_data"] = dict(sorted(external_data.items()))
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -251,7 +302,10 @@ def cache_hit(engine_path: Path, key: str) -> dict[str, Any] | None:
 
 
 def make_progress_monitor(api: TrtApi, enabled: bool) -> Any | None:
-    """An IProgressMonitor drawing one tqdm bar per build phase, where the API has it."""
+    """An IProgressMonitor drawing one tqdm bar per build phase, where the API has it.
+
+    TensorRT may call a progress monitor from several builder threads at once and requires
+    implementations to be thread-safe: every callback runs under one lock."""
     if not enabled or not api.has_progress_monitor:
         return None
     try:
@@ -265,25 +319,49 @@ def make_progress_monitor(api: TrtApi, enabled: bool) -> Any | None:
             base.__init__(self)
             self.bars: dict[str, Any] = {}
             self.depth: dict[str, int] = {}
+            self.lock = threading.Lock()
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-            level = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
-            self.depth[phase_name] = level
-            self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=level, leave=level == 0,
-                                         dynamic_ncols=True)
+            with self.lock:
+                level = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
+                self.depth[phase_name] = level
+                self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=level, leave=level == 0,
+                                             dynamic_ncols=True)
 
         def step_complete(self, phase_name: str, step: int) -> bool:
-            bar = self.bars.get(phase_name)
-            if bar is not None:
-                bar.update(step + 1 - bar.n)
+            with self.lock:
+                bar = self.bars.get(phase_name)
+                if bar is not None and step + 1 > bar.n:  # steps may arrive out of order from several threads
+                    bar.update(step + 1 - bar.n)
             return True
 
         def phase_finish(self, phase_name: str) -> None:
-            bar = self.bars.pop(phase_name, None)
-            if bar is not None:
-                bar.close()
+            with self.lock:
+                bar = self.bars.pop(phase_name, None)
+                self.depth.pop(phase_name, None)
+                if bar is not None:
+                    bar.close()
 
     return TqdmMonitor()
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+FP8_FLAG_NOTE = ("BuilderFlag.FP8 only enables plugins with FP8 input/output (deprecated in TensorRT 10.12, "
+                 "superseded by strong typing); with no Q/DQ in the ONNX no layer runs in FP8")
+INT8_FLAG_NOTE = ("BuilderFlag.INT8 without a calibrator or Q/DQ: tensors without a dynamic range stay in higher "
+                  "precision, i.e. no layer runs in INT8")
+
+
+def describe_precision(legacy: Sequence[str], tf32: bool, strongly_typed: bool, facts: OnnxFacts) -> dict[str, Any]:
+    """What the engine's precision really is, for the metadata (and the build log)."""
+    if strongly_typed:
+        src = "Q/DQ nodes" if facts.has_qdq else ", ".join(facts.reduced_types) or "float32 tensors"
+        return {"typing": "strong", "builder_flags": [], "engine": f"as typed in the ONNX ({src})", "notes": []}
+    engine = ["FP32"] + (["TF32"] if tf32 else []) + (["FP16"] if "FP16" in legacy else [])
+    notes = ([FP8_FLAG_NOTE] if "FP8" in legacy else []) + ([INT8_FLAG_NOTE] if "INT8" in legacy else [])
+    return {"typing": "weak", "builder_flags": list(legacy), "engine": "/".join(engine), "notes": notes}
 
 
 # ----------------------------------------------------------------------------- build
@@ -435,7 +513,8 @@ def build_or_reuse(
     reject_weak_typing(api, options.legacy_precision())
     target = Path(engine_path) if engine_path else default_engine_path(onnx_path, api, root)
     onnx_sha = sha256_file(onnx_path)
-    key = cache_key(onnx_sha, options, api, gpu)
+    external = external_data_hashes(onnx_path)
+    key = cache_key(onnx_sha, options, api, gpu, external)
     if not force:
         meta = cache_hit(target, key)
         if meta is not None:
@@ -456,7 +535,7 @@ def build_or_reuse(
 
     trt = api.module
     logger = make_logger(api, verbosity)
-    builder = trt.Builder(logger)
+    builder = create(api, "Builder", logger)
     network = builder.create_network(_network_flags(api, strongly_typed))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -482,9 +561,10 @@ def build_or_reuse(
         (config.set_flag if options.tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
     for flag in legacy:  # reject_weak_typing has checked that these exist
         config.set_flag(getattr(trt.BuilderFlag, flag))
-    if {"INT8", "FP8"} & set(legacy):
-        log.warning("--int8/--fp8 without Q/DQ nodes and without a calibrator: TensorRT keeps tensors that have "
-                    "no dynamic range in higher precision; for real INT8/FP8 use a Q/DQ ONNX (quantize_onnx.py)")
+    precision = describe_precision(legacy, options.tf32, strongly_typed, facts)
+    for note in precision["notes"]:
+        log.warning("--%s: %s; the engine is %s -- for real INT8/FP8 make a Q/DQ ONNX (quantize_onnx.py)",
+                    "fp8" if note is FP8_FLAG_NOTE else "int8", note, precision["engine"])
     if options.compute_capabilities:
         if not api.is_rtx or not hasattr(config, "set_compute_capability"):
             raise UserError("--compute-capability is a TensorRT-RTX option; use --backend tensorrt-rtx")
@@ -521,7 +601,7 @@ def build_or_reuse(
 
     layer_summary = _layer_summary_from_network(api, network)
     log.info("building %s with %s (%s)...", onnx_path.name, api.describe(),
-             "strongly typed" if strongly_typed else "weakly typed " + ("+".join(legacy) or "FP32"))
+             "strongly typed" if strongly_typed else f"weakly typed, {precision['engine']}")
     with _timer() as elapsed:
         serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -549,10 +629,12 @@ def build_or_reuse(
         "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
         "onnx_path": str(onnx_path),
         "onnx_sha256": onnx_sha,
+        "onnx_external_data": external,
         "backend": api.name,
         "backend_version": api.version,
         "gpu": gpu,
         "strongly_typed": strongly_typed,
+        "precision": precision,
         "onnx_precision": {"qdq": facts.has_qdq, "reduced_types": facts.reduced_types},
         "options": options.key_dict(),
         "inputs": {k: list(v) for k, v in inputs.items()},
@@ -600,7 +682,9 @@ def add_build_args(cli: Any, *, required_onnx: bool = True) -> None:
     g.add_argument("--fp16", action="store_true",
                    help="TensorRT 10.x only: weakly typed FP16 (11.x/RTX: quantize_onnx.py --mode fp16 instead)")
     g.add_argument("--int8", action="store_true", help="TensorRT 10.x only, needs Q/DQ-free ONNX (prefer Q/DQ ONNX)")
-    g.add_argument("--fp8", action="store_true", help="TensorRT 10.x only (prefer a Q/DQ ONNX)")
+    g.add_argument("--fp8", action="store_true",
+                   help="TensorRT 10.x only: BuilderFlag.FP8 enables FP8 plugins only, a Q/DQ-free ONNX stays "
+                        "FP32/TF32 (use quantize_onnx.py --mode fp8)")
     g.add_argument("--compute-capability", default=None, metavar="SM120[,SM89...]",
                    help="TensorRT-RTX target GPUs (default: the library's default)")
     g.add_argument("--timing-cache", type=Path, default=None,

@@ -4,7 +4,16 @@
 pinned host buffers sized for the current shapes (grown, never shrunk), and runs
 H2D copy -> ``execute_async_v3`` -> D2H copy on its own non-default stream, timed with
 CUDA events. With ``cuda_graph=True`` the enqueue is captured into a CUDA graph once per
-(shapes, addresses) and replayed; a failed capture falls back to plain enqueues.
+(shapes, addresses) and replayed; a failed capture falls back to plain enqueues. On TensorRT-RTX,
+``cuda_graph=True`` uses its documented mechanism instead: ``IRuntimeConfig.cuda_graph_strategy =
+WHOLE_GRAPH_CAPTURE`` (TensorRT-RTX captures after its shape-specialised kernels are compiled, so no
+lazily-compiled fallback kernel is frozen into a graph; user stream capture would also need engines
+built with ``BuilderFlag.REQUIRE_USER_ALLOCATION``). The runtime config lives as long as the context.
+
+Only LINEAR I/O formats are supported (buffers are sized ``prod(shape) * itemsize``); engines with
+vectorised I/O (``trtexec --inputIOFormats=fp16:chw16``) are refused. ``run(copy_outputs=False)``
+returns views that keep their pinned buffer alive (freed when the last view goes), valid until the
+next ``run``.
 
 All CUDA work goes through a ``common.cuda_mem.MemoryLayer`` (cuda-python by default),
 so tests can run the session against a runtime double with host memory.
@@ -19,10 +28,12 @@ an H100. No real engine has been executed by this code yet.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +46,7 @@ from common.cuda_mem import CudaError
 from common.errors import UserError
 from common.gpu_preprocess import U8Batch, U8Stager, check_float_input
 from common.results import atomic_write_bytes, sha256_file
-from common.trt_api import TrtApi, last_error, make_logger
+from common.trt_api import TrtApi, create, last_error, make_logger
 from common.trt_build import read_metadata
 
 log = logging.getLogger(__name__)
@@ -80,10 +91,32 @@ class IOTensor:
         return d
 
 
+class HostLease:
+    """Owns one pinned host buffer; frees it when neither the session nor any view handed out holds it
+    (NumPy views of ``run(copy_outputs=False)`` reference their lease, as NVIDIA's samples keep the
+    owner of host memory alive)."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self.ptr = int(host.ptr)
+        fin = weakref.finalize(self, host.free)
+        fin.atexit = False  # never call into CUDA while the interpreter shuts down
+
+    def view(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """A NumPy view of the buffer whose ``base`` chain holds this lease."""
+        dtype = np.dtype(dtype)
+        count = math.prod(shape)
+        if count == 0:
+            return np.empty(shape, dtype)
+        raw = (ctypes.c_uint8 * (count * dtype.itemsize)).from_address(self.ptr)
+        raw._lease = self  # type: ignore[attr-defined]  # ctypes instances take attributes
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+
 @dataclass
 class _Binding:
     device: Any
-    host: Any
+    host: HostLease
     capacity: int
 
 
@@ -139,9 +172,12 @@ class TrtSession:
         self.api = api
         self.build_meta = check_engine_origin(self.engine_path, api)
         self.mem = memory if memory is not None else default_memory()
+        self.cuda_graph = bool(cuda_graph)
+        self.native_cuda_graph = False  # TensorRT-RTX: the runtime config's CUDA-graph strategy
+        self._runtime_config: Any = None
         trt = api.module
         self.logger = make_logger(api, verbosity)
-        self.runtime = trt.Runtime(self.logger)
+        self.runtime = create(api, "Runtime", self.logger)
         blob = self.engine_path.read_bytes()
         self.engine = self.runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
@@ -159,6 +195,7 @@ class TrtSession:
         self.io: list[IOTensor] = []
         for i in range(int(self.engine.num_io_tensors)):
             name = self.engine.get_tensor_name(i)
+            self._check_linear(name)
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             tensor = IOTensor(name, is_input, np_dtype(self.engine.get_tensor_dtype(name), name),
                               tuple(int(d) for d in self.engine.get_tensor_shape(name)))
@@ -173,17 +210,39 @@ class TrtSession:
         self._events = [self.mem.event() for _ in range(4)]  # start, after H2D, after compute, after D2H
         self._bindings: dict[str, _Binding] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
-        self.cuda_graph = bool(cuda_graph)
         self.cuda_graph_status = "off" if not cuda_graph else "pending"
+        if self.native_cuda_graph:
+            self.cuda_graph_status = "tensorrt-rtx runtime config: cuda_graph_strategy=WHOLE_GRAPH_CAPTURE"
         self._graph: Any = None
         self._graph_key: tuple[Any, ...] | None = None
         self.last_timing: dict[str, float] = {}
 
     # ------------------------------------------------------------------ setup
 
+    def _check_linear(self, name: str) -> None:
+        """Refuse vectorised I/O formats: our buffers and copies assume LINEAR (row-major NCHW)."""
+        fmt_enum = getattr(self.api.module, "TensorFormat", None)
+        if fmt_enum is None or not hasattr(self.engine, "get_tensor_format"):
+            return
+        fmt = self.engine.get_tensor_format(name)
+        if fmt != fmt_enum.LINEAR:
+            fmt_name = getattr(fmt, "name", str(fmt))
+            raise UserError(
+                f"{self.engine_path}: engine tensor {name!r} has I/O format {fmt_name}, not LINEAR; this toolkit "
+                "feeds and reads linear (row-major) buffers: rebuild the engine with linear I/O (build_trt_engine.py, "
+                "or trtexec without --inputIOFormats/--outputIOFormats vectorised formats such as fp16:chw16)"
+            )
+
     def _create_context(self) -> Any:
         if self.api.is_rtx and hasattr(self.engine, "create_runtime_config"):
             rt_config = self.engine.create_runtime_config()
+            self._runtime_config = rt_config  # the context uses it: keep it alive as long as the context
+            strategy = getattr(self.api.module, "CudaGraphStrategy", None)
+            if self.cuda_graph and strategy is not None and hasattr(rt_config, "cuda_graph_strategy"):
+                # TensorRT-RTX's own CUDA graphs (its samples do this): it captures after the shape-specialised
+                # kernels are compiled; capturing execute_async_v3 ourselves needs REQUIRE_USER_ALLOCATION engines
+                rt_config.cuda_graph_strategy = strategy.WHOLE_GRAPH_CAPTURE
+                self.native_cuda_graph = True
             if self.runtime_cache_path is not None:
                 rt_cache = rt_config.create_runtime_cache()
                 if self.runtime_cache_path.is_file():
@@ -240,13 +299,13 @@ class TrtSession:
             return False
         if b is not None:
             b.device.free()
-            b.host.free()
+            # b.host: freed when the last view of run(copy_outputs=False) referencing it goes
         cap = max(nbytes, 1)
         self._bindings.pop(name, None)
         device = None
         try:
             device = self.mem.device_buffer(cap)
-            self._bindings[name] = _Binding(device, self.mem.pinned_buffer(cap), cap)
+            self._bindings[name] = _Binding(device, HostLease(self.mem.pinned_buffer(cap)), cap)
         except CudaError as exc:
             if device is not None:
                 device.free()
@@ -342,7 +401,8 @@ class TrtSession:
             else:
                 mem.copy_htod_async(b.device.ptr, b.host.ptr, view_nbytes(self._shapes[t.name], t.dtype), stream)
         ev[1].record(stream)
-        use_graph = self.cuda_graph and self._graph is not None and self._graph_key == self._graph_key_now()
+        use_graph = (self.cuda_graph and not self.native_cuda_graph and self._graph is not None
+                     and self._graph_key == self._graph_key_now())
         te = time.perf_counter()
         if use_graph:
             self._graph.launch(stream)
@@ -369,7 +429,7 @@ class TrtSession:
             "host_ms": host_s * 1000.0,
             "cuda_graph": 1.0 if use_graph else 0.0,
         }
-        if self.cuda_graph and not use_graph:
+        if self.cuda_graph and not self.native_cuda_graph and not use_graph:
             self._try_capture()
         return outs
 
@@ -402,8 +462,7 @@ class TrtSession:
             self._graph = None
         for b in self._bindings.values():
             b.device.free()
-            b.host.free()
-        self._bindings.clear()
+        self._bindings.clear()  # host buffers: freed now, or when the last view handed out goes
         for e in self._events:
             e.close()
         self._events = []
@@ -411,6 +470,7 @@ class TrtSession:
             self.stream.close()
             self.stream = None
         self.context = None
+        self._runtime_config = None
         self.engine = None
 
     def __enter__(self) -> TrtSession:
