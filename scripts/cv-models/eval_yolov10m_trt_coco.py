@@ -23,7 +23,7 @@ from common.errors import UserError
 from common.eval_cli import add_eval_args, check_eval_outputs, check_eval_ranges, check_onnx_input, run_eval
 from common.results import check_output_paths
 from common.trt_api import add_backend_args, load_backend
-from common.trt_build import add_build_args, build_from_args
+from common.trt_build import add_build_args, build_from_args, metadata_path
 from common.trt_runtime import TrtBackend
 
 
@@ -65,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_eval_outputs(args, model_inputs)
     # written by the build (engine, timing cache) or saved after the run (runtime cache)
     made = {"--engine-path": args.engine_path, "--timing-cache": args.timing_cache} if building else {}
+    if building and args.engine_path is not None:
+        made["--engine-path sidecar"] = metadata_path(args.engine_path)
     check_output_paths({**made, "--runtime-cache": args.runtime_cache, "--out": args.out,
                         "--detections-out": args.detections_out}, model_inputs)  # fmt: skip
     if building:

@@ -199,7 +199,9 @@ def check_output_paths(
     for i, (flag, out) in enumerate(outs):
         for in_flag, src in ins:
             if _same_path(out, src):
-                raise UserError(f"{flag} {out} is the {in_flag} input; it would be overwritten: choose another path")
+                raise UserError(
+                    f"{flag} {out} is the same file as {in_flag} {src}; it would be overwritten: choose another path"
+                )
         for other_flag, other in outs[:i]:
             if _same_path(out, other):
                 raise UserError(f"{flag} {out} is also {other_flag}: give each output its own path")
