@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common.cli import check_range, make_parser, run_main, setup_logging
-from common.compare import PLOT_SKIPPED, SUMMARY_FILES, ParityOptions, collect, summarize
+from common.compare import PLOT_SKIPPED, SUMMARY_FILES, ParityOptions, collect, pick_reference, summarize
 from common.errors import UserError
 from common.parity import parse_threshold_overrides
 from common.results import check_output_dir, check_output_paths, run_dir
@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out_dir is None:
         dirs = [p for p in args.paths if p.is_dir()]
         out_dir = dirs[0] if len(args.paths) == 1 and dirs else None
+    pick_reference(col.rows, args.reference, col.baseline_model)  # an unknown --reference fails before any write
     inputs = {f"input {i}": r.metrics_path for i, r in enumerate(col.rows)}
     if out_dir is not None:
         check_output_dir("--out-dir", out_dir)

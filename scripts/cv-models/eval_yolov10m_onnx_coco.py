@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common.backends import OrtBackend
 from common.cli import make_parser, run_main, setup_logging
 from common.errors import UserError
-from common.eval_cli import add_eval_args, check_eval_outputs, check_eval_ranges, check_onnx_input, run_eval
+from common.eval_cli import add_eval_args, check_onnx_input, prepare_eval, run_eval
 from common.ort_options import (
     CUDA_EP,
     add_ep_flags,
@@ -90,8 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     # every usage check before a session is made
-    check_eval_ranges(args)
-    check_eval_outputs(args, {"--onnx-path": args.onnx_path})
+    dataset = prepare_eval(args, {"--onnx-path": args.onnx_path})
     if args.io_binding and args.lanes < 1:
         raise UserError(f"--lanes must be >= 1, got {args.lanes}")
     if args.intra_op_threads is not None and args.intra_op_threads < 0:
@@ -102,7 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolve_provider_options(args, args.providers, available),
         parse_provider_options(args.provider_option, args.providers),
     )
-    print_effective_options(args.providers, options)
     backend: Any
     if args.io_binding:
         if args.providers[0] != CUDA_EP:
@@ -119,9 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads = 1
         backend = OrtBackend(str(args.onnx_path), args.providers, options, args.disable_cpu_fallback,
                              available=available, intra_op_threads=threads)  # fmt: skip
+    print_effective_options(args.providers, options)  # once the session exists: a refused run stays one line
     print(f"onnxruntime {backend.version}: providers in use: {', '.join(backend.providers_used)}")
     try:
-        return run_eval(args, backend, args.onnx_path)
+        return run_eval(args, backend, args.onnx_path, dataset=dataset)
     finally:
         backend.close()
 

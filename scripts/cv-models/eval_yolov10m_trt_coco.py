@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common.cli import make_parser, run_main, setup_logging
 from common.errors import UserError
-from common.eval_cli import add_eval_args, check_eval_outputs, check_eval_ranges, check_onnx_input, run_eval
+from common.eval_cli import add_eval_args, check_eval_ranges, check_onnx_input, prepare_eval, run_eval
 from common.results import check_output_paths
 from common.trt_api import add_backend_args, load_backend
 from common.trt_build import add_build_args, build_from_args, metadata_path
@@ -62,7 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_eval_ranges(args)
     building = args.onnx_path is not None
     model_inputs = {"--onnx-path": args.onnx_path} if building else {"--engine-path": args.engine_path}
-    check_eval_outputs(args, model_inputs)
     # written by the build (engine, timing cache) or saved after the run (runtime cache)
     made = {"--engine-path": args.engine_path, "--timing-cache": args.timing_cache} if building else {}
     if building and args.engine_path is not None:
@@ -71,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "--detections-out": args.detections_out}, model_inputs)  # fmt: skip
     if building:
         check_onnx_input("--onnx-path", args.onnx_path, args.imgsz)
+    dataset = prepare_eval(args, model_inputs)
     api = load_backend(args.backend)
     verbosity = "verbose" if args.verbose else args.trt_verbosity
     extra: dict = {}
@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine_path, api, cuda_graph=args.cuda_graph, verbosity=verbosity, runtime_cache=args.runtime_cache
     )
     try:
-        return run_eval(args, backend, model_path, {"trt": extra} if extra else None)
+        return run_eval(args, backend, model_path, {"trt": extra} if extra else None, dataset=dataset)
     finally:
         backend.close()
 

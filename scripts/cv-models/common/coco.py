@@ -121,12 +121,16 @@ def check_instances(data: Any, path: Path) -> None:
             raise UserError(f"{where}: annotations[{i}] bbox {bbox!r} is not [x, y, w, h]"[:300])
 
 
-def category_table(coco: Any, names: Sequence[str] = COCO80_NAMES) -> np.ndarray:
+def category_table(
+    coco: Any, names: Sequence[str] = COCO80_NAMES, source: str | os.PathLike[str] | None = None
+) -> np.ndarray:
     """Model class index -> the annotation file's category id, matched by class name."""
     by_name = {c["name"]: int(c["id"]) for c in coco.loadCats(coco.getCatIds())}
     table = np.array([by_name.get(n, -1) for n in names], dtype=np.int64)
     if (table < 0).all():
-        raise UserError("no category in the instances file matches a COCO-80 class name")
+        where = f"instances file {source}" if source is not None else "the instances file"
+        raise UserError(f"no category in {where} matches a COCO-80 class name (e.g. 'person'); the model's "
+                        "classes could never be scored")  # fmt: skip
     return table
 
 
@@ -202,7 +206,7 @@ def open_dataset(
     ids = select_image_ids(coco, max_images, ids_list)
     if not ids:
         raise UserError(f"no images selected from {instances}; check --max-images / --image-ids-list")
-    table = category_table(coco)
+    table = category_table(coco, source=instances)
     if not coco.dataset["annotations"]:
         raise UserError(f"instances file {instances} has no annotations: COCO mAP would be -1; "
                         "pass a file with ground-truth boxes")  # fmt: skip

@@ -15,7 +15,7 @@ import numpy as np
 
 from common.backends import Backend
 from common.cli import check_imgsz, check_range
-from common.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, open_dataset, users_metrics
+from common.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset, open_dataset, users_metrics
 from common.errors import UserError
 from common.gpu_preprocess import MODES as PREPROCESS_MODES
 from common.pipeline import EvalOptions, EvalResult, default_workers, evaluate
@@ -172,8 +172,9 @@ def check_onnx_input(flag: str, path: Path, imgsz: int) -> None:
 
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # the backend gives the precise load error
-        return
+    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{flag} {path} is not a readable ONNX model ({first})") from None
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
@@ -197,6 +198,15 @@ def check_eval_outputs(args: argparse.Namespace, model_inputs: dict[str, Path | 
         {**model_inputs, "--instances": instances, "--image-ids-list": args.image_ids_list},
         protected_dirs={"--images-dir": images},
     )
+
+
+def prepare_eval(args: argparse.Namespace, model_inputs: dict[str, Path | None]) -> CocoDataset:
+    """Every usage check of an evaluator run, before a backend is made or an engine built: the flag
+    ranges, the output paths, and the dataset (instances file, images, selected ids). Returns the dataset."""
+    check_eval_ranges(args)
+    check_eval_outputs(args, model_inputs)
+    instances, images = dataset_paths(args)
+    return open_dataset(instances, images, args.max_images, args.image_ids_list)
 
 
 def eval_options(args: argparse.Namespace) -> EvalOptions:
@@ -258,17 +268,20 @@ def format_report(result: EvalResult, metrics: dict[str, Any], backend: Backend)
 
 
 def run_eval(
-    args: argparse.Namespace, backend: Backend, model_path: Path, extra_run: dict[str, Any] | None = None
+    args: argparse.Namespace,
+    backend: Backend,
+    model_path: Path,
+    extra_run: dict[str, Any] | None = None,
+    dataset: CocoDataset | None = None,
 ) -> int:
     """Evaluate, print the report, and write metrics.json (+ detections) atomically.
 
-    The scripts call ``check_eval_ranges`` and ``check_eval_outputs`` first, before a backend is made;
-    they are repeated here (cheap) for callers that come straight to run_eval.
+    The scripts call ``prepare_eval`` first, before a backend is made, and pass its dataset; a caller
+    that comes straight here gets the same checks.
     """
-    check_eval_ranges(args)
-    check_eval_outputs(args, {"model": model_path})
     instances, images = dataset_paths(args)
-    dataset = open_dataset(instances, images, args.max_images, args.image_ids_list)
+    if dataset is None:
+        dataset = prepare_eval(args, {"model": model_path})
     spec = backend.input
     check_model_input(str(model_path), spec.name, spec.shape, spec.dtype, args.imgsz)
     opts = eval_options(args)

@@ -206,7 +206,7 @@ def check_output_paths(
             if _same_path(out, other):
                 raise UserError(f"{flag} {out} is also {other_flag}: give each output its own path")
         if out.is_dir():
-            raise UserError(f"{flag} {out} is an existing directory; give a file path such as {out / 'out.json'}")
+            raise UserError(f"{flag} {out} is an existing directory; pass a file path, not a folder")
         for dir_flag, d in (protected_dirs or {}).items():
             if d is not None and out.exists() and Path(d).is_dir() and _same_path(out.parent, Path(d)):
                 raise UserError(f"{flag} {out} would overwrite a file in the {dir_flag} folder; choose another path")
