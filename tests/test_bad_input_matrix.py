@@ -47,13 +47,13 @@ DEMO_MODEL = REPO / "models" / "cv-models" / "yolov10n-synth" / "yolov10n-synth.
 # ----------------------------------------------------------------------------- sandbox
 
 
-def _tiny_onnx(path: Path, elem: int, channels: int) -> Path:
-    """A one-input ONNX [1,C,640,640] of element type ``elem`` (Identity): enough for the input checks."""
+def _tiny_onnx(path: Path, elem: int, channels: int, hw: tuple[int | str, int | str] = (640, 640)) -> Path:
+    """A one-input ONNX [1,C,H,W] of element type ``elem`` (Identity): enough for the input checks."""
     import onnx
     from onnx import TensorProto, helper
 
-    x = helper.make_tensor_value_info("images", elem, [1, channels, 640, 640])
-    y = helper.make_tensor_value_info("out", elem, [1, channels, 640, 640])
+    x = helper.make_tensor_value_info("images", elem, [1, channels, *hw])
+    y = helper.make_tensor_value_info("out", elem, [1, channels, *hw])
     graph = helper.make_graph([helper.make_node("Identity", ["images"], ["out"])], "g", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -88,7 +88,9 @@ class Sandbox:
     tiny: Path
     engine: Path
     u8_model: Path
+    i8_model: Path
     gray_model: Path
+    dynamic_model: Path
     metrics: Path
     ids3: Path
     bad_instances: dict[str, Path] = field(default_factory=dict)
@@ -135,7 +137,9 @@ def sb(tmp_path_factory) -> Sandbox:
         tiny=D.tiny_model(root / "tiny.onnx"),
         engine=engine,
         u8_model=_tiny_onnx(root / "u8.onnx", 2, 3),  # TensorProto.UINT8
+        i8_model=_tiny_onnx(root / "i8.onnx", 3, 3),  # TensorProto.INT8
         gray_model=_tiny_onnx(root / "gray.onnx", 1, 1),  # float32, 1 channel
+        dynamic_model=_tiny_onnx(root / "dyn.onnx", 1, 3, ("H", "W")),  # float32, dynamic H and W
         metrics=_metrics(root / "runs" / "a" / "metrics.json"),
         ids3=ids3,
         bad_instances=bad,
@@ -327,7 +331,11 @@ CASES: list[Case] = [
     C("eval-model-missing", EVAL, lambda s, t: _eval(s, t, model=t / "missing.onnx"), "missing.onnx"),
     C("eval-model-not-onnx", EVAL, lambda s, t: _eval(s, t, model=_file(t / "junk.onnx", "junk")), "junk.onnx"),
     C("eval-model-uint8-input", EVAL, lambda s, t: _eval(s, t, model=s.u8_model), "float32 input [N,3,H,W]"),
+    C("eval-model-int8-input", EVAL, lambda s, t: _eval(s, t, model=s.i8_model), "float32 input [N,3,H,W]"),
     C("eval-model-1-channel-input", EVAL, lambda s, t: _eval(s, t, model=s.gray_model), "float32 input [N,3,H,W]"),
+    C("eval-dynamic-model-imgsz-0", EVAL, lambda s, t: _eval(s, t, "--imgsz", "0", model=s.dynamic_model), "--imgsz"),
+    C("eval-dynamic-model-imgsz-33", EVAL, lambda s, t: _eval(s, t, "--imgsz", "33", model=s.dynamic_model),
+      "--imgsz"),
     # --- eval (TensorRT): refused before a build or an engine is opened
     C("eval-trt-no-model", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--out", str(t / "m.json")), "--engine-path"),
     C("eval-trt-out-is-engine", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--engine-path", str(s.engine), "--out",
@@ -700,9 +708,9 @@ def test_sigint_during_build_leaves_no_engine(tmp_path, capsys, monkeypatch):
 
 
 def test_compare_without_matplotlib_writes_md_and_json_and_links_no_png(tmp_path, capsys, monkeypatch):
-    from common import compare
-
-    monkeypatch.setattr(compare, "matplotlib_available", lambda: False)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError, as when absent
     a = _metrics(tmp_path / "runs" / "a" / "metrics.json")
     out = tmp_path / "cmp"
     rc, stdout, err = _run(COMPARE, [str(a), "--out-dir", str(out)], capsys)

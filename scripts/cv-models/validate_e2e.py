@@ -280,8 +280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems.append("no backend produced metrics; nothing to compare")
     problems += [f"failed: {r.model.label} / {r.backend}: {r.reason}" for r in runs if r.status == "failed"]
     if explicit:
-        problems += [f"requested but skipped: {r.model.label} / {r.backend}: {r.reason}"
-                     for r in runs if r.status == "skipped"]  # fmt: skip
+        skipped: dict[str, list[V.BackendRun]] = {}
+        for r in runs:
+            if r.status == "skipped":
+                skipped.setdefault(r.backend, []).append(r)
+        problems += [f"requested but skipped: {key} ({', '.join(r.model.label for r in rs)}): {rs[0].reason}"
+                     for key, rs in skipped.items()]  # fmt: skip  (one reason per backend, not per model)
     if quant_step is not None and quant_step.rc != 0:
         problems.append(f"quantize failed: {quant_step.error} (log: {root / 'quantize' / quant_step.log})")
     record["verdict"] = {"pass": not problems, "problems": problems}
