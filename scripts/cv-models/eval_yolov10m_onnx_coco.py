@@ -89,18 +89,18 @@ def parse_provider_options(items: Sequence[str], providers: Sequence[str]) -> di
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    # every usage check before a session is made
-    dataset = prepare_eval(args, {"--onnx-path": args.onnx_path})
+    # every usage check before a session is made: flags, execution-provider options, outputs, model input, dataset
     if args.io_binding and args.lanes < 1:
         raise UserError(f"--lanes must be >= 1, got {args.lanes}")
     if args.intra_op_threads is not None and args.intra_op_threads < 0:
         raise UserError(f"--intra-op-threads must be >= 0, got {args.intra_op_threads}")
-    check_onnx_input("--onnx-path", args.onnx_path, args.imgsz)
     available = available_providers()
     options = merge_provider_options(
         resolve_provider_options(args, args.providers, available),
         parse_provider_options(args.provider_option, args.providers),
     )
+    dataset = prepare_eval(args, {"--onnx-path": args.onnx_path})
+    check_onnx_input("--onnx-path", args.onnx_path, args.imgsz)
     backend: Any
     if args.io_binding:
         if args.providers[0] != CUDA_EP:
