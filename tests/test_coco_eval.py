@@ -50,7 +50,14 @@ def test_id_list_selection(mini_coco, tmp_path) -> None:
     good = tmp_path / "ids.txt"
     good.write_text("# subset\n3\n1\n\n2\n")
     assert select_image_ids(mini_coco.coco, 0, good) == [3, 1, 2]
-    assert select_image_ids(mini_coco.coco, 2, good) == [3, 1]
+    assert select_image_ids(mini_coco.coco, None, good) == [3, 1, 2]  # the default --max-images does not cut a list
+    assert select_image_ids(mini_coco.coco, 3, good) == [3, 1, 2]
+    with pytest.raises(UserError, match=r"--max-images 2 would cut --image-ids-list"):
+        select_image_ids(mini_coco.coco, 2, good)  # issue 12: a list was silently cut
+    dup = tmp_path / "dup.txt"
+    dup.write_text("3\n1\n3\n")
+    assert select_image_ids(mini_coco.coco, None, dup) == [3, 1]  # duplicates counted once
+    assert select_image_ids(mini_coco.coco, None) == sorted(mini_coco.coco.getImgIds())[:100]
     bad = tmp_path / "bad.txt"
     bad.write_text("1\n999999\n")
     with pytest.raises(UserError, match="999999"):

@@ -28,13 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 
 from common.backends import Backend, OrtBackend
-from common.cli import make_parser, run_main, setup_logging
+from common.cli import check_range, make_parser, run_main, setup_logging
 from common.coco import CocoDataset, open_dataset
 from common.errors import UserError
 from common.eval_cli import DEFAULT_DATA_ROOT
 from common.gpu_monitor import GpuMonitor
 from common.pipeline import EvalOptions, default_workers, evaluate
-from common.results import atomic_write_json, latency_stats, run_dir, sha256_file
+from common.results import atomic_write_json, check_output_paths, latency_stats, run_dir, sha256_file
 from common.sysinfo import run_metadata
 
 STAGES = ("preprocess", "inference", "postprocess")
@@ -344,6 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"ONNX model not found: {args.onnx_path}; check --onnx-path")
     instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
     images = args.images_dir or args.data_root / "val2017"
+    check_range("--min-seconds", args.min_seconds, 0, lo_open=True)
+    check_range("--workers", args.workers, 0)
+    check_range("--lanes", args.lanes, 1)
+    check_range("--switch-interval-ms", args.switch_interval_ms, 0, lo_open=True)
+    for b in args.batch_sizes:
+        check_range("--batch-sizes", b, 1)
+    check_output_paths({"--out": args.out}, {"--onnx-path": args.onnx_path, "--instances": instances},
+                       protected_dirs={"--images-dir": images})  # fmt: skip
     ds = open_dataset(instances, images, args.max_images)
     gpu = _gpu_available(args.cpu)
     out = args.out or run_dir("bench-eval") / "bench.json"

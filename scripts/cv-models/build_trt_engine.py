@@ -17,8 +17,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common.cli import make_parser, run_main, setup_logging
+from common.results import check_output_paths
 from common.trt_api import add_backend_args, load_backend
-from common.trt_build import add_build_args, build_from_args
+from common.trt_build import add_build_args, build_from_args, default_engine_path, metadata_path
 
 
 def build_parser():
@@ -38,10 +39,20 @@ def build_parser():
     return parser
 
 
+def check_build_outputs(args, api) -> None:
+    """The engine, its .json sidecar and the timing cache: not the ONNX, not each other, not a directory."""
+    engine = args.engine_path or default_engine_path(args.onnx_path, api)
+    check_output_paths(
+        {"--engine-path": engine, "--engine-path sidecar": metadata_path(engine), "--timing-cache": args.timing_cache},
+        {"--onnx-path": args.onnx_path},
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     api = load_backend(args.backend)
+    check_build_outputs(args, api)  # before the (long) build
     verbosity = "verbose" if args.verbose else args.trt_verbosity
     result = build_from_args(args, api, verbosity)
     meta = result.metadata

@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common.cli import make_parser, run_main, setup_logging
-from common.compare import ParityOptions, collect, summarize
+from common.cli import check_range, make_parser, run_main, setup_logging
+from common.compare import PLOT_SKIPPED, SUMMARY_FILES, ParityOptions, collect, pick_reference, summarize
 from common.errors import UserError
 from common.parity import parse_threshold_overrides
-from common.results import run_dir
+from common.results import check_output_dir, check_output_paths, run_dir
 
 
 def build_parser():
@@ -42,8 +42,9 @@ def build_parser():
         "else tmp/compare/<timestamp>/)",
     )
     parser.add_argument("--reference", default=None, help="row label for ΔAP, e.g. 'ort-cuda fp32' (see summary.md)")
-    parser.add_argument("--parity-iou", type=float, default=0.5, help="IoU for a detection match (default 0.5)")
-    parser.add_argument("--parity-conf", type=float, default=0.25, help="score from which detections count (0.25)")
+    parser.add_argument("--parity-iou", type=float, default=0.5, help="IoU for a match, in (0, 1] (default 0.5)")
+    parser.add_argument("--parity-conf", type=float, default=0.25,
+                        help="score from which detections count, in [0, 1] (default 0.25)")  # fmt: skip
     parser.add_argument("--min-matched", action="append", default=[], metavar="[PREC=]X",
                         help="minimum matched fraction (default per precision)")  # fmt: skip
     parser.add_argument("--min-mean-iou", action="append", default=[], metavar="[PREC=]X",
@@ -57,6 +58,8 @@ def build_parser():
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    check_range("--parity-iou", args.parity_iou, 0, 1, lo_open=True)
+    check_range("--parity-conf", args.parity_conf, 0, 1)
     opts = ParityOptions(
         iou=args.parity_iou,
         conf=args.parity_conf,
@@ -64,11 +67,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_mean_iou=parse_threshold_overrides(args.min_mean_iou, "--min-mean-iou"),
         max_median_dscore=parse_threshold_overrides(args.max_median_dscore, "--max-median-dscore"),
     )
+    check_output_dir("--out-dir", args.out_dir)
     col = collect(args.paths)
     out_dir = args.out_dir
     if out_dir is None:
         dirs = [p for p in args.paths if p.is_dir()]
-        out_dir = dirs[0] if len(args.paths) == 1 and dirs else run_dir("compare")
+        out_dir = dirs[0] if len(args.paths) == 1 and dirs else None
+    pick_reference(col.rows, args.reference, col.baseline_model)  # an unknown --reference fails before any write
+    inputs = {f"input {i}": r.metrics_path for i, r in enumerate(col.rows)}
+    if out_dir is not None:
+        check_output_dir("--out-dir", out_dir)
+        check_output_paths({f"--out-dir file {n}": out_dir / n for n in SUMMARY_FILES}, inputs)
+    else:
+        out_dir = run_dir("compare")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -79,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"warning: {w}", file=sys.stderr)
     text = (out_dir / "summary.md").read_text(encoding="utf-8")
     print("\n".join(ln for ln in text.splitlines() if ln.startswith("|")))
-    print(f"\nsummary: {out_dir / 'summary.md'} (+ summary.json, summary.png)")
+    if summary["plot"]:
+        print(f"\nsummary: {out_dir / 'summary.md'} (+ summary.json, summary.png)")
+    else:
+        print(f"\nsummary: {out_dir / 'summary.md'} (+ summary.json); {PLOT_SKIPPED}")
     if args.check and summary["parity_failures"]:
         for f in summary["parity_failures"]:
             print(f"parity FAIL: {f}", file=sys.stderr)

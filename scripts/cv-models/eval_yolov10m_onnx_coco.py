@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common.backends import OrtBackend
 from common.cli import make_parser, run_main, setup_logging
 from common.errors import UserError
-from common.eval_cli import add_eval_args, run_eval
+from common.eval_cli import add_eval_args, check_onnx_input, prepare_eval, run_eval
 from common.ort_options import (
     CUDA_EP,
     add_ep_flags,
@@ -33,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         [
             "python scripts/cv-models/eval_yolov10m_onnx_coco.py --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
             "--providers CUDAExecutionProvider CPUExecutionProvider --max-images 0",
-            "python scripts/cv-models/eval_yolov10m_onnx_coco.py --onnx-path m.onnx --max-images 0 "
-            "--data-root datasets/synthcoco-mini --instances datasets/synthcoco-mini/annotations/instances_mini.json "
-            "--images-dir datasets/synthcoco-mini/images",
+            "python scripts/cv-models/eval_yolov10m_onnx_coco.py "
+            "--onnx-path models/cv-models/yolov10n-synth/yolov10n-synth.onnx --providers CPUExecutionProvider "
+            "--data-root datasets/synthcoco-mini --max-images 0   # the bundled demo model and data",
         ],
     )
     parser.add_argument("--onnx-path", type=Path, required=True, help="YOLOv10 ONNX model (baseline or quantized)")
@@ -89,12 +89,18 @@ def parse_provider_options(items: Sequence[str], providers: Sequence[str]) -> di
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    # every usage check before a session is made: flags, execution-provider options, outputs, model input, dataset
+    if args.io_binding and args.lanes < 1:
+        raise UserError(f"--lanes must be >= 1, got {args.lanes}")
+    if args.intra_op_threads is not None and args.intra_op_threads < 0:
+        raise UserError(f"--intra-op-threads must be >= 0, got {args.intra_op_threads}")
     available = available_providers()
     options = merge_provider_options(
         resolve_provider_options(args, args.providers, available),
         parse_provider_options(args.provider_option, args.providers),
     )
-    print_effective_options(args.providers, options)
+    dataset = prepare_eval(args, {"--onnx-path": args.onnx_path})
+    check_onnx_input("--onnx-path", args.onnx_path, args.imgsz)
     backend: Any
     if args.io_binding:
         if args.providers[0] != CUDA_EP:
@@ -111,9 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             threads = 1
         backend = OrtBackend(str(args.onnx_path), args.providers, options, args.disable_cpu_fallback,
                              available=available, intra_op_threads=threads)  # fmt: skip
+    print_effective_options(args.providers, options)  # once the session exists: a refused run stays one line
     print(f"onnxruntime {backend.version}: providers in use: {', '.join(backend.providers_used)}")
     try:
-        return run_eval(args, backend, args.onnx_path)
+        return run_eval(args, backend, args.onnx_path, dataset=dataset)
     finally:
         backend.close()
 

@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common.cli import make_parser, run_main, setup_logging
 from common.errors import UserError
-from common.eval_cli import add_eval_args, run_eval
+from common.eval_cli import add_eval_args, check_eval_ranges, check_onnx_input, prepare_eval, run_eval
+from common.results import check_output_paths
 from common.trt_api import add_backend_args, load_backend
-from common.trt_build import add_build_args, build_from_args
+from common.trt_build import add_build_args, build_from_args, metadata_path
 from common.trt_runtime import TrtBackend
 
 
@@ -37,8 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
             "--max-images 0 --cuda-graph",
         ],
     )
-    parser.add_argument("--onnx-path", type=Path, default=None,
-                        help="ONNX to build (or reuse from the engine cache); optional with --engine-path")
+    parser.add_argument(
+        "--onnx-path",
+        type=Path,
+        default=None,
+        help="ONNX to build (or reuse from the engine cache); optional with --engine-path",
+    )
     add_backend_args(parser)
     add_build_args(parser, required_onnx=False)
     t = parser.add_argument_group("TensorRT runtime")
@@ -53,6 +58,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     if args.onnx_path is None and args.engine_path is None:
         raise UserError("give --engine-path ENGINE, or --onnx-path ONNX to build (or reuse) an engine")
+    # every usage check before a build or an engine is opened
+    check_eval_ranges(args)
+    building = args.onnx_path is not None
+    model_inputs = {"--onnx-path": args.onnx_path} if building else {"--engine-path": args.engine_path}
+    # written by the build (engine, timing cache) or saved after the run (runtime cache)
+    made = {"--engine-path": args.engine_path, "--timing-cache": args.timing_cache} if building else {}
+    if building and args.engine_path is not None:
+        made["--engine-path sidecar"] = metadata_path(args.engine_path)
+    check_output_paths({**made, "--runtime-cache": args.runtime_cache, "--out": args.out,
+                        "--detections-out": args.detections_out}, model_inputs)  # fmt: skip
+    if building:
+        check_onnx_input("--onnx-path", args.onnx_path, args.imgsz)
+    dataset = prepare_eval(args, model_inputs)
     api = load_backend(args.backend)
     verbosity = "verbose" if args.verbose else args.trt_verbosity
     extra: dict = {}
@@ -65,10 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         engine_path = args.engine_path
         model_path = engine_path
-    backend = TrtBackend.open(engine_path, api, cuda_graph=args.cuda_graph, verbosity=verbosity,
-                              runtime_cache=args.runtime_cache)
+    backend = TrtBackend.open(
+        engine_path, api, cuda_graph=args.cuda_graph, verbosity=verbosity, runtime_cache=args.runtime_cache
+    )
     try:
-        return run_eval(args, backend, model_path, {"trt": extra} if extra else None)
+        return run_eval(args, backend, model_path, {"trt": extra} if extra else None, dataset=dataset)
     finally:
         backend.close()
 

@@ -23,9 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 
-from common.cli import make_parser, run_main, setup_logging
+from common.cli import check_range, make_parser, run_main, setup_logging
 from common.errors import UserError
-from common.results import atomic_output, atomic_write_json, latency_stats, run_dir
+from common.results import (
+    atomic_output,
+    atomic_write_json,
+    check_output_dir,
+    check_output_paths,
+    latency_stats,
+    run_dir,
+)
 from common.trt_api import add_backend_args, load_backend
 from common.trt_build import parse_shapes
 from common.trt_runtime import TrtSession
@@ -44,20 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
         __doc__ or "",
         [
-            "python scripts/cv-models/infer_trt_engine.py --engine tmp/build-engine/trt/yolov10m.tensorrt.engine "
+            "python scripts/cv-models/infer_trt_engine.py --engine-path tmp/build-engine/trt/yolov10m.tensorrt.engine "
             "--input images=batch.npy --output-dir tmp/infer-trt/run1",
-            "python scripts/cv-models/infer_trt_engine.py --engine m.engine --seed 0 --benchmark --cuda-graph "
+            "python scripts/cv-models/infer_trt_engine.py --engine-path m.engine --seed 0 --benchmark --cuda-graph "
             "--iterations 500",
-            "python scripts/cv-models/infer_trt_engine.py --engine dyn.engine --shape images:4x3x640x640 --benchmark",
+            "python scripts/cv-models/infer_trt_engine.py --engine-path dyn.engine --shapes images:4x3x640x640 "
+            "--benchmark",
         ],
     )
-    parser.add_argument("--engine", type=Path, required=True, help="serialized engine (build_trt_engine.py)")
+    parser.add_argument("--engine-path", "--engine", dest="engine_path", type=Path, required=True,
+                        help="serialized engine (build_trt_engine.py); --engine is the old spelling")  # fmt: skip
     add_backend_args(parser)
     parser.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                         help="input tensor from a .npy file (repeatable); others get random data")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    parser.add_argument("--shape", action="append", default=[], metavar="NAME:NxCxHxW",
-                        help="shape of a random dynamic input (default: the profile's opt shape)")
+    parser.add_argument("--shapes", "--shape", dest="shapes", action="append", default=[], metavar="NAME:NxCxHxW",
+                        help="shape of a random dynamic input, repeatable (default: the profile's opt shape); "
+                        "--shape is the old spelling")  # fmt: skip
     parser.add_argument("--output-dir", type=Path, default=None, help="default: tmp/infer-trt/<timestamp>/")
     parser.add_argument("--benchmark", action="store_true", help="time warm-up + --iterations runs")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs before timing (default 10)")
@@ -148,18 +158,28 @@ def format_benchmark(b: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    if args.iterations < 1 or args.warmup < 0:
-        raise UserError("--iterations must be >= 1 and --warmup >= 0")
+    check_range("--iterations", args.iterations, 1)
+    check_range("--warmup", args.warmup, 0)
     given = parse_inputs(args.input)  # missing files fail before anything is opened
-    shapes = {p.name: p.opt for p in parse_shapes(args.shape)}
+    shapes = {p.name: p.opt for p in parse_shapes(args.shapes)}
+    inputs: dict[str, Path | None] = {"--engine-path": args.engine_path}
+    inputs.update({f"--input {n}": f for n, f in given.items()})
+    check_output_dir("--output-dir", args.output_dir)
+    check_output_paths({"--runtime-cache": args.runtime_cache}, inputs)
     api = load_backend(args.backend)
     verbosity = "verbose" if args.verbose else args.trt_verbosity
-    with TrtSession(args.engine, api, cuda_graph=args.cuda_graph, verbosity=verbosity,
+    with TrtSession(args.engine_path, api, cuda_graph=args.cuda_graph, verbosity=verbosity,
                     runtime_cache=args.runtime_cache) as session:
         names = [t.name for t in session.inputs]
         for name in [*given, *shapes]:
             if name not in names:
                 raise UserError(f"engine has no input {name!r}; its inputs are {', '.join(names)}")
+        used: set[str] = set()
+        files = {t.name: output_filename(t.name, used) for t in session.outputs}
+        if args.output_dir is not None:  # the files this run writes: not an input, before any inference
+            writes = {f"--output-dir file for output {n!r}": args.output_dir / f for n, f in files.items()}
+            writes["--output-dir file"] = args.output_dir / "infer.json"
+            check_output_paths(writes, {**inputs, "--runtime-cache": args.runtime_cache})
         rng = np.random.default_rng(args.seed)
         feeds = {n: load_npy(n, given[n]) if n in given else random_input(session, n, shapes.get(n), rng)
                  for n in names}
@@ -170,13 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         facts = session.describe()
 
     out_dir = args.output_dir or run_dir("infer-trt")
-    used: set[str] = set()
-    files: dict[str, str] = {}
     for name, arr in outputs.items():
-        fname = output_filename(name, used)
-        with atomic_output(out_dir / fname, suffix=".npy") as tmp:
+        files.setdefault(name, output_filename(name, used))
+        with atomic_output(out_dir / files[name], suffix=".npy") as tmp:
             np.save(tmp, arr)
-        files[name] = fname
     report = {
         "engine": facts,
         "inputs": {n: {"source": str(given[n]) if n in given else f"random(seed={args.seed})",

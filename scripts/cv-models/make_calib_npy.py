@@ -23,8 +23,9 @@ from common.calib import (  # noqa: E402
     select_images,
     sidecar_paths,
 )
-from common.cli import make_parser, run_main, setup_logging  # noqa: E402
+from common.cli import check_imgsz, check_range, make_parser, run_main, setup_logging  # noqa: E402
 from common.errors import UserError  # noqa: E402
+from common.results import check_output_paths  # noqa: E402
 
 
 def build_parser():
@@ -55,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     if args.image_list and (args.images_dir or args.data_root):
         raise UserError("pass either --image-list or --images-dir/--data-root, not both")
+    check_imgsz("--imgsz", args.imgsz)
+    check_range("--num-images", args.num_images, 0)
     if args.image_list:
         paths = read_image_list(Path(args.image_list))
         images = select_images(paths, 0, args.seed)
@@ -63,8 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         images_dir = resolve_images_dir(args.data_root, args.images_dir)
         images = select_images(list_images_dir(images_dir), args.num_images, args.seed)
         source = {"images_dir": str(images_dir.resolve()), "seed": args.seed, "num_requested": args.num_images}
-    record = build_calib_tensor(images, args.out, size=args.imgsz, progress=not args.no_progress, meta=source)
+    # the tensor and its sidecars: not an input (list file, an image), not each other, before any image is read
     json_path, txt_path = sidecar_paths(args.out)
+    inputs: dict[str, Path | None] = {"--image-list": Path(args.image_list) if args.image_list else None}
+    inputs.update({f"image {i}": im.path for i, im in enumerate(images)})
+    check_output_paths({"--out": Path(args.out), "--out sidecar": json_path, "--out image list": txt_path}, inputs)
+    record = build_calib_tensor(images, args.out, size=args.imgsz, progress=not args.no_progress, meta=source)
     print(f"wrote {args.out} shape={record['shape']} float32; image ids in {json_path}, paths in {txt_path}")
     return 0
 

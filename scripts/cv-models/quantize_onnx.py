@@ -25,7 +25,7 @@ from common import quant  # noqa: E402
 from common.calib import load_calib_tensor, read_calib_record  # noqa: E402
 from common.cli import make_parser, run_main, setup_logging  # noqa: E402
 from common.errors import UserError  # noqa: E402
-from common.results import atomic_output, atomic_write_json, sha256_file  # noqa: E402
+from common.results import atomic_output, atomic_write_json, check_output_paths, sha256_file  # noqa: E402
 
 log = logging.getLogger("quantize_onnx")
 SIDECAR_SCHEMA = 1
@@ -122,6 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--out must end in .onnx, got {out}")
     if out.resolve() == src.resolve():
         raise UserError("--out must differ from --onnx-path")
+    calib_json = Path(f"{args.calib}.json") if args.calib else None
+    check_output_paths(
+        {"--out": out, "--out sidecar": out.with_name(out.name + ".json")},
+        {"--onnx-path": src, "--calib": Path(args.calib) if args.calib else None, "--calib sidecar": calib_json},
+    )
     if out.exists() and not args.force:
         raise UserError(f"--out {out} exists; pass --force to overwrite")
     if args.mode in quant.AUTOCAST_MODES and args.calibration_method:

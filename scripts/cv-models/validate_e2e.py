@@ -24,13 +24,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import validate as V
-from common.cli import make_parser, run_main, setup_logging
-from common.compare import ParityOptions, collect, summarize
+from common.cli import check_range, make_parser, run_main, setup_logging
+from common.compare import PLOT_SKIPPED, ParityOptions, collect, summarize
 from common.errors import UserError
-from common.eval_cli import DEFAULT_DATA_ROOT, dataset_paths
+from common.eval_cli import DEFAULT_DATA_ROOT, check_eval_ranges, check_onnx_input, dataset_paths
 from common.parity import DEFAULT_THRESHOLDS, parse_threshold_overrides
 from common.pipeline import default_workers
-from common.results import run_dir, timestamp
+from common.results import check_output_dir, run_dir, timestamp
 from common.yolov10 import LAYOUTS
 
 QUANT_MODES = ("int8", "fp8")
@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="COCO root with val2017/ and annotations/instances_val2017.json (default: %(default)s)")
     d.add_argument("--instances", type=Path, default=None, help="instances JSON (default: under --data-root)")
     d.add_argument("--images-dir", type=Path, default=None, help="image folder (default: <data-root>/val2017)")
-    d.add_argument("--max-images", type=int, default=100, help="first N images by id; <= 0: all (default 100)")
+    d.add_argument("--max-images", type=int, default=None,
+                   help="first N images by id; <= 0: all (default 100; with --image-ids-list: the whole list)")
     d.add_argument("--image-ids-list", type=Path, default=None, help="text file of image ids, one per line")
     d.add_argument("--imgsz", type=int, default=640, help="square network input size (default 640)")
     d.add_argument("--conf", type=float, default=0.001, help="score threshold of the evaluation (default 0.001)")
@@ -106,11 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def eval_args(args: argparse.Namespace) -> list[str]:
-    out = ["--data-root", str(args.data_root), "--max-images", str(args.max_images), "--imgsz", str(args.imgsz),
-           "--conf", str(args.conf), "--iou", str(args.iou), "--max-det", str(args.max_det),
-           "--output-format", args.output_format, "--workers", str(args.workers),
-           "--warmup-runs", str(args.warmup_runs)]  # fmt: skip
-    for flag in ("instances", "images_dir", "image_ids_list"):
+    out = ["--data-root", str(args.data_root), "--imgsz", str(args.imgsz), "--conf", str(args.conf),
+           "--iou", str(args.iou), "--max-det", str(args.max_det), "--output-format", args.output_format,
+           "--workers", str(args.workers), "--warmup-runs", str(args.warmup_runs)]  # fmt: skip
+    for flag in ("max_images", "instances", "images_dir", "image_ids_list"):
         value = getattr(args, flag)
         if value is not None:
             out += [f"--{flag.replace('_', '-')}", str(value)]
@@ -169,8 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     if args.candidate is not None and args.quantize is not None:
         raise UserError("pass either --candidate ONNX or --quantize MODE, not both")
-    if args.tensor_samples < 0 or args.calib_images < 1:
-        raise UserError("--tensor-samples must be >= 0 and --calib-images >= 1")
+    check_range("--tensor-samples", args.tensor_samples, 0)
+    check_range("--calib-images", args.calib_images, 1)
+    check_range("--worst-images", args.worst_images, 0)
+    check_range("--step-timeout", args.step_timeout, 0, lo_open=True)
+    check_range("--max-ap-drop", args.max_ap_drop, 0)
+    check_range("--parity-iou", args.parity_iou, 0, 1, lo_open=True)
+    check_range("--parity-conf", args.parity_conf, 0, 1)
+    check_eval_ranges(args)
+    check_output_dir("--output-root", args.output_root)
     keys = list(V.BACKEND_KEYS) if "all" in args.backends else list(dict.fromkeys(args.backends))
     explicit = "all" not in args.backends
     parity = ParityOptions(
@@ -190,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base_label, cand_label = V.model_labels(args.onnx_path, args.candidate or (
         Path(f"{args.onnx_path.stem}.{args.quantize}.onnx") if args.quantize else None))  # fmt: skip
     base = V.model_info(args.onnx_path, "baseline", "--onnx-path", base_label)
+    check_onnx_input("--onnx-path", args.onnx_path, args.imgsz)
     cand = None
     if args.candidate is not None:
         cand = V.model_info(args.candidate, "candidate", "--candidate", cand_label or "candidate")
@@ -210,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc = V.run_doctor()
     V.write_json(root / "doctor.json", doc)
     avail = V.availability(doc, keys, runtime_double=args.trt_runtime_double is not None)
-    for k in keys:
+    for k in keys:  # each skip reason is said here, once (run_backend does not repeat it per model)
         print(f"  {k:<11} {'available' if avail[k].ok else 'skipped: ' + avail[k].reason}")
 
     # --- candidate by quantization
@@ -266,12 +274,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         text = (root / "summary.md").read_text(encoding="utf-8")
         print("\n".join(ln for ln in text.splitlines() if ln.startswith(("|", ">"))))
+        if not summary["plot"]:
+            print(PLOT_SKIPPED)
     else:
         problems.append("no backend produced metrics; nothing to compare")
     problems += [f"failed: {r.model.label} / {r.backend}: {r.reason}" for r in runs if r.status == "failed"]
     if explicit:
-        problems += [f"requested but skipped: {r.model.label} / {r.backend}: {r.reason}"
-                     for r in runs if r.status == "skipped"]  # fmt: skip
+        skipped: dict[str, list[V.BackendRun]] = {}
+        for r in runs:
+            if r.status == "skipped":
+                skipped.setdefault(r.backend, []).append(r)
+        problems += [f"requested but skipped: {key} ({', '.join(r.model.label for r in rs)}): {rs[0].reason}"
+                     for key, rs in skipped.items()]  # fmt: skip  (one reason per backend, not per model)
     if quant_step is not None and quant_step.rc != 0:
         problems.append(f"quantize failed: {quant_step.error} (log: {root / 'quantize' / quant_step.log})")
     record["verdict"] = {"pass": not problems, "problems": problems}

@@ -27,7 +27,7 @@ import trtenv
 
 from common.cli import make_parser, run_main, setup_logging
 from common.errors import UserError
-from common.results import atomic_write_json, run_dir
+from common.results import atomic_write_json, check_output_paths, run_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROBE_SCRIPT = Path(__file__).resolve().with_name("trt_probe.py")
@@ -606,6 +606,7 @@ def main(argv: Sequence[str] | None = None, inputs: DoctorInputs | None = None) 
     setup_logging(args.verbose)
     if not Path(args.python).exists() and not _which(args.python):
         raise UserError(f"--python {args.python}: no such interpreter; pass a path such as /usr/bin/python3")
+    check_output_paths({"--json-out": args.json_out}, {})  # before the probes: not a directory, folder writable
 
     inp = inputs or DoctorInputs(env=dict(os.environ), python=args.python, session=not args.no_session)
     report = collect(inp)

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,26 +51,96 @@ class CocoDataset:
 
 
 def load_coco(instances: str | os.PathLike[str]) -> Any:
-    """Load an instances JSON with pycocotools, quietly; UserError naming the file."""
+    """Load an instances JSON with pycocotools, quietly; UserError naming the file.
+
+    The structure is checked first (``check_instances``) so a malformed file gives one line
+    saying what is wrong, not a KeyError from deep inside pycocotools.
+    """
     from pycocotools.coco import COCO
 
     path = Path(instances)
     if not path.is_file():
         raise UserError(f"instances file not found: {path}; pass --instances or --data-root")
     try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"instances file {path} is not readable JSON ({exc}); pass a COCO instances file") from None
+    check_instances(data, path)
+    try:
         with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(path))
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            coco = COCO()
+            coco.dataset = data
+            coco.createIndex()
+            return coco
+    except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"instances file {path} is not valid COCO JSON: {exc}") from exc
 
 
-def category_table(coco: Any, names: Sequence[str] = COCO80_NAMES) -> np.ndarray:
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_instances(data: Any, path: Path) -> None:
+    """UserError (one line, naming the file and the first problem) unless ``data`` is COCO instances JSON."""
+    where = f"instances file {path}"
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: top level is a {type(data).__name__}, expected an object with "
+                        "'images', 'annotations' and 'categories' (is this a results file?)")  # fmt: skip
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise UserError(f"{where} has no {key!r} list; a COCO instances file needs images, annotations and "
+                            "categories")  # fmt: skip
+        if not isinstance(data[key], list):
+            raise UserError(f"{where}: {key!r} is a {type(data[key]).__name__}, expected a list")
+    for i, im in enumerate(data["images"]):
+        if not isinstance(im, dict) or not _is_int(im.get("id")):
+            got = im.get("id") if isinstance(im, dict) else im
+            raise UserError(f"{where}: images[{i}] has id {got!r}; image ids must be integers")
+        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
+            raise UserError(f"{where}: image {im['id']} has no file_name")
+    cat_ids = set()
+    for i, c in enumerate(data["categories"]):
+        if not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name"), str):
+            raise UserError(f"{where}: categories[{i}] needs an integer id and a name, got {c!r}"[:300])
+        cat_ids.add(c["id"])
+    if not cat_ids:
+        raise UserError(f"{where}: 'categories' is empty; it must list the classes (COCO-80 names)")
+    img_ids = {im["id"] for im in data["images"]}
+    for i, a in enumerate(data["annotations"]):
+        if not isinstance(a, dict):
+            raise UserError(f"{where}: annotations[{i}] is a {type(a).__name__}, expected an object")
+        if not _is_int(a.get("image_id")) or a["image_id"] not in img_ids:
+            raise UserError(f"{where}: annotations[{i}] has image_id {a.get('image_id')!r}, which no image has")
+        if not _is_int(a.get("category_id")) or a["category_id"] not in cat_ids:
+            raise UserError(
+                f"{where}: annotations[{i}] has category_id {a.get('category_id')!r}, which 'categories' does not list"
+            )
+        bbox = a.get("bbox")
+        if (not isinstance(bbox, list) or len(bbox) != 4
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):  # fmt: skip
+            raise UserError(f"{where}: annotations[{i}] bbox {bbox!r} is not [x, y, w, h]"[:300])
+
+
+def category_table(
+    coco: Any, names: Sequence[str] = COCO80_NAMES, source: str | os.PathLike[str] | None = None
+) -> np.ndarray:
     """Model class index -> the annotation file's category id, matched by class name."""
     by_name = {c["name"]: int(c["id"]) for c in coco.loadCats(coco.getCatIds())}
     table = np.array([by_name.get(n, -1) for n in names], dtype=np.int64)
     if (table < 0).all():
-        raise UserError("no category in the instances file matches a COCO-80 class name")
+        where = f"instances file {source}" if source is not None else "the instances file"
+        raise UserError(f"no category in {where} matches a COCO-80 class name (e.g. 'person'); the model's "
+                        "classes could never be scored")  # fmt: skip
     return table
+
+
+def unknown_categories(coco: Any, names: Sequence[str] = COCO80_NAMES) -> list[str]:
+    """Category names of the instances file that no model class has (their AP can only be 0)."""
+    known = set(names)
+    return sorted(str(c["name"]) for c in coco.loadCats(coco.getCatIds()) if c["name"] not in known)
+
+
+DEFAULT_MAX_IMAGES = 100
 
 
 def read_id_list(path: str | os.PathLike[str]) -> list[int]:
@@ -77,7 +148,11 @@ def read_id_list(path: str | os.PathLike[str]) -> list[int]:
     if not p.is_file():
         raise UserError(f"--image-ids-list file not found: {p}")
     ids = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--image-ids-list {p}: not a readable text file ({exc})") from None
+    for n, line in enumerate(text.splitlines(), 1):
         raw = line.split("#", 1)[0].strip()
         if not raw:
             continue
@@ -88,25 +163,42 @@ def read_id_list(path: str | os.PathLike[str]) -> list[int]:
     return ids
 
 
-def select_image_ids(coco: Any, max_images: int, ids_list: str | os.PathLike[str] | None = None) -> list[int]:
-    """Sorted ids (or the list file's ids, in file order), truncated to max_images (<= 0: all)."""
+def select_image_ids(coco: Any, max_images: int | None, ids_list: str | os.PathLike[str] | None = None) -> list[int]:
+    """The image ids of a run.
+
+    With ``ids_list``: every id of the file, in file order, duplicates dropped (with a warning);
+    a ``max_images`` that would cut the list is refused (a list names the images: all of them run).
+    Else the sorted ids, the first ``max_images`` (None: 100; <= 0: all).
+    """
     if ids_list is not None:
-        ids = read_id_list(ids_list)
+        listed = read_id_list(ids_list)
+        ids = list(dict.fromkeys(listed))
+        if len(ids) != len(listed):
+            print(f"warning: --image-ids-list {ids_list}: {len(listed) - len(ids)} duplicate id(s) ignored; "
+                  f"{len(ids)} distinct images", file=sys.stderr)  # fmt: skip
         unknown = [i for i in ids if i not in coco.imgs]
         if unknown:
             shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
             raise UserError(f"--image-ids-list {ids_list}: image id(s) not in the annotations: {shown}")
-    else:
-        ids = sorted(coco.getImgIds())
-    return ids[:max_images] if max_images > 0 else ids
+        if max_images is not None and 0 < max_images < len(ids):
+            raise UserError(
+                f"--max-images {max_images} would cut --image-ids-list {ids_list} ({len(ids)} ids): a list is "
+                "evaluated whole; drop --max-images or shorten the list"
+            )
+        return ids
+    ids = sorted(coco.getImgIds())
+    n = DEFAULT_MAX_IMAGES if max_images is None else max_images
+    return ids[:n] if n > 0 else ids
 
 
 def open_dataset(
     instances: str | os.PathLike[str],
     images_dir: str | os.PathLike[str],
-    max_images: int = 0,
+    max_images: int | None = 0,
     ids_list: str | os.PathLike[str] | None = None,
 ) -> CocoDataset:
+    """Instances + images + the selected ids. Refuses a selection without annotations (COCO mAP would be
+    -1) and warns on stderr about categories no COCO-80 class can detect."""
     images = Path(images_dir)
     if not images.is_dir():
         raise UserError(f"images directory not found: {images}; pass --images-dir or --data-root")
@@ -114,7 +206,20 @@ def open_dataset(
     ids = select_image_ids(coco, max_images, ids_list)
     if not ids:
         raise UserError(f"no images selected from {instances}; check --max-images / --image-ids-list")
-    return CocoDataset(Path(instances), images, coco, ids, category_table(coco))
+    table = category_table(coco, source=instances)
+    if not coco.dataset["annotations"]:
+        raise UserError(f"instances file {instances} has no annotations: COCO mAP would be -1; "
+                        "pass a file with ground-truth boxes")  # fmt: skip
+    if not any(coco.imgToAnns.get(i) for i in ids):
+        raise UserError(f"the {len(ids)} selected image(s) have no annotations in {instances}: COCO mAP would be -1; "
+                        "select other images (--max-images / --image-ids-list)")  # fmt: skip
+    odd = unknown_categories(coco)
+    if odd:
+        shown = ", ".join(odd[:5]) + (" ..." if len(odd) > 5 else "")
+        what = f"{len(odd)} categor{'y' if len(odd) == 1 else 'ies'}"
+        print(f"warning: {what} of {instances} match no COCO-80 class name ({shown}): the model cannot detect "
+              "them, so their AP counts as 0 in mAP", file=sys.stderr)  # fmt: skip
+    return CocoDataset(Path(instances), images, coco, ids, table)
 
 
 def to_coco_results(

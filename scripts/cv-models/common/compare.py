@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,16 @@ def load_metrics(path: Path) -> dict[str, Any]:
                     f"{path}: not a metrics.json of schema {METRICS_SCHEMA_VERSION}: missing key {'.'.join(keys)!r}"
                 )
             node = node[k]
+        if keys[0] in ("metrics", "latency") and not _is_number(node):
+            raise UserError(
+                f"{path}: {'.'.join(keys)} is {json.dumps(node)}, not a number; was the run interrupted? "
+                "rerun the evaluator or leave this file out"
+            )
     return data
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def backend_key(payload: Mapping[str, Any]) -> str:
@@ -397,7 +407,9 @@ def _parity_cell(row: Row) -> str:
     return "n/a"
 
 
-def render_markdown(summary: Mapping[str, Any], rows: Sequence[Row], not_run: Sequence[NotRun]) -> str:
+def render_markdown(
+    summary: Mapping[str, Any], rows: Sequence[Row], not_run: Sequence[NotRun], plot_file: str | None = "summary.png"
+) -> str:
     ref = summary["reference"]
     lines = [
         "# Backend comparison",
@@ -420,9 +432,11 @@ def render_markdown(summary: Mapping[str, Any], rows: Sequence[Row], not_run: Se
             f"| {r.display} | {r.precision} | {r.map50_95:.4f} | {d} | {lat['median_ms']:.2f} | "
             f"{lat['p99_ms']:.2f} | {lat['throughput_fps']:.1f} | {_parity_cell(r)} |"
         )
+    several = len({r.model for r in rows} | {n.model for n in not_run}) > 1
     for n in not_run:
         short = n.reason if len(n.reason) <= 90 else n.reason[:87].rstrip() + "..."
-        lines.append(f"| {n.backend} | {n.precision} | — | — | — | — | — | {n.status}: {short.replace('|', '/')} |")
+        name = f"{n.backend} [{n.model}]" if several else n.backend
+        lines.append(f"| {name} | {n.precision} | — | — | — | — | — | {n.status}: {short.replace('|', '/')} |")
     lines.append("")
     if any(r.runtime_double for r in rows):
         lines += ["*(runtime double)*: a test stand-in that executes the ONNX with ONNX Runtime on the CPU after a "
@@ -465,7 +479,11 @@ def render_markdown(summary: Mapping[str, Any], rows: Sequence[Row], not_run: Se
                          "expected to be large; judge them by detection parity.")  # fmt: skip
         lines.append("")
     hosts = sorted({f"{r.host or '?'} / {r.gpu or 'no GPU'}" for r in rows})
-    lines += ["## Machines", "", *[f"- {h}" for h in hosts], "", "![latency vs mAP](summary.png)", ""]
+    lines += ["## Machines", "", *[f"- {h}" for h in hosts], ""]
+    if plot_file:
+        lines += [f"![latency vs mAP]({plot_file})", ""]
+    else:
+        lines += [f"*({PLOT_SKIPPED})*", ""]
     return "\n".join(lines)
 
 
@@ -482,6 +500,19 @@ def _label_offsets(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[int, 
         near = sum(1 for j in range(i) if abs(lx[i] - lx[j]) / span_x < 0.25 and abs(ys[i] - ys[j]) / span_y < 0.08)
         out.append(choices[near % len(choices)])
     return out
+
+
+PLOT_SKIPPED = "plot skipped (pip install matplotlib)"
+SUMMARY_FILES = ("summary.md", "summary.json", "summary.png")
+
+
+def matplotlib_available() -> bool:
+    """matplotlib is optional (the venv of README's `venv.sh demo` lacks it): without it there is no plot."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def plot(rows: Sequence[Row], path: Path, title: str) -> None:
@@ -535,7 +566,11 @@ def summarize(
     tensor_errors: Mapping[tuple[str, str], list[dict[str, Any]]] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Compute ΔAP and parity, write summary.md/json/png into ``out_dir``; return the summary dict."""
+    """Compute ΔAP and parity, write summary.md/json/png into ``out_dir``; return the summary dict.
+
+    Without matplotlib the plot is skipped (``summary["plot"]`` is None) and summary.md says so
+    instead of linking a png that was never written.
+    """
     opts = parity or ParityOptions()
     rows = col.rows
     ref = pick_reference(rows, reference, col.baseline_model)
@@ -585,7 +620,10 @@ def summarize(
     out_dir = Path(out_dir)
     gpus = sorted({r.gpu for r in rows if r.gpu})
     title = f"latency vs mAP — {len(rows)} runs" + (f" — {', '.join(gpus)}" if gpus else " — no GPU")
+    plotting = matplotlib_available()
+    summary["plot"] = "summary.png" if plotting else None
     atomic_write_json(out_dir / "summary.json", summary)
-    atomic_write_text(out_dir / "summary.md", render_markdown(summary, rows, col.not_run))
-    plot(rows, out_dir / "summary.png", title)
+    atomic_write_text(out_dir / "summary.md", render_markdown(summary, rows, col.not_run, summary["plot"]))
+    if plotting:
+        plot(rows, out_dir / "summary.png", title)
     return summary

@@ -40,6 +40,7 @@ def atomic_output(path: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a written file follows the umask
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -58,7 +59,29 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+    """Strict JSON (``allow_nan=False``): a NaN/Inf is a bug upstream, never a value written silently."""
+    return atomic_write_text(path, dumps_json(obj, indent=indent) + "\n")
+
+
+def dumps_json(obj: Any, indent: int | None = 2) -> str:
+    """``json.dumps`` for everything we write: NumPy/Path aware, and NaN/Inf refused (strict parsers reject them)."""
+    try:
+        return json.dumps(obj, indent=indent, default=_json_default, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError(f"refusing to write non-finite numbers into JSON ({exc})") from exc
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _json_default(obj: Any) -> Any:
@@ -102,15 +125,106 @@ def timestamp() -> str:
 
 
 def run_dir(task: str, root: str | os.PathLike[str] = "tmp", stamp: str | None = None) -> Path:
-    """``tmp/<task>/<timestamp>/``, created; a clear error when it cannot be."""
-    path = Path(root) / task / (stamp or timestamp())
+    """``tmp/<task>/<timestamp>/``, created exclusively: two runs started in the same second get
+    ``<timestamp>`` and ``<timestamp>-2``, never one shared folder. A clear error when it cannot be made."""
+    parent = Path(root) / task
+    base = stamp or timestamp()
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            path = parent / (base if n == 1 else f"{base}-{n}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            break
+        else:  # pragma: no cover - 10 000 runs in one second
+            raise UserError(f"cannot find a free run directory name under {parent}")
     except OSError as exc:
-        raise UserError(f"cannot create run directory {path}: {exc.strerror or exc}") from exc
+        raise UserError(f"cannot create run directory under {parent}: {exc.strerror or exc}") from exc
     if not os.access(path, os.W_OK):
         raise UserError(f"run directory {path} is not writable; pass another output location")
     return path
+
+
+def remove_if_empty(folder: Path | None) -> None:
+    """Remove a run folder we created when a run ended before writing anything into it."""
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+# ----------------------------------------------------------------------------- output-path guard
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        with contextlib.suppress(OSError):
+            return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def _writable_folder(path: Path) -> tuple[Path, str | None]:
+    """(the nearest existing ancestor of ``path``, why we cannot create files below it or None)."""
+    folder = path.parent.resolve() if str(path.parent) else Path.cwd()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        return folder, f"{folder} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+    except OSError as exc:
+        return folder, f"folder {folder} is not writable ({exc.strerror or exc})"
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return folder, None
+
+
+def check_output_paths(
+    outputs: dict[str, str | os.PathLike[str] | None],
+    inputs: dict[str, str | os.PathLike[str] | None],
+    *,
+    protected_dirs: dict[str, str | os.PathLike[str] | None] | None = None,
+) -> None:
+    """The one output-path guard every CLI calls before any work.
+
+    ``outputs`` / ``inputs`` map a label (the flag, e.g. ``--out``) to a path (None: not given).
+    An output may not be an input, may not be another output, may not be an existing
+    directory, and its folder must be writable. An output may not replace an existing file
+    inside one of ``protected_dirs`` (e.g. the image folder). UserError naming the flag otherwise.
+    """
+    outs = [(flag, Path(p)) for flag, p in outputs.items() if p is not None]
+    ins = [(flag, Path(p)) for flag, p in inputs.items() if p is not None]
+    for i, (flag, out) in enumerate(outs):
+        for in_flag, src in ins:
+            if _same_path(out, src):
+                raise UserError(
+                    f"{flag} {out} is the same file as {in_flag} {src}; it would be overwritten: choose another path"
+                )
+        for other_flag, other in outs[:i]:
+            if _same_path(out, other):
+                raise UserError(f"{flag} {out} is also {other_flag}: give each output its own path")
+        if out.is_dir():
+            raise UserError(f"{flag} {out} is an existing directory; pass a file path, not a folder")
+        for dir_flag, d in (protected_dirs or {}).items():
+            if d is not None and out.exists() and Path(d).is_dir() and _same_path(out.parent, Path(d)):
+                raise UserError(f"{flag} {out} would overwrite a file in the {dir_flag} folder; choose another path")
+        _, why = _writable_folder(out)
+        if why:
+            raise UserError(f"{flag} {out}: {why}; choose a writable output location")
+
+
+def check_output_dir(flag: str, folder: str | os.PathLike[str] | None) -> None:
+    """An output *folder*: not an existing file, and it (or its nearest existing ancestor) writable."""
+    if folder is None:
+        return
+    d = Path(folder)
+    if d.exists() and not d.is_dir():
+        raise UserError(f"{flag} {d} is an existing file, not a folder; pass a folder path")
+    _, why = _writable_folder(d / "probe")
+    if why:
+        raise UserError(f"{flag} {d}: {why}; choose a writable output location")
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

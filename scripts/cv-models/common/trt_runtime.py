@@ -168,7 +168,7 @@ class TrtSession:
     ) -> None:
         self.engine_path = Path(engine_path)
         if not self.engine_path.is_file():
-            raise UserError(f"--engine {self.engine_path}: no such file; build one with build_trt_engine.py")
+            raise UserError(f"--engine-path {self.engine_path}: no such file; build one with build_trt_engine.py")
         self.api = api
         self.build_meta = check_engine_origin(self.engine_path, api)
         self.mem = memory if memory is not None else default_memory()

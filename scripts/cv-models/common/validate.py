@@ -466,9 +466,7 @@ def run_backend(cfg: RunConfig, key: str, model: ModelInfo, avail: Availability)
     folder.mkdir(parents=True, exist_ok=True)
     run = BackendRun(key, model, "skipped", avail.reason, folder)
     tag = f"[{model.label} / {key}]"
-    if not avail.ok:
-        cfg.log(f"{tag} skipped: {avail.reason}")
-    else:
+    if avail.ok:
         steps, run.runtime_double = plan_steps(cfg, spec, model, folder)
         run.status, run.reason = "ok", ""
         for step in steps:

@@ -1,0 +1,792 @@
+"""Issue 12: the bad-input matrix over every CLI, the data-loss rules, and valid-but-unusual inputs.
+
+Every bad case runs the CLI in-process through ``common.cli.run_main(main, argv)`` (the same
+entry the scripts' ``__main__`` uses) with the working directory set to the case's own folder,
+and asserts:
+
+- exit code 2;
+- exactly one line on stderr, ``error: ...``, naming the flag or file of the case;
+- no traceback (``--verbose`` is never passed here; one subprocess case checks it shows one);
+- nothing left behind: every file under the sandbox and the case folder is hashed before and
+  after (so no output, temporary or run folder appears, and every input stays byte-identical).
+
+Logging: pytest puts its own handlers on the root logger, which would keep ``setup_logging``
+from attaching a stderr handler; ``_run`` clears them around the call so that log lines reach
+the captured stderr exactly as in a real run.
+
+``_print_matrix`` (``pytest -s -k matrix_table``) prints the table of case, rc, message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import trt_double as D
+
+from common.cli import run_main
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts" / "cv-models"
+MINI = REPO / "datasets" / "synthcoco-mini"
+DEMO_MODEL = REPO / "models" / "cv-models" / "yolov10n-synth" / "yolov10n-synth.onnx"
+
+# ----------------------------------------------------------------------------- sandbox
+
+
+def _tiny_onnx(path: Path, elem: int, channels: int, hw: tuple[int | str, int | str] = (640, 640)) -> Path:
+    """A one-input ONNX [1,C,H,W] of element type ``elem`` (Identity): enough for the input checks."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("images", elem, [1, channels, *hw])
+    y = helper.make_tensor_value_info("out", elem, [1, channels, *hw])
+    graph = helper.make_graph([helper.make_node("Identity", ["images"], ["out"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    assert TensorProto.FLOAT  # keep the import used
+    return path
+
+
+def _metrics(path: Path, map_value: float | None = 0.25, backend: str = "onnxruntime") -> Path:
+    """A metrics.json of the schema the evaluators write (the keys compare_runs.py reads)."""
+    from common.results import METRICS_SCHEMA_VERSION
+
+    payload = {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "model_path": "m.onnx",
+        "metrics": {"mAP_50_95": map_value, "mAP_50": 0.4, "num_images": 2, "num_detections": 3},
+        "latency": {"median_ms": 1.0, "p99_ms": 2.0, "throughput_fps": 900.0},
+        "run": {"backend": {"backend": backend, "providers_used": ["CPUExecutionProvider"]}},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload))
+    return path
+
+
+@dataclass
+class Sandbox:
+    root: Path
+    model: Path
+    instances: Path
+    images: Path
+    data_root: Path
+    tiny: Path
+    engine: Path
+    u8_model: Path
+    i8_model: Path
+    gray_model: Path
+    dynamic_model: Path
+    metrics: Path
+    ids3: Path
+    bad_instances: dict[str, Path] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def sb(tmp_path_factory) -> Sandbox:
+    if not DEMO_MODEL.is_file() or not MINI.is_dir():
+        pytest.skip("needs the bundled demo model and datasets/synthcoco-mini")
+    root = tmp_path_factory.mktemp("sandbox")
+    data_root = root / "mini"
+    shutil.copytree(MINI, data_root)
+    model = root / "m.onnx"
+    shutil.copyfile(DEMO_MODEL, model)
+    inst = data_root / "annotations" / "instances_val2017.json"
+    good = json.loads(inst.read_text())
+    bad: dict[str, Path] = {}
+
+    def write(name: str, obj: object | str) -> None:
+        p = root / "bad-instances" / f"{name}.json"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+        bad[name] = p
+
+    write("no-categories", {k: v for k, v in good.items() if k != "categories"})
+    write("list-top-level", good["annotations"][:3])
+    write("string-image-ids", {**good, "images": [{**im, "id": str(im["id"])} for im in good["images"]]})
+    no_name = [{k: v for k, v in im.items() if k != "file_name"} for im in good["images"]]
+    write("no-file-name", {**good, "images": no_name})
+    write("no-annotations", {**good, "annotations": []})
+    write("unknown-category-id", {**good, "annotations": [{**good["annotations"][0], "category_id": 99999}]})
+    write("not-json", "{ this is not json")
+    write("no-coco80-names", {**good, "categories": [{**c, "name": f"thing{c['id']}"} for c in good["categories"]]})
+    ids3 = root / "ids3.txt"
+    ids3.write_text("3\n1\n2\n")
+    engine = root / "fake.engine"
+    engine.write_bytes(b"not really an engine")
+    return Sandbox(
+        root=root,
+        model=model,
+        instances=inst,
+        images=data_root / "val2017",
+        data_root=data_root,
+        tiny=D.tiny_model(root / "tiny.onnx"),
+        engine=engine,
+        u8_model=_tiny_onnx(root / "u8.onnx", 2, 3),  # TensorProto.UINT8
+        i8_model=_tiny_onnx(root / "i8.onnx", 3, 3),  # TensorProto.INT8
+        gray_model=_tiny_onnx(root / "gray.onnx", 1, 1),  # float32, 1 channel
+        dynamic_model=_tiny_onnx(root / "dyn.onnx", 1, 3, ("H", "W")),  # float32, dynamic H and W
+        metrics=_metrics(root / "runs" / "a" / "metrics.json"),
+        ids3=ids3,
+        bad_instances=bad,
+    )
+
+
+def _snapshot(*roots: Path) -> dict[str, str]:
+    """sha256 of every file (and the set of folders) below ``roots``."""
+    out: dict[str, str] = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for d in dirnames:
+                out[os.path.join(dirpath, d) + "/"] = "dir"
+            for f in filenames:
+                p = os.path.join(dirpath, f)
+                with open(p, "rb") as fh:
+                    out[p] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+@contextlib.contextmanager
+def _plain_logging() -> Iterator[None]:
+    """Let setup_logging attach its stderr handler as in a real run (pytest's handlers set aside)."""
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    root.handlers = []
+    try:
+        yield
+    finally:
+        for h in root.handlers:
+            h.close()
+        root.handlers = saved
+        root.setLevel(level)
+
+
+def _main_of(script: str) -> Callable:
+    return importlib.import_module(script).main  # scripts/cv-models and scripts/trt are on pytest's pythonpath
+
+
+def _run(script: str, argv: list[str], capsys) -> tuple[int, str, str]:
+    main = _main_of(script)
+    capsys.readouterr()
+    with _plain_logging():
+        try:
+            rc = run_main(main, argv)
+        except SystemExit as exc:  # argparse (--help, usage errors) exits from inside main
+            rc = exc.code if isinstance(exc.code, int) else 2
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+# ----------------------------------------------------------------------------- the cases
+
+EVAL = "eval_yolov10m_onnx_coco"
+EVAL_TRT = "eval_yolov10m_trt_coco"
+BUILD = "build_trt_engine"
+INFER = "infer_trt_engine"
+CALIB = "make_calib_npy"
+QUANT = "quantize_onnx"
+VALIDATE = "validate_e2e"
+COMPARE = "compare_runs"
+DOCTOR = "trt_doctor"
+SETUP = "setup_tensorrt"
+
+
+def _eval(s: Sandbox, t: Path, *extra: str, model: Path | None = None) -> list[str]:
+    return ["--onnx-path", str(model or s.model), "--providers", "CPUExecutionProvider", "--data-root",
+            str(s.data_root), "--max-images", "2", "--workers", "0", "--no-progress", "--out", str(t / "m.json"),
+            *extra]  # fmt: skip
+
+
+def _eval_inst(s: Sandbox, t: Path, name: str) -> list[str]:
+    return [*_eval(s, t), "--instances", str(s.bad_instances[name])]
+
+
+def _eval_trt(s: Sandbox, t: Path, *extra: str) -> list[str]:
+    return ["--backend", "tensorrt-rtx", "--data-root", str(s.data_root), "--max-images", "2", "--no-progress",
+            *extra]  # fmt: skip
+
+
+def _build(s: Sandbox, t: Path, *extra: str) -> list[str]:
+    return ["--onnx-path", str(s.tiny), "--backend", "tensorrt-rtx", "--trt-verbosity", "error", *extra]
+
+
+def _infer(s: Sandbox, t: Path, *extra: str) -> list[str]:
+    return ["--engine-path", str(s.engine), "--backend", "tensorrt-rtx", "--output-dir", str(t / "out"), *extra]
+
+
+def _calib(s: Sandbox, t: Path, *extra: str) -> list[str]:
+    return ["--images-dir", str(s.images), "--num-images", "2", "--imgsz", "64", "--no-progress", *extra]
+
+
+def _quant(s: Sandbox, t: Path, *extra: str) -> list[str]:
+    return ["--mode", "fp16", "--onnx-path", str(s.tiny), *extra]
+
+
+def _validate(s: Sandbox, t: Path, *extra: str) -> list[str]:
+    return ["--onnx-path", str(s.model), "--data-root", str(s.data_root), "--backends", "ort-cpu",
+            "--max-images", "2", "--output-root", str(t / "runs"), *extra]  # fmt: skip
+
+
+def _compare(s: Sandbox, t: Path, *extra: str) -> list[str]:
+    return [str(s.metrics), "--out-dir", str(t / "cmp"), *extra]
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def _file(p: Path, text: str = "x") -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    script: str
+    argv: Callable[[Sandbox, Path], list[str]]
+    expect: str  # a flag or file named in the one-line message
+    needs_trt: bool = False
+
+
+C = Case
+UNWRITABLE = "/proc/i12-no-such-dir"  # not writable even by root
+
+# fmt: off
+CASES: list[Case] = [
+    # --- eval (ONNX Runtime): data loss
+    C("eval-out-is-model", EVAL, lambda s, t: _eval(s, t, "--out", str(s.model)), "--out"),
+    C("eval-out-is-instances", EVAL, lambda s, t: _eval(s, t, "--out", str(s.instances)), "--out"),
+    C("eval-detections-is-model", EVAL, lambda s, t: _eval(s, t, "--detections-out", str(s.model)),
+      "--detections-out"),
+    C("eval-out-equals-detections", EVAL, lambda s, t: _eval(s, t, "--detections-out", str(t / "m.json")),
+      "--detections-out"),
+    C("eval-out-is-directory", EVAL, lambda s, t: _eval(s, t, "--out", str(_mkdir(t / "d"))), "existing directory"),
+    C("eval-out-parent-is-file", EVAL, lambda s, t: _eval(s, t, "--out", str(_file(t / "f.txt") / "m.json")),
+      "--out"),
+    C("eval-out-unwritable", EVAL, lambda s, t: _eval(s, t, "--out", f"{UNWRITABLE}/m.json"), "not writable"),
+    C("eval-out-is-an-image", EVAL, lambda s, t: _eval(s, t, "--out", str(s.images / "000000000001.jpg")),
+      "--images-dir"),
+    C("eval-out-is-id-list", EVAL, lambda s, t: _eval(s, t, "--image-ids-list", str(s.ids3), "--max-images", "0",
+                                                       "--out", str(s.ids3)), "--image-ids-list"),
+    # --- eval: ranges
+    C("eval-conf-negative", EVAL, lambda s, t: _eval(s, t, "--conf", "-0.1"), "--conf"),
+    C("eval-conf-2", EVAL, lambda s, t: _eval(s, t, "--conf", "2"), "--conf"),
+    C("eval-conf-nan", EVAL, lambda s, t: _eval(s, t, "--conf", "nan"), "--conf"),
+    C("eval-conf-inf", EVAL, lambda s, t: _eval(s, t, "--conf", "inf"), "--conf"),
+    C("eval-conf-not-a-number", EVAL, lambda s, t: _eval(s, t, "--conf", "abc"), "--conf"),
+    C("eval-iou-0", EVAL, lambda s, t: _eval(s, t, "--iou", "0"), "--iou"),
+    C("eval-iou-1.5", EVAL, lambda s, t: _eval(s, t, "--iou", "1.5"), "--iou"),
+    C("eval-iou-nan", EVAL, lambda s, t: _eval(s, t, "--iou", "nan"), "--iou"),
+    C("eval-max-det-0", EVAL, lambda s, t: _eval(s, t, "--max-det", "0"), "--max-det"),
+    C("eval-max-det-negative", EVAL, lambda s, t: _eval(s, t, "--max-det", "-5"), "--max-det"),
+    C("eval-pre-nms-topk-0", EVAL, lambda s, t: _eval(s, t, "--pre-nms-topk", "0"), "--pre-nms-topk"),
+    C("eval-pre-nms-topk-negative", EVAL, lambda s, t: _eval(s, t, "--pre-nms-topk", "-1"), "--pre-nms-topk"),
+    C("eval-imgsz-0", EVAL, lambda s, t: _eval(s, t, "--imgsz", "0"), "--imgsz"),
+    C("eval-imgsz-negative", EVAL, lambda s, t: _eval(s, t, "--imgsz", "-32"), "--imgsz"),
+    C("eval-imgsz-33", EVAL, lambda s, t: _eval(s, t, "--imgsz", "33"), "--imgsz"),
+    C("eval-imgsz-not-model-size", EVAL, lambda s, t: _eval(s, t, "--imgsz", "320"), "--imgsz"),
+    C("eval-batch-size-0", EVAL, lambda s, t: _eval(s, t, "--batch-size", "0"), "--batch-size"),
+    C("eval-workers-negative", EVAL, lambda s, t: _eval(s, t, "--workers", "-1"), "--workers"),
+    C("eval-unknown-flag", EVAL, lambda s, t: _eval(s, t, "--confidence", "0.5"), "--confidence"),
+    C("eval-provider-option-malformed", EVAL, lambda s, t: _eval(s, t, "--provider-option", "nonsense"),
+      "--provider-option"),
+    # --- eval: image selection
+    C("eval-max-images-cuts-id-list", EVAL, lambda s, t: _eval(s, t, "--image-ids-list", str(s.ids3)),
+      "--max-images"),
+    C("eval-id-list-missing", EVAL, lambda s, t: _eval(s, t, "--image-ids-list", str(t / "nope.txt")),
+      "--image-ids-list"),
+    C("eval-id-list-not-integers", EVAL,
+      lambda s, t: _eval(s, t, "--image-ids-list", str(_file(t / "ids.txt", "1\nx\n"))), "--image-ids-list"),
+    C("eval-id-list-unknown-id", EVAL,
+      lambda s, t: _eval(s, t, "--image-ids-list", str(_file(t / "ids.txt", "987654\n"))), "987654"),
+    # --- eval: instances files
+    C("eval-instances-no-categories", EVAL, lambda s, t: _eval_inst(s, t, "no-categories"), "categories"),
+    C("eval-instances-list-top-level", EVAL, lambda s, t: _eval_inst(s, t, "list-top-level"), "top level is a list"),
+    C("eval-instances-string-image-ids", EVAL, lambda s, t: _eval_inst(s, t, "string-image-ids"), "integers"),
+    C("eval-instances-image-without-file-name", EVAL, lambda s, t: _eval_inst(s, t, "no-file-name"), "file_name"),
+    C("eval-instances-no-annotations", EVAL, lambda s, t: _eval_inst(s, t, "no-annotations"), "no annotations"),
+    C("eval-instances-undefined-category-id", EVAL, lambda s, t: _eval_inst(s, t, "unknown-category-id"), "99999"),
+    C("eval-instances-no-coco80-name", EVAL, lambda s, t: _eval_inst(s, t, "no-coco80-names"), "no-coco80-names.json"),
+    C("eval-instances-not-json", EVAL, lambda s, t: _eval_inst(s, t, "not-json"), "not-json.json"),
+    C("eval-instances-missing", EVAL, lambda s, t: [*_eval(s, t), "--instances", str(t / "nope.json")], "nope.json"),
+    C("eval-images-dir-missing", EVAL, lambda s, t: [*_eval(s, t), "--images-dir", str(t / "noimg")], "noimg"),
+    # --- eval: models
+    C("eval-model-missing", EVAL, lambda s, t: _eval(s, t, model=t / "missing.onnx"), "missing.onnx"),
+    C("eval-model-not-onnx", EVAL, lambda s, t: _eval(s, t, model=_file(t / "junk.onnx", "junk")), "junk.onnx"),
+    C("eval-model-uint8-input", EVAL, lambda s, t: _eval(s, t, model=s.u8_model), "float32 input [N,3,H,W]"),
+    C("eval-model-int8-input", EVAL, lambda s, t: _eval(s, t, model=s.i8_model), "float32 input [N,3,H,W]"),
+    C("eval-model-1-channel-input", EVAL, lambda s, t: _eval(s, t, model=s.gray_model), "float32 input [N,3,H,W]"),
+    C("eval-dynamic-model-imgsz-0", EVAL, lambda s, t: _eval(s, t, "--imgsz", "0", model=s.dynamic_model), "--imgsz"),
+    C("eval-dynamic-model-imgsz-33", EVAL, lambda s, t: _eval(s, t, "--imgsz", "33", model=s.dynamic_model),
+      "--imgsz"),
+    # --- eval (TensorRT): refused before a build or an engine is opened
+    C("eval-trt-no-model", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--out", str(t / "m.json")), "--engine-path"),
+    C("eval-trt-out-is-engine", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--engine-path", str(s.engine), "--out",
+                                                                  str(s.engine)), "--out"),
+    C("eval-trt-engine-path-is-onnx", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--onnx-path", str(s.tiny),
+      "--engine-path", str(s.tiny), "--out", str(t / "m.json")), "--engine-path"),
+    C("eval-trt-runtime-cache-is-engine", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--engine-path", str(s.engine),
+      "--runtime-cache", str(s.engine), "--out", str(t / "m.json")), "--runtime-cache"),
+    C("eval-trt-iou-1.5", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--engine-path", str(s.engine), "--iou", "1.5",
+                                                            "--out", str(t / "m.json")), "--iou"),
+    C("eval-trt-engine-missing", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--engine-path", str(t / "no.engine"),
+      "--out", str(t / "m.json")), "--engine-path", needs_trt=True),
+    # --- build
+    C("build-engine-path-is-onnx", BUILD, lambda s, t: _build(s, t, "--engine-path", str(s.tiny)), "--engine-path",
+      needs_trt=True),
+    C("build-engine-path-is-directory", BUILD, lambda s, t: _build(s, t, "--engine-path", str(_mkdir(t / "e"))),
+      "existing directory", needs_trt=True),
+    C("build-engine-path-unwritable", BUILD, lambda s, t: _build(s, t, "--engine-path", f"{UNWRITABLE}/e.engine"),
+      "not writable", needs_trt=True),
+    C("build-timing-cache-is-onnx", BUILD, lambda s, t: _build(s, t, "--engine-path", str(t / "e.engine"),
+      "--timing-cache", str(s.tiny)), "--timing-cache", needs_trt=True),
+    C("build-onnx-missing", BUILD, lambda s, t: ["--onnx-path", str(t / "no.onnx"), "--backend", "tensorrt-rtx",
+      "--engine-path", str(t / "e.engine")], "no.onnx", needs_trt=True),
+    C("build-max-batch-0", BUILD, lambda s, t: _build(s, t, "--engine-path", str(t / "e.engine"), "--max-batch", "0"),
+      "--max-batch", needs_trt=True),
+    C("build-opt-level-9", BUILD, lambda s, t: _build(s, t, "--builder-optimization-level", "9"),
+      "--builder-optimization-level"),
+    C("build-shapes-malformed", BUILD, lambda s, t: _build(s, t, "--engine-path", str(t / "e.engine"), "--shapes",
+      "x:1x3"), "--shapes", needs_trt=True),
+    # --- infer
+    C("infer-output-dir-is-file", INFER, lambda s, t: [*_infer(s, t), "--output-dir", str(_file(t / "o.txt"))],
+      "--output-dir"),
+    C("infer-iterations-0", INFER, lambda s, t: _infer(s, t, "--iterations", "0"), "--iterations"),
+    C("infer-warmup-negative", INFER, lambda s, t: _infer(s, t, "--warmup", "-1"), "--warmup"),
+    C("infer-input-malformed", INFER, lambda s, t: _infer(s, t, "--input", "images"), "--input"),
+    C("infer-input-missing", INFER, lambda s, t: _infer(s, t, "--input", f"images={t / 'x.npy'}"), "--input"),
+    C("infer-runtime-cache-is-engine", INFER, lambda s, t: _infer(s, t, "--runtime-cache", str(s.engine)),
+      "--runtime-cache"),
+    C("infer-runtime-cache-is-input", INFER, lambda s, t: _infer(s, t, "--input", f"x={_file(t / 'x.npy')}",
+      "--runtime-cache", str(t / "x.npy")), "--runtime-cache"),
+    C("infer-old-shape-alias-malformed", INFER, lambda s, t: _infer(s, t, "--shape", "x:axb"), "--shapes"),
+    C("infer-old-engine-alias-missing", INFER, lambda s, t: ["--engine", str(t / "no.engine"), "--backend",
+      "tensorrt-rtx", "--output-dir", str(t / "out")], "--engine-path", needs_trt=True),
+    # --- calib
+    C("calib-out-not-npy", CALIB, lambda s, t: _calib(s, t, "--out", str(t / "c.bin")), "--out"),
+    C("calib-sidecar-is-image-list", CALIB, lambda s, t: ["--image-list", str(_file(t / "c.npy.txt", str(
+      s.images / "000000000001.jpg"))), "--imgsz", "64", "--no-progress", "--out", str(t / "c.npy")],
+      "--image-list"),
+    C("calib-out-is-directory", CALIB, lambda s, t: _calib(s, t, "--out", str(_mkdir(t / "c.npy"))),
+      "existing directory"),
+    C("calib-out-unwritable", CALIB, lambda s, t: _calib(s, t, "--out", f"{UNWRITABLE}/c.npy"), "not writable"),
+    C("calib-imgsz-33", CALIB, lambda s, t: [*_calib(s, t, "--out", str(t / "c.npy")), "--imgsz", "33"], "--imgsz"),
+    C("calib-num-images-negative", CALIB, lambda s, t: [*_calib(s, t, "--out", str(t / "c.npy")), "--num-images",
+                                                         "-1"], "--num-images"),
+    C("calib-num-images-too-many", CALIB, lambda s, t: [*_calib(s, t, "--out", str(t / "c.npy")), "--num-images",
+                                                         "1000"], "--num-images"),
+    C("calib-images-dir-missing", CALIB, lambda s, t: ["--images-dir", str(t / "none"), "--out", str(t / "c.npy")],
+      "none"),
+    C("calib-list-and-dir", CALIB, lambda s, t: _calib(s, t, "--image-list", str(t / "l.txt"), "--out",
+                                                        str(t / "c.npy")), "--image-list"),
+    C("calib-corrupt-image", CALIB, lambda s, t: ["--image-list", str(_file(t / "l.txt", str(_file(t / "bad.jpg")))),
+      "--imgsz", "64", "--no-progress", "--out", str(t / "c.npy")], "bad.jpg"),
+    # --- quantize (cheap checks come before ModelOpt is imported)
+    C("quant-out-is-onnx", QUANT, lambda s, t: _quant(s, t, "--out", str(s.tiny)), "--out"),
+    C("quant-out-not-onnx", QUANT, lambda s, t: _quant(s, t, "--out", str(t / "q.bin")), "--out"),
+    C("quant-out-is-directory", QUANT, lambda s, t: _quant(s, t, "--out", str(_mkdir(t / "q.onnx"))),
+      "existing directory"),
+    C("quant-out-sidecar-is-calib", QUANT, lambda s, t: ["--mode", "int8", "--onnx-path", str(s.tiny), "--calib",
+      str(_file(t / "q.onnx.json")), "--out", str(t / "q.onnx")], "--out sidecar"),
+    C("quant-onnx-missing", QUANT, lambda s, t: ["--mode", "fp16", "--onnx-path", str(t / "no.onnx"), "--out",
+                                                  str(t / "q.onnx")], "no.onnx"),
+    C("quant-int8-needs-calib", QUANT, lambda s, t: ["--mode", "int8", "--onnx-path", str(s.tiny), "--out",
+                                                      str(t / "q.onnx")], "--calib"),
+    C("quant-mode-unknown", QUANT, lambda s, t: ["--mode", "int4", "--onnx-path", str(s.tiny), "--out",
+                                                  str(t / "q.onnx")], "--mode"),
+    # --- validate
+    C("validate-conf-nan", VALIDATE, lambda s, t: _validate(s, t, "--conf", "nan"), "--conf"),
+    C("validate-iou-1.5", VALIDATE, lambda s, t: _validate(s, t, "--iou", "1.5"), "--iou"),
+    C("validate-parity-iou-5", VALIDATE, lambda s, t: _validate(s, t, "--parity-iou", "5"), "--parity-iou"),
+    C("validate-step-timeout-0", VALIDATE, lambda s, t: _validate(s, t, "--step-timeout", "0"), "--step-timeout"),
+    C("validate-output-root-is-file", VALIDATE, lambda s, t: [*_validate(s, t), "--output-root",
+                                                              str(_file(t / "root.txt"))], "--output-root"),
+    C("validate-candidate-missing", VALIDATE, lambda s, t: _validate(s, t, "--candidate", str(t / "c.onnx")),
+      "c.onnx"),
+    C("validate-candidate-and-quantize", VALIDATE, lambda s, t: _validate(s, t, "--candidate", str(s.model),
+      "--quantize", "int8"), "--candidate"),
+    C("validate-max-images-cuts-id-list", VALIDATE, lambda s, t: _validate(s, t, "--image-ids-list", str(s.ids3)),
+      "--max-images"),
+    C("validate-imgsz-33", VALIDATE, lambda s, t: _validate(s, t, "--imgsz", "33"), "--imgsz"),
+    # --- compare
+    C("compare-parity-iou-5", COMPARE, lambda s, t: _compare(s, t, "--parity-iou", "5"), "--parity-iou"),
+    C("compare-parity-iou-0", COMPARE, lambda s, t: _compare(s, t, "--parity-iou", "0"), "--parity-iou"),
+    C("compare-parity-conf-negative", COMPARE, lambda s, t: _compare(s, t, "--parity-conf", "-1"), "--parity-conf"),
+    C("compare-map-null", COMPARE, lambda s, t: [str(_metrics(t / "n" / "metrics.json", None)), "--out-dir",
+                                                  str(t / "cmp")], "mAP_50_95"),
+    C("compare-not-json", COMPARE, lambda s, t: [str(_file(t / "metrics.json", "{")), "--out-dir", str(t / "cmp")],
+      "metrics.json"),
+    C("compare-missing", COMPARE, lambda s, t: [str(t / "none.json"), "--out-dir", str(t / "cmp")], "none.json"),
+    C("compare-out-dir-is-file", COMPARE, lambda s, t: [str(s.metrics), "--out-dir", str(_file(t / "o.txt"))],
+      "--out-dir"),
+    C("compare-summary-would-overwrite-input", COMPARE, lambda s, t: [str(_metrics(t / "o" / "summary.json")),
+      "--out-dir", str(t / "o")], "--out-dir"),
+    C("compare-reference-unknown", COMPARE, lambda s, t: _compare(s, t, "--reference", "nope"), "--reference"),
+    # --- doctor, setup (flags and paths; nothing probed)
+    C("doctor-json-out-is-directory", DOCTOR, lambda s, t: ["--json-out", str(_mkdir(t / "j")), "--no-session"],
+      "--json-out"),
+    C("doctor-json-out-unwritable", DOCTOR, lambda s, t: ["--json-out", f"{UNWRITABLE}/d.json", "--no-session"],
+      "--json-out"),
+    C("doctor-python-missing", DOCTOR, lambda s, t: ["--python", str(t / "nopython"), "--json-out",
+                                                     str(t / "d.json")], "--python"),
+    C("doctor-unknown-flag", DOCTOR, lambda s, t: ["--jsonout", str(t / "d.json")], "--jsonout"),
+    C("setup-cuda-major-11", SETUP, lambda s, t: ["--dry-run", "--cuda-major", "11"], "--cuda-major"),
+    C("setup-trt-version-partial", SETUP, lambda s, t: ["--dry-run", "--trt-version", "10", "--index-url",
+                                                        "https://pypi.nvidia.com"], "--trt-version"),
+    C("setup-unknown-flag", SETUP, lambda s, t: ["--dryrun"], "--dryrun"),
+]
+# fmt: on
+
+RESULTS: dict[str, tuple[int, str]] = {}
+
+
+def _trt_available() -> bool:
+    try:
+        import tensorrt_rtx  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, sb: Sandbox, tmp_path, monkeypatch, capsys):
+    if case.needs_trt and not _trt_available():
+        pytest.skip("needs the TensorRT-RTX Python API (its builder runs on the CPU)")
+    t = tmp_path / "case"
+    t.mkdir()
+    monkeypatch.chdir(t)  # default run folders (tmp/<task>/...) would land here and be caught
+    argv = case.argv(sb, t)
+    before = _snapshot(sb.root, t)
+    rc, out, err = _run(case.script, argv, capsys)
+    after = _snapshot(sb.root, t)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    RESULTS[case.id] = (rc, lines[0] if lines else "")
+    assert rc == 2, (rc, err, out)
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    assert case.expect in lines[0], lines[0]
+    assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
+                             if before.get(k) != after.get(k)}  # fmt: skip
+
+
+def test_matrix_has_at_least_60_cases_over_every_cli():
+    assert len(CASES) >= 60
+    assert {c.script for c in CASES} == {EVAL, EVAL_TRT, BUILD, INFER, CALIB, QUANT, VALIDATE, COMPARE, DOCTOR, SETUP}
+
+
+# ----------------------------------------------------------------------------- valid but unusual images
+
+
+def _unusual_images(folder: Path) -> dict[str, Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "grayscale": folder / "gray.png",
+        "cmyk-jpeg": folder / "cmyk.jpg",
+        "png-16-bit": folder / "deep.png",
+        "1x1": folder / "dot.png",
+        "10000x20": folder / "wide.png",
+    }
+    cv2.imwrite(str(paths["grayscale"]), np.tile(np.arange(64, dtype=np.uint8)[:, None] * 3, (1, 48)))
+    Image.new("CMYK", (64, 48), (10, 200, 30, 0)).save(paths["cmyk-jpeg"])
+    cv2.imwrite(str(paths["png-16-bit"]), np.full((40, 30, 3), 60000, np.uint16))
+    cv2.imwrite(str(paths["1x1"]), np.full((1, 1, 3), 9, np.uint8))
+    cv2.imwrite(str(paths["10000x20"]), np.full((20, 10000, 3), 200, np.uint8))
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["grayscale", "cmyk-jpeg", "png-16-bit", "1x1", "10000x20"])
+def test_unusual_image_calibrates(kind, tmp_path, capsys):
+    path = _unusual_images(tmp_path / "img")[kind]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{path}\n")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    out = tmp_path / "c.npy"
+    rc, _, err = _run(CALIB, ["--image-list", str(listing), "--imgsz", "64", "--no-progress", "--out", str(out)],
+                      capsys)  # fmt: skip
+    RESULTS[f"calib-unusual-{kind}"] = (rc, "ok" if rc == 0 else err.strip())
+    assert rc == 0, err
+    arr = np.load(out)
+    assert arr.shape == (1, 3, 64, 64) and arr.dtype == np.float32 and np.isfinite(arr).all()
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_unusual_images_evaluate_with_id_list_and_warnings(tmp_path, capsys, monkeypatch):
+    """One eval over all five unusual images: succeeds; the duplicate id in --image-ids-list counts once
+    and is reported; a category no COCO-80 class has is warned about; what ran is printed and recorded."""
+    images = _unusual_images(tmp_path / "img")
+    names = {"person": 1, "unicorn": 2}
+    data = {
+        "images": [], "annotations": [],
+        "categories": [{"id": i, "name": n} for n, i in names.items()],
+    }  # fmt: skip
+    for i, (_, p) in enumerate(images.items(), 1):
+        h, w = cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape[:2] if p.suffix == ".png" else (48, 64)
+        data["images"].append({"id": i, "file_name": p.name, "width": w, "height": h})
+        data["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [0, 0, w, h],
+                                    "area": float(w * h), "iscrowd": 0})  # fmt: skip
+    inst = tmp_path / "instances.json"
+    inst.write_text(json.dumps(data))
+    ids = tmp_path / "ids.txt"
+    ids.write_text("5\n4\n3\n2\n1\n3\n")
+    out = tmp_path / "out" / "m.json"
+    monkeypatch.chdir(tmp_path)
+    rc, stdout, err = _run(EVAL, ["--onnx-path", str(DEMO_MODEL), "--providers", "CPUExecutionProvider",
+                                  "--instances", str(inst), "--images-dir", str(images["1x1"].parent),
+                                  "--image-ids-list", str(ids), "--workers", "2", "--no-progress", "--out", str(out)],
+                           capsys)  # fmt: skip
+    RESULTS["eval-unusual-images"] = (rc, "ok" if rc == 0 else err.strip())
+    assert rc == 0, err
+    assert "duplicate id(s) ignored" in err and "unicorn" in err and "match no COCO-80 class name" in err
+    assert "images: 5 (from --image-ids-list" in stdout
+    metrics = json.loads(out.read_text())  # strict JSON: parses with a NaN-refusing hook
+    json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"non-finite {c} in metrics.json"))
+    assert metrics["metrics"]["num_images"] == 5 and metrics["image_ids"] == [5, 4, 3, 2, 1]
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# ----------------------------------------------------------------------------- data-loss rules (units)
+
+
+def test_run_dirs_created_in_the_same_second_are_distinct(tmp_path):
+    from common.results import run_dir
+
+    a = run_dir("eval-onnx", root=tmp_path, stamp="20260101-000000")
+    b = run_dir("eval-onnx", root=tmp_path, stamp="20260101-000000")
+    assert a != b and a.is_dir() and b.is_dir() and b.name == "20260101-000000-2"
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_written_files_follow_the_umask(tmp_path, mask):
+    from common.results import atomic_write_json, atomic_write_text
+
+    old = os.umask(mask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        atomic_write_json(tmp_path / "b.json", {"a": 1})
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_json_is_written_strict(tmp_path, value):
+    from common.results import atomic_write_json
+
+    with pytest.raises(ValueError, match="non-finite"):
+        atomic_write_json(tmp_path / "m.json", {"conf": value})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_output_guard_rules(tmp_path):
+    from common.errors import UserError
+    from common.results import check_output_paths
+
+    src = tmp_path / "in.onnx"
+    src.write_bytes(b"model")
+    link = tmp_path / "link.json"
+    link.symlink_to(src)
+    check_output_paths({"--out": tmp_path / "new" / "m.json"}, {"--onnx-path": src})  # fine: folder made later
+    assert not (tmp_path / "new").exists()  # the guard creates nothing
+    with pytest.raises(UserError, match=r"--out .* same file as --onnx-path"):
+        check_output_paths({"--out": link}, {"--onnx-path": src})  # a symlink to the input is the input
+    with pytest.raises(UserError, match=r"--out .* same file as --onnx-path"):
+        check_output_paths({"--out": tmp_path / "x" / ".." / "in.onnx"}, {"--onnx-path": src})
+
+
+# ----------------------------------------------------------------------------- SIGINT: no partial file
+
+
+def _eval_argv(out: Path) -> list[str]:
+    return ["--onnx-path", str(DEMO_MODEL), "--providers", "CPUExecutionProvider", "--data-root", str(MINI),
+            "--max-images", "4", "--workers", "0", "--no-progress", "--out", str(out)]  # fmt: skip
+
+
+def test_sigint_during_eval_inference_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from common import backends
+
+    calls = {"n": 0}
+    real = backends.OrtBackend.infer
+
+    def interrupted(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:  # Ctrl-C arrives during the third image
+            raise KeyboardInterrupt
+        return real(self, batch)
+
+    monkeypatch.setattr(backends.OrtBackend, "infer", interrupted)
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _run(EVAL, _eval_argv(tmp_path / "out" / "m.json"), capsys)
+    assert rc == 130 and "interrupted" in err
+    assert calls["n"] == 3
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_sigint_while_writing_metrics_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
+    from common import results
+
+    real = os.replace
+
+    def interrupted(a, b):
+        if str(b).endswith("m.json"):  # between writing the temporary file and renaming it
+            raise KeyboardInterrupt
+        return real(a, b)
+
+    monkeypatch.setattr(results.os, "replace", interrupted)
+    out = tmp_path / "out" / "m.json"
+    rc, _, _ = _run(EVAL, _eval_argv(out), capsys)
+    assert rc == 130
+    assert not out.exists()
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".m.json")] == []  # no temporary left
+
+
+def test_sigint_during_calibration_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from common import calib
+
+    calls = {"n": 0}
+    real = calib.preprocess
+
+    def interrupted(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(calib, "preprocess", interrupted)
+    out = tmp_path / "out"
+    out.mkdir()
+    rc, _, _ = _run(CALIB, ["--images-dir", str(MINI / "val2017"), "--num-images", "4", "--imgsz", "64",
+                            "--no-progress", "--out", str(out / "c.npy")], capsys)  # fmt: skip
+    assert rc == 130 and calls["n"] == 2
+    assert list(out.iterdir()) == []
+
+
+def test_sigint_during_build_leaves_no_engine(tmp_path, capsys, monkeypatch):
+    if not _trt_available():
+        pytest.skip("needs the TensorRT-RTX Python API")
+    from common import trt_build
+
+    def interrupted(*a, **k):  # Ctrl-C after the engine bytes, before its metadata
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trt_build, "atomic_write_json", interrupted)
+    onnx = D.tiny_model(tmp_path / "tiny.onnx")
+    out = tmp_path / "out"
+    rc, _, _ = _run(BUILD, ["--onnx-path", str(onnx), "--backend", "tensorrt-rtx", "--engine-path",
+                            str(out / "e.engine"), "--trt-verbosity", "error"], capsys)  # fmt: skip
+    assert rc == 130
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- smaller items
+
+
+def test_compare_without_matplotlib_writes_md_and_json_and_links_no_png(tmp_path, capsys, monkeypatch):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError, as when absent
+    a = _metrics(tmp_path / "runs" / "a" / "metrics.json")
+    out = tmp_path / "cmp"
+    rc, stdout, err = _run(COMPARE, [str(a), "--out-dir", str(out)], capsys)
+    assert rc == 0, err
+    assert "plot skipped (pip install matplotlib)" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "summary.md"]
+    md = (out / "summary.md").read_text()
+    assert "summary.png" not in md and "plot skipped" in md
+    assert json.loads((out / "summary.json").read_text())["plot"] is None
+
+
+def test_not_run_rows_name_their_model(tmp_path):
+    from common.compare import Collection, NotRun, render_markdown
+
+    col = Collection()
+    col.not_run = [NotRun("ort-cuda", "yolov10m", "fp32", "skipped", "no GPU"),
+                   NotRun("ort-cuda", "yolov10m-b", "fp32", "skipped", "no GPU")]  # fmt: skip
+    summary = {"reference": {"label": "ort-cpu fp32", "model": "yolov10m", "mAP_50_95": 0.5},
+               "parity": {"iou": 0.5, "conf": 0.25}, "warnings": []}  # fmt: skip
+    md = render_markdown(summary, [], col.not_run)
+    rows = [ln for ln in md.splitlines() if ln.startswith("| ort-cuda")]
+    assert rows[0].startswith("| ort-cuda [yolov10m] |") and rows[1].startswith("| ort-cuda [yolov10m-b] |")
+
+
+def test_validate_says_each_skip_reason_once(tmp_path):
+    from common import validate as V
+
+    logged: list[str] = []
+    cfg = V.RunConfig(root=tmp_path, eval_args=[], log=logged.append)
+    model = _model_info(V, tmp_path)
+    run = V.run_backend(cfg, "trt", model, V.Availability(False, "no TensorRT here"))
+    assert run.status == "skipped" and run.reason == "no TensorRT here"
+    assert not any("no TensorRT here" in line for line in logged)  # main() prints it once, in the availability list
+
+
+def _model_info(V, tmp_path: Path):
+    onnx = D.tiny_model(tmp_path / "m.onnx")
+    return V.model_info(onnx, "baseline", "--onnx-path", "m")
+
+
+def test_eval_help_examples_use_paths_that_exist(capsys):
+    rc, out, _ = _run(EVAL, ["--help"], capsys)
+    assert rc == 0
+    example = next(ln for ln in out.splitlines() if "synthcoco-mini" in ln)
+    paths = [w for w in example.split() if "/" in w and not w.startswith("scripts/")]
+    assert paths and all((REPO / p).exists() for p in paths), paths
+
+
+def test_infer_takes_the_shared_flag_names_and_the_old_spellings(capsys):
+    rc, out, _ = _run(INFER, ["--help"], capsys)
+    assert rc == 0 and "--engine-path" in out and "--shapes" in out
+    import infer_trt_engine
+
+    args = infer_trt_engine.build_parser().parse_args(["--engine", "a.engine", "--shape", "x:1x3x8x8"])
+    assert str(args.engine_path) == "a.engine" and args.shapes == ["x:1x3x8x8"]
+
+
+def test_one_case_in_a_real_interpreter_and_verbose_shows_the_traceback(sb, tmp_path):
+    """The in-process matrix matches a real run; --verbose turns the one line into a traceback."""
+    argv = _eval(sb, tmp_path, "--out", str(sb.model))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    before = _snapshot(sb.root)
+    proc = subprocess.run([sys.executable, str(SCRIPTS / f"{EVAL}.py"), *argv], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "--out" in proc.stderr
+    verbose = subprocess.run([sys.executable, str(SCRIPTS / f"{EVAL}.py"), *argv, "--verbose"], capture_output=True,
+                             text=True, env=env, timeout=120)  # fmt: skip
+    assert verbose.returncode != 0 and "Traceback" in verbose.stderr
+    assert _snapshot(sb.root) == before
+
+
+def test_matrix_table():
+    """``pytest tests/test_bad_input_matrix.py -s``: prints case | rc | message (for the closing note)."""
+    if not RESULTS:
+        pytest.skip("run with the matrix")
+    print("\n| case | rc | message |\n|---|---|---|")
+    for case, (rc, msg) in RESULTS.items():
+        print(f"| {case} | {rc} | {msg.replace('|', '/')} |")
