@@ -142,10 +142,23 @@ def test_index_url_read_from_pyproject(tmp_path: Path) -> None:
 
 def test_no_index_url_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lib = make_libs(tmp_path / "lib", "10.13.3")
-    w, _ = world(tmp_path, {}, FakePython(), libs=[lib], pyproject="[tool.pixi]\n")
-    assert run_main(lambda argv: setup_tensorrt.main(argv, world=w), ["--dry-run"]) == 2
+    fake = FakePython()
+    w, _ = world(tmp_path, {}, fake, libs=[lib], pyproject="[tool.pixi]\n")
+    assert run_main(lambda argv: setup_tensorrt.main(argv, world=w), []) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no NVIDIA package index: pass --index-url") and err.count("\n") == 1
+    assert fake.executed == []
+
+
+def test_dry_run_without_index_url_shows_the_command(tmp_path: Path) -> None:
+    """--dry-run only prints, so outside Pixi (no --index-url, no pyproject entry) it still shows the pip command."""
+    lib = make_libs(tmp_path / "lib", "10.13.3")
+    fake = FakePython()
+    w, lines = world(tmp_path, {"CUDA_VERSION": "12.8"}, fake, libs=[lib], pyproject="[tool.pixi]\n")
+    assert setup_tensorrt.main(["--dry-run"], world=w) == 0
+    install = would_run(lines)[-1]
+    assert install[:6] == [PY, "-m", "pip", "install", "--extra-index-url", setup_tensorrt.INDEX_PLACEHOLDER]
+    assert any("--index-url" in ln for ln in lines) and fake.executed == []
 
 
 def test_already_at_right_version_does_nothing(tmp_path: Path) -> None:

@@ -219,6 +219,9 @@ def detect_trt_version(world: World) -> tuple[str, str]:
     return str(lib.version), lib.path
 
 
+INDEX_PLACEHOLDER = "INDEX_URL"
+
+
 def make_plan(
     world: World,
     trt_version: str | None,
@@ -226,8 +229,12 @@ def make_plan(
     full: bool,
     index_url: str | None,
     force: bool = False,
+    dry_run: bool = False,
 ) -> Plan:
     url = index_url or read_index_url(world.pyproject)
+    if not url and dry_run:  # it only prints: show where the index goes instead of refusing
+        world.log(f"no --index-url given: the commands below show {INDEX_PLACEHOLDER} where a real run needs one")
+        url = INDEX_PLACEHOLDER
     if not url:
         raise UserError(
             f"no NVIDIA package index: pass --index-url https://pypi.nvidia.com or add it to extra-index-urls of "
@@ -323,7 +330,7 @@ def main(argv: Sequence[str] | None = None, world: World | None = None) -> int:
     setup_logging(args.verbose)
     world = world or World(env=dict(os.environ))
 
-    plan = make_plan(world, args.trt_version, args.cuda_major, args.full, args.index_url, args.force)
+    plan = make_plan(world, args.trt_version, args.cuda_major, args.full, args.index_url, args.force, args.dry_run)
     world.log(
         f"TensorRT {plan.trt_version} (from {plan.trt_source}), CUDA {plan.cuda_major} (from {plan.cuda_source}) "
         f"-> {plan.requirement}"
