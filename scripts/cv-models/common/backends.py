@@ -1,64 +1,23 @@
-"""The Backend protocol: the one seam between the evaluation pipeline and a runtime.
+"""ONNX Runtime behind the Backend protocol (``common.backend_protocols``), and ``max_batch_of``.
 
-The pipeline only ever calls ``backend.infer(batch)`` with a float32 NCHW batch and
-gets back the model outputs as host NumPy arrays, in ``output_names`` order. ONNX
-Runtime (this module) and TensorRT (``common.trt_runtime``) implement it; the
-evaluators differ only in which backend object they construct.
+The pipeline calls ``backend.infer(batch)`` and gets back the model outputs as host NumPy
+arrays, in ``outputs`` order; what else it may ask (submit/wait, device pre-processing, warm-up)
+is stated in ``common.backend_protocols``. ONNX Runtime (this module, ``common.ort_cuda``) and
+TensorRT (``common.trt_runtime``) implement it; the evaluators differ only in which backend
+object they construct.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
+from common.backend_protocols import Backend, Batch, TensorSpec
 from common.errors import UserError
 
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, shape and dtype of a model input or output.
-
-    ``shape`` holds ints for static axes and ``None`` for dynamic ones.
-    """
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
-
-    @property
-    def batch_dynamic(self) -> bool:
-        return len(self.shape) > 0 and self.shape[0] is None
-
-    @property
-    def spatial(self) -> tuple[int | None, int | None] | None:
-        """(H, W) of an NCHW input, or None for other ranks."""
-        return (self.shape[2], self.shape[3]) if len(self.shape) == 4 else None
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """What the pipeline needs from a runtime."""
-
-    name: str  # e.g. "onnxruntime", "tensorrt", "tensorrt-rtx"
-
-    @property
-    def input(self) -> TensorSpec: ...
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]: ...
-
-    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Run one batch (float32 NCHW, C-contiguous) and return host outputs."""
-        ...
-
-    def metadata(self) -> dict[str, Any]:
-        """Backend facts for metrics.json (versions, providers, engine info...)."""
-        ...
-
-    def close(self) -> None: ...
+__all__ = ["Backend", "OrtBackend", "TensorSpec", "max_batch_of"]  # Backend, TensorSpec: re-exported
 
 
 def max_batch_of(backend: Backend) -> int | None:
@@ -178,7 +137,9 @@ class OrtBackend:
     def outputs(self) -> Sequence[TensorSpec]:
         return self._outputs
 
-    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+    def infer(self, batch: Batch) -> list[np.ndarray]:
+        if not isinstance(batch, np.ndarray):  # a U8Batch: this session takes host float arrays only
+            raise UserError(f"--preprocess {batch.mode} needs --io-binding; this session takes host float arrays")
         return self._session.run(self._output_names, {self._input.name: batch})
 
     def metadata(self) -> dict[str, Any]:
