@@ -20,6 +20,7 @@ from common.ort_options import (
     add_ep_flags,
     available_providers,
     merge_provider_options,
+    parse_provider_options,
     print_effective_options,
     resolve_provider_options,
 )
@@ -69,21 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_ep_flags(parser)
     add_eval_args(parser, task="eval-onnx")
     return parser
-
-
-def parse_provider_options(items: Sequence[str], providers: Sequence[str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for item in items:
-        ep, sep, kv = item.partition(":")
-        key, eq, value = kv.partition("=")
-        if not sep or not eq or not ep or not key:
-            raise UserError(
-                f"--provider-option {item!r}: expected EP:KEY=VALUE, e.g. CUDAExecutionProvider:device_id=0"
-            )
-        if ep not in providers:
-            raise UserError(f"--provider-option {item!r}: {ep} is not in --providers ({' '.join(providers)})")
-        out.setdefault(ep, {})[key] = value
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,9 +35,8 @@ from common.backends import OrtBackend, TensorSpec
 from common.cuda_mem import CudaMemory
 from common.errors import UserError
 from common.gpu_preprocess import GpuPreprocessor, U8Batch, U8Stager, check_float_input
+from common.ort_options import CUDA_EP
 from common.results import latency_stats
-
-CUDA_EP = "CUDAExecutionProvider"
 
 
 @dataclass
@@ -79,7 +78,7 @@ class OrtCudaBackend:
         for _ in range(max(1, lanes)):
             stream = self.mem.stream()
             opts = {**cuda_opts, "device_id": str(device_id), "user_compute_stream": str(stream.handle)}
-            sess = OrtBackend(onnx_path, [CUDA_EP], {CUDA_EP: opts}, disable_cpu_fallback=True, log=log,
+            sess = OrtBackend(onnx_path, [CUDA_EP], {CUDA_EP: opts}, require_accelerator=True, log=log,
                               intra_op_threads=1)  # fmt: skip
             if not self._lanes:
                 self._setup_specs(sess, imgsz)
