@@ -36,15 +36,25 @@ def test_io_binding_backend_has_every_capability(monkeypatch) -> None:
     from common import ort_cuda
 
     mem = D.FakeCudaMemory()
+    lanes_asked: list[dict] = []
+
+    def lane_session(path, providers, options, **kwargs):
+        lanes_asked.append({"providers": providers, **kwargs})
+        return OrtBackend(path, ["CPUExecutionProvider"])
+
     monkeypatch.setattr(ort_cuda, "CudaMemory", lambda device_id: mem)
-    monkeypatch.setattr(ort_cuda, "OrtBackend", lambda path, *a, **k: OrtBackend(path, ["CPUExecutionProvider"]))
-    backend = ort_cuda.OrtCudaBackend(str(DEMO_MODEL), lanes=2)
+    monkeypatch.setattr(ort_cuda, "OrtBackend", lane_session)
+    backend = ort_cuda.OrtCudaBackend(str(DEMO_MODEL), lanes=2, disable_cpu_fallback=True)
     try:
         assert _capabilities(backend) == {"AsyncBackend", "DevicePreprocessing", "Warmup"}
         assert in_flight_depth(backend) == backend.max_in_flight == 3
     finally:
         backend.close()
     assert mem.live == 0
+    # every lane is a CUDA EP session that must initialise; --disable-cpu-fallback reaches each one
+    assert [(a["providers"], a["require_accelerator"], a["disable_cpu_fallback"]) for a in lanes_asked] == [
+        (["CUDAExecutionProvider"], True, True)
+    ] * 2
 
 
 def test_trt_backend_takes_uint8_batches_but_runs_one_at_a_time(tmp_path, monkeypatch) -> None:

@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.lanes < 1:
             raise UserError(f"--lanes must be >= 1, got {args.lanes}")
         backend = OrtCudaBackend(str(args.onnx_path), options, max_batch=args.batch_size, imgsz=args.imgsz,
-                                 lanes=args.lanes)  # fmt: skip
+                                 lanes=args.lanes, disable_cpu_fallback=args.disable_cpu_fallback)  # fmt: skip
     else:
         threads = args.intra_op_threads
         if threads is None and args.providers[0] != "CPUExecutionProvider" and args.providers[0] in available:
