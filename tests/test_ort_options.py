@@ -158,3 +158,21 @@ def test_evaluator_rejects_ep_flag_for_unavailable_ep():
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error: --trt-engine-cache") and "does not offer" in last
     assert "Traceback" not in res.stderr
+
+
+def test_provider_option_items_become_a_dict_per_provider():
+    got = oo.parse_provider_options(
+        [f"{oo.CUDA_EP}:device_id=1", f"{oo.CUDA_EP}:cudnn_conv_algo_search=HEURISTIC", f"{oo.TRT_EP}:x=a=b"], ALL_GPU
+    )
+    assert got == {oo.CUDA_EP: {"device_id": "1", "cudnn_conv_algo_search": "HEURISTIC"}, oo.TRT_EP: {"x": "a=b"}}
+
+
+@pytest.mark.parametrize(
+    ("item", "needle"),
+    [("device_id=0", "expected EP:KEY=VALUE"), (f"{oo.CUDA_EP}:device_id", "expected EP:KEY=VALUE"),
+     (f"{oo.CUDA_EP}:=0", "expected EP:KEY=VALUE"), (f"{oo.CUDA_EP}:device_id=0", "is not in --providers")],
+)  # fmt: skip
+def test_bad_provider_option_is_one_line(item, needle):
+    with pytest.raises(UserError, match=needle) as info:
+        oo.parse_provider_options([item], CPU)
+    assert "\n" not in str(info.value) and "--provider-option" in str(info.value)

@@ -33,6 +33,8 @@ def test_sequential_path_equals_the_pipelined_one(mini_coco) -> None:
 class AsyncWrapper:
     """A backend with submit/wait whose results come back late and out of call order."""
 
+    max_in_flight = 2
+
     def __init__(self, inner: OrtBackend) -> None:
         self.inner, self.name, self.queue, self.count = inner, "async-fake", {}, 0
         self.input, self.outputs = inner.input, inner.outputs

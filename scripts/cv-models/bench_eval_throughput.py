@@ -231,7 +231,7 @@ def make_backends(
         n_lanes, prep = GPU_VARIANTS[name]
         try:
             if n_lanes == 0:
-                backend: Any = OrtBackend(str(onnx), ["CUDAExecutionProvider"], disable_cpu_fallback=True,
+                backend: Any = OrtBackend(str(onnx), ["CUDAExecutionProvider"], require_accelerator=True,
                                           intra_op_threads=1)  # fmt: skip
             else:
                 backend = OrtCudaBackend(str(onnx), max_batch=batch, lanes=lanes if n_lanes < 0 else n_lanes)

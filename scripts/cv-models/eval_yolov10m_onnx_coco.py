@@ -20,6 +20,7 @@ from common.ort_options import (
     add_ep_flags,
     available_providers,
     merge_provider_options,
+    parse_provider_options,
     print_effective_options,
     resolve_provider_options,
 )
@@ -71,21 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_provider_options(items: Sequence[str], providers: Sequence[str]) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for item in items:
-        ep, sep, kv = item.partition(":")
-        key, eq, value = kv.partition("=")
-        if not sep or not eq or not ep or not key:
-            raise UserError(
-                f"--provider-option {item!r}: expected EP:KEY=VALUE, e.g. CUDAExecutionProvider:device_id=0"
-            )
-        if ep not in providers:
-            raise UserError(f"--provider-option {item!r}: {ep} is not in --providers ({' '.join(providers)})")
-        out.setdefault(ep, {})[key] = value
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -110,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.lanes < 1:
             raise UserError(f"--lanes must be >= 1, got {args.lanes}")
         backend = OrtCudaBackend(str(args.onnx_path), options, max_batch=args.batch_size, imgsz=args.imgsz,
-                                 lanes=args.lanes)  # fmt: skip
+                                 lanes=args.lanes, disable_cpu_fallback=args.disable_cpu_fallback)  # fmt: skip
     else:
         threads = args.intra_op_threads
         if threads is None and args.providers[0] != "CPUExecutionProvider" and args.providers[0] in available:

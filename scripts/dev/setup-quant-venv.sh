@@ -22,7 +22,6 @@ PYTHON=${PYTHON:-python3}
 QUANT_VENV=${QUANT_VENV:-.venv-quant}
 QUANT_TORCH=${QUANT_TORCH-2.13.0}
 QUANT_WITH_TRT_RTX=${QUANT_WITH_TRT_RTX:-1}
-MODELOPT_REQ='nvidia-modelopt[onnx]>=0.47,<0.48'
 
 stamp="$QUANT_VENV/.installed-$(cat pyproject.toml "$0" | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
@@ -41,12 +40,8 @@ if [ -n "$QUANT_TORCH" ]; then
 fi
 extra=()
 [ "$QUANT_WITH_TRT_RTX" = 1 ] && extra+=(tensorrt-rtx-cu13)
-# The project's base dependencies (numpy, opencv, onnx, pycocotools, tqdm) + ModelOpt; never the cpu extra.
-if grep -Eq '^quant *= *\[' pyproject.toml; then
-  "${pip[@]}" -e ".[quant]" "${extra[@]}"      # the project's quant extra (ModelOpt), not the cpu extra
-else
-  "${pip[@]}" -e . "$MODELOPT_REQ" "${extra[@]}"
-fi
+# The project's base dependencies + its quant extra (ModelOpt, pinned in pyproject.toml); never the cpu extra.
+"${pip[@]}" -e ".[quant]" "${extra[@]}"
 if "$QUANT_VENV/bin/python" -m pip show -q onnxruntime >/dev/null 2>&1; then
   echo "error: $QUANT_VENV holds the CPU onnxruntime next to onnxruntime-gpu; remove $QUANT_VENV and rerun" >&2
   exit 1

@@ -1,64 +1,24 @@
-"""The Backend protocol: the one seam between the evaluation pipeline and a runtime.
+"""ONNX Runtime behind the Backend protocol (``common.backend_protocols``), and ``max_batch_of``.
 
-The pipeline only ever calls ``backend.infer(batch)`` with a float32 NCHW batch and
-gets back the model outputs as host NumPy arrays, in ``output_names`` order. ONNX
-Runtime (this module) and TensorRT (``common.trt_runtime``) implement it; the
-evaluators differ only in which backend object they construct.
+The pipeline calls ``backend.infer(batch)`` and gets back the model outputs as host NumPy
+arrays, in ``outputs`` order; what else it may ask (submit/wait, device pre-processing, warm-up)
+is stated in ``common.backend_protocols``. ONNX Runtime (this module, ``common.ort_cuda``) and
+TensorRT (``common.trt_runtime``) implement it; the evaluators differ only in which backend
+object they construct.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
+from common.backend_protocols import Backend, Batch, TensorSpec
 from common.errors import UserError
+from common.ort_options import CPU_EP, CUDA_EP, provider_list
 
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, shape and dtype of a model input or output.
-
-    ``shape`` holds ints for static axes and ``None`` for dynamic ones.
-    """
-
-    name: str
-    shape: tuple[int | None, ...]
-    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
-
-    @property
-    def batch_dynamic(self) -> bool:
-        return len(self.shape) > 0 and self.shape[0] is None
-
-    @property
-    def spatial(self) -> tuple[int | None, int | None] | None:
-        """(H, W) of an NCHW input, or None for other ranks."""
-        return (self.shape[2], self.shape[3]) if len(self.shape) == 4 else None
-
-
-@runtime_checkable
-class Backend(Protocol):
-    """What the pipeline needs from a runtime."""
-
-    name: str  # e.g. "onnxruntime", "tensorrt", "tensorrt-rtx"
-
-    @property
-    def input(self) -> TensorSpec: ...
-
-    @property
-    def outputs(self) -> Sequence[TensorSpec]: ...
-
-    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        """Run one batch (float32 NCHW, C-contiguous) and return host outputs."""
-        ...
-
-    def metadata(self) -> dict[str, Any]:
-        """Backend facts for metrics.json (versions, providers, engine info...)."""
-        ...
-
-    def close(self) -> None: ...
+__all__ = ["Backend", "OrtBackend", "TensorSpec", "max_batch_of"]  # Backend, TensorSpec: re-exported
 
 
 def max_batch_of(backend: Backend) -> int | None:
@@ -89,12 +49,26 @@ def _warn(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+# ONNX Runtime's own switch: a node no requested EP takes fails the session instead of landing
+# on the CPU EP (onnxruntime/core/session/onnxruntime_session_options_config_keys.h).
+DISABLE_CPU_EP_FALLBACK = "session.disable_cpu_ep_fallback"
+_REFUSED = "assigned to the default CPU EP"  # ORT's refusal under that switch
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class OrtBackend:
     """ONNX Runtime session behind the Backend protocol.
 
-    ``providers`` is the ordered wish list. Providers this onnxruntime build doesn't
-    offer are dropped with a warning -- unless ``disable_cpu_fallback`` is set, in which
-    case anything short of the first requested accelerator is an error.
+    ``providers`` is the ordered wish list. Providers this onnxruntime build doesn't offer are
+    dropped with a warning -- unless ``disable_cpu_fallback`` is set, which makes ONNX Runtime
+    itself refuse a node the requested accelerators can't take (``session.disable_cpu_ep_fallback``;
+    the CPU EP is then left out of the session) and makes anything short of the first requested
+    accelerator an error. ``require_accelerator`` keeps only that last check (the first
+    accelerator must initialise; single nodes may still run on the CPU).
     """
 
     name = "onnxruntime"
@@ -102,12 +76,13 @@ class OrtBackend:
     def __init__(
         self,
         onnx_path: str,
-        providers: Sequence[str] = ("CUDAExecutionProvider", "CPUExecutionProvider"),
+        providers: Sequence[str] = (CUDA_EP, CPU_EP),
         provider_options: dict[str, dict[str, str]] | None = None,
         disable_cpu_fallback: bool = False,
         log: Any = None,
         available: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
+        require_accelerator: bool = False,
     ) -> None:
         import os
 
@@ -116,6 +91,42 @@ class OrtBackend:
         if not os.path.isfile(onnx_path):
             raise UserError(f"ONNX model not found: {onnx_path}; check --onnx-path")
         available = list(available) if available is not None else ort.get_available_providers()
+        accel = [p for p in providers if p != CPU_EP]
+        strict = disable_cpu_fallback and bool(accel)
+        use = self._usable_providers(ort, providers, available, strict, log)
+        if strict:
+            use = [p for p in use if p != CPU_EP] or use
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if intra_op_threads is not None:  # GPU sessions: 1 thread, no spinning (cores stay with the pipeline)
+            so.intra_op_num_threads = int(intra_op_threads)
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if strict:
+            so.add_session_config_entry(DISABLE_CPU_EP_FALLBACK, "1")
+            so.log_severity_level = 4  # the refusal comes back as one UserError line, not twice
+        self._session = self._open(ort, onnx_path, so, use, provider_options or {}, available, accel)
+        self.providers_requested = list(providers)
+        self.providers_used = list(self._session.get_providers())
+        if (strict or require_accelerator) and accel and accel[0] not in self.providers_used:
+            raise UserError(
+                f"{accel[0]} failed to initialise (session uses {', '.join(self.providers_used)}); "
+                "--disable-cpu-fallback forbids the fallback; run trt-doctor to see why"
+            )
+        self.provider_options = {p: dict(v) for p, v in self._session.get_provider_options().items()}
+        if len(self._session.get_inputs()) != 1:
+            raise UserError(f"{onnx_path} has {len(self._session.get_inputs())} inputs; a YOLO model has one")
+        self._input = _ort_spec(self._session.get_inputs()[0])
+        self._outputs = [_ort_spec(o) for o in self._session.get_outputs()]
+        self._output_names = [o.name for o in self._outputs]
+        self.onnx_path = onnx_path
+        self.version = ort.__version__
+
+    @staticmethod
+    def _usable_providers(
+        ort: Any, providers: Sequence[str], available: Sequence[str], strict: bool, log: Any
+    ) -> list[str]:
+        """The requested providers this build offers; unknown names and (when strict) a missing first
+        accelerator are UserErrors, other missing ones a warning."""
         plugins = [p for p in available if p not in ort.get_all_providers()]  # plugin EPs (TensorRT-RTX)
         known = set(ort.get_all_providers()) | set(plugins)
         unknown = [p for p in providers if p not in known]
@@ -124,51 +135,41 @@ class OrtBackend:
                 f"unknown provider(s) {', '.join(unknown)} in --providers; known: {', '.join(sorted(known))}"
             )
         missing = [p for p in providers if p not in available]
-        accel = [p for p in providers if p != "CPUExecutionProvider"]
+        accel = [p for p in providers if p != CPU_EP]
         if missing:
             msg = f"provider(s) not available in onnxruntime {ort.__version__}: {', '.join(missing)}"
-            if disable_cpu_fallback and accel and accel[0] in missing:
+            if strict and accel[0] in missing:
                 raise UserError(msg + "; --disable-cpu-fallback forbids running without it")
             (log or _warn)(f"warning: {msg}; available: {', '.join(available)}")
-        use = [p for p in providers if p in available]
-        if not use:
-            use = ["CPUExecutionProvider"]
-        opts = provider_options or {}
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        if intra_op_threads is not None:  # GPU sessions: 1 thread, no spinning (cores stay with the pipeline)
-            so.intra_op_num_threads = int(intra_op_threads)
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        use_plugins = [p for p in use if p in plugins]
+        return [p for p in providers if p in available] or [CPU_EP]
+
+    @staticmethod
+    def _open(
+        ort: Any,
+        onnx_path: str,
+        so: Any,
+        use: Sequence[str],
+        opts: dict[str, dict[str, str]],
+        available: Sequence[str],
+        accel: Sequence[str],
+    ) -> Any:
+        plugins = [p for p in use if p in available and p not in ort.get_all_providers()]
         try:
-            if use_plugins:
-                # Plugin EPs are attached to devices; ORT adds the CPU EP behind them by itself.
-                for ep in use_plugins:
+            if plugins:
+                # Plugin EPs are attached to devices; ORT adds the CPU EP behind them by itself
+                # (unless session.disable_cpu_ep_fallback is set).
+                for ep in plugins:
                     devices = [d for d in ort.get_ep_devices() if d.ep_name == ep]
                     so.add_provider_for_devices(devices, opts.get(ep, {}))
-                self._session = ort.InferenceSession(onnx_path, sess_options=so)
-            else:
-                self._session = ort.InferenceSession(
-                    onnx_path, sess_options=so, providers=[(p, opts.get(p, {})) for p in use]
-                )
+                return ort.InferenceSession(onnx_path, sess_options=so)
+            return ort.InferenceSession(onnx_path, sess_options=so, providers=provider_list(use, opts))
         except Exception as exc:  # onnxruntime raises its own exception types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"cannot load ONNX model {onnx_path}: {first}") from exc
-        self.providers_requested = list(providers)
-        self.providers_used = list(self._session.get_providers())
-        if disable_cpu_fallback and accel and accel[0] not in self.providers_used:
-            raise UserError(
-                f"{accel[0]} failed to initialise (session uses {', '.join(self.providers_used)}); "
-                "--disable-cpu-fallback forbids the fallback; run trt-doctor to see why"
-            )
-        self.provider_options = {p: dict(v) for p, v in self._session.get_provider_options().items()}
-        self._input = _ort_spec(self._session.get_inputs()[0])
-        if len(self._session.get_inputs()) != 1:
-            raise UserError(f"{onnx_path} has {len(self._session.get_inputs())} inputs; a YOLO model has one")
-        self._outputs = [_ort_spec(o) for o in self._session.get_outputs()]
-        self._output_names = [o.name for o in self._outputs]
-        self.onnx_path = onnx_path
-        self.version = ort.__version__
+            if _REFUSED in str(exc):
+                raise UserError(
+                    f"{onnx_path}: {', '.join(accel)} cannot run every node (ONNX Runtime would put some on "
+                    "the CPU EP); --disable-cpu-fallback forbids that: drop the flag to allow it"
+                ) from exc
+            raise UserError(f"cannot load ONNX model {onnx_path}: {_first_line(exc)}") from exc
 
     @property
     def input(self) -> TensorSpec:
@@ -178,7 +179,9 @@ class OrtBackend:
     def outputs(self) -> Sequence[TensorSpec]:
         return self._outputs
 
-    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+    def infer(self, batch: Batch) -> list[np.ndarray]:
+        if not isinstance(batch, np.ndarray):  # a U8Batch: this session takes host float arrays only
+            raise UserError(f"--preprocess {batch.mode} needs --io-binding; this session takes host float arrays")
         return self._session.run(self._output_names, {self._input.name: batch})
 
     def metadata(self) -> dict[str, Any]:

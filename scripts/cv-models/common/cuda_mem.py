@@ -305,19 +305,16 @@ class CudaMemory:
 
 
 def device_info(device: int = 0) -> dict[str, Any] | None:
-    """Name and compute capability of a GPU, or None when there is none (or no cuda-python)."""
+    """``common.sysinfo.gpu_facts`` of CUDA device ``device`` (matched to NVML by its PCI bus id),
+    or None when there is none (or no cuda-python, or no NVML)."""
+    from common.sysinfo import gpu_info
+
     try:
         rt = _runtime()
         if int(check("cudaGetDeviceCount", rt.cudaGetDeviceCount())) <= device:
             return None
         props = check("cudaGetDeviceProperties", rt.cudaGetDeviceProperties(device))
-        name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
-        driver = check("cudaDriverGetVersion", rt.cudaDriverGetVersion())
-        return {
-            "name": name,
-            "compute_capability": f"{props.major}.{props.minor}",
-            "total_memory_mib": int(props.totalGlobalMem) // (1 << 20),
-            "driver_version": int(driver),
-        }
+        bus_id = f"{int(props.pciDomainID):x}:{int(props.pciBusID):x}:{int(props.pciDeviceID):x}.0"
     except (UserError, CudaError, AttributeError):
         return None
+    return gpu_info(pci_bus_id=bus_id)

@@ -1,9 +1,14 @@
-"""GPU utilisation sampled in a background thread through NVML (nvidia-ml-py), when present."""
+"""GPU utilisation sampled in a background thread through NVML (``common.sysinfo.nvml``), when present."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
+
+from common.sysinfo import nvml
+
+__all__ = ["GpuMonitor"]
 
 
 class GpuMonitor:
@@ -19,17 +24,18 @@ class GpuMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._nvml: Any = None
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> GpuMonitor:
+        self._stack = contextlib.ExitStack()
         try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.device)
-            self._nvml = pynvml
-        except Exception as exc:  # ImportError, NVMLError, ...
+            nv = self._stack.enter_context(nvml())
+            self._handle = nv.nvmlDeviceGetHandleByIndex(self.device)
+        except Exception as exc:  # ImportError (no nvidia-ml-py), NVMLError, ...
+            self._stack.close()
             self.error = f"{type(exc).__name__}: {exc}".strip()
             return self
+        self._nvml = nv
         self._thread = threading.Thread(target=self._run, name="gpu-monitor", daemon=True)
         self._thread.start()
         return self
@@ -46,11 +52,8 @@ class GpuMonitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if self._nvml is not None:
-            try:
-                self._nvml.nvmlShutdown()
-            except Exception:
-                pass
+        self._stack.close()
+        self._nvml = None
 
     def summary(self) -> dict[str, Any]:
         if not self.samples:

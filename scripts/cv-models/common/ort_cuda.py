@@ -35,9 +35,8 @@ from common.backends import OrtBackend, TensorSpec
 from common.cuda_mem import CudaMemory
 from common.errors import UserError
 from common.gpu_preprocess import GpuPreprocessor, U8Batch, U8Stager, check_float_input
+from common.ort_options import CUDA_EP
 from common.results import latency_stats
-
-CUDA_EP = "CUDAExecutionProvider"
 
 
 @dataclass
@@ -55,7 +54,8 @@ class _Lane:
 
 
 class OrtCudaBackend:
-    """The CUDA EP behind IO binding, ``lanes`` sessions deep, with ``submit``/``wait``."""
+    """The CUDA EP behind IO binding, ``lanes`` sessions deep: an ``AsyncBackend`` with
+    ``DevicePreprocessing`` and ``Warmup`` (common.backend_protocols)."""
 
     def __init__(
         self,
@@ -66,6 +66,7 @@ class OrtCudaBackend:
         device_id: int = 0,
         log: Any = None,
         imgsz: int = 640,
+        disable_cpu_fallback: bool = False,
     ) -> None:
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
         if cuda_opts.get("enable_cuda_graph") == "1":
@@ -79,8 +80,9 @@ class OrtCudaBackend:
         for _ in range(max(1, lanes)):
             stream = self.mem.stream()
             opts = {**cuda_opts, "device_id": str(device_id), "user_compute_stream": str(stream.handle)}
-            sess = OrtBackend(onnx_path, [CUDA_EP], {CUDA_EP: opts}, disable_cpu_fallback=True, log=log,
-                              intra_op_threads=1)  # fmt: skip
+            # The CUDA EP must initialise; --disable-cpu-fallback also refuses nodes it can't take.
+            sess = OrtBackend(onnx_path, [CUDA_EP], {CUDA_EP: opts}, disable_cpu_fallback=disable_cpu_fallback,
+                              log=log, intra_op_threads=1, require_accelerator=True)  # fmt: skip
             if not self._lanes:
                 self._setup_specs(sess, imgsz)
             self._lanes.append(self._make_lane(sess, stream))

@@ -262,6 +262,22 @@ def _install_hint(provider: str) -> str:
     return "drop the flag"
 
 
+def parse_provider_options(items: Sequence[str], providers: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``--provider-option EP:KEY=VALUE`` items as ``{EP: {KEY: VALUE}}``; EP must be in ``providers``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        ep, sep, kv = item.partition(":")
+        key, eq, value = kv.partition("=")
+        if not sep or not eq or not ep or not key:
+            raise UserError(
+                f"--provider-option {item!r}: expected EP:KEY=VALUE, e.g. CUDAExecutionProvider:device_id=0"
+            )
+        if ep not in providers:
+            raise UserError(f"--provider-option {item!r}: {ep} is not in --providers ({' '.join(providers)})")
+        out.setdefault(ep, {})[key] = value
+    return out
+
+
 def merge_provider_options(
     first_class: Mapping[str, Mapping[str, str]],
     overrides: Mapping[str, Mapping[str, str]],

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from common.backends import Backend, max_batch_of
+from common.backend_protocols import AsyncBackend, Backend, Batch, DevicePreprocessing, Warmup
+from common.backends import max_batch_of
 from common.coco import CocoDataset, evaluate_bbox, to_coco_results
 from common.errors import UserError
 from common.gpu_preprocess import MODES as PREPROCESS_MODES
@@ -103,7 +104,7 @@ def _load(dataset: CocoDataset, image_id: int, size: int, mode: str = "cpu") -> 
     return _Item(image_id, tensor, meta, time.perf_counter() - t0)
 
 
-def _make_batch(items: list[_Item], mode: str, size: int) -> np.ndarray | U8Batch:
+def _make_batch(items: list[_Item], mode: str, size: int) -> Batch:
     if mode != "cpu":
         return U8Batch(mode, [it.tensor for it in items], [it.meta for it in items], size)
     return items[0].tensor[None] if len(items) == 1 else np.stack([it.tensor for it in items])
@@ -115,13 +116,12 @@ def check_preprocess(backend: Backend, mode: str) -> None:
         raise UserError(f"--preprocess {mode}: choose one of {', '.join(PREPROCESS_MODES)}")
     if mode == "cpu":
         return
-    enable = getattr(backend, "enable_device_preprocess", None)
-    if not callable(enable):
+    if not isinstance(backend, DevicePreprocessing):
         raise UserError(
             f"--preprocess {mode} needs a backend with GPU input buffers (ONNX Runtime --io-binding, TensorRT); "
-            f"{getattr(backend, 'name', 'this backend')} takes host arrays: use --preprocess cpu"
+            f"{backend.name} takes host arrays: use --preprocess cpu"
         )
-    enable(mode)
+    backend.enable_device_preprocess(mode)
 
 
 def _input_size(backend: Backend, imgsz: int) -> int:
@@ -172,13 +172,11 @@ def _postprocess(
 
 
 def warmup(backend: Backend, batch_size: int, size: int, runs: int) -> None:
-    """``runs`` inferences before timing; a backend with its own ``warmup`` (several sessions)
-    warms every session."""
+    """``runs`` inferences before timing; a ``Warmup`` backend (several sessions) warms every session."""
     if runs <= 0:
         return
-    own = getattr(backend, "warmup", None)
-    if callable(own):
-        own(batch_size, runs)
+    if isinstance(backend, Warmup):
+        backend.warmup(batch_size, runs)
         return
     dummy = np.zeros((batch_size, 3, size, size), dtype=np.float32)
     for _ in range(runs):
@@ -225,10 +223,107 @@ def _switch_interval(ms: float | None) -> Iterator[None]:
 
 
 def in_flight_depth(backend: Backend) -> int:
-    """How many batches the pipeline keeps submitted: ``max_in_flight`` (default 2) for backends
-    with ``submit(batch) -> token`` and ``wait(token) -> outputs``, else 1 (plain ``infer``)."""
-    has_api = callable(getattr(backend, "submit", None)) and callable(getattr(backend, "wait", None))
-    return max(1, int(getattr(backend, "max_in_flight", 2))) if has_api else 1
+    """How many batches the pipeline keeps submitted: ``max_in_flight`` for an ``AsyncBackend``
+    (``submit(batch) -> token``, ``wait(token) -> outputs``), else 1 (plain ``infer``)."""
+    return max(1, int(backend.max_in_flight)) if isinstance(backend, AsyncBackend) else 1
+
+
+class _Stages:
+    """The state of one ``evaluate`` run between its stages: the window of images being loaded,
+    the batches being post-processed, the rows gathered per image and the per-stage seconds."""
+
+    def __init__(
+        self,
+        dataset: CocoDataset,
+        ids: list[int],
+        size: int,
+        opts: EvalOptions,
+        loaders: cf.ThreadPoolExecutor | _Inline,
+        posters: cf.ThreadPoolExecutor | _Inline,
+        window: int,
+        bar: tqdm,
+    ) -> None:
+        self.dataset, self.size, self.opts = dataset, size, opts
+        self.loaders, self.posters, self.window, self.bar = loaders, posters, window, bar
+        self.layout = None if opts.output_format == "auto" else opts.output_format
+        self._checked = False
+        self._queue = iter(ids)
+        self._pending: deque[cf.Future[_Item]] = deque()
+        self._in_post: deque[tuple[list[int], cf.Future[tuple[list[list[dict[str, Any]]], float]]]] = deque()
+        self.per_image: dict[int, list[dict[str, Any]]] = {}
+        self.pre_s: list[float] = []
+        self.infer_s: list[float] = []
+        self.post_s: list[float] = []
+
+    def refill(self) -> None:
+        """Keep ``window`` images loading."""
+        while len(self._pending) < self.window:
+            nxt = next(self._queue, None)
+            if nxt is None:
+                return
+            self._pending.append(self.loaders.submit(_load, self.dataset, nxt, self.size, self.opts.preprocess))
+
+    def next_batch(self, n: int) -> tuple[Batch, list[tuple[int, LetterboxMeta]]]:
+        """The next ``n`` loaded images as one batch, with their ids and letterbox geometry."""
+        items = [self._pending.popleft().result() for _ in range(n)]
+        self.refill()
+        self.pre_s.extend(it.seconds for it in items)
+        return _make_batch(items, self.opts.preprocess, self.size), [(it.image_id, it.meta) for it in items]
+
+    def finish(self, metas: list[tuple[int, LetterboxMeta]], outputs: list[np.ndarray], t0: float) -> None:
+        """A batch came back from the backend: time it, check the layout once, post-process it."""
+        self.infer_s.append(time.perf_counter() - t0)
+        if self.layout is None:
+            self.layout = detect_layout(outputs[0].shape)
+        elif not self._checked:
+            check_layout(self.layout, outputs[0].shape)
+        self._checked = True
+        args = (metas, outputs, self.layout, (self.size, self.size), self.dataset, self.opts.post)
+        self._in_post.append(([m[0] for m in metas], self.posters.submit(_postprocess, *args)))
+        self.collect(limit=2 * max(1, self.opts.post_workers))
+        self.bar.update(len(metas))
+
+    def collect(self, limit: int) -> None:
+        """Gather post-processed rows until at most ``limit`` batches are still in post-processing."""
+        while len(self._in_post) > limit:
+            image_ids, fut = self._in_post.popleft()
+            rows, seconds = fut.result()
+            self.post_s.append(seconds)
+            self.per_image.update(zip(image_ids, rows, strict=True))
+
+    def cancel(self) -> None:
+        for f in self._pending:
+            f.cancel()
+
+
+def _run_batches(backend: Backend, stages: _Stages, ids: list[int], batch_size: int, depth: int) -> None:
+    """Feed every batch through ``backend``: ``depth`` submitted at once for an ``AsyncBackend``
+    (depth >= 2), else one ``infer`` after the other."""
+    stages.refill()
+    if depth >= 2 and isinstance(backend, AsyncBackend):
+        _run_async(backend, stages, ids, batch_size, depth)
+    else:
+        for chunk in _batches(ids, batch_size):
+            batch, metas = stages.next_batch(len(chunk))
+            t0 = time.perf_counter()
+            stages.finish(metas, backend.infer(batch), t0)
+            del batch
+    stages.collect(limit=0)
+
+
+def _run_async(backend: AsyncBackend, stages: _Stages, ids: list[int], batch_size: int, depth: int) -> None:
+    in_flight: deque[tuple[Any, list[tuple[int, LetterboxMeta]], float]] = deque()
+    for chunk in _batches(ids, batch_size):
+        batch, metas = stages.next_batch(len(chunk))
+        t0 = time.perf_counter()
+        in_flight.append((backend.submit(batch), metas, t0))
+        del batch
+        while len(in_flight) >= depth:
+            token, done_metas, t_sub = in_flight.popleft()
+            stages.finish(done_metas, backend.wait(token), t_sub)
+    while in_flight:
+        token, done_metas, t_sub = in_flight.popleft()
+        stages.finish(done_metas, backend.wait(token), t_sub)
 
 
 def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalResult:
@@ -239,8 +334,6 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     """
     size = _input_size(backend, opts.imgsz)
     batch_size = resolve_batch_size(backend, opts.batch_size)
-    layout = None if opts.output_format == "auto" else opts.output_format
-    checked = False
     check_preprocess(backend, opts.preprocess)
     warmup(backend, batch_size, size, opts.warmup_runs)
 
@@ -249,10 +342,6 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     window = batch_size if sequential else max(opts.workers, batch_size * max(1, opts.prefetch_batches))
     depth = 1 if sequential else in_flight_depth(backend)
     pipelined = depth >= 2
-    pre_s: list[float] = []
-    infer_s: list[float] = []
-    post_s: list[float] = []
-    per_image: dict[int, list[dict[str, Any]]] = {}
     t_start = time.perf_counter()
     with (
         _switch_interval(opts.switch_interval_ms),
@@ -260,69 +349,15 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
         _executor(0 if sequential else max(1, opts.post_workers), "post") as posters,
         tqdm(total=len(ids), desc=f"eval[{backend.name}]", unit="img", disable=not opts.progress) as bar,
     ):
-        pending: deque[cf.Future[_Item]] = deque()
-        queue = iter(ids)
-
-        def refill() -> None:
-            while len(pending) < window:
-                nxt = next(queue, None)
-                if nxt is None:
-                    return
-                pending.append(loaders.submit(_load, dataset, nxt, size, opts.preprocess))
-
-        in_post: deque[tuple[list[int], cf.Future[tuple[list[list[dict[str, Any]]], float]]]] = deque()
-
-        def collect(limit: int) -> None:
-            while len(in_post) > limit:
-                image_ids, fut = in_post.popleft()
-                rows, seconds = fut.result()
-                post_s.append(seconds)
-                per_image.update(zip(image_ids, rows, strict=True))
-
-        def finish(metas: list[tuple[int, LetterboxMeta]], outputs: list[np.ndarray], t0: float) -> None:
-            nonlocal layout, checked
-            infer_s.append(time.perf_counter() - t0)
-            if layout is None:
-                layout = detect_layout(outputs[0].shape)
-                checked = True
-            if not checked:
-                check_layout(layout, outputs[0].shape)
-                checked = True
-            fut = posters.submit(_postprocess, metas, outputs, layout, (size, size), dataset, opts.post)
-            in_post.append(([m[0] for m in metas], fut))
-            collect(limit=2 * max(1, opts.post_workers))
-            bar.update(len(metas))
-
-        in_flight: deque[tuple[Any, list[tuple[int, LetterboxMeta]], float]] = deque()
+        stages = _Stages(dataset, ids, size, opts, loaders, posters, window, bar)
         try:
-            refill()
-            for chunk in _batches(ids, batch_size):
-                items = [pending.popleft().result() for _ in chunk]
-                refill()
-                pre_s.extend(it.seconds for it in items)
-                batch = _make_batch(items, opts.preprocess, size)
-                metas = [(it.image_id, it.meta) for it in items]
-                del items
-                t0 = time.perf_counter()
-                if pipelined:
-                    in_flight.append((backend.submit(batch), metas, t0))  # type: ignore[attr-defined]
-                    while len(in_flight) >= depth:
-                        token, done_metas, t_sub = in_flight.popleft()
-                        finish(done_metas, backend.wait(token), t_sub)  # type: ignore[attr-defined]
-                else:
-                    finish(metas, backend.infer(batch), t0)
-                del batch
-            while in_flight:
-                token, done_metas, t_sub = in_flight.popleft()
-                finish(done_metas, backend.wait(token), t_sub)  # type: ignore[attr-defined]
-            collect(limit=0)
+            _run_batches(backend, stages, ids, batch_size, depth)
         except BaseException:
-            for f in pending:
-                f.cancel()
+            stages.cancel()
             raise
     wall = time.perf_counter() - t_start
 
-    detections = [row for i in dict.fromkeys(ids) for row in per_image[i]]
+    detections = [row for i in dict.fromkeys(ids) for row in stages.per_image[i]]
     t0 = time.perf_counter()
     stats: dict[str, float] = {}
     table = ""
@@ -331,9 +366,9 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     eval_s = time.perf_counter() - t0
     n = len(ids)
     timings = {
-        "preprocess": latency_stats(pre_s),
-        "inference": latency_stats(infer_s, skip=opts.skip_latency, items_per_sample=batch_size),
-        "postprocess": latency_stats(post_s, items_per_sample=batch_size),
+        "preprocess": latency_stats(stages.pre_s),
+        "inference": latency_stats(stages.infer_s, skip=opts.skip_latency, items_per_sample=batch_size),
+        "postprocess": latency_stats(stages.post_s, items_per_sample=batch_size),
         "eval_seconds": eval_s,
         "coco_engine": opts.coco_engine,
         "wall_seconds": wall,
@@ -345,4 +380,4 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
         "switch_interval_ms": opts.switch_interval_ms,
         "in_flight": depth,
     }
-    return EvalResult(detections, stats, table, layout or "unknown", n, batch_size, timings)
+    return EvalResult(detections, stats, table, stages.layout or "unknown", n, batch_size, timings)

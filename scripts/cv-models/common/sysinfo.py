@@ -1,18 +1,23 @@
-"""Run metadata: package versions, host, GPU (never fails; absent facts are None)."""
+"""Run metadata: package versions, host, GPU (never fails; absent facts are None).
+
+GPU facts come from NVML alone (nvidia-ml-py, import name ``pynvml``), in one shape (``gpu_facts``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
 import os
 import platform
-import shutil
-import subprocess
+from collections.abc import Iterator
 from typing import Any
+
+__all__ = ["PACKAGES", "gpu_facts", "gpu_info", "host_info", "nvml", "package_versions", "run_metadata"]
 
 PACKAGES = (
     "numpy", "opencv-python-headless", "opencv-python", "pycocotools", "onnx", "onnxruntime",
     "onnxruntime-gpu", "tensorrt", "tensorrt-rtx", "tensorrt-rtx-cu13", "cuda-python", "cuda-bindings",
-    "nvidia-modelopt",
+    "nvidia-modelopt", "nvidia-ml-py",
 )  # fmt: skip
 
 
@@ -26,23 +31,58 @@ def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
     return found
 
 
-def gpu_info() -> dict[str, Any] | None:
-    """First GPU's name, compute capability and driver from nvidia-smi, or None."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return None
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+@contextlib.contextmanager
+def nvml() -> Iterator[Any]:
+    """The initialised ``pynvml`` module (package nvidia-ml-py), shut down afterwards.
+
+    The one place GPU facts come from; raises ImportError or ``pynvml.NVMLError`` without NVML.
+    """
+    import pynvml
+
+    pynvml.nvmlInit()
     try:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,compute_cap,driver_version,memory.total", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip().splitlines()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
+        yield pynvml
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+
+
+def gpu_facts(nv: Any, handle: Any) -> dict[str, Any]:
+    """One GPU in the one shape metrics.json uses everywhere (``run.gpu``, backend ``device``/``gpu``).
+
+    ``driver`` is the driver version (as nvidia-smi shows it), ``driver_version`` the CUDA version
+    the driver supports as an int (12080 = 12.8, as ``cudaDriverGetVersion``); ``memory`` is the
+    old nvidia-smi text of ``total_memory_mib``.
+    """
+    major, minor = nv.nvmlDeviceGetCudaComputeCapability(handle)
+    mib = int(nv.nvmlDeviceGetMemoryInfo(handle).total) // (1 << 20)
+    return {
+        "index": int(nv.nvmlDeviceGetIndex(handle)),
+        "name": _text(nv.nvmlDeviceGetName(handle)),
+        "compute_capability": f"{major}.{minor}",
+        "driver": _text(nv.nvmlSystemGetDriverVersion()),
+        "driver_version": int(nv.nvmlSystemGetCudaDriverVersion()),
+        "total_memory_mib": mib,
+        "memory": f"{mib} MiB",
+    }
+
+
+def gpu_info(device: int = 0, pci_bus_id: str | None = None) -> dict[str, Any] | None:
+    """``gpu_facts`` of the GPU at NVML ``device`` index (or at ``pci_bus_id``, which is how a CUDA
+    device ordinal is matched), or None without NVML or without that GPU."""
+    try:
+        with nvml() as nv:
+            if pci_bus_id is not None:
+                handle = nv.nvmlDeviceGetHandleByPciBusId(pci_bus_id)
+            else:
+                handle = nv.nvmlDeviceGetHandleByIndex(device)
+            return gpu_facts(nv, handle)
+    except Exception:  # ImportError (no nvidia-ml-py), NVMLError (no driver / no such GPU), ...
         return None
-    if not out:
-        return None
-    parts = [p.strip() for p in out[0].split(",")]
-    keys = ("name", "compute_capability", "driver", "memory")
-    return dict(zip(keys, parts, strict=False))
 
 
 def host_info() -> dict[str, Any]:
