@@ -50,6 +50,6 @@ def run_script(script: str, *args: str, cwd: Path | None = None, timeout: float 
 
 @pytest.fixture(scope="session")
 def mini_coco():
-    from common.coco import open_dataset
+    from common.data.coco import open_dataset
 
     return open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 0)

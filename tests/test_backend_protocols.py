@@ -1,4 +1,4 @@
-"""The backend capabilities are declared protocols (common.backend_protocols), and every backend
+"""The backend capabilities are declared protocols (common.eval.protocols), and every backend
 the evaluators build matches exactly the ones it implements: the pipeline asks ``isinstance``."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from conftest import DEMO_MODEL
 from test_gpu_preprocess import HostDevicePrep
 from test_pipeline_invariance import AsyncWrapper
 
-from common import backend_protocols as P
-from common.backends import OrtBackend
-from common.errors import UserError
-from common.pipeline import check_preprocess, in_flight_depth
+from common.core.errors import UserError
+from common.eval import protocols as P
+from common.eval.pipeline import check_preprocess, in_flight_depth
+from common.ort.session import OrtBackend
 
 CAPABILITIES = (P.AsyncBackend, P.DevicePreprocessing, P.Warmup)
 
@@ -33,7 +33,7 @@ def test_ort_backend_is_a_plain_backend() -> None:
 def test_io_binding_backend_has_every_capability(monkeypatch) -> None:
     """OrtCudaBackend on the runtime double's host memory, its lanes' sessions on the CPU EP
     (construction binds nothing yet, so no GPU is needed to see what it is)."""
-    from common import ort_cuda
+    from common.ort import io_binding as ort_cuda
 
     mem = D.FakeCudaMemory()
     lanes_asked: list[dict] = []
@@ -58,8 +58,8 @@ def test_io_binding_backend_has_every_capability(monkeypatch) -> None:
 
 
 def test_trt_backend_takes_uint8_batches_but_runs_one_at_a_time(tmp_path, monkeypatch) -> None:
-    from common.trt_build import BuildOptions, build_or_reuse
-    from common.trt_runtime import TrtBackend
+    from common.trt.build import BuildOptions, build_or_reuse
+    from common.trt.runtime import TrtBackend
 
     api = D.api_under_test()
     D.use_double(monkeypatch, api)
@@ -111,7 +111,7 @@ def test_pipeline_asks_the_protocol_not_the_attributes() -> None:
 
 
 def test_plain_session_refuses_a_uint8_batch() -> None:
-    from common.gpu_preprocess import U8Batch
+    from common.gpu.preprocess import U8Batch
 
     backend = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
     with pytest.raises(UserError, match="needs --io-binding"):

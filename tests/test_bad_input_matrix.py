@@ -1,6 +1,6 @@
 """Issue 12: the bad-input matrix over every CLI, the data-loss rules, and valid-but-unusual inputs.
 
-Every bad case runs the CLI in-process through ``common.cli.run_main(main, argv)`` (the same
+Every bad case runs the CLI in-process through ``common.core.cli.run_main(main, argv)`` (the same
 entry the scripts' ``__main__`` uses) with the working directory set to the case's own folder,
 and asserts:
 
@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 import trt_double as D
 
-from common.cli import run_main
+from common.core.cli import run_main
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts" / "cv-models"
@@ -64,7 +64,7 @@ def _tiny_onnx(path: Path, elem: int, channels: int, hw: tuple[int | str, int | 
 
 def _metrics(path: Path, map_value: float | None = 0.25, backend: str = "onnxruntime") -> Path:
     """A metrics.json of the schema the evaluators write (the keys compare_runs.py reads)."""
-    from common.results import METRICS_SCHEMA_VERSION
+    from common.core.results import METRICS_SCHEMA_VERSION
 
     payload = {
         "schema_version": METRICS_SCHEMA_VERSION,
@@ -574,7 +574,7 @@ def _umask() -> int:
 
 
 def test_run_dirs_created_in_the_same_second_are_distinct(tmp_path):
-    from common.results import run_dir
+    from common.core.results import run_dir
 
     a = run_dir("eval-onnx", root=tmp_path, stamp="20260101-000000")
     b = run_dir("eval-onnx", root=tmp_path, stamp="20260101-000000")
@@ -583,7 +583,7 @@ def test_run_dirs_created_in_the_same_second_are_distinct(tmp_path):
 
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
 def test_written_files_follow_the_umask(tmp_path, mask):
-    from common.results import atomic_write_json, atomic_write_text
+    from common.core.results import atomic_write_json, atomic_write_text
 
     old = os.umask(mask)
     try:
@@ -597,7 +597,7 @@ def test_written_files_follow_the_umask(tmp_path, mask):
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
 def test_json_is_written_strict(tmp_path, value):
-    from common.results import atomic_write_json
+    from common.core.results import atomic_write_json
 
     with pytest.raises(ValueError, match="non-finite"):
         atomic_write_json(tmp_path / "m.json", {"conf": value})
@@ -605,8 +605,8 @@ def test_json_is_written_strict(tmp_path, value):
 
 
 def test_output_guard_rules(tmp_path):
-    from common.errors import UserError
-    from common.results import check_output_paths
+    from common.core.errors import UserError
+    from common.core.results import check_output_paths
 
     src = tmp_path / "in.onnx"
     src.write_bytes(b"model")
@@ -629,7 +629,7 @@ def _eval_argv(out: Path) -> list[str]:
 
 
 def test_sigint_during_eval_inference_leaves_nothing(tmp_path, capsys, monkeypatch):
-    from common import backends
+    from common.ort import session as backends
 
     calls = {"n": 0}
     real = backends.OrtBackend.infer
@@ -649,7 +649,7 @@ def test_sigint_during_eval_inference_leaves_nothing(tmp_path, capsys, monkeypat
 
 
 def test_sigint_while_writing_metrics_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
-    from common import results
+    from common.core import results
 
     real = os.replace
 
@@ -667,7 +667,7 @@ def test_sigint_while_writing_metrics_leaves_no_partial_file(tmp_path, capsys, m
 
 
 def test_sigint_during_calibration_leaves_nothing(tmp_path, capsys, monkeypatch):
-    from common import calib
+    from common.quant import calib
 
     calls = {"n": 0}
     real = calib.preprocess
@@ -690,7 +690,7 @@ def test_sigint_during_calibration_leaves_nothing(tmp_path, capsys, monkeypatch)
 def test_sigint_during_build_leaves_no_engine(tmp_path, capsys, monkeypatch):
     if not _trt_available():
         pytest.skip("needs the TensorRT-RTX Python API")
-    from common import trt_build
+    from common.trt import build as trt_build
 
     def interrupted(*a, **k):  # Ctrl-C after the engine bytes, before its metadata
         raise KeyboardInterrupt
@@ -723,7 +723,7 @@ def test_compare_without_matplotlib_writes_md_and_json_and_links_no_png(tmp_path
 
 
 def test_not_run_rows_name_their_model(tmp_path):
-    from common.compare import Collection, NotRun, render_markdown
+    from common.report.compare import Collection, NotRun, render_markdown
 
     col = Collection()
     col.not_run = [NotRun("ort-cuda", "yolov10m", "fp32", "skipped", "no GPU"),
@@ -736,7 +736,7 @@ def test_not_run_rows_name_their_model(tmp_path):
 
 
 def test_validate_says_each_skip_reason_once(tmp_path):
-    from common import validate as V
+    from common.report import validate as V
 
     logged: list[str] = []
     cfg = V.RunConfig(root=tmp_path, eval_args=[], log=logged.append)

@@ -1,4 +1,4 @@
-"""make_calib_npy.py / common.calib: the calibration tensor is the evaluation letterbox, recorded and checked."""
+"""make_calib_npy.py / common.quant.calib: the calibration tensor is the evaluation letterbox, recorded and checked."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import MINI, fixture_path, run_script
 
-from common.calib import load_calib_tensor, read_image_list, select_images
-from common.errors import UserError
-from common.images import load_image_rgb, preprocess
+from common.core.errors import UserError
+from common.data.images import load_image_rgb, preprocess
+from common.quant.calib import load_calib_tensor, read_image_list, select_images
 
 MINI_IMAGES = MINI / "val2017"
 
@@ -31,7 +31,7 @@ def test_sampled_tensor_matches_evaluation_letterbox(tmp_path):
     assert arr.dtype == np.float32 and arr.shape == (5, 3, 320, 320)
     assert rec["shape"] == [5, 3, 320, 320] and rec["num_images"] == 5 and rec["seed"] == 3
     assert len(set(rec["image_ids"])) == 5
-    # each slice is exactly common.images.preprocess of the recorded file (the evaluator's letterbox)
+    # each slice is exactly common.data.images.preprocess of the recorded file (the evaluator's letterbox)
     for i, name in enumerate(rec["file_names"]):
         expected, _ = preprocess(load_image_rgb(MINI_IMAGES / name), 320)
         np.testing.assert_array_equal(arr[i], expected)

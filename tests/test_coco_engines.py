@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import MINI, fixture_path
 
-from common.coco import STAT_NAMES, evaluate_bbox, load_coco
+from common.data.coco import STAT_NAMES, evaluate_bbox, load_coco
 
 pytest.importorskip("faster_coco_eval")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.coco import COCO80_NAMES, STAT_NAMES, evaluate_bbox, select_image_ids, to_coco_results
-from common.errors import UserError
+from common.core.errors import UserError
+from common.data.coco import COCO80_NAMES, STAT_NAMES, evaluate_bbox, select_image_ids, to_coco_results
 
 
 def gt_as_detections(coco, ids, shift: float = 0.0) -> list[dict]:

@@ -1,4 +1,4 @@
-"""compare_runs.py / common.compare: rows from metrics.json files, ΔAP, parity, warnings, bad input."""
+"""compare_runs.py / common.report.compare: rows from metrics.json files, ΔAP, parity, warnings, bad input."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import run_script
 
-from common.cli import run_main
+from common.core.cli import run_main
 
 
 def _payload(model: str, sha: str, backend: dict, ap: float, median: float, gpu: str | None, n: int = 4) -> dict:

@@ -1,4 +1,4 @@
-"""The cuda-python memory layer (common.cuda_mem).
+"""The cuda-python memory layer (common.gpu.cuda_mem).
 
 CPU part: error naming and host views (needs only the cuda.bindings package).
 GPU part (skipped without a CUDA device): copies round-trip bit-exact from 1 KiB to 256 MiB,
@@ -17,8 +17,8 @@ from conftest import cuda_device_count
 
 runtime = pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (cuda.bindings) not installed")
 
-from common.cuda_mem import CudaError, CudaMemory, _host_view, check, device_info  # noqa: E402
-from common.errors import UserError  # noqa: E402
+from common.core.errors import UserError  # noqa: E402
+from common.gpu.cuda_mem import CudaError, CudaMemory, _host_view, check, device_info  # noqa: E402
 
 SIZES = [1 << 10, 64 << 10, 1 << 20, 16 << 20, 256 << 20]
 REPORT: dict = {}

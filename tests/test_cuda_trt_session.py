@@ -22,8 +22,8 @@ ort = pytest.importorskip("onnxruntime")
 
 import trt_double as D  # noqa: E402
 
-from common.trt_build import BuildOptions, build_or_reuse  # noqa: E402
-from common.trt_runtime import TrtSession  # noqa: E402
+from common.trt.build import BuildOptions, build_or_reuse  # noqa: E402
+from common.trt.runtime import TrtSession  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "models" / "cv-models" / "yolov10n-synth" / "yolov10n-synth.onnx"

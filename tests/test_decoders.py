@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.errors import UserError
-from common.yolov10 import PostprocessOptions, check_layout, decode, detect_layout
+from common.core.errors import UserError
+from common.model.yolov10 import PostprocessOptions, check_layout, decode, detect_layout
 
 OPTS = PostprocessOptions(conf=0.25, iou=0.7, max_det=300, pre_nms_topk=30000)
 
@@ -78,7 +78,7 @@ def test_unknown_layout_and_contradicting_override() -> None:
 def _dfl144_and_equivalent_raw84(seed: int, n_saturated: int) -> tuple[np.ndarray, np.ndarray]:
     """A dfl144 tensor with many class logits above 17 (float32 sigmoid == 1.0) and the raw84 tensor
     of the same prediction: boxes decoded from the DFL bins, scores the float32 sigmoid of the logits."""
-    from common.yolov10 import dfl_distances, make_anchors
+    from common.model.yolov10 import dfl_distances, make_anchors
 
     rng = np.random.default_rng(seed)
     dfl = np.full((144, 8400), -20.0, dtype=np.float32)

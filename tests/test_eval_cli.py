@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import DEMO_MODEL, MINI, run_script
 
-from common.coco import STAT_NAMES
+from common.data.coco import STAT_NAMES
 
 BASE = ["--data-root", str(MINI), "--providers", "CPUExecutionProvider", "--workers", "2"]
 

@@ -1,6 +1,6 @@
 """GPU facts from one source (NVML through nvidia-ml-py, import name ``pynvml``) in one shape:
 run metadata (``run.gpu``), the CUDA memory layer's ``device_info`` (backend ``device`` / ``gpu``)
-and the utilisation monitor all go through ``common.sysinfo``.
+and the utilisation monitor all go through ``common.core.sysinfo``.
 
 NVML is replaced by ``FakeNvml``, a module with the functions of the real ``pynvml`` we call
 (checked against the real module where nvidia-ml-py is installed).
@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from common import cuda_mem, sysinfo
-from common.gpu_monitor import GpuMonitor
+from common.core import sysinfo
+from common.gpu import cuda_mem
+from common.gpu.monitor import GpuMonitor
 
 # The keys metrics.json had before (nvidia-smi: run.gpu; cuda-python: backend device/gpu): all kept.
 OLD_SMI_KEYS = {"name", "compute_capability", "driver", "memory"}

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from conftest import cuda_device_count, fixture_path
 
-from common.errors import UserError
-from common.gpu_postprocess import plan_postprocess, postprocess_reference, suppress_matrix
-from common.yolov10 import Detections, PostprocessOptions, anchors_for, decode
+from common.core.errors import UserError
+from common.gpu.postprocess import plan_postprocess, postprocess_reference, suppress_matrix
+from common.model.yolov10 import Detections, PostprocessOptions, anchors_for, decode
 
 OPTS = PostprocessOptions()  # conf 0.001, iou 0.7, max_det 300, pre_nms_topk 30000
 # (model file, layout); yolov10n-synth-dynbatch has the e2e layout and a dynamic batch axis
@@ -36,7 +36,7 @@ def model_outputs(model: str, n: int = N_IMAGES) -> np.ndarray:
         _OUTPUTS[(model, n)] = np.load(recorded)[:n]
     if (model, n) not in _OUTPUTS:
         ort = pytest.importorskip("onnxruntime")
-        from common.images import load_image_rgb, preprocess
+        from common.data.images import load_image_rgb, preprocess
 
         path = fixture_path("models", f"{model}.onnx")
         images = sorted(fixture_path("synthcoco", "valA").glob("*.jpg"))[: 7 * n : 7]
@@ -168,7 +168,7 @@ def test_e2e_keeps_model_order_and_compares_conf_in_float32() -> None:
 def test_iou_decision_is_the_float64_one_at_and_near_the_threshold() -> None:
     # the kernel decides IoU > iou from float32 when it is clearly away from iou, else in float64:
     # it must give float64's answer for every pair, also with the threshold exactly at a pair's IoU
-    from common.gpu_postprocess import _iou_f64
+    from common.gpu.postprocess import _iou_f64
 
     rng = np.random.default_rng(5)
     xy = rng.uniform(0, 600, (300, 2)).astype(np.float32)
@@ -229,7 +229,7 @@ def _nvrtc_or_skip() -> None:
 @pytest.mark.parametrize("arch", ["sm_90", "sm_120"])
 def test_kernels_compile_for_hopper_and_blackwell(arch: str) -> None:
     _nvrtc_or_skip()
-    from common.gpu_postprocess import KERNEL_NAMES, compile_postprocess_kernels
+    from common.gpu.postprocess import KERNEL_NAMES, compile_postprocess_kernels
 
     cubin = compile_postprocess_kernels(arch)
     assert cubin[:4] == b"\x7fELF"
@@ -244,7 +244,7 @@ class Runner:
     """Uploads a batch of outputs and runs a GpuPostprocessor on it (real CUDA or the host doubles)."""
 
     def __init__(self, fake: bool) -> None:
-        from common.gpu_postprocess import GpuPostprocessor
+        from common.gpu.postprocess import GpuPostprocessor
 
         if fake:
             import trt_double as D
@@ -254,7 +254,7 @@ class Runner:
             self.kernels = FakePostprocessKernels(self.mem)
             self.post = GpuPostprocessor(self.mem, self.kernels)
         else:
-            from common.cuda_mem import CudaMemory
+            from common.gpu.cuda_mem import CudaMemory
 
             self.mem = CudaMemory(0)
             self.post = GpuPostprocessor(self.mem)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import DEMO_MODEL, MINI, cuda_device_count
 
-from common.backends import OrtBackend
-from common.errors import UserError
-from common.gpu_preprocess import U8Batch, letterbox_reference, normalize_reference
-from common.images import letterbox_geometry, letterbox_hwc, load_image_bgr, to_chw_float
-from common.pipeline import EvalOptions, evaluate
+from common.core.errors import UserError
+from common.data.images import letterbox_geometry, letterbox_hwc, load_image_bgr, to_chw_float
+from common.eval.pipeline import EvalOptions, evaluate
+from common.gpu.preprocess import U8Batch, letterbox_reference, normalize_reference
+from common.ort.session import OrtBackend
 
 ONE_LEVEL = 1 / 255 + 1e-6  # one grey level, with float32 slack
 ODD_SIZES = [(1, 1), (2, 3), (3, 700), (641, 639), (1280, 1280), (480, 640), (1000, 333), (320, 1280), (1280, 320)]
@@ -74,7 +74,7 @@ def _nvrtc_or_skip():
 @pytest.mark.parametrize("arch", ["sm_90", "sm_120"])
 def test_kernels_compile_for_hopper_and_blackwell(arch: str) -> None:
     _nvrtc_or_skip()
-    from common.gpu_preprocess import compile_kernels
+    from common.gpu.preprocess import compile_kernels
 
     cubin = compile_kernels(arch)
     assert cubin[:4] == b"\x7fELF" and len(cubin) > 1000
@@ -82,7 +82,7 @@ def test_kernels_compile_for_hopper_and_blackwell(arch: str) -> None:
 
 def test_unknown_arch_is_a_user_error() -> None:
     _nvrtc_or_skip()
-    from common.gpu_preprocess import compile_kernels
+    from common.gpu.preprocess import compile_kernels
 
     with pytest.raises(UserError, match="sm_1"):
         compile_kernels("sm_1")
@@ -118,7 +118,7 @@ class HostDevicePrep:
 
 @pytest.fixture(scope="module")
 def mini12():
-    from common.coco import open_dataset
+    from common.data.coco import open_dataset
 
     return open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 12)
 
@@ -143,7 +143,7 @@ def test_pipeline_gpu_letterbox_plumbing_is_close(mini12) -> None:
 def test_stager_packs_images_and_grows_its_buffers() -> None:
     import trt_double as D
 
-    from common.gpu_preprocess import U8Stager
+    from common.gpu.preprocess import U8Stager
 
     mem = D.FakeCudaMemory()
     prep = D.FakeGpuPreprocessor(mem)
@@ -187,8 +187,8 @@ gpu = pytest.mark.skipif(cuda_device_count() == 0, reason="needs an NVIDIA GPU (
 
 @gpu
 def test_kernels_equal_the_reference_bit_for_bit_on_the_gpu() -> None:
-    from common.cuda_mem import CudaMemory
-    from common.gpu_preprocess import GpuPreprocessor
+    from common.gpu.cuda_mem import CudaMemory
+    from common.gpu.preprocess import GpuPreprocessor
 
     mem = CudaMemory(0)
     prep = GpuPreprocessor(0)
@@ -237,7 +237,7 @@ def test_io_binding_backend_with_gpu_preprocess(mini_coco, mode: str) -> None:
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDA EP here")
-    from common.ort_cuda import OrtCudaBackend
+    from common.ort.io_binding import OrtCudaBackend
 
     backend = OrtCudaBackend(str(DEMO_MODEL), lanes=2)
     try:

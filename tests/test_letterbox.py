@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.images import PAD_VALUE, letterbox_geometry, letterbox_hwc, letterbox_xyxy, preprocess, unletterbox_xyxy
+from common.data.images import (
+    PAD_VALUE,
+    letterbox_geometry,
+    letterbox_hwc,
+    letterbox_xyxy,
+    preprocess,
+    unletterbox_xyxy,
+)
 
 SIZES = [(1280, 320), (320, 1280), (1, 1), (641, 479), (333, 500), (640, 640), (1921, 1079), (7, 3000), (259, 194)]
 

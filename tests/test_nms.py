@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.yolov10 import greedy_nms_indices, greedy_nms_reference
+from common.model.yolov10 import greedy_nms_indices, greedy_nms_reference
 
 
 def test_empty() -> None:

@@ -13,8 +13,8 @@ import pytest
 from conftest import DEMO_MODEL, MINI, run_script
 from test_eval_cli import assert_clean_failure
 
-from common.backends import DISABLE_CPU_EP_FALLBACK, OrtBackend
-from common.errors import UserError
+from common.core.errors import UserError
+from common.ort.session import DISABLE_CPU_EP_FALLBACK, OrtBackend
 
 AZURE = "AzureExecutionProvider"
 

@@ -1,4 +1,4 @@
-"""common.ort_options: first-class EP flags -> validated provider options."""
+"""common.ort.options: first-class EP flags -> validated provider options."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import io
 
 import pytest
 
-from common import ort_options as oo
-from common.errors import UserError
+from common.core.errors import UserError
+from common.ort import options as oo
 
 CPU = [oo.CPU_EP]
 ALL_GPU = [oo.TRT_EP, oo.CUDA_EP, oo.CPU_EP]

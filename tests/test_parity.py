@@ -1,4 +1,4 @@
-"""common.parity: per-image detection matching, thresholds and Polygraphy-style tensor error.
+"""common.report.parity: per-image detection matching, thresholds and Polygraphy-style tensor error.
 
 Expected values come from geometry worked out here, never from the code under test.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.errors import UserError
-from common.parity import (
+from common.core.errors import UserError
+from common.report.parity import (
     DEFAULT_THRESHOLDS,
     detection_parity,
     judge,

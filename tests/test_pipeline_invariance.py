@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import DEMO_MODEL, fixture_path
 
-from common.backends import OrtBackend
-from common.errors import UserError
-from common.pipeline import EvalOptions, evaluate
+from common.core.errors import UserError
+from common.eval.pipeline import EvalOptions, evaluate
+from common.ort.session import OrtBackend
 
 
 def run(backend, dataset, **kw):

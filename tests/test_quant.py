@@ -1,4 +1,4 @@
-"""common.quant without ModelOpt: the yolov10-head preset on the real fixture graphs, exclusion checks, stats."""
+"""common.quant.presets without ModelOpt: the yolov10-head preset on the fixture graphs, exclusion checks, stats."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from conftest import DEMO_MODEL, fixture_path
 from onnx import TensorProto, helper, numpy_helper
 
-from common import quant
-from common.errors import UserError
+from common.core.errors import UserError
+from common.quant import presets as quant
 
 FIXTURE_MODELS = ["yolov10n-synth", "yolov10n-synth-raw84", "yolov10n-synth-dfl144", "yolov10m-synth-dfl144"]
 

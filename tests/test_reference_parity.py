@@ -11,9 +11,9 @@ import json
 import pytest
 from conftest import fixture_path
 
-from common.backends import OrtBackend
-from common.coco import open_dataset
-from common.pipeline import EvalOptions, evaluate
+from common.data.coco import open_dataset
+from common.eval.pipeline import EvalOptions, evaluate
+from common.ort.session import OrtBackend
 
 CASES = [
     ("yolov10n-synth.onnx", "yolov10n-synth", "e2e"),

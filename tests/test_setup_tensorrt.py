@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import setup_tensorrt
 
-from common.cli import run_main
+from common.core.cli import run_main
 
 PY = "/env/bin/python"
 NV = "https://pypi.nvidia.com"
@@ -258,7 +258,7 @@ def test_post_release_bindings_are_the_right_version(tmp_path: Path, installed: 
 
 
 def test_post_release_version_pins() -> None:
-    import trtenv
+    from common.trt import env as trtenv
 
     assert trtenv.version_pin("10.7.0.post1") == "==10.7.0.post1"
     assert trtenv.parse_version("10.13.3.9.post1") == (10, 13, 3, 9)

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import trt_double as D
 
-from common.cli import run_main
-from common.errors import UserError
-from common.results import sha256_file
-from common.trt_build import BuildOptions, build_or_reuse, metadata_path, parse_shapes
+from common.core.cli import run_main
+from common.core.errors import UserError
+from common.core.results import sha256_file
+from common.trt.build import BuildOptions, build_or_reuse, metadata_path, parse_shapes
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="pip install tensorrt-rtx-cu13 to run the real-builder tests")
 pytestmark = pytest.mark.skipif(os.environ.get("YOLO_TRT_TEST_BACKEND") == "tensorrt",
@@ -29,7 +29,7 @@ META_KEYS = {"schema", "cache_key", "engine_path", "engine_bytes", "engine_sha25
 
 @pytest.fixture(scope="module")
 def api():
-    from common.trt_api import load_backend
+    from common.trt.api import load_backend
 
     return load_backend("tensorrt-rtx")
 
@@ -169,7 +169,7 @@ def test_corrupt_onnx_gives_parser_message_and_no_engine(tmp_path, api):
 
 
 def test_interrupted_build_leaves_no_engine(tmp_path, api, monkeypatch):
-    from common import trt_build
+    from common.trt import build as trt_build
 
     onnx = D.tiny_model(tmp_path / "tiny.onnx")
     out = tmp_path / "out"

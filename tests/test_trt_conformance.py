@@ -95,7 +95,7 @@ def _calls_in(path: Path) -> set[tuple[str, str]]:
 
 
 def test_runtime_and_build_code_call_only_real_api(api):
-    uses = _calls_in(COMMON / "trt_runtime.py") | _calls_in(COMMON / "trt_build.py")
+    uses = _calls_in(COMMON / "trt" / "runtime.py") | _calls_in(COMMON / "trt" / "build.py")
     assert ("context", "execute_async_v3") in uses and ("engine", "get_tensor_profile_shape") in uses
     fakes = {f._REAL: f for f in D.DOUBLE_CLASSES}
     problems = []
@@ -130,7 +130,7 @@ def test_enums_the_code_relies_on_exist(api):
 def test_logger_subclasses_the_real_ilogger(api, caplog):
     import logging
 
-    from common.trt_api import make_logger
+    from common.trt.api import make_logger
 
     logger = make_logger(api, "info")
     assert isinstance(logger, api.module.ILogger)

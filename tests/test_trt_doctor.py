@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import trt_doctor
 import trt_probe
-import trtenv
+
+from common.trt import env as trtenv
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -12,10 +12,10 @@ import onnxruntime as ort
 import pytest
 import trt_double as D
 
-from common.cli import run_main
-from common.errors import UserError
-from common.trt_build import BuildOptions, build_or_reuse
-from common.trt_runtime import TrtSession
+from common.core.cli import run_main
+from common.core.errors import UserError
+from common.trt.build import BuildOptions, build_or_reuse
+from common.trt.runtime import TrtSession
 
 NULLPTR = "pybind11::init(): factory function returned nullptr"
 
@@ -186,7 +186,7 @@ def test_progress_monitor_callbacks_are_serialised(api, monkeypatch):
     import threading
     import types
 
-    from common.trt_build import make_progress_monitor
+    from common.trt.build import make_progress_monitor
 
     if not api.has_progress_monitor:
         pytest.skip(f"{api.describe()} has no IProgressMonitor")

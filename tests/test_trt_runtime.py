@@ -16,11 +16,11 @@ import onnxruntime as ort
 import pytest
 import trt_double as D
 
-from common.backends import Backend
-from common.cli import run_main
-from common.errors import UserError
-from common.trt_build import BuildOptions, build_or_reuse, metadata_path, parse_shapes
-from common.trt_runtime import TrtBackend, TrtSession
+from common.core.cli import run_main
+from common.core.errors import UserError
+from common.ort.session import Backend
+from common.trt.build import BuildOptions, build_or_reuse, metadata_path, parse_shapes
+from common.trt.runtime import TrtBackend, TrtSession
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "datasets" / "synthcoco-mini"
@@ -375,8 +375,8 @@ def test_trt_evaluator_dynamic_batch_matches_ort(tmp_path, api, double, capsys):
 def test_trt_backend_with_device_preprocessing(tmp_path, api, double, mode):
     """--preprocess gpu-*: the kernels (their NumPy reference on the fake memory) write the engine's
     input buffer; gpu-normalize gives the CPU path's detections exactly."""
-    from common.coco import open_dataset
-    from common.pipeline import EvalOptions, evaluate
+    from common.data.coco import open_dataset
+    from common.eval.pipeline import EvalOptions, evaluate
 
     _, mem = double
     ds = open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 12)

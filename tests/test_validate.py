@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from conftest import DEMO_MODEL, MINI, REPO, run_script
 
-from common import validate as V
-from common.compare import precision_of
-from common.errors import UserError
+from common.core.errors import UserError
+from common.report import validate as V
+from common.report.compare import precision_of
 
 TESTS = Path(__file__).resolve().parent
 FAST = ["--data-root", str(MINI), "--workers", "2", "--warmup-runs", "0"]
@@ -38,8 +38,8 @@ def int8_candidate(tmp_path_factory) -> Path:
     """
     _need_demo()
     q = pytest.importorskip("onnxruntime.quantization")
-    from common.coco import open_dataset
-    from common.images import load_image_rgb, preprocess
+    from common.data.coco import open_dataset
+    from common.data.images import load_image_rgb, preprocess
 
     ds = open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 0)
     calib = [preprocess(load_image_rgb(ds.image_path(i)), 640)[0][None] for i in ds.image_ids[-6:]]

@@ -481,7 +481,7 @@ class FakeEngine(_Mirror):
         if self._session is None:
             import onnxruntime as ort
 
-            # Default session options, like common.backends.OrtBackend and the tests' references: ORT's
+            # Default session options, like common.ort.session.OrtBackend and the tests' references: ORT's
             # float results depend on the thread count, and "same numbers" means same settings.
             self._session = ort.InferenceSession(self._onnx, providers=["CPUExecutionProvider"])
         return self._session
@@ -877,14 +877,14 @@ def _host_array(ptr: int, ctype: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class FakeGpuPreprocessor:
-    """``common.gpu_preprocess.GpuPreprocessor`` on FakeCudaMemory: each launch runs the NumPy
+    """``common.gpu.preprocess.GpuPreprocessor`` on FakeCudaMemory: each launch runs the NumPy
     reference of its kernel on the host addresses, in stream order."""
 
     def __init__(self, mem: FakeCudaMemory) -> None:
         self.mem, self.launches = mem, 0
 
     def normalize(self, src: int, dst: int, batch: int, size: int, stream: int) -> None:
-        from common.gpu_preprocess import normalize_reference
+        from common.gpu.preprocess import normalize_reference
 
         def run() -> None:
             canvases = _host_array(src, ctypes.c_uint8, (batch, size, size, 3))
@@ -896,7 +896,7 @@ class FakeGpuPreprocessor:
         self.mem.enqueue(stream, run)
 
     def letterbox(self, src: int, w: int, h: int, dst: int, meta: Any, size: int, stream: int) -> None:
-        from common.gpu_preprocess import letterbox_reference
+        from common.gpu.preprocess import letterbox_reference
 
         def run() -> None:
             img = _host_array(src, ctypes.c_uint8, (h, w, 3))
@@ -1071,8 +1071,8 @@ def api_under_test() -> Any:
 
     import pytest
 
-    from common.errors import UserError
-    from common.trt_api import load_backend
+    from common.core.errors import UserError
+    from common.trt.api import load_backend
 
     name = os.environ.get("YOLO_TRT_TEST_BACKEND", "tensorrt-rtx")
     try:
@@ -1083,7 +1083,7 @@ def api_under_test() -> Any:
 
 def use_double(monkeypatch: Any, api: Any) -> tuple[DoubleState, FakeCudaMemory]:
     """Install the double on ``api.module`` and make sessions use a fresh FakeCudaMemory."""
-    from common import trt_runtime
+    from common.trt import runtime as trt_runtime
 
     mem = FakeCudaMemory()
     state = install(monkeypatch, api.module, memory=mem)

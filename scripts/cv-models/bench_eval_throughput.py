@@ -23,19 +23,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import numpy as np
 
-from common.backends import Backend, OrtBackend
-from common.cli import check_range, make_parser, run_main, setup_logging
-from common.coco import CocoDataset, open_dataset
-from common.errors import UserError
-from common.eval_cli import DEFAULT_DATA_ROOT
-from common.gpu_monitor import GpuMonitor
-from common.pipeline import EvalOptions, default_workers, evaluate
-from common.results import atomic_write_json, check_output_paths, latency_stats, run_dir, sha256_file
-from common.sysinfo import run_metadata
+from common.core.cli import check_range, make_parser, run_main, setup_logging
+from common.core.errors import UserError
+from common.core.results import atomic_write_json, check_output_paths, latency_stats, run_dir, sha256_file
+from common.core.sysinfo import run_metadata
+from common.data.coco import CocoDataset, open_dataset
+from common.eval.cli import DEFAULT_DATA_ROOT
+from common.eval.pipeline import EvalOptions, default_workers, evaluate
+from common.gpu.monitor import GpuMonitor
+from common.ort.session import Backend, OrtBackend
 
 STAGES = ("preprocess", "inference", "postprocess")
 
@@ -219,8 +217,8 @@ def make_backends(
     that failed to start."""
     if not gpu:
         return {"ort-cpu": (OrtBackend(str(onnx), ["CPUExecutionProvider"]), "cpu")}, {}
-    from common.ort_cuda import OrtCudaBackend
-    from common.pipeline import check_preprocess
+    from common.eval.pipeline import check_preprocess
+    from common.ort.io_binding import OrtCudaBackend
 
     names = list(GPU_VARIANTS)
     if wanted:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Post-processing per batch: the NumPy path (yolov10.decode per image) against the GPU kernels
-(common.gpu_postprocess), on recorded model outputs, for several batch sizes.
+(common.gpu.postprocess), on recorded model outputs, for several batch sizes.
 
 Outputs are recorded once per model with ONNX Runtime on the CPU (the fixture models on the first
 --images valA images; a batch larger than that repeats them). NumPy is timed on the host; the GPU
@@ -20,14 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import numpy as np
 
-from common.cli import make_parser, run_main, setup_logging
-from common.errors import UserError
-from common.results import atomic_write_json, atomic_write_text, latency_stats, run_dir
-from common.yolov10 import PostprocessOptions, decode, detect_layout
+from common.core.cli import make_parser, run_main, setup_logging
+from common.core.errors import UserError
+from common.core.results import atomic_write_json, atomic_write_text, latency_stats, run_dir
+from common.model.yolov10 import PostprocessOptions, decode, detect_layout
 
 DEFAULT_MODELS = ("yolov10m-synth-dfl144", "yolov10n-synth-raw84", "yolov10n-synth")
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
@@ -59,7 +57,7 @@ def record_outputs(model_path: Path, images: list[Path]) -> np.ndarray:
         import onnxruntime as ort
     except ImportError as exc:
         raise UserError("recording outputs needs onnxruntime (pip install onnxruntime)") from exc
-    from common.images import load_image_rgb, preprocess
+    from common.data.images import load_image_rgb, preprocess
 
     sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
@@ -68,8 +66,8 @@ def record_outputs(model_path: Path, images: list[Path]) -> np.ndarray:
 
 
 def bench_model(name: str, outs: np.ndarray, args: argparse.Namespace, opts: PostprocessOptions) -> list[dict]:
-    from common.cuda_mem import CudaMemory
-    from common.gpu_postprocess import GpuPostprocessor
+    from common.gpu.cuda_mem import CudaMemory
+    from common.gpu.postprocess import GpuPostprocessor
 
     layout = detect_layout(outs.shape)
     mem = CudaMemory(0)
@@ -164,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table([r for r in rows if r["model"] == name]).splitlines()[-len(args.batch_sizes) :][-1], flush=True)
     text = table(rows)
     print(text)
-    from common.cuda_mem import device_info
+    from common.gpu.cuda_mem import device_info
 
     meta = {"device": device_info(0), "options": dataclasses.asdict(opts), "images": len(images)}
     atomic_write_json(out_dir / "bench_gpu_postprocess.json", {**meta, "rows": rows})

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common.cli import make_parser, run_main, setup_logging
-from common.results import check_output_paths
-from common.trt_api import add_backend_args, load_backend
-from common.trt_build import add_build_args, build_from_args, default_engine_path, metadata_path
+from common.core.cli import make_parser, run_main, setup_logging
+from common.core.results import check_output_paths
+from common.trt.api import add_backend_args, load_backend
+from common.trt.build import add_build_args, build_from_args, default_engine_path, metadata_path
 
 
 def build_parser():

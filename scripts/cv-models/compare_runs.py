@@ -15,13 +15,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common.cli import check_range, make_parser, run_main, setup_logging
-from common.compare import PLOT_SKIPPED, SUMMARY_FILES, ParityOptions, collect, pick_reference, summarize
-from common.errors import UserError
-from common.parity import parse_threshold_overrides
-from common.results import check_output_dir, check_output_paths, run_dir
+from common.core.cli import check_range, make_parser, run_main, setup_logging
+from common.core.errors import UserError
+from common.core.results import check_output_dir, check_output_paths, run_dir
+from common.report.compare import PLOT_SKIPPED, SUMMARY_FILES, ParityOptions, collect, pick_reference, summarize
+from common.report.parity import parse_threshold_overrides
 
 
 def build_parser():

@@ -13,12 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 REPO = HERE.parents[1]
 
 import eval_yolov10m_onnx_coco as onnx_eval  # noqa: E402
 
-from common.cli import run_main  # noqa: E402
+from common.core.cli import run_main  # noqa: E402
 
 DEMO_MODEL = REPO / "models/cv-models/yolov10n-synth/yolov10n-synth.onnx"
 DEMO_DATA = REPO / "datasets/synthcoco-mini"

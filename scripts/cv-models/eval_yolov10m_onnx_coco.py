@@ -9,13 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common.backends import OrtBackend
-from common.cli import make_parser, run_main, setup_logging
-from common.errors import UserError
-from common.eval_cli import add_eval_args, check_onnx_input, prepare_eval, run_eval
-from common.ort_options import (
+from common.core.cli import make_parser, run_main, setup_logging
+from common.core.errors import UserError
+from common.eval.cli import add_eval_args, check_onnx_input, prepare_eval, run_eval
+from common.ort.options import (
     CUDA_EP,
     add_ep_flags,
     available_providers,
@@ -24,6 +21,7 @@ from common.ort_options import (
     print_effective_options,
     resolve_provider_options,
 )
+from common.ort.session import OrtBackend
 
 DEFAULT_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -91,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.io_binding:
         if args.providers[0] != CUDA_EP:
             raise UserError("--io-binding drives the CUDA EP: put CUDAExecutionProvider first in --providers")
-        from common.ort_cuda import OrtCudaBackend
+        from common.ort.io_binding import OrtCudaBackend
 
         if args.lanes < 1:
             raise UserError(f"--lanes must be >= 1, got {args.lanes}")

@@ -16,15 +16,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common.cli import make_parser, run_main, setup_logging
-from common.errors import UserError
-from common.eval_cli import add_eval_args, check_eval_ranges, check_onnx_input, prepare_eval, run_eval
-from common.results import check_output_paths
-from common.trt_api import add_backend_args, load_backend
-from common.trt_build import add_build_args, build_from_args, metadata_path
-from common.trt_runtime import TrtBackend
+from common.core.cli import make_parser, run_main, setup_logging
+from common.core.errors import UserError
+from common.core.results import check_output_paths
+from common.eval.cli import add_eval_args, check_eval_ranges, check_onnx_input, prepare_eval, run_eval
+from common.trt.api import add_backend_args, load_backend
+from common.trt.build import add_build_args, build_from_args, metadata_path
+from common.trt.runtime import TrtBackend
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,13 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import numpy as np
 
-from common.cli import check_range, make_parser, run_main, setup_logging
-from common.errors import UserError
-from common.results import (
+from common.core.cli import check_range, make_parser, run_main, setup_logging
+from common.core.errors import UserError
+from common.core.results import (
     atomic_output,
     atomic_write_json,
     check_output_dir,
@@ -33,9 +31,9 @@ from common.results import (
     latency_stats,
     run_dir,
 )
-from common.trt_api import add_backend_args, load_backend
-from common.trt_build import parse_shapes
-from common.trt_runtime import TrtSession
+from common.trt.api import add_backend_args, load_backend
+from common.trt.build import parse_shapes
+from common.trt.runtime import TrtSession
 
 STAGES = {
     "gpu_compute": "compute_ms",

@@ -11,11 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
-
-from common.calib import (  # noqa: E402
+from common.core.cli import check_imgsz, check_range, make_parser, run_main, setup_logging
+from common.core.errors import UserError
+from common.core.results import check_output_paths
+from common.quant.calib import (
     build_calib_tensor,
     list_images_dir,
     read_image_list,
@@ -23,9 +22,6 @@ from common.calib import (  # noqa: E402
     select_images,
     sidecar_paths,
 )
-from common.cli import check_imgsz, check_range, make_parser, run_main, setup_logging  # noqa: E402
-from common.errors import UserError  # noqa: E402
-from common.results import check_output_paths  # noqa: E402
 
 
 def build_parser():

@@ -17,15 +17,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:
-    sys.path.insert(0, str(_HERE))
-
-from common import quant  # noqa: E402
-from common.calib import load_calib_tensor, read_calib_record  # noqa: E402
-from common.cli import make_parser, run_main, setup_logging  # noqa: E402
-from common.errors import UserError  # noqa: E402
-from common.results import atomic_output, atomic_write_json, check_output_paths, sha256_file  # noqa: E402
+from common.core.cli import make_parser, run_main, setup_logging
+from common.core.errors import UserError
+from common.core.results import atomic_output, atomic_write_json, check_output_paths, sha256_file
+from common.quant import presets as quant
+from common.quant.calib import load_calib_tensor, read_calib_record
 
 log = logging.getLogger("quantize_onnx")
 SIDECAR_SCHEMA = 1
@@ -112,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     import onnx
 
-    from common import quant_modelopt as qm
+    from common.quant import modelopt as qm
 
     src = Path(args.onnx_path)
     out = Path(args.out)

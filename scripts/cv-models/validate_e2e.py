@@ -21,17 +21,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import validate as V
-from common.cli import check_range, make_parser, run_main, setup_logging
-from common.compare import PLOT_SKIPPED, ParityOptions, collect, summarize
-from common.errors import UserError
-from common.eval_cli import DEFAULT_DATA_ROOT, check_eval_ranges, check_onnx_input, dataset_paths
-from common.parity import DEFAULT_THRESHOLDS, parse_threshold_overrides
-from common.pipeline import default_workers
-from common.results import check_output_dir, run_dir, timestamp
-from common.yolov10 import LAYOUTS
+from common.core.cli import check_range, make_parser, run_main, setup_logging
+from common.core.errors import UserError
+from common.core.results import check_output_dir, run_dir, timestamp
+from common.eval.cli import DEFAULT_DATA_ROOT, check_eval_ranges, check_onnx_input, dataset_paths
+from common.eval.pipeline import default_workers
+from common.model.yolov10 import LAYOUTS
+from common.report import validate as V
+from common.report.compare import PLOT_SKIPPED, ParityOptions, collect, summarize
+from common.report.parity import DEFAULT_THRESHOLDS, parse_threshold_overrides
 
 QUANT_MODES = ("int8", "fp8")
 
@@ -190,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     # --- inputs first: every usage error before anything runs
-    from common.coco import open_dataset
+    from common.data.coco import open_dataset
 
     instances, images = dataset_paths(args)
     dataset = open_dataset(instances, images, args.max_images, args.image_ids_list)

@@ -30,12 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cv-models"))
-
-import trtenv
-
-from common.cli import make_parser, run_main, setup_logging
-from common.errors import UserError
+from common.core.cli import make_parser, run_main, setup_logging
+from common.core.errors import UserError
+from common.trt import env as trtenv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PIXI_FEATURE = "rtx5090"

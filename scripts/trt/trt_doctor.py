@@ -21,13 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cv-models"))
-
-import trtenv
-
-from common.cli import make_parser, run_main, setup_logging
-from common.errors import UserError
-from common.results import atomic_write_json, check_output_paths, run_dir
+from common.core.cli import make_parser, run_main, setup_logging
+from common.core.errors import UserError
+from common.core.results import atomic_write_json, check_output_paths, run_dir
+from common.trt import env as trtenv
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROBE_SCRIPT = Path(__file__).resolve().with_name("trt_probe.py")

@@ -1,13 +1,12 @@
-"""Shared pieces of the YOLOv10 TensorRT / ONNX Runtime toolkit.
+"""The shared package of the YOLOv10 TensorRT / ONNX Runtime toolkit, grouped by concern.
 
-One job per module:
-
-- ``errors``    -- UserError: bad input that ends a CLI with a one-line message and exit 2
-- ``cli``       -- run a script's main() with that error contract; shared argparse flags
-- ``results``   -- atomic file writes, latency statistics, run directories under tmp/
-- ``images``    -- image loading, letterbox / unletterbox
-- ``yolov10``   -- output-layout detection, decoders, NMS
-- ``coco``      -- COCO-80 names, dataset and image-id selection, results JSON, COCOeval
-- ``backends``  -- the Backend protocol and the ONNX Runtime backend
-- ``pipeline``  -- evaluate(backend, dataset, options): the one evaluation loop
+- ``core``    -- the UserError contract, the CLI wrapper, atomic writes and run folders, host facts
+- ``data``    -- images (load, letterbox / unletterbox) and COCO (datasets, ids, results JSON, COCOeval)
+- ``model``   -- YOLOv10 output layouts with the NumPy decode + NMS reference
+- ``eval``    -- the one evaluation pipeline, the backend capability protocols, the evaluators' CLI
+- ``gpu``     -- CUDA memory, streams and events (cuda-python), NVRTC pre- and post-processing kernels
+- ``ort``     -- ONNX Runtime: session backend, IO-binding lanes, execution-provider options
+- ``trt``     -- TensorRT / TensorRT-RTX: API loading, engine builds, runtime backend, environment inventory
+- ``quant``   -- calibration tensors, ModelOpt calls, Q/DQ presets
+- ``report``  -- per-image parity, run comparison, end-to-end validation
 """

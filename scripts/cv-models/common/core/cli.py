@@ -1,0 +1,116 @@
+"""The CLI contract shared by every script.
+
+``run_main(main)`` runs a script's ``main(argv) -> int``:
+
+- ``UserError`` -> ``error: <message>`` on one line to stderr, exit code 2, no traceback
+  (``--verbose`` anywhere on the command line shows it);
+- Ctrl-C -> exit code 130.
+
+Parsers made by ``make_parser`` report a bad flag (argparse's own errors) on one line too:
+``error: argument --conf: invalid float value: 'x' (see --help)``, exit code 2.
+``check_range`` is the one range check of numeric flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from common.core.errors import UserError
+
+EXIT_USAGE = 2
+
+
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks on errors")
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
+        stream=sys.stderr,
+    )
+
+
+def example_epilog(*commands: str) -> str:
+    """An argparse epilog listing example command lines (shown by --help)."""
+    return "examples:\n" + "\n".join(f"  {c}" for c in commands)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the CLI contract: a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"error: {message} (see --help)\n")
+
+
+def make_parser(description: str, examples: Sequence[str]) -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        description=description,
+        epilog=example_epilog(*examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_verbose_flag(parser)
+    return parser
+
+
+def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in args or "--verbose" in args
+    try:
+        return int(main(args) or 0)
+    except UserError as exc:
+        if verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def check_range(
+    flag: str,
+    value: float | int | None,
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
+    """UserError unless ``value`` is a finite number in the interval (None: flag not given, fine).
+
+    ``lo_open`` / ``hi_open`` exclude the bound: ``check_range("--iou", v, 0, 1, lo_open=True)`` is (0, 1].
+    """
+    if value is None:
+        return
+    ok = math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if hi_open else value <= hi
+    if ok:
+        return
+    if lo is not None and hi is not None:
+        want = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    elif lo is not None:
+        want = f"{'>' if lo_open else '>='} {lo:g}"
+    elif hi is not None:
+        want = f"{'<' if hi_open else '<='} {hi:g}"
+    else:
+        want = "a finite number"
+    raise UserError(f"{flag} must be {want}, got {value}")
+
+
+def check_imgsz(flag: str, value: int, fixed: int | None = None) -> None:
+    """A network input size: a positive multiple of 32 (the YOLO stride), or the model's fixed size."""
+    if fixed is not None and value == fixed:
+        return
+    if value <= 0 or value % 32:
+        extra = f" or the model's fixed size {fixed}" if fixed else ""
+        raise UserError(f"{flag} must be a positive multiple of 32{extra}, got {value}")

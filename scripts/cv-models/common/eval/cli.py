@@ -1,0 +1,332 @@
+"""Flags and the run/report step shared by every COCO evaluator (ONNX Runtime, TensorRT).
+
+An evaluator script adds its backend flags, builds its backend, and calls ``run_eval``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.core.cli import check_imgsz, check_range
+from common.core.errors import UserError
+from common.core.results import (
+    METRICS_SCHEMA_VERSION,
+    atomic_write_json,
+    check_output_paths,
+    remove_if_empty,
+    run_dir,
+    sha256_file,
+)
+from common.core.sysinfo import run_metadata
+from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset, open_dataset, users_metrics
+from common.eval.pipeline import EvalOptions, EvalResult, default_workers, evaluate
+from common.gpu.preprocess import MODES as PREPROCESS_MODES
+from common.model.yolov10 import LAYOUTS, PostprocessOptions
+from common.ort.session import Backend
+
+DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
+
+
+def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
+    """The users' evaluator flags (names and defaults kept) plus ours."""
+    d = parser.add_argument_group("dataset")
+    d.add_argument(
+        "--data-root",
+        type=Path,
+        default=DEFAULT_DATA_ROOT,
+        help="COCO root holding val2017/ and annotations/instances_val2017.json (default: %(default)s)",
+    )
+    d.add_argument(
+        "--instances",
+        type=Path,
+        default=None,
+        help="instances JSON (default: <data-root>/annotations/instances_val2017.json)",
+    )
+    d.add_argument("--images-dir", type=Path, default=None, help="image folder (default: <data-root>/val2017)")
+    d.add_argument(
+        "--max-images",
+        type=int,
+        default=None,
+        help="evaluate the first N images by id; <= 0: all (default 100; with --image-ids-list: the whole list)",
+    )
+    d.add_argument(
+        "--image-ids-list",
+        type=Path,
+        default=None,
+        help="text file of image ids, one per line: all of them are evaluated (duplicates once)",
+    )
+    p = parser.add_argument_group("pre/post-processing")
+    p.add_argument(
+        "--imgsz",
+        type=int,
+        default=640,
+        help="square network input size: a multiple of 32, or the model's fixed size (default 640)",
+    )
+    p.add_argument("--conf", type=float, default=0.001, help="score threshold in [0, 1] (default 0.001)")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold in (0, 1] (default 0.7)")
+    p.add_argument("--max-det", type=int, default=300, help="max detections per image, >= 1 (default 300)")
+    p.add_argument("--pre-nms-topk", type=int, default=30000,
+                   help="candidates kept before NMS, >= 1 (default 30000)")  # fmt: skip
+    p.add_argument(
+        "--output-format",
+        choices=("auto", *LAYOUTS),
+        default="auto",
+        help="model output layout; auto detects it from the output shape",
+    )
+    r = parser.add_argument_group("run")
+    r.add_argument("--batch-size", type=int, default=1, help="images per inference (dynamic-batch models only)")
+    r.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="threads decoding + letterboxing images; 0 = sequential, no threads (default: %(default)s)",
+    )
+    r.add_argument(
+        "--preprocess",
+        choices=PREPROCESS_MODES,
+        default="cpu",
+        help="where the letterbox runs: cpu (reference); gpu-normalize (CPU letterbox in uint8, GPU float "
+        "conversion: identical input); gpu-letterbox (NVRTC resize on the GPU, within 1/255). GPU modes "
+        "need a backend with device input buffers (ONNX Runtime --io-binding, or TensorRT)",
+    )
+    r.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="Python's GIL switch interval during the run (CPython default 5 ms; shorter lets the GPU "
+        "threads get the interpreter back sooner)",
+    )
+    r.add_argument("--warmup-runs", type=int, default=0, help="inferences on a zero tensor before timing")
+    r.add_argument("--skip-latency", type=int, default=0, help="drop the first N latency samples from the stats")
+    r.add_argument(
+        "--coco-eval",
+        choices=COCO_EVAL_ENGINES,
+        default="auto",
+        help="COCOeval implementation; auto = faster-coco-eval when installed (same 12 stats, tested), "
+        "else pycocotools",
+    )
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o = parser.add_argument_group("outputs")
+    o.add_argument(
+        "--out", type=Path, default=None, help=f"metrics JSON (default: tmp/{task}/<timestamp>/metrics.json)"
+    )
+    o.add_argument(
+        "--detections-out",
+        type=Path,
+        default=None,
+        help="COCO results JSON (default: detections.json beside the default metrics.json)",
+    )
+    o.add_argument(
+        "--task", default=task, help="run folder name under tmp/ when --out is not given (default: %(default)s)"
+    )
+
+
+def dataset_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
+    images = args.images_dir or args.data_root / "val2017"
+    return instances, images
+
+
+def check_eval_ranges(args: argparse.Namespace) -> None:
+    """The numeric evaluation flags (shared with validate_e2e.py): UserError naming the flag."""
+    check_range("--conf", args.conf, 0, 1)
+    check_range("--iou", args.iou, 0, 1, lo_open=True)
+    check_range("--max-det", args.max_det, 1)
+    check_range("--pre-nms-topk", getattr(args, "pre_nms_topk", None), 1)
+    check_range("--batch-size", getattr(args, "batch_size", None), 1)
+    check_range("--workers", args.workers, 0)
+    check_range("--warmup-runs", args.warmup_runs, 0)
+    check_range("--skip-latency", getattr(args, "skip_latency", None), 0)
+    check_range("--switch-interval-ms", getattr(args, "switch_interval_ms", None), 0, lo_open=True)
+    if args.imgsz <= 0:
+        check_imgsz("--imgsz", args.imgsz)
+
+
+def check_model_input(label: str, name: str, shape: Sequence[Any], dtype: Any, imgsz: int) -> None:
+    """What the evaluator feeds: one float32 [N,3,H,W] tensor (RGB, /255). UserError saying so otherwise."""
+    need = "one float32 input [N,3,H,W] (RGB scaled to [0,1]); export the model with such an input"
+    dims = list(shape)
+    if np.dtype(dtype) != np.float32:
+        raise UserError(f"{label}: input {name!r} is {np.dtype(dtype)} {dims}; the evaluator needs {need}")
+    if len(dims) != 4 or dims[1] not in (3, None):
+        raise UserError(f"{label}: input {name!r} has shape {dims}; the evaluator needs {need}")
+    hw = {d for d in dims[2:] if d is not None}
+    fixed = hw.pop() if len(hw) == 1 and None not in dims[2:] else None
+    if fixed is not None and imgsz != fixed:
+        raise UserError(f"--imgsz {imgsz} does not match {label}'s input {dims}; pass --imgsz {fixed}")
+    check_imgsz("--imgsz", imgsz, fixed)
+
+
+def check_onnx_input(flag: str, path: Path, imgsz: int) -> None:
+    """``check_model_input`` on an ONNX file's graph (cheap: no weights loaded), before a session or build."""
+    if path.suffix != ".onnx" or not path.is_file():
+        return  # the backend reports a missing/foreign file with its own message
+    import onnx
+    from onnx import helper
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{flag} {path} is not a readable ONNX model ({first})") from None
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise UserError(f"{flag} {path} has {len(inputs)} inputs; a YOLO model has one float32 [N,3,H,W] input")
+    vi = inputs[0]
+    tt = vi.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim]
+    try:
+        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
+    except (KeyError, ValueError, TypeError):
+        dtype = np.dtype("V")
+    check_model_input(f"{flag} {path}", vi.name, dims, dtype, imgsz)
+
+
+def check_eval_outputs(args: argparse.Namespace, model_inputs: dict[str, Path | None]) -> None:
+    """The output-path guard for an evaluator run (before any work): --out / --detections-out may not be
+    an input (model, instances, id list, an image) or each other, nor an existing directory."""
+    instances, images = dataset_paths(args)
+    check_output_paths(
+        {"--out": args.out, "--detections-out": args.detections_out},
+        {**model_inputs, "--instances": instances, "--image-ids-list": args.image_ids_list},
+        protected_dirs={"--images-dir": images},
+    )
+
+
+def prepare_eval(args: argparse.Namespace, model_inputs: dict[str, Path | None]) -> CocoDataset:
+    """Every usage check of an evaluator run, before a backend is made or an engine built: the flag
+    ranges, the output paths, and the dataset (instances file, images, selected ids). Returns the dataset."""
+    check_eval_ranges(args)
+    check_eval_outputs(args, model_inputs)
+    instances, images = dataset_paths(args)
+    return open_dataset(instances, images, args.max_images, args.image_ids_list)
+
+
+def eval_options(args: argparse.Namespace) -> EvalOptions:
+    check_eval_ranges(args)
+    return EvalOptions(
+        imgsz=args.imgsz,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        output_format=args.output_format,
+        post=PostprocessOptions(args.conf, args.iou, args.max_det, args.pre_nms_topk),
+        warmup_runs=args.warmup_runs,
+        skip_latency=args.skip_latency,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        coco_engine=args.coco_eval,
+        preprocess=getattr(args, "preprocess", "cpu"),
+        switch_interval_ms=getattr(args, "switch_interval_ms", None),
+    )
+
+
+def output_paths(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None]:
+    """(metrics, detections or None, the run folder made for them or None)."""
+    if args.out is not None:
+        return args.out, args.detections_out, None
+    folder = run_dir(args.task)  # created exclusively: a run of its own
+    return folder / "metrics.json", args.detections_out or folder / "detections.json", folder
+
+
+def describe_selection(args: argparse.Namespace, ids: Sequence[int]) -> str:
+    """One line saying which images run, e.g. ``images: 150 from --image-ids-list ids.txt (3, 1, 2, ...)``."""
+    shown = ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
+    if args.image_ids_list is not None:
+        source = f"from --image-ids-list {args.image_ids_list}"
+    elif args.max_images is None or args.max_images > 0:
+        n = DEFAULT_MAX_IMAGES if args.max_images is None else args.max_images
+        source = f"first {n} by id" + (" (default --max-images)" if args.max_images is None else "")
+    else:
+        source = "all"
+    return f"images: {len(ids)} ({source}; ids {shown})"
+
+
+def format_report(result: EvalResult, metrics: dict[str, Any], backend: Backend) -> str:
+    t = result.timings
+    lines = [
+        result.summary_table.rstrip(),
+        "",
+        f"{'backend':<22}{backend.name}",
+        f"{'layout':<22}{result.layout}",
+        f"{'images':<22}{result.num_images}",
+        f"{'detections':<22}{metrics['num_detections']}",
+        f"{'mAP50-95 / mAP50':<22}{metrics['mAP_50_95']:.4f} / {metrics['mAP_50']:.4f}",
+        f"{'inference ms':<22}median {t['inference']['median_ms']:.2f}  p90 {t['inference']['p90_ms']:.2f}  "
+        f"p99 {t['inference']['p99_ms']:.2f}  (batch {result.batch_size})",
+        f"{'preprocess ms/img':<22}median {t['preprocess']['median_ms']:.2f}  ({t['workers']} workers, overlapped)",
+        f"{'postprocess ms/batch':<22}median {t['postprocess']['median_ms']:.2f}  (overlapped)",
+        f"{'end to end':<22}{t['end_to_end_images_per_s']:.1f} img/s  ({t['wall_seconds']:.2f} s)",
+        f"{'COCOeval':<22}{t['eval_seconds']:.2f} s",
+    ]
+    return "\n".join(lines)
+
+
+def run_eval(
+    args: argparse.Namespace,
+    backend: Backend,
+    model_path: Path,
+    extra_run: dict[str, Any] | None = None,
+    dataset: CocoDataset | None = None,
+) -> int:
+    """Evaluate, print the report, and write metrics.json (+ detections) atomically.
+
+    The scripts call ``prepare_eval`` first, before a backend is made, and pass its dataset; a caller
+    that comes straight here gets the same checks.
+    """
+    instances, images = dataset_paths(args)
+    if dataset is None:
+        dataset = prepare_eval(args, {"model": model_path})
+    spec = backend.input
+    check_model_input(str(model_path), spec.name, spec.shape, spec.dtype, args.imgsz)
+    opts = eval_options(args)
+    print(describe_selection(args, dataset.image_ids))
+    metrics_path, detections_path, folder = output_paths(args)
+    try:
+        result = evaluate(backend, dataset, opts)
+    except BaseException:
+        remove_if_empty(folder)
+        raise
+    metrics = users_metrics(result.stats, result.num_images, len(result.detections))
+    inf = result.timings["inference"]
+    payload: dict[str, Any] = {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "model_path": str(model_path),
+        "data_root": str(args.data_root),
+        "instances": str(instances),
+        "images_dir": str(images),
+        "imgsz": args.imgsz,
+        "max_images": args.max_images,
+        "image_ids_list": str(args.image_ids_list) if args.image_ids_list else None,
+        "image_ids": list(dataset.image_ids),
+        "warmup_runs": args.warmup_runs,
+        "skip_latency": args.skip_latency,
+        "conf": args.conf,
+        "iou": args.iou,
+        "max_det": args.max_det,
+        "pre_nms_topk": args.pre_nms_topk,
+        "batch_size": result.batch_size,
+        "metrics": metrics,
+        "latency": inf,
+        "timings": result.timings,
+        "run": {
+            "model_sha256": sha256_file(model_path) if model_path.is_file() else None,
+            "output_layout": result.layout,
+            "backend": backend.metadata(),
+            **run_metadata(),
+            **(extra_run or {}),
+        },
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    print(format_report(result, metrics, backend))
+    if detections_path is not None:
+        atomic_write_json(detections_path, result.detections, indent=None)
+        print(f"detections: {detections_path}")
+    atomic_write_json(metrics_path, payload)
+    print(f"metrics:    {metrics_path}")
+    return 0

@@ -1,0 +1,383 @@
+"""The one evaluation loop: any Backend, any YOLOv10 layout, COCO metrics at the end.
+
+Stages run concurrently so the backend never waits on the CPU:
+
+    image ids -> [N loader threads: decode + letterbox] -> bounded window of futures
+              -> main thread: batch + backend.submit(batch) / wait, several batches in flight
+              -> [post thread: decode + NMS + unletterbox -> COCO rows]
+              -> COCOeval
+
+OpenCV and NumPy release the GIL for the heavy work, so threads overlap for real.
+Results do not depend on the worker count, the batch size or completion order: rows
+are gathered per image in image-id order.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from common.core.errors import UserError
+from common.core.results import latency_stats
+from common.data.coco import CocoDataset, evaluate_bbox, to_coco_results
+from common.data.images import (
+    LetterboxMeta,
+    letterbox_geometry,
+    letterbox_hwc,
+    load_image_bgr,
+    load_image_rgb,
+    preprocess,
+    unletterbox_xyxy,
+)
+from common.eval.protocols import AsyncBackend, Backend, Batch, DevicePreprocessing, Warmup
+from common.gpu.preprocess import MODES as PREPROCESS_MODES
+from common.gpu.preprocess import U8Batch
+from common.model.yolov10 import PostprocessOptions, check_layout, decode, detect_layout
+from common.ort.session import max_batch_of
+
+
+def default_workers() -> int:
+    return max(1, min(8, (os.cpu_count() or 2)))
+
+
+def default_post_workers() -> int:
+    return 2 if (os.cpu_count() or 2) >= 4 else 1
+
+
+@dataclass
+class EvalOptions:
+    imgsz: int = 640
+    batch_size: int = 1
+    workers: int = field(default_factory=default_workers)
+    output_format: str = "auto"  # auto | dfl144 | raw84 | e2e
+    post: PostprocessOptions = field(default_factory=PostprocessOptions)
+    warmup_runs: int = 0
+    skip_latency: int = 0
+    prefetch_batches: int = 2
+    post_workers: int = field(default_factory=default_post_workers)
+    progress: bool = True
+    coco_eval: bool = True  # False: detections only (benchmarks that repeat images)
+    coco_engine: str = "auto"  # auto | pycocotools | faster-coco-eval (identical stats, tested)
+    preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox (common.gpu.preprocess)
+    switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
+
+
+@dataclass
+class EvalResult:
+    detections: list[dict[str, Any]]
+    stats: dict[str, float]
+    summary_table: str
+    layout: str
+    num_images: int
+    batch_size: int
+    timings: dict[str, Any]
+
+
+@dataclass
+class _Item:
+    image_id: int
+    tensor: np.ndarray  # cpu: float32 CHW; gpu-normalize: BGR canvas; gpu-letterbox: decoded BGR image
+    meta: LetterboxMeta
+    seconds: float
+
+
+def _load(dataset: CocoDataset, image_id: int, size: int, mode: str = "cpu") -> _Item:
+    t0 = time.perf_counter()
+    what = f"image id {image_id}"
+    if mode == "cpu":
+        tensor, meta = preprocess(load_image_rgb(dataset.image_path(image_id), what=what), size)
+    elif mode == "gpu-normalize":
+        tensor, meta = letterbox_hwc(load_image_bgr(dataset.image_path(image_id), what=what), size)
+    else:
+        tensor = load_image_bgr(dataset.image_path(image_id), what=what)
+        meta = letterbox_geometry(tensor.shape[1], tensor.shape[0], size)
+    return _Item(image_id, tensor, meta, time.perf_counter() - t0)
+
+
+def _make_batch(items: list[_Item], mode: str, size: int) -> Batch:
+    if mode != "cpu":
+        return U8Batch(mode, [it.tensor for it in items], [it.meta for it in items], size)
+    return items[0].tensor[None] if len(items) == 1 else np.stack([it.tensor for it in items])
+
+
+def check_preprocess(backend: Backend, mode: str) -> None:
+    """UserError unless ``backend`` can run ``mode``; GPU modes compile their kernels here."""
+    if mode not in PREPROCESS_MODES:
+        raise UserError(f"--preprocess {mode}: choose one of {', '.join(PREPROCESS_MODES)}")
+    if mode == "cpu":
+        return
+    if not isinstance(backend, DevicePreprocessing):
+        raise UserError(
+            f"--preprocess {mode} needs a backend with GPU input buffers (ONNX Runtime --io-binding, TensorRT); "
+            f"{backend.name} takes host arrays: use --preprocess cpu"
+        )
+    backend.enable_device_preprocess(mode)
+
+
+def _input_size(backend: Backend, imgsz: int) -> int:
+    hw = backend.input.spatial
+    if hw is None:
+        raise UserError(f"model input {backend.input.name} has shape {list(backend.input.shape)}; expected NCHW")
+    fixed = {d for d in hw if d is not None}
+    if fixed and fixed != {imgsz}:
+        raise UserError(
+            f"--imgsz {imgsz} does not match the model input {list(backend.input.shape)}; pass --imgsz {hw[0]}"
+        )
+    return imgsz
+
+
+def resolve_batch_size(backend: Backend, requested: int) -> int:
+    if requested < 1:
+        raise UserError(f"--batch-size must be >= 1, got {requested}")
+    fixed = max_batch_of(backend)
+    if fixed is not None and requested != fixed:
+        raise UserError(
+            f"--batch-size {requested}: the model's batch axis is static ({fixed}); "
+            f"use --batch-size {fixed} or export the ONNX with a dynamic batch axis"
+        )
+    return requested
+
+
+def _batches(ids: list[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]
+
+
+def _postprocess(
+    metas: list[tuple[int, LetterboxMeta]],
+    outputs: list[np.ndarray],
+    layout: str,
+    input_hw: tuple[int, int],
+    dataset: CocoDataset,
+    post: PostprocessOptions,
+) -> tuple[list[list[dict[str, Any]]], float]:
+    t0 = time.perf_counter()
+    out = outputs[0]
+    rows = []
+    for j, (image_id, meta) in enumerate(metas):
+        det = decode(out[j], layout, input_hw, post)
+        boxes = unletterbox_xyxy(det.boxes, meta)
+        rows.append(to_coco_results(image_id, boxes, det.scores, det.classes, dataset.class_to_category))
+    return rows, time.perf_counter() - t0
+
+
+def warmup(backend: Backend, batch_size: int, size: int, runs: int) -> None:
+    """``runs`` inferences before timing; a ``Warmup`` backend (several sessions) warms every session."""
+    if runs <= 0:
+        return
+    if isinstance(backend, Warmup):
+        backend.warmup(batch_size, runs)
+        return
+    dummy = np.zeros((batch_size, 3, size, size), dtype=np.float32)
+    for _ in range(runs):
+        backend.infer(dummy)
+
+
+class _Inline:
+    """An executor that runs each task at once in the caller's thread (the sequential path)."""
+
+    def submit(self, fn: Any, *args: Any) -> cf.Future[Any]:
+        fut: cf.Future[Any] = cf.Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _executor(workers: int, prefix: str) -> cf.ThreadPoolExecutor | _Inline:
+    return cf.ThreadPoolExecutor(workers, thread_name_prefix=prefix) if workers > 0 else _Inline()
+
+
+@contextlib.contextmanager
+def _switch_interval(ms: float | None) -> Iterator[None]:
+    """A shorter GIL switch interval lets threads that wake from a GPU wait or a C call get the
+    interpreter back sooner (CPython's default is 5 ms); restored afterwards."""
+    if ms is None:
+        yield
+        return
+    if ms <= 0:
+        raise UserError(f"--switch-interval-ms must be > 0, got {ms}")
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(ms / 1000.0)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+def in_flight_depth(backend: Backend) -> int:
+    """How many batches the pipeline keeps submitted: ``max_in_flight`` for an ``AsyncBackend``
+    (``submit(batch) -> token``, ``wait(token) -> outputs``), else 1 (plain ``infer``)."""
+    return max(1, int(backend.max_in_flight)) if isinstance(backend, AsyncBackend) else 1
+
+
+class _Stages:
+    """The state of one ``evaluate`` run between its stages: the window of images being loaded,
+    the batches being post-processed, the rows gathered per image and the per-stage seconds."""
+
+    def __init__(
+        self,
+        dataset: CocoDataset,
+        ids: list[int],
+        size: int,
+        opts: EvalOptions,
+        loaders: cf.ThreadPoolExecutor | _Inline,
+        posters: cf.ThreadPoolExecutor | _Inline,
+        window: int,
+        bar: tqdm,
+    ) -> None:
+        self.dataset, self.size, self.opts = dataset, size, opts
+        self.loaders, self.posters, self.window, self.bar = loaders, posters, window, bar
+        self.layout = None if opts.output_format == "auto" else opts.output_format
+        self._checked = False
+        self._queue = iter(ids)
+        self._pending: deque[cf.Future[_Item]] = deque()
+        self._in_post: deque[tuple[list[int], cf.Future[tuple[list[list[dict[str, Any]]], float]]]] = deque()
+        self.per_image: dict[int, list[dict[str, Any]]] = {}
+        self.pre_s: list[float] = []
+        self.infer_s: list[float] = []
+        self.post_s: list[float] = []
+
+    def refill(self) -> None:
+        """Keep ``window`` images loading."""
+        while len(self._pending) < self.window:
+            nxt = next(self._queue, None)
+            if nxt is None:
+                return
+            self._pending.append(self.loaders.submit(_load, self.dataset, nxt, self.size, self.opts.preprocess))
+
+    def next_batch(self, n: int) -> tuple[Batch, list[tuple[int, LetterboxMeta]]]:
+        """The next ``n`` loaded images as one batch, with their ids and letterbox geometry."""
+        items = [self._pending.popleft().result() for _ in range(n)]
+        self.refill()
+        self.pre_s.extend(it.seconds for it in items)
+        return _make_batch(items, self.opts.preprocess, self.size), [(it.image_id, it.meta) for it in items]
+
+    def finish(self, metas: list[tuple[int, LetterboxMeta]], outputs: list[np.ndarray], t0: float) -> None:
+        """A batch came back from the backend: time it, check the layout once, post-process it."""
+        self.infer_s.append(time.perf_counter() - t0)
+        if self.layout is None:
+            self.layout = detect_layout(outputs[0].shape)
+        elif not self._checked:
+            check_layout(self.layout, outputs[0].shape)
+        self._checked = True
+        args = (metas, outputs, self.layout, (self.size, self.size), self.dataset, self.opts.post)
+        self._in_post.append(([m[0] for m in metas], self.posters.submit(_postprocess, *args)))
+        self.collect(limit=2 * max(1, self.opts.post_workers))
+        self.bar.update(len(metas))
+
+    def collect(self, limit: int) -> None:
+        """Gather post-processed rows until at most ``limit`` batches are still in post-processing."""
+        while len(self._in_post) > limit:
+            image_ids, fut = self._in_post.popleft()
+            rows, seconds = fut.result()
+            self.post_s.append(seconds)
+            self.per_image.update(zip(image_ids, rows, strict=True))
+
+    def cancel(self) -> None:
+        for f in self._pending:
+            f.cancel()
+
+
+def _run_batches(backend: Backend, stages: _Stages, ids: list[int], batch_size: int, depth: int) -> None:
+    """Feed every batch through ``backend``: ``depth`` submitted at once for an ``AsyncBackend``
+    (depth >= 2), else one ``infer`` after the other."""
+    stages.refill()
+    if depth >= 2 and isinstance(backend, AsyncBackend):
+        _run_async(backend, stages, ids, batch_size, depth)
+    else:
+        for chunk in _batches(ids, batch_size):
+            batch, metas = stages.next_batch(len(chunk))
+            t0 = time.perf_counter()
+            stages.finish(metas, backend.infer(batch), t0)
+            del batch
+    stages.collect(limit=0)
+
+
+def _run_async(backend: AsyncBackend, stages: _Stages, ids: list[int], batch_size: int, depth: int) -> None:
+    in_flight: deque[tuple[Any, list[tuple[int, LetterboxMeta]], float]] = deque()
+    for chunk in _batches(ids, batch_size):
+        batch, metas = stages.next_batch(len(chunk))
+        t0 = time.perf_counter()
+        in_flight.append((backend.submit(batch), metas, t0))
+        del batch
+        while len(in_flight) >= depth:
+            token, done_metas, t_sub = in_flight.popleft()
+            stages.finish(done_metas, backend.wait(token), t_sub)
+    while in_flight:
+        token, done_metas, t_sub = in_flight.popleft()
+        stages.finish(done_metas, backend.wait(token), t_sub)
+
+
+def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalResult:
+    """Run ``backend`` over the dataset's selected images and score them with COCOeval.
+
+    ``opts.workers == 0`` is the sequential path: load, infer and post-process one after
+    the other in this thread. It gives the same detections as any parallel setting.
+    """
+    size = _input_size(backend, opts.imgsz)
+    batch_size = resolve_batch_size(backend, opts.batch_size)
+    check_preprocess(backend, opts.preprocess)
+    warmup(backend, batch_size, size, opts.warmup_runs)
+
+    ids = dataset.image_ids
+    sequential = opts.workers <= 0
+    window = batch_size if sequential else max(opts.workers, batch_size * max(1, opts.prefetch_batches))
+    depth = 1 if sequential else in_flight_depth(backend)
+    pipelined = depth >= 2
+    t_start = time.perf_counter()
+    with (
+        _switch_interval(opts.switch_interval_ms),
+        _executor(opts.workers, "load") as loaders,
+        _executor(0 if sequential else max(1, opts.post_workers), "post") as posters,
+        tqdm(total=len(ids), desc=f"eval[{backend.name}]", unit="img", disable=not opts.progress) as bar,
+    ):
+        stages = _Stages(dataset, ids, size, opts, loaders, posters, window, bar)
+        try:
+            _run_batches(backend, stages, ids, batch_size, depth)
+        except BaseException:
+            stages.cancel()
+            raise
+    wall = time.perf_counter() - t_start
+
+    detections = [row for i in dict.fromkeys(ids) for row in stages.per_image[i]]
+    t0 = time.perf_counter()
+    stats: dict[str, float] = {}
+    table = ""
+    if opts.coco_eval:
+        stats, table = evaluate_bbox(dataset.coco, detections, ids, opts.coco_engine, dataset.instances_path)
+    eval_s = time.perf_counter() - t0
+    n = len(ids)
+    timings = {
+        "preprocess": latency_stats(stages.pre_s),
+        "inference": latency_stats(stages.infer_s, skip=opts.skip_latency, items_per_sample=batch_size),
+        "postprocess": latency_stats(stages.post_s, items_per_sample=batch_size),
+        "eval_seconds": eval_s,
+        "coco_engine": opts.coco_engine,
+        "wall_seconds": wall,
+        "end_to_end_images_per_s": n / wall if wall > 0 else 0.0,
+        "workers": opts.workers,
+        "batch_size": batch_size,
+        "mode": "sequential" if sequential else ("pipelined-async" if pipelined else "pipelined"),
+        "preprocess_mode": opts.preprocess,
+        "switch_interval_ms": opts.switch_interval_ms,
+        "in_flight": depth,
+    }
+    return EvalResult(detections, stats, table, stages.layout or "unknown", n, batch_size, timings)

@@ -1,0 +1,112 @@
+"""What the evaluation pipeline may ask of a backend, stated as small protocols.
+
+Every backend is a ``Backend``: input/output specs, ``infer(batch)``, ``metadata()``, ``close()``.
+Anything more is an optional capability the pipeline asks for with ``isinstance``:
+
+- ``AsyncBackend``: ``submit(batch) -> token`` and ``wait(token) -> outputs``, ``max_in_flight`` deep;
+- ``DevicePreprocessing``: ``enable_device_preprocess(mode)``, then it takes ``U8Batch`` too;
+- ``Warmup``: ``warmup(batch, runs)`` warms everything it owns (e.g. every lane's session).
+
+The protocols are structural: a backend matches by having the members, it never inherits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias, Union, runtime_checkable
+
+import numpy as np
+
+from common.gpu.preprocess import U8Batch
+
+__all__ = [
+    "AsyncBackend",
+    "Backend",
+    "Batch",
+    "DevicePreprocessing",
+    "TensorSpec",
+    "Warmup",
+]
+
+# float32 NCHW (C-contiguous) from the CPU pre-processing, or uint8 images for a backend that
+# letterboxes / normalises on its device (after ``enable_device_preprocess``).
+Batch: TypeAlias = Union[np.ndarray, U8Batch]  # noqa: UP007 (a runtime alias: works on Python 3.10)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape and dtype of a model input or output.
+
+    ``shape`` holds ints for static axes and ``None`` for dynamic ones.
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype = field(default_factory=lambda: np.dtype(np.float32))
+
+    @property
+    def batch_dynamic(self) -> bool:
+        return len(self.shape) > 0 and self.shape[0] is None
+
+    @property
+    def spatial(self) -> tuple[int | None, int | None] | None:
+        """(H, W) of an NCHW input, or None for other ranks."""
+        return (self.shape[2], self.shape[3]) if len(self.shape) == 4 else None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend has; the pipeline needs nothing else."""
+
+    name: str  # e.g. "onnxruntime", "onnxruntime-cuda-iobinding", "tensorrt", "tensorrt-rtx"
+
+    @property
+    def input(self) -> TensorSpec: ...
+
+    @property
+    def outputs(self) -> Sequence[TensorSpec]: ...
+
+    def infer(self, batch: Batch) -> list[np.ndarray]:
+        """Run one batch and return the host outputs in ``outputs`` order.
+
+        A ``U8Batch`` only reaches a backend that is ``DevicePreprocessing`` and was enabled.
+        """
+        ...
+
+    def metadata(self) -> dict[str, Any]:
+        """Backend facts for metrics.json (versions, providers, engine info...)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncBackend(Backend, Protocol):
+    """A backend that runs several batches at once: the pipeline keeps ``max_in_flight`` submitted."""
+
+    max_in_flight: int
+
+    def submit(self, batch: Batch) -> Any:
+        """Start ``batch``; return a token for ``wait``."""
+        ...
+
+    def wait(self, token: Any) -> list[np.ndarray]:
+        """The outputs of the batch that ``submit`` returned ``token`` for."""
+        ...
+
+
+@runtime_checkable
+class DevicePreprocessing(Protocol):
+    """A backend that takes uint8 batches and letterboxes / normalises them on its own stream."""
+
+    def enable_device_preprocess(self, mode: str) -> None:
+        """Accept ``U8Batch`` of ``mode`` (``common.gpu.preprocess.MODES``) from now on; UserError if it can't."""
+        ...
+
+
+@runtime_checkable
+class Warmup(Protocol):
+    """A backend with its own warm-up (several sessions or lanes to warm, not just one ``infer``)."""
+
+    def warmup(self, batch: int, runs: int) -> None: ...

@@ -1,0 +1,320 @@
+"""CUDA memory, streams, events and graphs through cuda-python (``cuda.bindings.runtime``).
+
+Every call goes through ``check``: cuda-python returns ``(cudaError_t, *values)``; a
+non-success code becomes ``CudaError`` naming the call and the error
+(``cudaMalloc: cudaErrorMemoryAllocation (out of memory)``).
+
+The TensorRT runtime (``common.trt.runtime``) uses only the ``MemoryLayer`` protocol
+below, so tests can hand it a host-memory fake (tests/trt_double.py) on machines
+without a GPU; ``CudaMemory`` is the real one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from typing import Any, Protocol
+
+import numpy as np
+
+from common.core.errors import UserError
+
+
+class CudaError(RuntimeError):
+    """A CUDA runtime call failed."""
+
+    def __init__(self, call: str, code: int, name: str, text: str = "") -> None:
+        self.call, self.code, self.error_name = call, code, name
+        super().__init__(f"{call}: {name}" + (f" ({text})" if text else ""))
+
+
+def _runtime() -> Any:
+    try:
+        from cuda.bindings import runtime
+    except ImportError as exc:
+        raise UserError(
+            "cannot import cuda.bindings.runtime; install cuda-python >= 12.8 (pixi run -e rtx5090 ...)"
+        ) from exc
+    return runtime
+
+
+def check(call: str, result: Any) -> Any:
+    """Unpack a cuda-python result tuple; raise CudaError on a non-success code.
+
+    Returns None, the single value, or a tuple of values.
+    """
+    rt = _runtime()
+    if isinstance(result, tuple):
+        err, values = result[0], result[1:]
+    else:
+        err, values = result, ()
+    if int(err) != int(rt.cudaError_t.cudaSuccess):
+        name, text = f"cudaError {int(err)}", ""
+        try:
+            got = rt.cudaGetErrorName(err)
+            if int(got[0]) == 0 and got[1]:
+                name = got[1].decode()
+            got = rt.cudaGetErrorString(err)
+            if int(got[0]) == 0 and got[1]:
+                text = got[1].decode()
+        except Exception:  # naming the error must not hide it
+            pass
+        raise CudaError(call, int(err), name, text)
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def _ptr(handle: Any) -> int:
+    """An integer address / handle from a cuda-python object or int."""
+    try:
+        return int(handle)
+    except TypeError:
+        return int(handle.getPtr())
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+class DeviceBufferLike(Protocol):
+    ptr: int
+    nbytes: int
+
+    def free(self) -> None: ...
+
+
+class PinnedBufferLike(Protocol):
+    ptr: int
+    nbytes: int
+
+    def view(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray: ...
+
+    def free(self) -> None: ...
+
+
+class StreamLike(Protocol):
+    handle: int
+
+    def synchronize(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class EventLike(Protocol):
+    def record(self, stream: StreamLike) -> None: ...
+
+    def synchronize(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class GraphLike(Protocol):
+    def launch(self, stream: StreamLike) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryLayer(Protocol):
+    """What the TensorRT runtime needs from CUDA."""
+
+    name: str
+
+    def device_buffer(self, nbytes: int) -> DeviceBufferLike: ...
+
+    def pinned_buffer(self, nbytes: int) -> PinnedBufferLike: ...
+
+    def stream(self) -> StreamLike: ...
+
+    def event(self) -> EventLike: ...
+
+    def elapsed_ms(self, start: EventLike, end: EventLike) -> float: ...
+
+    def copy_htod_async(self, dst: int, src: int, nbytes: int, stream: StreamLike) -> None: ...
+
+    def copy_dtoh_async(self, dst: int, src: int, nbytes: int, stream: StreamLike) -> None: ...
+
+    def copy_dtod_async(self, dst: int, src: int, nbytes: int, stream: StreamLike) -> None: ...
+
+    def begin_capture(self, stream: StreamLike) -> None: ...
+
+    def end_capture(self, stream: StreamLike) -> GraphLike: ...
+
+    def device_info(self) -> dict[str, Any] | None: ...
+
+
+def _host_view(ptr: int, nbytes: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    count = math.prod(shape)
+    if count * dtype.itemsize > nbytes:
+        raise ValueError(f"view of {count} x {dtype} does not fit a {nbytes}-byte buffer")
+    if count == 0:
+        return np.empty(shape, dtype)
+    raw = (ctypes.c_uint8 * (count * dtype.itemsize)).from_address(ptr)
+    return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+
+# ----------------------------------------------------------------------------- real CUDA
+
+
+class DeviceBuffer:
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = int(nbytes)
+        self.ptr = _ptr(check("cudaMalloc", _runtime().cudaMalloc(max(self.nbytes, 1))))
+
+    def free(self) -> None:
+        if self.ptr:
+            check("cudaFree", _runtime().cudaFree(self.ptr))
+            self.ptr = 0
+
+
+class PinnedBuffer:
+    """Page-locked host memory with NumPy views."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = int(nbytes)
+        self.ptr = _ptr(check("cudaMallocHost", _runtime().cudaMallocHost(max(self.nbytes, 1))))
+
+    def view(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        return _host_view(self.ptr, self.nbytes, dtype, tuple(shape))
+
+    def free(self) -> None:
+        if self.ptr:
+            check("cudaFreeHost", _runtime().cudaFreeHost(self.ptr))
+            self.ptr = 0
+
+
+class Stream:
+    """A non-blocking stream (never the legacy default stream)."""
+
+    def __init__(self) -> None:
+        rt = _runtime()
+        self._obj = check("cudaStreamCreateWithFlags", rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking))
+        self.handle = _ptr(self._obj)
+
+    def synchronize(self) -> None:
+        check("cudaStreamSynchronize", _runtime().cudaStreamSynchronize(self._obj))
+
+    def close(self) -> None:
+        if self._obj is not None:
+            check("cudaStreamDestroy", _runtime().cudaStreamDestroy(self._obj))
+            self._obj = None
+            self.handle = 0
+
+
+class Event:
+    def __init__(self) -> None:
+        rt = _runtime()
+        self._obj = check("cudaEventCreateWithFlags", rt.cudaEventCreateWithFlags(rt.cudaEventDefault))
+
+    def record(self, stream: Stream) -> None:
+        check("cudaEventRecord", _runtime().cudaEventRecord(self._obj, stream._obj))
+
+    def synchronize(self) -> None:
+        check("cudaEventSynchronize", _runtime().cudaEventSynchronize(self._obj))
+
+    def close(self) -> None:
+        if self._obj is not None:
+            check("cudaEventDestroy", _runtime().cudaEventDestroy(self._obj))
+            self._obj = None
+
+
+class Graph:
+    """An instantiated CUDA graph captured from a stream."""
+
+    def __init__(self, graph: Any) -> None:
+        rt = _runtime()
+        self._graph = graph
+        try:
+            self._exec = check("cudaGraphInstantiate", rt.cudaGraphInstantiate(graph, 0))
+        except CudaError:
+            check("cudaGraphDestroy", rt.cudaGraphDestroy(graph))
+            raise
+
+    def launch(self, stream: Stream) -> None:
+        check("cudaGraphLaunch", _runtime().cudaGraphLaunch(self._exec, stream._obj))
+
+    def close(self) -> None:
+        rt = _runtime()
+        if self._exec is not None:
+            check("cudaGraphExecDestroy", rt.cudaGraphExecDestroy(self._exec))
+            self._exec = None
+        if self._graph is not None:
+            check("cudaGraphDestroy", rt.cudaGraphDestroy(self._graph))
+            self._graph = None
+
+
+class CudaMemory:
+    """The real MemoryLayer on cuda.bindings.runtime (device 0 unless told otherwise)."""
+
+    name = "cuda-python"
+
+    def __init__(self, device: int = 0) -> None:
+        rt = _runtime()
+        try:
+            count = check("cudaGetDeviceCount", rt.cudaGetDeviceCount())
+            if count < 1:
+                raise UserError("no CUDA device found; TensorRT inference needs an NVIDIA GPU")
+            check("cudaSetDevice", rt.cudaSetDevice(device))
+        except CudaError as exc:
+            raise UserError(
+                f"no usable CUDA device ({exc}); check nvidia-smi, and that cuda-python's major version "
+                "is not newer than the driver's CUDA version (cuda-python 13 needs driver >= 580)"
+            ) from exc
+        self.device = device
+
+    def device_buffer(self, nbytes: int) -> DeviceBuffer:
+        return DeviceBuffer(nbytes)
+
+    def pinned_buffer(self, nbytes: int) -> PinnedBuffer:
+        return PinnedBuffer(nbytes)
+
+    def stream(self) -> Stream:
+        return Stream()
+
+    def event(self) -> Event:
+        return Event()
+
+    def elapsed_ms(self, start: Event, end: Event) -> float:
+        return float(check("cudaEventElapsedTime", _runtime().cudaEventElapsedTime(start._obj, end._obj)))
+
+    def _copy(self, kind_name: str, dst: int, src: int, nbytes: int, stream: Stream) -> None:
+        rt = _runtime()
+        kind = getattr(rt.cudaMemcpyKind, kind_name)
+        check("cudaMemcpyAsync", rt.cudaMemcpyAsync(dst, src, nbytes, kind, stream._obj))
+
+    def copy_htod_async(self, dst: int, src: int, nbytes: int, stream: Stream) -> None:
+        self._copy("cudaMemcpyHostToDevice", dst, src, nbytes, stream)
+
+    def copy_dtoh_async(self, dst: int, src: int, nbytes: int, stream: Stream) -> None:
+        self._copy("cudaMemcpyDeviceToHost", dst, src, nbytes, stream)
+
+    def copy_dtod_async(self, dst: int, src: int, nbytes: int, stream: Stream) -> None:
+        self._copy("cudaMemcpyDeviceToDevice", dst, src, nbytes, stream)
+
+    def begin_capture(self, stream: Stream) -> None:
+        rt = _runtime()
+        mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        check("cudaStreamBeginCapture", rt.cudaStreamBeginCapture(stream._obj, mode))
+
+    def end_capture(self, stream: Stream) -> Graph:
+        graph = check("cudaStreamEndCapture", _runtime().cudaStreamEndCapture(stream._obj))
+        return Graph(graph)
+
+    def device_info(self) -> dict[str, Any] | None:
+        return device_info(self.device)
+
+
+def device_info(device: int = 0) -> dict[str, Any] | None:
+    """``common.core.sysinfo.gpu_facts`` of CUDA device ``device`` (matched to NVML by its PCI bus id),
+    or None when there is none (or no cuda-python, or no NVML)."""
+    from common.core.sysinfo import gpu_info
+
+    try:
+        rt = _runtime()
+        if int(check("cudaGetDeviceCount", rt.cudaGetDeviceCount())) <= device:
+            return None
+        props = check("cudaGetDeviceProperties", rt.cudaGetDeviceProperties(device))
+        bus_id = f"{int(props.pciDomainID):x}:{int(props.pciBusID):x}:{int(props.pciDeviceID):x}.0"
+    except (UserError, CudaError, AttributeError):
+        return None
+    return gpu_info(pci_bus_id=bus_id)

@@ -1,0 +1,323 @@
+"""Pre-processing on the GPU: two small CUDA kernels compiled at run time with NVRTC.
+
+``--preprocess`` modes (the CPU workers still decode the JPEGs):
+
+- ``cpu``           letterbox + float CHW /255 on the CPU workers (the reference path).
+- ``gpu-normalize`` the CPU workers letterbox in uint8 (BGR); the GPU turns the canvas into
+                    RGB float32 CHW /255. The same numbers as ``cpu``, bit for bit (float32
+                    division by 255, correctly rounded on both sides), with a quarter of the
+                    upload and no float work on the CPU.
+- ``gpu-letterbox`` the decoded BGR image goes up as it is; the GPU resizes (OpenCV's
+                    INTER_LINEAR rule in fixed point), pads with 114 and normalises. Within
+                    1/255 of the CPU letterbox per element (OpenCV's SIMD rounding differs by
+                    at most one grey level), so detections may differ slightly from ``cpu``.
+
+``letterbox_reference`` is the kernel's arithmetic in NumPy: tests check it against the
+CPU letterbox on any machine, and the kernel against it (bit-exact) where there is a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.core.errors import UserError
+from common.data.images import PAD_VALUE, LetterboxMeta
+
+MODES: tuple[str, ...] = ("cpu", "gpu-normalize", "gpu-letterbox")
+COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
+COEF_SCALE = 1 << COEF_BITS
+
+KERNEL_SOURCE = r"""
+extern "C" __global__ void bgr_canvas_to_rgb_chw(const unsigned char* __restrict__ src,
+                                                 float* __restrict__ dst, int hw)
+{
+    // src: [B, S, S, 3] uint8 BGR; dst: [B, 3, S, S] float32 RGB / 255; blockIdx.y = image
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= hw) return;
+    const unsigned char* p = src + (size_t)blockIdx.y * hw * 3 + (size_t)i * 3;
+    float* q = dst + (size_t)blockIdx.y * hw * 3 + i;
+    q[0] = p[2] / 255.0f;
+    q[hw] = p[1] / 255.0f;
+    q[2 * hw] = p[0] / 255.0f;
+}
+
+__device__ __forceinline__ void tap(int d, int n_dst, int n_src, int* s0, int* s1, int* a0, int* a1)
+{
+    // OpenCV INTER_LINEAR: centre-aligned source coordinate, clamped, 11-bit weights
+    float f = (float)(((double)d + 0.5) * ((double)n_src / (double)n_dst) - 0.5);
+    int s = (int)floorf(f);
+    f -= (float)s;
+    if (s < 0) { f = 0.0f; s = 0; }
+    if (s >= n_src - 1) { f = 0.0f; s = n_src - 1; }
+    *s0 = s;
+    *s1 = min(s + 1, n_src - 1);
+    *a0 = __float2int_rn((1.0f - f) * 2048.0f);
+    *a1 = __float2int_rn(f * 2048.0f);
+}
+
+extern "C" __global__ void letterbox_bgr_to_rgb_chw(const unsigned char* __restrict__ src, int sw, int sh,
+                                                    float* __restrict__ dst, int size, int nw, int nh,
+                                                    int left, int top)
+{
+    // src: [sh, sw, 3] uint8 BGR; dst: [3, size, size] float32 RGB / 255, letterboxed
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= size || y >= size) return;
+    int hw = size * size, o = y * size + x;
+    int dx = x - left, dy = y - top;
+    if (dx < 0 || dy < 0 || dx >= nw || dy >= nh) {
+        float pad = PAD_VALUE / 255.0f;
+        dst[o] = pad; dst[hw + o] = pad; dst[2 * hw + o] = pad;
+        return;
+    }
+    int x0, x1, ax0, ax1, y0, y1, by0, by1;
+    tap(dx, nw, sw, &x0, &x1, &ax0, &ax1);
+    tap(dy, nh, sh, &y0, &y1, &by0, &by1);
+    const unsigned char* r0 = src + (size_t)y0 * sw * 3;
+    const unsigned char* r1 = src + (size_t)y1 * sw * 3;
+    for (int c = 0; c < 3; ++c) {
+        long long top_row = (long long)ax0 * r0[x0 * 3 + c] + (long long)ax1 * r0[x1 * 3 + c];
+        long long bot_row = (long long)ax0 * r1[x0 * 3 + c] + (long long)ax1 * r1[x1 * 3 + c];
+        long long v = ((long long)by0 * top_row + (long long)by1 * bot_row + (1LL << 21)) >> 22;
+        v = v < 0 ? 0 : (v > 255 ? 255 : v);
+        dst[(2 - c) * hw + o] = (float)v / 255.0f;
+    }
+}
+""".replace("PAD_VALUE", str(PAD_VALUE))
+
+
+@dataclass
+class U8Batch:
+    """A batch handed to a backend that pre-processes on the GPU.
+
+    ``gpu-normalize``: ``images`` are letterboxed BGR canvases [S, S, 3] uint8.
+    ``gpu-letterbox``: ``images`` are decoded BGR images [H, W, 3] uint8 of any size.
+    """
+
+    mode: str
+    images: list[np.ndarray]
+    metas: list[LetterboxMeta]
+    size: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.images), 3, self.size, self.size)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def check_float_input(mode: str, name: str, dtype: np.dtype) -> None:
+    """The kernels write float32: UserError for a model/engine input of another type."""
+    if np.dtype(dtype) != np.float32:
+        raise UserError(f"--preprocess {mode} needs a float32 input; {name} is {np.dtype(dtype)}: "
+                        "use --preprocess cpu")  # fmt: skip
+
+
+class U8Stager:
+    """Puts a ``U8Batch`` into a backend's float input buffer: uint8 images -> pinned staging ->
+    device staging (one copy) -> kernel(s) writing ``dst``, all on the caller's stream.
+
+    ``mem`` is a ``common.gpu.cuda_mem.MemoryLayer`` and ``prep`` has the launch methods of
+    ``GpuPreprocessor`` (tests hand in host fakes of both). One stager per stream: its staging
+    buffers are reused by the next batch once the caller has synchronised the stream.
+    """
+
+    def __init__(self, mem: Any, prep: Any, mode: str) -> None:
+        self.mem, self.prep, self.mode = mem, prep, mode  # mode: the --preprocess mode it was set up for
+        self._pinned: Any = None
+        self._device: Any = None
+
+    def _capacity(self, nbytes: int) -> None:
+        if self._pinned is not None and self._pinned.nbytes >= nbytes:
+            return
+        self.close()
+        size = max(8 << 20, int(nbytes * 1.25))
+        self._pinned, self._device = self.mem.pinned_buffer(size), self.mem.device_buffer(size)
+
+    def stage(self, batch: U8Batch, dst: int, stream: Any) -> None:
+        if batch.mode != self.mode:
+            raise UserError(f"backend set up for --preprocess {self.mode}, given a {batch.mode} batch")
+        size, n = batch.size, len(batch)
+        if batch.mode == "gpu-normalize":
+            nbytes = n * size * size * 3
+            self._capacity(nbytes)
+            staged = self._pinned.view(np.uint8, (n, size, size, 3))
+            for j, img in enumerate(batch.images):
+                staged[j] = img
+            self.mem.copy_htod_async(self._device.ptr, self._pinned.ptr, nbytes, stream)
+            self.prep.normalize(self._device.ptr, dst, n, size, stream.handle)
+            return
+        if batch.mode != "gpu-letterbox":
+            raise ValueError(f"unknown device pre-processing mode {batch.mode!r}")
+        sizes = [int(img.nbytes) for img in batch.images]
+        self._capacity(sum(sizes))
+        flat = self._pinned.view(np.uint8, (sum(sizes),))
+        offsets = [0]
+        for img, nbytes in zip(batch.images, sizes, strict=True):
+            flat[offsets[-1] : offsets[-1] + nbytes] = np.ascontiguousarray(img).reshape(-1)
+            offsets.append(offsets[-1] + nbytes)
+        self.mem.copy_htod_async(self._device.ptr, self._pinned.ptr, sum(sizes), stream)
+        plane = 3 * size * size * 4  # float32 CHW per image
+        for j, (img, meta) in enumerate(zip(batch.images, batch.metas, strict=True)):
+            h, w = img.shape[:2]
+            self.prep.letterbox(self._device.ptr + offsets[j], w, h, dst + j * plane, meta, size, stream.handle)
+
+    def close(self) -> None:
+        for buf in (self._pinned, self._device):
+            if buf is not None:
+                buf.free()
+        self._pinned = self._device = None
+
+
+# ----------------------------------------------------------------------------- NumPy reference
+
+
+def _taps(n_dst: int, n_src: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    d = np.arange(n_dst, dtype=np.float64)
+    f = ((d + 0.5) * (n_src / n_dst) - 0.5).astype(np.float32)
+    s = np.floor(f).astype(np.int64)
+    f = (f - s.astype(np.float32)).astype(np.float32)
+    low = s < 0
+    f[low], s[low] = 0.0, 0
+    high = s >= n_src - 1
+    f[high], s[high] = 0.0, n_src - 1
+    a0 = np.rint((np.float32(1.0) - f) * np.float32(COEF_SCALE)).astype(np.int64)
+    a1 = np.rint(f * np.float32(COEF_SCALE)).astype(np.int64)
+    return s, np.minimum(s + 1, n_src - 1), a0, a1
+
+
+def letterbox_reference(img_bgr: np.ndarray, meta: LetterboxMeta, size: int) -> np.ndarray:
+    """What ``letterbox_bgr_to_rgb_chw`` computes, in NumPy: RGB float32 [3, size, size]."""
+    sh, sw = img_bgr.shape[:2]
+    x0, x1, ax0, ax1 = _taps(meta.new_w, sw)
+    y0, y1, by0, by1 = _taps(meta.new_h, sh)
+    src = img_bgr.astype(np.int64)
+    top = ax0[None, :, None] * src[y0][:, x0] + ax1[None, :, None] * src[y0][:, x1]
+    bot = ax0[None, :, None] * src[y1][:, x0] + ax1[None, :, None] * src[y1][:, x1]
+    v = (by0[:, None, None] * top + by1[:, None, None] * bot + (1 << 21)) >> 22
+    canvas = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
+    canvas[meta.pad_top : meta.pad_top + meta.new_h, meta.pad_left : meta.pad_left + meta.new_w] = np.clip(v, 0, 255)
+    return np.divide(canvas[:, :, ::-1].transpose(2, 0, 1), np.float32(255.0), dtype=np.float32)
+
+
+def normalize_reference(canvas_bgr: np.ndarray) -> np.ndarray:
+    """What ``bgr_canvas_to_rgb_chw`` computes for one canvas, in NumPy."""
+    return np.divide(canvas_bgr[:, :, ::-1].transpose(2, 0, 1), np.float32(255.0), dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- NVRTC + launch
+
+
+PREP_WHAT, PREP_HINT = "GPU pre-processing", "use --preprocess cpu"
+
+
+def _check(call: str, result: Any, what: str = PREP_WHAT, hint: str = PREP_HINT) -> Any:
+    err = result[0] if isinstance(result, tuple) else result
+    if int(err) != 0:
+        raise UserError(f"{what}: {call} failed ({err}); {hint}")
+    rest = result[1:] if isinstance(result, tuple) else ()
+    return rest[0] if len(rest) == 1 else (rest or None)
+
+
+def compile_kernels(arch: str, source: str = KERNEL_SOURCE, *, options: tuple[str, ...] = (),
+                    what: str = PREP_WHAT, hint: str = PREP_HINT) -> bytes:  # fmt: skip
+    """NVRTC: ``source`` (default: the letterbox kernels) as a CUBIN for ``arch`` (e.g. ``sm_90``,
+    ``sm_120``); UserError if it can't. ``what``/``hint`` name the feature and its CPU fallback."""
+    try:
+        from cuda.bindings import nvrtc
+    except ImportError as exc:
+        raise UserError(f"{what} needs cuda-python (cuda.bindings.nvrtc); {hint}") from exc
+    try:
+        prog = _check("nvrtcCreateProgram", nvrtc.nvrtcCreateProgram(source.encode(), b"kernels.cu", 0, [], []),
+                      what, hint)  # fmt: skip
+    except (RuntimeError, OSError) as exc:  # libnvrtc missing
+        raise UserError(f"{what}: NVRTC is not usable ({exc}); install the CUDA NVRTC library "
+                        f"(pip: nvidia-cuda-nvrtc; conda: cuda-nvrtc) or {hint}") from exc  # fmt: skip
+    try:
+        opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17", *(o.encode() for o in options)]
+        res = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
+        if int(res[0]) != 0:
+            size = _check("nvrtcGetProgramLogSize", nvrtc.nvrtcGetProgramLogSize(prog), what, hint)
+            log = b" " * int(size)
+            nvrtc.nvrtcGetProgramLog(prog, log)
+            first = log.decode(errors="replace").strip().splitlines()[:1]
+            raise UserError(f"{what}: NVRTC cannot build for {arch} ({res[0]}: {' '.join(first)}); "
+                            f"a newer CUDA NVRTC is needed for this GPU, or {hint}")  # fmt: skip
+        size = _check("nvrtcGetCUBINSize", nvrtc.nvrtcGetCUBINSize(prog), what, hint)
+        cubin = b" " * int(size)
+        _check("nvrtcGetCUBIN", nvrtc.nvrtcGetCUBIN(prog, cubin), what, hint)
+        return cubin
+    finally:
+        nvrtc.nvrtcDestroyProgram(prog)
+
+
+class KernelModule:
+    """NVRTC-compiled kernels loaded on one device; ``launch`` puts one on the caller's stream
+    (from any thread: each launching thread gets the device's primary context made current)."""
+
+    def __init__(self, source: str, names: tuple[str, ...], device: int = 0, *, options: tuple[str, ...] = (),
+                 what: str = PREP_WHAT, hint: str = PREP_HINT) -> None:  # fmt: skip
+        from cuda.bindings import driver, runtime
+
+        self._driver, self._what, self._hint = driver, what, hint
+        _check("cudaSetDevice", runtime.cudaSetDevice(device), what, hint)
+        _check("cudaFree", runtime.cudaFree(0), what, hint)  # make the primary context current here
+        props = _check("cudaGetDeviceProperties", runtime.cudaGetDeviceProperties(device), what, hint)
+        self.arch = f"sm_{props.major}{props.minor}"
+        self._ctx = _check("cuCtxGetCurrent", driver.cuCtxGetCurrent(), what, hint)
+        cubin = compile_kernels(self.arch, source, options=options, what=what, hint=hint)
+        self._module = _check("cuModuleLoadData", driver.cuModuleLoadData(cubin), what, hint)
+        self.functions = {n: _check("cuModuleGetFunction", driver.cuModuleGetFunction(self._module, n.encode()),
+                                    what, hint) for n in names}  # fmt: skip
+        self._local = threading.local()
+
+    def launch(self, name: str, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...],
+               types: tuple[Any, ...], stream: int, shared_bytes: int = 0) -> None:  # fmt: skip
+        d = self._driver
+        if not getattr(self._local, "ready", False):  # each launching thread needs the context current
+            _check("cuCtxSetCurrent", d.cuCtxSetCurrent(self._ctx), self._what, self._hint)
+            self._local.ready = True
+        g, b = (*grid, 1, 1)[:3], (*block, 1, 1)[:3]
+        _check("cuLaunchKernel", d.cuLaunchKernel(self.functions[name], *g, *b, shared_bytes, d.CUstream(stream),
+                                                  (args, types), 0), self._what, self._hint)  # fmt: skip
+
+    def close(self) -> None:
+        if self._module is not None:
+            self._driver.cuModuleUnload(self._module)
+            self._module = None
+
+
+class GpuPreprocessor:
+    """The compiled kernels on one device; launches go on the caller's stream."""
+
+    def __init__(self, device: int = 0) -> None:
+        self._kernels = KernelModule(KERNEL_SOURCE, ("bgr_canvas_to_rgb_chw", "letterbox_bgr_to_rgb_chw"), device)
+        self.arch = self._kernels.arch
+
+    def _launch(self, fn: str, grid: tuple[int, int], block: tuple[int, int], args: tuple[Any, ...],
+                types: tuple[Any, ...], stream: int) -> None:  # fmt: skip
+        self._kernels.launch(fn, grid, block, args, types, stream)
+
+    def normalize(self, src: int, dst: int, batch: int, size: int, stream: int) -> None:
+        """[B,S,S,3] uint8 BGR at ``src`` -> [B,3,S,S] float32 RGB/255 at ``dst`` (device pointers)."""
+        hw = size * size
+        c = ctypes
+        self._launch("bgr_canvas_to_rgb_chw", ((hw + 255) // 256, batch), (256, 1), (src, dst, hw),
+                     (c.c_void_p, c.c_void_p, c.c_int), stream)  # fmt: skip
+
+    def letterbox(self, src: int, w: int, h: int, dst: int, meta: LetterboxMeta, size: int, stream: int) -> None:
+        """One [h,w,3] uint8 BGR image at ``src`` -> its letterboxed [3,S,S] float32 RGB/255 at ``dst``."""
+        c = ctypes
+        grid = ((size + 31) // 32, (size + 7) // 8)
+        args = (src, w, h, dst, size, meta.new_w, meta.new_h, meta.pad_left, meta.pad_top)
+        types = (c.c_void_p, c.c_int, c.c_int, c.c_void_p, c.c_int, c.c_int, c.c_int, c.c_int, c.c_int)
+        self._launch("letterbox_bgr_to_rgb_chw", grid, (32, 8), args, types, stream)
+
+    def close(self) -> None:
+        self._kernels.close()

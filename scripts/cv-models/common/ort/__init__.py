@@ -1,0 +1,1 @@
+"""ONNX Runtime: the session backend, the IO-binding lanes on the CUDA EP, execution-provider options."""

@@ -1,0 +1,1 @@
+"""Quantization: calibration tensors, ModelOpt calls, Q/DQ presets and checks."""

@@ -1,0 +1,629 @@
+"""Compare evaluation runs: metrics.json files (any machine) -> summary.md, summary.json, summary.png.
+
+A *row* is one metrics.json (one backend x one model). Rows are read from files or run
+folders; a folder written by ``validate_e2e.py`` also carries ``status.json`` beside each
+metrics.json (backend key, model label, precision) and skipped/failed backends, which are
+listed as not run.
+
+- ΔAP is against the *reference row*: ``--reference`` (a row label), else the baseline
+  model on ORT CUDA, else on ORT CPU, else the first row.
+- Detection parity (``common.report.parity``) compares each row's detections.json with the
+  detections of the reference backend on the *same model file* (ORT CUDA, else ORT CPU) and
+  judges it with the thresholds of the model's precision.
+- Warnings: rows measured on different GPUs, rows of one model name whose sha256 differ,
+  rows over different image counts.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.core.errors import UserError
+from common.core.results import METRICS_SCHEMA_VERSION, atomic_output, atomic_write_json, atomic_write_text
+from common.report.parity import Thresholds, detection_parity, judge, load_detections, thresholds_for
+
+SUMMARY_SCHEMA_VERSION = 1
+REFERENCE_ORDER: tuple[str, ...] = ("ort-cuda", "ort-cpu")
+BACKEND_ORDER: tuple[str, ...] = ("ort-cpu", "ort-cuda", "trt", "trt-rtx", "ort-trt-ep", "ort-rtx-ep")
+PROVIDER_KEYS = {
+    "CPUExecutionProvider": "ort-cpu",
+    "CUDAExecutionProvider": "ort-cuda",
+    "TensorrtExecutionProvider": "ort-trt-ep",
+    "NvTensorRTRTXExecutionProvider": "ort-rtx-ep",
+}
+_REQUIRED = (
+    ("schema_version",),
+    ("model_path",),
+    ("metrics", "mAP_50_95"),
+    ("metrics", "mAP_50"),
+    ("metrics", "num_images"),
+    ("latency", "median_ms"),
+    ("latency", "p99_ms"),
+    ("latency", "throughput_fps"),
+    ("run", "backend"),
+)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def load_metrics(path: Path) -> dict[str, Any]:
+    """A metrics.json of the schema ``common.eval.cli.run_eval`` writes; UserError naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"metrics file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        msg = f"{path} is not readable JSON ({exc}); pass metrics.json files written by the evaluators"
+        raise UserError(msg) from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not a metrics.json (top level is {type(data).__name__}, expected an object)")
+    version = data.get("schema_version")
+    if version != METRICS_SCHEMA_VERSION:
+        raise UserError(
+            f"{path}: metrics schema_version {version!r}, this tool reads {METRICS_SCHEMA_VERSION}; pass metrics.json "
+            "files written by eval_yolov10m_onnx_coco.py / eval_yolov10m_trt_coco.py (or rerun them)"
+        )
+    for keys in _REQUIRED:
+        node: Any = data
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                raise UserError(
+                    f"{path}: not a metrics.json of schema {METRICS_SCHEMA_VERSION}: missing key {'.'.join(keys)!r}"
+                )
+            node = node[k]
+        if keys[0] in ("metrics", "latency") and not _is_number(node):
+            raise UserError(
+                f"{path}: {'.'.join(keys)} is {json.dumps(node)}, not a number; was the run interrupted? "
+                "rerun the evaluator or leave this file out"
+            )
+    return data
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def backend_key(payload: Mapping[str, Any]) -> str:
+    """ort-cpu | ort-cuda | ort-trt-ep | ort-rtx-ep | trt | trt-rtx | <backend name>."""
+    meta = payload.get("run", {}).get("backend") or {}
+    name = str(meta.get("backend") or "unknown")
+    if name == "onnxruntime":
+        used = meta.get("providers_used") or []
+        return PROVIDER_KEYS.get(used[0], "ort") if used else "ort"
+    return {"tensorrt": "trt", "tensorrt-rtx": "trt-rtx"}.get(name, name)
+
+
+def precision_of(model_path: str | Path | None) -> str:
+    """fp32 | fp16 | bf16 | int8 | fp8 | nvfp4 from the ONNX graph; from the file name when it is not here."""
+    if model_path is None:
+        return "?"
+    p = Path(model_path)
+    if p.suffix == ".onnx" and p.is_file():
+        from common.trt.build import inspect_onnx
+
+        facts = inspect_onnx(p)
+        if facts.readable:
+            types = set(facts.reduced_types)
+            if facts.has_qdq:
+                if "float4e2m1" in types:
+                    return "nvfp4"
+                if any(t.startswith("float8") for t in types):
+                    return "fp8"
+                return "int8"
+            if "bfloat16" in types:
+                return "bf16"
+            if "float16" in types:
+                return "fp16"
+            return "fp32"
+    name = p.name.lower()
+    for prec in ("nvfp4", "int8", "fp8", "bf16", "fp16"):
+        if prec in name:
+            return prec
+    return "fp32?"
+
+
+def _gpu_name(payload: Mapping[str, Any]) -> str | None:
+    gpu = payload.get("run", {}).get("gpu")
+    if isinstance(gpu, dict):
+        return gpu.get("name")
+    return None
+
+
+@dataclass
+class Row:
+    label: str
+    backend: str
+    precision: str
+    model: str  # model label (validate) or model file stem
+    model_sha256: str | None
+    metrics_path: Path
+    payload: dict[str, Any]
+    detections_path: Path | None = None
+    runtime_double: bool = False
+    parity: dict[str, Any] | None = None
+    tensor_errors: list[dict[str, Any]] | None = None
+    delta_ap: float | None = None
+    display: str = ""  # the backend cell of the table
+
+    @property
+    def map50_95(self) -> float:
+        return float(self.payload["metrics"]["mAP_50_95"])
+
+    @property
+    def latency(self) -> dict[str, Any]:
+        return self.payload["latency"]
+
+    @property
+    def gpu(self) -> str | None:
+        return _gpu_name(self.payload)
+
+    @property
+    def host(self) -> str | None:
+        return (self.payload.get("run", {}).get("host") or {}).get("hostname")
+
+    @property
+    def num_images(self) -> int:
+        return int(self.payload["metrics"]["num_images"])
+
+
+@dataclass
+class NotRun:
+    backend: str
+    model: str
+    precision: str
+    status: str  # skipped | failed
+    reason: str
+
+
+@dataclass
+class Collection:
+    rows: list[Row] = field(default_factory=list)
+    not_run: list[NotRun] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    baseline_model: str | None = None  # model label of the baseline (validate runs)
+    tensor_errors: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def _read_status(folder: Path) -> dict[str, Any] | None:
+    p = folder / "status.json"
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _row_from(path: Path, status: Mapping[str, Any] | None) -> Row:
+    payload = load_metrics(path)
+    model_path = payload.get("model_path")
+    if status:
+        backend = str(status.get("backend") or backend_key(payload))
+        model = str(status.get("model") or Path(str(model_path)).stem)
+        precision = str(status.get("precision") or precision_of(model_path))
+        double = bool(status.get("runtime_double"))
+    else:
+        backend, model, precision, double = backend_key(payload), Path(str(model_path)).stem, "", False
+        precision = precision_of(model_path)
+    dets = path.with_name("detections.json")
+    return Row(
+        label=backend,
+        backend=backend,
+        precision=precision,
+        model=model,
+        model_sha256=payload.get("run", {}).get("model_sha256"),
+        metrics_path=path,
+        payload=payload,
+        detections_path=dets if dets.is_file() else None,
+        runtime_double=double,
+    )
+
+
+def collect(paths: Sequence[str | Path]) -> Collection:
+    """Rows from metrics.json files and run folders (searched recursively)."""
+    if not paths:
+        raise UserError("give metrics.json files or run folders to compare")
+    col = Collection()
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(p.rglob("metrics.json"))
+            statuses = sorted(p.rglob("status.json"))
+            if not found and not statuses:
+                raise UserError(f"{p}: no metrics.json below this folder; pass a validate run root or metrics files")
+            val = p / "validation.json"
+            if val.is_file():
+                try:
+                    record = json.loads(val.read_text(encoding="utf-8"))
+                    col.baseline_model = col.baseline_model or record.get("baseline_model")
+                    for t in record.get("tensor_errors") or []:
+                        col.tensor_errors[(str(t["model"]), str(t["backend"]))] = t["errors"]
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    pass
+            for m in found:
+                col.rows.append(_row_from(m, _read_status(m.parent)))
+            for s in statuses:
+                st = _read_status(s.parent)
+                if st and st.get("status") in ("skipped", "failed"):
+                    col.not_run.append(NotRun(str(st.get("backend")), str(st.get("model")),
+                                              str(st.get("precision", "?")), str(st["status"]),
+                                              str(st.get("reason") or "")))  # fmt: skip
+            col.sources.append(str(p))
+        elif p.is_file():
+            col.rows.append(_row_from(p, _read_status(p.parent)))
+            col.sources.append(str(p))
+        else:
+            raise UserError(f"{p}: no such file or folder; pass metrics.json files or a run root")
+    if not col.rows:
+        raise UserError(f"no backend produced a metrics.json in {', '.join(col.sources)}; nothing to compare")
+    order = {k: i for i, k in enumerate(BACKEND_ORDER)}
+    first_seen = {m: i for i, m in reversed(list(enumerate(r.model for r in col.rows)))}
+    model_rank = {m: (m != col.baseline_model, first_seen[m]) for m in first_seen}
+    col.rows.sort(key=lambda r: (model_rank[r.model], order.get(r.backend, 99)))
+    col.not_run.sort(key=lambda n: (model_rank.get(n.model, (True, 99)), order.get(n.backend, 99)))
+    _unique_labels(col.rows)
+    return col
+
+
+def _unique_labels(rows: list[Row]) -> None:
+    models_per_precision: dict[str, set[str]] = {}
+    for r in rows:
+        models_per_precision.setdefault(r.precision, set()).add(r.model)
+    seen: dict[str, int] = {}
+    for r in rows:
+        display = r.backend + (" (runtime double)" if r.runtime_double else "")
+        if len(models_per_precision[r.precision]) > 1:
+            display += f" [{r.model}]"
+        label = f"{r.backend} {r.precision}" + (f" {r.model}" if len(models_per_precision[r.precision]) > 1 else "")
+        n = seen.get(label, 0) + 1
+        seen[label] = n
+        r.label = label if n == 1 else f"{label} #{n}"
+        r.display = display if n == 1 else f"{display} #{n}"
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def _model_key(row: Row) -> str:
+    return row.model_sha256 or row.model
+
+
+def pick_reference(rows: Sequence[Row], label: str | None = None, baseline_model: str | None = None) -> Row:
+    if label is not None:
+        for r in rows:
+            if r.label == label:
+                return r
+        raise UserError(f"--reference {label!r}: no such row; rows are: {', '.join(r.label for r in rows)}")
+    pool = [r for r in rows if r.model == baseline_model] if baseline_model else []
+    pool = pool or [r for r in rows if r.precision.startswith("fp32")] or list(rows)
+    for key in REFERENCE_ORDER:
+        for r in pool:
+            if r.backend == key and not r.runtime_double:
+                return r
+    return pool[0]
+
+
+def parity_reference(rows: Sequence[Row], row: Row) -> Row | None:
+    """The reference backend's row on the same model file (ORT CUDA, else ORT CPU)."""
+    same = [r for r in rows if _model_key(r) == _model_key(row) and r.detections_path is not None]
+    for key in REFERENCE_ORDER:
+        for r in same:
+            if r.backend == key:
+                return r
+    return None
+
+
+@dataclass
+class ParityOptions:
+    iou: float = 0.5
+    conf: float = 0.25
+    worst: int = 5
+    min_matched: Mapping[str, float] = field(default_factory=dict)
+    min_mean_iou: Mapping[str, float] = field(default_factory=dict)
+    max_median_dscore: Mapping[str, float] = field(default_factory=dict)
+
+    def limits(self, precision: str) -> Thresholds:
+        return thresholds_for(precision.rstrip("?"), self.min_matched, self.min_mean_iou, self.max_median_dscore)
+
+
+def compute_parity(rows: Sequence[Row], opts: ParityOptions) -> None:
+    """Fill ``row.parity`` for every row with a reference row of the same model (the reference itself excluded)."""
+    cache: dict[Path, list[dict[str, Any]]] = {}
+
+    def dets(p: Path) -> list[dict[str, Any]]:
+        if p not in cache:
+            cache[p] = load_detections(p)
+        return cache[p]
+
+    for row in rows:
+        ref = parity_reference(rows, row)
+        if ref is None or row.detections_path is None:
+            row.parity = {"status": "n/a", "reason": "no reference backend (ORT CUDA / ORT CPU) ran this model"
+                          if ref is None else "no detections.json beside metrics.json"}  # fmt: skip
+            continue
+        if ref is row:
+            row.parity = {"status": "reference"}
+            continue
+        summary = detection_parity(dets(ref.detections_path), dets(row.detections_path), None, opts.iou, opts.conf,
+                                   opts.worst)  # fmt: skip
+        limits = opts.limits(row.precision)
+        broken = judge(summary, limits)
+        if ref.num_images != row.num_images:
+            broken.append(f"image count {row.num_images} != reference {ref.num_images}")
+        row.parity = {
+            "status": "pass" if not broken else "FAIL",
+            "reference": ref.label,
+            "thresholds": {"precision": row.precision, **limits.__dict__},
+            "failures": broken,
+            **summary,
+        }
+
+
+def warnings_for(rows: Sequence[Row]) -> list[str]:
+    out = []
+    gpus = sorted({r.gpu or "no GPU (nvidia-smi absent)" for r in rows})
+    if len(gpus) > 1:
+        where = "; ".join(f"{g}: {', '.join(r.label for r in rows if (r.gpu or 'no GPU (nvidia-smi absent)') == g)}"
+                          for g in gpus)  # fmt: skip
+        out.append(f"rows come from different GPUs ({where}); latencies are not comparable across them")
+    by_name: dict[str, set[str]] = {}
+    for r in rows:
+        by_name.setdefault(Path(str(r.payload.get("model_path"))).name, set()).add(r.model_sha256 or "?")
+    for name, hashes in sorted(by_name.items()):
+        if len(hashes) > 1:
+            short = ", ".join(sorted(h[:12] for h in hashes))
+            out.append(f"model {name} has different sha256 across rows ({short}): these are different models")
+    counts = sorted({r.num_images for r in rows})
+    if len(counts) > 1:
+        out.append(f"rows evaluated different image counts ({', '.join(map(str, counts))}); mAP is not comparable")
+    return out
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _fmt(v: float | None, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def _parity_cell(row: Row) -> str:
+    p = row.parity or {}
+    status = p.get("status")
+    if status == "reference":
+        return "reference"
+    if status in ("pass", "FAIL"):
+        cell = (f"{p['matched_fraction'] * 100:.1f}% matched, IoU {p['mean_iou']:.3f}, "
+                f"median Δscore {p['median_abs_dscore']:.4f}")  # fmt: skip
+        cell += " ✓" if status == "pass" else " ✗ " + "; ".join(p["failures"])
+        return cell.replace("|", "/")
+    return "n/a"
+
+
+def render_markdown(
+    summary: Mapping[str, Any], rows: Sequence[Row], not_run: Sequence[NotRun], plot_file: str | None = "summary.png"
+) -> str:
+    ref = summary["reference"]
+    lines = [
+        "# Backend comparison",
+        "",
+        f"Reference for ΔAP: **{ref['label']}** (model {ref['model']}, mAP_50_95 {ref['mAP_50_95']:.4f}). "
+        "Parity: detections matched per image to the reference backend on the same model "
+        f"(same class, IoU ≥ {summary['parity']['iou']}, scores ≥ {summary['parity']['conf']}).",
+        "",
+    ]
+    if summary["warnings"]:
+        lines += [f"> **warning:** {w}" for w in summary["warnings"]] + [""]
+    lines += [
+        "| backend | precision | mAP_50_95 | ΔAP vs reference | median ms | p99 ms | throughput img/s | parity |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lat = r.latency
+        d = "—" if r.delta_ap is None else f"{r.delta_ap:+.4f}"
+        lines.append(
+            f"| {r.display} | {r.precision} | {r.map50_95:.4f} | {d} | {lat['median_ms']:.2f} | "
+            f"{lat['p99_ms']:.2f} | {lat['throughput_fps']:.1f} | {_parity_cell(r)} |"
+        )
+    several = len({r.model for r in rows} | {n.model for n in not_run}) > 1
+    for n in not_run:
+        short = n.reason if len(n.reason) <= 90 else n.reason[:87].rstrip() + "..."
+        name = f"{n.backend} [{n.model}]" if several else n.backend
+        lines.append(f"| {name} | {n.precision} | — | — | — | — | — | {n.status}: {short.replace('|', '/')} |")
+    lines.append("")
+    if any(r.runtime_double for r in rows):
+        lines += ["*(runtime double)*: a test stand-in that executes the ONNX with ONNX Runtime on the CPU after a "
+                  "real engine build; its accuracy and latency say nothing about TensorRT.", ""]  # fmt: skip
+    if not_run:
+        lines += ["## Not run", ""]
+        lines += [f"- **{n.backend}** on {n.model} ({n.precision}): {n.status}: {n.reason}" for n in not_run]
+        lines.append("")
+    worst = [(r, r.parity) for r in rows if r.parity and r.parity.get("worst_images")]
+    if worst:
+        lines += ["## Worst images (parity)", ""]
+        for r, p in worst:
+            items = ", ".join(
+                f"{w['image_id']} (dropped {w['dropped']}, extra {w['extra']}, IoU {w['mean_iou']:.3f})"
+                for w in p["worst_images"]
+            )
+            lines.append(f"- **{r.label}** vs {p['reference']}: {items}")
+        lines.append("")
+    tens = [r for r in rows if r.tensor_errors]
+    if tens:
+        lines += [
+            "## Raw output error vs reference (sample images; informational)",
+            "",
+            "| backend | precision | output | max abs | mean abs | max rel | mean rel | ref max abs |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in tens:
+            for t in r.tensor_errors or []:
+                if "max_abs" not in t:
+                    lines.append(f"| {r.label} | {r.precision} | {t['name']} | {t.get('note', '')} | | | | |")
+                    continue
+                lines.append(
+                    f"| {r.label} | {r.precision} | {t['name']} | {t['max_abs']:.3g} | {t['mean_abs']:.3g} | "
+                    f"{t['max_rel']:.3g} | {t['mean_rel']:.3g} | {t['ref_max_abs']:.3g} |"
+                    + (f" {t['note']}" if t.get("note") else "")
+                )
+        if any(r.payload.get("run", {}).get("output_layout") == "e2e" for r in tens):
+            lines.append("")
+            lines.append("End-to-end heads ([B,K,6]) may order near-tied rows differently: their raw error is "
+                         "expected to be large; judge them by detection parity.")  # fmt: skip
+        lines.append("")
+    hosts = sorted({f"{r.host or '?'} / {r.gpu or 'no GPU'}" for r in rows})
+    lines += ["## Machines", "", *[f"- {h}" for h in hosts], ""]
+    if plot_file:
+        lines += [f"![latency vs mAP]({plot_file})", ""]
+    else:
+        lines += [f"*({PLOT_SKIPPED})*", ""]
+    return "\n".join(lines)
+
+
+def _label_offsets(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[int, int, str]]:
+    """Label offsets (points) that keep labels of nearby markers apart: right-up, right-down, left-up, left-down."""
+    import math
+
+    choices = [(7, 6, "left"), (7, -14, "left"), (-7, 6, "right"), (-7, -14, "right")]
+    lx = [math.log10(x) for x in xs]
+    span_x = (max(lx) - min(lx)) or 1.0
+    span_y = (max(ys) - min(ys)) or 1.0
+    out: list[tuple[int, int, str]] = []
+    for i in range(len(xs)):
+        near = sum(1 for j in range(i) if abs(lx[i] - lx[j]) / span_x < 0.25 and abs(ys[i] - ys[j]) / span_y < 0.08)
+        out.append(choices[near % len(choices)])
+    return out
+
+
+PLOT_SKIPPED = "plot skipped (pip install matplotlib)"
+SUMMARY_FILES = ("summary.md", "summary.json", "summary.png")
+
+
+def matplotlib_available() -> bool:
+    """matplotlib is optional (the venv of README's `venv.sh demo` lacks it): without it there is no plot."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def plot(rows: Sequence[Row], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"fp32": "#1f77b4", "fp16": "#2ca02c", "bf16": "#17becf", "int8": "#d62728", "fp8": "#ff7f0e",
+              "nvfp4": "#9467bd"}  # fmt: skip
+    markers = {"ort-cpu": "s", "ort-cuda": "o", "ort-trt-ep": "^", "ort-rtx-ep": "v", "trt": "D", "trt-rtx": "P"}
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    xs = [max(r.latency["median_ms"], 1e-3) for r in rows]
+    offsets = _label_offsets(xs, [r.map50_95 for r in rows])
+    for r, x, (dx, dy, ha) in zip(rows, xs, offsets, strict=True):
+        ax.scatter(x, r.map50_95, s=70, color=colors.get(r.precision.rstrip("?"), "#7f7f7f"),
+                   marker=markers.get(r.backend, "o"), edgecolors="black", linewidths=0.6, zorder=3)  # fmt: skip
+        if r.parity and r.parity.get("status") == "reference":
+            ax.scatter(x, r.map50_95, s=260, facecolors="none", edgecolors="black", linewidths=0.8, zorder=2)
+        ax.annotate(f"{r.display} {r.precision}", (x, r.map50_95), textcoords="offset points", xytext=(dx, dy),
+                    ha=ha, fontsize=8)  # fmt: skip
+    if xs and max(xs) / min(xs) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel("median inference latency per batch (ms)  — lower is better")
+    ax.set_ylabel("COCO mAP@[.50:.95]  — higher is better")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3, zorder=0)
+    ys = [r.map50_95 for r in rows]
+    if ys:
+        pad = max(0.01, (max(ys) - min(ys)) * 0.15)
+        ax.set_ylim(min(ys) - pad, max(ys) + pad)
+    ax.margins(x=0.25)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=p) for p, c in colors.items()
+               if any(r.precision.rstrip("?") == p for r in rows)]  # fmt: skip
+    handles += [plt.Line2D([], [], marker=mk, ls="", color="white", markeredgecolor="black", label=b)
+                for b, mk in markers.items() if any(r.backend == b for r in rows)]  # fmt: skip
+    handles.append(plt.Line2D([], [], marker="o", ls="", markersize=12, color="white", markeredgecolor="black",
+                              label="parity reference"))  # fmt: skip
+    ax.legend(handles=handles, fontsize=8, loc="best", title="colour: precision, marker: backend", title_fontsize=8)
+    fig.tight_layout()
+    with atomic_output(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def summarize(
+    col: Collection,
+    out_dir: Path,
+    parity: ParityOptions | None = None,
+    reference: str | None = None,
+    tensor_errors: Mapping[tuple[str, str], list[dict[str, Any]]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compute ΔAP and parity, write summary.md/json/png into ``out_dir``; return the summary dict.
+
+    Without matplotlib the plot is skipped (``summary["plot"]`` is None) and summary.md says so
+    instead of linking a png that was never written.
+    """
+    opts = parity or ParityOptions()
+    rows = col.rows
+    ref = pick_reference(rows, reference, col.baseline_model)
+    errors = tensor_errors if tensor_errors is not None else col.tensor_errors
+    for r in rows:
+        r.delta_ap = r.map50_95 - ref.map50_95
+        r.tensor_errors = errors.get((r.model, r.backend))
+    compute_parity(rows, opts)
+    warnings = warnings_for(rows)
+    failures = [f"{r.label}: {'; '.join(r.parity['failures'])}" for r in rows if r.parity and r.parity.get("failures")]
+    summary: dict[str, Any] = {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "sources": col.sources,
+        "reference": {"label": ref.label, "backend": ref.backend, "model": ref.model, "mAP_50_95": ref.map50_95},
+        "parity": {"iou": opts.iou, "conf": opts.conf},
+        "warnings": warnings,
+        "rows": [
+            {
+                "label": r.label,
+                "backend": r.backend,
+                "precision": r.precision,
+                "model": r.model,
+                "model_path": r.payload.get("model_path"),
+                "model_sha256": r.model_sha256,
+                "runtime_double": r.runtime_double,
+                "mAP_50_95": r.map50_95,
+                "mAP_50": float(r.payload["metrics"]["mAP_50"]),
+                "delta_ap": r.delta_ap,
+                "num_images": r.num_images,
+                "num_detections": r.payload["metrics"].get("num_detections"),
+                "median_ms": r.latency["median_ms"],
+                "p99_ms": r.latency["p99_ms"],
+                "throughput_fps": r.latency["throughput_fps"],
+                "host": r.host,
+                "gpu": r.gpu,
+                "metrics_path": str(r.metrics_path),
+                "parity": r.parity,
+                "tensor_errors": r.tensor_errors,
+            }
+            for r in rows
+        ],
+        "not_run": [n.__dict__ for n in col.not_run],
+        "parity_failures": failures,
+        **(extra or {}),
+    }
+    out_dir = Path(out_dir)
+    gpus = sorted({r.gpu for r in rows if r.gpu})
+    title = f"latency vs mAP — {len(rows)} runs" + (f" — {', '.join(gpus)}" if gpus else " — no GPU")
+    plotting = matplotlib_available()
+    summary["plot"] = "summary.png" if plotting else None
+    atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_text(out_dir / "summary.md", render_markdown(summary, rows, col.not_run, summary["plot"]))
+    if plotting:
+        plot(rows, out_dir / "summary.png", title)
+    return summary

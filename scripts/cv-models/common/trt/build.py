@@ -1,0 +1,746 @@
+"""ONNX -> TensorRT / TensorRT-RTX engine: options, cache key, build, timing cache, summary.
+
+``build_or_reuse(onnx, engine_path, options, api)`` is the one entry point:
+
+1. the cache key (ONNX sha256, the sha256 of every external-data file it references, options that
+   change the engine, backend version, GPU) is compared with ``<engine>.json``; a match whose
+   engine file hashes as recorded is reused ("cache hit") and nothing is built;
+2. otherwise the ONNX is parsed (errors reported per node), the network is created
+   strongly typed when the ONNX carries Q/DQ or reduced precision, or always on
+   TensorRT >= 11 and TensorRT-RTX, profiles/workspace/optimisation level/TF32 are set,
+   the timing cache (full TensorRT only) is loaded and saved, and the engine and its
+   metadata are written atomically (an interrupted build leaves no engine behind).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.core.errors import UserError
+from common.core.results import atomic_write_bytes, atomic_write_json, sha256_file
+from common.trt.api import TrtApi, create, make_logger, reject_weak_typing
+
+log = logging.getLogger(__name__)
+
+ENGINE_META_SCHEMA = 1
+# ONNX element types that mean "precision is already in the graph" (strongly typed build).
+_REDUCED_ONNX_TYPES = {
+    10: "float16",
+    16: "bfloat16",
+    17: "float8e4m3fn",
+    18: "float8e4m3fnuz",
+    19: "float8e5m2",
+    20: "float8e5m2fnuz",
+    21: "uint4",
+    22: "int4",
+    23: "float4e2m1",
+}
+_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+
+Shape = tuple[int, ...]
+
+
+# ----------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class ProfileShapes:
+    """min/opt/max shapes of one input in one optimisation profile."""
+
+    name: str
+    min: Shape
+    opt: Shape
+    max: Shape
+
+
+@dataclass
+class BuildOptions:
+    """Everything that changes the engine (all of it goes into the cache key)."""
+
+    fp16: bool = False  # legacy weak-typing flags: TensorRT 10.x only
+    int8: bool = False
+    fp8: bool = False
+    shapes: list[ProfileShapes] = field(default_factory=list)
+    min_batch: int | None = None
+    opt_batch: int | None = None
+    max_batch: int | None = None
+    workspace_mib: int | None = None
+    opt_level: int | None = None
+    tf32: bool = True
+    compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets, e.g. ("SM120",)
+
+    def legacy_precision(self) -> list[str]:
+        return [n for n, on in (("FP16", self.fp16), ("INT8", self.int8), ("FP8", self.fp8)) if on]
+
+    def key_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shapes"] = [[p.name, list(p.min), list(p.opt), list(p.max)] for p in self.shapes]
+        d["compute_capabilities"] = list(self.compute_capabilities)
+        return d
+
+
+def _parse_dims(text: str, flag: str) -> Shape:
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"{flag}: {text!r} is not a shape like 1x3x640x640") from None
+    if not dims or any(d < 1 for d in dims):
+        raise UserError(f"{flag}: {text!r} must have positive dimensions, like 1x3x640x640")
+    return dims
+
+
+def parse_shapes(specs: Sequence[str]) -> list[ProfileShapes]:
+    """``name:MINxCxHxW,OPTx...,MAXx...`` (one per input; repeat the flag for more inputs)."""
+    out: list[ProfileShapes] = []
+    for spec in specs:
+        name, sep, rest = spec.rpartition(":")
+        parts = rest.split(",")
+        if not sep or not name or len(parts) not in (1, 3):
+            raise UserError(
+                f"--shapes {spec!r}: expected name:MINxCxHxW,OPTxCxHxW,MAXxCxHxW (or name:NxCxHxW for a fixed shape)"
+            )
+        dims = [_parse_dims(p, f"--shapes {spec}") for p in parts]
+        lo, opt, hi = (dims * 3)[:3] if len(dims) == 1 else dims
+        if not (len(lo) == len(opt) == len(hi)):
+            raise UserError(f"--shapes {spec!r}: min, opt and max must have the same rank")
+        if any(not (a <= b <= c) for a, b, c in zip(lo, opt, hi, strict=True)):
+            raise UserError(f"--shapes {spec!r}: need min <= opt <= max in every dimension")
+        if any(p.name == name for p in out):
+            raise UserError(f"--shapes: input {name!r} given twice")
+        out.append(ProfileShapes(name, lo, opt, hi))
+    return out
+
+
+def parse_compute_capabilities(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    out = []
+    for item in text.split(","):
+        item = item.strip().upper().replace(".", "")
+        if not item:
+            continue
+        if item != "CURRENT" and not item.startswith("SM"):
+            item = "SM" + item
+        out.append(item)
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------- ONNX facts
+
+
+@dataclass
+class OnnxFacts:
+    """What we read from the ONNX file before TensorRT parses it."""
+
+    inputs: dict[str, tuple[int | None, ...]] = field(default_factory=dict)
+    has_qdq: bool = False
+    reduced_types: list[str] = field(default_factory=list)
+    readable: bool = True
+
+    @property
+    def needs_strong_typing(self) -> bool:
+        return self.has_qdq or bool(self.reduced_types)
+
+
+def inspect_onnx(path: Path) -> OnnxFacts:
+    """Q/DQ nodes and reduced-precision tensors; tolerant: an unreadable file is left to TensorRT's parser."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return OnnxFacts(readable=False)
+    facts = OnnxFacts()
+    graph = model.graph
+    init_names = {t.name for t in graph.initializer}
+    for vi in graph.input:
+        if vi.name in init_names:
+            continue
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                     for d in vi.type.tensor_type.shape.dim)
+        facts.inputs[vi.name] = dims
+    types: set[int] = set()
+
+    def visit(g: Any) -> None:
+        for t in g.initializer:
+            types.add(t.data_type)
+        for vi in [*g.input, *g.output, *g.value_info]:
+            types.add(vi.type.tensor_type.elem_type)
+        for node in g.node:
+            if node.op_type in _QDQ_OPS:
+                facts.has_qdq = True
+            for attr in node.attribute:
+                if node.op_type == "Cast" and attr.name == "to":
+                    types.add(int(attr.i))
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g)
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    types.add(attr.t.data_type)
+
+    visit(graph)
+    facts.reduced_types = sorted(_REDUCED_ONNX_TYPES[t] for t in types if t in _REDUCED_ONNX_TYPES)
+    return facts
+
+
+def external_data_files(path: Path) -> list[str]:
+    """The external-data files an ONNX references (``location`` of EXTERNAL tensors, relative to its folder),
+    sorted; [] for a self-contained or unreadable model. ``parse_from_file`` reads them too."""
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return []
+    found: set[str] = set()
+
+    def tensor(t: Any) -> None:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            found.update(e.value for e in t.external_data if e.key == "location")
+
+    def visit(g: Any) -> None:
+        for t in g.initializer:
+            tensor(t)
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    tensor(attr.t)
+                for t in attr.tensors:
+                    tensor(t)
+                if attr.HasField("g"):
+                    visit(attr.g)
+                for sub in attr.graphs:
+                    visit(sub)
+
+    visit(model.graph)
+    return sorted(found)
+
+
+def external_data_hashes(onnx_path: Path) -> dict[str, str]:
+    """``{location: sha256}`` of the external-data files of ``onnx_path``; refuses a missing one."""
+    out: dict[str, str] = {}
+    for loc in external_data_files(onnx_path):
+        file = onnx_path.parent / loc
+        if not file.is_file():
+            raise UserError(
+                f"--onnx-path {onnx_path}: its external data file {loc!r} is missing (expected at {file}); "
+                "keep the .onnx and its data files together"
+            )
+        out[loc] = sha256_file(file)
+    return out
+
+
+# ----------------------------------------------------------------------------- cache key
+
+
+def gpu_tag(gpu: dict[str, Any] | None) -> str:
+    if not gpu:
+        return "nogpu"
+    name = re.sub(r"[^A-Za-z0-9]+", "-", str(gpu.get("name", "gpu"))).strip("-").lower()
+    return f"{name}-sm{str(gpu.get('compute_capability', '')).replace('.', '')}"
+
+
+def cache_key(onnx_sha256: str, options: BuildOptions, api: TrtApi, gpu: dict[str, Any] | None,
+              external_data: dict[str, str] | None = None) -> str:
+    payload = {
+        "schema": ENGINE_META_SCHEMA,
+        "onnx_sha256": onnx_sha256,
+        "options": options.key_dict(),
+        "backend": api.name,
+        "backend_version": api.version,
+        "gpu": {k: gpu.get(k) for k in ("name", "compute_capability")} if gpu else None,
+    }
+    if external_data:  # only then, so keys of self-contained models stay what they were
+        payload["onnx_external_data"] = dict(sorted(external_data.items()))
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def default_engine_path(onnx_path: Path, api: TrtApi, root: str | os.PathLike[str] = "tmp",
+                        task: str = "build-engine") -> Path:
+    return Path(root) / task / "trt" / f"{onnx_path.stem}.{api.name}.engine"
+
+
+def default_timing_cache_path(api: TrtApi, gpu: dict[str, Any] | None, root: str | os.PathLike[str] = "tmp",
+                              task: str = "build-engine") -> Path:
+    return Path(root) / task / "trt" / f"timing-{api.name}-{api.version}-{gpu_tag(gpu)}.cache"
+
+
+def metadata_path(engine_path: Path) -> Path:
+    return engine_path.with_name(engine_path.name + ".json")
+
+
+def read_metadata(engine_path: Path) -> dict[str, Any] | None:
+    meta = metadata_path(engine_path)
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def cache_hit(engine_path: Path, key: str) -> dict[str, Any] | None:
+    """The metadata of a reusable engine, or None."""
+    meta = read_metadata(engine_path)
+    if not meta or meta.get("cache_key") != key or not engine_path.is_file():
+        return None
+    if engine_path.stat().st_size != meta.get("engine_bytes") or sha256_file(engine_path) != meta.get("engine_sha256"):
+        return None
+    return meta
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def make_progress_monitor(api: TrtApi, enabled: bool) -> Any | None:
+    """An IProgressMonitor drawing one tqdm bar per build phase, where the API has it.
+
+    TensorRT may call a progress monitor from several builder threads at once and requires
+    implementations to be thread-safe: every callback runs under one lock."""
+    if not enabled or not api.has_progress_monitor:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    base = api.module.IProgressMonitor
+
+    class TqdmMonitor(base):  # type: ignore[misc,valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.bars: dict[str, Any] = {}
+            self.depth: dict[str, int] = {}
+            self.lock = threading.Lock()
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            with self.lock:
+                level = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
+                self.depth[phase_name] = level
+                self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=level, leave=level == 0,
+                                             dynamic_ncols=True)
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            with self.lock:
+                bar = self.bars.get(phase_name)
+                if bar is not None and step + 1 > bar.n:  # steps may arrive out of order from several threads
+                    bar.update(step + 1 - bar.n)
+            return True
+
+        def phase_finish(self, phase_name: str) -> None:
+            with self.lock:
+                bar = self.bars.pop(phase_name, None)
+                self.depth.pop(phase_name, None)
+                if bar is not None:
+                    bar.close()
+
+    return TqdmMonitor()
+
+
+# ----------------------------------------------------------------------------- precision
+
+
+FP8_FLAG_NOTE = ("BuilderFlag.FP8 only enables plugins with FP8 input/output (deprecated in TensorRT 10.12, "
+                 "superseded by strong typing); with no Q/DQ in the ONNX no layer runs in FP8")
+INT8_FLAG_NOTE = ("BuilderFlag.INT8 without a calibrator or Q/DQ: tensors without a dynamic range stay in higher "
+                  "precision, i.e. no layer runs in INT8")
+
+
+def describe_precision(legacy: Sequence[str], tf32: bool, strongly_typed: bool, facts: OnnxFacts) -> dict[str, Any]:
+    """What the engine's precision really is, for the metadata (and the build log)."""
+    if strongly_typed:
+        src = "Q/DQ nodes" if facts.has_qdq else ", ".join(facts.reduced_types) or "float32 tensors"
+        return {"typing": "strong", "builder_flags": [], "engine": f"as typed in the ONNX ({src})", "notes": []}
+    engine = ["FP32"] + (["TF32"] if tf32 else []) + (["FP16"] if "FP16" in legacy else [])
+    notes = ([FP8_FLAG_NOTE] if "FP8" in legacy else []) + ([INT8_FLAG_NOTE] if "INT8" in legacy else [])
+    return {"typing": "weak", "builder_flags": list(legacy), "engine": "/".join(engine), "notes": notes}
+
+
+# ----------------------------------------------------------------------------- build
+
+
+@dataclass
+class BuildResult:
+    engine_path: Path
+    metadata: dict[str, Any]
+    cache_hit: bool
+
+
+def _parser_error(parser: Any, onnx_path: Path, logger: Any) -> UserError:
+    from common.trt.api import last_error
+
+    msgs = []
+    for i in range(int(parser.num_errors)):
+        err = parser.get_error(i)
+        node = int(err.node())
+        desc = " ".join(str(err.desc()).split())
+        if node >= 0:
+            name = err.node_name() if hasattr(err, "node_name") else ""
+            op = err.node_operator() if hasattr(err, "node_operator") else ""
+            msgs.append(f"node {node} {name!r} ({op}): {desc}" if name or op else f"node {node}: {desc}")
+        else:
+            msgs.append(desc)
+    detail = "; ".join(msgs) or last_error(logger, "no detail (rerun with --trt-verbosity verbose)")
+    return UserError(f"{onnx_path}: the ONNX parser failed: {detail}")
+
+
+def _network_flags(api: TrtApi, strongly_typed: bool) -> int:
+    flags = 0
+    ndf = api.module.NetworkDefinitionCreationFlag
+    if strongly_typed and hasattr(ndf, "STRONGLY_TYPED"):
+        flags |= 1 << int(ndf.STRONGLY_TYPED)
+    return flags
+
+
+def _network_inputs(network: Any) -> dict[str, tuple[int, ...]]:
+    return {network.get_input(i).name: tuple(network.get_input(i).shape) for i in range(network.num_inputs)}
+
+
+def _resolve_profiles(inputs: dict[str, tuple[int, ...]], options: BuildOptions) -> list[ProfileShapes]:
+    """One profile: --shapes as given, else batch-only ranges for inputs whose only dynamic axis is batch."""
+    given = {p.name: p for p in options.shapes}
+    for name in given:
+        if name not in inputs:
+            raise UserError(f"--shapes: the network has no input {name!r} (inputs: {', '.join(inputs)})")
+    out: list[ProfileShapes] = []
+    batch_flags = (options.min_batch, options.opt_batch, options.max_batch)
+    for name, dims in inputs.items():
+        if name in given:
+            p = given[name]
+            if len(p.min) != len(dims):
+                raise UserError(f"--shapes {name}: rank {len(p.min)} but the input has rank {len(dims)} {list(dims)}")
+            for i, d in enumerate(dims):
+                if d >= 0 and not (p.min[i] == p.opt[i] == p.max[i] == d):
+                    raise UserError(f"--shapes {name}: axis {i} is fixed to {d} in the ONNX {list(dims)}")
+            out.append(p)
+            continue
+        dynamic = [i for i, d in enumerate(dims) if d < 0]
+        if not dynamic:
+            if any(b is not None for b in batch_flags):
+                log.warning("input %s has a fixed shape %s; --min/opt/max-batch ignored", name, list(dims))
+            continue
+        if dynamic != [0]:
+            raise UserError(
+                f"input {name!r} has dynamic axes {dynamic} in {list(dims)}; give its ranges with "
+                f"--shapes {name}:MINx...,OPTx...,MAXx..."
+            )
+        lo = options.min_batch or 1
+        hi = options.max_batch or max(lo, options.opt_batch or 1)
+        opt = options.opt_batch or hi
+        if not (1 <= lo <= opt <= hi):
+            raise UserError(f"--min-batch/--opt-batch/--max-batch: need 1 <= min <= opt <= max, got {lo}/{opt}/{hi}")
+        rest = dims[1:]
+        out.append(ProfileShapes(name, (lo, *rest), (opt, *rest), (hi, *rest)))
+    return out
+
+
+def _layer_summary_from_network(api: TrtApi, network: Any) -> dict[str, Any]:
+    by_type: dict[str, int] = {}
+    by_precision: dict[str, int] = {}
+    for i in range(int(network.num_layers)):
+        layer = network.get_layer(i)
+        lt = str(layer.type).split(".")[-1]
+        by_type[lt] = by_type.get(lt, 0) + 1
+        if layer.num_outputs:
+            dt = str(layer.get_output_type(0)).split(".")[-1]
+            by_precision[dt] = by_precision.get(dt, 0) + 1
+    return {
+        "source": "network definition (output types as parsed; the builder may fuse layers)",
+        "num_layers": int(network.num_layers),
+        "layers_by_type": dict(sorted(by_type.items())),
+        "layer_outputs_by_dtype": dict(sorted(by_precision.items())),
+    }
+
+
+def _layer_summary_from_engine(api: TrtApi, logger: Any, engine_bytes: bytes) -> dict[str, Any] | None:
+    """IEngineInspector summary; needs a runtime that can deserialize here (a GPU). None otherwise."""
+    trt = api.module
+    try:
+        runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(engine_bytes)
+        if engine is None or not hasattr(engine, "create_engine_inspector"):
+            return None
+        inspector = engine.create_engine_inspector()
+        info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+    except Exception as exc:
+        log.debug("engine inspector unavailable: %s", exc)
+        return None
+    layers = info.get("Layers", []) if isinstance(info, dict) else []
+    by_precision: dict[str, int] = {}
+    for entry in layers:
+        if isinstance(entry, dict):
+            for out in entry.get("Outputs", []) or []:
+                fmt = str(out.get("Format/Datatype", "?")) if isinstance(out, dict) else "?"
+                by_precision[fmt] = by_precision.get(fmt, 0) + 1
+    return {"source": "IEngineInspector", "num_layers": len(layers), "outputs_by_format": by_precision}
+
+
+@contextlib.contextmanager
+def _timer() -> Iterator[list[float]]:
+    box = [0.0]
+    t0 = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box[0] = time.perf_counter() - t0
+
+
+def build_or_reuse(
+    onnx_path: str | os.PathLike[str],
+    engine_path: str | os.PathLike[str] | None,
+    options: BuildOptions,
+    api: TrtApi,
+    *,
+    force: bool = False,
+    timing_cache: str | os.PathLike[str] | None = None,
+    use_timing_cache: bool = True,
+    verbosity: str = "warning",
+    progress: bool = False,
+    gpu: dict[str, Any] | None = None,
+    root: str | os.PathLike[str] = "tmp",
+) -> BuildResult:
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise UserError(f"--onnx-path {onnx_path}: no such file")
+    reject_weak_typing(api, options.legacy_precision())
+    target = Path(engine_path) if engine_path else default_engine_path(onnx_path, api, root)
+    onnx_sha = sha256_file(onnx_path)
+    external = external_data_hashes(onnx_path)
+    key = cache_key(onnx_sha, options, api, gpu, external)
+    if not force:
+        meta = cache_hit(target, key)
+        if meta is not None:
+            log.info("cache hit: %s (key %s)", target, key[:12])
+            return BuildResult(target, meta, True)
+        if target.exists():
+            log.info("engine %s is stale (key mismatch); rebuilding", target)
+
+    facts = inspect_onnx(onnx_path)
+    strongly_typed = api.strongly_typed_only or facts.needs_strong_typing
+    legacy = options.legacy_precision()
+    if legacy and facts.needs_strong_typing:
+        why = "Q/DQ nodes" if facts.has_qdq else "reduced-precision tensors (" + ", ".join(facts.reduced_types) + ")"
+        raise UserError(
+            f"--{legacy[0].lower()}: {onnx_path} already carries {why}, so its precision comes from the ONNX "
+            "(strongly typed build); drop the precision flag"
+        )
+
+    trt = api.module
+    logger = make_logger(api, verbosity)
+    builder = create(api, "Builder", logger)
+    network = builder.create_network(_network_flags(api, strongly_typed))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        raise _parser_error(parser, onnx_path, logger)
+    if int(network.num_outputs) == 0:
+        raise UserError(f"{onnx_path}: the ONNX parser found no graph outputs; is this a (complete) ONNX model?")
+    inputs = _network_inputs(network)
+    profiles = _resolve_profiles(inputs, options)
+
+    config = builder.create_builder_config()
+    if profiles:
+        profile = builder.create_optimization_profile()
+        for p in profiles:
+            profile.set_shape(p.name, p.min, p.opt, p.max)
+        config.add_optimization_profile(profile)
+    if options.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
+    if options.opt_level is not None:
+        if not 0 <= options.opt_level <= 5:
+            raise UserError(f"--builder-optimization-level {options.opt_level}: must be 0..5")
+        config.builder_optimization_level = int(options.opt_level)
+    if hasattr(trt.BuilderFlag, "TF32"):
+        (config.set_flag if options.tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
+    for flag in legacy:  # reject_weak_typing has checked that these exist
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    precision = describe_precision(legacy, options.tf32, strongly_typed, facts)
+    for note in precision["notes"]:
+        log.warning("--%s: %s; the engine is %s -- for real INT8/FP8 make a Q/DQ ONNX (quantize_onnx.py)",
+                    "fp8" if note is FP8_FLAG_NOTE else "int8", note, precision["engine"])
+    if options.compute_capabilities:
+        if not api.is_rtx or not hasattr(config, "set_compute_capability"):
+            raise UserError("--compute-capability is a TensorRT-RTX option; use --backend tensorrt-rtx")
+        config.num_compute_capabilities = len(options.compute_capabilities)
+        for i, cc in enumerate(options.compute_capabilities):
+            member = getattr(trt.ComputeCapability, cc, None)
+            if member is None:
+                known = ", ".join(trt.ComputeCapability.__members__)
+                raise UserError(f"--compute-capability {cc}: unknown; known: {known}")
+            if not config.set_compute_capability(member, i):
+                raise UserError(f"--compute-capability {cc}: rejected by {api.describe()}")
+    if hasattr(trt, "ProfilingVerbosity"):
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    monitor = make_progress_monitor(api, progress)
+    if monitor is not None:
+        config.progress_monitor = monitor
+
+    tc_info: dict[str, Any] = {"used": False}
+    tc_path: Path | None = None
+    if not use_timing_cache:
+        tc_info["reason"] = "disabled (--no-timing-cache)"
+    elif not api.timing_cache_supported:
+        tc_info["reason"] = "skipped: TensorRT-RTX accepts timing-cache calls but they are no-ops"
+    else:
+        tc_path = Path(timing_cache) if timing_cache else default_timing_cache_path(api, gpu, root)
+        blob = tc_path.read_bytes() if tc_path.is_file() else b""
+        cache = config.create_timing_cache(blob)
+        if cache is None or not config.set_timing_cache(cache, False):
+            log.warning("timing cache %s was rejected; building without it", tc_path)
+            tc_path = None
+            tc_info["reason"] = "rejected by TensorRT"
+        else:
+            tc_info.update(used=True, path=str(tc_path), loaded_bytes=len(blob))
+
+    layer_summary = _layer_summary_from_network(api, network)
+    log.info("building %s with %s (%s)...", onnx_path.name, api.describe(),
+             "strongly typed" if strongly_typed else f"weakly typed, {precision['engine']}")
+    with _timer() as elapsed:
+        serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        from common.trt.api import last_error
+
+        raise UserError(
+            f"{onnx_path}: {api.describe()} could not build an engine: "
+            f"{last_error(logger, 'see the log (rerun with --trt-verbosity verbose)')}"
+        )
+    engine_bytes = bytes(serialized)
+    if tc_path is not None:
+        saved = config.get_timing_cache()
+        if saved is not None:
+            data = bytes(saved.serialize())
+            atomic_write_bytes(tc_path, data)
+            tc_info["saved_bytes"] = len(data)
+
+    # The inspector needs a runtime that can deserialize the engine, i.e. a GPU.
+    inspected = _layer_summary_from_engine(api, logger, engine_bytes) if gpu else None
+    meta: dict[str, Any] = {
+        "schema": ENGINE_META_SCHEMA,
+        "cache_key": key,
+        "engine_path": str(target),
+        "engine_bytes": len(engine_bytes),
+        "engine_sha256": hashlib.sha256(engine_bytes).hexdigest(),
+        "onnx_path": str(onnx_path),
+        "onnx_sha256": onnx_sha,
+        "onnx_external_data": external,
+        "backend": api.name,
+        "backend_version": api.version,
+        "gpu": gpu,
+        "strongly_typed": strongly_typed,
+        "precision": precision,
+        "onnx_precision": {"qdq": facts.has_qdq, "reduced_types": facts.reduced_types},
+        "options": options.key_dict(),
+        "inputs": {k: list(v) for k, v in inputs.items()},
+        "profiles": [{"name": p.name, "min": list(p.min), "opt": list(p.opt), "max": list(p.max)} for p in profiles],
+        "build_seconds": round(elapsed[0], 3),
+        "timing_cache": tc_info,
+        "layer_summary": inspected or layer_summary,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    written = False
+    try:
+        atomic_write_bytes(target, engine_bytes)
+        written = True
+        atomic_write_json(metadata_path(target), meta)
+    except BaseException:
+        # the engine is there but its metadata is not: remove it rather than leave an unexplained file
+        if written:
+            with contextlib.suppress(OSError):
+                target.unlink()
+        raise
+    log.info("built %s in %.1f s (%.1f MiB)", target, elapsed[0], len(engine_bytes) / 2**20)
+    return BuildResult(target, meta, False)
+
+
+# ----------------------------------------------------------------------------- CLI glue
+
+
+def add_build_args(cli: Any, *, required_onnx: bool = True) -> None:
+    """The engine-build flags shared by build_trt_engine.py and eval_yolov10m_trt_coco.py."""
+    g = cli.add_argument_group("engine build")
+    if required_onnx:
+        g.add_argument("--onnx-path", type=Path, required=True, help="ONNX model to build")
+    g.add_argument("--engine-path", type=Path, default=None,
+                   help="engine file (default: tmp/build-engine/trt/<onnx-stem>.<backend>.engine)")
+    g.add_argument("--force", action="store_true", help="rebuild even when the cached engine matches")
+    g.add_argument("--shapes", action="append", default=[], metavar="NAME:MIN,OPT,MAX",
+                   help="profile of one input, e.g. images:1x3x640x640,4x3x640x640,8x3x640x640 (repeatable)")
+    g.add_argument("--min-batch", type=int, default=None, help="profile min batch for batch-dynamic inputs")
+    g.add_argument("--opt-batch", type=int, default=None, help="profile opt batch (default: max batch)")
+    g.add_argument("--max-batch", type=int, default=None, help="profile max batch (default: min batch or 1)")
+    g.add_argument("--workspace-mib", type=int, default=None, help="workspace memory pool limit in MiB")
+    g.add_argument("--builder-optimization-level", type=int, default=None, choices=range(6), metavar="0-5",
+                   help="builder optimisation level (TensorRT default 3)")
+    g.add_argument("--no-tf32", action="store_true", help="disallow TF32 for FP32 layers")
+    g.add_argument("--fp16", action="store_true",
+                   help="TensorRT 10.x only: weakly typed FP16 (11.x/RTX: quantize_onnx.py --mode fp16 instead)")
+    g.add_argument("--int8", action="store_true", help="TensorRT 10.x only, needs Q/DQ-free ONNX (prefer Q/DQ ONNX)")
+    g.add_argument("--fp8", action="store_true",
+                   help="TensorRT 10.x only: BuilderFlag.FP8 enables FP8 plugins only, a Q/DQ-free ONNX stays "
+                        "FP32/TF32 (use quantize_onnx.py --mode fp8)")
+    g.add_argument("--compute-capability", default=None, metavar="SM120[,SM89...]",
+                   help="TensorRT-RTX target GPUs (default: the library's default)")
+    g.add_argument("--timing-cache", type=Path, default=None,
+                   help="timing cache file (default: tmp/build-engine/trt/timing-<backend>-<version>-<gpu>.cache)")
+    g.add_argument("--no-timing-cache", action="store_true", help="neither load nor save a timing cache")
+    g.add_argument("--no-build-progress", action="store_true", help="no build progress bars")
+
+
+def options_from_args(args: Any) -> BuildOptions:
+    for flag in ("min_batch", "opt_batch", "max_batch", "workspace_mib"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    return BuildOptions(
+        fp16=args.fp16,
+        int8=args.int8,
+        fp8=args.fp8,
+        shapes=parse_shapes(args.shapes),
+        min_batch=args.min_batch,
+        opt_batch=args.opt_batch,
+        max_batch=args.max_batch,
+        workspace_mib=args.workspace_mib,
+        opt_level=args.builder_optimization_level,
+        tf32=not args.no_tf32,
+        compute_capabilities=parse_compute_capabilities(args.compute_capability),
+    )
+
+
+def current_gpu() -> dict[str, Any] | None:
+    """The GPU the engine is built for (cuda-python, else nvidia-smi), or None."""
+    from common.gpu.cuda_mem import device_info
+
+    info = device_info()
+    if info:
+        return info
+    try:
+        from common.core.sysinfo import gpu_info
+
+        smi = gpu_info()
+    except Exception:
+        return None
+    return {"name": smi.get("name"), "compute_capability": smi.get("compute_capability")} if smi else None
+
+
+def build_from_args(args: Any, api: TrtApi, verbosity: str) -> BuildResult:
+    import sys
+
+    return build_or_reuse(
+        args.onnx_path,
+        args.engine_path,
+        options_from_args(args),
+        api,
+        force=args.force,
+        timing_cache=args.timing_cache,
+        use_timing_cache=not args.no_timing_cache,
+        verbosity=verbosity,
+        progress=not args.no_build_progress and sys.stderr.isatty(),
+        gpu=current_gpu(),
+    )

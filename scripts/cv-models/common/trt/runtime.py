@@ -1,0 +1,551 @@
+"""Run a serialized TensorRT / TensorRT-RTX engine: ``TrtSession`` and the ``TrtBackend``.
+
+``TrtSession`` deserializes an engine, enumerates its I/O tensors, keeps device and
+pinned host buffers sized for the current shapes (grown, never shrunk), and runs
+H2D copy -> ``execute_async_v3`` -> D2H copy on its own non-default stream, timed with
+CUDA events. With ``cuda_graph=True`` the enqueue is captured into a CUDA graph once per
+(shapes, addresses) and replayed; a failed capture falls back to plain enqueues. On TensorRT-RTX,
+``cuda_graph=True`` uses its documented mechanism instead: ``IRuntimeConfig.cuda_graph_strategy =
+WHOLE_GRAPH_CAPTURE`` (TensorRT-RTX captures after its shape-specialised kernels are compiled, so no
+lazily-compiled fallback kernel is frozen into a graph; user stream capture would also need engines
+built with ``BuilderFlag.REQUIRE_USER_ALLOCATION``). The runtime config lives as long as the context.
+
+Only LINEAR I/O formats are supported (buffers are sized ``prod(shape) * itemsize``); engines with
+vectorised I/O (``trtexec --inputIOFormats=fp16:chw16``) are refused. ``run(copy_outputs=False)``
+returns views that keep their pinned buffer alive (freed when the last view goes), valid until the
+next ``run``.
+
+All CUDA work goes through a ``common.gpu.cuda_mem.MemoryLayer`` (cuda-python by default),
+so tests can run the session against a runtime double with host memory.
+
+``TrtBackend`` adapts a session to ``common.ort.session.Backend`` for the evaluation pipeline.
+
+Validation status: written against the documented TensorRT / TensorRT-RTX runtime API and tested
+against a test double of it (tests/trt_double.py, checked name-by-name against the real
+``tensorrt_rtx`` and ``tensorrt`` 10.7/10.13/11.4 classes); the cuda-python layer ran for real on
+an H100. No real engine has been executed by this code yet.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import os
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.core.errors import UserError
+from common.core.results import atomic_write_bytes, sha256_file
+from common.gpu.cuda_mem import CudaError
+from common.gpu.preprocess import U8Batch, U8Stager, check_float_input
+from common.ort.session import TensorSpec
+from common.trt.api import TrtApi, create, last_error, make_logger
+from common.trt.build import read_metadata
+
+log = logging.getLogger(__name__)
+
+# TensorRT DataType member name -> NumPy dtype (types NumPy cannot hold are left out).
+_NP_DTYPES: dict[str, np.dtype] = {
+    "FLOAT": np.dtype(np.float32),
+    "HALF": np.dtype(np.float16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "BOOL": np.dtype(np.bool_),
+    "INT8": np.dtype(np.int8),
+    "UINT8": np.dtype(np.uint8),
+}
+
+
+def np_dtype(trt_dtype: Any, tensor: str) -> np.dtype:
+    name = getattr(trt_dtype, "name", str(trt_dtype).split(".")[-1])
+    if name not in _NP_DTYPES:
+        raise UserError(
+            f"engine tensor {tensor!r} has TensorRT type {name}, which NumPy cannot hold; "
+            "keep the model's inputs and outputs in fp32/fp16/int32/int64/bool (e.g. AutoCast keep_io_types)"
+        )
+    return _NP_DTYPES[name]
+
+
+@dataclass
+class IOTensor:
+    name: str
+    is_input: bool
+    dtype: np.dtype
+    shape: tuple[int, ...]  # engine shape, -1 for dynamic axes
+    profile: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None  # inputs: min/opt/max
+
+    def spec(self) -> TensorSpec:
+        return TensorSpec(self.name, tuple(None if d < 0 else int(d) for d in self.shape), self.dtype)
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "dtype": str(self.dtype), "shape": list(self.shape)}
+        if self.profile:
+            d["profile"] = {"min": list(self.profile[0]), "opt": list(self.profile[1]), "max": list(self.profile[2])}
+        return d
+
+
+class HostLease:
+    """Owns one pinned host buffer; frees it when neither the session nor any view handed out holds it
+    (NumPy views of ``run(copy_outputs=False)`` reference their lease, as NVIDIA's samples keep the
+    owner of host memory alive)."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self.ptr = int(host.ptr)
+        fin = weakref.finalize(self, host.free)
+        fin.atexit = False  # never call into CUDA while the interpreter shuts down
+
+    def view(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """A NumPy view of the buffer whose ``base`` chain holds this lease."""
+        dtype = np.dtype(dtype)
+        count = math.prod(shape)
+        if count == 0:
+            return np.empty(shape, dtype)
+        raw = (ctypes.c_uint8 * (count * dtype.itemsize)).from_address(self.ptr)
+        raw._lease = self  # type: ignore[attr-defined]  # ctypes instances take attributes
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+
+@dataclass
+class _Binding:
+    device: Any
+    host: HostLease
+    capacity: int
+
+
+def check_engine_origin(engine_path: Path, api: TrtApi) -> dict[str, Any] | None:
+    """Refuse an engine whose metadata says another backend or version built it."""
+    meta = read_metadata(engine_path)
+    if not meta:
+        return None
+    built = (meta.get("backend"), meta.get("backend_version"))
+    if built != (api.name, api.version):
+        raise UserError(
+            f"{engine_path} was built by {built[0]} {built[1]}, but this is {api.describe()}; engines only run on "
+            f"the TensorRT version that built them: rebuild with build_trt_engine.py --backend {api.name} --force"
+        )
+    return meta
+
+
+def default_memory() -> Any:
+    """The memory layer sessions use unless given one (tests replace this with a host-memory fake)."""
+    from common.gpu.cuda_mem import CudaMemory
+
+    return CudaMemory()
+
+
+@dataclass
+class DeviceFeed:
+    """An input that writes the engine's device buffer itself (GPU pre-processing), on the session's
+    stream: ``stage(device_ptr, stream)``. Validated like an array of ``shape`` and ``dtype``."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    stage: Callable[[int, Any], None]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+
+class TrtSession:
+    def __init__(
+        self,
+        engine_path: str | os.PathLike[str],
+        api: TrtApi,
+        *,
+        memory: Any | None = None,
+        cuda_graph: bool = False,
+        verbosity: str = "warning",
+        runtime_cache: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.engine_path = Path(engine_path)
+        if not self.engine_path.is_file():
+            raise UserError(f"--engine-path {self.engine_path}: no such file; build one with build_trt_engine.py")
+        self.api = api
+        self.build_meta = check_engine_origin(self.engine_path, api)
+        self.mem = memory if memory is not None else default_memory()
+        self.cuda_graph = bool(cuda_graph)
+        self.native_cuda_graph = False  # TensorRT-RTX: the runtime config's CUDA-graph strategy
+        self._runtime_config: Any = None
+        trt = api.module
+        self.logger = make_logger(api, verbosity)
+        self.runtime = create(api, "Runtime", self.logger)
+        blob = self.engine_path.read_bytes()
+        self.engine = self.runtime.deserialize_cuda_engine(blob)
+        if self.engine is None:
+            raise UserError(
+                f"{self.engine_path}: {api.describe()} cannot deserialize this engine "
+                f"({last_error(self.logger, 'not an engine of this backend/version')}); rebuild it with "
+                f"build_trt_engine.py --backend {api.name} --force"
+            )
+        self.runtime_cache_path = Path(runtime_cache) if runtime_cache else None
+        self._runtime_cache = None
+        self.context = self._create_context()
+        if self.context is None:
+            raise UserError(f"{self.engine_path}: could not create an execution context ({last_error(self.logger)})")
+
+        self.io: list[IOTensor] = []
+        for i in range(int(self.engine.num_io_tensors)):
+            name = self.engine.get_tensor_name(i)
+            self._check_linear(name)
+            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            tensor = IOTensor(name, is_input, np_dtype(self.engine.get_tensor_dtype(name), name),
+                              tuple(int(d) for d in self.engine.get_tensor_shape(name)))
+            if is_input and int(self.engine.num_optimization_profiles) > 0:
+                lo, opt, hi = self.engine.get_tensor_profile_shape(name, 0)
+                tensor.profile = (tuple(int(d) for d in lo), tuple(int(d) for d in opt), tuple(int(d) for d in hi))
+            self.io.append(tensor)
+        self.inputs = [t for t in self.io if t.is_input]
+        self.outputs = [t for t in self.io if not t.is_input]
+
+        self.stream = self.mem.stream()
+        self._events = [self.mem.event() for _ in range(4)]  # start, after H2D, after compute, after D2H
+        self._bindings: dict[str, _Binding] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self.cuda_graph_status = "off" if not cuda_graph else "pending"
+        if self.native_cuda_graph:
+            self.cuda_graph_status = "tensorrt-rtx runtime config: cuda_graph_strategy=WHOLE_GRAPH_CAPTURE"
+        self._graph: Any = None
+        self._graph_key: tuple[Any, ...] | None = None
+        self.last_timing: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ setup
+
+    def _check_linear(self, name: str) -> None:
+        """Refuse vectorised I/O formats: our buffers and copies assume LINEAR (row-major NCHW)."""
+        fmt_enum = getattr(self.api.module, "TensorFormat", None)
+        if fmt_enum is None or not hasattr(self.engine, "get_tensor_format"):
+            return
+        fmt = self.engine.get_tensor_format(name)
+        if fmt != fmt_enum.LINEAR:
+            fmt_name = getattr(fmt, "name", str(fmt))
+            raise UserError(
+                f"{self.engine_path}: engine tensor {name!r} has I/O format {fmt_name}, not LINEAR; this toolkit "
+                "feeds and reads linear (row-major) buffers: rebuild the engine with linear I/O (build_trt_engine.py, "
+                "or trtexec without --inputIOFormats/--outputIOFormats vectorised formats such as fp16:chw16)"
+            )
+
+    def _create_context(self) -> Any:
+        if self.api.is_rtx and hasattr(self.engine, "create_runtime_config"):
+            rt_config = self.engine.create_runtime_config()
+            self._runtime_config = rt_config  # the context uses it: keep it alive as long as the context
+            strategy = getattr(self.api.module, "CudaGraphStrategy", None)
+            if self.cuda_graph and strategy is not None and hasattr(rt_config, "cuda_graph_strategy"):
+                # TensorRT-RTX's own CUDA graphs (its samples do this): it captures after the shape-specialised
+                # kernels are compiled; capturing execute_async_v3 ourselves needs REQUIRE_USER_ALLOCATION engines
+                rt_config.cuda_graph_strategy = strategy.WHOLE_GRAPH_CAPTURE
+                self.native_cuda_graph = True
+            if self.runtime_cache_path is not None:
+                rt_cache = rt_config.create_runtime_cache()
+                if self.runtime_cache_path.is_file():
+                    if not rt_cache.deserialize(self.runtime_cache_path.read_bytes()):
+                        log.warning("runtime cache %s does not match this GPU/driver/version; starting empty",
+                                    self.runtime_cache_path)
+                rt_config.set_runtime_cache(rt_cache)
+                self._runtime_cache = rt_cache
+            # TensorRT-RTX JIT-compiles its kernels here, at context creation.
+            return self.engine.create_execution_context(rt_config)
+        return self.engine.create_execution_context()
+
+    def default_shape(self, tensor: IOTensor) -> tuple[int, ...]:
+        """The static shape, or the profile's opt shape for a dynamic input."""
+        if all(d >= 0 for d in tensor.shape):
+            return tensor.shape
+        if tensor.profile:
+            return tensor.profile[1]
+        raise UserError(f"input {tensor.name!r} has a dynamic shape {list(tensor.shape)} and no profile")
+
+    def validate(self, feeds: Mapping[str, np.ndarray | DeviceFeed]) -> None:
+        names = {t.name for t in self.inputs}
+        unknown = sorted(set(feeds) - names)
+        missing = sorted(names - set(feeds))
+        if unknown:
+            raise UserError(f"engine has no input {unknown[0]!r}; its inputs are {', '.join(sorted(names))}")
+        if missing:
+            raise UserError(f"engine input {missing[0]!r} is not given; its inputs are {', '.join(sorted(names))}")
+        for t in self.inputs:
+            arr = feeds[t.name]
+            if arr.dtype != t.dtype:
+                raise UserError(f"input {t.name!r}: dtype {arr.dtype}, but the engine expects {t.dtype}")
+            if arr.ndim != len(t.shape):
+                raise UserError(
+                    f"input {t.name!r}: shape {list(arr.shape)} has rank {arr.ndim}, but the engine expects "
+                    f"rank {len(t.shape)} {list(t.shape)}"
+                )
+            for axis, (got, want) in enumerate(zip(arr.shape, t.shape, strict=True)):
+                if want >= 0 and got != want:
+                    raise UserError(
+                        f"input {t.name!r}: shape {list(arr.shape)}, but the engine expects {list(t.shape)}"
+                    )
+                if want < 0 and t.profile and not t.profile[0][axis] <= got <= t.profile[2][axis]:
+                    raise UserError(
+                        f"input {t.name!r}: axis {axis} is {got}, outside the engine profile range "
+                        f"{t.profile[0][axis]}..{t.profile[2][axis]} (shape {list(arr.shape)}); "
+                        "rebuild with wider --shapes"
+                    )
+
+    def _ensure(self, name: str, nbytes: int) -> bool:
+        """Grow the buffers of one tensor; True when addresses changed."""
+        b = self._bindings.get(name)
+        if b is not None and b.capacity >= nbytes:
+            return False
+        if b is not None:
+            b.device.free()
+            # b.host: freed when the last view of run(copy_outputs=False) referencing it goes
+        cap = max(nbytes, 1)
+        self._bindings.pop(name, None)
+        device = None
+        try:
+            device = self.mem.device_buffer(cap)
+            self._bindings[name] = _Binding(device, HostLease(self.mem.pinned_buffer(cap)), cap)
+        except CudaError as exc:
+            if device is not None:
+                device.free()
+            raise UserError(f"cannot allocate {cap / 2**20:.1f} MiB for tensor {name!r} ({exc}); "
+                            "use a smaller batch or free GPU memory") from exc
+        return True
+
+    def _set_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        changed = False
+        for t in self.inputs:
+            shape = tuple(int(d) for d in shapes[t.name])
+            if self._shapes.get(t.name) != shape:
+                if not self.context.set_input_shape(t.name, shape):
+                    raise UserError(f"input {t.name!r}: TensorRT rejected shape {list(shape)} "
+                                    f"({last_error(self.logger)})")
+                self._shapes[t.name] = shape
+                changed = True
+        if changed or any(o.name not in self._shapes for o in self.outputs):
+            missing = self.context.infer_shapes()
+            if missing:
+                raise UserError(f"TensorRT cannot infer shapes; tensors not specified: {', '.join(missing)}")
+            for o in self.outputs:
+                shape = tuple(int(d) for d in self.context.get_tensor_shape(o.name))
+                if any(d < 0 for d in shape):
+                    raise UserError(f"output {o.name!r} has a data-dependent shape {list(shape)}; not supported")
+                self._shapes[o.name] = shape
+        moved = False
+        for t in self.io:
+            nbytes = math.prod(self._shapes[t.name]) * t.dtype.itemsize
+            if self._ensure(t.name, nbytes):
+                moved = True
+        if moved or changed:
+            for t in self.io:
+                if not self.context.set_tensor_address(t.name, self._bindings[t.name].device.ptr):
+                    raise RuntimeError(f"set_tensor_address({t.name}) failed: {last_error(self.logger)}")
+
+    # ------------------------------------------------------------------ run
+
+    def _graph_key_now(self) -> tuple[Any, ...]:
+        return tuple((t.name, self._shapes[t.name], self._bindings[t.name].device.ptr) for t in self.io)
+
+    def _execute(self) -> None:
+        if not self.context.execute_async_v3(self.stream.handle):
+            raise RuntimeError(f"execute_async_v3 failed: {last_error(self.logger, 'no detail')}")
+
+    def _try_capture(self) -> None:
+        """Capture one enqueue into a CUDA graph; on failure, fall back to plain enqueues for good."""
+        if hasattr(self.context, "is_stream_capturable") and not self.context.is_stream_capturable(self.stream.handle):
+            self._graph_fallback("the execution context says this stream is not capturable")
+            return
+        graph, ok, error = None, False, ""
+        try:
+            self.mem.begin_capture(self.stream)
+            try:
+                ok = bool(self.context.execute_async_v3(self.stream.handle))
+            finally:
+                graph = self.mem.end_capture(self.stream)
+        except Exception as exc:
+            error = str(exc)
+        if not ok or graph is None:
+            if graph is not None:
+                graph.close()
+            self._graph_fallback(error or last_error(self.logger, "enqueue during capture failed"))
+            return
+        if self._graph is not None:
+            self._graph.close()
+        self._graph, self._graph_key = graph, self._graph_key_now()
+        self.cuda_graph_status = "captured"
+
+    def _graph_fallback(self, why: str) -> None:
+        log.warning("CUDA graph capture failed (%s); running without CUDA graphs", why)
+        self.cuda_graph = False
+        self.cuda_graph_status = f"fallback: {why}"
+        self.stream.synchronize()
+
+    def run(self, feeds: Mapping[str, np.ndarray | DeviceFeed], copy_outputs: bool = True) -> dict[str, np.ndarray]:
+        """Validate, copy in (or let a ``DeviceFeed`` write the device buffer), execute, copy out;
+        timings (ms) in ``last_timing``."""
+        self.validate(feeds)
+        self._set_shapes({k: tuple(v.shape) for k, v in feeds.items()})
+        mem, stream, ev = self.mem, self.stream, self._events
+        t0 = time.perf_counter()
+        for t in self.inputs:
+            feed = feeds[t.name]
+            if not isinstance(feed, DeviceFeed):
+                view = self._bindings[t.name].host.view(t.dtype, self._shapes[t.name])
+                np.copyto(view, feed, casting="no")
+        ev[0].record(stream)
+        for t in self.inputs:
+            b, feed = self._bindings[t.name], feeds[t.name]
+            if isinstance(feed, DeviceFeed):
+                feed.stage(b.device.ptr, stream)
+            else:
+                mem.copy_htod_async(b.device.ptr, b.host.ptr, view_nbytes(self._shapes[t.name], t.dtype), stream)
+        ev[1].record(stream)
+        use_graph = (self.cuda_graph and not self.native_cuda_graph and self._graph is not None
+                     and self._graph_key == self._graph_key_now())
+        te = time.perf_counter()
+        if use_graph:
+            self._graph.launch(stream)
+        else:
+            self._execute()
+        enqueue_s = time.perf_counter() - te
+        ev[2].record(stream)
+        for o in self.outputs:
+            b = self._bindings[o.name]
+            mem.copy_dtoh_async(b.host.ptr, b.device.ptr, view_nbytes(self._shapes[o.name], o.dtype), stream)
+        ev[3].record(stream)
+        ev[3].synchronize()
+        host_s = time.perf_counter() - t0
+        outs = {}
+        for o in self.outputs:
+            view = self._bindings[o.name].host.view(o.dtype, self._shapes[o.name])
+            outs[o.name] = view.copy() if copy_outputs else view
+        self.last_timing = {
+            "h2d_ms": mem.elapsed_ms(ev[0], ev[1]),
+            "compute_ms": mem.elapsed_ms(ev[1], ev[2]),
+            "d2h_ms": mem.elapsed_ms(ev[2], ev[3]),
+            "latency_ms": mem.elapsed_ms(ev[0], ev[3]),
+            "enqueue_ms": enqueue_s * 1000.0,
+            "host_ms": host_s * 1000.0,
+            "cuda_graph": 1.0 if use_graph else 0.0,
+        }
+        if self.cuda_graph and not self.native_cuda_graph and not use_graph:
+            self._try_capture()
+        return outs
+
+    # ------------------------------------------------------------------ facts, close
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.api.name,
+            "backend_version": self.api.version,
+            "engine_path": str(self.engine_path),
+            "engine_sha256": sha256_file(self.engine_path),
+            "inputs": [t.describe() for t in self.inputs],
+            "outputs": [t.describe() for t in self.outputs],
+            "cuda_graph": self.cuda_graph_status,
+            "memory_layer": getattr(self.mem, "name", type(self.mem).__name__),
+            "gpu": self.mem.device_info() if hasattr(self.mem, "device_info") else None,
+            "runtime_cache": str(self.runtime_cache_path) if self.runtime_cache_path else None,
+            "build": self.build_meta,
+        }
+
+    def close(self) -> None:
+        if self._runtime_cache is not None and self.runtime_cache_path is not None:
+            try:
+                atomic_write_bytes(self.runtime_cache_path, bytes(self._runtime_cache.serialize()))
+            except Exception as exc:  # a cache that cannot be saved is not worth failing the run
+                log.warning("could not save runtime cache %s: %s", self.runtime_cache_path, exc)
+            self._runtime_cache = None
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+        for b in self._bindings.values():
+            b.device.free()
+        self._bindings.clear()  # host buffers: freed now, or when the last view handed out goes
+        for e in self._events:
+            e.close()
+        self._events = []
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+        self.context = None
+        self._runtime_config = None
+        self.engine = None
+
+    def __enter__(self) -> TrtSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def view_nbytes(shape: Sequence[int], dtype: np.dtype) -> int:
+    return math.prod(shape) * np.dtype(dtype).itemsize
+
+
+class TrtBackend:
+    """``common.ort.session.Backend`` over a TrtSession: one image input, outputs in engine order.
+
+    With ``enable_device_preprocess`` it also takes ``U8Batch`` (``--preprocess gpu-*``): the
+    kernels of ``common.gpu.preprocess`` write the engine's input buffer on the session's stream.
+    """
+
+    def __init__(self, session: TrtSession, prep_factory: Callable[[], Any] | None = None) -> None:
+        if len(session.inputs) != 1:
+            names = ", ".join(t.name for t in session.inputs)
+            raise UserError(f"{session.engine_path}: expected one image input, the engine has {names}")
+        self.session = session
+        self.name = session.api.name
+        self._input = session.inputs[0]
+        self._prep_factory = prep_factory
+        self._stager: U8Stager | None = None
+        self.preprocess = "cpu"
+
+    def enable_device_preprocess(self, mode: str) -> None:
+        if mode == "cpu":
+            return
+        check_float_input(mode, self._input.name, self._input.dtype)
+        if self._stager is None:
+            if self._prep_factory is not None:
+                prep = self._prep_factory()
+            else:
+                from common.gpu.preprocess import GpuPreprocessor
+
+                prep = GpuPreprocessor(getattr(self.session.mem, "device", 0))
+            self._stager = U8Stager(self.session.mem, prep, mode)
+        self._stager.mode = self.preprocess = mode
+
+    @classmethod
+    def open(cls, engine_path: str | os.PathLike[str], api: TrtApi, **kwargs: Any) -> TrtBackend:
+        return cls(TrtSession(engine_path, api, **kwargs))
+
+    @property
+    def input(self) -> TensorSpec:
+        spec = self._input.spec()
+        return TensorSpec(spec.name, spec.shape, np.dtype(np.float32))  # infer() takes float32 and casts
+
+    @property
+    def outputs(self) -> Sequence[TensorSpec]:
+        return [o.spec() for o in self.session.outputs]
+
+    def infer(self, batch: np.ndarray | U8Batch) -> list[np.ndarray]:
+        feed: np.ndarray | DeviceFeed
+        if isinstance(batch, U8Batch):
+            stager = self._stager
+            if stager is None:
+                raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
+            feed = DeviceFeed(batch.shape, np.dtype(np.float32), lambda ptr, stream: stager.stage(batch, ptr, stream))
+        else:
+            feed = np.ascontiguousarray(batch, dtype=self._input.dtype)
+        outs = self.session.run({self._input.name: feed})
+        return [outs[o.name] for o in self.session.outputs]
+
+    def metadata(self) -> dict[str, Any]:
+        return self.session.describe()
+
+    def close(self) -> None:
+        if self._stager is not None:
+            self._stager.close()
+            self._stager = None
+        self.session.close()
