@@ -120,7 +120,8 @@ def dfl_distances(logits: np.ndarray) -> np.ndarray:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x.astype(np.float32)))).astype(np.float32)
+    with np.errstate(over="ignore"):  # exp(-x) -> inf for very negative logits: 1 / inf = 0, as wanted
+        return (1.0 / (1.0 + np.exp(-x.astype(np.float32)))).astype(np.float32)
 
 
 def _select(key: np.ndarray, keep: np.ndarray, topk: int) -> np.ndarray:
