@@ -134,3 +134,80 @@ def test_a_failing_batch_frees_its_lane() -> None:
         pool.wait(pool.submit(-1))
     assert pool.wait(pool.submit(3)) == 3  # the one lane came back
     pool.close()
+
+
+# ----------------------------------------------------------------------------- ORT IO-binding lanes on doubles
+
+
+class _FakeIoBinding:
+    def __init__(self) -> None:
+        self.inputs: list[tuple] = []
+        self.outputs: list[tuple] = []
+
+    def bind_input(self, name, device, device_id, dtype, shape, ptr) -> None:
+        assert device == "cuda", "double: IO binding must bind device memory"
+        self.inputs.append((name, np.dtype(dtype), tuple(shape), ptr))
+
+    def bind_output(self, name, device, device_id, dtype, shape, ptr) -> None:
+        assert device == "cuda", "double: IO binding must bind device memory"
+        self.outputs.append((name, np.dtype(dtype), tuple(shape), ptr))
+
+
+class _FakeIoSession:
+    """``run_with_iobinding`` on the runtime double's host "device" memory: reads the bound input at its
+    address, runs the real CPU session, writes the outputs to their bound addresses."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    def io_binding(self) -> _FakeIoBinding:
+        return _FakeIoBinding()
+
+    def run_with_iobinding(self, io: _FakeIoBinding) -> None:
+        from post_double import _view
+
+        feeds = {name: _view(ptr, dt, shape).copy() for name, dt, shape, ptr in io.inputs}
+        outs = self.real.run([o[0] for o in io.outputs], feeds)
+        for (_, dt, shape, ptr), out in zip(io.outputs, outs, strict=True):
+            assert out.shape == shape and out.dtype == dt, "double: output does not fit its binding"
+            _view(ptr, dt, shape)[...] = out
+
+
+def test_ort_io_binding_lanes_with_gpu_postprocess_equal_the_plain_session(monkeypatch) -> None:
+    """OrtCudaBackend through common.gpu.lanes with the post-processing kernels' host double on each
+    lane: the same detections and stats as a plain CPU session with the NumPy post-processing; latency
+    is lane-event time. (The real CUDA EP path ran on an H100/H200 before the lanes moved; this checks
+    the lane plumbing in CI.)"""
+    from conftest import DEMO_MODEL, MINI
+    from post_double import FakePostprocessKernels
+
+    from common.data.coco import open_dataset
+    from common.eval.pipeline import EvalOptions, evaluate
+    from common.ort import io_binding as ort_cuda
+    from common.ort.session import OrtBackend
+
+    mem = D.FakeCudaMemory()
+    kernels = FakePostprocessKernels(mem)
+
+    def lane_session(path, providers, options, **kwargs):
+        backend = OrtBackend(path, ["CPUExecutionProvider"])
+        backend._session = _FakeIoSession(backend._session)
+        return backend
+
+    monkeypatch.setattr(ort_cuda, "OrtBackend", lane_session)
+    ds = open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 6)
+    plain = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
+    ref = evaluate(plain, ds, EvalOptions(progress=False, workers=2))
+    backend = ort_cuda.OrtCudaBackend(str(DEMO_MODEL), lanes=2, memory=mem, post_kernels=lambda: kernels)
+    try:
+        got = evaluate(backend, ds, EvalOptions(progress=False, workers=2, postprocess="gpu", warmup_runs=1,
+                                                latency_runs=3))  # fmt: skip
+        meta = backend.metadata()
+    finally:
+        backend.close()
+    assert "e2e_select" in kernels.launches
+    assert got.detections == ref.detections and got.stats == ref.stats
+    assert got.timings["latency_timing"].startswith("gpu-lane") and got.timings["latency"]["count"] == 6
+    assert got.timings["latency_pass"]["gpu"]["count"] == 3
+    assert meta["gpu_compute_ms"]["count"] == 6 and meta["postprocess"]["layout"] == "e2e"  # latency pass apart
+    assert mem.live == 0
