@@ -474,12 +474,14 @@ def test_trt_backend_gpu_postprocess_equals_numpy_on_the_lanes(tmp_path, api, do
         options = BuildOptions(shapes=parse_shapes([f"images:1x3x640x640,{batch}x3x640x640,{batch}x3x640x640"]))
     backend = TrtBackend(TrtSession(_engine(tmp_path, api, onnx, options), api), lanes=lanes)
     try:
-        ref = evaluate(backend, ds, EvalOptions(progress=False, workers=2, batch_size=batch, postprocess="cpu"))
         got = evaluate(backend, ds, EvalOptions(progress=False, workers=2, batch_size=batch, postprocess="gpu",
                                                 warmup_runs=1))  # fmt: skip
+        launched = len(kernels.launches)
+        ref = evaluate(backend, ds, EvalOptions(progress=False, workers=2, batch_size=batch, postprocess="cpu"))
     finally:
         backend.close()
     assert kernel in kernels.launches
+    assert len(kernels.launches) == launched  # the same backend, then --postprocess cpu: the NumPy path ran
     assert got.timings["postprocess_mode"] == "gpu" and ref.timings["postprocess_mode"] == "cpu"
     assert got.layout == ref.layout
     assert got.detections == ref.detections and got.stats == ref.stats

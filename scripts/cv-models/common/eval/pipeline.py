@@ -142,6 +142,8 @@ def resolve_postprocess(
     UserError, ``auto`` falls back to cpu and says why."""
     if mode not in POSTPROCESS_MODES:
         raise UserError(f"--postprocess {mode}: choose one of {', '.join(POSTPROCESS_MODES)}")
+    if isinstance(backend, DevicePostprocessing):
+        backend.disable_device_postprocess()  # a backend reused from an earlier run starts on the CPU path
     if mode == "cpu":
         return "cpu", None, None
     if not isinstance(backend, DevicePostprocessing):

@@ -129,6 +129,10 @@ class DevicePostprocessing(Protocol):
         """Switch to final detections for ``layout``; UserError (and nothing changed) if it can't."""
         ...
 
+    def disable_device_postprocess(self) -> None:
+        """Back to head tensors (the CPU path)."""
+        ...
+
 
 @runtime_checkable
 class LaneTiming(Protocol):

@@ -192,6 +192,15 @@ class OrtCudaBackend:
                 lane.worker.post = setup.make(self.mem)
         self._post = setup
 
+    def disable_device_postprocess(self) -> None:
+        """Return head tensors again (``--postprocess cpu`` on a backend that had it enabled)."""
+        with self._lanes.idle() as lanes:
+            for lane in lanes:
+                if lane.worker.post is not None:
+                    lane.worker.post.close()
+                    lane.worker.post = None
+        self._post = None
+
     # ------------------------------------------------------------------ running
     def _enqueue(self, lane: Lane, batch: np.ndarray | U8Batch) -> Collect:
         w: _OrtLane = lane.worker

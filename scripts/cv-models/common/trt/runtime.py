@@ -600,6 +600,15 @@ class TrtBackend:
             return int(t.profile[2][0])
         raise UserError(f"input {t.name!r} has a dynamic batch axis and no profile")
 
+    def disable_device_postprocess(self) -> None:
+        """Return head tensors again (``--postprocess cpu`` on a backend that had it enabled)."""
+        with self._lanes.idle() as lanes:
+            for lane in lanes:
+                if lane.worker.post is not None:
+                    lane.worker.post.close()
+                    lane.worker.post = None
+        self._post = None
+
     # ------------------------------------------------------------------ running
     def _feed(self, lane: _TrtLane, batch: np.ndarray | U8Batch) -> np.ndarray | DeviceFeed:
         if isinstance(batch, U8Batch):
