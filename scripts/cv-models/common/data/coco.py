@@ -16,6 +16,26 @@ import numpy as np
 
 from common.core.errors import UserError
 
+__all__ = [
+    "COCO80_NAMES",
+    "COCO_EVAL_ENGINES",
+    "DEFAULT_MAX_IMAGES",
+    "STAT_NAMES",
+    "CocoDataset",
+    "category_table",
+    "check_instances",
+    "evaluate_bbox",
+    "faster_coco_eval_available",
+    "format_coco_table",
+    "load_coco",
+    "open_dataset",
+    "read_id_list",
+    "select_image_ids",
+    "to_coco_results",
+    "unknown_categories",
+    "users_metrics",
+]
+
 # The 80 COCO class names in the YOLO 80-index order.
 COCO80_NAMES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",

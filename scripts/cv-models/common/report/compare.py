@@ -26,7 +26,33 @@ from typing import Any
 
 from common.core.errors import UserError
 from common.core.results import METRICS_SCHEMA_VERSION, atomic_output, atomic_write_json, atomic_write_text
+from common.model.onnx_facts import precision_of
 from common.report.parity import Thresholds, detection_parity, judge, load_detections, thresholds_for
+
+__all__ = [
+    "BACKEND_ORDER",
+    "PLOT_SKIPPED",
+    "PROVIDER_KEYS",
+    "REFERENCE_ORDER",
+    "SUMMARY_FILES",
+    "SUMMARY_SCHEMA_VERSION",
+    "Collection",
+    "NotRun",
+    "ParityOptions",
+    "Row",
+    "backend_key",
+    "collect",
+    "compute_parity",
+    "load_metrics",
+    "matplotlib_available",
+    "parity_reference",
+    "pick_reference",
+    "plot",
+    "precision_of",
+    "render_markdown",
+    "summarize",
+    "warnings_for",
+]
 
 SUMMARY_SCHEMA_VERSION = 1
 REFERENCE_ORDER: tuple[str, ...] = ("ort-cuda", "ort-cpu")
@@ -98,35 +124,6 @@ def backend_key(payload: Mapping[str, Any]) -> str:
         used = meta.get("providers_used") or []
         return PROVIDER_KEYS.get(used[0], "ort") if used else "ort"
     return {"tensorrt": "trt", "tensorrt-rtx": "trt-rtx"}.get(name, name)
-
-
-def precision_of(model_path: str | Path | None) -> str:
-    """fp32 | fp16 | bf16 | int8 | fp8 | nvfp4 from the ONNX graph; from the file name when it is not here."""
-    if model_path is None:
-        return "?"
-    p = Path(model_path)
-    if p.suffix == ".onnx" and p.is_file():
-        from common.trt.build import inspect_onnx
-
-        facts = inspect_onnx(p)
-        if facts.readable:
-            types = set(facts.reduced_types)
-            if facts.has_qdq:
-                if "float4e2m1" in types:
-                    return "nvfp4"
-                if any(t.startswith("float8") for t in types):
-                    return "fp8"
-                return "int8"
-            if "bfloat16" in types:
-                return "bf16"
-            if "float16" in types:
-                return "fp16"
-            return "fp32"
-    name = p.name.lower()
-    for prec in ("nvfp4", "int8", "fp8", "bf16", "fp16"):
-        if prec in name:
-            return prec
-    return "fp32?"
 
 
 def _gpu_name(payload: Mapping[str, Any]) -> str | None:

@@ -38,7 +38,36 @@ import numpy as np
 
 from common.core.errors import UserError
 from common.core.results import atomic_output, atomic_write_json, sha256_file
+from common.model.onnx_facts import io_signature, precision_of
 from common.ort.options import CPU_EP, CUDA_EP, RTX_EP, TRT_EP
+
+__all__ = [
+    "BACKEND_KEYS",
+    "REGISTRY",
+    "SCRIPTS",
+    "VALIDATION_SCHEMA_VERSION",
+    "Availability",
+    "BackendRun",
+    "BackendSpec",
+    "ModelInfo",
+    "RunConfig",
+    "Step",
+    "availability",
+    "check_candidate",
+    "dump_raw_outputs",
+    "error_from_log",
+    "load_raw",
+    "model_info",
+    "model_labels",
+    "plan_steps",
+    "raw_output_errors",
+    "run_backend",
+    "run_doctor",
+    "run_step",
+    "sample_inputs",
+    "worker_main",
+    "write_json",
+]
 
 SCRIPTS = Path(__file__).resolve().parents[2]
 VALIDATION_SCHEMA_VERSION = 1
@@ -196,29 +225,7 @@ class ModelInfo:
                 "sha256": self.sha256, "inputs": self.inputs, "outputs": self.layout_hint}  # fmt: skip
 
 
-def io_signature(path: Path, flag: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Graph inputs (initializers excluded) and outputs: name, element type, dims (int or symbol)."""
-    import onnx
-
-    if not path.is_file():
-        raise UserError(f"{flag} {path}: no such file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise UserError(f"{flag} {path}: not a readable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
-
-    def sig(vi: Any) -> dict[str, Any]:
-        t = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
-        return {"name": vi.name, "dtype": onnx.TensorProto.DataType.Name(t.elem_type).lower(), "shape": dims}
-
-    inits = {i.name for i in model.graph.initializer}
-    return [sig(v) for v in model.graph.input if v.name not in inits], [sig(v) for v in model.graph.output]
-
-
 def model_info(path: Path, role: str, flag: str, label: str) -> ModelInfo:
-    from common.report.compare import precision_of
-
     inputs, outputs = io_signature(path, flag)
     return ModelInfo(label, path, role, precision_of(path), sha256_file(path), inputs, outputs)
 

@@ -22,6 +22,23 @@ from typing import Any
 
 from common.core.errors import UserError
 
+__all__ = [
+    "BACKENDS",
+    "DOCTOR_CMD",
+    "INSTALL_HINTS",
+    "MODULES",
+    "QUANTIZE_HINT",
+    "VERBOSITY",
+    "WEAK_TYPING_FLAGS",
+    "TrtApi",
+    "add_backend_args",
+    "create",
+    "last_error",
+    "load_backend",
+    "make_logger",
+    "reject_weak_typing",
+]
+
 BACKENDS: dict[str, str] = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
 # Modules that provide a backend, in order. pip's tensorrt-cuXX-bindings wheel holds only
 # ``tensorrt_bindings``; the name ``tensorrt`` is its front end (tensorrt-cuXX), a plain re-export.

@@ -29,25 +29,42 @@ from typing import Any
 
 from common.core.errors import UserError
 from common.core.results import atomic_write_bytes, atomic_write_json, sha256_file
+from common.model.onnx_facts import OnnxFacts, external_data_files, inspect_onnx
 from common.trt.api import TrtApi, create, make_logger, reject_weak_typing
+
+__all__ = [
+    "ENGINE_META_SCHEMA",
+    "FP8_FLAG_NOTE",
+    "INT8_FLAG_NOTE",
+    "BuildOptions",
+    "BuildResult",
+    "OnnxFacts",
+    "ProfileShapes",
+    "Shape",
+    "add_build_args",
+    "build_from_args",
+    "build_or_reuse",
+    "cache_hit",
+    "cache_key",
+    "current_gpu",
+    "default_engine_path",
+    "default_timing_cache_path",
+    "describe_precision",
+    "external_data_files",
+    "external_data_hashes",
+    "gpu_tag",
+    "inspect_onnx",
+    "make_progress_monitor",
+    "metadata_path",
+    "options_from_args",
+    "parse_compute_capabilities",
+    "parse_shapes",
+    "read_metadata",
+]
 
 log = logging.getLogger(__name__)
 
 ENGINE_META_SCHEMA = 1
-# ONNX element types that mean "precision is already in the graph" (strongly typed build).
-_REDUCED_ONNX_TYPES = {
-    10: "float16",
-    16: "bfloat16",
-    17: "float8e4m3fn",
-    18: "float8e4m3fnuz",
-    19: "float8e5m2",
-    20: "float8e5m2fnuz",
-    21: "uint4",
-    22: "int4",
-    23: "float4e2m1",
-}
-_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-
 Shape = tuple[int, ...]
 
 
@@ -134,96 +151,6 @@ def parse_compute_capabilities(text: str | None) -> tuple[str, ...]:
             item = "SM" + item
         out.append(item)
     return tuple(out)
-
-
-# ----------------------------------------------------------------------------- ONNX facts
-
-
-@dataclass
-class OnnxFacts:
-    """What we read from the ONNX file before TensorRT parses it."""
-
-    inputs: dict[str, tuple[int | None, ...]] = field(default_factory=dict)
-    has_qdq: bool = False
-    reduced_types: list[str] = field(default_factory=list)
-    readable: bool = True
-
-    @property
-    def needs_strong_typing(self) -> bool:
-        return self.has_qdq or bool(self.reduced_types)
-
-
-def inspect_onnx(path: Path) -> OnnxFacts:
-    """Q/DQ nodes and reduced-precision tensors; tolerant: an unreadable file is left to TensorRT's parser."""
-    try:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:
-        return OnnxFacts(readable=False)
-    facts = OnnxFacts()
-    graph = model.graph
-    init_names = {t.name for t in graph.initializer}
-    for vi in graph.input:
-        if vi.name in init_names:
-            continue
-        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                     for d in vi.type.tensor_type.shape.dim)
-        facts.inputs[vi.name] = dims
-    types: set[int] = set()
-
-    def visit(g: Any) -> None:
-        for t in g.initializer:
-            types.add(t.data_type)
-        for vi in [*g.input, *g.output, *g.value_info]:
-            types.add(vi.type.tensor_type.elem_type)
-        for node in g.node:
-            if node.op_type in _QDQ_OPS:
-                facts.has_qdq = True
-            for attr in node.attribute:
-                if node.op_type == "Cast" and attr.name == "to":
-                    types.add(int(attr.i))
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    visit(attr.g)
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    types.add(attr.t.data_type)
-
-    visit(graph)
-    facts.reduced_types = sorted(_REDUCED_ONNX_TYPES[t] for t in types if t in _REDUCED_ONNX_TYPES)
-    return facts
-
-
-def external_data_files(path: Path) -> list[str]:
-    """The external-data files an ONNX references (``location`` of EXTERNAL tensors, relative to its folder),
-    sorted; [] for a self-contained or unreadable model. ``parse_from_file`` reads them too."""
-    try:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:
-        return []
-    found: set[str] = set()
-
-    def tensor(t: Any) -> None:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            found.update(e.value for e in t.external_data if e.key == "location")
-
-    def visit(g: Any) -> None:
-        for t in g.initializer:
-            tensor(t)
-        for node in g.node:
-            for attr in node.attribute:
-                if attr.HasField("t"):
-                    tensor(attr.t)
-                for t in attr.tensors:
-                    tensor(t)
-                if attr.HasField("g"):
-                    visit(attr.g)
-                for sub in attr.graphs:
-                    visit(sub)
-
-    visit(model.graph)
-    return sorted(found)
 
 
 def external_data_hashes(onnx_path: Path) -> dict[str, str]:
