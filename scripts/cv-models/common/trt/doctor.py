@@ -206,21 +206,52 @@ def _cuda_major(report: dict[str, Any], trt_version: str | None) -> int:
     return trtenv.default_cuda_major_for_trt(major) if major else 12
 
 
+@dataclass(frozen=True)
+class _TrtSeen:
+    """The TensorRT facts every check reads: libraries, the one the loader takes, the bindings, CUDA major."""
+
+    trt: dict[str, Any]
+    libs: list[dict[str, Any]]
+    lib_version: str | None
+    primary: dict[str, Any] | None
+    bindings: dict[str, Any]
+    cuda_major: int
+    py: str
+
+    @classmethod
+    def of(cls, report: dict[str, Any]) -> _TrtSeen:
+        trt = report["tensorrt"]
+        libs, lib_version = trt["libnvinfer"], trt["lib_version"]
+        primary = next((lib for lib in libs if lib["version"] == lib_version), libs[0] if libs else None)
+        py = report["python"].get("executable") or "this Python"
+        return cls(trt, libs, lib_version, primary, trt["bindings"], _cuda_major(report, lib_version), py)
+
+
 def diagnose(report: dict[str, Any]) -> Diagnosis:
+    """Every check, in the order the table shows them, each with its one actionable recommendation."""
     dx = Diagnosis()
-    trt = report["tensorrt"]
-    py = report["python"].get("executable") or "this Python"
+    seen = _TrtSeen.of(report)
+    _diagnose_probe(dx, report)
+    _diagnose_libnvinfer(dx, seen)
+    _diagnose_bindings(dx, seen)
+    _diagnose_trtexec(dx, seen)
+    _diagnose_rtx(dx, report)
+    device = _diagnose_gpu(dx, report, seen)
+    rt = report["cuda"].get("runtime_version")
+    dx.check("CUDA", INFO, f"runtime {rt or '?'}, CUDA_VERSION={report['cuda'].get('CUDA_VERSION') or '-'}")
+    _diagnose_cuda_majors(dx, report)
+    _diagnose_ort(dx, report, seen.lib_version, seen.cuda_major, device)
+    return dx
+
+
+def _diagnose_probe(dx: Diagnosis, report: dict[str, Any]) -> None:
     if report.get("probe_error"):
         dx.check("probe", FAIL, _short(report["probe_error"]))
         dx.recommend(FAIL, f"the import probe crashed ({_short(report['probe_error'], 160)}); rerun with --verbose")
 
-    libs = trt["libnvinfer"]
-    lib_version = trt["lib_version"]
-    primary = next((lib for lib in libs if lib["version"] == lib_version), libs[0] if libs else None)
-    bindings = trt["bindings"]
-    cuda_major = _cuda_major(report, lib_version)
 
-    # --- libnvinfer
+def _diagnose_libnvinfer(dx: Diagnosis, seen: _TrtSeen) -> None:
+    trt, libs, lib_version, primary = seen.trt, seen.libs, seen.lib_version, seen.primary
     if not libs:
         searched = ", ".join(d["path"] for d in trt["search_dirs"]) or "(nothing)"
         dx.check("libnvinfer", FAIL, "no libnvinfer.so.* found")
@@ -260,7 +291,10 @@ def diagnose(report: dict[str, Any]) -> Diagnosis:
                 "fail to build; install the TensorRT plugin package or point TENSORRT_HOME at a full install",
             )
 
-    # --- Python bindings
+
+def _diagnose_bindings(dx: Diagnosis, seen: _TrtSeen) -> None:
+    trt, libs, lib_version, primary, bindings = seen.trt, seen.libs, seen.lib_version, seen.primary, seen.bindings
+    cuda_major, py = seen.cuda_major, seen.py
     if bindings.get("ok"):
         dx.check("import tensorrt", OK, f"{bindings.get('version')} ({bindings.get('file')})")
         bver = bindings.get("version")
@@ -298,7 +332,9 @@ def diagnose(report: dict[str, Any]) -> Diagnosis:
                 f"`{SETUP_CMD} --trt-version <X.Y.Z>`",
             )
 
-    # --- trtexec
+
+def _diagnose_trtexec(dx: Diagnosis, seen: _TrtSeen) -> None:
+    trt, lib_version, bindings = seen.trt, seen.lib_version, seen.bindings
     trtexecs = trt["trtexec"]
     if not trtexecs:
         dx.check("trtexec", WARN, "not found")
@@ -329,14 +365,18 @@ def diagnose(report: dict[str, Any]) -> Diagnosis:
             )
             dx.recommend(WARN, f"trtexec at {te['path']} fails ({_short(te['output_tail'], 160)}); {hint}")
 
-    # --- TensorRT-RTX (informational)
+
+def _diagnose_rtx(dx: Diagnosis, report: dict[str, Any]) -> None:
     rtx = report["tensorrt_rtx"]
     if rtx.get("ok"):
         dx.check("import tensorrt_rtx", INFO, f"{rtx.get('version')} ({rtx.get('file')})")
     else:
         dx.check("import tensorrt_rtx", INFO, "not importable (optional)")
 
-    # --- GPU
+
+def _diagnose_gpu(dx: Diagnosis, report: dict[str, Any], seen: _TrtSeen) -> dict[str, Any] | None:
+    """The GPU checks; the first device (or None) for the ONNX Runtime checks."""
+    bindings, lib_version = seen.bindings, seen.lib_version
     gpu = report["gpu"]
     devices = gpu.get("devices") or []
     if devices:
@@ -372,12 +412,7 @@ def diagnose(report: dict[str, Any]) -> Diagnosis:
             f"no CUDA GPU visible ({_short(errs, 160)}); start the container with `--gpus all` and check the "
             "driver with `nvidia-smi`",
         )
-    rt = report["cuda"].get("runtime_version")
-    dx.check("CUDA", INFO, f"runtime {rt or '?'}, CUDA_VERSION={report['cuda'].get('CUDA_VERSION') or '-'}")
-    _diagnose_cuda_majors(dx, report)
-
-    _diagnose_ort(dx, report, lib_version, cuda_major, devices[0] if devices else None)
-    return dx
+    return devices[0] if devices else None
 
 
 # Linux driver branches and the newest CUDA major they run (CUDA's release notes, "minimum driver").
