@@ -13,7 +13,7 @@ from typing import Any
 import trt_double
 
 from common.report.validate import worker_main
-from common.trt.api import load_backend
+from common.trt.api import load_api
 
 
 class _Patch:
@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] != ["_worker"]:
         print("usage: validate_double_worker.py _worker --script NAME [...] -- ARGS", file=sys.stderr)
         return 2
-    trt_double.use_double(_Patch(), load_backend("tensorrt-rtx"))
+    trt_double.use_double(_Patch(), load_api("tensorrt-rtx"))
     return worker_main(argv[1:])
 
 

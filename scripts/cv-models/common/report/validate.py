@@ -78,7 +78,7 @@ class BackendSpec:
     key: str
     title: str
     script: str  # evaluator module under scripts/cv-models
-    trt: str | None = None  # TensorRT flavour for build_trt_engine.py / --backend
+    trt: str | None = None  # TensorRT API for build_trt_engine.py / --trt-api
     providers: tuple[str, ...] = ()
 
 
@@ -433,11 +433,11 @@ def plan_steps(cfg: RunConfig, spec: BackendSpec, model: ModelInfo, folder: Path
     if spec.trt is not None:
         double = cfg.runtime_double is not None and spec.trt == "tensorrt-rtx"
         engine = folder / "engine" / f"{model.path.stem}.{spec.trt}.engine"
-        build = [cfg.python, str(SCRIPTS / "build_trt_engine.py"), "--onnx-path", str(model.path), "--backend",
+        build = [cfg.python, str(SCRIPTS / "build_trt_engine.py"), "--onnx-path", str(model.path), "--trt-api",
                  spec.trt, "--engine-path", str(engine), "--trt-verbosity", "error"]  # fmt: skip
         # the real build stays real; under the double the evaluator builds and runs a fake engine of its own
         eval_engine = engine.with_name(engine.stem + ".double.engine") if double else engine
-        args = ["--onnx-path", str(model.path), "--engine-path", str(eval_engine), "--backend", spec.trt,
+        args = ["--onnx-path", str(model.path), "--engine-path", str(eval_engine), "--trt-api", spec.trt,
                 "--trt-verbosity", "error", *common]  # fmt: skip
         return [Step("build", build), Step("eval", _worker_cmd(cfg, spec, folder, args, double))], double
     args = ["--onnx-path", str(model.path), "--providers", *spec.providers, *common]

@@ -568,7 +568,7 @@ def _make_config(
 def _set_compute_capabilities(api: TrtApi, config: Any, ccs: Sequence[str]) -> None:
     trt = api.module
     if not api.is_rtx or not hasattr(config, "set_compute_capability"):
-        raise UserError("--compute-capability is a TensorRT-RTX option; use --backend tensorrt-rtx")
+        raise UserError("--compute-capability is a TensorRT-RTX option; use --trt-api tensorrt-rtx")
     config.num_compute_capabilities = len(ccs)
     for i, cc in enumerate(ccs):
         member = getattr(trt.ComputeCapability, cc, None)
