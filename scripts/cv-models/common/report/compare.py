@@ -182,6 +182,11 @@ class NotRun:
     status: str  # skipped | failed
     reason: str
 
+    def to_dict(self) -> dict[str, str]:
+        """summary.json's shape (the row key stays "backend" there)."""
+        return {"backend": self.runner, "model": self.model, "precision": self.precision, "status": self.status,
+                "reason": self.reason}  # fmt: skip
+
 
 @dataclass
 class Collection:
@@ -614,7 +619,7 @@ def summarize(
             }
             for r in rows
         ],
-        "not_run": [n.__dict__ for n in col.not_run],
+        "not_run": [n.to_dict() for n in col.not_run],
         "parity_failures": failures,
         **(extra or {}),
     }
