@@ -45,3 +45,21 @@ def test_subset_of_ids_and_shifted_boxes_agree(mini_coco) -> None:
     slow, _ = evaluate_bbox(coco, dets, ids, "pycocotools")
     fast, _ = evaluate_bbox(coco, dets, ids, "faster-coco-eval", instances)
     assert fast == pytest.approx(slow, abs=1e-6)
+
+
+@pytest.mark.fixtures
+def test_instances_json_is_parsed_once(tmp_path) -> None:
+    """faster-coco-eval indexes the dict pycocotools already parsed: the file is not read a second time,
+    and its run leaves the pycocotools index as it was (pycocotools after faster gives the same stats)."""
+    src = fixture_path("synthcoco", "annotations", "instances_valA.json")
+    instances = tmp_path / "instances.json"
+    instances.write_bytes(src.read_bytes())
+    dets = json.loads(gzip.decompress(fixture_path("reference", REFS[0]).read_bytes()))
+    coco = load_coco(instances)
+    ids = sorted(coco.getImgIds())
+    instances.unlink()  # the old path re-read it here
+    fast, _ = evaluate_bbox(coco, dets, ids, "faster-coco-eval", instances)
+    slow, _ = evaluate_bbox(coco, dets, ids, "pycocotools")
+    fresh, _ = evaluate_bbox(load_coco(src), dets, ids, "pycocotools")
+    assert slow == fresh
+    assert fast == pytest.approx(slow, abs=1e-6)

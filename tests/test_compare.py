@@ -131,3 +131,11 @@ def test_missing_path_and_empty_folder(tmp_path, capsys):
 def test_help_has_examples():
     proc = run_script("compare_runs.py", "--help")
     assert proc.returncode == 0 and "examples:" in proc.stdout
+
+
+def test_not_run_keeps_the_backend_key_in_summary_json():
+    from common.report.compare import NotRun
+
+    d = NotRun("ort-cuda", "yolov10m", "fp32", "skipped", "no GPU").to_dict()
+    assert d == {"backend": "ort-cuda", "model": "yolov10m", "precision": "fp32", "status": "skipped",
+                 "reason": "no GPU"}  # fmt: skip

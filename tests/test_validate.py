@@ -75,7 +75,7 @@ def test_ci_validate_baseline_and_int8_candidate(tmp_path, int8_candidate):
     assert precision_of(int8_candidate) == "int8" and precision_of(DEMO_MODEL) == "fp32"
     proc = run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), "--candidate", str(int8_candidate),
                       *FAST, "--max-images", "4", "--tensor-samples", "2", "--output-root", str(tmp_path),
-                      "--trt-runtime-double", str(TESTS))  # fmt: skip
+                      "--trt-runtime-double", str(TESTS / "validate_double_worker.py"))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (root,) = list((tmp_path / "validate").iterdir())
     val = json.loads((root / "validation.json").read_text())

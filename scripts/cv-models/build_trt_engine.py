@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from common.core.cli import make_parser, run_main, setup_logging
 from common.core.results import check_output_paths
-from common.trt.api import add_backend_args, load_backend
+from common.trt.api import add_api_args, load_api
 from common.trt.build import add_build_args, build_from_args, default_engine_path, metadata_path
 
 
@@ -24,14 +24,14 @@ def build_parser():
         __doc__ or "",
         [
             "python scripts/cv-models/build_trt_engine.py --onnx-path models/cv-models/yolov10m/yolov10m.onnx",
-            "python scripts/cv-models/build_trt_engine.py --onnx-path yolov10m_fp16.onnx --backend tensorrt-rtx "
+            "python scripts/cv-models/build_trt_engine.py --onnx-path yolov10m_fp16.onnx --trt-api tensorrt-rtx "
             "--compute-capability SM120",
             "python scripts/cv-models/build_trt_engine.py --onnx-path yolov10m-dyn.onnx "
             "--shapes images:1x3x640x640,8x3x640x640,16x3x640x640 --engine-path tmp/m.engine",
             "python scripts/cv-models/build_trt_engine.py --onnx-path yolov10m.onnx --fp16   # TensorRT 10.x only",
         ],
     )
-    add_backend_args(parser)
+    add_api_args(parser)
     add_build_args(parser)
     return parser
 
@@ -48,7 +48,7 @@ def check_build_outputs(args, api) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    api = load_backend(args.backend)
+    api = load_api(args.trt_api)
     check_build_outputs(args, api)  # before the (long) build
     verbosity = "verbose" if args.verbose else args.trt_verbosity
     result = build_from_args(args, api, verbosity)

@@ -20,7 +20,7 @@ from common.core.cli import make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_paths
 from common.eval.cli import add_eval_args, check_eval_ranges, check_onnx_input, prepare_eval, run_eval
-from common.trt.api import add_backend_args, load_backend
+from common.trt.api import add_api_args, load_api
 from common.trt.build import add_build_args, build_from_args, metadata_path
 from common.trt.runtime import TrtBackend
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
             "python scripts/cv-models/eval_yolov10m_trt_coco.py "
             "--engine-path tmp/build-engine/trt/yolov10m.tensorrt.engine --max-images 0",
             "python scripts/cv-models/eval_yolov10m_trt_coco.py "
-            "--onnx-path models/cv-models/yolov10m/yolov10m_fp16.onnx --backend tensorrt-rtx "
+            "--onnx-path models/cv-models/yolov10m/yolov10m_fp16.onnx --trt-api tensorrt-rtx "
             "--max-images 0 --cuda-graph",
         ],
     )
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="ONNX to build (or reuse from the engine cache); optional with --engine-path",
     )
-    add_backend_args(parser)
+    add_api_args(parser)
     add_build_args(parser, required_onnx=False)
     t = parser.add_argument_group("TensorRT runtime")
     t.add_argument("--cuda-graph", action="store_true", help="replay each enqueue as a CUDA graph")
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if building:
         check_onnx_input("--onnx-path", args.onnx_path, args.imgsz)
     dataset = prepare_eval(args, model_inputs)
-    api = load_backend(args.backend)
+    api = load_api(args.trt_api)
     verbosity = "verbose" if args.verbose else args.trt_verbosity
     extra: dict = {}
     if args.onnx_path is not None:

@@ -31,7 +31,7 @@ from common.core.results import (
     latency_stats,
     run_dir,
 )
-from common.trt.api import add_backend_args, load_backend
+from common.trt.api import add_api_args, load_api
 from common.trt.build import parse_shapes
 from common.trt.runtime import TrtSession
 
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--engine-path", "--engine", dest="engine_path", type=Path, required=True,
                         help="serialized engine (build_trt_engine.py); --engine is the old spelling")  # fmt: skip
-    add_backend_args(parser)
+    add_api_args(parser)
     parser.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
                         help="input tensor from a .npy file (repeatable); others get random data")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs.update({f"--input {n}": f for n, f in given.items()})
     check_output_dir("--output-dir", args.output_dir)
     check_output_paths({"--runtime-cache": args.runtime_cache}, inputs)
-    api = load_backend(args.backend)
+    api = load_api(args.trt_api)
     verbosity = "verbose" if args.verbose else args.trt_verbosity
     with TrtSession(args.engine_path, api, cuda_graph=args.cuda_graph, verbosity=verbosity,
                     runtime_cache=args.runtime_cache) as session:

@@ -15,7 +15,9 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common.core.cli import make_parser, run_main, setup_logging
 from common.core.errors import UserError
@@ -103,15 +105,57 @@ def _calib_summary(path: str | None) -> dict | None:
     }
 
 
+@dataclass
+class _Plan:
+    """What the cheap checks decided, before ModelOpt is imported."""
+
+    input_name: str
+    preset: str
+    excl: quant.Exclusions
+    calib: Any  # the calibration tensor, or None
+    eps: list[str]
+    method: str
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    import onnx
-
     from common.quant import modelopt as qm
 
-    src = Path(args.onnx_path)
-    out = Path(args.out)
+    src, out = Path(args.onnx_path), Path(args.out)
+    _check_args(args, src, out)
+    plan = _plan(args, src, qm)
+    # ModelOpt (and torch) import slowly: all cheap checks above run first.
+    version = qm.modelopt_version()  # clear error when ModelOpt is missing
+    if args.mode == "nvfp4":
+        qm.check_nvfp4_supported()  # raises with the installed ModelOpt 0.47
+        raise UserError(
+            "--mode nvfp4: the installed ModelOpt lists NVFP4 for ONNX PTQ, but this tool has not been "
+            "validated with it; use ModelOpt's own CLI (python -m modelopt.onnx.quantization)"
+        )
+    print(
+        f"quantize {src.name}: mode={args.mode} preset={plan.preset} ({len(plan.excl.nodes)} nodes kept high "
+        f"precision) calib={args.calib or 'none'} eps={' '.join(plan.eps)} modelopt={version}",
+        file=sys.stderr,
+    )
+    extra, seconds, stats, io = _convert(args, src, out, plan, qm)
+    if any(t != "FLOAT" for t in io.values()):
+        log.warning("output model I/O is not all float32: %s", io)
+    if args.mode in quant.PTQ_MODES and stats["quantize_linear"] == 0:
+        log.warning("no Q/DQ node was inserted: is everything excluded?")
+    record = _record(args, src, out, plan, version, seconds, stats, io, extra)
+    atomic_write_json(out.with_name(out.name + ".json"), record)
+    types = ", ".join(f"{k}={v}" for k, v in stats["quantized_node_types"].items()) or "-"
+    print(
+        f"wrote {out} ({args.mode}, {seconds:.1f} s): Q/DQ {stats['quantize_linear']}/{stats['dequantize_linear']}, "
+        f"quantized nodes {stats['quantized_nodes']} ({types}), kept high precision {len(plan.excl.nodes)}; "
+        f"details in {out}.json"
+    )
+    return 0
+
+
+def _check_args(args: Any, src: Path, out: Path) -> None:
+    """Flags and paths, before anything is read."""
     if not src.is_file():
         raise UserError(f"--onnx-path {src} not found")
     if out.suffix != ".onnx":
@@ -130,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode in quant.PTQ_MODES and not args.calib:
         raise UserError(f"--mode {args.mode} needs --calib: build one with make_calib_npy.py (about 100 images)")
 
+
+def _plan(args: Any, src: Path, qm: Any) -> _Plan:
+    """Read the source graph once: its input, the exclusions of the preset, the calibration tensor."""
+    import onnx
+
     try:
         model = onnx.load(str(src), load_external_data=False)
     except Exception as exc:
@@ -145,43 +194,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         calib = load_calib_tensor(args.calib, expected_hw=(in_shape[2], in_shape[3]), expected_batch=batch)
     eps = args.calibration_eps or qm.default_calibration_eps()
     method = args.calibration_method or ("entropy" if args.mode == "int8" else "max")
-    del model
+    return _Plan(input_name, preset, excl, calib, eps, method)
 
-    # ModelOpt (and torch) import slowly: all cheap checks above run first.
-    version = qm.modelopt_version()  # clear error when ModelOpt is missing
-    if args.mode == "nvfp4":
-        qm.check_nvfp4_supported()  # raises with the installed ModelOpt 0.47
-        raise UserError(
-            "--mode nvfp4: the installed ModelOpt lists NVFP4 for ONNX PTQ, but this tool has not been "
-            "validated with it; use ModelOpt's own CLI (python -m modelopt.onnx.quantization)"
-        )
 
-    print(
-        f"quantize {src.name}: mode={args.mode} preset={preset} ({len(excl.nodes)} nodes kept high precision) "
-        f"calib={args.calib or 'none'} eps={' '.join(eps)} modelopt={version}",
-        file=sys.stderr,
-    )
+def _convert(args: Any, src: Path, out: Path, plan: _Plan, qm: Any) -> tuple[dict[str, Any], float, dict, dict]:
+    """ModelOpt writes ``out`` atomically; the result must pass onnx.checker and keep the exclusions."""
+    import onnx
+
     t0 = time.perf_counter()
+    excl = plan.excl
     with atomic_output(out, suffix=".onnx") as tmp:
         try:
             if args.mode in quant.AUTOCAST_MODES:
-                extra = qm.run_autocast(
-                    src, tmp, args.mode, calib, input_name, excl.patterns, excl.op_types, eps, args.verbose
-                )
+                extra = qm.run_autocast(src, tmp, args.mode, plan.calib, plan.input_name, excl.patterns,
+                                        excl.op_types, plan.eps, args.verbose)  # fmt: skip
             else:
-                extra = qm.run_ptq(
-                    src,
-                    tmp,
-                    args.mode,
-                    calib,
-                    input_name,
-                    method,
-                    eps,
-                    excl.patterns,
-                    excl.op_types,
-                    args.high_precision_dtype,
-                    args.verbose,
-                )
+                extra = qm.run_ptq(src, tmp, args.mode, plan.calib, plan.input_name, plan.method, plan.eps,
+                                   excl.patterns, excl.op_types, args.high_precision_dtype, args.verbose)  # fmt: skip
         except UserError:
             raise
         except Exception as exc:  # ModelOpt internals: one line unless --verbose
@@ -200,27 +229,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         violations = quant.unquantized_violations(result, excl.nodes) if args.mode in quant.PTQ_MODES else []
         if violations:
             raise UserError(f"nodes meant to stay high precision were quantized: {', '.join(violations[:5])}")
-        stats = quant.graph_stats(result)
-        io = quant.io_types(result)
-    if any(t != "FLOAT" for t in io.values()):
-        log.warning("output model I/O is not all float32: %s", io)
-    if args.mode in quant.PTQ_MODES and stats["quantize_linear"] == 0:
-        log.warning("no Q/DQ node was inserted: is everything excluded?")
+        return extra, seconds, quant.graph_stats(result), quant.io_types(result)
 
-    record = {
+
+def _record(args: Any, src: Path, out: Path, plan: _Plan, version: str, seconds: float, stats: dict[str, Any],
+            io: dict[str, str], extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """The sidecar ``<out>.json``."""
+    ptq = args.mode in quant.PTQ_MODES
+    return {
         "schema_version": SIDECAR_SCHEMA,
         "mode": args.mode,
         "tool": "modelopt.onnx.autocast" if args.mode in quant.AUTOCAST_MODES else "modelopt.onnx.quantization",
         "modelopt_version": version,
-        "method": method if args.mode in quant.PTQ_MODES else None,
-        "calibration_eps": eps,
-        "high_precision_dtype": args.high_precision_dtype if args.mode in quant.PTQ_MODES else args.mode,
+        "method": plan.method if ptq else None,
+        "calibration_eps": plan.eps,
+        "high_precision_dtype": args.high_precision_dtype if ptq else args.mode,
         "calibration": _calib_summary(args.calib),
-        "preset": preset,
-        "preset_description": quant.PRESETS[preset].description,
-        "exclude_patterns": excl.patterns,
-        "exclude_op_types": list(excl.op_types),
-        "excluded_nodes": list(excl.nodes),
+        "preset": plan.preset,
+        "preset_description": quant.PRESETS[plan.preset].description,
+        "exclude_patterns": plan.excl.patterns,
+        "exclude_op_types": list(plan.excl.op_types),
+        "excluded_nodes": list(plan.excl.nodes),
         "source_onnx": str(src.resolve()),
         "source_sha256": sha256_file(src),
         "output_sha256": sha256_file(out),
@@ -229,14 +258,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         **stats,
         **extra,
     }
-    atomic_write_json(out.with_name(out.name + ".json"), record)
-    types = ", ".join(f"{k}={v}" for k, v in stats["quantized_node_types"].items()) or "-"
-    print(
-        f"wrote {out} ({args.mode}, {seconds:.1f} s): Q/DQ {stats['quantize_linear']}/{stats['dequantize_linear']}, "
-        f"quantized nodes {stats['quantized_nodes']} ({types}), kept high precision {len(excl.nodes)}; "
-        f"details in {out}.json"
-    )
-    return 0
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from common.core.cli import check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
@@ -99,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensor-samples", type=int, default=4,
                    help="sample images for the raw-output error (default 4; 0 = off)")  # fmt: skip
     p.add_argument("--keep-tensors", action="store_true", help="keep each backend's raw_outputs.npz")
-    # TEST HOOK (not for users): run TensorRT-RTX on tests/trt_double.py (ONNX Runtime, CPU) after a real build.
+    # TEST HOOK (not for users): a worker script that installs a simulated TensorRT-RTX runtime in its own process
+    # (tests/validate_double_worker.py: tests/trt_double.py, ONNX Runtime on the CPU) and then runs the worker; the
+    # TensorRT rows run it after a real build. The product never imports the double.
     parser.add_argument("--trt-runtime-double", type=Path, default=None, help=argparse.SUPPRESS)
     return parser
 
@@ -165,6 +169,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         return V.worker_main(argv[1:])
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    keys, parity = _check_flags(args)
+    # --- inputs first: every usage error before anything runs
+    inputs = _open_inputs(args)
+    root = make_root(args)
+    print(f"run root: {root}")
+
+    # --- availability (trt-doctor)
+    doc = V.run_doctor()
+    V.write_json(root / "doctor.json", doc)
+    avail = V.availability(doc, keys, runtime_double=args.trt_runtime_double is not None)
+    for k in keys:  # each skip reason is said here, once (run_backend does not repeat it per model)
+        print(f"  {k:<11} {'available' if avail[k].ok else 'skipped: ' + avail[k].reason}")
+
+    quant_step = _quantize_candidate(args, root, inputs) if args.quantize is not None else None
+
+    # --- sample images for the raw-output comparison
+    tensor_inputs = None
+    tensor_ids: list[int] = []
+    if args.tensor_samples > 0:
+        tensor_inputs = root / "tensor-inputs.npy"
+        tensor_ids = V.sample_inputs(inputs.dataset, args.imgsz, args.tensor_samples, tensor_inputs)
+
+    cfg = V.RunConfig(root=root, eval_args=eval_args(args), step_timeout=args.step_timeout,
+                      runtime_double=args.trt_runtime_double, tensor_inputs=tensor_inputs)  # fmt: skip
+    models = [m for m in (inputs.base, inputs.cand) if m is not None]
+    runs = [V.run_backend(cfg, key, model, avail[key]) for model in models for key in keys]
+    record = {
+        "schema_version": V.VALIDATION_SCHEMA_VERSION,
+        "run_root": str(root),
+        "baseline_model": inputs.base.label,
+        "models": [m.to_dict() for m in models],
+        "quantize": quant_step.to_dict() if quant_step else None,
+        "backends_requested": keys,
+        "availability": {k: {"ok": a.ok, "reason": a.reason} for k, a in avail.items()},
+        "runs": [r.to_dict() for r in runs],
+        "tensor_samples": tensor_ids,
+        "tensor_errors": V.raw_output_errors(runs, keep=args.keep_tensors),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+    V.write_json(root / "validation.json", record)
+
+    # --- compare: ΔAP, parity, summary files
+    problems = _compare(args, root, inputs.base, runs, parity)
+    problems += _run_problems(args, root, runs, quant_step)
+    record["verdict"] = {"pass": not problems, "problems": problems}
+    V.write_json(root / "validation.json", record)
+    return _report(root, problems)
+
+
+def _check_flags(args: argparse.Namespace) -> tuple[list[str], ParityOptions]:
+    """Ranges and combinations of the flags; the backends to run and the parity thresholds."""
     if args.candidate is not None and args.quantize is not None:
         raise UserError("pass either --candidate ONNX or --quantize MODE, not both")
     check_range("--tensor-samples", args.tensor_samples, 0)
@@ -177,7 +232,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_eval_ranges(args)
     check_output_dir("--output-root", args.output_root)
     keys = list(V.BACKEND_KEYS) if "all" in args.backends else list(dict.fromkeys(args.backends))
-    explicit = "all" not in args.backends
     parity = ParityOptions(
         iou=args.parity_iou,
         conf=args.parity_conf,
@@ -186,8 +240,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_mean_iou=parse_threshold_overrides(args.min_mean_iou, "--min-mean-iou"),
         max_median_dscore=parse_threshold_overrides(args.max_median_dscore, "--max-median-dscore"),
     )
+    return keys, parity
 
-    # --- inputs first: every usage error before anything runs
+
+@dataclass
+class _Inputs:
+    """The dataset and the models, opened and checked before anything runs."""
+
+    dataset: Any
+    images: Path
+    base: V.ModelInfo
+    cand: V.ModelInfo | None
+    cand_label: str | None
+
+
+def _open_inputs(args: argparse.Namespace) -> _Inputs:
     from common.data.coco import open_dataset
 
     instances, images = dataset_paths(args)
@@ -207,77 +274,49 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--calib {args.calib}: no such file; make one with make_calib_npy.py or leave it out")
         version = check_quantize_python(args.quantize_python, args.quantize)
         print(f"quantize: nvidia-modelopt {version} in {args.quantize_python}")
-    if args.trt_runtime_double is not None and not (args.trt_runtime_double / "trt_double.py").is_file():
-        raise UserError(f"--trt-runtime-double {args.trt_runtime_double}: no trt_double.py there (test hook)")
-    root = make_root(args)
-    print(f"run root: {root}")
+    if args.trt_runtime_double is not None and not args.trt_runtime_double.is_file():
+        raise UserError(f"--trt-runtime-double {args.trt_runtime_double}: no such worker script (test hook)")
+    return _Inputs(dataset, images, base, cand, cand_label)
 
-    # --- availability (trt-doctor)
-    doc = V.run_doctor()
-    V.write_json(root / "doctor.json", doc)
-    avail = V.availability(doc, keys, runtime_double=args.trt_runtime_double is not None)
-    for k in keys:  # each skip reason is said here, once (run_backend does not repeat it per model)
-        print(f"  {k:<11} {'available' if avail[k].ok else 'skipped: ' + avail[k].reason}")
 
-    # --- candidate by quantization
-    quant_step = None
-    if args.quantize is not None:
-        print(f"quantize: {args.quantize} with {args.quantize_python} ...")
-        out, quant_step = quantize(args, root, images)
-        if quant_step.rc == 0:
-            cand = V.model_info(out, "candidate", "--quantize", cand_label or "candidate")
-            V.check_candidate(base, cand, "--quantize")
-            print(f"quantize: {out} ({quant_step.seconds:.1f} s)")
-        else:
-            print(f"quantize FAILED: {quant_step.error}; validating the baseline only", file=sys.stderr)
-
-    # --- sample images for the raw-output comparison
-    tensor_inputs = None
-    tensor_ids: list[int] = []
-    if args.tensor_samples > 0:
-        tensor_inputs = root / "tensor-inputs.npy"
-        tensor_ids = V.sample_inputs(dataset, args.imgsz, args.tensor_samples, tensor_inputs)
-
-    cfg = V.RunConfig(root=root, eval_args=eval_args(args), step_timeout=args.step_timeout,
-                      runtime_double=args.trt_runtime_double, tensor_inputs=tensor_inputs)  # fmt: skip
-    models = [m for m in (base, cand) if m is not None]
-    runs = [V.run_backend(cfg, key, model, avail[key]) for model in models for key in keys]
-    tensor_errors = V.raw_output_errors(runs, keep=args.keep_tensors)
-
-    record = {
-        "schema_version": V.VALIDATION_SCHEMA_VERSION,
-        "run_root": str(root),
-        "baseline_model": base.label,
-        "models": [m.to_dict() for m in models],
-        "quantize": quant_step.to_dict() if quant_step else None,
-        "backends_requested": keys,
-        "availability": {k: {"ok": a.ok, "reason": a.reason} for k, a in avail.items()},
-        "runs": [r.to_dict() for r in runs],
-        "tensor_samples": tensor_ids,
-        "tensor_errors": tensor_errors,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-    }
-    V.write_json(root / "validation.json", record)
-
-    # --- compare: ΔAP, parity, summary files
-    problems: list[str] = []
-    if any(r.status == "ok" for r in runs):
-        col = collect([root])
-        col.baseline_model = base.label
-        summary = summarize(col, root, parity)
-        problems += [f"parity: {f}" for f in summary["parity_failures"]]
-        if args.max_ap_drop is not None:
-            problems += [f"accuracy: {r['label']} ΔAP {r['delta_ap']:+.4f} is below -{args.max_ap_drop}"
-                         for r in summary["rows"] if r["model"] != base.label and r["delta_ap"] < -args.max_ap_drop]
-        print()
-        text = (root / "summary.md").read_text(encoding="utf-8")
-        print("\n".join(ln for ln in text.splitlines() if ln.startswith(("|", ">"))))
-        if not summary["plot"]:
-            print(PLOT_SKIPPED)
+def _quantize_candidate(args: argparse.Namespace, root: Path, inputs: _Inputs) -> V.Step:
+    """The candidate by quantization (``inputs.cand`` is set when it succeeds)."""
+    print(f"quantize: {args.quantize} with {args.quantize_python} ...")
+    out, step = quantize(args, root, inputs.images)
+    if step.rc == 0:
+        inputs.cand = V.model_info(out, "candidate", "--quantize", inputs.cand_label or "candidate")
+        V.check_candidate(inputs.base, inputs.cand, "--quantize")
+        print(f"quantize: {out} ({step.seconds:.1f} s)")
     else:
-        problems.append("no backend produced metrics; nothing to compare")
-    problems += [f"failed: {r.model.label} / {r.backend}: {r.reason}" for r in runs if r.status == "failed"]
-    if explicit:
+        print(f"quantize FAILED: {step.error}; validating the baseline only", file=sys.stderr)
+    return step
+
+
+def _compare(args: argparse.Namespace, root: Path, base: V.ModelInfo, runs: Sequence[V.BackendRun],
+             parity: ParityOptions) -> list[str]:  # fmt: skip
+    """ΔAP, parity and the summary files; the problems they found."""
+    if not any(r.status == "ok" for r in runs):
+        return ["no backend produced metrics; nothing to compare"]
+    col = collect([root])
+    col.baseline_model = base.label
+    summary = summarize(col, root, parity)
+    problems = [f"parity: {f}" for f in summary["parity_failures"]]
+    if args.max_ap_drop is not None:
+        problems += [f"accuracy: {r['label']} ΔAP {r['delta_ap']:+.4f} is below -{args.max_ap_drop}"
+                     for r in summary["rows"] if r["model"] != base.label and r["delta_ap"] < -args.max_ap_drop]
+    print()
+    text = (root / "summary.md").read_text(encoding="utf-8")
+    print("\n".join(ln for ln in text.splitlines() if ln.startswith(("|", ">"))))
+    if not summary["plot"]:
+        print(PLOT_SKIPPED)
+    return problems
+
+
+def _run_problems(args: argparse.Namespace, root: Path, runs: Sequence[V.BackendRun],
+                  quant_step: V.Step | None) -> list[str]:  # fmt: skip
+    """Failed runs, backends asked for by name but skipped (one reason per backend), a failed quantization."""
+    problems = [f"failed: {r.model.label} / {r.backend}: {r.reason}" for r in runs if r.status == "failed"]
+    if "all" not in args.backends:
         skipped: dict[str, list[V.BackendRun]] = {}
         for r in runs:
             if r.status == "skipped":
@@ -286,8 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                      for key, rs in skipped.items()]  # fmt: skip  (one reason per backend, not per model)
     if quant_step is not None and quant_step.rc != 0:
         problems.append(f"quantize failed: {quant_step.error} (log: {root / 'quantize' / quant_step.log})")
-    record["verdict"] = {"pass": not problems, "problems": problems}
-    V.write_json(root / "validation.json", record)
+    return problems
+
+
+def _report(root: Path, problems: Sequence[str]) -> int:
     print()
     print(f"summary:    {root / 'summary.md'}")
     print(f"validation: {root / 'validation.json'}")

@@ -22,6 +22,18 @@ from typing import NoReturn
 
 from common.core.errors import UserError
 
+__all__ = [
+    "EXIT_USAGE",
+    "OneLineParser",
+    "add_verbose_flag",
+    "check_imgsz",
+    "check_range",
+    "example_epilog",
+    "make_parser",
+    "run_main",
+    "setup_logging",
+]
+
 EXIT_USAGE = 2
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "UserError",
+]
+
 
 class UserError(Exception):
     """Bad input from the user (a missing file, a wrong flag, a model we cannot read).

@@ -20,6 +20,23 @@ import numpy as np
 
 from common.core.errors import UserError
 
+__all__ = [
+    "METRICS_SCHEMA_VERSION",
+    "atomic_output",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_output_dir",
+    "check_output_paths",
+    "current_umask",
+    "dumps_json",
+    "latency_stats",
+    "remove_if_empty",
+    "run_dir",
+    "sha256_file",
+    "timestamp",
+]
+
 METRICS_SCHEMA_VERSION = 1
 
 

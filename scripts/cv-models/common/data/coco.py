@@ -16,6 +16,26 @@ import numpy as np
 
 from common.core.errors import UserError
 
+__all__ = [
+    "COCO80_NAMES",
+    "COCO_EVAL_ENGINES",
+    "DEFAULT_MAX_IMAGES",
+    "STAT_NAMES",
+    "CocoDataset",
+    "category_table",
+    "check_instances",
+    "evaluate_bbox",
+    "faster_coco_eval_available",
+    "format_coco_table",
+    "load_coco",
+    "open_dataset",
+    "read_id_list",
+    "select_image_ids",
+    "to_coco_results",
+    "unknown_categories",
+    "users_metrics",
+]
+
 # The 80 COCO class names in the YOLO 80-index order.
 COCO80_NAMES: tuple[str, ...] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -304,6 +324,12 @@ def format_coco_table(stats: dict[str, float]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _dataset_view(data: dict[str, Any]) -> dict[str, Any]:
+    """The parsed instances for a second COCO index: the same lists, but each annotation its own dict,
+    since COCOeval implementations write fields (``ignore``, ``area``...) into the annotations they index."""
+    return {**data, "annotations": [dict(a) for a in data.get("annotations", [])]}
+
+
 def _run_cocoeval(
     coco: Any,
     results: list[dict[str, Any]],
@@ -312,12 +338,10 @@ def _run_cocoeval(
     instances_path: str | os.PathLike[str] | None,
 ) -> Any:
     if engine == "faster-coco-eval":
-        if instances_path is None:
-            raise ValueError("faster-coco-eval needs the instances file path")
         from faster_coco_eval import COCO as FasterCOCO
         from faster_coco_eval import COCOeval_faster
 
-        gt = FasterCOCO(str(instances_path))
+        gt = FasterCOCO(_dataset_view(coco.dataset))  # the JSON pycocotools already parsed: not read again
         ev = COCOeval_faster(gt, gt.loadRes(results), iouType="bbox")
     elif engine == "pycocotools":
         from pycocotools.cocoeval import COCOeval

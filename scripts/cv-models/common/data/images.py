@@ -17,6 +17,19 @@ import numpy as np
 
 from common.core.errors import UserError
 
+__all__ = [
+    "PAD_VALUE",
+    "LetterboxMeta",
+    "letterbox_geometry",
+    "letterbox_hwc",
+    "letterbox_xyxy",
+    "load_image_bgr",
+    "load_image_rgb",
+    "preprocess",
+    "to_chw_float",
+    "unletterbox_xyxy",
+]
+
 PAD_VALUE = 114
 
 

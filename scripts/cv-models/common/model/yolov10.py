@@ -27,6 +27,28 @@ import numpy as np
 
 from common.core.errors import UserError
 
+__all__ = [
+    "DFL_BINS",
+    "LAYOUTS",
+    "STRIDES",
+    "Detections",
+    "Layout",
+    "PostprocessOptions",
+    "anchors_for",
+    "check_layout",
+    "decode",
+    "decode_dfl144",
+    "decode_e2e",
+    "decode_raw84",
+    "detect_layout",
+    "dfl_distances",
+    "greedy_nms_indices",
+    "greedy_nms_reference",
+    "iou_matrix",
+    "make_anchors",
+    "nms_sorted",
+]
+
 Layout = Literal["dfl144", "raw84", "e2e"]
 LAYOUTS: tuple[str, ...] = ("dfl144", "raw84", "e2e")
 STRIDES: tuple[int, ...] = (8, 16, 32)

@@ -28,6 +28,27 @@ from typing import Any
 
 from common.core.errors import UserError
 
+__all__ = [
+    "CPU_EP",
+    "CUDA_EP",
+    "DEFAULT_RTX_RUNTIME_CACHE",
+    "DEFAULT_TRT_ENGINE_CACHE",
+    "DEFAULT_TRT_TIMING_CACHE",
+    "RTX_EP",
+    "TRT_EP",
+    "add_ep_flags",
+    "available_providers",
+    "format_effective_options",
+    "merge_provider_options",
+    "parse_provider_options",
+    "parse_size",
+    "print_effective_options",
+    "provider_list",
+    "register_rtx_plugin",
+    "resolve_provider_options",
+    "trt_ep_tensorrt_major",
+]
+
 log = logging.getLogger(__name__)
 
 TRT_EP = "TensorrtExecutionProvider"

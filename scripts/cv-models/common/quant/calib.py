@@ -26,6 +26,20 @@ from common.core.errors import UserError
 from common.core.results import atomic_output, atomic_write_json, atomic_write_text
 from common.data.images import load_image_rgb, preprocess
 
+__all__ = [
+    "CALIB_SCHEMA_VERSION",
+    "IMAGE_SUFFIXES",
+    "CalibImage",
+    "build_calib_tensor",
+    "list_images_dir",
+    "load_calib_tensor",
+    "read_calib_record",
+    "read_image_list",
+    "resolve_images_dir",
+    "select_images",
+    "sidecar_paths",
+]
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")

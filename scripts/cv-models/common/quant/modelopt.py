@@ -20,6 +20,18 @@ import numpy as np
 
 from common.core.errors import UserError
 
+__all__ = [
+    "AUTOCAST_REF_IMAGES",
+    "MODELOPT_REQUIREMENT",
+    "check_nvfp4_supported",
+    "default_calibration_eps",
+    "import_modelopt",
+    "modelopt_version",
+    "onnx_ptq_modes",
+    "run_autocast",
+    "run_ptq",
+]
+
 log = logging.getLogger(__name__)
 logging.getLogger("modelopt").propagate = False  # ModelOpt logs through its own handler
 

@@ -34,13 +34,36 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.core.errors import UserError
+from common.model.onnx_facts import QDQ_OPS, input_spec, io_types
+
+__all__ = [
+    "AUTOCAST_MODES",
+    "DEFAULT_PRESET",
+    "HEAD",
+    "MODES",
+    "PRESETS",
+    "PTQ_MODES",
+    "QDQ_OPS",
+    "Exclusions",
+    "Preset",
+    "default_preset",
+    "graph_stats",
+    "input_spec",
+    "io_types",
+    "match_patterns",
+    "near_matches",
+    "node_names",
+    "op_types",
+    "quantized_nodes",
+    "resolve_exclusions",
+    "unquantized_violations",
+]
 
 log = logging.getLogger(__name__)
 
 MODES: tuple[str, ...] = ("fp16", "bf16", "int8", "fp8", "nvfp4")
 AUTOCAST_MODES: tuple[str, ...] = ("fp16", "bf16")
 PTQ_MODES: tuple[str, ...] = ("int8", "fp8")
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
 @dataclass(frozen=True)
@@ -238,26 +261,3 @@ def graph_stats(model: Any) -> dict[str, Any]:
         "bfloat16_initializers": bf16,
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
     }
-
-
-def io_types(model: Any) -> dict[str, str]:
-    """``{tensor: element type}`` of graph inputs and outputs."""
-    import onnx
-
-    return {
-        v.name: onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type)
-        for v in (*model.graph.input, *model.graph.output)
-    }
-
-
-def input_spec(model: Any) -> tuple[str, tuple[int | None, ...]]:
-    """Name and shape (None = dynamic) of the model's single image input."""
-    inits = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise UserError(f"expected one image input, the model has {len(inputs)}: {[i.name for i in inputs]}")
-    dims = tuple(
-        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-        for d in inputs[0].type.tensor_type.shape.dim
-    )
-    return inputs[0].name, dims

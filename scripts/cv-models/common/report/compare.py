@@ -26,7 +26,34 @@ from typing import Any
 
 from common.core.errors import UserError
 from common.core.results import METRICS_SCHEMA_VERSION, atomic_output, atomic_write_json, atomic_write_text
+from common.model.onnx_facts import precision_of
 from common.report.parity import Thresholds, detection_parity, judge, load_detections, thresholds_for
+
+__all__ = [
+    "BACKEND_ORDER",
+    "PLOT_SKIPPED",
+    "PROVIDER_KEYS",
+    "REFERENCE_ORDER",
+    "SUMMARY_FILES",
+    "SUMMARY_SCHEMA_VERSION",
+    "Collection",
+    "NotRun",
+    "ParityOptions",
+    "Row",
+    "backend_key",
+    "collect",
+    "compute_parity",
+    "load_metrics",
+    "matplotlib_available",
+    "parity_reference",
+    "pick_reference",
+    "plot",
+    "precision_of",
+    "render_markdown",
+    "runner_key",
+    "summarize",
+    "warnings_for",
+]
 
 SUMMARY_SCHEMA_VERSION = 1
 REFERENCE_ORDER: tuple[str, ...] = ("ort-cuda", "ort-cpu")
@@ -90,7 +117,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def backend_key(payload: Mapping[str, Any]) -> str:
+def runner_key(payload: Mapping[str, Any]) -> str:
     """ort-cpu | ort-cuda | ort-trt-ep | ort-rtx-ep | trt | trt-rtx | <backend name>."""
     meta = payload.get("run", {}).get("backend") or {}
     name = str(meta.get("backend") or "unknown")
@@ -98,35 +125,6 @@ def backend_key(payload: Mapping[str, Any]) -> str:
         used = meta.get("providers_used") or []
         return PROVIDER_KEYS.get(used[0], "ort") if used else "ort"
     return {"tensorrt": "trt", "tensorrt-rtx": "trt-rtx"}.get(name, name)
-
-
-def precision_of(model_path: str | Path | None) -> str:
-    """fp32 | fp16 | bf16 | int8 | fp8 | nvfp4 from the ONNX graph; from the file name when it is not here."""
-    if model_path is None:
-        return "?"
-    p = Path(model_path)
-    if p.suffix == ".onnx" and p.is_file():
-        from common.trt.build import inspect_onnx
-
-        facts = inspect_onnx(p)
-        if facts.readable:
-            types = set(facts.reduced_types)
-            if facts.has_qdq:
-                if "float4e2m1" in types:
-                    return "nvfp4"
-                if any(t.startswith("float8") for t in types):
-                    return "fp8"
-                return "int8"
-            if "bfloat16" in types:
-                return "bf16"
-            if "float16" in types:
-                return "fp16"
-            return "fp32"
-    name = p.name.lower()
-    for prec in ("nvfp4", "int8", "fp8", "bf16", "fp16"):
-        if prec in name:
-            return prec
-    return "fp32?"
 
 
 def _gpu_name(payload: Mapping[str, Any]) -> str | None:
@@ -138,8 +136,11 @@ def _gpu_name(payload: Mapping[str, Any]) -> str | None:
 
 @dataclass
 class Row:
+    """One metrics.json. ``runner`` is the row key (ort-cpu, trt-rtx, ...: which runtime and how it was driven);
+    summary.json keeps calling it "backend"."""
+
     label: str
-    backend: str
+    runner: str
     precision: str
     model: str  # model label (validate) or model file stem
     model_sha256: str | None
@@ -175,11 +176,16 @@ class Row:
 
 @dataclass
 class NotRun:
-    backend: str
+    runner: str
     model: str
     precision: str
     status: str  # skipped | failed
     reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        """summary.json's shape (the row key stays "backend" there)."""
+        return {"backend": self.runner, "model": self.model, "precision": self.precision, "status": self.status,
+                "reason": self.reason}  # fmt: skip
 
 
 @dataclass
@@ -206,17 +212,17 @@ def _row_from(path: Path, status: Mapping[str, Any] | None) -> Row:
     payload = load_metrics(path)
     model_path = payload.get("model_path")
     if status:
-        backend = str(status.get("backend") or backend_key(payload))
+        backend = str(status.get("backend") or runner_key(payload))
         model = str(status.get("model") or Path(str(model_path)).stem)
         precision = str(status.get("precision") or precision_of(model_path))
         double = bool(status.get("runtime_double"))
     else:
-        backend, model, precision, double = backend_key(payload), Path(str(model_path)).stem, "", False
+        backend, model, precision, double = runner_key(payload), Path(str(model_path)).stem, "", False
         precision = precision_of(model_path)
     dets = path.with_name("detections.json")
     return Row(
         label=backend,
-        backend=backend,
+        runner=backend,
         precision=precision,
         model=model,
         model_sha256=payload.get("run", {}).get("model_sha256"),
@@ -267,8 +273,8 @@ def collect(paths: Sequence[str | Path]) -> Collection:
     order = {k: i for i, k in enumerate(BACKEND_ORDER)}
     first_seen = {m: i for i, m in reversed(list(enumerate(r.model for r in col.rows)))}
     model_rank = {m: (m != col.baseline_model, first_seen[m]) for m in first_seen}
-    col.rows.sort(key=lambda r: (model_rank[r.model], order.get(r.backend, 99)))
-    col.not_run.sort(key=lambda n: (model_rank.get(n.model, (True, 99)), order.get(n.backend, 99)))
+    col.rows.sort(key=lambda r: (model_rank[r.model], order.get(r.runner, 99)))
+    col.not_run.sort(key=lambda n: (model_rank.get(n.model, (True, 99)), order.get(n.runner, 99)))
     _unique_labels(col.rows)
     return col
 
@@ -279,10 +285,10 @@ def _unique_labels(rows: list[Row]) -> None:
         models_per_precision.setdefault(r.precision, set()).add(r.model)
     seen: dict[str, int] = {}
     for r in rows:
-        display = r.backend + (" (runtime double)" if r.runtime_double else "")
+        display = r.runner + (" (runtime double)" if r.runtime_double else "")
         if len(models_per_precision[r.precision]) > 1:
             display += f" [{r.model}]"
-        label = f"{r.backend} {r.precision}" + (f" {r.model}" if len(models_per_precision[r.precision]) > 1 else "")
+        label = f"{r.runner} {r.precision}" + (f" {r.model}" if len(models_per_precision[r.precision]) > 1 else "")
         n = seen.get(label, 0) + 1
         seen[label] = n
         r.label = label if n == 1 else f"{label} #{n}"
@@ -306,7 +312,7 @@ def pick_reference(rows: Sequence[Row], label: str | None = None, baseline_model
     pool = pool or [r for r in rows if r.precision.startswith("fp32")] or list(rows)
     for key in REFERENCE_ORDER:
         for r in pool:
-            if r.backend == key and not r.runtime_double:
+            if r.runner == key and not r.runtime_double:
                 return r
     return pool[0]
 
@@ -316,7 +322,7 @@ def parity_reference(rows: Sequence[Row], row: Row) -> Row | None:
     same = [r for r in rows if _model_key(r) == _model_key(row) and r.detections_path is not None]
     for key in REFERENCE_ORDER:
         for r in same:
-            if r.backend == key:
+            if r.runner == key:
                 return r
     return None
 
@@ -435,7 +441,7 @@ def render_markdown(
     several = len({r.model for r in rows} | {n.model for n in not_run}) > 1
     for n in not_run:
         short = n.reason if len(n.reason) <= 90 else n.reason[:87].rstrip() + "..."
-        name = f"{n.backend} [{n.model}]" if several else n.backend
+        name = f"{n.runner} [{n.model}]" if several else n.runner
         lines.append(f"| {name} | {n.precision} | — | — | — | — | — | {n.status}: {short.replace('|', '/')} |")
     lines.append("")
     if any(r.runtime_double for r in rows):
@@ -443,7 +449,7 @@ def render_markdown(
                   "real engine build; its accuracy and latency say nothing about TensorRT.", ""]  # fmt: skip
     if not_run:
         lines += ["## Not run", ""]
-        lines += [f"- **{n.backend}** on {n.model} ({n.precision}): {n.status}: {n.reason}" for n in not_run]
+        lines += [f"- **{n.runner}** on {n.model} ({n.precision}): {n.status}: {n.reason}" for n in not_run]
         lines.append("")
     worst = [(r, r.parity) for r in rows if r.parity and r.parity.get("worst_images")]
     if worst:
@@ -529,7 +535,7 @@ def plot(rows: Sequence[Row], path: Path, title: str) -> None:
     offsets = _label_offsets(xs, [r.map50_95 for r in rows])
     for r, x, (dx, dy, ha) in zip(rows, xs, offsets, strict=True):
         ax.scatter(x, r.map50_95, s=70, color=colors.get(r.precision.rstrip("?"), "#7f7f7f"),
-                   marker=markers.get(r.backend, "o"), edgecolors="black", linewidths=0.6, zorder=3)  # fmt: skip
+                   marker=markers.get(r.runner, "o"), edgecolors="black", linewidths=0.6, zorder=3)  # fmt: skip
         if r.parity and r.parity.get("status") == "reference":
             ax.scatter(x, r.map50_95, s=260, facecolors="none", edgecolors="black", linewidths=0.8, zorder=2)
         ax.annotate(f"{r.display} {r.precision}", (x, r.map50_95), textcoords="offset points", xytext=(dx, dy),
@@ -548,7 +554,7 @@ def plot(rows: Sequence[Row], path: Path, title: str) -> None:
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=p) for p, c in colors.items()
                if any(r.precision.rstrip("?") == p for r in rows)]  # fmt: skip
     handles += [plt.Line2D([], [], marker=mk, ls="", color="white", markeredgecolor="black", label=b)
-                for b, mk in markers.items() if any(r.backend == b for r in rows)]  # fmt: skip
+                for b, mk in markers.items() if any(r.runner == b for r in rows)]  # fmt: skip
     handles.append(plt.Line2D([], [], marker="o", ls="", markersize=12, color="white", markeredgecolor="black",
                               label="parity reference"))  # fmt: skip
     ax.legend(handles=handles, fontsize=8, loc="best", title="colour: precision, marker: backend", title_fontsize=8)
@@ -577,7 +583,7 @@ def summarize(
     errors = tensor_errors if tensor_errors is not None else col.tensor_errors
     for r in rows:
         r.delta_ap = r.map50_95 - ref.map50_95
-        r.tensor_errors = errors.get((r.model, r.backend))
+        r.tensor_errors = errors.get((r.model, r.runner))
     compute_parity(rows, opts)
     warnings = warnings_for(rows)
     failures = [f"{r.label}: {'; '.join(r.parity['failures'])}" for r in rows if r.parity and r.parity.get("failures")]
@@ -585,13 +591,13 @@ def summarize(
         "schema_version": SUMMARY_SCHEMA_VERSION,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "sources": col.sources,
-        "reference": {"label": ref.label, "backend": ref.backend, "model": ref.model, "mAP_50_95": ref.map50_95},
+        "reference": {"label": ref.label, "backend": ref.runner, "model": ref.model, "mAP_50_95": ref.map50_95},
         "parity": {"iou": opts.iou, "conf": opts.conf},
         "warnings": warnings,
         "rows": [
             {
                 "label": r.label,
-                "backend": r.backend,
+                "backend": r.runner,
                 "precision": r.precision,
                 "model": r.model,
                 "model_path": r.payload.get("model_path"),
@@ -613,7 +619,7 @@ def summarize(
             }
             for r in rows
         ],
-        "not_run": [n.__dict__ for n in col.not_run],
+        "not_run": [n.to_dict() for n in col.not_run],
         "parity_failures": failures,
         **(extra or {}),
     }
@@ -627,3 +633,6 @@ def summarize(
     if plotting:
         plot(rows, out_dir / "summary.png", title)
     return summary
+
+
+backend_key = runner_key  # the old name

@@ -33,6 +33,25 @@ import numpy as np
 from common.core.errors import UserError
 from common.model.yolov10 import iou_matrix
 
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "PRECISIONS",
+    "REL_FLOOR",
+    "ImageDets",
+    "ImageParity",
+    "TensorError",
+    "Thresholds",
+    "detection_parity",
+    "group_by_image",
+    "judge",
+    "load_detections",
+    "match_image",
+    "parse_threshold_overrides",
+    "tensor_error",
+    "tensor_errors",
+    "thresholds_for",
+]
+
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "fp8", "nvfp4")
 REL_FLOOR = 1e-6
 

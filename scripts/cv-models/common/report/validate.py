@@ -22,7 +22,7 @@ backend is recorded as ``skipped`` with the doctor's reason.
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -38,15 +38,39 @@ import numpy as np
 
 from common.core.errors import UserError
 from common.core.results import atomic_output, atomic_write_json, sha256_file
+from common.model.onnx_facts import io_signature, precision_of
+from common.ort.options import CPU_EP, CUDA_EP, RTX_EP, TRT_EP
+
+__all__ = [
+    "BACKEND_KEYS",
+    "REGISTRY",
+    "SCRIPTS",
+    "VALIDATION_SCHEMA_VERSION",
+    "Availability",
+    "BackendRun",
+    "BackendSpec",
+    "ModelInfo",
+    "RunConfig",
+    "Step",
+    "availability",
+    "check_candidate",
+    "dump_raw_outputs",
+    "error_from_log",
+    "load_raw",
+    "model_info",
+    "model_labels",
+    "plan_steps",
+    "raw_output_errors",
+    "run_backend",
+    "run_doctor",
+    "run_step",
+    "sample_inputs",
+    "worker_main",
+    "write_json",
+]
 
 SCRIPTS = Path(__file__).resolve().parents[2]
-TRT_SCRIPTS = SCRIPTS.parent / "trt"
 VALIDATION_SCHEMA_VERSION = 1
-
-CPU_EP = "CPUExecutionProvider"
-CUDA_EP = "CUDAExecutionProvider"
-TRT_EP = "TensorrtExecutionProvider"
-RTX_EP = "NvTensorRTRTXExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -54,7 +78,7 @@ class BackendSpec:
     key: str
     title: str
     script: str  # evaluator module under scripts/cv-models
-    trt: str | None = None  # TensorRT flavour for build_trt_engine.py / --backend
+    trt: str | None = None  # TensorRT API for build_trt_engine.py / --trt-api
     providers: tuple[str, ...] = ()
 
 
@@ -85,12 +109,10 @@ class Availability:
 
 def run_doctor() -> dict[str, Any]:
     """trt-doctor's inventory + diagnosis for this Python (its probe runs in a child process)."""
-    if str(TRT_SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(TRT_SCRIPTS))
-    import trt_doctor
+    from common.trt import doctor
 
-    report = trt_doctor.collect(trt_doctor.DoctorInputs(env=dict(os.environ), python=sys.executable))
-    dx = trt_doctor.diagnose(report)
+    report = doctor.collect(doctor.DoctorInputs(env=dict(os.environ), python=sys.executable))
+    dx = doctor.diagnose(report)
     return {**report, "checks": dx.checks, "recommendations": dx.recommendations, "ready": dx.ready}
 
 
@@ -203,29 +225,7 @@ class ModelInfo:
                 "sha256": self.sha256, "inputs": self.inputs, "outputs": self.layout_hint}  # fmt: skip
 
 
-def io_signature(path: Path, flag: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Graph inputs (initializers excluded) and outputs: name, element type, dims (int or symbol)."""
-    import onnx
-
-    if not path.is_file():
-        raise UserError(f"{flag} {path}: no such file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise UserError(f"{flag} {path}: not a readable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
-
-    def sig(vi: Any) -> dict[str, Any]:
-        t = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
-        return {"name": vi.name, "dtype": onnx.TensorProto.DataType.Name(t.elem_type).lower(), "shape": dims}
-
-    inits = {i.name for i in model.graph.initializer}
-    return [sig(v) for v in model.graph.input if v.name not in inits], [sig(v) for v in model.graph.output]
-
-
 def model_info(path: Path, role: str, flag: str, label: str) -> ModelInfo:
-    from common.report.compare import precision_of
-
     inputs, outputs = io_signature(path, flag)
     return ModelInfo(label, path, role, precision_of(path), sha256_file(path), inputs, outputs)
 
@@ -314,24 +314,6 @@ def run_step(step: Step, folder: Path, timeout: float, env: Mapping[str, str] | 
 # ----------------------------------------------------------------------------- the worker (child process)
 
 
-class _Patch:
-    """The one method of pytest's monkeypatch that trt_double.use_double calls (the double lives in tests/)."""
-
-    def setattr(self, target: Any, name: str, value: Any) -> None:
-        setattr(target, name, value)
-
-
-def install_runtime_double(tests_dir: Path) -> None:
-    """TEST HOOK: run TensorRT-RTX through tests/trt_double.py (ONNX Runtime on the CPU)."""
-    if str(tests_dir) not in sys.path:
-        sys.path.insert(0, str(tests_dir))
-    import trt_double  # type: ignore[import-not-found]
-
-    from common.trt.api import load_backend
-
-    trt_double.use_double(_Patch(), load_backend("tensorrt-rtx"))
-
-
 def dump_raw_outputs(backend: Any, inputs: np.ndarray, out: Path) -> dict[str, Any]:
     """Each sample image through ``backend.infer`` (batch 1); outputs stacked per output, saved as .npz."""
     names = [o.name for o in backend.outputs]
@@ -346,8 +328,21 @@ def dump_raw_outputs(backend: Any, inputs: np.ndarray, out: Path) -> dict[str, A
     return {"file": out.name, "names": names, "images": int(inputs.shape[0])}
 
 
+def _load_script(name: str) -> Any:
+    """scripts/cv-models/<name>.py as a module, found by its path (whichever script started this process)."""
+    path = SCRIPTS / f"{name}.py"
+    if not path.is_file():
+        raise UserError(f"--script {name}: no {path}")
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def worker_main(argv: Sequence[str]) -> int:
-    """``validate_e2e.py _worker --script NAME [--tensor-inputs X --tensor-out Y] [--trt-runtime-double DIR] -- ARGS``
+    """``validate_e2e.py _worker --script NAME [--tensor-inputs X --tensor-out Y] -- ARGS``
 
     Runs ``scripts/cv-models/NAME.py``'s ``main(ARGS)`` with its ``run_eval`` wrapped so that, after the
     evaluation is written, the sample images go through the same backend object.
@@ -360,16 +355,13 @@ def worker_main(argv: Sequence[str]) -> int:
     p.add_argument("--script", required=True)
     p.add_argument("--tensor-inputs", type=Path)
     p.add_argument("--tensor-out", type=Path)
-    p.add_argument("--trt-runtime-double", type=Path)
     argv = list(argv)
     rest: list[str] = []
     if "--" in argv:
         i = argv.index("--")
         argv, rest = argv[:i], argv[i + 1 :]
     a = p.parse_args(argv)
-    if a.trt_runtime_double is not None:
-        install_runtime_double(a.trt_runtime_double)
-    module = importlib.import_module(a.script)
+    module = _load_script(a.script)
     real_run_eval = getattr(module, "run_eval", None)
     if a.tensor_inputs is not None and a.tensor_out is not None and callable(real_run_eval):
 
@@ -395,7 +387,9 @@ class RunConfig:
     eval_args: list[str]
     python: str = sys.executable
     step_timeout: float = 3600.0
-    runtime_double: Path | None = None  # tests/ folder (test hook)
+    # TEST HOOK: a worker script that installs a simulated TensorRT runtime in its own process and then
+    # calls worker_main (tests/validate_double_worker.py); the TensorRT rows run it instead of validate_e2e.py.
+    runtime_double: Path | None = None
     tensor_inputs: Path | None = None
     log: Any = print
 
@@ -425,11 +419,10 @@ class BackendRun:
 
 
 def _worker_cmd(cfg: RunConfig, spec: BackendSpec, folder: Path, script_args: list[str], double: bool) -> list[str]:
-    cmd = [cfg.python, str(SCRIPTS / "validate_e2e.py"), "_worker", "--script", spec.script]
+    entry = cfg.runtime_double if double and cfg.runtime_double is not None else SCRIPTS / "validate_e2e.py"
+    cmd = [cfg.python, str(entry), "_worker", "--script", spec.script]
     if cfg.tensor_inputs is not None:
         cmd += ["--tensor-inputs", str(cfg.tensor_inputs), "--tensor-out", str(folder / "raw_outputs.npz")]
-    if double and cfg.runtime_double is not None:
-        cmd += ["--trt-runtime-double", str(cfg.runtime_double)]
     return [*cmd, "--", *script_args]
 
 
@@ -440,11 +433,11 @@ def plan_steps(cfg: RunConfig, spec: BackendSpec, model: ModelInfo, folder: Path
     if spec.trt is not None:
         double = cfg.runtime_double is not None and spec.trt == "tensorrt-rtx"
         engine = folder / "engine" / f"{model.path.stem}.{spec.trt}.engine"
-        build = [cfg.python, str(SCRIPTS / "build_trt_engine.py"), "--onnx-path", str(model.path), "--backend",
+        build = [cfg.python, str(SCRIPTS / "build_trt_engine.py"), "--onnx-path", str(model.path), "--trt-api",
                  spec.trt, "--engine-path", str(engine), "--trt-verbosity", "error"]  # fmt: skip
         # the real build stays real; under the double the evaluator builds and runs a fake engine of its own
         eval_engine = engine.with_name(engine.stem + ".double.engine") if double else engine
-        args = ["--onnx-path", str(model.path), "--engine-path", str(eval_engine), "--backend", spec.trt,
+        args = ["--onnx-path", str(model.path), "--engine-path", str(eval_engine), "--trt-api", spec.trt,
                 "--trt-verbosity", "error", *common]  # fmt: skip
         return [Step("build", build), Step("eval", _worker_cmd(cfg, spec, folder, args, double))], double
     args = ["--onnx-path", str(model.path), "--providers", *spec.providers, *common]

@@ -22,7 +22,29 @@ from typing import Any
 
 from common.core.errors import UserError
 
-BACKENDS: dict[str, str] = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
+__all__ = [
+    "BACKENDS",
+    "DOCTOR_CMD",
+    "INSTALL_HINTS",
+    "MODULES",
+    "QUANTIZE_HINT",
+    "TRT_APIS",
+    "VERBOSITY",
+    "WEAK_TYPING_FLAGS",
+    "TrtApi",
+    "add_api_args",
+    "add_backend_args",
+    "create",
+    "last_error",
+    "load_api",
+    "load_backend",
+    "make_logger",
+    "reject_weak_typing",
+]
+
+# The TensorRT APIs (``--trt-api``): name -> import name. "backend" is the runtime object that evaluates a batch.
+TRT_APIS: dict[str, str] = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
+BACKENDS = TRT_APIS  # the old name
 # Modules that provide a backend, in order. pip's tensorrt-cuXX-bindings wheel holds only
 # ``tensorrt_bindings``; the name ``tensorrt`` is its front end (tensorrt-cuXX), a plain re-export.
 MODULES: dict[str, tuple[str, ...]] = {"tensorrt": ("tensorrt", "tensorrt_bindings"), "tensorrt-rtx": ("tensorrt_rtx",)}
@@ -104,10 +126,10 @@ def _import(name: str) -> TrtApi:
     raise first
 
 
-def load_backend(name: str | None = None) -> TrtApi:
-    """Import the requested backend, or the first of tensorrt, tensorrt-rtx that imports."""
+def load_api(name: str | None = None) -> TrtApi:
+    """Import the requested TensorRT API (``--trt-api``), or the first of tensorrt, tensorrt-rtx that imports."""
     if name is not None and name not in BACKENDS:
-        raise UserError(f"--backend {name!r} is not one of {', '.join(BACKENDS)}")
+        raise UserError(f"--trt-api {name!r} is not one of {', '.join(BACKENDS)}")
     candidates = [name] if name else list(BACKENDS)
     reasons: list[str] = []
     for cand in candidates:
@@ -116,7 +138,7 @@ def load_backend(name: str | None = None) -> TrtApi:
         except Exception as exc:  # ImportError, or a broken native library (OSError)
             reasons.append(f"{BACKENDS[cand]}: {type(exc).__name__}: {exc}".replace("\n", " "))
     if name:
-        raise UserError(f"--backend {name}: cannot import {BACKENDS[name]} ({reasons[0]}); {INSTALL_HINTS[name]}")
+        raise UserError(f"--trt-api {name}: cannot import {BACKENDS[name]} ({reasons[0]}); {INSTALL_HINTS[name]}")
     raise UserError(
         "neither tensorrt nor tensorrt_rtx can be imported ("
         + "; ".join(reasons)
@@ -141,13 +163,30 @@ def reject_weak_typing(api: TrtApi, requested: list[str]) -> None:
     raise UserError(f"{flags}: {why}; {QUANTIZE_HINT}")
 
 
-def add_backend_args(parser: argparse.ArgumentParser) -> None:
+load_backend = load_api  # the old name, kept for callers outside this repository
+
+
+class _TrtApiFlag(argparse.Action):
+    """``--trt-api`` (alias ``--backend``, the old spelling): sets ``trt_api`` and mirrors it into ``backend``
+    so that the ``args`` record in metrics.json keeps the key it always had."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        namespace.trt_api = values
+        namespace.backend = values
+
+
+def add_api_args(parser: argparse.ArgumentParser) -> None:
+    """``--trt-api`` (alias ``--backend``) and ``--trt-verbosity``."""
     parser.add_argument(
+        "--trt-api",
         "--backend",
+        dest="trt_api",
+        action=_TrtApiFlag,
         choices=list(BACKENDS),
         default=None,
-        help="TensorRT flavour (default: tensorrt if it imports, else tensorrt-rtx)",
+        help="TensorRT API (default: tensorrt if it imports, else tensorrt-rtx); --backend is the old spelling",
     )
+    parser.set_defaults(backend=None)
     parser.add_argument(
         "--trt-verbosity",
         choices=VERBOSITY,
@@ -227,3 +266,6 @@ def last_error(logger: Any, default: str = "") -> str:
     """The last error TensorRT logged, on one line."""
     errors = getattr(logger, "errors", None) or []
     return " ".join(errors[-1].split()) if errors else default
+
+
+add_backend_args = add_api_args  # the old name

@@ -29,25 +29,42 @@ from typing import Any
 
 from common.core.errors import UserError
 from common.core.results import atomic_write_bytes, atomic_write_json, sha256_file
+from common.model.onnx_facts import OnnxFacts, external_data_files, inspect_onnx
 from common.trt.api import TrtApi, create, make_logger, reject_weak_typing
+
+__all__ = [
+    "ENGINE_META_SCHEMA",
+    "FP8_FLAG_NOTE",
+    "INT8_FLAG_NOTE",
+    "BuildOptions",
+    "BuildResult",
+    "OnnxFacts",
+    "ProfileShapes",
+    "Shape",
+    "add_build_args",
+    "build_from_args",
+    "build_or_reuse",
+    "cache_hit",
+    "cache_key",
+    "current_gpu",
+    "default_engine_path",
+    "default_timing_cache_path",
+    "describe_precision",
+    "external_data_files",
+    "external_data_hashes",
+    "gpu_tag",
+    "inspect_onnx",
+    "make_progress_monitor",
+    "metadata_path",
+    "options_from_args",
+    "parse_compute_capabilities",
+    "parse_shapes",
+    "read_metadata",
+]
 
 log = logging.getLogger(__name__)
 
 ENGINE_META_SCHEMA = 1
-# ONNX element types that mean "precision is already in the graph" (strongly typed build).
-_REDUCED_ONNX_TYPES = {
-    10: "float16",
-    16: "bfloat16",
-    17: "float8e4m3fn",
-    18: "float8e4m3fnuz",
-    19: "float8e5m2",
-    20: "float8e5m2fnuz",
-    21: "uint4",
-    22: "int4",
-    23: "float4e2m1",
-}
-_QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-
 Shape = tuple[int, ...]
 
 
@@ -134,96 +151,6 @@ def parse_compute_capabilities(text: str | None) -> tuple[str, ...]:
             item = "SM" + item
         out.append(item)
     return tuple(out)
-
-
-# ----------------------------------------------------------------------------- ONNX facts
-
-
-@dataclass
-class OnnxFacts:
-    """What we read from the ONNX file before TensorRT parses it."""
-
-    inputs: dict[str, tuple[int | None, ...]] = field(default_factory=dict)
-    has_qdq: bool = False
-    reduced_types: list[str] = field(default_factory=list)
-    readable: bool = True
-
-    @property
-    def needs_strong_typing(self) -> bool:
-        return self.has_qdq or bool(self.reduced_types)
-
-
-def inspect_onnx(path: Path) -> OnnxFacts:
-    """Q/DQ nodes and reduced-precision tensors; tolerant: an unreadable file is left to TensorRT's parser."""
-    try:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:
-        return OnnxFacts(readable=False)
-    facts = OnnxFacts()
-    graph = model.graph
-    init_names = {t.name for t in graph.initializer}
-    for vi in graph.input:
-        if vi.name in init_names:
-            continue
-        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                     for d in vi.type.tensor_type.shape.dim)
-        facts.inputs[vi.name] = dims
-    types: set[int] = set()
-
-    def visit(g: Any) -> None:
-        for t in g.initializer:
-            types.add(t.data_type)
-        for vi in [*g.input, *g.output, *g.value_info]:
-            types.add(vi.type.tensor_type.elem_type)
-        for node in g.node:
-            if node.op_type in _QDQ_OPS:
-                facts.has_qdq = True
-            for attr in node.attribute:
-                if node.op_type == "Cast" and attr.name == "to":
-                    types.add(int(attr.i))
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    visit(attr.g)
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    types.add(attr.t.data_type)
-
-    visit(graph)
-    facts.reduced_types = sorted(_REDUCED_ONNX_TYPES[t] for t in types if t in _REDUCED_ONNX_TYPES)
-    return facts
-
-
-def external_data_files(path: Path) -> list[str]:
-    """The external-data files an ONNX references (``location`` of EXTERNAL tensors, relative to its folder),
-    sorted; [] for a self-contained or unreadable model. ``parse_from_file`` reads them too."""
-    try:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:
-        return []
-    found: set[str] = set()
-
-    def tensor(t: Any) -> None:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            found.update(e.value for e in t.external_data if e.key == "location")
-
-    def visit(g: Any) -> None:
-        for t in g.initializer:
-            tensor(t)
-        for node in g.node:
-            for attr in node.attribute:
-                if attr.HasField("t"):
-                    tensor(attr.t)
-                for t in attr.tensors:
-                    tensor(t)
-                if attr.HasField("g"):
-                    visit(attr.g)
-                for sub in attr.graphs:
-                    visit(sub)
-
-    visit(model.graph)
-    return sorted(found)
 
 
 def external_data_hashes(onnx_path: Path) -> dict[str, str]:
@@ -507,6 +434,7 @@ def build_or_reuse(
     gpu: dict[str, Any] | None = None,
     root: str | os.PathLike[str] = "tmp",
 ) -> BuildResult:
+    """The cached engine when its key matches; else parse -> config -> build (in a timing-cache context) -> write."""
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise UserError(f"--onnx-path {onnx_path}: no such file")
@@ -523,101 +451,17 @@ def build_or_reuse(
         if target.exists():
             log.info("engine %s is stale (key mismatch); rebuilding", target)
 
-    facts = inspect_onnx(onnx_path)
-    strongly_typed = api.strongly_typed_only or facts.needs_strong_typing
-    legacy = options.legacy_precision()
-    if legacy and facts.needs_strong_typing:
-        why = "Q/DQ nodes" if facts.has_qdq else "reduced-precision tensors (" + ", ".join(facts.reduced_types) + ")"
-        raise UserError(
-            f"--{legacy[0].lower()}: {onnx_path} already carries {why}, so its precision comes from the ONNX "
-            "(strongly typed build); drop the precision flag"
-        )
-
-    trt = api.module
+    facts, strongly_typed = _typing_of(onnx_path, options, api)
     logger = make_logger(api, verbosity)
-    builder = create(api, "Builder", logger)
-    network = builder.create_network(_network_flags(api, strongly_typed))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        raise _parser_error(parser, onnx_path, logger)
-    if int(network.num_outputs) == 0:
-        raise UserError(f"{onnx_path}: the ONNX parser found no graph outputs; is this a (complete) ONNX model?")
-    inputs = _network_inputs(network)
-    profiles = _resolve_profiles(inputs, options)
-
-    config = builder.create_builder_config()
-    if profiles:
-        profile = builder.create_optimization_profile()
-        for p in profiles:
-            profile.set_shape(p.name, p.min, p.opt, p.max)
-        config.add_optimization_profile(profile)
-    if options.workspace_mib is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
-    if options.opt_level is not None:
-        if not 0 <= options.opt_level <= 5:
-            raise UserError(f"--builder-optimization-level {options.opt_level}: must be 0..5")
-        config.builder_optimization_level = int(options.opt_level)
-    if hasattr(trt.BuilderFlag, "TF32"):
-        (config.set_flag if options.tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
-    for flag in legacy:  # reject_weak_typing has checked that these exist
-        config.set_flag(getattr(trt.BuilderFlag, flag))
-    precision = describe_precision(legacy, options.tf32, strongly_typed, facts)
-    for note in precision["notes"]:
-        log.warning("--%s: %s; the engine is %s -- for real INT8/FP8 make a Q/DQ ONNX (quantize_onnx.py)",
-                    "fp8" if note is FP8_FLAG_NOTE else "int8", note, precision["engine"])
-    if options.compute_capabilities:
-        if not api.is_rtx or not hasattr(config, "set_compute_capability"):
-            raise UserError("--compute-capability is a TensorRT-RTX option; use --backend tensorrt-rtx")
-        config.num_compute_capabilities = len(options.compute_capabilities)
-        for i, cc in enumerate(options.compute_capabilities):
-            member = getattr(trt.ComputeCapability, cc, None)
-            if member is None:
-                known = ", ".join(trt.ComputeCapability.__members__)
-                raise UserError(f"--compute-capability {cc}: unknown; known: {known}")
-            if not config.set_compute_capability(member, i):
-                raise UserError(f"--compute-capability {cc}: rejected by {api.describe()}")
-    if hasattr(trt, "ProfilingVerbosity"):
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-    monitor = make_progress_monitor(api, progress)
-    if monitor is not None:
-        config.progress_monitor = monitor
-
-    tc_info: dict[str, Any] = {"used": False}
-    tc_path: Path | None = None
-    if not use_timing_cache:
-        tc_info["reason"] = "disabled (--no-timing-cache)"
-    elif not api.timing_cache_supported:
-        tc_info["reason"] = "skipped: TensorRT-RTX accepts timing-cache calls but they are no-ops"
-    else:
-        tc_path = Path(timing_cache) if timing_cache else default_timing_cache_path(api, gpu, root)
-        blob = tc_path.read_bytes() if tc_path.is_file() else b""
-        cache = config.create_timing_cache(blob)
-        if cache is None or not config.set_timing_cache(cache, False):
-            log.warning("timing cache %s was rejected; building without it", tc_path)
-            tc_path = None
-            tc_info["reason"] = "rejected by TensorRT"
-        else:
-            tc_info.update(used=True, path=str(tc_path), loaded_bytes=len(blob))
-
-    layer_summary = _layer_summary_from_network(api, network)
-    log.info("building %s with %s (%s)...", onnx_path.name, api.describe(),
-             "strongly typed" if strongly_typed else f"weakly typed, {precision['engine']}")
-    with _timer() as elapsed:
-        serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        from common.trt.api import last_error
-
-        raise UserError(
-            f"{onnx_path}: {api.describe()} could not build an engine: "
-            f"{last_error(logger, 'see the log (rerun with --trt-verbosity verbose)')}"
-        )
-    engine_bytes = bytes(serialized)
-    if tc_path is not None:
-        saved = config.get_timing_cache()
-        if saved is not None:
-            data = bytes(saved.serialize())
-            atomic_write_bytes(tc_path, data)
-            tc_info["saved_bytes"] = len(data)
+    parsed = _parse(api, logger, onnx_path, strongly_typed)
+    profiles = _resolve_profiles(parsed.inputs, options)
+    config, precision = _make_config(api, parsed.builder, options, profiles, strongly_typed, facts, progress)
+    tc_path = Path(timing_cache) if timing_cache else default_timing_cache_path(api, gpu, root)
+    with _timing_cache(api, config, tc_path if use_timing_cache else None) as tc_info:
+        layer_summary = _layer_summary_from_network(api, parsed.network)
+        log.info("building %s with %s (%s)...", onnx_path.name, api.describe(),
+                 "strongly typed" if strongly_typed else f"weakly typed, {precision['engine']}")  # fmt: skip
+        engine_bytes, seconds = _serialize(api, logger, parsed, config, onnx_path)
 
     # The inspector needs a runtime that can deserialize the engine, i.e. a GPU.
     inspected = _layer_summary_from_engine(api, logger, engine_bytes) if gpu else None
@@ -637,13 +481,148 @@ def build_or_reuse(
         "precision": precision,
         "onnx_precision": {"qdq": facts.has_qdq, "reduced_types": facts.reduced_types},
         "options": options.key_dict(),
-        "inputs": {k: list(v) for k, v in inputs.items()},
+        "inputs": {k: list(v) for k, v in parsed.inputs.items()},
         "profiles": [{"name": p.name, "min": list(p.min), "opt": list(p.opt), "max": list(p.max)} for p in profiles],
-        "build_seconds": round(elapsed[0], 3),
+        "build_seconds": round(seconds, 3),
         "timing_cache": tc_info,
         "layer_summary": inspected or layer_summary,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    _write_engine(target, engine_bytes, meta)
+    log.info("built %s in %.1f s (%.1f MiB)", target, seconds, len(engine_bytes) / 2**20)
+    return BuildResult(target, meta, False)
+
+
+def _typing_of(onnx_path: Path, options: BuildOptions, api: TrtApi) -> tuple[OnnxFacts, bool]:
+    """The ONNX facts and whether the build is strongly typed; refuses a precision flag on a typed graph."""
+    facts = inspect_onnx(onnx_path)
+    legacy = options.legacy_precision()
+    if legacy and facts.needs_strong_typing:
+        why = "Q/DQ nodes" if facts.has_qdq else "reduced-precision tensors (" + ", ".join(facts.reduced_types) + ")"
+        raise UserError(
+            f"--{legacy[0].lower()}: {onnx_path} already carries {why}, so its precision comes from the ONNX "
+            "(strongly typed build); drop the precision flag"
+        )
+    return facts, api.strongly_typed_only or facts.needs_strong_typing
+
+
+@dataclass
+class _Parsed:
+    """Builder, network and the parser that owns the network's weights (kept alive together)."""
+
+    builder: Any
+    network: Any
+    parser: Any
+    inputs: dict[str, tuple[int, ...]]
+
+
+def _parse(api: TrtApi, logger: Any, onnx_path: Path, strongly_typed: bool) -> _Parsed:
+    builder = create(api, "Builder", logger)
+    network = builder.create_network(_network_flags(api, strongly_typed))
+    parser = api.module.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        raise _parser_error(parser, onnx_path, logger)
+    if int(network.num_outputs) == 0:
+        raise UserError(f"{onnx_path}: the ONNX parser found no graph outputs; is this a (complete) ONNX model?")
+    return _Parsed(builder, network, parser, _network_inputs(network))
+
+
+def _make_config(
+    api: TrtApi, builder: Any, options: BuildOptions, profiles: Sequence[ProfileShapes], strongly_typed: bool,
+    facts: OnnxFacts, progress: bool,
+) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """The builder config (profiles, memory, optimisation level, precision flags, compute capabilities,
+    profiling, progress) and the precision description that goes into the metadata."""
+    trt = api.module
+    config = builder.create_builder_config()
+    if profiles:
+        profile = builder.create_optimization_profile()
+        for p in profiles:
+            profile.set_shape(p.name, p.min, p.opt, p.max)
+        config.add_optimization_profile(profile)
+    if options.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
+    if options.opt_level is not None:
+        if not 0 <= options.opt_level <= 5:
+            raise UserError(f"--builder-optimization-level {options.opt_level}: must be 0..5")
+        config.builder_optimization_level = int(options.opt_level)
+    if hasattr(trt.BuilderFlag, "TF32"):
+        (config.set_flag if options.tf32 else config.clear_flag)(trt.BuilderFlag.TF32)
+    legacy = options.legacy_precision()
+    for flag in legacy:  # reject_weak_typing has checked that these exist
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    precision = describe_precision(legacy, options.tf32, strongly_typed, facts)
+    for note in precision["notes"]:
+        log.warning("--%s: %s; the engine is %s -- for real INT8/FP8 make a Q/DQ ONNX (quantize_onnx.py)",
+                    "fp8" if note is FP8_FLAG_NOTE else "int8", note, precision["engine"])  # fmt: skip
+    if options.compute_capabilities:
+        _set_compute_capabilities(api, config, options.compute_capabilities)
+    if hasattr(trt, "ProfilingVerbosity"):
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    monitor = make_progress_monitor(api, progress)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    return config, precision
+
+
+def _set_compute_capabilities(api: TrtApi, config: Any, ccs: Sequence[str]) -> None:
+    trt = api.module
+    if not api.is_rtx or not hasattr(config, "set_compute_capability"):
+        raise UserError("--compute-capability is a TensorRT-RTX option; use --trt-api tensorrt-rtx")
+    config.num_compute_capabilities = len(ccs)
+    for i, cc in enumerate(ccs):
+        member = getattr(trt.ComputeCapability, cc, None)
+        if member is None:
+            known = ", ".join(trt.ComputeCapability.__members__)
+            raise UserError(f"--compute-capability {cc}: unknown; known: {known}")
+        if not config.set_compute_capability(member, i):
+            raise UserError(f"--compute-capability {cc}: rejected by {api.describe()}")
+
+
+@contextlib.contextmanager
+def _timing_cache(api: TrtApi, config: Any, path: Path | None) -> Iterator[dict[str, Any]]:
+    """Load the timing cache into ``config`` (``path`` None: disabled), yield its metadata entry, and save the
+    grown cache once the build inside the block has succeeded."""
+    info: dict[str, Any] = {"used": False}
+    if path is None:
+        info["reason"] = "disabled (--no-timing-cache)"
+    elif not api.timing_cache_supported:
+        info["reason"] = "skipped: TensorRT-RTX accepts timing-cache calls but they are no-ops"
+        path = None
+    else:
+        blob = path.read_bytes() if path.is_file() else b""
+        cache = config.create_timing_cache(blob)
+        if cache is None or not config.set_timing_cache(cache, False):
+            log.warning("timing cache %s was rejected; building without it", path)
+            path = None
+            info["reason"] = "rejected by TensorRT"
+        else:
+            info.update(used=True, path=str(path), loaded_bytes=len(blob))
+    yield info
+    if path is not None:
+        saved = config.get_timing_cache()
+        if saved is not None:
+            data = bytes(saved.serialize())
+            atomic_write_bytes(path, data)
+            info["saved_bytes"] = len(data)
+
+
+def _serialize(api: TrtApi, logger: Any, parsed: _Parsed, config: Any, onnx_path: Path) -> tuple[bytes, float]:
+    """The serialized engine and the seconds the build took."""
+    with _timer() as elapsed:
+        serialized = parsed.builder.build_serialized_network(parsed.network, config)
+    if serialized is None:
+        from common.trt.api import last_error
+
+        raise UserError(
+            f"{onnx_path}: {api.describe()} could not build an engine: "
+            f"{last_error(logger, 'see the log (rerun with --trt-verbosity verbose)')}"
+        )
+    return bytes(serialized), elapsed[0]
+
+
+def _write_engine(target: Path, engine_bytes: bytes, meta: dict[str, Any]) -> None:
+    """Engine, then its metadata, each atomically; no engine is left without its metadata."""
     written = False
     try:
         atomic_write_bytes(target, engine_bytes)
@@ -655,8 +634,6 @@ def build_or_reuse(
             with contextlib.suppress(OSError):
                 target.unlink()
         raise
-    log.info("built %s in %.1f s (%.1f MiB)", target, elapsed[0], len(engine_bytes) / 2**20)
-    return BuildResult(target, meta, False)
 
 
 # ----------------------------------------------------------------------------- CLI glue

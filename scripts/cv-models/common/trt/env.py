@@ -17,6 +17,41 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
+__all__ = [
+    "CONTAINER_LIB_DIRS",
+    "CUDA_LIB_DIRS",
+    "SOURCE_CONTAINER",
+    "SOURCE_HOME",
+    "SOURCE_LD",
+    "SOURCE_PIP",
+    "SYSTEM_LOADER_DIRS",
+    "TRTEXEC_DIRS",
+    "LibFile",
+    "SearchDir",
+    "cuda_major_from_env",
+    "cuda_majors_from_libs",
+    "decode_trt_int_version",
+    "default_cuda_major_for_trt",
+    "detect_cuda_major",
+    "distinct_versions",
+    "find_libs",
+    "find_trtexec",
+    "loader_visible",
+    "parse_trtexec_version",
+    "parse_version",
+    "pep440",
+    "primary_lib",
+    "run_command",
+    "same_release",
+    "search_dirs",
+    "so_version",
+    "split_path_list",
+    "trt_package",
+    "trt_requirement",
+    "version_major",
+    "version_pin",
+]
+
 # The users' NGC TensorRT container first, then the layout of other NGC images.
 CONTAINER_LIB_DIRS: tuple[str, ...] = (
     "/usr/local/tensorrt/targets/x86_64-linux-gnu/lib",

@@ -1,0 +1,35 @@
+"""validate_e2e's worker with the TensorRT-RTX runtime replaced by the test double (ONNX Runtime on the CPU).
+
+tests/test_validate.py passes this file as validate_e2e.py's hidden ``--trt-runtime-double``; validation runs it
+instead of ``validate_e2e.py _worker`` for the TensorRT rows. The double is installed here, in the test's own
+code, so the product never imports anything from tests/ (this folder is on sys.path because the script lives here).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import trt_double
+
+from common.report.validate import worker_main
+from common.trt.api import load_api
+
+
+class _Patch:
+    """The one method of pytest's monkeypatch that ``trt_double.use_double`` calls."""
+
+    def setattr(self, target: Any, name: str, value: Any) -> None:
+        setattr(target, name, value)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] != ["_worker"]:
+        print("usage: validate_double_worker.py _worker --script NAME [...] -- ARGS", file=sys.stderr)
+        return 2
+    trt_double.use_double(_Patch(), load_api("tensorrt-rtx"))
+    return worker_main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
