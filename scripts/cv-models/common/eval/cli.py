@@ -30,6 +30,23 @@ from common.gpu.preprocess import MODES as PREPROCESS_MODES
 from common.model.yolov10 import LAYOUTS, PostprocessOptions
 from common.ort.session import Backend
 
+__all__ = [
+    "DEFAULT_DATA_ROOT",
+    "DEFAULT_WARMUP_RUNS",
+    "add_eval_args",
+    "check_eval_outputs",
+    "check_eval_ranges",
+    "check_model_input",
+    "check_onnx_input",
+    "dataset_paths",
+    "describe_selection",
+    "eval_options",
+    "format_report",
+    "output_paths",
+    "prepare_eval",
+    "run_eval",
+]
+
 DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
 # Warm-up runs per lane/session (and per partial-last-batch shape) before anything is timed. The first
 # run of a CUDA EP session at a new shape pays cuDNN's algorithm search (~2-6 s for yolov10m on the
@@ -39,8 +56,14 @@ DEFAULT_WARMUP_RUNS = 10
 
 
 def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
-    """The users' evaluator flags (names and defaults kept) plus ours."""
-    d = parser.add_argument_group("dataset")
+    """The users' evaluator flags (names and defaults kept) plus ours, one argument group each."""
+    _add_dataset_args(parser.add_argument_group("dataset"))
+    _add_processing_args(parser.add_argument_group("pre/post-processing"))
+    _add_run_args(parser.add_argument_group("run"))
+    _add_output_args(parser.add_argument_group("outputs"), task)
+
+
+def _add_dataset_args(d: argparse._ArgumentGroup) -> None:
     d.add_argument(
         "--data-root",
         type=Path,
@@ -66,7 +89,9 @@ def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
         default=None,
         help="text file of image ids, one per line: all of them are evaluated (duplicates once)",
     )
-    p = parser.add_argument_group("pre/post-processing")
+
+
+def _add_processing_args(p: argparse._ArgumentGroup) -> None:
     p.add_argument(
         "--imgsz",
         type=int,
@@ -84,7 +109,9 @@ def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
         default="auto",
         help="model output layout; auto detects it from the output shape",
     )
-    r = parser.add_argument_group("run")
+
+
+def _add_run_args(r: argparse._ArgumentGroup) -> None:
     r.add_argument("--batch-size", type=int, default=1, help="images per inference (dynamic-batch models only)")
     r.add_argument(
         "--workers",
@@ -140,7 +167,9 @@ def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
         "else pycocotools",
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    o = parser.add_argument_group("outputs")
+
+
+def _add_output_args(o: argparse._ArgumentGroup, task: str) -> None:
     o.add_argument(
         "--out", type=Path, default=None, help=f"metrics JSON (default: tmp/{task}/<timestamp>/metrics.json)"
     )

@@ -62,6 +62,23 @@ from common.gpu.preprocess import U8Batch
 from common.model.yolov10 import PostprocessOptions, check_layout, decode, detect_layout
 from common.ort.session import max_batch_of
 
+__all__ = [
+    "HOST_TIMING",
+    "LANE_TIMING",
+    "POSTPROCESS_MODES",
+    "EvalOptions",
+    "EvalResult",
+    "check_preprocess",
+    "default_post_workers",
+    "default_workers",
+    "evaluate",
+    "in_flight_depth",
+    "latency_pass",
+    "resolve_batch_size",
+    "resolve_postprocess",
+    "warmup",
+]
+
 
 def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2)))

@@ -29,6 +29,24 @@ import numpy as np
 
 from common.core.errors import UserError
 
+__all__ = [
+    "CudaError",
+    "CudaMemory",
+    "DeviceBuffer",
+    "DeviceBufferLike",
+    "Event",
+    "EventLike",
+    "Graph",
+    "GraphLike",
+    "MemoryLayer",
+    "PinnedBuffer",
+    "PinnedBufferLike",
+    "Stream",
+    "StreamLike",
+    "check",
+    "device_info",
+]
+
 
 class CudaError(RuntimeError):
     """A CUDA runtime call failed."""

@@ -28,6 +28,21 @@ import numpy as np
 from common.core.errors import UserError
 from common.data.images import PAD_VALUE, LetterboxMeta
 
+__all__ = [
+    "COEF_BITS",
+    "COEF_SCALE",
+    "KERNEL_SOURCE",
+    "MODES",
+    "GpuPreprocessor",
+    "KernelModule",
+    "U8Batch",
+    "U8Stager",
+    "check_float_input",
+    "compile_kernels",
+    "letterbox_reference",
+    "normalize_reference",
+]
+
 MODES: tuple[str, ...] = ("cpu", "gpu-normalize", "gpu-letterbox")
 COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
 COEF_SCALE = 1 << COEF_BITS

@@ -45,6 +45,10 @@ from common.gpu.preprocess import GpuPreprocessor, U8Batch, U8Stager, check_floa
 from common.ort.options import CUDA_EP
 from common.ort.session import OrtBackend, TensorSpec
 
+__all__ = [
+    "OrtCudaBackend",
+]
+
 
 @dataclass
 class _OrtLane:

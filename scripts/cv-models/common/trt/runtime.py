@@ -55,6 +55,17 @@ from common.ort.session import TensorSpec
 from common.trt.api import TrtApi, create, last_error, make_logger
 from common.trt.build import read_metadata
 
+__all__ = [
+    "DeviceFeed",
+    "IOTensor",
+    "TrtBackend",
+    "TrtSession",
+    "check_engine_origin",
+    "default_memory",
+    "np_dtype",
+    "view_nbytes",
+]
+
 log = logging.getLogger(__name__)
 
 # TensorRT DataType member name -> NumPy dtype (types NumPy cannot hold are left out).
