@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from common.core.errors import UserError
-from common.model.yolov10 import DFL_BINS, LAYOUTS, Detections, PostprocessOptions, anchors_for
+from common.model.yolov10 import DFL_BINS, LAYOUTS, Detections, PostprocessOptions, anchors_for, iou_matrix
 
 __all__ = [
     "CHUNK",
@@ -159,17 +159,7 @@ def _iou_f64(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """yolov10.iou_matrix's arithmetic for [M,4] x [N,4] float32 boxes (p the earlier)."""
     a, b = p.astype(np.float64), q.astype(np.float64)
     with np.errstate(all="ignore"):
-        return _iou_f64_inner(a, b)
-
-
-def _iou_f64_inner(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    iw = np.maximum(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0)
-    ih = np.maximum(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0)
-    inter = iw * ih
-    area_a = np.maximum(a[:, 2] - a[:, 0], 0) * np.maximum(a[:, 3] - a[:, 1], 0)
-    area_b = np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+        return iou_matrix(a, b)
 
 
 def suppress_matrix(p: np.ndarray, q: np.ndarray, iou: float) -> np.ndarray:
