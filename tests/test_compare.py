@@ -139,3 +139,23 @@ def test_not_run_keeps_the_backend_key_in_summary_json():
     d = NotRun("ort-cuda", "yolov10m", "fp32", "skipped", "no GPU").to_dict()
     assert d == {"backend": "ort-cuda", "model": "yolov10m", "precision": "fp32", "status": "skipped",
                  "reason": "no GPU"}  # fmt: skip
+
+
+def test_rows_whose_latency_measures_different_things_get_a_warning(tmp_path, capsys):
+    """Schema 1 latency was host time with queueing; schema 2 names its timing (latency_timing): mixing them warns."""
+    from common.eval.pipeline import HOST_TIMING, LANE_TIMING
+
+    old = _payload("m.onnx", "aa", ORT_CUDA, 0.50, 9.0, "NVIDIA H100")
+    lane = {**_payload("m.onnx", "aa", TRT, 0.50, 3.0, "NVIDIA H100"), "schema_version": 2,
+            "latency_timing": LANE_TIMING}  # fmt: skip
+    host = {**_payload("m.onnx", "aa", ORT_CPU, 0.50, 30.0, "NVIDIA H100"), "schema_version": 2,
+            "latency_timing": HOST_TIMING}  # fmt: skip
+    a, b = _write(tmp_path / "a", old), _write(tmp_path / "b", lane)
+    code, _ = _main([a, b, "--out-dir", tmp_path / "o1"], capsys)
+    warnings = json.loads((tmp_path / "o1" / "summary.json").read_text())["warnings"]
+    assert code == 0 and any("latency columns measure different things" in w and "schema 1" in w for w in warnings)
+    c = _write(tmp_path / "c", host)
+    d = _write(tmp_path / "d", {**host, "model_path": "m.onnx"})
+    code, _ = _main([c, d, "--out-dir", tmp_path / "o2"], capsys)
+    warnings = json.loads((tmp_path / "o2" / "summary.json").read_text())["warnings"]
+    assert code == 0 and not any("latency columns" in w for w in warnings)

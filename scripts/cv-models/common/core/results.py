@@ -22,6 +22,7 @@ from common.core.errors import UserError
 
 __all__ = [
     "METRICS_SCHEMA_VERSION",
+    "METRICS_SCHEMA_VERSIONS_READ",
     "atomic_output",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -37,7 +38,10 @@ __all__ = [
     "timestamp",
 ]
 
-METRICS_SCHEMA_VERSION = 1
+# 2: latency.* is the backend's own per-batch time (CUDA events on its lane where it has lanes, host time
+# otherwise), named by the top-level key latency_timing; in 1 it was host time, queueing included.
+METRICS_SCHEMA_VERSION = 2
+METRICS_SCHEMA_VERSIONS_READ = (1, 2)
 
 
 @contextlib.contextmanager

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from common.core.errors import UserError
-from common.core.results import METRICS_SCHEMA_VERSION, atomic_output, atomic_write_json, atomic_write_text
+from common.core.results import (
+    METRICS_SCHEMA_VERSION,
+    METRICS_SCHEMA_VERSIONS_READ,
+    atomic_output,
+    atomic_write_json,
+    atomic_write_text,
+)
 from common.model.onnx_facts import precision_of
 from common.report.parity import Thresholds, detection_parity, judge, load_detections, thresholds_for
 
@@ -43,6 +49,7 @@ __all__ = [
     "backend_key",
     "collect",
     "compute_parity",
+    "latency_timing",
     "load_metrics",
     "matplotlib_available",
     "parity_reference",
@@ -92,10 +99,10 @@ def load_metrics(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{path} is not a metrics.json (top level is {type(data).__name__}, expected an object)")
     version = data.get("schema_version")
-    if version != METRICS_SCHEMA_VERSION:
+    if version not in METRICS_SCHEMA_VERSIONS_READ:
         raise UserError(
-            f"{path}: metrics schema_version {version!r}, this tool reads {METRICS_SCHEMA_VERSION}; pass metrics.json "
-            "files written by eval_yolov10m_onnx_coco.py / eval_yolov10m_trt_coco.py (or rerun them)"
+            f"{path}: metrics schema_version {version!r}, this tool reads {METRICS_SCHEMA_VERSIONS_READ}; pass "
+            "metrics.json files written by eval_yolov10m_onnx_coco.py / eval_yolov10m_trt_coco.py (or rerun them)"
         )
     for keys in _REQUIRED:
         node: Any = data
@@ -373,6 +380,13 @@ def compute_parity(rows: Sequence[Row], opts: ParityOptions) -> None:
         }
 
 
+def latency_timing(payload: Mapping[str, Any]) -> str:
+    """What a metrics.json's latency block measures: the kind named before ':' in latency_timing (schema 2);
+    schema 1 files timed on the host, queueing included."""
+    timing = payload.get("latency_timing")
+    return str(timing).split(":")[0] if timing else "host (schema 1, queueing included)"
+
+
 def warnings_for(rows: Sequence[Row]) -> list[str]:
     out = []
     gpus = sorted({r.gpu or "no GPU (nvidia-smi absent)" for r in rows})
@@ -387,6 +401,11 @@ def warnings_for(rows: Sequence[Row]) -> list[str]:
         if len(hashes) > 1:
             short = ", ".join(sorted(h[:12] for h in hashes))
             out.append(f"model {name} has different sha256 across rows ({short}): these are different models")
+    timings = {latency_timing(r.payload) for r in rows}
+    if len(timings) > 1:
+        kinds = "; ".join(f"{t}: {', '.join(r.label for r in rows if latency_timing(r.payload) == t)}"
+                          for t in sorted(timings))  # fmt: skip
+        out.append(f"latency columns measure different things ({kinds}); compare latency within one kind only")
     counts = sorted({r.num_images for r in rows})
     if len(counts) > 1:
         out.append(f"rows evaluated different image counts ({', '.join(map(str, counts))}); mAP is not comparable")
