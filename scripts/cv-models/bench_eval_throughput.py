@@ -42,7 +42,6 @@ from common.data.coco import CocoDataset, open_dataset
 from common.eval.cli import DEFAULT_DATA_ROOT
 from common.eval.pipeline import EvalOptions, default_workers, evaluate
 from common.gpu.monitor import GpuMonitor
-from common.gpu.preprocess import MODES as PREPROCESS_MODES
 from common.ort.session import Backend, OrtBackend
 
 STAGES = ("preprocess", "inference", "postprocess")
@@ -90,11 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="pipeline capacity: replay recorded outputs at no cost instead of running the model",
     )
     parser.add_argument(
-        "--replay-preprocess",
+        "--replay-modes",
         nargs="+",
         metavar="MODE",
-        choices=PREPROCESS_MODES,
-        help="--replay: pre-processing modes to time (default: cpu, and gpu-letterbox on a GPU)",
+        help="--replay: modes to time, each PREPROCESS or PREPROCESS+gpu-post (GPU post-processing on the "
+        "device-resident replayed outputs); default: cpu, and on a GPU also gpu-letterbox and gpu-letterbox+gpu-post",
     )
     parser.add_argument(
         "--time-to-metrics",
@@ -111,6 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI: bundled model/set, 8 images, CPU")
     parser.add_argument("--out", type=Path, help="JSON path (default: tmp/bench-eval/<timestamp>/bench.json)")
     return parser
+
+
+# A variant's mode: its --preprocess, plus "+gpu-post" when the backend post-processes on the GPU.
+HAS_GPU_POST = "postprocess" in {f.name for f in dataclasses.fields(EvalOptions)}
+
+
+def eval_options(mode: str, **kw: Any) -> EvalOptions:
+    """EvalOptions for a variant mode ``PREPROCESS[+gpu-post]`` (post-processing on the CPU otherwise)."""
+    prep, _, post = mode.partition("+")
+    if post not in ("", "gpu-post"):
+        raise UserError(f"variant mode {mode!r}: expected PREPROCESS or PREPROCESS+gpu-post")
+    if HAS_GPU_POST:
+        kw["postprocess"] = "gpu" if post else "cpu"
+    elif post:
+        raise UserError(f"variant mode {mode!r}: this evaluator has no GPU post-processing")
+    return EvalOptions(preprocess=prep, **kw)
 
 
 def _gpu_available(force_cpu: bool) -> bool:
@@ -179,8 +194,8 @@ def run_ours(
     switch_ms: float | None = None,
 ) -> dict[str, Any]:
     rep = dataclasses.replace(ds, image_ids=_repeat(ds.image_ids, n_images, batch))
-    opts = EvalOptions(batch_size=batch, workers=workers, warmup_runs=3, progress=False, coco_eval=False,
-                       preprocess=prep, switch_interval_ms=switch_ms)  # fmt: skip
+    opts = eval_options(prep, batch_size=batch, workers=workers, warmup_runs=3, progress=False, coco_eval=False,
+                        switch_interval_ms=switch_ms)  # fmt: skip
     with GpuMonitor() as mon:
         res = evaluate(backend, rep, opts)
     t = res.timings
@@ -195,7 +210,7 @@ def run_ours(
 
 
 def scored(backend: Backend, ds: CocoDataset, batch: int, workers: int, prep: str = "cpu") -> dict[str, float]:
-    opts = EvalOptions(batch_size=batch, workers=workers, progress=False, preprocess=prep)
+    opts = eval_options(prep, batch_size=batch, workers=workers, progress=False)
     return evaluate(backend, ds, opts).stats
 
 
@@ -239,6 +254,7 @@ def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images
 # (b) variants on a GPU, in order (the first is the one we recommend): name -> (lanes, --preprocess);
 # lanes 0 = a plain ORT CUDA session (session.run on host arrays).
 GPU_VARIANTS: dict[str, tuple[int, str]] = {
+    **({"ort-cuda-iobinding-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post")} if HAS_GPU_POST else {}),
     "ort-cuda-iobinding-gpu-normalize": (-1, "gpu-normalize"),
     "ort-cuda-iobinding-gpu-letterbox": (-1, "gpu-letterbox"),
     "ort-cuda-iobinding": (-1, "cpu"),
@@ -270,7 +286,7 @@ def make_backends(
                                           intra_op_threads=1)  # fmt: skip
             else:
                 backend = OrtCudaBackend(str(onnx), max_batch=batch, lanes=lanes if n_lanes < 0 else n_lanes)
-                check_preprocess(backend, prep)
+                check_preprocess(backend, prep.partition("+")[0])
             out[name] = (backend, prep)
         except Exception as exc:  # one broken variant must not hide the others
             failed[name] = f"{type(exc).__name__}: {exc}"
@@ -292,6 +308,9 @@ def make_trt_backends(onnx: Path, batch: int, api_name: str, gpu: bool, dynamic:
     out: dict[str, tuple[Any, str]] = {api.name: (TrtBackend.open(built.engine_path, api), "cpu")}
     if gpu:
         out[f"{api.name}-gpu-letterbox"] = (TrtBackend.open(built.engine_path, api), "gpu-letterbox")
+        if HAS_GPU_POST:
+            out[f"{api.name}-gpu-letterbox-gpu-post"] = (TrtBackend.open(built.engine_path, api),
+                                                         "gpu-letterbox+gpu-post")  # fmt: skip
     return out
 
 
@@ -307,7 +326,7 @@ def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool
                 if prep != "cpu":
                     from common.eval.pipeline import check_preprocess
 
-                    check_preprocess(backend, prep)
+                    check_preprocess(backend, prep.partition("+")[0])
                 backends[name] = (backend, prep)
                 trt_names.add(name)
         except Exception as exc:
@@ -368,7 +387,9 @@ def replay_rows(args: argparse.Namespace, ds: CocoDataset, gpu: bool) -> list[di
     t0 = time.perf_counter()
     recorded = record_outputs(real, ds, ds.image_ids, size)
     record_s = time.perf_counter() - t0
-    modes = args.replay_preprocess or (["cpu", "gpu-letterbox"] if gpu else ["cpu"])
+    modes = args.replay_modes or (
+        ["cpu", "gpu-letterbox", *(["gpu-letterbox+gpu-post"] if HAS_GPU_POST else [])] if gpu else ["cpu"]
+    )
     rows = []
     for batch in args.batch_sizes:
         order = replay_ids(ds.image_ids, batch)
@@ -429,8 +450,8 @@ def time_to_metrics(args: argparse.Namespace, ds: CocoDataset, gpu: bool, n: int
     name = next(iter(backends))
     backend, prep = backends[name]
     try:
-        opts = EvalOptions(batch_size=batch, workers=args.workers, warmup_runs=3, progress=False, coco_eval=True,
-                           preprocess=prep, switch_interval_ms=args.switch_interval_ms)  # fmt: skip
+        opts = eval_options(prep, batch_size=batch, workers=args.workers, warmup_runs=3, progress=False,
+                            coco_eval=True, switch_interval_ms=args.switch_interval_ms)  # fmt: skip
         t0 = time.perf_counter()
         res = evaluate(backend, big, opts)
         total = time.perf_counter() - t0
@@ -504,6 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = args.images_dir or args.data_root / "val2017"
     check_range("--min-seconds", args.min_seconds, 0, lo_open=True)
     check_range("--time-to-metrics", args.time_to_metrics, 0)
+    for mode in args.replay_modes or []:
+        eval_options(mode)  # UserError for a malformed mode, before any work
     check_range("--workers", args.workers, 0)
     check_range("--lanes", args.lanes, 1)
     check_range("--switch-interval-ms", args.switch_interval_ms, 0, lo_open=True)

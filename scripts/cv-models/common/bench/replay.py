@@ -70,6 +70,7 @@ class ReplayBackend:
         self._outputs = [TensorSpec(o.name, (None, *o.shape[1:]), o.dtype) for o in template.outputs]
         self.batch = batch
         self.preprocess = "cpu"
+        self.postprocess: str | None = None  # the layout GPU post-processing was set up for
         self._dev: dict[str, Any] = {}
 
     @property
@@ -87,41 +88,86 @@ class ReplayBackend:
     def warmup(self, batch: int, runs: int) -> None:
         """Nothing to warm (and the replay cursor must not move)."""
 
+    def _cuda(self) -> dict[str, Any]:
+        if not self._dev:
+            from common.gpu.cuda_mem import CudaMemory
+
+            mem = CudaMemory()
+            self._dev = {"mem": mem, "stream": mem.stream()}
+        return self._dev
+
     def enable_device_preprocess(self, mode: str) -> None:
         if mode == "cpu":
             return
-        from common.gpu.cuda_mem import CudaMemory
         from common.gpu.preprocess import GpuPreprocessor, U8Stager
 
-        if not self._dev:
-            mem = CudaMemory()
+        dev = self._cuda()
+        if "stager" not in dev:
             size = int(self._input.shape[2] or 640)
-            self._dev = {"mem": mem, "stream": mem.stream(), "prep": GpuPreprocessor(0),
-                         "buf": mem.device_buffer(self.batch * 3 * size * size * 4)}  # fmt: skip
-            self._dev["stager"] = U8Stager(mem, self._dev["prep"], mode)
-        self._dev["stager"].mode = self.preprocess = mode
+            dev["prep"] = GpuPreprocessor(0)
+            dev["buf"] = dev["mem"].device_buffer(self.batch * 3 * size * size * 4)
+            dev["stager"] = U8Stager(dev["mem"], dev["prep"], mode)
+        dev["stager"].mode = self.preprocess = mode
 
-    def infer(self, batch: Any) -> list[np.ndarray]:
-        out = self._batches[self._cursor % len(self._batches)]
+    def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
+        """``DevicePostprocessing``: every recorded batch goes to the GPU once; ``infer`` then runs the
+        post-processing kernels on those device-resident outputs and returns ``[GpuDetections]``."""
+        from common.gpu.postprocess import GpuPostprocessor
+
+        dev = self._cuda()
+        first = self._batches[0][0]
+        post = GpuPostprocessor(dev["mem"])
+        try:
+            post.prepare(layout, self.batch, tuple(first.shape[1:]), input_hw, opts, first.dtype)
+        except BaseException:
+            post.close()
+            raise
+        if "resident" not in dev:
+            resident = []
+            for outs in self._batches:
+                a = np.ascontiguousarray(outs[0])
+                buf = dev["mem"].device_buffer(a.nbytes)
+                dev["mem"].copy_htod_async(buf.ptr, a.ctypes.data, a.nbytes, dev["stream"])
+                dev["stream"].synchronize()
+                resident.append(buf)
+            dev["resident"] = resident
+        if "post" in dev:
+            dev["post"].close()
+        dev["post"] = post
+        self.postprocess = layout
+
+    def infer(self, batch: Any) -> list[Any]:
+        k = self._cursor % len(self._batches)
+        out = self._batches[k]
         if int(batch.shape[0]) != out[0].shape[0]:
             raise RuntimeError(f"replay: a batch of {batch.shape[0]}, recorded batches of {out[0].shape[0]}")
+        dev = self._dev
         if isinstance(batch, U8Batch):
-            if not self._dev:
+            if "stager" not in dev:
                 raise UserError(f"replay not set up for --preprocess {batch.mode}")
-            self._dev["stager"].stage(batch, self._dev["buf"].ptr, self._dev["stream"])
-            self._dev["stream"].synchronize()
+            dev["stager"].stage(batch, dev["buf"].ptr, dev["stream"])
         self._cursor += 1
+        if "post" in dev:
+            dev["post"].launch(dev["resident"][k].ptr, dev["stream"], int(batch.shape[0]))
+            dev["stream"].synchronize()
+            return [dev["post"].collect()]
+        if dev:
+            dev["stream"].synchronize()
         return out
 
     def metadata(self) -> dict[str, Any]:
         return {"backend": self.name, "batches": len(self._batches), "batch": self.batch,
-                "preprocess": self.preprocess}  # fmt: skip
+                "preprocess": self.preprocess, "gpu_postprocess": self.postprocess}  # fmt: skip
 
     def close(self) -> None:
-        if self._dev:
-            self._dev["stream"].synchronize()
-            self._dev["stager"].close()
-            self._dev["buf"].free()
-            self._dev["prep"].close()
-            self._dev["stream"].close()
-            self._dev = {}
+        dev, self._dev = self._dev, {}
+        if not dev:
+            return
+        dev["stream"].synchronize()
+        for key in ("stager", "prep", "post"):
+            if key in dev:
+                dev[key].close()
+        for buf in [dev.get("buf"), *dev.get("resident", [])]:
+            if buf is not None:
+                buf.free()
+        dev["stream"].close()
