@@ -3,8 +3,9 @@
 ``tests/trt_device_double.py`` serves ``execute_async_v3(stream)`` with ONNX Runtime's CUDA EP through
 IO binding on the device addresses our TensorRT code set, on our stream. Everything else is real:
 cuda-python buffers, streams, events, copies and our kernels. The TensorRT evaluator must give the
-ORT CUDA evaluator's detections on the fixture valA set. This is the closest we can come to running our
-TensorRT code for real without TensorRT (no real engine is executed).
+ORT CUDA evaluator's detections on the fixture valA set (both with their defaults; ORT with --io-binding,
+the users' fast path, so both run the same pre-/post-processing code on device buffers). This is the
+closest we can come to running our TensorRT code for real without TensorRT (no real engine is executed).
 
 Skipped without a CUDA device, ORT's CUDA EP or the fixtures. YOLO_DEVICE_DOUBLE_MODEL picks the
 fixture model (default yolov10n-synth-raw84.onnx); YOLO_DEVICE_DOUBLE_REPORT=path.json records the
@@ -87,44 +88,15 @@ def test_trt_evaluator_on_device_double_matches_ort_cuda_on_valA(tmp_path, monke
     state = install_device_double(monkeypatch, api.module)
 
     ort_out, trt_out = tmp_path / "ort", tmp_path / "trt"
-    assert (
-        run_main(
-            eval_yolov10m_onnx_coco.main,
-            [
-                "--onnx-path",
-                str(model),
-                "--providers",
-                "CUDAExecutionProvider",
-                *data,
-                "--out",
-                str(ort_out / "metrics.json"),
-                "--detections-out",
-                str(ort_out / "detections.json"),
-            ],
-        )
-        == 0
-    )
-    assert (
-        run_main(
-            eval_yolov10m_trt_coco.main,
-            [
-                "--onnx-path",
-                str(model),
-                "--engine-path",
-                str(tmp_path / "model.engine"),
-                "--backend",
-                api.name,
-                "--trt-verbosity",
-                "error",
-                *data,
-                "--out",
-                str(trt_out / "metrics.json"),
-                "--detections-out",
-                str(trt_out / "detections.json"),
-            ],
-        )
-        == 0
-    )
+    ort_args = ["--onnx-path", str(model), "--providers", "CUDAExecutionProvider", "--io-binding", *data,
+                "--out", str(ort_out / "metrics.json"),
+                "--detections-out", str(ort_out / "detections.json")]  # fmt: skip
+    assert run_main(eval_yolov10m_onnx_coco.main, ort_args) == 0
+    trt_args = ["--onnx-path", str(model), "--engine-path", str(tmp_path / "model.engine"), "--backend", api.name,
+                "--trt-verbosity", "error", *data,
+                "--out", str(trt_out / "metrics.json"),
+                "--detections-out", str(trt_out / "detections.json")]  # fmt: skip
+    assert run_main(eval_yolov10m_trt_coco.main, trt_args) == 0
 
     ort_m = json.loads((ort_out / "metrics.json").read_text())
     trt_m = json.loads((trt_out / "metrics.json").read_text())

@@ -4,10 +4,10 @@ source .carry/run/env.sh
 exec > >(tee -a $OUT/run_b.log) 2>&1
 echo "== commit $(cat .carry/code/COMMIT) $(date -u)"
 echo "== batch curve, yolov10n-synth-dynbatch, ORT CUDA; time to metrics for 5000 images at batch 32"
-timeout 330 python3 scripts/cv-models/bench_eval_throughput.py --onnx-path $M/yolov10n-synth-dynbatch.onnx --batch-sizes 1 8 16 32 --variants ort-cuda-iobinding-gpu-letterbox --skip-sequential --no-ultralytics "${DATA[@]}" --max-images 0 --min-seconds 3 --time-to-metrics 5000 --out $OUT/curve.json 2>/dev/null | tee -a $OUT/tables_b.txt
+timeout 330 python3 scripts/cv-models/bench_eval_throughput.py --onnx-path $M/yolov10n-synth-dynbatch.onnx --batch-sizes 1 8 16 32 --variants ort-cuda-iobinding-gpu-letterbox ort-cuda-iobinding-gpu-letterbox-gpu-post --skip-sequential --no-ultralytics "${DATA[@]}" --max-images 0 --min-seconds 3 --time-to-metrics 5000 --out $OUT/curve.json 2>/dev/null | tee -a $OUT/tables_b.txt
 echo "== batch 1 end to end vs ceiling"
 for m in yolov10m-synth-dfl144 yolov10n-synth-raw84; do
-  timeout 120 python3 scripts/cv-models/bench_eval_throughput.py --onnx-path $M/$m.onnx --batch-sizes 1 --variants ort-cuda-iobinding-gpu-letterbox ort-cuda-plain --skip-sequential "${DATA[@]}" --max-images 0 --min-seconds 3 --out $W/b1_$m.json 2>/dev/null | tee -a $OUT/tables_b.txt
+  timeout 120 python3 scripts/cv-models/bench_eval_throughput.py --onnx-path $M/$m.onnx --batch-sizes 1 --variants ort-cuda-iobinding-gpu-letterbox ort-cuda-iobinding-gpu-letterbox-gpu-post ort-cuda-plain --skip-sequential "${DATA[@]}" --max-images 0 --min-seconds 3 --out $W/b1_$m.json 2>/dev/null | tee -a $OUT/tables_b.txt
 done
 python3 -c "
 import json, glob, os
