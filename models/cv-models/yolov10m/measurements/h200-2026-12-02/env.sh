@@ -15,7 +15,7 @@ fi
 cp -r .carry/code/scripts .carry/code/tests .carry/code/pyproject.toml "$R"/   # this branch's code over main's
 export PYTHONPATH=/tmp/site:$R/scripts/cv-models:/root/b/trtapi/site
 NV=$(find /opt/torch/.venv/lib/python3.12/site-packages/nvidia -maxdepth 3 -type d -name lib 2>/dev/null | tr '\n' ':')
-export LD_LIBRARY_PATH=/root/b/trtapi/lib:$NV${LD_LIBRARY_PATH:-}
+export LD_LIBRARY_PATH=/root/b/trtapi/lib:$NV${LD_LIBRARY_PATH:-}:/usr/local/cuda/lib64
 export YOLO_FIXTURES=$FIX YOLO_TRT_TEST_BACKEND=tensorrt
 DATA=(--data-root $FIX/synthcoco --instances $FIX/synthcoco/annotations/instances_valA.json --images-dir $FIX/synthcoco/valA)
 M=$FIX/models

@@ -33,7 +33,7 @@ if i and l: print(f"--io-binding: latency.median_ms {i['median_ms']:.2f} vs lone
 pathlib.Path("$OUT/latency.json").write_text(json.dumps(out, indent=1))
 PY
 echo "== replay capacity (pipeline, default workers), batch 1 and 32"
-for m in yolov10m-synth-dfl144 yolov10n-synth-raw84 yolov10n-synth yolov10n-synth-dfl144; do
+for m in yolov10m-synth-dfl144 yolov10n-synth-raw84 yolov10n-synth; do
   timeout 170 python3 scripts/cv-models/bench_eval_throughput.py --onnx-path $M/$m.onnx --replay --batch-sizes 1 32 "${DATA[@]}" --max-images 0 --min-seconds 3 --out $W/replay_$m.json 2>/dev/null | tee -a $OUT/tables_a.txt
 done
 python3 -c "

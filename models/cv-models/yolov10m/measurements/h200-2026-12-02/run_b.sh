@@ -12,6 +12,8 @@ done
 python3 -c "
 import json, glob, os
 json.dump({os.path.basename(p)[3:-5]: json.load(open(p)) for p in sorted(glob.glob('$W/b1_*.json'))}, open('$OUT/batch1.json', 'w'), indent=1)"
+echo "== replay capacity, yolov10n-synth-dfl144 (the fourth fixture layout), batch 1 and 32"
+timeout 120 python3 scripts/cv-models/bench_eval_throughput.py --onnx-path $M/yolov10n-synth-dfl144.onnx --replay --batch-sizes 1 32 "${DATA[@]}" --max-images 0 --min-seconds 3 --out $OUT/replay_n_dfl144.json 2>/dev/null | tee -a $OUT/tables_b.txt
 echo "== post-processing kernels (NumPy vs GPU)"
 timeout 100 python3 scripts/cv-models/bench_gpu_postprocess.py --fixtures $FIX --runs 50 --out-dir $W/kern 2>&1 | tail -30
 cp $W/kern/*.json $OUT/kernels.json 2>/dev/null
