@@ -13,8 +13,9 @@ echo "== device-side TensorRT double test (valA, 300 images)"
 YOLO_DEVICE_DOUBLE_REPORT=$OUT/trt_device_double.json timeout 200 python3 -m pytest tests/test_trt_device_double.py -q -x -p no:cacheprovider -rs 2>&1 | tail -25
 echo "== fresh default run: eval_yolov10m_onnx_coco.py, data paths + CUDA provider only"
 timeout 150 python3 scripts/cv-models/eval_yolov10m_onnx_coco.py --onnx-path $M/yolov10m-synth-dfl144.onnx --providers CUDAExecutionProvider "${DATA[@]}" --max-images 0 --no-progress --out $W/default/metrics.json | tail -8
-echo "== the same with --io-binding"
-timeout 150 python3 scripts/cv-models/eval_yolov10m_onnx_coco.py --onnx-path $M/yolov10m-synth-dfl144.onnx --providers CUDAExecutionProvider --io-binding "${DATA[@]}" --max-images 0 --no-progress --out $W/iobinding/metrics.json | tail -8
+echo "== the same with --io-binding (plus --latency-runs 100 where the evaluator has it: a pass after the evaluation)"
+LR=$(python3 scripts/cv-models/eval_yolov10m_onnx_coco.py --help | grep -q -- --latency-runs && echo "--latency-runs 100")
+timeout 150 python3 scripts/cv-models/eval_yolov10m_onnx_coco.py --onnx-path $M/yolov10m-synth-dfl144.onnx --providers CUDAExecutionProvider --io-binding $LR "${DATA[@]}" --max-images 0 --no-progress --out $W/iobinding/metrics.json | tail -8
 echo "== lone batch (1 lane, nothing else in flight)"
 timeout 90 python3 .carry/run/lone_batch.py $M/yolov10m-synth-dfl144.onnx 200 > $W/lone.json; cat $W/lone.json
 python3 - <<PY
@@ -29,6 +30,8 @@ p = W / "lone.json"
 if p.is_file() and p.read_text().strip(): out["lone_batch"] = json.loads(p.read_text())
 d, i, l = out.get("default", {}).get("latency"), out.get("iobinding", {}).get("latency"), out.get("lone_batch")
 if d: print(f"default run: latency.mean_ms {d['mean_ms']:.2f} vs median_ms {d['median_ms']:.2f} (ratio {d['mean_ms']/d['median_ms']:.2f}); e2e {out['default']['timings']['end_to_end_images_per_s']:.1f} img/s")
+lp = out.get("iobinding", {}).get("timings", {}).get("latency_pass")
+if i and lp: print("--io-binding latency_pass:", json.dumps(lp))
 if i and l: print(f"--io-binding: latency.median_ms {i['median_ms']:.2f} vs lone-batch CUDA-event GPU {l['gpu_compute_ms']['median']:.2f} ms (ratio {i['median_ms']/l['gpu_compute_ms']['median']:.2f}); e2e {out['iobinding']['timings']['end_to_end_images_per_s']:.1f} img/s")
 pathlib.Path("$OUT/latency.json").write_text(json.dumps(out, indent=1))
 PY
