@@ -14,7 +14,8 @@ from common.eval import protocols as P
 from common.eval.pipeline import check_preprocess, in_flight_depth
 from common.ort.session import OrtBackend
 
-CAPABILITIES = (P.AsyncBackend, P.DevicePreprocessing, P.Warmup)
+CAPABILITIES = (P.AsyncBackend, P.DevicePreprocessing, P.DevicePostprocessing, P.LaneTiming, P.Warmup)
+EVERYTHING = {"AsyncBackend", "DevicePreprocessing", "DevicePostprocessing", "LaneTiming", "Warmup"}
 
 
 def _capabilities(backend: object) -> set[str]:
@@ -46,7 +47,7 @@ def test_io_binding_backend_has_every_capability(monkeypatch) -> None:
     monkeypatch.setattr(ort_cuda, "OrtBackend", lane_session)
     backend = ort_cuda.OrtCudaBackend(str(DEMO_MODEL), lanes=2, disable_cpu_fallback=True)
     try:
-        assert _capabilities(backend) == {"AsyncBackend", "DevicePreprocessing", "Warmup"}
+        assert _capabilities(backend) == EVERYTHING
         assert in_flight_depth(backend) == backend.max_in_flight == 3
     finally:
         backend.close()
@@ -57,7 +58,10 @@ def test_io_binding_backend_has_every_capability(monkeypatch) -> None:
     ] * 2
 
 
-def test_trt_backend_takes_uint8_batches_but_runs_one_at_a_time(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_trt_backend_runs_on_the_shared_lanes(tmp_path, monkeypatch, lanes: int) -> None:
+    """TensorRT gets the ORT IO-binding backend's capabilities through common.gpu.lanes:
+    ``lanes + 1`` batches in flight (it ran one batch at a time before)."""
     from common.trt.build import BuildOptions, build_or_reuse
     from common.trt.runtime import TrtBackend
 
@@ -65,10 +69,10 @@ def test_trt_backend_takes_uint8_batches_but_runs_one_at_a_time(tmp_path, monkey
     D.use_double(monkeypatch, api)
     onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
     engine = build_or_reuse(onnx, tmp_path / "m.engine", BuildOptions(max_batch=2), api, verbosity="error")
-    backend = TrtBackend.open(engine.engine_path, api)
+    backend = TrtBackend.open(engine.engine_path, api, lanes=lanes)
     try:
-        assert _capabilities(backend) == {"DevicePreprocessing"}
-        assert in_flight_depth(backend) == 1
+        assert _capabilities(backend) == EVERYTHING
+        assert in_flight_depth(backend) == backend.max_in_flight == lanes + 1
     finally:
         backend.close()
 

@@ -400,3 +400,119 @@ def test_eval_cli_needs_a_model(capsys):
 
     assert run_main(eval_yolov10m_trt_coco.main, ["--max-images", "1"]) == 2
     assert "give --engine-path" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- lanes, GPU post-processing, latency
+
+
+def _post_double(monkeypatch, mem):
+    """GPU post-processing kernels -> their host double (tests/post_double.py) on the runtime double's memory."""
+    from post_double import FakePostprocessKernels
+
+    from common.gpu import postprocess as gpu_post
+
+    kernels = FakePostprocessKernels(mem)
+    monkeypatch.setattr(gpu_post, "postprocess_kernels", lambda device=0: kernels)
+    return kernels
+
+
+@pytest.mark.slow
+def test_trt_evaluator_with_gpu_postprocess_matches_ort_evaluator(tmp_path, api, double, monkeypatch, capsys):
+    """The acceptance test of issue 14 in CI: TensorRT (runtime double) on 2 lanes, decode + NMS by the
+    post-processing kernels' host double on each lane's stream, gives the ORT evaluator's metrics
+    (CPU post-processing) on the bundled mini set; metrics.json says what ran and how it was timed."""
+    if not DEMO_MODEL.is_file() or not MINI.is_dir():
+        pytest.skip("needs the bundled demo model and synthcoco-mini")
+    import eval_yolov10m_onnx_coco
+    import eval_yolov10m_trt_coco
+
+    _, mem = double
+    kernels = _post_double(monkeypatch, mem)
+    assert run_main(eval_yolov10m_onnx_coco.main, [
+        "--onnx-path", str(DEMO_MODEL), "--providers", "CPUExecutionProvider", "--warmup-runs", "0",
+        *_eval_args(tmp_path / "ort.json")]) == 0
+    code = run_main(eval_yolov10m_trt_coco.main, [
+        "--onnx-path", str(DEMO_MODEL), "--engine-path", str(tmp_path / "e.engine"), "--backend", api.name,
+        "--trt-verbosity", "error", "--postprocess", "gpu", "--lanes", "2", "--warmup-runs", "2",
+        "--latency-runs", "4", *_eval_args(tmp_path / "trt.json")])
+    assert code == 0, capsys.readouterr().err
+    ort_m, trt_m = _stats(tmp_path / "ort.json"), _stats(tmp_path / "trt.json")
+    assert trt_m["metrics"] == ort_m["metrics"] and trt_m["metrics"]["mAP_50_95"] > 0.1
+    assert "e2e_select" in kernels.launches  # the GPU path ran (the demo model is e2e), not the NumPy one
+    assert (ort_m["postprocess"], trt_m["postprocess"]) == ("cpu", "gpu")
+    assert ort_m["timings"]["postprocess_fallback"]  # auto chose cpu and says why
+    assert trt_m["latency_timing"].startswith("gpu-lane-events") and ort_m["latency_timing"].startswith("host")
+    backend = trt_m["run"]["backend"]
+    assert backend["lanes"] == 2 and backend["in_flight"] == 3 and backend["postprocess"]["layout"] == "e2e"
+    n_batches = len(trt_m["image_ids"])
+    assert trt_m["latency"]["count"] == n_batches == backend["gpu_compute_ms"]["count"]
+    lp = trt_m["latency_pass"]
+    assert lp["runs"] == 4 and lp["gpu"]["count"] == lp["host"]["count"] == 4 and lp["batch_size"] == 1
+    assert "latency_pass" not in ort_m
+
+
+@pytest.mark.parametrize(("model", "batch", "lanes", "kernel"), [
+    ("yolov10n-synth-dynbatch", 2, 3, "e2e_select"),  # e2e, 2 images a batch, a partial last batch
+    ("yolov10n-synth-raw84", 1, 1, "greedy_nms"),
+    ("yolov10n-synth-dfl144", 1, 2, "greedy_nms"),
+])  # fmt: skip
+def test_trt_backend_gpu_postprocess_equals_numpy_on_the_lanes(tmp_path, api, double, monkeypatch, model, batch,
+                                                               lanes, kernel):  # fmt: skip
+    """Every lane's post-processor gives what the NumPy path gives, for each layout, whichever lane a
+    batch lands on, with several batches in flight."""
+    from common.data.coco import open_dataset
+    from common.eval.pipeline import EvalOptions, evaluate
+
+    onnx = D.fixtures_dir() / "models" / f"{model}.onnx"
+    if not onnx.is_file() or not MINI.is_dir():
+        pytest.skip(f"needs ../shared/fixtures ({model}) and synthcoco-mini")
+    _, mem = double
+    kernels = _post_double(monkeypatch, mem)
+    ds = open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 5)
+    options = None
+    if batch > 1:
+        options = BuildOptions(shapes=parse_shapes([f"images:1x3x640x640,{batch}x3x640x640,{batch}x3x640x640"]))
+    backend = TrtBackend(TrtSession(_engine(tmp_path, api, onnx, options), api), lanes=lanes)
+    try:
+        got = evaluate(backend, ds, EvalOptions(progress=False, workers=2, batch_size=batch, postprocess="gpu",
+                                                warmup_runs=1))  # fmt: skip
+        launched = len(kernels.launches)
+        ref = evaluate(backend, ds, EvalOptions(progress=False, workers=2, batch_size=batch, postprocess="cpu"))
+    finally:
+        backend.close()
+    assert kernel in kernels.launches
+    assert len(kernels.launches) == launched  # the same backend, then --postprocess cpu: the NumPy path ran
+    assert got.timings["postprocess_mode"] == "gpu" and ref.timings["postprocess_mode"] == "cpu"
+    assert got.layout == ref.layout
+    assert got.detections == ref.detections and got.stats == ref.stats
+    assert got.timings["latency"]["count"] == -(-5 // batch) and got.timings["latency_timing"].startswith("gpu-lane")
+    assert mem.live == 0
+
+
+def test_postprocess_gpu_needs_a_device_backend_and_auto_falls_back():
+    from common.eval.pipeline import resolve_postprocess
+    from common.model.yolov10 import PostprocessOptions
+    from common.ort.session import OrtBackend
+
+    plain = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
+    with pytest.raises(UserError, match="--postprocess gpu needs a backend with device output buffers"):
+        resolve_postprocess(plain, "gpu", None, 640, PostprocessOptions())
+    mode, layout, why = resolve_postprocess(plain, "auto", None, 640, PostprocessOptions())
+    assert (mode, layout) == ("cpu", None) and "no device post-processing" in why
+    assert resolve_postprocess(plain, "cpu", None, 640, PostprocessOptions()) == ("cpu", None, None)
+
+
+def test_trt_backend_auto_postprocess_without_kernels_is_cpu(tmp_path, api, double):
+    """No GPU here: the real kernels cannot load, so auto runs the NumPy path and records why."""
+    from common.eval.pipeline import resolve_postprocess
+    from common.model.yolov10 import PostprocessOptions
+
+    backend = TrtBackend(TrtSession(_engine(tmp_path, api, DEMO_MODEL), api), lanes=2)
+    try:
+        mode, _, why = resolve_postprocess(backend, "auto", None, 640, PostprocessOptions())
+        assert mode == "cpu" and "GPU post-processing" in why
+        with pytest.raises(UserError, match="GPU post-processing"):
+            resolve_postprocess(backend, "gpu", None, 640, PostprocessOptions())
+        assert backend.metadata()["postprocess"] is None
+    finally:
+        backend.close()

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = parser.add_argument_group("TensorRT runtime")
     t.add_argument("--cuda-graph", action="store_true", help="replay each enqueue as a CUDA graph")
     t.add_argument("--runtime-cache", type=Path, default=None, help="TensorRT-RTX runtime (JIT kernel) cache file")
+    t.add_argument("--lanes", type=int, default=2,
+                   help="execution contexts of the engine, each on its own CUDA stream, running batches "
+                   "concurrently (lanes + 1 batches in flight; default 2, not measured on a real engine)")  # fmt: skip
     add_eval_args(parser, task="eval-trt")
     return parser
 
@@ -58,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("give --engine-path ENGINE, or --onnx-path ONNX to build (or reuse) an engine")
     # every usage check before a build or an engine is opened
     check_eval_ranges(args)
+    if args.lanes < 1:
+        raise UserError(f"--lanes must be >= 1, got {args.lanes}")
     building = args.onnx_path is not None
     model_inputs = {"--onnx-path": args.onnx_path} if building else {"--engine-path": args.engine_path}
     # written by the build (engine, timing cache) or saved after the run (runtime cache)
@@ -82,8 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine_path = args.engine_path
         model_path = engine_path
     backend = TrtBackend.open(
-        engine_path, api, cuda_graph=args.cuda_graph, verbosity=verbosity, runtime_cache=args.runtime_cache
-    )
+        engine_path, api, lanes=args.lanes, cuda_graph=args.cuda_graph, verbosity=verbosity,
+        runtime_cache=args.runtime_cache,
+    )  # fmt: skip
     try:
         return run_eval(args, backend, model_path, {"trt": extra} if extra else None, dataset=dataset)
     finally:

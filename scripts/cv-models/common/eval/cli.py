@@ -25,12 +25,17 @@ from common.core.results import (
 )
 from common.core.sysinfo import run_metadata
 from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset, open_dataset, users_metrics
-from common.eval.pipeline import EvalOptions, EvalResult, default_workers, evaluate
+from common.eval.pipeline import POSTPROCESS_MODES, EvalOptions, EvalResult, default_workers, evaluate
 from common.gpu.preprocess import MODES as PREPROCESS_MODES
 from common.model.yolov10 import LAYOUTS, PostprocessOptions
 from common.ort.session import Backend
 
 DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
+# Warm-up runs per lane/session (and per partial-last-batch shape) before anything is timed. The first
+# run of a CUDA EP session at a new shape pays cuDNN's algorithm search (~2-6 s for yolov10m on the
+# H100/H200), TensorRT-RTX compiles shape-specialised kernels on its first runs, and a CUDA graph is
+# captured after the first plain run; the rest let clocks and the memory arena settle.
+DEFAULT_WARMUP_RUNS = 10
 
 
 def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
@@ -96,13 +101,36 @@ def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
         "need a backend with device input buffers (ONNX Runtime --io-binding, or TensorRT)",
     )
     r.add_argument(
+        "--postprocess",
+        choices=POSTPROCESS_MODES,
+        default="auto",
+        help="where decode + NMS run: cpu (NumPy, the reference); gpu (NVRTC kernels on the backend's stream, "
+        "only the final <= --max-det rows per image come back; ONNX Runtime --io-binding or TensorRT); auto "
+        "(default) = gpu where the backend runs on a CUDA device and the kernels compile, else cpu. "
+        "metrics.json timings.postprocess_mode says which ran",
+    )
+    r.add_argument(
         "--switch-interval-ms",
         type=float,
         default=None,
         help="Python's GIL switch interval during the run (CPython default 5 ms; shorter lets the GPU "
         "threads get the interpreter back sooner)",
     )
-    r.add_argument("--warmup-runs", type=int, default=0, help="inferences on a zero tensor before timing")
+    r.add_argument(
+        "--warmup-runs",
+        type=int,
+        default=DEFAULT_WARMUP_RUNS,
+        help="inferences on a zero tensor before timing, on every lane/session and for the partial last batch's "
+        "shape too (default %(default)s: the first runs pay cuDNN's algorithm search or TensorRT-RTX's kernel "
+        "compilation; 0 = none, the first batches' cost then lands in the latency stats)",
+    )
+    r.add_argument(
+        "--latency-runs",
+        type=int,
+        default=0,
+        help="after the evaluation, N back-to-back single-batch runs on one lane, nothing else in flight "
+        "(trtexec-style): host and GPU (CUDA-event) median/p90/p99 under latency_pass in metrics.json (default 0: off)",
+    )
     r.add_argument("--skip-latency", type=int, default=0, help="drop the first N latency samples from the stats")
     r.add_argument(
         "--coco-eval",
@@ -142,6 +170,7 @@ def check_eval_ranges(args: argparse.Namespace) -> None:
     check_range("--batch-size", getattr(args, "batch_size", None), 1)
     check_range("--workers", args.workers, 0)
     check_range("--warmup-runs", args.warmup_runs, 0)
+    check_range("--latency-runs", getattr(args, "latency_runs", None), 0)
     check_range("--skip-latency", getattr(args, "skip_latency", None), 0)
     check_range("--switch-interval-ms", getattr(args, "switch_interval_ms", None), 0, lo_open=True)
     if args.imgsz <= 0:
@@ -223,6 +252,8 @@ def eval_options(args: argparse.Namespace) -> EvalOptions:
         coco_engine=args.coco_eval,
         preprocess=getattr(args, "preprocess", "cpu"),
         switch_interval_ms=getattr(args, "switch_interval_ms", None),
+        postprocess=getattr(args, "postprocess", "auto"),
+        latency_runs=getattr(args, "latency_runs", 0) or 0,
     )
 
 
@@ -260,7 +291,10 @@ def format_report(result: EvalResult, metrics: dict[str, Any], backend: Backend)
         f"{'inference ms':<22}median {t['inference']['median_ms']:.2f}  p90 {t['inference']['p90_ms']:.2f}  "
         f"p99 {t['inference']['p99_ms']:.2f}  (batch {result.batch_size})",
         f"{'preprocess ms/img':<22}median {t['preprocess']['median_ms']:.2f}  ({t['workers']} workers, overlapped)",
-        f"{'postprocess ms/batch':<22}median {t['postprocess']['median_ms']:.2f}  (overlapped)",
+        f"{'latency ms':<22}median {t['latency']['median_ms']:.2f}  p90 {t['latency']['p90_ms']:.2f}  "
+        f"p99 {t['latency']['p99_ms']:.2f}  ({t['latency_timing'].split(':')[0]})",
+        f"{'postprocess ms/batch':<22}median {t['postprocess']['median_ms']:.2f}  "
+        f"({t['postprocess_mode']}, overlapped)",
         f"{'end to end':<22}{t['end_to_end_images_per_s']:.1f} img/s  ({t['wall_seconds']:.2f} s)",
         f"{'COCOeval':<22}{t['eval_seconds']:.2f} s",
     ]
@@ -293,7 +327,7 @@ def run_eval(
         remove_if_empty(folder)
         raise
     metrics = users_metrics(result.stats, result.num_images, len(result.detections))
-    inf = result.timings["inference"]
+    lat = result.timings["latency"]
     payload: dict[str, Any] = {
         "schema_version": METRICS_SCHEMA_VERSION,
         "model_path": str(model_path),
@@ -312,7 +346,10 @@ def run_eval(
         "pre_nms_topk": args.pre_nms_topk,
         "batch_size": result.batch_size,
         "metrics": metrics,
-        "latency": inf,
+        "latency": lat,
+        "latency_timing": result.timings["latency_timing"],
+        "postprocess": result.timings["postprocess_mode"],
+        **({"latency_pass": result.timings["latency_pass"]} if "latency_pass" in result.timings else {}),
         "timings": result.timings,
         "run": {
             "model_sha256": sha256_file(model_path) if model_path.is_file() else None,

@@ -7,6 +7,14 @@ Stages run concurrently so the backend never waits on the CPU:
               -> [post thread: decode + NMS + unletterbox -> COCO rows]
               -> COCOeval
 
+A ``DevicePostprocessing`` backend (``--postprocess gpu``, or ``auto`` where its kernels load) returns
+final detections instead of head tensors: the post thread then only unletterboxes and writes rows.
+
+Timing: ``timings["latency"]`` is what metrics.json's ``latency`` block holds. For a ``LaneTiming``
+backend run pipelined it is each batch's own GPU work (H2D + compute [+ post] + D2H) from CUDA
+events on its lane, never time queued behind other batches; otherwise (the sequential path, plain
+backends) the host time of each ``infer``. ``timings["latency_timing"]`` says which.
+
 OpenCV and NumPy release the GIL for the heavy work, so threads overlap for real.
 Results do not depend on the worker count, the batch size or completion order: rows
 are gathered per image in image-id order.
@@ -39,7 +47,16 @@ from common.data.images import (
     preprocess,
     unletterbox_xyxy,
 )
-from common.eval.protocols import AsyncBackend, Backend, Batch, DevicePreprocessing, Warmup
+from common.eval.protocols import (
+    AsyncBackend,
+    Backend,
+    Batch,
+    DevicePostprocessing,
+    DevicePreprocessing,
+    LaneTiming,
+    Warmup,
+)
+from common.gpu.postprocess import GpuDetections
 from common.gpu.preprocess import MODES as PREPROCESS_MODES
 from common.gpu.preprocess import U8Batch
 from common.model.yolov10 import PostprocessOptions, check_layout, decode, detect_layout
@@ -70,6 +87,8 @@ class EvalOptions:
     coco_engine: str = "auto"  # auto | pycocotools | faster-coco-eval (identical stats, tested)
     preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox (common.gpu.preprocess)
     switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
+    postprocess: str = "cpu"  # cpu | gpu | auto (gpu where the backend can, else cpu); the CLI default is auto
+    latency_runs: int = 0  # after the run: N back-to-back single-batch runs on one lane (``latency_pass``)
 
 
 @dataclass
@@ -108,6 +127,42 @@ def _make_batch(items: list[_Item], mode: str, size: int) -> Batch:
     if mode != "cpu":
         return U8Batch(mode, [it.tensor for it in items], [it.meta for it in items], size)
     return items[0].tensor[None] if len(items) == 1 else np.stack([it.tensor for it in items])
+
+
+POSTPROCESS_MODES = ("auto", "cpu", "gpu")
+LANE_TIMING = "gpu-lane-events: per batch, CUDA events on its lane around H2D + compute (+ GPU post) + D2H"
+HOST_TIMING = "host: per batch, infer() call to host outputs"
+
+
+def resolve_postprocess(
+    backend: Backend, mode: str, layout: str | None, size: int, post: PostprocessOptions
+) -> tuple[str, str | None, str | None]:
+    """Where post-processing runs: (``cpu`` | ``gpu``, the layout GPU post-processing was set up for,
+    why ``auto`` chose cpu). ``gpu`` enables it on the backend; ``--postprocess gpu`` that can't is a
+    UserError, ``auto`` falls back to cpu and says why."""
+    if mode not in POSTPROCESS_MODES:
+        raise UserError(f"--postprocess {mode}: choose one of {', '.join(POSTPROCESS_MODES)}")
+    if isinstance(backend, DevicePostprocessing):
+        backend.disable_device_postprocess()  # a backend reused from an earlier run starts on the CPU path
+    if mode == "cpu":
+        return "cpu", None, None
+    if not isinstance(backend, DevicePostprocessing):
+        if mode == "gpu":
+            raise UserError(
+                f"--postprocess gpu needs a backend with device output buffers (ONNX Runtime --io-binding, "
+                f"TensorRT); {backend.name} returns host arrays: use --postprocess cpu or auto"
+            )
+        return "cpu", None, f"{backend.name} has no device post-processing"
+    try:
+        out = backend.outputs[0]
+        chosen = layout or detect_layout(out.shape)
+        check_layout(chosen, out.shape)
+        backend.enable_device_postprocess(chosen, (size, size), post)
+    except Exception as exc:  # auto: any reason the GPU path can't run (no GPU, no NVRTC, odd output) -> cpu
+        if mode == "gpu" or not isinstance(exc, (UserError, RuntimeError, ImportError, OSError)):
+            raise
+        return "cpu", None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return "gpu", chosen, None
 
 
 def check_preprocess(backend: Backend, mode: str) -> None:
@@ -165,22 +220,24 @@ def _postprocess(
     out = outputs[0]
     rows = []
     for j, (image_id, meta) in enumerate(metas):
-        det = decode(out[j], layout, input_hw, post)
+        det = out.image(j) if isinstance(out, GpuDetections) else decode(out[j], layout, input_hw, post)
         boxes = unletterbox_xyxy(det.boxes, meta)
         rows.append(to_coco_results(image_id, boxes, det.scores, det.classes, dataset.class_to_category))
     return rows, time.perf_counter() - t0
 
 
-def warmup(backend: Backend, batch_size: int, size: int, runs: int) -> None:
-    """``runs`` inferences before timing; a ``Warmup`` backend (several sessions) warms every session."""
+def warmup(backend: Backend, batch_size: int, size: int, runs: int, last_batch: int | None = None) -> None:
+    """``runs`` inferences before timing; a ``Warmup`` backend (several sessions or lanes) warms every one.
+    ``last_batch``: the size of a partial last batch, warmed too (a new shape: cuDNN searches again)."""
     if runs <= 0:
         return
-    if isinstance(backend, Warmup):
-        backend.warmup(batch_size, runs)
-        return
-    dummy = np.zeros((batch_size, 3, size, size), dtype=np.float32)
-    for _ in range(runs):
-        backend.infer(dummy)
+    for b in dict.fromkeys(x for x in (batch_size, last_batch) if x):
+        if isinstance(backend, Warmup):
+            backend.warmup(b, runs)
+            continue
+        dummy = np.zeros((b, 3, size, size), dtype=np.float32)
+        for _ in range(runs):
+            backend.infer(dummy)
 
 
 class _Inline:
@@ -273,7 +330,9 @@ class _Stages:
     def finish(self, metas: list[tuple[int, LetterboxMeta]], outputs: list[np.ndarray], t0: float) -> None:
         """A batch came back from the backend: time it, check the layout once, post-process it."""
         self.infer_s.append(time.perf_counter() - t0)
-        if self.layout is None:
+        if isinstance(outputs[0], GpuDetections):
+            pass  # the layout was fixed (and checked) when GPU post-processing was enabled
+        elif self.layout is None:
             self.layout = detect_layout(outputs[0].shape)
         elif not self._checked:
             check_layout(self.layout, outputs[0].shape)
@@ -335,9 +394,13 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     size = _input_size(backend, opts.imgsz)
     batch_size = resolve_batch_size(backend, opts.batch_size)
     check_preprocess(backend, opts.preprocess)
-    warmup(backend, batch_size, size, opts.warmup_runs)
-
+    explicit = None if opts.output_format == "auto" else opts.output_format
+    post_mode, post_layout, post_why = resolve_postprocess(backend, opts.postprocess, explicit, size, opts.post)
     ids = dataset.image_ids
+    warmup(backend, batch_size, size, opts.warmup_runs, len(ids) % batch_size or None)
+    lane_timed = isinstance(backend, LaneTiming)
+    lane_start = len(backend.gpu_ms) if lane_timed else 0
+
     sequential = opts.workers <= 0
     window = batch_size if sequential else max(opts.workers, batch_size * max(1, opts.prefetch_batches))
     depth = 1 if sequential else in_flight_depth(backend)
@@ -350,6 +413,7 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
         tqdm(total=len(ids), desc=f"eval[{backend.name}]", unit="img", disable=not opts.progress) as bar,
     ):
         stages = _Stages(dataset, ids, size, opts, loaders, posters, window, bar)
+        stages.layout = post_layout or stages.layout
         try:
             _run_batches(backend, stages, ids, batch_size, depth)
         except BaseException:
@@ -365,9 +429,18 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
         stats, table = evaluate_bbox(dataset.coco, detections, ids, opts.coco_engine, dataset.instances_path)
     eval_s = time.perf_counter() - t0
     n = len(ids)
+    inference = latency_stats(stages.infer_s, skip=opts.skip_latency, items_per_sample=batch_size)
+    gpu_s = [ms / 1000.0 for ms in backend.gpu_ms[lane_start:]] if lane_timed else []
+    if gpu_s and not sequential:
+        latency, latency_timing = latency_stats(gpu_s, skip=opts.skip_latency, items_per_sample=batch_size), LANE_TIMING
+    else:
+        latency, latency_timing = inference, HOST_TIMING
     timings = {
         "preprocess": latency_stats(stages.pre_s),
-        "inference": latency_stats(stages.infer_s, skip=opts.skip_latency, items_per_sample=batch_size),
+        "inference": inference,  # host: submit to outputs back, queueing included when pipelined
+        "inference_gpu": latency_stats(gpu_s, skip=opts.skip_latency, items_per_sample=batch_size) if gpu_s else None,
+        "latency": latency,
+        "latency_timing": latency_timing,
         "postprocess": latency_stats(stages.post_s, items_per_sample=batch_size),
         "eval_seconds": eval_s,
         "coco_engine": opts.coco_engine,
@@ -377,7 +450,38 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
         "batch_size": batch_size,
         "mode": "sequential" if sequential else ("pipelined-async" if pipelined else "pipelined"),
         "preprocess_mode": opts.preprocess,
+        "postprocess_mode": post_mode,
+        "postprocess_requested": opts.postprocess,
+        "postprocess_fallback": post_why,
         "switch_interval_ms": opts.switch_interval_ms,
         "in_flight": depth,
     }
+    if opts.latency_runs > 0:
+        timings["latency_pass"] = latency_pass(backend, dataset, ids[:batch_size], size, opts)
     return EvalResult(detections, stats, table, stages.layout or "unknown", n, batch_size, timings)
+
+
+def latency_pass(
+    backend: Backend, dataset: CocoDataset, ids: list[int], size: int, opts: EvalOptions
+) -> dict[str, Any]:
+    """trtexec-style: ``opts.latency_runs`` back-to-back runs of one real batch (the first images), nothing
+    else in flight, after the evaluation (so everything is warm). Host time per run always; GPU time
+    (CUDA events on the lane) for a ``LaneTiming`` backend, on its first lane."""
+    items = [_load(dataset, i, size, opts.preprocess) for i in ids]
+    batch = _make_batch(items, opts.preprocess, size)
+    b = len(items)
+    out: dict[str, Any] = {"runs": opts.latency_runs, "batch_size": b}
+    if isinstance(backend, LaneTiming):
+        got = backend.latency_runs(batch, opts.latency_runs)
+        out["host"] = latency_stats([ms / 1000.0 for ms in got["host_ms"]], items_per_sample=b)
+        out["gpu"] = latency_stats([ms / 1000.0 for ms in got["gpu_ms"]], items_per_sample=b)
+        out["gpu_timing"] = LANE_TIMING
+    else:
+        host = []
+        for _ in range(opts.latency_runs):
+            t0 = time.perf_counter()
+            backend.infer(batch)
+            host.append(time.perf_counter() - t0)
+        out["host"] = latency_stats(host, items_per_sample=b)
+        out["gpu"] = None
+    return out

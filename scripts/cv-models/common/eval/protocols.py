@@ -5,7 +5,11 @@ Anything more is an optional capability the pipeline asks for with ``isinstance`
 
 - ``AsyncBackend``: ``submit(batch) -> token`` and ``wait(token) -> outputs``, ``max_in_flight`` deep;
 - ``DevicePreprocessing``: ``enable_device_preprocess(mode)``, then it takes ``U8Batch`` too;
-- ``Warmup``: ``warmup(batch, runs)`` warms everything it owns (e.g. every lane's session).
+- ``DevicePostprocessing``: ``enable_device_postprocess(layout, input_hw, opts)``, then its outputs are
+  ``[GpuDetections]`` (final rows in letterbox pixels, <= max_det per image) instead of head tensors;
+- ``Warmup``: ``warmup(batch, runs)`` warms everything it owns (e.g. every lane's session);
+- ``LaneTiming``: ``gpu_ms`` (CUDA-event time of each batch's own work on its lane) and
+  ``latency_runs(batch, runs)`` (back-to-back single-batch runs on one lane, nothing else in flight).
 
 The protocols are structural: a backend matches by having the members, it never inherits.
 """
@@ -24,7 +28,9 @@ __all__ = [
     "AsyncBackend",
     "Backend",
     "Batch",
+    "DevicePostprocessing",
     "DevicePreprocessing",
+    "LaneTiming",
     "TensorSpec",
     "Warmup",
 ]
@@ -110,3 +116,33 @@ class Warmup(Protocol):
     """A backend with its own warm-up (several sessions or lanes to warm, not just one ``infer``)."""
 
     def warmup(self, batch: int, runs: int) -> None: ...
+
+
+@runtime_checkable
+class DevicePostprocessing(Protocol):
+    """A backend that post-processes on its own stream (``common.gpu.postprocess``) and copies back only
+    the final detections: after ``enable_device_postprocess`` its ``infer`` / ``wait`` return one
+    ``common.gpu.postprocess.GpuDetections`` (x1, y1, x2, y2 in letterbox pixels, score, class; at most
+    ``opts.max_det`` rows per image) instead of the head tensors."""
+
+    def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
+        """Switch to final detections for ``layout``; UserError (and nothing changed) if it can't."""
+        ...
+
+    def disable_device_postprocess(self) -> None:
+        """Back to head tensors (the CPU path)."""
+        ...
+
+
+@runtime_checkable
+class LaneTiming(Protocol):
+    """A backend that times each batch's own GPU work (H2D + compute + D2H) with CUDA events on its lane."""
+
+    @property
+    def gpu_ms(self) -> list[float]:
+        """Lane-event ms of every batch run so far, in completion order."""
+        ...
+
+    def latency_runs(self, batch: Batch, runs: int) -> dict[str, list[float]]:
+        """``runs`` back-to-back runs of ``batch`` on one lane: ``{"gpu_ms": [...], "host_ms": [...]}``."""
+        ...

@@ -3,8 +3,11 @@
 ``OrtCudaBackend`` runs ``lanes`` ORT sessions of the same model, each on its own CUDA
 stream (CUDA EP option ``user_compute_stream``) in its own thread:
 
-    lane thread: batch -> pinned_in --H2D--> bound_in; ORT run (IO binding);
-                 bound_out --D2H--> pinned_out; stream sync; copy out
+    lane thread: batch -> pinned --H2D--> bound input; ORT run (IO binding);
+                 [GPU post-processing]; bound outputs (or final rows) --D2H--> pinned; copy out
+
+The buffers, streams, events, threads and in-flight depth are ``common.gpu.lanes`` (shared with
+the TensorRT backend); this module only says what one ORT lane enqueues.
 
 A batch runs on whichever lane is free. The pipeline keeps ``lanes + 1`` batches submitted,
 so a free lane always finds the next batch waiting: one lane's copies, kernel launches and
@@ -16,16 +19,19 @@ uint8 images go up and an NVRTC kernel writes the float input in place. ORT runs
 synchronous (its default): letting them return early (``disable_synchronize_execution_providers``)
 made ORT 1.31.1 free pinned buffers inside a CUDA host callback and abort the process
 (CUDA failure 800 in cudaFreeHost) on the H100, so it is not used.
+
+With ``enable_device_postprocess`` (``DevicePostprocessing``) a lane runs ``common.gpu.postprocess``
+on its stream after the ORT run and copies back only the final rows: ``infer`` / ``wait`` return
+``[GpuDetections]``. Verified: the ORT lanes ran on an H100/H200 before the move to
+``common.gpu.lanes``; post-processing on the lanes is tested in CI through host doubles only.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import math
-import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,28 +40,27 @@ import numpy as np
 from common.core.errors import UserError
 from common.core.results import latency_stats
 from common.gpu.cuda_mem import CudaMemory
+from common.gpu.lanes import Collect, Lane, LanePool, PostSetup, Staging
 from common.gpu.preprocess import GpuPreprocessor, U8Batch, U8Stager, check_float_input
 from common.ort.options import CUDA_EP
 from common.ort.session import OrtBackend, TensorSpec
 
 
 @dataclass
-class _Lane:
+class _OrtLane:
+    """What one lane owns beside its stream and events (``common.gpu.lanes.Lane``)."""
+
     backend: OrtBackend  # the lane's own session
-    stream: Any
     io: dict[int, Any]  # batch size -> IO binding over the same buffers
-    bound_in: Any
-    bound_out: list[Any]
-    pinned_in: Any
-    pinned_out: list[Any]
-    started: Any
-    done: Any
+    inp: Staging
+    outs: list[Staging]
     stager: U8Stager | None = None  # uint8 staging for U8Batch (enable_device_preprocess)
+    post: Any = None  # GpuPostprocessor (enable_device_postprocess)
 
 
 class OrtCudaBackend:
     """The CUDA EP behind IO binding, ``lanes`` sessions deep: an ``AsyncBackend`` with
-    ``DevicePreprocessing`` and ``Warmup`` (common.eval.protocols)."""
+    ``DevicePreprocessing``, ``DevicePostprocessing`` and ``Warmup`` (common.eval.protocols)."""
 
     def __init__(
         self,
@@ -67,6 +72,8 @@ class OrtCudaBackend:
         log: Any = None,
         imgsz: int = 640,
         disable_cpu_fallback: bool = False,
+        memory: Any = None,
+        post_kernels: Callable[[], Any] | None = None,
     ) -> None:
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
         if cuda_opts.get("enable_cuda_graph") == "1":
@@ -74,30 +81,28 @@ class OrtCudaBackend:
                 "--io-binding with the CUDA graph option is not supported (ORT 1.31.1 aborted during capture "
                 "on our H100 test); drop --cuda-graph or --io-binding"
             )
-        self.mem = CudaMemory(device_id)
+        self.mem = memory if memory is not None else CudaMemory(device_id)
         self.device_id, self.max_batch, self.onnx_path = device_id, max_batch, onnx_path
-        self._lanes: list[_Lane] = []
+        lane_list: list[Lane] = []
         for _ in range(max(1, lanes)):
             stream = self.mem.stream()
             opts = {**cuda_opts, "device_id": str(device_id), "user_compute_stream": str(stream.handle)}
             # The CUDA EP must initialise; --disable-cpu-fallback also refuses nodes it can't take.
             sess = OrtBackend(onnx_path, [CUDA_EP], {CUDA_EP: opts}, disable_cpu_fallback=disable_cpu_fallback,
                               log=log, intra_op_threads=1, require_accelerator=True)  # fmt: skip
-            if not self._lanes:
+            if not lane_list:
                 self._setup_specs(sess, imgsz)
-            self._lanes.append(self._make_lane(sess, stream))
-        first = self._lanes[0].backend
+            lane_list.append(Lane(self.mem, self._make_worker(sess), stream=stream))
+        first = lane_list[0].worker.backend
         self.name = "onnxruntime-cuda-iobinding"
         self.version = first.version
         self.providers_used = first.providers_used
-        self.max_in_flight = len(self._lanes) + 1
-        self._free: queue.SimpleQueue[_Lane] = queue.SimpleQueue()
-        for lane in self._lanes:
-            self._free.put(lane)
-        self._pool = cf.ThreadPoolExecutor(len(self._lanes), thread_name_prefix="ort-lane")
+        self._lanes = LanePool(lane_list, self._enqueue, "ort-lane")
+        self.max_in_flight = self._lanes.max_in_flight
         self._prep: GpuPreprocessor | None = None
+        self._post: PostSetup | None = None
+        self._post_kernels = post_kernels
         self.preprocess = "cpu"
-        self.gpu_ms: list[float] = []
 
     def _setup_specs(self, sess: OrtBackend, imgsz: int) -> None:
         spec = sess.input
@@ -112,33 +117,33 @@ class OrtCudaBackend:
                 raise UserError(
                     f"IO binding needs static shapes apart from the batch axis; {t.name} is {list(t.shape)}"
                 )
-        self._in_bytes = self._nbytes(self._input)
-        self._out_bytes = [self._nbytes(o) for o in self._outputs]
 
     def _shape(self, spec: TensorSpec, batch: int | None = None) -> tuple[int, ...]:
         return (batch or self.max_batch, *[int(d) for d in spec.shape[1:]])
 
-    def _nbytes(self, spec: TensorSpec) -> int:
-        return math.prod(self._shape(spec)) * spec.dtype.itemsize
+    def _nbytes(self, spec: TensorSpec, batch: int | None = None) -> int:
+        return math.prod(self._shape(spec, batch)) * spec.dtype.itemsize
 
-    def _make_lane(self, sess: OrtBackend, stream: Any) -> _Lane:
-        m = self.mem
-        bound_in = m.device_buffer(self._in_bytes)
-        bound_out = [m.device_buffer(n) for n in self._out_bytes]
-        return _Lane(sess, stream, {}, bound_in, bound_out, m.pinned_buffer(self._in_bytes),
-                     [m.pinned_buffer(n) for n in self._out_bytes], m.event(), m.event())  # fmt: skip
+    def _make_worker(self, sess: OrtBackend) -> _OrtLane:
+        inp = Staging(self.mem, f"input {self._input.name!r}")
+        inp.ensure(self._nbytes(self._input))
+        outs = []
+        for spec in self._outputs:
+            outs.append(Staging(self.mem, f"output {spec.name!r}"))
+            outs[-1].ensure(self._nbytes(spec))
+        return _OrtLane(sess, {}, inp, outs)
 
-    def _binding(self, lane: _Lane, batch: int) -> Any:
+    def _binding(self, lane: _OrtLane, batch: int) -> Any:
         """IO binding for ``batch`` images over the lane's buffers (sized for max_batch): a partial
         last batch runs at its own shape, exactly as a plain session would run it."""
         io = lane.io.get(batch)
         if io is None:
             io = lane.backend._session.io_binding()
             io.bind_input(self._input.name, "cuda", self.device_id, self._input.dtype.type,
-                          list(self._shape(self._input, batch)), lane.bound_in.ptr)  # fmt: skip
-            for spec, buf in zip(self._outputs, lane.bound_out, strict=True):
+                          list(self._shape(self._input, batch)), lane.inp.device_ptr)  # fmt: skip
+            for spec, buf in zip(self._outputs, lane.outs, strict=True):
                 io.bind_output(spec.name, "cuda", self.device_id, spec.dtype.type, list(self._shape(spec, batch)),
-                               buf.ptr)  # fmt: skip
+                               buf.device_ptr)  # fmt: skip
             lane.io[batch] = io
         return io
 
@@ -150,7 +155,12 @@ class OrtCudaBackend:
     def outputs(self) -> list[TensorSpec]:
         return self._outputs
 
-    # ------------------------------------------------------------------ GPU pre-processing
+    @property
+    def gpu_ms(self) -> list[float]:
+        """Lane-event ms of every batch run so far (H2D + compute [+ post] + D2H)."""
+        return self._lanes.gpu_ms
+
+    # ------------------------------------------------------------------ GPU pre/post-processing
     def enable_device_preprocess(self, mode: str) -> None:
         """Accept ``U8Batch`` of ``mode`` from now on (compiles the kernels once)."""
         if mode == "cpu":
@@ -158,66 +168,78 @@ class OrtCudaBackend:
         check_float_input(mode, self._input.name, self._input.dtype)
         if self._prep is None:
             self._prep = GpuPreprocessor(self.device_id)
-        for lane in self._lanes:
-            if lane.stager is None:
-                lane.stager = U8Stager(self.mem, self._prep, mode)
-            lane.stager.mode = mode
+        with self._lanes.idle() as lanes:
+            for lane in lanes:
+                if lane.worker.stager is None:
+                    lane.worker.stager = U8Stager(self.mem, self._prep, mode)
+                lane.worker.stager.mode = mode
         self.preprocess = mode
 
-    # ------------------------------------------------------------------ running
-    def _run_lane(self, batch: np.ndarray | U8Batch) -> list[np.ndarray]:
-        b = int(batch.shape[0])
-        lane = self._free.get()  # one pool thread per lane: a lane is always free here
-        try:
-            if isinstance(batch, U8Batch):
-                if lane.stager is None:
-                    raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
-                lane.stager.stage(batch, lane.bound_in.ptr, lane.stream)
-            else:
-                staged = lane.pinned_in.view(self._input.dtype, self._shape(self._input, b))
-                np.copyto(staged, batch, casting="same_kind")
-                self.mem.copy_htod_async(lane.bound_in.ptr, lane.pinned_in.ptr, staged.nbytes, lane.stream)
-            lane.started.record(lane.stream)
-            lane.backend._session.run_with_iobinding(self._binding(lane, b))
-            lane.done.record(lane.stream)
-            for spec, dev, host in zip(self._outputs, lane.bound_out, lane.pinned_out, strict=True):
-                nbytes = math.prod(self._shape(spec, b)) * spec.dtype.itemsize
-                self.mem.copy_dtoh_async(host.ptr, dev.ptr, nbytes, lane.stream)
-            lane.stream.synchronize()
-            self.gpu_ms.append(self.mem.elapsed_ms(lane.started, lane.done))
-            return [host.view(spec.dtype, self._shape(spec, b)).copy()
-                    for spec, host in zip(self._outputs, lane.pinned_out, strict=True)]  # fmt: skip
-        finally:
-            self._free.put(lane)
+    def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
+        """Return final detections (``[GpuDetections]``) from now on; UserError when the kernels or the
+        output shape don't allow it (nothing changed then)."""
+        out = self._outputs[0]
+        kernels = self._post_kernels() if self._post_kernels is not None else None
+        if kernels is None:
+            from common.gpu.postprocess import postprocess_kernels
 
-    def submit(self, batch: np.ndarray | U8Batch) -> cf.Future[list[np.ndarray]]:
+            kernels = postprocess_kernels(self.device_id)
+        setup = PostSetup(layout, input_hw, opts, self._shape(out)[1:], out.dtype, self.max_batch, kernels)
+        with self._lanes.idle() as lanes:
+            for lane in lanes:
+                if lane.worker.post is not None:
+                    lane.worker.post.close()
+                lane.worker.post = setup.make(self.mem)
+        self._post = setup
+
+    def disable_device_postprocess(self) -> None:
+        """Return head tensors again (``--postprocess cpu`` on a backend that had it enabled)."""
+        with self._lanes.idle() as lanes:
+            for lane in lanes:
+                if lane.worker.post is not None:
+                    lane.worker.post.close()
+                    lane.worker.post = None
+        self._post = None
+
+    # ------------------------------------------------------------------ running
+    def _enqueue(self, lane: Lane, batch: np.ndarray | U8Batch) -> Collect:
+        w: _OrtLane = lane.worker
+        b = int(batch.shape[0])
+        if isinstance(batch, U8Batch):
+            if w.stager is None:
+                raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
+            w.stager.stage(batch, w.inp.device_ptr, lane.stream)
+        else:
+            staged = w.inp.view(self._input.dtype, self._shape(self._input, b))
+            np.copyto(staged, batch, casting="same_kind")
+            w.inp.upload_staged(staged.nbytes, lane.stream)
+        w.backend._session.run_with_iobinding(self._binding(w, b))
+        if w.post is not None:
+            w.post.launch(w.outs[0].device_ptr, lane.stream, b)
+            return lambda: [w.post.collect()]
+        for spec, buf in zip(self._outputs, w.outs, strict=True):
+            buf.download(self._nbytes(spec, b), lane.stream)
+        return lambda: [buf.view(spec.dtype, self._shape(spec, b)).copy()
+                        for spec, buf in zip(self._outputs, w.outs, strict=True)]  # fmt: skip
+
+    def submit(self, batch: np.ndarray | U8Batch) -> cf.Future[list[Any]]:
         b = int(batch.shape[0])
         if b > self.max_batch or tuple(batch.shape[1:]) != self._shape(self._input)[1:]:
             raise UserError(f"batch {list(batch.shape)} does not fit the bound input {list(self._input.shape)}")
-        return self._pool.submit(self._run_lane, batch)
+        return self._lanes.submit(batch)
 
-    def wait(self, token: cf.Future[list[np.ndarray]]) -> list[np.ndarray]:
-        return token.result()
+    def wait(self, token: cf.Future[list[Any]]) -> list[Any]:
+        return self._lanes.wait(token)
 
-    def infer(self, batch: np.ndarray | U8Batch) -> list[np.ndarray]:
+    def infer(self, batch: np.ndarray | U8Batch) -> list[Any]:
         return self.wait(self.submit(batch))
 
     # ------------------------------------------------------------------ idle-time work
-    @contextlib.contextmanager
-    def _idle_lanes(self) -> Iterator[list[_Lane]]:
-        """Every lane, once all are free (no batch in flight), in their fixed order."""
-        taken = [self._free.get() for _ in self._lanes]
-        try:
-            yield list(self._lanes)
-        finally:
-            for lane in taken:
-                self._free.put(lane)
-
-    def _resident_runs(self, lane: _Lane, batch: int, runs: int) -> list[float]:
+    def _resident_runs(self, lane: Lane, batch: int, runs: int) -> list[float]:
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
-            lane.backend._session.run_with_iobinding(self._binding(lane, batch))
+            lane.worker.backend._session.run_with_iobinding(self._binding(lane.worker, batch))
             lane.stream.synchronize()
             times.append((time.perf_counter() - t0) * 1000.0)
         return times
@@ -228,7 +250,7 @@ class OrtCudaBackend:
         inside a timed pass."""
         if not 1 <= batch <= self.max_batch:
             raise ValueError(f"bound for batch <= {self.max_batch}, asked for {batch}")
-        with self._idle_lanes() as lanes:
+        with self._lanes.idle() as lanes:
             for lane in lanes:
                 self._resident_runs(lane, batch, runs)
 
@@ -237,36 +259,46 @@ class OrtCudaBackend:
         one session (always the first lane): the inference-only ceiling at this batch size."""
         if batch != self.max_batch:
             raise ValueError(f"bound for batch {self.max_batch}, asked for {batch}")
-        with self._idle_lanes() as lanes:
+        with self._lanes.idle() as lanes:
             return self._resident_runs(lanes[0], batch, warmup + iterations)[warmup:]
 
+    def latency_runs(self, batch: np.ndarray | U8Batch, runs: int) -> dict[str, list[float]]:
+        """``runs`` back-to-back single-batch runs of ``batch`` on the first lane, nothing else in flight:
+        lane-event GPU ms and host ms per run (``LatencyRuns``)."""
+        gpu, host = self._lanes.timed_runs(batch, runs)
+        return {"gpu_ms": gpu, "host_ms": host}
+
     def metadata(self) -> dict[str, Any]:
-        meta = self._lanes[0].backend.metadata()
-        meta.update({"backend": self.name, "io_binding": True, "lanes": len(self._lanes),
+        meta = self._lanes.lanes[0].worker.backend.metadata()
+        meta.update({"backend": self.name, "io_binding": True, "lanes": len(self._lanes.lanes),
                      "preprocess": self.preprocess, "in_flight": self.max_in_flight,
                      "max_batch": self.max_batch, "device": self.mem.device_info(),
-                     # CUDA-event time of each ORT run (compute only, no copies), per batch
-                     "gpu_compute_ms": latency_stats([ms / 1000 for ms in self.gpu_ms])})  # fmt: skip
+                     "postprocess": self._post.describe() if self._post is not None else None,
+                     # CUDA events on each batch's lane: H2D + compute (+ GPU post) + D2H, per batch
+                     "gpu_compute_ms": latency_stats([ms / 1000 for ms in self.gpu_ms]),
+                     "gpu_compute_ms_covers": "h2d+compute+postprocess+d2h (lane events)"})  # fmt: skip
         return meta
 
     def close(self) -> None:
         import gc
 
-        self._pool.shutdown(wait=True)
-        lanes, self._lanes = self._lanes, []
+        self._lanes.close()
+        lanes = self._lanes.lanes
         for lane in lanes:
             lane.stream.synchronize()
-            lane.io.clear()
-            lane.backend.close()  # drop the session before the stream it runs on
+            lane.worker.io.clear()
+            lane.worker.backend.close()  # drop the session before the stream it runs on
         gc.collect()
         for lane in lanes:
-            for buf in (lane.bound_in, *lane.bound_out, lane.pinned_in, *lane.pinned_out):
+            w = lane.worker
+            for buf in (w.inp, *w.outs):
                 buf.free()
-            if lane.stager is not None:
-                lane.stager.close()
-            lane.started.close()
-            lane.done.close()
-            lane.stream.close()
+            if w.stager is not None:
+                w.stager.close()
+            if w.post is not None:
+                w.post.close()
+            lane.close()
+        self._lanes.lanes = []
         if self._prep is not None:
             self._prep.close()
             self._prep = None

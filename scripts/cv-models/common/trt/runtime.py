@@ -28,12 +28,11 @@ an H100. No real engine has been executed by this code yet.
 
 from __future__ import annotations
 
-import ctypes
+import concurrent.futures as cf
 import logging
 import math
 import os
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +41,15 @@ from typing import Any
 import numpy as np
 
 from common.core.errors import UserError
-from common.core.results import atomic_write_bytes, sha256_file
-from common.gpu.cuda_mem import CudaError
+from common.core.results import atomic_write_bytes, latency_stats, sha256_file
+from common.gpu.lanes import (
+    Collect,
+    HostLease,  # noqa: F401  (re-exported: its home before common.gpu.lanes)
+    Lane,
+    LanePool,
+    PostSetup,
+    Staging,
+)
 from common.gpu.preprocess import U8Batch, U8Stager, check_float_input
 from common.ort.session import TensorSpec
 from common.trt.api import TrtApi, create, last_error, make_logger
@@ -91,35 +97,6 @@ class IOTensor:
         return d
 
 
-class HostLease:
-    """Owns one pinned host buffer; frees it when neither the session nor any view handed out holds it
-    (NumPy views of ``run(copy_outputs=False)`` reference their lease, as NVIDIA's samples keep the
-    owner of host memory alive)."""
-
-    def __init__(self, host: Any) -> None:
-        self.host = host
-        self.ptr = int(host.ptr)
-        fin = weakref.finalize(self, host.free)
-        fin.atexit = False  # never call into CUDA while the interpreter shuts down
-
-    def view(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        """A NumPy view of the buffer whose ``base`` chain holds this lease."""
-        dtype = np.dtype(dtype)
-        count = math.prod(shape)
-        if count == 0:
-            return np.empty(shape, dtype)
-        raw = (ctypes.c_uint8 * (count * dtype.itemsize)).from_address(self.ptr)
-        raw._lease = self  # type: ignore[attr-defined]  # ctypes instances take attributes
-        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
-
-
-@dataclass
-class _Binding:
-    device: Any
-    host: HostLease
-    capacity: int
-
-
 def check_engine_origin(engine_path: Path, api: TrtApi) -> dict[str, Any] | None:
     """Refuse an engine whose metadata says another backend or version built it."""
     meta = read_metadata(engine_path)
@@ -165,28 +142,38 @@ class TrtSession:
         cuda_graph: bool = False,
         verbosity: str = "warning",
         runtime_cache: str | os.PathLike[str] | None = None,
+        share: TrtSession | None = None,
     ) -> None:
+        """``share``: another session of the same engine; this one then adds only an execution context,
+        a stream, events and buffers of its own (a lane of ``TrtBackend``), reusing that session's
+        runtime, deserialized engine and runtime cache (saved by the session that owns it)."""
         self.engine_path = Path(engine_path)
         if not self.engine_path.is_file():
             raise UserError(f"--engine-path {self.engine_path}: no such file; build one with build_trt_engine.py")
         self.api = api
-        self.build_meta = check_engine_origin(self.engine_path, api)
-        self.mem = memory if memory is not None else default_memory()
+        self.mem = memory if memory is not None else (share.mem if share is not None else default_memory())
         self.cuda_graph = bool(cuda_graph)
         self.native_cuda_graph = False  # TensorRT-RTX: the runtime config's CUDA-graph strategy
         self._runtime_config: Any = None
         trt = api.module
-        self.logger = make_logger(api, verbosity)
-        self.runtime = create(api, "Runtime", self.logger)
-        blob = self.engine_path.read_bytes()
-        self.engine = self.runtime.deserialize_cuda_engine(blob)
+        if share is not None:
+            self.build_meta, self.logger, self.runtime = share.build_meta, share.logger, share.runtime
+            self.engine = share.engine
+        else:
+            self.build_meta = check_engine_origin(self.engine_path, api)
+            self.logger = make_logger(api, verbosity)
+            self.runtime = create(api, "Runtime", self.logger)
+            blob = self.engine_path.read_bytes()
+            self.engine = self.runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
             raise UserError(
                 f"{self.engine_path}: {api.describe()} cannot deserialize this engine "
                 f"({last_error(self.logger, 'not an engine of this backend/version')}); rebuild it with "
                 f"build_trt_engine.py --backend {api.name} --force"
             )
-        self.runtime_cache_path = Path(runtime_cache) if runtime_cache else None
+        self._owns_cache = share is None
+        self.runtime_cache_path = (Path(runtime_cache) if runtime_cache else None) if share is None else None
+        self._shared_cache = share._runtime_cache if share is not None else None
         self._runtime_cache = None
         self.context = self._create_context()
         if self.context is None:
@@ -197,8 +184,12 @@ class TrtSession:
             name = self.engine.get_tensor_name(i)
             self._check_linear(name)
             is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            tensor = IOTensor(name, is_input, np_dtype(self.engine.get_tensor_dtype(name), name),
-                              tuple(int(d) for d in self.engine.get_tensor_shape(name)))
+            tensor = IOTensor(
+                name,
+                is_input,
+                np_dtype(self.engine.get_tensor_dtype(name), name),
+                tuple(int(d) for d in self.engine.get_tensor_shape(name)),
+            )
             if is_input and int(self.engine.num_optimization_profiles) > 0:
                 lo, opt, hi = self.engine.get_tensor_profile_shape(name, 0)
                 tensor.profile = (tuple(int(d) for d in lo), tuple(int(d) for d in opt), tuple(int(d) for d in hi))
@@ -208,7 +199,7 @@ class TrtSession:
 
         self.stream = self.mem.stream()
         self._events = [self.mem.event() for _ in range(4)]  # start, after H2D, after compute, after D2H
-        self._bindings: dict[str, _Binding] = {}
+        self._bindings: dict[str, Staging] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
         self.cuda_graph_status = "off" if not cuda_graph else "pending"
         if self.native_cuda_graph:
@@ -243,12 +234,16 @@ class TrtSession:
                 # kernels are compiled; capturing execute_async_v3 ourselves needs REQUIRE_USER_ALLOCATION engines
                 rt_config.cuda_graph_strategy = strategy.WHOLE_GRAPH_CAPTURE
                 self.native_cuda_graph = True
-            if self.runtime_cache_path is not None:
+            if self._shared_cache is not None:
+                rt_config.set_runtime_cache(self._shared_cache)
+            elif self.runtime_cache_path is not None:
                 rt_cache = rt_config.create_runtime_cache()
                 if self.runtime_cache_path.is_file():
                     if not rt_cache.deserialize(self.runtime_cache_path.read_bytes()):
-                        log.warning("runtime cache %s does not match this GPU/driver/version; starting empty",
-                                    self.runtime_cache_path)
+                        log.warning(
+                            "runtime cache %s does not match this GPU/driver/version; starting empty",
+                            self.runtime_cache_path,
+                        )
                 rt_config.set_runtime_cache(rt_cache)
                 self._runtime_cache = rt_cache
             # TensorRT-RTX JIT-compiles its kernels here, at context creation.
@@ -293,25 +288,11 @@ class TrtSession:
                     )
 
     def _ensure(self, name: str, nbytes: int) -> bool:
-        """Grow the buffers of one tensor; True when addresses changed."""
-        b = self._bindings.get(name)
-        if b is not None and b.capacity >= nbytes:
-            return False
-        if b is not None:
-            b.device.free()
-            # b.host: freed when the last view of run(copy_outputs=False) referencing it goes
-        cap = max(nbytes, 1)
-        self._bindings.pop(name, None)
-        device = None
-        try:
-            device = self.mem.device_buffer(cap)
-            self._bindings[name] = _Binding(device, HostLease(self.mem.pinned_buffer(cap)), cap)
-        except CudaError as exc:
-            if device is not None:
-                device.free()
-            raise UserError(f"cannot allocate {cap / 2**20:.1f} MiB for tensor {name!r} ({exc}); "
-                            "use a smaller batch or free GPU memory") from exc
-        return True
+        """Grow the buffers of one tensor (``common.gpu.lanes.Staging``); True when addresses changed."""
+        staging = self._bindings.get(name)
+        if staging is None:
+            staging = self._bindings[name] = Staging(self.mem, f"tensor {name!r}")
+        return staging.ensure(nbytes)
 
     def _set_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
         changed = False
@@ -319,8 +300,9 @@ class TrtSession:
             shape = tuple(int(d) for d in shapes[t.name])
             if self._shapes.get(t.name) != shape:
                 if not self.context.set_input_shape(t.name, shape):
-                    raise UserError(f"input {t.name!r}: TensorRT rejected shape {list(shape)} "
-                                    f"({last_error(self.logger)})")
+                    raise UserError(
+                        f"input {t.name!r}: TensorRT rejected shape {list(shape)} ({last_error(self.logger)})"
+                    )
                 self._shapes[t.name] = shape
                 changed = True
         if changed or any(o.name not in self._shapes for o in self.outputs):
@@ -339,13 +321,13 @@ class TrtSession:
                 moved = True
         if moved or changed:
             for t in self.io:
-                if not self.context.set_tensor_address(t.name, self._bindings[t.name].device.ptr):
+                if not self.context.set_tensor_address(t.name, self._bindings[t.name].device_ptr):
                     raise RuntimeError(f"set_tensor_address({t.name}) failed: {last_error(self.logger)}")
 
     # ------------------------------------------------------------------ run
 
     def _graph_key_now(self) -> tuple[Any, ...]:
-        return tuple((t.name, self._shapes[t.name], self._bindings[t.name].device.ptr) for t in self.io)
+        return tuple((t.name, self._shapes[t.name], self._bindings[t.name].device_ptr) for t in self.io)
 
     def _execute(self) -> None:
         if not self.context.execute_async_v3(self.stream.handle):
@@ -384,6 +366,15 @@ class TrtSession:
     def run(self, feeds: Mapping[str, np.ndarray | DeviceFeed], copy_outputs: bool = True) -> dict[str, np.ndarray]:
         """Validate, copy in (or let a ``DeviceFeed`` write the device buffer), execute, copy out;
         timings (ms) in ``last_timing``."""
+        collect = self.enqueue(feeds, copy_outputs)
+        self._events[3].synchronize()
+        return collect()
+
+    def enqueue(self, feeds: Mapping[str, np.ndarray | DeviceFeed], copy_outputs: bool = True,
+                post: Any = None) -> Callable[[], Any]:  # fmt: skip
+        """``run`` up to the enqueue of the output copies; returns the function that reads the outputs
+        once the stream is done (``{name: array}``, or ``post.collect()`` when a ``GpuPostprocessor`` is
+        given: it then runs on this stream after compute on the first output, and only its rows come back)."""
         self.validate(feeds)
         self._set_shapes({k: tuple(v.shape) for k, v in feeds.items()})
         mem, stream, ev = self.mem, self.stream, self._events
@@ -391,18 +382,22 @@ class TrtSession:
         for t in self.inputs:
             feed = feeds[t.name]
             if not isinstance(feed, DeviceFeed):
-                view = self._bindings[t.name].host.view(t.dtype, self._shapes[t.name])
+                view = self._bindings[t.name].view(t.dtype, self._shapes[t.name])
                 np.copyto(view, feed, casting="no")
         ev[0].record(stream)
         for t in self.inputs:
             b, feed = self._bindings[t.name], feeds[t.name]
             if isinstance(feed, DeviceFeed):
-                feed.stage(b.device.ptr, stream)
+                feed.stage(b.device_ptr, stream)
             else:
-                mem.copy_htod_async(b.device.ptr, b.host.ptr, view_nbytes(self._shapes[t.name], t.dtype), stream)
+                b.upload_staged(view_nbytes(self._shapes[t.name], t.dtype), stream)
         ev[1].record(stream)
-        use_graph = (self.cuda_graph and not self.native_cuda_graph and self._graph is not None
-                     and self._graph_key == self._graph_key_now())
+        use_graph = (
+            self.cuda_graph
+            and not self.native_cuda_graph
+            and self._graph is not None
+            and self._graph_key == self._graph_key_now()
+        )
         te = time.perf_counter()
         if use_graph:
             self._graph.launch(stream)
@@ -410,28 +405,39 @@ class TrtSession:
             self._execute()
         enqueue_s = time.perf_counter() - te
         ev[2].record(stream)
-        for o in self.outputs:
-            b = self._bindings[o.name]
-            mem.copy_dtoh_async(b.host.ptr, b.device.ptr, view_nbytes(self._shapes[o.name], o.dtype), stream)
+        if post is not None:
+            first = self.outputs[0]
+            post.launch(self._bindings[first.name].device_ptr, stream, int(self._shapes[first.name][0]))
+        else:
+            for o in self.outputs:
+                self._bindings[o.name].download(view_nbytes(self._shapes[o.name], o.dtype), stream)
         ev[3].record(stream)
-        ev[3].synchronize()
-        host_s = time.perf_counter() - t0
-        outs = {}
-        for o in self.outputs:
-            view = self._bindings[o.name].host.view(o.dtype, self._shapes[o.name])
-            outs[o.name] = view.copy() if copy_outputs else view
-        self.last_timing = {
-            "h2d_ms": mem.elapsed_ms(ev[0], ev[1]),
-            "compute_ms": mem.elapsed_ms(ev[1], ev[2]),
-            "d2h_ms": mem.elapsed_ms(ev[2], ev[3]),
-            "latency_ms": mem.elapsed_ms(ev[0], ev[3]),
-            "enqueue_ms": enqueue_s * 1000.0,
-            "host_ms": host_s * 1000.0,
-            "cuda_graph": 1.0 if use_graph else 0.0,
-        }
-        if self.cuda_graph and not self.native_cuda_graph and not use_graph:
-            self._try_capture()
-        return outs
+
+        def collect() -> Any:
+            ev[3].synchronize()
+            host_s = time.perf_counter() - t0
+            outs: Any
+            if post is not None:
+                outs = post.collect()
+            else:
+                outs = {}
+                for o in self.outputs:
+                    view = self._bindings[o.name].view(o.dtype, self._shapes[o.name])
+                    outs[o.name] = view.copy() if copy_outputs else view
+            self.last_timing = {
+                "h2d_ms": mem.elapsed_ms(ev[0], ev[1]),
+                "compute_ms": mem.elapsed_ms(ev[1], ev[2]),
+                "d2h_ms": mem.elapsed_ms(ev[2], ev[3]),
+                "latency_ms": mem.elapsed_ms(ev[0], ev[3]),
+                "enqueue_ms": enqueue_s * 1000.0,
+                "host_ms": host_s * 1000.0,
+                "cuda_graph": 1.0 if use_graph else 0.0,
+            }
+            if self.cuda_graph and not self.native_cuda_graph and not use_graph:
+                self._try_capture()
+            return outs
+
+        return collect
 
     # ------------------------------------------------------------------ facts, close
 
@@ -451,7 +457,7 @@ class TrtSession:
         }
 
     def close(self) -> None:
-        if self._runtime_cache is not None and self.runtime_cache_path is not None:
+        if self._owns_cache and self._runtime_cache is not None and self.runtime_cache_path is not None:
             try:
                 atomic_write_bytes(self.runtime_cache_path, bytes(self._runtime_cache.serialize()))
             except Exception as exc:  # a cache that cannot be saved is not worth failing the run
@@ -461,7 +467,7 @@ class TrtSession:
             self._graph.close()
             self._graph = None
         for b in self._bindings.values():
-            b.device.free()
+            b.free()
         self._bindings.clear()  # host buffers: freed now, or when the last view handed out goes
         for e in self._events:
             e.close()
@@ -485,40 +491,51 @@ def view_nbytes(shape: Sequence[int], dtype: np.dtype) -> int:
 
 
 class TrtBackend:
-    """``common.ort.session.Backend`` over a TrtSession: one image input, outputs in engine order.
+    """The evaluator's backend over TrtSessions: one image input, outputs in engine order.
 
-    With ``enable_device_preprocess`` it also takes ``U8Batch`` (``--preprocess gpu-*``): the
-    kernels of ``common.gpu.preprocess`` write the engine's input buffer on the session's stream.
+    ``lanes`` execution contexts of the one engine, each on its own stream (``common.gpu.lanes``, shared
+    with the ONNX Runtime IO-binding backend): an ``AsyncBackend`` with ``lanes + 1`` batches in flight,
+    ``DevicePreprocessing`` (``--preprocess gpu-*``: the kernels of ``common.gpu.preprocess`` write the
+    engine's input buffer on the lane's stream), ``DevicePostprocessing`` (``common.gpu.postprocess`` on
+    the lane's stream after compute; only the final rows come back), ``Warmup`` and ``LaneTiming``.
+
+    Verification status: TensorRT engines cannot run here; the lanes, pre- and post-processing on them
+    are tested in CI against the runtime double (tests/trt_double.py) with host doubles of the kernels
+    (tests/post_double.py). Whether one TensorRT-RTX runtime cache may be set on several runtime
+    configs (one per lane) follows the API's shape, not a run.
     """
 
-    def __init__(self, session: TrtSession, prep_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(self, session: TrtSession, prep_factory: Callable[[], Any] | None = None, lanes: int = 1,
+                 post_kernels: Callable[[], Any] | None = None) -> None:  # fmt: skip
         if len(session.inputs) != 1:
             names = ", ".join(t.name for t in session.inputs)
             raise UserError(f"{session.engine_path}: expected one image input, the engine has {names}")
+        if lanes < 1:
+            raise UserError(f"--lanes must be >= 1, got {lanes}")
         self.session = session
         self.name = session.api.name
         self._input = session.inputs[0]
         self._prep_factory = prep_factory
-        self._stager: U8Stager | None = None
+        self._post_kernels = post_kernels
+        self._prep: Any = None
+        self._post: PostSetup | None = None
         self.preprocess = "cpu"
-
-    def enable_device_preprocess(self, mode: str) -> None:
-        if mode == "cpu":
-            return
-        check_float_input(mode, self._input.name, self._input.dtype)
-        if self._stager is None:
-            if self._prep_factory is not None:
-                prep = self._prep_factory()
-            else:
-                from common.gpu.preprocess import GpuPreprocessor
-
-                prep = GpuPreprocessor(getattr(self.session.mem, "device", 0))
-            self._stager = U8Stager(self.session.mem, prep, mode)
-        self._stager.mode = self.preprocess = mode
+        sessions = [session]
+        try:
+            for _ in range(lanes - 1):
+                sessions.append(TrtSession(session.engine_path, session.api, memory=session.mem,
+                                           cuda_graph=session.cuda_graph, share=session))  # fmt: skip
+        except BaseException:
+            for extra in sessions[1:]:
+                extra.close()
+            raise
+        self._lanes = LanePool([Lane(session.mem, _TrtLane(s), stream=s.stream, owns_stream=False)
+                                for s in sessions], self._enqueue, "trt-lane")  # fmt: skip
+        self.max_in_flight = self._lanes.max_in_flight
 
     @classmethod
-    def open(cls, engine_path: str | os.PathLike[str], api: TrtApi, **kwargs: Any) -> TrtBackend:
-        return cls(TrtSession(engine_path, api, **kwargs))
+    def open(cls, engine_path: str | os.PathLike[str], api: TrtApi, lanes: int = 1, **kwargs: Any) -> TrtBackend:
+        return cls(TrtSession(engine_path, api, **kwargs), lanes=lanes)
 
     @property
     def input(self) -> TensorSpec:
@@ -529,23 +546,134 @@ class TrtBackend:
     def outputs(self) -> Sequence[TensorSpec]:
         return [o.spec() for o in self.session.outputs]
 
-    def infer(self, batch: np.ndarray | U8Batch) -> list[np.ndarray]:
-        feed: np.ndarray | DeviceFeed
+    @property
+    def gpu_ms(self) -> list[float]:
+        """Lane-event ms of every batch run so far (H2D + compute [+ post] + D2H)."""
+        return self._lanes.gpu_ms
+
+    # ------------------------------------------------------------------ GPU pre/post-processing
+    def enable_device_preprocess(self, mode: str) -> None:
+        if mode == "cpu":
+            return
+        check_float_input(mode, self._input.name, self._input.dtype)
+        if self._prep is None:
+            if self._prep_factory is not None:
+                self._prep = self._prep_factory()
+            else:
+                from common.gpu.preprocess import GpuPreprocessor
+
+                self._prep = GpuPreprocessor(getattr(self.session.mem, "device", 0))
+        with self._lanes.idle() as lanes:
+            for lane in lanes:
+                if lane.worker.stager is None:
+                    lane.worker.stager = U8Stager(self.session.mem, self._prep, mode)
+                lane.worker.stager.mode = mode
+        self.preprocess = mode
+
+    def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
+        """Return ``[GpuDetections]`` from now on. The output's shape after the batch axis must be static
+        and its batch axis at most the input's profile max (UserError otherwise; nothing changed then)."""
+        first = self.session.outputs[0]
+        dims = tuple(first.shape[1:])
+        if len(first.shape) != 3 or any(d < 0 for d in dims):
+            raise UserError(f"GPU post-processing needs a [B, C, A] output with static C and A; "
+                            f"{first.name} is {list(first.shape)}: use --postprocess cpu")  # fmt: skip
+        max_batch = self._max_batch()
+        kernels = self._post_kernels() if self._post_kernels is not None else None
+        if kernels is None:
+            from common.gpu.postprocess import postprocess_kernels
+
+            kernels = postprocess_kernels(getattr(self.session.mem, "device", 0))
+        setup = PostSetup(layout, input_hw, opts, (int(dims[0]), int(dims[1])), first.dtype, max_batch, kernels)
+        with self._lanes.idle() as lanes:
+            for lane in lanes:
+                if lane.worker.post is not None:
+                    lane.worker.post.close()
+                lane.worker.post = setup.make(self.session.mem)
+        self._post = setup
+
+    def _max_batch(self) -> int:
+        t = self._input
+        if t.shape[0] >= 0:
+            return int(t.shape[0])
+        if t.profile:
+            return int(t.profile[2][0])
+        raise UserError(f"input {t.name!r} has a dynamic batch axis and no profile")
+
+    def disable_device_postprocess(self) -> None:
+        """Return head tensors again (``--postprocess cpu`` on a backend that had it enabled)."""
+        with self._lanes.idle() as lanes:
+            for lane in lanes:
+                if lane.worker.post is not None:
+                    lane.worker.post.close()
+                    lane.worker.post = None
+        self._post = None
+
+    # ------------------------------------------------------------------ running
+    def _feed(self, lane: _TrtLane, batch: np.ndarray | U8Batch) -> np.ndarray | DeviceFeed:
         if isinstance(batch, U8Batch):
-            stager = self._stager
+            stager = lane.stager
             if stager is None:
                 raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
-            feed = DeviceFeed(batch.shape, np.dtype(np.float32), lambda ptr, stream: stager.stage(batch, ptr, stream))
-        else:
-            feed = np.ascontiguousarray(batch, dtype=self._input.dtype)
-        outs = self.session.run({self._input.name: feed})
-        return [outs[o.name] for o in self.session.outputs]
+            return DeviceFeed(batch.shape, np.dtype(np.float32), lambda ptr, stream: stager.stage(batch, ptr, stream))
+        return np.ascontiguousarray(batch, dtype=self._input.dtype)
+
+    def _enqueue(self, lane: Lane, batch: np.ndarray | U8Batch) -> Collect:
+        w: _TrtLane = lane.worker
+        collect = w.session.enqueue({self._input.name: self._feed(w, batch)}, post=w.post)
+        if w.post is not None:
+            return lambda: [collect()]
+        return lambda: (lambda outs: [outs[o.name] for o in w.session.outputs])(collect())
+
+    def submit(self, batch: np.ndarray | U8Batch) -> cf.Future[list[Any]]:
+        return self._lanes.submit(batch)
+
+    def wait(self, token: cf.Future[list[Any]]) -> list[Any]:
+        return self._lanes.wait(token)
+
+    def infer(self, batch: np.ndarray | U8Batch) -> list[Any]:
+        return self.wait(self.submit(batch))
+
+    def warmup(self, batch: int, runs: int) -> None:
+        """``runs`` runs of a zero batch on every lane (each context's first runs, TensorRT-RTX's
+        shape-specialised kernels, CUDA-graph capture) before anything is timed."""
+        shape = self.session.default_shape(self._input)
+        dummy = np.zeros((batch, *shape[1:]), np.float32)  # float: valid whatever pre-processing is enabled
+        with self._lanes.idle() as lanes:
+            for lane in lanes:
+                for _ in range(runs):
+                    lane.run(self._enqueue, dummy)
+
+    def latency_runs(self, batch: np.ndarray | U8Batch, runs: int) -> dict[str, list[float]]:
+        gpu, host = self._lanes.timed_runs(batch, runs)
+        return {"gpu_ms": gpu, "host_ms": host}
 
     def metadata(self) -> dict[str, Any]:
-        return self.session.describe()
+        meta = self.session.describe()
+        meta.update({"lanes": len(self._lanes.lanes), "in_flight": self.max_in_flight,
+                     "preprocess": self.preprocess,
+                     "postprocess": self._post.describe() if self._post is not None else None,
+                     # CUDA events on each batch's lane: H2D + compute (+ GPU post) + D2H, per batch
+                     "gpu_compute_ms": latency_stats([ms / 1000 for ms in self.gpu_ms]),
+                     "gpu_compute_ms_covers": "h2d+compute+postprocess+d2h (lane events)"})  # fmt: skip
+        return meta
 
     def close(self) -> None:
-        if self._stager is not None:
-            self._stager.close()
-            self._stager = None
-        self.session.close()
+        self._lanes.close()
+        for lane in self._lanes.lanes:
+            w = lane.worker
+            if w.stager is not None:
+                w.stager.close()
+            if w.post is not None:
+                w.post.close()
+            lane.close()
+        for lane in reversed(self._lanes.lanes):
+            lane.worker.session.close()  # extra contexts first, the engine's owner last
+        self._lanes.lanes = []
+
+
+@dataclass
+class _TrtLane:
+    session: TrtSession
+    stager: U8Stager | None = None
+    post: Any = None

@@ -1,0 +1,265 @@
+"""One staging and lane layer for every GPU backend (ONNX Runtime IO binding, TensorRT).
+
+- ``HostLease``: owns one pinned host buffer; NumPy views handed out keep it alive.
+- ``Staging``: one grow-only device + pinned buffer pair with ``upload`` / ``download`` on a stream.
+- ``Lane``: a stream and two CUDA events around one batch's own work (H2D + compute [+ GPU
+  post-processing] + D2H), plus the backend's per-lane ``worker`` (a session, a context...).
+- ``LanePool``: lanes with ``submit`` / ``wait``; ``max_in_flight`` = lanes + 1 batches submitted, so
+  a free lane always finds the next batch waiting. Each batch's GPU time comes from its own lane's
+  events, never from time it spent queued behind other batches.
+
+A backend hands the pool one function, ``enqueue(lane, batch) -> collect``: it enqueues the batch's
+work on ``lane.stream`` and returns a callable that reads the results once the stream is done. The
+pool records the lane's start event before ``enqueue``, its end event after, synchronises the stream,
+times the batch and calls ``collect``.
+
+All CUDA work goes through a ``common.gpu.cuda_mem.MemoryLayer``: ``CudaMemory`` on a GPU,
+``tests/trt_double.FakeCudaMemory`` (host memory, work done at enqueue) in CI.
+
+Verification status: the buffer, stream and event calls are the ones ``ort/io_binding.py`` and
+``trt/runtime.py`` made before they were moved here (those ran on an H100/H200 for ORT); the pool
+itself (threads, in-flight depth, per-lane timing) is tested in CI through the doubles only.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import ctypes
+import math
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from common.core.errors import UserError
+from common.gpu.cuda_mem import CudaError
+
+__all__ = ["Collect", "HostLease", "Lane", "LanePool", "PostSetup", "Staging"]
+
+Collect = Callable[[], Any]
+
+
+class HostLease:
+    """Owns one pinned host buffer; frees it when neither its owner nor any view handed out holds it
+    (NumPy views reference their lease, as NVIDIA's samples keep the owner of host memory alive)."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self.ptr = int(host.ptr)
+        self.nbytes = int(host.nbytes)
+        fin = weakref.finalize(self, host.free)
+        fin.atexit = False  # never call into CUDA while the interpreter shuts down
+
+    def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """A NumPy view of the buffer whose ``base`` chain holds this lease."""
+        dtype = np.dtype(dtype)
+        count = math.prod(shape)
+        if count * dtype.itemsize > self.nbytes:
+            raise ValueError(f"view of {count} x {dtype} does not fit a {self.nbytes}-byte buffer")
+        if count == 0:
+            return np.empty(shape, dtype)
+        raw = (ctypes.c_uint8 * (count * dtype.itemsize)).from_address(self.ptr)
+        raw._lease = self  # type: ignore[attr-defined]  # ctypes instances take attributes
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+
+class Staging:
+    """A device buffer and its pinned host twin, grown (never shrunk) to the largest size asked for.
+
+    ``ensure(nbytes)`` returns True when the device address changed (a TensorRT context must be told).
+    A host buffer replaced by growth is freed once no view of it is left (``HostLease``).
+    """
+
+    def __init__(self, mem: Any, what: str = "buffer") -> None:
+        self.mem, self.what = mem, what
+        self.device: Any = None
+        self.host: HostLease | None = None
+        self.capacity = 0
+
+    @property
+    def device_ptr(self) -> int:
+        return int(self.device.ptr) if self.device is not None else 0
+
+    def ensure(self, nbytes: int) -> bool:
+        if self.device is not None and self.capacity >= nbytes:
+            return False
+        self.free()
+        cap = max(int(nbytes), 1)
+        device = None
+        try:
+            device = self.mem.device_buffer(cap)
+            self.host = HostLease(self.mem.pinned_buffer(cap))
+        except CudaError as exc:
+            if device is not None:
+                device.free()
+            raise UserError(f"cannot allocate {cap / 2**20:.1f} MiB for {self.what} ({exc}); "
+                            "use a smaller batch or free GPU memory") from exc  # fmt: skip
+        self.device, self.capacity = device, cap
+        return True
+
+    def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """The pinned side as an array (valid until the buffer grows; the view keeps its memory alive)."""
+        assert self.host is not None, "Staging.view before ensure"
+        return self.host.view(dtype, tuple(shape))
+
+    def upload(self, array: np.ndarray, stream: Any, dtype: Any = None) -> None:
+        """Copy ``array`` into pinned memory (cast to ``dtype``), then H2D on ``stream``."""
+        dtype = np.dtype(dtype or array.dtype)
+        nbytes = math.prod(array.shape) * dtype.itemsize
+        self.ensure(nbytes)
+        np.copyto(self.view(dtype, array.shape), array, casting="same_kind")
+        self.upload_staged(nbytes, stream)
+
+    def upload_staged(self, nbytes: int, stream: Any) -> None:
+        """H2D of the first ``nbytes`` already written into the pinned side."""
+        assert self.host is not None
+        self.mem.copy_htod_async(self.device_ptr, self.host.ptr, int(nbytes), stream)
+
+    def download(self, nbytes: int, stream: Any) -> None:
+        """D2H of the first ``nbytes`` into the pinned side, on ``stream``."""
+        assert self.host is not None
+        self.mem.copy_dtoh_async(self.host.ptr, self.device_ptr, int(nbytes), stream)
+
+    def free(self) -> None:
+        if self.device is not None:
+            self.device.free()
+        self.device, self.host, self.capacity = None, None, 0  # host: freed when its last view goes
+
+
+class Lane:
+    """A stream, a start and an end event, and the backend's ``worker`` for this lane."""
+
+    def __init__(self, mem: Any, worker: Any = None, stream: Any = None, owns_stream: bool = True) -> None:
+        """``stream``: an existing stream (e.g. one a session was created for); closed by ``close`` when
+        ``owns_stream``. Without one the lane makes and owns its own."""
+        self.mem, self.worker = mem, worker
+        self._owns_stream = owns_stream or stream is None
+        self.stream = mem.stream() if stream is None else stream
+        self.start, self.end = mem.event(), mem.event()
+
+    def elapsed_ms(self) -> float:
+        """GPU time between the last recorded start and end (after the end event completed)."""
+        return float(self.mem.elapsed_ms(self.start, self.end))
+
+    def run(self, enqueue: Callable[[Lane, Any], Collect], batch: Any) -> tuple[Any, float, float]:
+        """One batch on this lane: (results, GPU ms from its events, host ms of enqueue to done)."""
+        t0 = time.perf_counter()
+        self.start.record(self.stream)
+        collect = enqueue(self, batch)
+        self.end.record(self.stream)
+        self.end.synchronize()
+        host_ms = (time.perf_counter() - t0) * 1000.0
+        return collect(), self.elapsed_ms(), host_ms
+
+    def close(self) -> None:
+        self.start.close()
+        self.end.close()
+        if self._owns_stream and self.stream is not None:
+            self.stream.close()
+        self.stream = None
+
+
+class LanePool:
+    """``submit`` / ``wait`` over ``lanes``, one thread per lane, ``len(lanes) + 1`` batches in flight.
+
+    ``gpu_ms`` / ``host_ms`` hold each batch's lane-event time and its host time from the lane picking
+    it up to its results being ready (neither includes time queued before a lane was free).
+    """
+
+    def __init__(self, lanes: Sequence[Lane], enqueue: Callable[[Lane, Any], Collect], name: str = "lane") -> None:
+        if not lanes:
+            raise ValueError("a LanePool needs at least one lane")
+        self.lanes = list(lanes)
+        self._enqueue = enqueue
+        self.max_in_flight = len(self.lanes) + 1
+        self._free: queue.SimpleQueue[Lane] = queue.SimpleQueue()
+        for lane in self.lanes:
+            self._free.put(lane)
+        self._pool = cf.ThreadPoolExecutor(len(self.lanes), thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self.gpu_ms: list[float] = []
+        self.host_ms: list[float] = []
+
+    def _run(self, batch: Any) -> Any:
+        lane = self._free.get()  # one pool thread per lane: a lane is always free here
+        try:
+            out, gpu_ms, host_ms = lane.run(self._enqueue, batch)
+        finally:
+            self._free.put(lane)
+        with self._lock:
+            self.gpu_ms.append(gpu_ms)
+            self.host_ms.append(host_ms)
+        return out
+
+    def submit(self, batch: Any) -> cf.Future[Any]:
+        return self._pool.submit(self._run, batch)
+
+    def wait(self, token: cf.Future[Any]) -> Any:
+        return token.result()
+
+    def reset_timings(self) -> None:
+        with self._lock:
+            self.gpu_ms.clear()
+            self.host_ms.clear()
+
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[list[Lane]]:
+        """Every lane, once all are free (no batch in flight), in their fixed order."""
+        taken = [self._free.get() for _ in self.lanes]
+        try:
+            yield list(self.lanes)
+        finally:
+            for lane in taken:
+                self._free.put(lane)
+
+    def timed_runs(self, batch: Any, runs: int, lane_index: int = 0) -> tuple[list[float], list[float]]:
+        """``runs`` back-to-back single-batch runs on one lane (none other in flight): (GPU ms, host ms)
+        each; nothing is added to ``gpu_ms`` / ``host_ms`` (the trtexec-style latency pass)."""
+        gpu, host = [], []
+        with self.idle() as lanes:
+            lane = lanes[lane_index]
+            for _ in range(runs):
+                _, g, h = lane.run(self._enqueue, batch)
+                gpu.append(g)
+                host.append(h)
+        return gpu, host
+
+    def close(self) -> None:
+        """Stop the threads (after the batches in flight); the caller closes its workers, then the lanes."""
+        self._pool.shutdown(wait=True)
+
+
+class PostSetup:
+    """GPU post-processing as a backend set it up (``enable_device_postprocess``): one
+    ``GpuPostprocessor`` per lane, prepared for ``max_batch`` outputs ``[B, *dims]`` of ``dtype``, all
+    sharing one compiled kernel module. ``launch`` runs on the lane's stream right after compute and
+    copies only the final rows back; ``collect`` reads them once the stream is done."""
+
+    def __init__(self, layout: str, input_hw: tuple[int, int], opts: Any, dims: tuple[int, int], dtype: Any,
+                 max_batch: int, kernels: Any) -> None:  # fmt: skip
+        from common.gpu.postprocess import plan_postprocess
+
+        plan_postprocess(layout, max_batch, dims, input_hw, opts, dtype)  # UserError before any allocation
+        self.layout, self.input_hw, self.opts, self.dims = layout, tuple(input_hw), opts, tuple(dims)
+        self.dtype, self.max_batch, self.kernels = np.dtype(dtype), int(max_batch), kernels
+
+    def make(self, mem: Any) -> Any:
+        from common.gpu.postprocess import GpuPostprocessor
+
+        post = GpuPostprocessor(mem, self.kernels)
+        post.prepare(self.layout, self.max_batch, self.dims, self.input_hw, self.opts, self.dtype)
+        return post
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "layout": self.layout,
+            "input_hw": list(self.input_hw),
+            "max_batch": self.max_batch,
+            "dtype": str(self.dtype),
+            "kernels": getattr(self.kernels, "arch", type(self.kernels).__name__),
+        }

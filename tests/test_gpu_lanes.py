@@ -1,0 +1,213 @@
+"""common.gpu.lanes (the staging and lane layer of the ORT IO-binding and TensorRT backends) on the
+runtime double's host memory (tests/trt_double.FakeCudaMemory): no GPU needed."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import trt_double as D
+
+from common.gpu.lanes import HostLease, Lane, LanePool, Staging
+
+
+class ClockMemory(D.FakeCudaMemory):
+    """FakeCudaMemory whose events read a per-stream "GPU clock" that only the work enqueued on that
+    stream advances: elapsed times are then exact and independent of host scheduling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock: dict[int, float] = {}
+
+    def event(self) -> ClockEvent:
+        return ClockEvent(self)
+
+    def work(self, stream: object, ms: float) -> None:
+        handle = stream.handle  # type: ignore[attr-defined]
+        self.enqueue(handle, lambda: self.clock.__setitem__(handle, self.clock.get(handle, 0.0) + ms))
+
+    def elapsed_ms(self, start: ClockEvent, end: ClockEvent) -> float:
+        assert start.t is not None and end.t is not None, "double: event not recorded"
+        return end.t - start.t
+
+
+class ClockEvent:
+    def __init__(self, mem: ClockMemory) -> None:
+        self.mem, self.t = mem, None
+
+    def record(self, stream: object) -> None:
+        handle = stream.handle  # type: ignore[attr-defined]
+        self.mem.enqueue(handle, lambda: setattr(self, "t", self.mem.clock.get(handle, 0.0)))
+
+    def synchronize(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_staging_grows_only_and_round_trips() -> None:
+    mem = D.FakeCudaMemory()
+    s = Staging(mem, "tensor 'x'")
+    stream = mem.stream()
+    assert s.ensure(64) is True and s.capacity == 64
+    first = s.device_ptr
+    assert s.ensure(32) is False and s.device_ptr == first  # never shrinks, same address
+    data = np.arange(12, dtype=np.float32)
+    s.upload(data, stream)
+    s.view(np.float32, (12,))[:] = 0  # the pinned side is cleared; the device side keeps the data
+    s.download(data.nbytes, stream)
+    np.testing.assert_array_equal(s.view(np.float32, (12,)), data)
+    assert s.ensure(4096) is True and s.capacity == 4096
+    s.free()
+    stream.close()
+    assert mem.live == 0
+
+
+def test_host_lease_outlives_its_staging_while_a_view_is_held() -> None:
+    mem = D.FakeCudaMemory()
+    s = Staging(mem)
+    s.ensure(16)
+    view = s.view(np.int32, (4,))
+    view[:] = [1, 2, 3, 4]
+    s.free()
+    assert mem.live == 1  # the pinned buffer: still referenced by ``view``
+    assert list(view) == [1, 2, 3, 4]
+    del view
+    assert mem.live == 0
+    with pytest.raises(ValueError, match="does not fit"):
+        HostLease(mem.pinned_buffer(8)).view(np.float64, (2,))
+
+
+def _pool(mem: ClockMemory, lanes: int, work_ms: dict[int, float], gate: threading.Event | None = None) -> LanePool:
+    def enqueue(lane: Lane, batch: int):
+        if gate is not None:
+            gate.wait(10)
+        mem.work(lane.stream, work_ms[batch])
+        return lambda: batch * 10
+
+    return LanePool([Lane(mem) for _ in range(lanes)], enqueue, "test-lane")
+
+
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_pool_returns_each_batch_and_times_only_its_own_work(lanes: int) -> None:
+    """Each batch's GPU time is its own lane's work, however long it waited for a free lane: with one
+    lane and every batch submitted at once, a timer started at submit would grow batch after batch."""
+    mem = ClockMemory()
+    work = {i: 1.0 + i for i in range(8)}
+    gate = threading.Event()
+    pool = _pool(mem, lanes, work, gate)
+    assert pool.max_in_flight == lanes + 1
+    tokens = [pool.submit(i) for i in range(8)]  # all queued before any lane may start
+    gate.set()
+    assert [pool.wait(t) for t in tokens] == [i * 10 for i in range(8)]
+    assert sorted(pool.gpu_ms) == sorted(work.values())
+    assert len(pool.host_ms) == 8
+    pool.close()
+    for lane in pool.lanes:
+        lane.close()
+    assert not mem.streams
+
+
+def test_timed_runs_use_one_lane_and_leave_the_run_timings_alone() -> None:
+    mem = ClockMemory()
+    pool = _pool(mem, 2, {0: 2.5})
+    pool.wait(pool.submit(0))
+    gpu, host = pool.timed_runs(0, 5, lane_index=1)
+    assert gpu == [2.5] * 5 and len(host) == 5
+    assert pool.gpu_ms == [2.5]  # the latency pass is reported apart from the evaluation's batches
+    assert mem.clock[pool.lanes[1].stream.handle] == 12.5
+    pool.close()
+
+
+def test_a_failing_batch_frees_its_lane() -> None:
+    mem = D.FakeCudaMemory()
+
+    def enqueue(lane: Lane, batch: int):
+        if batch < 0:
+            raise RuntimeError("boom")
+        return lambda: batch
+
+    pool = LanePool([Lane(mem)], enqueue)
+    with pytest.raises(RuntimeError, match="boom"):
+        pool.wait(pool.submit(-1))
+    assert pool.wait(pool.submit(3)) == 3  # the one lane came back
+    pool.close()
+
+
+# ----------------------------------------------------------------------------- ORT IO-binding lanes on doubles
+
+
+class _FakeIoBinding:
+    def __init__(self) -> None:
+        self.inputs: list[tuple] = []
+        self.outputs: list[tuple] = []
+
+    def bind_input(self, name, device, device_id, dtype, shape, ptr) -> None:
+        assert device == "cuda", "double: IO binding must bind device memory"
+        self.inputs.append((name, np.dtype(dtype), tuple(shape), ptr))
+
+    def bind_output(self, name, device, device_id, dtype, shape, ptr) -> None:
+        assert device == "cuda", "double: IO binding must bind device memory"
+        self.outputs.append((name, np.dtype(dtype), tuple(shape), ptr))
+
+
+class _FakeIoSession:
+    """``run_with_iobinding`` on the runtime double's host "device" memory: reads the bound input at its
+    address, runs the real CPU session, writes the outputs to their bound addresses."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+
+    def io_binding(self) -> _FakeIoBinding:
+        return _FakeIoBinding()
+
+    def run_with_iobinding(self, io: _FakeIoBinding) -> None:
+        from post_double import _view
+
+        feeds = {name: _view(ptr, dt, shape).copy() for name, dt, shape, ptr in io.inputs}
+        outs = self.real.run([o[0] for o in io.outputs], feeds)
+        for (_, dt, shape, ptr), out in zip(io.outputs, outs, strict=True):
+            assert out.shape == shape and out.dtype == dt, "double: output does not fit its binding"
+            _view(ptr, dt, shape)[...] = out
+
+
+def test_ort_io_binding_lanes_with_gpu_postprocess_equal_the_plain_session(monkeypatch) -> None:
+    """OrtCudaBackend through common.gpu.lanes with the post-processing kernels' host double on each
+    lane: the same detections and stats as a plain CPU session with the NumPy post-processing; latency
+    is lane-event time. (The real CUDA EP path ran on an H100/H200 before the lanes moved; this checks
+    the lane plumbing in CI.)"""
+    from conftest import DEMO_MODEL, MINI
+    from post_double import FakePostprocessKernels
+
+    from common.data.coco import open_dataset
+    from common.eval.pipeline import EvalOptions, evaluate
+    from common.ort import io_binding as ort_cuda
+    from common.ort.session import OrtBackend
+
+    mem = D.FakeCudaMemory()
+    kernels = FakePostprocessKernels(mem)
+
+    def lane_session(path, providers, options, **kwargs):
+        backend = OrtBackend(path, ["CPUExecutionProvider"])
+        backend._session = _FakeIoSession(backend._session)
+        return backend
+
+    monkeypatch.setattr(ort_cuda, "OrtBackend", lane_session)
+    ds = open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 6)
+    plain = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
+    ref = evaluate(plain, ds, EvalOptions(progress=False, workers=2))
+    backend = ort_cuda.OrtCudaBackend(str(DEMO_MODEL), lanes=2, memory=mem, post_kernels=lambda: kernels)
+    try:
+        got = evaluate(backend, ds, EvalOptions(progress=False, workers=2, postprocess="gpu", warmup_runs=1,
+                                                latency_runs=3))  # fmt: skip
+        meta = backend.metadata()
+    finally:
+        backend.close()
+    assert "e2e_select" in kernels.launches
+    assert got.detections == ref.detections and got.stats == ref.stats
+    assert got.timings["latency_timing"].startswith("gpu-lane") and got.timings["latency"]["count"] == 6
+    assert got.timings["latency_pass"]["gpu"]["count"] == 3
+    assert meta["gpu_compute_ms"]["count"] == 6 and meta["postprocess"]["layout"] == "e2e"  # latency pass apart
+    assert mem.live == 0
