@@ -136,6 +136,14 @@ class ReplayBackend:
         dev["post"] = post
         self.postprocess = layout
 
+    def disable_device_postprocess(self) -> None:
+        """Back to the recorded head tensors (the CPU path); the resident copies stay for a later switch."""
+        post = self._dev.pop("post", None)
+        if post is not None:
+            self._dev["stream"].synchronize()
+            post.close()
+        self.postprocess = None
+
     def infer(self, batch: Any) -> list[Any]:
         k = self._cursor % len(self._batches)
         out = self._batches[k]
