@@ -49,3 +49,47 @@ def test_batch_sweep_keeps_a_row_per_batch_size(tmp_path: Path) -> None:
     for row in report["rows"]:
         assert row["stats_identical"] is True  # batch size never changes the detections
         assert row["ours"]["ort-cpu"]["images"] % row["batch_size"] == 0
+
+
+def test_smoke_replay_capacity_keeps_the_real_detections(tmp_path: Path) -> None:
+    """--replay: the real evaluator over recorded outputs; whole batches of any size, the real model's AP."""
+    out = tmp_path / "replay.json"
+    proc = run_script("bench_eval_throughput.py", "--smoke", "--replay", "--batch-sizes", "1", "3", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "replay, preprocess" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["mode"] == "replay" and report["complete"] is True
+    rows = report["replay"]
+    assert [r["batch_size"] for r in rows] == [1, 3]
+    for row in rows:
+        d = row["modes"]["cpu"]
+        assert d["images_per_s"] > 0 and d["images"] % row["batch_size"] == 0 and not row["failed"]
+        assert d["ap"] == row["ap_real"] and d["ap"] > 0.1  # the replay hands back the right image's outputs
+    assert rows[1]["images_distinct"] == 6  # 8 images -> the longest prefix of whole batches of 3
+
+
+def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path: Path, monkeypatch) -> None:
+    """--trt-backend in --smoke: the TensorRT backend (runtime double, host-memory CUDA fake) is timed beside
+    ORT and scores identically; --time-to-metrics N repeats the images under fresh ids, COCOeval included."""
+    import bench_eval_throughput
+    import trt_double as D
+
+    from common.core.cli import run_main
+
+    api = D.api_under_test()
+    state, _ = D.use_double(monkeypatch, api)
+    monkeypatch.chdir(tmp_path)  # the engine cache goes under ./tmp
+    out = tmp_path / "bench.json"
+    code = run_main(bench_eval_throughput.main, ["--smoke", "--no-ultralytics", "--skip-sequential",
+                                                  "--trt-backend", api.name, "--time-to-metrics", "20",
+                                                  "--out", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    (row,) = report["rows"]
+    assert api.name in row["ours"] and not row["failed"], row["failed"]
+    assert row["ours"][api.name]["images_per_s"] > 0 and state.executions > 0
+    assert row["identical"][api.name] is True and row["ap"][api.name] == row["ap_sequential"]
+    ttm = report["time_to_metrics"]
+    assert ttm["images"] == 20 and ttm["distinct_images"] == 8
+    assert 0 < ttm["coco_eval_seconds"] < ttm["seconds"] and 0 < ttm["coco_eval_share"] < 1
+    assert ttm["AP"] > 0.1  # each repeated image scored against its own copy of the annotations

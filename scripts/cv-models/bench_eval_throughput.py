@@ -7,15 +7,24 @@ For each batch size, on the same model and images:
   (b) ours         the end-to-end evaluator (decode + letterbox workers, inference, NMS, unletterbox)
       sequential   the same evaluator with no threads (--workers 0), for reference
   (c) ultralytics  YOLO(onnx).predict, end to end, when ultralytics is importable (not for dfl144)
+With --trt-backend, (b) also times the TensorRT evaluator's backend on an engine built from the same
+ONNX (through the engine cache). With --time-to-metrics N: the recommended variant over N images
+(the selected images repeated under fresh ids), COCOeval included, and COCOeval's share of that time.
+
+--replay measures pipeline capacity instead: the real evaluator (default workers) fed by a backend
+that replays the outputs recorded in one real pass, at no cost (it ignores the model's batch axis).
+That is the most any backend can get through the pipeline, per layout and batch size.
+
 Each figure spans at least --min-seconds (the image list is repeated). Prints a table and
 writes JSON (default tmp/bench-eval/<timestamp>/bench.json). AP of (b) is checked against the
-sequential path on one scored pass.
+sequential path on one scored pass; the replay's AP against the real model's.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -44,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         [
             "python scripts/cv-models/bench_eval_throughput.py --onnx-path yolov10m.onnx --batch-sizes 1",
             "python scripts/cv-models/bench_eval_throughput.py --onnx-path dynbatch.onnx --batch-sizes 1 4 8 16 32",
+            "python scripts/cv-models/bench_eval_throughput.py --onnx-path dynbatch.onnx --batch-sizes 32 "
+            "--time-to-metrics 5000",
+            "python scripts/cv-models/bench_eval_throughput.py --onnx-path yolov10m.onnx --replay --batch-sizes 1 32",
             "python scripts/cv-models/bench_eval_throughput.py --smoke   # CI: bundled model, 8 images, CPU",
         ],
     )
@@ -71,9 +83,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--skip-sequential", action="store_true", help="no sequential-path timing (AP is still compared)"
     )
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="pipeline capacity: replay recorded outputs at no cost instead of running the model",
+    )
+    parser.add_argument(
+        "--replay-modes",
+        nargs="+",
+        metavar="MODE",
+        help="--replay: modes to time, each PREPROCESS or PREPROCESS+gpu-post (GPU post-processing on the "
+        "device-resident replayed outputs); default: cpu, and on a GPU also gpu-letterbox and gpu-letterbox+gpu-post",
+    )
+    parser.add_argument(
+        "--time-to-metrics",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N images end to end with COCOeval (images repeated; default 0: off)",
+    )
+    parser.add_argument(
+        "--trt-backend",
+        choices=("tensorrt", "tensorrt-rtx"),
+        help="also time the TensorRT backend on an engine built from --onnx-path (engine cache)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI: bundled model/set, 8 images, CPU")
     parser.add_argument("--out", type=Path, help="JSON path (default: tmp/bench-eval/<timestamp>/bench.json)")
     return parser
+
+
+# A variant's mode: its --preprocess, plus "+gpu-post" when the backend post-processes on the GPU.
+HAS_GPU_POST = "postprocess" in {f.name for f in dataclasses.fields(EvalOptions)}
+
+
+def eval_options(mode: str, **kw: Any) -> EvalOptions:
+    """EvalOptions for a variant mode ``PREPROCESS[+gpu-post]`` (post-processing on the CPU otherwise)."""
+    prep, _, post = mode.partition("+")
+    if post not in ("", "gpu-post"):
+        raise UserError(f"variant mode {mode!r}: expected PREPROCESS or PREPROCESS+gpu-post")
+    if HAS_GPU_POST:
+        kw["postprocess"] = "gpu" if post else "cpu"
+    elif post:
+        raise UserError(f"variant mode {mode!r}: this evaluator has no GPU post-processing")
+    return EvalOptions(preprocess=prep, **kw)
 
 
 def _gpu_available(force_cpu: bool) -> bool:
@@ -142,8 +194,8 @@ def run_ours(
     switch_ms: float | None = None,
 ) -> dict[str, Any]:
     rep = dataclasses.replace(ds, image_ids=_repeat(ds.image_ids, n_images, batch))
-    opts = EvalOptions(batch_size=batch, workers=workers, warmup_runs=3, progress=False, coco_eval=False,
-                       preprocess=prep, switch_interval_ms=switch_ms)  # fmt: skip
+    opts = eval_options(prep, batch_size=batch, workers=workers, warmup_runs=3, progress=False, coco_eval=False,
+                        switch_interval_ms=switch_ms)  # fmt: skip
     with GpuMonitor() as mon:
         res = evaluate(backend, rep, opts)
     t = res.timings
@@ -158,7 +210,7 @@ def run_ours(
 
 
 def scored(backend: Backend, ds: CocoDataset, batch: int, workers: int, prep: str = "cpu") -> dict[str, float]:
-    opts = EvalOptions(batch_size=batch, workers=workers, progress=False, preprocess=prep)
+    opts = eval_options(prep, batch_size=batch, workers=workers, progress=False)
     return evaluate(backend, ds, opts).stats
 
 
@@ -202,6 +254,7 @@ def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images
 # (b) variants on a GPU, in order (the first is the one we recommend): name -> (lanes, --preprocess);
 # lanes 0 = a plain ORT CUDA session (session.run on host arrays).
 GPU_VARIANTS: dict[str, tuple[int, str]] = {
+    **({"ort-cuda-iobinding-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post")} if HAS_GPU_POST else {}),
     "ort-cuda-iobinding-gpu-normalize": (-1, "gpu-normalize"),
     "ort-cuda-iobinding-gpu-letterbox": (-1, "gpu-letterbox"),
     "ort-cuda-iobinding": (-1, "cpu"),
@@ -233,7 +286,7 @@ def make_backends(
                                           intra_op_threads=1)  # fmt: skip
             else:
                 backend = OrtCudaBackend(str(onnx), max_batch=batch, lanes=lanes if n_lanes < 0 else n_lanes)
-                check_preprocess(backend, prep)
+                check_preprocess(backend, prep.partition("+")[0])
             out[name] = (backend, prep)
         except Exception as exc:  # one broken variant must not hide the others
             failed[name] = f"{type(exc).__name__}: {exc}"
@@ -242,17 +295,49 @@ def make_backends(
     return out, failed
 
 
+def make_trt_backends(onnx: Path, batch: int, api_name: str, gpu: bool, dynamic: bool) -> dict[str, tuple[Any, str]]:
+    """The TensorRT backend on an engine built from ``onnx`` (or reused from the engine cache under tmp/):
+    CPU pre-processing, and GPU letterboxing on a GPU."""
+    from common.trt.api import load_backend
+    from common.trt.build import BuildOptions, build_or_reuse
+    from common.trt.runtime import TrtBackend
+
+    api = load_backend(api_name)
+    built = build_or_reuse(onnx, None, BuildOptions(max_batch=batch) if dynamic else BuildOptions(), api,
+                           verbosity="error")  # fmt: skip
+    out: dict[str, tuple[Any, str]] = {api.name: (TrtBackend.open(built.engine_path, api), "cpu")}
+    if gpu:
+        out[f"{api.name}-gpu-letterbox"] = (TrtBackend.open(built.engine_path, api), "gpu-letterbox")
+        if HAS_GPU_POST:
+            out[f"{api.name}-gpu-letterbox-gpu-post"] = (TrtBackend.open(built.engine_path, api),
+                                                         "gpu-letterbox+gpu-post")  # fmt: skip
+    return out
+
+
 def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool) -> dict[str, Any]:
     backends, failed = make_backends(args.onnx_path, batch, gpu, args.lanes, args.variants)
     main_name = next(iter(backends))
     main = backends[main_name][0]
+    trt_names: set[str] = set()
+    if args.trt_backend:
+        try:
+            trt = make_trt_backends(args.onnx_path, batch, args.trt_backend, gpu, main.input.batch_dynamic)
+            for name, (backend, prep) in trt.items():
+                if prep != "cpu":
+                    from common.eval.pipeline import check_preprocess
+
+                    check_preprocess(backend, prep.partition("+")[0])
+                backends[name] = (backend, prep)
+                trt_names.add(name)
+        except Exception as exc:
+            failed[args.trt_backend] = f"{type(exc).__name__}: {exc}"
     size = main.input.shape[2] or 640
     row: dict[str, Any] = {"batch_size": batch, "backend": main_name, "failed": dict(failed)}
     row["ceiling"] = ceiling(main, batch, int(size), args.min_seconds)
     n_images = math.ceil(row["ceiling"]["images_per_s"] * args.min_seconds * 1.2)
     row["ours"] = {}
     for name, (backend, prep) in backends.items():
-        if args.variants and name not in args.variants and name != main_name:
+        if args.variants and name not in args.variants and name != main_name and name not in trt_names:
             continue
         try:
             row["ours"][name] = at_least(
@@ -289,6 +374,102 @@ def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool
     for backend, _ in backends.values():
         backend.close()
     return row
+
+
+def replay_rows(args: argparse.Namespace, ds: CocoDataset, gpu: bool) -> list[dict[str, Any]]:
+    """Pipeline capacity per batch size and pre-processing mode: the real evaluator over a zero-cost
+    backend replaying outputs recorded in one real pass (CPU letterbox, batch 1) of ``--onnx-path``."""
+    from common.bench.replay import ReplayBackend, record_outputs, replay_ids
+
+    providers = ["CUDAExecutionProvider"] if gpu else ["CPUExecutionProvider"]
+    real = OrtBackend(str(args.onnx_path), providers, require_accelerator=gpu)
+    size = int(real.input.shape[2] or 640)
+    t0 = time.perf_counter()
+    recorded = record_outputs(real, ds, ds.image_ids, size)
+    record_s = time.perf_counter() - t0
+    modes = args.replay_modes or (
+        ["cpu", "gpu-letterbox", *(["gpu-letterbox+gpu-post"] if HAS_GPU_POST else [])] if gpu else ["cpu"]
+    )
+    rows = []
+    for batch in args.batch_sizes:
+        order = replay_ids(ds.image_ids, batch)
+        rds = dataclasses.replace(ds, image_ids=order)
+        replay = ReplayBackend(recorded, order, batch, real)
+        ap_real = scored(real, dataclasses.replace(ds, image_ids=list(dict.fromkeys(order))), 1, 0).get("AP")
+        row: dict[str, Any] = {"batch_size": batch, "images_distinct": len(set(order)), "record_seconds": record_s,
+                               "ap_real": ap_real, "modes": {}, "failed": {}}  # fmt: skip
+        for mode in modes:
+            try:
+                first = max(len(order), 1000 if gpu else 0)
+                res = at_least(functools.partial(_replay_pass, replay, rds, args, mode), first, args.min_seconds)
+                replay.rewind()
+                res["ap"] = scored(replay, rds, batch, args.workers, mode).get("AP")
+                row["modes"][mode] = res
+            except Exception as exc:
+                row["failed"][mode] = f"{type(exc).__name__}: {exc}"
+        replay.close()
+        rows.append(row)
+        print(format_replay([row]), file=sys.stderr, flush=True)
+    real.close()
+    return rows
+
+
+def _replay_pass(replay: Any, rds: CocoDataset, args: argparse.Namespace, mode: str, n: int) -> dict[str, Any]:
+    replay.rewind()
+    return run_ours(replay, rds, replay.batch, args.workers, n, mode, args.switch_interval_ms)
+
+
+def format_replay(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"{'batch':>5}  {'replay, preprocess':<24}{'img/s':>9}  {'GPU %':>6}  "
+        f"{'stage ms pre/inf/post':<24}  AP replay / real"
+    ]
+    for r in rows:
+        b = r["batch_size"]
+        for mode, d in r["modes"].items():
+            st = d["stage_ms"]
+            stages = "/".join(f"{st[k]['median']:.2f}" for k in STAGES)
+            gpu = (d.get("gpu") or {}).get("gpu_util_mean")
+            gpu_s = f"{gpu:.0f}" if gpu is not None else "-"
+            ap, real = d.get("ap"), r.get("ap_real")
+            ap_s = f"{ap:.4f} / {real:.4f}" if ap is not None and real is not None else "-"
+            lines.append(f"{b:>5}  {mode:<24}{d['images_per_s']:>9.1f}  {gpu_s:>6}  {stages:<24}  {ap_s}")
+        for mode, err in r.get("failed", {}).items():
+            lines.append(f"{b:>5}  {mode:<24}FAILED {err}")
+    return "\n".join(lines)
+
+
+def time_to_metrics(args: argparse.Namespace, ds: CocoDataset, gpu: bool, n: int, out_dir: Path) -> dict[str, Any]:
+    """The recommended variant at the last batch size over ``n`` images (the selected ones repeated
+    under fresh ids), COCOeval included: seconds from the first image to metrics, and COCOeval's share."""
+    from common.bench.repeat import repeated_dataset
+
+    batch = args.batch_sizes[-1]
+    big = repeated_dataset(ds, n, out_dir)
+    backends, failed = make_backends(args.onnx_path, batch, gpu, args.lanes, args.variants)
+    name = next(iter(backends))
+    backend, prep = backends[name]
+    try:
+        opts = eval_options(prep, batch_size=batch, workers=args.workers, warmup_runs=3, progress=False,
+                            coco_eval=True, switch_interval_ms=args.switch_interval_ms)  # fmt: skip
+        t0 = time.perf_counter()
+        res = evaluate(backend, big, opts)
+        total = time.perf_counter() - t0
+    finally:
+        for b, _ in backends.values():
+            b.close()
+    t = res.timings
+    return {"images": n, "distinct_images": len(ds.image_ids), "batch_size": batch, "variant": name,
+            "seconds": total, "pipeline_seconds": t["wall_seconds"], "coco_eval_seconds": t["eval_seconds"],
+            "coco_eval_share": t["eval_seconds"] / total if total > 0 else 0.0, "coco_engine": t["coco_engine"],
+            "images_per_s": n / total if total > 0 else 0.0, "AP": res.stats.get("AP"), "failed": failed}  # fmt: skip
+
+
+def format_ttm(d: dict[str, Any]) -> str:
+    return (f"time to metrics: {d['images']} images ({d['distinct_images']} distinct, repeated under fresh ids), "
+            f"{d['variant']} batch {d['batch_size']}: {d['seconds']:.2f} s ({d['images_per_s']:.1f} img/s), "
+            f"pipeline {d['pipeline_seconds']:.2f} s + COCOeval {d['coco_eval_seconds']:.2f} s "
+            f"({100 * d['coco_eval_share']:.1f}% of the total), AP {d['AP']:.4f}")  # fmt: skip
 
 
 def _fmt_line(batch: int, name: str, d: dict[str, Any], ceil: float, ultra: float | None) -> str:
@@ -343,6 +524,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
     images = args.images_dir or args.data_root / "val2017"
     check_range("--min-seconds", args.min_seconds, 0, lo_open=True)
+    check_range("--time-to-metrics", args.time_to_metrics, 0)
+    for mode in args.replay_modes or []:
+        eval_options(mode)  # UserError for a malformed mode, before any work
     check_range("--workers", args.workers, 0)
     check_range("--lanes", args.lanes, 1)
     check_range("--switch-interval-ms", args.switch_interval_ms, 0, lo_open=True)
@@ -368,6 +552,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": rows,
         "run": run_metadata(),
     }
+    if args.replay:
+        report["mode"] = "replay"
+        report["replay"] = replay_rows(args, ds, gpu)
+        report["complete"] = True
+        atomic_write_json(out, report)
+        print(format_replay(report["replay"]))
+        print(f"json: {out}")
+        return 0
     for batch in args.batch_sizes:
         print(f"batch {batch}: measuring ...", file=sys.stderr)
         row = bench_batch(args, ds, batch, gpu)
@@ -384,7 +576,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         atomic_write_json(out, report)
         if len(args.batch_sizes) > 1:
             print(format_table([row]), file=sys.stderr, flush=True)
+    if args.time_to_metrics > 0:
+        print(f"time to metrics: {args.time_to_metrics} images ...", file=sys.stderr)
+        report["time_to_metrics"] = time_to_metrics(args, ds, gpu, args.time_to_metrics, out.parent)
+        atomic_write_json(out, report)
     print(format_table(rows))
+    if "time_to_metrics" in report:
+        print(format_ttm(report["time_to_metrics"]))
     print(f"json: {out}")
     return 0
 

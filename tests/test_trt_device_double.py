@@ -1,0 +1,120 @@
+"""The TensorRT evaluator on a GPU, end to end, with only the engine simulated (GPU machines only).
+
+``tests/trt_device_double.py`` serves ``execute_async_v3(stream)`` with ONNX Runtime's CUDA EP through
+IO binding on the device addresses our TensorRT code set, on our stream. Everything else is real:
+cuda-python buffers, streams, events, copies and our kernels. The TensorRT evaluator must give the
+ORT CUDA evaluator's detections on the fixture valA set (both with their defaults; ORT with --io-binding,
+the users' fast path, so both run the same pre-/post-processing code on device buffers). This is the
+closest we can come to running our TensorRT code for real without TensorRT (no real engine is executed).
+
+Skipped without a CUDA device, ORT's CUDA EP or the fixtures. YOLO_DEVICE_DOUBLE_MODEL picks the
+fixture model (default yolov10n-synth-raw84.onnx); YOLO_DEVICE_DOUBLE_REPORT=path.json records the
+comparison; YOLO_DEVICE_DOUBLE_MAX_IMAGES limits the images (default 0: all 300).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import cuda_device_count, fixture_path
+
+pytest.importorskip("cuda.bindings.runtime", reason="cuda-python (cuda.bindings) not installed")
+ort = pytest.importorskip("onnxruntime")
+
+pytestmark = [
+    pytest.mark.skipif(cuda_device_count() == 0, reason="no CUDA device"),
+    pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="no ORT CUDA EP"),
+]
+
+import trt_double as D  # noqa: E402
+from trt_device_double import install_device_double  # noqa: E402
+
+from common.core.cli import run_main  # noqa: E402
+
+
+def _data_args(max_images: str) -> list[str]:
+    valA = fixture_path("synthcoco", "valA")
+    instances = fixture_path("synthcoco", "annotations", "instances_valA.json")
+    return ["--data-root", str(valA.parent), "--instances", str(instances), "--images-dir", str(valA),
+            "--max-images", max_images, "--no-progress"]  # fmt: skip
+
+
+def _by_image(path: Path) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {}
+    for row in json.loads(path.read_text()):
+        out.setdefault(int(row["image_id"]), []).append(row)
+    return out
+
+
+def compare_detections(a: dict[int, list[dict]], b: dict[int, list[dict]]) -> dict:
+    """Per image: same number of rows, same categories in the same order; the largest box / score gap."""
+    worst_box = worst_score = 0.0
+    mismatched = [
+        i
+        for i in sorted(set(a) | set(b))
+        if [r["category_id"] for r in a.get(i, [])] != [r["category_id"] for r in b.get(i, [])]
+    ]
+    for i in set(a) & set(b):
+        if i in mismatched:
+            continue
+        ba = np.array([r["bbox"] for r in a[i]], np.float64).reshape(-1, 4)
+        bb = np.array([r["bbox"] for r in b[i]], np.float64).reshape(-1, 4)
+        sa = np.array([r["score"] for r in a[i]], np.float64)
+        sb = np.array([r["score"] for r in b[i]], np.float64)
+        if ba.size:
+            worst_box = max(worst_box, float(np.abs(ba - bb).max()))
+            worst_score = max(worst_score, float(np.abs(sa - sb).max()))
+    return {
+        "images": len(set(a) | set(b)),
+        "rows": sum(map(len, a.values())),
+        "identical": a == b,
+        "images_with_other_rows": mismatched,
+        "max_abs_box_px": worst_box,
+        "max_abs_score": worst_score,
+    }
+
+
+def test_trt_evaluator_on_device_double_matches_ort_cuda_on_valA(tmp_path, monkeypatch):
+    import eval_yolov10m_onnx_coco
+    import eval_yolov10m_trt_coco
+
+    model = fixture_path("models", os.environ.get("YOLO_DEVICE_DOUBLE_MODEL", "yolov10n-synth-raw84.onnx"))
+    data = _data_args(os.environ.get("YOLO_DEVICE_DOUBLE_MAX_IMAGES", "0"))
+    api = D.api_under_test()
+    state = install_device_double(monkeypatch, api.module)
+
+    ort_out, trt_out = tmp_path / "ort", tmp_path / "trt"
+    ort_args = ["--onnx-path", str(model), "--providers", "CUDAExecutionProvider", "--io-binding", *data,
+                "--out", str(ort_out / "metrics.json"),
+                "--detections-out", str(ort_out / "detections.json")]  # fmt: skip
+    assert run_main(eval_yolov10m_onnx_coco.main, ort_args) == 0
+    trt_args = ["--onnx-path", str(model), "--engine-path", str(tmp_path / "model.engine"), "--backend", api.name,
+                "--trt-verbosity", "error", *data,
+                "--out", str(trt_out / "metrics.json"),
+                "--detections-out", str(trt_out / "detections.json")]  # fmt: skip
+    assert run_main(eval_yolov10m_trt_coco.main, trt_args) == 0
+
+    ort_m = json.loads((ort_out / "metrics.json").read_text())
+    trt_m = json.loads((trt_out / "metrics.json").read_text())
+    got = compare_detections(_by_image(trt_out / "detections.json"), _by_image(ort_out / "detections.json"))
+    report = {"model": model.name, "api": api.describe(), "device_executions": state.device_executions,
+              "ort_sessions_playing_the_engine": state.sessions, "streams": len(state.streams),
+              "trt_backend": trt_m["run"]["backend"], "ort_metrics": ort_m["metrics"],
+              "trt_metrics": trt_m["metrics"], "comparison": got}  # fmt: skip
+    if os.environ.get("YOLO_DEVICE_DOUBLE_REPORT"):
+        Path(os.environ["YOLO_DEVICE_DOUBLE_REPORT"]).write_text(json.dumps(report, indent=1, default=str))
+
+    # our TensorRT code ran on the GPU: the real cuda-python layer, the engine served on our stream
+    assert trt_m["run"]["backend"]["memory_layer"] == "cuda-python"
+    assert state.device_executions >= 1 and state.sessions >= 1
+    # the detections are the ORT CUDA evaluator's: same rows per image and order; two CUDA sessions may pick
+    # different cuDNN algorithms, so boxes/scores may differ in the last float bits, no more
+    assert got["images_with_other_rows"] == [], got
+    assert got["max_abs_box_px"] <= 1e-2 and got["max_abs_score"] <= 1e-4, got
+    for k, v in ort_m["metrics"].items():
+        if isinstance(v, float):
+            assert abs(trt_m["metrics"][k] - v) <= 1e-4, (k, v, trt_m["metrics"][k])
