@@ -217,6 +217,24 @@ class LanePool:
             for lane in taken:
                 self._free.put(lane)
 
+    def set_preprocess(self, mem: Any, prep: Any, mode: str) -> None:
+        """Every lane's worker stages ``U8Batch`` of ``mode`` through its own ``U8Stager`` (made once)."""
+        from common.gpu.preprocess import U8Stager
+
+        with self.idle() as lanes:
+            for lane in lanes:
+                if lane.worker.stager is None:
+                    lane.worker.stager = U8Stager(mem, prep, mode)
+                lane.worker.stager.mode = mode
+
+    def set_postprocess(self, setup: PostSetup | None, mem: Any) -> None:
+        """Every lane's worker gets its own GPU post-processor of ``setup`` (None: head tensors again)."""
+        with self.idle() as lanes:
+            for lane in lanes:
+                if lane.worker.post is not None:
+                    lane.worker.post.close()
+                lane.worker.post = setup.make(mem) if setup is not None else None
+
     def timed_runs(self, batch: Any, runs: int, lane_index: int = 0) -> tuple[list[float], list[float]]:
         """``runs`` back-to-back single-batch runs on one lane (none other in flight): (GPU ms, host ms)
         each; nothing is added to ``gpu_ms`` / ``host_ms`` (the trtexec-style latency pass)."""

@@ -172,11 +172,7 @@ class OrtCudaBackend:
         check_float_input(mode, self._input.name, self._input.dtype)
         if self._prep is None:
             self._prep = GpuPreprocessor(self.device_id)
-        with self._lanes.idle() as lanes:
-            for lane in lanes:
-                if lane.worker.stager is None:
-                    lane.worker.stager = U8Stager(self.mem, self._prep, mode)
-                lane.worker.stager.mode = mode
+        self._lanes.set_preprocess(self.mem, self._prep, mode)
         self.preprocess = mode
 
     def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
@@ -189,20 +185,12 @@ class OrtCudaBackend:
 
             kernels = postprocess_kernels(self.device_id)
         setup = PostSetup(layout, input_hw, opts, self._shape(out)[1:], out.dtype, self.max_batch, kernels)
-        with self._lanes.idle() as lanes:
-            for lane in lanes:
-                if lane.worker.post is not None:
-                    lane.worker.post.close()
-                lane.worker.post = setup.make(self.mem)
+        self._lanes.set_postprocess(setup, self.mem)
         self._post = setup
 
     def disable_device_postprocess(self) -> None:
         """Return head tensors again (``--postprocess cpu`` on a backend that had it enabled)."""
-        with self._lanes.idle() as lanes:
-            for lane in lanes:
-                if lane.worker.post is not None:
-                    lane.worker.post.close()
-                    lane.worker.post = None
+        self._lanes.set_postprocess(None, self.mem)
         self._post = None
 
     # ------------------------------------------------------------------ running

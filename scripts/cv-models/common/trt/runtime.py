@@ -574,11 +574,7 @@ class TrtBackend:
                 from common.gpu.preprocess import GpuPreprocessor
 
                 self._prep = GpuPreprocessor(getattr(self.session.mem, "device", 0))
-        with self._lanes.idle() as lanes:
-            for lane in lanes:
-                if lane.worker.stager is None:
-                    lane.worker.stager = U8Stager(self.session.mem, self._prep, mode)
-                lane.worker.stager.mode = mode
+        self._lanes.set_preprocess(self.session.mem, self._prep, mode)
         self.preprocess = mode
 
     def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
@@ -596,11 +592,7 @@ class TrtBackend:
 
             kernels = postprocess_kernels(getattr(self.session.mem, "device", 0))
         setup = PostSetup(layout, input_hw, opts, (int(dims[0]), int(dims[1])), first.dtype, max_batch, kernels)
-        with self._lanes.idle() as lanes:
-            for lane in lanes:
-                if lane.worker.post is not None:
-                    lane.worker.post.close()
-                lane.worker.post = setup.make(self.session.mem)
+        self._lanes.set_postprocess(setup, self.session.mem)
         self._post = setup
 
     def _max_batch(self) -> int:
@@ -613,11 +605,7 @@ class TrtBackend:
 
     def disable_device_postprocess(self) -> None:
         """Return head tensors again (``--postprocess cpu`` on a backend that had it enabled)."""
-        with self._lanes.idle() as lanes:
-            for lane in lanes:
-                if lane.worker.post is not None:
-                    lane.worker.post.close()
-                    lane.worker.post = None
+        self._lanes.set_postprocess(None, self.session.mem)
         self._post = None
 
     # ------------------------------------------------------------------ running
