@@ -61,3 +61,26 @@ def test_eval_cli_exits_2_with_one_line(tmp_path, azure) -> None:
                       "--out", str(out))  # fmt: skip
     assert_clean_failure(proc, azure, "--disable-cpu-fallback")
     assert not out.exists()
+
+
+def test_eval_cli_require_accelerator_allows_single_cpu_nodes(tmp_path, azure) -> None:
+    """validate's GPU rows pass --require-accelerator, not --disable-cpu-fallback: a model whose shape nodes the
+    accelerator leaves to the CPU (here: every node) still evaluates, as long as the accelerator initialises."""
+    out = tmp_path / "m.json"
+    proc = run_script("eval_yolov10m_onnx_coco.py", "--onnx-path", str(DEMO_MODEL), "--data-root", str(MINI),
+                      "--providers", azure, "CPUExecutionProvider", "--require-accelerator", "--max-images", "2",
+                      "--warmup-runs", "0", "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists()
+
+
+def test_validate_gpu_rows_require_the_accelerator_only(tmp_path) -> None:
+    from common.report import validate as V
+
+    model = V.ModelInfo("m", DEMO_MODEL, "baseline", "fp32", "0" * 64, [])
+    cfg = V.RunConfig(root=tmp_path, eval_args=[])
+    for key in ("ort-cuda", "ort-trt-ep", "ort-rtx-ep"):
+        (step,), _ = V.plan_steps(cfg, V.REGISTRY[key], model, tmp_path / key)
+        assert "--require-accelerator" in step.cmd and "--disable-cpu-fallback" not in step.cmd, key
+    (step,), _ = V.plan_steps(cfg, V.REGISTRY["ort-cpu"], model, tmp_path / "cpu")
+    assert "--require-accelerator" not in step.cmd

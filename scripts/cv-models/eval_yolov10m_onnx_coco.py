@@ -47,7 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--disable-cpu-fallback",
         action="store_true",
-        help="fail instead of falling back to CPU when the first accelerator EP can't run",
+        help="strict: fail when ONNX Runtime would run any node on the CPU EP (session.disable_cpu_ep_fallback; "
+        "models with shape subgraphs that the CUDA EP leaves to the CPU fail too) or when the first accelerator "
+        "EP can't run",
+    )
+    parser.add_argument(
+        "--require-accelerator",
+        action="store_true",
+        help="fail when the first requested accelerator EP does not initialise; single nodes may still run on "
+        "the CPU (what validate uses for its GPU rows)",
     )
     parser.add_argument(
         "--provider-option",
@@ -100,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if threads is None and args.providers[0] != "CPUExecutionProvider" and args.providers[0] in available:
             threads = 1
         backend = OrtBackend(str(args.onnx_path), args.providers, options, args.disable_cpu_fallback,
-                             available=available, intra_op_threads=threads)  # fmt: skip
+                             available=available, intra_op_threads=threads,
+                             require_accelerator=args.require_accelerator)  # fmt: skip
     print_effective_options(args.providers, options)  # once the session exists: a refused run stays one line
     print(f"onnxruntime {backend.version}: providers in use: {', '.join(backend.providers_used)}")
     try:

@@ -441,8 +441,8 @@ def plan_steps(cfg: RunConfig, spec: BackendSpec, model: ModelInfo, folder: Path
                 "--trt-verbosity", "error", *common]  # fmt: skip
         return [Step("build", build), Step("eval", _worker_cmd(cfg, spec, folder, args, double))], double
     args = ["--onnx-path", str(model.path), "--providers", *spec.providers, *common]
-    if spec.providers[0] != CPU_EP:
-        args.append("--disable-cpu-fallback")
+    if spec.providers[0] != CPU_EP:  # the row must run on its accelerator; shape nodes may stay on the CPU
+        args.append("--require-accelerator")
     if spec.key == "ort-trt-ep":
         cache = folder / "ort-trt-cache"
         args += ["--provider-option", f"{TRT_EP}:trt_engine_cache_enable=True",
