@@ -35,6 +35,16 @@ def cuda_device_count() -> int:
     return int(n) if int(err) == 0 else 0
 
 
+def nvrtc_or_skip() -> None:
+    """Skip where NVRTC can't compile (no cuda-python or no libnvrtc); compiling needs no GPU."""
+    try:
+        from cuda.bindings import nvrtc
+
+        nvrtc.nvrtcVersion()
+    except Exception as exc:
+        pytest.skip(f"NVRTC not usable here: {exc}")
+
+
 def run_script(script: str, *args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run scripts/cv-models/<script> in a fresh interpreter and capture its output."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -53,3 +63,19 @@ def mini_coco():
     from common.data.coco import open_dataset
 
     return open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 0)
+
+
+@pytest.fixture
+def api():
+    """The TensorRT API under test (tensorrt_rtx here; a real tensorrt version in the per-version runs)."""
+    import trt_double as D
+
+    return D.api_under_test()
+
+
+@pytest.fixture
+def double(monkeypatch, api):
+    """The runtime double installed over that API's Runtime/Builder factories."""
+    import trt_double as D
+
+    return D.use_double(monkeypatch, api)

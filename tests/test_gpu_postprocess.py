@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cuda_device_count, fixture_path
+from conftest import cuda_device_count, fixture_path, nvrtc_or_skip
 
 from common.core.errors import UserError
 from common.gpu.postprocess import plan_postprocess, postprocess_reference, suppress_matrix
@@ -217,18 +217,9 @@ def test_plan_refuses_shapes_that_do_not_fit_the_layout() -> None:
             plan_postprocess(layout, 1, dims, hw, OPTS, dtype)
 
 
-def _nvrtc_or_skip() -> None:
-    try:
-        from cuda.bindings import nvrtc
-
-        nvrtc.nvrtcVersion()
-    except Exception as exc:  # no cuda-python or no libnvrtc
-        pytest.skip(f"NVRTC not usable here: {exc}")
-
-
 @pytest.mark.parametrize("arch", ["sm_90", "sm_120"])
 def test_kernels_compile_for_hopper_and_blackwell(arch: str) -> None:
-    _nvrtc_or_skip()
+    nvrtc_or_skip()
     from common.gpu.postprocess import KERNEL_NAMES, compile_postprocess_kernels
 
     cubin = compile_postprocess_kernels(arch)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DEMO_MODEL, MINI, cuda_device_count
+from conftest import DEMO_MODEL, MINI, cuda_device_count, nvrtc_or_skip
 
 from common.core.errors import UserError
 from common.data.images import letterbox_geometry, letterbox_hwc, load_image_bgr, to_chw_float
@@ -62,18 +62,9 @@ def test_normalize_reference_is_the_cpu_conversion_bit_for_bit() -> None:
         np.testing.assert_array_equal(normalize_reference(canvas), to_chw_float(canvas[:, :, ::-1]))
 
 
-def _nvrtc_or_skip():
-    try:
-        from cuda.bindings import nvrtc
-
-        nvrtc.nvrtcVersion()
-    except Exception as exc:  # no cuda-python or no libnvrtc
-        pytest.skip(f"NVRTC not usable here: {exc}")
-
-
 @pytest.mark.parametrize("arch", ["sm_90", "sm_120"])
 def test_kernels_compile_for_hopper_and_blackwell(arch: str) -> None:
-    _nvrtc_or_skip()
+    nvrtc_or_skip()
     from common.gpu.preprocess import compile_kernels
 
     cubin = compile_kernels(arch)
@@ -81,7 +72,7 @@ def test_kernels_compile_for_hopper_and_blackwell(arch: str) -> None:
 
 
 def test_unknown_arch_is_a_user_error() -> None:
-    _nvrtc_or_skip()
+    nvrtc_or_skip()
     from common.gpu.preprocess import compile_kernels
 
     with pytest.raises(UserError, match="sm_1"):

@@ -20,16 +20,6 @@ from common.trt.runtime import TrtSession
 NULLPTR = "pybind11::init(): factory function returned nullptr"
 
 
-@pytest.fixture
-def api():
-    return D.api_under_test()
-
-
-@pytest.fixture
-def double(monkeypatch, api):
-    return D.use_double(monkeypatch, api)
-
-
 def _engine(tmp_path: Path, api, onnx: Path, options: BuildOptions | None = None, name: str = "e.engine") -> Path:
     return build_or_reuse(onnx, tmp_path / name, options or BuildOptions(), api, verbosity="error").engine_path
 

@@ -27,16 +27,6 @@ MINI = REPO / "datasets" / "synthcoco-mini"
 DEMO_MODEL = REPO / "models" / "cv-models" / "yolov10n-synth" / "yolov10n-synth.onnx"
 
 
-@pytest.fixture
-def api():
-    return D.api_under_test()
-
-
-@pytest.fixture
-def double(monkeypatch, api):
-    return D.use_double(monkeypatch, api)
-
-
 def _engine(tmp_path, api, onnx, options=None, name="e.engine"):
     return build_or_reuse(onnx, tmp_path / name, options or BuildOptions(), api, verbosity="error").engine_path
 
