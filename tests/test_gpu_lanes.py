@@ -31,6 +31,12 @@ class ClockMemory(D.FakeCudaMemory):
         assert start.t is not None and end.t is not None, "double: event not recorded"
         return end.t - start.t
 
+    def stream_wait_event(self, stream: object, event: ClockEvent) -> None:
+        """The stream's clock moves on to the event's time if that is later (a cross-stream dependency)."""
+        handle = stream.handle  # type: ignore[attr-defined]
+        self.waits.append((handle, event))
+        self.enqueue(handle, lambda: self.clock.__setitem__(handle, max(self.clock.get(handle, 0.0), event.t or 0.0)))
+
 
 class ClockEvent:
     def __init__(self, mem: ClockMemory) -> None:
@@ -80,24 +86,44 @@ def test_host_lease_outlives_its_staging_while_a_view_is_held() -> None:
         HostLease(mem.pinned_buffer(8)).view(np.float64, (2,))
 
 
-def _pool(mem: ClockMemory, lanes: int, work_ms: dict[int, float], gate: threading.Event | None = None) -> LanePool:
+class OneGpuMemory(ClockMemory):
+    """A GPU that runs one piece of work at a time, in the order it is enqueued, on one clock shared by
+    every stream: a batch whose span has another lane's work enqueued inside it gets that time too."""
+
+    def work(self, stream: object, ms: float) -> None:
+        handle = stream.handle  # type: ignore[attr-defined]
+        self.enqueue(handle, lambda: self.clock.__setitem__(0, self.clock.get(0, 0.0) + ms))
+
+    def event(self) -> ClockEvent:
+        return _SharedClockEvent(self)
+
+
+class _SharedClockEvent(ClockEvent):
+    def record(self, stream: object) -> None:
+        self.mem.enqueue(stream.handle, lambda: setattr(self, "t", self.mem.clock.get(0, 0.0)))  # type: ignore[attr-defined]
+
+
+def _pool(mem: ClockMemory, lanes: int, work_ms: dict[int, float], gate: threading.Event | None = None,
+          overlap: bool = False, pieces: int = 1) -> LanePool:  # fmt: skip
     def enqueue(lane: Lane, batch: int):
         if gate is not None:
             gate.wait(10)
-        mem.work(lane.stream, work_ms[batch])
+        for _ in range(pieces):  # H2D, compute, D2H...: other lanes' threads may enqueue in between
+            mem.work(lane.stream, work_ms[batch] / pieces)
         return lambda: batch * 10
 
-    return LanePool([Lane(mem) for _ in range(lanes)], enqueue, "test-lane")
+    return LanePool([Lane(mem) for _ in range(lanes)], enqueue, "test-lane", overlap=overlap)
 
 
+@pytest.mark.parametrize("overlap", [False, True])
 @pytest.mark.parametrize("lanes", [1, 3])
-def test_pool_returns_each_batch_and_times_only_its_own_work(lanes: int) -> None:
+def test_pool_returns_each_batch_and_times_only_its_own_work(lanes: int, overlap: bool) -> None:
     """Each batch's GPU time is its own lane's work, however long it waited for a free lane: with one
     lane and every batch submitted at once, a timer started at submit would grow batch after batch."""
     mem = ClockMemory()
     work = {i: 1.0 + i for i in range(8)}
     gate = threading.Event()
-    pool = _pool(mem, lanes, work, gate)
+    pool = _pool(mem, lanes, work, gate, overlap=overlap)
     assert pool.max_in_flight == lanes + 1
     tokens = [pool.submit(i) for i in range(8)]  # all queued before any lane may start
     gate.set()
@@ -110,6 +136,32 @@ def test_pool_returns_each_batch_and_times_only_its_own_work(lanes: int) -> None
     assert not mem.streams
 
 
+def test_serial_gpu_order_chains_every_batch_behind_the_one_before() -> None:
+    """The default GPU order: each batch's stream waits for the end event of the batch enqueued before
+    it, before its own start event; on a GPU that runs one thing at a time every span is then that
+    batch's own work, even with three lanes' threads enqueueing at once."""
+    mem = OneGpuMemory()
+    work = {i: 1.0 + i for i in range(12)}
+    pool = _pool(mem, 3, work, pieces=3)
+    assert not pool.overlap
+    tokens = [pool.submit(i) for i in range(12)]
+    assert [pool.wait(t) for t in tokens] == [i * 10 for i in range(12)]
+    assert sorted(round(ms, 9) for ms in pool.gpu_ms) == sorted(work.values())
+    assert len(mem.waits) == 11  # every batch but the first waited for another's end event
+    ends = {id(lane.end) for lane in pool.lanes}
+    assert all(id(event) in ends for _, event in mem.waits)
+    assert mem.clock[0] == sum(work.values())
+    pool.close()
+
+
+def test_overlapping_lanes_do_not_wait_for_each_other() -> None:
+    mem = OneGpuMemory()
+    pool = _pool(mem, 3, {i: 1.0 for i in range(6)}, overlap=True)
+    assert [pool.wait(t) for t in [pool.submit(i) for i in range(6)]] == [i * 10 for i in range(6)]
+    assert mem.waits == []
+    pool.close()
+
+
 def test_timed_runs_use_one_lane_and_leave_the_run_timings_alone() -> None:
     mem = ClockMemory()
     pool = _pool(mem, 2, {0: 2.5})
@@ -117,7 +169,7 @@ def test_timed_runs_use_one_lane_and_leave_the_run_timings_alone() -> None:
     gpu, host = pool.timed_runs(0, 5, lane_index=1)
     assert gpu == [2.5] * 5 and len(host) == 5
     assert pool.gpu_ms == [2.5]  # the latency pass is reported apart from the evaluation's batches
-    assert mem.clock[pool.lanes[1].stream.handle] == 12.5
+    assert mem.clock[pool.lanes[1].stream.handle] == 2.5 + 12.5  # it first waited for lane 0's batch
     pool.close()
 
 

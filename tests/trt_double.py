@@ -823,6 +823,7 @@ class FakeCudaMemory:
         self.graph_launches = 0
         self.captures = 0
         self.begin_capture_error: Exception | None = None
+        self.waits: list[tuple[int, Any]] = []  # (stream handle, event) of each stream_wait_event
 
     def enqueue(self, handle: int, fn: Callable[[], None]) -> None:
         stream = self.streams.get(handle)
@@ -852,6 +853,11 @@ class FakeCudaMemory:
     def elapsed_ms(self, start: _FakeEvent, end: _FakeEvent) -> float:
         assert start.t is not None and end.t is not None, "double: event not recorded"
         return (end.t - start.t) * 1000.0
+
+    def stream_wait_event(self, stream: _FakeStream, event: Any) -> None:
+        """Work runs at enqueue, so the event has happened; the wait is logged in stream order."""
+        self.enqueue(stream.handle, lambda: None)
+        self.waits.append((stream.handle, event))
 
     def _copy(self, dst: int, src: int, nbytes: int, stream: _FakeStream) -> None:
         self.enqueue(stream.handle, lambda: ctypes.memmove(dst, src, nbytes))

@@ -33,6 +33,7 @@ from common.ort.session import Backend
 __all__ = [
     "DEFAULT_DATA_ROOT",
     "DEFAULT_WARMUP_RUNS",
+    "OVERLAP_LANES_HELP",
     "add_eval_args",
     "check_eval_outputs",
     "check_eval_ranges",
@@ -53,6 +54,13 @@ DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
 # H100/H200), TensorRT-RTX compiles shape-specialised kernels on its first runs, and a CUDA graph is
 # captured after the first plain run; the rest let clocks and the memory arena settle.
 DEFAULT_WARMUP_RUNS = 10
+
+
+OVERLAP_LANES_HELP = (
+    "let the lanes' GPU work run concurrently (more images/s when one batch does not fill the GPU); by default "
+    "the GPU runs one batch at a time, as trtexec runs one stream, while the next batches are staged, so that "
+    "latency.* is each batch's own GPU time; with this flag a batch's time includes other lanes' work"
+)
 
 
 def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:

@@ -65,6 +65,7 @@ from common.ort.session import max_batch_of
 __all__ = [
     "HOST_TIMING",
     "LANE_TIMING",
+    "LANE_TIMING_OVERLAP",
     "POSTPROCESS_MODES",
     "EvalOptions",
     "EvalResult",
@@ -148,6 +149,7 @@ def _make_batch(items: list[_Item], mode: str, size: int) -> Batch:
 
 POSTPROCESS_MODES = ("auto", "cpu", "gpu")
 LANE_TIMING = "gpu-lane-events: per batch, CUDA events on its lane around H2D + compute (+ GPU post) + D2H"
+LANE_TIMING_OVERLAP = LANE_TIMING + "; lanes overlapping on the GPU (--overlap-lanes): includes other lanes' work"
 HOST_TIMING = "host: per batch, infer() call to host outputs"
 
 
@@ -449,7 +451,8 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     inference = latency_stats(stages.infer_s, skip=opts.skip_latency, items_per_sample=batch_size)
     gpu_s = [ms / 1000.0 for ms in backend.gpu_ms[lane_start:]] if lane_timed else []
     if gpu_s and not sequential:
-        latency, latency_timing = latency_stats(gpu_s, skip=opts.skip_latency, items_per_sample=batch_size), LANE_TIMING
+        latency = latency_stats(gpu_s, skip=opts.skip_latency, items_per_sample=batch_size)
+        latency_timing = LANE_TIMING_OVERLAP if backend.gpu_overlap else LANE_TIMING
     else:
         latency, latency_timing = inference, HOST_TIMING
     timings = {

@@ -143,6 +143,11 @@ class LaneTiming(Protocol):
         """Lane-event ms of every batch run so far, in completion order."""
         ...
 
+    @property
+    def gpu_overlap(self) -> bool:
+        """True when batches' GPU work may overlap (a batch's span then includes the others' work)."""
+        ...
+
     def latency_runs(self, batch: Batch, runs: int) -> dict[str, list[float]]:
         """``runs`` back-to-back runs of ``batch`` on one lane: ``{"gpu_ms": [...], "host_ms": [...]}``."""
         ...

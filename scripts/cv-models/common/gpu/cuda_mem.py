@@ -157,6 +157,8 @@ class MemoryLayer(Protocol):
 
     def elapsed_ms(self, start: EventLike, end: EventLike) -> float: ...
 
+    def stream_wait_event(self, stream: StreamLike, event: EventLike) -> None: ...
+
     def copy_htod_async(self, dst: int, src: int, nbytes: int, stream: StreamLike) -> None: ...
 
     def copy_dtoh_async(self, dst: int, src: int, nbytes: int, stream: StreamLike) -> None: ...
@@ -304,6 +306,10 @@ class CudaMemory:
 
     def elapsed_ms(self, start: Event, end: Event) -> float:
         return float(check("cudaEventElapsedTime", _runtime().cudaEventElapsedTime(start._obj, end._obj)))
+
+    def stream_wait_event(self, stream: Stream, event: Event) -> None:
+        """Work enqueued on ``stream`` after this waits for ``event``'s last record (on any stream)."""
+        check("cudaStreamWaitEvent", _runtime().cudaStreamWaitEvent(stream._obj, event._obj, 0))
 
     def _copy(self, kind_name: str, dst: int, src: int, nbytes: int, stream: Stream) -> None:
         rt = _runtime()

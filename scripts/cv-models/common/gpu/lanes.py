@@ -146,15 +146,27 @@ class Lane:
         """GPU time between the last recorded start and end (after the end event completed)."""
         return float(self.mem.elapsed_ms(self.start, self.end))
 
-    def run(self, enqueue: Callable[[Lane, Any], Collect], batch: Any) -> tuple[Any, float, float]:
-        """One batch on this lane: (results, GPU ms from its events, host ms of enqueue to done)."""
-        t0 = time.perf_counter()
+    def begin(self, enqueue: Callable[[Lane, Any], Collect], batch: Any, after: Any = None) -> Collect:
+        """Enqueue one batch between this lane's events; ``after``: an event of another lane that this
+        batch's GPU work must wait for (it is enqueued before the start event, so the time waited is not
+        in this batch's span)."""
+        if after is not None:
+            self.mem.stream_wait_event(self.stream, after)
         self.start.record(self.stream)
         collect = enqueue(self, batch)
         self.end.record(self.stream)
+        return collect
+
+    def finish(self, collect: Collect, t0: float) -> tuple[Any, float, float]:
+        """Wait for the batch begun at host time ``t0``: (results, GPU ms from the events, host ms)."""
         self.end.synchronize()
         host_ms = (time.perf_counter() - t0) * 1000.0
         return collect(), self.elapsed_ms(), host_ms
+
+    def run(self, enqueue: Callable[[Lane, Any], Collect], batch: Any) -> tuple[Any, float, float]:
+        """One batch on this lane: (results, GPU ms from its events, host ms of enqueue to done)."""
+        t0 = time.perf_counter()
+        return self.finish(self.begin(enqueue, batch), t0)
 
     def close(self) -> None:
         self.start.close()
@@ -167,15 +179,27 @@ class Lane:
 class LanePool:
     """``submit`` / ``wait`` over ``lanes``, one thread per lane, ``len(lanes) + 1`` batches in flight.
 
+    GPU order. By default (``overlap=False``) the batches' GPU work runs one after the other, in the
+    order the lanes enqueued it, as trtexec runs one stream: each batch's stream waits for the previous
+    batch's end event before its own start event. The host side still overlaps (the next batch is
+    staged and enqueued while the GPU runs this one), and each batch's span between its events is its
+    own work: H2D + compute (+ GPU post) + D2H, never another batch's. With ``overlap=True`` the lanes'
+    GPU work may run concurrently (more images/s when one batch does not fill the GPU); a batch's span
+    then also holds whatever the other lanes ran beside it.
+
     ``gpu_ms`` / ``host_ms`` hold each batch's lane-event time and its host time from the lane picking
     it up to its results being ready (neither includes time queued before a lane was free).
     """
 
-    def __init__(self, lanes: Sequence[Lane], enqueue: Callable[[Lane, Any], Collect], name: str = "lane") -> None:
+    def __init__(self, lanes: Sequence[Lane], enqueue: Callable[[Lane, Any], Collect], name: str = "lane",
+                 overlap: bool = False) -> None:  # fmt: skip
         if not lanes:
             raise ValueError("a LanePool needs at least one lane")
         self.lanes = list(lanes)
         self._enqueue = enqueue
+        self.overlap = bool(overlap)
+        self._order = threading.Lock()  # serial GPU order: wait + start .. end of one batch at a time
+        self._last_end: Any = None
         self.max_in_flight = len(self.lanes) + 1
         self._free: queue.SimpleQueue[Lane] = queue.SimpleQueue()
         for lane in self.lanes:
@@ -185,10 +209,19 @@ class LanePool:
         self.gpu_ms: list[float] = []
         self.host_ms: list[float] = []
 
+    def _on_lane(self, lane: Lane, batch: Any) -> tuple[Any, float, float]:
+        if self.overlap:
+            return lane.run(self._enqueue, batch)
+        t0 = time.perf_counter()
+        with self._order:  # held while enqueueing only (a synchronous worker, e.g. ORT, holds it to the end)
+            collect = lane.begin(self._enqueue, batch, after=self._last_end)
+            self._last_end = lane.end
+        return lane.finish(collect, t0)
+
     def _run(self, batch: Any) -> Any:
         lane = self._free.get()  # one pool thread per lane: a lane is always free here
         try:
-            out, gpu_ms, host_ms = lane.run(self._enqueue, batch)
+            out, gpu_ms, host_ms = self._on_lane(lane, batch)
         finally:
             self._free.put(lane)
         with self._lock:
@@ -242,7 +275,7 @@ class LanePool:
         with self.idle() as lanes:
             lane = lanes[lane_index]
             for _ in range(runs):
-                _, g, h = lane.run(self._enqueue, batch)
+                _, g, h = self._on_lane(lane, batch)
                 gpu.append(g)
                 host.append(h)
         return gpu, host
@@ -250,6 +283,7 @@ class LanePool:
     def close(self) -> None:
         """Stop the threads (after the batches in flight); the caller closes its workers, then the lanes."""
         self._pool.shutdown(wait=True)
+        self._last_end = None  # an event of a lane about to be closed
 
 
 class PostSetup:

@@ -28,7 +28,6 @@ on its stream after the ORT run and copies back only the final rows: ``infer`` /
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import math
 import time
 from collections.abc import Callable
@@ -38,10 +37,10 @@ from typing import Any
 import numpy as np
 
 from common.core.errors import UserError
-from common.core.results import latency_stats
 from common.gpu.cuda_mem import CudaMemory
-from common.gpu.lanes import Collect, Lane, LanePool, PostSetup, Staging
-from common.gpu.preprocess import GpuPreprocessor, U8Batch, U8Stager, check_float_input
+from common.gpu.lane_backend import LaneBackend
+from common.gpu.lanes import Collect, Lane, Staging
+from common.gpu.preprocess import U8Batch, U8Stager
 from common.ort.options import CUDA_EP
 from common.ort.session import OrtBackend, TensorSpec
 
@@ -62,9 +61,10 @@ class _OrtLane:
     post: Any = None  # GpuPostprocessor (enable_device_postprocess)
 
 
-class OrtCudaBackend:
+class OrtCudaBackend(LaneBackend):
     """The CUDA EP behind IO binding, ``lanes`` sessions deep: an ``AsyncBackend`` with
-    ``DevicePreprocessing``, ``DevicePostprocessing`` and ``Warmup`` (common.eval.protocols)."""
+    ``DevicePreprocessing``, ``DevicePostprocessing``, ``LaneTiming`` (``common.gpu.lane_backend``)
+    and ``Warmup`` (common.eval.protocols). ``overlap_lanes``: see ``common.gpu.lanes.LanePool``."""
 
     def __init__(
         self,
@@ -78,6 +78,7 @@ class OrtCudaBackend:
         disable_cpu_fallback: bool = False,
         memory: Any = None,
         post_kernels: Callable[[], Any] | None = None,
+        overlap_lanes: bool = False,
     ) -> None:
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
         if cuda_opts.get("enable_cuda_graph") == "1":
@@ -101,12 +102,8 @@ class OrtCudaBackend:
         self.name = "onnxruntime-cuda-iobinding"
         self.version = first.version
         self.providers_used = first.providers_used
-        self._lanes = LanePool(lane_list, self._enqueue, "ort-lane")
-        self.max_in_flight = self._lanes.max_in_flight
-        self._prep: GpuPreprocessor | None = None
-        self._post: PostSetup | None = None
         self._post_kernels = post_kernels
-        self.preprocess = "cpu"
+        self._start_lanes(lane_list, "ort-lane", overlap_lanes)
 
     def _setup_specs(self, sess: OrtBackend, imgsz: int) -> None:
         spec = sess.input
@@ -159,39 +156,11 @@ class OrtCudaBackend:
     def outputs(self) -> list[TensorSpec]:
         return self._outputs
 
-    @property
-    def gpu_ms(self) -> list[float]:
-        """Lane-event ms of every batch run so far (H2D + compute [+ post] + D2H)."""
-        return self._lanes.gpu_ms
-
-    # ------------------------------------------------------------------ GPU pre/post-processing
-    def enable_device_preprocess(self, mode: str) -> None:
-        """Accept ``U8Batch`` of ``mode`` from now on (compiles the kernels once)."""
-        if mode == "cpu":
-            return
-        check_float_input(mode, self._input.name, self._input.dtype)
-        if self._prep is None:
-            self._prep = GpuPreprocessor(self.device_id)
-        self._lanes.set_preprocess(self.mem, self._prep, mode)
-        self.preprocess = mode
-
     def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
         """Return final detections (``[GpuDetections]``) from now on; UserError when the kernels or the
         output shape don't allow it (nothing changed then)."""
         out = self._outputs[0]
-        kernels = self._post_kernels() if self._post_kernels is not None else None
-        if kernels is None:
-            from common.gpu.postprocess import postprocess_kernels
-
-            kernels = postprocess_kernels(self.device_id)
-        setup = PostSetup(layout, input_hw, opts, self._shape(out)[1:], out.dtype, self.max_batch, kernels)
-        self._lanes.set_postprocess(setup, self.mem)
-        self._post = setup
-
-    def disable_device_postprocess(self) -> None:
-        """Return head tensors again (``--postprocess cpu`` on a backend that had it enabled)."""
-        self._lanes.set_postprocess(None, self.mem)
-        self._post = None
+        self._set_postprocess(layout, input_hw, opts, self._shape(out)[1:], out.dtype, self.max_batch)
 
     # ------------------------------------------------------------------ running
     def _enqueue(self, lane: Lane, batch: np.ndarray | U8Batch) -> Collect:
@@ -214,17 +183,10 @@ class OrtCudaBackend:
         return lambda: [buf.view(spec.dtype, self._shape(spec, b)).copy()
                         for spec, buf in zip(self._outputs, w.outs, strict=True)]  # fmt: skip
 
-    def submit(self, batch: np.ndarray | U8Batch) -> cf.Future[list[Any]]:
+    def _check_batch(self, batch: np.ndarray | U8Batch) -> None:
         b = int(batch.shape[0])
         if b > self.max_batch or tuple(batch.shape[1:]) != self._shape(self._input)[1:]:
             raise UserError(f"batch {list(batch.shape)} does not fit the bound input {list(self._input.shape)}")
-        return self._lanes.submit(batch)
-
-    def wait(self, token: cf.Future[list[Any]]) -> list[Any]:
-        return self._lanes.wait(token)
-
-    def infer(self, batch: np.ndarray | U8Batch) -> list[Any]:
-        return self.wait(self.submit(batch))
 
     # ------------------------------------------------------------------ idle-time work
     def _resident_runs(self, lane: Lane, batch: int, runs: int) -> list[float]:
@@ -254,21 +216,10 @@ class OrtCudaBackend:
         with self._lanes.idle() as lanes:
             return self._resident_runs(lanes[0], batch, warmup + iterations)[warmup:]
 
-    def latency_runs(self, batch: np.ndarray | U8Batch, runs: int) -> dict[str, list[float]]:
-        """``runs`` back-to-back single-batch runs of ``batch`` on the first lane, nothing else in flight:
-        lane-event GPU ms and host ms per run (``LatencyRuns``)."""
-        gpu, host = self._lanes.timed_runs(batch, runs)
-        return {"gpu_ms": gpu, "host_ms": host}
-
     def metadata(self) -> dict[str, Any]:
         meta = self._lanes.lanes[0].worker.backend.metadata()
-        meta.update({"backend": self.name, "io_binding": True, "lanes": len(self._lanes.lanes),
-                     "preprocess": self.preprocess, "in_flight": self.max_in_flight,
-                     "max_batch": self.max_batch, "device": self.mem.device_info(),
-                     "postprocess": self._post.describe() if self._post is not None else None,
-                     # CUDA events on each batch's lane: H2D + compute (+ GPU post) + D2H, per batch
-                     "gpu_compute_ms": latency_stats([ms / 1000 for ms in self.gpu_ms]),
-                     "gpu_compute_ms_covers": "h2d+compute+postprocess+d2h (lane events)"})  # fmt: skip
+        meta.update({"backend": self.name, "io_binding": True, "max_batch": self.max_batch,
+                     "device": self.mem.device_info(), **self._lane_metadata()})  # fmt: skip
         return meta
 
     def close(self) -> None:
@@ -281,16 +232,9 @@ class OrtCudaBackend:
             lane.worker.io.clear()
             lane.worker.backend.close()  # drop the session before the stream it runs on
         gc.collect()
+        self._close_lane_extras()
         for lane in lanes:
-            w = lane.worker
-            for buf in (w.inp, *w.outs):
+            for buf in (lane.worker.inp, *lane.worker.outs):
                 buf.free()
-            if w.stager is not None:
-                w.stager.close()
-            if w.post is not None:
-                w.post.close()
             lane.close()
         self._lanes.lanes = []
-        if self._prep is not None:
-            self._prep.close()
-            self._prep = None

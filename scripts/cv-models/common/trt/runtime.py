@@ -28,7 +28,6 @@ an H100. No real engine has been executed by this code yet.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
 import math
 import os
@@ -41,16 +40,15 @@ from typing import Any
 import numpy as np
 
 from common.core.errors import UserError
-from common.core.results import atomic_write_bytes, latency_stats, sha256_file
+from common.core.results import atomic_write_bytes, sha256_file
+from common.gpu.lane_backend import LaneBackend
 from common.gpu.lanes import (
     Collect,
     HostLease,  # noqa: F401  (re-exported: its home before common.gpu.lanes)
     Lane,
-    LanePool,
-    PostSetup,
     Staging,
 )
-from common.gpu.preprocess import U8Batch, U8Stager, check_float_input
+from common.gpu.preprocess import U8Batch, U8Stager
 from common.ort.session import TensorSpec
 from common.trt.api import TrtApi, create, last_error, make_logger
 from common.trt.build import read_metadata
@@ -501,7 +499,7 @@ def view_nbytes(shape: Sequence[int], dtype: np.dtype) -> int:
     return math.prod(shape) * np.dtype(dtype).itemsize
 
 
-class TrtBackend:
+class TrtBackend(LaneBackend):
     """The evaluator's backend over TrtSessions: one image input, outputs in engine order.
 
     ``lanes`` execution contexts of the one engine, each on its own stream (``common.gpu.lanes``, shared
@@ -517,7 +515,7 @@ class TrtBackend:
     """
 
     def __init__(self, session: TrtSession, prep_factory: Callable[[], Any] | None = None, lanes: int = 1,
-                 post_kernels: Callable[[], Any] | None = None) -> None:  # fmt: skip
+                 post_kernels: Callable[[], Any] | None = None, overlap_lanes: bool = False) -> None:  # fmt: skip
         if len(session.inputs) != 1:
             names = ", ".join(t.name for t in session.inputs)
             raise UserError(f"{session.engine_path}: expected one image input, the engine has {names}")
@@ -526,11 +524,9 @@ class TrtBackend:
         self.session = session
         self.name = session.api.name
         self._input = session.inputs[0]
+        self.mem, self.device_id = session.mem, int(getattr(session.mem, "device", 0))
         self._prep_factory = prep_factory
         self._post_kernels = post_kernels
-        self._prep: Any = None
-        self._post: PostSetup | None = None
-        self.preprocess = "cpu"
         sessions = [session]
         try:
             for _ in range(lanes - 1):
@@ -540,13 +536,13 @@ class TrtBackend:
             for extra in sessions[1:]:
                 extra.close()
             raise
-        self._lanes = LanePool([Lane(session.mem, _TrtLane(s), stream=s.stream, owns_stream=False)
-                                for s in sessions], self._enqueue, "trt-lane")  # fmt: skip
-        self.max_in_flight = self._lanes.max_in_flight
+        self._start_lanes([Lane(session.mem, _TrtLane(s), stream=s.stream, owns_stream=False) for s in sessions],
+                          "trt-lane", overlap_lanes)  # fmt: skip
 
     @classmethod
-    def open(cls, engine_path: str | os.PathLike[str], api: TrtApi, lanes: int = 1, **kwargs: Any) -> TrtBackend:
-        return cls(TrtSession(engine_path, api, **kwargs), lanes=lanes)
+    def open(cls, engine_path: str | os.PathLike[str], api: TrtApi, lanes: int = 1, overlap_lanes: bool = False,
+             **kwargs: Any) -> TrtBackend:  # fmt: skip
+        return cls(TrtSession(engine_path, api, **kwargs), lanes=lanes, overlap_lanes=overlap_lanes)
 
     @property
     def input(self) -> TensorSpec:
@@ -557,26 +553,6 @@ class TrtBackend:
     def outputs(self) -> Sequence[TensorSpec]:
         return [o.spec() for o in self.session.outputs]
 
-    @property
-    def gpu_ms(self) -> list[float]:
-        """Lane-event ms of every batch run so far (H2D + compute [+ post] + D2H)."""
-        return self._lanes.gpu_ms
-
-    # ------------------------------------------------------------------ GPU pre/post-processing
-    def enable_device_preprocess(self, mode: str) -> None:
-        if mode == "cpu":
-            return
-        check_float_input(mode, self._input.name, self._input.dtype)
-        if self._prep is None:
-            if self._prep_factory is not None:
-                self._prep = self._prep_factory()
-            else:
-                from common.gpu.preprocess import GpuPreprocessor
-
-                self._prep = GpuPreprocessor(getattr(self.session.mem, "device", 0))
-        self._lanes.set_preprocess(self.session.mem, self._prep, mode)
-        self.preprocess = mode
-
     def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
         """Return ``[GpuDetections]`` from now on. The output's shape after the batch axis must be static
         and its batch axis at most the input's profile max (UserError otherwise; nothing changed then)."""
@@ -585,15 +561,8 @@ class TrtBackend:
         if len(first.shape) != 3 or any(d < 0 for d in dims):
             raise UserError(f"GPU post-processing needs a [B, C, A] output with static C and A; "
                             f"{first.name} is {list(first.shape)}: use --postprocess cpu")  # fmt: skip
-        max_batch = self._max_batch()
-        kernels = self._post_kernels() if self._post_kernels is not None else None
-        if kernels is None:
-            from common.gpu.postprocess import postprocess_kernels
-
-            kernels = postprocess_kernels(getattr(self.session.mem, "device", 0))
-        setup = PostSetup(layout, input_hw, opts, (int(dims[0]), int(dims[1])), first.dtype, max_batch, kernels)
-        self._lanes.set_postprocess(setup, self.session.mem)
-        self._post = setup
+        dims2 = (int(dims[0]), int(dims[1]))
+        self._set_postprocess(layout, input_hw, opts, dims2, first.dtype, self._max_batch())
 
     def _max_batch(self) -> int:
         t = self._input
@@ -602,11 +571,6 @@ class TrtBackend:
         if t.profile:
             return int(t.profile[2][0])
         raise UserError(f"input {t.name!r} has a dynamic batch axis and no profile")
-
-    def disable_device_postprocess(self) -> None:
-        """Return head tensors again (``--postprocess cpu`` on a backend that had it enabled)."""
-        self._lanes.set_postprocess(None, self.session.mem)
-        self._post = None
 
     # ------------------------------------------------------------------ running
     def _feed(self, lane: _TrtLane, batch: np.ndarray | U8Batch) -> np.ndarray | DeviceFeed:
@@ -624,15 +588,6 @@ class TrtBackend:
             return lambda: [collect()]
         return lambda: (lambda outs: [outs[o.name] for o in w.session.outputs])(collect())
 
-    def submit(self, batch: np.ndarray | U8Batch) -> cf.Future[list[Any]]:
-        return self._lanes.submit(batch)
-
-    def wait(self, token: cf.Future[list[Any]]) -> list[Any]:
-        return self._lanes.wait(token)
-
-    def infer(self, batch: np.ndarray | U8Batch) -> list[Any]:
-        return self.wait(self.submit(batch))
-
     def warmup(self, batch: int, runs: int) -> None:
         """``runs`` runs of a zero batch on every lane (each context's first runs, TensorRT-RTX's
         shape-specialised kernels, CUDA-graph capture) before anything is timed."""
@@ -643,28 +598,15 @@ class TrtBackend:
                 for _ in range(runs):
                     lane.run(self._enqueue, dummy)
 
-    def latency_runs(self, batch: np.ndarray | U8Batch, runs: int) -> dict[str, list[float]]:
-        gpu, host = self._lanes.timed_runs(batch, runs)
-        return {"gpu_ms": gpu, "host_ms": host}
-
     def metadata(self) -> dict[str, Any]:
         meta = self.session.describe()
-        meta.update({"lanes": len(self._lanes.lanes), "in_flight": self.max_in_flight,
-                     "preprocess": self.preprocess,
-                     "postprocess": self._post.describe() if self._post is not None else None,
-                     # CUDA events on each batch's lane: H2D + compute (+ GPU post) + D2H, per batch
-                     "gpu_compute_ms": latency_stats([ms / 1000 for ms in self.gpu_ms]),
-                     "gpu_compute_ms_covers": "h2d+compute+postprocess+d2h (lane events)"})  # fmt: skip
+        meta.update(self._lane_metadata())
         return meta
 
     def close(self) -> None:
         self._lanes.close()
+        self._close_lane_extras()
         for lane in self._lanes.lanes:
-            w = lane.worker
-            if w.stager is not None:
-                w.stager.close()
-            if w.post is not None:
-                w.post.close()
             lane.close()
         for lane in reversed(self._lanes.lanes):
             lane.worker.session.close()  # extra contexts first, the engine's owner last

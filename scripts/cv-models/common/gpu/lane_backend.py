@@ -1,0 +1,131 @@
+"""What every lane-backed GPU backend (ONNX Runtime IO binding, TensorRT) does the same way.
+
+``LaneBackend`` is the shell around a ``common.gpu.lanes.LanePool``: submit / wait / infer, lane-event
+timing (``LaneTiming``), turning GPU pre- and post-processing on and off on every lane, the latency
+pass, the shared part of ``metadata`` and closing the lanes' stagers and post-processors. A subclass
+sets the attributes below in its ``__init__``, builds its lanes and hands them to ``_start_lanes``;
+it says only what one of its lanes enqueues (``_enqueue``) and what its input/outputs are.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from common.core.results import latency_stats
+from common.gpu.lanes import Collect, Lane, LanePool, PostSetup
+from common.gpu.preprocess import check_float_input
+
+__all__ = ["LaneBackend"]
+
+GPU_ORDER = {False: "serial (one batch at a time on the GPU, the host side pipelined)",
+             True: "overlapping (lanes run concurrently; a batch's span includes other lanes' work)"}  # fmt: skip
+
+
+class LaneBackend:
+    """Base of ``OrtCudaBackend`` and ``TrtBackend``: an ``AsyncBackend`` with ``DevicePreprocessing``,
+    ``DevicePostprocessing`` and ``LaneTiming`` (common.eval.protocols) over ``_lanes``."""
+
+    mem: Any  # common.gpu.cuda_mem.MemoryLayer
+    device_id: int = 0
+    preprocess: str = "cpu"
+    max_in_flight: int = 1
+    _lanes: LanePool
+    _prep: Any = None  # GpuPreprocessor, made on the first enable_device_preprocess
+    _prep_factory: Callable[[], Any] | None = None  # tests hand in a host double
+    _post: PostSetup | None = None
+    _post_kernels: Callable[[], Any] | None = None  # tests hand in a host double
+
+    def _start_lanes(self, lanes: Sequence[Lane], name: str, overlap: bool) -> None:
+        self._lanes = LanePool(lanes, self._enqueue, name, overlap=overlap)
+        self.max_in_flight = self._lanes.max_in_flight
+
+    def _enqueue(self, lane: Lane, batch: Any) -> Collect:
+        raise NotImplementedError
+
+    def _check_batch(self, batch: Any) -> None:
+        """UserError for a batch the lanes can't take (before it is queued)."""
+
+    @property
+    def gpu_ms(self) -> list[float]:
+        """Lane-event ms of every batch run so far (H2D + compute [+ post] + D2H)."""
+        return self._lanes.gpu_ms
+
+    @property
+    def gpu_overlap(self) -> bool:
+        """True when the lanes' GPU work may overlap (then a batch's span includes other lanes' work)."""
+        return self._lanes.overlap
+
+    # ------------------------------------------------------------------ GPU pre/post-processing
+    def enable_device_preprocess(self, mode: str) -> None:
+        """Accept ``U8Batch`` of ``mode`` from now on (compiles the kernels once)."""
+        if mode == "cpu":
+            return
+        spec = self._input  # type: ignore[attr-defined]  # the model's/engine's own input tensor
+        check_float_input(mode, spec.name, spec.dtype)
+        if self._prep is None:
+            if self._prep_factory is not None:
+                self._prep = self._prep_factory()
+            else:
+                from common.gpu.preprocess import GpuPreprocessor
+
+                self._prep = GpuPreprocessor(self.device_id)
+        self._lanes.set_preprocess(self.mem, self._prep, mode)
+        self.preprocess = mode
+
+    def _set_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any, dims: tuple[int, ...],
+                         dtype: Any, max_batch: int) -> None:  # fmt: skip
+        """Every lane post-processes outputs ``[B, *dims]`` of ``dtype`` on the GPU from now on."""
+        kernels = self._post_kernels() if self._post_kernels is not None else None
+        if kernels is None:
+            from common.gpu.postprocess import postprocess_kernels
+
+            kernels = postprocess_kernels(self.device_id)
+        setup = PostSetup(layout, input_hw, opts, dims, dtype, max_batch, kernels)
+        self._lanes.set_postprocess(setup, self.mem)
+        self._post = setup
+
+    def disable_device_postprocess(self) -> None:
+        """Return head tensors again (``--postprocess cpu`` on a backend that had it enabled)."""
+        self._lanes.set_postprocess(None, self.mem)
+        self._post = None
+
+    # ------------------------------------------------------------------ running
+    def submit(self, batch: Any) -> cf.Future[list[Any]]:
+        self._check_batch(batch)
+        return self._lanes.submit(batch)
+
+    def wait(self, token: cf.Future[list[Any]]) -> list[Any]:
+        return self._lanes.wait(token)
+
+    def infer(self, batch: Any) -> list[Any]:
+        return self.wait(self.submit(batch))
+
+    def latency_runs(self, batch: Any, runs: int) -> dict[str, list[float]]:
+        """``runs`` back-to-back single-batch runs of ``batch`` on the first lane, nothing else in flight:
+        lane-event GPU ms and host ms per run (``LaneTiming``)."""
+        gpu, host = self._lanes.timed_runs(batch, runs)
+        return {"gpu_ms": gpu, "host_ms": host}
+
+    def _lane_metadata(self) -> dict[str, Any]:
+        return {"lanes": len(self._lanes.lanes), "in_flight": self.max_in_flight, "preprocess": self.preprocess,
+                "postprocess": self._post.describe() if self._post is not None else None,
+                "gpu_order": GPU_ORDER[self._lanes.overlap],
+                # CUDA events on each batch's lane: H2D + compute (+ GPU post) + D2H, per batch
+                "gpu_compute_ms": latency_stats([ms / 1000 for ms in self.gpu_ms]),
+                "gpu_compute_ms_covers": "h2d+compute+postprocess+d2h (lane events)"}  # fmt: skip
+
+    def _close_lane_extras(self) -> None:
+        """Each lane's stager and post-processor, then the shared pre-processing kernels."""
+        for lane in self._lanes.lanes:
+            w = lane.worker
+            if w.stager is not None:
+                w.stager.close()
+                w.stager = None
+            if w.post is not None:
+                w.post.close()
+                w.post = None
+        if self._prep is not None:
+            self._prep.close()
+            self._prep = None
