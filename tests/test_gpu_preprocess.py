@@ -65,10 +65,12 @@ def test_normalize_reference_is_the_cpu_conversion_bit_for_bit() -> None:
 @pytest.mark.parametrize("arch", ["sm_90", "sm_120"])
 def test_kernels_compile_for_hopper_and_blackwell(arch: str) -> None:
     nvrtc_or_skip()
-    from common.gpu.preprocess import compile_kernels
+    from common.gpu.preprocess import KERNEL_NAMES, compile_kernels
 
     cubin = compile_kernels(arch)
     assert cubin[:4] == b"\x7fELF" and len(cubin) > 1000
+    for name in KERNEL_NAMES:  # what GpuPreprocessor loads is in the CUBIN (its symbol table)
+        assert name.encode() + b"\0" in cubin
 
 
 def test_unknown_arch_is_a_user_error() -> None:
@@ -158,11 +160,61 @@ def test_stager_packs_images_and_grows_its_buffers() -> None:
         stager.stage(U8Batch("gpu-normalize", canvases, [], size), dst.ptr, stream)
         for j, canvas in enumerate(canvases):
             np.testing.assert_array_equal(dst.view(np.float32, (4, 3, size, size))[j], normalize_reference(canvas))
-        assert prep.launches == 3 + 2 + 1  # one launch per letterboxed image, one per normalised batch
+        assert prep.launches == 3  # one launch per batch, letterboxed or normalised
     finally:
         stager.close()
         dst.free()
     assert mem.live == 0  # every staging buffer freed
+
+
+class CountingMemory:
+    """FakeCudaMemory that counts host-to-device copies."""
+
+    def __init__(self) -> None:
+        import trt_double as D
+
+        self.mem, self.htod = D.FakeCudaMemory(), 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.mem, name)
+
+    def copy_htod_async(self, dst: int, src: int, nbytes: int, stream) -> None:
+        self.htod += 1
+        self.mem.copy_htod_async(dst, src, nbytes, stream)
+
+
+def test_letterbox_batch_is_one_copy_and_one_launch_and_exact_per_image() -> None:
+    """Mixed sizes (portrait, landscape, tiny, odd, larger and smaller than the input) in one batch:
+    the double reads the uploaded params table from its device memory, so a wrong offset, layout
+    or a missing upload gives wrong pixels here."""
+    import trt_double as D
+
+    from common.gpu.preprocess import U8Stager
+
+    counting = CountingMemory()
+    mem = counting.mem
+    prep = D.FakeGpuPreprocessor(mem)
+    stager = U8Stager(counting, prep, "gpu-letterbox")
+    stream = mem.stream()
+    size = 96
+    rng = np.random.default_rng(11)
+    batches = [[(h, w) for h, w in ODD_SIZES if h * w < 500_000] + [(200, 31), (96, 96)], [(17, 5), (3, 2)]]
+    dst = mem.device_buffer(len(batches[0]) * 3 * size * size * 4)
+    try:
+        for k, shapes in enumerate(batches, start=1):
+            imgs = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in shapes]
+            metas = [letterbox_geometry(w, h, size) for h, w in shapes]
+            dst.view(np.float32, (dst.nbytes // 4,))[:] = np.nan  # nothing left over from the previous batch
+            stager.stage(U8Batch("gpu-letterbox", imgs, metas, size), dst.ptr, stream)
+            assert (prep.launches, counting.htod) == (k, k)  # one launch and one upload per batch
+            got = dst.view(np.float32, (len(imgs), 3, size, size))
+            for j, (img, meta) in enumerate(zip(imgs, metas, strict=True)):
+                np.testing.assert_array_equal(got[j], letterbox_reference(img, meta, size), err_msg=f"image {j}")
+    finally:
+        stager.close()
+        dst.free()
+        stream.close()
+    assert mem.live == 0
 
 
 def test_gpu_mode_on_a_host_backend_is_a_user_error(mini_coco) -> None:
@@ -176,44 +228,43 @@ def test_gpu_mode_on_a_host_backend_is_a_user_error(mini_coco) -> None:
 gpu = pytest.mark.skipif(cuda_device_count() == 0, reason="needs an NVIDIA GPU (cuda-python)")
 
 
+def _stage_on_gpu(mem, stager, stream, batch: U8Batch, dst, host_out) -> np.ndarray:
+    stager.mode = batch.mode
+    stager.stage(batch, dst.ptr, stream)
+    nbytes = len(batch) * 3 * batch.size * batch.size * 4
+    mem.copy_dtoh_async(host_out.ptr, dst.ptr, nbytes, stream)
+    stream.synchronize()
+    return host_out.view(np.float32, batch.shape).copy()
+
+
 @gpu
 def test_kernels_equal_the_reference_bit_for_bit_on_the_gpu() -> None:
+    """Both kernels through U8Stager: mixed-size batches (one launch each) against the NumPy reference."""
     from common.gpu.cuda_mem import CudaMemory
-    from common.gpu.preprocess import GpuPreprocessor
+    from common.gpu.preprocess import GpuPreprocessor, U8Stager
 
     mem = CudaMemory(0)
     prep = GpuPreprocessor(0)
     stream = mem.stream()
-    size = 640
-    out_bytes = 3 * size * size * 4
+    stager = U8Stager(mem, prep, "gpu-letterbox")
+    size, images = 640, random_images() + mini_images()
+    out_bytes = len(images) * 3 * size * size * 4
     dst, host_out = mem.device_buffer(out_bytes), mem.pinned_buffer(out_bytes)
     worst = 0.0
     try:
-        for img in mini_images() + random_images():
-            meta = letterbox_geometry(img.shape[1], img.shape[0], size)
-            src, host_in = mem.device_buffer(img.nbytes), mem.pinned_buffer(img.nbytes)
-            host_in.view(np.uint8, img.shape)[...] = img
-            mem.copy_htod_async(src.ptr, host_in.ptr, img.nbytes, stream)
-            prep.letterbox(src.ptr, img.shape[1], img.shape[0], dst.ptr, meta, size, stream.handle)
-            mem.copy_dtoh_async(host_out.ptr, dst.ptr, out_bytes, stream)
-            stream.synchronize()
-            got = host_out.view(np.float32, (3, size, size)).copy()
-            np.testing.assert_array_equal(got, letterbox_reference(img, meta, size))
-            worst = max(worst, float(np.abs(got - cpu_input(img)).max()))
-            canvas, _ = letterbox_hwc(img, size)
-            host_in.free()
-            src.free()
-            src, host_in = mem.device_buffer(canvas.nbytes), mem.pinned_buffer(canvas.nbytes)
-            host_in.view(np.uint8, canvas.shape)[...] = canvas
-            mem.copy_htod_async(src.ptr, host_in.ptr, canvas.nbytes, stream)
-            prep.normalize(src.ptr, dst.ptr, 1, size, stream.handle)
-            mem.copy_dtoh_async(host_out.ptr, dst.ptr, out_bytes, stream)
-            stream.synchronize()
-            np.testing.assert_array_equal(host_out.view(np.float32, (3, size, size)), cpu_input(img))
-            host_in.free()
-            src.free()
+        for imgs in (images[:20], images[20:], images[:1]):  # the staging buffers reused, then one image
+            metas = [letterbox_geometry(i.shape[1], i.shape[0], size) for i in imgs]
+            got = _stage_on_gpu(mem, stager, stream, U8Batch("gpu-letterbox", imgs, metas, size), dst, host_out)
+            for j, (img, meta) in enumerate(zip(imgs, metas, strict=True)):
+                np.testing.assert_array_equal(got[j], letterbox_reference(img, meta, size), err_msg=f"image {j}")
+                worst = max(worst, float(np.abs(got[j] - cpu_input(img)).max()))
         assert worst <= ONE_LEVEL
+        canvases = [letterbox_hwc(img, size)[0] for img in images[:16]]
+        got = _stage_on_gpu(mem, stager, stream, U8Batch("gpu-normalize", canvases, [], size), dst, host_out)
+        for j, img in enumerate(images[:16]):
+            np.testing.assert_array_equal(got[j], cpu_input(img))
     finally:
+        stager.close()
         dst.free()
         host_out.free()
         stream.close()

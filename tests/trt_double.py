@@ -901,12 +901,21 @@ class FakeGpuPreprocessor:
         self.launches += 1
         self.mem.enqueue(stream, run)
 
-    def letterbox(self, src: int, w: int, h: int, dst: int, meta: Any, size: int, stream: int) -> None:
-        from common.gpu.preprocess import letterbox_reference
+    def letterbox_batch(self, base: int, params: int, dst: int, batch: int, size: int, stream: int) -> None:
+        """Reads the params table from (fake) device memory at ``params`` when the launch runs, as the
+        kernel does: an unuploaded table, a wrong layout or a wrong offset gives wrong pixels or fails."""
+        from common.data.images import LetterboxMeta
+        from common.gpu.preprocess import PARAM_WORDS, letterbox_reference
 
         def run() -> None:
-            img = _host_array(src, ctypes.c_uint8, (h, w, 3))
-            _host_array(dst, ctypes.c_float, (3, size, size))[...] = letterbox_reference(img, meta, size)
+            table = _host_array(params, ctypes.c_int64, (batch, PARAM_WORDS)).copy()
+            out = _host_array(dst, ctypes.c_float, (batch, 3, size, size))
+            for j, (offset, w, h, new_w, new_h, left, top, _) in enumerate(table.tolist()):
+                assert w > 0 and h > 0 and 0 < new_w <= size and 0 < new_h <= size, f"double: bad record {j}"
+                assert 0 <= left <= size - new_w and 0 <= top <= size - new_h, f"double: bad record {j}"
+                img = _host_array(base + offset, ctypes.c_uint8, (h, w, 3))
+                meta = LetterboxMeta(w, h, 0.0, left, top, new_w, new_h)  # the kernel reads no scale
+                out[j] = letterbox_reference(img, meta, size)
 
         self.launches += 1
         self.mem.enqueue(stream, run)

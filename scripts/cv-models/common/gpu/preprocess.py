@@ -1,4 +1,4 @@
-"""Pre-processing on the GPU: two small CUDA kernels compiled at run time with NVRTC.
+"""Pre-processing on the GPU: two small CUDA kernels (one launch per batch each) compiled at run time with NVRTC.
 
 ``--preprocess`` modes (the CPU workers still decode the JPEGs):
 
@@ -7,7 +7,8 @@
                     RGB float32 CHW /255. The same numbers as ``cpu``, bit for bit (float32
                     division by 255, correctly rounded on both sides), with a quarter of the
                     upload and no float work on the CPU.
-- ``gpu-letterbox`` the decoded BGR image goes up as it is; the GPU resizes (OpenCV's
+- ``gpu-letterbox`` the decoded BGR images go up as they are, with a table of their sizes
+                    and places, in one copy per batch; one launch per batch resizes (OpenCV's
                     INTER_LINEAR rule in fixed point), pads with 114 and normalises. Within
                     1/255 of the CPU letterbox per element (OpenCV's SIMD rounding differs by
                     at most one grey level), so detections may differ slightly from ``cpu``.
@@ -31,8 +32,11 @@ from common.data.images import PAD_VALUE, LetterboxMeta
 __all__ = [
     "COEF_BITS",
     "COEF_SCALE",
+    "KERNEL_NAMES",
     "KERNEL_SOURCE",
+    "LETTERBOX_PARAMS",
     "MODES",
+    "PARAM_WORDS",
     "GpuPreprocessor",
     "KernelModule",
     "U8Batch",
@@ -46,6 +50,11 @@ __all__ = [
 MODES: tuple[str, ...] = ("cpu", "gpu-normalize", "gpu-letterbox")
 COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
 COEF_SCALE = 1 << COEF_BITS
+
+KERNEL_NAMES = ("bgr_canvas_to_rgb_chw", "letterbox_batch_bgr_to_rgb_chw")  # what GpuPreprocessor loads
+# The batch letterbox kernel's per-image record: int64 words, in this order (the last is unused).
+LETTERBOX_PARAMS: tuple[str, ...] = ("offset", "src_w", "src_h", "new_w", "new_h", "pad_left", "pad_top", "unused")
+PARAM_WORDS = len(LETTERBOX_PARAMS)
 
 KERNEL_SOURCE = r"""
 extern "C" __global__ void bgr_canvas_to_rgb_chw(const unsigned char* __restrict__ src,
@@ -75,14 +84,11 @@ __device__ __forceinline__ void tap(int d, int n_dst, int n_src, int* s0, int* s
     *a1 = __float2int_rn(f * 2048.0f);
 }
 
-extern "C" __global__ void letterbox_bgr_to_rgb_chw(const unsigned char* __restrict__ src, int sw, int sh,
-                                                    float* __restrict__ dst, int size, int nw, int nh,
-                                                    int left, int top)
+__device__ __forceinline__ void letterbox_pixel(const unsigned char* __restrict__ src, int sw, int sh,
+                                                float* __restrict__ dst, int size, int nw, int nh,
+                                                int left, int top, int x, int y)
 {
-    // src: [sh, sw, 3] uint8 BGR; dst: [3, size, size] float32 RGB / 255, letterboxed
-    int x = blockIdx.x * blockDim.x + threadIdx.x;
-    int y = blockIdx.y * blockDim.y + threadIdx.y;
-    if (x >= size || y >= size) return;
+    // one output pixel (x, y) of one image: src [sh, sw, 3] uint8 BGR -> dst [3, size, size] float32 RGB / 255
     int hw = size * size, o = y * size + x;
     int dx = x - left, dy = y - top;
     if (dx < 0 || dy < 0 || dx >= nw || dy >= nh) {
@@ -103,7 +109,21 @@ extern "C" __global__ void letterbox_bgr_to_rgb_chw(const unsigned char* __restr
         dst[(2 - c) * hw + o] = (float)v / 255.0f;
     }
 }
-""".replace("PAD_VALUE", str(PAD_VALUE))
+
+extern "C" __global__ void letterbox_batch_bgr_to_rgb_chw(const unsigned char* __restrict__ base,
+                                                          const long long* __restrict__ params,
+                                                          float* __restrict__ dst, int size)
+{
+    // blockIdx.z = image j; params[j * PARAM_WORDS ...] = its record (see LETTERBOX_PARAMS);
+    // image j: [sh, sw, 3] uint8 BGR at base + offset; dst: [B, 3, size, size] float32 RGB / 255
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= size || y >= size) return;
+    const long long* p = params + (size_t)blockIdx.z * PARAM_WORDS;
+    letterbox_pixel(base + p[0], (int)p[1], (int)p[2], dst + (size_t)blockIdx.z * 3 * size * size, size,
+                    (int)p[3], (int)p[4], (int)p[5], (int)p[6], x, y);
+}
+""".replace("PAD_VALUE", str(PAD_VALUE)).replace("PARAM_WORDS", str(PARAM_WORDS))
 
 
 @dataclass
@@ -158,30 +178,42 @@ class U8Stager:
     def stage(self, batch: U8Batch, dst: int, stream: Any) -> None:
         if batch.mode != self.mode:
             raise UserError(f"backend set up for --preprocess {self.mode}, given a {batch.mode} batch")
-        size, n = batch.size, len(batch)
         if batch.mode == "gpu-normalize":
-            nbytes = n * size * size * 3
-            self._capacity(nbytes)
-            staged = self._pinned.view(np.uint8, (n, size, size, 3))
-            for j, img in enumerate(batch.images):
-                staged[j] = img
-            self.mem.copy_htod_async(self._device.ptr, self._pinned.ptr, nbytes, stream)
-            self.prep.normalize(self._device.ptr, dst, n, size, stream.handle)
-            return
-        if batch.mode != "gpu-letterbox":
+            self._stage_canvases(batch, dst, stream)
+        elif batch.mode == "gpu-letterbox":
+            self._stage_images(batch, dst, stream)
+        else:
             raise ValueError(f"unknown device pre-processing mode {batch.mode!r}")
-        sizes = [int(img.nbytes) for img in batch.images]
-        self._capacity(sum(sizes))
-        flat = self._pinned.view(np.uint8, (sum(sizes),))
-        offsets = [0]
-        for img, nbytes in zip(batch.images, sizes, strict=True):
-            flat[offsets[-1] : offsets[-1] + nbytes] = np.ascontiguousarray(img).reshape(-1)
-            offsets.append(offsets[-1] + nbytes)
-        self.mem.copy_htod_async(self._device.ptr, self._pinned.ptr, sum(sizes), stream)
-        plane = 3 * size * size * 4  # float32 CHW per image
+
+    def _stage_canvases(self, batch: U8Batch, dst: int, stream: Any) -> None:
+        """gpu-normalize: [B,S,S,3] canvases -> one copy -> one launch."""
+        size, n = batch.size, len(batch)
+        nbytes = n * size * size * 3
+        self._capacity(nbytes)
+        staged = self._pinned.view(np.uint8, (n, size, size, 3))
+        for j, img in enumerate(batch.images):
+            staged[j] = img
+        self.mem.copy_htod_async(self._device.ptr, self._pinned.ptr, nbytes, stream)
+        self.prep.normalize(self._device.ptr, dst, n, size, stream.handle)
+
+    def _stage_images(self, batch: U8Batch, dst: int, stream: Any) -> None:
+        """gpu-letterbox: the params table (``LETTERBOX_PARAMS`` per image, at offset 0) and the
+        images after it (byte offsets from the buffer's start) -> one copy -> one launch."""
+        n = len(batch)
+        if n == 0:
+            return
+        head = n * PARAM_WORDS * 8
+        offsets = np.cumsum([head] + [int(img.nbytes) for img in batch.images])
+        self._capacity(int(offsets[-1]))
+        flat = self._pinned.view(np.uint8, (int(offsets[-1]),))
+        params = self._pinned.view(np.int64, (n, PARAM_WORDS))
         for j, (img, meta) in enumerate(zip(batch.images, batch.metas, strict=True)):
+            lo, hi = int(offsets[j]), int(offsets[j + 1])
+            flat[lo:hi] = np.ascontiguousarray(img).reshape(-1)
             h, w = img.shape[:2]
-            self.prep.letterbox(self._device.ptr + offsets[j], w, h, dst + j * plane, meta, size, stream.handle)
+            params[j] = (lo, w, h, meta.new_w, meta.new_h, meta.pad_left, meta.pad_top, 0)
+        self.mem.copy_htod_async(self._device.ptr, self._pinned.ptr, int(offsets[-1]), stream)
+        self.prep.letterbox_batch(self._device.ptr, self._device.ptr, dst, n, batch.size, stream.handle)
 
     def close(self) -> None:
         for buf in (self._pinned, self._device):
@@ -208,7 +240,7 @@ def _taps(n_dst: int, n_src: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def letterbox_reference(img_bgr: np.ndarray, meta: LetterboxMeta, size: int) -> np.ndarray:
-    """What ``letterbox_bgr_to_rgb_chw`` computes, in NumPy: RGB float32 [3, size, size]."""
+    """What ``letterbox_batch_bgr_to_rgb_chw`` computes for one image, in NumPy: RGB float32 [3, size, size]."""
     sh, sw = img_bgr.shape[:2]
     x0, x1, ax0, ax1 = _taps(meta.new_w, sw)
     y0, y1, by0, by1 = _taps(meta.new_h, sh)
@@ -312,27 +344,24 @@ class GpuPreprocessor:
     """The compiled kernels on one device; launches go on the caller's stream."""
 
     def __init__(self, device: int = 0) -> None:
-        self._kernels = KernelModule(KERNEL_SOURCE, ("bgr_canvas_to_rgb_chw", "letterbox_bgr_to_rgb_chw"), device)
+        self._kernels = KernelModule(KERNEL_SOURCE, KERNEL_NAMES, device)
         self.arch = self._kernels.arch
-
-    def _launch(self, fn: str, grid: tuple[int, int], block: tuple[int, int], args: tuple[Any, ...],
-                types: tuple[Any, ...], stream: int) -> None:  # fmt: skip
-        self._kernels.launch(fn, grid, block, args, types, stream)
 
     def normalize(self, src: int, dst: int, batch: int, size: int, stream: int) -> None:
         """[B,S,S,3] uint8 BGR at ``src`` -> [B,3,S,S] float32 RGB/255 at ``dst`` (device pointers)."""
         hw = size * size
         c = ctypes
-        self._launch("bgr_canvas_to_rgb_chw", ((hw + 255) // 256, batch), (256, 1), (src, dst, hw),
-                     (c.c_void_p, c.c_void_p, c.c_int), stream)  # fmt: skip
+        self._kernels.launch("bgr_canvas_to_rgb_chw", ((hw + 255) // 256, batch), (256, 1), (src, dst, hw),
+                             (c.c_void_p, c.c_void_p, c.c_int), stream)  # fmt: skip
 
-    def letterbox(self, src: int, w: int, h: int, dst: int, meta: LetterboxMeta, size: int, stream: int) -> None:
-        """One [h,w,3] uint8 BGR image at ``src`` -> its letterboxed [3,S,S] float32 RGB/255 at ``dst``."""
+    def letterbox_batch(self, base: int, params: int, dst: int, batch: int, size: int, stream: int) -> None:
+        """``batch`` uint8 BGR images of any size -> letterboxed [B,3,S,S] float32 RGB/255 at ``dst``, one
+        launch. ``params`` (device) holds ``batch`` records of ``LETTERBOX_PARAMS`` (int64); a record's
+        offset is its image's byte offset from ``base`` (device), its sizes say [src_h, src_w, 3]."""
         c = ctypes
-        grid = ((size + 31) // 32, (size + 7) // 8)
-        args = (src, w, h, dst, size, meta.new_w, meta.new_h, meta.pad_left, meta.pad_top)
-        types = (c.c_void_p, c.c_int, c.c_int, c.c_void_p, c.c_int, c.c_int, c.c_int, c.c_int, c.c_int)
-        self._launch("letterbox_bgr_to_rgb_chw", grid, (32, 8), args, types, stream)
+        grid = ((size + 31) // 32, (size + 7) // 8, batch)
+        self._kernels.launch("letterbox_batch_bgr_to_rgb_chw", grid, (32, 8), (base, params, dst, size),
+                             (c.c_void_p, c.c_void_p, c.c_void_p, c.c_int), stream)  # fmt: skip
 
     def close(self) -> None:
         self._kernels.close()
