@@ -20,16 +20,19 @@ __all__ = [
     "COCO80_NAMES",
     "COCO_EVAL_ENGINES",
     "DEFAULT_MAX_IMAGES",
+    "ROW_COLUMNS",
     "STAT_NAMES",
     "CocoDataset",
     "category_table",
     "check_instances",
+    "coco_rows",
     "evaluate_bbox",
     "faster_coco_eval_available",
     "format_coco_table",
     "load_coco",
     "open_dataset",
     "read_id_list",
+    "rows_to_dicts",
     "select_image_ids",
     "to_coco_results",
     "unknown_categories",
@@ -242,19 +245,43 @@ def open_dataset(
     return CocoDataset(Path(instances), images, coco, ids, table)
 
 
+ROW_COLUMNS = ("image_id", "x", "y", "w", "h", "score", "category_id")
+
+
+def coco_rows(
+    image_ids: np.ndarray, boxes_xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, table: np.ndarray
+) -> np.ndarray:
+    """Detections in original-image pixels (row i of image ``image_ids[i]``) -> COCO results as one
+    [N, 7] float64 array (``ROW_COLUMNS``; xywh rounded to 3 decimals, score to 5), the layout
+    pycocotools' ``loadRes`` also takes. Classes without a COCO category are dropped."""
+    classes = np.asarray(classes, np.int64)
+    cats = table[classes] if classes.size else np.zeros(0, np.int64)
+    ok = cats >= 0
+    b = np.asarray(boxes_xyxy)[ok].astype(np.float64).reshape(-1, 4)
+    rows = np.empty((b.shape[0], 7), np.float64)
+    rows[:, 0] = np.asarray(image_ids)[ok]
+    rows[:, 1:5] = np.round(np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1), 3)
+    rows[:, 5] = np.round(np.asarray(scores)[ok].astype(np.float64), 5)
+    rows[:, 6] = cats[ok]
+    return rows
+
+
+def rows_to_dicts(rows: np.ndarray) -> list[dict[str, Any]]:
+    """``coco_rows`` as the COCO results JSON's list of dicts (what detections.json holds)."""
+    ids = rows[:, 0].astype(np.int64).tolist()
+    cats = rows[:, 6].astype(np.int64).tolist()
+    return [
+        {"image_id": i, "category_id": c, "bbox": bb, "score": s}
+        for i, c, bb, s in zip(ids, cats, rows[:, 1:5].tolist(), rows[:, 5].tolist(), strict=True)
+    ]
+
+
 def to_coco_results(
     image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, table: np.ndarray
 ) -> list[dict[str, Any]]:
-    """Detections in original-image pixels -> COCO results rows (xywh rounded to 3 decimals, score to 5)."""
-    cats = table[classes] if classes.size else np.zeros(0, np.int64)
-    ok = cats >= 0
-    b = boxes_xyxy[ok].astype(np.float64)
-    xywh = np.round(np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], axis=1), 3)
-    sc = np.round(scores[ok].astype(np.float64), 5)
-    return [
-        {"image_id": int(image_id), "category_id": int(c), "bbox": bb, "score": float(s)}
-        for c, bb, s in zip(cats[ok].tolist(), xywh.tolist(), sc.tolist(), strict=True)
-    ]
+    """One image's detections in original-image pixels -> COCO results rows (``coco_rows`` as dicts)."""
+    ids = np.full(len(scores), int(image_id), np.int64)
+    return rows_to_dicts(coco_rows(ids, boxes_xyxy, scores, classes, table))
 
 
 COCO_EVAL_ENGINES = ("auto", "pycocotools", "faster-coco-eval")
@@ -270,7 +297,7 @@ def faster_coco_eval_available() -> bool:
 
 def evaluate_bbox(
     coco: Any,
-    results: list[dict[str, Any]],
+    results: list[dict[str, Any]] | np.ndarray,
     image_ids: Sequence[int],
     engine: str = "pycocotools",
     instances_path: str | os.PathLike[str] | None = None,
@@ -283,6 +310,8 @@ def evaluate_bbox(
     """
     if engine == "auto":
         engine = "faster-coco-eval" if instances_path and faster_coco_eval_available() else "pycocotools"
+    if isinstance(results, np.ndarray):  # coco_rows: the same dicts a results JSON would give
+        results = rows_to_dicts(results)
     if not results:
         return dict.fromkeys(STAT_NAMES, 0.0), "no detections: all COCO stats are 0\n"
     import logging

@@ -20,6 +20,7 @@ from common.core.errors import UserError
 __all__ = [
     "PAD_VALUE",
     "LetterboxMeta",
+    "geometry_table",
     "letterbox_geometry",
     "letterbox_hwc",
     "letterbox_xyxy",
@@ -27,6 +28,7 @@ __all__ = [
     "load_image_rgb",
     "preprocess",
     "to_chw_float",
+    "unletterbox_rows",
     "unletterbox_xyxy",
 ]
 
@@ -102,12 +104,24 @@ def preprocess(img_rgb: np.ndarray, size: int, out: np.ndarray | None = None) ->
 
 def unletterbox_xyxy(boxes: np.ndarray, meta: LetterboxMeta) -> np.ndarray:
     """Map [N,4] x1,y1,x2,y2 boxes from network-input pixels back to the original image."""
+    return unletterbox_rows(boxes, geometry_table([meta]))
+
+
+def geometry_table(metas: list[LetterboxMeta]) -> np.ndarray:
+    """[B, 5] float32 per image: pad_left, pad_top, scale, orig_w, orig_h (for ``unletterbox_rows``)."""
+    return np.array([(m.pad_left, m.pad_top, m.scale, m.orig_w, m.orig_h) for m in metas], np.float32).reshape(-1, 5)
+
+
+def unletterbox_rows(boxes: np.ndarray, geometry: np.ndarray) -> np.ndarray:
+    """``unletterbox_xyxy`` for many images at once: box i maps back with ``geometry[i]`` (a row of
+    ``geometry_table``; one row applies to every box). float32 throughout, the same numbers per box."""
     out = np.asarray(boxes, dtype=np.float32).copy()
-    out[:, [0, 2]] -= meta.pad_left
-    out[:, [1, 3]] -= meta.pad_top
-    out /= np.float32(meta.scale)
-    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, meta.orig_w)
-    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, meta.orig_h)
+    g = np.asarray(geometry, np.float32)
+    out[:, [0, 2]] -= g[:, 0:1]
+    out[:, [1, 3]] -= g[:, 1:2]
+    out /= g[:, 2:3]
+    out[:, [0, 2]] = np.clip(out[:, [0, 2]], 0, g[:, 3:4])
+    out[:, [1, 3]] = np.clip(out[:, [1, 3]], 0, g[:, 4:5])
     return out
 
 

@@ -363,7 +363,7 @@ def run_eval(
     except BaseException:
         remove_if_empty(folder)
         raise
-    metrics = users_metrics(result.stats, result.num_images, len(result.detections))
+    metrics = users_metrics(result.stats, result.num_images, result.num_detections)
     lat = result.timings["latency"]
     payload: dict[str, Any] = {
         "schema_version": METRICS_SCHEMA_VERSION,

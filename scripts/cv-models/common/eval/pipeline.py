@@ -37,15 +37,16 @@ from tqdm import tqdm
 
 from common.core.errors import UserError
 from common.core.results import latency_stats
-from common.data.coco import CocoDataset, evaluate_bbox, to_coco_results
+from common.data.coco import CocoDataset, coco_rows, evaluate_bbox, rows_to_dicts
 from common.data.images import (
     LetterboxMeta,
+    geometry_table,
     letterbox_geometry,
     letterbox_hwc,
     load_image_bgr,
     load_image_rgb,
     preprocess,
-    unletterbox_xyxy,
+    unletterbox_rows,
 )
 from common.eval.protocols import (
     AsyncBackend,
@@ -111,13 +112,25 @@ class EvalOptions:
 
 @dataclass
 class EvalResult:
-    detections: list[dict[str, Any]]
+    rows: np.ndarray  # [N, 7] COCO results (common.data.coco.ROW_COLUMNS), per image in image-id order
     stats: dict[str, float]
     summary_table: str
     layout: str
     num_images: int
     batch_size: int
     timings: dict[str, Any]
+    _dicts: list[dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def detections(self) -> list[dict[str, Any]]:
+        """The rows as COCO results dicts (detections.json), made once when first asked for."""
+        if self._dicts is None:
+            self._dicts = rows_to_dicts(self.rows)
+        return self._dicts
+
+    @property
+    def num_detections(self) -> int:
+        return int(self.rows.shape[0])
 
 
 @dataclass
@@ -234,15 +247,30 @@ def _postprocess(
     input_hw: tuple[int, int],
     dataset: CocoDataset,
     post: PostprocessOptions,
-) -> tuple[list[list[dict[str, Any]]], float]:
+) -> tuple[list[np.ndarray], float]:
+    """One batch's outputs -> each image's COCO rows ([K, 7] arrays): decode + NMS per image on the CPU
+    (or the final rows of GPU post-processing), then unletterbox and rows for the whole batch at once."""
     t0 = time.perf_counter()
     out = outputs[0]
-    rows = []
-    for j, (image_id, meta) in enumerate(metas):
-        det = out.image(j) if isinstance(out, GpuDetections) else decode(out[j], layout, input_hw, post)
-        boxes = unletterbox_xyxy(det.boxes, meta)
-        rows.append(to_coco_results(image_id, boxes, det.scores, det.classes, dataset.class_to_category))
-    return rows, time.perf_counter() - t0
+    b = len(metas)
+    if isinstance(out, GpuDetections):
+        counts = out.counts[:b].astype(np.int64)
+        final = out.rows[:b][np.arange(out.rows.shape[1]) < counts[:, None]]  # image by image, rank order
+        boxes, scores, classes = final[:, :4], final[:, 4], final[:, 5].astype(np.int64)
+    else:
+        dets = [decode(out[j], layout, input_hw, post) for j in range(b)]
+        counts = np.array([len(d) for d in dets], np.int64)
+        boxes = np.concatenate([d.boxes for d in dets]).reshape(-1, 4)
+        scores = np.concatenate([d.scores for d in dets])
+        classes = np.concatenate([d.classes for d in dets]).astype(np.int64)
+    which = np.repeat(np.arange(b), counts)
+    keep = dataset.class_to_category[classes] >= 0 if classes.size else np.zeros(0, bool)
+    which = which[keep]
+    xyxy = unletterbox_rows(boxes[keep], geometry_table([m for _, m in metas])[which])
+    ids = np.array([i for i, _ in metas], np.int64)[which]
+    rows = coco_rows(ids, xyxy, scores[keep], classes[keep], dataset.class_to_category)
+    per_image = np.split(rows, np.cumsum(np.bincount(which, minlength=b))[:-1])
+    return per_image, time.perf_counter() - t0
 
 
 def warmup(backend: Backend, batch_size: int, size: int, runs: int, last_batch: int | None = None) -> None:
@@ -325,8 +353,8 @@ class _Stages:
         self._checked = False
         self._queue = iter(ids)
         self._pending: deque[cf.Future[_Item]] = deque()
-        self._in_post: deque[tuple[list[int], cf.Future[tuple[list[list[dict[str, Any]]], float]]]] = deque()
-        self.per_image: dict[int, list[dict[str, Any]]] = {}
+        self._in_post: deque[tuple[list[int], cf.Future[tuple[list[np.ndarray], float]]]] = deque()
+        self.per_image: dict[int, np.ndarray] = {}
         self.pre_s: list[float] = []
         self.infer_s: list[float] = []
         self.post_s: list[float] = []
@@ -440,12 +468,13 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
             raise
     wall = time.perf_counter() - t_start
 
-    detections = [row for i in dict.fromkeys(ids) for row in stages.per_image[i]]
+    parts = [stages.per_image[i] for i in dict.fromkeys(ids)]
+    rows = np.concatenate(parts) if parts else np.zeros((0, 7), np.float64)
     t0 = time.perf_counter()
     stats: dict[str, float] = {}
     table = ""
     if opts.coco_eval:
-        stats, table = evaluate_bbox(dataset.coco, detections, ids, opts.coco_engine, dataset.instances_path)
+        stats, table = evaluate_bbox(dataset.coco, rows, ids, opts.coco_engine, dataset.instances_path)
     eval_s = time.perf_counter() - t0
     n = len(ids)
     inference = latency_stats(stages.infer_s, skip=opts.skip_latency, items_per_sample=batch_size)
@@ -478,7 +507,7 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     }
     if opts.latency_runs > 0:
         timings["latency_pass"] = latency_pass(backend, dataset, ids[:batch_size], size, opts)
-    return EvalResult(detections, stats, table, stages.layout or "unknown", n, batch_size, timings)
+    return EvalResult(rows, stats, table, stages.layout or "unknown", n, batch_size, timings)
 
 
 def latency_pass(
