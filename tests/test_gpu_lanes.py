@@ -263,3 +263,28 @@ def test_ort_io_binding_lanes_with_gpu_postprocess_equal_the_plain_session(monke
     assert got.timings["latency_pass"]["gpu"]["count"] == 3
     assert meta["gpu_compute_ms"]["count"] == 6 and meta["postprocess"]["layout"] == "e2e"  # latency pass apart
     assert mem.live == 0
+
+
+def test_host_work_is_prepared_before_the_lanes_turn_on_the_gpu() -> None:
+    """``prepare`` (filling pinned memory) runs outside the serial GPU order, so one lane's host copies
+    never hold the GPU idle behind them; ``enqueue`` runs inside it and gets what ``prepare`` made."""
+    mem = ClockMemory()
+    seen: list[tuple[str, bool, object]] = []
+    pool: LanePool
+
+    def prepare(lane: Lane, batch: int) -> tuple[str, int]:
+        seen.append(("prepare", pool._order.locked(), batch))
+        return ("staged", batch)
+
+    def enqueue(lane: Lane, staged: tuple[str, int]):
+        seen.append(("enqueue", pool._order.locked(), staged))
+        mem.work(lane.stream, 1.0)
+        return lambda: staged[1]
+
+    pool = LanePool([Lane(mem)], enqueue, prepare=prepare)
+    assert pool.wait(pool.submit(7)) == 7
+    gpu, host = pool.timed_runs(8, 1)
+    assert gpu == [1.0] and len(host) == 1
+    assert seen == [("prepare", False, 7), ("enqueue", True, ("staged", 7)),
+                    ("prepare", False, 8), ("enqueue", True, ("staged", 8))]  # fmt: skip
+    pool.close()

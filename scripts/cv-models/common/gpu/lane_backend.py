@@ -38,8 +38,12 @@ class LaneBackend:
     _post_kernels: Callable[[], Any] | None = None  # tests hand in a host double
 
     def _start_lanes(self, lanes: Sequence[Lane], name: str, overlap: bool) -> None:
-        self._lanes = LanePool(lanes, self._enqueue, name, overlap=overlap)
+        self._lanes = LanePool(lanes, self._enqueue, name, overlap=overlap, prepare=self._prepare)
         self.max_in_flight = self._lanes.max_in_flight
+
+    def _prepare(self, lane: Lane, batch: Any) -> Any:
+        """A batch's host-only work on ``lane`` before its turn on the GPU (default: none)."""
+        return batch
 
     def _enqueue(self, lane: Lane, batch: Any) -> Collect:
         raise NotImplementedError

@@ -192,11 +192,14 @@ class LanePool:
     """
 
     def __init__(self, lanes: Sequence[Lane], enqueue: Callable[[Lane, Any], Collect], name: str = "lane",
-                 overlap: bool = False) -> None:  # fmt: skip
+                 overlap: bool = False, prepare: Callable[[Lane, Any], Any] | None = None) -> None:  # fmt: skip
+        """``prepare(lane, batch)``: the batch's host-only work on its lane (e.g. filling the lane's pinned
+        staging), done before the lane's turn on the GPU; ``enqueue`` then gets what it returned."""
         if not lanes:
             raise ValueError("a LanePool needs at least one lane")
         self.lanes = list(lanes)
         self._enqueue = enqueue
+        self._prepare = prepare
         self.overlap = bool(overlap)
         self._order = threading.Lock()  # serial GPU order: wait + start .. end of one batch at a time
         self._last_end: Any = None
@@ -210,9 +213,11 @@ class LanePool:
         self.host_ms: list[float] = []
 
     def _on_lane(self, lane: Lane, batch: Any) -> tuple[Any, float, float]:
-        if self.overlap:
-            return lane.run(self._enqueue, batch)
         t0 = time.perf_counter()
+        if self._prepare is not None:
+            batch = self._prepare(lane, batch)  # host work, outside the GPU order: the lane is ours alone
+        if self.overlap:
+            return lane.finish(lane.begin(self._enqueue, batch), t0)
         with self._order:  # held while enqueueing only (a synchronous worker, e.g. ORT, holds it to the end)
             collect = lane.begin(self._enqueue, batch, after=self._last_end)
             self._last_end = lane.end

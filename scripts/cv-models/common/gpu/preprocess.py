@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +162,10 @@ class U8Stager:
     ``mem`` is a ``common.gpu.cuda_mem.MemoryLayer`` and ``prep`` has the launch methods of
     ``GpuPreprocessor`` (tests hand in host fakes of both). One stager per stream: its staging
     buffers are reused by the next batch once the caller has synchronised the stream.
+
+    ``fill(batch)`` is the host half (the images and the params table into pinned memory: no GPU work,
+    so a lane can do it before its turn on the GPU); the ``send(dst, stream)`` it returns enqueues the
+    copy and the kernel. ``stage`` does both.
     """
 
     def __init__(self, mem: Any, prep: Any, mode: str) -> None:
@@ -176,16 +181,19 @@ class U8Stager:
         self._pinned, self._device = self.mem.pinned_buffer(size), self.mem.device_buffer(size)
 
     def stage(self, batch: U8Batch, dst: int, stream: Any) -> None:
+        self.fill(batch)(dst, stream)
+
+    def fill(self, batch: U8Batch) -> Callable[[int, Any], None]:
+        """The host half: ``batch`` into pinned memory; returns ``send(dst, stream)`` (copy + kernel)."""
         if batch.mode != self.mode:
             raise UserError(f"backend set up for --preprocess {self.mode}, given a {batch.mode} batch")
         if batch.mode == "gpu-normalize":
-            self._stage_canvases(batch, dst, stream)
-        elif batch.mode == "gpu-letterbox":
-            self._stage_images(batch, dst, stream)
-        else:
-            raise ValueError(f"unknown device pre-processing mode {batch.mode!r}")
+            return self._fill_canvases(batch)
+        if batch.mode == "gpu-letterbox":
+            return self._fill_images(batch)
+        raise ValueError(f"unknown device pre-processing mode {batch.mode!r}")
 
-    def _stage_canvases(self, batch: U8Batch, dst: int, stream: Any) -> None:
+    def _fill_canvases(self, batch: U8Batch) -> Callable[[int, Any], None]:
         """gpu-normalize: [B,S,S,3] canvases -> one copy -> one launch."""
         size, n = batch.size, len(batch)
         nbytes = n * size * size * 3
@@ -193,15 +201,20 @@ class U8Stager:
         staged = self._pinned.view(np.uint8, (n, size, size, 3))
         for j, img in enumerate(batch.images):
             staged[j] = img
-        self.mem.copy_htod_async(self._device.ptr, self._pinned.ptr, nbytes, stream)
-        self.prep.normalize(self._device.ptr, dst, n, size, stream.handle)
+        src, dev = self._pinned.ptr, self._device.ptr
 
-    def _stage_images(self, batch: U8Batch, dst: int, stream: Any) -> None:
+        def send(dst: int, stream: Any) -> None:
+            self.mem.copy_htod_async(dev, src, nbytes, stream)
+            self.prep.normalize(dev, dst, n, size, stream.handle)
+
+        return send
+
+    def _fill_images(self, batch: U8Batch) -> Callable[[int, Any], None]:
         """gpu-letterbox: the params table (``LETTERBOX_PARAMS`` per image, at offset 0) and the
         images after it (byte offsets from the buffer's start) -> one copy -> one launch."""
         n = len(batch)
         if n == 0:
-            return
+            return lambda dst, stream: None
         head = n * PARAM_WORDS * 8
         offsets = np.cumsum([head] + [int(img.nbytes) for img in batch.images])
         self._capacity(int(offsets[-1]))
@@ -212,8 +225,13 @@ class U8Stager:
             flat[lo:hi] = np.ascontiguousarray(img).reshape(-1)
             h, w = img.shape[:2]
             params[j] = (lo, w, h, meta.new_w, meta.new_h, meta.pad_left, meta.pad_top, 0)
-        self.mem.copy_htod_async(self._device.ptr, self._pinned.ptr, int(offsets[-1]), stream)
-        self.prep.letterbox_batch(self._device.ptr, self._device.ptr, dst, n, batch.size, stream.handle)
+        src, dev, nbytes, size = self._pinned.ptr, self._device.ptr, int(offsets[-1]), batch.size
+
+        def send(dst: int, stream: Any) -> None:
+            self.mem.copy_htod_async(dev, src, nbytes, stream)
+            self.prep.letterbox_batch(dev, dev, dst, n, size, stream.handle)
+
+        return send
 
     def close(self) -> None:
         for buf in (self._pinned, self._device):

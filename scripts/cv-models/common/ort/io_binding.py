@@ -50,6 +50,14 @@ __all__ = [
 
 
 @dataclass
+class _Staged:
+    """A batch in a lane's pinned memory: ``send(dst, stream)`` enqueues its copy (and kernels) to ``dst``."""
+
+    batch: int
+    send: Callable[[int, Any], None]
+
+
+@dataclass
 class _OrtLane:
     """What one lane owns beside its stream and events (``common.gpu.lanes.Lane``)."""
 
@@ -163,17 +171,22 @@ class OrtCudaBackend(LaneBackend):
         self._set_postprocess(layout, input_hw, opts, self._shape(out)[1:], out.dtype, self.max_batch)
 
     # ------------------------------------------------------------------ running
-    def _enqueue(self, lane: Lane, batch: np.ndarray | U8Batch) -> Collect:
+    def _prepare(self, lane: Lane, batch: np.ndarray | U8Batch) -> _Staged:
+        """The batch into the lane's pinned memory (host work, before the lane's turn on the GPU)."""
         w: _OrtLane = lane.worker
         b = int(batch.shape[0])
         if isinstance(batch, U8Batch):
             if w.stager is None:
                 raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
-            w.stager.stage(batch, w.inp.device_ptr, lane.stream)
-        else:
-            staged = w.inp.view(self._input.dtype, self._shape(self._input, b))
-            np.copyto(staged, batch, casting="same_kind")
-            w.inp.upload_staged(staged.nbytes, lane.stream)
+            return _Staged(b, w.stager.fill(batch))
+        staged = w.inp.view(self._input.dtype, self._shape(self._input, b))
+        np.copyto(staged, batch, casting="same_kind")
+        return _Staged(b, lambda dst, stream: w.inp.upload_staged(staged.nbytes, stream))
+
+    def _enqueue(self, lane: Lane, staged: _Staged) -> Collect:
+        w: _OrtLane = lane.worker
+        b = staged.batch
+        staged.send(w.inp.device_ptr, lane.stream)
         w.backend._session.run_with_iobinding(self._binding(w, b))
         if w.post is not None:
             w.post.launch(w.outs[0].device_ptr, lane.stream, b)

@@ -573,17 +573,19 @@ class TrtBackend(LaneBackend):
         raise UserError(f"input {t.name!r} has a dynamic batch axis and no profile")
 
     # ------------------------------------------------------------------ running
-    def _feed(self, lane: _TrtLane, batch: np.ndarray | U8Batch) -> np.ndarray | DeviceFeed:
+    def _prepare(self, lane: Lane, batch: np.ndarray | U8Batch) -> np.ndarray | DeviceFeed:
+        """A ``U8Batch`` goes into the lane's pinned staging now (host work, before the lane's turn on the
+        GPU); the feed enqueues its copy and kernel. Host float arrays are staged by the session."""
         if isinstance(batch, U8Batch):
-            stager = lane.stager
+            stager = lane.worker.stager
             if stager is None:
                 raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
-            return DeviceFeed(batch.shape, np.dtype(np.float32), lambda ptr, stream: stager.stage(batch, ptr, stream))
+            return DeviceFeed(batch.shape, np.dtype(np.float32), stager.fill(batch))
         return np.ascontiguousarray(batch, dtype=self._input.dtype)
 
-    def _enqueue(self, lane: Lane, batch: np.ndarray | U8Batch) -> Collect:
+    def _enqueue(self, lane: Lane, feed: np.ndarray | DeviceFeed) -> Collect:
         w: _TrtLane = lane.worker
-        collect = w.session.enqueue({self._input.name: self._feed(w, batch)}, post=w.post)
+        collect = w.session.enqueue({self._input.name: feed}, post=w.post)
         if w.post is not None:
             return lambda: [collect()]
         return lambda: (lambda outs: [outs[o.name] for o in w.session.outputs])(collect())
@@ -596,7 +598,7 @@ class TrtBackend(LaneBackend):
         with self._lanes.idle() as lanes:
             for lane in lanes:
                 for _ in range(runs):
-                    lane.run(self._enqueue, dummy)
+                    lane.run(self._enqueue, self._prepare(lane, dummy))
 
     def metadata(self) -> dict[str, Any]:
         meta = self.session.describe()
