@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import trt_double as D
 
-from common.gpu.lanes import HostLease, Lane, LanePool, Staging
+from common.gpu.lanes import HostLease, Lane, LanePool, Staged, Staging
 
 
 class ClockMemory(D.FakeCudaMemory):
@@ -266,25 +266,31 @@ def test_ort_io_binding_lanes_with_gpu_postprocess_equal_the_plain_session(monke
 
 
 def test_host_work_is_prepared_before_the_lanes_turn_on_the_gpu() -> None:
-    """``prepare`` (filling pinned memory) runs outside the serial GPU order, so one lane's host copies
-    never hold the GPU idle behind them; ``enqueue`` runs inside it and gets what ``prepare`` made."""
+    """``prepare`` (filling pinned memory) and its upload run outside the serial GPU order, so one lane's
+    host copies never hold the GPU idle behind them; ``enqueue`` runs inside it and gets the prepared
+    item. The batch's GPU time is its upload's span plus its main span."""
     mem = ClockMemory()
     seen: list[tuple[str, bool, object]] = []
     pool: LanePool
 
-    def prepare(lane: Lane, batch: int) -> tuple[str, int]:
+    def prepare(lane: Lane, batch: int) -> Staged:
         seen.append(("prepare", pool._order.locked(), batch))
-        return ("staged", batch)
 
-    def enqueue(lane: Lane, staged: tuple[str, int]):
-        seen.append(("enqueue", pool._order.locked(), staged))
+        def upload(stream: object) -> None:
+            seen.append(("upload", pool._order.locked(), batch))
+            mem.work(stream, 0.25)
+
+        return Staged(("staged", batch), upload)
+
+    def enqueue(lane: Lane, item: tuple[str, int]):
+        seen.append(("enqueue", pool._order.locked(), item))
         mem.work(lane.stream, 1.0)
-        return lambda: staged[1]
+        return lambda: item[1]
 
     pool = LanePool([Lane(mem)], enqueue, prepare=prepare)
     assert pool.wait(pool.submit(7)) == 7
     gpu, host = pool.timed_runs(8, 1)
-    assert gpu == [1.0] and len(host) == 1
-    assert seen == [("prepare", False, 7), ("enqueue", True, ("staged", 7)),
-                    ("prepare", False, 8), ("enqueue", True, ("staged", 8))]  # fmt: skip
+    assert pool.gpu_ms == [1.25] and gpu == [1.25] and len(host) == 1
+    assert seen == [("prepare", False, 7), ("upload", False, 7), ("enqueue", True, ("staged", 7)),
+                    ("prepare", False, 8), ("upload", False, 8), ("enqueue", True, ("staged", 8))]  # fmt: skip
     pool.close()

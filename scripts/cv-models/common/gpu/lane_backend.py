@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from common.core.results import latency_stats
-from common.gpu.lanes import Collect, Lane, LanePool, PostSetup
+from common.gpu.lanes import Collect, Lane, LanePool, PostSetup, Staged
 from common.gpu.preprocess import check_float_input
 
 __all__ = ["LaneBackend"]
@@ -41,9 +41,9 @@ class LaneBackend:
         self._lanes = LanePool(lanes, self._enqueue, name, overlap=overlap, prepare=self._prepare)
         self.max_in_flight = self._lanes.max_in_flight
 
-    def _prepare(self, lane: Lane, batch: Any) -> Any:
-        """A batch's host-only work on ``lane`` before its turn on the GPU (default: none)."""
-        return batch
+    def _prepare(self, lane: Lane, batch: Any) -> Staged:
+        """A batch's host work and upload on ``lane`` before its turn on the GPU (default: none)."""
+        return Staged(batch)
 
     def _enqueue(self, lane: Lane, batch: Any) -> Collect:
         raise NotImplementedError

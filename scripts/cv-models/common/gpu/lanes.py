@@ -32,6 +32,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,7 @@ import numpy as np
 from common.core.errors import UserError
 from common.gpu.cuda_mem import CudaError
 
-__all__ = ["Collect", "HostLease", "Lane", "LanePool", "PostSetup", "Staging"]
+__all__ = ["Collect", "HostLease", "Lane", "LanePool", "PostSetup", "Staged", "Staging"]
 
 Collect = Callable[[], Any]
 
@@ -131,8 +132,20 @@ class Staging:
         self.device, self.host, self.capacity = None, None, 0  # host: freed when its last view goes
 
 
+@dataclass
+class Staged:
+    """A batch prepared on its lane (``LanePool``'s ``prepare``): ``item`` is what ``enqueue`` gets;
+    ``upload(stream)``, if any, enqueues its H2D copy. In the serial GPU order the copy goes on the lane's
+    stream before the lane waits for its turn, so the copy engine moves it while another batch computes;
+    its own pair of events times it, and the batch's GPU time is that span plus its main span."""
+
+    item: Any
+    upload: Callable[[Any], None] | None = None
+
+
 class Lane:
-    """A stream, a start and an end event, and the backend's ``worker`` for this lane."""
+    """A stream, start/end events around a batch's work (and a pair around its early upload), and the
+    backend's ``worker`` for this lane."""
 
     def __init__(self, mem: Any, worker: Any = None, stream: Any = None, owns_stream: bool = True) -> None:
         """``stream``: an existing stream (e.g. one a session was created for); closed by ``close`` when
@@ -141,10 +154,24 @@ class Lane:
         self._owns_stream = owns_stream or stream is None
         self.stream = mem.stream() if stream is None else stream
         self.start, self.end = mem.event(), mem.event()
+        self.up_start, self.up_end = mem.event(), mem.event()
+        self._uploaded = False
 
     def elapsed_ms(self) -> float:
-        """GPU time between the last recorded start and end (after the end event completed)."""
-        return float(self.mem.elapsed_ms(self.start, self.end))
+        """GPU time of the last batch (after its end event completed): start to end, plus its upload's
+        span when it had one (``upload``)."""
+        ms = float(self.mem.elapsed_ms(self.start, self.end))
+        if self._uploaded:
+            ms += float(self.mem.elapsed_ms(self.up_start, self.up_end))
+        return ms
+
+    def upload(self, staged: Staged) -> None:
+        """Enqueue ``staged``'s H2D copy between the upload events (nothing when it has none)."""
+        self._uploaded = staged.upload is not None
+        if staged.upload is not None:
+            self.up_start.record(self.stream)
+            staged.upload(self.stream)
+            self.up_end.record(self.stream)
 
     def begin(self, enqueue: Callable[[Lane, Any], Collect], batch: Any, after: Any = None) -> Collect:
         """Enqueue one batch between this lane's events; ``after``: an event of another lane that this
@@ -163,14 +190,9 @@ class Lane:
         host_ms = (time.perf_counter() - t0) * 1000.0
         return collect(), self.elapsed_ms(), host_ms
 
-    def run(self, enqueue: Callable[[Lane, Any], Collect], batch: Any) -> tuple[Any, float, float]:
-        """One batch on this lane: (results, GPU ms from its events, host ms of enqueue to done)."""
-        t0 = time.perf_counter()
-        return self.finish(self.begin(enqueue, batch), t0)
-
     def close(self) -> None:
-        self.start.close()
-        self.end.close()
+        for event in (self.start, self.end, self.up_start, self.up_end):
+            event.close()
         if self._owns_stream and self.stream is not None:
             self.stream.close()
         self.stream = None
@@ -192,9 +214,9 @@ class LanePool:
     """
 
     def __init__(self, lanes: Sequence[Lane], enqueue: Callable[[Lane, Any], Collect], name: str = "lane",
-                 overlap: bool = False, prepare: Callable[[Lane, Any], Any] | None = None) -> None:  # fmt: skip
-        """``prepare(lane, batch)``: the batch's host-only work on its lane (e.g. filling the lane's pinned
-        staging), done before the lane's turn on the GPU; ``enqueue`` then gets what it returned."""
+                 overlap: bool = False, prepare: Callable[[Lane, Any], Staged] | None = None) -> None:  # fmt: skip
+        """``prepare(lane, batch) -> Staged``: the batch's host work on its lane (filling the lane's pinned
+        staging) and its upload, both before the lane's turn on the GPU; ``enqueue`` gets ``Staged.item``."""
         if not lanes:
             raise ValueError("a LanePool needs at least one lane")
         self.lanes = list(lanes)
@@ -212,21 +234,23 @@ class LanePool:
         self.gpu_ms: list[float] = []
         self.host_ms: list[float] = []
 
-    def _on_lane(self, lane: Lane, batch: Any) -> tuple[Any, float, float]:
+    def run_on(self, lane: Lane, batch: Any) -> tuple[Any, float, float]:
+        """One batch on ``lane`` (which the caller holds): (results, GPU ms, host ms)."""
         t0 = time.perf_counter()
-        if self._prepare is not None:
-            batch = self._prepare(lane, batch)  # host work, outside the GPU order: the lane is ours alone
+        # host work and the upload, outside the GPU order: the lane (its buffers) is ours alone
+        staged = self._prepare(lane, batch) if self._prepare is not None else Staged(batch)
+        lane.upload(staged)
         if self.overlap:
-            return lane.finish(lane.begin(self._enqueue, batch), t0)
+            return lane.finish(lane.begin(self._enqueue, staged.item), t0)
         with self._order:  # held while enqueueing only (a synchronous worker, e.g. ORT, holds it to the end)
-            collect = lane.begin(self._enqueue, batch, after=self._last_end)
+            collect = lane.begin(self._enqueue, staged.item, after=self._last_end)
             self._last_end = lane.end
         return lane.finish(collect, t0)
 
     def _run(self, batch: Any) -> Any:
         lane = self._free.get()  # one pool thread per lane: a lane is always free here
         try:
-            out, gpu_ms, host_ms = self._on_lane(lane, batch)
+            out, gpu_ms, host_ms = self.run_on(lane, batch)
         finally:
             self._free.put(lane)
         with self._lock:
@@ -280,7 +304,7 @@ class LanePool:
         with self.idle() as lanes:
             lane = lanes[lane_index]
             for _ in range(runs):
-                _, g, h = self._on_lane(lane, batch)
+                _, g, h = self.run_on(lane, batch)
                 gpu.append(g)
                 host.append(h)
         return gpu, host

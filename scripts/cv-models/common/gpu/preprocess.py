@@ -155,6 +155,15 @@ def check_float_input(mode: str, name: str, dtype: np.dtype) -> None:
                         "use --preprocess cpu")  # fmt: skip
 
 
+@dataclass
+class U8Filled:
+    """A ``U8Batch`` in a stager's pinned memory: ``copy(stream)`` enqueues its H2D copy, then
+    ``launch(dst, stream)`` the kernel writing the float input at ``dst`` (same stream, in that order)."""
+
+    copy: Callable[[Any], None]
+    launch: Callable[[int, Any], None]
+
+
 class U8Stager:
     """Puts a ``U8Batch`` into a backend's float input buffer: uint8 images -> pinned staging ->
     device staging (one copy) -> kernel(s) writing ``dst``, all on the caller's stream.
@@ -164,8 +173,8 @@ class U8Stager:
     buffers are reused by the next batch once the caller has synchronised the stream.
 
     ``fill(batch)`` is the host half (the images and the params table into pinned memory: no GPU work,
-    so a lane can do it before its turn on the GPU); the ``send(dst, stream)`` it returns enqueues the
-    copy and the kernel. ``stage`` does both.
+    so a lane can do it before its turn on the GPU); the ``U8Filled`` it returns enqueues the copy
+    (``copy(stream)``) and the kernel (``launch(dst, stream)``). ``stage`` does all three.
     """
 
     def __init__(self, mem: Any, prep: Any, mode: str) -> None:
@@ -181,10 +190,12 @@ class U8Stager:
         self._pinned, self._device = self.mem.pinned_buffer(size), self.mem.device_buffer(size)
 
     def stage(self, batch: U8Batch, dst: int, stream: Any) -> None:
-        self.fill(batch)(dst, stream)
+        filled = self.fill(batch)
+        filled.copy(stream)
+        filled.launch(dst, stream)
 
-    def fill(self, batch: U8Batch) -> Callable[[int, Any], None]:
-        """The host half: ``batch`` into pinned memory; returns ``send(dst, stream)`` (copy + kernel)."""
+    def fill(self, batch: U8Batch) -> U8Filled:
+        """The host half: ``batch`` into pinned memory; the result enqueues the copy and the kernel."""
         if batch.mode != self.mode:
             raise UserError(f"backend set up for --preprocess {self.mode}, given a {batch.mode} batch")
         if batch.mode == "gpu-normalize":
@@ -193,7 +204,12 @@ class U8Stager:
             return self._fill_images(batch)
         raise ValueError(f"unknown device pre-processing mode {batch.mode!r}")
 
-    def _fill_canvases(self, batch: U8Batch) -> Callable[[int, Any], None]:
+    def _filled(self, nbytes: int, kernel: Callable[[int, int, Any], None]) -> U8Filled:
+        src, dev = self._pinned.ptr, self._device.ptr
+        return U8Filled(lambda stream: self.mem.copy_htod_async(dev, src, nbytes, stream),
+                        lambda dst, stream: kernel(dev, dst, stream))  # fmt: skip
+
+    def _fill_canvases(self, batch: U8Batch) -> U8Filled:
         """gpu-normalize: [B,S,S,3] canvases -> one copy -> one launch."""
         size, n = batch.size, len(batch)
         nbytes = n * size * size * 3
@@ -201,20 +217,14 @@ class U8Stager:
         staged = self._pinned.view(np.uint8, (n, size, size, 3))
         for j, img in enumerate(batch.images):
             staged[j] = img
-        src, dev = self._pinned.ptr, self._device.ptr
+        return self._filled(nbytes, lambda dev, dst, stream: self.prep.normalize(dev, dst, n, size, stream.handle))
 
-        def send(dst: int, stream: Any) -> None:
-            self.mem.copy_htod_async(dev, src, nbytes, stream)
-            self.prep.normalize(dev, dst, n, size, stream.handle)
-
-        return send
-
-    def _fill_images(self, batch: U8Batch) -> Callable[[int, Any], None]:
+    def _fill_images(self, batch: U8Batch) -> U8Filled:
         """gpu-letterbox: the params table (``LETTERBOX_PARAMS`` per image, at offset 0) and the
         images after it (byte offsets from the buffer's start) -> one copy -> one launch."""
         n = len(batch)
         if n == 0:
-            return lambda dst, stream: None
+            return U8Filled(lambda stream: None, lambda dst, stream: None)
         head = n * PARAM_WORDS * 8
         offsets = np.cumsum([head] + [int(img.nbytes) for img in batch.images])
         self._capacity(int(offsets[-1]))
@@ -225,13 +235,12 @@ class U8Stager:
             flat[lo:hi] = np.ascontiguousarray(img).reshape(-1)
             h, w = img.shape[:2]
             params[j] = (lo, w, h, meta.new_w, meta.new_h, meta.pad_left, meta.pad_top, 0)
-        src, dev, nbytes, size = self._pinned.ptr, self._device.ptr, int(offsets[-1]), batch.size
+        size = batch.size
 
-        def send(dst: int, stream: Any) -> None:
-            self.mem.copy_htod_async(dev, src, nbytes, stream)
+        def kernel(dev: int, dst: int, stream: Any) -> None:
             self.prep.letterbox_batch(dev, dev, dst, n, size, stream.handle)
 
-        return send
+        return self._filled(int(offsets[-1]), kernel)
 
     def close(self) -> None:
         for buf in (self._pinned, self._device):

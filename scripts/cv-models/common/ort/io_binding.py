@@ -39,7 +39,7 @@ import numpy as np
 from common.core.errors import UserError
 from common.gpu.cuda_mem import CudaMemory
 from common.gpu.lane_backend import LaneBackend
-from common.gpu.lanes import Collect, Lane, Staging
+from common.gpu.lanes import Collect, Lane, Staged, Staging
 from common.gpu.preprocess import U8Batch, U8Stager
 from common.ort.options import CUDA_EP
 from common.ort.session import OrtBackend, TensorSpec
@@ -50,11 +50,11 @@ __all__ = [
 
 
 @dataclass
-class _Staged:
-    """A batch in a lane's pinned memory: ``send(dst, stream)`` enqueues its copy (and kernels) to ``dst``."""
+class _OrtBatch:
+    """A batch uploaded to its lane: its size and the pre-processing kernel to run first (U8 batches)."""
 
     batch: int
-    send: Callable[[int, Any], None]
+    launch: Callable[[int, Any], None] | None
 
 
 @dataclass
@@ -171,22 +171,24 @@ class OrtCudaBackend(LaneBackend):
         self._set_postprocess(layout, input_hw, opts, self._shape(out)[1:], out.dtype, self.max_batch)
 
     # ------------------------------------------------------------------ running
-    def _prepare(self, lane: Lane, batch: np.ndarray | U8Batch) -> _Staged:
-        """The batch into the lane's pinned memory (host work, before the lane's turn on the GPU)."""
+    def _prepare(self, lane: Lane, batch: np.ndarray | U8Batch) -> Staged:
+        """The batch into the lane's pinned memory, and its upload (before the lane's turn on the GPU)."""
         w: _OrtLane = lane.worker
         b = int(batch.shape[0])
         if isinstance(batch, U8Batch):
             if w.stager is None:
                 raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
-            return _Staged(b, w.stager.fill(batch))
+            filled = w.stager.fill(batch)
+            return Staged(_OrtBatch(b, filled.launch), filled.copy)
         staged = w.inp.view(self._input.dtype, self._shape(self._input, b))
         np.copyto(staged, batch, casting="same_kind")
-        return _Staged(b, lambda dst, stream: w.inp.upload_staged(staged.nbytes, stream))
+        return Staged(_OrtBatch(b, None), lambda stream: w.inp.upload_staged(staged.nbytes, stream))
 
-    def _enqueue(self, lane: Lane, staged: _Staged) -> Collect:
+    def _enqueue(self, lane: Lane, item: _OrtBatch) -> Collect:
         w: _OrtLane = lane.worker
-        b = staged.batch
-        staged.send(w.inp.device_ptr, lane.stream)
+        b = item.batch
+        if item.launch is not None:
+            item.launch(w.inp.device_ptr, lane.stream)
         w.backend._session.run_with_iobinding(self._binding(w, b))
         if w.post is not None:
             w.post.launch(w.outs[0].device_ptr, lane.stream, b)

@@ -46,6 +46,7 @@ from common.gpu.lanes import (
     Collect,
     HostLease,  # noqa: F401  (re-exported: its home before common.gpu.lanes)
     Lane,
+    Staged,
     Staging,
 )
 from common.gpu.preprocess import U8Batch, U8Stager
@@ -573,15 +574,16 @@ class TrtBackend(LaneBackend):
         raise UserError(f"input {t.name!r} has a dynamic batch axis and no profile")
 
     # ------------------------------------------------------------------ running
-    def _prepare(self, lane: Lane, batch: np.ndarray | U8Batch) -> np.ndarray | DeviceFeed:
-        """A ``U8Batch`` goes into the lane's pinned staging now (host work, before the lane's turn on the
-        GPU); the feed enqueues its copy and kernel. Host float arrays are staged by the session."""
+    def _prepare(self, lane: Lane, batch: np.ndarray | U8Batch) -> Staged:
+        """A ``U8Batch`` goes into the lane's pinned staging and up now (before the lane's turn on the GPU);
+        the feed then runs its kernel. Host float arrays are staged and copied by the session."""
         if isinstance(batch, U8Batch):
             stager = lane.worker.stager
             if stager is None:
                 raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
-            return DeviceFeed(batch.shape, np.dtype(np.float32), stager.fill(batch))
-        return np.ascontiguousarray(batch, dtype=self._input.dtype)
+            filled = stager.fill(batch)
+            return Staged(DeviceFeed(batch.shape, np.dtype(np.float32), filled.launch), filled.copy)
+        return Staged(np.ascontiguousarray(batch, dtype=self._input.dtype))
 
     def _enqueue(self, lane: Lane, feed: np.ndarray | DeviceFeed) -> Collect:
         w: _TrtLane = lane.worker
@@ -598,7 +600,7 @@ class TrtBackend(LaneBackend):
         with self._lanes.idle() as lanes:
             for lane in lanes:
                 for _ in range(runs):
-                    lane.run(self._enqueue, self._prepare(lane, dummy))
+                    self._lanes.run_on(lane, dummy)
 
     def metadata(self) -> dict[str, Any]:
         meta = self.session.describe()
