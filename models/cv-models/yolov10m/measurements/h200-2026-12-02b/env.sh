@@ -6,10 +6,11 @@ set -u
 export PYTHONUNBUFFERED=1
 R=$PWD; W=/root/work; B=/root/b; FIX=$B/fixtures; mkdir -p $W
 if [ ! -f $B/.done ]; then
-  (cd /root/stage && cat chunk.* > bundle.tar && sha256sum -c "$R/.device/bundle.sha") || { echo "bundle incomplete"; ls -la /root/stage; exit 3; }
+  (cd /root/stage && cat chunk.* > bundle.tar && sha256sum -c "$(ls $R/.device/part-*/bundle.sha | head -1)") || { echo "bundle incomplete"; ls -la /root/stage; exit 3; }
   mkdir -p $B && tar -xf /root/stage/bundle.tar -C $B && rm -f /root/stage/bundle.tar
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $B/wheels/*.whl || exit 4
   python3 -c "import tarfile; tarfile.open('$B/ort.tar.xz').extractall('/tmp/site')" || exit 5
+  for f in $FIX/models/*.onnx.xz; do python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[1][:-3], 'wb'))" $f && rm $f; done
   cp models/cv-models/yolov10n-synth/yolov10n-synth.onnx $FIX/models/   # the e2e fixture model (same file)
   touch $B/.done
 fi

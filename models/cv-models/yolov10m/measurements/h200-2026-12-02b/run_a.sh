@@ -4,7 +4,7 @@
 # and replay capacity for three layouts. Writes <= 8 files to $OUT.
 source models/cv-models/yolov10m/measurements/h200-2026-12-02b/env.sh
 exec > >(tee -a $OUT/run_a.log) 2>&1
-echo "== commit $(git rev-parse HEAD 2>/dev/null || cat .device/COMMIT) $(date -u)"
+echo "== commit $(cat models/cv-models/yolov10m/measurements/h200-2026-12-02b/COMMIT) $(date -u)"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
 nproc; python3 -V
 python3 -c "import onnxruntime as o, numpy, cv2, pycocotools, faster_coco_eval, cuda.bindings; print('ort', o.__version__, o.get_available_providers(), 'numpy', numpy.__version__, 'cv2', cv2.__version__, 'faster-coco-eval', faster_coco_eval.__version__, 'cuda-bindings', cuda.bindings.__version__)"

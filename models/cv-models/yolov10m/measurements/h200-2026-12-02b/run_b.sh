@@ -2,7 +2,7 @@
 # time to metrics for 5000 images, and batch-1 end to end vs ceiling for m-dfl144 and n-raw84.
 source models/cv-models/yolov10m/measurements/h200-2026-12-02b/env.sh
 exec > >(tee -a $OUT/run_b.log) 2>&1
-echo "== commit $(git rev-parse HEAD 2>/dev/null || cat .device/COMMIT) $(date -u)"
+echo "== commit $(cat models/cv-models/yolov10m/measurements/h200-2026-12-02b/COMMIT) $(date -u)"
 echo "== batch curve, yolov10n-synth-dynbatch, ORT CUDA; time to metrics for 5000 images at batch 32"
 timeout 330 python3 scripts/cv-models/bench_eval_throughput.py --onnx-path $M/yolov10n-synth-dynbatch.onnx --batch-sizes 1 8 16 32 --variants ort-cuda-iobinding-gpu-letterbox-gpu-post-overlap ort-cuda-iobinding-gpu-letterbox --skip-sequential --no-ultralytics "${DATA[@]}" --max-images 0 --min-seconds 3 --time-to-metrics 5000 --out $OUT/curve.json 2>/dev/null | tee -a $OUT/tables_b.txt
 echo "== batch 1 end to end vs ceiling"
