@@ -262,6 +262,8 @@ def test_ort_io_binding_lanes_with_gpu_postprocess_equal_the_plain_session(monke
     assert got.timings["latency_timing"].startswith("gpu-lane") and got.timings["latency"]["count"] == 6
     assert got.timings["latency_pass"]["gpu"]["count"] == 3
     assert meta["gpu_compute_ms"]["count"] == 6 and meta["postprocess"]["layout"] == "e2e"  # latency pass apart
+    # auto GPU order at batch 1: ORT's runs block the host, so the lanes overlap, and the latency says so
+    assert meta["gpu_order"].startswith("overlap") and "--gpu-order overlap" in got.timings["latency_timing"]
     assert mem.live == 0
 
 
@@ -294,3 +296,22 @@ def test_host_work_is_prepared_before_the_lanes_turn_on_the_gpu() -> None:
     assert seen == [("prepare", False, 7), ("upload", False, 7), ("enqueue", True, ("staged", 7)),
                     ("prepare", False, 8), ("upload", False, 8), ("enqueue", True, ("staged", 8))]  # fmt: skip
     pool.close()
+
+
+@pytest.mark.parametrize(
+    ("order", "synchronous", "batch", "overlap"),
+    [("auto", True, 1, True), ("auto", True, 15, True), ("auto", True, 16, False), ("auto", False, 1, False),
+     ("serial", True, 1, False), ("overlap", False, 32, True)],
+)  # fmt: skip
+def test_gpu_order_auto_overlaps_only_blocking_runs_of_small_batches(order, synchronous, batch, overlap) -> None:
+    from common.gpu.lane_backend import resolve_gpu_order
+
+    assert resolve_gpu_order(order, synchronous, batch) is overlap
+
+
+def test_unknown_gpu_order_is_a_user_error() -> None:
+    from common.core.errors import UserError
+    from common.gpu.lane_backend import resolve_gpu_order
+
+    with pytest.raises(UserError, match="--gpu-order sideways: choose one of auto, serial, overlap"):
+        resolve_gpu_order("sideways", True, 1)

@@ -142,6 +142,8 @@ def test_backend_protocol_and_fp16_io(tmp_path, api, double):
         meta = backend.metadata()
         assert meta["backend"] == api.name and meta["build"]["cache_key"]
         assert meta["outputs"][1]["dtype"] == "float16"
+        assert meta["gpu_order"].startswith("serial")  # auto: TensorRT's enqueue returns at once, trtexec's order
+        assert backend.gpu_overlap is False
     finally:
         backend.close()
 

@@ -252,18 +252,19 @@ def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images
 
 
 # (b) variants on a GPU, in order (the first is the one we recommend): name -> (lanes, --preprocess,
-# --overlap-lanes); lanes 0 = a plain ORT CUDA session (session.run on host arrays), -1 = --lanes.
-GPU_POST_VARIANTS: dict[str, tuple[int, str, bool]] = {
-    "ort-cuda-iobinding-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", False),
-    "ort-cuda-iobinding-gpu-letterbox-gpu-post-overlap": (-1, "gpu-letterbox+gpu-post", True),
+# --gpu-order); lanes 0 = a plain ORT CUDA session (session.run on host arrays), -1 = --lanes.
+GPU_POST_VARIANTS: dict[str, tuple[int, str, str]] = {
+    "ort-cuda-iobinding-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", "auto"),
+    "ort-cuda-iobinding-gpu-letterbox-gpu-post-serial": (-1, "gpu-letterbox+gpu-post", "serial"),
+    "ort-cuda-iobinding-gpu-letterbox-gpu-post-overlap": (-1, "gpu-letterbox+gpu-post", "overlap"),
 }
-GPU_VARIANTS: dict[str, tuple[int, str, bool]] = {
+GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
     **(GPU_POST_VARIANTS if HAS_GPU_POST else {}),
-    "ort-cuda-iobinding-gpu-normalize": (-1, "gpu-normalize", False),
-    "ort-cuda-iobinding-gpu-letterbox": (-1, "gpu-letterbox", False),
-    "ort-cuda-iobinding": (-1, "cpu", False),
-    "ort-cuda-iobinding-1lane": (1, "cpu", False),
-    "ort-cuda-plain": (0, "cpu", False),
+    "ort-cuda-iobinding-gpu-normalize": (-1, "gpu-normalize", "auto"),
+    "ort-cuda-iobinding-gpu-letterbox": (-1, "gpu-letterbox", "auto"),
+    "ort-cuda-iobinding": (-1, "cpu", "auto"),
+    "ort-cuda-iobinding-1lane": (1, "cpu", "auto"),
+    "ort-cuda-plain": (0, "cpu", "auto"),
 }
 
 
@@ -283,14 +284,14 @@ def make_backends(
     out: dict[str, tuple[Backend, str]] = {}
     failed: dict[str, str] = {}
     for name in names:
-        n_lanes, prep, overlap = GPU_VARIANTS[name]
+        n_lanes, prep, order = GPU_VARIANTS[name]
         try:
             if n_lanes == 0:
                 backend: Any = OrtBackend(str(onnx), ["CUDAExecutionProvider"], require_accelerator=True,
                                           intra_op_threads=1)  # fmt: skip
             else:
                 backend = OrtCudaBackend(str(onnx), max_batch=batch, lanes=lanes if n_lanes < 0 else n_lanes,
-                                         overlap_lanes=overlap)  # fmt: skip
+                                         gpu_order=order)  # fmt: skip
                 check_preprocess(backend, prep.partition("+")[0])
             out[name] = (backend, prep)
         except Exception as exc:  # one broken variant must not hide the others

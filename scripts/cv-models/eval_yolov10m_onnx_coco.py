@@ -11,7 +11,8 @@ from typing import Any
 
 from common.core.cli import make_parser, run_main, setup_logging
 from common.core.errors import UserError
-from common.eval.cli import OVERLAP_LANES_HELP, add_eval_args, check_onnx_input, prepare_eval, run_eval
+from common.eval.cli import GPU_ORDER_HELP, add_eval_args, check_onnx_input, prepare_eval, run_eval
+from common.gpu.lane_backend import GPU_ORDERS
 from common.ort.options import (
     CUDA_EP,
     add_ep_flags,
@@ -70,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lanes", type=int, default=3,
                         help="with --io-binding: ORT sessions running batches concurrently (default 3: on the "
                         "H100, 3 lanes ran yolov10m at 1.8x one lane)")  # fmt: skip
-    parser.add_argument("--overlap-lanes", action="store_true", help="with --io-binding: " + OVERLAP_LANES_HELP)
+    parser.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help="with --io-binding: " + GPU_ORDER_HELP)
     parser.add_argument("--intra-op-threads", type=int, default=None,
                         help="ORT CPU threads per session (default: 1 when a GPU EP leads --providers, "
                         "else ORT's default)")  # fmt: skip
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--lanes must be >= 1, got {args.lanes}")
         backend = OrtCudaBackend(str(args.onnx_path), options, max_batch=args.batch_size, imgsz=args.imgsz,
                                  lanes=args.lanes, disable_cpu_fallback=args.disable_cpu_fallback,
-                                 overlap_lanes=args.overlap_lanes)  # fmt: skip
+                                 gpu_order=args.gpu_order)  # fmt: skip
     else:
         threads = args.intra_op_threads
         if threads is None and args.providers[0] != "CPUExecutionProvider" and args.providers[0] in available:

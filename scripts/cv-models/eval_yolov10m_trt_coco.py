@@ -20,13 +20,14 @@ from common.core.cli import make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_paths
 from common.eval.cli import (
-    OVERLAP_LANES_HELP,
+    GPU_ORDER_HELP,
     add_eval_args,
     check_eval_ranges,
     check_onnx_input,
     prepare_eval,
     run_eval,
 )
+from common.gpu.lane_backend import GPU_ORDERS
 from common.trt.api import add_api_args, load_api
 from common.trt.build import add_build_args, build_from_args, metadata_path
 from common.trt.runtime import TrtBackend
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lanes", type=int, default=2,
                    help="execution contexts of the engine, each on its own CUDA stream, running batches "
                    "concurrently (lanes + 1 batches in flight; default 2, not measured on a real engine)")  # fmt: skip
-    t.add_argument("--overlap-lanes", action="store_true", help=OVERLAP_LANES_HELP)
+    t.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help=GPU_ORDER_HELP)
     add_eval_args(parser, task="eval-trt")
     return parser
 
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine_path = args.engine_path
         model_path = engine_path
     backend = TrtBackend.open(
-        engine_path, api, lanes=args.lanes, overlap_lanes=args.overlap_lanes, cuda_graph=args.cuda_graph,
+        engine_path, api, lanes=args.lanes, gpu_order=args.gpu_order, cuda_graph=args.cuda_graph,
         verbosity=verbosity,
         runtime_cache=args.runtime_cache,
     )  # fmt: skip

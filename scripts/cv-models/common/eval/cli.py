@@ -33,7 +33,7 @@ from common.ort.session import Backend
 __all__ = [
     "DEFAULT_DATA_ROOT",
     "DEFAULT_WARMUP_RUNS",
-    "OVERLAP_LANES_HELP",
+    "GPU_ORDER_HELP",
     "add_eval_args",
     "check_eval_outputs",
     "check_eval_ranges",
@@ -56,10 +56,12 @@ DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
 DEFAULT_WARMUP_RUNS = 10
 
 
-OVERLAP_LANES_HELP = (
-    "let the lanes' GPU work run concurrently (more images/s when one batch does not fill the GPU); by default "
-    "the GPU runs one batch at a time, as trtexec runs one stream, while the next batches are staged, so that "
-    "latency.* is each batch's own GPU time; with this flag a batch's time includes other lanes' work"
+GPU_ORDER_HELP = (
+    "serial: the GPU runs one batch at a time, as trtexec runs one stream, while the next batches are staged "
+    "and uploaded, so latency.* is each batch's own GPU time; overlap: the lanes' GPU work runs concurrently "
+    "(more images/s when one batch does not fill the GPU; a batch's time then includes other lanes' work); "
+    "auto (default): serial, except ONNX Runtime --io-binding below batch 16, whose runs block the host "
+    "(overlap measured faster there)"
 )
 
 

@@ -164,7 +164,7 @@ def _make_batch(items: list[_Item], mode: str, size: int) -> Batch:
 
 POSTPROCESS_MODES = ("auto", "cpu", "gpu")
 LANE_TIMING = "gpu-lane-events: per batch, CUDA events on its lane around H2D + compute (+ GPU post) + D2H"
-LANE_TIMING_OVERLAP = LANE_TIMING + "; lanes overlapping on the GPU (--overlap-lanes): includes other lanes' work"
+LANE_TIMING_OVERLAP = LANE_TIMING + "; lanes overlapping on the GPU (--gpu-order overlap): includes other lanes' work"
 HOST_TIMING = "host: per batch, infer() call to host outputs"
 
 

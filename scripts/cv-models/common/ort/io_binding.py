@@ -38,7 +38,7 @@ import numpy as np
 
 from common.core.errors import UserError
 from common.gpu.cuda_mem import CudaMemory
-from common.gpu.lane_backend import LaneBackend
+from common.gpu.lane_backend import LaneBackend, resolve_gpu_order
 from common.gpu.lanes import Collect, Lane, Staged, Staging
 from common.gpu.preprocess import U8Batch, U8Stager
 from common.ort.options import CUDA_EP
@@ -72,7 +72,7 @@ class _OrtLane:
 class OrtCudaBackend(LaneBackend):
     """The CUDA EP behind IO binding, ``lanes`` sessions deep: an ``AsyncBackend`` with
     ``DevicePreprocessing``, ``DevicePostprocessing``, ``LaneTiming`` (``common.gpu.lane_backend``)
-    and ``Warmup`` (common.eval.protocols). ``overlap_lanes``: see ``common.gpu.lanes.LanePool``."""
+    and ``Warmup`` (common.eval.protocols). ``gpu_order``: ``common.gpu.lane_backend.resolve_gpu_order``."""
 
     def __init__(
         self,
@@ -86,7 +86,7 @@ class OrtCudaBackend(LaneBackend):
         disable_cpu_fallback: bool = False,
         memory: Any = None,
         post_kernels: Callable[[], Any] | None = None,
-        overlap_lanes: bool = False,
+        gpu_order: str = "auto",
     ) -> None:
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
         if cuda_opts.get("enable_cuda_graph") == "1":
@@ -111,7 +111,8 @@ class OrtCudaBackend(LaneBackend):
         self.version = first.version
         self.providers_used = first.providers_used
         self._post_kernels = post_kernels
-        self._start_lanes(lane_list, "ort-lane", overlap_lanes)
+        # ORT runs block until the GPU is done: auto lets small batches' lanes overlap
+        self._start_lanes(lane_list, "ort-lane", resolve_gpu_order(gpu_order, True, max_batch))
 
     def _setup_specs(self, sess: OrtBackend, imgsz: int) -> None:
         spec = sess.input

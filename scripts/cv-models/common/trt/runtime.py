@@ -41,7 +41,7 @@ import numpy as np
 
 from common.core.errors import UserError
 from common.core.results import atomic_write_bytes, sha256_file
-from common.gpu.lane_backend import LaneBackend
+from common.gpu.lane_backend import LaneBackend, resolve_gpu_order
 from common.gpu.lanes import (
     Collect,
     HostLease,  # noqa: F401  (re-exported: its home before common.gpu.lanes)
@@ -516,7 +516,7 @@ class TrtBackend(LaneBackend):
     """
 
     def __init__(self, session: TrtSession, prep_factory: Callable[[], Any] | None = None, lanes: int = 1,
-                 post_kernels: Callable[[], Any] | None = None, overlap_lanes: bool = False) -> None:  # fmt: skip
+                 post_kernels: Callable[[], Any] | None = None, gpu_order: str = "auto") -> None:  # fmt: skip
         if len(session.inputs) != 1:
             names = ", ".join(t.name for t in session.inputs)
             raise UserError(f"{session.engine_path}: expected one image input, the engine has {names}")
@@ -538,12 +538,12 @@ class TrtBackend(LaneBackend):
                 extra.close()
             raise
         self._start_lanes([Lane(session.mem, _TrtLane(s), stream=s.stream, owns_stream=False) for s in sessions],
-                          "trt-lane", overlap_lanes)  # fmt: skip
+                          "trt-lane", resolve_gpu_order(gpu_order, False, 1))  # fmt: skip
 
     @classmethod
-    def open(cls, engine_path: str | os.PathLike[str], api: TrtApi, lanes: int = 1, overlap_lanes: bool = False,
+    def open(cls, engine_path: str | os.PathLike[str], api: TrtApi, lanes: int = 1, gpu_order: str = "auto",
              **kwargs: Any) -> TrtBackend:  # fmt: skip
-        return cls(TrtSession(engine_path, api, **kwargs), lanes=lanes, overlap_lanes=overlap_lanes)
+        return cls(TrtSession(engine_path, api, **kwargs), lanes=lanes, gpu_order=gpu_order)
 
     @property
     def input(self) -> TensorSpec:
