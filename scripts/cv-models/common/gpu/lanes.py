@@ -2,23 +2,26 @@
 
 - ``HostLease``: owns one pinned host buffer; NumPy views handed out keep it alive.
 - ``Staging``: one grow-only device + pinned buffer pair with ``upload`` / ``download`` on a stream.
-- ``Lane``: a stream and two CUDA events around one batch's own work (H2D + compute [+ GPU
-  post-processing] + D2H), plus the backend's per-lane ``worker`` (a session, a context...).
+- ``Lane``: a stream, two CUDA events around one batch's own work (H2D + compute [+ GPU
+  post-processing] + D2H) and two around its early upload, plus the backend's per-lane ``worker``.
 - ``LanePool``: lanes with ``submit`` / ``wait``; ``max_in_flight`` = lanes + 1 batches submitted, so
   a free lane always finds the next batch waiting. Each batch's GPU time comes from its own lane's
-  events, never from time it spent queued behind other batches.
+  events, never from time it spent queued behind other batches. GPU order: serial (default; one batch
+  at a time on the GPU, as trtexec's one stream) or overlapping lanes.
 
-A backend hands the pool one function, ``enqueue(lane, batch) -> collect``: it enqueues the batch's
-work on ``lane.stream`` and returns a callable that reads the results once the stream is done. The
-pool records the lane's start event before ``enqueue``, its end event after, synchronises the stream,
-times the batch and calls ``collect``.
+A backend hands the pool ``prepare(lane, batch) -> Staged`` (host work: the batch into the lane's pinned
+memory, and its H2D copy) and ``enqueue(lane, item) -> collect`` (the rest of the batch's work on
+``lane.stream``; ``collect`` reads the results once the stream is done). The pool runs ``prepare`` and the
+upload first, outside the GPU order, then, in the serial order under one lock, makes the lane's stream wait
+for the previous batch's end event, records the start event, ``enqueue``, the end event; then it
+synchronises, times the batch (upload span + main span) and calls ``collect``.
 
 All CUDA work goes through a ``common.gpu.cuda_mem.MemoryLayer``: ``CudaMemory`` on a GPU,
 ``tests/trt_double.FakeCudaMemory`` (host memory, work done at enqueue) in CI.
 
-Verification status: the buffer, stream and event calls are the ones ``ort/io_binding.py`` and
-``trt/runtime.py`` made before they were moved here (those ran on an H100/H200 for ORT); the pool
-itself (threads, in-flight depth, per-lane timing) is tested in CI through the doubles only.
+Verification status: tested in CI through the doubles (threads, in-flight depth, per-lane timing, the
+serial order's event chain, prepare outside the order); run on an H200 with ORT CUDA IO binding (both
+orders) and under the TensorRT evaluator on the device-side double (serial), measurements/h200-2026-12-02b.
 """
 
 from __future__ import annotations
