@@ -81,3 +81,21 @@ def test_cpu_rows_batch_equals_the_per_image_loop() -> None:
         d = decode(raw[j], "raw84", (640, 640), opts)
         assert per_image[j].tolist() == _reference_rows(image_id, d.boxes, d.scores, d.classes, meta, table)
     assert per_image[2].shape == (0, 7) and per_image[0].shape[0] > 0
+
+
+def test_coco_eval_leaves_the_results_it_is_given_as_they_were(mini_coco) -> None:
+    """COCOeval's loadRes writes segmentation, area, id and iscrowd into the result dicts it indexes;
+    the evaluator's detections (detections.json) must keep the four COCO results keys only."""
+    from conftest import DEMO_MODEL
+
+    from common.data.coco import evaluate_bbox, faster_coco_eval_available
+    from common.eval.pipeline import EvalOptions, evaluate
+    from common.ort.session import OrtBackend
+
+    result = evaluate(OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"]), mini_coco, EvalOptions(progress=False))
+    assert result.detections and result.stats["AP"] > 0
+    assert {tuple(sorted(d)) for d in result.detections} == {("bbox", "category_id", "image_id", "score")}
+    given = [dict(d) for d in result.detections[:50]]
+    for engine in ["pycocotools"] + (["faster-coco-eval"] if faster_coco_eval_available() else []):
+        evaluate_bbox(mini_coco.coco, given, mini_coco.image_ids, engine, mini_coco.instances_path)
+        assert given == result.detections[:50], engine

@@ -312,6 +312,8 @@ def evaluate_bbox(
         engine = "faster-coco-eval" if instances_path and faster_coco_eval_available() else "pycocotools"
     if isinstance(results, np.ndarray):  # coco_rows: the same dicts a results JSON would give
         results = rows_to_dicts(results)
+    else:  # loadRes writes segmentation/area/id/iscrowd into the dicts it gets: never into the caller's
+        results = [dict(r) for r in results]
     if not results:
         return dict.fromkeys(STAT_NAMES, 0.0), "no detections: all COCO stats are 0\n"
     import logging
