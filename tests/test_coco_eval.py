@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common.core.errors import UserError
-from common.data.coco import COCO80_NAMES, STAT_NAMES, evaluate_bbox, select_image_ids, to_coco_results
+from common.data.coco import COCO80_NAMES, STAT_NAMES, coco_rows, evaluate_bbox, rows_to_dicts, select_image_ids
 
 
 def gt_as_detections(coco, ids, shift: float = 0.0) -> list[dict]:
@@ -42,7 +42,8 @@ def test_category_mapping_by_name(mini_coco) -> None:
     assert len(table) == len(COCO80_NAMES) == 80
     cats = {c["name"]: c["id"] for c in mini_coco.coco.loadCats(mini_coco.coco.getCatIds())}
     assert table[0] == cats["person"] and table[79] == cats["toothbrush"] and table[15] == cats["cat"]
-    rows = to_coco_results(7, np.array([[1.0, 2.0, 11.0, 22.0]]), np.array([0.5]), np.array([15]), table)
+    rows = rows_to_dicts(coco_rows(np.array([7]), np.array([[1.0, 2.0, 11.0, 22.0]]), np.array([0.5]),
+                                   np.array([15]), table))  # fmt: skip
     assert rows == [{"image_id": 7, "category_id": cats["cat"], "bbox": [1.0, 2.0, 10.0, 20.0], "score": 0.5}]
 
 

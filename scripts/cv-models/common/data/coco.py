@@ -34,7 +34,6 @@ __all__ = [
     "read_id_list",
     "rows_to_dicts",
     "select_image_ids",
-    "to_coco_results",
     "unknown_categories",
     "users_metrics",
 ]
@@ -274,14 +273,6 @@ def rows_to_dicts(rows: np.ndarray) -> list[dict[str, Any]]:
         {"image_id": i, "category_id": c, "bbox": bb, "score": s}
         for i, c, bb, s in zip(ids, cats, rows[:, 1:5].tolist(), rows[:, 5].tolist(), strict=True)
     ]
-
-
-def to_coco_results(
-    image_id: int, boxes_xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, table: np.ndarray
-) -> list[dict[str, Any]]:
-    """One image's detections in original-image pixels -> COCO results rows (``coco_rows`` as dicts)."""
-    ids = np.full(len(scores), int(image_id), np.int64)
-    return rows_to_dicts(coco_rows(ids, boxes_xyxy, scores, classes, table))
 
 
 COCO_EVAL_ENGINES = ("auto", "pycocotools", "faster-coco-eval")
