@@ -88,6 +88,8 @@ class OrtCudaBackend(LaneBackend):
         post_kernels: Callable[[], Any] | None = None,
         gpu_order: str = "auto",
     ) -> None:
+        # ORT runs block until the GPU is done: auto lets small batches' lanes overlap
+        overlap = resolve_gpu_order(gpu_order, True, max_batch)  # before any session is made
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
         if cuda_opts.get("enable_cuda_graph") == "1":
             raise UserError(
@@ -111,8 +113,7 @@ class OrtCudaBackend(LaneBackend):
         self.version = first.version
         self.providers_used = first.providers_used
         self._post_kernels = post_kernels
-        # ORT runs block until the GPU is done: auto lets small batches' lanes overlap
-        self._start_lanes(lane_list, "ort-lane", resolve_gpu_order(gpu_order, True, max_batch))
+        self._start_lanes(lane_list, "ort-lane", overlap)
 
     def _setup_specs(self, sess: OrtBackend, imgsz: int) -> None:
         spec = sess.input

@@ -522,6 +522,7 @@ class TrtBackend(LaneBackend):
             raise UserError(f"{session.engine_path}: expected one image input, the engine has {names}")
         if lanes < 1:
             raise UserError(f"--lanes must be >= 1, got {lanes}")
+        overlap = resolve_gpu_order(gpu_order, False, 1)  # TensorRT's enqueue returns at once: auto is serial
         self.session = session
         self.name = session.api.name
         self._input = session.inputs[0]
@@ -538,7 +539,7 @@ class TrtBackend(LaneBackend):
                 extra.close()
             raise
         self._start_lanes([Lane(session.mem, _TrtLane(s), stream=s.stream, owns_stream=False) for s in sessions],
-                          "trt-lane", resolve_gpu_order(gpu_order, False, 1))  # fmt: skip
+                          "trt-lane", overlap)  # fmt: skip
 
     @classmethod
     def open(cls, engine_path: str | os.PathLike[str], api: TrtApi, lanes: int = 1, gpu_order: str = "auto",
