@@ -78,7 +78,8 @@ def compare_detections(a: dict[int, list[dict]], b: dict[int, list[dict]]) -> di
     }
 
 
-def test_trt_evaluator_on_device_double_matches_ort_cuda_on_valA(tmp_path, monkeypatch):
+def _run_pair(tmp_path: Path, monkeypatch, extra: list[str]) -> tuple[dict, dict, dict, object]:
+    """ORT CUDA --io-binding and the TensorRT evaluator on the device double, with the same ``extra`` flags."""
     import eval_yolov10m_onnx_coco
     import eval_yolov10m_trt_coco
 
@@ -88,12 +89,12 @@ def test_trt_evaluator_on_device_double_matches_ort_cuda_on_valA(tmp_path, monke
     state = install_device_double(monkeypatch, api.module)
 
     ort_out, trt_out = tmp_path / "ort", tmp_path / "trt"
-    ort_args = ["--onnx-path", str(model), "--providers", "CUDAExecutionProvider", "--io-binding", *data,
+    ort_args = ["--onnx-path", str(model), "--providers", "CUDAExecutionProvider", "--io-binding", *data, *extra,
                 "--out", str(ort_out / "metrics.json"),
                 "--detections-out", str(ort_out / "detections.json")]  # fmt: skip
     assert run_main(eval_yolov10m_onnx_coco.main, ort_args) == 0
     trt_args = ["--onnx-path", str(model), "--engine-path", str(tmp_path / "model.engine"), "--backend", api.name,
-                "--trt-verbosity", "error", *data,
+                "--trt-verbosity", "error", *data, *extra,
                 "--out", str(trt_out / "metrics.json"),
                 "--detections-out", str(trt_out / "detections.json")]  # fmt: skip
     assert run_main(eval_yolov10m_trt_coco.main, trt_args) == 0
@@ -101,13 +102,15 @@ def test_trt_evaluator_on_device_double_matches_ort_cuda_on_valA(tmp_path, monke
     ort_m = json.loads((ort_out / "metrics.json").read_text())
     trt_m = json.loads((trt_out / "metrics.json").read_text())
     got = compare_detections(_by_image(trt_out / "detections.json"), _by_image(ort_out / "detections.json"))
-    report = {"model": model.name, "api": api.describe(), "device_executions": state.device_executions,
+    report = {"model": model.name, "api": api.describe(), "flags": extra, "device_executions": state.device_executions,
               "ort_sessions_playing_the_engine": state.sessions, "streams": len(state.streams),
               "trt_backend": trt_m["run"]["backend"], "ort_metrics": ort_m["metrics"],
               "trt_metrics": trt_m["metrics"], "comparison": got}  # fmt: skip
-    if os.environ.get("YOLO_DEVICE_DOUBLE_REPORT"):
-        Path(os.environ["YOLO_DEVICE_DOUBLE_REPORT"]).write_text(json.dumps(report, indent=1, default=str))
+    return ort_m, trt_m, report, state
 
+
+def _check_pair(ort_m: dict, trt_m: dict, report: dict, state) -> None:
+    got = report["comparison"]
     # our TensorRT code ran on the GPU: the real cuda-python layer, the engine served on our stream
     assert trt_m["run"]["backend"]["memory_layer"] == "cuda-python"
     assert state.device_executions >= 1 and state.sessions >= 1
@@ -118,3 +121,26 @@ def test_trt_evaluator_on_device_double_matches_ort_cuda_on_valA(tmp_path, monke
     for k, v in ort_m["metrics"].items():
         if isinstance(v, float):
             assert abs(trt_m["metrics"][k] - v) <= 1e-4, (k, v, trt_m["metrics"][k])
+
+
+def _report(report: dict, suffix: str = "") -> None:
+    path = os.environ.get("YOLO_DEVICE_DOUBLE_REPORT")
+    if path:
+        Path(path + suffix).write_text(json.dumps(report, indent=1, default=str))
+
+
+def test_trt_evaluator_on_device_double_matches_ort_cuda_on_valA(tmp_path, monkeypatch):
+    ort_m, trt_m, report, state = _run_pair(tmp_path, monkeypatch, [])
+    _report(report)
+    _check_pair(ort_m, trt_m, report, state)
+
+
+def test_trt_evaluator_decode_gpu_on_device_double_matches_ort_cuda_on_valA(tmp_path, monkeypatch):
+    """--decode gpu (nvImageCodec on each lane's stream, the letterbox kernel reading the decoded images in
+    place) through both evaluators: the same detections, as with OpenCV decoding."""
+    pytest.importorskip("nvidia.nvimgcodec", reason="nvImageCodec not installed")
+    flags = ["--preprocess", "gpu-letterbox", "--decode", "gpu"]
+    ort_m, trt_m, report, state = _run_pair(tmp_path, monkeypatch, flags)
+    _report(report, ".decode-gpu.json")
+    assert ort_m["timings"]["decode"] == trt_m["timings"]["decode"] == "gpu"
+    _check_pair(ort_m, trt_m, report, state)

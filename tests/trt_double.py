@@ -910,10 +910,13 @@ class FakeGpuPreprocessor:
         def run() -> None:
             table = _host_array(params, ctypes.c_int64, (batch, PARAM_WORDS)).copy()
             out = _host_array(dst, ctypes.c_float, (batch, 3, size, size))
-            for j, (offset, w, h, new_w, new_h, left, top, _) in enumerate(table.tolist()):
+            for j, (offset, w, h, new_w, new_h, left, top, row_bytes) in enumerate(table.tolist()):
                 assert w > 0 and h > 0 and 0 < new_w <= size and 0 < new_h <= size, f"double: bad record {j}"
                 assert 0 <= left <= size - new_w and 0 <= top <= size - new_h, f"double: bad record {j}"
-                img = _host_array(base + offset, ctypes.c_uint8, (h, w, 3))
+                pitch = row_bytes or w * 3
+                assert pitch >= w * 3, f"double: record {j} has rows of {pitch} bytes for width {w}"
+                raw = _host_array(base + offset, ctypes.c_uint8, ((h - 1) * pitch + w * 3,))
+                img = np.lib.stride_tricks.as_strided(raw, (h, w, 3), (pitch, 3, 1))
                 meta = LetterboxMeta(w, h, 0.0, left, top, new_w, new_h)  # the kernel reads no scale
                 out[j] = letterbox_reference(img, meta, size)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib.util
 import math
 import sys
 import time
@@ -96,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         "device-resident replayed outputs); default: cpu, and on a GPU also gpu-letterbox and gpu-letterbox+gpu-post",
     )
     parser.add_argument(
+        "--decode-bench",
+        action="store_true",
+        help="decoding alone: OpenCV in --workers threads vs nvImageCodec (--decode gpu) at --batch-sizes, "
+        "and nvImageCodec's pixels against OpenCV's (on a CPU machine: nvImageCodec's CPU backend)",
+    )
+    parser.add_argument(
         "--time-to-metrics",
         type=int,
         default=0,
@@ -112,20 +119,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# A variant's mode: its --preprocess, plus "+gpu-post" when the backend post-processes on the GPU.
+# A variant's mode: its --preprocess, plus "+gpu-post" when the backend post-processes on the GPU and
+# "+gpu-decode" when its lanes decode the JPEGs (--decode gpu, nvImageCodec).
 HAS_GPU_POST = "postprocess" in {f.name for f in dataclasses.fields(EvalOptions)}
+HAS_GPU_DECODE = importlib.util.find_spec("nvidia") is not None and bool(importlib.util.find_spec("nvidia.nvimgcodec"))
+MODE_FLAGS = ("gpu-post", "gpu-decode")
+
+
+def mode_parts(mode: str) -> tuple[str, bool, str]:
+    """``PREPROCESS[+gpu-post][+gpu-decode]`` -> (--preprocess, GPU post-processing?, --decode)."""
+    prep, *flags = mode.split("+")
+    if any(f not in MODE_FLAGS for f in flags) or len(set(flags)) != len(flags):
+        raise UserError(f"variant mode {mode!r}: expected PREPROCESS[+gpu-post][+gpu-decode]")
+    return prep, "gpu-post" in flags, "gpu" if "gpu-decode" in flags else "cpu"
 
 
 def eval_options(mode: str, **kw: Any) -> EvalOptions:
-    """EvalOptions for a variant mode ``PREPROCESS[+gpu-post]`` (post-processing on the CPU otherwise)."""
-    prep, _, post = mode.partition("+")
-    if post not in ("", "gpu-post"):
-        raise UserError(f"variant mode {mode!r}: expected PREPROCESS or PREPROCESS+gpu-post")
+    """EvalOptions for a variant mode (``mode_parts``; post-processing on the CPU unless +gpu-post)."""
+    prep, post, decode = mode_parts(mode)
     if HAS_GPU_POST:
         kw["postprocess"] = "gpu" if post else "cpu"
     elif post:
         raise UserError(f"variant mode {mode!r}: this evaluator has no GPU post-processing")
-    return EvalOptions(preprocess=prep, **kw)
+    return EvalOptions(preprocess=prep, decode=decode, **kw)
+
+
+def enable_mode(backend: Backend, mode: str) -> None:
+    """Set ``backend`` up for a variant mode's pre-processing and decoding (UserError if it can't)."""
+    from common.eval.pipeline import check_preprocess
+
+    prep, _, decode = mode_parts(mode)
+    check_preprocess(backend, prep, decode)
 
 
 def _gpu_available(force_cpu: bool) -> bool:
@@ -258,8 +282,12 @@ GPU_POST_VARIANTS: dict[str, tuple[int, str, str]] = {
     "ort-cuda-iobinding-gpu-letterbox-gpu-post-serial": (-1, "gpu-letterbox+gpu-post", "serial"),
     "ort-cuda-iobinding-gpu-letterbox-gpu-post-overlap": (-1, "gpu-letterbox+gpu-post", "overlap"),
 }
+GPU_DECODE_VARIANTS: dict[str, tuple[int, str, str]] = {
+    "ort-cuda-iobinding-gpu-decode-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post+gpu-decode", "auto"),
+}
 GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
     **(GPU_POST_VARIANTS if HAS_GPU_POST else {}),
+    **(GPU_DECODE_VARIANTS if HAS_GPU_POST and HAS_GPU_DECODE else {}),
     "ort-cuda-iobinding-gpu-normalize": (-1, "gpu-normalize", "auto"),
     "ort-cuda-iobinding-gpu-letterbox": (-1, "gpu-letterbox", "auto"),
     "ort-cuda-iobinding": (-1, "cpu", "auto"),
@@ -275,7 +303,6 @@ def make_backends(
     that failed to start."""
     if not gpu:
         return {"ort-cpu": (OrtBackend(str(onnx), ["CPUExecutionProvider"]), "cpu")}, {}
-    from common.eval.pipeline import check_preprocess
     from common.ort.io_binding import OrtCudaBackend
 
     names = list(GPU_VARIANTS)
@@ -292,7 +319,7 @@ def make_backends(
             else:
                 backend = OrtCudaBackend(str(onnx), max_batch=batch, lanes=lanes if n_lanes < 0 else n_lanes,
                                          gpu_order=order)  # fmt: skip
-                check_preprocess(backend, prep.partition("+")[0])
+                enable_mode(backend, prep)
             out[name] = (backend, prep)
         except Exception as exc:  # one broken variant must not hide the others
             failed[name] = f"{type(exc).__name__}: {exc}"
@@ -330,9 +357,7 @@ def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool
             trt = make_trt_backends(args.onnx_path, batch, args.trt_backend, gpu, main.input.batch_dynamic)
             for name, (backend, prep) in trt.items():
                 if prep != "cpu":
-                    from common.eval.pipeline import check_preprocess
-
-                    check_preprocess(backend, prep.partition("+")[0])
+                    enable_mode(backend, prep)
                 backends[name] = (backend, prep)
                 trt_names.add(name)
         except Exception as exc:
@@ -558,6 +583,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": rows,
         "run": run_metadata(),
     }
+    if args.decode_bench:
+        from common.bench.decode import decode_report, format_decode
+        from common.data.decode import import_nvimgcodec
+
+        import_nvimgcodec()
+        report["mode"] = "decode"
+        paths = [ds.image_path(i) for i in ds.image_ids]
+        report["decode"] = decode_report(paths, args.workers, list(args.batch_sizes), args.min_seconds, gpu)
+        report["complete"] = True
+        atomic_write_json(out, report)
+        print(format_decode(report["decode"]))
+        print(f"json: {out}")
+        return 0
     if args.replay:
         report["mode"] = "replay"
         report["replay"] = replay_rows(args, ds, gpu)

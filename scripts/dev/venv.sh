@@ -29,7 +29,7 @@ job=${1:-demo}
 [ $# -gt 0 ] && shift
 case "$job" in
   demo) ensure_venv cpu; exec "$VENV/bin/python" scripts/cv-models/demo.py "$@" ;;
-  test) ensure_venv cpu,test,trt-rtx,plot,fast-eval; PYTHON="$VENV/bin/python" exec bash scripts/dev/run-tests.sh "$@" ;;
+  test) ensure_venv cpu,test,trt-rtx,plot,fast-eval,gpu-decode; PYTHON="$VENV/bin/python" exec bash scripts/dev/run-tests.sh "$@" ;;
   lint) ensure_venv cpu,test; exec "$VENV/bin/ruff" check . ;;
   python) ensure_venv cpu,test,plot,fast-eval; exec "$VENV/bin/python" "$@" ;;
   *) echo "unknown job '$job' (demo | test | lint | python ...)" >&2; exit 2 ;;

@@ -25,6 +25,7 @@ from common.core.results import (
 )
 from common.core.sysinfo import run_metadata
 from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset, open_dataset, users_metrics
+from common.data.decode import DECODES, import_nvimgcodec
 from common.eval.pipeline import POSTPROCESS_MODES, EvalOptions, EvalResult, default_workers, evaluate
 from common.gpu.preprocess import MODES as PREPROCESS_MODES
 from common.model.yolov10 import LAYOUTS, PostprocessOptions
@@ -138,6 +139,15 @@ def _add_run_args(r: argparse._ArgumentGroup) -> None:
         "need a backend with device input buffers (ONNX Runtime --io-binding, or TensorRT)",
     )
     r.add_argument(
+        "--decode",
+        choices=DECODES,
+        default="cpu",
+        help="where the JPEGs are decoded: cpu (default: OpenCV in the --workers threads); gpu (NVIDIA "
+        "nvImageCodec, one batch per lane on its stream, read in place by the letterbox kernel; needs "
+        "--preprocess gpu-letterbox and pip install 'nvidia-nvimgcodec-cu13[nvjpeg]' (-cu12 for CUDA 12); "
+        "pixels may differ from OpenCV's by a grey level)",
+    )
+    r.add_argument(
         "--postprocess",
         choices=POSTPROCESS_MODES,
         default="auto",
@@ -212,6 +222,10 @@ def check_eval_ranges(args: argparse.Namespace) -> None:
     check_range("--latency-runs", getattr(args, "latency_runs", None), 0)
     check_range("--skip-latency", getattr(args, "skip_latency", None), 0)
     check_range("--switch-interval-ms", getattr(args, "switch_interval_ms", None), 0, lo_open=True)
+    if getattr(args, "decode", "cpu") == "gpu":
+        if getattr(args, "preprocess", "cpu") != "gpu-letterbox":
+            raise UserError(f"--decode gpu needs --preprocess gpu-letterbox, not {getattr(args, 'preprocess', 'cpu')}")
+        import_nvimgcodec()  # UserError saying how to install it, before any work
     if args.imgsz <= 0:
         check_imgsz("--imgsz", args.imgsz)
 
@@ -290,6 +304,7 @@ def eval_options(args: argparse.Namespace) -> EvalOptions:
         progress=not args.no_progress and sys.stderr.isatty(),
         coco_engine=args.coco_eval,
         preprocess=getattr(args, "preprocess", "cpu"),
+        decode=getattr(args, "decode", "cpu"),
         switch_interval_ms=getattr(args, "switch_interval_ms", None),
         postprocess=getattr(args, "postprocess", "auto"),
         latency_runs=getattr(args, "latency_runs", 0) or 0,

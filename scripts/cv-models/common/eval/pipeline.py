@@ -38,6 +38,7 @@ from tqdm import tqdm
 from common.core.errors import UserError
 from common.core.results import latency_stats
 from common.data.coco import CocoDataset, coco_rows, evaluate_bbox, rows_to_dicts
+from common.data.decode import DECODES, read_encoded
 from common.data.images import (
     LetterboxMeta,
     geometry_table,
@@ -52,6 +53,7 @@ from common.eval.protocols import (
     AsyncBackend,
     Backend,
     Batch,
+    DeviceDecoding,
     DevicePostprocessing,
     DevicePreprocessing,
     LaneTiming,
@@ -107,6 +109,7 @@ class EvalOptions:
     coco_eval: bool = True  # False: detections only (benchmarks that repeat images)
     coco_engine: str = "auto"  # auto | pycocotools | faster-coco-eval (identical stats, tested)
     preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox (common.gpu.preprocess)
+    decode: str = "cpu"  # cpu (OpenCV in the loader threads) | gpu (nvImageCodec on the lanes; common.data.decode)
     switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
     postprocess: str = "cpu"  # cpu | gpu | auto (gpu where the backend can, else cpu); the CLI default is auto
     latency_runs: int = 0  # after the run: N back-to-back single-batch runs on one lane (``latency_pass``)
@@ -138,15 +141,19 @@ class EvalResult:
 @dataclass
 class _Item:
     image_id: int
-    tensor: np.ndarray  # cpu: float32 CHW; gpu-normalize: BGR canvas; gpu-letterbox: decoded BGR image
+    tensor: Any  # cpu: float32 CHW; gpu-normalize: BGR canvas; gpu-letterbox: decoded BGR image (EncodedImage
+    # with --decode gpu)
     meta: LetterboxMeta
     seconds: float
 
 
-def _load(dataset: CocoDataset, image_id: int, size: int, mode: str = "cpu") -> _Item:
+def _load(dataset: CocoDataset, image_id: int, size: int, mode: str = "cpu", decode: str = "cpu") -> _Item:
     t0 = time.perf_counter()
     what = f"image id {image_id}"
-    if mode == "cpu":
+    if decode == "gpu":  # the file's bytes and its header's size; the lane decodes (gpu-letterbox only)
+        tensor = read_encoded(dataset.image_path(image_id), what=what)
+        meta = letterbox_geometry(tensor.width, tensor.height, size)
+    elif mode == "cpu":
         tensor, meta = preprocess(load_image_rgb(dataset.image_path(image_id), what=what), size)
     elif mode == "gpu-normalize":
         tensor, meta = letterbox_hwc(load_image_bgr(dataset.image_path(image_id), what=what), size)
@@ -156,9 +163,9 @@ def _load(dataset: CocoDataset, image_id: int, size: int, mode: str = "cpu") -> 
     return _Item(image_id, tensor, meta, time.perf_counter() - t0)
 
 
-def _make_batch(items: list[_Item], mode: str, size: int) -> Batch:
+def _make_batch(items: list[_Item], mode: str, size: int, decode: str = "cpu") -> Batch:
     if mode != "cpu":
-        return U8Batch(mode, [it.tensor for it in items], [it.meta for it in items], size)
+        return U8Batch(mode, [it.tensor for it in items], [it.meta for it in items], size, decode)
     return items[0].tensor[None] if len(items) == 1 else np.stack([it.tensor for it in items])
 
 
@@ -199,10 +206,19 @@ def resolve_postprocess(
     return "gpu", chosen, None
 
 
-def check_preprocess(backend: Backend, mode: str) -> None:
-    """UserError unless ``backend`` can run ``mode``; GPU modes compile their kernels here."""
+def check_preprocess(backend: Backend, mode: str, decode: str = "cpu") -> None:
+    """UserError unless ``backend`` can run ``mode`` (and ``--decode``); GPU modes compile their kernels
+    here, and ``--decode gpu`` starts each lane's decoder."""
     if mode not in PREPROCESS_MODES:
         raise UserError(f"--preprocess {mode}: choose one of {', '.join(PREPROCESS_MODES)}")
+    if decode not in DECODES:
+        raise UserError(f"--decode {decode}: choose one of {', '.join(DECODES)}")
+    if decode == "gpu" and mode != "gpu-letterbox":
+        raise UserError(f"--decode gpu needs --preprocess gpu-letterbox (the lanes letterbox the decoded images), "
+                        f"not {mode}")  # fmt: skip
+    if decode == "gpu" and not isinstance(backend, DeviceDecoding):
+        raise UserError(f"--decode gpu needs a backend that decodes on its GPU lanes (ONNX Runtime --io-binding, "
+                        f"TensorRT); {backend.name} can't: use --decode cpu")  # fmt: skip
     if mode == "cpu":
         return
     if not isinstance(backend, DevicePreprocessing):
@@ -211,6 +227,8 @@ def check_preprocess(backend: Backend, mode: str) -> None:
             f"{backend.name} takes host arrays: use --preprocess cpu"
         )
     backend.enable_device_preprocess(mode)
+    if isinstance(backend, DeviceDecoding):
+        backend.enable_device_decode(decode)
 
 
 def _input_size(backend: Backend, imgsz: int) -> int:
@@ -367,14 +385,16 @@ class _Stages:
             nxt = next(self._queue, None)
             if nxt is None:
                 return
-            self._pending.append(self.loaders.submit(_load, self.dataset, nxt, self.size, self.opts.preprocess))
+            self._pending.append(self.loaders.submit(_load, self.dataset, nxt, self.size, self.opts.preprocess,
+                                                      self.opts.decode))
 
     def next_batch(self, n: int) -> tuple[Batch, list[tuple[int, LetterboxMeta]]]:
         """The next ``n`` loaded images as one batch, with their ids and letterbox geometry."""
         items = [self._pending.popleft().result() for _ in range(n)]
         self.refill()
         self.pre_s.extend(it.seconds for it in items)
-        return _make_batch(items, self.opts.preprocess, self.size), [(it.image_id, it.meta) for it in items]
+        batch = _make_batch(items, self.opts.preprocess, self.size, self.opts.decode)
+        return batch, [(it.image_id, it.meta) for it in items]
 
     def finish(self, metas: list[tuple[int, LetterboxMeta]], outputs: list[np.ndarray], t0: float) -> None:
         """A batch came back from the backend: time it, check the layout once, post-process it."""
@@ -442,7 +462,7 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     """
     size = _input_size(backend, opts.imgsz)
     batch_size = resolve_batch_size(backend, opts.batch_size)
-    check_preprocess(backend, opts.preprocess)
+    check_preprocess(backend, opts.preprocess, opts.decode)
     explicit = None if opts.output_format == "auto" else opts.output_format
     post_mode, post_layout, post_why = resolve_postprocess(backend, opts.postprocess, explicit, size, opts.post)
     ids = dataset.image_ids
@@ -501,6 +521,7 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
         "batch_size": batch_size,
         "mode": "sequential" if sequential else ("pipelined-async" if pipelined else "pipelined"),
         "preprocess_mode": opts.preprocess,
+        "decode": opts.decode,
         "postprocess_mode": post_mode,
         "postprocess_requested": opts.postprocess,
         "postprocess_fallback": post_why,
@@ -518,8 +539,8 @@ def latency_pass(
     """trtexec-style: ``opts.latency_runs`` back-to-back runs of one real batch (the first images), nothing
     else in flight, after the evaluation (so everything is warm). Host time per run always; GPU time
     (CUDA events on the lane) for a ``LaneTiming`` backend, on its first lane."""
-    items = [_load(dataset, i, size, opts.preprocess) for i in ids]
-    batch = _make_batch(items, opts.preprocess, size)
+    items = [_load(dataset, i, size, opts.preprocess, opts.decode) for i in ids]
+    batch = _make_batch(items, opts.preprocess, size, opts.decode)
     b = len(items)
     out: dict[str, Any] = {"runs": opts.latency_runs, "batch_size": b}
     if isinstance(backend, LaneTiming):

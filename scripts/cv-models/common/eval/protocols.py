@@ -5,6 +5,8 @@ Anything more is an optional capability the pipeline asks for with ``isinstance`
 
 - ``AsyncBackend``: ``submit(batch) -> token`` and ``wait(token) -> outputs``, ``max_in_flight`` deep;
 - ``DevicePreprocessing``: ``enable_device_preprocess(mode)``, then it takes ``U8Batch`` too;
+- ``DeviceDecoding``: ``enable_device_decode("gpu")`` (after ``gpu-letterbox``), then its ``U8Batch`` come
+  encoded and it decodes them on its device (``--decode gpu``);
 - ``DevicePostprocessing``: ``enable_device_postprocess(layout, input_hw, opts)``, then its outputs are
   ``[GpuDetections]`` (final rows in letterbox pixels, <= max_det per image) instead of head tensors;
 - ``Warmup``: ``warmup(batch, runs)`` warms everything it owns (e.g. every lane's session);
@@ -28,6 +30,7 @@ __all__ = [
     "AsyncBackend",
     "Backend",
     "Batch",
+    "DeviceDecoding",
     "DevicePostprocessing",
     "DevicePreprocessing",
     "LaneTiming",
@@ -108,6 +111,15 @@ class DevicePreprocessing(Protocol):
 
     def enable_device_preprocess(self, mode: str) -> None:
         """Accept ``U8Batch`` of ``mode`` (``common.gpu.preprocess.MODES``) from now on; UserError if it can't."""
+        ...
+
+
+@runtime_checkable
+class DeviceDecoding(Protocol):
+    """A backend that decodes the JPEGs of a gpu-letterbox batch on its own stream (nvImageCodec)."""
+
+    def enable_device_decode(self, decode: str) -> None:
+        """``gpu``: take encoded ``U8Batch`` from now on; ``cpu``: decoded ones. UserError if it can't."""
         ...
 
 

@@ -50,6 +50,8 @@ class LaneBackend:
     _prep: Any = None  # GpuPreprocessor, made on the first enable_device_preprocess
     _prep_factory: Callable[[], Any] | None = None  # tests hand in a host double
     _post: PostSetup | None = None
+    decode: str = "cpu"  # --decode: where the JPEGs are decoded (gpu: enable_device_decode)
+    _decoder_factory: Callable[[], Any] | None = None  # tests hand in nvImageCodec's CPU backend
     _post_kernels: Callable[[], Any] | None = None  # tests hand in a host double
 
     def _start_lanes(self, lanes: Sequence[Lane], name: str, overlap: bool) -> None:
@@ -93,6 +95,27 @@ class LaneBackend:
         self._lanes.set_preprocess(self.mem, self._prep, mode)
         self.preprocess = mode
 
+    def enable_device_decode(self, decode: str) -> None:
+        """``gpu``: from now on gpu-letterbox batches come encoded and each lane decodes its batch on its
+        stream (``common.data.decode``, nvImageCodec); ``cpu``: decoded by the loaders again."""
+        if decode == "cpu":
+            if self.preprocess == "gpu-letterbox":
+                self._lanes.set_decoders(None)
+            self.decode = "cpu"
+            return
+        if self.preprocess != "gpu-letterbox":
+            raise UserError(f"--decode gpu needs --preprocess gpu-letterbox (set up: {self.preprocess})")
+        make = self._decoder_factory
+        if make is None:
+            import os
+
+            from common.data.decode import ImageDecoder
+
+            threads = max(1, (os.cpu_count() or 2) // max(1, len(self._lanes.lanes)))  # the lanes share the cores
+            make = lambda: ImageDecoder(self.device_id, "gpu", cpu_threads=threads)  # noqa: E731
+        self._lanes.set_decoders(make)
+        self.decode = decode
+
     def _set_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any, dims: tuple[int, ...],
                          dtype: Any, max_batch: int) -> None:  # fmt: skip
         """Every lane post-processes outputs ``[B, *dims]`` of ``dtype`` on the GPU from now on."""
@@ -129,6 +152,7 @@ class LaneBackend:
 
     def _lane_metadata(self) -> dict[str, Any]:
         return {"lanes": len(self._lanes.lanes), "in_flight": self.max_in_flight, "preprocess": self.preprocess,
+                "decode": self.decode,
                 "postprocess": self._post.describe() if self._post is not None else None,
                 "gpu_order": GPU_ORDER_TEXT[self._lanes.overlap],
                 # CUDA events on each batch's lane: H2D + compute (+ GPU post) + D2H, per batch

@@ -292,6 +292,19 @@ class LanePool:
                     lane.worker.stager = U8Stager(mem, prep, mode)
                 lane.worker.stager.mode = mode
 
+    def set_decoders(self, make: Callable[[], Any] | None) -> None:
+        """Every lane's stager gets its own decoder from ``make()`` (None: images come decoded again);
+        after ``set_preprocess``."""
+        with self.idle() as lanes:
+            for lane in lanes:
+                stager = lane.worker.stager
+                if stager is None:
+                    raise ValueError("set_decoders before set_preprocess")
+                if make is None:
+                    stager.decoder = None
+                elif stager.decoder is None:
+                    stager.decoder = make()
+
     def set_postprocess(self, setup: PostSetup | None, mem: Any) -> None:
         """Every lane's worker gets its own GPU post-processor of ``setup`` (None: head tensors again)."""
         with self.idle() as lanes:

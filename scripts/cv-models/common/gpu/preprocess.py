@@ -53,8 +53,10 @@ COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
 COEF_SCALE = 1 << COEF_BITS
 
 KERNEL_NAMES = ("bgr_canvas_to_rgb_chw", "letterbox_batch_bgr_to_rgb_chw")  # what GpuPreprocessor loads
-# The batch letterbox kernel's per-image record: int64 words, in this order (the last is unused).
-LETTERBOX_PARAMS: tuple[str, ...] = ("offset", "src_w", "src_h", "new_w", "new_h", "pad_left", "pad_top", "unused")
+# The batch letterbox kernel's per-image record: int64 words, in this order. ``offset``: the image's byte
+# offset from the kernel's ``base`` (negative or beyond the staging buffer for an image decoded elsewhere in
+# device memory, --decode gpu); ``row_bytes``: its row pitch, 0 for packed rows (src_w * 3).
+LETTERBOX_PARAMS: tuple[str, ...] = ("offset", "src_w", "src_h", "new_w", "new_h", "pad_left", "pad_top", "row_bytes")
 PARAM_WORDS = len(LETTERBOX_PARAMS)
 
 KERNEL_SOURCE = r"""
@@ -86,10 +88,11 @@ __device__ __forceinline__ void tap(int d, int n_dst, int n_src, int* s0, int* s
 }
 
 __device__ __forceinline__ void letterbox_pixel(const unsigned char* __restrict__ src, int sw, int sh,
-                                                float* __restrict__ dst, int size, int nw, int nh,
-                                                int left, int top, int x, int y)
+                                                size_t pitch, float* __restrict__ dst, int size, int nw,
+                                                int nh, int left, int top, int x, int y)
 {
-    // one output pixel (x, y) of one image: src [sh, sw, 3] uint8 BGR -> dst [3, size, size] float32 RGB / 255
+    // one output pixel (x, y) of one image: src [sh, sw, 3] uint8 BGR, rows pitch bytes apart
+    // -> dst [3, size, size] float32 RGB / 255
     int hw = size * size, o = y * size + x;
     int dx = x - left, dy = y - top;
     if (dx < 0 || dy < 0 || dx >= nw || dy >= nh) {
@@ -100,8 +103,8 @@ __device__ __forceinline__ void letterbox_pixel(const unsigned char* __restrict_
     int x0, x1, ax0, ax1, y0, y1, by0, by1;
     tap(dx, nw, sw, &x0, &x1, &ax0, &ax1);
     tap(dy, nh, sh, &y0, &y1, &by0, &by1);
-    const unsigned char* r0 = src + (size_t)y0 * sw * 3;
-    const unsigned char* r1 = src + (size_t)y1 * sw * 3;
+    const unsigned char* r0 = src + (size_t)y0 * pitch;
+    const unsigned char* r1 = src + (size_t)y1 * pitch;
     for (int c = 0; c < 3; ++c) {
         long long top_row = (long long)ax0 * r0[x0 * 3 + c] + (long long)ax1 * r0[x1 * 3 + c];
         long long bot_row = (long long)ax0 * r1[x0 * 3 + c] + (long long)ax1 * r1[x1 * 3 + c];
@@ -121,8 +124,9 @@ extern "C" __global__ void letterbox_batch_bgr_to_rgb_chw(const unsigned char* _
     int y = blockIdx.y * blockDim.y + threadIdx.y;
     if (x >= size || y >= size) return;
     const long long* p = params + (size_t)blockIdx.z * PARAM_WORDS;
-    letterbox_pixel(base + p[0], (int)p[1], (int)p[2], dst + (size_t)blockIdx.z * 3 * size * size, size,
-                    (int)p[3], (int)p[4], (int)p[5], (int)p[6], x, y);
+    size_t pitch = p[7] > 0 ? (size_t)p[7] : (size_t)p[1] * 3;
+    letterbox_pixel(base + p[0], (int)p[1], (int)p[2], pitch, dst + (size_t)blockIdx.z * 3 * size * size,
+                    size, (int)p[3], (int)p[4], (int)p[5], (int)p[6], x, y);
 }
 """.replace("PAD_VALUE", str(PAD_VALUE)).replace("PARAM_WORDS", str(PARAM_WORDS))
 
@@ -132,13 +136,15 @@ class U8Batch:
     """A batch handed to a backend that pre-processes on the GPU.
 
     ``gpu-normalize``: ``images`` are letterboxed BGR canvases [S, S, 3] uint8.
-    ``gpu-letterbox``: ``images`` are decoded BGR images [H, W, 3] uint8 of any size.
+    ``gpu-letterbox``: ``images`` are decoded BGR images [H, W, 3] uint8 of any size; with ``decode``
+    ``gpu`` they are still encoded (``common.data.decode.EncodedImage``) and the lane decodes them.
     """
 
     mode: str
-    images: list[np.ndarray]
+    images: list[Any]
     metas: list[LetterboxMeta]
     size: int
+    decode: str = "cpu"
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -181,6 +187,8 @@ class U8Stager:
         self.mem, self.prep, self.mode = mem, prep, mode  # mode: the --preprocess mode it was set up for
         self._pinned: Any = None
         self._device: Any = None
+        self.decoder: Any = None  # common.data.decode.ImageDecoder for --decode gpu (enable_device_decode)
+        self._decoded: list[Any] = []  # the last batch's decoded images, alive until its kernel has run
 
     def _capacity(self, nbytes: int) -> None:
         if self._pinned is not None and self._pinned.nbytes >= nbytes:
@@ -190,18 +198,19 @@ class U8Stager:
         self._pinned, self._device = self.mem.pinned_buffer(size), self.mem.device_buffer(size)
 
     def stage(self, batch: U8Batch, dst: int, stream: Any) -> None:
-        filled = self.fill(batch)
+        filled = self.fill(batch, stream)
         filled.copy(stream)
         filled.launch(dst, stream)
 
-    def fill(self, batch: U8Batch) -> U8Filled:
-        """The host half: ``batch`` into pinned memory; the result enqueues the copy and the kernel."""
+    def fill(self, batch: U8Batch, stream: Any = None) -> U8Filled:
+        """The host half: ``batch`` into pinned memory; the result enqueues the copy and the kernel.
+        An encoded batch (``decode`` gpu) is decoded here, on ``stream`` (the lane's), before the copy."""
         if batch.mode != self.mode:
             raise UserError(f"backend set up for --preprocess {self.mode}, given a {batch.mode} batch")
         if batch.mode == "gpu-normalize":
             return self._fill_canvases(batch)
         if batch.mode == "gpu-letterbox":
-            return self._fill_images(batch)
+            return self._fill_encoded(batch, stream) if batch.decode == "gpu" else self._fill_images(batch)
         raise ValueError(f"unknown device pre-processing mode {batch.mode!r}")
 
     def _filled(self, nbytes: int, kernel: Callable[[int, int, Any], None]) -> U8Filled:
@@ -242,7 +251,38 @@ class U8Stager:
 
         return self._filled(int(offsets[-1]), kernel)
 
+    def _fill_encoded(self, batch: U8Batch, stream: Any) -> U8Filled:
+        """gpu-letterbox with --decode gpu: the lane's decoder decodes the batch on ``stream``; the params
+        table points the kernel at each decoded image where it lies (offset from the staging base, row
+        pitch), so only the table goes up: one copy, one launch, no pixel copied."""
+        if self.decoder is None:
+            raise UserError("backend not set up for --decode gpu (enable_device_decode)")
+        if stream is None:
+            raise ValueError("an encoded batch is decoded on the lane's stream: pass it to fill")
+        n = len(batch)
+        self._decoded = []  # the previous batch on this lane is done (its lane synchronised)
+        if n == 0:
+            return U8Filled(lambda stream: None, lambda dst, stream: None)
+        nbytes = n * PARAM_WORDS * 8
+        self._capacity(nbytes)  # (growing closes the buffers: before the decoded images are kept)
+        decoded = self.decoder.decode(batch.images, stream.handle)
+        self._decoded = decoded
+        base = int(self._device.ptr)
+        params = self._pinned.view(np.int64, (n, PARAM_WORDS))
+        for j, (img, meta) in enumerate(zip(decoded, batch.metas, strict=True)):
+            if (img.width, img.height) != (meta.orig_w, meta.orig_h):
+                raise ValueError(f"decoded {img.width}x{img.height}, letterbox set for {meta.orig_w}x{meta.orig_h}")
+            params[j] = (img.ptr - base, img.width, img.height, meta.new_w, meta.new_h, meta.pad_left,
+                         meta.pad_top, img.row_bytes)  # fmt: skip
+        size = batch.size
+
+        def kernel(dev: int, dst: int, stream: Any) -> None:
+            self.prep.letterbox_batch(dev, dev, dst, n, size, stream.handle)
+
+        return self._filled(nbytes, kernel)
+
     def close(self) -> None:
+        self._decoded = []
         for buf in (self._pinned, self._device):
             if buf is not None:
                 buf.free()

@@ -180,7 +180,7 @@ class OrtCudaBackend(LaneBackend):
         if isinstance(batch, U8Batch):
             if w.stager is None:
                 raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
-            filled = w.stager.fill(batch)
+            filled = w.stager.fill(batch, lane.stream)
             return Staged(_OrtBatch(b, filled.launch), filled.copy)
         staged = w.inp.view(self._input.dtype, self._shape(self._input, b))
         np.copyto(staged, batch, casting="same_kind")

@@ -582,7 +582,7 @@ class TrtBackend(LaneBackend):
             stager = lane.worker.stager
             if stager is None:
                 raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
-            filled = stager.fill(batch)
+            filled = stager.fill(batch, lane.stream)
             return Staged(DeviceFeed(batch.shape, np.dtype(np.float32), filled.launch), filled.copy)
         return Staged(np.ascontiguousarray(batch, dtype=self._input.dtype))
 
