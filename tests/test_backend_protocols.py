@@ -14,8 +14,9 @@ from common.eval import protocols as P
 from common.eval.pipeline import check_preprocess, in_flight_depth
 from common.ort.session import OrtBackend
 
-CAPABILITIES = (P.AsyncBackend, P.DevicePreprocessing, P.DevicePostprocessing, P.LaneTiming, P.Warmup)
-EVERYTHING = {"AsyncBackend", "DevicePreprocessing", "DevicePostprocessing", "LaneTiming", "Warmup"}
+CAPABILITIES = (P.AsyncBackend, P.DeviceDecoding, P.DevicePreprocessing, P.DevicePostprocessing, P.LaneTiming,
+                P.Warmup)  # fmt: skip
+EVERYTHING = {"AsyncBackend", "DeviceDecoding", "DevicePreprocessing", "DevicePostprocessing", "LaneTiming", "Warmup"}
 
 
 def _capabilities(backend: object) -> set[str]:

@@ -215,7 +215,7 @@ class _FakeIoSession:
     def io_binding(self) -> _FakeIoBinding:
         return _FakeIoBinding()
 
-    def run_with_iobinding(self, io: _FakeIoBinding) -> None:
+    def run_with_iobinding(self, io: _FakeIoBinding, run_options=None) -> None:
         from post_double import _view
 
         feeds = {name: _view(ptr, dt, shape).copy() for name, dt, shape, ptr in io.inputs}
@@ -315,3 +315,50 @@ def test_unknown_gpu_order_is_a_user_error() -> None:
 
     with pytest.raises(UserError, match="--gpu-order sideways: choose one of auto, serial, overlap"):
         resolve_gpu_order("sideways", True, 1)
+
+
+def test_ort_cuda_graph_lanes_capture_in_warmup_bind_one_shape_and_return_early(monkeypatch, tmp_path) -> None:
+    """--io-binding --cuda-graph: every lane's session is asked for a graph; before the first batch each lane
+    is warmed alone (ORT captures there, never beside another lane's work), every run is bound at the one
+    captured shape (a partial batch too: its rows are the same), and runs return without ORT's stream sync."""
+    import onnxruntime as ort
+
+    from common.ort import io_binding as ort_cuda
+    from common.ort.options import CUDA_EP
+    from common.ort.session import OrtBackend
+
+    mem = D.FakeCudaMemory()
+    asked: list[dict] = []
+    calls: list[tuple] = []
+
+    class GraphSession(_FakeIoSession):
+        def run_with_iobinding(self, io, run_options=None) -> None:
+            calls.append((io.inputs[0][2], run_options))
+            super().run_with_iobinding(io)
+
+    def lane_session(path, providers, options, **kwargs):
+        asked.append(options[CUDA_EP])
+        backend = OrtBackend(path, ["CPUExecutionProvider"])
+        backend._session = GraphSession(backend._session)
+        return backend
+
+    monkeypatch.setattr(ort_cuda, "OrtBackend", lane_session)
+    onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
+    backend = ort_cuda.OrtCudaBackend(str(onnx), {CUDA_EP: {"enable_cuda_graph": "1"}}, max_batch=4, lanes=2,
+                                      memory=mem)  # fmt: skip
+    x = np.random.default_rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    try:
+        got = backend.infer(x)[0]
+        meta = backend.metadata()
+    finally:
+        backend.close()
+    ref = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
+    assert got.shape == (3, 4, 8, 8)
+    assert [a["enable_cuda_graph"] for a in asked] == ["1", "1"]
+    assert len(calls) == 2 * ort_cuda.GRAPH_WARMUP_RUNS + 1  # each lane warmed (captured) before the batch
+    assert {shape for shape, _ in calls} == {(4, 3, 8, 8)}  # one shape: the captured graph's
+    assert all(o.get_run_config_entry("disable_synchronize_execution_providers") == "1" for _, o in calls)
+    # runs no longer block the host: auto picks the serial GPU order, as for TensorRT
+    assert meta["cuda_graph"] is True and meta["gpu_order"].startswith("serial")
+    assert mem.live == 0

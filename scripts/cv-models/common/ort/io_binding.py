@@ -18,7 +18,15 @@ With ``enable_device_preprocess`` a lane also takes ``U8Batch`` (common.gpu.prep
 uint8 images go up and an NVRTC kernel writes the float input in place. ORT runs stay
 synchronous (its default): letting them return early (``disable_synchronize_execution_providers``)
 made ORT 1.31.1 free pinned buffers inside a CUDA host callback and abort the process
-(CUDA failure 800 in cudaFreeHost) on the H100, so it is not used.
+(CUDA failure 800 in cudaFreeHost) on the H100, so it is not used, except with a CUDA graph.
+
+``--cuda-graph`` (CUDA EP option ``enable_cuda_graph``): each lane's session captures the model once,
+at ``max_batch``, during ``warmup`` (lanes warmed one at a time, nothing else in flight), and replays it;
+every run is bound at that shape. Its runs return once the graph is launched, so the lane's kernels and
+events follow on the GPU with no host gap, and a batch's lane-event span is its GPU time (the launch-bound
+spans of per-kernel ORT runs at small batches vary with host load). A graph needs every node on the
+CUDA EP (ORT refuses the session otherwise), so no run stages host memory. Tested in CI on the host doubles;
+see the measurements README for what ran on the GPU.
 
 With ``enable_device_postprocess`` (``DevicePostprocessing``) a lane runs ``common.gpu.postprocess``
 on its stream after the ORT run and copies back only the final rows: ``infer`` / ``wait`` return
@@ -49,6 +57,23 @@ __all__ = [
 ]
 
 
+# ORT's CUDA EP makes its regular runs first (allocating), then captures: warm-up runs per lane, enough for both
+GRAPH_WARMUP_RUNS = 3
+
+
+def _graph_run_options() -> Any:
+    """Run options for CUDA-graph lanes: the run returns once the graph is launched on the lane's stream (no
+    stream synchronisation inside ORT), so our post-processing, copies and end event follow it on the GPU
+    with no host gap between them. Only with a graph: a graph's nodes are all on the CUDA EP (ORT refuses
+    the session otherwise), so no run stages host memory that ORT would free from a stream callback (what
+    aborted early-returning runs without a graph, CUDA error 800, on the H100)."""
+    import onnxruntime as ort
+
+    opts = ort.RunOptions()
+    opts.add_run_config_entry("disable_synchronize_execution_providers", "1")
+    return opts
+
+
 @dataclass
 class _OrtBatch:
     """A batch uploaded to its lane: its size and the pre-processing kernel to run first (U8 batches)."""
@@ -70,6 +95,8 @@ class _OrtLane:
 
 
 class OrtCudaBackend(LaneBackend):
+    _graph_ready = False
+
     """The CUDA EP behind IO binding, ``lanes`` sessions deep: an ``AsyncBackend`` with
     ``DevicePreprocessing``, ``DevicePostprocessing``, ``LaneTiming`` (``common.gpu.lane_backend``)
     and ``Warmup`` (common.eval.protocols). ``gpu_order``: ``common.gpu.lane_backend.resolve_gpu_order``."""
@@ -88,14 +115,13 @@ class OrtCudaBackend(LaneBackend):
         post_kernels: Callable[[], Any] | None = None,
         gpu_order: str = "auto",
     ) -> None:
-        # ORT runs block until the GPU is done: auto lets small batches' lanes overlap
-        overlap = resolve_gpu_order(gpu_order, True, max_batch)  # before any session is made
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
-        if cuda_opts.get("enable_cuda_graph") == "1":
-            raise UserError(
-                "--io-binding with the CUDA graph option is not supported (ORT 1.31.1 aborted during capture "
-                "on our H100 test); drop --cuda-graph or --io-binding"
-            )
+        # --cuda-graph: each lane's session captures its model once (warm-up) and replays it; its runs then
+        # return at once, the lane's end event is the only wait (see _run_options)
+        self.cuda_graph = cuda_opts.get("enable_cuda_graph") == "1"
+        # ORT runs without a graph block until the GPU is done: auto lets small batches' lanes overlap
+        overlap = resolve_gpu_order(gpu_order, not self.cuda_graph, max_batch)  # before any session is made
+        self._run_options = _graph_run_options() if self.cuda_graph else None
         self.mem = memory if memory is not None else CudaMemory(device_id)
         self.device_id, self.max_batch, self.onnx_path = device_id, max_batch, onnx_path
         lane_list: list[Lane] = []
@@ -146,7 +172,11 @@ class OrtCudaBackend(LaneBackend):
 
     def _binding(self, lane: _OrtLane, batch: int) -> Any:
         """IO binding for ``batch`` images over the lane's buffers (sized for max_batch): a partial
-        last batch runs at its own shape, exactly as a plain session would run it."""
+        last batch runs at its own shape, exactly as a plain session would run it. With a CUDA graph every
+        run is bound at max_batch (the one shape captured; a partial batch's rows past ``batch`` are
+        left-over input whose outputs nobody reads)."""
+        if self.cuda_graph:
+            batch = self.max_batch
         io = lane.io.get(batch)
         if io is None:
             io = lane.backend._session.io_binding()
@@ -191,7 +221,7 @@ class OrtCudaBackend(LaneBackend):
         b = item.batch
         if item.launch is not None:
             item.launch(w.inp.device_ptr, lane.stream)
-        w.backend._session.run_with_iobinding(self._binding(w, b))
+        w.backend._session.run_with_iobinding(self._binding(w, b), self._run_options)
         if w.post is not None:
             w.post.launch(w.outs[0].device_ptr, lane.stream, b)
             return lambda: [w.post.collect()]
@@ -200,17 +230,12 @@ class OrtCudaBackend(LaneBackend):
         return lambda: [buf.view(spec.dtype, self._shape(spec, b)).copy()
                         for spec, buf in zip(self._outputs, w.outs, strict=True)]  # fmt: skip
 
-    def _check_batch(self, batch: np.ndarray | U8Batch) -> None:
-        b = int(batch.shape[0])
-        if b > self.max_batch or tuple(batch.shape[1:]) != self._shape(self._input)[1:]:
-            raise UserError(f"batch {list(batch.shape)} does not fit the bound input {list(self._input.shape)}")
-
     # ------------------------------------------------------------------ idle-time work
     def _resident_runs(self, lane: Lane, batch: int, runs: int) -> list[float]:
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
-            lane.worker.backend._session.run_with_iobinding(self._binding(lane.worker, batch))
+            lane.worker.backend._session.run_with_iobinding(self._binding(lane.worker, batch), self._run_options)
             lane.stream.synchronize()
             times.append((time.perf_counter() - t0) * 1000.0)
         return times
@@ -218,12 +243,17 @@ class OrtCudaBackend(LaneBackend):
     def warmup(self, batch: int, runs: int) -> None:
         """``runs`` resident runs at ``batch`` on every lane: each session's first run at a shape
         pays cuDNN's algorithm search (about 2 s for yolov10m on the H100), which must not land
-        inside a timed pass."""
+        inside a timed pass. With a CUDA graph at least ``GRAPH_WARMUP_RUNS`` per lane, one lane at a time
+        with nothing else in flight: ORT captures the graph on one of them, and a capture must never
+        overlap another thread's CUDA work."""
         if not 1 <= batch <= self.max_batch:
             raise ValueError(f"bound for batch <= {self.max_batch}, asked for {batch}")
+        if self.cuda_graph:
+            runs = max(runs, GRAPH_WARMUP_RUNS)
         with self._lanes.idle() as lanes:
             for lane in lanes:
                 self._resident_runs(lane, batch, runs)
+        self._graph_ready = self._graph_ready or self.cuda_graph
 
     def resident_run_ms(self, iterations: int, batch: int = 1, warmup: int = 10) -> list[float]:
         """Wall ms per synchronous run with input and output already on the GPU (no copies),
@@ -233,9 +263,17 @@ class OrtCudaBackend(LaneBackend):
         with self._lanes.idle() as lanes:
             return self._resident_runs(lanes[0], batch, warmup + iterations)[warmup:]
 
+    def _check_batch(self, batch: np.ndarray | U8Batch) -> None:
+        if self.cuda_graph and not self._graph_ready:  # capture only in warmup(), never beside other lanes' work
+            self.warmup(self.max_batch, GRAPH_WARMUP_RUNS)
+        b = int(batch.shape[0])
+        if b > self.max_batch or tuple(batch.shape[1:]) != self._shape(self._input)[1:]:
+            raise UserError(f"batch {list(batch.shape)} does not fit the bound input {list(self._input.shape)}")
+
     def metadata(self) -> dict[str, Any]:
         meta = self._lanes.lanes[0].worker.backend.metadata()
         meta.update({"backend": self.name, "io_binding": True, "max_batch": self.max_batch,
+                     "cuda_graph": self.cuda_graph,
                      "device": self.mem.device_info(), **self._lane_metadata()})  # fmt: skip
         return meta
 
