@@ -93,3 +93,33 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     assert ttm["images"] == 20 and ttm["distinct_images"] == 8
     assert 0 < ttm["coco_eval_seconds"] < ttm["seconds"] and 0 < ttm["coco_eval_share"] < 1
     assert ttm["AP"] > 0.1  # each repeated image scored against its own copy of the annotations
+
+
+def test_variant_modes_name_preprocess_post_and_decode() -> None:
+    import bench_eval_throughput as B
+
+    from common.core.errors import UserError
+
+    assert B.mode_parts("cpu") == ("cpu", False, "cpu")
+    assert B.mode_parts("gpu-letterbox+gpu-post") == ("gpu-letterbox", True, "cpu")
+    assert B.mode_parts("gpu-letterbox+gpu-decode+gpu-post") == ("gpu-letterbox", True, "gpu")
+    opts = B.eval_options("gpu-letterbox+gpu-decode")
+    assert (opts.preprocess, opts.decode, opts.postprocess) == ("gpu-letterbox", "gpu", "cpu")
+    for bad in ("gpu-letterbox+gpu-post+gpu-post", "cpu+fast", "gpu-letterbox+"):
+        with pytest.raises(UserError, match="PREPROCESS"):
+            B.mode_parts(bad)
+
+
+def test_decode_bench_smoke(tmp_path) -> None:
+    """--decode-bench on this machine: OpenCV threads vs nvImageCodec's CPU backend, whose pixels are OpenCV's."""
+    pytest.importorskip("nvidia.nvimgcodec", reason="nvImageCodec not installed (extra gpu-decode)")
+    out = tmp_path / "d.json"
+    res = run_script("bench_eval_throughput.py", "--smoke", "--decode-bench", "--batch-sizes", "4",
+                     "--min-seconds", "0.2", "--out", str(out))  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    dec = rep["decode"]
+    assert rep["mode"] == "decode" and dec["files"] == 8 and dec["opencv"]["images_per_s"] > 0
+    assert dec["nvimgcodec"]["4"]["images_per_s"] > 0 and dec["nvimgcodec"]["4"]["backend"] == "cpu"
+    assert dec["pixels"]["max_abs_diff"] == 0 and dec["pixels"]["images"] == 8
+    assert "OpenCV, 2 threads" in res.stdout

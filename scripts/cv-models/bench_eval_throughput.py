@@ -276,17 +276,27 @@ def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images
 
 
 # (b) variants on a GPU, in order (the first is the one we recommend): name -> (lanes, --preprocess,
-# --gpu-order); lanes 0 = a plain ORT CUDA session (session.run on host arrays), -1 = --lanes.
+# --gpu-order[+graph]); lanes 0 = a plain ORT CUDA session (session.run on host arrays), -1 = --lanes;
+# "+graph": the lanes' sessions replay a CUDA graph (eval-onnx --io-binding --cuda-graph).
 GPU_POST_VARIANTS: dict[str, tuple[int, str, str]] = {
     "ort-cuda-iobinding-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", "auto"),
     "ort-cuda-iobinding-gpu-letterbox-gpu-post-serial": (-1, "gpu-letterbox+gpu-post", "serial"),
     "ort-cuda-iobinding-gpu-letterbox-gpu-post-overlap": (-1, "gpu-letterbox+gpu-post", "overlap"),
 }
+GPU_GRAPH_VARIANTS: dict[str, tuple[int, str, str]] = {
+    "ort-cuda-iobinding-graph-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", "auto+graph"),
+}
 GPU_DECODE_VARIANTS: dict[str, tuple[int, str, str]] = {
     "ort-cuda-iobinding-gpu-decode-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post+gpu-decode", "auto"),
+    "ort-cuda-iobinding-graph-gpu-decode-gpu-letterbox-gpu-post": (
+        -1,
+        "gpu-letterbox+gpu-post+gpu-decode",
+        "auto+graph",
+    ),
 }
 GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
     **(GPU_POST_VARIANTS if HAS_GPU_POST else {}),
+    **(GPU_GRAPH_VARIANTS if HAS_GPU_POST else {}),
     **(GPU_DECODE_VARIANTS if HAS_GPU_POST and HAS_GPU_DECODE else {}),
     "ort-cuda-iobinding-gpu-normalize": (-1, "gpu-normalize", "auto"),
     "ort-cuda-iobinding-gpu-letterbox": (-1, "gpu-letterbox", "auto"),
@@ -304,6 +314,7 @@ def make_backends(
     if not gpu:
         return {"ort-cpu": (OrtBackend(str(onnx), ["CPUExecutionProvider"]), "cpu")}, {}
     from common.ort.io_binding import OrtCudaBackend
+    from common.ort.options import CUDA_EP
 
     names = list(GPU_VARIANTS)
     if wanted:
@@ -312,12 +323,14 @@ def make_backends(
     failed: dict[str, str] = {}
     for name in names:
         n_lanes, prep, order = GPU_VARIANTS[name]
+        order, _, graph = order.partition("+")
         try:
             if n_lanes == 0:
                 backend: Any = OrtBackend(str(onnx), ["CUDAExecutionProvider"], require_accelerator=True,
                                           intra_op_threads=1)  # fmt: skip
             else:
-                backend = OrtCudaBackend(str(onnx), max_batch=batch, lanes=lanes if n_lanes < 0 else n_lanes,
+                options = {CUDA_EP: {"enable_cuda_graph": "1"}} if graph else None
+                backend = OrtCudaBackend(str(onnx), options, max_batch=batch, lanes=lanes if n_lanes < 0 else n_lanes,
                                          gpu_order=order)  # fmt: skip
                 enable_mode(backend, prep)
             out[name] = (backend, prep)
