@@ -317,35 +317,51 @@ def test_unknown_gpu_order_is_a_user_error() -> None:
         resolve_gpu_order("sideways", True, 1)
 
 
-def test_ort_cuda_graph_lanes_capture_in_warmup_bind_one_shape_and_return_early(monkeypatch, tmp_path) -> None:
-    """--io-binding --cuda-graph: every lane's session is asked for a graph; before the first batch each lane
-    is warmed alone (ORT captures there, never beside another lane's work), every run is bound at the one
-    captured shape (a partial batch too: its rows are the same), and runs return without ORT's stream sync."""
-    import onnxruntime as ort
-
+def _graph_lanes(monkeypatch, fail_capture: bool = False):
+    """OrtCudaBackend's lane sessions as ``_FakeIoSession`` over CPU sessions, recording what each was asked
+    for and every run; ``fail_capture``: a graph session's run raises as ORT's failed capture does."""
     from common.ort import io_binding as ort_cuda
     from common.ort.options import CUDA_EP
     from common.ort.session import OrtBackend
 
-    mem = D.FakeCudaMemory()
     asked: list[dict] = []
     calls: list[tuple] = []
 
     class GraphSession(_FakeIoSession):
+        def __init__(self, real, graph: bool) -> None:
+            super().__init__(real)
+            self.graph = graph
+
         def run_with_iobinding(self, io, run_options=None) -> None:
-            calls.append((io.inputs[0][2], run_options))
+            calls.append((io.inputs[0][2], run_options, self.graph))
+            if self.graph and fail_capture:
+                raise RuntimeError("CUDA failure 901: operation failed due to a previous error during capture")
             super().run_with_iobinding(io)
 
     def lane_session(path, providers, options, **kwargs):
-        asked.append(options[CUDA_EP])
+        asked.append(dict(options[CUDA_EP]))
         backend = OrtBackend(path, ["CPUExecutionProvider"])
-        backend._session = GraphSession(backend._session)
+        backend._session = GraphSession(backend._session, options[CUDA_EP].get("enable_cuda_graph") == "1")
         return backend
 
     monkeypatch.setattr(ort_cuda, "OrtBackend", lane_session)
+    return ort_cuda, asked, calls
+
+
+def test_ort_cuda_graph_lanes_capture_at_construction_bind_one_shape_and_return_early(monkeypatch, tmp_path) -> None:
+    """--io-binding with CUDA graphs: every lane's session is asked for a graph and warmed alone when the backend
+    is made (ORT captures there, before any other CUDA user starts), every run is bound at the one captured
+    shape (a partial batch too: its rows are the same), and runs return without ORT's stream sync."""
+    import onnxruntime as ort
+
+    from common.ort.options import CUDA_EP
+
+    ort_cuda, asked, calls = _graph_lanes(monkeypatch)
+    mem = D.FakeCudaMemory()
     onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
     backend = ort_cuda.OrtCudaBackend(str(onnx), {CUDA_EP: {"enable_cuda_graph": "1"}}, max_batch=4, lanes=2,
                                       memory=mem)  # fmt: skip
+    assert len(calls) == 2 * ort_cuda.GRAPH_WARMUP_RUNS  # each lane warmed (captured) before anything else
     x = np.random.default_rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)
     try:
         got = backend.infer(x)[0]
@@ -356,9 +372,56 @@ def test_ort_cuda_graph_lanes_capture_in_warmup_bind_one_shape_and_return_early(
     np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
     assert got.shape == (3, 4, 8, 8)
     assert [a["enable_cuda_graph"] for a in asked] == ["1", "1"]
-    assert len(calls) == 2 * ort_cuda.GRAPH_WARMUP_RUNS + 1  # each lane warmed (captured) before the batch
-    assert {shape for shape, _ in calls} == {(4, 3, 8, 8)}  # one shape: the captured graph's
-    assert all(o.get_run_config_entry("disable_synchronize_execution_providers") == "1" for _, o in calls)
+    assert len(calls) == 2 * ort_cuda.GRAPH_WARMUP_RUNS + 1
+    assert {shape for shape, _, _ in calls} == {(4, 3, 8, 8)}  # one shape: the captured graph's
+    assert all(o.get_run_config_entry("disable_synchronize_execution_providers") == "1" for _, o, _ in calls)
     # runs no longer block the host: auto picks the serial GPU order, as for TensorRT
-    assert meta["cuda_graph"] is True and meta["gpu_order"].startswith("serial")
+    assert meta["cuda_graph"] is True and meta["cuda_graph_fallback"] is None
+    assert meta["gpu_order"].startswith("serial")
+    assert mem.live == 0
+
+
+@pytest.mark.parametrize("graph", ["auto", "on"])
+def test_ort_cuda_graph_capture_failure_falls_back_or_is_refused(monkeypatch, tmp_path, graph: str) -> None:
+    """auto (eval-onnx --io-binding): a capture ORT can't make leaves per-kernel lanes, rebuilt from scratch,
+    and metadata says why; --cuda-graph (on) makes it a one-line UserError. Nothing leaks either way."""
+    from common.core.errors import UserError
+
+    ort_cuda, asked, calls = _graph_lanes(monkeypatch, fail_capture=True)
+    mem = D.FakeCudaMemory()
+    onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
+    if graph == "on":
+        with pytest.raises(UserError, match=r"--cuda-graph: ONNX Runtime cannot run .*CUDA failure 901"):
+            ort_cuda.OrtCudaBackend(str(onnx), max_batch=2, lanes=2, memory=mem, graph=graph)
+        assert mem.live == 0
+        return
+    backend = ort_cuda.OrtCudaBackend(str(onnx), max_batch=2, lanes=2, memory=mem, graph=graph)
+    try:
+        out = backend.infer(np.zeros((2, 3, 8, 8), np.float32))[0]
+        meta = backend.metadata()
+    finally:
+        backend.close()
+    assert out.shape == (2, 4, 8, 8)
+    assert [a.get("enable_cuda_graph") for a in asked] == ["1", "1", None, None]  # graph lanes, then plain ones
+    assert calls[-1][1] is None and calls[-1][2] is False  # the batch ran synchronously on a plain session
+    assert meta["cuda_graph"] is False and "CUDA failure 901" in meta["cuda_graph_fallback"]
+    assert meta["gpu_order"].startswith("overlap")  # blocking runs at batch 2: auto overlaps the lanes
+    assert mem.live == 0
+
+
+def test_ort_cuda_graph_can_be_turned_off(monkeypatch, tmp_path) -> None:
+    """--provider-option CUDAExecutionProvider:enable_cuda_graph=0 wins over the auto default."""
+    from common.ort.options import CUDA_EP
+
+    ort_cuda, asked, calls = _graph_lanes(monkeypatch)
+    mem = D.FakeCudaMemory()
+    onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
+    backend = ort_cuda.OrtCudaBackend(str(onnx), {CUDA_EP: {"enable_cuda_graph": "0"}}, max_batch=2, lanes=2,
+                                      memory=mem, graph="auto")  # fmt: skip
+    try:
+        backend.infer(np.zeros((1, 3, 8, 8), np.float32))
+        assert backend.metadata()["cuda_graph"] is False
+    finally:
+        backend.close()
+    assert [a.get("enable_cuda_graph") for a in asked] == [None, None] and calls == [((1, 3, 8, 8), None, False)]
     assert mem.live == 0

@@ -276,27 +276,23 @@ def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images
 
 
 # (b) variants on a GPU, in order (the first is the one we recommend): name -> (lanes, --preprocess,
-# --gpu-order[+graph]); lanes 0 = a plain ORT CUDA session (session.run on host arrays), -1 = --lanes;
-# "+graph": the lanes' sessions replay a CUDA graph (eval-onnx --io-binding --cuda-graph).
+# --gpu-order[+nograph]); lanes 0 = a plain ORT CUDA session (session.run on host arrays), -1 = --lanes.
+# IO-binding lanes replay a CUDA graph where ORT can capture one (eval-onnx --io-binding's default);
+# "+nograph": per-kernel ORT runs (--provider-option CUDAExecutionProvider:enable_cuda_graph=0).
 GPU_POST_VARIANTS: dict[str, tuple[int, str, str]] = {
     "ort-cuda-iobinding-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", "auto"),
     "ort-cuda-iobinding-gpu-letterbox-gpu-post-serial": (-1, "gpu-letterbox+gpu-post", "serial"),
     "ort-cuda-iobinding-gpu-letterbox-gpu-post-overlap": (-1, "gpu-letterbox+gpu-post", "overlap"),
 }
-GPU_GRAPH_VARIANTS: dict[str, tuple[int, str, str]] = {
-    "ort-cuda-iobinding-graph-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", "auto+graph"),
+GPU_NOGRAPH_VARIANTS: dict[str, tuple[int, str, str]] = {
+    "ort-cuda-iobinding-nograph-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", "auto+nograph"),
 }
 GPU_DECODE_VARIANTS: dict[str, tuple[int, str, str]] = {
     "ort-cuda-iobinding-gpu-decode-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post+gpu-decode", "auto"),
-    "ort-cuda-iobinding-graph-gpu-decode-gpu-letterbox-gpu-post": (
-        -1,
-        "gpu-letterbox+gpu-post+gpu-decode",
-        "auto+graph",
-    ),
 }
 GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
     **(GPU_POST_VARIANTS if HAS_GPU_POST else {}),
-    **(GPU_GRAPH_VARIANTS if HAS_GPU_POST else {}),
+    **(GPU_NOGRAPH_VARIANTS if HAS_GPU_POST else {}),
     **(GPU_DECODE_VARIANTS if HAS_GPU_POST and HAS_GPU_DECODE else {}),
     "ort-cuda-iobinding-gpu-normalize": (-1, "gpu-normalize", "auto"),
     "ort-cuda-iobinding-gpu-letterbox": (-1, "gpu-letterbox", "auto"),
@@ -314,7 +310,6 @@ def make_backends(
     if not gpu:
         return {"ort-cpu": (OrtBackend(str(onnx), ["CPUExecutionProvider"]), "cpu")}, {}
     from common.ort.io_binding import OrtCudaBackend
-    from common.ort.options import CUDA_EP
 
     names = list(GPU_VARIANTS)
     if wanted:
@@ -323,15 +318,14 @@ def make_backends(
     failed: dict[str, str] = {}
     for name in names:
         n_lanes, prep, order = GPU_VARIANTS[name]
-        order, _, graph = order.partition("+")
+        order, _, nograph = order.partition("+")
         try:
             if n_lanes == 0:
                 backend: Any = OrtBackend(str(onnx), ["CUDAExecutionProvider"], require_accelerator=True,
                                           intra_op_threads=1)  # fmt: skip
             else:
-                options = {CUDA_EP: {"enable_cuda_graph": "1"}} if graph else None
-                backend = OrtCudaBackend(str(onnx), options, max_batch=batch, lanes=lanes if n_lanes < 0 else n_lanes,
-                                         gpu_order=order)  # fmt: skip
+                backend = OrtCudaBackend(str(onnx), max_batch=batch, lanes=lanes if n_lanes < 0 else n_lanes,
+                                         gpu_order=order, graph="off" if nograph else "auto")  # fmt: skip
                 enable_mode(backend, prep)
             out[name] = (backend, prep)
         except Exception as exc:  # one broken variant must not hide the others
@@ -561,9 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.onnx_path = args.onnx_path or repo / "models/cv-models/yolov10n-synth/yolov10n-synth.onnx"
         args.data_root = repo / "datasets/synthcoco-mini"
         args.max_images, args.min_seconds, args.cpu, args.workers = 8, 0.5, True, min(args.workers, 2)
-    if args.onnx_path is None:
-        raise UserError("--onnx-path is required (or --smoke)")
-    if not args.onnx_path.is_file():
+    if args.onnx_path is None and not args.decode_bench:
+        raise UserError("--onnx-path is required (or --smoke, or --decode-bench)")
+    if args.onnx_path is not None and not args.onnx_path.is_file():
         raise UserError(f"ONNX model not found: {args.onnx_path}; check --onnx-path")
     instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
     images = args.images_dir or args.data_root / "val2017"
@@ -576,15 +570,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_range("--switch-interval-ms", args.switch_interval_ms, 0, lo_open=True)
     for b in args.batch_sizes:
         check_range("--batch-sizes", b, 1)
-    check_output_paths({"--out": args.out}, {"--onnx-path": args.onnx_path, "--instances": instances},
+    model_inputs = {"--onnx-path": args.onnx_path} if args.onnx_path is not None else {}
+    check_output_paths({"--out": args.out}, {**model_inputs, "--instances": instances},
                        protected_dirs={"--images-dir": images})  # fmt: skip
     ds = open_dataset(instances, images, args.max_images)
     gpu = _gpu_available(args.cpu)
     out = args.out or run_dir("bench-eval") / "bench.json"
     rows: list[dict[str, Any]] = []
     report = {
-        "model": str(args.onnx_path),
-        "model_sha256": sha256_file(args.onnx_path),
+        "model": str(args.onnx_path) if args.onnx_path is not None else None,
+        "model_sha256": sha256_file(args.onnx_path) if args.onnx_path is not None else None,
         "images": len(ds.image_ids),
         "device": "gpu" if gpu else "cpu",
         "workers": args.workers,

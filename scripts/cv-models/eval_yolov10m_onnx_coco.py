@@ -67,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--io-binding", action="store_true",
                         help="CUDA EP only: our device buffers + pinned staging, copies overlapped with compute "
-                        "(--lanes sessions, each on its own CUDA stream); the fastest GPU path")  # fmt: skip
+                        "(--lanes sessions, each on its own CUDA stream); the fastest GPU path. Each lane replays a "
+                        "CUDA graph of the model where ONNX Runtime can capture one (else per-kernel runs; metrics.json"
+                        " run.backend.cuda_graph / cuda_graph_fallback say which): --cuda-graph insists, "
+                        "--provider-option CUDAExecutionProvider:enable_cuda_graph=0 turns it off")  # fmt: skip
     parser.add_argument("--lanes", type=int, default=3,
                         help="with --io-binding: ORT sessions running batches concurrently (default 3: on the "
                         "H100, 3 lanes ran yolov10m at 1.8x one lane)")  # fmt: skip
@@ -105,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--lanes must be >= 1, got {args.lanes}")
         backend = OrtCudaBackend(str(args.onnx_path), options, max_batch=args.batch_size, imgsz=args.imgsz,
                                  lanes=args.lanes, disable_cpu_fallback=args.disable_cpu_fallback,
-                                 gpu_order=args.gpu_order)  # fmt: skip
+                                 gpu_order=args.gpu_order, graph="auto")  # fmt: skip
     else:
         threads = args.intra_op_threads
         if threads is None and args.providers[0] != "CPUExecutionProvider" and args.providers[0] in available:

@@ -59,6 +59,7 @@ __all__ = [
 
 # ORT's CUDA EP makes its regular runs first (allocating), then captures: warm-up runs per lane, enough for both
 GRAPH_WARMUP_RUNS = 3
+GRAPH_MODES = ("auto", "on", "off")
 
 
 def _graph_run_options() -> Any:
@@ -95,11 +96,17 @@ class _OrtLane:
 
 
 class OrtCudaBackend(LaneBackend):
-    _graph_ready = False
-
     """The CUDA EP behind IO binding, ``lanes`` sessions deep: an ``AsyncBackend`` with
     ``DevicePreprocessing``, ``DevicePostprocessing``, ``LaneTiming`` (``common.gpu.lane_backend``)
-    and ``Warmup`` (common.eval.protocols). ``gpu_order``: ``common.gpu.lane_backend.resolve_gpu_order``."""
+    and ``Warmup`` (common.eval.protocols). ``gpu_order``: ``common.gpu.lane_backend.resolve_gpu_order``.
+
+    CUDA graph (module docstring): the CUDA EP option ``enable_cuda_graph`` ``"1"`` (``--cuda-graph``) insists
+    on graph lanes (UserError when ORT can't capture), ``"0"`` refuses them; unset, ``graph`` decides:
+    ``auto`` tries graph lanes and falls back to per-kernel lanes when ORT can't capture (``cuda_graph_fallback``
+    says why), ``off`` never tries."""
+
+    cuda_graph = False
+    cuda_graph_fallback: str | None = None
 
     def __init__(
         self,
@@ -114,31 +121,69 @@ class OrtCudaBackend(LaneBackend):
         memory: Any = None,
         post_kernels: Callable[[], Any] | None = None,
         gpu_order: str = "auto",
+        graph: str = "off",
     ) -> None:
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
-        # --cuda-graph: each lane's session captures its model once (warm-up) and replays it; its runs then
-        # return at once, the lane's end event is the only wait (see _run_options)
-        self.cuda_graph = cuda_opts.get("enable_cuda_graph") == "1"
-        # ORT runs without a graph block until the GPU is done: auto lets small batches' lanes overlap
-        overlap = resolve_gpu_order(gpu_order, not self.cuda_graph, max_batch)  # before any session is made
-        self._run_options = _graph_run_options() if self.cuda_graph else None
+        explicit = cuda_opts.pop("enable_cuda_graph", None)
+        mode = {"1": "on", "0": "off"}.get(explicit or "", graph)
+        if mode not in GRAPH_MODES:
+            raise UserError(f"CUDA graph mode {mode!r}: choose one of {', '.join(GRAPH_MODES)}")
+        resolve_gpu_order(gpu_order, True, max_batch)  # an unknown order: refused before any session is made
         self.mem = memory if memory is not None else CudaMemory(device_id)
         self.device_id, self.max_batch, self.onnx_path = device_id, max_batch, onnx_path
+        self._post_kernels = post_kernels
+        build = dict(cuda_opts=cuda_opts, lanes=lanes, log=log, imgsz=imgsz, gpu_order=gpu_order,
+                     disable_cpu_fallback=disable_cpu_fallback)  # fmt: skip
+        if mode == "off":
+            self._build(graph=False, **build)
+            return
+        try:
+            self._build(graph=True, **build)
+            self.warmup(self.max_batch, GRAPH_WARMUP_RUNS)  # capture now, before any other CUDA user starts
+        except (UserError, RuntimeError) as exc:  # ORT refuses the graph session or the capture fails
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+            if getattr(self, "_lanes", None) is not None:
+                self.close()
+            if mode == "on":
+                raise UserError(f"--cuda-graph: ONNX Runtime cannot run {onnx_path} as a CUDA graph ({why}); "
+                                "drop --cuda-graph") from exc  # fmt: skip
+            self.cuda_graph_fallback = why
+            self._build(graph=False, **build)
+
+    def _build(self, *, graph: bool, cuda_opts: dict[str, str], lanes: int, log: Any, imgsz: int, gpu_order: str,
+               disable_cpu_fallback: bool) -> None:  # fmt: skip
+        """The lanes: one session per lane on the lane's stream (with ``enable_cuda_graph`` when ``graph``)."""
+        self.cuda_graph = graph
+        # ORT runs without a graph block until the GPU is done: auto lets small batches' lanes overlap
+        overlap = resolve_gpu_order(gpu_order, not graph, self.max_batch)
+        self._run_options = _graph_run_options() if graph else None
         lane_list: list[Lane] = []
-        for _ in range(max(1, lanes)):
-            stream = self.mem.stream()
-            opts = {**cuda_opts, "device_id": str(device_id), "user_compute_stream": str(stream.handle)}
-            # The CUDA EP must initialise; --disable-cpu-fallback also refuses nodes it can't take.
-            sess = OrtBackend(onnx_path, [CUDA_EP], {CUDA_EP: opts}, disable_cpu_fallback=disable_cpu_fallback,
-                              log=log, intra_op_threads=1, require_accelerator=True)  # fmt: skip
-            if not lane_list:
-                self._setup_specs(sess, imgsz)
-            lane_list.append(Lane(self.mem, self._make_worker(sess), stream=stream))
+        try:
+            for _ in range(max(1, lanes)):
+                stream = self.mem.stream()
+                opts = {**cuda_opts, "device_id": str(self.device_id), "user_compute_stream": str(stream.handle),
+                        **({"enable_cuda_graph": "1"} if graph else {})}  # fmt: skip
+                try:
+                    # The CUDA EP must initialise; --disable-cpu-fallback also refuses nodes it can't take.
+                    sess = OrtBackend(self.onnx_path, [CUDA_EP], {CUDA_EP: opts}, log=log, intra_op_threads=1,
+                                      disable_cpu_fallback=disable_cpu_fallback, require_accelerator=True)  # fmt: skip
+                except BaseException:
+                    stream.close()
+                    raise
+                if not lane_list:
+                    self._setup_specs(sess, imgsz)
+                lane_list.append(Lane(self.mem, self._make_worker(sess), stream=stream))
+        except BaseException:
+            for lane in lane_list:
+                lane.worker.backend.close()
+                for buf in (lane.worker.inp, *lane.worker.outs):
+                    buf.free()
+                lane.close()
+            raise
         first = lane_list[0].worker.backend
         self.name = "onnxruntime-cuda-iobinding"
         self.version = first.version
         self.providers_used = first.providers_used
-        self._post_kernels = post_kernels
         self._start_lanes(lane_list, "ort-lane", overlap)
 
     def _setup_specs(self, sess: OrtBackend, imgsz: int) -> None:
@@ -253,7 +298,6 @@ class OrtCudaBackend(LaneBackend):
         with self._lanes.idle() as lanes:
             for lane in lanes:
                 self._resident_runs(lane, batch, runs)
-        self._graph_ready = self._graph_ready or self.cuda_graph
 
     def resident_run_ms(self, iterations: int, batch: int = 1, warmup: int = 10) -> list[float]:
         """Wall ms per synchronous run with input and output already on the GPU (no copies),
@@ -264,8 +308,6 @@ class OrtCudaBackend(LaneBackend):
             return self._resident_runs(lanes[0], batch, warmup + iterations)[warmup:]
 
     def _check_batch(self, batch: np.ndarray | U8Batch) -> None:
-        if self.cuda_graph and not self._graph_ready:  # capture only in warmup(), never beside other lanes' work
-            self.warmup(self.max_batch, GRAPH_WARMUP_RUNS)
         b = int(batch.shape[0])
         if b > self.max_batch or tuple(batch.shape[1:]) != self._shape(self._input)[1:]:
             raise UserError(f"batch {list(batch.shape)} does not fit the bound input {list(self._input.shape)}")
@@ -273,7 +315,7 @@ class OrtCudaBackend(LaneBackend):
     def metadata(self) -> dict[str, Any]:
         meta = self._lanes.lanes[0].worker.backend.metadata()
         meta.update({"backend": self.name, "io_binding": True, "max_batch": self.max_batch,
-                     "cuda_graph": self.cuda_graph,
+                     "cuda_graph": self.cuda_graph, "cuda_graph_fallback": self.cuda_graph_fallback,
                      "device": self.mem.device_info(), **self._lane_metadata()})  # fmt: skip
         return meta
 
