@@ -173,6 +173,55 @@ def test_timed_runs_use_one_lane_and_leave_the_run_timings_alone() -> None:
     pool.close()
 
 
+def test_each_lane_runs_on_one_thread_of_its_own() -> None:
+    """A lane's batches, its warm-up (``call_on``) and its latency pass all run on the lane's own thread, and
+    no two lanes share one: ONNX Runtime's CUDA EP keeps a captured CUDA graph per session and thread, so a
+    lane hopping threads would capture again in the middle of a run."""
+    mem = ClockMemory()
+    seen: dict[int, set[int]] = {}
+    pool_lanes = [Lane(mem) for _ in range(3)]
+
+    def enqueue(lane: Lane, batch: int):
+        seen.setdefault(pool_lanes.index(lane), set()).add(threading.get_ident())
+        mem.work(lane.stream, 0.5)
+        return lambda: batch
+
+    pool = LanePool(pool_lanes, enqueue, "affinity")
+    for i in range(3):  # warm-up: lane i on lane i's thread, one after the other
+        assert pool.call_on(i, lambda lane, i=i: (pool.run_on(lane, -1), pool.lanes.index(lane))[1]) == i
+    tokens = [pool.submit(i) for i in range(60)]
+    assert [pool.wait(t) for t in tokens] == list(range(60))
+    pool.timed_runs(7, 4, lane_index=2)
+    pool.close()
+    assert sorted(seen) == [0, 1, 2] and all(len(threads) == 1 for threads in seen.values()), seen
+    assert len(set().union(*seen.values())) == 3 and threading.get_ident() not in set().union(*seen.values())
+    for lane in pool_lanes:
+        lane.close()
+
+
+def test_idle_holds_new_batches_back_and_close_runs_what_was_queued() -> None:
+    mem = ClockMemory()
+    started: list[int] = []
+
+    def enqueue(lane: Lane, batch: int):
+        started.append(batch)
+        return lambda: batch
+
+    pool = LanePool([Lane(mem), Lane(mem)], enqueue, "idle")
+    with pool.idle():
+        tokens = [pool.submit(i) for i in range(4)]
+        assert pool.call_on(1, lambda lane: "pinned runs while idle") == "pinned runs while idle"
+        assert started == []  # no batch started inside idle()
+    assert [pool.wait(t) for t in tokens] == [0, 1, 2, 3]
+    late = [pool.submit(i) for i in range(4, 8)]
+    pool.close()  # the batches already queued still run
+    assert [t.result() for t in late] == [4, 5, 6, 7]
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.submit(9)
+    for lane in pool.lanes:
+        lane.close()
+
+
 def test_a_failing_batch_frees_its_lane() -> None:
     mem = D.FakeCudaMemory()
 

@@ -26,11 +26,12 @@ orders) and under the TensorRT evaluator on the device-side double (serial), mea
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import contextlib
 import ctypes
+import functools
 import math
-import queue
 import threading
 import time
 import weakref
@@ -229,13 +230,63 @@ class LanePool:
         self._order = threading.Lock()  # serial GPU order: wait + start .. end of one batch at a time
         self._last_end: Any = None
         self.max_in_flight = len(self.lanes) + 1
-        self._free: queue.SimpleQueue[Lane] = queue.SimpleQueue()
-        for lane in self.lanes:
-            self._free.put(lane)
-        self._pool = cf.ThreadPoolExecutor(len(self.lanes), thread_name_prefix=name)
         self._lock = threading.Lock()
         self.gpu_ms: list[float] = []
         self.host_ms: list[float] = []
+        # one thread per lane, for the lane's whole life: a session may keep per-thread state (ONNX Runtime's
+        # CUDA EP keeps its captured CUDA graph per thread), so every run of a lane, warm-up included
+        # (``call_on``), happens on the same thread. Batches (``submit``) go to whichever lane is free.
+        self._cv = threading.Condition()
+        self._shared: collections.deque[tuple[Callable[[Lane], Any], cf.Future[Any]]] = collections.deque()
+        self._pinned: list[collections.deque[tuple[Callable[[Lane], Any], cf.Future[Any]]]] = [
+            collections.deque() for _ in self.lanes
+        ]
+        self._paused = 0  # idle(): no new batch starts while > 0
+        self._running = 0  # batches being run now
+        self._stop = False
+        self._threads = [threading.Thread(target=self._serve, args=(i,), name=f"{name}-{i}", daemon=True)
+                         for i in range(len(self.lanes))]  # fmt: skip
+        for t in self._threads:
+            t.start()
+
+    def _serve(self, index: int) -> None:
+        lane = self.lanes[index]
+        while True:
+            with self._cv:
+                while not self._pinned[index] and (self._paused or not self._shared) and not self._stop:
+                    self._cv.wait()
+                if self._pinned[index]:
+                    fn, fut, shared = *self._pinned[index].popleft(), False
+                elif self._shared and not self._paused:
+                    fn, fut, shared = *self._shared.popleft(), True
+                    self._running += 1
+                else:
+                    return  # stopped, nothing left for this lane
+            try:
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(fn(lane))
+                    except BaseException as exc:  # handed to the waiting caller
+                        fut.set_exception(exc)
+            finally:
+                if shared:
+                    with self._cv:
+                        self._running -= 1
+                        self._cv.notify_all()
+
+    def _post(self, fn: Callable[[Lane], Any], index: int | None = None) -> cf.Future[Any]:
+        fut: cf.Future[Any] = cf.Future()
+        with self._cv:
+            if self._stop:
+                raise RuntimeError("LanePool is closed")
+            (self._shared if index is None else self._pinned[index]).append((fn, fut))
+            self._cv.notify_all()
+        return fut
+
+    def call_on(self, index: int, fn: Callable[[Lane], Any]) -> Any:
+        """``fn(lane)`` on lane ``index``'s own thread, with no batch in flight; its result (or exception)."""
+        with self.idle():
+            return self._post(fn, index).result()
 
     def run_on(self, lane: Lane, batch: Any) -> tuple[Any, float, float]:
         """One batch on ``lane`` (which the caller holds): (results, GPU ms, host ms)."""
@@ -250,19 +301,16 @@ class LanePool:
             self._last_end = lane.end
         return lane.finish(collect, t0)
 
-    def _run(self, batch: Any) -> Any:
-        lane = self._free.get()  # one pool thread per lane: a lane is always free here
-        try:
-            out, gpu_ms, host_ms = self.run_on(lane, batch)
-        finally:
-            self._free.put(lane)
+    def _run(self, lane: Lane, batch: Any) -> Any:
+        out, gpu_ms, host_ms = self.run_on(lane, batch)
         with self._lock:
             self.gpu_ms.append(gpu_ms)
             self.host_ms.append(host_ms)
         return out
 
     def submit(self, batch: Any) -> cf.Future[Any]:
-        return self._pool.submit(self._run, batch)
+        """Run ``batch`` on whichever lane is free first (its own thread)."""
+        return self._post(functools.partial(self._run, batch=batch))
 
     def wait(self, token: cf.Future[Any]) -> Any:
         return token.result()
@@ -274,13 +322,18 @@ class LanePool:
 
     @contextlib.contextmanager
     def idle(self) -> Iterator[list[Lane]]:
-        """Every lane, once all are free (no batch in flight), in their fixed order."""
-        taken = [self._free.get() for _ in self.lanes]
+        """Every lane, once no batch is running, in their fixed order; no batch starts until the block ends
+        (batches submitted meanwhile wait). ``call_on`` still runs work on a lane's own thread in it."""
+        with self._cv:
+            self._paused += 1
+            while self._running:
+                self._cv.wait()
         try:
             yield list(self.lanes)
         finally:
-            for lane in taken:
-                self._free.put(lane)
+            with self._cv:
+                self._paused -= 1
+                self._cv.notify_all()
 
     def set_preprocess(self, mem: Any, prep: Any, mode: str) -> None:
         """Every lane's worker stages ``U8Batch`` of ``mode`` through its own ``U8Stager`` (made once)."""
@@ -317,17 +370,28 @@ class LanePool:
         """``runs`` back-to-back single-batch runs on one lane (none other in flight): (GPU ms, host ms)
         each; nothing is added to ``gpu_ms`` / ``host_ms`` (the trtexec-style latency pass)."""
         gpu, host = [], []
-        with self.idle() as lanes:
-            lane = lanes[lane_index]
+
+        def runs_here(lane: Lane) -> None:
             for _ in range(runs):
                 _, g, h = self.run_on(lane, batch)
                 gpu.append(g)
                 host.append(h)
+
+        self.call_on(lane_index, runs_here)
         return gpu, host
 
     def close(self) -> None:
         """Stop the threads (after the batches in flight); the caller closes its workers, then the lanes."""
-        self._pool.shutdown(wait=True)
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        for t in self._threads:
+            t.join()
+        with self._cv:  # nothing left to run it: whoever waits for a batch still queued is told so
+            for _fn, fut in [*self._shared, *(job for q in self._pinned for job in q)]:
+                if fut.set_running_or_notify_cancel():
+                    fut.set_exception(RuntimeError("LanePool closed before this batch ran"))
+            self._shared.clear()
         self._last_end = None  # an event of a lane about to be closed
 
 

@@ -289,23 +289,21 @@ class OrtCudaBackend(LaneBackend):
         """``runs`` resident runs at ``batch`` on every lane: each session's first run at a shape
         pays cuDNN's algorithm search (about 2 s for yolov10m on the H100), which must not land
         inside a timed pass. With a CUDA graph at least ``GRAPH_WARMUP_RUNS`` per lane, one lane at a time
-        with nothing else in flight: ORT captures the graph on one of them, and a capture must never
-        overlap another thread's CUDA work."""
+        with nothing else in flight, each on its lane's own thread: ORT captures the graph on one of them (it
+        keeps a graph per session and thread), and a capture must never overlap another thread's CUDA work."""
         if not 1 <= batch <= self.max_batch:
             raise ValueError(f"bound for batch <= {self.max_batch}, asked for {batch}")
         if self.cuda_graph:
             runs = max(runs, GRAPH_WARMUP_RUNS)
-        with self._lanes.idle() as lanes:
-            for lane in lanes:
-                self._resident_runs(lane, batch, runs)
+        for i in range(len(self._lanes.lanes)):  # on each lane's own thread, where its batches will run
+            self._lanes.call_on(i, lambda lane: self._resident_runs(lane, batch, runs))
 
     def resident_run_ms(self, iterations: int, batch: int = 1, warmup: int = 10) -> list[float]:
         """Wall ms per synchronous run with input and output already on the GPU (no copies),
         one session (always the first lane): the inference-only ceiling at this batch size."""
         if batch != self.max_batch:
             raise ValueError(f"bound for batch {self.max_batch}, asked for {batch}")
-        with self._lanes.idle() as lanes:
-            return self._resident_runs(lanes[0], batch, warmup + iterations)[warmup:]
+        return self._lanes.call_on(0, lambda lane: self._resident_runs(lane, batch, warmup + iterations))[warmup:]
 
     def _check_batch(self, batch: np.ndarray | U8Batch) -> None:
         b = int(batch.shape[0])

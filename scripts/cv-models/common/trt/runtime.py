@@ -598,10 +598,8 @@ class TrtBackend(LaneBackend):
         shape-specialised kernels, CUDA-graph capture) before anything is timed."""
         shape = self.session.default_shape(self._input)
         dummy = np.zeros((batch, *shape[1:]), np.float32)  # float: valid whatever pre-processing is enabled
-        with self._lanes.idle() as lanes:
-            for lane in lanes:
-                for _ in range(runs):
-                    self._lanes.run_on(lane, dummy)
+        for i in range(len(self._lanes.lanes)):  # on each lane's own thread, where its batches will run
+            self._lanes.call_on(i, lambda lane: [self._lanes.run_on(lane, dummy) for _ in range(runs)])
 
     def metadata(self) -> dict[str, Any]:
         meta = self.session.describe()
