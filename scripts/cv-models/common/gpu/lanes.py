@@ -19,9 +19,14 @@ synchronises, times the batch (upload span + main span) and calls ``collect``.
 All CUDA work goes through a ``common.gpu.cuda_mem.MemoryLayer``: ``CudaMemory`` on a GPU,
 ``tests/trt_double.FakeCudaMemory`` (host memory, work done at enqueue) in CI.
 
-Verification status: tested in CI through the doubles (threads, in-flight depth, per-lane timing, the
-serial order's event chain, prepare outside the order); run on an H200 with ORT CUDA IO binding (both
-orders) and under the TensorRT evaluator on the device-side double (serial), measurements/h200-2026-12-02b.
+Each lane has one thread of its own for its whole life (``LanePool``): batches go to whichever lane is
+free, and work that must run where a lane's batches run (warm-up, where ONNX Runtime captures its CUDA graph
+per session and thread; the latency pass) goes to that lane's thread through ``call_on``.
+
+Verification status: tested in CI through the doubles (threads and lane affinity, in-flight depth, per-lane
+timing, the serial order's event chain, prepare outside the order); run on an H200 with ORT CUDA IO binding
+(both orders, with and without CUDA graphs) and under the TensorRT evaluator on the device-side double
+(serial), measurements/h200-2026-12-02b and h200-2026-12-02c.
 """
 
 from __future__ import annotations
@@ -203,7 +208,8 @@ class Lane:
 
 
 class LanePool:
-    """``submit`` / ``wait`` over ``lanes``, one thread per lane, ``len(lanes) + 1`` batches in flight.
+    """``submit`` / ``wait`` over ``lanes``, one thread per lane (always the same one), ``len(lanes) + 1``
+    batches in flight.
 
     GPU order. By default (``overlap=False``) the batches' GPU work runs one after the other, in the
     order the lanes enqueued it, as trtexec runs one stream: each batch's stream waits for the previous
