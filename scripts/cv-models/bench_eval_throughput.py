@@ -547,6 +547,28 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _single_section(args: argparse.Namespace, ds: CocoDataset, gpu: bool, out: Path, report: dict[str, Any]) -> int:
+    """``--decode-bench`` or ``--replay``: that section alone, its table and the JSON."""
+    if args.decode_bench:
+        from common.bench.decode import decode_report, format_decode
+        from common.data.decode import import_nvimgcodec
+
+        import_nvimgcodec()
+        report["mode"] = "decode"
+        paths = [ds.image_path(i) for i in ds.image_ids]
+        report["decode"] = decode_report(paths, args.workers, list(args.batch_sizes), args.min_seconds, gpu)
+        table = format_decode(report["decode"])
+    else:
+        report["mode"] = "replay"
+        report["replay"] = replay_rows(args, ds, gpu)
+        table = format_replay(report["replay"])
+    report["complete"] = True
+    atomic_write_json(out, report)
+    print(table)
+    print(f"json: {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -591,27 +613,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": rows,
         "run": run_metadata(),
     }
-    if args.decode_bench:
-        from common.bench.decode import decode_report, format_decode
-        from common.data.decode import import_nvimgcodec
-
-        import_nvimgcodec()
-        report["mode"] = "decode"
-        paths = [ds.image_path(i) for i in ds.image_ids]
-        report["decode"] = decode_report(paths, args.workers, list(args.batch_sizes), args.min_seconds, gpu)
-        report["complete"] = True
-        atomic_write_json(out, report)
-        print(format_decode(report["decode"]))
-        print(f"json: {out}")
-        return 0
-    if args.replay:
-        report["mode"] = "replay"
-        report["replay"] = replay_rows(args, ds, gpu)
-        report["complete"] = True
-        atomic_write_json(out, report)
-        print(format_replay(report["replay"]))
-        print(f"json: {out}")
-        return 0
+    if args.decode_bench or args.replay:
+        return _single_section(args, ds, gpu, out, report)
     for batch in args.batch_sizes:
         print(f"batch {batch}: measuring ...", file=sys.stderr)
         row = bench_batch(args, ds, batch, gpu)
