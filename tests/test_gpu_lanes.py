@@ -458,6 +458,21 @@ def test_ort_cuda_graph_capture_failure_falls_back_or_is_refused(monkeypatch, tm
     assert mem.live == 0
 
 
+@pytest.mark.parametrize("graph", ["auto", "on"])
+def test_ort_cuda_graph_lanes_pass_on_errors_that_are_not_the_graphs(monkeypatch, tmp_path, graph: str) -> None:
+    """A static batch axis with another --batch-size fails the per-kernel lanes too: that message, not a
+    CUDA-graph one, reaches the user."""
+    from common.core.errors import UserError
+
+    ort_cuda, asked, _ = _graph_lanes(monkeypatch)
+    mem = D.FakeCudaMemory()
+    onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=False)
+    with pytest.raises(UserError, match=r"^--batch-size 2: the model's batch axis is static \(1\)$"):
+        ort_cuda.OrtCudaBackend(str(onnx), max_batch=2, lanes=2, memory=mem, graph=graph)
+    assert [a.get("enable_cuda_graph") for a in asked] == ["1", None]  # the plain lane said what is wrong
+    assert mem.live == 0
+
+
 def test_ort_cuda_graph_can_be_turned_off(monkeypatch, tmp_path) -> None:
     """--provider-option CUDAExecutionProvider:enable_cuda_graph=0 wins over the auto default."""
     from common.ort.options import CUDA_EP

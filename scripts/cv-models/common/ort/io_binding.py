@@ -144,11 +144,13 @@ class OrtCudaBackend(LaneBackend):
             why = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
             if getattr(self, "_lanes", None) is not None:
                 self.close()
+            # per-kernel lanes: if they fail too, that error (not the graph) is the user's problem
+            self._build(graph=False, **build)
             if mode == "on":
+                self.close()
                 raise UserError(f"--cuda-graph: ONNX Runtime cannot run {onnx_path} as a CUDA graph ({why}); "
                                 "drop --cuda-graph") from exc  # fmt: skip
             self.cuda_graph_fallback = why
-            self._build(graph=False, **build)
 
     def _build(self, *, graph: bool, cuda_opts: dict[str, str], lanes: int, log: Any, imgsz: int, gpu_order: str,
                disable_cpu_fallback: bool) -> None:  # fmt: skip
