@@ -244,12 +244,16 @@ class U8Stager:
             flat[lo:hi] = np.ascontiguousarray(img).reshape(-1)
             h, w = img.shape[:2]
             params[j] = (lo, w, h, meta.new_w, meta.new_h, meta.pad_left, meta.pad_top, 0)
-        size = batch.size
+        return self._letterbox_filled(int(offsets[-1]), n, batch.size)
+
+    def _letterbox_filled(self, nbytes: int, n: int, size: int) -> U8Filled:
+        """The copy of the staging's first ``nbytes`` (params table at offset 0) and one batched letterbox
+        launch over its ``n`` records."""
 
         def kernel(dev: int, dst: int, stream: Any) -> None:
             self.prep.letterbox_batch(dev, dev, dst, n, size, stream.handle)
 
-        return self._filled(int(offsets[-1]), kernel)
+        return self._filled(nbytes, kernel)
 
     def _fill_encoded(self, batch: U8Batch, stream: Any) -> U8Filled:
         """gpu-letterbox with --decode gpu: the lane's decoder decodes the batch on ``stream``; the params
@@ -274,12 +278,7 @@ class U8Stager:
                 raise ValueError(f"decoded {img.width}x{img.height}, letterbox set for {meta.orig_w}x{meta.orig_h}")
             params[j] = (img.ptr - base, img.width, img.height, meta.new_w, meta.new_h, meta.pad_left,
                          meta.pad_top, img.row_bytes)  # fmt: skip
-        size = batch.size
-
-        def kernel(dev: int, dst: int, stream: Any) -> None:
-            self.prep.letterbox_batch(dev, dev, dst, n, size, stream.handle)
-
-        return self._filled(nbytes, kernel)
+        return self._letterbox_filled(nbytes, n, batch.size)
 
     def close(self) -> None:
         self._decoded = []
