@@ -38,6 +38,7 @@ __all__ = [
     "Decoded",
     "EncodedImage",
     "ImageDecoder",
+    "check_decode",
     "import_nvimgcodec",
     "nvjpeg_missing",
     "read_encoded",
@@ -65,6 +66,16 @@ def _stderr_to(path: str) -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def check_decode(decode: str, preprocess: str) -> None:
+    """UserError for a ``--decode`` the ``--preprocess`` mode can't take (flags only; the backend is asked
+    separately)."""
+    if decode not in DECODES:
+        raise UserError(f"--decode {decode}: choose one of {', '.join(DECODES)}")
+    if decode == "gpu" and preprocess != "gpu-letterbox":
+        raise UserError(f"--decode gpu needs --preprocess gpu-letterbox (the lanes letterbox the decoded images), "
+                        f"not {preprocess}")  # fmt: skip
 
 
 def import_nvimgcodec() -> Any:

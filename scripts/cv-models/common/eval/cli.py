@@ -25,7 +25,7 @@ from common.core.results import (
 )
 from common.core.sysinfo import run_metadata
 from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset, open_dataset, users_metrics
-from common.data.decode import DECODES, import_nvimgcodec
+from common.data.decode import DECODES, check_decode, import_nvimgcodec
 from common.eval.pipeline import POSTPROCESS_MODES, EvalOptions, EvalResult, default_workers, evaluate
 from common.gpu.preprocess import MODES as PREPROCESS_MODES
 from common.model.yolov10 import LAYOUTS, PostprocessOptions
@@ -61,8 +61,8 @@ GPU_ORDER_HELP = (
     "serial: the GPU runs one batch at a time, as trtexec runs one stream, while the next batches are staged "
     "and uploaded, so latency.* is each batch's own GPU time; overlap: the lanes' GPU work runs concurrently "
     "(more images/s when one batch does not fill the GPU; a batch's time then includes other lanes' work); "
-    "auto (default): serial, except ONNX Runtime --io-binding below batch 16, whose runs block the host "
-    "(overlap measured faster there)"
+    "auto (default): serial, except ONNX Runtime --io-binding lanes without a CUDA graph below batch 16, "
+    "whose runs block the host (overlap measured faster there)"
 )
 
 
@@ -222,9 +222,8 @@ def check_eval_ranges(args: argparse.Namespace) -> None:
     check_range("--latency-runs", getattr(args, "latency_runs", None), 0)
     check_range("--skip-latency", getattr(args, "skip_latency", None), 0)
     check_range("--switch-interval-ms", getattr(args, "switch_interval_ms", None), 0, lo_open=True)
+    check_decode(getattr(args, "decode", "cpu"), getattr(args, "preprocess", "cpu"))
     if getattr(args, "decode", "cpu") == "gpu":
-        if getattr(args, "preprocess", "cpu") != "gpu-letterbox":
-            raise UserError(f"--decode gpu needs --preprocess gpu-letterbox, not {getattr(args, 'preprocess', 'cpu')}")
         import_nvimgcodec()  # UserError saying how to install it, before any work
     if args.imgsz <= 0:
         check_imgsz("--imgsz", args.imgsz)

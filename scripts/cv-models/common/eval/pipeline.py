@@ -38,7 +38,7 @@ from tqdm import tqdm
 from common.core.errors import UserError
 from common.core.results import latency_stats
 from common.data.coco import CocoDataset, coco_rows, evaluate_bbox, rows_to_dicts
-from common.data.decode import DECODES, read_encoded
+from common.data.decode import check_decode, read_encoded
 from common.data.images import (
     LetterboxMeta,
     geometry_table,
@@ -211,11 +211,7 @@ def check_preprocess(backend: Backend, mode: str, decode: str = "cpu") -> None:
     here, and ``--decode gpu`` starts each lane's decoder."""
     if mode not in PREPROCESS_MODES:
         raise UserError(f"--preprocess {mode}: choose one of {', '.join(PREPROCESS_MODES)}")
-    if decode not in DECODES:
-        raise UserError(f"--decode {decode}: choose one of {', '.join(DECODES)}")
-    if decode == "gpu" and mode != "gpu-letterbox":
-        raise UserError(f"--decode gpu needs --preprocess gpu-letterbox (the lanes letterbox the decoded images), "
-                        f"not {mode}")  # fmt: skip
+    check_decode(decode, mode)
     if decode == "gpu" and not isinstance(backend, DeviceDecoding):
         raise UserError(f"--decode gpu needs a backend that decodes on its GPU lanes (ONNX Runtime --io-binding, "
                         f"TensorRT); {backend.name} can't: use --decode cpu")  # fmt: skip
