@@ -20,8 +20,9 @@ synchronous (its default): letting them return early (``disable_synchronize_exec
 made ORT 1.31.1 free pinned buffers inside a CUDA host callback and abort the process
 (CUDA failure 800 in cudaFreeHost) on the H100, so it is not used, except with a CUDA graph.
 
-``--cuda-graph`` (CUDA EP option ``enable_cuda_graph``): each lane's session captures the model once,
-at ``max_batch``, during ``warmup`` (lanes warmed one at a time, nothing else in flight), and replays it;
+CUDA graph (the default where ORT can capture; ``--cuda-graph`` insists): each lane's session captures the
+model once, at ``max_batch``, when the backend is made (``warmup``: lanes one at a time, each on its own
+thread, nothing else in flight), and replays it;
 every run is bound at that shape. Its runs return once the graph is launched, so the lane's kernels and
 events follow on the GPU with no host gap, and a batch's lane-event span is its GPU time (the launch-bound
 spans of per-kernel ORT runs at small batches vary with host load). A graph needs every node on the
@@ -73,6 +74,14 @@ def _graph_run_options() -> Any:
     opts = ort.RunOptions()
     opts.add_run_config_entry("disable_synchronize_execution_providers", "1")
     return opts
+
+
+def _free_lanes(lanes: list[Lane]) -> None:
+    """Each lane's input/output buffers, then its stream and events (its session closed already)."""
+    for lane in lanes:
+        for buf in (lane.worker.inp, *lane.worker.outs):
+            buf.free()
+        lane.close()
 
 
 @dataclass
@@ -178,9 +187,7 @@ class OrtCudaBackend(LaneBackend):
         except BaseException:
             for lane in lane_list:
                 lane.worker.backend.close()
-                for buf in (lane.worker.inp, *lane.worker.outs):
-                    buf.free()
-                lane.close()
+            _free_lanes(lane_list)
             raise
         first = lane_list[0].worker.backend
         self.name = "onnxruntime-cuda-iobinding"
@@ -330,8 +337,5 @@ class OrtCudaBackend(LaneBackend):
             lane.worker.backend.close()  # drop the session before the stream it runs on
         gc.collect()
         self._close_lane_extras()
-        for lane in lanes:
-            for buf in (lane.worker.inp, *lane.worker.outs):
-                buf.free()
-            lane.close()
+        _free_lanes(lanes)
         self._lanes.lanes = []
