@@ -100,9 +100,11 @@ def test_variant_modes_name_preprocess_post_and_decode() -> None:
 
     from common.core.errors import UserError
 
-    assert B.mode_parts("cpu") == ("cpu", False, "cpu")
-    assert B.mode_parts("gpu-letterbox+gpu-post") == ("gpu-letterbox", True, "cpu")
-    assert B.mode_parts("gpu-letterbox+gpu-decode+gpu-post") == ("gpu-letterbox", True, "gpu")
+    assert B.mode_parts("cpu") == ("cpu", False, "cpu", "threads")
+    assert B.mode_parts("gpu-letterbox+gpu-post") == ("gpu-letterbox", True, "cpu", "threads")
+    assert B.mode_parts("gpu-letterbox+gpu-decode+gpu-post") == ("gpu-letterbox", True, "gpu", "threads")
+    assert B.mode_parts("gpu-letterbox+gpu-post+procs") == ("gpu-letterbox", True, "cpu", "processes")
+    assert B.eval_options("cpu+procs").loaders == "processes"
     opts = B.eval_options("gpu-letterbox+gpu-decode")
     assert (opts.preprocess, opts.decode, opts.postprocess) == ("gpu-letterbox", "gpu", "cpu")
     for bad in ("gpu-letterbox+gpu-post+gpu-post", "cpu+fast", "gpu-letterbox+"):

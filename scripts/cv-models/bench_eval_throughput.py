@@ -119,36 +119,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# A variant's mode: its --preprocess, plus "+gpu-post" when the backend post-processes on the GPU and
-# "+gpu-decode" when its lanes decode the JPEGs (--decode gpu, nvImageCodec).
+# A variant's mode: its --preprocess, plus "+gpu-post" when the backend post-processes on the GPU,
+# "+gpu-decode" when its lanes decode the JPEGs (--decode gpu, nvImageCodec) and "+procs" when the loaders
+# are processes (--loaders processes).
 HAS_GPU_POST = "postprocess" in {f.name for f in dataclasses.fields(EvalOptions)}
 HAS_GPU_DECODE = importlib.util.find_spec("nvidia") is not None and bool(importlib.util.find_spec("nvidia.nvimgcodec"))
-MODE_FLAGS = ("gpu-post", "gpu-decode")
+MODE_FLAGS = ("gpu-post", "gpu-decode", "procs")
 
 
-def mode_parts(mode: str) -> tuple[str, bool, str]:
-    """``PREPROCESS[+gpu-post][+gpu-decode]`` -> (--preprocess, GPU post-processing?, --decode)."""
+def mode_parts(mode: str) -> tuple[str, bool, str, str]:
+    """``PREPROCESS[+gpu-post][+gpu-decode][+procs]`` -> (--preprocess, GPU post-processing?, --decode,
+    --loaders)."""
     prep, *flags = mode.split("+")
     if any(f not in MODE_FLAGS for f in flags) or len(set(flags)) != len(flags):
-        raise UserError(f"variant mode {mode!r}: expected PREPROCESS[+gpu-post][+gpu-decode]")
-    return prep, "gpu-post" in flags, "gpu" if "gpu-decode" in flags else "cpu"
+        raise UserError(f"variant mode {mode!r}: expected PREPROCESS[+gpu-post][+gpu-decode][+procs]")
+    loaders = "processes" if "procs" in flags else "threads"
+    return prep, "gpu-post" in flags, "gpu" if "gpu-decode" in flags else "cpu", loaders
 
 
 def eval_options(mode: str, **kw: Any) -> EvalOptions:
     """EvalOptions for a variant mode (``mode_parts``; post-processing on the CPU unless +gpu-post)."""
-    prep, post, decode = mode_parts(mode)
+    prep, post, decode, loaders = mode_parts(mode)
     if HAS_GPU_POST:
         kw["postprocess"] = "gpu" if post else "cpu"
     elif post:
         raise UserError(f"variant mode {mode!r}: this evaluator has no GPU post-processing")
-    return EvalOptions(preprocess=prep, decode=decode, **kw)
+    return EvalOptions(preprocess=prep, decode=decode, loaders=loaders, **kw)
 
 
 def enable_mode(backend: Backend, mode: str) -> None:
     """Set ``backend`` up for a variant mode's pre-processing and decoding (UserError if it can't)."""
     from common.eval.pipeline import check_preprocess
 
-    prep, _, decode = mode_parts(mode)
+    prep, _, decode, _ = mode_parts(mode)
     check_preprocess(backend, prep, decode)
 
 
@@ -283,6 +286,8 @@ GPU_POST_VARIANTS: dict[str, tuple[int, str, str]] = {
     "ort-cuda-iobinding-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", "auto"),
     "ort-cuda-iobinding-gpu-letterbox-gpu-post-serial": (-1, "gpu-letterbox+gpu-post", "serial"),
     "ort-cuda-iobinding-gpu-letterbox-gpu-post-overlap": (-1, "gpu-letterbox+gpu-post", "overlap"),
+    "ort-cuda-iobinding-gpu-letterbox-gpu-post-procs": (-1, "gpu-letterbox+gpu-post+procs", "auto"),
+    "ort-cuda-iobinding-gpu-letterbox-gpu-post-overlap-procs": (-1, "gpu-letterbox+gpu-post+procs", "overlap"),
 }
 GPU_NOGRAPH_VARIANTS: dict[str, tuple[int, str, str]] = {
     "ort-cuda-iobinding-nograph-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", "auto+nograph"),

@@ -26,6 +26,7 @@ from common.core.results import (
 from common.core.sysinfo import run_metadata
 from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset, open_dataset, users_metrics
 from common.data.decode import DECODES, check_decode, import_nvimgcodec
+from common.data.loaders import LOADERS, check_loaders
 from common.eval.pipeline import POSTPROCESS_MODES, EvalOptions, EvalResult, default_workers, evaluate
 from common.gpu.preprocess import MODES as PREPROCESS_MODES
 from common.model.yolov10 import LAYOUTS, PostprocessOptions
@@ -128,7 +129,15 @@ def _add_run_args(r: argparse._ArgumentGroup) -> None:
         "--workers",
         type=int,
         default=default_workers(),
-        help="threads decoding + letterboxing images; 0 = sequential, no threads (default: %(default)s)",
+        help="loaders decoding + letterboxing images; 0 = sequential, no threads (default: %(default)s)",
+    )
+    r.add_argument(
+        "--loaders",
+        choices=LOADERS,
+        default="threads",
+        help="what the --workers are: threads (default; OpenCV releases the GIL while it decodes) or processes "
+        "(fresh Python processes writing into shared memory, so this interpreter's GIL only hands over one "
+        "message per chunk of images; Linux; for throughput runs on many cores). Same detections either way",
     )
     r.add_argument(
         "--preprocess",
@@ -223,6 +232,7 @@ def check_eval_ranges(args: argparse.Namespace) -> None:
     check_range("--skip-latency", getattr(args, "skip_latency", None), 0)
     check_range("--switch-interval-ms", getattr(args, "switch_interval_ms", None), 0, lo_open=True)
     check_decode(getattr(args, "decode", "cpu"), getattr(args, "preprocess", "cpu"))
+    check_loaders(getattr(args, "loaders", "threads"), getattr(args, "decode", "cpu"))
     if getattr(args, "decode", "cpu") == "gpu":
         import_nvimgcodec()  # UserError saying how to install it, before any work
     if args.imgsz <= 0:
@@ -304,6 +314,7 @@ def eval_options(args: argparse.Namespace) -> EvalOptions:
         coco_engine=args.coco_eval,
         preprocess=getattr(args, "preprocess", "cpu"),
         decode=getattr(args, "decode", "cpu"),
+        loaders=getattr(args, "loaders", "threads"),
         switch_interval_ms=getattr(args, "switch_interval_ms", None),
         postprocess=getattr(args, "postprocess", "auto"),
         latency_runs=getattr(args, "latency_runs", 0) or 0,
@@ -343,7 +354,8 @@ def format_report(result: EvalResult, metrics: dict[str, Any], backend: Backend)
         f"{'mAP50-95 / mAP50':<22}{metrics['mAP_50_95']:.4f} / {metrics['mAP_50']:.4f}",
         f"{'inference ms':<22}median {t['inference']['median_ms']:.2f}  p90 {t['inference']['p90_ms']:.2f}  "
         f"p99 {t['inference']['p99_ms']:.2f}  (batch {result.batch_size})",
-        f"{'preprocess ms/img':<22}median {t['preprocess']['median_ms']:.2f}  ({t['workers']} workers, overlapped)",
+        f"{'preprocess ms/img':<22}median {t['preprocess']['median_ms']:.2f}  "
+        f"({t['workers']} {t.get('loaders', 'threads')} workers, overlapped)",
         f"{'latency ms':<22}median {t['latency']['median_ms']:.2f}  p90 {t['latency']['p90_ms']:.2f}  "
         f"p99 {t['latency']['p99_ms']:.2f}  ({t['latency_timing'].split(':')[0]})",
         f"{'postprocess ms/batch':<22}median {t['postprocess']['median_ms']:.2f}  "

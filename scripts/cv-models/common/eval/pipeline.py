@@ -2,7 +2,7 @@
 
 Stages run concurrently so the backend never waits on the CPU:
 
-    image ids -> [N loader threads: decode + letterbox] -> bounded window of futures
+    image ids -> [N loaders (threads, or processes: --loaders): decode + letterbox] -> bounded window of chunks
               -> main thread: batch + backend.submit(batch) / wait, several batches in flight
               -> [post thread: decode + NMS + unletterbox -> COCO rows]
               -> COCOeval
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import itertools
 import os
 import sys
 import time
@@ -38,17 +39,10 @@ from tqdm import tqdm
 from common.core.errors import UserError
 from common.core.results import latency_stats
 from common.data.coco import CocoDataset, coco_rows, evaluate_bbox, rows_to_dicts
-from common.data.decode import check_decode, read_encoded
-from common.data.images import (
-    LetterboxMeta,
-    geometry_table,
-    letterbox_geometry,
-    letterbox_hwc,
-    load_image_bgr,
-    load_image_rgb,
-    preprocess,
-    unletterbox_rows,
-)
+from common.data.decode import check_decode
+from common.data.images import LetterboxMeta, geometry_table, unletterbox_rows
+from common.data.loaders import InlineExecutor, ProcessLoaders, ThreadLoaders, check_loaders
+from common.data.loading import LoadedImage, load_image, tensor_bytes
 from common.eval.protocols import (
     AsyncBackend,
     Backend,
@@ -110,6 +104,7 @@ class EvalOptions:
     coco_engine: str = "auto"  # auto | pycocotools | faster-coco-eval (identical stats, tested)
     preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox (common.gpu.preprocess)
     decode: str = "cpu"  # cpu (OpenCV in the loader threads) | gpu (nvImageCodec on the lanes; common.data.decode)
+    loaders: str = "threads"  # threads | processes (common.data.loaders)
     switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
     postprocess: str = "cpu"  # cpu | gpu | auto (gpu where the backend can, else cpu); the CLI default is auto
     latency_runs: int = 0  # after the run: N back-to-back single-batch runs on one lane (``latency_pass``)
@@ -138,32 +133,7 @@ class EvalResult:
         return int(self.rows.shape[0])
 
 
-@dataclass
-class _Item:
-    image_id: int
-    tensor: Any  # cpu: float32 CHW; gpu-normalize: BGR canvas; gpu-letterbox: decoded BGR image (EncodedImage
-    # with --decode gpu)
-    meta: LetterboxMeta
-    seconds: float
-
-
-def _load(dataset: CocoDataset, image_id: int, size: int, mode: str = "cpu", decode: str = "cpu") -> _Item:
-    t0 = time.perf_counter()
-    what = f"image id {image_id}"
-    if decode == "gpu":  # the file's bytes and its header's size; the lane decodes (gpu-letterbox only)
-        tensor = read_encoded(dataset.image_path(image_id), what=what)
-        meta = letterbox_geometry(tensor.width, tensor.height, size)
-    elif mode == "cpu":
-        tensor, meta = preprocess(load_image_rgb(dataset.image_path(image_id), what=what), size)
-    elif mode == "gpu-normalize":
-        tensor, meta = letterbox_hwc(load_image_bgr(dataset.image_path(image_id), what=what), size)
-    else:
-        tensor = load_image_bgr(dataset.image_path(image_id), what=what)
-        meta = letterbox_geometry(tensor.shape[1], tensor.shape[0], size)
-    return _Item(image_id, tensor, meta, time.perf_counter() - t0)
-
-
-def _make_batch(items: list[_Item], mode: str, size: int, decode: str = "cpu") -> Batch:
+def _make_batch(items: list[LoadedImage], mode: str, size: int, decode: str = "cpu") -> Batch:
     if mode != "cpu":
         return U8Batch(mode, [it.tensor for it in items], [it.meta for it in items], size, decode)
     return items[0].tensor[None] if len(items) == 1 else np.stack([it.tensor for it in items])
@@ -303,26 +273,8 @@ def warmup(backend: Backend, batch_size: int, size: int, runs: int, last_batch: 
             backend.infer(dummy)
 
 
-class _Inline:
-    """An executor that runs each task at once in the caller's thread (the sequential path)."""
-
-    def submit(self, fn: Any, *args: Any) -> cf.Future[Any]:
-        fut: cf.Future[Any] = cf.Future()
-        try:
-            fut.set_result(fn(*args))
-        except BaseException as exc:
-            fut.set_exception(exc)
-        return fut
-
-    def __enter__(self) -> _Inline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def _executor(workers: int, prefix: str) -> cf.ThreadPoolExecutor | _Inline:
-    return cf.ThreadPoolExecutor(workers, thread_name_prefix=prefix) if workers > 0 else _Inline()
+def _executor(workers: int, prefix: str) -> cf.ThreadPoolExecutor | InlineExecutor:
+    return cf.ThreadPoolExecutor(workers, thread_name_prefix=prefix) if workers > 0 else InlineExecutor()
 
 
 @contextlib.contextmanager
@@ -358,8 +310,8 @@ class _Stages:
         ids: list[int],
         size: int,
         opts: EvalOptions,
-        loaders: cf.ThreadPoolExecutor | _Inline,
-        posters: cf.ThreadPoolExecutor | _Inline,
+        loaders: ThreadLoaders | ProcessLoaders,
+        posters: cf.ThreadPoolExecutor | InlineExecutor,
         window: int,
         bar: tqdm,
     ) -> None:
@@ -368,7 +320,10 @@ class _Stages:
         self.layout = None if opts.output_format == "auto" else opts.output_format
         self._checked = False
         self._queue = iter(ids)
-        self._pending: deque[cf.Future[_Item]] = deque()
+        self._pending: deque[tuple[int, cf.Future[list[LoadedImage]]]] = deque()  # (images, chunk being loaded)
+        self._loading = 0  # images in ``_pending``
+        self._ready: deque[LoadedImage] = deque()
+        self.chunk = chunk_size(window, opts.workers)
         self._in_post: deque[tuple[list[int], cf.Future[tuple[list[np.ndarray], float]]]] = deque()
         self.per_image: dict[int, np.ndarray] = {}
         self.pre_s: list[float] = []
@@ -376,17 +331,21 @@ class _Stages:
         self.post_s: list[float] = []
 
     def refill(self) -> None:
-        """Keep ``window`` images loading."""
-        while len(self._pending) < self.window:
-            nxt = next(self._queue, None)
-            if nxt is None:
+        """Keep ``window`` images loading or loaded, in chunks of ``chunk`` images per loader task."""
+        while self._loading + len(self._ready) < self.window:
+            jobs = [(i, str(self.dataset.image_path(i))) for i in itertools.islice(self._queue, self.chunk)]
+            if not jobs:
                 return
-            self._pending.append(self.loaders.submit(_load, self.dataset, nxt, self.size, self.opts.preprocess,
-                                                      self.opts.decode))
+            self._pending.append((len(jobs), self.loaders.load(jobs)))
+            self._loading += len(jobs)
 
     def next_batch(self, n: int) -> tuple[Batch, list[tuple[int, LetterboxMeta]]]:
         """The next ``n`` loaded images as one batch, with their ids and letterbox geometry."""
-        items = [self._pending.popleft().result() for _ in range(n)]
+        while len(self._ready) < n:
+            count, fut = self._pending.popleft()
+            self._loading -= count
+            self._ready.extend(fut.result())
+        items = [self._ready.popleft() for _ in range(n)]
         self.refill()
         self.pre_s.extend(it.seconds for it in items)
         batch = _make_batch(items, self.opts.preprocess, self.size, self.opts.decode)
@@ -416,7 +375,7 @@ class _Stages:
             self.per_image.update(zip(image_ids, rows, strict=True))
 
     def cancel(self) -> None:
-        for f in self._pending:
+        for _, f in self._pending:
             f.cancel()
 
 
@@ -450,6 +409,52 @@ def _run_async(backend: AsyncBackend, stages: _Stages, ids: list[int], batch_siz
         stages.finish(done_metas, backend.wait(token), t_sub)
 
 
+def chunk_size(window: int, workers: int) -> int:
+    """Images per loader task: enough tasks to keep every loader busy over the window, at most 8."""
+    return max(1, min(8, window // max(1, workers)))
+
+
+def _slot_bytes(dataset: CocoDataset, ids: list[int], mode: str, size: int) -> int:
+    """The largest array a loader hands on for these images (their sizes from the instances file; an
+    image larger than it says still loads, pickled)."""
+    imgs = dataset.coco.imgs
+    dims = [(int(imgs[i].get("width") or 0), int(imgs[i].get("height") or 0)) for i in dict.fromkeys(ids)]
+    return max((tensor_bytes(mode, size, w, h) for w, h in dims), default=0) or tensor_bytes(mode, size, size, size)
+
+
+def _loaders(opts: EvalOptions, dataset: CocoDataset, size: int, window: int,
+             in_flight_images: int) -> ThreadLoaders | ProcessLoaders:  # fmt: skip
+    """``opts.loaders``: threads (inline when ``workers`` is 0) or processes with a slot for every image
+    loading (``window``) or held by a batch in flight."""
+    check_loaders(opts.loaders, opts.decode)
+    if opts.loaders == "processes" and opts.workers > 0:
+        slot = _slot_bytes(dataset, dataset.image_ids, opts.preprocess, size)
+        return ProcessLoaders(opts.workers, size, opts.preprocess, window + in_flight_images, slot)
+    return ThreadLoaders(opts.workers, size, opts.preprocess, opts.decode)
+
+
+def _run_stages(backend: Backend, dataset: CocoDataset, opts: EvalOptions, loaders: ThreadLoaders | ProcessLoaders,
+                size: int, window: int, batch_size: int, depth: int,
+                post_layout: str | None) -> tuple[_Stages, float]:  # fmt: skip
+    """Every batch through load -> backend -> post: (the stages' state, wall seconds)."""
+    sequential = opts.workers <= 0
+    ids = dataset.image_ids
+    t_start = time.perf_counter()
+    with (
+        _switch_interval(opts.switch_interval_ms),
+        _executor(0 if sequential else max(1, opts.post_workers), "post") as posters,
+        tqdm(total=len(ids), desc=f"eval[{backend.name}]", unit="img", disable=not opts.progress) as bar,
+    ):
+        stages = _Stages(dataset, ids, size, opts, loaders, posters, window, bar)
+        stages.layout = post_layout or stages.layout
+        try:
+            _run_batches(backend, stages, ids, batch_size, depth)
+        except BaseException:
+            stages.cancel()
+            raise
+    return stages, time.perf_counter() - t_start
+
+
 def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalResult:
     """Run ``backend`` over the dataset's selected images and score them with COCOeval.
 
@@ -462,29 +467,16 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     explicit = None if opts.output_format == "auto" else opts.output_format
     post_mode, post_layout, post_why = resolve_postprocess(backend, opts.postprocess, explicit, size, opts.post)
     ids = dataset.image_ids
-    warmup(backend, batch_size, size, opts.warmup_runs, len(ids) % batch_size or None)
-    lane_timed = isinstance(backend, LaneTiming)
-    lane_start = len(backend.gpu_ms) if lane_timed else 0
-
     sequential = opts.workers <= 0
     window = batch_size if sequential else max(opts.workers, batch_size * max(1, opts.prefetch_batches))
     depth = 1 if sequential else in_flight_depth(backend)
     pipelined = depth >= 2
-    t_start = time.perf_counter()
-    with (
-        _switch_interval(opts.switch_interval_ms),
-        _executor(opts.workers, "load") as loaders,
-        _executor(0 if sequential else max(1, opts.post_workers), "post") as posters,
-        tqdm(total=len(ids), desc=f"eval[{backend.name}]", unit="img", disable=not opts.progress) as bar,
-    ):
-        stages = _Stages(dataset, ids, size, opts, loaders, posters, window, bar)
-        stages.layout = post_layout or stages.layout
-        try:
-            _run_batches(backend, stages, ids, batch_size, depth)
-        except BaseException:
-            stages.cancel()
-            raise
-    wall = time.perf_counter() - t_start
+    # loader processes boot while the backend warms up
+    with _loaders(opts, dataset, size, window, (depth + 2) * batch_size) as loaders:
+        warmup(backend, batch_size, size, opts.warmup_runs, len(ids) % batch_size or None)
+        lane_timed = isinstance(backend, LaneTiming)
+        lane_start = len(backend.gpu_ms) if lane_timed else 0
+        stages, wall = _run_stages(backend, dataset, opts, loaders, size, window, batch_size, depth, post_layout)
 
     parts = [stages.per_image[i] for i in dict.fromkeys(ids)]
     rows = np.concatenate(parts) if parts else np.zeros((0, 7), np.float64)
@@ -518,6 +510,8 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
         "mode": "sequential" if sequential else ("pipelined-async" if pipelined else "pipelined"),
         "preprocess_mode": opts.preprocess,
         "decode": opts.decode,
+        "loaders": opts.loaders if not sequential else "inline",
+        "load_chunk": stages.chunk,
         "postprocess_mode": post_mode,
         "postprocess_requested": opts.postprocess,
         "postprocess_fallback": post_why,
@@ -535,7 +529,7 @@ def latency_pass(
     """trtexec-style: ``opts.latency_runs`` back-to-back runs of one real batch (the first images), nothing
     else in flight, after the evaluation (so everything is warm). Host time per run always; GPU time
     (CUDA events on the lane) for a ``LaneTiming`` backend, on its first lane."""
-    items = [_load(dataset, i, size, opts.preprocess, opts.decode) for i in ids]
+    items = [load_image(dataset.image_path(i), i, size, opts.preprocess, opts.decode) for i in ids]
     batch = _make_batch(items, opts.preprocess, size, opts.decode)
     b = len(items)
     out: dict[str, Any] = {"runs": opts.latency_runs, "batch_size": b}

@@ -1,0 +1,301 @@
+"""The evaluator's loaders: threads (the default) or processes, behind one ``load(jobs) -> Future``.
+
+``ThreadLoaders`` run ``common.data.loading.load_chunk`` in a thread pool (OpenCV releases the GIL while it
+decodes). ``ProcessLoaders`` run it in fresh Python processes (``python -c`` ... ``common.data.loaders.main``; never a
+fork of this process, which holds CUDA and ONNX Runtime threads) and take nothing of this interpreter's GIL
+but one message per chunk: each worker writes the images into slots of one shared-memory ring (a ``memfd``,
+so Docker's small default ``/dev/shm`` does not limit it) and sends back their shapes and letterbox geometry.
+An image's slot is free again once the last NumPy view of it is gone (the batch was staged). An image that
+does not fit its slot, or finds no free slot, travels pickled instead: slower, never wrong.
+
+A job is ``(image_id, path)``; a chunk is a list of jobs, loaded in order by one worker.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import ctypes
+import itertools
+import mmap
+import os
+import socket
+import subprocess
+import sys
+import threading
+import weakref
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.core.errors import UserError
+from common.data.loading import LoadedImage, load_chunk, load_image
+
+__all__ = ["LOADERS", "InlineExecutor", "ProcessLoaders", "SlotRing", "ThreadLoaders", "check_loaders", "main"]
+
+LOADERS = ("threads", "processes")
+Job = tuple[int, str]
+
+
+class InlineExecutor:
+    """An executor that runs each task at once in the caller's thread (the sequential path)."""
+
+    def submit(self, fn: Any, *args: Any) -> cf.Future[Any]:
+        fut: cf.Future[Any] = cf.Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        return None
+
+    def __enter__(self) -> InlineExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def check_loaders(loaders: str, decode: str = "cpu") -> None:
+    """UserError unless ``--loaders`` can run here with ``--decode``."""
+    if loaders not in LOADERS:
+        raise UserError(f"--loaders {loaders}: choose one of {', '.join(LOADERS)}")
+    if loaders == "processes":
+        if not hasattr(os, "memfd_create"):
+            raise UserError("--loaders processes needs Linux (os.memfd_create); use --loaders threads")
+        if decode != "cpu":
+            raise UserError("--loaders processes decodes with OpenCV; with --decode gpu the lanes decode and the "
+                            "loaders only read files: use --loaders threads")  # fmt: skip
+
+
+class ThreadLoaders:
+    """``workers`` threads (0: inline, in the caller's thread), each loading one chunk at a time."""
+
+    def __init__(self, workers: int, size: int, mode: str = "cpu", decode: str = "cpu") -> None:
+        self.size, self.mode, self.decode = size, mode, decode
+        self._ex: Any = (cf.ThreadPoolExecutor(workers, thread_name_prefix="load") if workers > 0
+                         else InlineExecutor())  # fmt: skip
+
+    def load(self, jobs: list[Job]) -> cf.Future[list[LoadedImage]]:
+        return self._ex.submit(load_chunk, jobs, self.size, self.mode, self.decode)
+
+    def close(self) -> None:
+        self._ex.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ThreadLoaders:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _SlotLease:
+    """Holds one ring slot; the slot is free again when this object is gone (with the views holding it)."""
+
+    def __init__(self, free: collections.deque[int], slot: int) -> None:
+        weakref.finalize(self, free.append, slot).atexit = False
+
+
+class SlotRing:
+    """``slots`` slots of ``slot_bytes`` in one shared mapping of a memfd (``fd``: for the workers)."""
+
+    def __init__(self, slots: int, slot_bytes: int) -> None:
+        self.slots, self.slot_bytes = max(1, int(slots)), max(1, int(slot_bytes))
+        self.nbytes = self.slots * self.slot_bytes
+        self.fd = os.memfd_create("yolo-loaders-ring")
+        try:
+            os.ftruncate(self.fd, self.nbytes)
+            self._map = mmap.mmap(self.fd, self.nbytes)
+        except OSError as exc:
+            os.close(self.fd)
+            raise UserError(f"--loaders processes: cannot map {self.nbytes / 2**20:.0f} MiB of shared memory "
+                            f"({exc}); use --loaders threads") from exc  # fmt: skip
+        self._free: collections.deque[int] = collections.deque(range(self.slots - 1, -1, -1))
+
+    def acquire(self) -> int:
+        """A free slot, or -1 when none is (the image then travels pickled)."""
+        try:
+            return self._free.pop()  # atomic; slots come back from finalizers on any thread
+        except IndexError:
+            return -1
+
+    def release(self, slot: int) -> None:
+        self._free.append(slot)
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+    def view(self, slot: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """Slot ``slot`` as an array; the slot is released when the last view of it is gone."""
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        raw = (ctypes.c_uint8 * (count * dtype.itemsize)).from_buffer(self._map, slot * self.slot_bytes)
+        raw._lease = _SlotLease(self._free, slot)  # type: ignore[attr-defined]
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+    def close_fd(self) -> None:
+        """The workers have their own copy of the descriptor; the mapping stays until unused."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class ProcessLoaders:
+    """``workers`` loader processes writing into a ``SlotRing`` of ``slots`` x ``slot_bytes``."""
+
+    def __init__(self, workers: int, size: int, mode: str, slots: int, slot_bytes: int) -> None:
+        self.size, self.mode = size, mode
+        self.ring = SlotRing(slots, slot_bytes)
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._tasks: dict[int, tuple[int, cf.Future[list[LoadedImage]], list[int]]] = {}
+        self._busy = [0] * max(1, workers)
+        self._procs: list[subprocess.Popen[bytes]] = []
+        self._conns: list[Connection] = []
+        here = str(Path(__file__).resolve().parents[2])  # the folder holding ``common``
+        boot = f"import sys; sys.path.insert(0, {here!r}); from common.data.loaders import main; main(sys.argv[1:])"
+        try:
+            for _ in range(max(1, workers)):
+                ours, theirs = socket.socketpair()
+                cmd = [sys.executable, "-c", boot, str(theirs.fileno()), str(self.ring.fd), str(self.ring.nbytes),
+                       str(self.ring.slot_bytes)]  # fmt: skip
+                self._procs.append(subprocess.Popen(cmd, pass_fds=(theirs.fileno(), self.ring.fd),
+                                                    stdin=subprocess.DEVNULL))  # fmt: skip
+                theirs.close()
+                self._conns.append(Connection(ours.detach()))
+        except BaseException:
+            self.close()
+            raise
+        self.ring.close_fd()
+        self._reader = threading.Thread(target=self._read, name="load-procs", daemon=True)
+        self._reader.start()
+
+    def load(self, jobs: list[Job]) -> cf.Future[list[LoadedImage]]:
+        fut: cf.Future[list[LoadedImage]] = cf.Future()
+        slots = [self.ring.acquire() for _ in jobs]
+        with self._lock:
+            worker = min(range(len(self._busy)), key=self._busy.__getitem__)
+            task = next(self._ids)
+            self._tasks[task] = (worker, fut, slots)
+            self._busy[worker] += 1
+        try:
+            self._conns[worker].send((task, [(i, p, s) for (i, p), s in zip(jobs, slots, strict=True)],
+                                      self.size, self.mode))  # fmt: skip
+        except OSError as exc:
+            self._fail(task, RuntimeError(f"loader process {worker} is gone ({exc}); rerun with --loaders threads"))
+        return fut
+
+    def _fail(self, task: int, exc: BaseException) -> None:
+        with self._lock:
+            entry = self._tasks.pop(task, None)
+            if entry is not None:
+                self._busy[entry[0]] -= 1
+        if entry is not None:
+            _, fut, slots = entry
+            for s in slots:
+                if s >= 0:
+                    self.ring.release(s)
+            fut.set_exception(exc)
+
+    def _read(self) -> None:
+        live = dict(enumerate(self._conns))
+        while live:
+            for conn in wait(list(live.values())):
+                worker = self._conns.index(conn)  # type: ignore[arg-type]
+                try:
+                    task, items, error = conn.recv()  # type: ignore[union-attr]
+                except (EOFError, OSError):
+                    del live[worker]
+                    code = self._procs[worker].poll()
+                    with self._lock:
+                        lost = [t for t, (w, _, _) in self._tasks.items() if w == worker]
+                    for t in lost:
+                        self._fail(t, RuntimeError(f"loader process {worker} exited (code {code}); see its error "
+                                                   "above, or rerun with --loaders threads"))  # fmt: skip
+                    continue
+                if error is not None:
+                    kind, message = error
+                    self._fail(task, UserError(message) if kind == "user" else RuntimeError(message))
+                    continue
+                self._deliver(task, items)
+
+    def _deliver(self, task: int, items: list[tuple[Any, ...]]) -> None:
+        with self._lock:
+            worker, fut, slots = self._tasks.pop(task)
+            self._busy[worker] -= 1
+        out = []
+        for (image_id, slot, shape, dtype, meta, seconds, array), asked in zip(items, slots, strict=True):
+            if slot < 0 and asked >= 0:
+                self.ring.release(asked)  # it did not fit the slot: it came pickled
+            tensor = array if slot < 0 else self.ring.view(slot, shape, dtype)
+            out.append(LoadedImage(image_id, tensor, meta, seconds))
+        fut.set_result(out)
+
+    def close(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.join(timeout=10)
+        for conn in self._conns:
+            conn.close()
+        self.ring.close_fd()
+
+    def __enter__(self) -> ProcessLoaders:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _serve(conn: Connection, ring_fd: int, ring_bytes: int, slot_bytes: int) -> None:
+    """A worker: load each chunk it is sent, write the arrays into their slots, answer with the rest."""
+    import cv2
+
+    cv2.setNumThreads(1)  # one image at a time per process; the processes are the parallelism
+    ring = mmap.mmap(ring_fd, ring_bytes)
+    os.close(ring_fd)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        task, jobs, size, mode = msg
+        try:
+            out = []
+            for image_id, path, slot in jobs:
+                it = load_image(path, image_id, size, mode)
+                arr = np.ascontiguousarray(it.tensor)
+                if 0 <= slot and arr.nbytes <= slot_bytes:
+                    dst = np.frombuffer(ring, np.uint8, arr.nbytes, slot * slot_bytes)
+                    dst[:] = arr.reshape(-1).view(np.uint8)
+                    del dst
+                    out.append((image_id, slot, arr.shape, arr.dtype.str, it.meta, it.seconds, None))
+                else:
+                    out.append((image_id, -1, arr.shape, arr.dtype.str, it.meta, it.seconds, arr))
+            conn.send((task, out, None))
+        except UserError as exc:
+            conn.send((task, None, ("user", str(exc))))
+        except Exception as exc:  # handed to the evaluator, which raises it
+            conn.send((task, None, ("error", f"loader process: {type(exc).__name__}: {exc}")))
+
+
+def main(argv: list[str]) -> None:
+    """A loader process's entry (``ProcessLoaders`` starts it): connection fd, ring fd, ring and slot bytes."""
+    _serve(Connection(int(argv[0])), int(argv[1]), int(argv[2]), int(argv[3]))

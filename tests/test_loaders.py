@@ -1,0 +1,123 @@
+"""Loader processes (--loaders processes) hand on exactly what the loader threads do, free their shared-memory
+slots, fall back to pickling when a slot is missing or too small, and fail loudly instead of hanging."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+from conftest import DEMO_MODEL, MINI, fixture_path, run_script
+
+from common.core.errors import UserError
+from common.data.loaders import ProcessLoaders, SlotRing, ThreadLoaders, check_loaders
+from common.data.loading import load_image, tensor_bytes
+from common.eval.pipeline import EvalOptions, evaluate
+from common.ort.session import OrtBackend
+
+MODES = ("cpu", "gpu-normalize", "gpu-letterbox")
+
+
+def _jobs(dataset, n=6):
+    return [(i, str(dataset.image_path(i))) for i in dataset.image_ids[:n]]
+
+
+def _biggest(dataset, mode, size=640):
+    imgs = dataset.coco.imgs
+    return max(tensor_bytes(mode, size, imgs[i]["width"], imgs[i]["height"]) for i in dataset.image_ids)
+
+
+def _same(a, b) -> None:
+    assert [x.image_id for x in a] == [x.image_id for x in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.meta == y.meta
+        assert x.tensor.dtype == y.tensor.dtype and x.tensor.shape == y.tensor.shape
+        assert np.array_equal(x.tensor, y.tensor)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_processes_hand_on_what_threads_do(mini_coco, mode) -> None:
+    jobs = _jobs(mini_coco)
+    with ThreadLoaders(2, 640, mode) as threads:
+        want = threads.load(jobs).result()
+    with ProcessLoaders(2, 640, mode, slots=8, slot_bytes=_biggest(mini_coco, mode)) as procs:
+        got = procs.load(jobs[:3]).result() + procs.load(jobs[3:]).result()
+        assert procs.ring.free == 8 - len(jobs)  # each image holds its slot while a view of it lives
+        _same(got, want)
+        del got
+        gc.collect()
+        assert procs.ring.free == 8  # ... and frees it with the last view
+
+
+def test_small_or_missing_slots_travel_pickled(mini_coco) -> None:
+    jobs = _jobs(mini_coco, 4)
+    want = [load_image(p, i, 640, "gpu-letterbox") for i, p in jobs]
+    with ProcessLoaders(1, 640, "gpu-letterbox", slots=2, slot_bytes=16) as procs:  # nothing fits
+        small = procs.load(jobs).result()
+        assert procs.ring.free == 2  # no slot taken while the arrays live: they came pickled
+        _same(small, want)
+    with ProcessLoaders(1, 640, "gpu-letterbox", slots=1, slot_bytes=_biggest(mini_coco, "gpu-letterbox")) as procs:
+        few = procs.load(jobs).result()  # one slot for four images: three come pickled
+        assert procs.ring.free == 0
+        _same(few, want)
+
+
+def test_an_unreadable_image_is_a_user_error_naming_it(mini_coco, tmp_path) -> None:
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    jobs = [*_jobs(mini_coco, 1), (999, str(bad))]
+    with ProcessLoaders(1, 640, "cpu", slots=4, slot_bytes=tensor_bytes("cpu", 640, 0, 0)) as procs:
+        with pytest.raises(UserError, match=r"broken\.jpg"):
+            procs.load(jobs).result(timeout=60)
+        assert procs.ring.free == 4  # the failed chunk's slots came back
+        assert len(procs.load(jobs[:1]).result(timeout=60)) == 1  # the worker is still there
+
+
+def test_a_dead_worker_fails_its_chunks_instead_of_hanging(mini_coco) -> None:
+    with ProcessLoaders(1, 640, "gpu-letterbox", slots=4, slot_bytes=_biggest(mini_coco, "gpu-letterbox")) as procs:
+        procs.load(_jobs(mini_coco, 1)).result(timeout=60)
+        procs._procs[0].kill()
+        procs._procs[0].wait()
+        with pytest.raises(RuntimeError, match="loader process 0"):
+            procs.load(_jobs(mini_coco, 2)).result(timeout=60)
+
+
+def test_ring_slots_are_reused_and_exhaustion_is_reported() -> None:
+    ring = SlotRing(2, 64)
+    a = ring.view(ring.acquire(), (4, 4), np.float32)
+    b = ring.view(ring.acquire(), (64,), np.uint8)
+    assert ring.acquire() == -1 and ring.free == 0
+    a[:] = 1.5
+    del a, b
+    gc.collect()
+    assert ring.free == 2
+    ring.close_fd()
+
+
+def test_check_loaders_refuses_what_cannot_run() -> None:
+    check_loaders("threads", "gpu")
+    check_loaders("processes", "cpu")
+    with pytest.raises(UserError, match=r"--loaders processes.*--decode gpu"):
+        check_loaders("processes", "gpu")
+    with pytest.raises(UserError, match="--loaders fork"):
+        check_loaders("fork")
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_evaluation_with_loader_processes_equals_threads(mini_coco, batch) -> None:
+    model = DEMO_MODEL if batch == 1 else fixture_path("models", "yolov10n-synth-dynbatch.onnx")
+    backend = OrtBackend(str(model), ["CPUExecutionProvider"])
+    opts = {"batch_size": batch, "workers": 2, "progress": False}
+    threads = evaluate(backend, mini_coco, EvalOptions(**opts))
+    procs = evaluate(backend, mini_coco, EvalOptions(loaders="processes", **opts))
+    assert procs.timings["loaders"] == "processes" and threads.timings["loaders"] == "threads"
+    assert np.array_equal(procs.rows, threads.rows) and procs.stats == threads.stats
+
+
+def test_cli_refuses_processes_with_gpu_decoding_before_any_work(tmp_path) -> None:
+    out = tmp_path / "m.json"
+    flags = ["--loaders", "processes", "--preprocess", "gpu-letterbox", "--decode", "gpu", "--out", str(out)]
+    r = run_script("eval_yolov10m_onnx_coco.py", "--onnx-path", str(DEMO_MODEL), "--data-root", str(MINI), *flags)
+    assert r.returncode == 2, r.stderr
+    assert "--loaders processes" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
