@@ -82,6 +82,15 @@ def test_a_dead_worker_fails_its_chunks_instead_of_hanging(mini_coco) -> None:
             procs.load(_jobs(mini_coco, 2)).result(timeout=60)
 
 
+def test_a_worker_that_cannot_start_is_reported(monkeypatch) -> None:
+    import common.data.loaders as L
+
+    monkeypatch.setattr(L.sys, "executable", "/bin/false")  # exits at once, never says it is ready
+    with ProcessLoaders(1, 640, "cpu", slots=1, slot_bytes=16) as procs:
+        with pytest.raises(RuntimeError, match="loader process 0 did not start"):
+            procs.ready()
+
+
 def test_ring_slots_are_reused_and_exhaustion_is_reported() -> None:
     ring = SlotRing(2, 64)
     a = ring.view(ring.acquire(), (4, 4), np.float32)

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -79,6 +80,11 @@ class ThreadLoaders:
         self.size, self.mode, self.decode = size, mode, decode
         self._ex: Any = (cf.ThreadPoolExecutor(workers, thread_name_prefix="load") if workers > 0
                          else InlineExecutor())  # fmt: skip
+
+    start_seconds = 0.0
+
+    def ready(self) -> float:
+        return 0.0
 
     def load(self, jobs: list[Job]) -> cf.Future[list[LoadedImage]]:
         return self._ex.submit(load_chunk, jobs, self.size, self.mode, self.decode)
@@ -172,10 +178,31 @@ class ProcessLoaders:
             self.close()
             raise
         self.ring.close_fd()
+        self._reader: threading.Thread | None = None
+        self._t0 = time.perf_counter()
+        self.start_seconds = 0.0  # from starting the processes to all of them ready (``ready``)
+
+    def ready(self) -> float:
+        """Wait until every process has imported its modules and mapped the ring (they boot while the caller
+        does other work, e.g. warm-up); the seconds it took from the start. RuntimeError if one died."""
+        if self._reader is not None:
+            return self.start_seconds
+        for worker, conn in enumerate(self._conns):
+            try:
+                hello = conn.recv()
+            except (EOFError, OSError):
+                hello = None
+            if hello != "ready":
+                code = self._procs[worker].poll()
+                raise RuntimeError(f"loader process {worker} did not start (exit code {code}; its error is above); "
+                                   "rerun with --loaders threads")  # fmt: skip
+        self.start_seconds = time.perf_counter() - self._t0
         self._reader = threading.Thread(target=self._read, name="load-procs", daemon=True)
         self._reader.start()
+        return self.start_seconds
 
     def load(self, jobs: list[Job]) -> cf.Future[list[LoadedImage]]:
+        self.ready()
         fut: cf.Future[list[LoadedImage]] = cf.Future()
         slots = [self.ring.acquire() for _ in jobs]
         with self._lock:
@@ -249,7 +276,7 @@ class ProcessLoaders:
                 proc.kill()
                 proc.wait()
         reader = getattr(self, "_reader", None)
-        if reader is not None:
+        if reader is not None and reader.is_alive():
             reader.join(timeout=10)
         for conn in self._conns:
             conn.close()
@@ -269,6 +296,7 @@ def _serve(conn: Connection, ring_fd: int, ring_bytes: int, slot_bytes: int) -> 
     cv2.setNumThreads(1)  # one image at a time per process; the processes are the parallelism
     ring = mmap.mmap(ring_fd, ring_bytes)
     os.close(ring_fd)
+    conn.send("ready")
     while True:
         try:
             msg = conn.recv()

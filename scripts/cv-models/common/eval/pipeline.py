@@ -476,6 +476,7 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
         warmup(backend, batch_size, size, opts.warmup_runs, len(ids) % batch_size or None)
         lane_timed = isinstance(backend, LaneTiming)
         lane_start = len(backend.gpu_ms) if lane_timed else 0
+        loaders.ready()  # started before the warm-up; not in the timed run
         stages, wall = _run_stages(backend, dataset, opts, loaders, size, window, batch_size, depth, post_layout)
 
     parts = [stages.per_image[i] for i in dict.fromkeys(ids)]
@@ -511,6 +512,7 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
         "preprocess_mode": opts.preprocess,
         "decode": opts.decode,
         "loaders": opts.loaders if not sequential else "inline",
+        "loaders_start_seconds": loaders.start_seconds,  # processes: start to ready, overlapping the warm-up
         "load_chunk": stages.chunk,
         "postprocess_mode": post_mode,
         "postprocess_requested": opts.postprocess,
