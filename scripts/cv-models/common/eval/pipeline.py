@@ -140,6 +140,7 @@ def _make_batch(items: list[LoadedImage], mode: str, size: int, decode: str = "c
 
 
 POSTPROCESS_MODES = ("auto", "cpu", "gpu")
+LOAD_CHUNK = 4  # images per loader task, at least (``load_window``)
 LANE_TIMING = "gpu-lane-events: per batch, CUDA events on its lane around H2D + compute (+ GPU post) + D2H"
 LANE_TIMING_OVERLAP = LANE_TIMING + "; lanes overlapping on the GPU (--gpu-order overlap): includes other lanes' work"
 HOST_TIMING = "host: per batch, infer() call to host outputs"
@@ -409,9 +410,17 @@ def _run_async(backend: AsyncBackend, stages: _Stages, ids: list[int], batch_siz
         stages.finish(done_metas, backend.wait(token), t_sub)
 
 
+def load_window(workers: int, batch_size: int, prefetch_batches: int) -> int:
+    """Images kept loading or loaded ahead of the backend: ``prefetch_batches`` batches, and at least
+    ``LOAD_CHUNK`` per loader, so that every loader gets whole chunks (one hand-off between threads or
+    processes per chunk, not per image)."""
+    return max(workers * LOAD_CHUNK, batch_size * max(1, prefetch_batches))
+
+
 def chunk_size(window: int, workers: int) -> int:
-    """Images per loader task: enough tasks to keep every loader busy over the window, at most 8."""
-    return max(1, min(8, window // max(1, workers)))
+    """Images per loader task: enough tasks to keep every loader busy over the window, at most
+    2 x ``LOAD_CHUNK``."""
+    return max(1, min(2 * LOAD_CHUNK, window // max(1, workers)))
 
 
 def _slot_bytes(dataset: CocoDataset, ids: list[int], mode: str, size: int) -> int:
@@ -468,7 +477,7 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     post_mode, post_layout, post_why = resolve_postprocess(backend, opts.postprocess, explicit, size, opts.post)
     ids = dataset.image_ids
     sequential = opts.workers <= 0
-    window = batch_size if sequential else max(opts.workers, batch_size * max(1, opts.prefetch_batches))
+    window = batch_size if sequential else load_window(opts.workers, batch_size, opts.prefetch_batches)
     depth = 1 if sequential else in_flight_depth(backend)
     pipelined = depth >= 2
     # loader processes boot while the backend warms up
