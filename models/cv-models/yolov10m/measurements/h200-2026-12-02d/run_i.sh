@@ -4,7 +4,7 @@
 D=models/cv-models/yolov10m/measurements/h200-2026-12-02d
 source $D/env.sh
 exec > >(tee -a $OUT/run_i.log) 2>&1
-echo "== commit $(cat $D/COMMIT) $(date -u)"
+echo "== commit $(cat $D/COMMIT_I) $(date -u)"
 V=(ort-cuda-iobinding-gpu-letterbox-gpu-post-procs ort-cuda-iobinding-gpu-letterbox-gpu-post-overlap-procs)
 echo "== batch curve, yolov10n-synth-dynbatch, ORT CUDA"
 timeout 200 python3 scripts/cv-models/bench_eval_throughput.py --onnx-path $M/yolov10n-synth-dynbatch.onnx --batch-sizes 1 8 32 --variants "${V[@]}" --skip-sequential --no-ultralytics "${DATA[@]}" --max-images 0 --min-seconds 3 --out $OUT/curve_i.json 2>/dev/null | tee -a $OUT/tables_i.txt
