@@ -73,6 +73,13 @@ def test_an_unreadable_image_is_a_user_error_naming_it(mini_coco, tmp_path) -> N
         assert len(procs.load(jobs[:1]).result(timeout=60)) == 1  # the worker is still there
 
 
+def test_a_chunk_handed_to_a_worker_cannot_be_cancelled(mini_coco) -> None:
+    with ProcessLoaders(1, 640, "gpu-letterbox", slots=4, slot_bytes=_biggest(mini_coco, "gpu-letterbox")) as procs:
+        fut = procs.load(_jobs(mini_coco, 2))
+        assert not fut.cancel()  # the evaluator cancels what is pending on an error: the reader must still deliver
+        assert len(fut.result(timeout=60)) == 2
+
+
 def test_a_dead_worker_fails_its_chunks_instead_of_hanging(mini_coco) -> None:
     with ProcessLoaders(1, 640, "gpu-letterbox", slots=4, slot_bytes=_biggest(mini_coco, "gpu-letterbox")) as procs:
         procs.load(_jobs(mini_coco, 1)).result(timeout=60)

@@ -204,6 +204,7 @@ class ProcessLoaders:
     def load(self, jobs: list[Job]) -> cf.Future[list[LoadedImage]]:
         self.ready()
         fut: cf.Future[list[LoadedImage]] = cf.Future()
+        fut.set_running_or_notify_cancel()  # running from now on: a worker has it, ``cancel`` can't take it back
         slots = [self.ring.acquire() for _ in jobs]
         with self._lock:
             worker = min(range(len(self._busy)), key=self._busy.__getitem__)
