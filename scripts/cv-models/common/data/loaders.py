@@ -159,8 +159,7 @@ class ProcessLoaders:
         self.ring = SlotRing(slots, slot_bytes)
         self._ids = itertools.count()
         self._lock = threading.Lock()
-        self._tasks: dict[int, tuple[int, cf.Future[list[LoadedImage]], list[int]]] = {}
-        self._busy = [0] * max(1, workers)
+        self._tasks: dict[int, tuple[int, cf.Future[list[LoadedImage]], list[int]]] = {}  # task -> (worker, ..)
         self._procs: list[subprocess.Popen[bytes]] = []
         self._conns: list[Connection] = []
         here = str(Path(__file__).resolve().parents[2])  # the folder holding ``common``
@@ -207,10 +206,10 @@ class ProcessLoaders:
         fut.set_running_or_notify_cancel()  # running from now on: a worker has it, ``cancel`` can't take it back
         slots = [self.ring.acquire() for _ in jobs]
         with self._lock:
-            worker = min(range(len(self._busy)), key=self._busy.__getitem__)
+            busy = collections.Counter(w for w, _, _ in self._tasks.values())
+            worker = min(range(len(self._conns)), key=busy.__getitem__)  # the one with the fewest chunks
             task = next(self._ids)
             self._tasks[task] = (worker, fut, slots)
-            self._busy[worker] += 1
         try:
             self._conns[worker].send((task, [(i, p, s) for (i, p), s in zip(jobs, slots, strict=True)],
                                       self.size, self.mode))  # fmt: skip
@@ -221,8 +220,6 @@ class ProcessLoaders:
     def _fail(self, task: int, exc: BaseException) -> None:
         with self._lock:
             entry = self._tasks.pop(task, None)
-            if entry is not None:
-                self._busy[entry[0]] -= 1
         if entry is not None:
             _, fut, slots = entry
             for s in slots:
@@ -254,8 +251,7 @@ class ProcessLoaders:
 
     def _deliver(self, task: int, items: list[tuple[Any, ...]]) -> None:
         with self._lock:
-            worker, fut, slots = self._tasks.pop(task)
-            self._busy[worker] -= 1
+            _, fut, slots = self._tasks.pop(task)
         out = []
         for (image_id, slot, shape, dtype, meta, seconds, array), asked in zip(items, slots, strict=True):
             if slot < 0 and asked >= 0:

@@ -103,7 +103,7 @@ class EvalOptions:
     coco_eval: bool = True  # False: detections only (benchmarks that repeat images)
     coco_engine: str = "auto"  # auto | pycocotools | faster-coco-eval (identical stats, tested)
     preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox (common.gpu.preprocess)
-    decode: str = "cpu"  # cpu (OpenCV in the loader threads) | gpu (nvImageCodec on the lanes; common.data.decode)
+    decode: str = "cpu"  # cpu (OpenCV in the loaders) | gpu (nvImageCodec on the lanes; common.data.decode)
     loaders: str = "threads"  # threads | processes (common.data.loaders)
     switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
     postprocess: str = "cpu"  # cpu | gpu | auto (gpu where the backend can, else cpu); the CLI default is auto
@@ -423,11 +423,11 @@ def chunk_size(window: int, workers: int) -> int:
     return max(1, min(2 * LOAD_CHUNK, window // max(1, workers)))
 
 
-def _slot_bytes(dataset: CocoDataset, ids: list[int], mode: str, size: int) -> int:
-    """The largest array a loader hands on for these images (their sizes from the instances file; an
-    image larger than it says still loads, pickled)."""
+def _slot_bytes(dataset: CocoDataset, mode: str, size: int) -> int:
+    """The largest array a loader hands on for the selected images (their sizes from the instances file;
+    an image larger than it says still loads, pickled)."""
     imgs = dataset.coco.imgs
-    dims = [(int(imgs[i].get("width") or 0), int(imgs[i].get("height") or 0)) for i in dict.fromkeys(ids)]
+    dims = [(int(imgs[i].get("width") or 0), int(imgs[i].get("height") or 0)) for i in dict.fromkeys(dataset.image_ids)]
     return max((tensor_bytes(mode, size, w, h) for w, h in dims), default=0) or tensor_bytes(mode, size, size, size)
 
 
@@ -437,7 +437,7 @@ def _loaders(opts: EvalOptions, dataset: CocoDataset, size: int, window: int,
     loading (``window``) or held by a batch in flight."""
     check_loaders(opts.loaders, opts.decode)
     if opts.loaders == "processes" and opts.workers > 0:
-        slot = _slot_bytes(dataset, dataset.image_ids, opts.preprocess, size)
+        slot = _slot_bytes(dataset, opts.preprocess, size)
         return ProcessLoaders(opts.workers, size, opts.preprocess, window + in_flight_images, slot)
     return ThreadLoaders(opts.workers, size, opts.preprocess, opts.decode)
 
