@@ -39,8 +39,16 @@ class FakePostprocessKernels:
         self.arch = "fake"
         self.launches: list[str] = []
 
-    def launch(self, name: str, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...],
-               types: tuple[Any, ...], stream: int, shared_bytes: int = 0) -> None:  # fmt: skip
+    def launch(
+        self,
+        name: str,
+        grid: tuple[int, ...],
+        block: tuple[int, ...],
+        args: tuple[Any, ...],
+        types: tuple[Any, ...],
+        stream: int,
+        shared_bytes: int = 0,
+    ) -> None:
         assert name in KERNEL_NAMES, f"double: no kernel {name}"
         assert len(args) == len(types), f"double: {name} given {len(args)} args for {len(types)} types"
         assert math.prod(block) <= 1024, f"double: {name} launched with {block} threads"
@@ -83,8 +91,26 @@ class FakePostprocessKernels:
                 merged = np.sort(kv[j, :n])[:topk]
                 sv[j, : merged.size] = merged
 
-    def _greedy_nms(self, grid, src, half, layout, c, a, keys, sorted_, count, cls, anchors, topk, max_det,
-                    thr_f, thr, out_counts, out_rows) -> None:  # fmt: skip
+    def _greedy_nms(
+        self,
+        grid,
+        src,
+        half,
+        layout,
+        c,
+        a,
+        keys,
+        sorted_,
+        count,
+        cls,
+        anchors,
+        topk,
+        max_det,
+        thr_f,
+        thr,
+        out_counts,
+        out_rows,
+    ) -> None:
         b = grid[0]
         x = self._src(src, half, (b, c, a))
         kv, sv = _view(keys, np.uint64, (b, a)), _view(sorted_, np.uint64, (b, a))

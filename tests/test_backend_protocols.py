@@ -14,8 +14,7 @@ from common.eval import protocols as P
 from common.eval.pipeline import check_preprocess, in_flight_depth
 from common.ort.session import OrtBackend
 
-CAPABILITIES = (P.AsyncBackend, P.DeviceDecoding, P.DevicePreprocessing, P.DevicePostprocessing, P.LaneTiming,
-                P.Warmup)  # fmt: skip
+CAPABILITIES = (P.AsyncBackend, P.DeviceDecoding, P.DevicePreprocessing, P.DevicePostprocessing, P.LaneTiming, P.Warmup)
 EVERYTHING = {"AsyncBackend", "DeviceDecoding", "DevicePreprocessing", "DevicePostprocessing", "LaneTiming", "Warmup"}
 
 

@@ -206,9 +206,22 @@ SETUP = "setup_tensorrt"
 
 
 def _eval(s: Sandbox, t: Path, *extra: str, model: Path | None = None) -> list[str]:
-    return ["--onnx-path", str(model or s.model), "--providers", "CPUExecutionProvider", "--data-root",
-            str(s.data_root), "--max-images", "2", "--workers", "0", "--no-progress", "--out", str(t / "m.json"),
-            *extra]  # fmt: skip
+    return [
+        "--onnx-path",
+        str(model or s.model),
+        "--providers",
+        "CPUExecutionProvider",
+        "--data-root",
+        str(s.data_root),
+        "--max-images",
+        "2",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--out",
+        str(t / "m.json"),
+        *extra,
+    ]
 
 
 def _eval_inst(s: Sandbox, t: Path, name: str) -> list[str]:
@@ -216,8 +229,7 @@ def _eval_inst(s: Sandbox, t: Path, name: str) -> list[str]:
 
 
 def _eval_trt(s: Sandbox, t: Path, *extra: str) -> list[str]:
-    return ["--backend", "tensorrt-rtx", "--data-root", str(s.data_root), "--max-images", "2", "--no-progress",
-            *extra]  # fmt: skip
+    return ["--backend", "tensorrt-rtx", "--data-root", str(s.data_root), "--max-images", "2", "--no-progress", *extra]
 
 
 def _build(s: Sandbox, t: Path, *extra: str) -> list[str]:
@@ -237,8 +249,19 @@ def _quant(s: Sandbox, t: Path, *extra: str) -> list[str]:
 
 
 def _validate(s: Sandbox, t: Path, *extra: str) -> list[str]:
-    return ["--onnx-path", str(s.model), "--data-root", str(s.data_root), "--backends", "ort-cpu",
-            "--max-images", "2", "--output-root", str(t / "runs"), *extra]  # fmt: skip
+    return [
+        "--onnx-path",
+        str(s.model),
+        "--data-root",
+        str(s.data_root),
+        "--backends",
+        "ort-cpu",
+        "--max-images",
+        "2",
+        "--output-root",
+        str(t / "runs"),
+        *extra,
+    ]
 
 
 def _compare(s: Sandbox, t: Path, *extra: str) -> list[str]:
@@ -483,8 +506,9 @@ def test_bad_input(case: Case, sb: Sandbox, tmp_path, monkeypatch, capsys):
     assert lines[0].startswith("error: "), err
     assert "Traceback" not in err
     assert case.expect in lines[0], lines[0]
-    assert after == before, {k: (before.get(k), after.get(k)) for k in set(before) | set(after)
-                             if before.get(k) != after.get(k)}  # fmt: skip
+    assert after == before, {
+        k: (before.get(k), after.get(k)) for k in set(before) | set(after) if before.get(k) != after.get(k)
+    }
 
 
 def test_matrix_has_at_least_60_cases_over_every_cli():
@@ -521,8 +545,9 @@ def test_unusual_image_calibrates(kind, tmp_path, capsys):
     listing.write_text(f"{path}\n")
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     out = tmp_path / "c.npy"
-    rc, _, err = _run(CALIB, ["--image-list", str(listing), "--imgsz", "64", "--no-progress", "--out", str(out)],
-                      capsys)  # fmt: skip
+    rc, _, err = _run(
+        CALIB, ["--image-list", str(listing), "--imgsz", "64", "--no-progress", "--out", str(out)], capsys
+    )
     RESULTS[f"calib-unusual-{kind}"] = (rc, "ok" if rc == 0 else err.strip())
     assert rc == 0, err
     arr = np.load(out)
@@ -536,24 +561,43 @@ def test_unusual_images_evaluate_with_id_list_and_warnings(tmp_path, capsys, mon
     images = _unusual_images(tmp_path / "img")
     names = {"person": 1, "unicorn": 2}
     data = {
-        "images": [], "annotations": [],
+        "images": [],
+        "annotations": [],
         "categories": [{"id": i, "name": n} for n, i in names.items()],
-    }  # fmt: skip
+    }
     for i, (_, p) in enumerate(images.items(), 1):
         h, w = cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape[:2] if p.suffix == ".png" else (48, 64)
         data["images"].append({"id": i, "file_name": p.name, "width": w, "height": h})
-        data["annotations"].append({"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [0, 0, w, h],
-                                    "area": float(w * h), "iscrowd": 0})  # fmt: skip
+        data["annotations"].append(
+            {"id": i, "image_id": i, "category_id": 1 + i % 2, "bbox": [0, 0, w, h], "area": float(w * h), "iscrowd": 0}
+        )
     inst = tmp_path / "instances.json"
     inst.write_text(json.dumps(data))
     ids = tmp_path / "ids.txt"
     ids.write_text("5\n4\n3\n2\n1\n3\n")
     out = tmp_path / "out" / "m.json"
     monkeypatch.chdir(tmp_path)
-    rc, stdout, err = _run(EVAL, ["--onnx-path", str(DEMO_MODEL), "--providers", "CPUExecutionProvider",
-                                  "--instances", str(inst), "--images-dir", str(images["1x1"].parent),
-                                  "--image-ids-list", str(ids), "--workers", "2", "--no-progress", "--out", str(out)],
-                           capsys)  # fmt: skip
+    rc, stdout, err = _run(
+        EVAL,
+        [
+            "--onnx-path",
+            str(DEMO_MODEL),
+            "--providers",
+            "CPUExecutionProvider",
+            "--instances",
+            str(inst),
+            "--images-dir",
+            str(images["1x1"].parent),
+            "--image-ids-list",
+            str(ids),
+            "--workers",
+            "2",
+            "--no-progress",
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
     RESULTS["eval-unusual-images"] = (rc, "ok" if rc == 0 else err.strip())
     assert rc == 0, err
     assert "duplicate id(s) ignored" in err and "unicorn" in err and "match no COCO-80 class name" in err
@@ -624,8 +668,21 @@ def test_output_guard_rules(tmp_path):
 
 
 def _eval_argv(out: Path) -> list[str]:
-    return ["--onnx-path", str(DEMO_MODEL), "--providers", "CPUExecutionProvider", "--data-root", str(MINI),
-            "--max-images", "4", "--workers", "0", "--no-progress", "--out", str(out)]  # fmt: skip
+    return [
+        "--onnx-path",
+        str(DEMO_MODEL),
+        "--providers",
+        "CPUExecutionProvider",
+        "--data-root",
+        str(MINI),
+        "--max-images",
+        "4",
+        "--workers",
+        "0",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
 
 
 def test_sigint_during_eval_inference_leaves_nothing(tmp_path, capsys, monkeypatch):
@@ -681,8 +738,21 @@ def test_sigint_during_calibration_leaves_nothing(tmp_path, capsys, monkeypatch)
     monkeypatch.setattr(calib, "preprocess", interrupted)
     out = tmp_path / "out"
     out.mkdir()
-    rc, _, _ = _run(CALIB, ["--images-dir", str(MINI / "val2017"), "--num-images", "4", "--imgsz", "64",
-                            "--no-progress", "--out", str(out / "c.npy")], capsys)  # fmt: skip
+    rc, _, _ = _run(
+        CALIB,
+        [
+            "--images-dir",
+            str(MINI / "val2017"),
+            "--num-images",
+            "4",
+            "--imgsz",
+            "64",
+            "--no-progress",
+            "--out",
+            str(out / "c.npy"),
+        ],
+        capsys,
+    )
     assert rc == 130 and calls["n"] == 2
     assert list(out.iterdir()) == []
 
@@ -698,8 +768,20 @@ def test_sigint_during_build_leaves_no_engine(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(trt_build, "atomic_write_json", interrupted)
     onnx = D.tiny_model(tmp_path / "tiny.onnx")
     out = tmp_path / "out"
-    rc, _, _ = _run(BUILD, ["--onnx-path", str(onnx), "--backend", "tensorrt-rtx", "--engine-path",
-                            str(out / "e.engine"), "--trt-verbosity", "error"], capsys)  # fmt: skip
+    rc, _, _ = _run(
+        BUILD,
+        [
+            "--onnx-path",
+            str(onnx),
+            "--backend",
+            "tensorrt-rtx",
+            "--engine-path",
+            str(out / "e.engine"),
+            "--trt-verbosity",
+            "error",
+        ],
+        capsys,
+    )
     assert rc == 130
     assert not out.exists() or list(out.iterdir()) == []
 
@@ -726,10 +808,15 @@ def test_not_run_rows_name_their_model(tmp_path):
     from common.report.compare import Collection, NotRun, render_markdown
 
     col = Collection()
-    col.not_run = [NotRun("ort-cuda", "yolov10m", "fp32", "skipped", "no GPU"),
-                   NotRun("ort-cuda", "yolov10m-b", "fp32", "skipped", "no GPU")]  # fmt: skip
-    summary = {"reference": {"label": "ort-cpu fp32", "model": "yolov10m", "mAP_50_95": 0.5},
-               "parity": {"iou": 0.5, "conf": 0.25}, "warnings": []}  # fmt: skip
+    col.not_run = [
+        NotRun("ort-cuda", "yolov10m", "fp32", "skipped", "no GPU"),
+        NotRun("ort-cuda", "yolov10m-b", "fp32", "skipped", "no GPU"),
+    ]
+    summary = {
+        "reference": {"label": "ort-cpu fp32", "model": "yolov10m", "mAP_50_95": 0.5},
+        "parity": {"iou": 0.5, "conf": 0.25},
+        "warnings": [],
+    }
     md = render_markdown(summary, [], col.not_run)
     rows = [ln for ln in md.splitlines() if ln.startswith("| ort-cuda")]
     assert rows[0].startswith("| ort-cuda [yolov10m] |") and rows[1].startswith("| ort-cuda [yolov10m-b] |")
@@ -773,12 +860,18 @@ def test_one_case_in_a_real_interpreter_and_verbose_shows_the_traceback(sb, tmp_
     argv = _eval(sb, tmp_path, "--out", str(sb.model))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     before = _snapshot(sb.root)
-    proc = subprocess.run([sys.executable, str(SCRIPTS / f"{EVAL}.py"), *argv], capture_output=True, text=True,
-                          env=env, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / f"{EVAL}.py"), *argv], capture_output=True, text=True, env=env, timeout=120
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "--out" in proc.stderr
-    verbose = subprocess.run([sys.executable, str(SCRIPTS / f"{EVAL}.py"), *argv, "--verbose"], capture_output=True,
-                             text=True, env=env, timeout=120)  # fmt: skip
+    verbose = subprocess.run(
+        [sys.executable, str(SCRIPTS / f"{EVAL}.py"), *argv, "--verbose"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert verbose.returncode != 0 and "Traceback" in verbose.stderr
     assert _snapshot(sb.root) == before
 

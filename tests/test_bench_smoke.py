@@ -39,10 +39,26 @@ def test_batch_sweep_keeps_a_row_per_batch_size(tmp_path: Path) -> None:
     model = fixture_path("models", "yolov10n-synth-dynbatch.onnx")
     out = tmp_path / "sweep.json"
     proc = run_script(
-        "bench_eval_throughput.py", "--onnx-path", str(model), "--data-root", str(MINI), "--max-images", "8",
-        "--batch-sizes", "1", "4", "--min-seconds", "0.3", "--cpu", "--no-ultralytics", "--skip-sequential",
-        "--workers", "2", "--out", str(out),
-    )  # fmt: skip
+        "bench_eval_throughput.py",
+        "--onnx-path",
+        str(model),
+        "--data-root",
+        str(MINI),
+        "--max-images",
+        "8",
+        "--batch-sizes",
+        "1",
+        "4",
+        "--min-seconds",
+        "0.3",
+        "--cpu",
+        "--no-ultralytics",
+        "--skip-sequential",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out.read_text())
     assert report["complete"] is True and [r["batch_size"] for r in report["rows"]] == [1, 4]
@@ -80,9 +96,20 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     state, _ = D.use_double(monkeypatch, api)
     monkeypatch.chdir(tmp_path)  # the engine cache goes under ./tmp
     out = tmp_path / "bench.json"
-    code = run_main(bench_eval_throughput.main, ["--smoke", "--no-ultralytics", "--skip-sequential",
-                                                  "--trt-backend", api.name, "--time-to-metrics", "20",
-                                                  "--out", str(out)])  # fmt: skip
+    code = run_main(
+        bench_eval_throughput.main,
+        [
+            "--smoke",
+            "--no-ultralytics",
+            "--skip-sequential",
+            "--trt-backend",
+            api.name,
+            "--time-to-metrics",
+            "20",
+            "--out",
+            str(out),
+        ],
+    )
     assert code == 0
     report = json.loads(out.read_text())
     (row,) = report["rows"]
@@ -116,8 +143,17 @@ def test_decode_bench_smoke(tmp_path) -> None:
     """--decode-bench on this machine: OpenCV threads vs nvImageCodec's CPU backend, whose pixels are OpenCV's."""
     pytest.importorskip("nvidia.nvimgcodec", reason="nvImageCodec not installed (extra gpu-decode)")
     out = tmp_path / "d.json"
-    res = run_script("bench_eval_throughput.py", "--smoke", "--decode-bench", "--batch-sizes", "4",
-                     "--min-seconds", "0.2", "--out", str(out))  # fmt: skip
+    res = run_script(
+        "bench_eval_throughput.py",
+        "--smoke",
+        "--decode-bench",
+        "--batch-sizes",
+        "4",
+        "--min-seconds",
+        "0.2",
+        "--out",
+        str(out),
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     rep = json.loads(out.read_text())
     dec = rep["decode"]

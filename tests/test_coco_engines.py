@@ -39,8 +39,14 @@ def test_subset_of_ids_and_shifted_boxes_agree(mini_coco) -> None:
     dets = []
     for n, ann in enumerate(coco.loadAnns(coco.getAnnIds(imgIds=mini_coco.image_ids))):
         x, y, w, h = ann["bbox"]
-        dets.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
-                     "bbox": [x + (n % 5), y - (n % 3), w * 1.05, h], "score": 0.3 + (n % 7) / 10})  # fmt: skip
+        dets.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": ann["category_id"],
+                "bbox": [x + (n % 5), y - (n % 3), w * 1.05, h],
+                "score": 0.3 + (n % 7) / 10,
+            }
+        )
     instances = MINI / "annotations" / "instances_val2017.json"
     slow, _ = evaluate_bbox(coco, dets, ids, "pycocotools")
     fast, _ = evaluate_bbox(coco, dets, ids, "faster-coco-eval", instances)

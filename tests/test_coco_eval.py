@@ -13,8 +13,9 @@ def gt_as_detections(coco, ids, shift: float = 0.0) -> list[dict]:
     rows = []
     for ann in coco.loadAnns(coco.getAnnIds(imgIds=ids, iscrowd=False)):
         x, y, w, h = ann["bbox"]
-        rows.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
-                     "bbox": [x + shift, y, w, h], "score": 1.0})  # fmt: skip
+        rows.append(
+            {"image_id": ann["image_id"], "category_id": ann["category_id"], "bbox": [x + shift, y, w, h], "score": 1.0}
+        )
     return rows
 
 
@@ -42,8 +43,9 @@ def test_category_mapping_by_name(mini_coco) -> None:
     assert len(table) == len(COCO80_NAMES) == 80
     cats = {c["name"]: c["id"] for c in mini_coco.coco.loadCats(mini_coco.coco.getCatIds())}
     assert table[0] == cats["person"] and table[79] == cats["toothbrush"] and table[15] == cats["cat"]
-    rows = rows_to_dicts(coco_rows(np.array([7]), np.array([[1.0, 2.0, 11.0, 22.0]]), np.array([0.5]),
-                                   np.array([15]), table))  # fmt: skip
+    rows = rows_to_dicts(
+        coco_rows(np.array([7]), np.array([[1.0, 2.0, 11.0, 22.0]]), np.array([0.5]), np.array([15]), table)
+    )
     assert rows == [{"image_id": 7, "category_id": cats["cat"], "bbox": [1.0, 2.0, 10.0, 20.0], "score": 0.5}]
 
 

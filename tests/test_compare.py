@@ -17,10 +17,20 @@ def _payload(model: str, sha: str, backend: dict, ap: float, median: float, gpu:
         "schema_version": 1,
         "model_path": model,
         "metrics": {"mAP_50_95": ap, "mAP_50": ap + 0.1, "num_images": n, "num_detections": 10},
-        "latency": {"mean_ms": median, "median_ms": median, "p90_ms": median * 1.1, "p99_ms": median * 1.5,
-                    "throughput_fps": 1000.0 / median},
-        "run": {"model_sha256": sha, "output_layout": "e2e", "backend": backend,
-                "host": {"hostname": "h"}, "gpu": {"name": gpu} if gpu else None},
+        "latency": {
+            "mean_ms": median,
+            "median_ms": median,
+            "p90_ms": median * 1.1,
+            "p99_ms": median * 1.5,
+            "throughput_fps": 1000.0 / median,
+        },
+        "run": {
+            "model_sha256": sha,
+            "output_layout": "e2e",
+            "backend": backend,
+            "host": {"hostname": "h"},
+            "gpu": {"name": gpu} if gpu else None,
+        },
     }
 
 
@@ -30,8 +40,11 @@ TRT = {"backend": "tensorrt"}
 
 
 def _dets(shift: float = 0.0, drop: int = 0) -> list[dict]:
-    rows = [{"image_id": i, "category_id": 1, "bbox": [10.0 * k + shift, 5.0, 8.0, 8.0], "score": 0.9}
-            for i in (1, 2) for k in range(0, 60, 10)]  # fmt: skip
+    rows = [
+        {"image_id": i, "category_id": 1, "bbox": [10.0 * k + shift, 5.0, 8.0, 8.0], "score": 0.9}
+        for i in (1, 2)
+        for k in range(0, 60, 10)
+    ]
     return rows[drop:]
 
 
@@ -137,8 +150,13 @@ def test_not_run_keeps_the_backend_key_in_summary_json():
     from common.report.compare import NotRun
 
     d = NotRun("ort-cuda", "yolov10m", "fp32", "skipped", "no GPU").to_dict()
-    assert d == {"backend": "ort-cuda", "model": "yolov10m", "precision": "fp32", "status": "skipped",
-                 "reason": "no GPU"}  # fmt: skip
+    assert d == {
+        "backend": "ort-cuda",
+        "model": "yolov10m",
+        "precision": "fp32",
+        "status": "skipped",
+        "reason": "no GPU",
+    }
 
 
 def test_rows_whose_latency_measures_different_things_get_a_warning(tmp_path, capsys):
@@ -146,10 +164,16 @@ def test_rows_whose_latency_measures_different_things_get_a_warning(tmp_path, ca
     from common.eval.pipeline import HOST_TIMING, LANE_TIMING
 
     old = _payload("m.onnx", "aa", ORT_CUDA, 0.50, 9.0, "NVIDIA H100")
-    lane = {**_payload("m.onnx", "aa", TRT, 0.50, 3.0, "NVIDIA H100"), "schema_version": 2,
-            "latency_timing": LANE_TIMING}  # fmt: skip
-    host = {**_payload("m.onnx", "aa", ORT_CPU, 0.50, 30.0, "NVIDIA H100"), "schema_version": 2,
-            "latency_timing": HOST_TIMING}  # fmt: skip
+    lane = {
+        **_payload("m.onnx", "aa", TRT, 0.50, 3.0, "NVIDIA H100"),
+        "schema_version": 2,
+        "latency_timing": LANE_TIMING,
+    }
+    host = {
+        **_payload("m.onnx", "aa", ORT_CPU, 0.50, 30.0, "NVIDIA H100"),
+        "schema_version": 2,
+        "latency_timing": HOST_TIMING,
+    }
     a, b = _write(tmp_path / "a", old), _write(tmp_path / "b", lane)
     code, _ = _main([a, b, "--out-dir", tmp_path / "o1"], capsys)
     warnings = json.loads((tmp_path / "o1" / "summary.json").read_text())["warnings"]

@@ -91,9 +91,14 @@ COMMANDS = doc_commands()
 
 def test_docs_name_commands() -> None:
     scripts = {c.split()[1] for _, c in COMMANDS}
-    for needed in ("scripts/cv-models/eval_yolov10m_onnx_coco.py", "scripts/cv-models/build_trt_engine.py",
-                   "scripts/cv-models/eval_yolov10m_trt_coco.py", "scripts/trt/trt_doctor.py",
-                   "scripts/cv-models/quantize_onnx.py", "scripts/cv-models/validate_e2e.py"):  # fmt: skip
+    for needed in (
+        "scripts/cv-models/eval_yolov10m_onnx_coco.py",
+        "scripts/cv-models/build_trt_engine.py",
+        "scripts/cv-models/eval_yolov10m_trt_coco.py",
+        "scripts/trt/trt_doctor.py",
+        "scripts/cv-models/quantize_onnx.py",
+        "scripts/cv-models/validate_e2e.py",
+    ):
         assert needed in scripts, f"the docs never show {needed}"
 
 

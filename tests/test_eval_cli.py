@@ -31,13 +31,21 @@ def test_demo_writes_metrics_under_tmp(tmp_path: Path) -> None:
     (metrics_path,) = tmp_path.glob("tmp/demo/*/metrics.json")
     data = json.loads(metrics_path.read_text())
     m = data["metrics"]
-    assert set(m) >= {"mAP_50_95", "mAP_50", "mAP_75", "mAP_small", "mAP_medium", "mAP_large", "num_images",
-                      "num_detections", "coco_stats"}  # fmt: skip
+    assert set(m) >= {
+        "mAP_50_95",
+        "mAP_50",
+        "mAP_75",
+        "mAP_small",
+        "mAP_medium",
+        "mAP_large",
+        "num_images",
+        "num_detections",
+        "coco_stats",
+    }
     assert list(m["coco_stats"]) == list(STAT_NAMES)
     assert m["num_images"] == 50 and m["mAP_50_95"] > 0.2
     assert set(data["latency"]) >= {"mean_ms", "median_ms", "p90_ms", "throughput_fps", "p99_ms"}
-    assert set(data["timings"]) >= {"preprocess", "inference", "postprocess", "eval_seconds",
-                                    "end_to_end_images_per_s"}  # fmt: skip
+    assert set(data["timings"]) >= {"preprocess", "inference", "postprocess", "eval_seconds", "end_to_end_images_per_s"}
     run = data["run"]
     assert run["output_layout"] == "e2e" and len(run["model_sha256"]) == 64
     assert run["backend"]["providers_used"] == ["CPUExecutionProvider"]
@@ -63,8 +71,16 @@ def test_corrupt_onnx(tmp_path: Path) -> None:
 
 
 def test_missing_instances(tmp_path: Path) -> None:
-    proc = run_script("eval_yolov10m_onnx_coco.py", "--onnx-path", str(DEMO_MODEL), *BASE,
-                      "--instances", str(tmp_path / "none.json"), "--out", str(tmp_path / "m.json"))  # fmt: skip
+    proc = run_script(
+        "eval_yolov10m_onnx_coco.py",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        *BASE,
+        "--instances",
+        str(tmp_path / "none.json"),
+        "--out",
+        str(tmp_path / "m.json"),
+    )
     assert_clean_failure(proc, "none.json")
 
 
@@ -78,16 +94,36 @@ def test_bad_image_names_its_id(tmp_path: Path, damage: str) -> None:
     else:
         victim.write_bytes(b"not a jpeg")
     out = tmp_path / "m.json"
-    proc = run_script("eval_yolov10m_onnx_coco.py", "--onnx-path", str(DEMO_MODEL), "--data-root", str(root),
-                      "--providers", "CPUExecutionProvider", "--max-images", "5", "--out", str(out))  # fmt: skip
+    proc = run_script(
+        "eval_yolov10m_onnx_coco.py",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        "--data-root",
+        str(root),
+        "--providers",
+        "CPUExecutionProvider",
+        "--max-images",
+        "5",
+        "--out",
+        str(out),
+    )
     assert_clean_failure(proc, "image id 3", "000000000003.jpg")
     assert not out.exists()
     assert not list(tmp_path.glob("**/.m.json.*"))
 
 
 def test_unknown_provider(tmp_path: Path) -> None:
-    proc = run_script("eval_yolov10m_onnx_coco.py", "--onnx-path", str(DEMO_MODEL), "--data-root", str(MINI),
-                      "--providers", "FooExecutionProvider", "--out", str(tmp_path / "m.json"))  # fmt: skip
+    proc = run_script(
+        "eval_yolov10m_onnx_coco.py",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        "--data-root",
+        str(MINI),
+        "--providers",
+        "FooExecutionProvider",
+        "--out",
+        str(tmp_path / "m.json"),
+    )
     assert_clean_failure(proc, "FooExecutionProvider")
 
 
@@ -96,16 +132,27 @@ def test_cpu_fallback_refused(tmp_path: Path) -> None:
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has a CUDA EP")
-    proc = run_script("eval_yolov10m_onnx_coco.py", "--onnx-path", str(DEMO_MODEL), "--data-root", str(MINI),
-                      "--providers", "CUDAExecutionProvider", "CPUExecutionProvider", "--disable-cpu-fallback",
-                      "--out", str(tmp_path / "m.json"))  # fmt: skip
+    proc = run_script(
+        "eval_yolov10m_onnx_coco.py",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        "--data-root",
+        str(MINI),
+        "--providers",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+        "--disable-cpu-fallback",
+        "--out",
+        str(tmp_path / "m.json"),
+    )
     assert_clean_failure(proc, "CUDAExecutionProvider", "--disable-cpu-fallback")
 
 
 def test_batch_on_static_model(tmp_path: Path) -> None:
     out = tmp_path / "m.json"
-    proc = run_script("eval_yolov10m_onnx_coco.py", "--onnx-path", str(DEMO_MODEL), *BASE, "--batch-size", "8",
-                      "--out", str(out))  # fmt: skip
+    proc = run_script(
+        "eval_yolov10m_onnx_coco.py", "--onnx-path", str(DEMO_MODEL), *BASE, "--batch-size", "8", "--out", str(out)
+    )
     assert_clean_failure(proc, "--batch-size 8", "static")
     assert not out.exists()
 
@@ -114,8 +161,16 @@ def test_unknown_image_id(tmp_path: Path) -> None:
     ids = tmp_path / "ids.txt"
     ids.write_text("1\n424242\n")
     out = tmp_path / "m.json"
-    proc = run_script("eval_yolov10m_onnx_coco.py", "--onnx-path", str(DEMO_MODEL), *BASE, "--image-ids-list",
-                      str(ids), "--out", str(out))  # fmt: skip
+    proc = run_script(
+        "eval_yolov10m_onnx_coco.py",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        *BASE,
+        "--image-ids-list",
+        str(ids),
+        "--out",
+        str(out),
+    )
     assert_clean_failure(proc, "424242", "--image-ids-list")
     assert not out.exists()
 

@@ -267,8 +267,9 @@ def test_io_binding_evaluator_decode_gpu_close_to_opencv(mini_coco) -> None:
     backend = OrtCudaBackend(str(DEMO_MODEL), lanes=2)
     try:
         ref = evaluate(backend, mini_coco, EvalOptions(progress=False, workers=2, preprocess="gpu-letterbox"))
-        got = evaluate(backend, mini_coco, EvalOptions(progress=False, workers=2, preprocess="gpu-letterbox",
-                                                       decode="gpu"))  # fmt: skip
+        got = evaluate(
+            backend, mini_coco, EvalOptions(progress=False, workers=2, preprocess="gpu-letterbox", decode="gpu")
+        )
     finally:
         backend.close()
     assert got.timings["decode"] == "gpu"

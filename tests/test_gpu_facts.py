@@ -83,9 +83,14 @@ def test_fake_matches_the_real_pynvml() -> None:
 def test_one_shape_with_every_old_key(nvml) -> None:
     info = sysinfo.gpu_info()
     assert info == {
-        "index": 0, "name": "NVIDIA GeForce RTX 5090", "compute_capability": "12.0", "driver": "570.86.10",
-        "driver_version": 12080, "total_memory_mib": 32607, "memory": "32607 MiB",
-    }  # fmt: skip
+        "index": 0,
+        "name": "NVIDIA GeForce RTX 5090",
+        "compute_capability": "12.0",
+        "driver": "570.86.10",
+        "driver_version": 12080,
+        "total_memory_mib": 32607,
+        "memory": "32607 MiB",
+    }
     assert OLD_SMI_KEYS | OLD_CUDA_KEYS <= set(info)
     assert nvml.calls == ["init", "shutdown"]
     assert sysinfo.run_metadata()["gpu"] == info

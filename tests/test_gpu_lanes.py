@@ -103,8 +103,14 @@ class _SharedClockEvent(ClockEvent):
         self.mem.enqueue(stream.handle, lambda: setattr(self, "t", self.mem.clock.get(0, 0.0)))  # type: ignore[attr-defined]
 
 
-def _pool(mem: ClockMemory, lanes: int, work_ms: dict[int, float], gate: threading.Event | None = None,
-          overlap: bool = False, pieces: int = 1) -> LanePool:  # fmt: skip
+def _pool(
+    mem: ClockMemory,
+    lanes: int,
+    work_ms: dict[int, float],
+    gate: threading.Event | None = None,
+    overlap: bool = False,
+    pieces: int = 1,
+) -> LanePool:
     def enqueue(lane: Lane, batch: int):
         if gate is not None:
             gate.wait(10)
@@ -301,8 +307,9 @@ def test_ort_io_binding_lanes_with_gpu_postprocess_equal_the_plain_session(monke
     ref = evaluate(plain, ds, EvalOptions(progress=False, workers=2))
     backend = ort_cuda.OrtCudaBackend(str(DEMO_MODEL), lanes=2, memory=mem, post_kernels=lambda: kernels)
     try:
-        got = evaluate(backend, ds, EvalOptions(progress=False, workers=2, postprocess="gpu", warmup_runs=1,
-                                                latency_runs=3))  # fmt: skip
+        got = evaluate(
+            backend, ds, EvalOptions(progress=False, workers=2, postprocess="gpu", warmup_runs=1, latency_runs=3)
+        )
         meta = backend.metadata()
     finally:
         backend.close()
@@ -342,16 +349,28 @@ def test_host_work_is_prepared_before_the_lanes_turn_on_the_gpu() -> None:
     assert pool.wait(pool.submit(7)) == 7
     gpu, host = pool.timed_runs(8, 1)
     assert pool.gpu_ms == [1.25] and gpu == [1.25] and len(host) == 1
-    assert seen == [("prepare", False, 7), ("upload", False, 7), ("enqueue", True, ("staged", 7)),
-                    ("prepare", False, 8), ("upload", False, 8), ("enqueue", True, ("staged", 8))]  # fmt: skip
+    assert seen == [
+        ("prepare", False, 7),
+        ("upload", False, 7),
+        ("enqueue", True, ("staged", 7)),
+        ("prepare", False, 8),
+        ("upload", False, 8),
+        ("enqueue", True, ("staged", 8)),
+    ]
     pool.close()
 
 
 @pytest.mark.parametrize(
     ("order", "synchronous", "batch", "overlap"),
-    [("auto", True, 1, True), ("auto", True, 15, True), ("auto", True, 16, False), ("auto", False, 1, False),
-     ("serial", True, 1, False), ("overlap", False, 32, True)],
-)  # fmt: skip
+    [
+        ("auto", True, 1, True),
+        ("auto", True, 15, True),
+        ("auto", True, 16, False),
+        ("auto", False, 1, False),
+        ("serial", True, 1, False),
+        ("overlap", False, 32, True),
+    ],
+)
 def test_gpu_order_auto_overlaps_only_blocking_runs_of_small_batches(order, synchronous, batch, overlap) -> None:
     from common.gpu.lane_backend import resolve_gpu_order
 
@@ -408,8 +427,9 @@ def test_ort_cuda_graph_lanes_capture_at_construction_bind_one_shape_and_return_
     ort_cuda, asked, calls = _graph_lanes(monkeypatch)
     mem = D.FakeCudaMemory()
     onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
-    backend = ort_cuda.OrtCudaBackend(str(onnx), {CUDA_EP: {"enable_cuda_graph": "1"}}, max_batch=4, lanes=2,
-                                      memory=mem)  # fmt: skip
+    backend = ort_cuda.OrtCudaBackend(
+        str(onnx), {CUDA_EP: {"enable_cuda_graph": "1"}}, max_batch=4, lanes=2, memory=mem
+    )
     assert len(calls) == 2 * ort_cuda.GRAPH_WARMUP_RUNS  # each lane warmed (captured) before anything else
     x = np.random.default_rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)
     try:
@@ -480,8 +500,9 @@ def test_ort_cuda_graph_can_be_turned_off(monkeypatch, tmp_path) -> None:
     ort_cuda, asked, calls = _graph_lanes(monkeypatch)
     mem = D.FakeCudaMemory()
     onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
-    backend = ort_cuda.OrtCudaBackend(str(onnx), {CUDA_EP: {"enable_cuda_graph": "0"}}, max_batch=2, lanes=2,
-                                      memory=mem, graph="auto")  # fmt: skip
+    backend = ort_cuda.OrtCudaBackend(
+        str(onnx), {CUDA_EP: {"enable_cuda_graph": "0"}}, max_batch=2, lanes=2, memory=mem, graph="auto"
+    )
     try:
         backend.infer(np.zeros((1, 3, 8, 8), np.float32))
         assert backend.metadata()["cuda_graph"] is False

@@ -136,8 +136,10 @@ def test_saturated_logits_tie_at_one_and_rank_by_anchor() -> None:
 def test_more_survivors_than_max_det_and_pre_nms_topk() -> None:
     rng = np.random.default_rng(0)
     n = 700
-    entries = [(20.0 * (i % 30) + 10, 20.0 * (i // 30) + 10, 8.0, 8.0, int(rng.integers(0, 80)), float(s))
-               for i, s in enumerate(rng.uniform(0.01, 1, n))]  # fmt: skip
+    entries = [
+        (20.0 * (i % 30) + 10, 20.0 * (i // 30) + 10, 8.0, 8.0, int(rng.integers(0, 80)), float(s))
+        for i, s in enumerate(rng.uniform(0.01, 1, n))
+    ]
     out = raw84_output(entries)
     variants = [OPTS, PostprocessOptions(max_det=7), PostprocessOptions(pre_nms_topk=5), PostprocessOptions(max_det=0)]
     for opts in variants:
@@ -155,8 +157,9 @@ def test_nan_scores_are_dropped() -> None:
 
 
 def test_e2e_keeps_model_order_and_compares_conf_in_float32() -> None:
-    rows = np.array([[1, 2, 3, 4, 0.3, 2], [5, 6, 7, 8, 0.9, 1], [0, 0, 1, 1, 0.1, 0], [9, 9, 10, 10, 0.7, 4]],
-                    np.float32)  # fmt: skip
+    rows = np.array(
+        [[1, 2, 3, 4, 0.3, 2], [5, 6, 7, 8, 0.9, 1], [0, 0, 1, 1, 0.1, 0], [9, 9, 10, 10, 0.7, 4]], np.float32
+    )
     opts = PostprocessOptions(conf=0.7, max_det=5)  # float32(0.7) < 0.7: row 3 passes only in float32
     got = postprocess_reference(rows, "e2e", (640, 640), opts)
     assert got.classes.tolist() == [1, 4]
@@ -197,8 +200,12 @@ def test_float16_outputs_are_the_float32_values() -> None:
 def test_emulation_equals_numpy_decode_on_fixture_outputs(model: str, layout: str) -> None:
     outs = model_outputs(model)
     for out in outs:
-        assert_same(postprocess_reference(out, layout, (640, 640), OPTS), decode(out, layout, (640, 640), OPTS),
-                    box_tol=1e-3, score_ulps=0)  # fmt: skip
+        assert_same(
+            postprocess_reference(out, layout, (640, 640), OPTS),
+            decode(out, layout, (640, 640), OPTS),
+            box_tol=1e-3,
+            score_ulps=0,
+        )
 
 
 def test_plan_refuses_shapes_that_do_not_fit_the_layout() -> None:
@@ -280,14 +287,27 @@ def edge_cases(big: bool = True) -> list[tuple[np.ndarray, str, PostprocessOptio
     raw[2], raw[3] = rng.uniform(2, 60, n), rng.uniform(2, 60, n)
     raw[4 + rng.integers(0, 80, n), np.arange(n)] = np.round(rng.uniform(0.001, 1, n), 2)  # many equal scores
     P = PostprocessOptions
-    variants = [OPTS, P(max_det=2000), P(max_det=5000, iou=0.95), P(pre_nms_topk=4100), P(pre_nms_topk=17),
-                P(max_det=0), P(conf=2.0)]  # fmt: skip
+    variants = [
+        OPTS,
+        P(max_det=2000),
+        P(max_det=5000, iou=0.95),
+        P(pre_nms_topk=4100),
+        P(pre_nms_topk=17),
+        P(max_det=0),
+        P(conf=2.0),
+    ]
     for opts in variants:
         cases.append((raw[None], "raw84", opts, (640, 640)))
     same_box = raw84_output([(100.0, 100.0, 40.0, 30.0, c, 0.5) for c in [3] * 40 + [5] * 40])
     cases.append((same_box[None], "raw84", OPTS, (640, 640)))
-    sat = dfl_output({10: ((1, 1, 1, 1), {9: 40.0, 2: 20.0}), 5: ((2, 2, 2, 2), {4: 17.5}),
-                      900: ((3, 3, 3, 3), {4: 30.0}), 3: ((1, 1, 1, 1), {7: 5.0})})  # fmt: skip
+    sat = dfl_output(
+        {
+            10: ((1, 1, 1, 1), {9: 40.0, 2: 20.0}),
+            5: ((2, 2, 2, 2), {4: 17.5}),
+            900: ((3, 3, 3, 3), {4: 30.0}),
+            3: ((1, 1, 1, 1), {7: 5.0}),
+        }
+    )
     cases.append((np.stack([sat, sat * 0 - 5]), "dfl144", OPTS, (640, 640)))
     if big:
         # a 1280 input: 33600 anchors, all above conf, random DFL logits; best-class logits spaced
@@ -302,8 +322,9 @@ def edge_cases(big: bool = True) -> list[tuple[np.ndarray, str, PostprocessOptio
     small[64 + 3, ::7] = 2.0
     small[:64, ::7] = rng.normal(0, 2, (64, 300))
     cases.append((small[None], "dfl144", OPTS, (320, 320)))
-    e2e = np.concatenate([rng.uniform(0, 600, (2, 300, 4)), rng.uniform(0, 1, (2, 300, 1)),
-                          rng.integers(0, 80, (2, 300, 1))], axis=2).astype(np.float32)  # fmt: skip
+    e2e = np.concatenate(
+        [rng.uniform(0, 600, (2, 300, 4)), rng.uniform(0, 1, (2, 300, 1)), rng.integers(0, 80, (2, 300, 1))], axis=2
+    ).astype(np.float32)
     cases += [(e2e, "e2e", PostprocessOptions(conf=0.3, max_det=100), (640, 640)), (e2e, "e2e", OPTS, (640, 640))]
     cases.append((e2e.astype(np.float16), "e2e", OPTS, (640, 640)))
     cases.append((raw[None].astype(np.float16), "raw84", OPTS, (640, 640)))
@@ -397,8 +418,10 @@ def _stats(got: list[Detections], want: list[Detections]) -> tuple[int, float, i
     same_order = sum(len(g) == len(w) and g.classes.tolist() == w.classes.tolist() for g, w in pairs)
     comparable = [(g, w) for g, w in pairs if len(g) == len(w) and len(g)]
     err = max((float(np.abs(g.boxes - w.boxes).max()) for g, w in comparable), default=0.0)
-    ulps = max((int(np.abs(g.scores.view(np.int32).astype(np.int64) - w.scores.view(np.int32)).max())
-                for g, w in comparable), default=0)  # fmt: skip
+    ulps = max(
+        (int(np.abs(g.scores.view(np.int32).astype(np.int64) - w.scores.view(np.int32)).max()) for g, w in comparable),
+        default=0,
+    )
     return same_order, err, ulps
 
 
@@ -409,8 +432,10 @@ def test_gpu_equals_numpy_on_fixture_outputs(runner, model: str, layout: str) ->
     got = runner.run(outs, layout, OPTS)  # the whole batch at once
     want = [decode(o, layout, (640, 640), OPTS) for o in outs]
     same, err, ulps = _stats(got, want)
-    print(f"\n[gpu-post] {model}: {len(outs)} images, {sum(len(w) for w in want)} detections, "
-          f"identical order {same}/{len(outs)}, max box error {err:.3g} px, max score diff {ulps} ulp")  # fmt: skip
+    print(
+        f"\n[gpu-post] {model}: {len(outs)} images, {sum(len(w) for w in want)} detections, "
+        f"identical order {same}/{len(outs)}, max box error {err:.3g} px, max score diff {ulps} ulp"
+    )
     exact = layout != "dfl144"  # no exp: the same numbers bit for bit
     for g, w in zip(got, want, strict=True):
         assert_same(g, w, box_tol=0.0 if exact else 1e-3, score_ulps=0 if exact else 8)

@@ -30,9 +30,12 @@ def _dynamic_q_model() -> onnx.ModelProto:
         helper.make_node("Relu", ["yd"], ["y"], name="relu"),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=[s, zp],
-    )  # fmt: skip
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=[s, zp],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
 
 
@@ -42,8 +45,12 @@ def _only_dynamic_q(path: Path) -> Path:
         helper.make_node("DynamicQuantizeLinear", ["x"], ["yq", "ys", "yzp"]),
         helper.make_node("DequantizeLinear", ["yq", "ys", "yzp"], ["y"]),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])  # fmt: skip
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
     return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), path)
 
 
@@ -85,14 +92,16 @@ def test_precision_facts_and_signature(tmp_path):
 
 def test_external_data_files(tmp_path):
     w = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-                              initializer=[w])  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        initializer=[w],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     inline = _save(model, tmp_path / "inline.onnx")
-    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.bin",
-              size_threshold=0)  # fmt: skip
+    onnx.save(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.bin", size_threshold=0)
     assert F.external_data_files(tmp_path / "ext.onnx") == ["ext.bin"]
     assert F.external_data_files(inline) == []
     assert F.external_data_files(tmp_path / "missing.onnx") == []

@@ -56,9 +56,21 @@ def test_cpu_only_run_is_not_affected_by_the_flag() -> None:
 
 def test_eval_cli_exits_2_with_one_line(tmp_path, azure) -> None:
     out = tmp_path / "m.json"
-    proc = run_script("eval_yolov10m_onnx_coco.py", "--onnx-path", str(DEMO_MODEL), "--data-root", str(MINI),
-                      "--providers", azure, "CPUExecutionProvider", "--disable-cpu-fallback", "--max-images", "2",
-                      "--out", str(out))  # fmt: skip
+    proc = run_script(
+        "eval_yolov10m_onnx_coco.py",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        "--data-root",
+        str(MINI),
+        "--providers",
+        azure,
+        "CPUExecutionProvider",
+        "--disable-cpu-fallback",
+        "--max-images",
+        "2",
+        "--out",
+        str(out),
+    )
     assert_clean_failure(proc, azure, "--disable-cpu-fallback")
     assert not out.exists()
 
@@ -67,9 +79,23 @@ def test_eval_cli_require_accelerator_allows_single_cpu_nodes(tmp_path, azure) -
     """validate's GPU rows pass --require-accelerator, not --disable-cpu-fallback: a model whose shape nodes the
     accelerator leaves to the CPU (here: every node) still evaluates, as long as the accelerator initialises."""
     out = tmp_path / "m.json"
-    proc = run_script("eval_yolov10m_onnx_coco.py", "--onnx-path", str(DEMO_MODEL), "--data-root", str(MINI),
-                      "--providers", azure, "CPUExecutionProvider", "--require-accelerator", "--max-images", "2",
-                      "--warmup-runs", "0", "--out", str(out))  # fmt: skip
+    proc = run_script(
+        "eval_yolov10m_onnx_coco.py",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        "--data-root",
+        str(MINI),
+        "--providers",
+        azure,
+        "CPUExecutionProvider",
+        "--require-accelerator",
+        "--max-images",
+        "2",
+        "--warmup-runs",
+        "0",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert out.exists()
 

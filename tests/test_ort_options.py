@@ -169,9 +169,13 @@ def test_provider_option_items_become_a_dict_per_provider():
 
 @pytest.mark.parametrize(
     ("item", "needle"),
-    [("device_id=0", "expected EP:KEY=VALUE"), (f"{oo.CUDA_EP}:device_id", "expected EP:KEY=VALUE"),
-     (f"{oo.CUDA_EP}:=0", "expected EP:KEY=VALUE"), (f"{oo.CUDA_EP}:device_id=0", "is not in --providers")],
-)  # fmt: skip
+    [
+        ("device_id=0", "expected EP:KEY=VALUE"),
+        (f"{oo.CUDA_EP}:device_id", "expected EP:KEY=VALUE"),
+        (f"{oo.CUDA_EP}:=0", "expected EP:KEY=VALUE"),
+        (f"{oo.CUDA_EP}:device_id=0", "is not in --providers"),
+    ],
+)
 def test_bad_provider_option_is_one_line(item, needle):
     with pytest.raises(UserError, match=needle) as info:
         oo.parse_provider_options([item], CPU)

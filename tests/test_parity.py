@@ -31,8 +31,17 @@ def _scene(seed: int = 0, images: int = 4, per_image: int = 6) -> list[dict]:
     for img in range(1, images + 1):
         for k in range(per_image):
             x, y = 100.0 * (k % 3), 100.0 * (k // 3)
-            rows.append(_row(img, x + 5, y + 5, 40 + rng.integers(0, 20), 30 + rng.integers(0, 20),
-                             float(rng.uniform(0.3, 0.95)), cat=1 + k % 2))  # fmt: skip
+            rows.append(
+                _row(
+                    img,
+                    x + 5,
+                    y + 5,
+                    40 + rng.integers(0, 20),
+                    30 + rng.integers(0, 20),
+                    float(rng.uniform(0.3, 0.95)),
+                    cat=1 + k % 2,
+                )
+            )
     return rows
 
 

@@ -26,8 +26,12 @@ def _reference_rows(image_id: int, det_boxes, det_scores, det_classes, meta: Let
             continue
         bx = [f(x1) - f(meta.pad_left), f(y1) - f(meta.pad_top), f(x2) - f(meta.pad_left), f(y2) - f(meta.pad_top)]
         bx = [v / f(meta.scale) for v in bx]
-        bx = [min(max(bx[0], f(0)), f(meta.orig_w)), min(max(bx[1], f(0)), f(meta.orig_h)),
-              min(max(bx[2], f(0)), f(meta.orig_w)), min(max(bx[3], f(0)), f(meta.orig_h))]  # fmt: skip
+        bx = [
+            min(max(bx[0], f(0)), f(meta.orig_w)),
+            min(max(bx[1], f(0)), f(meta.orig_h)),
+            min(max(bx[2], f(0)), f(meta.orig_w)),
+            min(max(bx[3], f(0)), f(meta.orig_h)),
+        ]
         x, y, w, h = (float(v) for v in (bx[0], bx[1], float(bx[2]) - float(bx[0]), float(bx[3]) - float(bx[1])))
         r3 = [float(np.round(v, 3)) for v in (x, y, w, h)]  # NumPy's rounding, as the results JSON has it
         out.append([image_id, *r3, float(np.round(float(f(s)), 5)), table[c]])
@@ -57,8 +61,9 @@ def _case(seed: int):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_gpu_rows_batch_equals_the_per_image_loop(seed: int) -> None:
     metas, table, dets = _case(seed)
-    per_image, _ = _postprocess(metas, [dets], "dfl144", (640, 640), SimpleNamespace(class_to_category=table),
-                                PostprocessOptions())  # fmt: skip
+    per_image, _ = _postprocess(
+        metas, [dets], "dfl144", (640, 640), SimpleNamespace(class_to_category=table), PostprocessOptions()
+    )
     assert len(per_image) == len(metas)
     for j, (image_id, meta) in enumerate(metas):
         r = dets.rows[j, : dets.counts[j]]

@@ -242,10 +242,22 @@ def test_tensorrt_rtx_builder_builds_the_candidate(quantized, work, mode):
     path, _ = quantized("yolov10n-synth", mode)
     engine = work / f"{path.stem}.rtx.engine"
     res = subprocess.run(
-        [_trt_rtx_python(), str(SCRIPTS / "build_trt_engine.py"), "--backend", "tensorrt-rtx", "--onnx-path", str(path),
-         "--engine-path", str(engine), "--no-build-progress"],
-        capture_output=True, text=True, cwd=REPO, timeout=900,
-    )  # fmt: skip
+        [
+            _trt_rtx_python(),
+            str(SCRIPTS / "build_trt_engine.py"),
+            "--backend",
+            "tensorrt-rtx",
+            "--onnx-path",
+            str(path),
+            "--engine-path",
+            str(engine),
+            "--no-build-progress",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert engine.stat().st_size > 1_000_000
     meta = json.loads(engine.with_name(engine.name + ".json").read_text())
@@ -309,9 +321,17 @@ def test_nvfp4_is_reported_unsupported(work, calib):
 def test_unknown_node_regex_lists_near_matches(work, calib):
     src = fixture_path("models", "yolov10n-synth.onnx")
     res = run_quant(
-        "--mode", "int8", "--onnx-path", str(src), "--calib", str(calib), "--out", str(work / "x.onnx"),
-        "--exclude-nodes", r"/model\.23/dfl/Softmx",
-    )  # fmt: skip
+        "--mode",
+        "int8",
+        "--onnx-path",
+        str(src),
+        "--calib",
+        str(calib),
+        "--out",
+        str(work / "x.onnx"),
+        "--exclude-nodes",
+        r"/model\.23/dfl/Softmx",
+    )
     _assert_user_error(res, "--exclude-nodes", "near matches", "/model.23/dfl/Softmax")
 
 

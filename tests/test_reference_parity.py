@@ -33,8 +33,10 @@ def test_matches_ultralytics_reference(model: str, reference: str, layout: str) 
     backend = OrtBackend(str(onnx_path), ["CPUExecutionProvider"])
     result = evaluate(backend, dataset, EvalOptions(workers=2, progress=False))
     got, want = result.stats, ref["stats"]
-    print(f"{model}: AP {got['AP']:.4f} vs {want['AP']:.4f}, AP50 {got['AP50']:.4f} vs {want['AP50']:.4f}, "
-          f"detections {len(result.detections)} vs {ref['num_detections']}")  # fmt: skip
+    print(
+        f"{model}: AP {got['AP']:.4f} vs {want['AP']:.4f}, AP50 {got['AP50']:.4f} vs {want['AP50']:.4f}, "
+        f"detections {len(result.detections)} vs {ref['num_detections']}"
+    )
     assert result.layout == layout
     assert result.num_images == ref["images"] == 300
     assert abs(result.stats["AP"] - ref["stats"]["AP"]) <= 0.002, (result.stats["AP"], ref["stats"]["AP"])

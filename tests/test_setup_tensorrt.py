@@ -32,8 +32,14 @@ class FakePython:
     (what ``pip install tensorrt-cuXX-bindings`` really leaves).
     """
 
-    def __init__(self, trt_version: str | None = None, dists: Sequence[str] = (), after: str | None = None,
-                 bindings: str | None = None, after_bindings: str | None = None):
+    def __init__(
+        self,
+        trt_version: str | None = None,
+        dists: Sequence[str] = (),
+        after: str | None = None,
+        bindings: str | None = None,
+        after_bindings: str | None = None,
+    ):
         self.trt_version = trt_version
         self.bindings = bindings if bindings is not None else trt_version
         self.after = after
@@ -294,18 +300,34 @@ def test_real_bindings_only_python_gets_import_tensorrt(tmp_path: Path, version:
     before = subprocess.run([py, "-c", "import tensorrt"], env=env, capture_output=True, text=True)
     assert "No module named 'tensorrt'" in before.stderr
     lines: list[str] = []
+
     def no_pip(cmd: Sequence[str], env: Mapping[str, str]) -> int:  # the bindings are there: nothing to install
         pytest.fail(f"setup-tensorrt ran {cmd}")
 
-    w = setup_tensorrt.World(env=env, python=py, container_lib_dirs=(), cuda_lib_dirs=(),
-                             pyproject=tmp_path / "none.toml", execute=no_pip, log=lines.append)
+    w = setup_tensorrt.World(
+        env=env,
+        python=py,
+        container_lib_dirs=(),
+        cuda_lib_dirs=(),
+        pyproject=tmp_path / "none.toml",
+        execute=no_pip,
+        log=lines.append,
+    )
     assert setup_tensorrt.main(["--index-url", NV], world=w) == 0, lines
     assert lines[-1].startswith(f"ok: tensorrt {version} imports from {venv}"), lines
-    after = subprocess.run([py, "-c", "import tensorrt as trt; print(trt.__version__, trt.Logger, trt.BuilderFlag)"],
-                           env=env, capture_output=True, text=True)
+    after = subprocess.run(
+        [py, "-c", "import tensorrt as trt; print(trt.__version__, trt.Logger, trt.BuilderFlag)"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert after.returncode == 0 and after.stdout.startswith(version), after.stderr
-    listed = subprocess.run([py, "-c", "import importlib.metadata as m; print(m.version('tensorrt-frontend-shim'))"],
-                            env=env, capture_output=True, text=True)
+    listed = subprocess.run(
+        [py, "-c", "import importlib.metadata as m; print(m.version('tensorrt-frontend-shim'))"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert listed.stdout.strip() == version
     # idempotent: a second run does nothing
     lines.clear()

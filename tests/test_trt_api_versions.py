@@ -36,10 +36,14 @@ def api_dir(version: str, layout: str = "frontend") -> Path:
 
 def variant_env(version: str, layout: str) -> dict[str, str]:
     d = api_dir(version, layout)
-    return {**os.environ, "YOLO_TRT_TEST_BACKEND": "tensorrt", "YOLO_TRT_TEST_LAYOUT": layout,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": os.pathsep.join(p for p in (str(d / "site"), os.environ.get("PYTHONPATH")) if p),
-            "LD_LIBRARY_PATH": os.pathsep.join(p for p in (str(d / "lib"), os.environ.get("LD_LIBRARY_PATH")) if p)}
+    return {
+        **os.environ,
+        "YOLO_TRT_TEST_BACKEND": "tensorrt",
+        "YOLO_TRT_TEST_LAYOUT": layout,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(d / "site"), os.environ.get("PYTHONPATH")) if p),
+        "LD_LIBRARY_PATH": os.pathsep.join(p for p in (str(d / "lib"), os.environ.get("LD_LIBRARY_PATH")) if p),
+    }
 
 
 def require_variant(version: str, layout: str) -> dict[str, str]:
@@ -47,15 +51,24 @@ def require_variant(version: str, layout: str) -> dict[str, str]:
     d = api_dir(version, layout)
     module = LAYOUTS[layout][1]
     if not (d / "site" / module).exists() or not (d / "lib").is_dir():
-        pytest.skip(f"tensorrt API {version} ({layout}) not installed in {d}; run: "
-                    f"PYTHON={sys.executable} bash scripts/dev/install-trt-apis.sh")
+        pytest.skip(
+            f"tensorrt API {version} ({layout}) not installed in {d}; run: "
+            f"PYTHON={sys.executable} bash scripts/dev/install-trt-apis.sh"
+        )
     env = variant_env(version, layout)
-    probe = subprocess.run([sys.executable, "-c", f"import {module}; print({module}.__version__)"],
-                           env=env, capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [sys.executable, "-c", f"import {module}; print({module}.__version__)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if probe.returncode != 0:
-        pytest.skip(f"tensorrt API {version} in {d} does not import with {sys.executable} (installed for another "
-                    f"Python? rerun PYTHON={sys.executable} bash scripts/dev/install-trt-apis.sh): "
-                    f"{probe.stderr.strip()[-200:]}")
+        pytest.skip(
+            f"tensorrt API {version} in {d} does not import with {sys.executable} (installed for another "
+            f"Python? rerun PYTHON={sys.executable} bash scripts/dev/install-trt-apis.sh): "
+            f"{probe.stderr.strip()[-200:]}"
+        )
     assert probe.stdout.strip() == version
     return env
 
@@ -66,10 +79,17 @@ def require_variant(version: str, layout: str) -> dict[str, str]:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_trt_facing_tests_pass_on_real_api(version, layout):
     env = require_variant(version, layout)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", DESELECT,
-                           *MODULES], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", DESELECT, *MODULES],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     tail = "\n".join(proc.stdout.strip().splitlines()[-25:])
-    assert proc.returncode == 0, (f"TensorRT-facing tests failed on tensorrt {version} ({layout}):\n{tail}\n"
-                                  f"{proc.stderr[-2000:]}")
+    assert proc.returncode == 0, (
+        f"TensorRT-facing tests failed on tensorrt {version} ({layout}):\n{tail}\n{proc.stderr[-2000:]}"
+    )
     assert " passed" in tail and " failed" not in tail
     print(f"tensorrt {version} ({layout}): {tail.splitlines()[-1]}")

@@ -19,12 +19,32 @@ from common.core.results import sha256_file
 from common.trt.build import BuildOptions, build_or_reuse, metadata_path, parse_shapes
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="pip install tensorrt-rtx-cu13 to run the real-builder tests")
-pytestmark = pytest.mark.skipif(os.environ.get("YOLO_TRT_TEST_BACKEND") == "tensorrt",
-                                reason="real-builder tests run in the tensorrt-rtx session only")
+pytestmark = pytest.mark.skipif(
+    os.environ.get("YOLO_TRT_TEST_BACKEND") == "tensorrt",
+    reason="real-builder tests run in the tensorrt-rtx session only",
+)
 
-META_KEYS = {"schema", "cache_key", "engine_path", "engine_bytes", "engine_sha256", "onnx_path", "onnx_sha256",
-             "backend", "backend_version", "gpu", "strongly_typed", "onnx_precision", "options", "inputs",
-             "profiles", "build_seconds", "timing_cache", "layer_summary", "created"}
+META_KEYS = {
+    "schema",
+    "cache_key",
+    "engine_path",
+    "engine_bytes",
+    "engine_sha256",
+    "onnx_path",
+    "onnx_sha256",
+    "backend",
+    "backend_version",
+    "gpu",
+    "strongly_typed",
+    "onnx_precision",
+    "options",
+    "inputs",
+    "profiles",
+    "build_seconds",
+    "timing_cache",
+    "layer_summary",
+    "created",
+}
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +140,7 @@ def test_dynamic_batch_profile_is_recorded(tmp_path, api):
     onnx = D.tiny_model(tmp_path / "dyn.onnx", dynamic=True)
     result = _build(api, onnx, tmp_path / "e.engine", options=BuildOptions(min_batch=1, opt_batch=2, max_batch=8))
     assert result.metadata["inputs"]["x"] == [-1, 3, 8, 8]
-    assert result.metadata["profiles"] == [{"name": "x", "min": [1, 3, 8, 8], "opt": [2, 3, 8, 8],
-                                            "max": [8, 3, 8, 8]}]
+    assert result.metadata["profiles"] == [{"name": "x", "min": [1, 3, 8, 8], "opt": [2, 3, 8, 8], "max": [8, 3, 8, 8]}]
 
 
 def test_fixture_yolov10n_e2e_fp32(tmp_path, api):
@@ -144,11 +163,16 @@ def test_fixture_dynbatch_profiles_honoured(tmp_path, api):
     result = _build(api, onnx, tmp_path / "d.engine", options=BuildOptions(shapes=shapes))
     meta = _check_meta(result, onnx)
     assert meta["inputs"]["images"] == [-1, 3, -1, -1]
-    assert meta["profiles"] == [{"name": "images", "min": [1, 3, 320, 320], "opt": [2, 3, 640, 640],
-                                 "max": [4, 3, 640, 640]}]
+    assert meta["profiles"] == [
+        {"name": "images", "min": [1, 3, 320, 320], "opt": [2, 3, 640, 640], "max": [4, 3, 640, 640]}
+    ]
     with pytest.raises(UserError, match="axis 1 is fixed to 3"):
-        _build(api, onnx, tmp_path / "d2.engine",
-               options=BuildOptions(shapes=parse_shapes(["images:1x4x320x320,1x4x320x320,1x4x320x320"])))
+        _build(
+            api,
+            onnx,
+            tmp_path / "d2.engine",
+            options=BuildOptions(shapes=parse_shapes(["images:1x4x320x320,1x4x320x320,1x4x320x320"])),
+        )
 
 
 def test_corrupt_onnx_gives_parser_message_and_no_engine(tmp_path, api):
@@ -204,8 +228,9 @@ def test_cli_build_then_cache_hit(tmp_path, capsys):
 def test_cli_weak_typing_flag_is_explained(tmp_path, capsys, flag):
     onnx = D.tiny_model(tmp_path / "tiny.onnx")
     engine = tmp_path / "e.engine"
-    code, out = _cli(["--onnx-path", str(onnx), "--engine-path", str(engine), "--backend", "tensorrt-rtx", flag],
-                     capsys)
+    code, out = _cli(
+        ["--onnx-path", str(onnx), "--engine-path", str(engine), "--backend", "tensorrt-rtx", flag], capsys
+    )
     assert code == 2
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {flag}: TensorRT-RTX")

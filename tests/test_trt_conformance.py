@@ -39,10 +39,21 @@ GUARDED = {
 NEEDS_GPU = {"create_engine_inspector", "get_engine_information"}
 # Which variable names in our modules hold which TensorRT object (real class name).
 RECEIVERS = {
-    "builder": "Builder", "network": "INetworkDefinition", "parser": "OnnxParser", "config": "IBuilderConfig",
-    "profile": "IOptimizationProfile", "engine": "ICudaEngine", "context": "IExecutionContext",
-    "runtime": "Runtime", "err": "ParserError", "layer": "ILayer", "cache": "ITimingCache", "saved": "ITimingCache",
-    "inspector": "EngineInspector", "rt_config": "IRuntimeConfig", "rt_cache": "IRuntimeCache",
+    "builder": "Builder",
+    "network": "INetworkDefinition",
+    "parser": "OnnxParser",
+    "config": "IBuilderConfig",
+    "profile": "IOptimizationProfile",
+    "engine": "ICudaEngine",
+    "context": "IExecutionContext",
+    "runtime": "Runtime",
+    "err": "ParserError",
+    "layer": "ILayer",
+    "cache": "ITimingCache",
+    "saved": "ITimingCache",
+    "inspector": "EngineInspector",
+    "rt_config": "IRuntimeConfig",
+    "rt_cache": "IRuntimeCache",
 }
 
 

@@ -39,8 +39,17 @@ from common.core.cli import run_main  # noqa: E402
 def _data_args(max_images: str) -> list[str]:
     valA = fixture_path("synthcoco", "valA")
     instances = fixture_path("synthcoco", "annotations", "instances_valA.json")
-    return ["--data-root", str(valA.parent), "--instances", str(instances), "--images-dir", str(valA),
-            "--max-images", max_images, "--no-progress"]  # fmt: skip
+    return [
+        "--data-root",
+        str(valA.parent),
+        "--instances",
+        str(instances),
+        "--images-dir",
+        str(valA),
+        "--max-images",
+        max_images,
+        "--no-progress",
+    ]
 
 
 def _by_image(path: Path) -> dict[int, list[dict]]:
@@ -89,23 +98,53 @@ def _run_pair(tmp_path: Path, monkeypatch, extra: list[str]) -> tuple[dict, dict
     state = install_device_double(monkeypatch, api.module)
 
     ort_out, trt_out = tmp_path / "ort", tmp_path / "trt"
-    ort_args = ["--onnx-path", str(model), "--providers", "CUDAExecutionProvider", "--io-binding", *data, *extra,
-                "--out", str(ort_out / "metrics.json"),
-                "--detections-out", str(ort_out / "detections.json")]  # fmt: skip
+    ort_args = [
+        "--onnx-path",
+        str(model),
+        "--providers",
+        "CUDAExecutionProvider",
+        "--io-binding",
+        *data,
+        *extra,
+        "--out",
+        str(ort_out / "metrics.json"),
+        "--detections-out",
+        str(ort_out / "detections.json"),
+    ]
     assert run_main(eval_yolov10m_onnx_coco.main, ort_args) == 0
-    trt_args = ["--onnx-path", str(model), "--engine-path", str(tmp_path / "model.engine"), "--backend", api.name,
-                "--trt-verbosity", "error", *data, *extra,
-                "--out", str(trt_out / "metrics.json"),
-                "--detections-out", str(trt_out / "detections.json")]  # fmt: skip
+    trt_args = [
+        "--onnx-path",
+        str(model),
+        "--engine-path",
+        str(tmp_path / "model.engine"),
+        "--backend",
+        api.name,
+        "--trt-verbosity",
+        "error",
+        *data,
+        *extra,
+        "--out",
+        str(trt_out / "metrics.json"),
+        "--detections-out",
+        str(trt_out / "detections.json"),
+    ]
     assert run_main(eval_yolov10m_trt_coco.main, trt_args) == 0
 
     ort_m = json.loads((ort_out / "metrics.json").read_text())
     trt_m = json.loads((trt_out / "metrics.json").read_text())
     got = compare_detections(_by_image(trt_out / "detections.json"), _by_image(ort_out / "detections.json"))
-    report = {"model": model.name, "api": api.describe(), "flags": extra, "device_executions": state.device_executions,
-              "ort_sessions_playing_the_engine": state.sessions, "streams": len(state.streams),
-              "trt_backend": trt_m["run"]["backend"], "ort_metrics": ort_m["metrics"],
-              "trt_metrics": trt_m["metrics"], "comparison": got}  # fmt: skip
+    report = {
+        "model": model.name,
+        "api": api.describe(),
+        "flags": extra,
+        "device_executions": state.device_executions,
+        "ort_sessions_playing_the_engine": state.sessions,
+        "streams": len(state.streams),
+        "trt_backend": trt_m["run"]["backend"],
+        "ort_metrics": ort_m["metrics"],
+        "trt_metrics": trt_m["metrics"],
+        "comparison": got,
+    }
     return ort_m, trt_m, report, state
 
 

@@ -479,9 +479,10 @@ def test_cuda13_wheel_on_cuda12_8_driver_fails(tmp_path: Path) -> None:
     fails = messages(dx, trt_doctor.FAIL)
     trt = [m for m in fails if m.startswith("tensorrt-cu13-bindings 10.13.3.9 is built for CUDA 13")]
     assert len(trt) == 1 and "CUDA 12 at most" in trt[0] and "setup-tensorrt --cuda-major 12" in trt[0]
-    assert any(m.startswith("cuda-python 13.0.1") and 'cuda-python>=12,<13' in m for m in fails)
-    _, ok = run_doctor(healthy(tmp_path / "ok", packages={"tensorrt-cu12-bindings": "10.13.3.9",
-                                                           "cuda-python": "12.9.0"}))
+    assert any(m.startswith("cuda-python 13.0.1") and "cuda-python>=12,<13" in m for m in fails)
+    _, ok = run_doctor(
+        healthy(tmp_path / "ok", packages={"tensorrt-cu12-bindings": "10.13.3.9", "cuda-python": "12.9.0"})
+    )
     assert ok.ready and status(ok, "driver vs CUDA") == trt_doctor.OK
 
 
@@ -489,16 +490,23 @@ def test_cuda13_container_on_r570_driver_seen_by_nvidia_smi_only(tmp_path: Path)
     """cuda-python cannot start (driver too old): nvidia-smi's driver 570.x means CUDA 12 at most."""
     lib = make_libs(tmp_path / "lib", "11.4.0")
     probe = fake_probe(trt="11.4.0.106", gpu=None, driver_cuda=None)
-    inp = inputs(tmp_path, {"LD_LIBRARY_PATH": str(lib), "CUDA_VERSION": "13.0.1"}, probe, container=[lib],
-                 smi="NVIDIA GeForce RTX 5090, 12.0, 570.124.06")
+    inp = inputs(
+        tmp_path,
+        {"LD_LIBRARY_PATH": str(lib), "CUDA_VERSION": "13.0.1"},
+        probe,
+        container=[lib],
+        smi="NVIDIA GeForce RTX 5090, 12.0, 570.124.06",
+    )
     _, dx = run_doctor(inp)
     fails = messages(dx, trt_doctor.FAIL)
     assert any(m.startswith("container CUDA_VERSION=13.0.1 is built for CUDA 13") and "R580+" in m for m in fails)
 
 
 def test_ort_whose_kernels_fail_is_a_failure(tmp_path: Path) -> None:
-    err = ("[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Relu node. Status Message: "
-           "CUDA error cudaErrorNoKernelImageForDevice:no kernel image is available for execution on the device")
+    err = (
+        "[ONNXRuntimeError] : 1 : FAIL : Non-zero status code returned while running Relu node. Status Message: "
+        "CUDA error cudaErrorNoKernelImageForDevice:no kernel image is available for execution on the device"
+    )
     _, dx = run_doctor(healthy(tmp_path, cuda_ep_run_error=err))
     assert status(dx, "ORT CUDA EP") == trt_doctor.FAIL
     hint = [m for m in messages(dx, trt_doctor.FAIL) if m.startswith("ORT CUDA EP")]

@@ -53,8 +53,10 @@ def test_builder_that_cannot_be_created_is_one_line_exit_2_no_engine(tmp_path, a
     _nullptr_factories(monkeypatch, api)
     onnx = D.tiny_model(tmp_path / "tiny.onnx")
     engine = tmp_path / "out" / "e.engine"
-    code = run_main(build_trt_engine.main, ["--onnx-path", str(onnx), "--engine-path", str(engine),
-                                            "--backend", api.name, "--no-build-progress"])
+    code = run_main(
+        build_trt_engine.main,
+        ["--onnx-path", str(onnx), "--engine-path", str(engine), "--backend", api.name, "--no-build-progress"],
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: "), err
@@ -119,7 +121,7 @@ def test_double_refuses_user_capture_of_rtx_engines_without_user_allocation(tmp_
 
 def _set_io_format(engine: Path, tensor: str, fmt: str) -> None:
     blob = engine.read_bytes()
-    header_raw, _, rest = blob[len(D.ENGINE_MAGIC):].partition(b"\n")
+    header_raw, _, rest = blob[len(D.ENGINE_MAGIC) :].partition(b"\n")
     header = json.loads(header_raw)
     for t in header["io"]:
         if t["name"] == tensor:
@@ -202,8 +204,10 @@ def test_progress_monitor_callbacks_are_serialised(api, monkeypatch):
     monitor = box["monitor"] = make_progress_monitor(api, True)
     assert isinstance(monitor, api.module.IProgressMonitor)
     monitor.phase_start("build", None, 64)
-    threads = [threading.Thread(target=lambda k=k: [monitor.step_complete("build", i) for i in range(k, 64, 8)])
-               for k in range(8)]
+    threads = [
+        threading.Thread(target=lambda k=k: [monitor.step_complete("build", i) for i in range(k, 64, 8)])
+        for k in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -229,14 +233,20 @@ def test_fp8_flag_is_recorded_as_what_the_engine_is(tmp_path, api, double, caplo
     assert prec["engine"] == "FP32/TF32" and "FP8" not in prec["engine"]
     assert any("only enables plugins with FP8" in n for n in prec["notes"])
     assert "the engine is FP32/TF32" in caplog.text
-    meta16 = build_or_reuse(onnx, tmp_path / "h.engine", BuildOptions(fp16=True, tf32=False), api,
-                            verbosity="error").metadata
+    meta16 = build_or_reuse(
+        onnx, tmp_path / "h.engine", BuildOptions(fp16=True, tf32=False), api, verbosity="error"
+    ).metadata
     assert meta16["precision"]["engine"] == "FP32/FP16" and meta16["precision"]["notes"] == []
 
 
 def test_strongly_typed_precision_comes_from_the_onnx(tmp_path, api, double):
-    meta = build_or_reuse(D.tiny_model(tmp_path / "q.onnx", precision="int8"), tmp_path / "q.engine", BuildOptions(),
-                          api, verbosity="error").metadata
+    meta = build_or_reuse(
+        D.tiny_model(tmp_path / "q.onnx", precision="int8"),
+        tmp_path / "q.engine",
+        BuildOptions(),
+        api,
+        verbosity="error",
+    ).metadata
     assert meta["precision"]["typing"] == "strong" and "Q/DQ" in meta["precision"]["engine"]
 
 
@@ -250,8 +260,14 @@ def _external_model(tmp_path: Path) -> tuple[Path, Path]:
     model = onnx.load(str(src))
     onnx_path = tmp_path / "ext" / "m.onnx"
     onnx_path.parent.mkdir()
-    onnx.save_model(model, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="m.onnx.data", size_threshold=0)
+    onnx.save_model(
+        model,
+        str(onnx_path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="m.onnx.data",
+        size_threshold=0,
+    )
     return onnx_path, onnx_path.parent / "m.onnx.data"
 
 

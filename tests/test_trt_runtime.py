@@ -49,7 +49,12 @@ def test_session_enumerates_io_and_matches_ort_for_every_dtype_and_batch(multi, 
     with TrtSession(engine, api) as s:
         assert [t.name for t in s.inputs] == ["x"]
         assert {t.name: str(t.dtype) for t in s.outputs} == {
-            "y": "float32", "y_half": "float16", "y_argmax": "int64", "y_argmax32": "int32", "y_pos": "bool"}
+            "y": "float32",
+            "y_half": "float16",
+            "y_argmax": "int64",
+            "y_argmax32": "int32",
+            "y_pos": "bool",
+        }
         assert s.inputs[0].shape == (-1, 3, 8, 8) and s.inputs[0].profile == ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))
         rng = np.random.default_rng(1)
         for batch in (1, 4, 2):  # grow, then shrink (buffers are reused)
@@ -84,8 +89,10 @@ def test_session_rejects_bad_inputs_with_one_line(multi, api, double):
             assert "\n" not in str(info.value)
 
 
-RTX_NATIVE = "TensorRT-RTX: CUDA graphs through its runtime config (tests/test_trt_edge_cases.py); user capture " \
-             "is tested per full-TensorRT version (tests/test_trt_api_versions.py)"
+RTX_NATIVE = (
+    "TensorRT-RTX: CUDA graphs through its runtime config (tests/test_trt_edge_cases.py); user capture "
+    "is tested per full-TensorRT version (tests/test_trt_api_versions.py)"
+)
 
 
 def test_cuda_graph_capture_replay_recapture(multi, api, double):
@@ -172,7 +179,7 @@ def test_weak_typing_flags_follow_the_real_api(tmp_path, api, double):
     assert weak == (api.name == "tensorrt" and api.major == 10)
     if weak:
         result = build_or_reuse(onnx, engine, BuildOptions(fp16=True), api, verbosity="error")
-        header = json.loads(engine.read_bytes()[len(D.ENGINE_MAGIC):].partition(b"\n")[0])
+        header = json.loads(engine.read_bytes()[len(D.ENGINE_MAGIC) :].partition(b"\n")[0])
         assert "FP16" in header["flags"] and header["strongly_typed"] is False
         assert result.metadata["strongly_typed"] is False
     else:
@@ -184,7 +191,7 @@ def test_weak_typing_flags_follow_the_real_api(tmp_path, api, double):
     with pytest.raises(UserError, match="--fp16"):
         build_or_reuse(half, engine, BuildOptions(fp16=True), api, verbosity="error", force=True)
     result = build_or_reuse(half, engine, BuildOptions(), api, verbosity="error", force=True)
-    header = json.loads(engine.read_bytes()[len(D.ENGINE_MAGIC):].partition(b"\n")[0])
+    header = json.loads(engine.read_bytes()[len(D.ENGINE_MAGIC) :].partition(b"\n")[0])
     assert header["strongly_typed"] is True and result.metadata["strongly_typed"] is True
 
 
@@ -202,13 +209,17 @@ def test_timing_cache_round_trip_or_skip(tmp_path, api, double):
         assert first.metadata["timing_cache"]["used"] is False and "no-ops" in first.metadata["timing_cache"]["reason"]
         assert not cache.exists()
         return
-    assert first.metadata["timing_cache"] == {"used": True, "path": str(cache), "loaded_bytes": 0,
-                                              "saved_bytes": cache.stat().st_size}
+    assert first.metadata["timing_cache"] == {
+        "used": True,
+        "path": str(cache),
+        "loaded_bytes": 0,
+        "saved_bytes": cache.stat().st_size,
+    }
     saved = cache.read_bytes()
     second = build_or_reuse(onnx, tmp_path / "b.engine", BuildOptions(), api, verbosity="error", timing_cache=cache)
     assert second.metadata["timing_cache"]["loaded_bytes"] == len(saved)
     # the loaded entries came back out, updated by the second build
-    assert json.loads(cache.read_bytes()[len(D.TIMING_MAGIC):]) == {"layers:2": 2}
+    assert json.loads(cache.read_bytes()[len(D.TIMING_MAGIC) :]) == {"layers:2": 2}
 
 
 def test_cache_hit_builds_nothing_and_progress_monitor_runs(tmp_path, api, double):
@@ -237,8 +248,24 @@ def test_infer_cli_end_to_end_on_yolov10n(tmp_path, api, double, capsys):
     x = np.random.default_rng(0).random((1, 3, 640, 640), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "out"
-    code, cap = _infer(["--engine", str(engine), "--backend", api.name, "--input", f"images={tmp_path / 'x.npy'}",
-                        "--output-dir", str(out), "--benchmark", "--warmup", "1", "--iterations", "3"], capsys)
+    code, cap = _infer(
+        [
+            "--engine",
+            str(engine),
+            "--backend",
+            api.name,
+            "--input",
+            f"images={tmp_path / 'x.npy'}",
+            "--output-dir",
+            str(out),
+            "--benchmark",
+            "--warmup",
+            "1",
+            "--iterations",
+            "3",
+        ],
+        capsys,
+    )
     assert code == 0, cap.err
     got = np.load(out / "output0.npy")
     np.testing.assert_array_equal(got, _ort(onnx, {"images": x})["output0"])
@@ -255,9 +282,27 @@ def test_infer_cli_random_dynamic_multi_output_with_cuda_graph(multi, tmp_path, 
     onnx, engine = multi
     _, mem = double
     out = tmp_path / "out"
-    code, cap = _infer(["--engine", str(engine), "--backend", api.name, "--shape", "x:3x3x8x8", "--seed", "7",
-                        "--output-dir", str(out), "--benchmark", "--iterations", "4", "--warmup", "1",
-                        "--cuda-graph"], capsys)
+    code, cap = _infer(
+        [
+            "--engine",
+            str(engine),
+            "--backend",
+            api.name,
+            "--shape",
+            "x:3x3x8x8",
+            "--seed",
+            "7",
+            "--output-dir",
+            str(out),
+            "--benchmark",
+            "--iterations",
+            "4",
+            "--warmup",
+            "1",
+            "--cuda-graph",
+        ],
+        capsys,
+    )
     assert code == 0, cap.err
     x = np.random.default_rng(7).random((3, 3, 8, 8), dtype=np.float32)
     want = _ort(onnx, {"x": x})
@@ -288,13 +333,19 @@ def test_infer_cli_bad_input_one_line_and_nothing_written(multi, tmp_path, api, 
         np.save(path, np.zeros((1, 3, 8, 8), np.float32))
     name = "nope" if case == "name" else "x"
     out = tmp_path / "out"
-    code, cap = _infer(["--engine", str(engine), "--backend", api.name, "--input", f"{name}={path}",
-                        "--output-dir", str(out)], capsys)
+    code, cap = _infer(
+        ["--engine", str(engine), "--backend", api.name, "--input", f"{name}={path}", "--output-dir", str(out)], capsys
+    )
     assert code == 2
     lines = cap.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), cap.err
-    expect = {"missing": "no such file", "shape": "engine expects", "dtype": "dtype int32", "name": "no input 'nope'",
-              "not-npy": "not a readable .npy"}[case]
+    expect = {
+        "missing": "no such file",
+        "shape": "engine expects",
+        "dtype": "dtype int32",
+        "name": "no input 'nope'",
+        "not-npy": "not a readable .npy",
+    }[case]
     assert expect in lines[0]
     assert not out.exists()
 
@@ -303,9 +354,22 @@ def test_infer_cli_bad_input_one_line_and_nothing_written(multi, tmp_path, api, 
 
 
 def _eval_args(out: Path, *extra: str) -> list[str]:
-    return ["--data-root", str(MINI), "--instances", str(MINI / "annotations" / "instances_val2017.json"),
-            "--images-dir", str(MINI / "val2017"), "--max-images", "0", "--workers", "2", "--no-progress",
-            "--out", str(out), *extra]
+    return [
+        "--data-root",
+        str(MINI),
+        "--instances",
+        str(MINI / "annotations" / "instances_val2017.json"),
+        "--images-dir",
+        str(MINI / "val2017"),
+        "--max-images",
+        "0",
+        "--workers",
+        "2",
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _stats(path: Path) -> dict:
@@ -319,12 +383,29 @@ def test_trt_evaluator_reproduces_ort_evaluator(tmp_path, api, double, capsys):
     import eval_yolov10m_onnx_coco
     import eval_yolov10m_trt_coco
 
-    assert run_main(eval_yolov10m_onnx_coco.main, [
-        "--onnx-path", str(DEMO_MODEL), "--providers", "CPUExecutionProvider", *_eval_args(tmp_path / "ort.json")]) == 0
+    assert (
+        run_main(
+            eval_yolov10m_onnx_coco.main,
+            ["--onnx-path", str(DEMO_MODEL), "--providers", "CPUExecutionProvider", *_eval_args(tmp_path / "ort.json")],
+        )
+        == 0
+    )
     engine = tmp_path / "demo.engine"
-    code = run_main(eval_yolov10m_trt_coco.main, [
-        "--onnx-path", str(DEMO_MODEL), "--engine-path", str(engine), "--backend", api.name, "--trt-verbosity",
-        "error", "--cuda-graph", *_eval_args(tmp_path / "trt.json")])
+    code = run_main(
+        eval_yolov10m_trt_coco.main,
+        [
+            "--onnx-path",
+            str(DEMO_MODEL),
+            "--engine-path",
+            str(engine),
+            "--backend",
+            api.name,
+            "--trt-verbosity",
+            "error",
+            "--cuda-graph",
+            *_eval_args(tmp_path / "trt.json"),
+        ],
+    )
     assert code == 0, capsys.readouterr().err
     ort_m, trt_m = _stats(tmp_path / "ort.json"), _stats(tmp_path / "trt.json")
     assert trt_m["metrics"] == ort_m["metrics"]
@@ -332,13 +413,23 @@ def test_trt_evaluator_reproduces_ort_evaluator(tmp_path, api, double, capsys):
     assert set(trt_m) == set(ort_m) and trt_m["schema_version"] == ort_m["schema_version"]
     backend = trt_m["run"]["backend"]
     assert backend["backend"] == api.name and backend["engine_sha256"]
-    assert backend["cuda_graph"] == ("tensorrt-rtx runtime config: cuda_graph_strategy=WHOLE_GRAPH_CAPTURE"
-                                     if api.is_rtx else "captured")
+    assert backend["cuda_graph"] == (
+        "tensorrt-rtx runtime config: cuda_graph_strategy=WHOLE_GRAPH_CAPTURE" if api.is_rtx else "captured"
+    )
     assert trt_m["run"]["trt"]["engine_cache_hit"] is False
     # the same call again reuses the engine through the cache
-    code = run_main(eval_yolov10m_trt_coco.main, [
-        "--onnx-path", str(DEMO_MODEL), "--engine-path", str(engine), "--backend", api.name,
-        *_eval_args(tmp_path / "trt2.json", "--max-images", "5")])
+    code = run_main(
+        eval_yolov10m_trt_coco.main,
+        [
+            "--onnx-path",
+            str(DEMO_MODEL),
+            "--engine-path",
+            str(engine),
+            "--backend",
+            api.name,
+            *_eval_args(tmp_path / "trt2.json", "--max-images", "5"),
+        ],
+    )
     assert code == 0 and _stats(tmp_path / "trt2.json")["run"]["trt"]["engine_cache_hit"] is True
 
 
@@ -351,13 +442,28 @@ def test_trt_evaluator_dynamic_batch_matches_ort(tmp_path, api, double, capsys):
     import eval_yolov10m_trt_coco
 
     common = _eval_args(tmp_path / "x.json", "--max-images", "12", "--batch-size", "4")
-    assert run_main(eval_yolov10m_onnx_coco.main, [
-        "--onnx-path", str(onnx), "--providers", "CPUExecutionProvider", *common, "--out",
-        str(tmp_path / "ort.json")]) == 0
-    engine = _engine(tmp_path, api, onnx, BuildOptions(shapes=parse_shapes(
-        ["images:1x3x640x640,4x3x640x640,4x3x640x640"])))
-    code = run_main(eval_yolov10m_trt_coco.main, [
-        "--engine-path", str(engine), "--backend", api.name, *common, "--out", str(tmp_path / "trt.json")])
+    assert (
+        run_main(
+            eval_yolov10m_onnx_coco.main,
+            [
+                "--onnx-path",
+                str(onnx),
+                "--providers",
+                "CPUExecutionProvider",
+                *common,
+                "--out",
+                str(tmp_path / "ort.json"),
+            ],
+        )
+        == 0
+    )
+    engine = _engine(
+        tmp_path, api, onnx, BuildOptions(shapes=parse_shapes(["images:1x3x640x640,4x3x640x640,4x3x640x640"]))
+    )
+    code = run_main(
+        eval_yolov10m_trt_coco.main,
+        ["--engine-path", str(engine), "--backend", api.name, *common, "--out", str(tmp_path / "trt.json")],
+    )
     assert code == 0, capsys.readouterr().err
     assert _stats(tmp_path / "trt.json")["metrics"] == _stats(tmp_path / "ort.json")["metrics"]
     assert _stats(tmp_path / "trt.json")["batch_size"] == 4
@@ -420,13 +526,43 @@ def test_trt_evaluator_with_gpu_postprocess_matches_ort_evaluator(tmp_path, api,
 
     _, mem = double
     kernels = _post_double(monkeypatch, mem)
-    assert run_main(eval_yolov10m_onnx_coco.main, [
-        "--onnx-path", str(DEMO_MODEL), "--providers", "CPUExecutionProvider", "--warmup-runs", "0",
-        *_eval_args(tmp_path / "ort.json")]) == 0
-    code = run_main(eval_yolov10m_trt_coco.main, [
-        "--onnx-path", str(DEMO_MODEL), "--engine-path", str(tmp_path / "e.engine"), "--backend", api.name,
-        "--trt-verbosity", "error", "--postprocess", "gpu", "--lanes", "2", "--warmup-runs", "2",
-        "--latency-runs", "4", *_eval_args(tmp_path / "trt.json")])
+    assert (
+        run_main(
+            eval_yolov10m_onnx_coco.main,
+            [
+                "--onnx-path",
+                str(DEMO_MODEL),
+                "--providers",
+                "CPUExecutionProvider",
+                "--warmup-runs",
+                "0",
+                *_eval_args(tmp_path / "ort.json"),
+            ],
+        )
+        == 0
+    )
+    code = run_main(
+        eval_yolov10m_trt_coco.main,
+        [
+            "--onnx-path",
+            str(DEMO_MODEL),
+            "--engine-path",
+            str(tmp_path / "e.engine"),
+            "--backend",
+            api.name,
+            "--trt-verbosity",
+            "error",
+            "--postprocess",
+            "gpu",
+            "--lanes",
+            "2",
+            "--warmup-runs",
+            "2",
+            "--latency-runs",
+            "4",
+            *_eval_args(tmp_path / "trt.json"),
+        ],
+    )
     assert code == 0, capsys.readouterr().err
     ort_m, trt_m = _stats(tmp_path / "ort.json"), _stats(tmp_path / "trt.json")
     assert trt_m["metrics"] == ort_m["metrics"] and trt_m["metrics"]["mAP_50_95"] > 0.1
@@ -443,13 +579,17 @@ def test_trt_evaluator_with_gpu_postprocess_matches_ort_evaluator(tmp_path, api,
     assert "latency_pass" not in ort_m
 
 
-@pytest.mark.parametrize(("model", "batch", "lanes", "kernel"), [
-    ("yolov10n-synth-dynbatch", 2, 3, "e2e_select"),  # e2e, 2 images a batch, a partial last batch
-    ("yolov10n-synth-raw84", 1, 1, "greedy_nms"),
-    ("yolov10n-synth-dfl144", 1, 2, "greedy_nms"),
-])  # fmt: skip
-def test_trt_backend_gpu_postprocess_equals_numpy_on_the_lanes(tmp_path, api, double, monkeypatch, model, batch,
-                                                               lanes, kernel):  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "batch", "lanes", "kernel"),
+    [
+        ("yolov10n-synth-dynbatch", 2, 3, "e2e_select"),  # e2e, 2 images a batch, a partial last batch
+        ("yolov10n-synth-raw84", 1, 1, "greedy_nms"),
+        ("yolov10n-synth-dfl144", 1, 2, "greedy_nms"),
+    ],
+)
+def test_trt_backend_gpu_postprocess_equals_numpy_on_the_lanes(
+    tmp_path, api, double, monkeypatch, model, batch, lanes, kernel
+):
     """Every lane's post-processor gives what the NumPy path gives, for each layout, whichever lane a
     batch lands on, with several batches in flight."""
     from common.data.coco import open_dataset
@@ -466,8 +606,9 @@ def test_trt_backend_gpu_postprocess_equals_numpy_on_the_lanes(tmp_path, api, do
         options = BuildOptions(shapes=parse_shapes([f"images:1x3x640x640,{batch}x3x640x640,{batch}x3x640x640"]))
     backend = TrtBackend(TrtSession(_engine(tmp_path, api, onnx, options), api), lanes=lanes)
     try:
-        got = evaluate(backend, ds, EvalOptions(progress=False, workers=2, batch_size=batch, postprocess="gpu",
-                                                warmup_runs=1))  # fmt: skip
+        got = evaluate(
+            backend, ds, EvalOptions(progress=False, workers=2, batch_size=batch, postprocess="gpu", warmup_runs=1)
+        )
         launched = len(kernels.launches)
         ref = evaluate(backend, ds, EvalOptions(progress=False, workers=2, batch_size=batch, postprocess="cpu"))
     finally:

@@ -53,11 +53,17 @@ def int8_candidate(tmp_path_factory) -> Path:
             return None if x is None else {"images": x}
 
     out = tmp_path_factory.mktemp("cand") / "yolov10n-synth.int8.onnx"
-    q.quantize_static(str(DEMO_MODEL), str(out), Reader(), quant_format=q.QuantFormat.QDQ,
-                      activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8, per_channel=True,
-                      op_types_to_quantize=["Conv"],
-                      extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                                     "QuantizeBias": False})  # TensorRT refuses int32 bias Q/DQ
+    q.quantize_static(
+        str(DEMO_MODEL),
+        str(out),
+        Reader(),
+        quant_format=q.QuantFormat.QDQ,
+        activation_type=q.QuantType.QInt8,
+        weight_type=q.QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["Conv"],
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+    )  # TensorRT refuses int32 bias Q/DQ
     return out
 
 
@@ -73,9 +79,22 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
 @pytest.mark.slow
 def test_ci_validate_baseline_and_int8_candidate(tmp_path, int8_candidate):
     assert precision_of(int8_candidate) == "int8" and precision_of(DEMO_MODEL) == "fp32"
-    proc = run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), "--candidate", str(int8_candidate),
-                      *FAST, "--max-images", "4", "--tensor-samples", "2", "--output-root", str(tmp_path),
-                      "--trt-runtime-double", str(TESTS / "validate_double_worker.py"))  # fmt: skip
+    proc = run_script(
+        "validate_e2e.py",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        "--candidate",
+        str(int8_candidate),
+        *FAST,
+        "--max-images",
+        "4",
+        "--tensor-samples",
+        "2",
+        "--output-root",
+        str(tmp_path),
+        "--trt-runtime-double",
+        str(TESTS / "validate_double_worker.py"),
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (root,) = list((tmp_path / "validate").iterdir())
     val = json.loads((root / "validation.json").read_text())
@@ -136,8 +155,21 @@ def test_explicitly_requested_backend_that_cannot_run_fails_the_run(tmp_path, mo
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this machine has ORT CUDA")
-    proc = run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), *FAST, "--max-images", "2",
-                      "--tensor-samples", "0", "--backends", "ort-cpu", "ort-cuda", "--output-root", str(tmp_path))
+    proc = run_script(
+        "validate_e2e.py",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        *FAST,
+        "--max-images",
+        "2",
+        "--tensor-samples",
+        "0",
+        "--backends",
+        "ort-cpu",
+        "ort-cuda",
+        "--output-root",
+        str(tmp_path),
+    )
     assert proc.returncode == 1, proc.stderr
     assert "requested but skipped" in proc.stderr and "ort-cuda" in proc.stderr
     (root,) = list((tmp_path / "validate").iterdir())
@@ -153,8 +185,9 @@ def test_run_root_not_writable(tmp_path):
     _need_demo()
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    line = _one_error_line(run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), *FAST,
-                                      "--output-root", str(blocker)))  # fmt: skip
+    line = _one_error_line(
+        run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), *FAST, "--output-root", str(blocker))
+    )
     assert "--output-root" in line and str(blocker) in line
 
 
@@ -163,19 +196,29 @@ def test_candidate_with_another_input_is_refused(tmp_path):
     import trt_double as D
 
     other = D.tiny_model(tmp_path / "tiny.onnx")  # input x [1,3,8,8]
-    line = _one_error_line(run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), "--candidate", str(other),
-                                      *FAST, "--output-root", str(tmp_path / "out")))  # fmt: skip
+    line = _one_error_line(
+        run_script(
+            "validate_e2e.py",
+            "--onnx-path",
+            str(DEMO_MODEL),
+            "--candidate",
+            str(other),
+            *FAST,
+            "--output-root",
+            str(tmp_path / "out"),
+        )
+    )
     assert "--candidate" in line and "differs from the baseline" in line and "images" in line
     assert not (tmp_path / "out").exists()  # refused before anything ran
 
 
 def test_missing_candidate_and_unknown_dataset(tmp_path):
     _need_demo()
-    line = _one_error_line(run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), "--candidate",
-                                      str(tmp_path / "nope.onnx"), *FAST))  # fmt: skip
+    line = _one_error_line(
+        run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), "--candidate", str(tmp_path / "nope.onnx"), *FAST)
+    )
     assert "--candidate" in line and "no such file" in line
-    line = _one_error_line(run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL),
-                                      "--data-root", str(tmp_path)))  # fmt: skip
+    line = _one_error_line(run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), "--data-root", str(tmp_path)))
     assert "images directory not found" in line or "instances file not found" in line
 
 
@@ -184,8 +227,18 @@ def test_quantize_without_modelopt_is_explained(tmp_path):
     probe = subprocess.run([sys.executable, "-c", "import modelopt"], capture_output=True)
     if probe.returncode == 0:
         pytest.skip("modelopt is importable by this interpreter")
-    line = _one_error_line(run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), "--quantize", "int8",
-                                      *FAST, "--output-root", str(tmp_path)))  # fmt: skip
+    line = _one_error_line(
+        run_script(
+            "validate_e2e.py",
+            "--onnx-path",
+            str(DEMO_MODEL),
+            "--quantize",
+            "int8",
+            *FAST,
+            "--output-root",
+            str(tmp_path),
+        )
+    )
     assert "nvidia-modelopt is not importable" in line and "--quantize-python" in line
 
 
@@ -204,10 +257,27 @@ def test_quantize_int8_through_modelopt_venv(tmp_path):
     _need_demo()
     if not QUANT_PY.exists():
         pytest.skip(f"no quant interpreter at {QUANT_PY}")
-    proc = run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), "--quantize", "int8",
-                      "--quantize-python", str(QUANT_PY), "--calib-images", "4", *FAST, "--max-images", "2",
-                      "--tensor-samples", "0", "--backends", "ort-cpu", "--output-root", str(tmp_path),
-                      timeout=900)  # fmt: skip
+    proc = run_script(
+        "validate_e2e.py",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        "--quantize",
+        "int8",
+        "--quantize-python",
+        str(QUANT_PY),
+        "--calib-images",
+        "4",
+        *FAST,
+        "--max-images",
+        "2",
+        "--tensor-samples",
+        "0",
+        "--backends",
+        "ort-cpu",
+        "--output-root",
+        str(tmp_path),
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     (root,) = list((tmp_path / "validate").iterdir())
     val = json.loads((root / "validation.json").read_text())
@@ -231,16 +301,23 @@ def _doctor(providers, eps=None, gpu=True, trt_ok=False, rtx_ok=True, ready=Fals
             {"check": "GPU", "status": "ok" if gpu else "FAIL", "detail": "NVIDIA H100" if gpu else "no GPU seen"},
             {"check": "ORT TensorRT EP", "status": "warn", "detail": "libnvinfer.so.10: cannot open shared object"},
         ],
-        "recommendations": [{"severity": "FAIL", "message": "container has libnvinfer 10.13.3 but /usr/bin/python3 "
-                             "cannot import tensorrt (ModuleNotFoundError); run `pixi run -e rtx5090 setup-tensorrt` "
-                             "to install tensorrt-cu12-bindings==10.13.3.*"}],
+        "recommendations": [
+            {
+                "severity": "FAIL",
+                "message": "container has libnvinfer 10.13.3 but /usr/bin/python3 "
+                "cannot import tensorrt (ModuleNotFoundError); run `pixi run -e rtx5090 setup-tensorrt` "
+                "to install tensorrt-cu12-bindings==10.13.3.*",
+            }
+        ],
         "ready": ready,
     }
 
 
 def test_availability_follows_the_doctor():
-    gpu_eps = {"CUDAExecutionProvider": {"session_ok": True},
-               "TensorrtExecutionProvider": {"session_ok": False, "library_loads": False}}  # fmt: skip
+    gpu_eps = {
+        "CUDAExecutionProvider": {"session_ok": True},
+        "TensorrtExecutionProvider": {"session_ok": False, "library_loads": False},
+    }
     doc = _doctor(["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], gpu_eps)
     a = V.availability(doc, V.BACKEND_KEYS, rtx_ep_available=False)
     assert a["ort-cpu"].ok and a["ort-cuda"].ok and a["trt-rtx"].ok
@@ -257,8 +334,10 @@ def test_availability_follows_the_doctor():
 def test_a_crashing_backend_is_recorded_and_the_next_one_runs(tmp_path):
     """A subprocess that dies of SIGSEGV marks that backend failed (with the log); the loop carries on."""
     crasher = tmp_path / "crash.py"
-    crasher.write_text("import os, signal, sys\nprint('loading the engine')\nsys.stdout.flush()\n"
-                       "os.kill(os.getpid(), signal.SIGSEGV)\n")  # fmt: skip
+    crasher.write_text(
+        "import os, signal, sys\nprint('loading the engine')\nsys.stdout.flush()\n"
+        "os.kill(os.getpid(), signal.SIGSEGV)\n"
+    )
     model = V.ModelInfo("m", tmp_path / "m.onnx", "baseline", "fp32", "0" * 64, [])
     cfg = V.RunConfig(root=tmp_path / "root", eval_args=[], python=sys.executable, log=lambda *_: None)
     original = V.plan_steps

@@ -44,11 +44,29 @@ ENGINE_MAGIC = b"FAKETRT\x01"
 TIMING_MAGIC = b"FAKETC\x01"
 
 ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 6: "INT32", 7: "INT64", 9: "BOOL", 3: "INT8", 2: "UINT8", 16: "BF16"}
-TRT_TO_NP = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_,
-             "INT8": np.int8, "UINT8": np.uint8}
-LAYER_TYPES = {"Conv": "CONVOLUTION", "Relu": "ACTIVATION", "Sigmoid": "ACTIVATION", "QuantizeLinear": "QUANTIZE",
-               "DequantizeLinear": "DEQUANTIZE", "Cast": "CAST", "Concat": "CONCATENATION", "TopK": "TOPK",
-               "Gather": "GATHER", "Reshape": "SHUFFLE", "Transpose": "SHUFFLE", "MatMul": "MATRIX_MULTIPLY"}
+TRT_TO_NP = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "INT8": np.int8,
+    "UINT8": np.uint8,
+}
+LAYER_TYPES = {
+    "Conv": "CONVOLUTION",
+    "Relu": "ACTIVATION",
+    "Sigmoid": "ACTIVATION",
+    "QuantizeLinear": "QUANTIZE",
+    "DequantizeLinear": "DEQUANTIZE",
+    "Cast": "CAST",
+    "Concat": "CONCATENATION",
+    "TopK": "TOPK",
+    "Gather": "GATHER",
+    "Reshape": "SHUFFLE",
+    "Transpose": "SHUFFLE",
+    "MatMul": "MATRIX_MULTIPLY",
+}
 WEAK_FLAGS = ("FP16", "BF16", "INT8", "FP8", "INT4", "FP4")
 
 
@@ -180,8 +198,9 @@ class FakeParserError(_Mirror):
 
 
 def _value_info_dims(vi: Any) -> tuple[int, ...]:
-    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1
-                 for d in vi.type.tensor_type.shape.dim)
+    return tuple(
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in vi.type.tensor_type.shape.dim
+    )
 
 
 class FakeOnnxParser(_Mirror):
@@ -219,8 +238,9 @@ class FakeOnnxParser(_Mirror):
             return self._fail(-1, "", "", desc, "MODEL_DESERIALIZE_FAILED")
         for i, node in enumerate(proto.graph.node):
             if not onnx.defs.has(node.op_type, node.domain or ""):
-                return self._fail(i, node.name, node.op_type, f"No importer registered for op: {node.op_type}",
-                                  "UNSUPPORTED_NODE")
+                return self._fail(
+                    i, node.name, node.op_type, f"No importer registered for op: {node.op_type}", "UNSUPPORTED_NODE"
+                )
         trt = self._trt
         inits = {t.name for t in proto.graph.initializer}
         for vi in proto.graph.input:
@@ -230,8 +250,9 @@ class FakeOnnxParser(_Mirror):
         for vi in proto.graph.output:
             dt = getattr(trt.DataType, ONNX_TO_TRT.get(vi.type.tensor_type.elem_type, "FLOAT"))
             self._network._outputs.append(FakeTensor(trt, vi.name, _value_info_dims(vi), dt))
-        half = any(n.op_type == "Cast" and any(a.name == "to" and a.i == 10 for a in n.attribute)
-                   for n in proto.graph.node)
+        half = any(
+            n.op_type == "Cast" and any(a.name == "to" and a.i == 10 for a in n.attribute) for n in proto.graph.node
+        )
         for node in proto.graph.node:
             low = half and node.op_type != "Cast" and self._network._strongly_typed
             dt = trt.DataType.HALF if low else trt.DataType.FLOAT
@@ -328,7 +349,7 @@ class FakeBuilderConfig(_Mirror):
         if not blob.startswith(TIMING_MAGIC):
             self._error("ITimingCache: the serialized timing cache is invalid")
             return None
-        return FakeTimingCache(self._trt, json.loads(blob[len(TIMING_MAGIC):]))
+        return FakeTimingCache(self._trt, json.loads(blob[len(TIMING_MAGIC) :]))
 
     def set_timing_cache(self, cache: FakeTimingCache, ignore_mismatch: bool) -> bool:
         self._timing = cache
@@ -388,8 +409,15 @@ class FakeBuilder(_Mirror):
                 if len(dims) != len(shape) or any(s >= 0 and d != s for d, s in zip(dims, shape, strict=True)):
                     self._error(f"optimization profile {list(dims)} does not match input {t.name} {list(shape)}")
                     return None
-            io.append({"name": t.name, "input": True, "dtype": t.dtype.name, "shape": list(shape),
-                       "profile": [list(x) for x in p]})
+            io.append(
+                {
+                    "name": t.name,
+                    "input": True,
+                    "dtype": t.dtype.name,
+                    "shape": list(shape),
+                    "profile": [list(x) for x in p],
+                }
+            )
         for t in network._outputs:
             io.append({"name": t.name, "input": False, "dtype": t.dtype.name, "shape": list(t.shape)})
         monitor = config.progress_monitor if config._real_has("progress_monitor") else None
@@ -558,8 +586,9 @@ class FakeContext(_Mirror):
     def _native_graph(self) -> bool:
         config = self._config() if self._config is not None else None
         strategies = getattr(self._trt, "CudaGraphStrategy", None)
-        return config is not None and strategies is not None and (
-            config._graph_strategy == strategies.WHOLE_GRAPH_CAPTURE)
+        return (
+            config is not None and strategies is not None and (config._graph_strategy == strategies.WHOLE_GRAPH_CAPTURE)
+        )
 
     def set_input_shape(self, name: str, shape: Any) -> bool:
         t = self._engine._io.get(name)
@@ -580,8 +609,9 @@ class FakeContext(_Mirror):
         return [t for t in self._engine._io.values() if t["input"]]
 
     def infer_shapes(self) -> list[str]:
-        missing = [t["name"] for t in self._inputs()
-                   if t["name"] not in self._shapes and any(d < 0 for d in t["shape"])]
+        missing = [
+            t["name"] for t in self._inputs() if t["name"] not in self._shapes and any(d < 0 for d in t["shape"])
+        ]
         if missing:
             return missing
         feeds = {t["name"]: np.zeros(self._shape_of(t), TRT_TO_NP[t["dtype"]]) for t in self._inputs()}
@@ -622,8 +652,10 @@ class FakeContext(_Mirror):
             self._error("enqueue is not allowed during stream capture (simulated)")
             return False
         if capturing and not self._user_capture_ok:
-            self._error("IExecutionContext::enqueueV3: stream capture requires an engine built with "
-                        "BuilderFlag::kREQUIRE_USER_ALLOCATION")
+            self._error(
+                "IExecutionContext::enqueueV3: stream capture requires an engine built with "
+                "BuilderFlag::kREQUIRE_USER_ALLOCATION"
+            )
             return False
         if self._native_graph():
             key = tuple(sorted((n, self._shapes.get(n), self._addr.get(n)) for n in io))
@@ -728,7 +760,7 @@ class FakeRuntime(_Mirror):
         if not blob.startswith(ENGINE_MAGIC):
             self._error("IRuntime::deserializeCudaEngine: Error Code 1: Serialization (magic tag does not match)")
             return None
-        header_raw, _, onnx_bytes = blob[len(ENGINE_MAGIC):].partition(b"\n")
+        header_raw, _, onnx_bytes = blob[len(ENGINE_MAGIC) :].partition(b"\n")
         header = json.loads(header_raw)
         if (header["trt_module"], header["trt_version"]) != (_library(self._trt), self._trt.__version__):
             self._error(
@@ -944,9 +976,22 @@ class DoubleState:
 _current_module: Any = None
 _current_state: DoubleState = DoubleState()
 
-DOUBLE_CLASSES = (FakeBuilder, FakeBuilderConfig, FakeNetwork, FakeTensor, FakeLayer, FakeOnnxParser,
-                  FakeParserError, FakeProfile, FakeTimingCache, FakeRuntime, FakeEngine, FakeContext,
-                  FakeRuntimeConfig, FakeRuntimeCache)
+DOUBLE_CLASSES = (
+    FakeBuilder,
+    FakeBuilderConfig,
+    FakeNetwork,
+    FakeTensor,
+    FakeLayer,
+    FakeOnnxParser,
+    FakeParserError,
+    FakeProfile,
+    FakeTimingCache,
+    FakeRuntime,
+    FakeEngine,
+    FakeContext,
+    FakeRuntimeConfig,
+    FakeRuntimeCache,
+)
 
 
 def install(monkeypatch: Any, trt: ModuleType, *, memory: FakeCudaMemory | None = None) -> DoubleState:
@@ -983,8 +1028,9 @@ def _save(model: Any, path: Path) -> Path:
     return path
 
 
-def tiny_model(path: Path, *, dynamic: bool = False, precision: str = "fp32", extra_outputs: bool = False,
-               seed: int = 0) -> Path:
+def tiny_model(
+    path: Path, *, dynamic: bool = False, precision: str = "fp32", extra_outputs: bool = False, seed: int = 0
+) -> Path:
     """Conv(3->4, 3x3) + Relu on [N,3,8,8].
 
     precision: fp32 | fp16 (Cast to fp16 around an fp16 conv; fp32 I/O, like AutoCast keep_io_types)
@@ -1025,13 +1071,19 @@ def tiny_model(path: Path, *, dynamic: bool = False, precision: str = "fp32", ex
             zp_x = h.make_tensor("zp_x", T.FLOAT8E4M3FN, [], [0.0])
             zp_w = h.make_tensor("zp_w", T.FLOAT8E4M3FN, [4], [0.0] * 4)
             w_scale = np.abs(w).reshape(4, -1).max(axis=1) / 448.0
-            wq_t = h.make_tensor("wq", T.FLOAT8E4M3FN, list(w.shape),
-                                 (w / w_scale[:, None, None, None]).flatten().tolist())
+            wq_t = h.make_tensor(
+                "wq", T.FLOAT8E4M3FN, list(w.shape), (w / w_scale[:, None, None, None]).flatten().tolist()
+            )
             inits.append(wq_t)
             q_dtype = T.FLOAT8E4M3FN
         del q_dtype
-        inits += [zp_x, zp_w, nh.from_array(np.array(1.0 / 64, np.float32), "s_x"),
-                  nh.from_array(w_scale.astype(np.float32), "s_w"), nh.from_array(b, "b")]
+        inits += [
+            zp_x,
+            zp_w,
+            nh.from_array(np.array(1.0 / 64, np.float32), "s_x"),
+            nh.from_array(w_scale.astype(np.float32), "s_w"),
+            nh.from_array(b, "b"),
+        ]
         nodes.append(h.make_node("QuantizeLinear", ["x", "s_x", "zp_x"], ["xq"], name="q_x"))
         nodes.append(h.make_node("DequantizeLinear", ["xq", "s_x", "zp_x"], ["xd"], name="dq_x"))
         nodes.append(h.make_node("DequantizeLinear", ["wq", "s_w", "zp_w"], ["wd"], axis=0, name="dq_w"))
@@ -1065,9 +1117,15 @@ def bad_node_model(path: Path) -> Path:
 
     x = h.make_tensor_value_info("x", T.FLOAT, [1, 3, 8, 8])
     y = h.make_tensor_value_info("y", T.FLOAT, [1, 3, 8, 8])
-    graph = h.make_graph([h.make_node("Relu", ["x"], ["r"], name="relu"),
-                          h.make_node("NoSuchOp", ["r"], ["y"], name="mystery", domain="com.example")],
-                         "bad", [x], [y])
+    graph = h.make_graph(
+        [
+            h.make_node("Relu", ["x"], ["r"], name="relu"),
+            h.make_node("NoSuchOp", ["r"], ["y"], name="mystery", domain="com.example"),
+        ],
+        "bad",
+        [x],
+        [y],
+    )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("com.example", 1)])
     model.ir_version = 8
     path.parent.mkdir(parents=True, exist_ok=True)

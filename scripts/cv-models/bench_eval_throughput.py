@@ -68,8 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1], help="batch sizes to measure")
     parser.add_argument("--workers", type=int, default=default_workers(), help="loader threads for (b)")
     parser.add_argument("--lanes", type=int, default=3, help="ORT sessions of the IO-binding variants (default 3)")
-    parser.add_argument("--switch-interval-ms", type=float, default=None,
-                        help="Python's GIL switch interval during (b) (default: the evaluator's default)")  # fmt: skip
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="Python's GIL switch interval during (b) (default: the evaluator's default)",
+    )
     parser.add_argument("--min-seconds", type=float, default=10.0, help="each figure spans at least this long")
     parser.add_argument("--cpu", action="store_true", help="ONNX Runtime CPU EP even where CUDA is available")
     parser.add_argument("--no-ultralytics", action="store_true", help="skip (c) even if ultralytics is installed")
@@ -221,8 +225,15 @@ def run_ours(
     switch_ms: float | None = None,
 ) -> dict[str, Any]:
     rep = dataclasses.replace(ds, image_ids=_repeat(ds.image_ids, n_images, batch))
-    opts = eval_options(prep, batch_size=batch, workers=workers, warmup_runs=3, progress=False, coco_eval=False,
-                        switch_interval_ms=switch_ms)  # fmt: skip
+    opts = eval_options(
+        prep,
+        batch_size=batch,
+        workers=workers,
+        warmup_runs=3,
+        progress=False,
+        coco_eval=False,
+        switch_interval_ms=switch_ms,
+    )
     with GpuMonitor() as mon:
         res = evaluate(backend, rep, opts)
     t = res.timings
@@ -326,11 +337,17 @@ def make_backends(
         order, _, nograph = order.partition("+")
         try:
             if n_lanes == 0:
-                backend: Any = OrtBackend(str(onnx), ["CUDAExecutionProvider"], require_accelerator=True,
-                                          intra_op_threads=1)  # fmt: skip
+                backend: Any = OrtBackend(
+                    str(onnx), ["CUDAExecutionProvider"], require_accelerator=True, intra_op_threads=1
+                )
             else:
-                backend = OrtCudaBackend(str(onnx), max_batch=batch, lanes=lanes if n_lanes < 0 else n_lanes,
-                                         gpu_order=order, graph="off" if nograph else "auto")  # fmt: skip
+                backend = OrtCudaBackend(
+                    str(onnx),
+                    max_batch=batch,
+                    lanes=lanes if n_lanes < 0 else n_lanes,
+                    gpu_order=order,
+                    graph="off" if nograph else "auto",
+                )
                 enable_mode(backend, prep)
             out[name] = (backend, prep)
         except Exception as exc:  # one broken variant must not hide the others
@@ -348,14 +365,17 @@ def make_trt_backends(onnx: Path, batch: int, api_name: str, gpu: bool, dynamic:
     from common.trt.runtime import TrtBackend
 
     api = load_backend(api_name)
-    built = build_or_reuse(onnx, None, BuildOptions(max_batch=batch) if dynamic else BuildOptions(), api,
-                           verbosity="error")  # fmt: skip
+    built = build_or_reuse(
+        onnx, None, BuildOptions(max_batch=batch) if dynamic else BuildOptions(), api, verbosity="error"
+    )
     out: dict[str, tuple[Any, str]] = {api.name: (TrtBackend.open(built.engine_path, api), "cpu")}
     if gpu:
         out[f"{api.name}-gpu-letterbox"] = (TrtBackend.open(built.engine_path, api), "gpu-letterbox")
         if HAS_GPU_POST:
-            out[f"{api.name}-gpu-letterbox-gpu-post"] = (TrtBackend.open(built.engine_path, api),
-                                                         "gpu-letterbox+gpu-post")  # fmt: skip
+            out[f"{api.name}-gpu-letterbox-gpu-post"] = (
+                TrtBackend.open(built.engine_path, api),
+                "gpu-letterbox+gpu-post",
+            )
     return out
 
 
@@ -439,8 +459,14 @@ def replay_rows(args: argparse.Namespace, ds: CocoDataset, gpu: bool) -> list[di
         rds = dataclasses.replace(ds, image_ids=order)
         replay = ReplayBackend(recorded, order, batch, real)
         ap_real = scored(real, dataclasses.replace(ds, image_ids=list(dict.fromkeys(order))), 1, 0).get("AP")
-        row: dict[str, Any] = {"batch_size": batch, "images_distinct": len(set(order)), "record_seconds": record_s,
-                               "ap_real": ap_real, "modes": {}, "failed": {}}  # fmt: skip
+        row: dict[str, Any] = {
+            "batch_size": batch,
+            "images_distinct": len(set(order)),
+            "record_seconds": record_s,
+            "ap_real": ap_real,
+            "modes": {},
+            "failed": {},
+        }
         for mode in modes:
             try:
                 first = max(len(order), 1000 if gpu else 0)
@@ -493,8 +519,15 @@ def time_to_metrics(args: argparse.Namespace, ds: CocoDataset, gpu: bool, n: int
     name = next(iter(backends))
     backend, prep = backends[name]
     try:
-        opts = eval_options(prep, batch_size=batch, workers=args.workers, warmup_runs=3, progress=False,
-                            coco_eval=True, switch_interval_ms=args.switch_interval_ms)  # fmt: skip
+        opts = eval_options(
+            prep,
+            batch_size=batch,
+            workers=args.workers,
+            warmup_runs=3,
+            progress=False,
+            coco_eval=True,
+            switch_interval_ms=args.switch_interval_ms,
+        )
         t0 = time.perf_counter()
         res = evaluate(backend, big, opts)
         total = time.perf_counter() - t0
@@ -502,17 +535,29 @@ def time_to_metrics(args: argparse.Namespace, ds: CocoDataset, gpu: bool, n: int
         for b, _ in backends.values():
             b.close()
     t = res.timings
-    return {"images": n, "distinct_images": len(ds.image_ids), "batch_size": batch, "variant": name,
-            "seconds": total, "pipeline_seconds": t["wall_seconds"], "coco_eval_seconds": t["eval_seconds"],
-            "coco_eval_share": t["eval_seconds"] / total if total > 0 else 0.0, "coco_engine": t["coco_engine"],
-            "images_per_s": n / total if total > 0 else 0.0, "AP": res.stats.get("AP"), "failed": failed}  # fmt: skip
+    return {
+        "images": n,
+        "distinct_images": len(ds.image_ids),
+        "batch_size": batch,
+        "variant": name,
+        "seconds": total,
+        "pipeline_seconds": t["wall_seconds"],
+        "coco_eval_seconds": t["eval_seconds"],
+        "coco_eval_share": t["eval_seconds"] / total if total > 0 else 0.0,
+        "coco_engine": t["coco_engine"],
+        "images_per_s": n / total if total > 0 else 0.0,
+        "AP": res.stats.get("AP"),
+        "failed": failed,
+    }
 
 
 def format_ttm(d: dict[str, Any]) -> str:
-    return (f"time to metrics: {d['images']} images ({d['distinct_images']} distinct, repeated under fresh ids), "
-            f"{d['variant']} batch {d['batch_size']}: {d['seconds']:.2f} s ({d['images_per_s']:.1f} img/s), "
-            f"pipeline {d['pipeline_seconds']:.2f} s + COCOeval {d['coco_eval_seconds']:.2f} s "
-            f"({100 * d['coco_eval_share']:.1f}% of the total), AP {d['AP']:.4f}")  # fmt: skip
+    return (
+        f"time to metrics: {d['images']} images ({d['distinct_images']} distinct, repeated under fresh ids), "
+        f"{d['variant']} batch {d['batch_size']}: {d['seconds']:.2f} s ({d['images_per_s']:.1f} img/s), "
+        f"pipeline {d['pipeline_seconds']:.2f} s + COCOeval {d['coco_eval_seconds']:.2f} s "
+        f"({100 * d['coco_eval_share']:.1f}% of the total), AP {d['AP']:.4f}"
+    )
 
 
 def _fmt_line(batch: int, name: str, d: dict[str, Any], ceil: float, ultra: float | None) -> str:
@@ -598,8 +643,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for b in args.batch_sizes:
         check_range("--batch-sizes", b, 1)
     model_inputs = {"--onnx-path": args.onnx_path} if args.onnx_path is not None else {}
-    check_output_paths({"--out": args.out}, {**model_inputs, "--instances": instances},
-                       protected_dirs={"--images-dir": images})  # fmt: skip
+    check_output_paths(
+        {"--out": args.out}, {**model_inputs, "--instances": instances}, protected_dirs={"--images-dir": images}
+    )
     ds = open_dataset(instances, images, args.max_images)
     gpu = _gpu_available(args.cpu)
     out = args.out or run_dir("bench-eval") / "bench.json"

@@ -101,21 +101,34 @@ def bench_model(name: str, outs: np.ndarray, args: argparse.Namespace, opts: Pos
                     wall_s.append(time.perf_counter() - t)
                     gpu_ms.append(mem.elapsed_ms(start, end))
             same = sum(
-                len(g) == len(w) and g.classes.tolist() == w.classes.tolist()
+                len(g) == len(w)
+                and g.classes.tolist() == w.classes.tolist()
                 and (len(g) == 0 or float(np.abs(g.boxes - w.boxes).max()) <= 1e-3)
                 for g, w in zip(got, want, strict=True)
-            )  # fmt: skip
-            err = max((float(np.abs(g.boxes - w.boxes).max()) for g, w in zip(got, want, strict=True)
-                       if len(g) == len(w) and len(g)), default=0.0)  # fmt: skip
+            )
+            err = max(
+                (
+                    float(np.abs(g.boxes - w.boxes).max())
+                    for g, w in zip(got, want, strict=True)
+                    if len(g) == len(w) and len(g)
+                ),
+                default=0.0,
+            )
             gpu = latency_stats(np.asarray(gpu_ms) / 1000.0, items_per_sample=b)
-            rows.append({
-                "model": name, "layout": layout, "batch": b,
-                "numpy": latency_stats(numpy_s, items_per_sample=b),
-                "gpu_events": gpu,
-                "gpu_wall": latency_stats(wall_s, items_per_sample=b),
-                "identical_images": int(same), "images": b, "max_box_error_px": err,
-                "detections": int(sum(len(w) for w in want)),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "model": name,
+                    "layout": layout,
+                    "batch": b,
+                    "numpy": latency_stats(numpy_s, items_per_sample=b),
+                    "gpu_events": gpu,
+                    "gpu_wall": latency_stats(wall_s, items_per_sample=b),
+                    "identical_images": int(same),
+                    "images": b,
+                    "max_box_error_px": err,
+                    "detections": int(sum(len(w) for w in want)),
+                }
+            )
             dev.free()
             host.free()
     finally:
@@ -127,8 +140,10 @@ def bench_model(name: str, outs: np.ndarray, args: argparse.Namespace, opts: Pos
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'model':24} {'batch':>5} | {'numpy ms med/p90/p99':>22} | {'gpu events ms med/p90/p99':>26} | "
-            f"{'gpu wall med':>12} | {'speedup':>7} | same order")  # fmt: skip
+    head = (
+        f"{'model':24} {'batch':>5} | {'numpy ms med/p90/p99':>22} | {'gpu events ms med/p90/p99':>26} | "
+        f"{'gpu wall med':>12} | {'speedup':>7} | same order"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         n, g, w = r["numpy"], r["gpu_events"], r["gpu_wall"]

@@ -41,14 +41,30 @@ def build_parser():
     )
     parser.add_argument("--reference", default=None, help="row label for ΔAP, e.g. 'ort-cuda fp32' (see summary.md)")
     parser.add_argument("--parity-iou", type=float, default=0.5, help="IoU for a match, in (0, 1] (default 0.5)")
-    parser.add_argument("--parity-conf", type=float, default=0.25,
-                        help="score from which detections count, in [0, 1] (default 0.25)")  # fmt: skip
-    parser.add_argument("--min-matched", action="append", default=[], metavar="[PREC=]X",
-                        help="minimum matched fraction (default per precision)")  # fmt: skip
-    parser.add_argument("--min-mean-iou", action="append", default=[], metavar="[PREC=]X",
-                        help="minimum mean IoU of matches (default per precision)")  # fmt: skip
-    parser.add_argument("--max-median-dscore", action="append", default=[], metavar="[PREC=]X",
-                        help="maximum median |Δscore| of matches (default per precision)")  # fmt: skip
+    parser.add_argument(
+        "--parity-conf", type=float, default=0.25, help="score from which detections count, in [0, 1] (default 0.25)"
+    )
+    parser.add_argument(
+        "--min-matched",
+        action="append",
+        default=[],
+        metavar="[PREC=]X",
+        help="minimum matched fraction (default per precision)",
+    )
+    parser.add_argument(
+        "--min-mean-iou",
+        action="append",
+        default=[],
+        metavar="[PREC=]X",
+        help="minimum mean IoU of matches (default per precision)",
+    )
+    parser.add_argument(
+        "--max-median-dscore",
+        action="append",
+        default=[],
+        metavar="[PREC=]X",
+        help="maximum median |Δscore| of matches (default per precision)",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a row breaks its parity threshold")
     return parser
 

@@ -25,13 +25,19 @@ DEMO_DATA = REPO / "datasets/synthcoco-mini"
 
 def demo_argv(extra: Sequence[str]) -> list[str]:
     return [
-        "--onnx-path", str(DEMO_MODEL),
-        "--data-root", str(DEMO_DATA),
-        "--max-images", "0",
-        "--providers", "CUDAExecutionProvider", "CPUExecutionProvider",
-        "--task", "demo",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        "--data-root",
+        str(DEMO_DATA),
+        "--max-images",
+        "0",
+        "--providers",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+        "--task",
+        "demo",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -65,19 +65,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EP:KEY=VALUE",
         help="option passed to an execution provider (repeatable; applied after the flags below)",
     )
-    parser.add_argument("--io-binding", action="store_true",
-                        help="CUDA EP only: our device buffers + pinned staging, copies overlapped with compute "
-                        "(--lanes sessions, each on its own CUDA stream); the fastest GPU path. Each lane replays a "
-                        "CUDA graph of the model where ONNX Runtime can capture one (else per-kernel runs; metrics.json"
-                        " run.backend.cuda_graph / cuda_graph_fallback say which): --cuda-graph insists, "
-                        "--provider-option CUDAExecutionProvider:enable_cuda_graph=0 turns it off")  # fmt: skip
-    parser.add_argument("--lanes", type=int, default=3,
-                        help="with --io-binding: ORT sessions running batches concurrently (default 3: on the "
-                        "H100, 3 lanes ran yolov10m at 1.8x one lane)")  # fmt: skip
+    parser.add_argument(
+        "--io-binding",
+        action="store_true",
+        help="CUDA EP only: our device buffers + pinned staging, copies overlapped with compute "
+        "(--lanes sessions, each on its own CUDA stream); the fastest GPU path. Each lane replays a "
+        "CUDA graph of the model where ONNX Runtime can capture one (else per-kernel runs; metrics.json"
+        " run.backend.cuda_graph / cuda_graph_fallback say which): --cuda-graph insists, "
+        "--provider-option CUDAExecutionProvider:enable_cuda_graph=0 turns it off",
+    )
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=3,
+        help="with --io-binding: ORT sessions running batches concurrently (default 3: on the "
+        "H100, 3 lanes ran yolov10m at 1.8x one lane)",
+    )
     parser.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help="with --io-binding: " + GPU_ORDER_HELP)
-    parser.add_argument("--intra-op-threads", type=int, default=None,
-                        help="ORT CPU threads per session (default: 1 when a GPU EP leads --providers, "
-                        "else ORT's default)")  # fmt: skip
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=None,
+        help="ORT CPU threads per session (default: 1 when a GPU EP leads --providers, else ORT's default)",
+    )
     add_ep_flags(parser)
     add_eval_args(parser, task="eval-onnx")
     return parser
@@ -106,16 +116,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.lanes < 1:
             raise UserError(f"--lanes must be >= 1, got {args.lanes}")
-        backend = OrtCudaBackend(str(args.onnx_path), options, max_batch=args.batch_size, imgsz=args.imgsz,
-                                 lanes=args.lanes, disable_cpu_fallback=args.disable_cpu_fallback,
-                                 gpu_order=args.gpu_order, graph="auto")  # fmt: skip
+        backend = OrtCudaBackend(
+            str(args.onnx_path),
+            options,
+            max_batch=args.batch_size,
+            imgsz=args.imgsz,
+            lanes=args.lanes,
+            disable_cpu_fallback=args.disable_cpu_fallback,
+            gpu_order=args.gpu_order,
+            graph="auto",
+        )
     else:
         threads = args.intra_op_threads
         if threads is None and args.providers[0] != "CPUExecutionProvider" and args.providers[0] in available:
             threads = 1
-        backend = OrtBackend(str(args.onnx_path), args.providers, options, args.disable_cpu_fallback,
-                             available=available, intra_op_threads=threads,
-                             require_accelerator=args.require_accelerator)  # fmt: skip
+        backend = OrtBackend(
+            str(args.onnx_path),
+            args.providers,
+            options,
+            args.disable_cpu_fallback,
+            available=available,
+            intra_op_threads=threads,
+            require_accelerator=args.require_accelerator,
+        )
     print_effective_options(args.providers, options)  # once the session exists: a refused run stays one line
     print(f"onnxruntime {backend.version}: providers in use: {', '.join(backend.providers_used)}")
     try:

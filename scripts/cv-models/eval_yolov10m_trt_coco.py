@@ -55,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = parser.add_argument_group("TensorRT runtime")
     t.add_argument("--cuda-graph", action="store_true", help="replay each enqueue as a CUDA graph")
     t.add_argument("--runtime-cache", type=Path, default=None, help="TensorRT-RTX runtime (JIT kernel) cache file")
-    t.add_argument("--lanes", type=int, default=2,
-                   help="execution contexts of the engine, each on its own CUDA stream, running batches "
-                   "concurrently (lanes + 1 batches in flight; default 2, not measured on a real engine)")  # fmt: skip
+    t.add_argument(
+        "--lanes",
+        type=int,
+        default=2,
+        help="execution contexts of the engine, each on its own CUDA stream, running batches "
+        "concurrently (lanes + 1 batches in flight; default 2, not measured on a real engine)",
+    )
     t.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help=GPU_ORDER_HELP)
     add_eval_args(parser, task="eval-trt")
     return parser
@@ -78,8 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     made = {"--engine-path": args.engine_path, "--timing-cache": args.timing_cache} if building else {}
     if building and args.engine_path is not None:
         made["--engine-path sidecar"] = metadata_path(args.engine_path)
-    check_output_paths({**made, "--runtime-cache": args.runtime_cache, "--out": args.out,
-                        "--detections-out": args.detections_out}, model_inputs)  # fmt: skip
+    check_output_paths(
+        {**made, "--runtime-cache": args.runtime_cache, "--out": args.out, "--detections-out": args.detections_out},
+        model_inputs,
+    )
     if building:
         check_onnx_input("--onnx-path", args.onnx_path, args.imgsz)
     dataset = prepare_eval(args, model_inputs)
@@ -96,10 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine_path = args.engine_path
         model_path = engine_path
     backend = TrtBackend.open(
-        engine_path, api, lanes=args.lanes, gpu_order=args.gpu_order, cuda_graph=args.cuda_graph,
+        engine_path,
+        api,
+        lanes=args.lanes,
+        gpu_order=args.gpu_order,
+        cuda_graph=args.cuda_graph,
         verbosity=verbosity,
         runtime_cache=args.runtime_cache,
-    )  # fmt: skip
+    )
     try:
         return run_eval(args, backend, model_path, {"trt": extra} if extra else None, dataset=dataset)
     finally:

@@ -57,22 +57,44 @@ def build_parser() -> argparse.ArgumentParser:
             "--benchmark",
         ],
     )
-    parser.add_argument("--engine-path", "--engine", dest="engine_path", type=Path, required=True,
-                        help="serialized engine (build_trt_engine.py); --engine is the old spelling")  # fmt: skip
+    parser.add_argument(
+        "--engine-path",
+        "--engine",
+        dest="engine_path",
+        type=Path,
+        required=True,
+        help="serialized engine (build_trt_engine.py); --engine is the old spelling",
+    )
     add_api_args(parser)
-    parser.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                        help="input tensor from a .npy file (repeatable); others get random data")
+    parser.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME=FILE.npy",
+        help="input tensor from a .npy file (repeatable); others get random data",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    parser.add_argument("--shapes", "--shape", dest="shapes", action="append", default=[], metavar="NAME:NxCxHxW",
-                        help="shape of a random dynamic input, repeatable (default: the profile's opt shape); "
-                        "--shape is the old spelling")  # fmt: skip
+    parser.add_argument(
+        "--shapes",
+        "--shape",
+        dest="shapes",
+        action="append",
+        default=[],
+        metavar="NAME:NxCxHxW",
+        help="shape of a random dynamic input, repeatable (default: the profile's opt shape); "
+        "--shape is the old spelling",
+    )
     parser.add_argument("--output-dir", type=Path, default=None, help="default: tmp/infer-trt/<timestamp>/")
     parser.add_argument("--benchmark", action="store_true", help="time warm-up + --iterations runs")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs before timing (default 10)")
     parser.add_argument("--iterations", type=int, default=100, help="timed runs (default 100)")
     parser.add_argument("--cuda-graph", action="store_true", help="replay the enqueue as a CUDA graph")
-    parser.add_argument("--runtime-cache", type=Path, default=None,
-                        help="TensorRT-RTX runtime (JIT kernel) cache file, loaded and saved")
+    parser.add_argument(
+        "--runtime-cache",
+        type=Path,
+        default=None,
+        help="TensorRT-RTX runtime (JIT kernel) cache file, loaded and saved",
+    )
     return parser
 
 
@@ -144,12 +166,16 @@ def benchmark(session: TrtSession, feeds: dict[str, np.ndarray], warmup: int, it
 
 
 def format_benchmark(b: dict[str, Any]) -> str:
-    lines = [f"throughput: {b['throughput_qps']:.1f} qps ({b['throughput_items_per_s']:.1f} items/s, "
-             f"batch {b['batch']}, {b['iterations']} iterations)"]
+    lines = [
+        f"throughput: {b['throughput_qps']:.1f} qps ({b['throughput_items_per_s']:.1f} items/s, "
+        f"batch {b['batch']}, {b['iterations']} iterations)"
+    ]
     for key in STAGES:
         s = b[key]
-        lines.append(f"{key:<16} mean {s['mean_ms']:.3f}  median {s['median_ms']:.3f}  p90 {s['p90_ms']:.3f}  "
-                     f"p95 {s['p95_ms']:.3f}  p99 {s['p99_ms']:.3f} ms")
+        lines.append(
+            f"{key:<16} mean {s['mean_ms']:.3f}  median {s['median_ms']:.3f}  p90 {s['p90_ms']:.3f}  "
+            f"p95 {s['p95_ms']:.3f}  p99 {s['p99_ms']:.3f} ms"
+        )
     return "\n".join(lines)
 
 
@@ -166,8 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_output_paths({"--runtime-cache": args.runtime_cache}, inputs)
     api = load_api(args.trt_api)
     verbosity = "verbose" if args.verbose else args.trt_verbosity
-    with TrtSession(args.engine_path, api, cuda_graph=args.cuda_graph, verbosity=verbosity,
-                    runtime_cache=args.runtime_cache) as session:
+    with TrtSession(
+        args.engine_path, api, cuda_graph=args.cuda_graph, verbosity=verbosity, runtime_cache=args.runtime_cache
+    ) as session:
         names = [t.name for t in session.inputs]
         for name in [*given, *shapes]:
             if name not in names:
@@ -179,8 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             writes["--output-dir file"] = args.output_dir / "infer.json"
             check_output_paths(writes, {**inputs, "--runtime-cache": args.runtime_cache})
         rng = np.random.default_rng(args.seed)
-        feeds = {n: load_npy(n, given[n]) if n in given else random_input(session, n, shapes.get(n), rng)
-                 for n in names}
+        feeds = {
+            n: load_npy(n, given[n]) if n in given else random_input(session, n, shapes.get(n), rng) for n in names
+        }
         session.validate(feeds)
         outputs = session.run(feeds)
         first = dict(session.last_timing)
@@ -194,8 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             np.save(tmp, arr)
     report = {
         "engine": facts,
-        "inputs": {n: {"source": str(given[n]) if n in given else f"random(seed={args.seed})",
-                       "shape": list(a.shape), "dtype": str(a.dtype)} for n, a in feeds.items()},
+        "inputs": {
+            n: {
+                "source": str(given[n]) if n in given else f"random(seed={args.seed})",
+                "shape": list(a.shape),
+                "dtype": str(a.dtype),
+            }
+            for n, a in feeds.items()
+        },
         "outputs": {n: {"file": files[n], "shape": list(a.shape), "dtype": str(a.dtype)} for n, a in outputs.items()},
         "first_run_ms": first,
         "benchmark": bench,

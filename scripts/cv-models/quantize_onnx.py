@@ -206,11 +206,31 @@ def _convert(args: Any, src: Path, out: Path, plan: _Plan, qm: Any) -> tuple[dic
     with atomic_output(out, suffix=".onnx") as tmp:
         try:
             if args.mode in quant.AUTOCAST_MODES:
-                extra = qm.run_autocast(src, tmp, args.mode, plan.calib, plan.input_name, excl.patterns,
-                                        excl.op_types, plan.eps, args.verbose)  # fmt: skip
+                extra = qm.run_autocast(
+                    src,
+                    tmp,
+                    args.mode,
+                    plan.calib,
+                    plan.input_name,
+                    excl.patterns,
+                    excl.op_types,
+                    plan.eps,
+                    args.verbose,
+                )
             else:
-                extra = qm.run_ptq(src, tmp, args.mode, plan.calib, plan.input_name, plan.method, plan.eps,
-                                   excl.patterns, excl.op_types, args.high_precision_dtype, args.verbose)  # fmt: skip
+                extra = qm.run_ptq(
+                    src,
+                    tmp,
+                    args.mode,
+                    plan.calib,
+                    plan.input_name,
+                    plan.method,
+                    plan.eps,
+                    excl.patterns,
+                    excl.op_types,
+                    args.high_precision_dtype,
+                    args.verbose,
+                )
         except UserError:
             raise
         except Exception as exc:  # ModelOpt internals: one line unless --verbose
@@ -232,8 +252,17 @@ def _convert(args: Any, src: Path, out: Path, plan: _Plan, qm: Any) -> tuple[dic
         return extra, seconds, quant.graph_stats(result), quant.io_types(result)
 
 
-def _record(args: Any, src: Path, out: Path, plan: _Plan, version: str, seconds: float, stats: dict[str, Any],
-            io: dict[str, str], extra: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def _record(
+    args: Any,
+    src: Path,
+    out: Path,
+    plan: _Plan,
+    version: str,
+    seconds: float,
+    stats: dict[str, Any],
+    io: dict[str, str],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """The sidecar ``<out>.json``."""
     ptq = args.mode in quant.PTQ_MODES
     return {

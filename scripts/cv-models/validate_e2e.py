@@ -51,29 +51,53 @@ def build_parser() -> argparse.ArgumentParser:
     m = parser.add_argument_group("models")
     m.add_argument("--onnx-path", type=Path, required=True, help="baseline YOLOv10 ONNX (float32)")
     m.add_argument("--candidate", type=Path, default=None, help="Q/DQ (or fp16) ONNX of the same model to validate too")
-    m.add_argument("--quantize", choices=QUANT_MODES, default=None,
-                   help="make the candidate with quantize_onnx.py (nvidia-modelopt) instead of --candidate")
-    m.add_argument("--quantize-python", default=sys.executable,
-                   help="interpreter with nvidia-modelopt for --quantize, e.g. .venv-quant/bin/python "
-                        "(default: this one)")  # fmt: skip
-    m.add_argument("--calib", type=Path, default=None,
-                   help="calibration .npy (make_calib_npy.py) for --quantize (default: made from --calib-images "
-                        "images of the evaluation image folder)")  # fmt: skip
+    m.add_argument(
+        "--quantize",
+        choices=QUANT_MODES,
+        default=None,
+        help="make the candidate with quantize_onnx.py (nvidia-modelopt) instead of --candidate",
+    )
+    m.add_argument(
+        "--quantize-python",
+        default=sys.executable,
+        help="interpreter with nvidia-modelopt for --quantize, e.g. .venv-quant/bin/python (default: this one)",
+    )
+    m.add_argument(
+        "--calib",
+        type=Path,
+        default=None,
+        help="calibration .npy (make_calib_npy.py) for --quantize (default: made from --calib-images "
+        "images of the evaluation image folder)",
+    )
     m.add_argument("--calib-images", type=int, default=32, help="images for the default calibration set (default 32)")
     b = parser.add_argument_group("backends and outputs")
-    b.add_argument("--backends", nargs="+", default=["all"], choices=["all", *V.BACKEND_KEYS], metavar="BACKEND",
-                   help=f"backends to run: all (default) or some of {', '.join(V.BACKEND_KEYS)}; with an explicit "
-                        "list, one that cannot run makes the exit code 1")  # fmt: skip
+    b.add_argument(
+        "--backends",
+        nargs="+",
+        default=["all"],
+        choices=["all", *V.BACKEND_KEYS],
+        metavar="BACKEND",
+        help=f"backends to run: all (default) or some of {', '.join(V.BACKEND_KEYS)}; with an explicit "
+        "list, one that cannot run makes the exit code 1",
+    )
     b.add_argument("--output-root", type=Path, default=Path("tmp"), help="runs go to <output-root>/<task>/<timestamp>/")
     b.add_argument("--task", default="validate", help="run folder name under --output-root (default: %(default)s)")
     b.add_argument("--step-timeout", type=float, default=3600, help="seconds per build/eval subprocess (default 3600)")
     d = parser.add_argument_group("dataset and evaluation (passed to every evaluator)")
-    d.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT,
-                   help="COCO root with val2017/ and annotations/instances_val2017.json (default: %(default)s)")
+    d.add_argument(
+        "--data-root",
+        type=Path,
+        default=DEFAULT_DATA_ROOT,
+        help="COCO root with val2017/ and annotations/instances_val2017.json (default: %(default)s)",
+    )
     d.add_argument("--instances", type=Path, default=None, help="instances JSON (default: under --data-root)")
     d.add_argument("--images-dir", type=Path, default=None, help="image folder (default: <data-root>/val2017)")
-    d.add_argument("--max-images", type=int, default=None,
-                   help="first N images by id; <= 0: all (default 100; with --image-ids-list: the whole list)")
+    d.add_argument(
+        "--max-images",
+        type=int,
+        default=None,
+        help="first N images by id; <= 0: all (default 100; with --image-ids-list: the whole list)",
+    )
     d.add_argument("--image-ids-list", type=Path, default=None, help="text file of image ids, one per line")
     d.add_argument("--imgsz", type=int, default=640, help="square network input size (default 640)")
     d.add_argument("--conf", type=float, default=0.001, help="score threshold of the evaluation (default 0.001)")
@@ -82,25 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output-format", choices=("auto", *LAYOUTS), default="auto", help="model output layout")
     d.add_argument("--workers", type=int, default=default_workers(), help="image loader threads per evaluator")
     d.add_argument("--warmup-runs", type=int, default=10, help="warm-up inferences before timing (default 10)")
-    p = parser.add_argument_group("parity (detections matched per image to the reference backend)")
-    p.add_argument("--parity-iou", type=float, default=0.5, help="IoU for a match, same class (default 0.5)")
-    p.add_argument("--parity-conf", type=float, default=0.25,
-                   help="detections at or above this score must find a partner (default 0.25)")  # fmt: skip
-    defaults = "; ".join(f"{k} {t.min_matched}/{t.min_mean_iou}/{t.max_median_dscore}"
-                         for k, t in DEFAULT_THRESHOLDS.items() if k in ("fp32", "fp16", "int8", "fp8"))  # fmt: skip
-    p.add_argument("--min-matched", action="append", default=[], metavar="[PREC=]X",
-                   help=f"minimum matched fraction (defaults matched/IoU/|Δscore| per precision: {defaults})")
-    p.add_argument("--min-mean-iou", action="append", default=[], metavar="[PREC=]X",
-                   help="minimum mean IoU of matches")
-    p.add_argument("--max-median-dscore", action="append", default=[], metavar="[PREC=]X",
-                   help="maximum median |Δscore| of matches")  # fmt: skip
-    p.add_argument("--max-ap-drop", type=float, default=None,
-                   help="fail when a candidate row's mAP_50_95 is more than this below the reference row's "
-                        "(default: report ΔAP only)")
-    p.add_argument("--worst-images", type=int, default=5, help="images with the worst disagreement to list (default 5)")
-    p.add_argument("--tensor-samples", type=int, default=4,
-                   help="sample images for the raw-output error (default 4; 0 = off)")  # fmt: skip
-    p.add_argument("--keep-tensors", action="store_true", help="keep each backend's raw_outputs.npz")
+    _add_parity_args(parser)
     # TEST HOOK (not for users): a worker script that installs a simulated TensorRT-RTX runtime in its own process
     # (tests/validate_double_worker.py: tests/trt_double.py, ONNX Runtime on the CPU) and then runs the worker; the
     # TensorRT rows run it after a real build. The product never imports the double.
@@ -108,10 +114,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_parity_args(parser: argparse.ArgumentParser) -> None:
+    p = parser.add_argument_group("parity (detections matched per image to the reference backend)")
+    p.add_argument("--parity-iou", type=float, default=0.5, help="IoU for a match, same class (default 0.5)")
+    p.add_argument(
+        "--parity-conf",
+        type=float,
+        default=0.25,
+        help="detections at or above this score must find a partner (default 0.25)",
+    )
+    defaults = "; ".join(
+        f"{k} {t.min_matched}/{t.min_mean_iou}/{t.max_median_dscore}"
+        for k, t in DEFAULT_THRESHOLDS.items()
+        if k in ("fp32", "fp16", "int8", "fp8")
+    )
+    p.add_argument(
+        "--min-matched",
+        action="append",
+        default=[],
+        metavar="[PREC=]X",
+        help=f"minimum matched fraction (defaults matched/IoU/|Δscore| per precision: {defaults})",
+    )
+    p.add_argument(
+        "--min-mean-iou", action="append", default=[], metavar="[PREC=]X", help="minimum mean IoU of matches"
+    )
+    p.add_argument(
+        "--max-median-dscore",
+        action="append",
+        default=[],
+        metavar="[PREC=]X",
+        help="maximum median |Δscore| of matches",
+    )
+    p.add_argument(
+        "--max-ap-drop",
+        type=float,
+        default=None,
+        help="fail when a candidate row's mAP_50_95 is more than this below the reference row's "
+        "(default: report ΔAP only)",
+    )
+    p.add_argument("--worst-images", type=int, default=5, help="images with the worst disagreement to list (default 5)")
+    p.add_argument(
+        "--tensor-samples", type=int, default=4, help="sample images for the raw-output error (default 4; 0 = off)"
+    )
+    p.add_argument("--keep-tensors", action="store_true", help="keep each backend's raw_outputs.npz")
+
+
 def eval_args(args: argparse.Namespace) -> list[str]:
-    out = ["--data-root", str(args.data_root), "--imgsz", str(args.imgsz), "--conf", str(args.conf),
-           "--iou", str(args.iou), "--max-det", str(args.max_det), "--output-format", args.output_format,
-           "--workers", str(args.workers), "--warmup-runs", str(args.warmup_runs)]  # fmt: skip
+    out = [
+        "--data-root",
+        str(args.data_root),
+        "--imgsz",
+        str(args.imgsz),
+        "--conf",
+        str(args.conf),
+        "--iou",
+        str(args.iou),
+        "--max-det",
+        str(args.max_det),
+        "--output-format",
+        args.output_format,
+        "--workers",
+        str(args.workers),
+        "--warmup-runs",
+        str(args.warmup_runs),
+    ]
     for flag in ("max_images", "instances", "images_dir", "image_ids_list"):
         value = getattr(args, flag)
         if value is not None:
@@ -129,8 +195,13 @@ def make_root(args: argparse.Namespace) -> Path:
 
 def check_quantize_python(python: str, mode: str) -> str:
     try:
-        proc = subprocess.run([python, "-c", "import modelopt; print(modelopt.__version__)"],
-                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+        proc = subprocess.run(
+            [python, "-c", "import modelopt; print(modelopt.__version__)"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     except OSError as exc:
         raise UserError(f"--quantize-python {python}: cannot run it ({exc.strerror or exc})") from None
     except subprocess.TimeoutExpired:
@@ -151,15 +222,44 @@ def quantize(args: argparse.Namespace, root: Path, images_dir: Path) -> tuple[Pa
     calib = args.calib
     if calib is None:
         calib = folder / "calib.npy"
-        step = V.run_step(V.Step("calib", [sys.executable, str(V.SCRIPTS / "make_calib_npy.py"), "--images-dir",
-                                          str(images_dir), "--num-images", str(args.calib_images), "--seed", "0",
-                                          "--imgsz", str(args.imgsz), "--out", str(calib), "--no-progress"]),
-                          folder, args.step_timeout)  # fmt: skip
+        step = V.run_step(
+            V.Step(
+                "calib",
+                [
+                    sys.executable,
+                    str(V.SCRIPTS / "make_calib_npy.py"),
+                    "--images-dir",
+                    str(images_dir),
+                    "--num-images",
+                    str(args.calib_images),
+                    "--seed",
+                    "0",
+                    "--imgsz",
+                    str(args.imgsz),
+                    "--out",
+                    str(calib),
+                    "--no-progress",
+                ],
+            ),
+            folder,
+            args.step_timeout,
+        )
         if step.rc != 0:
             return calib, step
     out = folder / f"{args.onnx_path.stem}.{args.quantize}.onnx"
-    cmd = [args.quantize_python, str(V.SCRIPTS / "quantize_onnx.py"), "--mode", args.quantize, "--onnx-path",
-           str(args.onnx_path), "--calib", str(calib), "--out", str(out), "--force"]  # fmt: skip
+    cmd = [
+        args.quantize_python,
+        str(V.SCRIPTS / "quantize_onnx.py"),
+        "--mode",
+        args.quantize,
+        "--onnx-path",
+        str(args.onnx_path),
+        "--calib",
+        str(calib),
+        "--out",
+        str(out),
+        "--force",
+    ]
     return out, V.run_step(V.Step("quantize", cmd), folder, args.step_timeout)
 
 
@@ -191,8 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         tensor_inputs = root / "tensor-inputs.npy"
         tensor_ids = V.sample_inputs(inputs.dataset, args.imgsz, args.tensor_samples, tensor_inputs)
 
-    cfg = V.RunConfig(root=root, eval_args=eval_args(args), step_timeout=args.step_timeout,
-                      runtime_double=args.trt_runtime_double, tensor_inputs=tensor_inputs)  # fmt: skip
+    cfg = V.RunConfig(
+        root=root,
+        eval_args=eval_args(args),
+        step_timeout=args.step_timeout,
+        runtime_double=args.trt_runtime_double,
+        tensor_inputs=tensor_inputs,
+    )
     models = [m for m in (inputs.base, inputs.cand) if m is not None]
     runs = [V.run_backend(cfg, key, model, avail[key]) for model in models for key in keys]
     record = {
@@ -259,8 +364,10 @@ def _open_inputs(args: argparse.Namespace) -> _Inputs:
 
     instances, images = dataset_paths(args)
     dataset = open_dataset(instances, images, args.max_images, args.image_ids_list)
-    base_label, cand_label = V.model_labels(args.onnx_path, args.candidate or (
-        Path(f"{args.onnx_path.stem}.{args.quantize}.onnx") if args.quantize else None))  # fmt: skip
+    base_label, cand_label = V.model_labels(
+        args.onnx_path,
+        args.candidate or (Path(f"{args.onnx_path.stem}.{args.quantize}.onnx") if args.quantize else None),
+    )
     base = V.model_info(args.onnx_path, "baseline", "--onnx-path", base_label)
     check_onnx_input("--onnx-path", args.onnx_path, args.imgsz)
     cand = None
@@ -292,8 +399,9 @@ def _quantize_candidate(args: argparse.Namespace, root: Path, inputs: _Inputs) -
     return step
 
 
-def _compare(args: argparse.Namespace, root: Path, base: V.ModelInfo, runs: Sequence[V.BackendRun],
-             parity: ParityOptions) -> list[str]:  # fmt: skip
+def _compare(
+    args: argparse.Namespace, root: Path, base: V.ModelInfo, runs: Sequence[V.BackendRun], parity: ParityOptions
+) -> list[str]:
     """ΔAP, parity and the summary files; the problems they found."""
     if not any(r.status == "ok" for r in runs):
         return ["no backend produced metrics; nothing to compare"]
@@ -302,8 +410,11 @@ def _compare(args: argparse.Namespace, root: Path, base: V.ModelInfo, runs: Sequ
     summary = summarize(col, root, parity)
     problems = [f"parity: {f}" for f in summary["parity_failures"]]
     if args.max_ap_drop is not None:
-        problems += [f"accuracy: {r['label']} ΔAP {r['delta_ap']:+.4f} is below -{args.max_ap_drop}"
-                     for r in summary["rows"] if r["model"] != base.label and r["delta_ap"] < -args.max_ap_drop]
+        problems += [
+            f"accuracy: {r['label']} ΔAP {r['delta_ap']:+.4f} is below -{args.max_ap_drop}"
+            for r in summary["rows"]
+            if r["model"] != base.label and r["delta_ap"] < -args.max_ap_drop
+        ]
     print()
     text = (root / "summary.md").read_text(encoding="utf-8")
     print("\n".join(ln for ln in text.splitlines() if ln.startswith(("|", ">"))))
@@ -312,8 +423,9 @@ def _compare(args: argparse.Namespace, root: Path, base: V.ModelInfo, runs: Sequ
     return problems
 
 
-def _run_problems(args: argparse.Namespace, root: Path, runs: Sequence[V.BackendRun],
-                  quant_step: V.Step | None) -> list[str]:  # fmt: skip
+def _run_problems(
+    args: argparse.Namespace, root: Path, runs: Sequence[V.BackendRun], quant_step: V.Step | None
+) -> list[str]:
     """Failed runs, backends asked for by name but skipped (one reason per backend), a failed quantization."""
     problems = [f"failed: {r.model.label} / {r.backend}: {r.reason}" for r in runs if r.status == "failed"]
     if "all" not in args.backends:
@@ -321,8 +433,10 @@ def _run_problems(args: argparse.Namespace, root: Path, runs: Sequence[V.Backend
         for r in runs:
             if r.status == "skipped":
                 skipped.setdefault(r.backend, []).append(r)
-        problems += [f"requested but skipped: {key} ({', '.join(r.model.label for r in rs)}): {rs[0].reason}"
-                     for key, rs in skipped.items()]  # fmt: skip  (one reason per backend, not per model)
+        problems += [
+            f"requested but skipped: {key} ({', '.join(r.model.label for r in rs)}): {rs[0].reason}"
+            for key, rs in skipped.items()
+        ]  # one reason per backend, not per model
     if quant_step is not None and quant_step.rc != 0:
         problems.append(f"quantize failed: {quant_step.error} (log: {root / 'quantize' / quant_step.log})")
     return problems

@@ -3,7 +3,7 @@
 #
 #   bash scripts/dev/venv.sh demo     # evaluate the bundled model on the bundled set (CPU or GPU)
 #   bash scripts/dev/venv.sh test     # the whole test suite, with all its set-up (what CI runs)
-#   bash scripts/dev/venv.sh lint     # ruff
+#   bash scripts/dev/venv.sh lint     # ruff check + ruff format --check
 #   bash scripts/dev/venv.sh python scripts/cv-models/eval_yolov10m_onnx_coco.py --help
 #
 # `test` also installs the TensorRT-RTX builder (tensorrt-rtx-cu13: real engine builds on CPU) into
@@ -30,7 +30,7 @@ job=${1:-demo}
 case "$job" in
   demo) ensure_venv cpu; exec "$VENV/bin/python" scripts/cv-models/demo.py "$@" ;;
   test) ensure_venv cpu,test,trt-rtx,plot,fast-eval,gpu-decode; PYTHON="$VENV/bin/python" exec bash scripts/dev/run-tests.sh "$@" ;;
-  lint) ensure_venv cpu,test; exec "$VENV/bin/ruff" check . ;;
+  lint) ensure_venv cpu,test; "$VENV/bin/ruff" check . && exec "$VENV/bin/ruff" format --check . ;;
   python) ensure_venv cpu,test,plot,fast-eval; exec "$VENV/bin/python" "$@" ;;
   *) echo "unknown job '$job' (demo | test | lint | python ...)" >&2; exit 2 ;;
 esac

@@ -34,8 +34,9 @@ def opencv_rate(paths: list[Path], workers: int, min_seconds: float) -> dict[str
     return {"images_per_s": done / wall, "images": done, "seconds": wall, "workers": workers}
 
 
-def nvimgcodec_rate(paths: list[Path], batch: int, min_seconds: float, device_id: int = 0,
-                    backend: str = "gpu") -> dict[str, Any]:  # fmt: skip
+def nvimgcodec_rate(
+    paths: list[Path], batch: int, min_seconds: float, device_id: int = 0, backend: str = "gpu"
+) -> dict[str, Any]:
     """Images/s of one nvImageCodec decoder, ``batch`` files per call, each batch finished (its stream
     synchronised) before the next, on bytes already in memory (headers parsed once, as the loaders do)."""
     from common.gpu.cuda_mem import CudaMemory
@@ -64,8 +65,9 @@ def nvimgcodec_rate(paths: list[Path], batch: int, min_seconds: float, device_id
     return {"images_per_s": done / wall, "images": done, "seconds": wall, "batch": batch, "backend": backend}
 
 
-def pixel_check(paths: list[Path], device_id: int = 0, backend: str = "gpu",
-                options: str = GPU_OPTIONS) -> dict[str, Any]:  # fmt: skip
+def pixel_check(
+    paths: list[Path], device_id: int = 0, backend: str = "gpu", options: str = GPU_OPTIONS
+) -> dict[str, Any]:
     """nvImageCodec's BGR pixels against OpenCV's, per file: the largest difference and the share of
     samples that differ at all (decoder ``options``: nvImageCodec's)."""
     decoder = ImageDecoder(device_id, backend, options=options)
@@ -84,9 +86,15 @@ def pixel_check(paths: list[Path], device_id: int = 0, backend: str = "gpu",
                 worst, worst_file = m, str(p)
             differ += int((diff > 0).sum())
             total += int(diff.size)
-    return {"images": len(paths), "max_abs_diff": worst, "worst_file": worst_file,
-            "share_differing": differ / max(total, 1), "images_by_max_diff": dict(sorted(per_image_max.items())),
-            "backend": backend, "options": options}  # fmt: skip
+    return {
+        "images": len(paths),
+        "max_abs_diff": worst,
+        "worst_file": worst_file,
+        "share_differing": differ / max(total, 1),
+        "images_by_max_diff": dict(sorted(per_image_max.items())),
+        "backend": backend,
+        "options": options,
+    }
 
 
 def decode_report(paths: list[Path], workers: int, batches: list[int], min_seconds: float, gpu: bool) -> dict[str, Any]:
@@ -110,7 +118,9 @@ def format_decode(rep: dict[str, Any]) -> str:
         px = rep.get(key)
         if px is None:
             continue
-        lines.append(f"pixels vs OpenCV ({px['backend']}, options {px['options']!r}): max {px['max_abs_diff']} grey "
-                     f"levels, {px['share_differing']:.4%} of samples differ")  # fmt: skip
+        lines.append(
+            f"pixels vs OpenCV ({px['backend']}, options {px['options']!r}): max {px['max_abs_diff']} grey "
+            f"levels, {px['share_differing']:.4%} of samples differ"
+        )
         lines.append(f"  images by their largest difference: {px['images_by_max_diff']}")
     return "\n".join(lines)

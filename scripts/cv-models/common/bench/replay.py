@@ -57,13 +57,16 @@ class ReplayBackend:
 
     name = "replay"
 
-    def __init__(self, recorded: dict[int, list[np.ndarray]], order: Sequence[int], batch: int,
-                 template: Backend) -> None:  # fmt: skip
+    def __init__(
+        self, recorded: dict[int, list[np.ndarray]], order: Sequence[int], batch: int, template: Backend
+    ) -> None:
         if not order or len(order) % batch:
             raise UserError(f"replay: {len(order)} images are not whole batches of {batch}")
         n_out = len(template.outputs)
-        self._batches = [[np.stack([recorded[i][k] for i in order[j : j + batch]]) for k in range(n_out)]
-                         for j in range(0, len(order), batch)]  # fmt: skip
+        self._batches = [
+            [np.stack([recorded[i][k] for i in order[j : j + batch]]) for k in range(n_out)]
+            for j in range(0, len(order), batch)
+        ]
         self._cursor = 0
         spec = template.input
         self._input = TensorSpec(spec.name, (None, *spec.shape[1:]), spec.dtype)
@@ -164,8 +167,13 @@ class ReplayBackend:
         return out
 
     def metadata(self) -> dict[str, Any]:
-        return {"backend": self.name, "batches": len(self._batches), "batch": self.batch,
-                "preprocess": self.preprocess, "gpu_postprocess": self.postprocess}  # fmt: skip
+        return {
+            "backend": self.name,
+            "batches": len(self._batches),
+            "batch": self.batch,
+            "preprocess": self.preprocess,
+            "gpu_postprocess": self.postprocess,
+        }
 
     def close(self) -> None:
         dev, self._dev = self._dev, {}

@@ -15,10 +15,21 @@ from typing import Any
 __all__ = ["PACKAGES", "gpu_facts", "gpu_info", "host_info", "nvml", "package_versions", "run_metadata"]
 
 PACKAGES = (
-    "numpy", "opencv-python-headless", "opencv-python", "pycocotools", "onnx", "onnxruntime",
-    "onnxruntime-gpu", "tensorrt", "tensorrt-rtx", "tensorrt-rtx-cu13", "cuda-python", "cuda-bindings",
-    "nvidia-modelopt", "nvidia-ml-py",
-)  # fmt: skip
+    "numpy",
+    "opencv-python-headless",
+    "opencv-python",
+    "pycocotools",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "tensorrt",
+    "tensorrt-rtx",
+    "tensorrt-rtx-cu13",
+    "cuda-python",
+    "cuda-bindings",
+    "nvidia-modelopt",
+    "nvidia-ml-py",
+)
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:

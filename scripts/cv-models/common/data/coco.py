@@ -40,22 +40,102 @@ __all__ = [
 
 # The 80 COCO class names in the YOLO 80-index order.
 COCO80_NAMES: tuple[str, ...] = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
-    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-    "teddy bear", "hair drier", "toothbrush",
-)  # fmt: skip
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+)
 
 STAT_NAMES: tuple[str, ...] = (
-    "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-    "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large",
-)  # fmt: skip
+    "AP",
+    "AP50",
+    "AP75",
+    "AP_small",
+    "AP_medium",
+    "AP_large",
+    "AR1",
+    "AR10",
+    "AR100",
+    "AR_small",
+    "AR_medium",
+    "AR_large",
+)
 
 
 @dataclass
@@ -106,12 +186,15 @@ def check_instances(data: Any, path: Path) -> None:
     """UserError (one line, naming the file and the first problem) unless ``data`` is COCO instances JSON."""
     where = f"instances file {path}"
     if not isinstance(data, dict):
-        raise UserError(f"{where}: top level is a {type(data).__name__}, expected an object with "
-                        "'images', 'annotations' and 'categories' (is this a results file?)")  # fmt: skip
+        raise UserError(
+            f"{where}: top level is a {type(data).__name__}, expected an object with "
+            "'images', 'annotations' and 'categories' (is this a results file?)"
+        )
     for key in ("images", "annotations", "categories"):
         if key not in data:
-            raise UserError(f"{where} has no {key!r} list; a COCO instances file needs images, annotations and "
-                            "categories")  # fmt: skip
+            raise UserError(
+                f"{where} has no {key!r} list; a COCO instances file needs images, annotations and categories"
+            )
         if not isinstance(data[key], list):
             raise UserError(f"{where}: {key!r} is a {type(data[key]).__name__}, expected a list")
     for i, im in enumerate(data["images"]):
@@ -138,8 +221,11 @@ def check_instances(data: Any, path: Path) -> None:
                 f"{where}: annotations[{i}] has category_id {a.get('category_id')!r}, which 'categories' does not list"
             )
         bbox = a.get("bbox")
-        if (not isinstance(bbox, list) or len(bbox) != 4
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):  # fmt: skip
+        if (
+            not isinstance(bbox, list)
+            or len(bbox) != 4
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+        ):
             raise UserError(f"{where}: annotations[{i}] bbox {bbox!r} is not [x, y, w, h]"[:300])
 
 
@@ -151,8 +237,10 @@ def category_table(
     table = np.array([by_name.get(n, -1) for n in names], dtype=np.int64)
     if (table < 0).all():
         where = f"instances file {source}" if source is not None else "the instances file"
-        raise UserError(f"no category in {where} matches a COCO-80 class name (e.g. 'person'); the model's "
-                        "classes could never be scored")  # fmt: skip
+        raise UserError(
+            f"no category in {where} matches a COCO-80 class name (e.g. 'person'); the model's "
+            "classes could never be scored"
+        )
     return table
 
 
@@ -196,8 +284,11 @@ def select_image_ids(coco: Any, max_images: int | None, ids_list: str | os.PathL
         listed = read_id_list(ids_list)
         ids = list(dict.fromkeys(listed))
         if len(ids) != len(listed):
-            print(f"warning: --image-ids-list {ids_list}: {len(listed) - len(ids)} duplicate id(s) ignored; "
-                  f"{len(ids)} distinct images", file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: --image-ids-list {ids_list}: {len(listed) - len(ids)} duplicate id(s) ignored; "
+                f"{len(ids)} distinct images",
+                file=sys.stderr,
+            )
         unknown = [i for i in ids if i not in coco.imgs]
         if unknown:
             shown = ", ".join(map(str, unknown[:5])) + (" ..." if len(unknown) > 5 else "")
@@ -230,17 +321,23 @@ def open_dataset(
         raise UserError(f"no images selected from {instances}; check --max-images / --image-ids-list")
     table = category_table(coco, source=instances)
     if not coco.dataset["annotations"]:
-        raise UserError(f"instances file {instances} has no annotations: COCO mAP would be -1; "
-                        "pass a file with ground-truth boxes")  # fmt: skip
+        raise UserError(
+            f"instances file {instances} has no annotations: COCO mAP would be -1; pass a file with ground-truth boxes"
+        )
     if not any(coco.imgToAnns.get(i) for i in ids):
-        raise UserError(f"the {len(ids)} selected image(s) have no annotations in {instances}: COCO mAP would be -1; "
-                        "select other images (--max-images / --image-ids-list)")  # fmt: skip
+        raise UserError(
+            f"the {len(ids)} selected image(s) have no annotations in {instances}: COCO mAP would be -1; "
+            "select other images (--max-images / --image-ids-list)"
+        )
     odd = unknown_categories(coco)
     if odd:
         shown = ", ".join(odd[:5]) + (" ..." if len(odd) > 5 else "")
         what = f"{len(odd)} categor{'y' if len(odd) == 1 else 'ies'}"
-        print(f"warning: {what} of {instances} match no COCO-80 class name ({shown}): the model cannot detect "
-              "them, so their AP counts as 0 in mAP", file=sys.stderr)  # fmt: skip
+        print(
+            f"warning: {what} of {instances} match no COCO-80 class name ({shown}): the model cannot detect "
+            "them, so their AP counts as 0 in mAP",
+            file=sys.stderr,
+        )
     return CocoDataset(Path(instances), images, coco, ids, table)
 
 

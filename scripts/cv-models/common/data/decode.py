@@ -74,8 +74,9 @@ def check_decode(decode: str, preprocess: str) -> None:
     if decode not in DECODES:
         raise UserError(f"--decode {decode}: choose one of {', '.join(DECODES)}")
     if decode == "gpu" and preprocess != "gpu-letterbox":
-        raise UserError(f"--decode gpu needs --preprocess gpu-letterbox (the lanes letterbox the decoded images), "
-                        f"not {preprocess}")  # fmt: skip
+        raise UserError(
+            f"--decode gpu needs --preprocess gpu-letterbox (the lanes letterbox the decoded images), not {preprocess}"
+        )
 
 
 def import_nvimgcodec() -> Any:
@@ -100,8 +101,9 @@ def import_nvimgcodec() -> Any:
 
 def nvjpeg_missing() -> bool:
     """True when nvImageCodec said at import that it could not load nvJPEG (its GPU JPEG decoder)."""
-    return any("Failed to load nvjpeg library" in text or "Failed to load nvJPEG library" in text
-               for text in _import_log)  # fmt: skip
+    return any(
+        "Failed to load nvjpeg library" in text or "Failed to load nvJPEG library" in text for text in _import_log
+    )
 
 
 @dataclass
@@ -155,8 +157,14 @@ class ImageDecoder:
     backend; host memory: the CI path, with the host
     doubles of the CUDA layer, and the pixel reference)."""
 
-    def __init__(self, device_id: int = 0, backend: str = "gpu", cpu_threads: int = 0, nvimgcodec: Any = None,
-                 options: str = GPU_OPTIONS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        device_id: int = 0,
+        backend: str = "gpu",
+        cpu_threads: int = 0,
+        nvimgcodec: Any = None,
+        options: str = GPU_OPTIONS,
+    ) -> None:
         self.codec = nvimgcodec or import_nvimgcodec()
         c = self.codec
         if backend not in ("gpu", "cpu"):
@@ -164,8 +172,11 @@ class ImageDecoder:
         self.backend = backend
         try:
             if backend == "cpu":
-                self._decoder = c.Decoder(device_id=c.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=cpu_threads,
-                                          backends=[c.Backend(c.BackendKind.CPU_ONLY)])  # fmt: skip
+                self._decoder = c.Decoder(
+                    device_id=c.NVIMGCODEC_DEVICE_CPU_ONLY,
+                    max_num_cpu_threads=cpu_threads,
+                    backends=[c.Backend(c.BackendKind.CPU_ONLY)],
+                )
             else:
                 if nvjpeg_missing():
                     raise UserError(f"--decode gpu: nvImageCodec found no nvJPEG library; {NVJPEG_HINT}")
@@ -174,8 +185,12 @@ class ImageDecoder:
             raise
         except Exception as exc:
             raise UserError(f"--decode gpu: nvImageCodec cannot start a decoder ({exc}); {INSTALL_HINT}") from exc
-        self._params = c.DecodeParams(apply_exif_orientation=True, color_spec=c.ColorSpec.SRGB,
-                                      allow_any_depth=False, sample_format=c.SampleFormat.I_BGR)  # fmt: skip
+        self._params = c.DecodeParams(
+            apply_exif_orientation=True,
+            color_spec=c.ColorSpec.SRGB,
+            allow_any_depth=False,
+            sample_format=c.SampleFormat.I_BGR,
+        )
 
     def decode(self, images: list[EncodedImage], stream: int) -> list[Decoded]:
         """Decode ``images`` as one batch; the results are ready in ``stream``'s order. UserError naming the
@@ -189,7 +204,9 @@ class ImageDecoder:
             shape, strides = tuple(iface["shape"]), iface.get("strides")
             row_bytes = int(strides[0]) if strides else int(shape[1]) * 3
             if shape != (im.height, im.width, 3) or (strides and tuple(strides[1:]) != (3, 1)):
-                raise UserError(f"--decode gpu: {im.path} decodes to {list(shape)} (strides {strides}), not its "
-                                f"header's {im.height}x{im.width}x3 (EXIF orientation?); use --decode cpu")  # fmt: skip
+                raise UserError(
+                    f"--decode gpu: {im.path} decodes to {list(shape)} (strides {strides}), not its "
+                    f"header's {im.height}x{im.width}x3 (EXIF orientation?); use --decode cpu"
+                )
             decoded.append(Decoded(int(iface["data"][0]), row_bytes, im.width, im.height, img))
         return decoded

@@ -69,8 +69,10 @@ def check_loaders(loaders: str, decode: str = "cpu") -> None:
         if not hasattr(os, "memfd_create"):
             raise UserError("--loaders processes needs Linux (os.memfd_create); use --loaders threads")
         if decode != "cpu":
-            raise UserError("--loaders processes decodes with OpenCV; with --decode gpu the lanes decode and the "
-                            "loaders only read files: use --loaders threads")  # fmt: skip
+            raise UserError(
+                "--loaders processes decodes with OpenCV; with --decode gpu the lanes decode and the "
+                "loaders only read files: use --loaders threads"
+            )
 
 
 class ThreadLoaders:
@@ -78,8 +80,7 @@ class ThreadLoaders:
 
     def __init__(self, workers: int, size: int, mode: str = "cpu", decode: str = "cpu") -> None:
         self.size, self.mode, self.decode = size, mode, decode
-        self._ex: Any = (cf.ThreadPoolExecutor(workers, thread_name_prefix="load") if workers > 0
-                         else InlineExecutor())  # fmt: skip
+        self._ex: Any = cf.ThreadPoolExecutor(workers, thread_name_prefix="load") if workers > 0 else InlineExecutor()
 
     start_seconds = 0.0
 
@@ -118,8 +119,10 @@ class SlotRing:
             self._map = mmap.mmap(self.fd, self.nbytes)
         except OSError as exc:
             os.close(self.fd)
-            raise UserError(f"--loaders processes: cannot map {self.nbytes / 2**20:.0f} MiB of shared memory "
-                            f"({exc}); use --loaders threads") from exc  # fmt: skip
+            raise UserError(
+                f"--loaders processes: cannot map {self.nbytes / 2**20:.0f} MiB of shared memory "
+                f"({exc}); use --loaders threads"
+            ) from exc
         self._free: collections.deque[int] = collections.deque(range(self.slots - 1, -1, -1))
 
     def acquire(self) -> int:
@@ -167,10 +170,18 @@ class ProcessLoaders:
         try:
             for _ in range(max(1, workers)):
                 ours, theirs = socket.socketpair()
-                cmd = [sys.executable, "-c", boot, str(theirs.fileno()), str(self.ring.fd), str(self.ring.nbytes),
-                       str(self.ring.slot_bytes)]  # fmt: skip
-                self._procs.append(subprocess.Popen(cmd, pass_fds=(theirs.fileno(), self.ring.fd),
-                                                    stdin=subprocess.DEVNULL))  # fmt: skip
+                cmd = [
+                    sys.executable,
+                    "-c",
+                    boot,
+                    str(theirs.fileno()),
+                    str(self.ring.fd),
+                    str(self.ring.nbytes),
+                    str(self.ring.slot_bytes),
+                ]
+                self._procs.append(
+                    subprocess.Popen(cmd, pass_fds=(theirs.fileno(), self.ring.fd), stdin=subprocess.DEVNULL)
+                )
                 theirs.close()
                 self._conns.append(Connection(ours.detach()))
         except BaseException:
@@ -193,8 +204,10 @@ class ProcessLoaders:
                 hello = None
             if hello != "ready":
                 code = self._procs[worker].poll()
-                raise RuntimeError(f"loader process {worker} did not start (exit code {code}; its error is above); "
-                                   "rerun with --loaders threads")  # fmt: skip
+                raise RuntimeError(
+                    f"loader process {worker} did not start (exit code {code}; its error is above); "
+                    "rerun with --loaders threads"
+                )
         self.start_seconds = time.perf_counter() - self._t0
         self._reader = threading.Thread(target=self._read, name="load-procs", daemon=True)
         self._reader.start()
@@ -211,8 +224,9 @@ class ProcessLoaders:
             task = next(self._ids)
             self._tasks[task] = (worker, fut, slots)
         try:
-            self._conns[worker].send((task, [(i, p, s) for (i, p), s in zip(jobs, slots, strict=True)],
-                                      self.size, self.mode))  # fmt: skip
+            self._conns[worker].send(
+                (task, [(i, p, s) for (i, p), s in zip(jobs, slots, strict=True)], self.size, self.mode)
+            )
         except OSError as exc:
             self._fail(task, RuntimeError(f"loader process {worker} is gone ({exc}); rerun with --loaders threads"))
         return fut
@@ -240,8 +254,13 @@ class ProcessLoaders:
                     with self._lock:
                         lost = [t for t, (w, _, _) in self._tasks.items() if w == worker]
                     for t in lost:
-                        self._fail(t, RuntimeError(f"loader process {worker} exited (code {code}); see its error "
-                                                   "above, or rerun with --loaders threads"))  # fmt: skip
+                        self._fail(
+                            t,
+                            RuntimeError(
+                                f"loader process {worker} exited (code {code}); see its error "
+                                "above, or rerun with --loaders threads"
+                            ),
+                        )
                     continue
                 if error is not None:
                     kind, message = error

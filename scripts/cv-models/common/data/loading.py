@@ -37,8 +37,9 @@ class LoadedImage:
     seconds: float  # reading, decoding and pre-processing it took
 
 
-def load_image(path: str | os.PathLike[str], image_id: int, size: int, mode: str = "cpu",
-               decode: str = "cpu") -> LoadedImage:  # fmt: skip
+def load_image(
+    path: str | os.PathLike[str], image_id: int, size: int, mode: str = "cpu", decode: str = "cpu"
+) -> LoadedImage:
     """Image ``image_id`` at ``path`` for pre-processing ``mode`` (UserError naming the file if unreadable)."""
     t0 = time.perf_counter()
     what = f"image id {image_id}"

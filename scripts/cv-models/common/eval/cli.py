@@ -113,8 +113,7 @@ def _add_processing_args(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--conf", type=float, default=0.001, help="score threshold in [0, 1] (default 0.001)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold in (0, 1] (default 0.7)")
     p.add_argument("--max-det", type=int, default=300, help="max detections per image, >= 1 (default 300)")
-    p.add_argument("--pre-nms-topk", type=int, default=30000,
-                   help="candidates kept before NMS, >= 1 (default 30000)")  # fmt: skip
+    p.add_argument("--pre-nms-topk", type=int, default=30000, help="candidates kept before NMS, >= 1 (default 30000)")
     p.add_argument(
         "--output-format",
         choices=("auto", *LAYOUTS),

@@ -184,8 +184,10 @@ def check_preprocess(backend: Backend, mode: str, decode: str = "cpu") -> None:
         raise UserError(f"--preprocess {mode}: choose one of {', '.join(PREPROCESS_MODES)}")
     check_decode(decode, mode)
     if decode == "gpu" and not isinstance(backend, DeviceDecoding):
-        raise UserError(f"--decode gpu needs a backend that decodes on its GPU lanes (ONNX Runtime --io-binding, "
-                        f"TensorRT); {backend.name} can't: use --decode cpu")  # fmt: skip
+        raise UserError(
+            f"--decode gpu needs a backend that decodes on its GPU lanes (ONNX Runtime --io-binding, "
+            f"TensorRT); {backend.name} can't: use --decode cpu"
+        )
     if mode == "cpu":
         return
     if not isinstance(backend, DevicePreprocessing):
@@ -431,8 +433,9 @@ def _slot_bytes(dataset: CocoDataset, mode: str, size: int) -> int:
     return max((tensor_bytes(mode, size, w, h) for w, h in dims), default=0) or tensor_bytes(mode, size, size, size)
 
 
-def _loaders(opts: EvalOptions, dataset: CocoDataset, size: int, window: int,
-             in_flight_images: int) -> ThreadLoaders | ProcessLoaders:  # fmt: skip
+def _loaders(
+    opts: EvalOptions, dataset: CocoDataset, size: int, window: int, in_flight_images: int
+) -> ThreadLoaders | ProcessLoaders:
     """``opts.loaders``: threads (inline when ``workers`` is 0) or processes with a slot for every image
     loading (``window``) or held by a batch in flight."""
     check_loaders(opts.loaders, opts.decode)
@@ -442,9 +445,17 @@ def _loaders(opts: EvalOptions, dataset: CocoDataset, size: int, window: int,
     return ThreadLoaders(opts.workers, size, opts.preprocess, opts.decode)
 
 
-def _run_stages(backend: Backend, dataset: CocoDataset, opts: EvalOptions, loaders: ThreadLoaders | ProcessLoaders,
-                size: int, window: int, batch_size: int, depth: int,
-                post_layout: str | None) -> tuple[_Stages, float]:  # fmt: skip
+def _run_stages(
+    backend: Backend,
+    dataset: CocoDataset,
+    opts: EvalOptions,
+    loaders: ThreadLoaders | ProcessLoaders,
+    size: int,
+    window: int,
+    batch_size: int,
+    depth: int,
+    post_layout: str | None,
+) -> tuple[_Stages, float]:
     """Every batch through load -> backend -> post: (the stages' state, wall seconds)."""
     sequential = opts.workers <= 0
     ids = dataset.image_ids

@@ -21,8 +21,10 @@ from common.gpu.preprocess import check_float_input
 __all__ = ["GPU_ORDERS", "LaneBackend", "resolve_gpu_order"]
 
 GPU_ORDERS = ("auto", "serial", "overlap")
-GPU_ORDER_TEXT = {False: "serial (one batch at a time on the GPU, the host side pipelined)",
-                  True: "overlap (lanes run concurrently; a batch's span includes other lanes' work)"}  # fmt: skip
+GPU_ORDER_TEXT = {
+    False: "serial (one batch at a time on the GPU, the host side pipelined)",
+    True: "overlap (lanes run concurrently; a batch's span includes other lanes' work)",
+}
 
 
 def resolve_gpu_order(order: str, synchronous_runs: bool, batch: int) -> bool:
@@ -116,8 +118,9 @@ class LaneBackend:
         self._lanes.set_decoders(make)
         self.decode = decode
 
-    def _set_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any, dims: tuple[int, ...],
-                         dtype: Any, max_batch: int) -> None:  # fmt: skip
+    def _set_postprocess(
+        self, layout: str, input_hw: tuple[int, int], opts: Any, dims: tuple[int, ...], dtype: Any, max_batch: int
+    ) -> None:
         """Every lane post-processes outputs ``[B, *dims]`` of ``dtype`` on the GPU from now on."""
         kernels = self._post_kernels() if self._post_kernels is not None else None
         if kernels is None:
@@ -151,13 +154,17 @@ class LaneBackend:
         return {"gpu_ms": gpu, "host_ms": host}
 
     def _lane_metadata(self) -> dict[str, Any]:
-        return {"lanes": len(self._lanes.lanes), "in_flight": self.max_in_flight, "preprocess": self.preprocess,
-                "decode": self.decode,
-                "postprocess": self._post.describe() if self._post is not None else None,
-                "gpu_order": GPU_ORDER_TEXT[self._lanes.overlap],
-                # CUDA events on each batch's lane: H2D + compute (+ GPU post) + D2H, per batch
-                "gpu_compute_ms": latency_stats([ms / 1000 for ms in self.gpu_ms]),
-                "gpu_compute_ms_covers": "h2d+compute+postprocess+d2h (lane events)"}  # fmt: skip
+        return {
+            "lanes": len(self._lanes.lanes),
+            "in_flight": self.max_in_flight,
+            "preprocess": self.preprocess,
+            "decode": self.decode,
+            "postprocess": self._post.describe() if self._post is not None else None,
+            "gpu_order": GPU_ORDER_TEXT[self._lanes.overlap],
+            # CUDA events on each batch's lane: H2D + compute (+ GPU post) + D2H, per batch
+            "gpu_compute_ms": latency_stats([ms / 1000 for ms in self.gpu_ms]),
+            "gpu_compute_ms_covers": "h2d+compute+postprocess+d2h (lane events)",
+        }
 
     def _close_lane_extras(self) -> None:
         """Each lane's stager and post-processor, then the shared pre-processing kernels."""

@@ -107,8 +107,9 @@ class Staging:
         except CudaError as exc:
             if device is not None:
                 device.free()
-            raise UserError(f"cannot allocate {cap / 2**20:.1f} MiB for {self.what} ({exc}); "
-                            "use a smaller batch or free GPU memory") from exc  # fmt: skip
+            raise UserError(
+                f"cannot allocate {cap / 2**20:.1f} MiB for {self.what} ({exc}); use a smaller batch or free GPU memory"
+            ) from exc
         self.device, self.capacity = device, cap
         return True
 
@@ -223,8 +224,14 @@ class LanePool:
     it up to its results being ready (neither includes time queued before a lane was free).
     """
 
-    def __init__(self, lanes: Sequence[Lane], enqueue: Callable[[Lane, Any], Collect], name: str = "lane",
-                 overlap: bool = False, prepare: Callable[[Lane, Any], Staged] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        lanes: Sequence[Lane],
+        enqueue: Callable[[Lane, Any], Collect],
+        name: str = "lane",
+        overlap: bool = False,
+        prepare: Callable[[Lane, Any], Staged] | None = None,
+    ) -> None:
         """``prepare(lane, batch) -> Staged``: the batch's host work on its lane (filling the lane's pinned
         staging) and its upload, both before the lane's turn on the GPU; ``enqueue`` gets ``Staged.item``."""
         if not lanes:
@@ -250,8 +257,10 @@ class LanePool:
         self._paused = 0  # idle(): no new batch starts while > 0
         self._running = 0  # batches being run now
         self._stop = False
-        self._threads = [threading.Thread(target=self._serve, args=(i,), name=f"{name}-{i}", daemon=True)
-                         for i in range(len(self.lanes))]  # fmt: skip
+        self._threads = [
+            threading.Thread(target=self._serve, args=(i,), name=f"{name}-{i}", daemon=True)
+            for i in range(len(self.lanes))
+        ]
         for t in self._threads:
             t.start()
 
@@ -407,8 +416,16 @@ class PostSetup:
     sharing one compiled kernel module. ``launch`` runs on the lane's stream right after compute and
     copies only the final rows back; ``collect`` reads them once the stream is done."""
 
-    def __init__(self, layout: str, input_hw: tuple[int, int], opts: Any, dims: tuple[int, int], dtype: Any,
-                 max_batch: int, kernels: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        layout: str,
+        input_hw: tuple[int, int],
+        opts: Any,
+        dims: tuple[int, int],
+        dtype: Any,
+        max_batch: int,
+        kernels: Any,
+    ) -> None:
         from common.gpu.postprocess import plan_postprocess
 
         plan_postprocess(layout, max_batch, dims, input_hw, opts, dtype)  # UserError before any allocation

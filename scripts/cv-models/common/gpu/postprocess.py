@@ -121,8 +121,14 @@ def _count_bytes(batch: int) -> int:
     return -(-batch * 4 // 16) * 16
 
 
-def plan_postprocess(layout: str, batch: int, dims: tuple[int, int], input_hw: tuple[int, int],
-                     opts: PostprocessOptions, dtype: Any = np.float32) -> PostprocessPlan:  # fmt: skip
+def plan_postprocess(
+    layout: str,
+    batch: int,
+    dims: tuple[int, int],
+    input_hw: tuple[int, int],
+    opts: PostprocessOptions,
+    dtype: Any = np.float32,
+) -> PostprocessPlan:
     """Check an output's shape (``dims`` = the dimensions after the batch axis) for ``layout``."""
     if layout not in LAYOUTS:
         raise UserError(f"GPU post-processing: unknown layout {layout!r} (one of {', '.join(LAYOUTS)})")
@@ -142,8 +148,9 @@ def plan_postprocess(layout: str, batch: int, dims: tuple[int, int], input_hw: t
         raise UserError(f"GPU post-processing: raw84 needs [B,4+nc,A] with nc >= 1, got [{batch}, {c}, {a}]")
     if a >= 2**31 or batch * c * a >= 2**62:
         raise UserError(f"GPU post-processing: output [{batch}, {c}, {a}] is too large")
-    return PostprocessPlan(layout, int(batch), c, a, (int(input_hw[0]), int(input_hw[1])), opts,
-                           dt == np.dtype(np.float16))  # fmt: skip
+    return PostprocessPlan(
+        layout, int(batch), c, a, (int(input_hw[0]), int(input_hw[1])), opts, dt == np.dtype(np.float16)
+    )
 
 
 # ----------------------------------------------------------------------------- NumPy emulation
@@ -216,8 +223,9 @@ def split_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (keys & np.uint64(0xFFFFFFFF)).astype(np.int64), u.view(np.float32)
 
 
-def candidates_reference(x: np.ndarray, c0: int, sigmoid: bool,
-                         conf: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def candidates_reference(
+    x: np.ndarray, c0: int, sigmoid: bool, conf: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``yolo_scores`` for one image's float32 ``[C, A]``: anchors passing conf (ascending), their
     best score and best class (first argmax; an anchor with a NaN score never passes)."""
     f = np.float32
@@ -230,8 +238,9 @@ def candidates_reference(x: np.ndarray, c0: int, sigmoid: bool,
     return idx, best_score[idx], best[idx].astype(np.int64)
 
 
-def boxes_reference(x: np.ndarray, layout: str, sel: np.ndarray, points: np.ndarray | None = None,
-                    strides: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+def boxes_reference(
+    x: np.ndarray, layout: str, sel: np.ndarray, points: np.ndarray | None = None, strides: np.ndarray | None = None
+) -> np.ndarray:
     """``greedy_nms``'s decode of the anchors ``sel`` of one image's float32 ``[C, A]``: xyxy float32."""
     f = np.float32
     with np.errstate(all="ignore"):
@@ -253,8 +262,9 @@ def boxes_reference(x: np.ndarray, layout: str, sel: np.ndarray, points: np.ndar
     return boxes.astype(f).reshape(-1, 4)
 
 
-def postprocess_reference(out: np.ndarray, layout: str, input_hw: tuple[int, int],
-                          opts: PostprocessOptions) -> Detections:  # fmt: skip
+def postprocess_reference(
+    out: np.ndarray, layout: str, input_hw: tuple[int, int], opts: PostprocessOptions
+) -> Detections:
     """The kernels' steps for one image's output (batch axis removed), in NumPy (NumPy's exp)."""
     f = np.float32
     max_det = max(0, int(opts.max_det))
@@ -295,8 +305,9 @@ def postprocess_kernels(device: int = 0) -> Any:
 
     with _KERNELS_LOCK:
         if device not in _KERNELS:
-            _KERNELS[device] = KernelModule(KERNEL_SOURCE, KERNEL_NAMES, device, options=NVRTC_OPTIONS, what=WHAT,
-                                            hint=HINT)  # fmt: skip
+            _KERNELS[device] = KernelModule(
+                KERNEL_SOURCE, KERNEL_NAMES, device, options=NVRTC_OPTIONS, what=WHAT, hint=HINT
+            )
         return _KERNELS[device]
 
 
@@ -352,8 +363,15 @@ class GpuPostprocessor:
             self._bufs[name] = buf
         return buf
 
-    def prepare(self, layout: str, batch: int, dims: tuple[int, int], input_hw: tuple[int, int],
-                opts: PostprocessOptions, dtype: Any = np.float32) -> PostprocessPlan:  # fmt: skip
+    def prepare(
+        self,
+        layout: str,
+        batch: int,
+        dims: tuple[int, int],
+        input_hw: tuple[int, int],
+        opts: PostprocessOptions,
+        dtype: Any = np.float32,
+    ) -> PostprocessPlan:
         """Size the buffers for outputs ``[batch, *dims]`` (grow-only). Call it while no launch of this
         object is in flight: a buffer that grows is freed and allocated again."""
         plan = plan_postprocess(layout, batch, dims, input_hw, opts, dtype)
@@ -392,8 +410,14 @@ class GpuPostprocessor:
         counts, rows = out, out + _count_bytes(plan.batch)
         conf, half = float(np.float32(plan.opts.conf)), int(plan.half)
         if plan.layout == "e2e":
-            k.launch("e2e_select", (b,), (256,), (src, half, plan.channels, conf, plan.max_det, counts, rows),
-                     (vp, ci, ci, cf, ci, vp, vp), h)  # fmt: skip
+            k.launch(
+                "e2e_select",
+                (b,),
+                (256,),
+                (src, half, plan.channels, conf, plan.max_det, counts, rows),
+                (vp, ci, ci, cf, ci, vp, vp),
+                h,
+            )
         else:
             if self._anchors_dirty:
                 anchors = self._bufs["anchors"]
@@ -407,15 +431,43 @@ class GpuPostprocessor:
             dfl = plan.layout == "dfl144"
             c0 = 4 * DFL_BINS if dfl else 4
             k.launch("zero_ints", (1,), (256,), (count, b), (vp, ci), h)
-            k.launch("yolo_scores", (-(-a // 256), b), (256,), (src, half, c, a, c0, int(dfl), conf, keys, cls, count),
-                     (vp, ci, ci, ci, ci, ci, cf, vp, vp, vp), h)  # fmt: skip
+            k.launch(
+                "yolo_scores",
+                (-(-a // 256), b),
+                (256,),
+                (src, half, c, a, c0, int(dfl), conf, keys, cls, count),
+                (vp, ci, ci, ci, ci, ci, cf, vp, vp, vp),
+                h,
+            )
             k.launch("sort_chunks", (plan.chunks, b), (1024,), (keys, count, a), (vp, vp, ci), h)
             if plan.chunks > 1:
-                k.launch("merge_chunks", (plan.chunks, b), (256,), (keys, sorted_, count, a, plan.topk),
-                         (vp, vp, vp, ci, ci), h)  # fmt: skip
+                k.launch(
+                    "merge_chunks",
+                    (plan.chunks, b),
+                    (256,),
+                    (keys, sorted_, count, a, plan.topk),
+                    (vp, vp, vp, ci, ci),
+                    h,
+                )
             iou = float(plan.opts.iou)
-            args = (src, half, LAYOUT_CODE[plan.layout], c, a, keys, sorted_, count, cls, anchors, plan.topk,
-                    plan.max_det, float(np.float32(iou)), iou, counts, rows)  # fmt: skip
+            args = (
+                src,
+                half,
+                LAYOUT_CODE[plan.layout],
+                c,
+                a,
+                keys,
+                sorted_,
+                count,
+                cls,
+                anchors,
+                plan.topk,
+                plan.max_det,
+                float(np.float32(iou)),
+                iou,
+                counts,
+                rows,
+            )
             types = (vp, ci, ci, ci, ci, vp, vp, vp, vp, vp, ci, ci, cf, c_.c_double, vp, vp)
             k.launch("greedy_nms", (b,), (NMS_THREADS,), args, types, h)
         self.mem.copy_dtoh_async(self._bufs["host"].ptr, out, plan.out_bytes(b), stream)

@@ -157,8 +157,7 @@ class U8Batch:
 def check_float_input(mode: str, name: str, dtype: np.dtype) -> None:
     """The kernels write float32: UserError for a model/engine input of another type."""
     if np.dtype(dtype) != np.float32:
-        raise UserError(f"--preprocess {mode} needs a float32 input; {name} is {np.dtype(dtype)}: "
-                        "use --preprocess cpu")  # fmt: skip
+        raise UserError(f"--preprocess {mode} needs a float32 input; {name} is {np.dtype(dtype)}: use --preprocess cpu")
 
 
 @dataclass
@@ -215,8 +214,10 @@ class U8Stager:
 
     def _filled(self, nbytes: int, kernel: Callable[[int, int, Any], None]) -> U8Filled:
         src, dev = self._pinned.ptr, self._device.ptr
-        return U8Filled(lambda stream: self.mem.copy_htod_async(dev, src, nbytes, stream),
-                        lambda dst, stream: kernel(dev, dst, stream))  # fmt: skip
+        return U8Filled(
+            lambda stream: self.mem.copy_htod_async(dev, src, nbytes, stream),
+            lambda dst, stream: kernel(dev, dst, stream),
+        )
 
     def _fill_canvases(self, batch: U8Batch) -> U8Filled:
         """gpu-normalize: [B,S,S,3] canvases -> one copy -> one launch."""
@@ -276,8 +277,16 @@ class U8Stager:
         for j, (img, meta) in enumerate(zip(decoded, batch.metas, strict=True)):
             if (img.width, img.height) != (meta.orig_w, meta.orig_h):
                 raise ValueError(f"decoded {img.width}x{img.height}, letterbox set for {meta.orig_w}x{meta.orig_h}")
-            params[j] = (img.ptr - base, img.width, img.height, meta.new_w, meta.new_h, meta.pad_left,
-                         meta.pad_top, img.row_bytes)  # fmt: skip
+            params[j] = (
+                img.ptr - base,
+                img.width,
+                img.height,
+                meta.new_w,
+                meta.new_h,
+                meta.pad_left,
+                meta.pad_top,
+                img.row_bytes,
+            )
         return self._letterbox_filled(nbytes, n, batch.size)
 
     def close(self) -> None:
@@ -338,8 +347,14 @@ def _check(call: str, result: Any, what: str = PREP_WHAT, hint: str = PREP_HINT)
     return rest[0] if len(rest) == 1 else (rest or None)
 
 
-def compile_kernels(arch: str, source: str = KERNEL_SOURCE, *, options: tuple[str, ...] = (),
-                    what: str = PREP_WHAT, hint: str = PREP_HINT) -> bytes:  # fmt: skip
+def compile_kernels(
+    arch: str,
+    source: str = KERNEL_SOURCE,
+    *,
+    options: tuple[str, ...] = (),
+    what: str = PREP_WHAT,
+    hint: str = PREP_HINT,
+) -> bytes:
     """NVRTC: ``source`` (default: the letterbox kernels) as a CUBIN for ``arch`` (e.g. ``sm_90``,
     ``sm_120``); UserError if it can't. ``what``/``hint`` name the feature and its CPU fallback."""
     try:
@@ -347,11 +362,14 @@ def compile_kernels(arch: str, source: str = KERNEL_SOURCE, *, options: tuple[st
     except ImportError as exc:
         raise UserError(f"{what} needs cuda-python (cuda.bindings.nvrtc); {hint}") from exc
     try:
-        prog = _check("nvrtcCreateProgram", nvrtc.nvrtcCreateProgram(source.encode(), b"kernels.cu", 0, [], []),
-                      what, hint)  # fmt: skip
+        prog = _check(
+            "nvrtcCreateProgram", nvrtc.nvrtcCreateProgram(source.encode(), b"kernels.cu", 0, [], []), what, hint
+        )
     except (RuntimeError, OSError) as exc:  # libnvrtc missing
-        raise UserError(f"{what}: NVRTC is not usable ({exc}); install the CUDA NVRTC library "
-                        f"(pip: nvidia-cuda-nvrtc; conda: cuda-nvrtc) or {hint}") from exc  # fmt: skip
+        raise UserError(
+            f"{what}: NVRTC is not usable ({exc}); install the CUDA NVRTC library "
+            f"(pip: nvidia-cuda-nvrtc; conda: cuda-nvrtc) or {hint}"
+        ) from exc
     try:
         opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17", *(o.encode() for o in options)]
         res = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
@@ -360,8 +378,10 @@ def compile_kernels(arch: str, source: str = KERNEL_SOURCE, *, options: tuple[st
             log = b" " * int(size)
             nvrtc.nvrtcGetProgramLog(prog, log)
             first = log.decode(errors="replace").strip().splitlines()[:1]
-            raise UserError(f"{what}: NVRTC cannot build for {arch} ({res[0]}: {' '.join(first)}); "
-                            f"a newer CUDA NVRTC is needed for this GPU, or {hint}")  # fmt: skip
+            raise UserError(
+                f"{what}: NVRTC cannot build for {arch} ({res[0]}: {' '.join(first)}); "
+                f"a newer CUDA NVRTC is needed for this GPU, or {hint}"
+            )
         size = _check("nvrtcGetCUBINSize", nvrtc.nvrtcGetCUBINSize(prog), what, hint)
         cubin = b" " * int(size)
         _check("nvrtcGetCUBIN", nvrtc.nvrtcGetCUBIN(prog, cubin), what, hint)
@@ -374,8 +394,16 @@ class KernelModule:
     """NVRTC-compiled kernels loaded on one device; ``launch`` puts one on the caller's stream
     (from any thread: each launching thread gets the device's primary context made current)."""
 
-    def __init__(self, source: str, names: tuple[str, ...], device: int = 0, *, options: tuple[str, ...] = (),
-                 what: str = PREP_WHAT, hint: str = PREP_HINT) -> None:  # fmt: skip
+    def __init__(
+        self,
+        source: str,
+        names: tuple[str, ...],
+        device: int = 0,
+        *,
+        options: tuple[str, ...] = (),
+        what: str = PREP_WHAT,
+        hint: str = PREP_HINT,
+    ) -> None:
         from cuda.bindings import driver, runtime
 
         self._driver, self._what, self._hint = driver, what, hint
@@ -386,19 +414,33 @@ class KernelModule:
         self._ctx = _check("cuCtxGetCurrent", driver.cuCtxGetCurrent(), what, hint)
         cubin = compile_kernels(self.arch, source, options=options, what=what, hint=hint)
         self._module = _check("cuModuleLoadData", driver.cuModuleLoadData(cubin), what, hint)
-        self.functions = {n: _check("cuModuleGetFunction", driver.cuModuleGetFunction(self._module, n.encode()),
-                                    what, hint) for n in names}  # fmt: skip
+        self.functions = {
+            n: _check("cuModuleGetFunction", driver.cuModuleGetFunction(self._module, n.encode()), what, hint)
+            for n in names
+        }
         self._local = threading.local()
 
-    def launch(self, name: str, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...],
-               types: tuple[Any, ...], stream: int, shared_bytes: int = 0) -> None:  # fmt: skip
+    def launch(
+        self,
+        name: str,
+        grid: tuple[int, ...],
+        block: tuple[int, ...],
+        args: tuple[Any, ...],
+        types: tuple[Any, ...],
+        stream: int,
+        shared_bytes: int = 0,
+    ) -> None:
         d = self._driver
         if not getattr(self._local, "ready", False):  # each launching thread needs the context current
             _check("cuCtxSetCurrent", d.cuCtxSetCurrent(self._ctx), self._what, self._hint)
             self._local.ready = True
         g, b = (*grid, 1, 1)[:3], (*block, 1, 1)[:3]
-        _check("cuLaunchKernel", d.cuLaunchKernel(self.functions[name], *g, *b, shared_bytes, d.CUstream(stream),
-                                                  (args, types), 0), self._what, self._hint)  # fmt: skip
+        _check(
+            "cuLaunchKernel",
+            d.cuLaunchKernel(self.functions[name], *g, *b, shared_bytes, d.CUstream(stream), (args, types), 0),
+            self._what,
+            self._hint,
+        )
 
     def close(self) -> None:
         if self._module is not None:
@@ -417,8 +459,14 @@ class GpuPreprocessor:
         """[B,S,S,3] uint8 BGR at ``src`` -> [B,3,S,S] float32 RGB/255 at ``dst`` (device pointers)."""
         hw = size * size
         c = ctypes
-        self._kernels.launch("bgr_canvas_to_rgb_chw", ((hw + 255) // 256, batch), (256, 1), (src, dst, hw),
-                             (c.c_void_p, c.c_void_p, c.c_int), stream)  # fmt: skip
+        self._kernels.launch(
+            "bgr_canvas_to_rgb_chw",
+            ((hw + 255) // 256, batch),
+            (256, 1),
+            (src, dst, hw),
+            (c.c_void_p, c.c_void_p, c.c_int),
+            stream,
+        )
 
     def letterbox_batch(self, base: int, params: int, dst: int, batch: int, size: int, stream: int) -> None:
         """``batch`` uint8 BGR images of any size -> letterboxed [B,3,S,S] float32 RGB/255 at ``dst``, one
@@ -426,8 +474,14 @@ class GpuPreprocessor:
         offset is its image's byte offset from ``base`` (device), its sizes say [src_h, src_w, 3]."""
         c = ctypes
         grid = ((size + 31) // 32, (size + 7) // 8, batch)
-        self._kernels.launch("letterbox_batch_bgr_to_rgb_chw", grid, (32, 8), (base, params, dst, size),
-                             (c.c_void_p, c.c_void_p, c.c_void_p, c.c_int), stream)  # fmt: skip
+        self._kernels.launch(
+            "letterbox_batch_bgr_to_rgb_chw",
+            grid,
+            (32, 8),
+            (base, params, dst, size),
+            (c.c_void_p, c.c_void_p, c.c_void_p, c.c_int),
+            stream,
+        )
 
     def close(self) -> None:
         self._kernels.close()

@@ -240,9 +240,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
-def greedy_nms_indices(
-    boxes: np.ndarray, classes: np.ndarray, iou: float, max_det: int, block: int = 64
-) -> np.ndarray:
+def greedy_nms_indices(boxes: np.ndarray, classes: np.ndarray, iou: float, max_det: int, block: int = 64) -> np.ndarray:
     """Indices kept by class-aware greedy NMS, in input (best-first) order, at most max_det.
 
     Blocked greedy: candidates are taken ``block`` at a time; a block is first checked

@@ -141,8 +141,14 @@ class OrtCudaBackend(LaneBackend):
         self.mem = memory if memory is not None else CudaMemory(device_id)
         self.device_id, self.max_batch, self.onnx_path = device_id, max_batch, onnx_path
         self._post_kernels = post_kernels
-        build = dict(cuda_opts=cuda_opts, lanes=lanes, log=log, imgsz=imgsz, gpu_order=gpu_order,
-                     disable_cpu_fallback=disable_cpu_fallback)  # fmt: skip
+        build = dict(
+            cuda_opts=cuda_opts,
+            lanes=lanes,
+            log=log,
+            imgsz=imgsz,
+            gpu_order=gpu_order,
+            disable_cpu_fallback=disable_cpu_fallback,
+        )
         if mode == "off":
             self._build(graph=False, **build)
             return
@@ -157,12 +163,22 @@ class OrtCudaBackend(LaneBackend):
             self._build(graph=False, **build)
             if mode == "on":
                 self.close()
-                raise UserError(f"--cuda-graph: ONNX Runtime cannot run {onnx_path} as a CUDA graph ({why}); "
-                                "drop --cuda-graph") from exc  # fmt: skip
+                raise UserError(
+                    f"--cuda-graph: ONNX Runtime cannot run {onnx_path} as a CUDA graph ({why}); drop --cuda-graph"
+                ) from exc
             self.cuda_graph_fallback = why
 
-    def _build(self, *, graph: bool, cuda_opts: dict[str, str], lanes: int, log: Any, imgsz: int, gpu_order: str,
-               disable_cpu_fallback: bool) -> None:  # fmt: skip
+    def _build(
+        self,
+        *,
+        graph: bool,
+        cuda_opts: dict[str, str],
+        lanes: int,
+        log: Any,
+        imgsz: int,
+        gpu_order: str,
+        disable_cpu_fallback: bool,
+    ) -> None:
         """The lanes: one session per lane on the lane's stream (with ``enable_cuda_graph`` when ``graph``)."""
         self.cuda_graph = graph
         # ORT runs without a graph block until the GPU is done: auto lets small batches' lanes overlap
@@ -172,12 +188,23 @@ class OrtCudaBackend(LaneBackend):
         try:
             for _ in range(max(1, lanes)):
                 stream = self.mem.stream()
-                opts = {**cuda_opts, "device_id": str(self.device_id), "user_compute_stream": str(stream.handle),
-                        **({"enable_cuda_graph": "1"} if graph else {})}  # fmt: skip
+                opts = {
+                    **cuda_opts,
+                    "device_id": str(self.device_id),
+                    "user_compute_stream": str(stream.handle),
+                    **({"enable_cuda_graph": "1"} if graph else {}),
+                }
                 try:
                     # The CUDA EP must initialise; --disable-cpu-fallback also refuses nodes it can't take.
-                    sess = OrtBackend(self.onnx_path, [CUDA_EP], {CUDA_EP: opts}, log=log, intra_op_threads=1,
-                                      disable_cpu_fallback=disable_cpu_fallback, require_accelerator=True)  # fmt: skip
+                    sess = OrtBackend(
+                        self.onnx_path,
+                        [CUDA_EP],
+                        {CUDA_EP: opts},
+                        log=log,
+                        intra_op_threads=1,
+                        disable_cpu_fallback=disable_cpu_fallback,
+                        require_accelerator=True,
+                    )
                 except BaseException:
                     stream.close()
                     raise
@@ -234,11 +261,18 @@ class OrtCudaBackend(LaneBackend):
         io = lane.io.get(batch)
         if io is None:
             io = lane.backend._session.io_binding()
-            io.bind_input(self._input.name, "cuda", self.device_id, self._input.dtype.type,
-                          list(self._shape(self._input, batch)), lane.inp.device_ptr)  # fmt: skip
+            io.bind_input(
+                self._input.name,
+                "cuda",
+                self.device_id,
+                self._input.dtype.type,
+                list(self._shape(self._input, batch)),
+                lane.inp.device_ptr,
+            )
             for spec, buf in zip(self._outputs, lane.outs, strict=True):
-                io.bind_output(spec.name, "cuda", self.device_id, spec.dtype.type, list(self._shape(spec, batch)),
-                               buf.device_ptr)  # fmt: skip
+                io.bind_output(
+                    spec.name, "cuda", self.device_id, spec.dtype.type, list(self._shape(spec, batch)), buf.device_ptr
+                )
             lane.io[batch] = io
         return io
 
@@ -281,8 +315,9 @@ class OrtCudaBackend(LaneBackend):
             return lambda: [w.post.collect()]
         for spec, buf in zip(self._outputs, w.outs, strict=True):
             buf.download(self._nbytes(spec, b), lane.stream)
-        return lambda: [buf.view(spec.dtype, self._shape(spec, b)).copy()
-                        for spec, buf in zip(self._outputs, w.outs, strict=True)]  # fmt: skip
+        return lambda: [
+            buf.view(spec.dtype, self._shape(spec, b)).copy() for spec, buf in zip(self._outputs, w.outs, strict=True)
+        ]
 
     # ------------------------------------------------------------------ idle-time work
     def _resident_runs(self, lane: Lane, batch: int, runs: int) -> list[float]:
@@ -321,9 +356,17 @@ class OrtCudaBackend(LaneBackend):
 
     def metadata(self) -> dict[str, Any]:
         meta = self._lanes.lanes[0].worker.backend.metadata()
-        meta.update({"backend": self.name, "io_binding": True, "max_batch": self.max_batch,
-                     "cuda_graph": self.cuda_graph, "cuda_graph_fallback": self.cuda_graph_fallback,
-                     "device": self.mem.device_info(), **self._lane_metadata()})  # fmt: skip
+        meta.update(
+            {
+                "backend": self.name,
+                "io_binding": True,
+                "max_batch": self.max_batch,
+                "cuda_graph": self.cuda_graph,
+                "cuda_graph_fallback": self.cuda_graph_fallback,
+                "device": self.mem.device_info(),
+                **self._lane_metadata(),
+            }
+        )
         return meta
 
     def close(self) -> None:

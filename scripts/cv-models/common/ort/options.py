@@ -173,11 +173,15 @@ def add_ep_flags(parser: argparse.ArgumentParser) -> None:
     rtx.add_argument("--rtx-detailed-build-log", action="store_true", default=None, help="verbose engine build log")
 
     cuda = parser.add_argument_group("CUDA EP (CUDAExecutionProvider; needs it in --providers)")
-    cuda.add_argument("--cuda-graph", action="store_true", default=None,
-                      help="capture a CUDA graph (static shapes; every node on the CUDA EP). With --io-binding: one "
-                      "graph per lane at --batch-size, captured when the lanes are made (already the default where "
-                      "ONNX Runtime can capture: this flag makes a failed capture an error); runs then return at "
-                      "once and the GPU order defaults to serial")  # fmt: skip
+    cuda.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        default=None,
+        help="capture a CUDA graph (static shapes; every node on the CUDA EP). With --io-binding: one "
+        "graph per lane at --batch-size, captured when the lanes are made (already the default where "
+        "ONNX Runtime can capture: this flag makes a failed capture an error); runs then return at "
+        "once and the GPU order defaults to serial",
+    )
 
 
 def _given(args: argparse.Namespace, dest: str) -> bool:

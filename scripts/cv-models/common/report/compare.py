@@ -191,8 +191,13 @@ class NotRun:
 
     def to_dict(self) -> dict[str, str]:
         """summary.json's shape (the row key stays "backend" there)."""
-        return {"backend": self.runner, "model": self.model, "precision": self.precision, "status": self.status,
-                "reason": self.reason}  # fmt: skip
+        return {
+            "backend": self.runner,
+            "model": self.model,
+            "precision": self.precision,
+            "status": self.status,
+            "reason": self.reason,
+        }
 
 
 @dataclass
@@ -266,9 +271,15 @@ def collect(paths: Sequence[str | Path]) -> Collection:
             for s in statuses:
                 st = _read_status(s.parent)
                 if st and st.get("status") in ("skipped", "failed"):
-                    col.not_run.append(NotRun(str(st.get("backend")), str(st.get("model")),
-                                              str(st.get("precision", "?")), str(st["status"]),
-                                              str(st.get("reason") or "")))  # fmt: skip
+                    col.not_run.append(
+                        NotRun(
+                            str(st.get("backend")),
+                            str(st.get("model")),
+                            str(st.get("precision", "?")),
+                            str(st["status"]),
+                            str(st.get("reason") or ""),
+                        )
+                    )
             col.sources.append(str(p))
         elif p.is_file():
             col.rows.append(_row_from(p, _read_status(p.parent)))
@@ -359,14 +370,19 @@ def compute_parity(rows: Sequence[Row], opts: ParityOptions) -> None:
     for row in rows:
         ref = parity_reference(rows, row)
         if ref is None or row.detections_path is None:
-            row.parity = {"status": "n/a", "reason": "no reference backend (ORT CUDA / ORT CPU) ran this model"
-                          if ref is None else "no detections.json beside metrics.json"}  # fmt: skip
+            row.parity = {
+                "status": "n/a",
+                "reason": "no reference backend (ORT CUDA / ORT CPU) ran this model"
+                if ref is None
+                else "no detections.json beside metrics.json",
+            }
             continue
         if ref is row:
             row.parity = {"status": "reference"}
             continue
-        summary = detection_parity(dets(ref.detections_path), dets(row.detections_path), None, opts.iou, opts.conf,
-                                   opts.worst)  # fmt: skip
+        summary = detection_parity(
+            dets(ref.detections_path), dets(row.detections_path), None, opts.iou, opts.conf, opts.worst
+        )
         limits = opts.limits(row.precision)
         broken = judge(summary, limits)
         if ref.num_images != row.num_images:
@@ -391,8 +407,9 @@ def warnings_for(rows: Sequence[Row]) -> list[str]:
     out = []
     gpus = sorted({r.gpu or "no GPU (nvidia-smi absent)" for r in rows})
     if len(gpus) > 1:
-        where = "; ".join(f"{g}: {', '.join(r.label for r in rows if (r.gpu or 'no GPU (nvidia-smi absent)') == g)}"
-                          for g in gpus)  # fmt: skip
+        where = "; ".join(
+            f"{g}: {', '.join(r.label for r in rows if (r.gpu or 'no GPU (nvidia-smi absent)') == g)}" for g in gpus
+        )
         out.append(f"rows come from different GPUs ({where}); latencies are not comparable across them")
     by_name: dict[str, set[str]] = {}
     for r in rows:
@@ -403,8 +420,9 @@ def warnings_for(rows: Sequence[Row]) -> list[str]:
             out.append(f"model {name} has different sha256 across rows ({short}): these are different models")
     timings = {latency_timing(r.payload) for r in rows}
     if len(timings) > 1:
-        kinds = "; ".join(f"{t}: {', '.join(r.label for r in rows if latency_timing(r.payload) == t)}"
-                          for t in sorted(timings))  # fmt: skip
+        kinds = "; ".join(
+            f"{t}: {', '.join(r.label for r in rows if latency_timing(r.payload) == t)}" for t in sorted(timings)
+        )
         out.append(f"latency columns measure different things ({kinds}); compare latency within one kind only")
     counts = sorted({r.num_images for r in rows})
     if len(counts) > 1:
@@ -425,8 +443,10 @@ def _parity_cell(row: Row) -> str:
     if status == "reference":
         return "reference"
     if status in ("pass", "FAIL"):
-        cell = (f"{p['matched_fraction'] * 100:.1f}% matched, IoU {p['mean_iou']:.3f}, "
-                f"median Δscore {p['median_abs_dscore']:.4f}")  # fmt: skip
+        cell = (
+            f"{p['matched_fraction'] * 100:.1f}% matched, IoU {p['mean_iou']:.3f}, "
+            f"median Δscore {p['median_abs_dscore']:.4f}"
+        )
         cell += " ✓" if status == "pass" else " ✗ " + "; ".join(p["failures"])
         return cell.replace("|", "/")
     return "n/a"
@@ -464,8 +484,11 @@ def render_markdown(
         lines.append(f"| {name} | {n.precision} | — | — | — | — | — | {n.status}: {short.replace('|', '/')} |")
     lines.append("")
     if any(r.runtime_double for r in rows):
-        lines += ["*(runtime double)*: a test stand-in that executes the ONNX with ONNX Runtime on the CPU after a "
-                  "real engine build; its accuracy and latency say nothing about TensorRT.", ""]  # fmt: skip
+        lines += [
+            "*(runtime double)*: a test stand-in that executes the ONNX with ONNX Runtime on the CPU after a "
+            "real engine build; its accuracy and latency say nothing about TensorRT.",
+            "",
+        ]
     if not_run:
         lines += ["## Not run", ""]
         lines += [f"- **{n.runner}** on {n.model} ({n.precision}): {n.status}: {n.reason}" for n in not_run]
@@ -480,29 +503,7 @@ def render_markdown(
             )
             lines.append(f"- **{r.label}** vs {p['reference']}: {items}")
         lines.append("")
-    tens = [r for r in rows if r.tensor_errors]
-    if tens:
-        lines += [
-            "## Raw output error vs reference (sample images; informational)",
-            "",
-            "| backend | precision | output | max abs | mean abs | max rel | mean rel | ref max abs |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for r in tens:
-            for t in r.tensor_errors or []:
-                if "max_abs" not in t:
-                    lines.append(f"| {r.label} | {r.precision} | {t['name']} | {t.get('note', '')} | | | | |")
-                    continue
-                lines.append(
-                    f"| {r.label} | {r.precision} | {t['name']} | {t['max_abs']:.3g} | {t['mean_abs']:.3g} | "
-                    f"{t['max_rel']:.3g} | {t['mean_rel']:.3g} | {t['ref_max_abs']:.3g} |"
-                    + (f" {t['note']}" if t.get("note") else "")
-                )
-        if any(r.payload.get("run", {}).get("output_layout") == "e2e" for r in tens):
-            lines.append("")
-            lines.append("End-to-end heads ([B,K,6]) may order near-tied rows differently: their raw error is "
-                         "expected to be large; judge them by detection parity.")  # fmt: skip
-        lines.append("")
+    lines += _tensor_error_lines(rows)
     hosts = sorted({f"{r.host or '?'} / {r.gpu or 'no GPU'}" for r in rows})
     lines += ["## Machines", "", *[f"- {h}" for h in hosts], ""]
     if plot_file:
@@ -510,6 +511,37 @@ def render_markdown(
     else:
         lines += [f"*({PLOT_SKIPPED})*", ""]
     return "\n".join(lines)
+
+
+def _tensor_error_lines(rows: Sequence[Row]) -> list[str]:
+    """The raw-output error table of the rows that sampled tensors (none: no lines)."""
+    tens = [r for r in rows if r.tensor_errors]
+    if not tens:
+        return []
+    lines = [
+        "## Raw output error vs reference (sample images; informational)",
+        "",
+        "| backend | precision | output | max abs | mean abs | max rel | mean rel | ref max abs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in tens:
+        for t in r.tensor_errors or []:
+            if "max_abs" not in t:
+                lines.append(f"| {r.label} | {r.precision} | {t['name']} | {t.get('note', '')} | | | | |")
+                continue
+            lines.append(
+                f"| {r.label} | {r.precision} | {t['name']} | {t['max_abs']:.3g} | {t['mean_abs']:.3g} | "
+                f"{t['max_rel']:.3g} | {t['mean_rel']:.3g} | {t['ref_max_abs']:.3g} |"
+                + (f" {t['note']}" if t.get("note") else "")
+            )
+    if any(r.payload.get("run", {}).get("output_layout") == "e2e" for r in tens):
+        lines.append("")
+        lines.append(
+            "End-to-end heads ([B,K,6]) may order near-tied rows differently: their raw error is "
+            "expected to be large; judge them by detection parity."
+        )
+    lines.append("")
+    return lines
 
 
 def _label_offsets(xs: Sequence[float], ys: Sequence[float]) -> list[tuple[int, int, str]]:
@@ -546,19 +578,39 @@ def plot(rows: Sequence[Row], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"fp32": "#1f77b4", "fp16": "#2ca02c", "bf16": "#17becf", "int8": "#d62728", "fp8": "#ff7f0e",
-              "nvfp4": "#9467bd"}  # fmt: skip
+    colors = {
+        "fp32": "#1f77b4",
+        "fp16": "#2ca02c",
+        "bf16": "#17becf",
+        "int8": "#d62728",
+        "fp8": "#ff7f0e",
+        "nvfp4": "#9467bd",
+    }
     markers = {"ort-cpu": "s", "ort-cuda": "o", "ort-trt-ep": "^", "ort-rtx-ep": "v", "trt": "D", "trt-rtx": "P"}
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
     xs = [max(r.latency["median_ms"], 1e-3) for r in rows]
     offsets = _label_offsets(xs, [r.map50_95 for r in rows])
     for r, x, (dx, dy, ha) in zip(rows, xs, offsets, strict=True):
-        ax.scatter(x, r.map50_95, s=70, color=colors.get(r.precision.rstrip("?"), "#7f7f7f"),
-                   marker=markers.get(r.runner, "o"), edgecolors="black", linewidths=0.6, zorder=3)  # fmt: skip
+        ax.scatter(
+            x,
+            r.map50_95,
+            s=70,
+            color=colors.get(r.precision.rstrip("?"), "#7f7f7f"),
+            marker=markers.get(r.runner, "o"),
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=3,
+        )
         if r.parity and r.parity.get("status") == "reference":
             ax.scatter(x, r.map50_95, s=260, facecolors="none", edgecolors="black", linewidths=0.8, zorder=2)
-        ax.annotate(f"{r.display} {r.precision}", (x, r.map50_95), textcoords="offset points", xytext=(dx, dy),
-                    ha=ha, fontsize=8)  # fmt: skip
+        ax.annotate(
+            f"{r.display} {r.precision}",
+            (x, r.map50_95),
+            textcoords="offset points",
+            xytext=(dx, dy),
+            ha=ha,
+            fontsize=8,
+        )
     if xs and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
     ax.set_xlabel("median inference latency per batch (ms)  — lower is better")
@@ -570,12 +622,21 @@ def plot(rows: Sequence[Row], path: Path, title: str) -> None:
         pad = max(0.01, (max(ys) - min(ys)) * 0.15)
         ax.set_ylim(min(ys) - pad, max(ys) + pad)
     ax.margins(x=0.25)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=p) for p, c in colors.items()
-               if any(r.precision.rstrip("?") == p for r in rows)]  # fmt: skip
-    handles += [plt.Line2D([], [], marker=mk, ls="", color="white", markeredgecolor="black", label=b)
-                for b, mk in markers.items() if any(r.runner == b for r in rows)]  # fmt: skip
-    handles.append(plt.Line2D([], [], marker="o", ls="", markersize=12, color="white", markeredgecolor="black",
-                              label="parity reference"))  # fmt: skip
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color=c, label=p)
+        for p, c in colors.items()
+        if any(r.precision.rstrip("?") == p for r in rows)
+    ]
+    handles += [
+        plt.Line2D([], [], marker=mk, ls="", color="white", markeredgecolor="black", label=b)
+        for b, mk in markers.items()
+        if any(r.runner == b for r in rows)
+    ]
+    handles.append(
+        plt.Line2D(
+            [], [], marker="o", ls="", markersize=12, color="white", markeredgecolor="black", label="parity reference"
+        )
+    )
     ax.legend(handles=handles, fontsize=8, loc="best", title="colour: precision, marker: backend", title_fontsize=8)
     fig.tight_layout()
     with atomic_output(path, suffix=".png") as tmp:

@@ -325,8 +325,17 @@ def tensor_error(name: str, ref: np.ndarray, test: np.ndarray) -> TensorError:
     """Element-wise error of ``test`` against ``ref`` (Polygraphy-style absolute and relative)."""
     if ref.shape != test.shape:
         nan = float("nan")
-        return TensorError(name, list(ref.shape), nan, nan, nan, nan, nan, nan,
-                           note=f"shape {list(test.shape)} != reference {list(ref.shape)}")  # fmt: skip
+        return TensorError(
+            name,
+            list(ref.shape),
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            note=f"shape {list(test.shape)} != reference {list(ref.shape)}",
+        )
     r = ref.astype(np.float64).ravel()
     t = test.astype(np.float64).ravel()
     if r.size == 0:

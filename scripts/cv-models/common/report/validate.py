@@ -89,10 +89,12 @@ REGISTRY: dict[str, BackendSpec] = {
         BackendSpec("ort-cuda", "ONNX Runtime CUDA EP", "eval_yolov10m_onnx_coco", providers=(CUDA_EP, CPU_EP)),
         BackendSpec("trt", "TensorRT (direct)", "eval_yolov10m_trt_coco", trt="tensorrt"),
         BackendSpec("trt-rtx", "TensorRT-RTX (direct)", "eval_yolov10m_trt_coco", trt="tensorrt-rtx"),
-        BackendSpec("ort-trt-ep", "ONNX Runtime TensorRT EP", "eval_yolov10m_onnx_coco",
-                    providers=(TRT_EP, CUDA_EP, CPU_EP)),
-        BackendSpec("ort-rtx-ep", "ONNX Runtime TensorRT-RTX EP", "eval_yolov10m_onnx_coco",
-                    providers=(RTX_EP, CPU_EP)),
+        BackendSpec(
+            "ort-trt-ep", "ONNX Runtime TensorRT EP", "eval_yolov10m_onnx_coco", providers=(TRT_EP, CUDA_EP, CPU_EP)
+        ),
+        BackendSpec(
+            "ort-rtx-ep", "ONNX Runtime TensorRT-RTX EP", "eval_yolov10m_onnx_coco", providers=(RTX_EP, CPU_EP)
+        ),
     )
 }
 BACKEND_KEYS: tuple[str, ...] = tuple(REGISTRY)
@@ -168,7 +170,9 @@ def availability(
                 rtx_ep_available = _rtx_ep_available()
             out[key] = Availability(
                 bool(rtx_ep_available),
-                "" if rtx_ep_available else (
+                ""
+                if rtx_ep_available
+                else (
                     f"{RTX_EP} not offered by onnxruntime {ort.get('version')} (providers: {', '.join(providers)}; "
                     "trt-doctor does not probe it): install onnxruntime-ep-nv-tensorrt-rtx-cu13 in the GPU environment"
                 ),
@@ -221,8 +225,15 @@ class ModelInfo:
     layout_hint: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "path": str(self.path), "role": self.role, "precision": self.precision,
-                "sha256": self.sha256, "inputs": self.inputs, "outputs": self.layout_hint}  # fmt: skip
+        return {
+            "label": self.label,
+            "path": str(self.path),
+            "role": self.role,
+            "precision": self.precision,
+            "sha256": self.sha256,
+            "inputs": self.inputs,
+            "outputs": self.layout_hint,
+        }
 
 
 def model_info(path: Path, role: str, flag: str, label: str) -> ModelInfo:
@@ -267,8 +278,14 @@ class Step:
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "cmd": self.cmd, "rc": self.rc, "seconds": round(self.seconds, 3),
-                "log": self.log, "error": self.error}  # fmt: skip
+        return {
+            "name": self.name,
+            "cmd": self.cmd,
+            "rc": self.rc,
+            "seconds": round(self.seconds, 3),
+            "log": self.log,
+            "error": self.error,
+        }
 
 
 def error_from_log(text: str, rc: int) -> str:
@@ -285,7 +302,7 @@ def error_from_log(text: str, rc: int) -> str:
         how = "timed out"
     else:
         how = f"exit code {rc}"
-    detail = errors[-1][len("error:"):].strip() if errors else " | ".join(lines[-3:])
+    detail = errors[-1][len("error:") :].strip() if errors else " | ".join(lines[-3:])
     return f"{how}: {detail[:600]}" if detail else how
 
 
@@ -297,8 +314,14 @@ def run_step(step: Step, folder: Path, timeout: float, env: Mapping[str, str] | 
         fh.write("$ " + " ".join(step.cmd) + "\n")
         fh.flush()
         try:
-            proc = subprocess.run(step.cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout,
-                                  env=dict(env) if env is not None else None, check=False)  # fmt: skip
+            proc = subprocess.run(
+                step.cmd,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                env=dict(env) if env is not None else None,
+                check=False,
+            )
             step.rc = proc.returncode
         except subprocess.TimeoutExpired:
             step.rc = 124
@@ -433,22 +456,47 @@ def plan_steps(cfg: RunConfig, spec: BackendSpec, model: ModelInfo, folder: Path
     if spec.trt is not None:
         double = cfg.runtime_double is not None and spec.trt == "tensorrt-rtx"
         engine = folder / "engine" / f"{model.path.stem}.{spec.trt}.engine"
-        build = [cfg.python, str(SCRIPTS / "build_trt_engine.py"), "--onnx-path", str(model.path), "--trt-api",
-                 spec.trt, "--engine-path", str(engine), "--trt-verbosity", "error"]  # fmt: skip
+        build = [
+            cfg.python,
+            str(SCRIPTS / "build_trt_engine.py"),
+            "--onnx-path",
+            str(model.path),
+            "--trt-api",
+            spec.trt,
+            "--engine-path",
+            str(engine),
+            "--trt-verbosity",
+            "error",
+        ]
         # the real build stays real; under the double the evaluator builds and runs a fake engine of its own
         eval_engine = engine.with_name(engine.stem + ".double.engine") if double else engine
-        args = ["--onnx-path", str(model.path), "--engine-path", str(eval_engine), "--trt-api", spec.trt,
-                "--trt-verbosity", "error", *common]  # fmt: skip
+        args = [
+            "--onnx-path",
+            str(model.path),
+            "--engine-path",
+            str(eval_engine),
+            "--trt-api",
+            spec.trt,
+            "--trt-verbosity",
+            "error",
+            *common,
+        ]
         return [Step("build", build), Step("eval", _worker_cmd(cfg, spec, folder, args, double))], double
     args = ["--onnx-path", str(model.path), "--providers", *spec.providers, *common]
     if spec.providers[0] != CPU_EP:  # the row must run on its accelerator; shape nodes may stay on the CPU
         args.append("--require-accelerator")
     if spec.key == "ort-trt-ep":
         cache = folder / "ort-trt-cache"
-        args += ["--provider-option", f"{TRT_EP}:trt_engine_cache_enable=True",
-                 "--provider-option", f"{TRT_EP}:trt_engine_cache_path={cache}",
-                 "--provider-option", f"{TRT_EP}:trt_timing_cache_enable=True",
-                 "--provider-option", f"{TRT_EP}:trt_timing_cache_path={cache}"]  # fmt: skip
+        args += [
+            "--provider-option",
+            f"{TRT_EP}:trt_engine_cache_enable=True",
+            "--provider-option",
+            f"{TRT_EP}:trt_engine_cache_path={cache}",
+            "--provider-option",
+            f"{TRT_EP}:trt_timing_cache_enable=True",
+            "--provider-option",
+            f"{TRT_EP}:trt_timing_cache_path={cache}",
+        ]
         cache.mkdir(parents=True, exist_ok=True)
     return [Step("eval", _worker_cmd(cfg, spec, folder, args, False))], False
 

@@ -177,8 +177,13 @@ def gpu_tag(gpu: dict[str, Any] | None) -> str:
     return f"{name}-sm{str(gpu.get('compute_capability', '')).replace('.', '')}"
 
 
-def cache_key(onnx_sha256: str, options: BuildOptions, api: TrtApi, gpu: dict[str, Any] | None,
-              external_data: dict[str, str] | None = None) -> str:
+def cache_key(
+    onnx_sha256: str,
+    options: BuildOptions,
+    api: TrtApi,
+    gpu: dict[str, Any] | None,
+    external_data: dict[str, str] | None = None,
+) -> str:
     payload = {
         "schema": ENGINE_META_SCHEMA,
         "onnx_sha256": onnx_sha256,
@@ -192,13 +197,15 @@ def cache_key(onnx_sha256: str, options: BuildOptions, api: TrtApi, gpu: dict[st
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def default_engine_path(onnx_path: Path, api: TrtApi, root: str | os.PathLike[str] = "tmp",
-                        task: str = "build-engine") -> Path:
+def default_engine_path(
+    onnx_path: Path, api: TrtApi, root: str | os.PathLike[str] = "tmp", task: str = "build-engine"
+) -> Path:
     return Path(root) / task / "trt" / f"{onnx_path.stem}.{api.name}.engine"
 
 
-def default_timing_cache_path(api: TrtApi, gpu: dict[str, Any] | None, root: str | os.PathLike[str] = "tmp",
-                              task: str = "build-engine") -> Path:
+def default_timing_cache_path(
+    api: TrtApi, gpu: dict[str, Any] | None, root: str | os.PathLike[str] = "tmp", task: str = "build-engine"
+) -> Path:
     return Path(root) / task / "trt" / f"timing-{api.name}-{api.version}-{gpu_tag(gpu)}.cache"
 
 
@@ -252,8 +259,9 @@ def make_progress_monitor(api: TrtApi, enabled: bool) -> Any | None:
             with self.lock:
                 level = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
                 self.depth[phase_name] = level
-                self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, position=level, leave=level == 0,
-                                             dynamic_ncols=True)
+                self.bars[phase_name] = tqdm(
+                    total=num_steps, desc=phase_name, position=level, leave=level == 0, dynamic_ncols=True
+                )
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             with self.lock:
@@ -275,10 +283,14 @@ def make_progress_monitor(api: TrtApi, enabled: bool) -> Any | None:
 # ----------------------------------------------------------------------------- precision
 
 
-FP8_FLAG_NOTE = ("BuilderFlag.FP8 only enables plugins with FP8 input/output (deprecated in TensorRT 10.12, "
-                 "superseded by strong typing); with no Q/DQ in the ONNX no layer runs in FP8")
-INT8_FLAG_NOTE = ("BuilderFlag.INT8 without a calibrator or Q/DQ: tensors without a dynamic range stay in higher "
-                  "precision, i.e. no layer runs in INT8")
+FP8_FLAG_NOTE = (
+    "BuilderFlag.FP8 only enables plugins with FP8 input/output (deprecated in TensorRT 10.12, "
+    "superseded by strong typing); with no Q/DQ in the ONNX no layer runs in FP8"
+)
+INT8_FLAG_NOTE = (
+    "BuilderFlag.INT8 without a calibrator or Q/DQ: tensors without a dynamic range stay in higher "
+    "precision, i.e. no layer runs in INT8"
+)
 
 
 def describe_precision(legacy: Sequence[str], tf32: bool, strongly_typed: bool, facts: OnnxFacts) -> dict[str, Any]:
@@ -459,8 +471,12 @@ def build_or_reuse(
     tc_path = Path(timing_cache) if timing_cache else default_timing_cache_path(api, gpu, root)
     with _timing_cache(api, config, tc_path if use_timing_cache else None) as tc_info:
         layer_summary = _layer_summary_from_network(api, parsed.network)
-        log.info("building %s with %s (%s)...", onnx_path.name, api.describe(),
-                 "strongly typed" if strongly_typed else f"weakly typed, {precision['engine']}")  # fmt: skip
+        log.info(
+            "building %s with %s (%s)...",
+            onnx_path.name,
+            api.describe(),
+            "strongly typed" if strongly_typed else f"weakly typed, {precision['engine']}",
+        )
         engine_bytes, seconds = _serialize(api, logger, parsed, config, onnx_path)
 
     # The inspector needs a runtime that can deserialize the engine, i.e. a GPU.
@@ -528,9 +544,14 @@ def _parse(api: TrtApi, logger: Any, onnx_path: Path, strongly_typed: bool) -> _
 
 
 def _make_config(
-    api: TrtApi, builder: Any, options: BuildOptions, profiles: Sequence[ProfileShapes], strongly_typed: bool,
-    facts: OnnxFacts, progress: bool,
-) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    api: TrtApi,
+    builder: Any,
+    options: BuildOptions,
+    profiles: Sequence[ProfileShapes],
+    strongly_typed: bool,
+    facts: OnnxFacts,
+    progress: bool,
+) -> tuple[Any, dict[str, Any]]:
     """The builder config (profiles, memory, optimisation level, precision flags, compute capabilities,
     profiling, progress) and the precision description that goes into the metadata."""
     trt = api.module
@@ -553,8 +574,12 @@ def _make_config(
         config.set_flag(getattr(trt.BuilderFlag, flag))
     precision = describe_precision(legacy, options.tf32, strongly_typed, facts)
     for note in precision["notes"]:
-        log.warning("--%s: %s; the engine is %s -- for real INT8/FP8 make a Q/DQ ONNX (quantize_onnx.py)",
-                    "fp8" if note is FP8_FLAG_NOTE else "int8", note, precision["engine"])  # fmt: skip
+        log.warning(
+            "--%s: %s; the engine is %s -- for real INT8/FP8 make a Q/DQ ONNX (quantize_onnx.py)",
+            "fp8" if note is FP8_FLAG_NOTE else "int8",
+            note,
+            precision["engine"],
+        )
     if options.compute_capabilities:
         _set_compute_capabilities(api, config, options.compute_capabilities)
     if hasattr(trt, "ProfilingVerbosity"):
@@ -644,28 +669,57 @@ def add_build_args(cli: Any, *, required_onnx: bool = True) -> None:
     g = cli.add_argument_group("engine build")
     if required_onnx:
         g.add_argument("--onnx-path", type=Path, required=True, help="ONNX model to build")
-    g.add_argument("--engine-path", type=Path, default=None,
-                   help="engine file (default: tmp/build-engine/trt/<onnx-stem>.<backend>.engine)")
+    g.add_argument(
+        "--engine-path",
+        type=Path,
+        default=None,
+        help="engine file (default: tmp/build-engine/trt/<onnx-stem>.<backend>.engine)",
+    )
     g.add_argument("--force", action="store_true", help="rebuild even when the cached engine matches")
-    g.add_argument("--shapes", action="append", default=[], metavar="NAME:MIN,OPT,MAX",
-                   help="profile of one input, e.g. images:1x3x640x640,4x3x640x640,8x3x640x640 (repeatable)")
+    g.add_argument(
+        "--shapes",
+        action="append",
+        default=[],
+        metavar="NAME:MIN,OPT,MAX",
+        help="profile of one input, e.g. images:1x3x640x640,4x3x640x640,8x3x640x640 (repeatable)",
+    )
     g.add_argument("--min-batch", type=int, default=None, help="profile min batch for batch-dynamic inputs")
     g.add_argument("--opt-batch", type=int, default=None, help="profile opt batch (default: max batch)")
     g.add_argument("--max-batch", type=int, default=None, help="profile max batch (default: min batch or 1)")
     g.add_argument("--workspace-mib", type=int, default=None, help="workspace memory pool limit in MiB")
-    g.add_argument("--builder-optimization-level", type=int, default=None, choices=range(6), metavar="0-5",
-                   help="builder optimisation level (TensorRT default 3)")
+    g.add_argument(
+        "--builder-optimization-level",
+        type=int,
+        default=None,
+        choices=range(6),
+        metavar="0-5",
+        help="builder optimisation level (TensorRT default 3)",
+    )
     g.add_argument("--no-tf32", action="store_true", help="disallow TF32 for FP32 layers")
-    g.add_argument("--fp16", action="store_true",
-                   help="TensorRT 10.x only: weakly typed FP16 (11.x/RTX: quantize_onnx.py --mode fp16 instead)")
+    g.add_argument(
+        "--fp16",
+        action="store_true",
+        help="TensorRT 10.x only: weakly typed FP16 (11.x/RTX: quantize_onnx.py --mode fp16 instead)",
+    )
     g.add_argument("--int8", action="store_true", help="TensorRT 10.x only, needs Q/DQ-free ONNX (prefer Q/DQ ONNX)")
-    g.add_argument("--fp8", action="store_true",
-                   help="TensorRT 10.x only: BuilderFlag.FP8 enables FP8 plugins only, a Q/DQ-free ONNX stays "
-                        "FP32/TF32 (use quantize_onnx.py --mode fp8)")
-    g.add_argument("--compute-capability", default=None, metavar="SM120[,SM89...]",
-                   help="TensorRT-RTX target GPUs (default: the library's default)")
-    g.add_argument("--timing-cache", type=Path, default=None,
-                   help="timing cache file (default: tmp/build-engine/trt/timing-<backend>-<version>-<gpu>.cache)")
+    g.add_argument(
+        "--fp8",
+        action="store_true",
+        help="TensorRT 10.x only: BuilderFlag.FP8 enables FP8 plugins only, a Q/DQ-free ONNX stays "
+        "FP32/TF32 (use quantize_onnx.py --mode fp8)",
+    )
+    g.add_argument(
+        "--compute-capability",
+        default=None,
+        metavar="SM120[,SM89...]",
+        help="TensorRT-RTX target GPUs (default: the library's default)",
+    )
+    g.add_argument(
+        "--timing-cache",
+        type=Path,
+        default=None,
+        help="timing cache file (default: tmp/build-engine/trt/timing-<backend>-<version>-<gpu>.cache)",
+    )
     g.add_argument("--no-timing-cache", action="store_true", help="neither load nor save a timing cache")
     g.add_argument("--no-build-progress", action="store_true", help="no build progress bars")
 

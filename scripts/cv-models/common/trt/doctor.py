@@ -20,10 +20,27 @@ from common.ort.options import CUDA_EP, TRT_EP
 from common.trt import env as trtenv
 
 __all__ = [
-    "BUILD_ORT_DOC", "DRIVER_FOR_CUDA_MAJOR", "FAIL", "INFO", "MIN_TRT_FOR_CC", "OK", "PROBE_SCRIPT", "SCHEMA_VERSION",
-    "SETUP_CMD", "WARN", "Diagnosis", "DoctorInputs", "Runner", "collect", "cuda_components", "diagnose",
-    "driver_cuda_major", "render_table", "run_command", "run_probe",
-]  # fmt: skip
+    "BUILD_ORT_DOC",
+    "DRIVER_FOR_CUDA_MAJOR",
+    "FAIL",
+    "INFO",
+    "MIN_TRT_FOR_CC",
+    "OK",
+    "PROBE_SCRIPT",
+    "SCHEMA_VERSION",
+    "SETUP_CMD",
+    "WARN",
+    "Diagnosis",
+    "DoctorInputs",
+    "Runner",
+    "collect",
+    "cuda_components",
+    "diagnose",
+    "driver_cuda_major",
+    "render_table",
+    "run_command",
+    "run_probe",
+]
 
 # The probe stays a standalone stdlib-only script: the doctor runs it in other interpreters.
 PROBE_SCRIPT = Path(__file__).resolve().parents[3] / "trt" / "trt_probe.py"
@@ -454,13 +471,25 @@ def cuda_components(report: dict[str, Any]) -> list[tuple[str, int, bool, str]]:
     env_cuda = report["env"].get("CUDA_VERSION")
     major = trtenv.version_major(env_cuda)
     if major:
-        out.append((f"container CUDA_VERSION={env_cuda}", major, True,
-                    "use an NGC container whose CUDA major the driver runs (check its release notes)"))
+        out.append(
+            (
+                f"container CUDA_VERSION={env_cuda}",
+                major,
+                True,
+                "use an NGC container whose CUDA major the driver runs (check its release notes)",
+            )
+        )
     for lib in report["cuda"].get("libcudart") or []:
         m = trtenv.version_major(lib.get("version"))
         if m and lib.get("source") != "pip":
-            out.append((f"libcudart.so.{m} ({lib.get('path')})", m, True,
-                        "put a libcudart matching the driver first on LD_LIBRARY_PATH (or use a matching container)"))
+            out.append(
+                (
+                    f"libcudart.so.{m} ({lib.get('path')})",
+                    m,
+                    True,
+                    "put a libcudart matching the driver first on LD_LIBRARY_PATH (or use a matching container)",
+                )
+            )
             break
     for name, version in sorted((report.get("packages") or {}).items()):
         m = _package_cuda_major(name, version)
@@ -476,8 +505,14 @@ def cuda_components(report: dict[str, Any]) -> list[tuple[str, int, bool, str]]:
     ort = report.get("onnxruntime") or {}
     m = trtenv.version_major(ort.get("cuda_version"))
     if ort.get("ok") and m:
-        out.append((f"onnxruntime {ort.get('version')} (built for CUDA {ort.get('cuda_version')})", m, False,
-                    f"install an onnxruntime-gpu built for CUDA {m - 1}"))
+        out.append(
+            (
+                f"onnxruntime {ort.get('version')} (built for CUDA {ort.get('cuda_version')})",
+                m,
+                False,
+                f"install an onnxruntime-gpu built for CUDA {m - 1}",
+            )
+        )
     return out
 
 

@@ -380,8 +380,9 @@ class TrtSession:
         self._events[3].synchronize()
         return collect()
 
-    def enqueue(self, feeds: Mapping[str, np.ndarray | DeviceFeed], copy_outputs: bool = True,
-                post: Any = None) -> Callable[[], Any]:  # fmt: skip
+    def enqueue(
+        self, feeds: Mapping[str, np.ndarray | DeviceFeed], copy_outputs: bool = True, post: Any = None
+    ) -> Callable[[], Any]:
         """``run`` up to the enqueue of the output copies; returns the function that reads the outputs
         once the stream is done (``{name: array}``, or ``post.collect()`` when a ``GpuPostprocessor`` is
         given: it then runs on this stream after compute on the first output, and only its rows come back)."""
@@ -515,8 +516,14 @@ class TrtBackend(LaneBackend):
     configs (one per lane) follows the API's shape, not a run.
     """
 
-    def __init__(self, session: TrtSession, prep_factory: Callable[[], Any] | None = None, lanes: int = 1,
-                 post_kernels: Callable[[], Any] | None = None, gpu_order: str = "auto") -> None:  # fmt: skip
+    def __init__(
+        self,
+        session: TrtSession,
+        prep_factory: Callable[[], Any] | None = None,
+        lanes: int = 1,
+        post_kernels: Callable[[], Any] | None = None,
+        gpu_order: str = "auto",
+    ) -> None:
         if len(session.inputs) != 1:
             names = ", ".join(t.name for t in session.inputs)
             raise UserError(f"{session.engine_path}: expected one image input, the engine has {names}")
@@ -532,18 +539,27 @@ class TrtBackend(LaneBackend):
         sessions = [session]
         try:
             for _ in range(lanes - 1):
-                sessions.append(TrtSession(session.engine_path, session.api, memory=session.mem,
-                                           cuda_graph=session.cuda_graph, share=session))  # fmt: skip
+                sessions.append(
+                    TrtSession(
+                        session.engine_path,
+                        session.api,
+                        memory=session.mem,
+                        cuda_graph=session.cuda_graph,
+                        share=session,
+                    )
+                )
         except BaseException:
             for extra in sessions[1:]:
                 extra.close()
             raise
-        self._start_lanes([Lane(session.mem, _TrtLane(s), stream=s.stream, owns_stream=False) for s in sessions],
-                          "trt-lane", overlap)  # fmt: skip
+        self._start_lanes(
+            [Lane(session.mem, _TrtLane(s), stream=s.stream, owns_stream=False) for s in sessions], "trt-lane", overlap
+        )
 
     @classmethod
-    def open(cls, engine_path: str | os.PathLike[str], api: TrtApi, lanes: int = 1, gpu_order: str = "auto",
-             **kwargs: Any) -> TrtBackend:  # fmt: skip
+    def open(
+        cls, engine_path: str | os.PathLike[str], api: TrtApi, lanes: int = 1, gpu_order: str = "auto", **kwargs: Any
+    ) -> TrtBackend:
         return cls(TrtSession(engine_path, api, **kwargs), lanes=lanes, gpu_order=gpu_order)
 
     @property
@@ -561,8 +577,10 @@ class TrtBackend(LaneBackend):
         first = self.session.outputs[0]
         dims = tuple(first.shape[1:])
         if len(first.shape) != 3 or any(d < 0 for d in dims):
-            raise UserError(f"GPU post-processing needs a [B, C, A] output with static C and A; "
-                            f"{first.name} is {list(first.shape)}: use --postprocess cpu")  # fmt: skip
+            raise UserError(
+                f"GPU post-processing needs a [B, C, A] output with static C and A; "
+                f"{first.name} is {list(first.shape)}: use --postprocess cpu"
+            )
         dims2 = (int(dims[0]), int(dims[1]))
         self._set_postprocess(layout, input_hw, opts, dims2, first.dtype, self._max_batch())
 

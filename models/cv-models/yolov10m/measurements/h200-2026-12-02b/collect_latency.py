@@ -22,9 +22,11 @@ for key in ("default", "iobinding", "iobinding-overlap"):
         out[key]["backend"] = m.get("run", {}).get("backend")
 for key, row in out.items():
     lat, t = row["latency"], row["timings"]
-    line = (f"{key}: latency.mean_ms {lat['mean_ms']:.2f} median_ms {lat['median_ms']:.2f} p99_ms {lat['p99_ms']:.2f} "
-            f"(mean/median {lat['mean_ms'] / lat['median_ms']:.3f}); e2e {t['end_to_end_images_per_s']:.1f} img/s; "
-            f"{t.get('latency_timing')}")
+    line = (
+        f"{key}: latency.mean_ms {lat['mean_ms']:.2f} median_ms {lat['median_ms']:.2f} p99_ms {lat['p99_ms']:.2f} "
+        f"(mean/median {lat['mean_ms'] / lat['median_ms']:.3f}); e2e {t['end_to_end_images_per_s']:.1f} img/s; "
+        f"{t.get('latency_timing')}"
+    )
     lp = t.get("latency_pass")
     if lp and lp.get("gpu"):
         g = lp["gpu"]["median_ms"]

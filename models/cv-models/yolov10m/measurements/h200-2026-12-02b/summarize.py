@@ -33,8 +33,10 @@ def replay() -> None:
             for mode, m in row["modes"].items():
                 st = "/".join(f"{m['stage_ms'][k]['median']:.2f}" for k in ("preprocess", "inference", "postprocess"))
                 ok = "met" if m["images_per_s"] >= target else "missed"
-                print(f"| {model} | {b} | {mode} | {m['images_per_s']:.0f} | {target} {ok} | {m['ap']:.4f} | "
-                      f"{row['ap_real']:.4f} | {st} |")
+                print(
+                    f"| {model} | {b} | {mode} | {m['images_per_s']:.0f} | {target} {ok} | {m['ap']:.4f} | "
+                    f"{row['ap_real']:.4f} | {st} |"
+                )
 
 
 def curve(path: str, targets: dict[int, float]) -> None:
@@ -53,25 +55,31 @@ def curve(path: str, targets: dict[int, float]) -> None:
                 tgt = f"{t} {'met' if x >= t else 'missed'}" if t else "-"
                 ap = row["ap"].get(variant)
                 gpu = (m.get("gpu") or {}).get("gpu_util_mean")
-                print(f"| {Path(model).stem} | {b} | {ceil:.0f} | {name(variant, b)} | {m['images_per_s']:.0f} | "
-                      f"{x:.2f} | {tgt} | {ap:.4f} | {gpu:.0f} |")
+                print(
+                    f"| {Path(model).stem} | {b} | {ceil:.0f} | {name(variant, b)} | {m['images_per_s']:.0f} | "
+                    f"{x:.2f} | {tgt} | {ap:.4f} | {gpu:.0f} |"
+                )
     ttm = data.get("time_to_metrics") if "rows" in data else None
     if ttm:
         setup = ttm["seconds"] - ttm["pipeline_seconds"] - ttm["coco_eval_seconds"]
-        print(f"\nTime to metrics, {ttm['images']} images ({ttm['distinct_images']} distinct under fresh ids), "
-              f"batch {ttm['batch_size']}, serial lanes: {ttm['seconds']:.1f} s ({ttm['images_per_s']:.0f} img/s) = "
-              f"set-up {setup:.1f} s (kernel compilation, warm-up runs per lane and shape) + pipeline "
-              f"{ttm['pipeline_seconds']:.1f} s + COCOeval ({ttm['coco_engine']}: faster-coco-eval) "
-              f"{ttm['coco_eval_seconds']:.1f} s ({100 * ttm['coco_eval_share']:.0f}%); AP {ttm['AP']:.4f}")
+        print(
+            f"\nTime to metrics, {ttm['images']} images ({ttm['distinct_images']} distinct under fresh ids), "
+            f"batch {ttm['batch_size']}, serial lanes: {ttm['seconds']:.1f} s ({ttm['images_per_s']:.0f} img/s) = "
+            f"set-up {setup:.1f} s (kernel compilation, warm-up runs per lane and shape) + pipeline "
+            f"{ttm['pipeline_seconds']:.1f} s + COCOeval ({ttm['coco_engine']}: faster-coco-eval) "
+            f"{ttm['coco_eval_seconds']:.1f} s ({100 * ttm['coco_eval_share']:.0f}%); AP {ttm['AP']:.4f}"
+        )
 
 
 def latency() -> None:
     for key, row in json.loads((d / "latency.json").read_text()).items():
         lat, t = row["latency"], row["timings"]
-        line = (f"- {key}: latency.mean_ms {lat['mean_ms']:.2f}, median_ms {lat['median_ms']:.2f}, p99_ms "
-                f"{lat['p99_ms']:.2f} (mean/median {lat['mean_ms'] / lat['median_ms']:.3f}); end to end "
-                f"{t['end_to_end_images_per_s']:.0f} img/s; warm-up {row['warmup_runs']}; AP "
-                f"{row['metrics']['mAP_50_95']:.4f}")
+        line = (
+            f"- {key}: latency.mean_ms {lat['mean_ms']:.2f}, median_ms {lat['median_ms']:.2f}, p99_ms "
+            f"{lat['p99_ms']:.2f} (mean/median {lat['mean_ms'] / lat['median_ms']:.3f}); end to end "
+            f"{t['end_to_end_images_per_s']:.0f} img/s; warm-up {row['warmup_runs']}; AP "
+            f"{row['metrics']['mAP_50_95']:.4f}"
+        )
         lp = t.get("latency_pass")
         if lp and lp.get("gpu"):
             g = lp["gpu"]["median_ms"]

@@ -36,12 +36,16 @@ def rows(path: str, lease: str, targets: dict[int, float]) -> None:
                 t = targets.get(b)
                 ok = "-" if t is None else f"{t} {'met' if ratio >= t else 'missed'}"
                 gpu = (res.get("gpu") or {}).get("gpu_util_mean")
-                print(f"| {model} | {b} | {ceil:.0f} | {SHORT.get((lease, v), v)} | {res['images_per_s']:.0f} | "
-                      f"{ratio:.2f} | {ok} | {row['ap'].get(v, float('nan')):.4f} | {gpu:.0f} |")
+                print(
+                    f"| {model} | {b} | {ceil:.0f} | {SHORT.get((lease, v), v)} | {res['images_per_s']:.0f} | "
+                    f"{ratio:.2f} | {ok} | {row['ap'].get(v, float('nan')):.4f} | {gpu:.0f} |"
+                )
             for v, err in row.get("failed", {}).items():
                 why = re.search(r"CUDA failure \d+: [^;]*", err)
-                print(f"| {model} | {b} | {ceil:.0f} | {SHORT.get((lease, v), v)} | FAILED: "
-                      f"{why.group(0) if why else err[:90]} | | | | |")
+                print(
+                    f"| {model} | {b} | {ceil:.0f} | {SHORT.get((lease, v), v)} | FAILED: "
+                    f"{why.group(0) if why else err[:90]} | | | | |"
+                )
 
 
 def table(title: str, parts: list[tuple[str, str, dict[int, float]]]) -> None:
@@ -57,25 +61,41 @@ def latency() -> None:
     print("\n### Latency, yolov10m-synth-dfl144, valA (300 images), eval-onnx, batch 1\n")
     print("| lease | flags | latency median ms | mean ms | lone batch GPU median ms | median / lone | img/s | lanes |")
     print("|---|---|---|---|---|---|---|---|")
-    for f, lease, names in (("latency.json", "A", {"iobinding": "--io-binding", "graph": "--io-binding --cuda-graph",
-                                                     "decode": "--io-binding --preprocess gpu-letterbox --decode gpu",
-                                                     "graph-decode": "--io-binding --cuda-graph ... --decode gpu"}),
-                            ("latency_c.json", "C", {"default": "(none)", "iobinding": "--io-binding",
-                                                     "nograph": "--io-binding, enable_cuda_graph=0"})):
+    for f, lease, names in (
+        (
+            "latency.json",
+            "A",
+            {
+                "iobinding": "--io-binding",
+                "graph": "--io-binding --cuda-graph",
+                "decode": "--io-binding --preprocess gpu-letterbox --decode gpu",
+                "graph-decode": "--io-binding --cuda-graph ... --decode gpu",
+            },
+        ),
+        (
+            "latency_c.json",
+            "C",
+            {"default": "(none)", "iobinding": "--io-binding", "nograph": "--io-binding, enable_cuda_graph=0"},
+        ),
+    ):
         for k, v in json.loads((d / f).read_text()).items():
             lone = v.get("lone_gpu")
             ratio = v.get("ratio") or v.get("ratio_to_lone")
             order = (v.get("gpu_order") or "-").split(" ")[0]
             graph = "graph" if v.get("cuda_graph") else ("per-kernel" if v.get("cuda_graph") is False else "-")
-            print(f"| {lease} | {names[k]} | {v['latency']['median_ms']:.2f} | {v['latency']['mean_ms']:.2f} | "
-                  f"{lone['median_ms']:.2f} | {ratio:.3f} | {v['end_to_end_images_per_s']:.0f} | {graph}, {order} |"
-                  if lone else
-                  f"| {lease} | {names[k]} | {v['latency']['median_ms']:.2f} | {v['latency']['mean_ms']:.2f} | - | "
-                  f"mean/median {v['mean_over_median']:.3f} | {v['end_to_end_images_per_s']:.0f} | plain session |")
+            print(
+                f"| {lease} | {names[k]} | {v['latency']['median_ms']:.2f} | {v['latency']['mean_ms']:.2f} | "
+                f"{lone['median_ms']:.2f} | {ratio:.3f} | {v['end_to_end_images_per_s']:.0f} | {graph}, {order} |"
+                if lone
+                else f"| {lease} | {names[k]} | {v['latency']['median_ms']:.2f} | {v['latency']['mean_ms']:.2f} | - | "
+                f"mean/median {v['mean_over_median']:.3f} | {v['end_to_end_images_per_s']:.0f} | plain session |"
+            )
     v = json.loads((d / "latency_f.json").read_text())
-    print(f"| F | --io-binding | {v['latency']['median_ms']:.2f} | {v['latency']['mean_ms']:.2f} | "
-          f"{v['lone_gpu']['median_ms']:.2f} | {v['ratio_to_lone']:.3f} | {v['end_to_end_images_per_s']:.0f} | "
-          f"graph, {v['gpu_order'].split(' ')[0]} |")
+    print(
+        f"| F | --io-binding | {v['latency']['median_ms']:.2f} | {v['latency']['mean_ms']:.2f} | "
+        f"{v['lone_gpu']['median_ms']:.2f} | {v['ratio_to_lone']:.3f} | {v['end_to_end_images_per_s']:.0f} | "
+        f"graph, {v['gpu_order'].split(' ')[0]} |"
+    )
 
 
 def decode() -> None:
@@ -87,16 +107,24 @@ def decode() -> None:
         print(f"| nvImageCodec (GPU), batch {b}, one decoder | {r['images_per_s']:.0f} |")
     for key in ("pixels", "pixels_default_options"):
         px = rep[key]
-        print(f"\nPixels vs OpenCV, options {px['options']!r}: max {px['max_abs_diff']} grey level(s), "
-              f"{px['share_differing']:.4%} of samples differ; images by largest difference {px['images_by_max_diff']}")
+        print(
+            f"\nPixels vs OpenCV, options {px['options']!r}: max {px['max_abs_diff']} grey level(s), "
+            f"{px['share_differing']:.4%} of samples differ; images by largest difference {px['images_by_max_diff']}"
+        )
 
 
 if __name__ == "__main__":
     latency()
     decode()
-    table("Lease F (final code): dynbatch curve and batch 1, ORT CUDA", [
-        ("curve_f.json", "cdf", {8: 0.8, 32: 0.8}), ("batch1_f.json", "cdf", {1: 0.9})])
-    table("Lease C/D (graph lanes could hop threads): dynbatch curve and batch 1", [
-        ("curve_d.json", "cdf", {8: 0.8, 32: 0.8}), ("curve_e.json", "cdf", {}), ("batch1_d.json", "cdf", {1: 0.9})])
-    table("Lease A/B (graph lanes only with --cuda-graph; per-kernel ceiling)", [
-        ("curve.json", "ab", {8: 0.8, 32: 0.8}), ("batch1.json", "ab", {1: 0.9})])
+    table(
+        "Lease F (final code): dynbatch curve and batch 1, ORT CUDA",
+        [("curve_f.json", "cdf", {8: 0.8, 32: 0.8}), ("batch1_f.json", "cdf", {1: 0.9})],
+    )
+    table(
+        "Lease C/D (graph lanes could hop threads): dynbatch curve and batch 1",
+        [("curve_d.json", "cdf", {8: 0.8, 32: 0.8}), ("curve_e.json", "cdf", {}), ("batch1_d.json", "cdf", {1: 0.9})],
+    )
+    table(
+        "Lease A/B (graph lanes only with --cuda-graph; per-kernel ceiling)",
+        [("curve.json", "ab", {8: 0.8, 32: 0.8}), ("batch1.json", "ab", {1: 0.9})],
+    )
