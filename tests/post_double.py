@@ -1,8 +1,8 @@
 """A test double of the GPU post-processing kernels, for machines without a GPU.
 
-``FakePostprocessKernels`` stands in for ``common.gpu.postprocess.postprocess_kernels()`` on
+``FakePostprocessKernels`` stands in for ``common.throughput.gpu_postprocess.postprocess_kernels()`` on
 ``trt_double.FakeCudaMemory``: each ``launch`` does that kernel's job on the host addresses it is
-given, in stream order, with the NumPy steps of ``common.gpu.postprocess`` (the kernels' emulation).
+given, in stream order, with the NumPy steps of ``common.throughput.gpu_postprocess`` (the kernels' emulation).
 So ``GpuPostprocessor`` itself (buffers, launch sequence, per-image offsets, the D2H copy,
 ``collect``) runs unchanged in CI. Like the real kernels it writes candidate keys in no particular
 order (reversed here): only the sort may order them.
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from common.gpu.postprocess import (
+from common.throughput.gpu_postprocess import (
     CHUNK,
     KERNEL_NAMES,
     boxes_reference,

@@ -34,7 +34,7 @@ def test_ort_backend_is_a_plain_backend() -> None:
 def test_io_binding_backend_has_every_capability(monkeypatch) -> None:
     """OrtCudaBackend on the runtime double's host memory, its lanes' sessions on the CPU EP
     (construction binds nothing yet, so no GPU is needed to see what it is)."""
-    from common.ort import io_binding as ort_cuda
+    from common.throughput import ort_lanes as ort_cuda
 
     mem = D.FakeCudaMemory()
     lanes_asked: list[dict] = []
@@ -60,10 +60,10 @@ def test_io_binding_backend_has_every_capability(monkeypatch) -> None:
 
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_trt_backend_runs_on_the_shared_lanes(tmp_path, monkeypatch, lanes: int) -> None:
-    """TensorRT gets the ORT IO-binding backend's capabilities through common.gpu.lanes:
+    """TensorRT gets the ORT IO-binding backend's capabilities through common.throughput.lanes:
     ``lanes + 1`` batches in flight (it ran one batch at a time before)."""
+    from common.throughput.trt_lanes import TrtBackend
     from common.trt.build import BuildOptions, build_or_reuse
-    from common.trt.runtime import TrtBackend
 
     api = D.api_under_test()
     D.use_double(monkeypatch, api)
@@ -115,7 +115,7 @@ def test_pipeline_asks_the_protocol_not_the_attributes() -> None:
 
 
 def test_plain_session_refuses_a_uint8_batch() -> None:
-    from common.gpu.preprocess import U8Batch
+    from common.throughput.gpu_preprocess import U8Batch
 
     backend = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
     with pytest.raises(UserError, match="needs --io-binding"):

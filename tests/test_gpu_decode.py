@@ -17,11 +17,11 @@ from conftest import DEMO_MODEL, FIXTURES, MINI, cuda_device_count
 from common.core.cli import run_main
 from common.core.errors import UserError
 from common.data.images import letterbox_geometry, load_image_bgr
-from common.gpu.preprocess import PARAM_WORDS, U8Batch, U8Stager, letterbox_reference
+from common.throughput.gpu_preprocess import PARAM_WORDS, U8Batch, U8Stager, letterbox_reference
 
 nvimgcodec = pytest.importorskip("nvidia.nvimgcodec", reason="nvImageCodec not installed (extra gpu-decode)")
 
-from common.data.decode import Decoded, ImageDecoder, read_encoded  # noqa: E402
+from common.throughput.gpu_decode import Decoded, ImageDecoder, read_encoded  # noqa: E402
 
 
 def _paths(limit: int = 40) -> list:
@@ -155,8 +155,10 @@ def test_trt_evaluator_decode_gpu_equals_decode_cpu(tmp_path, api, double) -> No
     from test_trt_runtime import _engine
 
     from common.data.coco import open_dataset
+    from common.eval.cli import loader_factory
     from common.eval.pipeline import EvalOptions, evaluate
-    from common.trt.runtime import TrtBackend, TrtSession
+    from common.throughput.trt_lanes import TrtBackend
+    from common.trt.runtime import TrtSession
 
     _, mem = double
     ds = open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 12)
@@ -165,7 +167,8 @@ def test_trt_evaluator_decode_gpu_equals_decode_cpu(tmp_path, api, double) -> No
     backend._decoder_factory = lambda: ImageDecoder(backend="cpu")
     try:
         ref = evaluate(backend, ds, EvalOptions(progress=False, workers=2, batch_size=1, preprocess="gpu-letterbox"))
-        got = evaluate(backend, ds, EvalOptions(progress=False, workers=2, preprocess="gpu-letterbox", decode="gpu"))
+        opts = EvalOptions(progress=False, workers=2, preprocess="gpu-letterbox", decode="gpu")
+        got = evaluate(backend, ds, opts, loader_factory(opts))
         assert backend.metadata()["decode"] == "gpu"
         again = evaluate(backend, ds, EvalOptions(progress=False, workers=0, preprocess="gpu-letterbox"))
         assert backend.metadata()["decode"] == "cpu"  # a later run without --decode gpu decodes on the CPU again
@@ -179,6 +182,7 @@ def test_trt_evaluator_decode_gpu_equals_decode_cpu(tmp_path, api, double) -> No
 
 
 def test_decode_gpu_is_refused_where_it_cannot_run(mini_coco) -> None:
+    from common.eval.cli import loader_factory
     from common.eval.pipeline import EvalOptions, evaluate
     from common.ort.session import OrtBackend
 
@@ -186,7 +190,8 @@ def test_decode_gpu_is_refused_where_it_cannot_run(mini_coco) -> None:
     with pytest.raises(UserError, match="--decode gpu needs --preprocess gpu-letterbox"):
         evaluate(backend, mini_coco, EvalOptions(progress=False, decode="gpu"))
     with pytest.raises(UserError, match="--decode gpu needs a backend that decodes"):
-        evaluate(backend, mini_coco, EvalOptions(progress=False, preprocess="gpu-letterbox", decode="gpu"))
+        opts = EvalOptions(progress=False, preprocess="gpu-letterbox", decode="gpu")
+        evaluate(backend, mini_coco, opts, loader_factory(opts))
 
 
 @pytest.mark.parametrize("script", ["eval_yolov10m_onnx_coco", "eval_yolov10m_trt_coco"])
@@ -215,7 +220,7 @@ def test_nvjpeg_pixels_against_opencv_and_the_letterbox_in_place() -> None:
     level (the issue's measurement); the letterbox kernel reading the decoded device images in place gives
     the NumPy reference of the same decoded pixels bit for bit."""
     from common.gpu.cuda_mem import CudaMemory
-    from common.gpu.preprocess import GpuPreprocessor
+    from common.throughput.gpu_preprocess import GpuPreprocessor
 
     mem = CudaMemory(0)
     prep = GpuPreprocessor(0)
@@ -261,15 +266,15 @@ def test_io_binding_evaluator_decode_gpu_close_to_opencv(mini_coco) -> None:
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDA EP here")
+    from common.eval.cli import loader_factory
     from common.eval.pipeline import EvalOptions, evaluate
-    from common.ort.io_binding import OrtCudaBackend
+    from common.throughput.ort_lanes import OrtCudaBackend
 
     backend = OrtCudaBackend(str(DEMO_MODEL), lanes=2)
     try:
         ref = evaluate(backend, mini_coco, EvalOptions(progress=False, workers=2, preprocess="gpu-letterbox"))
-        got = evaluate(
-            backend, mini_coco, EvalOptions(progress=False, workers=2, preprocess="gpu-letterbox", decode="gpu")
-        )
+        opts = EvalOptions(progress=False, workers=2, preprocess="gpu-letterbox", decode="gpu")
+        got = evaluate(backend, mini_coco, opts, loader_factory(opts))
     finally:
         backend.close()
     assert got.timings["decode"] == "gpu"

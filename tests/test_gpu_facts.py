@@ -16,7 +16,7 @@ import pytest
 
 from common.core import sysinfo
 from common.gpu import cuda_mem
-from common.gpu.monitor import GpuMonitor
+from common.throughput.monitor import GpuMonitor
 
 # The keys metrics.json had before (nvidia-smi: run.gpu; cuda-python: backend device/gpu): all kept.
 OLD_SMI_KEYS = {"name", "compute_capability", "driver", "memory"}

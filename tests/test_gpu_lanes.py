@@ -1,4 +1,4 @@
-"""common.gpu.lanes (the staging and lane layer of the ORT IO-binding and TensorRT backends) on the
+"""common.throughput.lanes (the staging and lane layer of the ORT IO-binding and TensorRT backends) on the
 runtime double's host memory (tests/trt_double.FakeCudaMemory): no GPU needed."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import trt_double as D
 
-from common.gpu.lanes import HostLease, Lane, LanePool, Staged, Staging
+from common.throughput.lanes import HostLease, Lane, LanePool, Staged, Staging
 
 
 class ClockMemory(D.FakeCudaMemory):
@@ -281,7 +281,7 @@ class _FakeIoSession:
 
 
 def test_ort_io_binding_lanes_with_gpu_postprocess_equal_the_plain_session(monkeypatch) -> None:
-    """OrtCudaBackend through common.gpu.lanes with the post-processing kernels' host double on each
+    """OrtCudaBackend through common.throughput.lanes with the post-processing kernels' host double on each
     lane: the same detections and stats as a plain CPU session with the NumPy post-processing; latency
     is lane-event time. (The real CUDA EP path ran on an H100/H200 before the lanes moved; this checks
     the lane plumbing in CI.)"""
@@ -290,8 +290,8 @@ def test_ort_io_binding_lanes_with_gpu_postprocess_equal_the_plain_session(monke
 
     from common.data.coco import open_dataset
     from common.eval.pipeline import EvalOptions, evaluate
-    from common.ort import io_binding as ort_cuda
     from common.ort.session import OrtBackend
+    from common.throughput import ort_lanes as ort_cuda
 
     mem = D.FakeCudaMemory()
     kernels = FakePostprocessKernels(mem)
@@ -372,14 +372,14 @@ def test_host_work_is_prepared_before_the_lanes_turn_on_the_gpu() -> None:
     ],
 )
 def test_gpu_order_auto_overlaps_only_blocking_runs_of_small_batches(order, synchronous, batch, overlap) -> None:
-    from common.gpu.lane_backend import resolve_gpu_order
+    from common.throughput.lane_backend import resolve_gpu_order
 
     assert resolve_gpu_order(order, synchronous, batch) is overlap
 
 
 def test_unknown_gpu_order_is_a_user_error() -> None:
     from common.core.errors import UserError
-    from common.gpu.lane_backend import resolve_gpu_order
+    from common.throughput.lane_backend import resolve_gpu_order
 
     with pytest.raises(UserError, match="--gpu-order sideways: choose one of auto, serial, overlap"):
         resolve_gpu_order("sideways", True, 1)
@@ -388,9 +388,9 @@ def test_unknown_gpu_order_is_a_user_error() -> None:
 def _graph_lanes(monkeypatch, fail_capture: bool = False):
     """OrtCudaBackend's lane sessions as ``_FakeIoSession`` over CPU sessions, recording what each was asked
     for and every run; ``fail_capture``: a graph session's run raises as ORT's failed capture does."""
-    from common.ort import io_binding as ort_cuda
     from common.ort.options import CUDA_EP
     from common.ort.session import OrtBackend
+    from common.throughput import ort_lanes as ort_cuda
 
     asked: list[dict] = []
     calls: list[tuple] = []

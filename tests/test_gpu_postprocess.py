@@ -12,8 +12,8 @@ import pytest
 from conftest import cuda_device_count, fixture_path, nvrtc_or_skip
 
 from common.core.errors import UserError
-from common.gpu.postprocess import plan_postprocess, postprocess_reference, suppress_matrix
 from common.model.yolov10 import Detections, PostprocessOptions, anchors_for, decode
+from common.throughput.gpu_postprocess import plan_postprocess, postprocess_reference, suppress_matrix
 
 OPTS = PostprocessOptions()  # conf 0.001, iou 0.7, max_det 300, pre_nms_topk 30000
 # (model file, layout); yolov10n-synth-dynbatch has the e2e layout and a dynamic batch axis
@@ -171,7 +171,7 @@ def test_e2e_keeps_model_order_and_compares_conf_in_float32() -> None:
 def test_iou_decision_is_the_float64_one_at_and_near_the_threshold() -> None:
     # the kernel decides IoU > iou from float32 when it is clearly away from iou, else in float64:
     # it must give float64's answer for every pair, also with the threshold exactly at a pair's IoU
-    from common.gpu.postprocess import _iou_f64
+    from common.throughput.gpu_postprocess import _iou_f64
 
     rng = np.random.default_rng(5)
     xy = rng.uniform(0, 600, (300, 2)).astype(np.float32)
@@ -227,7 +227,7 @@ def test_plan_refuses_shapes_that_do_not_fit_the_layout() -> None:
 @pytest.mark.parametrize("arch", ["sm_90", "sm_120"])
 def test_kernels_compile_for_hopper_and_blackwell(arch: str) -> None:
     nvrtc_or_skip()
-    from common.gpu.postprocess import KERNEL_NAMES, compile_postprocess_kernels
+    from common.throughput.gpu_postprocess import KERNEL_NAMES, compile_postprocess_kernels
 
     cubin = compile_postprocess_kernels(arch)
     assert cubin[:4] == b"\x7fELF"
@@ -242,7 +242,7 @@ class Runner:
     """Uploads a batch of outputs and runs a GpuPostprocessor on it (real CUDA or the host doubles)."""
 
     def __init__(self, fake: bool) -> None:
-        from common.gpu.postprocess import GpuPostprocessor
+        from common.throughput.gpu_postprocess import GpuPostprocessor
 
         if fake:
             import trt_double as D

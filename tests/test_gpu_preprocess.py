@@ -11,8 +11,8 @@ from conftest import DEMO_MODEL, MINI, cuda_device_count, nvrtc_or_skip
 from common.core.errors import UserError
 from common.data.images import letterbox_geometry, letterbox_hwc, load_image_bgr, to_chw_float
 from common.eval.pipeline import EvalOptions, evaluate
-from common.gpu.preprocess import U8Batch, letterbox_reference, normalize_reference
 from common.ort.session import OrtBackend
+from common.throughput.gpu_preprocess import U8Batch, letterbox_reference, normalize_reference
 
 ONE_LEVEL = 1 / 255 + 1e-6  # one grey level, with float32 slack
 ODD_SIZES = [(1, 1), (2, 3), (3, 700), (641, 639), (1280, 1280), (480, 640), (1000, 333), (320, 1280), (1280, 320)]
@@ -65,7 +65,7 @@ def test_normalize_reference_is_the_cpu_conversion_bit_for_bit() -> None:
 @pytest.mark.parametrize("arch", ["sm_90", "sm_120"])
 def test_kernels_compile_for_hopper_and_blackwell(arch: str) -> None:
     nvrtc_or_skip()
-    from common.gpu.preprocess import KERNEL_NAMES, compile_kernels
+    from common.throughput.gpu_preprocess import KERNEL_NAMES, compile_kernels
 
     cubin = compile_kernels(arch)
     assert cubin[:4] == b"\x7fELF" and len(cubin) > 1000
@@ -75,7 +75,7 @@ def test_kernels_compile_for_hopper_and_blackwell(arch: str) -> None:
 
 def test_unknown_arch_is_a_user_error() -> None:
     nvrtc_or_skip()
-    from common.gpu.preprocess import compile_kernels
+    from common.throughput.gpu_preprocess import compile_kernels
 
     with pytest.raises(UserError, match="sm_1"):
         compile_kernels("sm_1")
@@ -136,7 +136,7 @@ def test_pipeline_gpu_letterbox_plumbing_is_close(mini12) -> None:
 def test_stager_packs_images_and_grows_its_buffers() -> None:
     import trt_double as D
 
-    from common.gpu.preprocess import U8Stager
+    from common.throughput.gpu_preprocess import U8Stager
 
     mem = D.FakeCudaMemory()
     prep = D.FakeGpuPreprocessor(mem)
@@ -189,7 +189,7 @@ def test_letterbox_batch_is_one_copy_and_one_launch_and_exact_per_image() -> Non
     or a missing upload gives wrong pixels here."""
     import trt_double as D
 
-    from common.gpu.preprocess import U8Stager
+    from common.throughput.gpu_preprocess import U8Stager
 
     counting = CountingMemory()
     mem = counting.mem
@@ -241,7 +241,7 @@ def _stage_on_gpu(mem, stager, stream, batch: U8Batch, dst, host_out) -> np.ndar
 def test_kernels_equal_the_reference_bit_for_bit_on_the_gpu() -> None:
     """Both kernels through U8Stager: mixed-size batches (one launch each) against the NumPy reference."""
     from common.gpu.cuda_mem import CudaMemory
-    from common.gpu.preprocess import GpuPreprocessor, U8Stager
+    from common.throughput.gpu_preprocess import GpuPreprocessor, U8Stager
 
     mem = CudaMemory(0)
     prep = GpuPreprocessor(0)
@@ -279,7 +279,7 @@ def test_io_binding_backend_with_gpu_preprocess(mini_coco, mode: str) -> None:
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDA EP here")
-    from common.ort.io_binding import OrtCudaBackend
+    from common.throughput.ort_lanes import OrtCudaBackend
 
     backend = OrtCudaBackend(str(DEMO_MODEL), lanes=2)
     try:

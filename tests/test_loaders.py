@@ -10,10 +10,12 @@ import pytest
 from conftest import DEMO_MODEL, MINI, fixture_path, run_script
 
 from common.core.errors import UserError
-from common.data.loaders import ProcessLoaders, SlotRing, ThreadLoaders, check_loaders
-from common.data.loading import load_image, tensor_bytes
+from common.data.loading import ThreadLoaders, load_image, tensor_bytes
+from common.eval.cli import loader_factory
+from common.eval.options import check_loaders
 from common.eval.pipeline import EvalOptions, evaluate
 from common.ort.session import OrtBackend
+from common.throughput.loader_processes import ProcessLoaders, SlotRing
 
 MODES = ("cpu", "gpu-normalize", "gpu-letterbox")
 
@@ -90,7 +92,7 @@ def test_a_dead_worker_fails_its_chunks_instead_of_hanging(mini_coco) -> None:
 
 
 def test_a_worker_that_cannot_start_is_reported(monkeypatch) -> None:
-    import common.data.loaders as L
+    import common.throughput.loader_processes as L
 
     monkeypatch.setattr(L.sys, "executable", "/bin/false")  # exits at once, never says it is ready
     with ProcessLoaders(1, 640, "cpu", slots=1, slot_bytes=16) as procs:
@@ -125,7 +127,8 @@ def test_evaluation_with_loader_processes_equals_threads(mini_coco, batch) -> No
     backend = OrtBackend(str(model), ["CPUExecutionProvider"])
     opts = {"batch_size": batch, "workers": 2, "progress": False}
     threads = evaluate(backend, mini_coco, EvalOptions(**opts))
-    procs = evaluate(backend, mini_coco, EvalOptions(loaders="processes", **opts))
+    popts = EvalOptions(loaders="processes", **opts)
+    procs = evaluate(backend, mini_coco, popts, loader_factory(popts))
     assert procs.timings["loaders"] == "processes" and threads.timings["loaders"] == "threads"
     assert np.array_equal(procs.rows, threads.rows) and procs.stats == threads.stats
 

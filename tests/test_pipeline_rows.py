@@ -12,8 +12,8 @@ import pytest
 
 from common.data.images import LetterboxMeta, letterbox_geometry
 from common.eval.pipeline import _postprocess
-from common.gpu.postprocess import GpuDetections
 from common.model.yolov10 import PostprocessOptions, decode
+from common.throughput.gpu_postprocess import GpuDetections
 
 
 def _reference_rows(image_id: int, det_boxes, det_scores, det_classes, meta: LetterboxMeta, table) -> list:

@@ -18,9 +18,10 @@ import trt_double as D
 
 from common.core.cli import run_main
 from common.core.errors import UserError
-from common.ort.session import Backend
+from common.eval.protocols import Backend
+from common.throughput.trt_lanes import TrtBackend
 from common.trt.build import BuildOptions, build_or_reuse, metadata_path, parse_shapes
-from common.trt.runtime import TrtBackend, TrtSession
+from common.trt.runtime import TrtSession
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "datasets" / "synthcoco-mini"
@@ -507,7 +508,7 @@ def _post_double(monkeypatch, mem):
     """GPU post-processing kernels -> their host double (tests/post_double.py) on the runtime double's memory."""
     from post_double import FakePostprocessKernels
 
-    from common.gpu import postprocess as gpu_post
+    from common.throughput import gpu_postprocess as gpu_post
 
     kernels = FakePostprocessKernels(mem)
     monkeypatch.setattr(gpu_post, "postprocess_kernels", lambda device=0: kernels)

@@ -55,7 +55,7 @@ def _device_session(engine: D.FakeEngine, stream: int, options: dict[str, str]) 
     if sess is None:
         opts = {**options, "user_compute_stream": str(stream)}
         so = ort.SessionOptions()
-        so.intra_op_num_threads = 1  # the GPU does the work, as in common.ort.io_binding's lanes
+        so.intra_op_num_threads = 1  # the GPU does the work, as in common.throughput.ort_lanes's lanes
         sess = ort.InferenceSession(engine._onnx, so, providers=[("CUDAExecutionProvider", opts)])
         if sess.get_providers()[0] != "CUDAExecutionProvider":
             raise RuntimeError(f"device double: ORT did not start the CUDA EP ({sess.get_providers()})")

@@ -915,14 +915,14 @@ def _host_array(ptr: int, ctype: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class FakeGpuPreprocessor:
-    """``common.gpu.preprocess.GpuPreprocessor`` on FakeCudaMemory: each launch runs the NumPy
+    """``common.throughput.gpu_preprocess.GpuPreprocessor`` on FakeCudaMemory: each launch runs the NumPy
     reference of its kernel on the host addresses, in stream order."""
 
     def __init__(self, mem: FakeCudaMemory) -> None:
         self.mem, self.launches = mem, 0
 
     def normalize(self, src: int, dst: int, batch: int, size: int, stream: int) -> None:
-        from common.gpu.preprocess import normalize_reference
+        from common.throughput.gpu_preprocess import normalize_reference
 
         def run() -> None:
             canvases = _host_array(src, ctypes.c_uint8, (batch, size, size, 3))
@@ -937,7 +937,7 @@ class FakeGpuPreprocessor:
         """Reads the params table from (fake) device memory at ``params`` when the launch runs, as the
         kernel does: an unuploaded table, a wrong layout or a wrong offset gives wrong pixels or fails."""
         from common.data.images import LetterboxMeta
-        from common.gpu.preprocess import PARAM_WORDS, letterbox_reference
+        from common.throughput.gpu_preprocess import PARAM_WORDS, letterbox_reference
 
         def run() -> None:
             table = _host_array(params, ctypes.c_int64, (batch, PARAM_WORDS)).copy()

@@ -40,10 +40,11 @@ from common.core.errors import UserError
 from common.core.results import atomic_write_json, check_output_paths, latency_stats, run_dir, sha256_file
 from common.core.sysinfo import run_metadata
 from common.data.coco import CocoDataset, open_dataset
-from common.eval.cli import DEFAULT_DATA_ROOT
+from common.eval.cli import DEFAULT_DATA_ROOT, loader_factory
 from common.eval.pipeline import EvalOptions, default_workers, evaluate
-from common.gpu.monitor import GpuMonitor
-from common.ort.session import Backend, OrtBackend
+from common.eval.protocols import Backend
+from common.ort.session import OrtBackend
+from common.throughput.monitor import GpuMonitor
 
 STAGES = ("preprocess", "inference", "postprocess")
 
@@ -235,7 +236,7 @@ def run_ours(
         switch_interval_ms=switch_ms,
     )
     with GpuMonitor() as mon:
-        res = evaluate(backend, rep, opts)
+        res = evaluate(backend, rep, opts, loader_factory(opts))
     t = res.timings
     return {
         "images_per_s": t["end_to_end_images_per_s"],
@@ -325,7 +326,7 @@ def make_backends(
     that failed to start."""
     if not gpu:
         return {"ort-cpu": (OrtBackend(str(onnx), ["CPUExecutionProvider"]), "cpu")}, {}
-    from common.ort.io_binding import OrtCudaBackend
+    from common.throughput.ort_lanes import OrtCudaBackend
 
     names = list(GPU_VARIANTS)
     if wanted:
@@ -360,9 +361,9 @@ def make_backends(
 def make_trt_backends(onnx: Path, batch: int, api_name: str, gpu: bool, dynamic: bool) -> dict[str, tuple[Any, str]]:
     """The TensorRT backend on an engine built from ``onnx`` (or reused from the engine cache under tmp/):
     CPU pre-processing, and GPU letterboxing on a GPU."""
+    from common.throughput.trt_lanes import TrtBackend
     from common.trt.api import load_backend
     from common.trt.build import BuildOptions, build_or_reuse
-    from common.trt.runtime import TrtBackend
 
     api = load_backend(api_name)
     built = build_or_reuse(
@@ -442,7 +443,7 @@ def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool
 def replay_rows(args: argparse.Namespace, ds: CocoDataset, gpu: bool) -> list[dict[str, Any]]:
     """Pipeline capacity per batch size and pre-processing mode: the real evaluator over a zero-cost
     backend replaying outputs recorded in one real pass (CPU letterbox, batch 1) of ``--onnx-path``."""
-    from common.bench.replay import ReplayBackend, record_outputs, replay_ids
+    from common.throughput.replay import ReplayBackend, record_outputs, replay_ids
 
     providers = ["CUDAExecutionProvider"] if gpu else ["CPUExecutionProvider"]
     real = OrtBackend(str(args.onnx_path), providers, require_accelerator=gpu)
@@ -511,7 +512,7 @@ def format_replay(rows: list[dict[str, Any]]) -> str:
 def time_to_metrics(args: argparse.Namespace, ds: CocoDataset, gpu: bool, n: int, out_dir: Path) -> dict[str, Any]:
     """The recommended variant at the last batch size over ``n`` images (the selected ones repeated
     under fresh ids), COCOeval included: seconds from the first image to metrics, and COCOeval's share."""
-    from common.bench.repeat import repeated_dataset
+    from common.throughput.repeat import repeated_dataset
 
     batch = args.batch_sizes[-1]
     big = repeated_dataset(ds, n, out_dir)
@@ -529,7 +530,7 @@ def time_to_metrics(args: argparse.Namespace, ds: CocoDataset, gpu: bool, n: int
             switch_interval_ms=args.switch_interval_ms,
         )
         t0 = time.perf_counter()
-        res = evaluate(backend, big, opts)
+        res = evaluate(backend, big, opts, loader_factory(opts))
         total = time.perf_counter() - t0
     finally:
         for b, _ in backends.values():
@@ -600,8 +601,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def _single_section(args: argparse.Namespace, ds: CocoDataset, gpu: bool, out: Path, report: dict[str, Any]) -> int:
     """``--decode-bench`` or ``--replay``: that section alone, its table and the JSON."""
     if args.decode_bench:
-        from common.bench.decode import decode_report, format_decode
-        from common.data.decode import import_nvimgcodec
+        from common.throughput.decode_bench import decode_report, format_decode
+        from common.throughput.gpu_decode import import_nvimgcodec
 
         import_nvimgcodec()
         report["mode"] = "decode"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Post-processing per batch: the NumPy path (yolov10.decode per image) against the GPU kernels
-(common.gpu.postprocess), on recorded model outputs, for several batch sizes.
+(common.throughput.gpu_postprocess), on recorded model outputs, for several batch sizes.
 
 Outputs are recorded once per model with ONNX Runtime on the CPU (the fixture models on the first
 --images valA images; a batch larger than that repeats them). NumPy is timed on the host; the GPU
@@ -67,7 +67,7 @@ def record_outputs(model_path: Path, images: list[Path]) -> np.ndarray:
 
 def bench_model(name: str, outs: np.ndarray, args: argparse.Namespace, opts: PostprocessOptions) -> list[dict]:
     from common.gpu.cuda_mem import CudaMemory
-    from common.gpu.postprocess import GpuPostprocessor
+    from common.throughput.gpu_postprocess import GpuPostprocessor
 
     layout = detect_layout(outs.shape)
     mem = CudaMemory(0)

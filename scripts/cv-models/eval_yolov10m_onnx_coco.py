@@ -12,7 +12,7 @@ from typing import Any
 from common.core.cli import make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.eval.cli import GPU_ORDER_HELP, add_eval_args, check_onnx_input, prepare_eval, run_eval
-from common.gpu.lane_backend import GPU_ORDERS
+from common.eval.options import GPU_ORDERS
 from common.ort.options import (
     CUDA_EP,
     add_ep_flags,
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.io_binding:
         if args.providers[0] != CUDA_EP:
             raise UserError("--io-binding drives the CUDA EP: put CUDAExecutionProvider first in --providers")
-        from common.ort.io_binding import OrtCudaBackend
+        from common.throughput.ort_lanes import OrtCudaBackend
 
         if args.lanes < 1:
             raise UserError(f"--lanes must be >= 1, got {args.lanes}")

@@ -27,10 +27,10 @@ from common.eval.cli import (
     prepare_eval,
     run_eval,
 )
-from common.gpu.lane_backend import GPU_ORDERS
+from common.eval.options import GPU_ORDERS
+from common.throughput.trt_lanes import TrtBackend
 from common.trt.api import add_api_args, load_api
 from common.trt.build import add_build_args, build_from_args, metadata_path
-from common.trt.runtime import TrtBackend
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,12 +1,15 @@
-"""The shared package of the YOLOv10 TensorRT / ONNX Runtime toolkit, grouped by concern.
+"""The shared package of the YOLOv10 TensorRT / ONNX Runtime toolkit.
 
-- ``core``    -- the UserError contract, the CLI wrapper, atomic writes and run folders, host facts
-- ``data``    -- images (load, letterbox / unletterbox) and COCO (datasets, ids, results JSON, COCOeval)
-- ``model``   -- YOLOv10 output layouts with the NumPy decode + NMS reference
-- ``eval``    -- the one evaluation pipeline, the backend capability protocols, the evaluators' CLI
-- ``gpu``     -- CUDA memory, streams and events (cuda-python), NVRTC pre- and post-processing kernels
-- ``ort``     -- ONNX Runtime: session backend, IO-binding lanes, execution-provider options
-- ``trt``     -- TensorRT / TensorRT-RTX: API loading, engine builds, runtime backend, environment inventory
-- ``quant``   -- calibration tensors, ModelOpt calls, Q/DQ presets
-- ``report``  -- per-image parity, run comparison, end-to-end validation
+Read an evaluation end to end in five files:
+1. ``data/images.py``     -- decode + letterbox (OpenCV: the reference pixels) and back to image coordinates
+2. ``ort/session.py``     -- a backend: one ONNX Runtime session, ``infer(batch)`` (TensorRT: ``trt/runtime.py``)
+3. ``model/yolov10.py``   -- the YOLOv10 output layouts, decode + NMS in NumPy (the reference)
+4. ``data/coco.py``       -- the COCO dataset, image selection, results rows and COCOeval
+5. ``eval/pipeline.py``   -- the one evaluation loop over any ``eval/protocols.py`` backend
+Everything in ``throughput/`` only makes it faster (lanes, loader processes, GPU kernels, replay) and plugs in
+through the protocols; the core never imports it.
+
+Rooms: ``core`` (errors, CLI wrapper, atomic writes, host facts), ``data``, ``model``, ``eval`` (protocols,
+options, pipeline, the evaluators' CLI edge), ``ort``, ``trt`` (API, builds, runtime, doctor), ``gpu`` (CUDA
+memory, streams, events), ``quant``, ``report``, and the wing ``throughput``.
 """

@@ -1,1 +1,2 @@
-"""Images (load, letterbox / unletterbox) and COCO (datasets, image-id selection, results JSON, COCOeval)."""
+"""Images (load, letterbox / unletterbox), the default image loaders, and COCO (datasets, image-id selection,
+results JSON, COCOeval)."""

@@ -1,1 +1,2 @@
-"""The one evaluation pipeline, the backend capability protocols it checks, and the evaluators' shared CLI."""
+"""The one evaluation loop, the backend capability protocols it checks, the option vocabulary, and the
+evaluators' CLI edge."""

@@ -25,12 +25,11 @@ from common.core.results import (
 )
 from common.core.sysinfo import run_metadata
 from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset, open_dataset, users_metrics
-from common.data.decode import DECODES, check_decode, import_nvimgcodec
-from common.data.loaders import LOADERS, check_loaders
-from common.eval.pipeline import POSTPROCESS_MODES, EvalOptions, EvalResult, default_workers, evaluate
-from common.gpu.preprocess import MODES as PREPROCESS_MODES
+from common.data.loading import ThreadLoaders
+from common.eval.options import DECODES, LOADERS, POSTPROCESS_MODES, PREPROCESS_MODES, check_decode, check_loaders
+from common.eval.pipeline import EvalOptions, EvalResult, default_workers, evaluate
+from common.eval.protocols import Backend, LoaderFactory, LoaderPlan
 from common.model.yolov10 import LAYOUTS, PostprocessOptions
-from common.ort.session import Backend
 
 __all__ = [
     "DEFAULT_DATA_ROOT",
@@ -45,6 +44,7 @@ __all__ = [
     "describe_selection",
     "eval_options",
     "format_report",
+    "loader_factory",
     "output_paths",
     "prepare_eval",
     "run_eval",
@@ -233,6 +233,8 @@ def check_eval_ranges(args: argparse.Namespace) -> None:
     check_decode(getattr(args, "decode", "cpu"), getattr(args, "preprocess", "cpu"))
     check_loaders(getattr(args, "loaders", "threads"), getattr(args, "decode", "cpu"))
     if getattr(args, "decode", "cpu") == "gpu":
+        from common.throughput.gpu_decode import import_nvimgcodec
+
         import_nvimgcodec()  # UserError saying how to install it, before any work
     if args.imgsz <= 0:
         check_imgsz("--imgsz", args.imgsz)
@@ -320,6 +322,25 @@ def eval_options(args: argparse.Namespace) -> EvalOptions:
     )
 
 
+def loader_factory(opts: EvalOptions) -> LoaderFactory | None:
+    """The image loaders ``opts`` asks for, from the throughput wing where it must (None: the default threads).
+
+    ``--decode gpu``: threads that only read the files (the lanes decode); ``--loaders processes``: fresh
+    Python processes writing into a shared-memory ring."""
+    if opts.decode == "gpu":
+        from common.throughput.gpu_decode import load_encoded_chunk
+
+        def encoded(plan: LoaderPlan) -> ThreadLoaders:
+            return ThreadLoaders(plan.workers, plan.size, plan.mode, plan.decode, load_encoded_chunk)
+
+        return encoded
+    if opts.loaders == "processes":
+        from common.throughput.loader_processes import process_loaders
+
+        return process_loaders
+    return None
+
+
 def output_paths(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None]:
     """(metrics, detections or None, the run folder made for them or None)."""
     if args.out is not None:
@@ -386,7 +407,7 @@ def run_eval(
     print(describe_selection(args, dataset.image_ids))
     metrics_path, detections_path, folder = output_paths(args)
     try:
-        result = evaluate(backend, dataset, opts)
+        result = evaluate(backend, dataset, opts, loader_factory(opts))
     except BaseException:
         remove_if_empty(folder)
         raise

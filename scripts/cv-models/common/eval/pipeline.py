@@ -39,10 +39,9 @@ from tqdm import tqdm
 from common.core.errors import UserError
 from common.core.results import latency_stats
 from common.data.coco import CocoDataset, coco_rows, evaluate_bbox, rows_to_dicts
-from common.data.decode import check_decode
 from common.data.images import LetterboxMeta, geometry_table, unletterbox_rows
-from common.data.loaders import InlineExecutor, ProcessLoaders, ThreadLoaders, check_loaders
-from common.data.loading import LoadedImage, load_image, tensor_bytes
+from common.data.loading import InlineExecutor, LoadedImage, thread_loaders
+from common.eval.options import POSTPROCESS_MODES, PREPROCESS_MODES, check_choice, check_decode
 from common.eval.protocols import (
     AsyncBackend,
     Backend,
@@ -50,14 +49,16 @@ from common.eval.protocols import (
     DeviceDecoding,
     DevicePostprocessing,
     DevicePreprocessing,
+    GpuDetections,
     LaneTiming,
+    LoaderFactory,
+    LoaderPlan,
+    Loaders,
+    U8Batch,
     Warmup,
+    max_batch_of,
 )
-from common.gpu.postprocess import GpuDetections
-from common.gpu.preprocess import MODES as PREPROCESS_MODES
-from common.gpu.preprocess import U8Batch
 from common.model.yolov10 import PostprocessOptions, check_layout, decode, detect_layout
-from common.ort.session import max_batch_of
 
 __all__ = [
     "HOST_TIMING",
@@ -102,9 +103,9 @@ class EvalOptions:
     progress: bool = True
     coco_eval: bool = True  # False: detections only (benchmarks that repeat images)
     coco_engine: str = "auto"  # auto | pycocotools | faster-coco-eval (identical stats, tested)
-    preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox (common.gpu.preprocess)
-    decode: str = "cpu"  # cpu (OpenCV in the loaders) | gpu (nvImageCodec on the lanes; common.data.decode)
-    loaders: str = "threads"  # threads | processes (common.data.loaders)
+    preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox (common.throughput.gpu_preprocess)
+    decode: str = "cpu"  # cpu (OpenCV in the loaders) | gpu (nvImageCodec on the lanes; common.throughput.gpu_decode)
+    loaders: str = "threads"  # threads | processes (common.throughput.loader_processes)
     switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
     postprocess: str = "cpu"  # cpu | gpu | auto (gpu where the backend can, else cpu); the CLI default is auto
     latency_runs: int = 0  # after the run: N back-to-back single-batch runs on one lane (``latency_pass``)
@@ -139,7 +140,6 @@ def _make_batch(items: list[LoadedImage], mode: str, size: int, decode: str = "c
     return items[0].tensor[None] if len(items) == 1 else np.stack([it.tensor for it in items])
 
 
-POSTPROCESS_MODES = ("auto", "cpu", "gpu")
 LOAD_CHUNK = 4  # images per loader task, at least (``load_window``)
 LANE_TIMING = "gpu-lane-events: per batch, CUDA events on its lane around H2D + compute (+ GPU post) + D2H"
 LANE_TIMING_OVERLAP = LANE_TIMING + "; lanes overlapping on the GPU (--gpu-order overlap): includes other lanes' work"
@@ -152,8 +152,7 @@ def resolve_postprocess(
     """Where post-processing runs: (``cpu`` | ``gpu``, the layout GPU post-processing was set up for,
     why ``auto`` chose cpu). ``gpu`` enables it on the backend; ``--postprocess gpu`` that can't is a
     UserError, ``auto`` falls back to cpu and says why."""
-    if mode not in POSTPROCESS_MODES:
-        raise UserError(f"--postprocess {mode}: choose one of {', '.join(POSTPROCESS_MODES)}")
+    check_choice("--postprocess", mode, POSTPROCESS_MODES)
     if isinstance(backend, DevicePostprocessing):
         backend.disable_device_postprocess()  # a backend reused from an earlier run starts on the CPU path
     if mode == "cpu":
@@ -180,8 +179,7 @@ def resolve_postprocess(
 def check_preprocess(backend: Backend, mode: str, decode: str = "cpu") -> None:
     """UserError unless ``backend`` can run ``mode`` (and ``--decode``); GPU modes compile their kernels
     here, and ``--decode gpu`` starts each lane's decoder."""
-    if mode not in PREPROCESS_MODES:
-        raise UserError(f"--preprocess {mode}: choose one of {', '.join(PREPROCESS_MODES)}")
+    check_choice("--preprocess", mode, PREPROCESS_MODES)
     check_decode(decode, mode)
     if decode == "gpu" and not isinstance(backend, DeviceDecoding):
         raise UserError(
@@ -313,7 +311,7 @@ class _Stages:
         ids: list[int],
         size: int,
         opts: EvalOptions,
-        loaders: ThreadLoaders | ProcessLoaders,
+        loaders: Loaders,
         posters: cf.ThreadPoolExecutor | InlineExecutor,
         window: int,
         bar: tqdm,
@@ -425,31 +423,27 @@ def chunk_size(window: int, workers: int) -> int:
     return max(1, min(2 * LOAD_CHUNK, window // max(1, workers)))
 
 
-def _slot_bytes(dataset: CocoDataset, mode: str, size: int) -> int:
-    """The largest array a loader hands on for the selected images (their sizes from the instances file;
-    an image larger than it says still loads, pickled)."""
-    imgs = dataset.coco.imgs
-    dims = [(int(imgs[i].get("width") or 0), int(imgs[i].get("height") or 0)) for i in dict.fromkeys(dataset.image_ids)]
-    return max((tensor_bytes(mode, size, w, h) for w, h in dims), default=0) or tensor_bytes(mode, size, size, size)
-
-
 def _loaders(
-    opts: EvalOptions, dataset: CocoDataset, size: int, window: int, in_flight_images: int
-) -> ThreadLoaders | ProcessLoaders:
-    """``opts.loaders``: threads (inline when ``workers`` is 0) or processes with a slot for every image
-    loading (``window``) or held by a batch in flight."""
-    check_loaders(opts.loaders, opts.decode)
-    if opts.loaders == "processes" and opts.workers > 0:
-        slot = _slot_bytes(dataset, opts.preprocess, size)
-        return ProcessLoaders(opts.workers, size, opts.preprocess, window + in_flight_images, slot)
-    return ThreadLoaders(opts.workers, size, opts.preprocess, opts.decode)
+    opts: EvalOptions,
+    dataset: CocoDataset,
+    size: int,
+    window: int,
+    in_flight_images: int,
+    factory: LoaderFactory | None,
+) -> Loaders:
+    """The run's loaders from ``factory`` (default: threads; inline when ``workers`` is 0), with a slot for
+    every image loading (``window``) or held by a batch in flight."""
+    plan = LoaderPlan(opts.workers, size, opts.preprocess, opts.decode, window + in_flight_images, dataset)
+    if factory is None and (opts.decode != "cpu" or opts.loaders != "threads"):
+        raise ValueError(f"--decode {opts.decode} / --loaders {opts.loaders} need their loader factory (eval.cli)")
+    return (factory or thread_loaders)(plan)
 
 
 def _run_stages(
     backend: Backend,
     dataset: CocoDataset,
     opts: EvalOptions,
-    loaders: ThreadLoaders | ProcessLoaders,
+    loaders: Loaders,
     size: int,
     window: int,
     batch_size: int,
@@ -475,11 +469,15 @@ def _run_stages(
     return stages, time.perf_counter() - t_start
 
 
-def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalResult:
+def evaluate(
+    backend: Backend, dataset: CocoDataset, opts: EvalOptions, loader_factory: LoaderFactory | None = None
+) -> EvalResult:
     """Run ``backend`` over the dataset's selected images and score them with COCOeval.
 
     ``opts.workers == 0`` is the sequential path: load, infer and post-process one after
     the other in this thread. It gives the same detections as any parallel setting.
+    ``loader_factory`` makes the image loaders (default: OpenCV in ``opts.workers`` threads); the throughput wing
+    plugs in loader processes or device decoding here.
     """
     size = _input_size(backend, opts.imgsz)
     batch_size = resolve_batch_size(backend, opts.batch_size)
@@ -492,12 +490,15 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
     depth = 1 if sequential else in_flight_depth(backend)
     pipelined = depth >= 2
     # loader processes boot while the backend warms up
-    with _loaders(opts, dataset, size, window, (depth + 2) * batch_size) as loaders:
+    with _loaders(opts, dataset, size, window, (depth + 2) * batch_size, loader_factory) as loaders:
         warmup(backend, batch_size, size, opts.warmup_runs, len(ids) % batch_size or None)
         lane_timed = isinstance(backend, LaneTiming)
         lane_start = len(backend.gpu_ms) if lane_timed else 0
         loaders.ready()  # started before the warm-up; not in the timed run
         stages, wall = _run_stages(backend, dataset, opts, loaders, size, window, batch_size, depth, post_layout)
+        if opts.latency_runs > 0:
+            jobs = [(i, str(dataset.image_path(i))) for i in ids[:batch_size]]
+            first = loaders.load(jobs).result()
 
     parts = [stages.per_image[i] for i in dict.fromkeys(ids)]
     rows = np.concatenate(parts) if parts else np.zeros((0, 7), np.float64)
@@ -541,17 +542,14 @@ def evaluate(backend: Backend, dataset: CocoDataset, opts: EvalOptions) -> EvalR
         "in_flight": depth,
     }
     if opts.latency_runs > 0:
-        timings["latency_pass"] = latency_pass(backend, dataset, ids[:batch_size], size, opts)
+        timings["latency_pass"] = latency_pass(backend, first, size, opts)
     return EvalResult(rows, stats, table, stages.layout or "unknown", n, batch_size, timings)
 
 
-def latency_pass(
-    backend: Backend, dataset: CocoDataset, ids: list[int], size: int, opts: EvalOptions
-) -> dict[str, Any]:
-    """trtexec-style: ``opts.latency_runs`` back-to-back runs of one real batch (the first images), nothing
-    else in flight, after the evaluation (so everything is warm). Host time per run always; GPU time
+def latency_pass(backend: Backend, items: list[LoadedImage], size: int, opts: EvalOptions) -> dict[str, Any]:
+    """trtexec-style: ``opts.latency_runs`` back-to-back runs of one real batch (the first images, ``items``),
+    nothing else in flight, after the evaluation (so everything is warm). Host time per run always; GPU time
     (CUDA events on the lane) for a ``LaneTiming`` backend, on its first lane."""
-    items = [load_image(dataset.image_path(i), i, size, opts.preprocess, opts.decode) for i in ids]
     batch = _make_batch(items, opts.preprocess, size, opts.decode)
     b = len(items)
     out: dict[str, Any] = {"runs": opts.latency_runs, "batch_size": b}

@@ -18,13 +18,15 @@ The protocols are structural: a backend matches by having the members, it never 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import concurrent.futures as cf
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, Union, runtime_checkable
 
 import numpy as np
 
-from common.gpu.preprocess import U8Batch
+from common.data.images import LetterboxMeta
+from common.model.yolov10 import Detections
 
 __all__ = [
     "AsyncBackend",
@@ -33,10 +35,59 @@ __all__ = [
     "DeviceDecoding",
     "DevicePostprocessing",
     "DevicePreprocessing",
+    "GpuDetections",
     "LaneTiming",
+    "LoaderFactory",
+    "LoaderPlan",
+    "Loaders",
     "TensorSpec",
+    "U8Batch",
     "Warmup",
+    "max_batch_of",
 ]
+
+
+@dataclass
+class U8Batch:
+    """A batch handed to a ``DevicePreprocessing`` backend, which letterboxes / normalises it on its device.
+
+    ``gpu-normalize``: ``images`` are letterboxed BGR canvases [S, S, 3] uint8.
+    ``gpu-letterbox``: ``images`` are decoded BGR images [H, W, 3] uint8 of any size; with ``decode``
+    ``gpu`` they are still encoded (a ``DeviceDecoding`` backend decodes them).
+    """
+
+    mode: str
+    images: list[Any]
+    metas: list[LetterboxMeta]
+    size: int
+    decode: str = "cpu"
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.images), 3, self.size, self.size)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class GpuDetections:
+    """What a ``DevicePostprocessing`` backend returns for a batch: ``rows[j, :counts[j]]`` = x1, y1, x2, y2,
+    score, class (float32, letterbox pixels), at most ``max_det`` rows per image."""
+
+    rows: np.ndarray  # [B, max_det, 6] float32
+    counts: np.ndarray  # [B] int32
+
+    def __len__(self) -> int:
+        return int(self.counts.shape[0])
+
+    def image(self, j: int) -> Detections:
+        r = self.rows[j, : int(self.counts[j])]
+        return Detections(r[:, :4].copy(), r[:, 4].copy(), r[:, 5].astype(np.int64))
+
+    def detections(self) -> list[Detections]:
+        return [self.image(j) for j in range(len(self))]
+
 
 # float32 NCHW (C-contiguous) from the CPU pre-processing, or uint8 images for a backend that
 # letterboxes / normalises on its device (after ``enable_device_preprocess``).
@@ -90,6 +141,12 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def max_batch_of(backend: Backend) -> int | None:
+    """The batch size a backend accepts: None when the batch axis is dynamic."""
+    first = backend.input.shape[0] if backend.input.shape else 1
+    return None if first is None else int(first)
+
+
 @runtime_checkable
 class AsyncBackend(Backend, Protocol):
     """A backend that runs several batches at once: the pipeline keeps ``max_in_flight`` submitted."""
@@ -110,7 +167,8 @@ class DevicePreprocessing(Protocol):
     """A backend that takes uint8 batches and letterboxes / normalises them on its own stream."""
 
     def enable_device_preprocess(self, mode: str) -> None:
-        """Accept ``U8Batch`` of ``mode`` (``common.gpu.preprocess.MODES``) from now on; UserError if it can't."""
+        """Accept ``U8Batch`` of ``mode`` (``common.eval.options.PREPROCESS_MODES``) from now on; UserError if it
+        can't."""
         ...
 
 
@@ -132,10 +190,9 @@ class Warmup(Protocol):
 
 @runtime_checkable
 class DevicePostprocessing(Protocol):
-    """A backend that post-processes on its own stream (``common.gpu.postprocess``) and copies back only
-    the final detections: after ``enable_device_postprocess`` its ``infer`` / ``wait`` return one
-    ``common.gpu.postprocess.GpuDetections`` (x1, y1, x2, y2 in letterbox pixels, score, class; at most
-    ``opts.max_det`` rows per image) instead of the head tensors."""
+    """A backend that post-processes on its own device and copies back only the final detections: after
+    ``enable_device_postprocess`` its ``infer`` / ``wait`` return one ``GpuDetections`` instead of the head
+    tensors."""
 
     def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
         """Switch to final detections for ``layout``; UserError (and nothing changed) if it can't."""
@@ -163,3 +220,38 @@ class LaneTiming(Protocol):
     def latency_runs(self, batch: Batch, runs: int) -> dict[str, list[float]]:
         """``runs`` back-to-back runs of ``batch`` on one lane: ``{"gpu_ms": [...], "host_ms": [...]}``."""
         ...
+
+
+@dataclass(frozen=True)
+class LoaderPlan:
+    """What the evaluation loop asks of its image loaders: ``workers`` of them (0: inline, in the caller's
+    thread) loading images for ``size`` and pre-processing ``mode``; ``slots``: images loading or held by
+    batches in flight at once; ``dataset``: the images' ``CocoDataset`` (their annotated sizes)."""
+
+    workers: int
+    size: int
+    mode: str
+    decode: str
+    slots: int
+    dataset: Any
+
+
+class Loaders(Protocol):
+    """Image loaders: ``load(jobs)`` loads a chunk of ``(image_id, path)`` into ``common.data.loading.LoadedImage``
+    in order. ``ready()`` waits until they can take work (and is not timed); a context manager."""
+
+    start_seconds: float
+
+    def ready(self) -> float: ...
+
+    def load(self, jobs: list[tuple[int, str]]) -> cf.Future[list[Any]]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Loaders: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+# The evaluation loop makes its loaders through one of these (default: ``common.data.loading.ThreadLoaders``).
+LoaderFactory: TypeAlias = Callable[[LoaderPlan], Loaders]

@@ -1,2 +1,1 @@
-"""CUDA through cuda-python: device / pinned memory, streams, events, NVRTC kernels (pre- and
-post-processing), GPU monitoring."""
+"""CUDA through cuda-python: device and pinned memory, streams, events and graphs (``cuda_mem``)."""

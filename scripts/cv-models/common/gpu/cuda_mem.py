@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import weakref
 from typing import Any, Protocol
 
 import numpy as np
@@ -38,9 +39,11 @@ __all__ = [
     "EventLike",
     "Graph",
     "GraphLike",
+    "HostLease",
     "MemoryLayer",
     "PinnedBuffer",
     "PinnedBufferLike",
+    "Staging",
     "Stream",
     "StreamLike",
     "check",
@@ -352,3 +355,91 @@ def device_info(device: int = 0) -> dict[str, Any] | None:
     except (UserError, CudaError, AttributeError):
         return None
     return gpu_info(pci_bus_id=bus_id)
+
+
+class HostLease:
+    """Owns one pinned host buffer; frees it when neither its owner nor any view handed out holds it
+    (NumPy views reference their lease, as NVIDIA's samples keep the owner of host memory alive)."""
+
+    def __init__(self, host: Any) -> None:
+        self.host = host
+        self.ptr = int(host.ptr)
+        self.nbytes = int(host.nbytes)
+        fin = weakref.finalize(self, host.free)
+        fin.atexit = False  # never call into CUDA while the interpreter shuts down
+
+    def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """A NumPy view of the buffer whose ``base`` chain holds this lease."""
+        dtype = np.dtype(dtype)
+        count = math.prod(shape)
+        if count * dtype.itemsize > self.nbytes:
+            raise ValueError(f"view of {count} x {dtype} does not fit a {self.nbytes}-byte buffer")
+        if count == 0:
+            return np.empty(shape, dtype)
+        raw = (ctypes.c_uint8 * (count * dtype.itemsize)).from_address(self.ptr)
+        raw._lease = self  # type: ignore[attr-defined]  # ctypes instances take attributes
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+
+
+class Staging:
+    """A device buffer and its pinned host twin, grown (never shrunk) to the largest size asked for.
+
+    ``ensure(nbytes)`` returns True when the device address changed (a TensorRT context must be told).
+    A host buffer replaced by growth is freed once no view of it is left (``HostLease``).
+    """
+
+    def __init__(self, mem: Any, what: str = "buffer") -> None:
+        self.mem, self.what = mem, what
+        self.device: Any = None
+        self.host: HostLease | None = None
+        self.capacity = 0
+
+    @property
+    def device_ptr(self) -> int:
+        return int(self.device.ptr) if self.device is not None else 0
+
+    def ensure(self, nbytes: int) -> bool:
+        if self.device is not None and self.capacity >= nbytes:
+            return False
+        self.free()
+        cap = max(int(nbytes), 1)
+        device = None
+        try:
+            device = self.mem.device_buffer(cap)
+            self.host = HostLease(self.mem.pinned_buffer(cap))
+        except CudaError as exc:
+            if device is not None:
+                device.free()
+            raise UserError(
+                f"cannot allocate {cap / 2**20:.1f} MiB for {self.what} ({exc}); use a smaller batch or free GPU memory"
+            ) from exc
+        self.device, self.capacity = device, cap
+        return True
+
+    def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
+        """The pinned side as an array (valid until the buffer grows; the view keeps its memory alive)."""
+        assert self.host is not None, "Staging.view before ensure"
+        return self.host.view(dtype, tuple(shape))
+
+    def upload(self, array: np.ndarray, stream: Any, dtype: Any = None) -> None:
+        """Copy ``array`` into pinned memory (cast to ``dtype``), then H2D on ``stream``."""
+        dtype = np.dtype(dtype or array.dtype)
+        nbytes = math.prod(array.shape) * dtype.itemsize
+        self.ensure(nbytes)
+        np.copyto(self.view(dtype, array.shape), array, casting="same_kind")
+        self.upload_staged(nbytes, stream)
+
+    def upload_staged(self, nbytes: int, stream: Any) -> None:
+        """H2D of the first ``nbytes`` already written into the pinned side."""
+        assert self.host is not None
+        self.mem.copy_htod_async(self.device_ptr, self.host.ptr, int(nbytes), stream)
+
+    def download(self, nbytes: int, stream: Any) -> None:
+        """D2H of the first ``nbytes`` into the pinned side, on ``stream``."""
+        assert self.host is not None
+        self.mem.copy_dtoh_async(self.host.ptr, self.device_ptr, int(nbytes), stream)
+
+    def free(self) -> None:
+        if self.device is not None:
+            self.device.free()
+        self.device, self.host, self.capacity = None, None, 0  # host: freed when its last view goes

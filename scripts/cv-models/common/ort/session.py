@@ -1,8 +1,8 @@
-"""ONNX Runtime behind the Backend protocol (``common.eval.protocols``), and ``max_batch_of``.
+"""ONNX Runtime behind the Backend protocol (``common.eval.protocols``): one session, ``infer(batch)``.
 
 The pipeline calls ``backend.infer(batch)`` and gets back the model outputs as host NumPy
 arrays, in ``outputs`` order; what else it may ask (submit/wait, device pre-processing, warm-up)
-is stated in ``common.eval.protocols``. ONNX Runtime (this module, ``common.ort.io_binding``) and
+is stated in ``common.eval.protocols``. ONNX Runtime (this module, ``common.throughput.ort_lanes``) and
 TensorRT (``common.trt.runtime``) implement it; the evaluators differ only in which backend
 object they construct.
 """
@@ -15,16 +15,10 @@ from typing import Any
 import numpy as np
 
 from common.core.errors import UserError
-from common.eval.protocols import Backend, Batch, TensorSpec
+from common.eval.protocols import Batch, TensorSpec
 from common.ort.options import CPU_EP, CUDA_EP, provider_list
 
-__all__ = ["Backend", "OrtBackend", "TensorSpec", "max_batch_of"]  # Backend, TensorSpec: re-exported
-
-
-def max_batch_of(backend: Backend) -> int | None:
-    """The batch size a backend accepts: None when the batch axis is dynamic."""
-    first = backend.input.shape[0] if backend.input.shape else 1
-    return None if first is None else int(first)
+__all__ = ["OrtBackend"]
 
 
 _ORT_DTYPES = {

@@ -23,7 +23,7 @@ from common.core.errors import UserError
 from common.data.coco import CocoDataset
 from common.data.images import load_image_rgb, preprocess
 from common.eval.protocols import Backend, TensorSpec
-from common.gpu.preprocess import U8Batch
+from common.throughput.gpu_preprocess import U8Batch
 
 __all__ = ["ReplayBackend", "record_outputs", "replay_ids"]
 
@@ -102,7 +102,7 @@ class ReplayBackend:
     def enable_device_preprocess(self, mode: str) -> None:
         if mode == "cpu":
             return
-        from common.gpu.preprocess import GpuPreprocessor, U8Stager
+        from common.throughput.gpu_preprocess import GpuPreprocessor, U8Stager
 
         dev = self._cuda()
         if "stager" not in dev:
@@ -115,7 +115,7 @@ class ReplayBackend:
     def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
         """``DevicePostprocessing``: every recorded batch goes to the GPU once; ``infer`` then runs the
         post-processing kernels on those device-resident outputs and returns ``[GpuDetections]``."""
-        from common.gpu.postprocess import GpuPostprocessor
+        from common.throughput.gpu_postprocess import GpuPostprocessor
 
         dev = self._cuda()
         first = self._batches[0][0]

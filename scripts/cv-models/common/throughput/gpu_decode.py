@@ -22,6 +22,7 @@ import importlib
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,19 +33,17 @@ import numpy as np
 from common.core.errors import UserError
 
 __all__ = [
-    "DECODES",
     "GPU_OPTIONS",
     "INSTALL_HINT",
     "Decoded",
     "EncodedImage",
     "ImageDecoder",
-    "check_decode",
     "import_nvimgcodec",
+    "load_encoded_chunk",
     "nvjpeg_missing",
     "read_encoded",
 ]
 
-DECODES: tuple[str, ...] = ("cpu", "gpu")
 # nvJPEG interpolates subsampled chroma as libjpeg-turbo (OpenCV) does by default only when asked to
 GPU_OPTIONS = ":fancy_upsampling=1"
 INSTALL_HINT = "pip install 'nvidia-nvimgcodec-cu13[nvjpeg]' (CUDA 12: -cu12), or use --decode cpu"
@@ -66,17 +65,6 @@ def _stderr_to(path: str) -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-def check_decode(decode: str, preprocess: str) -> None:
-    """UserError for a ``--decode`` the ``--preprocess`` mode can't take (flags only; the backend is asked
-    separately)."""
-    if decode not in DECODES:
-        raise UserError(f"--decode {decode}: choose one of {', '.join(DECODES)}")
-    if decode == "gpu" and preprocess != "gpu-letterbox":
-        raise UserError(
-            f"--decode gpu needs --preprocess gpu-letterbox (the lanes letterbox the decoded images), not {preprocess}"
-        )
 
 
 def import_nvimgcodec() -> Any:
@@ -210,3 +198,19 @@ class ImageDecoder:
                 )
             decoded.append(Decoded(int(iface["data"][0]), row_bytes, im.width, im.height, img))
         return decoded
+
+
+def load_encoded_chunk(jobs: list[tuple[int, str]], size: int, mode: str, decode: str) -> list[Any]:
+    """The loaders' chunk function for ``--decode gpu``: each file's bytes and its header's size (the lanes
+    decode); ``mode`` is ``gpu-letterbox``."""
+    from common.data.images import letterbox_geometry
+    from common.data.loading import LoadedImage
+
+    out = []
+    for image_id, path in jobs:
+        t0 = time.perf_counter()
+        enc = read_encoded(path, what=f"image id {image_id}")
+        out.append(
+            LoadedImage(image_id, enc, letterbox_geometry(enc.width, enc.height, size), time.perf_counter() - t0)
+        )
+    return out

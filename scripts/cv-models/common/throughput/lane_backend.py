@@ -1,6 +1,6 @@
 """What every lane-backed GPU backend (ONNX Runtime IO binding, TensorRT) does the same way.
 
-``LaneBackend`` is the shell around a ``common.gpu.lanes.LanePool``: submit / wait / infer, lane-event
+``LaneBackend`` is the shell around a ``common.throughput.lanes.LanePool``: submit / wait / infer, lane-event
 timing (``LaneTiming``), turning GPU pre- and post-processing on and off on every lane, the latency
 pass, the shared part of ``metadata`` and closing the lanes' stagers and post-processors. A subclass
 sets the attributes below in its ``__init__``, builds its lanes and hands them to ``_start_lanes``;
@@ -15,12 +15,13 @@ from typing import Any
 
 from common.core.errors import UserError
 from common.core.results import latency_stats
-from common.gpu.lanes import Collect, Lane, LanePool, PostSetup, Staged
-from common.gpu.preprocess import check_float_input
+from common.throughput.gpu_preprocess import check_float_input
+from common.throughput.lanes import Collect, Lane, LanePool, PostSetup, Staged
 
 __all__ = ["GPU_ORDERS", "LaneBackend", "resolve_gpu_order"]
 
-GPU_ORDERS = ("auto", "serial", "overlap")
+from common.eval.options import GPU_ORDERS
+
 GPU_ORDER_TEXT = {
     False: "serial (one batch at a time on the GPU, the host side pipelined)",
     True: "overlap (lanes run concurrently; a batch's span includes other lanes' work)",
@@ -91,7 +92,7 @@ class LaneBackend:
             if self._prep_factory is not None:
                 self._prep = self._prep_factory()
             else:
-                from common.gpu.preprocess import GpuPreprocessor
+                from common.throughput.gpu_preprocess import GpuPreprocessor
 
                 self._prep = GpuPreprocessor(self.device_id)
         self._lanes.set_preprocess(self.mem, self._prep, mode)
@@ -99,7 +100,7 @@ class LaneBackend:
 
     def enable_device_decode(self, decode: str) -> None:
         """``gpu``: from now on gpu-letterbox batches come encoded and each lane decodes its batch on its
-        stream (``common.data.decode``, nvImageCodec); ``cpu``: decoded by the loaders again."""
+        stream (``common.throughput.gpu_decode``, nvImageCodec); ``cpu``: decoded by the loaders again."""
         if decode == "cpu":
             if self.preprocess == "gpu-letterbox":
                 self._lanes.set_decoders(None)
@@ -111,7 +112,7 @@ class LaneBackend:
         if make is None:
             import os
 
-            from common.data.decode import ImageDecoder
+            from common.throughput.gpu_decode import ImageDecoder
 
             threads = max(1, (os.cpu_count() or 2) // max(1, len(self._lanes.lanes)))  # the lanes share the cores
             make = lambda: ImageDecoder(self.device_id, "gpu", cpu_threads=threads)  # noqa: E731
@@ -124,7 +125,7 @@ class LaneBackend:
         """Every lane post-processes outputs ``[B, *dims]`` of ``dtype`` on the GPU from now on."""
         kernels = self._post_kernels() if self._post_kernels is not None else None
         if kernels is None:
-            from common.gpu.postprocess import postprocess_kernels
+            from common.throughput.gpu_postprocess import postprocess_kernels
 
             kernels = postprocess_kernels(self.device_id)
         setup = PostSetup(layout, input_hw, opts, dims, dtype, max_batch, kernels)

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from common.core.errors import UserError
+from common.eval.protocols import GpuDetections
 from common.model.yolov10 import DFL_BINS, LAYOUTS, Detections, PostprocessOptions, anchors_for, iou_matrix
 
 __all__ = [
@@ -290,7 +291,7 @@ def postprocess_reference(
 
 def compile_postprocess_kernels(arch: str) -> bytes:
     """NVRTC: the post-processing kernels as a CUBIN for ``arch``; UserError if it can't."""
-    from common.gpu.preprocess import compile_kernels
+    from common.throughput.gpu_preprocess import compile_kernels
 
     return compile_kernels(arch, KERNEL_SOURCE, options=NVRTC_OPTIONS, what=WHAT, hint=HINT)
 
@@ -301,7 +302,7 @@ _KERNELS_LOCK = threading.Lock()
 
 def postprocess_kernels(device: int = 0) -> Any:
     """The compiled kernels on ``device`` (``gpu_preprocess.KernelModule``), compiled once per process."""
-    from common.gpu.preprocess import KernelModule
+    from common.throughput.gpu_preprocess import KernelModule
 
     with _KERNELS_LOCK:
         if device not in _KERNELS:
@@ -312,24 +313,6 @@ def postprocess_kernels(device: int = 0) -> Any:
 
 
 # ----------------------------------------------------------------------------- host side
-
-
-@dataclass
-class GpuDetections:
-    """Final detections of a batch: ``rows[j, :counts[j]]`` = x1, y1, x2, y2, score, class (float32)."""
-
-    rows: np.ndarray  # [B, max_det, 6] float32
-    counts: np.ndarray  # [B] int32
-
-    def __len__(self) -> int:
-        return int(self.counts.shape[0])
-
-    def image(self, j: int) -> Detections:
-        r = self.rows[j, : int(self.counts[j])]
-        return Detections(r[:, :4].copy(), r[:, 4].copy(), r[:, 5].astype(np.int64))
-
-    def detections(self) -> list[Detections]:
-        return [self.image(j) for j in range(len(self))]
 
 
 class GpuPostprocessor:

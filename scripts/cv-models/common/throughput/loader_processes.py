@@ -1,7 +1,8 @@
-"""The evaluator's loaders: threads (the default) or processes, behind one ``load(jobs) -> Future``.
+"""Loader processes (``--loaders processes``): the evaluator's ``Loaders`` as fresh Python processes.
 
-``ThreadLoaders`` run ``common.data.loading.load_chunk`` in a thread pool (OpenCV releases the GIL while it
-decodes). ``ProcessLoaders`` run it in fresh Python processes (``python -c`` ... ``common.data.loaders.main``; never a
+The default loaders are threads (``common.data.loading.ThreadLoaders``: OpenCV releases the GIL while it
+decodes). ``ProcessLoaders`` run the same ``load_chunk`` in fresh Python processes
+(``python -m common.throughput.loader_processes``; never a
 fork of this process, which holds CUDA and ONNX Runtime threads) and take nothing of this interpreter's GIL
 but one message per chunk: each worker writes the images into slots of one shared-memory ring (a ``memfd``,
 so Docker's small default ``/dev/shm`` does not limit it) and sends back their shapes and letterbox geometry.
@@ -32,72 +33,12 @@ from typing import Any
 import numpy as np
 
 from common.core.errors import UserError
-from common.data.loading import LoadedImage, load_chunk, load_image
+from common.data.loading import LoadedImage, ThreadLoaders, load_image, tensor_bytes
+from common.eval.protocols import LoaderPlan, Loaders
 
-__all__ = ["LOADERS", "InlineExecutor", "ProcessLoaders", "SlotRing", "ThreadLoaders", "check_loaders", "main"]
+__all__ = ["ProcessLoaders", "SlotRing", "main", "process_loaders"]
 
-LOADERS = ("threads", "processes")
 Job = tuple[int, str]
-
-
-class InlineExecutor:
-    """An executor that runs each task at once in the caller's thread (the sequential path)."""
-
-    def submit(self, fn: Any, *args: Any) -> cf.Future[Any]:
-        fut: cf.Future[Any] = cf.Future()
-        try:
-            fut.set_result(fn(*args))
-        except BaseException as exc:
-            fut.set_exception(exc)
-        return fut
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        return None
-
-    def __enter__(self) -> InlineExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-def check_loaders(loaders: str, decode: str = "cpu") -> None:
-    """UserError unless ``--loaders`` can run here with ``--decode``."""
-    if loaders not in LOADERS:
-        raise UserError(f"--loaders {loaders}: choose one of {', '.join(LOADERS)}")
-    if loaders == "processes":
-        if not hasattr(os, "memfd_create"):
-            raise UserError("--loaders processes needs Linux (os.memfd_create); use --loaders threads")
-        if decode != "cpu":
-            raise UserError(
-                "--loaders processes decodes with OpenCV; with --decode gpu the lanes decode and the "
-                "loaders only read files: use --loaders threads"
-            )
-
-
-class ThreadLoaders:
-    """``workers`` threads (0: inline, in the caller's thread), each loading one chunk at a time."""
-
-    def __init__(self, workers: int, size: int, mode: str = "cpu", decode: str = "cpu") -> None:
-        self.size, self.mode, self.decode = size, mode, decode
-        self._ex: Any = cf.ThreadPoolExecutor(workers, thread_name_prefix="load") if workers > 0 else InlineExecutor()
-
-    start_seconds = 0.0
-
-    def ready(self) -> float:
-        return 0.0
-
-    def load(self, jobs: list[Job]) -> cf.Future[list[LoadedImage]]:
-        return self._ex.submit(load_chunk, jobs, self.size, self.mode, self.decode)
-
-    def close(self) -> None:
-        self._ex.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> ThreadLoaders:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class _SlotLease:
@@ -165,22 +106,22 @@ class ProcessLoaders:
         self._tasks: dict[int, tuple[int, cf.Future[list[LoadedImage]], list[int]]] = {}  # task -> (worker, ..)
         self._procs: list[subprocess.Popen[bytes]] = []
         self._conns: list[Connection] = []
-        here = str(Path(__file__).resolve().parents[2])  # the folder holding ``common``
-        boot = f"import sys; sys.path.insert(0, {here!r}); from common.data.loaders import main; main(sys.argv[1:])"
+        here = str(Path(__file__).resolve().parents[2])  # the folder holding ``common``, for the children's path
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
         try:
             for _ in range(max(1, workers)):
                 ours, theirs = socket.socketpair()
                 cmd = [
                     sys.executable,
-                    "-c",
-                    boot,
+                    "-m",
+                    "common.throughput.loader_processes",
                     str(theirs.fileno()),
                     str(self.ring.fd),
                     str(self.ring.nbytes),
                     str(self.ring.slot_bytes),
                 ]
                 self._procs.append(
-                    subprocess.Popen(cmd, pass_fds=(theirs.fileno(), self.ring.fd), stdin=subprocess.DEVNULL)
+                    subprocess.Popen(cmd, pass_fds=(theirs.fileno(), self.ring.fd), stdin=subprocess.DEVNULL, env=env)
                 )
                 theirs.close()
                 self._conns.append(Connection(ours.detach()))
@@ -343,3 +284,21 @@ def _serve(conn: Connection, ring_fd: int, ring_bytes: int, slot_bytes: int) -> 
 def main(argv: list[str]) -> None:
     """A loader process's entry (``ProcessLoaders`` starts it): connection fd, ring fd, ring and slot bytes."""
     _serve(Connection(int(argv[0])), int(argv[1]), int(argv[2]), int(argv[3]))
+
+
+def process_loaders(plan: LoaderPlan) -> Loaders:
+    """The ``LoaderFactory`` of ``--loaders processes``: a slot for every image loading or held by a batch in
+    flight, each as large as the largest array the selected images give (their sizes from the instances file;
+    an image larger than it says still loads, pickled). ``workers`` 0 loads inline, in the caller's thread."""
+    if plan.workers <= 0:
+        return ThreadLoaders(0, plan.size, plan.mode, plan.decode)
+    imgs = plan.dataset.coco.imgs
+    ids = dict.fromkeys(plan.dataset.image_ids)
+    dims = [(int(imgs[i].get("width") or 0), int(imgs[i].get("height") or 0)) for i in ids]
+    slot = max((tensor_bytes(plan.mode, plan.size, w, h) for w, h in dims), default=0)
+    slot = slot or tensor_bytes(plan.mode, plan.size, plan.size, plan.size)
+    return ProcessLoaders(plan.workers, plan.size, plan.mode, plan.slots, slot)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

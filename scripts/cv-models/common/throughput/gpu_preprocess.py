@@ -29,6 +29,8 @@ import numpy as np
 
 from common.core.errors import UserError
 from common.data.images import PAD_VALUE, LetterboxMeta
+from common.eval.options import PREPROCESS_MODES
+from common.eval.protocols import U8Batch
 
 __all__ = [
     "COEF_BITS",
@@ -48,7 +50,7 @@ __all__ = [
     "normalize_reference",
 ]
 
-MODES: tuple[str, ...] = ("cpu", "gpu-normalize", "gpu-letterbox")
+MODES = PREPROCESS_MODES
 COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
 COEF_SCALE = 1 << COEF_BITS
 
@@ -131,29 +133,6 @@ extern "C" __global__ void letterbox_batch_bgr_to_rgb_chw(const unsigned char* _
 """.replace("PAD_VALUE", str(PAD_VALUE)).replace("PARAM_WORDS", str(PARAM_WORDS))
 
 
-@dataclass
-class U8Batch:
-    """A batch handed to a backend that pre-processes on the GPU.
-
-    ``gpu-normalize``: ``images`` are letterboxed BGR canvases [S, S, 3] uint8.
-    ``gpu-letterbox``: ``images`` are decoded BGR images [H, W, 3] uint8 of any size; with ``decode``
-    ``gpu`` they are still encoded (``common.data.decode.EncodedImage``) and the lane decodes them.
-    """
-
-    mode: str
-    images: list[Any]
-    metas: list[LetterboxMeta]
-    size: int
-    decode: str = "cpu"
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        return (len(self.images), 3, self.size, self.size)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-
 def check_float_input(mode: str, name: str, dtype: np.dtype) -> None:
     """The kernels write float32: UserError for a model/engine input of another type."""
     if np.dtype(dtype) != np.float32:
@@ -186,7 +165,7 @@ class U8Stager:
         self.mem, self.prep, self.mode = mem, prep, mode  # mode: the --preprocess mode it was set up for
         self._pinned: Any = None
         self._device: Any = None
-        self.decoder: Any = None  # common.data.decode.ImageDecoder for --decode gpu (enable_device_decode)
+        self.decoder: Any = None  # common.throughput.gpu_decode.ImageDecoder for --decode gpu (enable_device_decode)
         self._decoded: list[Any] = []  # the last batch's decoded images, alive until its kernel has run
 
     def _capacity(self, nbytes: int) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from common.data.decode import GPU_OPTIONS, ImageDecoder, read_encoded
+from common.throughput.gpu_decode import GPU_OPTIONS, ImageDecoder, read_encoded
 
 __all__ = ["decode_report", "format_decode", "nvimgcodec_rate", "opencv_rate", "pixel_check"]
 

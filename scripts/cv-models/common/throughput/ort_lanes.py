@@ -6,7 +6,7 @@ stream (CUDA EP option ``user_compute_stream``) in its own thread:
     lane thread: batch -> pinned --H2D--> bound input; ORT run (IO binding);
                  [GPU post-processing]; bound outputs (or final rows) --D2H--> pinned; copy out
 
-The buffers, streams, events, threads and in-flight depth are ``common.gpu.lanes`` (shared with
+The buffers, streams, events, threads and in-flight depth are ``common.throughput.lanes`` (shared with
 the TensorRT backend); this module only says what one ORT lane enqueues.
 
 A batch runs on whichever lane is free. The pipeline keeps ``lanes + 1`` batches submitted,
@@ -14,7 +14,7 @@ so a free lane always finds the next batch waiting: one lane's copies, kernel la
 output copy overlap the others' kernels. Sessions get one intra-op thread and no spinning
 (the GPU does the work; spinning CPU threads would only take cores from the loaders).
 
-With ``enable_device_preprocess`` a lane also takes ``U8Batch`` (common.gpu.preprocess):
+With ``enable_device_preprocess`` a lane also takes ``U8Batch`` (common.throughput.gpu_preprocess):
 uint8 images go up and an NVRTC kernel writes the float input in place. ORT runs stay
 synchronous (its default): letting them return early (``disable_synchronize_execution_providers``)
 made ORT 1.31.1 free pinned buffers inside a CUDA host callback and abort the process
@@ -29,10 +29,10 @@ spans of per-kernel ORT runs at small batches vary with host load). A graph need
 CUDA EP (ORT refuses the session otherwise), so no run stages host memory. Tested in CI on the host doubles;
 see the measurements README for what ran on the GPU.
 
-With ``enable_device_postprocess`` (``DevicePostprocessing``) a lane runs ``common.gpu.postprocess``
+With ``enable_device_postprocess`` (``DevicePostprocessing``) a lane runs ``common.throughput.gpu_postprocess``
 on its stream after the ORT run and copies back only the final rows: ``infer`` / ``wait`` return
 ``[GpuDetections]``. Verified: the ORT lanes ran on an H100/H200 before the move to
-``common.gpu.lanes``; post-processing on the lanes is tested in CI through host doubles only.
+``common.throughput.lanes``; post-processing on the lanes is tested in CI through host doubles only.
 """
 
 from __future__ import annotations
@@ -46,12 +46,13 @@ from typing import Any
 import numpy as np
 
 from common.core.errors import UserError
+from common.eval.protocols import TensorSpec
 from common.gpu.cuda_mem import CudaMemory
-from common.gpu.lane_backend import LaneBackend, resolve_gpu_order
-from common.gpu.lanes import Collect, Lane, Staged, Staging
-from common.gpu.preprocess import U8Batch, U8Stager
 from common.ort.options import CUDA_EP
-from common.ort.session import OrtBackend, TensorSpec
+from common.ort.session import OrtBackend
+from common.throughput.gpu_preprocess import U8Batch, U8Stager
+from common.throughput.lane_backend import LaneBackend, resolve_gpu_order
+from common.throughput.lanes import Collect, Lane, Staged, Staging
 
 __all__ = [
     "OrtCudaBackend",
@@ -94,7 +95,7 @@ class _OrtBatch:
 
 @dataclass
 class _OrtLane:
-    """What one lane owns beside its stream and events (``common.gpu.lanes.Lane``)."""
+    """What one lane owns beside its stream and events (``common.throughput.lanes.Lane``)."""
 
     backend: OrtBackend  # the lane's own session
     io: dict[int, Any]  # batch size -> IO binding over the same buffers
@@ -106,8 +107,8 @@ class _OrtLane:
 
 class OrtCudaBackend(LaneBackend):
     """The CUDA EP behind IO binding, ``lanes`` sessions deep: an ``AsyncBackend`` with
-    ``DevicePreprocessing``, ``DevicePostprocessing``, ``LaneTiming`` (``common.gpu.lane_backend``)
-    and ``Warmup`` (common.eval.protocols). ``gpu_order``: ``common.gpu.lane_backend.resolve_gpu_order``.
+    ``DevicePreprocessing``, ``DevicePostprocessing``, ``LaneTiming`` (``common.throughput.lane_backend``)
+    and ``Warmup`` (common.eval.protocols). ``gpu_order``: ``common.throughput.lane_backend.resolve_gpu_order``.
 
     CUDA graph (module docstring): the CUDA EP option ``enable_cuda_graph`` ``"1"`` (``--cuda-graph``) insists
     on graph lanes (UserError when ORT can't capture), ``"0"`` refuses them; unset, ``graph`` decides:
