@@ -279,6 +279,136 @@ def _file(p: Path, text: str = "x") -> Path:
     return p
 
 
+# ----------------------------------------------------------------------------- defective data sets
+
+Edit = Callable[[dict, Path], None]
+
+
+def _set(s: Sandbox, t: Path, edit: Edit) -> list[str]:
+    """``--instances`` / ``--images-dir`` of a copy of the sandbox set's first 2 images, after ``edit``
+    (on the parsed JSON and the image folder) made it defective."""
+    data = json.loads(s.instances.read_text())
+    keep = sorted(im["id"] for im in data["images"])[:2]
+    images = t / "set" / "img"
+    images.mkdir(parents=True)
+    data["images"] = [im for im in data["images"] if im["id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    for im in data["images"]:
+        shutil.copyfile(s.images / im["file_name"], images / im["file_name"])
+    edit(data, images)
+    inst = t / "set" / "instances.json"
+    inst.write_text(json.dumps(data))
+    return ["--instances", str(inst), "--images-dir", str(images)]
+
+
+def _anns(data: dict, image_id: int | None = None) -> list[dict]:
+    return [a for a in data["annotations"] if image_id is None or a["image_id"] == image_id]
+
+
+def _ids_restart(data: dict, _: Path) -> None:
+    for im in data["images"]:
+        for k, a in enumerate(_anns(data, im["id"]), 1):
+            a["id"] = k
+
+
+def _set_first(key: str, value: object) -> Edit:
+    def edit(data: dict, _: Path) -> None:
+        data["annotations"][0][key] = value
+
+    return edit
+
+
+def _set_all(key: str, value: object) -> Edit:
+    def edit(data: dict, _: Path) -> None:
+        for a in data["annotations"]:
+            a[key] = value
+
+    return edit
+
+
+def _drop_all(*keys: str) -> Edit:
+    def edit(data: dict, _: Path) -> None:
+        for a in data["annotations"]:
+            for k in keys:
+                a.pop(k, None)
+
+    return edit
+
+
+def _box(index: int, value: float) -> Edit:
+    def edit(data: dict, _: Path) -> None:
+        data["annotations"][0]["bbox"][index] = value
+
+    return edit
+
+
+def _image_file(data: dict, folder: Path, n: int) -> Path:
+    return folder / sorted(data["images"], key=lambda im: im["id"])[n]["file_name"]
+
+
+def _downscale(data: dict, folder: Path) -> None:
+    p = _image_file(data, folder, 0)
+    img = cv2.imread(str(p))
+    cv2.imwrite(str(p), cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2)))
+
+
+def _exif(orientation: int) -> Edit:
+    def edit(data: dict, folder: Path) -> None:
+        from test_dataset_check import jpeg_with_orientation
+
+        p = _image_file(data, folder, 0)  # 1280x320: a 90-degree turn changes its size
+        p.write_bytes(jpeg_with_orientation(cv2.imread(str(p)), orientation))
+
+    return edit
+
+
+def _damage_image(how: str) -> Edit:
+    def edit(data: dict, folder: Path) -> None:
+        p = _image_file(data, folder, 1)
+        if how == "missing":
+            p.unlink()
+        elif how == "truncated":
+            p.write_bytes(p.read_bytes()[:-2])
+        elif how == "empty":
+            p.write_bytes(b"")
+        elif how == "folder":
+            p.unlink()
+            p.mkdir()
+
+    return edit
+
+
+def _dup_image(new_id: int | None) -> Edit:
+    def edit(data: dict, _: Path) -> None:
+        first = min(data["images"], key=lambda im: im["id"])
+        data["images"].append({**first, "id": first["id"] if new_id is None else new_id})
+
+    return edit
+
+
+def _dup_category(same: str) -> Edit:
+    def edit(data: dict, _: Path) -> None:
+        c = data["categories"][0]
+        twin = {"id": c["id"] if same == "id" else 990, "name": c["name"] if same == "name" else "x"}
+        data["categories"].append(twin)
+
+    return edit
+
+
+def _nan_box(data: dict, _: Path) -> None:
+    data["annotations"][0]["bbox"][2] = float("nan")  # json.dumps writes NaN, which json.loads reads back
+
+
+def _outside(data: dict, _: Path) -> None:
+    a = data["annotations"][0]
+    im = next(im for im in data["images"] if im["id"] == a["image_id"])
+    a["bbox"] = [im["width"] + 5.0, 1.0, 10.0, 10.0]
+
+
+def _ds(s: Sandbox, t: Path, edit: Edit, *extra: str) -> list[str]:
+    return [*_eval(s, t, *extra), *_set(s, t, edit)]
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -359,6 +489,36 @@ CASES: list[Case] = [
     C("eval-dynamic-model-imgsz-0", EVAL, lambda s, t: _eval(s, t, "--imgsz", "0", model=s.dynamic_model), "--imgsz"),
     C("eval-dynamic-model-imgsz-33", EVAL, lambda s, t: _eval(s, t, "--imgsz", "33", model=s.dynamic_model),
       "--imgsz"),
+    # --- eval: the dataset check (before the model loads)
+    C("data-ann-ids-restart-per-image", EVAL, lambda s, t: _ds(s, t, _ids_restart), "annotation id 1"),
+    C("data-ann-ids-all-equal", EVAL, lambda s, t: _ds(s, t, _set_all("id", 7)), "annotation id 7"),
+    C("data-ann-id-zero", EVAL, lambda s, t: _ds(s, t, _set_first("id", 0)), "has id 0"),
+    C("data-ann-id-negative", EVAL, lambda s, t: _ds(s, t, _set_first("id", -3)), "has id -3"),
+    C("data-ann-id-string", EVAL, lambda s, t: _ds(s, t, _set_first("id", "a1")), "has id 'a1'"),
+    C("data-ann-id-missing", EVAL, lambda s, t: _ds(s, t, _drop_all("id")), "has no 'id'"),
+    C("data-image-downscaled", EVAL, lambda s, t: _ds(s, t, _downscale), "decodes to 640x160"),
+    C("data-image-exif-rotated", EVAL, lambda s, t: _ds(s, t, _exif(6)), "EXIF orientation 6"),
+    C("data-image-exif-transposed", EVAL, lambda s, t: _ds(s, t, _exif(8)), "EXIF orientation 8"),
+    C("data-box-negative-width", EVAL, lambda s, t: _ds(s, t, _box(2, -20.0)), "width and height must be > 0"),
+    C("data-box-zero-height", EVAL, lambda s, t: _ds(s, t, _box(3, 0.0)), "width and height must be > 0"),
+    C("data-box-nan", EVAL, lambda s, t: _ds(s, t, _nan_box), "not finite"),
+    C("data-box-outside-image", EVAL, lambda s, t: _ds(s, t, _outside), "wholly outside"),
+    C("data-image-entry-duplicated", EVAL, lambda s, t: _ds(s, t, _dup_image(None)), "listed 2 times"),
+    C("data-image-file-under-two-ids", EVAL, lambda s, t: _ds(s, t, _dup_image(999)), "listed under ids"),
+    C("data-image-missing", EVAL, lambda s, t: _ds(s, t, _damage_image("missing")), "--skip-unreadable-images"),
+    C("data-image-truncated", EVAL, lambda s, t: _ds(s, t, _damage_image("truncated")), "end-of-image"),
+    C("data-image-empty", EVAL, lambda s, t: _ds(s, t, _damage_image("empty")), "empty"),
+    C("data-image-is-folder", EVAL, lambda s, t: _ds(s, t, _damage_image("folder")), "a folder"),
+    C("data-iscrowd-not-0-1", EVAL, lambda s, t: _ds(s, t, _set_first("iscrowd", "no")), "iscrowd 'no'"),
+    C("data-area-negative", EVAL, lambda s, t: _ds(s, t, _set_first("area", -5)), "area -5"),
+    C("data-category-id-twice", EVAL, lambda s, t: _ds(s, t, _dup_category("id")), "defined more than once"),
+    C("data-category-name-twice", EVAL, lambda s, t: _ds(s, t, _dup_category("name")), "several ids"),
+    C("data-trt-ann-ids-restart", EVAL_TRT, lambda s, t: [*_eval_trt(s, t, "--engine-path", str(s.engine), "--out",
+      str(t / "m.json")), *_set(s, t, _ids_restart)], "annotation id 1"),
+    C("data-validate-ann-ids-restart", VALIDATE, lambda s, t: [*_validate(s, t), *_set(s, t, _ids_restart)],
+      "annotation id 1"),
+    C("data-calib-truncated-image", CALIB, lambda s, t: ["--images-dir", str(_set(s, t, _damage_image("truncated"))[3]),
+      "--num-images", "0", "--imgsz", "64", "--no-progress", "--out", str(t / "c.npy")], "end-of-image"),
     # --- eval (TensorRT): refused before a build or an engine is opened
     C("eval-trt-no-model", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--out", str(t / "m.json")), "--engine-path"),
     C("eval-trt-out-is-engine", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--engine-path", str(s.engine), "--out",
@@ -883,3 +1043,72 @@ def test_matrix_table():
     print("\n| case | rc | message |\n|---|---|---|")
     for case, (rc, msg) in RESULTS.items():
         print(f"| {case} | {rc} | {msg.replace('|', '/')} |")
+
+
+# ----------------------------------------------------------------------------- dataset warnings: rc 0, in metrics.json
+
+
+def _eval_set(s: Sandbox, t: Path, edit: Edit, capsys, *extra: str) -> tuple[int, str, dict]:
+    """An evaluation of the 2-image set after ``edit``; (rc, stderr, metrics.json) with every input unchanged."""
+    argv = _ds(s, t, edit, *extra)
+    before = _snapshot(sb_root := s.root, t / "set")
+    rc, _, err = _run(EVAL, argv, capsys)
+    assert _snapshot(sb_root, t / "set") == before
+    assert "Traceback" not in err
+    return rc, err, json.loads((t / "m.json").read_text()) if rc == 0 else {}
+
+
+def _coco_engines() -> list[str]:
+    from common.data.coco import faster_coco_eval_available
+
+    return ["pycocotools", "faster-coco-eval"] if faster_coco_eval_available() else ["pycocotools"]
+
+
+def _box_areas(data: dict, _: Path) -> None:
+    for a in data["annotations"]:
+        a["iscrowd"], a["area"] = 0, float(a["bbox"][2] * a["bbox"][3])
+
+
+@pytest.mark.parametrize("engine", _coco_engines())
+def test_missing_iscrowd_and_area_are_filled_the_same_for_either_engine(sb, tmp_path, capsys, engine):
+    """Absent iscrowd/area score exactly as iscrowd 0 and area = w x h written out (what COCO defines)."""
+    rc, _, clean = _eval_set(sb, tmp_path / "clean", _box_areas, capsys, "--coco-eval", engine)
+    assert rc == 0
+    rc, err, m = _eval_set(sb, tmp_path / "bare", _drop_all("iscrowd", "area"), capsys, "--coco-eval", engine)
+    assert rc == 0, err
+    assert m["metrics"]["coco_stats"] == clean["metrics"]["coco_stats"]  # filled as COCO defines: same numbers
+    n = len(_anns(json.loads((tmp_path / "bare" / "set" / "instances.json").read_text())))
+    assert m["dataset_check"]["filled"] == {"iscrowd": n, "area": n}
+    (w,) = [w for w in m["warnings"] if "iscrowd 0, area = box width x height" in w]
+    assert w in m["dataset_check"]["warnings"] and err.count(w) == 1  # printed once, recorded
+
+
+def _beyond(data: dict, _: Path) -> None:
+    data["annotations"][0]["bbox"][0] = -6.0
+
+
+def _no_size(data: dict, _: Path) -> None:
+    for im in data["images"]:
+        del im["width"], im["height"]
+
+
+@pytest.mark.parametrize(
+    "edit, extra, needle",
+    [
+        (_beyond, (), "beyond their image"),
+        (_no_size, (), "have no width/height"),
+        (_exif(3), (), "EXIF orientation"),
+        (_damage_image("missing"), ("--skip-unreadable-images",), "left out of the evaluation"),
+        (_damage_image("truncated"), ("--skip-unreadable-images",), "left out of the evaluation"),
+    ],
+    ids=["box-beyond-image", "image-without-size", "exif-flip-same-size", "skip-missing", "skip-truncated"],
+)
+def test_dataset_warnings_land_in_metrics(sb, tmp_path, capsys, edit, extra, needle):
+    rc, err, m = _eval_set(sb, tmp_path, edit, capsys, *extra)
+    RESULTS[f"data-warning-{needle.split()[0]}"] = (rc, next((ln for ln in err.splitlines() if needle in ln), ""))
+    assert rc == 0, err
+    (w,) = [w for w in m["dataset_check"]["warnings"] if needle in w]
+    assert w in m["warnings"] and f"warning: {w}" in err
+    if extra:
+        (skipped,) = m["dataset_check"]["skipped_images"]
+        assert skipped["image_id"] not in m["image_ids"] and m["metrics"]["num_images"] == 1

@@ -14,6 +14,7 @@ from pathlib import Path
 from common.core.cli import check_imgsz, check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_paths
+from common.data.check import SKIP_FLAG, check_image_files, describe
 from common.quant.calib import (
     build_calib_tensor,
     list_images_dir,
@@ -43,6 +44,11 @@ def build_parser():
     parser.add_argument(
         "--out", required=True, help="output .npy (sidecars OUT.json and OUT.txt are written beside it)"
     )
+    parser.add_argument(
+        SKIP_FLAG,
+        action="store_true",
+        help="leave missing or unreadable images out (listed in OUT.json) instead of refusing (default: refuse)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -67,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs: dict[str, Path | None] = {"--image-list": Path(args.image_list) if args.image_list else None}
     inputs.update({f"image {i}": im.path for i, im in enumerate(images)})
     check_output_paths({"--out": Path(args.out), "--out sidecar": json_path, "--out image list": txt_path}, inputs)
+    keep, report = check_image_files([im.path for im in images], args.skip_unreadable_images)
+    images = [images[i] for i in keep]
+    print(f"image check: {describe(report)}")
+    source["dataset_check"] = report.to_dict()
     record = build_calib_tensor(images, args.out, size=args.imgsz, progress=not args.no_progress, meta=source)
     print(f"wrote {args.out} shape={record['shape']} float32; image ids in {json_path}, paths in {txt_path}")
     return 0

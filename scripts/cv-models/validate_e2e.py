@@ -26,6 +26,7 @@ from typing import Any
 from common.core.cli import check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_dir, run_dir, timestamp
+from common.data.check import SKIP_FLAG, check_dataset, describe
 from common.eval.cli import DEFAULT_DATA_ROOT, check_eval_ranges, check_onnx_input, dataset_paths
 from common.eval.pipeline import default_workers
 from common.model.yolov10 import LAYOUTS
@@ -83,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output-root", type=Path, default=Path("tmp"), help="runs go to <output-root>/<task>/<timestamp>/")
     b.add_argument("--task", default="validate", help="run folder name under --output-root (default: %(default)s)")
     b.add_argument("--step-timeout", type=float, default=3600, help="seconds per build/eval subprocess (default 3600)")
+    _add_dataset_args(parser)
+    _add_parity_args(parser)
+    # TEST HOOK (not for users): a worker script that installs a simulated TensorRT-RTX runtime in its own process
+    # (tests/validate_double_worker.py: tests/trt_double.py, ONNX Runtime on the CPU) and then runs the worker; the
+    # TensorRT rows run it after a real build. The product never imports the double.
+    parser.add_argument("--trt-runtime-double", type=Path, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
     d = parser.add_argument_group("dataset and evaluation (passed to every evaluator)")
     d.add_argument(
         "--data-root",
@@ -99,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="first N images by id; <= 0: all (default 100; with --image-ids-list: the whole list)",
     )
     d.add_argument("--image-ids-list", type=Path, default=None, help="text file of image ids, one per line")
+    d.add_argument(
+        SKIP_FLAG,
+        action="store_true",
+        help="leave missing or unreadable images out of every evaluation instead of refusing (default: refuse)",
+    )
     d.add_argument("--imgsz", type=int, default=640, help="square network input size (default 640)")
     d.add_argument("--conf", type=float, default=0.001, help="score threshold of the evaluation (default 0.001)")
     d.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
@@ -106,12 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output-format", choices=("auto", *LAYOUTS), default="auto", help="model output layout")
     d.add_argument("--workers", type=int, default=default_workers(), help="image loader threads per evaluator")
     d.add_argument("--warmup-runs", type=int, default=10, help="warm-up inferences before timing (default 10)")
-    _add_parity_args(parser)
-    # TEST HOOK (not for users): a worker script that installs a simulated TensorRT-RTX runtime in its own process
-    # (tests/validate_double_worker.py: tests/trt_double.py, ONNX Runtime on the CPU) and then runs the worker; the
-    # TensorRT rows run it after a real build. The product never imports the double.
-    parser.add_argument("--trt-runtime-double", type=Path, default=None, help=argparse.SUPPRESS)
-    return parser
 
 
 def _add_parity_args(parser: argparse.ArgumentParser) -> None:
@@ -182,6 +192,8 @@ def eval_args(args: argparse.Namespace) -> list[str]:
         value = getattr(args, flag)
         if value is not None:
             out += [f"--{flag.replace('_', '-')}", str(value)]
+    if args.skip_unreadable_images:
+        out.append(SKIP_FLAG)
     return out
 
 
@@ -364,6 +376,8 @@ def _open_inputs(args: argparse.Namespace) -> _Inputs:
 
     instances, images = dataset_paths(args)
     dataset = open_dataset(instances, images, args.max_images, args.image_ids_list)
+    dataset.check_report = check_dataset(dataset, args.skip_unreadable_images)
+    print(f"dataset check: {describe(dataset.check_report)}")
     base_label, cand_label = V.model_labels(
         args.onnx_path,
         args.candidate or (Path(f"{args.onnx_path.stem}.{args.quantize}.onnx") if args.quantize else None),

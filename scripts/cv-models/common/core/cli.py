@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from common.core import notes
 from common.core.errors import UserError
 
 __all__ = [
@@ -74,6 +75,7 @@ def make_parser(description: str, examples: Sequence[str]) -> argparse.ArgumentP
 def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in args or "--verbose" in args
+    notes.reset()
     try:
         return int(main(args) or 0)
     except UserError as exc:

@@ -31,6 +31,7 @@ __all__ = [
     "check_output_paths",
     "current_umask",
     "dumps_json",
+    "image_ids_sha256",
     "latency_stats",
     "remove_if_empty",
     "run_dir",
@@ -246,6 +247,15 @@ def check_output_dir(flag: str, folder: str | os.PathLike[str] | None) -> None:
     _, why = _writable_folder(d / "probe")
     if why:
         raise UserError(f"{flag} {d}: {why}; choose a writable output location")
+
+
+def image_ids_sha256(ids: Sequence[int]) -> str:
+    """The fingerprint of an evaluated image set (order and duplicates ignored): sha256 of the sorted
+    distinct ids written as ``1,2,3``. Two runs with the same value scored the same images."""
+    import hashlib
+
+    text = ",".join(str(int(i)) for i in sorted(set(ids)))
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from common.core.errors import UserError
+from common.core.notes import warn
 
 __all__ = [
     "COCO80_NAMES",
@@ -147,6 +147,7 @@ class CocoDataset:
     coco: Any  # pycocotools.coco.COCO
     image_ids: list[int]
     class_to_category: np.ndarray  # [80] model class index -> COCO category id (-1: absent)
+    check_report: Any = None  # common.data.check.DatasetCheck once the dataset check ran
 
     def image_path(self, image_id: int) -> Path:
         return self.images_dir / self.coco.imgs[image_id]["file_name"]
@@ -203,17 +204,31 @@ def check_instances(data: Any, path: Path) -> None:
             raise UserError(f"{where}: images[{i}] has id {got!r}; image ids must be integers")
         if not isinstance(im.get("file_name"), str) or not im["file_name"]:
             raise UserError(f"{where}: image {im['id']} has no file_name")
-    cat_ids = set()
+    cat_ids: set[int] = set()
+    names: set[str] = set()
     for i, c in enumerate(data["categories"]):
         if not isinstance(c, dict) or not _is_int(c.get("id")) or not isinstance(c.get("name"), str):
             raise UserError(f"{where}: categories[{i}] needs an integer id and a name, got {c!r}"[:300])
+        if c["id"] in cat_ids:
+            raise UserError(f"{where}: category id {c['id']} is defined more than once in 'categories'; list it once")
+        if c["name"] in names:
+            raise UserError(
+                f"{where}: category name {c['name']!r} is defined under several ids; the model's class could be "
+                "scored against only one of them: give each category its own name"
+            )
         cat_ids.add(c["id"])
+        names.add(c["name"])
     if not cat_ids:
         raise UserError(f"{where}: 'categories' is empty; it must list the classes (COCO-80 names)")
     img_ids = {im["id"] for im in data["images"]}
     for i, a in enumerate(data["annotations"]):
         if not isinstance(a, dict):
             raise UserError(f"{where}: annotations[{i}] is a {type(a).__name__}, expected an object")
+        if "id" not in a:
+            raise UserError(
+                f"{where}: annotations[{i}] has no 'id'; COCOeval needs a unique positive integer id per "
+                "annotation: number them 1..N"
+            )
         if not _is_int(a.get("image_id")) or a["image_id"] not in img_ids:
             raise UserError(f"{where}: annotations[{i}] has image_id {a.get('image_id')!r}, which no image has")
         if not _is_int(a.get("category_id")) or a["category_id"] not in cat_ids:
@@ -284,10 +299,9 @@ def select_image_ids(coco: Any, max_images: int | None, ids_list: str | os.PathL
         listed = read_id_list(ids_list)
         ids = list(dict.fromkeys(listed))
         if len(ids) != len(listed):
-            print(
-                f"warning: --image-ids-list {ids_list}: {len(listed) - len(ids)} duplicate id(s) ignored; "
-                f"{len(ids)} distinct images",
-                file=sys.stderr,
+            warn(
+                f"--image-ids-list {ids_list}: {len(listed) - len(ids)} duplicate id(s) ignored; "
+                f"{len(ids)} distinct images"
             )
         unknown = [i for i in ids if i not in coco.imgs]
         if unknown:
@@ -333,10 +347,9 @@ def open_dataset(
     if odd:
         shown = ", ".join(odd[:5]) + (" ..." if len(odd) > 5 else "")
         what = f"{len(odd)} categor{'y' if len(odd) == 1 else 'ies'}"
-        print(
-            f"warning: {what} of {instances} match no COCO-80 class name ({shown}): the model cannot detect "
-            "them, so their AP counts as 0 in mAP",
-            file=sys.stderr,
+        warn(
+            f"{what} of {instances} match no COCO-80 class name ({shown}): the model cannot detect "
+            "them, so their AP counts as 0 in mAP"
         )
     return CocoDataset(Path(instances), images, coco, ids, table)
 

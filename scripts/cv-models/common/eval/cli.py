@@ -15,15 +15,18 @@ import numpy as np
 
 from common.core.cli import check_imgsz, check_range
 from common.core.errors import UserError
+from common.core.notes import collected
 from common.core.results import (
     METRICS_SCHEMA_VERSION,
     atomic_write_json,
     check_output_paths,
+    image_ids_sha256,
     remove_if_empty,
     run_dir,
     sha256_file,
 )
 from common.core.sysinfo import run_metadata
+from common.data.check import SKIP_FLAG, check_dataset, describe
 from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset, open_dataset, users_metrics
 from common.data.loading import ThreadLoaders
 from common.eval.options import DECODES, LOADERS, POSTPROCESS_MODES, PREPROCESS_MODES, check_decode, check_loaders
@@ -100,6 +103,12 @@ def _add_dataset_args(d: argparse._ArgumentGroup) -> None:
         type=Path,
         default=None,
         help="text file of image ids, one per line: all of them are evaluated (duplicates once)",
+    )
+    d.add_argument(
+        SKIP_FLAG,
+        action="store_true",
+        help="leave missing or unreadable images out of the evaluation (listed in metrics.json "
+        "dataset_check.skipped_images) instead of refusing the run (default: refuse)",
     )
 
 
@@ -294,11 +303,14 @@ def check_eval_outputs(args: argparse.Namespace, model_inputs: dict[str, Path | 
 
 def prepare_eval(args: argparse.Namespace, model_inputs: dict[str, Path | None]) -> CocoDataset:
     """Every usage check of an evaluator run, before a backend is made or an engine built: the flag
-    ranges, the output paths, and the dataset (instances file, images, selected ids). Returns the dataset."""
+    ranges, the output paths, the dataset (instances file, images, selected ids) and its check
+    (``common.data.check``: the selected images' headers and annotations). Returns the dataset."""
     check_eval_ranges(args)
     check_eval_outputs(args, model_inputs)
     instances, images = dataset_paths(args)
-    return open_dataset(instances, images, args.max_images, args.image_ids_list)
+    dataset = open_dataset(instances, images, args.max_images, args.image_ids_list)
+    dataset.check_report = check_dataset(dataset, getattr(args, "skip_unreadable_images", False))
+    return dataset
 
 
 def eval_options(args: argparse.Namespace) -> EvalOptions:
@@ -362,8 +374,9 @@ def describe_selection(args: argparse.Namespace, ids: Sequence[int]) -> str:
     return f"images: {len(ids)} ({source}; ids {shown})"
 
 
-def format_report(result: EvalResult, metrics: dict[str, Any], backend: Backend) -> str:
+def format_report(result: EvalResult, metrics: dict[str, Any], backend: Backend, dataset: CocoDataset) -> str:
     t = result.timings
+    check = f"{describe(dataset.check_report)}" if dataset.check_report is not None else "not run"
     lines = [
         result.summary_table.rstrip(),
         "",
@@ -382,6 +395,7 @@ def format_report(result: EvalResult, metrics: dict[str, Any], backend: Backend)
         f"({t['postprocess_mode']}, overlapped)",
         f"{'end to end':<22}{t['end_to_end_images_per_s']:.1f} img/s  ({t['wall_seconds']:.2f} s)",
         f"{'COCOeval':<22}{t['eval_seconds']:.2f} s",
+        f"{'dataset check':<22}{check}",
     ]
     return "\n".join(lines)
 
@@ -423,6 +437,8 @@ def run_eval(
         "max_images": args.max_images,
         "image_ids_list": str(args.image_ids_list) if args.image_ids_list else None,
         "image_ids": list(dataset.image_ids),
+        "image_ids_sha256": image_ids_sha256(dataset.image_ids),
+        "dataset_check": dataset.check_report.to_dict() if dataset.check_report is not None else None,
         "warmup_runs": args.warmup_runs,
         "skip_latency": args.skip_latency,
         "conf": args.conf,
@@ -445,7 +461,8 @@ def run_eval(
         },
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
     }
-    print(format_report(result, metrics, backend))
+    payload["warnings"] = collected()
+    print(format_report(result, metrics, backend, dataset))
     if detections_path is not None:
         atomic_write_json(detections_path, result.detections, indent=None)
         print(f"detections: {detections_path}")
