@@ -23,10 +23,18 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 VERSIONS = ("10.7.0", "10.13.3.9", "11.4.0.106")
 LAYOUTS = {"frontend": ("", "tensorrt"), "bindings": ("-bindings", "tensorrt_bindings")}
-MODULES = ("tests/test_trt_conformance.py", "tests/test_trt_runtime.py", "tests/test_trt_edge_cases.py")
+MODULES = (
+    "tests/test_trt_conformance.py",
+    "tests/test_trt_runtime.py",
+    "tests/test_trt_runner.py",
+    "tests/test_trt_edge_cases.py",
+)
 # The evaluator comparisons and the GPU pre-processing pipeline run once, in the main session (tensorrt-rtx API):
 # they exercise the pipeline, not version-dependent TensorRT calls, and cost ~30 s per run.
-DESELECT = "not reproduces_ort_evaluator and not dynamic_batch_matches_ort and not device_preprocessing"
+DESELECT = (
+    "not reproduces_ort_evaluator and not dynamic_batch_matches_ort and not device_preprocessing "
+    "and not lanes_0_runs_one_plain_runner"
+)
 
 
 def api_dir(version: str, layout: str = "frontend") -> Path:

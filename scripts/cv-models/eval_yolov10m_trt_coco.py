@@ -29,8 +29,9 @@ from common.eval.cli import (
 )
 from common.eval.options import GPU_ORDERS
 from common.throughput.trt_lanes import TrtBackend
-from common.trt.api import add_api_args, load_api
+from common.trt.api import TrtApi, add_api_args, load_api
 from common.trt.build import add_build_args, build_from_args, metadata_path
+from common.trt.runner import TrtRunner
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,11 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2,
         help="execution contexts of the engine, each on its own CUDA stream, running batches "
-        "concurrently (lanes + 1 batches in flight; default 2, not measured on a real engine)",
+        "concurrently (lanes + 1 batches in flight; default 2, not measured on a real engine); 0: one plain "
+        "runner (one context, one stream, no threads, one batch at a time; CPU pre- and post-processing): "
+        "the first run to try on a new machine",
     )
     t.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help=GPU_ORDER_HELP)
     add_eval_args(parser, task="eval-trt")
     return parser
+
+
+def open_backend(
+    engine_path: Path,
+    api: TrtApi,
+    lanes: int,
+    gpu_order: str,
+    cuda_graph: bool,
+    verbosity: str,
+    runtime_cache: Path | None,
+) -> TrtRunner | TrtBackend:
+    """``lanes`` 0: one plain runner; otherwise that many runners on lanes."""
+    runner = TrtRunner.open(engine_path, api, cuda_graph=cuda_graph, verbosity=verbosity, runtime_cache=runtime_cache)
+    if lanes == 0:
+        return runner
+    return TrtBackend(runner, lanes=lanes, gpu_order=gpu_order)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,8 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("give --engine-path ENGINE, or --onnx-path ONNX to build (or reuse) an engine")
     # every usage check before a build or an engine is opened
     check_eval_ranges(args)
-    if args.lanes < 1:
-        raise UserError(f"--lanes must be >= 1, got {args.lanes}")
+    if args.lanes < 0:
+        raise UserError(f"--lanes must be >= 0 (0: one plain runner, no threads), got {args.lanes}")
     building = args.onnx_path is not None
     model_inputs = {"--onnx-path": args.onnx_path} if building else {"--engine-path": args.engine_path}
     # written by the build (engine, timing cache) or saved after the run (runtime cache)
@@ -101,15 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         engine_path = args.engine_path
         model_path = engine_path
-    backend = TrtBackend.open(
-        engine_path,
-        api,
-        lanes=args.lanes,
-        gpu_order=args.gpu_order,
-        cuda_graph=args.cuda_graph,
-        verbosity=verbosity,
-        runtime_cache=args.runtime_cache,
-    )
+    backend = open_backend(engine_path, api, args.lanes, args.gpu_order, args.cuda_graph, verbosity, args.runtime_cache)
     try:
         return run_eval(args, backend, model_path, {"trt": extra} if extra else None, dataset=dataset)
     finally:

@@ -33,6 +33,7 @@ from common.core.results import (
 )
 from common.trt.api import add_api_args, load_api
 from common.trt.build import parse_shapes
+from common.trt.runner import TrtRunner
 from common.trt.runtime import TrtSession
 
 STAGES = {
@@ -192,9 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_output_paths({"--runtime-cache": args.runtime_cache}, inputs)
     api = load_api(args.trt_api)
     verbosity = "verbose" if args.verbose else args.trt_verbosity
-    with TrtSession(
-        args.engine_path, api, cuda_graph=args.cuda_graph, verbosity=verbosity, runtime_cache=args.runtime_cache
-    ) as session:
+    with TrtRunner.open(
+        args.engine_path,
+        api,
+        cuda_graph=args.cuda_graph,
+        verbosity=verbosity,
+        runtime_cache=args.runtime_cache,
+        image_input=False,
+    ) as runner:
+        session = runner.session
         names = [t.name for t in session.inputs]
         for name in [*given, *shapes]:
             if name not in names:

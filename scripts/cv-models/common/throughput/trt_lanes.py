@@ -1,7 +1,8 @@
-"""TensorRT on lanes: ``TrtBackend``, the evaluator's backend over one or more ``TrtSession`` contexts of one engine.
+"""TensorRT on lanes: ``TrtBackend``, the evaluator's backend over several plain runners of one engine.
 
-Each lane is an execution context on its own stream (``common.throughput.lanes``, shared with the ONNX Runtime
-IO-binding lanes); GPU pre- and post-processing kernels run on the lane's stream.
+Each lane is one ``common.trt.runner.TrtRunner`` (an execution context on its own stream) driven by
+``common.throughput.lanes`` (shared with the ONNX Runtime IO-binding lanes); GPU pre- and post-processing
+kernels run on the lane's stream. A batch's host copy and upload happen before the lane's turn on the GPU.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from common.throughput.gpu_preprocess import U8Stager
 from common.throughput.lane_backend import LaneBackend, resolve_gpu_order
 from common.throughput.lanes import Collect, Lane, Staged
 from common.trt.api import TrtApi
+from common.trt.runner import TrtRunner
 from common.trt.runtime import DeviceFeed, TrtSession
 
 __all__ = ["TrtBackend"]
 
 
 class TrtBackend(LaneBackend):
-    """The evaluator's backend over TrtSessions: one image input, outputs in engine order.
+    """The evaluator's backend over ``lanes`` TrtRunners of one engine: one image input, outputs in engine order.
 
-    ``lanes`` execution contexts of the one engine, each on its own stream (``common.throughput.lanes``, shared
-    with the ONNX Runtime IO-binding backend): an ``AsyncBackend`` with ``lanes + 1`` batches in flight,
+    Each runner is an execution context on its own stream; the lanes (``common.throughput.lanes``, shared
+    with the ONNX Runtime IO-binding backend) make it an ``AsyncBackend`` with ``lanes + 1`` batches in flight,
     ``DevicePreprocessing`` (``--preprocess gpu-*``: the kernels of ``common.throughput.gpu_preprocess`` write the
     engine's input buffer on the lane's stream), ``DevicePostprocessing`` (``common.throughput.gpu_postprocess`` on
     the lane's stream after compute; only the final rows come back), ``Warmup`` and ``LaneTiming``.
@@ -41,58 +43,55 @@ class TrtBackend(LaneBackend):
 
     def __init__(
         self,
-        session: TrtSession,
+        runner: TrtRunner | TrtSession,
         prep_factory: Callable[[], Any] | None = None,
         lanes: int = 1,
         post_kernels: Callable[[], Any] | None = None,
         gpu_order: str = "auto",
     ) -> None:
-        if len(session.inputs) != 1:
-            names = ", ".join(t.name for t in session.inputs)
-            raise UserError(f"{session.engine_path}: expected one image input, the engine has {names}")
-        if lanes < 1:
-            raise UserError(f"--lanes must be >= 1, got {lanes}")
-        overlap = resolve_gpu_order(gpu_order, False, 1)  # TensorRT's enqueue returns at once: auto is serial
-        self.session = session
-        self.name = session.api.name
-        self._input = session.inputs[0]
-        self.mem, self.device_id = session.mem, int(getattr(session.mem, "device", 0))
-        self._prep_factory = prep_factory
-        self._post_kernels = post_kernels
-        sessions = [session]
+        """``runner``: the first lane (a bare ``TrtSession`` is wrapped); the others share its engine.
+        This backend owns it from here on (closed by ``close``, or now if construction fails)."""
+        first = runner if isinstance(runner, TrtRunner) else _wrap(runner)
+        runners = [first]
         try:
+            if lanes < 1:
+                raise UserError(f"--lanes must be >= 1, got {lanes}")
+            overlap = resolve_gpu_order(gpu_order, False, 1)  # TensorRT's enqueue returns at once: auto is serial
             for _ in range(lanes - 1):
-                sessions.append(
-                    TrtSession(
-                        session.engine_path,
-                        session.api,
-                        memory=session.mem,
-                        cuda_graph=session.cuda_graph,
-                        share=session,
+                runners.append(
+                    TrtRunner.open(
+                        first.session.engine_path, first.session.api, share=first, cuda_graph=first.session.cuda_graph
                     )
                 )
         except BaseException:
-            for extra in sessions[1:]:
-                extra.close()
+            for r in reversed(runners):
+                r.close()
             raise
+        self.runner, self.session = first, first.session
+        self.name = first.name
+        self._input = first.engine_input
+        self.mem, self.device_id = first.session.mem, int(getattr(first.session.mem, "device", 0))
+        self._prep_factory = prep_factory
+        self._post_kernels = post_kernels
         self._start_lanes(
-            [Lane(session.mem, _TrtLane(s), stream=s.stream, owns_stream=False) for s in sessions], "trt-lane", overlap
+            [Lane(r.session.mem, _TrtLane(r), stream=r.session.stream, owns_stream=False) for r in runners],
+            "trt-lane",
+            overlap,
         )
 
     @classmethod
     def open(
         cls, engine_path: str | os.PathLike[str], api: TrtApi, lanes: int = 1, gpu_order: str = "auto", **kwargs: Any
     ) -> TrtBackend:
-        return cls(TrtSession(engine_path, api, **kwargs), lanes=lanes, gpu_order=gpu_order)
+        return cls(TrtRunner.open(engine_path, api, **kwargs), lanes=lanes, gpu_order=gpu_order)
 
     @property
     def input(self) -> TensorSpec:
-        spec = self._input.spec()
-        return TensorSpec(spec.name, spec.shape, np.dtype(np.float32))  # infer() takes float32 and casts
+        return self.runner.input
 
     @property
     def outputs(self) -> Sequence[TensorSpec]:
-        return [o.spec() for o in self.session.outputs]
+        return self.runner.outputs
 
     def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
         """Return ``[GpuDetections]`` from now on. The output's shape after the batch axis must be static
@@ -105,34 +104,26 @@ class TrtBackend(LaneBackend):
                 f"{first.name} is {list(first.shape)}: use --postprocess cpu"
             )
         dims2 = (int(dims[0]), int(dims[1]))
-        self._set_postprocess(layout, input_hw, opts, dims2, first.dtype, self._max_batch())
-
-    def _max_batch(self) -> int:
-        t = self._input
-        if t.shape[0] >= 0:
-            return int(t.shape[0])
-        if t.profile:
-            return int(t.profile[2][0])
-        raise UserError(f"input {t.name!r} has a dynamic batch axis and no profile")
+        self._set_postprocess(layout, input_hw, opts, dims2, first.dtype, self.runner.max_batch())
 
     # ------------------------------------------------------------------ running
     def _prepare(self, lane: Lane, batch: np.ndarray | U8Batch) -> Staged:
-        """A ``U8Batch`` goes into the lane's pinned staging and up now (before the lane's turn on the GPU);
-        the feed then runs its kernel. Host float arrays are staged and copied by the session."""
-        if isinstance(batch, U8Batch):
-            stager = lane.worker.stager
-            if stager is None:
-                raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
-            filled = stager.fill(batch, lane.stream)
-            return Staged(DeviceFeed(batch.shape, np.dtype(np.float32), filled.launch), filled.copy)
-        return Staged(np.ascontiguousarray(batch, dtype=self._input.dtype))
-
-    def _enqueue(self, lane: Lane, feed: np.ndarray | DeviceFeed) -> Collect:
+        """Before the lane's turn on the GPU: a ``U8Batch`` goes into the lane's pinned staging and up (its
+        kernel then runs in the turn); a float batch goes into the runner's pinned buffer and up."""
         w: _TrtLane = lane.worker
-        collect = w.session.enqueue({self._input.name: feed}, post=w.post)
-        if w.post is not None:
-            return lambda: [collect()]
-        return lambda: (lambda outs: [outs[o.name] for o in w.session.outputs])(collect())
+        if isinstance(batch, U8Batch):
+            if w.stager is None:
+                raise UserError(f"backend not set up for --preprocess {batch.mode} (enable_device_preprocess)")
+            filled = w.stager.fill(batch, lane.stream)
+            return Staged(DeviceFeed(batch.shape, np.dtype(np.float32), filled.launch), filled.copy)
+        upload = w.runner.stage(batch)
+        return Staged(None, lambda stream: upload())
+
+    def _enqueue(self, lane: Lane, feed: DeviceFeed | None) -> Collect:
+        w: _TrtLane = lane.worker
+        if feed is not None:
+            w.runner.stage(feed)()  # the pre-processing kernel writes the input buffer, in the lane's turn
+        return w.runner.launch(post=w.post)
 
     def warmup(self, batch: int, runs: int) -> None:
         """``runs`` runs of a zero batch on every lane (each context's first runs, TensorRT-RTX's
@@ -141,10 +132,15 @@ class TrtBackend(LaneBackend):
         dummy = np.zeros((batch, *shape[1:]), np.float32)  # float: valid whatever pre-processing is enabled
         for i in range(len(self._lanes.lanes)):  # on each lane's own thread, where its batches will run
             self._lanes.call_on(i, lambda lane: [self._lanes.run_on(lane, dummy) for _ in range(runs)])
+        for lane in self._lanes.lanes:
+            lane.worker.runner.mark_warm()
 
     def metadata(self) -> dict[str, Any]:
         meta = self.session.describe()
         meta.update(self._lane_metadata())
+        runners = [lane.worker.runner for lane in self._lanes.lanes]
+        meta["cuda_graph_captures"] = sum(r.session.graph_captures for r in runners)
+        meta["cuda_graph_captures_after_warmup"] = sum(r.timed_captures for r in runners)
         return meta
 
     def close(self) -> None:
@@ -153,12 +149,20 @@ class TrtBackend(LaneBackend):
         for lane in self._lanes.lanes:
             lane.close()
         for lane in reversed(self._lanes.lanes):
-            lane.worker.session.close()  # extra contexts first, the engine's owner last
+            lane.worker.runner.close()  # extra contexts first, the engine's owner last
         self._lanes.lanes = []
+
+
+def _wrap(session: TrtSession) -> TrtRunner:
+    try:
+        return TrtRunner(session)
+    except BaseException:
+        session.close()
+        raise
 
 
 @dataclass
 class _TrtLane:
-    session: TrtSession
+    runner: TrtRunner
     stager: U8Stager | None = None
     post: Any = None

@@ -205,8 +205,10 @@ class TrtSession:
         self.cuda_graph_status = "off" if not cuda_graph else "pending"
         if self.native_cuda_graph:
             self.cuda_graph_status = "tensorrt-rtx runtime config: cuda_graph_strategy=WHOLE_GRAPH_CAPTURE"
-        self._graph: Any = None
-        self._graph_key: tuple[Any, ...] | None = None
+        self._graphs: dict[tuple[Any, ...], Any] = {}  # (name, shape, address) of every tensor -> graph
+        self._seen_keys: set[tuple[Any, ...]] = set()  # keys enqueued once (captured on their second run)
+        self.graph_captures = 0
+        self._t0 = 0.0
         self.last_timing: dict[str, float] = {}
 
     # ------------------------------------------------------------------ setup
@@ -320,6 +322,8 @@ class TrtSession:
             nbytes = math.prod(self._shapes[t.name]) * t.dtype.itemsize
             if self._ensure(t.name, nbytes):
                 moved = True
+        if moved:
+            self._drop_graphs()  # captured with addresses that are gone
         if moved or changed:
             for t in self.io:
                 if not self.context.set_tensor_address(t.name, self._bindings[t.name].device_ptr):
@@ -334,11 +338,12 @@ class TrtSession:
         if not self.context.execute_async_v3(self.stream.handle):
             raise RuntimeError(f"execute_async_v3 failed: {last_error(self.logger, 'no detail')}")
 
-    def _try_capture(self) -> None:
-        """Capture one enqueue into a CUDA graph; on failure, fall back to plain enqueues for good."""
+    def _try_capture(self, key: tuple[Any, ...]) -> Any:
+        """Capture one enqueue into a CUDA graph for ``key`` (kept until the buffers move); on failure, fall
+        back to plain enqueues for good (None)."""
         if hasattr(self.context, "is_stream_capturable") and not self.context.is_stream_capturable(self.stream.handle):
             self._graph_fallback("the execution context says this stream is not capturable")
-            return
+            return None
         graph, ok, error = None, False, ""
         try:
             self.mem.begin_capture(self.stream)
@@ -352,11 +357,17 @@ class TrtSession:
             if graph is not None:
                 graph.close()
             self._graph_fallback(error or last_error(self.logger, "enqueue during capture failed"))
-            return
-        if self._graph is not None:
-            self._graph.close()
-        self._graph, self._graph_key = graph, self._graph_key_now()
+            return None
+        self._graphs[key] = graph
+        self.graph_captures += 1
         self.cuda_graph_status = "captured"
+        return graph
+
+    def _drop_graphs(self) -> None:
+        for graph in self._graphs.values():
+            graph.close()
+        self._graphs.clear()
+        self._seen_keys.clear()
 
     def _graph_fallback(self, why: str) -> None:
         log.warning("CUDA graph capture failed (%s); running without CUDA graphs", why)
@@ -374,37 +385,62 @@ class TrtSession:
     def enqueue(
         self, feeds: Mapping[str, np.ndarray | DeviceFeed], copy_outputs: bool = True, post: Any = None
     ) -> Callable[[], Any]:
-        """``run`` up to the enqueue of the output copies; returns the function that reads the outputs
-        once the stream is done (``{name: array}``, or ``post.collect()`` when a ``GpuPostprocessor`` is
-        given: it then runs on this stream after compute on the first output, and only its rows come back)."""
+        """``stage`` and its upload, then ``launch``: ``run`` up to the enqueue of the output copies."""
+        self.stage(feeds)()
+        return self.launch(copy_outputs, post)
+
+    def stage(self, feeds: Mapping[str, np.ndarray | DeviceFeed]) -> Callable[[], None]:
+        """The host half of a run: validate, set the shapes, copy host arrays into the pinned staging.
+        Returns the upload: it enqueues the H2D copies (a ``DeviceFeed``: its kernel) on the session's stream.
+        Staging before the turn on the GPU keeps the host copy out of the GPU-timed span."""
         self.validate(feeds)
         self._set_shapes({k: tuple(v.shape) for k, v in feeds.items()})
-        mem, stream, ev = self.mem, self.stream, self._events
-        t0 = time.perf_counter()
+        self._t0 = time.perf_counter()
         for t in self.inputs:
             feed = feeds[t.name]
             if not isinstance(feed, DeviceFeed):
                 view = self._bindings[t.name].view(t.dtype, self._shapes[t.name])
                 np.copyto(view, feed, casting="no")
-        ev[0].record(stream)
-        for t in self.inputs:
-            b, feed = self._bindings[t.name], feeds[t.name]
-            if isinstance(feed, DeviceFeed):
-                feed.stage(b.device_ptr, stream)
-            else:
-                b.upload_staged(view_nbytes(self._shapes[t.name], t.dtype), stream)
-        ev[1].record(stream)
-        use_graph = (
-            self.cuda_graph
-            and not self.native_cuda_graph
-            and self._graph is not None
-            and self._graph_key == self._graph_key_now()
-        )
-        te = time.perf_counter()
-        if use_graph:
-            self._graph.launch(stream)
-        else:
+
+        def upload() -> None:
+            self._events[0].record(self.stream)
+            for t in self.inputs:
+                b, feed = self._bindings[t.name], feeds[t.name]
+                if isinstance(feed, DeviceFeed):
+                    feed.stage(b.device_ptr, self.stream)
+                else:
+                    b.upload_staged(view_nbytes(self._shapes[t.name], t.dtype), self.stream)
+            self._events[1].record(self.stream)
+
+        return upload
+
+    def _launch_compute(self) -> bool:
+        """Enqueue the engine: replay the graph of these shapes and addresses, capture it on the second
+        run of a key (TensorRT needs one plain enqueue of a shape before capturing it), else enqueue plainly.
+        True when a graph ran."""
+        if not self.cuda_graph or self.native_cuda_graph:
             self._execute()
+            return False
+        key = self._graph_key_now()
+        graph = self._graphs.get(key)
+        if graph is None and key in self._seen_keys:
+            graph = self._try_capture(key)
+        if graph is None:
+            self._seen_keys.add(key)
+            self._execute()
+            return False
+        graph.launch(self.stream)
+        return True
+
+    def launch(self, copy_outputs: bool = True, post: Any = None) -> Callable[[], Any]:
+        """After ``stage`` and its upload: enqueue the engine and the output copies; returns the function that
+        reads the outputs once the stream is done (``{name: array}``, or ``post.collect()`` when a
+        ``GpuPostprocessor`` is given: it then runs on this stream after compute on the first output, and only
+        its rows come back)."""
+        mem, stream, ev = self.mem, self.stream, self._events
+        t0 = self._t0
+        te = time.perf_counter()
+        use_graph = self._launch_compute()
         enqueue_s = time.perf_counter() - te
         ev[2].record(stream)
         if post is not None:
@@ -435,8 +471,6 @@ class TrtSession:
                 "host_ms": host_s * 1000.0,
                 "cuda_graph": 1.0 if use_graph else 0.0,
             }
-            if self.cuda_graph and not self.native_cuda_graph and not use_graph:
-                self._try_capture()
             return outs
 
         return collect
@@ -452,6 +486,7 @@ class TrtSession:
             "inputs": [t.describe() for t in self.inputs],
             "outputs": [t.describe() for t in self.outputs],
             "cuda_graph": self.cuda_graph_status,
+            "cuda_graph_captures": self.graph_captures,
             "memory_layer": getattr(self.mem, "name", type(self.mem).__name__),
             "gpu": self.mem.device_info() if hasattr(self.mem, "device_info") else None,
             "runtime_cache": str(self.runtime_cache_path) if self.runtime_cache_path else None,
@@ -465,9 +500,7 @@ class TrtSession:
             except Exception as exc:  # a cache that cannot be saved is not worth failing the run
                 log.warning("could not save runtime cache %s: %s", self.runtime_cache_path, exc)
             self._runtime_cache = None
-        if self._graph is not None:
-            self._graph.close()
-            self._graph = None
+        self._drop_graphs()
         for b in self._bindings.values():
             b.free()
         self._bindings.clear()  # host buffers: freed now, or when the last view handed out goes
