@@ -21,7 +21,7 @@ from common.eval.protocols import AsyncBackend, Backend, Warmup
 from common.throughput.lane_backend import LaneBackend
 from common.throughput.lanes import Lane
 from common.throughput.trt_lanes import TrtBackend
-from common.trt.build import BuildOptions, build_or_reuse, parse_shapes
+from common.trt.build import BuildOptions, build_or_reuse, metadata_path, parse_shapes
 from common.trt.runner import TrtRunner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,3 +171,34 @@ def test_eval_trt_lanes_0_runs_one_plain_runner_with_the_lanes_detections(tmp_pa
     assert plain["detections"] and plain["detections"] == lanes["detections"]
     assert plain["metrics"]["metrics"] == lanes["metrics"]["metrics"]
     assert plain_run["cuda_graph_captures_after_warmup"] == lanes_run["cuda_graph_captures_after_warmup"] == 0
+
+
+def _rewrite_meta(engine: Path, **changes: object) -> None:
+    path = metadata_path(engine)
+    meta = json.loads(path.read_text())
+    meta.update(changes)
+    path.write_text(json.dumps(meta))
+
+
+def test_engine_origin_compares_the_release_not_the_string(dyn, api, double):
+    _, engine = dyn
+    _rewrite_meta(engine, backend_version=f"{api.version}.post1")  # a PyPI post-release: the same TensorRT
+    with TrtRunner.open(engine, api) as runner:
+        assert runner.infer(np.ones((1, 3, 8, 8), np.float32))
+    major = int(api.version.split(".")[0])
+    _rewrite_meta(engine, backend_version=f"{major + 1}.0.0")
+    with pytest.raises(UserError, match=rf"was built by {api.name} {major + 1}\.0\.0"):
+        TrtRunner.open(engine, api)
+
+
+def test_engine_from_another_gpu_architecture_is_refused(dyn, api, double, monkeypatch):
+    _, engine = dyn
+    _, mem = double
+    _rewrite_meta(engine, gpu={"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"})
+    monkeypatch.setattr(mem, "device_info", lambda: {"name": "NVIDIA GeForce RTX 5090", "compute_capability": "12.0"})
+    with pytest.raises(UserError, match=r"built on NVIDIA H100 .*compute capability 9\.0.*this GPU is compute capa"):
+        TrtRunner.open(engine, api)
+    assert not mem.streams  # refused before a context or a stream was made
+    monkeypatch.setattr(mem, "device_info", lambda: {"name": "NVIDIA H100 PCIe", "compute_capability": "9.0"})
+    with TrtRunner.open(engine, api) as runner:  # another card of the same architecture is fine
+        assert runner.session.build_meta["gpu"]["compute_capability"] == "9.0"

@@ -3,8 +3,9 @@
 ``TrtSession`` deserializes an engine, enumerates its I/O tensors, keeps device and
 pinned host buffers sized for the current shapes (grown, never shrunk), and runs
 H2D copy -> ``execute_async_v3`` -> D2H copy on its own non-default stream, timed with
-CUDA events. With ``cuda_graph=True`` the enqueue is captured into a CUDA graph once per
-(shapes, addresses) and replayed; a failed capture falls back to plain enqueues. On TensorRT-RTX,
+CUDA events. With ``cuda_graph=True`` the enqueue of a (shapes, addresses) key is captured into a CUDA
+graph on the key's second run (TensorRT needs one plain enqueue of a shape first) and replayed from then on;
+every key keeps its graph until the buffers move; a failed capture falls back to plain enqueues. On TensorRT-RTX,
 ``cuda_graph=True`` uses its documented mechanism instead: ``IRuntimeConfig.cuda_graph_strategy =
 WHOLE_GRAPH_CAPTURE`` (TensorRT-RTX captures after its shape-specialised kernels are compiled, so no
 lazily-compiled fallback kernel is frozen into a graph; user stream capture would also need engines
@@ -45,6 +46,7 @@ from common.eval.protocols import TensorSpec
 from common.gpu.cuda_mem import Staging
 from common.trt.api import TrtApi, create, last_error, make_logger
 from common.trt.build import read_metadata
+from common.trt.env import same_release
 
 __all__ = [
     "DeviceFeed",
@@ -98,16 +100,28 @@ class IOTensor:
         return d
 
 
-def check_engine_origin(engine_path: Path, api: TrtApi) -> dict[str, Any] | None:
-    """Refuse an engine whose metadata says another backend or version built it."""
+def check_engine_origin(engine_path: Path, api: TrtApi, gpu: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """Refuse an engine whose metadata says another backend or TensorRT release built it (``10.7.0`` and
+    ``10.7.0.post1`` are one release), or another GPU architecture than ``gpu`` (this device's facts: its
+    ``compute_capability``; unknown on either side: not compared)."""
     meta = read_metadata(engine_path)
     if not meta:
         return None
-    built = (meta.get("backend"), meta.get("backend_version"))
-    if built != (api.name, api.version):
+    name, version = meta.get("backend"), meta.get("backend_version")
+    if name != api.name or not same_release(version, api.version):
         raise UserError(
-            f"{engine_path} was built by {built[0]} {built[1]}, but this is {api.describe()}; engines only run on "
+            f"{engine_path} was built by {name} {version}, but this is {api.describe()}; engines only run on "
             f"the TensorRT version that built them: rebuild with build_trt_engine.py --backend {api.name} --force"
+        )
+    built_cc = str((meta.get("gpu") or {}).get("compute_capability") or "")
+    here_cc = str((gpu or {}).get("compute_capability") or "")
+    targets = [str(t) for t in (meta.get("options") or {}).get("compute_capabilities") or []]
+    if built_cc and here_cc and not targets and built_cc != here_cc:
+        built_on = (meta.get("gpu") or {}).get("name") or "another GPU"
+        raise UserError(
+            f"{engine_path} was built on {built_on} (compute capability {built_cc}), but this GPU is compute "
+            f"capability {here_cc}; an engine runs only on the GPU architecture that built it: rebuild it here with "
+            f"build_trt_engine.py --backend {api.name} --force"
         )
     return meta
 
@@ -161,7 +175,8 @@ class TrtSession:
             self.build_meta, self.logger, self.runtime = share.build_meta, share.logger, share.runtime
             self.engine = share.engine
         else:
-            self.build_meta = check_engine_origin(self.engine_path, api)
+            gpu = self.mem.device_info() if hasattr(self.mem, "device_info") else None
+            self.build_meta = check_engine_origin(self.engine_path, api, gpu)
             self.logger = make_logger(api, verbosity)
             self.runtime = create(api, "Runtime", self.logger)
             blob = self.engine_path.read_bytes()
