@@ -1,4 +1,4 @@
-"""Every command the README and the runbook show must at least answer --help.
+"""Every command the README, the runbook and the performance page show must at least answer --help.
 
 Code blocks of the docs are scanned for `pixi run [-e ENV] TASK ...` and `python scripts/... .py`
 lines. Pixi tasks are resolved through pyproject.toml to the script they run; each script is then
@@ -20,7 +20,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-DOCS = [REPO / "README.md", REPO / "models" / "cv-models" / "yolov10m" / "README.md"]
+DOCS = [
+    REPO / "README.md",
+    REPO / "models" / "cv-models" / "yolov10m" / "README.md",
+    REPO / "docs" / "performance.md",
+]
 
 
 def code_lines(text: str) -> list[str]:

@@ -10,9 +10,8 @@ nvImageCodec is NVIDIA's decoding library (nvJPEG on the GPU or its hardware JPE
 on the CPU) and the one well-kept Python route to batched GPU decoding: install it with
 ``pip install 'nvidia-nvimgcodec-cu13[nvjpeg]'`` (``-cu12`` for CUDA 12). Pixels: its CPU backend
 (libjpeg-turbo) equals OpenCV's decode bit for bit (tested in CI); nvJPEG on the GPU may differ from
-OpenCV by a grey level or so (checked on the GPU machine; see the measurements README), so AP may move in
-the last digit. Images whose EXIF orientation swaps their sides are refused (the letterbox geometry was set
-from the header).
+OpenCV by a grey level or so, so AP may move in the last digit. Images whose EXIF orientation swaps their
+sides are refused (the letterbox geometry was set from the header).
 """
 
 from __future__ import annotations

@@ -23,10 +23,8 @@ Each lane has one thread of its own for its whole life (``LanePool``): batches g
 free, and work that must run where a lane's batches run (warm-up, where ONNX Runtime captures its CUDA graph
 per session and thread; the latency pass) goes to that lane's thread through ``call_on``.
 
-Verification status: tested in CI through the doubles (threads and lane affinity, in-flight depth, per-lane
-timing, the serial order's event chain, prepare outside the order); run on an H200 with ORT CUDA IO binding
-(both orders, with and without CUDA graphs) and under the TensorRT evaluator on the device-side double
-(serial), measurements/h200-2026-12-02b and h200-2026-12-02c.
+Tested in CI through the doubles: threads and lane affinity, in-flight depth, per-lane timing, the serial
+order's event chain, prepare outside the order. What ran on a GPU is listed in the README.
 """
 
 from __future__ import annotations

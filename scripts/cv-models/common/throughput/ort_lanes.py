@@ -16,9 +16,9 @@ output copy overlap the others' kernels. Sessions get one intra-op thread and no
 
 With ``enable_device_preprocess`` a lane also takes ``U8Batch`` (common.throughput.gpu_preprocess):
 uint8 images go up and an NVRTC kernel writes the float input in place. ORT runs stay
-synchronous (its default): letting them return early (``disable_synchronize_execution_providers``)
-made ORT 1.31.1 free pinned buffers inside a CUDA host callback and abort the process
-(CUDA failure 800 in cudaFreeHost) on the H100, so it is not used, except with a CUDA graph.
+synchronous (its default) except with a CUDA graph: letting per-kernel runs return early
+(``disable_synchronize_execution_providers``) makes ONNX Runtime free pinned buffers inside a CUDA host
+callback and abort the process (CUDA failure 800 in cudaFreeHost).
 
 CUDA graph (the default where ORT can capture; ``--cuda-graph`` insists): each lane's session captures the
 model once, at ``max_batch``, when the backend is made (``warmup``: lanes one at a time, each on its own
@@ -26,13 +26,11 @@ thread, nothing else in flight), and replays it;
 every run is bound at that shape. Its runs return once the graph is launched, so the lane's kernels and
 events follow on the GPU with no host gap, and a batch's lane-event span is its GPU time (the launch-bound
 spans of per-kernel ORT runs at small batches vary with host load). A graph needs every node on the
-CUDA EP (ORT refuses the session otherwise), so no run stages host memory. Tested in CI on the host doubles;
-see the measurements README for what ran on the GPU.
+CUDA EP (ORT refuses the session otherwise), so no run stages host memory.
 
 With ``enable_device_postprocess`` (``DevicePostprocessing``) a lane runs ``common.throughput.gpu_postprocess``
 on its stream after the ORT run and copies back only the final rows: ``infer`` / ``wait`` return
-``[GpuDetections]``. Verified: the ORT lanes ran on an H100/H200 before the move to
-``common.throughput.lanes``; post-processing on the lanes is tested in CI through host doubles only.
+``[GpuDetections]``.
 """
 
 from __future__ import annotations
@@ -69,7 +67,7 @@ def _graph_run_options() -> Any:
     stream synchronisation inside ORT), so our post-processing, copies and end event follow it on the GPU
     with no host gap between them. Only with a graph: a graph's nodes are all on the CUDA EP (ORT refuses
     the session otherwise), so no run stages host memory that ORT would free from a stream callback (what
-    aborted early-returning runs without a graph, CUDA error 800, on the H100)."""
+    aborts early-returning runs without a graph with CUDA error 800)."""
     import onnxruntime as ort
 
     opts = ort.RunOptions()
