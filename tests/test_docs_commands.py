@@ -27,6 +27,11 @@ DOCS = [
 ]
 
 
+VENV_SH = "scripts/dev/venv.sh"
+VENV_PYTHON_JOBS = ("python", "python-gpu", "python-quant")
+VENV_JOBS = ("demo", "test", "lint", *VENV_PYTHON_JOBS)
+
+
 def code_lines(text: str) -> list[str]:
     lines, inside, buf = [], False, ""
     for raw in text.splitlines():
@@ -80,6 +85,11 @@ def doc_commands() -> list[tuple[str, str]]:
                     cmd = shlex.split(tasks[task])
             elif words[0] in ("python", "python3") and len(words) > 1 and words[1].endswith(".py"):
                 cmd = ["python", words[1]]
+            elif words[:2] == ["bash", VENV_SH] and len(words) > 3 and words[2] in VENV_PYTHON_JOBS:
+                cmd = ["python", words[3]]  # `bash scripts/dev/venv.sh python[-gpu|-quant] scripts/...py`
+            elif words[:2] == ["bash", VENV_SH]:
+                assert words[2:3] and words[2] in VENV_JOBS, f"{doc.name}: `{line}` names no job of {VENV_SH}"
+                continue
             else:
                 continue
             script = next((w for w in cmd if w.endswith((".py", ".sh"))), None)
@@ -113,3 +123,9 @@ def test_documented_command_answers_help(line: str, cmd: str) -> None:
     proc = subprocess.run([*argv, "--help"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, f"`{line}`: {cmd} --help failed:\n{proc.stderr[-2000:]}"
     assert re.search(r"usage", proc.stdout + proc.stderr, re.IGNORECASE), f"{cmd} --help printed no usage"
+
+
+def test_venv_jobs_the_docs_may_name_are_the_scripts_jobs() -> None:
+    text = (REPO / VENV_SH).read_text()
+    jobs = set(re.findall(r"^  ([a-z][\w-]*)\)", text, re.MULTILINE))
+    assert jobs == set(VENV_JOBS), f"{VENV_SH} has jobs {sorted(jobs)}, the docs test knows {sorted(VENV_JOBS)}"
