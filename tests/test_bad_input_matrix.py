@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import pytest
 import trt_double as D
+from conftest import fixture_path
 
 from common.core.cli import run_main
 
@@ -78,6 +79,33 @@ def _metrics(path: Path, map_value: float | None = 0.25, backend: str = "onnxrun
     return path
 
 
+def _variant(src: Path, dst: Path, extra: str | None = None, imgsz: str | None = None, dynamic: bool = False) -> Path:
+    """The demo model with an extra output put first (``extra``: ``input`` -> an [1,3,640,640] copy of the input,
+    ``head`` -> a second copy of the detection head), its metadata ``imgsz`` replaced, or its input H/W dynamic."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(src))
+    g = model.graph
+    if extra is not None:
+        source = g.input[0] if extra == "input" else g.output[0]
+        name = f"extra_{extra}"
+        g.node.append(helper.make_node("Identity", [source.name], [name]))
+        vi = onnx.ValueInfoProto()
+        vi.CopyFrom(source)
+        vi.name = name
+        g.output.insert(0, vi)
+    if imgsz is not None:
+        for p in model.metadata_props:
+            if p.key == "imgsz":
+                p.value = imgsz
+    if dynamic:
+        for d, sym in zip(g.input[0].type.tensor_type.shape.dim[2:], ("height", "width"), strict=True):
+            d.dim_param = sym
+    onnx.save(model, str(dst))
+    return dst
+
+
 @dataclass
 class Sandbox:
     root: Path
@@ -94,6 +122,7 @@ class Sandbox:
     metrics: Path
     ids3: Path
     bad_instances: dict[str, Path] = field(default_factory=dict)
+    variants: dict[str, Path] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +172,12 @@ def sb(tmp_path_factory) -> Sandbox:
         metrics=_metrics(root / "runs" / "a" / "metrics.json"),
         ids3=ids3,
         bad_instances=bad,
+        variants={
+            "input-first": _variant(model, root / "input-first.onnx", extra="input"),
+            "two-heads": _variant(model, root / "two-heads.onnx", extra="head"),
+            "dyn-640": _variant(model, root / "dyn-640.onnx", dynamic=True),
+            "dyn-320": _variant(model, root / "dyn-320.onnx", imgsz="[320, 320]", dynamic=True),
+        },
     )
 
 
@@ -519,6 +554,20 @@ CASES: list[Case] = [
       "annotation id 1"),
     C("data-calib-truncated-image", CALIB, lambda s, t: ["--images-dir", str(_set(s, t, _damage_image("truncated"))[3]),
       "--num-images", "0", "--imgsz", "64", "--no-progress", "--out", str(t / "c.npy")], "end-of-image"),
+    # --- eval: model outputs and the exported input size
+    C("model-two-head-like-outputs", EVAL, lambda s, t: _eval(s, t, model=s.variants["two-heads"]), "--output-name"),
+    C("model-output-name-unknown", EVAL, lambda s, t: _eval(s, t, "--output-name", "nope",
+                                                            model=s.variants["input-first"]), "extra_input"),
+    C("model-no-head-like-output", EVAL, lambda s, t: _eval(s, t, "--output-format", "raw84",
+                                                            model=s.variants["input-first"]), "none looks like"),
+    C("model-imgsz-not-exported-size", EVAL, lambda s, t: _eval(s, t, "--imgsz", "320", model=s.variants["dyn-640"]),
+      "--allow-imgsz-mismatch"),
+    C("model-default-imgsz-not-exported-size", EVAL, lambda s, t: _eval(s, t, model=s.variants["dyn-320"]),
+      "pass --imgsz 320"),
+    C("model-trt-build-two-heads", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--onnx-path", str(s.variants["two-heads"]),
+      "--out", str(t / "m.json")), "--output-name"),
+    C("model-validate-imgsz-not-exported-size", VALIDATE, lambda s, t: [*_validate(s, t, "--imgsz", "320"),
+      "--onnx-path", str(s.variants["dyn-640"])], "--allow-imgsz-mismatch"),
     # --- eval (TensorRT): refused before a build or an engine is opened
     C("eval-trt-no-model", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--out", str(t / "m.json")), "--engine-path"),
     C("eval-trt-out-is-engine", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--engine-path", str(s.engine), "--out",
@@ -1112,3 +1161,38 @@ def test_dataset_warnings_land_in_metrics(sb, tmp_path, capsys, edit, extra, nee
     if extra:
         (skipped,) = m["dataset_check"]["skipped_images"]
         assert skipped["image_id"] not in m["image_ids"] and m["metrics"]["num_images"] == 1
+
+
+# ----------------------------------------------------------------------------- model outputs, exported size
+
+
+def test_the_detection_head_is_found_among_several_outputs(sb, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _run(EVAL, _eval(sb, tmp_path / "a"), capsys)
+    assert rc == 0, err
+    plain = json.loads((tmp_path / "a" / "m.json").read_text())
+    rc, _, err = _run(EVAL, _eval(sb, tmp_path / "b", model=sb.variants["input-first"]), capsys)
+    RESULTS["model-input-first-output"] = (rc, err.strip().splitlines()[0] if err.strip() else "")
+    assert rc == 0, err
+    m = json.loads((tmp_path / "b" / "m.json").read_text())
+    assert m["metrics"]["coco_stats"] == plain["metrics"]["coco_stats"]  # not the 0.0 of the input copy
+    assert m["run"]["output_name"] == "output0"
+    (w,) = [w for w in m["warnings"] if "2 outputs; evaluating output0" in w]
+    assert f"warning: {w}" in err
+    rc, _, err = _run(
+        EVAL, _eval(sb, tmp_path / "c", "--output-name", "extra_head", model=sb.variants["two-heads"]), capsys
+    )
+    assert rc == 0, err
+    chosen = json.loads((tmp_path / "c" / "m.json").read_text())
+    assert chosen["run"]["output_name"] == "extra_head" and chosen["metrics"] == plain["metrics"]
+
+
+def test_imgsz_other_than_the_exported_size_runs_when_allowed(sb, tmp_path, capsys, monkeypatch):
+    model = fixture_path("models", "yolov10n-synth-dynbatch.onnx")  # dynamic H/W, exported at 640
+    monkeypatch.chdir(tmp_path)
+    argv = _eval(sb, tmp_path, "--imgsz", "320", "--allow-imgsz-mismatch", model=model)
+    rc, _, err = _run(EVAL, argv, capsys)
+    assert rc == 0, err
+    m = json.loads((tmp_path / "m.json").read_text())
+    (w,) = [w for w in m["warnings"] if "--imgsz 320 differs" in w and "(640" in w]
+    assert f"warning: {w}" in err and m["imgsz"] == 320

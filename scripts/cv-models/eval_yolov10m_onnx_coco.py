@@ -11,7 +11,7 @@ from typing import Any
 
 from common.core.cli import make_parser, run_main, setup_logging
 from common.core.errors import UserError
-from common.eval.cli import GPU_ORDER_HELP, add_eval_args, check_onnx_input, prepare_eval, run_eval
+from common.eval.cli import GPU_ORDER_HELP, add_eval_args, check_onnx_args, prepare_eval, run_eval
 from common.eval.options import GPU_ORDERS
 from common.ort.options import (
     CUDA_EP,
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_provider_options(args.provider_option, args.providers),
     )
     dataset = prepare_eval(args, {"--onnx-path": args.onnx_path})
-    check_onnx_input("--onnx-path", args.onnx_path, args.imgsz)
+    check_onnx_args("--onnx-path", args.onnx_path, args)
     backend: Any
     if args.io_binding:
         if args.providers[0] != CUDA_EP:

@@ -23,7 +23,7 @@ from common.eval.cli import (
     GPU_ORDER_HELP,
     add_eval_args,
     check_eval_ranges,
-    check_onnx_input,
+    check_onnx_args,
     prepare_eval,
     run_eval,
 )
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_inputs,
     )
     if building:
-        check_onnx_input("--onnx-path", args.onnx_path, args.imgsz)
+        check_onnx_args("--onnx-path", args.onnx_path, args)
     dataset = prepare_eval(args, model_inputs)
     api = load_api(args.trt_api)
     verbosity = "verbose" if args.verbose else args.trt_verbosity

@@ -27,7 +27,7 @@ from common.core.cli import check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_dir, run_dir, timestamp
 from common.data.check import SKIP_FLAG, check_dataset, describe
-from common.eval.cli import DEFAULT_DATA_ROOT, check_eval_ranges, check_onnx_input, dataset_paths
+from common.eval.cli import ALLOW_IMGSZ_FLAG, DEFAULT_DATA_ROOT, check_eval_ranges, check_onnx_args, dataset_paths
 from common.eval.pipeline import default_workers
 from common.model.yolov10 import LAYOUTS
 from common.report import validate as V
@@ -120,6 +120,10 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
     d.add_argument("--max-det", type=int, default=300, help="max detections per image (default 300)")
     d.add_argument("--output-format", choices=("auto", *LAYOUTS), default="auto", help="model output layout")
+    d.add_argument("--output-name", default=None, help="the detection output of a model with several outputs")
+    d.add_argument(
+        ALLOW_IMGSZ_FLAG, action="store_true", help="evaluate at an --imgsz other than the model's exported size"
+    )
     d.add_argument("--workers", type=int, default=default_workers(), help="image loader threads per evaluator")
     d.add_argument("--warmup-runs", type=int, default=10, help="warm-up inferences before timing (default 10)")
 
@@ -194,6 +198,10 @@ def eval_args(args: argparse.Namespace) -> list[str]:
             out += [f"--{flag.replace('_', '-')}", str(value)]
     if args.skip_unreadable_images:
         out.append(SKIP_FLAG)
+    if args.allow_imgsz_mismatch:
+        out.append(ALLOW_IMGSZ_FLAG)
+    if args.output_name is not None:
+        out += ["--output-name", args.output_name]
     return out
 
 
@@ -383,7 +391,7 @@ def _open_inputs(args: argparse.Namespace) -> _Inputs:
         args.candidate or (Path(f"{args.onnx_path.stem}.{args.quantize}.onnx") if args.quantize else None),
     )
     base = V.model_info(args.onnx_path, "baseline", "--onnx-path", base_label)
-    check_onnx_input("--onnx-path", args.onnx_path, args.imgsz)
+    check_onnx_args("--onnx-path", args.onnx_path, args)
     cand = None
     if args.candidate is not None:
         cand = V.model_info(args.candidate, "candidate", "--candidate", cand_label or "candidate")

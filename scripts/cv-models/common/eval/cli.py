@@ -6,6 +6,7 @@ An evaluator script adds its backend flags, builds its backend, and calls ``run_
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 
 from common.core.cli import check_imgsz, check_range
 from common.core.errors import UserError
-from common.core.notes import collected
+from common.core.notes import collected, warn
 from common.core.results import (
     METRICS_SCHEMA_VERSION,
     atomic_write_json,
@@ -30,18 +31,21 @@ from common.data.check import SKIP_FLAG, check_dataset, describe
 from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset, open_dataset, users_metrics
 from common.data.loading import ThreadLoaders
 from common.eval.options import DECODES, LOADERS, POSTPROCESS_MODES, PREPROCESS_MODES, check_decode, check_loaders
-from common.eval.pipeline import EvalOptions, EvalResult, default_workers, evaluate
+from common.eval.pipeline import EvalOptions, EvalResult, default_workers, detection_head, evaluate
 from common.eval.protocols import Backend, LoaderFactory, LoaderPlan
-from common.model.yolov10 import LAYOUTS, PostprocessOptions
+from common.model.yolov10 import LAYOUTS, PostprocessOptions, find_head
 
 __all__ = [
+    "ALLOW_IMGSZ_FLAG",
     "DEFAULT_DATA_ROOT",
     "DEFAULT_WARMUP_RUNS",
     "GPU_ORDER_HELP",
     "add_eval_args",
     "check_eval_outputs",
     "check_eval_ranges",
+    "check_export_imgsz",
     "check_model_input",
+    "check_onnx_args",
     "check_onnx_input",
     "dataset_paths",
     "describe_selection",
@@ -54,6 +58,7 @@ __all__ = [
 ]
 
 DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
+ALLOW_IMGSZ_FLAG = "--allow-imgsz-mismatch"
 # Warm-up runs per lane/session (and per partial-last-batch shape) before anything is timed. The first
 # run of a CUDA EP session at a new shape pays cuDNN's algorithm search (~2-6 s for yolov10m on the
 # H100/H200), TensorRT-RTX compiles shape-specialised kernels on its first runs, and a CUDA graph is
@@ -117,7 +122,15 @@ def _add_processing_args(p: argparse._ArgumentGroup) -> None:
         "--imgsz",
         type=int,
         default=640,
-        help="square network input size: a multiple of 32, or the model's fixed size (default 640)",
+        help="square network input size: a multiple of 32, or the model's fixed size (default 640); a size "
+        "other than the one in the ONNX metadata (imgsz, written by Ultralytics' export) is refused unless "
+        f"{ALLOW_IMGSZ_FLAG}",
+    )
+    p.add_argument(
+        ALLOW_IMGSZ_FLAG,
+        action="store_true",
+        help="evaluate at an --imgsz other than the ONNX model's exported size (a warning in metrics.json instead "
+        "of a refusal; default: refuse)",
     )
     p.add_argument("--conf", type=float, default=0.001, help="score threshold in [0, 1] (default 0.001)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold in (0, 1] (default 0.7)")
@@ -128,6 +141,12 @@ def _add_processing_args(p: argparse._ArgumentGroup) -> None:
         choices=("auto", *LAYOUTS),
         default="auto",
         help="model output layout; auto detects it from the output shape",
+    )
+    p.add_argument(
+        "--output-name",
+        default=None,
+        help="the model output holding the detections, for a model with several outputs (default: the one output "
+        "shaped like a YOLOv10 head; a model where that is not exactly one is refused, naming its outputs)",
     )
 
 
@@ -264,25 +283,88 @@ def check_model_input(label: str, name: str, shape: Sequence[Any], dtype: Any, i
     check_imgsz("--imgsz", imgsz, fixed)
 
 
-def check_onnx_input(flag: str, path: Path, imgsz: int) -> None:
-    """``check_model_input`` on an ONNX file's graph (cheap: no weights loaded), before a session or build."""
+def check_onnx_input(
+    flag: str,
+    path: Path,
+    imgsz: int,
+    *,
+    output_format: str = "auto",
+    output_name: str | None = None,
+    allow_imgsz_mismatch: bool = False,
+) -> None:
+    """What the evaluator needs of an ONNX file, read from its graph (cheap: no weights loaded) before a
+    session or build: ``check_model_input`` on its input, its detection head among its outputs
+    (``find_head``), and ``--imgsz`` against the size it was exported at (``check_export_imgsz``)."""
     if path.suffix != ".onnx" or not path.is_file():
         return  # the backend reports a missing/foreign file with its own message
     import onnx
-    from onnx import helper
 
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError, ValueError, OSError...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{flag} {path} is not a readable ONNX model ({first})") from None
+    _check_onnx_graph_input(flag, path, model, imgsz)
+    outputs = [(o.name, _dims(o)) for o in model.graph.output]
+    head = find_head(outputs, output_format, output_name)
+    if len(outputs) > 1 and output_name is None:
+        warn(
+            f"{flag} {path} has {len(outputs)} outputs; evaluating {outputs[head][0]} {list(outputs[head][1])}, the "
+            "one shaped like a YOLOv10 detection head (--output-name NAME chooses another)"
+        )
+    meta = {p.key: p.value for p in model.metadata_props}
+    check_export_imgsz(f"{flag} {path}", imgsz, meta.get("imgsz"), allow_imgsz_mismatch)
+
+
+def check_onnx_args(flag: str, path: Path, args: argparse.Namespace) -> None:
+    """``check_onnx_input`` with an evaluator's flags."""
+    check_onnx_input(
+        flag,
+        path,
+        args.imgsz,
+        output_format=args.output_format,
+        output_name=getattr(args, "output_name", None),
+        allow_imgsz_mismatch=getattr(args, "allow_imgsz_mismatch", False),
+    )
+
+
+def _dims(value_info: Any) -> list[int | None]:
+    return [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+        for d in value_info.type.tensor_type.shape.dim
+    ]
+
+
+def check_export_imgsz(label: str, imgsz: int, recorded: str | None, allow: bool = False) -> None:
+    """``--imgsz`` against the square size the model was exported at (Ultralytics writes ``imgsz`` into the
+    ONNX metadata, e.g. ``[640, 640]``): a UserError naming both, unless ``allow`` (then a warning)."""
+    try:
+        value = json.loads(recorded) if recorded else None
+    except ValueError:
+        return
+    sizes = value if isinstance(value, list) else [value, value]
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or not all(isinstance(v, int) and v > 0 for v in sizes) or sizes[0] != sizes[1]:
+        return  # absent, or not a square size this evaluator runs at
+    if imgsz == sizes[0]:
+        return
+    what = f"--imgsz {imgsz} differs from the size {label} was exported at ({sizes[0]}, ONNX metadata imgsz {recorded})"
+    if not allow:
+        raise UserError(f"{what}; pass --imgsz {sizes[0]}, or {ALLOW_IMGSZ_FLAG} to evaluate at {imgsz} knowingly")
+    warn(f"{what}: evaluating at {imgsz} as {ALLOW_IMGSZ_FLAG} asks; the mAP is that of another input size")
+
+
+def _check_onnx_graph_input(flag: str, path: Path, model: Any, imgsz: int) -> None:
+    from onnx import helper
+
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
         raise UserError(f"{flag} {path} has {len(inputs)} inputs; a YOLO model has one float32 [N,3,H,W] input")
     vi = inputs[0]
     tt = vi.type.tensor_type
-    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim]
+    dims = _dims(vi)
     try:
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
     except (KeyError, ValueError, TypeError):
@@ -331,6 +413,7 @@ def eval_options(args: argparse.Namespace) -> EvalOptions:
         switch_interval_ms=getattr(args, "switch_interval_ms", None),
         postprocess=getattr(args, "postprocess", "auto"),
         latency_runs=getattr(args, "latency_runs", 0) or 0,
+        output_name=getattr(args, "output_name", None),
     )
 
 
@@ -455,6 +538,7 @@ def run_eval(
         "run": {
             "model_sha256": sha256_file(model_path) if model_path.is_file() else None,
             "output_layout": result.layout,
+            "output_name": backend.outputs[detection_head(backend, opts)].name,
             "backend": backend.metadata(),
             **run_metadata(),
             **(extra_run or {}),

@@ -58,7 +58,7 @@ from common.eval.protocols import (
     Warmup,
     max_batch_of,
 )
-from common.model.yolov10 import PostprocessOptions, check_layout, decode, detect_layout
+from common.model.yolov10 import PostprocessOptions, check_layout, decode, detect_layout, find_head
 
 __all__ = [
     "HOST_TIMING",
@@ -70,6 +70,7 @@ __all__ = [
     "check_preprocess",
     "default_post_workers",
     "default_workers",
+    "detection_head",
     "evaluate",
     "in_flight_depth",
     "latency_pass",
@@ -109,6 +110,7 @@ class EvalOptions:
     switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
     postprocess: str = "cpu"  # cpu | gpu | auto (gpu where the backend can, else cpu); the CLI default is auto
     latency_runs: int = 0  # after the run: N back-to-back single-batch runs on one lane (``latency_pass``)
+    output_name: str | None = None  # the detection head among several outputs (None: found by its shape)
 
 
 @dataclass
@@ -147,16 +149,22 @@ HOST_TIMING = "host: per batch, infer() call to host outputs"
 
 
 def resolve_postprocess(
-    backend: Backend, mode: str, layout: str | None, size: int, post: PostprocessOptions
+    backend: Backend, mode: str, layout: str | None, size: int, post: PostprocessOptions, head: int = 0
 ) -> tuple[str, str | None, str | None]:
     """Where post-processing runs: (``cpu`` | ``gpu``, the layout GPU post-processing was set up for,
     why ``auto`` chose cpu). ``gpu`` enables it on the backend; ``--postprocess gpu`` that can't is a
-    UserError, ``auto`` falls back to cpu and says why."""
+    UserError, ``auto`` falls back to cpu and says why. ``head``: the detection head's output index
+    (GPU post-processing reads the first output only)."""
     check_choice("--postprocess", mode, POSTPROCESS_MODES)
     if isinstance(backend, DevicePostprocessing):
         backend.disable_device_postprocess()  # a backend reused from an earlier run starts on the CPU path
     if mode == "cpu":
         return "cpu", None, None
+    if head != 0:
+        why = f"the detection head is output {head} of the model, and GPU post-processing reads output 0"
+        if mode == "gpu":
+            raise UserError(f"--postprocess gpu: {why}; use --postprocess cpu or auto")
+        return "cpu", None, why
     if not isinstance(backend, DevicePostprocessing):
         if mode == "gpu":
             raise UserError(
@@ -319,6 +327,7 @@ class _Stages:
         self.dataset, self.size, self.opts = dataset, size, opts
         self.loaders, self.posters, self.window, self.bar = loaders, posters, window, bar
         self.layout = None if opts.output_format == "auto" else opts.output_format
+        self.head = 0  # which of the backend's outputs is the detection head (``detection_head``)
         self._checked = False
         self._queue = iter(ids)
         self._pending: deque[tuple[int, cf.Future[list[LoadedImage]]]] = deque()  # (images, chunk being loaded)
@@ -355,6 +364,8 @@ class _Stages:
     def finish(self, metas: list[tuple[int, LetterboxMeta]], outputs: list[np.ndarray], t0: float) -> None:
         """A batch came back from the backend: time it, check the layout once, post-process it."""
         self.infer_s.append(time.perf_counter() - t0)
+        if not isinstance(outputs[0], GpuDetections):
+            outputs = [outputs[self.head]]  # the detection head (``find_head``) of the model's outputs
         if isinstance(outputs[0], GpuDetections):
             pass  # the layout was fixed (and checked) when GPU post-processing was enabled
         elif self.layout is None:
@@ -439,6 +450,11 @@ def _loaders(
     return (factory or thread_loaders)(plan)
 
 
+def detection_head(backend: Backend, opts: EvalOptions) -> int:
+    """The index of the detection head among ``backend.outputs`` (``common.model.yolov10.find_head``)."""
+    return find_head([(o.name, tuple(o.shape)) for o in backend.outputs], opts.output_format, opts.output_name)
+
+
 def _run_stages(
     backend: Backend,
     dataset: CocoDataset,
@@ -461,6 +477,7 @@ def _run_stages(
     ):
         stages = _Stages(dataset, ids, size, opts, loaders, posters, window, bar)
         stages.layout = post_layout or stages.layout
+        stages.head = detection_head(backend, opts)
         try:
             _run_batches(backend, stages, ids, batch_size, depth)
         except BaseException:
@@ -483,7 +500,8 @@ def evaluate(
     batch_size = resolve_batch_size(backend, opts.batch_size)
     check_preprocess(backend, opts.preprocess, opts.decode)
     explicit = None if opts.output_format == "auto" else opts.output_format
-    post_mode, post_layout, post_why = resolve_postprocess(backend, opts.postprocess, explicit, size, opts.post)
+    head = detection_head(backend, opts)
+    post_mode, post_layout, post_why = resolve_postprocess(backend, opts.postprocess, explicit, size, opts.post, head)
     ids = dataset.image_ids
     sequential = opts.workers <= 0
     window = batch_size if sequential else load_window(opts.workers, batch_size, opts.prefetch_batches)

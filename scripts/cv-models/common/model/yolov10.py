@@ -20,6 +20,7 @@ keeps its order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,6 +43,7 @@ __all__ = [
     "decode_raw84",
     "detect_layout",
     "dfl_distances",
+    "find_head",
     "greedy_nms_indices",
     "greedy_nms_reference",
     "iou_matrix",
@@ -90,6 +92,41 @@ def detect_layout(shape: tuple[int | None, ...], num_classes: int = 80) -> Layou
     raise UserError(
         f"cannot tell the YOLOv10 output layout from output shape {list(dims)}; expected [B,144,A] (dfl144), "
         "[B,84,A] (raw84) or [B,K,6] (e2e); pass --output-format explicitly"
+    )
+
+
+def _looks_like(layout: str, shape: Sequence[int | None]) -> bool:
+    try:
+        if layout == "auto":
+            detect_layout(tuple(shape))
+        else:
+            check_layout(layout, tuple(shape))
+    except UserError:
+        return False
+    return True
+
+
+def find_head(
+    outputs: Sequence[tuple[str, Sequence[int | None]]], layout: str = "auto", name: str | None = None
+) -> int:
+    """Which of a model's outputs (name, shape) is the YOLOv10 detection head: the one ``name`` names, the
+    only one, or the only one shaped like ``layout`` (``auto``: any layout). UserError listing every output
+    and the ``--output-name`` flag when that is not one output."""
+    listing = "; ".join(f"{n} {list(s)}" for n, s in outputs)
+    names = [n for n, _ in outputs]
+    if name is not None:
+        if name not in names:
+            raise UserError(f"--output-name {name}: the model has no such output; its outputs: {listing}")
+        return names.index(name)
+    if len(outputs) == 1:
+        return 0  # its layout is checked against the first batch's output
+    fits = [i for i, (_, shape) in enumerate(outputs) if _looks_like(layout, shape)]
+    if len(fits) == 1:
+        return fits[0]
+    which = "none looks" if not fits else f"{len(fits)} look"
+    raise UserError(
+        f"the model has {len(outputs)} outputs ({listing}) and {which} like a YOLOv10 detection head "
+        "([B,144,A], [B,84,A] or [B,K,6]); pass --output-name NAME to choose one"
     )
 
 
