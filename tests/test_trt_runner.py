@@ -202,3 +202,29 @@ def test_engine_from_another_gpu_architecture_is_refused(dyn, api, double, monke
     monkeypatch.setattr(mem, "device_info", lambda: {"name": "NVIDIA H100 PCIe", "compute_capability": "9.0"})
     with TrtRunner.open(engine, api) as runner:  # another card of the same architecture is fine
         assert runner.session.build_meta["gpu"]["compute_capability"] == "9.0"
+
+
+def test_a_failing_enqueue_is_one_line_with_tensorrt_s_last_error(dyn, api, double, monkeypatch, capsys, tmp_path):
+    import infer_trt_engine
+
+    _, engine = dyn
+
+    def fail(self, stream_handle: int) -> bool:
+        self._error("IExecutionContext::enqueueV3: Error Code 1: Cuda Runtime (an illegal memory access)")
+        return False
+
+    monkeypatch.setattr(D.FakeContext, "execute_async_v3", fail)
+    code = run_main(infer_trt_engine.main, ["--engine-path", str(engine), "--trt-verbosity", "error"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "execute_async_v3 failed" in err and "an illegal memory access" in err
+
+
+def test_a_cuda_error_is_one_line(monkeypatch, capsys):
+    from common.gpu.cuda_mem import CudaError
+
+    def main(argv: object) -> int:
+        raise CudaError("cudaMalloc", 2, "cudaErrorMemoryAllocation", "out of memory")
+
+    assert run_main(main, []) == 1
+    assert capsys.readouterr().err == "error: cudaMalloc: cudaErrorMemoryAllocation (out of memory)\n"

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from common.core import notes
-from common.core.errors import UserError
+from common.core.errors import RunError, UserError
 
 __all__ = [
     "EXIT_USAGE",
@@ -83,6 +83,11 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RunError as exc:
+        if verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

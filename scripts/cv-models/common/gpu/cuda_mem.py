@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from common.core.errors import UserError
+from common.core.errors import RunError, UserError
 
 __all__ = [
     "CudaError",
@@ -51,8 +51,8 @@ __all__ = [
 ]
 
 
-class CudaError(RuntimeError):
-    """A CUDA runtime call failed."""
+class CudaError(RunError, RuntimeError):
+    """A CUDA runtime call failed (one line from ``run_main``, exit 1)."""
 
     def __init__(self, call: str, code: int, name: str, text: str = "") -> None:
         self.call, self.code, self.error_name = call, code, name

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from common.core.errors import UserError
+from common.core.errors import RunError, UserError
 from common.core.results import atomic_write_bytes, sha256_file
 from common.eval.protocols import TensorSpec
 from common.gpu.cuda_mem import Staging
@@ -324,7 +324,10 @@ class TrtSession:
                 self._shapes[t.name] = shape
                 changed = True
         if changed or any(o.name not in self._shapes for o in self.outputs):
-            missing = self.context.infer_shapes()
+            try:
+                missing = self.context.infer_shapes()
+            except RuntimeError as exc:
+                raise RunError(f"TensorRT shape inference failed: {last_error(self.logger, str(exc))}") from None
             if missing:
                 raise UserError(f"TensorRT cannot infer shapes; tensors not specified: {', '.join(missing)}")
             for o in self.outputs:
@@ -342,7 +345,7 @@ class TrtSession:
         if moved or changed:
             for t in self.io:
                 if not self.context.set_tensor_address(t.name, self._bindings[t.name].device_ptr):
-                    raise RuntimeError(f"set_tensor_address({t.name}) failed: {last_error(self.logger)}")
+                    raise RunError(f"TensorRT set_tensor_address({t.name!r}) failed: {last_error(self.logger)}")
 
     # ------------------------------------------------------------------ run
 
@@ -350,8 +353,15 @@ class TrtSession:
         return tuple((t.name, self._shapes[t.name], self._bindings[t.name].device_ptr) for t in self.io)
 
     def _execute(self) -> None:
-        if not self.context.execute_async_v3(self.stream.handle):
-            raise RuntimeError(f"execute_async_v3 failed: {last_error(self.logger, 'no detail')}")
+        try:
+            ok = self.context.execute_async_v3(self.stream.handle)
+        except RuntimeError as exc:  # the bindings raise for some failures instead of returning False
+            ok, detail = False, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        else:
+            detail = ""
+        if not ok:
+            why = last_error(self.logger, detail or "no detail")
+            raise RunError(f"{self.engine_path}: TensorRT execute_async_v3 failed: {why}")
 
     def _try_capture(self, key: tuple[Any, ...]) -> Any:
         """Capture one enqueue into a CUDA graph for ``key`` (kept until the buffers move); on failure, fall
