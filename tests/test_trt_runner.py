@@ -228,3 +228,28 @@ def test_a_cuda_error_is_one_line(monkeypatch, capsys):
 
     assert run_main(main, []) == 1
     assert capsys.readouterr().err == "error: cudaMalloc: cudaErrorMemoryAllocation (out of memory)\n"
+
+
+def test_plugins_are_registered_before_parsing_and_deserializing(tmp_path, api, double, monkeypatch):
+    """Full TensorRT: init_libnvinfer_plugins runs before the ONNX parser and before deserialization (an
+    EfficientNMS_TRT node or an engine holding a plugin needs it). TensorRT-RTX ships no plugin library."""
+    order: list[str] = []
+    if not api.is_rtx:
+        assert callable(api.module.init_libnvinfer_plugins)  # the real API has it
+        monkeypatch.setattr(api.module, "init_libnvinfer_plugins", lambda logger, ns: order.append("plugins") or True)
+    parse, deserialize = D.FakeOnnxParser.parse_from_file, D.FakeRuntime.deserialize_cuda_engine
+    monkeypatch.setattr(D.FakeOnnxParser, "parse_from_file", lambda self, p: order.append("parse") or parse(self, p))
+    monkeypatch.setattr(
+        D.FakeRuntime, "deserialize_cuda_engine", lambda self, b: order.append("deserialize") or deserialize(self, b)
+    )
+    engine = _engine(tmp_path, api, D.tiny_model(tmp_path / "m.onnx"))
+    order.append("run")
+    with TrtRunner.open(engine, api) as runner:
+        plugins = runner.metadata()["plugins"]
+    run = order[order.index("run") :]
+    built = json.loads(metadata_path(engine).read_text())["plugins"]
+    if api.is_rtx:
+        assert "plugins" not in order and "no EfficientNMS" in plugins and "no EfficientNMS" in built
+    else:
+        assert order[:2] == ["plugins", "parse"] and run == ["run", "plugins", "deserialize"]
+        assert plugins == built == "registered (init_libnvinfer_plugins)"

@@ -241,6 +241,24 @@ def make_logger(api: TrtApi, verbosity: str = "warning") -> Any:
 DOCTOR_CMD = "pixi run -e rtx5090 trt-doctor"
 
 
+def register_plugins(api: TrtApi, logger: Any) -> str:
+    """Register TensorRT's own plugins (EfficientNMS_TRT, ...) before a parse or a deserialization, as NVIDIA's
+    samples and Polygraphy do: without it an ONNX with a plugin op fails to parse ("Plugin not found") and an
+    engine holding one fails to deserialize. Full TensorRT only: TensorRT-RTX ships no plugin library (no
+    EfficientNMS). Returns what happened, for the metadata."""
+    if api.is_rtx:
+        return "none: TensorRT-RTX ships no plugin library (no EfficientNMS)"
+    init = getattr(api.module, "init_libnvinfer_plugins", None)
+    if init is None:
+        return "not registered: this API has no init_libnvinfer_plugins"
+    if init(logger, ""):
+        return "registered (init_libnvinfer_plugins)"
+    log.warning(
+        "init_libnvinfer_plugins failed (%s); models with TensorRT plugin ops will not load", last_error(logger)
+    )
+    return f"failed: init_libnvinfer_plugins returned False ({last_error(logger, 'no detail')})"
+
+
 def create(api: TrtApi, factory: str, logger: Any) -> Any:
     """``trt.Builder(logger)`` / ``trt.Runtime(logger)``, with one actionable line when the native library
     cannot start. The bindings then raise ``TypeError: ... factory function returned nullptr`` (pybind11):

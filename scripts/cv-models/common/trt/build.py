@@ -30,7 +30,7 @@ from typing import Any
 from common.core.errors import UserError
 from common.core.results import atomic_write_bytes, atomic_write_json, sha256_file
 from common.model.onnx_facts import OnnxFacts, external_data_files, inspect_onnx
-from common.trt.api import TrtApi, create, make_logger, reject_weak_typing
+from common.trt.api import TrtApi, create, make_logger, register_plugins, reject_weak_typing
 
 __all__ = [
     "ENGINE_META_SCHEMA",
@@ -493,6 +493,7 @@ def build_or_reuse(
         "backend": api.name,
         "backend_version": api.version,
         "gpu": gpu,
+        "plugins": parsed.plugins,
         "strongly_typed": strongly_typed,
         "precision": precision,
         "onnx_precision": {"qdq": facts.has_qdq, "reduced_types": facts.reduced_types},
@@ -530,17 +531,19 @@ class _Parsed:
     network: Any
     parser: Any
     inputs: dict[str, tuple[int, ...]]
+    plugins: str = ""
 
 
 def _parse(api: TrtApi, logger: Any, onnx_path: Path, strongly_typed: bool) -> _Parsed:
     builder = create(api, "Builder", logger)
+    plugins = register_plugins(api, logger)  # before the parser: plugin ops (EfficientNMS_TRT) resolve through it
     network = builder.create_network(_network_flags(api, strongly_typed))
     parser = api.module.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         raise _parser_error(parser, onnx_path, logger)
     if int(network.num_outputs) == 0:
         raise UserError(f"{onnx_path}: the ONNX parser found no graph outputs; is this a (complete) ONNX model?")
-    return _Parsed(builder, network, parser, _network_inputs(network))
+    return _Parsed(builder, network, parser, _network_inputs(network), plugins)
 
 
 def _make_config(

@@ -299,7 +299,12 @@ def _diagnose_libnvinfer(dx: Diagnosis, seen: _TrtSeen) -> None:
             dx.check("loader path", OK, f"{primary['dir']} is searched by the loader")
         plugins = [p for p in trt["libnvinfer_plugin"] if p["dir"] == primary["dir"]]
         if plugins:
-            dx.check("libnvinfer_plugin", OK, plugins[0]["path"])
+            dx.check(
+                "libnvinfer_plugin",
+                OK,
+                f"{plugins[0]['path']} (registered before parsing and deserializing; TensorRT-RTX has no plugin "
+                "library and no EfficientNMS)",
+            )
         else:
             dx.check("libnvinfer_plugin", WARN, f"no libnvinfer_plugin.so.* beside {primary['path']}")
             dx.recommend(

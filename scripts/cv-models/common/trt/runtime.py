@@ -44,7 +44,7 @@ from common.core.errors import RunError, UserError
 from common.core.results import atomic_write_bytes, sha256_file
 from common.eval.protocols import TensorSpec
 from common.gpu.cuda_mem import Staging
-from common.trt.api import TrtApi, create, last_error, make_logger
+from common.trt.api import TrtApi, create, last_error, make_logger, register_plugins
 from common.trt.build import read_metadata
 from common.trt.env import same_release
 
@@ -173,20 +173,22 @@ class TrtSession:
         trt = api.module
         if share is not None:
             self.build_meta, self.logger, self.runtime = share.build_meta, share.logger, share.runtime
-            self.engine = share.engine
+            self.engine, self.plugins = share.engine, share.plugins
         else:
             gpu = self.mem.device_info() if hasattr(self.mem, "device_info") else None
             self.build_meta = check_engine_origin(self.engine_path, api, gpu)
             self.logger = make_logger(api, verbosity)
             self.runtime = create(api, "Runtime", self.logger)
+            self.plugins = register_plugins(api, self.logger)  # an engine holding a plugin needs it registered
             blob = self.engine_path.read_bytes()
             self.engine = self.runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
-            raise UserError(
-                f"{self.engine_path}: {api.describe()} cannot deserialize this engine "
-                f"({last_error(self.logger, 'not an engine of this backend/version')}); rebuild it with "
-                f"build_trt_engine.py --backend {api.name} --force"
-            )
+            why = last_error(self.logger, "not an engine of this backend/version")
+            fix = f"rebuild it with build_trt_engine.py --backend {api.name} --force"
+            if "plugin" in why.lower():
+                fix = f"it holds a plugin this runtime cannot create (plugins: {self.plugins}); {fix} only helps once "
+                fix += "the plugin library loads"
+            raise UserError(f"{self.engine_path}: {api.describe()} cannot deserialize this engine ({why}); {fix}")
         self._owns_cache = share is None
         self.runtime_cache_path = (Path(runtime_cache) if runtime_cache else None) if share is None else None
         self._shared_cache = share._runtime_cache if share is not None else None
@@ -515,6 +517,7 @@ class TrtSession:
             "memory_layer": getattr(self.mem, "name", type(self.mem).__name__),
             "gpu": self.mem.device_info() if hasattr(self.mem, "device_info") else None,
             "runtime_cache": str(self.runtime_cache_path) if self.runtime_cache_path else None,
+            "plugins": self.plugins,
             "build": self.build_meta,
         }
 
