@@ -8,13 +8,23 @@
                     division by 255, correctly rounded on both sides), with a quarter of the
                     upload and no float work on the CPU.
 - ``gpu-letterbox`` the decoded BGR images go up as they are, with a table of their sizes
-                    and places, in one copy per batch; one launch per batch resizes (OpenCV's
-                    INTER_LINEAR rule in fixed point), pads with 114 and normalises. Within
-                    1/255 of the CPU letterbox per element (OpenCV's SIMD rounding differs by
-                    at most one grey level), so detections may differ slightly from ``cpu``.
+                    and places, in one copy per batch; one launch per batch resizes, pads with
+                    114 and normalises. The resize is OpenCV's ``INTER_LINEAR`` for 8-bit images
+                    in the same integer arithmetic (below), so the input equals ``cpu``'s byte for
+                    byte.
 
-``letterbox_reference`` is the kernel's arithmetic in NumPy: tests check it against the
-CPU letterbox on any machine, and the kernel against it (bit-exact) where there is a GPU.
+``letterbox_reference`` is the kernel's arithmetic in NumPy: tests check it against the CPU
+letterbox (OpenCV) byte for byte on any machine, and the kernel against both where there is a GPU.
+
+OpenCV's ``INTER_LINEAR`` on uint8, as reproduced here: for each destination index ``d`` of an axis,
+``f = (d + 0.5) * scale - 0.5`` in float64 (``scale = 1 / (n_dst / n_src)``, no fused multiply-add), rounded
+to float32; the source index is ``floor(f)`` and the weights ``round((1 - frac) * 2048)`` and
+``round(frac * 2048)`` (float32, ties to even). Columns past an edge take the edge pixel with weights
+(2048, 0); rows past an edge are clamped but keep their computed weights. The horizontal pass keeps exact
+integer sums ``h = w0 * p0 + w1 * p1``; the vertical pass gives
+``(((v0 * (h0 >> 4)) >> 16) + ((v1 * (h1 >> 4)) >> 16) + 2) >> 2`` (OpenCV's scalar and SIMD code agree
+on this). An exact 2x downscale, which OpenCV hands to its area resize, gives the same numbers. Then /255 as a
+float32 division.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ __all__ = [
     "COEF_SCALE",
     "KERNEL_NAMES",
     "KERNEL_SOURCE",
+    "LETTERBOX_BLOCK",
     "LETTERBOX_PARAMS",
     "MODES",
     "PARAM_WORDS",
@@ -48,6 +59,7 @@ __all__ = [
     "compile_kernels",
     "letterbox_reference",
     "normalize_reference",
+    "resize_reference",
 ]
 
 MODES = PREPROCESS_MODES
@@ -60,8 +72,9 @@ KERNEL_NAMES = ("bgr_canvas_to_rgb_chw", "letterbox_batch_bgr_to_rgb_chw")  # wh
 # device memory, --decode gpu); ``row_bytes``: its row pitch, 0 for packed rows (src_w * 3).
 LETTERBOX_PARAMS: tuple[str, ...] = ("offset", "src_w", "src_h", "new_w", "new_h", "pad_left", "pad_top", "row_bytes")
 PARAM_WORDS = len(LETTERBOX_PARAMS)
+LETTERBOX_BLOCK = (32, 8)  # the batch letterbox kernel's block: output pixels (x, y)
 
-KERNEL_SOURCE = r"""
+_KERNEL_TEMPLATE = r"""
 extern "C" __global__ void bgr_canvas_to_rgb_chw(const unsigned char* __restrict__ src,
                                                  float* __restrict__ dst, int hw)
 {
@@ -70,67 +83,95 @@ extern "C" __global__ void bgr_canvas_to_rgb_chw(const unsigned char* __restrict
     if (i >= hw) return;
     const unsigned char* p = src + (size_t)blockIdx.y * hw * 3 + (size_t)i * 3;
     float* q = dst + (size_t)blockIdx.y * hw * 3 + i;
-    q[0] = p[2] / 255.0f;
-    q[hw] = p[1] / 255.0f;
-    q[2 * hw] = p[0] / 255.0f;
+    q[0] = __fdiv_rn((float)p[2], 255.0f);
+    q[hw] = __fdiv_rn((float)p[1], 255.0f);
+    q[2 * hw] = __fdiv_rn((float)p[0], 255.0f);
 }
 
-__device__ __forceinline__ void tap(int d, int n_dst, int n_src, int* s0, int* s1, int* a0, int* a1)
+struct Tap { int i0, i1, w0, w1; };  // two source indices and their 11-bit weights
+
+__device__ __forceinline__ Tap source_tap(int d, int n_dst, int n_src, bool column)
 {
-    // OpenCV INTER_LINEAR: centre-aligned source coordinate, clamped, 11-bit weights
-    float f = (float)(((double)d + 0.5) * ((double)n_src / (double)n_dst) - 0.5);
+    // OpenCV INTER_LINEAR on 8-bit images: f = (d + 0.5) * scale - 0.5 in double, unfused, then float;
+    // index floor(f), weights round((1 - frac) * 2048), round(frac * 2048). Columns past an edge take the
+    // edge pixel with weights (2048, 0); rows past an edge are clamped and keep their weights.
+    double scale = __ddiv_rn(1.0, __ddiv_rn((double)n_dst, (double)n_src));
+    float f = __double2float_rn(__dadd_rn(__dmul_rn((double)d + 0.5, scale), -0.5));
     int s = (int)floorf(f);
-    f -= (float)s;
-    if (s < 0) { f = 0.0f; s = 0; }
-    if (s >= n_src - 1) { f = 0.0f; s = n_src - 1; }
-    *s0 = s;
-    *s1 = min(s + 1, n_src - 1);
-    *a0 = __float2int_rn((1.0f - f) * 2048.0f);
-    *a1 = __float2int_rn(f * 2048.0f);
+    float frac = __fsub_rn(f, (float)s);
+    if (column && s < 0) { s = 0; frac = 0.0f; }
+    if (column && s >= n_src - 1) { s = n_src - 1; frac = 0.0f; }
+    Tap t;
+    t.i0 = min(max(s, 0), n_src - 1);
+    t.i1 = min(max(s + 1, 0), n_src - 1);
+    t.w0 = __float2int_rn(__fmul_rn(__fsub_rn(1.0f, frac), COEF_SCALE.0f));
+    t.w1 = __float2int_rn(__fmul_rn(frac, COEF_SCALE.0f));
+    return t;
 }
 
-__device__ __forceinline__ void letterbox_pixel(const unsigned char* __restrict__ src, int sw, int sh,
-                                                size_t pitch, float* __restrict__ dst, int size, int nw,
-                                                int nh, int left, int top, int x, int y)
+__device__ __forceinline__ int resize_value(Tap cx, Tap ry, const unsigned char* r0, const unsigned char* r1, int c)
 {
-    // one output pixel (x, y) of one image: src [sh, sw, 3] uint8 BGR, rows pitch bytes apart
-    // -> dst [3, size, size] float32 RGB / 255
-    int hw = size * size, o = y * size + x;
-    int dx = x - left, dy = y - top;
-    if (dx < 0 || dy < 0 || dx >= nw || dy >= nh) {
-        float pad = PAD_VALUE / 255.0f;
-        dst[o] = pad; dst[hw + o] = pad; dst[2 * hw + o] = pad;
-        return;
-    }
-    int x0, x1, ax0, ax1, y0, y1, by0, by1;
-    tap(dx, nw, sw, &x0, &x1, &ax0, &ax1);
-    tap(dy, nh, sh, &y0, &y1, &by0, &by1);
-    const unsigned char* r0 = src + (size_t)y0 * pitch;
-    const unsigned char* r1 = src + (size_t)y1 * pitch;
-    for (int c = 0; c < 3; ++c) {
-        long long top_row = (long long)ax0 * r0[x0 * 3 + c] + (long long)ax1 * r0[x1 * 3 + c];
-        long long bot_row = (long long)ax0 * r1[x0 * 3 + c] + (long long)ax1 * r1[x1 * 3 + c];
-        long long v = ((long long)by0 * top_row + (long long)by1 * bot_row + (1LL << 21)) >> 22;
-        v = v < 0 ? 0 : (v > 255 ? 255 : v);
-        dst[(2 - c) * hw + o] = (float)v / 255.0f;
-    }
+    // exact horizontal sums, then OpenCV's vertical rounding (its scalar and SIMD paths agree): <= 255
+    int h0 = cx.w0 * r0[cx.i0 * 3 + c] + cx.w1 * r0[cx.i1 * 3 + c];
+    int h1 = cx.w0 * r1[cx.i0 * 3 + c] + cx.w1 * r1[cx.i1 * 3 + c];
+    return (((ry.w0 * (h0 >> 4)) >> 16) + ((ry.w1 * (h1 >> 4)) >> 16) + 2) >> 2;
 }
 
-extern "C" __global__ void letterbox_batch_bgr_to_rgb_chw(const unsigned char* __restrict__ base,
-                                                          const long long* __restrict__ params,
-                                                          float* __restrict__ dst, int size)
+extern "C" __global__ void __launch_bounds__(BLOCK_X * BLOCK_Y)
+letterbox_batch_bgr_to_rgb_chw(const unsigned char* __restrict__ base, const long long* __restrict__ params,
+                               float* __restrict__ dst, int size)
 {
     // blockIdx.z = image j; params[j * PARAM_WORDS ...] = its record (see LETTERBOX_PARAMS);
-    // image j: [sh, sw, 3] uint8 BGR at base + offset; dst: [B, 3, size, size] float32 RGB / 255
-    int x = blockIdx.x * blockDim.x + threadIdx.x;
-    int y = blockIdx.y * blockDim.y + threadIdx.y;
-    if (x >= size || y >= size) return;
+    // image j: [sh, sw, 3] uint8 BGR at base + offset, rows pitch bytes apart;
+    // dst: [B, 3, size, size] float32 RGB / 255. A block is BLOCK_X x BLOCK_Y output pixels: its column and
+    // row taps are computed once, into shared memory.
+    __shared__ Tap cols[BLOCK_X];
+    __shared__ Tap rows[BLOCK_Y];
     const long long* p = params + (size_t)blockIdx.z * PARAM_WORDS;
-    size_t pitch = p[7] > 0 ? (size_t)p[7] : (size_t)p[1] * 3;
-    letterbox_pixel(base + p[0], (int)p[1], (int)p[2], pitch, dst + (size_t)blockIdx.z * 3 * size * size,
-                    size, (int)p[3], (int)p[4], (int)p[5], (int)p[6], x, y);
+    int sw = (int)p[1], sh = (int)p[2], nw = (int)p[3], nh = (int)p[4], left = (int)p[5], top = (int)p[6];
+    int x = blockIdx.x * BLOCK_X + threadIdx.x;
+    int y = blockIdx.y * BLOCK_Y + threadIdx.y;
+    int dx = x - left, dy = y - top;
+    if (threadIdx.y == 0 && dx >= 0 && dx < nw) cols[threadIdx.x] = source_tap(dx, nw, sw, true);
+    int ty = blockIdx.y * BLOCK_Y + threadIdx.x - top;  // the row a thread of the last line computes
+    if (threadIdx.y == BLOCK_Y - 1 && threadIdx.x < BLOCK_Y && ty >= 0 && ty < nh)
+        rows[threadIdx.x] = source_tap(ty, nh, sh, false);
+    __syncthreads();
+    if (x >= size || y >= size) return;
+    int hw = size * size, o = y * size + x;
+    float* out = dst + (size_t)blockIdx.z * 3 * hw;
+    if (dx < 0 || dy < 0 || dx >= nw || dy >= nh) {
+        float pad = __fdiv_rn((float)PAD_VALUE, 255.0f);
+        out[o] = pad; out[hw + o] = pad; out[2 * hw + o] = pad;
+        return;
+    }
+    size_t pitch = p[7] > 0 ? (size_t)p[7] : (size_t)sw * 3;
+    const unsigned char* src = base + p[0];
+    Tap cx = cols[threadIdx.x], ry = rows[threadIdx.y];
+    const unsigned char* r0 = src + (size_t)ry.i0 * pitch;
+    const unsigned char* r1 = src + (size_t)ry.i1 * pitch;
+    for (int c = 0; c < 3; ++c)
+        out[(2 - c) * hw + o] = __fdiv_rn((float)resize_value(cx, ry, r0, r1, c), 255.0f);
 }
-""".replace("PAD_VALUE", str(PAD_VALUE)).replace("PARAM_WORDS", str(PARAM_WORDS))
+"""
+
+
+def _kernel_source() -> str:
+    """The kernels with this module's constants written in."""
+    source = _KERNEL_TEMPLATE
+    bx, by = LETTERBOX_BLOCK
+    for name, value in (
+        ("PAD_VALUE", PAD_VALUE),
+        ("PARAM_WORDS", PARAM_WORDS),
+        ("COEF_SCALE", COEF_SCALE),
+        ("BLOCK_X", bx),
+        ("BLOCK_Y", by),
+    ):
+        source = source.replace(name, str(value))
+    return source
+
+
+KERNEL_SOURCE = _kernel_source()
 
 
 def check_float_input(mode: str, name: str, dtype: np.dtype) -> None:
@@ -279,32 +320,47 @@ class U8Stager:
 # ----------------------------------------------------------------------------- NumPy reference
 
 
-def _taps(n_dst: int, n_src: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    d = np.arange(n_dst, dtype=np.float64)
-    f = ((d + 0.5) * (n_src / n_dst) - 0.5).astype(np.float32)
-    s = np.floor(f).astype(np.int64)
-    f = (f - s.astype(np.float32)).astype(np.float32)
-    low = s < 0
-    f[low], s[low] = 0.0, 0
-    high = s >= n_src - 1
-    f[high], s[high] = 0.0, n_src - 1
-    a0 = np.rint((np.float32(1.0) - f) * np.float32(COEF_SCALE)).astype(np.int64)
-    a1 = np.rint(f * np.float32(COEF_SCALE)).astype(np.int64)
-    return s, np.minimum(s + 1, n_src - 1), a0, a1
+def _taps(n_dst: int, n_src: int, *, columns: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's two taps per destination index of one axis: source indices ``i0``, ``i1`` and 11-bit weights
+    ``w0``, ``w1`` (int32). ``columns``: past an edge, the edge pixel with weights (2048, 0); rows past an
+    edge are clamped but keep their computed weights (the vertical rounding shows the difference)."""
+    scale = 1.0 / (n_dst / n_src)
+    f = ((np.arange(n_dst, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    s = np.floor(f)
+    frac = (f - s).astype(np.float32)
+    s = s.astype(np.int64)
+    if columns:
+        edge = (s < 0) | (s >= n_src - 1)
+        frac[edge] = 0.0
+        s = np.clip(s, 0, n_src - 1)
+    w0 = np.rint((np.float32(1.0) - frac) * np.float32(COEF_SCALE)).astype(np.int32)
+    w1 = np.rint(frac * np.float32(COEF_SCALE)).astype(np.int32)
+    return np.clip(s, 0, n_src - 1), np.clip(s + 1, 0, n_src - 1), w0, w1
+
+
+def resize_reference(img: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
+    """``cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_LINEAR)`` for uint8 [H, W, C] images, in the
+    kernel's integer arithmetic (see the module docstring): uint8 [new_h, new_w, C]."""
+    sh, sw = img.shape[:2]
+    x0, x1, a0, a1 = _taps(new_w, sw, columns=True)
+    y0, y1, b0, b1 = _taps(new_h, sh, columns=False)
+
+    def horizontal(rows: np.ndarray) -> np.ndarray:  # exact integer sums, [new_h, new_w, C] int32
+        picked = img[rows]
+        return a0[:, None] * picked[:, x0].astype(np.int32) + a1[:, None] * picked[:, x1].astype(np.int32)
+
+    top, bottom = horizontal(y0), horizontal(y1)
+    v = ((b0[:, None, None] * (top >> 4)) >> 16) + ((b1[:, None, None] * (bottom >> 4)) >> 16)
+    return ((v + 2) >> 2).astype(np.uint8)
 
 
 def letterbox_reference(img_bgr: np.ndarray, meta: LetterboxMeta, size: int) -> np.ndarray:
-    """What ``letterbox_batch_bgr_to_rgb_chw`` computes for one image, in NumPy: RGB float32 [3, size, size]."""
-    sh, sw = img_bgr.shape[:2]
-    x0, x1, ax0, ax1 = _taps(meta.new_w, sw)
-    y0, y1, by0, by1 = _taps(meta.new_h, sh)
-    src = img_bgr.astype(np.int64)
-    top = ax0[None, :, None] * src[y0][:, x0] + ax1[None, :, None] * src[y0][:, x1]
-    bot = ax0[None, :, None] * src[y1][:, x0] + ax1[None, :, None] * src[y1][:, x1]
-    v = (by0[:, None, None] * top + by1[:, None, None] * bot + (1 << 21)) >> 22
+    """What ``letterbox_batch_bgr_to_rgb_chw`` computes for one image, in NumPy: RGB float32 [3, size, size].
+    The kernel resizes even where the size is unchanged (an exact copy then), so this does too."""
     canvas = np.full((size, size, 3), PAD_VALUE, dtype=np.uint8)
-    canvas[meta.pad_top : meta.pad_top + meta.new_h, meta.pad_left : meta.pad_left + meta.new_w] = np.clip(v, 0, 255)
-    return np.divide(canvas[:, :, ::-1].transpose(2, 0, 1), np.float32(255.0), dtype=np.float32)
+    top, left = meta.pad_top, meta.pad_left
+    canvas[top : top + meta.new_h, left : left + meta.new_w] = resize_reference(img_bgr, meta.new_w, meta.new_h)
+    return normalize_reference(canvas)
 
 
 def normalize_reference(canvas_bgr: np.ndarray) -> np.ndarray:
@@ -452,11 +508,12 @@ class GpuPreprocessor:
         launch. ``params`` (device) holds ``batch`` records of ``LETTERBOX_PARAMS`` (int64); a record's
         offset is its image's byte offset from ``base`` (device), its sizes say [src_h, src_w, 3]."""
         c = ctypes
-        grid = ((size + 31) // 32, (size + 7) // 8, batch)
+        bx, by = LETTERBOX_BLOCK
+        grid = ((size + bx - 1) // bx, (size + by - 1) // by, batch)
         self._kernels.launch(
             "letterbox_batch_bgr_to_rgb_chw",
             grid,
-            (32, 8),
+            LETTERBOX_BLOCK,
             (base, params, dst, size),
             (c.c_void_p, c.c_void_p, c.c_void_p, c.c_int),
             stream,
