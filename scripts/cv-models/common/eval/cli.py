@@ -170,9 +170,11 @@ def _add_run_args(r: argparse._ArgumentGroup) -> None:
         "--preprocess",
         choices=PREPROCESS_MODES,
         default="cpu",
-        help="where the letterbox runs: cpu (reference); gpu-normalize (CPU letterbox in uint8, GPU float "
-        "conversion: identical input); gpu-letterbox (NVRTC resize on the GPU, within 1/255). GPU modes "
-        "need a backend with device input buffers (ONNX Runtime --io-binding, or TensorRT)",
+        help="where the letterbox runs: cpu (default; the reference: OpenCV on the --workers); gpu-normalize "
+        "(CPU letterbox in uint8, float conversion on the GPU); gpu-letterbox (resize, pad and /255 in one NVRTC "
+        "kernel per batch, in OpenCV's fixed-point INTER_LINEAR arithmetic). Both GPU modes give the model the "
+        "same input as cpu, byte for byte. They need a backend with device input buffers (ONNX Runtime "
+        "--io-binding, or TensorRT)",
     )
     r.add_argument(
         "--decode",
