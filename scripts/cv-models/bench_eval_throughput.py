@@ -53,11 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
         __doc__ or "",
         [
-            "python scripts/cv-models/bench_eval_throughput.py --onnx-path yolov10m.onnx --batch-sizes 1",
-            "python scripts/cv-models/bench_eval_throughput.py --onnx-path dynbatch.onnx --batch-sizes 1 4 8 16 32",
-            "python scripts/cv-models/bench_eval_throughput.py --onnx-path dynbatch.onnx --batch-sizes 32 "
-            "--time-to-metrics 5000",
-            "python scripts/cv-models/bench_eval_throughput.py --onnx-path yolov10m.onnx --replay --batch-sizes 1 32",
+            "python scripts/cv-models/bench_eval_throughput.py "
+            "--onnx-path models/cv-models/yolov10m/yolov10m.onnx --batch-sizes 1",
+            "python scripts/cv-models/bench_eval_throughput.py "
+            "--onnx-path models/cv-models/yolov10m/yolov10m-dynbatch.onnx --batch-sizes 1 4 8 16 32",
+            "python scripts/cv-models/bench_eval_throughput.py "
+            "--onnx-path models/cv-models/yolov10m/yolov10m-dynbatch.onnx --batch-sizes 32 --time-to-metrics 5000",
+            "python scripts/cv-models/bench_eval_throughput.py "
+            "--onnx-path models/cv-models/yolov10m/yolov10m.onnx --replay --batch-sizes 1 32",
             "python scripts/cv-models/bench_eval_throughput.py --smoke   # CI: bundled model, 8 images, CPU",
         ],
     )

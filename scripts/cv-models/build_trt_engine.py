@@ -24,11 +24,12 @@ def build_parser():
         __doc__ or "",
         [
             "python scripts/cv-models/build_trt_engine.py --onnx-path models/cv-models/yolov10m/yolov10m.onnx",
-            "python scripts/cv-models/build_trt_engine.py --onnx-path yolov10m_fp16.onnx --trt-api tensorrt-rtx "
-            "--compute-capability SM120",
-            "python scripts/cv-models/build_trt_engine.py --onnx-path yolov10m-dyn.onnx "
-            "--shapes images:1x3x640x640,8x3x640x640,16x3x640x640 --engine-path tmp/m.engine",
-            "python scripts/cv-models/build_trt_engine.py --onnx-path yolov10m.onnx --fp16   # TensorRT 10.x only",
+            "python scripts/cv-models/build_trt_engine.py --onnx-path tmp/quant/yolov10m.fp16.onnx "
+            "--trt-api tensorrt-rtx --compute-capability SM120",
+            "python scripts/cv-models/build_trt_engine.py --onnx-path models/cv-models/yolov10m/yolov10m-dynbatch.onnx "
+            "--shapes images:1x3x640x640,8x3x640x640,16x3x640x640",
+            "python scripts/cv-models/build_trt_engine.py --onnx-path models/cv-models/yolov10m/yolov10m.onnx --fp16   "
+            "# TensorRT 10.x only",
         ],
     )
     add_api_args(parser)

@@ -27,7 +27,8 @@ def build_parser():
         (__doc__ or "").splitlines()[0],
         [
             "python scripts/cv-models/compare_runs.py tmp/validate/20260101-120000",
-            "python scripts/cv-models/compare_runs.py h100/metrics.json rtx5090/metrics.json --out-dir tmp/cmp",
+            "python scripts/cv-models/compare_runs.py tmp/eval-onnx/20260101-120000/metrics.json "
+            "tmp/eval-trt/20260101-120500/metrics.json --out-dir tmp/cmp",
             "python scripts/cv-models/compare_runs.py tmp/validate/A tmp/validate/B --reference 'ort-cuda fp32'",
         ],
     )

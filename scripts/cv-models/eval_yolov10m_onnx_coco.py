@@ -78,8 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lanes",
         type=int,
         default=3,
-        help="with --io-binding: ORT sessions running batches concurrently (default 3: on the "
-        "H100, 3 lanes ran yolov10m at 1.8x one lane)",
+        help="with --io-binding: ORT sessions running batches concurrently, each on its own CUDA stream (default 3)",
     )
     parser.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help="with --io-binding: " + GPU_ORDER_HELP)
     parser.add_argument(

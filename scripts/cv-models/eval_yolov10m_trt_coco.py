@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
             "python scripts/cv-models/eval_yolov10m_trt_coco.py "
             "--engine-path tmp/build-engine/trt/yolov10m.tensorrt.engine --max-images 0",
             "python scripts/cv-models/eval_yolov10m_trt_coco.py "
-            "--onnx-path models/cv-models/yolov10m/yolov10m_fp16.onnx --trt-api tensorrt-rtx "
+            "--onnx-path tmp/quant/yolov10m.fp16.onnx --trt-api tensorrt-rtx "
             "--max-images 0 --cuda-graph",
         ],
     )
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2,
         help="execution contexts of the engine, each on its own CUDA stream, running batches "
-        "concurrently (lanes + 1 batches in flight; default 2, not measured on a real engine); 0: one plain "
+        "concurrently (lanes + 1 batches in flight; default 2); 0: one plain "
         "runner (one context, one stream, no threads, one batch at a time; CPU pre- and post-processing): "
         "the first run to try on a new machine",
     )

@@ -4,9 +4,6 @@
 Writes one <output>.npy per engine output and infer.json (I/O, timings) into --output-dir.
 --benchmark reports trtexec's figures: GPU compute, H2D, D2H, enqueue, latency (H2D+compute+D2H,
 CUDA events), end-to-end host time and throughput, each as mean/median/p90/p95/p99.
-
-Validation status: this script's engine execution was tested only against a TensorRT runtime
-test double (the CUDA memory layer itself ran for real on an H100); not yet on an RTX 5090.
 """
 
 from __future__ import annotations
@@ -51,11 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
         __doc__ or "",
         [
             "python scripts/cv-models/infer_trt_engine.py --engine-path tmp/build-engine/trt/yolov10m.tensorrt.engine "
-            "--input images=batch.npy --output-dir tmp/infer-trt/run1",
-            "python scripts/cv-models/infer_trt_engine.py --engine-path m.engine --seed 0 --benchmark --cuda-graph "
-            "--iterations 500",
-            "python scripts/cv-models/infer_trt_engine.py --engine-path dyn.engine --shapes images:4x3x640x640 "
-            "--benchmark",
+            "--input images=tmp/calib/one.npy --output-dir tmp/infer-trt/run1",
+            "python scripts/cv-models/infer_trt_engine.py --engine-path tmp/build-engine/trt/yolov10m.tensorrt.engine "
+            "--seed 0 --benchmark --cuda-graph --iterations 500",
+            "python scripts/cv-models/infer_trt_engine.py "
+            "--engine-path tmp/build-engine/trt/yolov10m-dynbatch.tensorrt.engine "
+            "--shapes images:4x3x640x640 --benchmark",
         ],
     )
     parser.add_argument(

@@ -29,8 +29,8 @@ def build_parser():
     parser = make_parser(
         __doc__.splitlines()[1],
         [
-            "python scripts/cv-models/make_calib_npy.py --data-root datasets/coco --images-dir val2017 "
-            "--num-images 100 --seed 0 --out tmp/calib/coco100.npy",
+            "python scripts/cv-models/make_calib_npy.py --data-root datasets/coco2017/source-data "
+            "--images-dir train2017 --num-images 100 --seed 0 --out tmp/calib/coco-train100.npy",
             "python scripts/cv-models/make_calib_npy.py --image-list my_images.txt --out tmp/calib/mine.npy",
         ],
     )

@@ -33,11 +33,11 @@ def build_parser():
     parser = make_parser(
         __doc__.splitlines()[1],
         [
-            "pixi run -e quant quantize --mode int8 --onnx-path models/yolov10m.onnx "
-            "--calib tmp/calib/coco100.npy --out tmp/quant/yolov10m.int8.onnx",
-            "pixi run -e quant quantize --mode fp8 --onnx-path models/yolov10m.onnx "
-            "--calib tmp/calib/coco100.npy --calibration-method max --out tmp/quant/yolov10m.fp8.onnx",
-            "pixi run -e quant quantize --mode fp16 --onnx-path models/yolov10m.onnx "
+            "pixi run -e quant quantize --mode int8 --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
+            "--calib tmp/calib/coco-train100.npy --out tmp/quant/yolov10m.int8.onnx",
+            "pixi run -e quant quantize --mode fp8 --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
+            "--calib tmp/calib/coco-train100.npy --calibration-method max --out tmp/quant/yolov10m.fp8.onnx",
+            "pixi run -e quant quantize --mode fp16 --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
             "--out tmp/quant/yolov10m.fp16.onnx",
         ],
     )

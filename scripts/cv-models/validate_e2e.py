@@ -43,10 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
         [
             "python scripts/cv-models/validate_e2e.py --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
             "--candidate tmp/quant/yolov10m.int8.onnx --max-images 500",
-            "python scripts/cv-models/validate_e2e.py --onnx-path yolov10m.onnx --quantize int8 "
-            "--quantize-python .venv-quant/bin/python --max-images 0",
-            "python scripts/cv-models/validate_e2e.py --onnx-path m.onnx --candidate m.int8.onnx "
-            "--backends ort-cpu ort-cuda --data-root datasets/synthcoco-mini --max-images 0",
+            "python scripts/cv-models/validate_e2e.py --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
+            "--quantize int8 --quantize-python .venv-quant/bin/python --max-images 0",
+            "python scripts/cv-models/validate_e2e.py --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
+            "--candidate tmp/quant/yolov10m.int8.onnx --backends ort-cpu ort-cuda --max-images 500",
         ],
     )
     m = parser.add_argument_group("models")

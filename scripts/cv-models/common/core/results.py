@@ -119,7 +119,7 @@ def _json_default(obj: Any) -> Any:
 def latency_stats(samples_s: Sequence[float], skip: int = 0, items_per_sample: int = 1) -> dict[str, float]:
     """Latency figures (ms) of per-call timings given in seconds.
 
-    Keys keep the users' contract (``mean_ms``, ``median_ms``, ``p90_ms``,
+    Keys keep the metrics.json contract (``mean_ms``, ``median_ms``, ``p90_ms``,
     ``throughput_fps``) and add ``p95_ms``, ``p99_ms``, ``min_ms``, ``max_ms`` and ``count``.
     ``throughput_fps`` counts items (images), so a batch of 8 per sample counts 8.
     """

@@ -489,7 +489,8 @@ def _run_cocoeval(
 
 
 def users_metrics(stats: dict[str, float], num_images: int, num_detections: int) -> dict[str, Any]:
-    """The users' metrics keys (kept from their evaluator) plus all 12 stats."""
+    """The metrics.json keys of the evaluator this toolkit replaces (``mAP_50_95``, ``mAP_50``, ...) plus all
+    12 stats."""
     return {
         "mAP_50_95": stats["AP"],
         "mAP_50": stats["AP50"],

@@ -60,8 +60,8 @@ __all__ = [
 DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
 ALLOW_IMGSZ_FLAG = "--allow-imgsz-mismatch"
 # Warm-up runs per lane/session (and per partial-last-batch shape) before anything is timed. The first
-# run of a CUDA EP session at a new shape pays cuDNN's algorithm search (~2-6 s for yolov10m on the
-# H100/H200), TensorRT-RTX compiles shape-specialised kernels on its first runs, and a CUDA graph is
+# run of a CUDA EP session at a new shape pays cuDNN's algorithm search (seconds for yolov10m),
+# TensorRT-RTX compiles shape-specialised kernels on its first runs, and a CUDA graph is
 # captured after the first plain run; the rest let clocks and the memory arena settle.
 DEFAULT_WARMUP_RUNS = 10
 
@@ -71,12 +71,13 @@ GPU_ORDER_HELP = (
     "and uploaded, so latency.* is each batch's own GPU time; overlap: the lanes' GPU work runs concurrently "
     "(more images/s when one batch does not fill the GPU; a batch's time then includes other lanes' work); "
     "auto (default): serial, except ONNX Runtime --io-binding lanes without a CUDA graph below batch 16, "
-    "whose runs block the host (overlap measured faster there)"
+    "whose runs block the host (overlapping lanes keep the GPU busier there)"
 )
 
 
 def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
-    """The users' evaluator flags (names and defaults kept) plus ours, one argument group each."""
+    """The evaluator flags (the names and defaults of the evaluator this toolkit replaces, and the toolkit's
+    own), one argument group each."""
     _add_dataset_args(parser.add_argument_group("dataset"))
     _add_processing_args(parser.add_argument_group("pre/post-processing"))
     _add_run_args(parser.add_argument_group("run"))

@@ -81,8 +81,8 @@ __all__ = [
 
 
 def default_workers() -> int:
-    """Loader threads: one per core, up to 16 (JPEG decoding releases the GIL; on the 16-core H200 host
-    16 threads decoded 4553 images/s, about what a small model at batch 32 takes there)."""
+    """Loader threads: one per core, up to 16 (JPEG decoding releases the GIL, so the threads decode in
+    parallel)."""
     return max(1, min(16, (os.cpu_count() or 2)))
 
 

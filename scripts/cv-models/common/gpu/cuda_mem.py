@@ -8,15 +8,15 @@ The TensorRT runtime (``common.trt.runtime``) uses only the ``MemoryLayer`` prot
 below, so tests can hand it a host-memory fake (tests/trt_double.py) on machines
 without a GPU; ``CudaMemory`` is the real one.
 
-Why not ``cuda.core`` (NVIDIA's Pythonic layer; evaluated for issue 14, from its release notes and
-install pages, not run here): it has what this module wraps (``Device``, ``Stream``, ``Event`` with
-timing, ``Buffer`` from ``DeviceMemoryResource`` / ``PinnedMemoryResource`` /
-``LegacyPinnedMemoryResource``, ``graph.GraphBuilder`` for stream capture, ``Program`` for NVRTC,
-``launch``), but cuda.core 1.3.0 requires cuda-bindings >= 12.9.8 (CUDA 12) / >= 13.4.1 (CUDA 13)
-and drops Python 3.10, while the rtx5090 environment pins cuda-python >= 12.8, < 13 and the project
-supports Python >= 3.10; older cuda.core releases accepted any cuda-bindings of the major but, by its
-own notes, an older one could fail at import or crash. Moving would raise both floors and replace
-code that ran on an H100 for no new capability, so this module stays on ``cuda.bindings.runtime``.
+Why not ``cuda.core`` (NVIDIA's Pythonic layer, judged from its release notes and install pages): it
+has what this module wraps (``Device``, ``Stream``, ``Event`` with timing, ``Buffer`` from
+``DeviceMemoryResource`` / ``PinnedMemoryResource`` / ``LegacyPinnedMemoryResource``,
+``graph.GraphBuilder`` for stream capture, ``Program`` for NVRTC, ``launch``), but cuda.core 1.3.0 requires
+cuda-bindings >= 12.9.8 (CUDA 12) / >= 13.4.1 (CUDA 13) and drops Python 3.10, while the rtx5090
+environment pins cuda-python >= 12.8, < 13 and the project supports Python >= 3.10; older cuda.core
+releases accepted any cuda-bindings of the major but, by its own notes, an older one could fail at import
+or crash. Moving would raise both floors for no new capability, so this module stays on
+``cuda.bindings.runtime``.
 """
 
 from __future__ import annotations
@@ -359,7 +359,7 @@ def device_info(device: int = 0) -> dict[str, Any] | None:
 
 class HostLease:
     """Owns one pinned host buffer; frees it when neither its owner nor any view handed out holds it
-    (NumPy views reference their lease, as NVIDIA's samples keep the owner of host memory alive)."""
+    (NumPy views reference this owner, as NVIDIA's samples keep the owner of host memory alive)."""
 
     def __init__(self, host: Any) -> None:
         self.host = host
@@ -369,7 +369,7 @@ class HostLease:
         fin.atexit = False  # never call into CUDA while the interpreter shuts down
 
     def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
-        """A NumPy view of the buffer whose ``base`` chain holds this lease."""
+        """A NumPy view of the buffer whose ``base`` chain holds this ``HostLease``."""
         dtype = np.dtype(dtype)
         count = math.prod(shape)
         if count * dtype.itemsize > self.nbytes:

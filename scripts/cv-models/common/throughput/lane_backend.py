@@ -31,9 +31,9 @@ GPU_ORDER_TEXT = {
 def resolve_gpu_order(order: str, synchronous_runs: bool, batch: int) -> bool:
     """``--gpu-order`` -> overlap? ``auto``: serial, except for a backend whose runs block the host while the
     GPU works (ONNX Runtime) at batches below 16. There one lane cannot launch its next batch's kernels
-    while the GPU runs, so lanes overlap; measured on the H200 (yolov10n dynbatch, ORT 1.31.1, images/s
-    against one session's back-to-back runs): batch 1 0.75x serial vs 1.93x overlapping, batch 8 0.69x vs
-    0.87x, batch 16 0.82x vs 0.73x, batch 32 0.78x vs 0.66x."""
+    while the GPU runs, so serial lanes leave the GPU waiting for the host and overlapping lanes keep it
+    busy; from batch 16 a batch's GPU work is long against the launches, and overlapping lanes only
+    contend."""
     if order not in GPU_ORDERS:
         raise UserError(f"--gpu-order {order}: choose one of {', '.join(GPU_ORDERS)}")
     if order == "auto":

@@ -330,7 +330,7 @@ class OrtCudaBackend(LaneBackend):
 
     def warmup(self, batch: int, runs: int) -> None:
         """``runs`` resident runs at ``batch`` on every lane: each session's first run at a shape
-        pays cuDNN's algorithm search (about 2 s for yolov10m on the H100), which must not land
+        pays cuDNN's algorithm search (seconds for yolov10m), which must not land
         inside a timed pass. With a CUDA graph at least ``GRAPH_WARMUP_RUNS`` per lane, one lane at a time
         with nothing else in flight, each on its lane's own thread: ORT captures the graph on one of them (it
         keeps a graph per session and thread), and a capture must never overlap another thread's CUDA work."""

@@ -52,7 +52,7 @@ __all__ = [
     "version_pin",
 ]
 
-# The users' NGC TensorRT container first, then the layout of other NGC images.
+# The NGC TensorRT container this toolkit targets first, then the layout of other NGC images.
 CONTAINER_LIB_DIRS: tuple[str, ...] = (
     "/usr/local/tensorrt/targets/x86_64-linux-gnu/lib",
     "/usr/local/tensorrt/lib",

@@ -21,10 +21,9 @@ so tests can run the session against a runtime double with host memory.
 
 ``common.throughput.trt_lanes.TrtBackend`` runs sessions on lanes for the evaluation pipeline.
 
-Validation status: written against the documented TensorRT / TensorRT-RTX runtime API and tested
-against a test double of it (tests/trt_double.py, checked name-by-name against the real
-``tensorrt_rtx`` and ``tensorrt`` 10.7/10.13/11.4 classes); the cuda-python layer ran for real on
-an H100. No real engine has been executed by this code yet.
+Written against the documented TensorRT / TensorRT-RTX runtime API and tested against a double of it
+(tests/trt_double.py, checked name by name against the real ``tensorrt_rtx`` and ``tensorrt`` 10.7 / 10.13 /
+11.4 classes).
 """
 
 from __future__ import annotations
