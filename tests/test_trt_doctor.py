@@ -514,6 +514,48 @@ def test_ort_whose_kernels_fail_is_a_failure(tmp_path: Path) -> None:
     assert "CMAKE_CUDA_ARCHITECTURES=120" in hint[0] and "sm_120" in hint[0]
 
 
+class _Options:
+    """onnxruntime.SessionOptions: the config entries a session is made with."""
+
+    def __init__(self) -> None:
+        self.config: dict[str, str] = {}
+
+    def add_session_config_entry(self, key: str, value: str) -> None:
+        self.config[key] = value
+
+
+class _EpWithoutKernels:
+    """An EP that registers but takes no node, as ONNX Runtime 1.32 behaves here: the CPU EP computes the
+    graph unless fallback is disabled; then the session fails. CPU EP listed with fallback disabled: refused."""
+
+    def __init__(self, model: bytes, sess_options: Any = None, providers: Sequence[str] = ()) -> None:
+        no_fallback = (getattr(sess_options, "config", {}) or {}).get("session.disable_cpu_ep_fallback") == "1"
+        if no_fallback and "CPUExecutionProvider" in providers:
+            raise RuntimeError("Conflicting session configuration: explicitly added the CPU EP to the session")
+        if no_fallback:
+            raise RuntimeError("This session contains graph nodes that are assigned to the default CPU EP")
+        self.providers = list(providers)
+
+    def get_providers(self) -> list[str]:
+        return self.providers
+
+    def run(self, names: Any, feeds: Any) -> Any:
+        import numpy as np
+
+        return [np.maximum(feeds["x"], 0)]
+
+
+def test_probe_reports_an_ep_that_falls_back_to_the_cpu_as_failing() -> None:
+    class FakeOrt:
+        SessionOptions = _Options
+        InferenceSession = _EpWithoutKernels
+
+    pytest.importorskip("onnx")
+    res = trt_probe._session_probe(FakeOrt, trt_probe._tiny_model(), "TensorrtExecutionProvider")
+    assert res["session_ok"] is False, res  # the CPU computed the Relu: the EP does not work
+    assert "assigned to the default CPU EP" in res["session_error"]
+
+
 class _FailingSession:
     def __init__(self, model: bytes, sess_options: Any = None, providers: Sequence[str] = ()) -> None:
         self.providers = list(providers)
@@ -527,7 +569,7 @@ class _FailingSession:
 
 def test_probe_runs_the_model_not_just_the_session() -> None:
     class FakeOrt:
-        SessionOptions = type("SessionOptions", (), {})
+        SessionOptions = _Options
         InferenceSession = _FailingSession
 
     pytest.importorskip("onnx")

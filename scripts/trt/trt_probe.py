@@ -203,9 +203,7 @@ def _session_probe(ort: Any, model: bytes, ep: str) -> dict[str, Any]:
     run: dict[str, Any] = {"run_ok": None, "run_error": None}
     with capture_fd2() as box:
         try:
-            opts = ort.SessionOptions()
-            opts.log_severity_level = 2
-            sess = ort.InferenceSession(model, sess_options=opts, providers=[ep, "CPUExecutionProvider"])
+            sess = ort.InferenceSession(model, sess_options=_probe_options(ort, ep), providers=[ep])
             used = list(sess.get_providers())
             if ep in used:
                 run = _run_probe(sess)
@@ -218,6 +216,21 @@ def _session_probe(ort: Any, model: bytes, ep: str) -> dict[str, Any]:
     relevant = [ln for ln in lines if "E:" in ln or "rror" in ln or "cannot open" in ln or "fail" in ln.lower()]
     text = exc_text or " | ".join((relevant or lines)[-3:]) or f"{ep} was not used (session fell back to {used})"
     return {"session_ok": False, "session_error": text[:2000]}
+
+
+CPU_EP = "CPUExecutionProvider"
+NO_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
+
+
+def _probe_options(ort: Any, ep: str) -> Any:
+    """Session options for probing ``ep`` alone: with CPU fallback disabled, a node the EP cannot take fails the
+    session instead of running quietly on the CPU (which would report a broken EP as working). ONNX Runtime
+    refuses the option together with an explicit CPU EP, so the CPU EP itself is probed without it."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 2
+    if ep != CPU_EP:
+        opts.add_session_config_entry(NO_CPU_FALLBACK, "1")
+    return opts
 
 
 def _run_probe(sess: Any) -> dict[str, Any]:
