@@ -59,10 +59,10 @@ def pixi_tasks() -> dict[str, str]:
     return tasks
 
 
-def doc_commands() -> list[tuple[str, str]]:
-    """(doc line, command that runs its script with --help)."""
+def doc_invocations() -> list[tuple[str, str, list[str], list[str]]]:
+    """(doc: line, command that runs the script, the script's arguments on that line) of every command line."""
     tasks = pixi_tasks()
-    found: dict[str, str] = {}
+    out = []
     for doc in DOCS:
         for line in code_lines(doc.read_text()):
             try:
@@ -77,26 +77,32 @@ def doc_commands() -> list[tuple[str, str]]:
                     rest = rest[2:]
                 task = rest[0]
                 if task in ("python", "python3"):  # `pixi run -e X python scripts/...py`
-                    cmd = ["python", rest[1]]
+                    cmd, args = ["python", rest[1]], rest[2:]
                 else:
                     assert task in tasks, f"{doc.name}: `{line}` names task {task!r}, not in pyproject.toml"
                     if task in ("test", "lint", "demo"):
                         continue
-                    cmd = shlex.split(tasks[task])
+                    cmd, args = shlex.split(tasks[task]), rest[1:]
             elif words[0] in ("python", "python3") and len(words) > 1 and words[1].endswith(".py"):
-                cmd = ["python", words[1]]
+                cmd, args = ["python", words[1]], words[2:]
             elif words[:2] == ["bash", VENV_SH] and len(words) > 3 and words[2] in VENV_PYTHON_JOBS:
-                cmd = ["python", words[3]]  # `bash scripts/dev/venv.sh python[-gpu|-quant] scripts/...py`
+                cmd, args = ["python", words[3]], words[4:]  # `bash scripts/dev/venv.sh python[-gpu|-quant] ...py`
             elif words[:2] == ["bash", VENV_SH]:
                 assert words[2:3] and words[2] in VENV_JOBS, f"{doc.name}: `{line}` names no job of {VENV_SH}"
                 continue
             else:
                 continue
-            script = next((w for w in cmd if w.endswith((".py", ".sh"))), None)
-            if script is None:
+            if next((w for w in cmd if w.endswith((".py", ".sh"))), None) is None:
                 continue
-            key = " ".join(cmd)
-            found.setdefault(key, line)
+            out.append((f"{doc.relative_to(REPO)}: {line}", " ".join(cmd), cmd, args))
+    return out
+
+
+def doc_commands() -> list[tuple[str, str]]:
+    """(doc line, command that runs its script with --help), one per command."""
+    found: dict[str, str] = {}
+    for where, key, _cmd, _args in doc_invocations():
+        found.setdefault(key, where)
     return [(line, key) for key, line in found.items()]
 
 
@@ -129,3 +135,21 @@ def test_venv_jobs_the_docs_may_name_are_the_scripts_jobs() -> None:
     text = (REPO / VENV_SH).read_text()
     jobs = set(re.findall(r"^  ([a-z][\w-]*)\)", text, re.MULTILINE))
     assert jobs == set(VENV_JOBS), f"{VENV_SH} has jobs {sorted(jobs)}, the docs test knows {sorted(VENV_JOBS)}"
+
+
+PY_INVOCATIONS = [(w, cmd, args) for w, _key, cmd, args in doc_invocations() if cmd[1].endswith(".py")]
+
+
+@pytest.mark.parametrize(("where", "cmd", "args"), PY_INVOCATIONS, ids=[w for w, _, _ in PY_INVOCATIONS])
+def test_documented_command_parses(where: str, cmd: list[str], args: list[str]) -> None:
+    """Every flag a documented command passes exists, and its value is one the parser takes."""
+    from cli_parsers import NOT_ARGPARSE, parser_of
+
+    script, fixed = cmd[1], cmd[2:]
+    if script in NOT_ARGPARSE:
+        return
+    parser = parser_of(script)
+    try:
+        parser.parse_args([*fixed, *args])
+    except SystemExit as exc:
+        pytest.fail(f"`{where}`: the parser of {script} refuses it (exit {exc.code})")
