@@ -4,7 +4,8 @@
 Prints a table of checks and one actionable line per problem, and writes the full
 inventory as JSON (``tmp/trt-doctor/<timestamp>/doctor.json`` unless ``--json-out``).
 Exit code 0: ready for TensorRT (``import tensorrt`` works against the machine's
-libnvinfer and a GPU is visible); 1: not ready, with the reasons; 2: bad usage.
+libnvinfer and a GPU is visible; with ``--smoke`` also: a one-layer engine was built, run on
+the GPU with the plain runner and matched NumPy); 1: not ready, with the reasons; 2: bad usage.
 
 Everything the doctor looks at comes through ``DoctorInputs`` (environment, search
 folders, the import probe, the command runner), so tests can hand it a fake machine.
@@ -33,6 +34,7 @@ def main(argv: Sequence[str] | None = None, inputs: DoctorInputs | None = None) 
         [
             "pixi run -e rtx5090 trt-doctor",
             "pixi run -e rtx5090 trt-doctor --json-out tmp/doctor.json --no-session",
+            "pixi run -e rtx5090 trt-doctor --smoke   # also build, run and check a one-layer engine",
             "python3 scripts/trt/trt_doctor.py --python /usr/bin/python3   # probe the container's Python",
         ],
     )
@@ -43,6 +45,12 @@ def main(argv: Sequence[str] | None = None, inputs: DoctorInputs | None = None) 
     parser.add_argument(
         "--no-session", action="store_true", help="do not build tiny ORT sessions (faster; EP load errors less precise)"
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="also build a one-layer engine (tensorrt if it imports, else tensorrt-rtx), run it on the GPU and "
+        "compare with NumPy; READY then means that passed (default: off, READY says the check was skipped)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 on warnings too (e.g. ORT TensorRT EP unusable)")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -51,6 +59,7 @@ def main(argv: Sequence[str] | None = None, inputs: DoctorInputs | None = None) 
     check_output_paths({"--json-out": args.json_out}, {})  # before the probes: not a directory, folder writable
 
     inp = inputs or DoctorInputs(env=dict(os.environ), python=args.python, session=not args.no_session)
+    inp.smoke = inp.smoke or args.smoke
     report = collect(inp)
     dx = diagnose(report)
     full = {**report, "checks": dx.checks, "recommendations": dx.recommendations, "ready": dx.ready}

@@ -29,6 +29,8 @@ __all__ = [
     "PROBE_SCRIPT",
     "SCHEMA_VERSION",
     "SETUP_CMD",
+    "SMOKE_CMD",
+    "SMOKE_SCRIPT",
     "WARN",
     "Diagnosis",
     "DoctorInputs",
@@ -40,10 +42,14 @@ __all__ = [
     "render_table",
     "run_command",
     "run_probe",
+    "run_smoke",
+    "verdict",
 ]
 
 # The probe stays a standalone stdlib-only script: the doctor runs it in other interpreters.
 PROBE_SCRIPT = Path(__file__).resolve().parents[3] / "trt" / "trt_probe.py"
+SMOKE_SCRIPT = PROBE_SCRIPT.with_name("trt_smoke.py")
+SMOKE_CMD = "trt-doctor --smoke"
 SCHEMA_VERSION = 1
 SETUP_CMD = "pixi run -e rtx5090 setup-tensorrt"
 BUILD_ORT_DOC = "extern/howto-build-onnxruntime-with-pixi-tensorrt.md"
@@ -70,6 +76,8 @@ class DoctorInputs:
     run: Runner = run_command
     session: bool = True  # build tiny ORT sessions to prove the EP libraries load
     probe_timeout: float = 300.0
+    smoke: bool = False  # build and run a one-layer engine (``--smoke``)
+    smoke_run: Callable[[], dict[str, Any]] | None = None  # None: run trt_smoke.py in ``python``
 
 
 @dataclass
@@ -104,6 +112,23 @@ def run_probe(inp: DoctorInputs) -> dict[str, Any]:
             pass
     tail = " | ".join(out.strip().splitlines()[-3:])
     return {"probe_error": f"{shlex.join(cmd)} exited {rc}: {tail}"}
+
+
+def run_smoke(inp: DoctorInputs) -> dict[str, Any]:
+    """``SmokeResult.to_dict()`` of trt_smoke.py run in ``inp.python`` (a crash becomes a failed run)."""
+    import json
+
+    cmd = [inp.python, str(SMOKE_SCRIPT)]
+    rc, out = inp.run(cmd, inp.env, inp.probe_timeout)
+    last = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if rc == 0 and last:
+        try:
+            return json.loads(last[-1])
+        except ValueError:
+            pass
+    tail = " | ".join(out.strip().splitlines()[-3:])
+    detail = f"{shlex.join(cmd)} exited {rc}: {tail}"
+    return {"stage": "run", "detail": detail, "passed": False, "built": False, "summary": f"smoke: crashed: {detail}"}
 
 
 def _nvidia_smi(inp: DoctorInputs) -> dict[str, Any]:
@@ -195,6 +220,7 @@ def collect(inp: DoctorInputs) -> dict[str, Any]:
         "cudnn": {"libcudnn": _lib_entries(cudnn, inp)},
         "onnxruntime": probe.get("onnxruntime") or {"ok": False, "error": "probe did not run"},
         "packages": probe.get("packages") or {},
+        "smoke": (inp.smoke_run or (lambda: run_smoke(inp)))() if inp.smoke else None,
     }
 
 
@@ -258,7 +284,38 @@ def diagnose(report: dict[str, Any]) -> Diagnosis:
     dx.check("CUDA", INFO, f"runtime {rt or '?'}, CUDA_VERSION={report['cuda'].get('CUDA_VERSION') or '-'}")
     _diagnose_cuda_majors(dx, report)
     _diagnose_ort(dx, report, seen.lib_version, seen.cuda_major, device)
+    _diagnose_smoke(dx, report.get("smoke"))
     return dx
+
+
+SMOKE_HINTS = {
+    "import": "no TensorRT API imports in this Python: fix the `import tensorrt` line above first",
+    "build": "the builder could not build a one-layer engine: a driver too old for this TensorRT's CUDA "
+    "(cudaError 35), no usable GPU, or a libnvinfer that does not match the bindings; see the detail",
+    "run": "the engine was built but could not run: no CUDA device here, a runtime without this GPU's SM, or "
+    "a CUDA error; see the detail",
+    "compare": "the engine ran but computed a wrong Relu: the library or the driver is broken for this GPU; "
+    "reinstall TensorRT for this driver and rerun",
+}
+
+
+def _diagnose_smoke(dx: Diagnosis, smoke: dict[str, Any] | None) -> None:
+    """``--smoke``: one line per step reached (build, run), FAIL at the step that failed."""
+    if smoke is None:
+        return
+    stage = smoke.get("stage")
+    detail = _short(smoke.get("detail"), 200)
+    if stage == "import":
+        dx.check("smoke build", FAIL, f"not run: {detail}")
+    elif stage == "build":
+        dx.check("smoke build", FAIL, detail)
+    else:
+        dx.check("smoke build", OK, f"one-layer engine built with {smoke.get('api')}")
+        status = OK if stage == "passed" else FAIL
+        what = {"passed": f"ran on the GPU, output matches NumPy ({detail})", "compare": f"output wrong: {detail}"}
+        dx.check("smoke run", status, what.get(str(stage), detail))
+    if stage in SMOKE_HINTS:
+        dx.recommend(FAIL, f"{smoke.get('summary') or detail} -- {SMOKE_HINTS[str(stage)]}")
 
 
 def _diagnose_probe(dx: Diagnosis, report: dict[str, Any]) -> None:
@@ -650,5 +707,15 @@ def render_table(report: dict[str, Any], dx: Diagnosis) -> str:
     else:
         lines.append("recommendations: none")
     lines.append("")
-    lines.append("READY for TensorRT" if dx.ready else "NOT READY for TensorRT (see the FAIL lines above)")
+    lines.append(verdict(report, dx))
     return "\n".join(lines)
+
+
+def verdict(report: dict[str, Any], dx: Diagnosis) -> str:
+    """The last line: READY says whether an engine was built and run here, or that the smoke check was skipped."""
+    if not dx.ready:
+        return "NOT READY for TensorRT (see the FAIL lines above)"
+    smoke = report.get("smoke")
+    if smoke and smoke.get("passed"):
+        return "READY for TensorRT (smoke check passed: a one-layer engine was built, run and matched NumPy)"
+    return f"READY for TensorRT (smoke check skipped: no engine was built or run; `{SMOKE_CMD}` does)"
