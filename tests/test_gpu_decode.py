@@ -182,13 +182,14 @@ def test_trt_evaluator_decode_gpu_equals_decode_cpu(tmp_path, api, double) -> No
 
 
 def test_decode_gpu_is_refused_where_it_cannot_run(mini_coco) -> None:
+    from common.core.errors import OptionError
     from common.eval.cli import loader_factory
     from common.eval.pipeline import EvalOptions, evaluate
     from common.ort.session import OrtBackend
 
     backend = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
-    with pytest.raises(UserError, match="--decode gpu needs --preprocess gpu-letterbox"):
-        evaluate(backend, mini_coco, EvalOptions(progress=False, decode="gpu"))
+    with pytest.raises(OptionError, match=r"^decode gpu needs preprocess gpu-letterbox"):
+        EvalOptions(progress=False, decode="gpu")  # refused when the options are made
     with pytest.raises(UserError, match="--decode gpu needs a backend that decodes"):
         opts = EvalOptions(progress=False, preprocess="gpu-letterbox", decode="gpu")
         evaluate(backend, mini_coco, opts, loader_factory(opts))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import DEMO_MODEL, MINI, fixture_path, run_script
 
-from common.core.errors import UserError
+from common.core.errors import OptionError, UserError
 from common.data.loading import ThreadLoaders, load_image, tensor_bytes
 from common.eval.cli import loader_factory
 from common.eval.options import check_loaders
@@ -115,9 +115,11 @@ def test_ring_slots_are_reused_and_exhaustion_is_reported() -> None:
 def test_check_loaders_refuses_what_cannot_run() -> None:
     check_loaders("threads", "gpu")
     check_loaders("processes", "cpu")
-    with pytest.raises(UserError, match=r"--loaders processes.*--decode gpu"):
+    with pytest.raises(OptionError, match=r"^loaders processes.*with decode gpu") as err:
         check_loaders("processes", "gpu")
-    with pytest.raises(UserError, match="--loaders fork"):
+    assert err.value.param == "loaders"
+    assert err.value.render().startswith("--loaders processes decodes with OpenCV; with --decode gpu")
+    with pytest.raises(OptionError, match=r"^loaders fork: choose one of threads, processes"):
         check_loaders("fork")
 
 

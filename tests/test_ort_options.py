@@ -21,8 +21,8 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 def test_no_flags_gives_no_options():
-    assert oo.resolve_provider_options(parse(), CPU, CPU) == {}
-    assert oo.resolve_provider_options(parse(), ALL_GPU, ALL_GPU) == {}
+    assert oo.resolve_provider_options(vars(parse()), CPU, CPU) == {}
+    assert oo.resolve_provider_options(vars(parse()), ALL_GPU, ALL_GPU) == {}
 
 
 def test_trt_flags_map_to_ep_keys(tmp_path):
@@ -36,7 +36,7 @@ def test_trt_flags_map_to_ep_keys(tmp_path):
         "4G",
         "--trt-cuda-graph",
     )
-    opts = oo.resolve_provider_options(args, ALL_GPU, ALL_GPU)
+    opts = oo.resolve_provider_options(vars(args), ALL_GPU, ALL_GPU)
     trt = opts[oo.TRT_EP]
     assert trt["trt_engine_cache_enable"] == "1"
     assert trt["trt_engine_cache_path"] == str(tmp_path / "eng")
@@ -52,37 +52,37 @@ def test_trt_flags_map_to_ep_keys(tmp_path):
 
 def test_engine_cache_defaults_under_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    trt = oo.resolve_provider_options(parse("--trt-engine-cache"), ALL_GPU, ALL_GPU)[oo.TRT_EP]
+    trt = oo.resolve_provider_options(vars(parse("--trt-engine-cache")), ALL_GPU, ALL_GPU)[oo.TRT_EP]
     assert trt["trt_engine_cache_path"].startswith("tmp/")
     assert (tmp_path / oo.DEFAULT_TRT_ENGINE_CACHE).is_dir()
 
 
 def test_flag_for_ep_not_requested_names_the_flag():
     with pytest.raises(UserError, match=r"--trt-cuda-graph.*not in --providers"):
-        oo.resolve_provider_options(parse("--trt-cuda-graph"), [oo.CUDA_EP, oo.CPU_EP], ALL_GPU)
+        oo.resolve_provider_options(vars(parse("--trt-cuda-graph")), [oo.CUDA_EP, oo.CPU_EP], ALL_GPU)
 
 
 def test_flag_for_unavailable_ep_names_the_flag_and_available():
     with pytest.raises(UserError, match=r"--rtx-cuda-graph.*does not offer.*CPUExecutionProvider"):
-        oo.resolve_provider_options(parse("--rtx-cuda-graph"), [oo.RTX_EP, oo.CPU_EP], CPU)
+        oo.resolve_provider_options(vars(parse("--rtx-cuda-graph")), [oo.RTX_EP, oo.CPU_EP], CPU)
     with pytest.raises(UserError, match=r"--cuda-graph"):
-        oo.resolve_provider_options(parse("--cuda-graph"), [oo.CUDA_EP], CPU)
+        oo.resolve_provider_options(vars(parse("--cuda-graph")), [oo.CUDA_EP], CPU)
 
 
 @pytest.mark.parametrize("major", [11, 12])
 def test_trt_fp16_rejected_unless_tensorrt_10(major):
     with pytest.raises(UserError, match=rf"--trt-fp16.*TensorRT {major}.*--mode fp16"):
-        oo.resolve_provider_options(parse("--trt-fp16"), ALL_GPU, ALL_GPU, trt_major=major)
+        oo.resolve_provider_options(vars(parse("--trt-fp16")), ALL_GPU, ALL_GPU, trt_major=major)
 
 
 def test_trt_fp16_allowed_on_tensorrt_10():
-    opts = oo.resolve_provider_options(parse("--trt-fp16"), ALL_GPU, ALL_GPU, trt_major=10)
+    opts = oo.resolve_provider_options(vars(parse("--trt-fp16")), ALL_GPU, ALL_GPU, trt_major=10)
     assert opts[oo.TRT_EP]["trt_fp16_enable"] == "1"
 
 
 def test_rtx_flags(tmp_path):
     args = parse("--rtx-runtime-cache-path", str(tmp_path / "rc"), "--rtx-max-workspace", "512M", "--rtx-cuda-graph")
-    opts = oo.resolve_provider_options(args, [oo.RTX_EP, oo.CPU_EP], [oo.RTX_EP, oo.CPU_EP])
+    opts = oo.resolve_provider_options(vars(args), [oo.RTX_EP, oo.CPU_EP], [oo.RTX_EP, oo.CPU_EP])
     assert opts == {
         oo.RTX_EP: {
             "nv_runtime_cache_path": str(tmp_path / "rc"),
@@ -93,7 +93,7 @@ def test_rtx_flags(tmp_path):
 
 
 def test_cuda_graph_flag():
-    opts = oo.resolve_provider_options(parse("--cuda-graph"), [oo.CUDA_EP, oo.CPU_EP], ALL_GPU)
+    opts = oo.resolve_provider_options(vars(parse("--cuda-graph")), [oo.CUDA_EP, oo.CPU_EP], ALL_GPU)
     assert opts == {oo.CUDA_EP: {"enable_cuda_graph": "1"}}
 
 
@@ -114,7 +114,7 @@ def test_bad_values_are_argparse_errors(argv, capsys):
 
 def test_provider_option_overrides_win_and_effective_printout():
     first = oo.resolve_provider_options(
-        parse("--trt-builder-optimization-level", "3", "--trt-cuda-graph"), ALL_GPU, ALL_GPU
+        vars(parse("--trt-builder-optimization-level", "3", "--trt-cuda-graph")), ALL_GPU, ALL_GPU
     )
     merged = oo.merge_provider_options(first, {oo.TRT_EP: {"trt_builder_optimization_level": "4"}})
     assert merged[oo.TRT_EP] == {"trt_builder_optimization_level": "4", "trt_cuda_graph_enable": "1"}

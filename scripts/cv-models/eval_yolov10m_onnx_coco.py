@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common.core.cli import make_parser, run_main, setup_logging
+from common.core.cli import check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
-from common.eval.cli import GPU_ORDER_HELP, add_eval_args, check_onnx_args, prepare_eval, run_eval
-from common.eval.options import GPU_ORDERS
+from common.eval.cli import GPU_ORDER_HELP, add_eval_args, check_onnx_args, eval_config, open_data, run_eval
+from common.eval.options import GPU_ORDERS, LaneOptions
 from common.ort.options import (
     CUDA_EP,
     add_ep_flags,
@@ -96,33 +96,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     # every usage check before a session is made: flags, execution-provider options, outputs, model input, dataset
-    if args.io_binding and args.lanes < 1:
-        raise UserError(f"--lanes must be >= 1, got {args.lanes}")
-    if args.intra_op_threads is not None and args.intra_op_threads < 0:
-        raise UserError(f"--intra-op-threads must be >= 0, got {args.intra_op_threads}")
+    config = eval_config(args)
+    lanes = LaneOptions(args.lanes, args.gpu_order) if args.io_binding else None
+    if lanes is not None and lanes.lanes == 0:
+        raise UserError("--lanes 0 (one plain runner) is for TensorRT; with --io-binding give --lanes >= 1")
+    check_range("--intra-op-threads", args.intra_op_threads, 0)
     available = available_providers()
     options = merge_provider_options(
-        resolve_provider_options(args, args.providers, available),
+        resolve_provider_options(vars(args), args.providers, available),
         parse_provider_options(args.provider_option, args.providers),
     )
-    dataset = prepare_eval(args, {"--onnx-path": args.onnx_path})
+    dataset = open_data(config.data, config.out, {"--onnx-path": args.onnx_path})
     check_onnx_args("--onnx-path", args.onnx_path, args)
     backend: Any
-    if args.io_binding:
+    if lanes is not None:
         if args.providers[0] != CUDA_EP:
             raise UserError("--io-binding drives the CUDA EP: put CUDAExecutionProvider first in --providers")
         from common.throughput.ort_lanes import OrtCudaBackend
 
-        if args.lanes < 1:
-            raise UserError(f"--lanes must be >= 1, got {args.lanes}")
         backend = OrtCudaBackend(
             str(args.onnx_path),
             options,
-            max_batch=args.batch_size,
-            imgsz=args.imgsz,
-            lanes=args.lanes,
+            max_batch=config.eval.batch_size,
+            imgsz=config.eval.imgsz,
+            lanes=lanes.lanes,
             disable_cpu_fallback=args.disable_cpu_fallback,
-            gpu_order=args.gpu_order,
+            gpu_order=lanes.gpu_order,
             graph="auto",
         )
     else:
@@ -141,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_effective_options(args.providers, options)  # once the session exists: a refused run stays one line
     print(f"onnxruntime {backend.version}: providers in use: {', '.join(backend.providers_used)}")
     try:
-        return run_eval(args, backend, args.onnx_path, dataset=dataset)
+        return run_eval(args, config, backend, args.onnx_path, dataset)
     finally:
         backend.close()
 

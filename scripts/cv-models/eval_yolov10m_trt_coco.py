@@ -19,18 +19,12 @@ from pathlib import Path
 from common.core.cli import make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_paths
-from common.eval.cli import (
-    GPU_ORDER_HELP,
-    add_eval_args,
-    check_eval_ranges,
-    check_onnx_args,
-    prepare_eval,
-    run_eval,
-)
-from common.eval.options import GPU_ORDERS
+from common.eval.cli import GPU_ORDER_HELP, add_eval_args, check_onnx_args, eval_config, open_data, run_eval
+from common.eval.options import GPU_ORDERS, LaneOptions
 from common.throughput.trt_lanes import TrtBackend
 from common.trt.api import TrtApi, add_api_args, load_api
-from common.trt.build import add_build_args, build_from_args, metadata_path
+from common.trt.build import add_build_args, metadata_path
+from common.trt.cli import build_from_args
 from common.trt.runner import TrtRunner
 
 
@@ -92,9 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.onnx_path is None and args.engine_path is None:
         raise UserError("give --engine-path ENGINE, or --onnx-path ONNX to build (or reuse) an engine")
     # every usage check before a build or an engine is opened
-    check_eval_ranges(args)
-    if args.lanes < 0:
-        raise UserError(f"--lanes must be >= 0 (0: one plain runner, no threads), got {args.lanes}")
+    config = eval_config(args)
+    lanes = LaneOptions(args.lanes, args.gpu_order, args.cuda_graph)
     building = args.onnx_path is not None
     model_inputs = {"--onnx-path": args.onnx_path} if building else {"--engine-path": args.engine_path}
     # written by the build (engine, timing cache) or saved after the run (runtime cache)
@@ -107,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if building:
         check_onnx_args("--onnx-path", args.onnx_path, args)
-    dataset = prepare_eval(args, model_inputs)
+    dataset = open_data(config.data, config.out, model_inputs)
     api = load_api(args.trt_api)
     verbosity = "verbose" if args.verbose else args.trt_verbosity
     extra: dict = {}
@@ -120,9 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         engine_path = args.engine_path
         model_path = engine_path
-    backend = open_backend(engine_path, api, args.lanes, args.gpu_order, args.cuda_graph, verbosity, args.runtime_cache)
+    backend = open_backend(
+        engine_path, api, lanes.lanes, lanes.gpu_order, lanes.cuda_graph, verbosity, args.runtime_cache
+    )
     try:
-        return run_eval(args, backend, model_path, {"trt": extra} if extra else None, dataset=dataset)
+        return run_eval(args, config, backend, model_path, dataset, {"trt": extra} if extra else None)
     finally:
         backend.close()
 

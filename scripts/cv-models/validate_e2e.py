@@ -27,9 +27,9 @@ from common.core.cli import check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_dir, run_dir, timestamp
 from common.data.check import SKIP_FLAG, check_dataset, describe
-from common.eval.cli import ALLOW_IMGSZ_FLAG, DEFAULT_DATA_ROOT, check_eval_ranges, check_onnx_args, dataset_paths
-from common.eval.pipeline import default_workers
-from common.model.yolov10 import LAYOUTS
+from common.eval.checks import ALLOW_IMGSZ_FLAG, check_onnx_input
+from common.eval.options import DEFAULT_DATA_ROOT, DataOptions, EvalOptions, default_workers
+from common.model.yolov10 import LAYOUTS, PostprocessOptions
 from common.report import validate as V
 from common.report.compare import PLOT_SKIPPED, ParityOptions, collect, summarize
 from common.report.parity import DEFAULT_THRESHOLDS, parse_threshold_overrides
@@ -343,6 +343,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _report(root, problems)
 
 
+def _data_options(args: argparse.Namespace) -> DataOptions:
+    return DataOptions(
+        args.data_root,
+        args.instances,
+        args.images_dir,
+        args.max_images,
+        args.image_ids_list,
+        args.skip_unreadable_images,
+    )
+
+
+def _eval_options(args: argparse.Namespace) -> EvalOptions:
+    """The evaluation flags validate passes on to each evaluator, checked here once before any step runs."""
+    return EvalOptions(
+        imgsz=args.imgsz,
+        workers=args.workers,
+        output_format=args.output_format,
+        output_name=args.output_name,
+        post=PostprocessOptions(args.conf, args.iou, args.max_det),
+        warmup_runs=args.warmup_runs,
+    )
+
+
 def _check_flags(args: argparse.Namespace) -> tuple[list[str], ParityOptions]:
     """Ranges and combinations of the flags; the backends to run and the parity thresholds."""
     if args.candidate is not None and args.quantize is not None:
@@ -354,7 +377,7 @@ def _check_flags(args: argparse.Namespace) -> tuple[list[str], ParityOptions]:
     check_range("--max-ap-drop", args.max_ap_drop, 0)
     check_range("--parity-iou", args.parity_iou, 0, 1, lo_open=True)
     check_range("--parity-conf", args.parity_conf, 0, 1)
-    check_eval_ranges(args)
+    _eval_options(args)
     check_output_dir("--output-root", args.output_root)
     keys = list(V.BACKEND_KEYS) if "all" in args.backends else list(dict.fromkeys(args.backends))
     parity = ParityOptions(
@@ -382,8 +405,9 @@ class _Inputs:
 def _open_inputs(args: argparse.Namespace) -> _Inputs:
     from common.data.coco import open_dataset
 
-    instances, images = dataset_paths(args)
-    dataset = open_dataset(instances, images, args.max_images, args.image_ids_list)
+    data = _data_options(args)
+    images = data.images_path
+    dataset = open_dataset(data.instances_path, images, data.max_images, data.image_ids_list)
     dataset.check_report = check_dataset(dataset, args.skip_unreadable_images)
     print(f"dataset check: {describe(dataset.check_report)}")
     base_label, cand_label = V.model_labels(
@@ -391,7 +415,14 @@ def _open_inputs(args: argparse.Namespace) -> _Inputs:
         args.candidate or (Path(f"{args.onnx_path.stem}.{args.quantize}.onnx") if args.quantize else None),
     )
     base = V.model_info(args.onnx_path, "baseline", "--onnx-path", base_label)
-    check_onnx_args("--onnx-path", args.onnx_path, args)
+    check_onnx_input(
+        "--onnx-path",
+        args.onnx_path,
+        args.imgsz,
+        output_format=args.output_format,
+        output_name=args.output_name,
+        allow_imgsz_mismatch=args.allow_imgsz_mismatch,
+    )
     cand = None
     if args.candidate is not None:
         cand = V.model_info(args.candidate, "candidate", "--candidate", cand_label or "candidate")

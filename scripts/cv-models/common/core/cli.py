@@ -4,6 +4,8 @@
 
 - ``UserError`` -> ``error: <message>`` on one line to stderr, exit code 2, no traceback
   (``--verbose`` anywhere on the command line shows it);
+- an ``OptionError`` (a bad option value, said in parameter names) is shown with the flags
+  (``max_det`` -> ``--max-det``);
 - Ctrl-C -> exit code 130.
 
 Parsers made by ``make_parser`` report a bad flag (argparse's own errors) on one line too:
@@ -15,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from common.core import notes
-from common.core.errors import RunError, UserError
+from common.core.checks import range_problem
+from common.core.errors import OptionError, RunError, UserError, param_flag
 
 __all__ = [
     "EXIT_USAGE",
@@ -81,7 +83,8 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
     except UserError as exc:
         if verbose:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        message = exc.render(param_flag) if isinstance(exc, OptionError) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except RunError as exc:
         if verbose:
@@ -108,22 +111,9 @@ def check_range(
     """
     if value is None:
         return
-    ok = math.isfinite(value)
-    if ok and lo is not None:
-        ok = value > lo if lo_open else value >= lo
-    if ok and hi is not None:
-        ok = value < hi if hi_open else value <= hi
-    if ok:
-        return
-    if lo is not None and hi is not None:
-        want = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-    elif lo is not None:
-        want = f"{'>' if lo_open else '>='} {lo:g}"
-    elif hi is not None:
-        want = f"{'<' if hi_open else '<='} {hi:g}"
-    else:
-        want = "a finite number"
-    raise UserError(f"{flag} must be {want}, got {value}")
+    problem = range_problem(value, lo, hi, lo_open=lo_open, hi_open=hi_open)
+    if problem is not None:
+        raise UserError(f"{flag} {problem}")
 
 
 def check_imgsz(flag: str, value: int, fixed: int | None = None) -> None:

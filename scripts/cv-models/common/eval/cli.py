@@ -1,64 +1,53 @@
 """Flags and the run/report step shared by every COCO evaluator (ONNX Runtime, TensorRT).
 
-An evaluator script adds its backend flags, builds its backend, and calls ``run_eval``.
+An evaluator script adds its flags (``add_eval_args``), parses them once into option objects (``eval_config``),
+refuses bad outputs and opens the dataset (``open_data``), builds its backend, and calls ``run_eval``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from common.core.cli import check_imgsz, check_range
-from common.core.errors import UserError
-from common.core.notes import collected, warn
-from common.core.results import (
-    METRICS_SCHEMA_VERSION,
-    atomic_write_json,
-    check_output_paths,
-    image_ids_sha256,
-    remove_if_empty,
-    run_dir,
-    sha256_file,
-)
-from common.core.sysinfo import run_metadata
-from common.data.check import SKIP_FLAG, check_dataset, describe
-from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset, open_dataset, users_metrics
+from common.data.check import SKIP_FLAG
+from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset
 from common.data.loading import ThreadLoaders
-from common.eval.options import DECODES, LOADERS, POSTPROCESS_MODES, PREPROCESS_MODES, check_decode, check_loaders
-from common.eval.pipeline import EvalOptions, EvalResult, default_workers, detection_head, evaluate
+from common.eval.api import evaluate_to_files, open_data
+from common.eval.checks import ALLOW_IMGSZ_FLAG, check_model_input, check_onnx_input
+from common.eval.options import (
+    DECODES,
+    DEFAULT_DATA_ROOT,
+    LOADERS,
+    POSTPROCESS_MODES,
+    PREPROCESS_MODES,
+    DataOptions,
+    EvalOptions,
+    OutputOptions,
+    default_workers,
+)
 from common.eval.protocols import Backend, LoaderFactory, LoaderPlan
-from common.model.yolov10 import LAYOUTS, PostprocessOptions, find_head
+from common.model.yolov10 import LAYOUTS, PostprocessOptions
 
 __all__ = [
     "ALLOW_IMGSZ_FLAG",
     "DEFAULT_DATA_ROOT",
     "DEFAULT_WARMUP_RUNS",
     "GPU_ORDER_HELP",
+    "EvalConfig",
     "add_eval_args",
-    "check_eval_outputs",
-    "check_eval_ranges",
-    "check_export_imgsz",
-    "check_model_input",
     "check_onnx_args",
     "check_onnx_input",
-    "dataset_paths",
     "describe_selection",
-    "eval_options",
-    "format_report",
+    "eval_config",
     "loader_factory",
-    "output_paths",
-    "prepare_eval",
+    "open_data",
     "run_eval",
 ]
 
-DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
-ALLOW_IMGSZ_FLAG = "--allow-imgsz-mismatch"
 # Warm-up runs per lane/session (and per partial-last-batch shape) before anything is timed. The first
 # run of a CUDA EP session at a new shape pays cuDNN's algorithm search (seconds for yolov10m),
 # TensorRT-RTX compiles shape-specialised kernels on its first runs, and a CUDA graph is
@@ -243,181 +232,52 @@ def _add_output_args(o: argparse._ArgumentGroup, task: str) -> None:
     )
 
 
-def dataset_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
-    images = args.images_dir or args.data_root / "val2017"
-    return instances, images
+@dataclass(frozen=True)
+class EvalConfig:
+    """An evaluator command line's options, parsed once."""
+
+    data: DataOptions
+    eval: EvalOptions
+    out: OutputOptions
 
 
-def check_eval_ranges(args: argparse.Namespace) -> None:
-    """The numeric evaluation flags (shared with validate_e2e.py): UserError naming the flag."""
-    check_range("--conf", args.conf, 0, 1)
-    check_range("--iou", args.iou, 0, 1, lo_open=True)
-    check_range("--max-det", args.max_det, 1)
-    check_range("--pre-nms-topk", getattr(args, "pre_nms_topk", None), 1)
-    check_range("--batch-size", getattr(args, "batch_size", None), 1)
-    check_range("--workers", args.workers, 0)
-    check_range("--warmup-runs", args.warmup_runs, 0)
-    check_range("--latency-runs", getattr(args, "latency_runs", None), 0)
-    check_range("--skip-latency", getattr(args, "skip_latency", None), 0)
-    check_range("--switch-interval-ms", getattr(args, "switch_interval_ms", None), 0, lo_open=True)
-    check_decode(getattr(args, "decode", "cpu"), getattr(args, "preprocess", "cpu"))
-    check_loaders(getattr(args, "loaders", "threads"), getattr(args, "decode", "cpu"))
-    if getattr(args, "decode", "cpu") == "gpu":
+def eval_config(args: argparse.Namespace) -> EvalConfig:
+    """The evaluator flags as validated option objects (``OptionError`` naming the flag's parameter).
+    ``--decode gpu`` also checks that nvImageCodec imports, before any work."""
+    config = EvalConfig(
+        data=DataOptions(
+            args.data_root,
+            args.instances,
+            args.images_dir,
+            args.max_images,
+            args.image_ids_list,
+            args.skip_unreadable_images,
+        ),
+        eval=EvalOptions(
+            imgsz=args.imgsz,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            output_format=args.output_format,
+            post=PostprocessOptions(args.conf, args.iou, args.max_det, args.pre_nms_topk),
+            warmup_runs=args.warmup_runs,
+            skip_latency=args.skip_latency,
+            progress=not args.no_progress and sys.stderr.isatty(),
+            coco_engine=args.coco_eval,
+            preprocess=args.preprocess,
+            decode=args.decode,
+            loaders=args.loaders,
+            switch_interval_ms=args.switch_interval_ms,
+            postprocess=args.postprocess,
+            latency_runs=args.latency_runs,
+            output_name=args.output_name,
+        ),
+        out=OutputOptions(args.task, args.out, args.detections_out),
+    )
+    if config.eval.decode == "gpu":
         from common.throughput.gpu_decode import import_nvimgcodec
 
         import_nvimgcodec()  # UserError saying how to install it, before any work
-    if args.imgsz <= 0:
-        check_imgsz("--imgsz", args.imgsz)
-
-
-def check_model_input(label: str, name: str, shape: Sequence[Any], dtype: Any, imgsz: int) -> None:
-    """What the evaluator feeds: one float32 [N,3,H,W] tensor (RGB, /255). UserError saying so otherwise."""
-    need = "one float32 input [N,3,H,W] (RGB scaled to [0,1]); export the model with such an input"
-    dims = list(shape)
-    if np.dtype(dtype) != np.float32:
-        raise UserError(f"{label}: input {name!r} is {np.dtype(dtype)} {dims}; the evaluator needs {need}")
-    if len(dims) != 4 or dims[1] not in (3, None):
-        raise UserError(f"{label}: input {name!r} has shape {dims}; the evaluator needs {need}")
-    hw = {d for d in dims[2:] if d is not None}
-    fixed = hw.pop() if len(hw) == 1 and None not in dims[2:] else None
-    if fixed is not None and imgsz != fixed:
-        raise UserError(f"--imgsz {imgsz} does not match {label}'s input {dims}; pass --imgsz {fixed}")
-    check_imgsz("--imgsz", imgsz, fixed)
-
-
-def check_onnx_input(
-    flag: str,
-    path: Path,
-    imgsz: int,
-    *,
-    output_format: str = "auto",
-    output_name: str | None = None,
-    allow_imgsz_mismatch: bool = False,
-) -> None:
-    """What the evaluator needs of an ONNX file, read from its graph (cheap: no weights loaded) before a
-    session or build: ``check_model_input`` on its input, its detection head among its outputs
-    (``find_head``), and ``--imgsz`` against the size it was exported at (``check_export_imgsz``)."""
-    if path.suffix != ".onnx" or not path.is_file():
-        return  # the backend reports a missing/foreign file with its own message
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{flag} {path} is not a readable ONNX model ({first})") from None
-    _check_onnx_graph_input(flag, path, model, imgsz)
-    outputs = [(o.name, _dims(o)) for o in model.graph.output]
-    head = find_head(outputs, output_format, output_name)
-    if len(outputs) > 1 and output_name is None:
-        warn(
-            f"{flag} {path} has {len(outputs)} outputs; evaluating {outputs[head][0]} {list(outputs[head][1])}, the "
-            "one shaped like a YOLOv10 detection head (--output-name NAME chooses another)"
-        )
-    meta = {p.key: p.value for p in model.metadata_props}
-    check_export_imgsz(f"{flag} {path}", imgsz, meta.get("imgsz"), allow_imgsz_mismatch)
-
-
-def check_onnx_args(flag: str, path: Path, args: argparse.Namespace) -> None:
-    """``check_onnx_input`` with an evaluator's flags."""
-    check_onnx_input(
-        flag,
-        path,
-        args.imgsz,
-        output_format=args.output_format,
-        output_name=getattr(args, "output_name", None),
-        allow_imgsz_mismatch=getattr(args, "allow_imgsz_mismatch", False),
-    )
-
-
-def _dims(value_info: Any) -> list[int | None]:
-    return [
-        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-        for d in value_info.type.tensor_type.shape.dim
-    ]
-
-
-def check_export_imgsz(label: str, imgsz: int, recorded: str | None, allow: bool = False) -> None:
-    """``--imgsz`` against the square size the model was exported at (Ultralytics writes ``imgsz`` into the
-    ONNX metadata, e.g. ``[640, 640]``): a UserError naming both, unless ``allow`` (then a warning)."""
-    try:
-        value = json.loads(recorded) if recorded else None
-    except ValueError:
-        return
-    sizes = value if isinstance(value, list) else [value, value]
-    if len(sizes) == 1:
-        sizes = sizes * 2
-    if len(sizes) != 2 or not all(isinstance(v, int) and v > 0 for v in sizes) or sizes[0] != sizes[1]:
-        return  # absent, or not a square size this evaluator runs at
-    if imgsz == sizes[0]:
-        return
-    what = f"--imgsz {imgsz} differs from the size {label} was exported at ({sizes[0]}, ONNX metadata imgsz {recorded})"
-    if not allow:
-        raise UserError(f"{what}; pass --imgsz {sizes[0]}, or {ALLOW_IMGSZ_FLAG} to evaluate at {imgsz} knowingly")
-    warn(f"{what}: evaluating at {imgsz} as {ALLOW_IMGSZ_FLAG} asks; the mAP is that of another input size")
-
-
-def _check_onnx_graph_input(flag: str, path: Path, model: Any, imgsz: int) -> None:
-    from onnx import helper
-
-    inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
-    if len(inputs) != 1:
-        raise UserError(f"{flag} {path} has {len(inputs)} inputs; a YOLO model has one float32 [N,3,H,W] input")
-    vi = inputs[0]
-    tt = vi.type.tensor_type
-    dims = _dims(vi)
-    try:
-        dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
-    except (KeyError, ValueError, TypeError):
-        dtype = np.dtype("V")
-    check_model_input(f"{flag} {path}", vi.name, dims, dtype, imgsz)
-
-
-def check_eval_outputs(args: argparse.Namespace, model_inputs: dict[str, Path | None]) -> None:
-    """The output-path guard for an evaluator run (before any work): --out / --detections-out may not be
-    an input (model, instances, id list, an image) or each other, nor an existing directory."""
-    instances, images = dataset_paths(args)
-    check_output_paths(
-        {"--out": args.out, "--detections-out": args.detections_out},
-        {**model_inputs, "--instances": instances, "--image-ids-list": args.image_ids_list},
-        protected_dirs={"--images-dir": images},
-    )
-
-
-def prepare_eval(args: argparse.Namespace, model_inputs: dict[str, Path | None]) -> CocoDataset:
-    """Every usage check of an evaluator run, before a backend is made or an engine built: the flag
-    ranges, the output paths, the dataset (instances file, images, selected ids) and its check
-    (``common.data.check``: the selected images' headers and annotations). Returns the dataset."""
-    check_eval_ranges(args)
-    check_eval_outputs(args, model_inputs)
-    instances, images = dataset_paths(args)
-    dataset = open_dataset(instances, images, args.max_images, args.image_ids_list)
-    dataset.check_report = check_dataset(dataset, getattr(args, "skip_unreadable_images", False))
-    return dataset
-
-
-def eval_options(args: argparse.Namespace) -> EvalOptions:
-    check_eval_ranges(args)
-    return EvalOptions(
-        imgsz=args.imgsz,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        output_format=args.output_format,
-        post=PostprocessOptions(args.conf, args.iou, args.max_det, args.pre_nms_topk),
-        warmup_runs=args.warmup_runs,
-        skip_latency=args.skip_latency,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        coco_engine=args.coco_eval,
-        preprocess=getattr(args, "preprocess", "cpu"),
-        decode=getattr(args, "decode", "cpu"),
-        loaders=getattr(args, "loaders", "threads"),
-        switch_interval_ms=getattr(args, "switch_interval_ms", None),
-        postprocess=getattr(args, "postprocess", "auto"),
-        latency_runs=getattr(args, "latency_runs", 0) or 0,
-        output_name=getattr(args, "output_name", None),
-    )
+    return config
 
 
 def loader_factory(opts: EvalOptions) -> LoaderFactory | None:
@@ -439,120 +299,53 @@ def loader_factory(opts: EvalOptions) -> LoaderFactory | None:
     return None
 
 
-def output_paths(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None]:
-    """(metrics, detections or None, the run folder made for them or None)."""
-    if args.out is not None:
-        return args.out, args.detections_out, None
-    folder = run_dir(args.task)  # created exclusively: a run of its own
-    return folder / "metrics.json", args.detections_out or folder / "detections.json", folder
+def check_onnx_args(flag: str, path: Path, args: argparse.Namespace) -> None:
+    """``check_onnx_input`` with an evaluator's flags."""
+    check_onnx_input(
+        flag,
+        path,
+        args.imgsz,
+        output_format=args.output_format,
+        output_name=args.output_name,
+        allow_imgsz_mismatch=args.allow_imgsz_mismatch,
+    )
 
 
-def describe_selection(args: argparse.Namespace, ids: Sequence[int]) -> str:
+def describe_selection(data: DataOptions, ids: Sequence[int]) -> str:
     """One line saying which images run, e.g. ``images: 150 from --image-ids-list ids.txt (3, 1, 2, ...)``."""
     shown = ", ".join(map(str, ids[:8])) + (", ..." if len(ids) > 8 else "")
-    if args.image_ids_list is not None:
-        source = f"from --image-ids-list {args.image_ids_list}"
-    elif args.max_images is None or args.max_images > 0:
-        n = DEFAULT_MAX_IMAGES if args.max_images is None else args.max_images
-        source = f"first {n} by id" + (" (default --max-images)" if args.max_images is None else "")
+    if data.image_ids_list is not None:
+        source = f"from --image-ids-list {data.image_ids_list}"
+    elif data.max_images is None or data.max_images > 0:
+        n = DEFAULT_MAX_IMAGES if data.max_images is None else data.max_images
+        source = f"first {n} by id" + (" (default --max-images)" if data.max_images is None else "")
     else:
         source = "all"
     return f"images: {len(ids)} ({source}; ids {shown})"
 
 
-def format_report(result: EvalResult, metrics: dict[str, Any], backend: Backend, dataset: CocoDataset) -> str:
-    t = result.timings
-    check = f"{describe(dataset.check_report)}" if dataset.check_report is not None else "not run"
-    lines = [
-        result.summary_table.rstrip(),
-        "",
-        f"{'backend':<22}{backend.name}",
-        f"{'layout':<22}{result.layout}",
-        f"{'images':<22}{result.num_images}",
-        f"{'detections':<22}{metrics['num_detections']}",
-        f"{'mAP50-95 / mAP50':<22}{metrics['mAP_50_95']:.4f} / {metrics['mAP_50']:.4f}",
-        f"{'inference ms':<22}median {t['inference']['median_ms']:.2f}  p90 {t['inference']['p90_ms']:.2f}  "
-        f"p99 {t['inference']['p99_ms']:.2f}  (batch {result.batch_size})",
-        f"{'preprocess ms/img':<22}median {t['preprocess']['median_ms']:.2f}  "
-        f"({t['workers']} {t.get('loaders', 'threads')} workers, overlapped)",
-        f"{'latency ms':<22}median {t['latency']['median_ms']:.2f}  p90 {t['latency']['p90_ms']:.2f}  "
-        f"p99 {t['latency']['p99_ms']:.2f}  ({t['latency_timing'].split(':')[0]})",
-        f"{'postprocess ms/batch':<22}median {t['postprocess']['median_ms']:.2f}  "
-        f"({t['postprocess_mode']}, overlapped)",
-        f"{'end to end':<22}{t['end_to_end_images_per_s']:.1f} img/s  ({t['wall_seconds']:.2f} s)",
-        f"{'COCOeval':<22}{t['eval_seconds']:.2f} s",
-        f"{'dataset check':<22}{check}",
-    ]
-    return "\n".join(lines)
-
-
 def run_eval(
     args: argparse.Namespace,
+    config: EvalConfig,
     backend: Backend,
     model_path: Path,
+    dataset: CocoDataset,
     extra_run: dict[str, Any] | None = None,
-    dataset: CocoDataset | None = None,
 ) -> int:
-    """Evaluate, print the report, and write metrics.json (+ detections) atomically.
-
-    The scripts call ``prepare_eval`` first, before a backend is made, and pass its dataset; a caller
-    that comes straight here gets the same checks.
-    """
-    instances, images = dataset_paths(args)
-    if dataset is None:
-        dataset = prepare_eval(args, {"model": model_path})
+    """The evaluator command's last step: check the model's input, say which images run, evaluate and write
+    metrics.json (``common.eval.api.evaluate_to_files``), the command line kept under ``args``."""
     spec = backend.input
-    check_model_input(str(model_path), spec.name, spec.shape, spec.dtype, args.imgsz)
-    opts = eval_options(args)
-    print(describe_selection(args, dataset.image_ids))
-    metrics_path, detections_path, folder = output_paths(args)
-    try:
-        result = evaluate(backend, dataset, opts, loader_factory(opts))
-    except BaseException:
-        remove_if_empty(folder)
-        raise
-    metrics = users_metrics(result.stats, result.num_images, result.num_detections)
-    lat = result.timings["latency"]
-    payload: dict[str, Any] = {
-        "schema_version": METRICS_SCHEMA_VERSION,
-        "model_path": str(model_path),
-        "data_root": str(args.data_root),
-        "instances": str(instances),
-        "images_dir": str(images),
-        "imgsz": args.imgsz,
-        "max_images": args.max_images,
-        "image_ids_list": str(args.image_ids_list) if args.image_ids_list else None,
-        "image_ids": list(dataset.image_ids),
-        "image_ids_sha256": image_ids_sha256(dataset.image_ids),
-        "dataset_check": dataset.check_report.to_dict() if dataset.check_report is not None else None,
-        "warmup_runs": args.warmup_runs,
-        "skip_latency": args.skip_latency,
-        "conf": args.conf,
-        "iou": args.iou,
-        "max_det": args.max_det,
-        "pre_nms_topk": args.pre_nms_topk,
-        "batch_size": result.batch_size,
-        "metrics": metrics,
-        "latency": lat,
-        "latency_timing": result.timings["latency_timing"],
-        "postprocess": result.timings["postprocess_mode"],
-        **({"latency_pass": result.timings["latency_pass"]} if "latency_pass" in result.timings else {}),
-        "timings": result.timings,
-        "run": {
-            "model_sha256": sha256_file(model_path) if model_path.is_file() else None,
-            "output_layout": result.layout,
-            "output_name": backend.outputs[detection_head(backend, opts)].name,
-            "backend": backend.metadata(),
-            **run_metadata(),
-            **(extra_run or {}),
-        },
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-    }
-    payload["warnings"] = collected()
-    print(format_report(result, metrics, backend, dataset))
-    if detections_path is not None:
-        atomic_write_json(detections_path, result.detections, indent=None)
-        print(f"detections: {detections_path}")
-    atomic_write_json(metrics_path, payload)
-    print(f"metrics:    {metrics_path}")
+    check_model_input(str(model_path), spec.name, spec.shape, spec.dtype, config.eval.imgsz)
+    print(describe_selection(config.data, dataset.image_ids))
+    evaluate_to_files(
+        backend,
+        model_path,
+        dataset,
+        config.data,
+        config.eval,
+        config.out,
+        extra_run,
+        args_record=vars(args),
+        loaders=loader_factory(config.eval),
+    )
     return 0

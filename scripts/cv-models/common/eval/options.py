@@ -1,23 +1,39 @@
-"""The evaluation's option vocabulary: the choices each mode flag takes, and the checks of how they combine.
+"""The evaluation's options: typed, frozen, validated once when made.
 
-Each check lives here once; the CLI edge and the evaluation loop call it.
+The CLI edge (``common.eval.cli``) makes them from the flags; a library caller makes them directly.
+Each range and compatibility check lives here once, in the object's validation; a bad value is an
+``OptionError`` naming the parameter (the CLI shows the flag: ``max_det`` -> ``--max-det``).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from common.core.errors import UserError
+from common.core.checks import check_choice, check_param
+from common.core.errors import OptionError, literal
+from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES
+from common.model.yolov10 import LAYOUTS, PostprocessOptions
 
 __all__ = [
     "DECODES",
+    "DEFAULT_DATA_ROOT",
+    "DEFAULT_MAX_IMAGES",
     "GPU_ORDERS",
     "LOADERS",
     "POSTPROCESS_MODES",
     "PREPROCESS_MODES",
+    "DataOptions",
+    "EvalOptions",
+    "LaneOptions",
+    "OutputOptions",
     "check_choice",
     "check_decode",
     "check_loaders",
+    "check_post",
+    "default_post_workers",
+    "default_workers",
 ]
 
 # cpu: OpenCV letterbox + normalise in the loaders (the reference pixels); gpu-normalize: OpenCV letterbox,
@@ -28,31 +44,144 @@ LOADERS: tuple[str, ...] = ("threads", "processes")
 POSTPROCESS_MODES: tuple[str, ...] = ("auto", "cpu", "gpu")
 GPU_ORDERS: tuple[str, ...] = ("auto", "serial", "overlap")
 
+DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
 
-def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
-    """UserError unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise UserError(f"{flag} {value}: choose one of {', '.join(choices)}")
+
+def default_workers() -> int:
+    """Loader threads: one per core, up to 16 (JPEG decoding releases the GIL)."""
+    return max(1, min(16, (os.cpu_count() or 2)))
+
+
+def default_post_workers() -> int:
+    return 2 if (os.cpu_count() or 2) >= 4 else 1
 
 
 def check_decode(decode: str, preprocess: str) -> None:
-    """UserError for a ``--decode`` the ``--preprocess`` mode can't take (flags only; the backend is asked
+    """OptionError for a ``decode`` the ``preprocess`` mode can't take (options only; the backend is asked
     separately)."""
-    check_choice("--decode", decode, DECODES)
+    check_choice("decode", decode, DECODES)
     if decode == "gpu" and preprocess != "gpu-letterbox":
-        raise UserError(
-            f"--decode gpu needs --preprocess gpu-letterbox (the lanes letterbox the decoded images), not {preprocess}"
+        raise OptionError(
+            "decode",
+            "{decode} gpu needs {preprocess} gpu-letterbox (the lanes letterbox the decoded images), not "
+            + literal(preprocess),
         )
 
 
 def check_loaders(loaders: str, decode: str = "cpu") -> None:
-    """UserError unless ``--loaders`` can run here with ``--decode``."""
-    check_choice("--loaders", loaders, LOADERS)
+    """OptionError unless ``loaders`` can run here with ``decode``."""
+    check_choice("loaders", loaders, LOADERS)
     if loaders == "processes":
         if not hasattr(os, "memfd_create"):
-            raise UserError("--loaders processes needs Linux (os.memfd_create); use --loaders threads")
+            raise OptionError("loaders", "{loaders} processes needs Linux (os.memfd_create); use {loaders} threads")
         if decode != "cpu":
-            raise UserError(
-                "--loaders processes decodes with OpenCV; with --decode gpu the lanes decode and the "
-                "loaders only read files: use --loaders threads"
+            raise OptionError(
+                "loaders",
+                "{loaders} processes decodes with OpenCV; with {decode} gpu the lanes decode and the "
+                "loaders only read files: use {loaders} threads",
             )
+
+
+def check_post(post: PostprocessOptions) -> None:
+    """The decode + NMS thresholds."""
+    check_param("conf", post.conf, 0, 1)
+    check_param("iou", post.iou, 0, 1, lo_open=True)
+    check_param("max_det", post.max_det, 1)
+    check_param("pre_nms_topk", post.pre_nms_topk, 1)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to evaluate: input size, thresholds, batching, loaders, where pre/post-processing run, timing."""
+
+    imgsz: int = 640
+    batch_size: int = 1
+    workers: int = field(default_factory=default_workers)
+    output_format: str = "auto"  # auto | dfl144 | raw84 | e2e
+    output_name: str | None = None  # the detection head among several outputs (None: found by its shape)
+    post: PostprocessOptions = field(default_factory=PostprocessOptions)
+    warmup_runs: int = 0
+    skip_latency: int = 0
+    prefetch_batches: int = 2
+    post_workers: int = field(default_factory=default_post_workers)
+    progress: bool = True
+    coco_eval: bool = True  # False: detections only (benchmarks that repeat images)
+    coco_engine: str = "auto"  # auto | pycocotools | faster-coco-eval (identical stats, tested)
+    preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox (common.throughput.gpu_preprocess)
+    decode: str = "cpu"  # cpu (OpenCV in the loaders) | gpu (nvImageCodec on the lanes; common.throughput.gpu_decode)
+    loaders: str = "threads"  # threads | processes (common.throughput.loader_processes)
+    switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
+    postprocess: str = "cpu"  # cpu | gpu | auto (gpu where the backend can, else cpu)
+    latency_runs: int = 0  # after the run: N back-to-back single-batch runs on one lane (``latency_pass``)
+
+    def __post_init__(self) -> None:
+        if self.imgsz <= 0:
+            raise OptionError("imgsz", "{imgsz} must be a positive multiple of 32, got " + literal(self.imgsz))
+        check_post(self.post)
+        check_param("batch_size", self.batch_size, 1)
+        check_param("workers", self.workers, 0)
+        check_param("warmup_runs", self.warmup_runs, 0)
+        check_param("skip_latency", self.skip_latency, 0)
+        check_param("latency_runs", self.latency_runs, 0)
+        check_param("prefetch_batches", self.prefetch_batches, 1)
+        check_param("post_workers", self.post_workers, 1)
+        check_param("switch_interval_ms", self.switch_interval_ms, 0, lo_open=True)
+        check_choice("output_format", self.output_format, ("auto", *LAYOUTS))
+        check_choice("coco_engine", self.coco_engine, COCO_EVAL_ENGINES)
+        check_choice("preprocess", self.preprocess, PREPROCESS_MODES)
+        check_choice("postprocess", self.postprocess, POSTPROCESS_MODES)
+        check_decode(self.decode, self.preprocess)
+        check_loaders(self.loaders, self.decode)
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Which COCO images and annotations: ``instances`` / ``images_dir`` default to the standard layout
+    under ``data_root``; a relative ``images_dir`` / ``instances`` is taken as given (against the working
+    directory), never re-rooted under ``data_root``.
+
+    ``max_images``: the first N images by id (None: ``DEFAULT_MAX_IMAGES``; <= 0: all); ``image_ids_list``:
+    a text file of ids, all of them evaluated (then ``max_images`` None means the whole list);
+    ``skip_unreadable_images``: leave missing or unreadable images out instead of refusing the run."""
+
+    data_root: Path = DEFAULT_DATA_ROOT
+    instances: Path | None = None
+    images_dir: Path | None = None
+    max_images: int | None = None
+    image_ids_list: Path | None = None
+    skip_unreadable_images: bool = False
+
+    @property
+    def instances_path(self) -> Path:
+        return self.instances or self.data_root / "annotations" / "instances_val2017.json"
+
+    @property
+    def images_path(self) -> Path:
+        return self.images_dir or self.data_root / "val2017"
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """Where a run writes: ``out`` (metrics JSON; None: a fresh run folder ``tmp/<task>/<timestamp>/``),
+    ``detections_out`` (COCO results JSON; None: beside the default metrics, or none when ``out`` is given)."""
+
+    task: str
+    out: Path | None = None
+    detections_out: Path | None = None
+
+
+@dataclass(frozen=True)
+class LaneOptions:
+    """Concurrent GPU lanes (execution contexts / sessions, each on its own CUDA stream); ``lanes`` 0: no
+    lanes, one plain runner (one context, one stream, one batch at a time) where the backend has one."""
+
+    lanes: int = 2
+    gpu_order: str = "auto"
+    cuda_graph: bool = False
+
+    def __post_init__(self) -> None:
+        if self.lanes < 0:
+            raise OptionError(
+                "lanes", "{lanes} must be >= 0 (0: one plain runner, no threads), got " + literal(self.lanes)
+            )
+        check_choice("gpu_order", self.gpu_order, GPU_ORDERS)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import itertools
-import os
 import sys
 import time
 from collections import deque
@@ -41,7 +40,7 @@ from common.core.results import latency_stats
 from common.data.coco import CocoDataset, coco_rows, evaluate_bbox, rows_to_dicts
 from common.data.images import LetterboxMeta, geometry_table, unletterbox_rows
 from common.data.loading import InlineExecutor, LoadedImage, thread_loaders
-from common.eval.options import POSTPROCESS_MODES, PREPROCESS_MODES, check_choice, check_decode
+from common.eval.options import POSTPROCESS_MODES, EvalOptions, default_post_workers, default_workers
 from common.eval.protocols import (
     AsyncBackend,
     Backend,
@@ -78,39 +77,6 @@ __all__ = [
     "resolve_postprocess",
     "warmup",
 ]
-
-
-def default_workers() -> int:
-    """Loader threads: one per core, up to 16 (JPEG decoding releases the GIL, so the threads decode in
-    parallel)."""
-    return max(1, min(16, (os.cpu_count() or 2)))
-
-
-def default_post_workers() -> int:
-    return 2 if (os.cpu_count() or 2) >= 4 else 1
-
-
-@dataclass
-class EvalOptions:
-    imgsz: int = 640
-    batch_size: int = 1
-    workers: int = field(default_factory=default_workers)
-    output_format: str = "auto"  # auto | dfl144 | raw84 | e2e
-    post: PostprocessOptions = field(default_factory=PostprocessOptions)
-    warmup_runs: int = 0
-    skip_latency: int = 0
-    prefetch_batches: int = 2
-    post_workers: int = field(default_factory=default_post_workers)
-    progress: bool = True
-    coco_eval: bool = True  # False: detections only (benchmarks that repeat images)
-    coco_engine: str = "auto"  # auto | pycocotools | faster-coco-eval (identical stats, tested)
-    preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox (common.throughput.gpu_preprocess)
-    decode: str = "cpu"  # cpu (OpenCV in the loaders) | gpu (nvImageCodec on the lanes; common.throughput.gpu_decode)
-    loaders: str = "threads"  # threads | processes (common.throughput.loader_processes)
-    switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
-    postprocess: str = "cpu"  # cpu | gpu | auto (gpu where the backend can, else cpu); the CLI default is auto
-    latency_runs: int = 0  # after the run: N back-to-back single-batch runs on one lane (``latency_pass``)
-    output_name: str | None = None  # the detection head among several outputs (None: found by its shape)
 
 
 @dataclass
@@ -155,7 +121,6 @@ def resolve_postprocess(
     why ``auto`` chose cpu). ``gpu`` enables it on the backend; ``--postprocess gpu`` that can't is a
     UserError, ``auto`` falls back to cpu and says why. ``head``: the detection head's output index
     (GPU post-processing reads the first output only)."""
-    check_choice("--postprocess", mode, POSTPROCESS_MODES)
     if isinstance(backend, DevicePostprocessing):
         backend.disable_device_postprocess()  # a backend reused from an earlier run starts on the CPU path
     if mode == "cpu":
@@ -187,8 +152,6 @@ def resolve_postprocess(
 def check_preprocess(backend: Backend, mode: str, decode: str = "cpu") -> None:
     """UserError unless ``backend`` can run ``mode`` (and ``--decode``); GPU modes compile their kernels
     here, and ``--decode gpu`` starts each lane's decoder."""
-    check_choice("--preprocess", mode, PREPROCESS_MODES)
-    check_decode(decode, mode)
     if decode == "gpu" and not isinstance(backend, DeviceDecoding):
         raise UserError(
             f"--decode gpu needs a backend that decodes on its GPU lanes (ONNX Runtime --io-binding, "
@@ -219,8 +182,6 @@ def _input_size(backend: Backend, imgsz: int) -> int:
 
 
 def resolve_batch_size(backend: Backend, requested: int) -> int:
-    if requested < 1:
-        raise UserError(f"--batch-size must be >= 1, got {requested}")
     fixed = max_batch_of(backend)
     if fixed is not None and requested != fixed:
         raise UserError(
@@ -293,8 +254,6 @@ def _switch_interval(ms: float | None) -> Iterator[None]:
     if ms is None:
         yield
         return
-    if ms <= 0:
-        raise UserError(f"--switch-interval-ms must be > 0, got {ms}")
     old = sys.getswitchinterval()
     sys.setswitchinterval(ms / 1000.0)
     try:

@@ -1,6 +1,6 @@
 """First-class ONNX Runtime execution-provider flags: TensorRT EP, TensorRT-RTX EP, CUDA EP.
 
-``add_ep_flags(parser)`` adds the flags; ``resolve_provider_options(args, requested, available)``
+``add_ep_flags(parser)`` adds the flags; ``resolve_provider_options(settings, requested, available)``
 checks them against the providers the run asks for and the ones this ONNX Runtime offers, and
 returns ``{provider: {key: value}}`` with string values, ready for
 ``InferenceSession(providers=[(name, opts), ...])`` or ``SessionOptions.add_provider_for_devices``.
@@ -184,10 +184,6 @@ def add_ep_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _given(args: argparse.Namespace, dest: str) -> bool:
-    return getattr(args, dest, None) is not None
-
-
 def _fmt(kind: str, value: Any) -> str:
     if kind == "bool":
         return "1" if value else "0"
@@ -214,12 +210,15 @@ def trt_ep_tensorrt_major() -> int | None:
 
 
 def resolve_provider_options(
-    args: argparse.Namespace,
+    settings: Mapping[str, Any],
     requested_providers: Sequence[str],
     available: Iterable[str],
     trt_major: int | str | None = "detect",
 ) -> dict[str, dict[str, str]]:
-    """Validate the first-class EP flags and return ``{provider: {key: value}}`` (string values).
+    """Validate the first-class EP settings and return ``{provider: {key: value}}`` (string values).
+
+    ``settings``: the EP flags' values by their option name (``trt_engine_cache``...; None or absent: not
+    given), e.g. ``vars()`` of the parsed command line.
 
     A flag whose EP is not in ``requested_providers`` or not in ``available`` is a UserError naming
     the flag. ``trt_major``: TensorRT major version of the TensorRT EP ("detect" reads it from the
@@ -229,9 +228,9 @@ def resolve_provider_options(
     avail = set(available)
     out: dict[str, dict[str, str]] = {}
     for f in _FLAGS:
-        if not _given(args, f.dest):
+        value = settings.get(f.dest)
+        if value is None:
             continue
-        value = getattr(args, f.dest)
         if f.kind == "bool" and value is False:
             continue
         if f.provider not in requested:

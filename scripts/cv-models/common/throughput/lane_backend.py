@@ -100,14 +100,13 @@ class LaneBackend:
 
     def enable_device_decode(self, decode: str) -> None:
         """``gpu``: from now on gpu-letterbox batches come encoded and each lane decodes its batch on its
-        stream (``common.throughput.gpu_decode``, nvImageCodec); ``cpu``: decoded by the loaders again."""
+        stream (``common.throughput.gpu_decode``, nvImageCodec); ``cpu``: decoded by the loaders again.
+        ``EvalOptions`` allows ``gpu`` only with the gpu-letterbox preprocessing, enabled before this call."""
         if decode == "cpu":
             if self.preprocess == "gpu-letterbox":
                 self._lanes.set_decoders(None)
             self.decode = "cpu"
             return
-        if self.preprocess != "gpu-letterbox":
-            raise UserError(f"--decode gpu needs --preprocess gpu-letterbox (set up: {self.preprocess})")
         make = self._decoder_factory
         if make is None:
             import os

@@ -42,7 +42,6 @@ __all__ = [
     "ProfileShapes",
     "Shape",
     "add_build_args",
-    "build_from_args",
     "build_or_reuse",
     "cache_hit",
     "cache_key",
@@ -56,7 +55,6 @@ __all__ = [
     "inspect_onnx",
     "make_progress_monitor",
     "metadata_path",
-    "options_from_args",
     "parse_compute_capabilities",
     "parse_shapes",
     "read_metadata",
@@ -727,26 +725,6 @@ def add_build_args(cli: Any, *, required_onnx: bool = True) -> None:
     g.add_argument("--no-build-progress", action="store_true", help="no build progress bars")
 
 
-def options_from_args(args: Any) -> BuildOptions:
-    for flag in ("min_batch", "opt_batch", "max_batch", "workspace_mib"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
-    return BuildOptions(
-        fp16=args.fp16,
-        int8=args.int8,
-        fp8=args.fp8,
-        shapes=parse_shapes(args.shapes),
-        min_batch=args.min_batch,
-        opt_batch=args.opt_batch,
-        max_batch=args.max_batch,
-        workspace_mib=args.workspace_mib,
-        opt_level=args.builder_optimization_level,
-        tf32=not args.no_tf32,
-        compute_capabilities=parse_compute_capabilities(args.compute_capability),
-    )
-
-
 def current_gpu() -> dict[str, Any] | None:
     """The GPU the engine is built for (cuda-python, else nvidia-smi), or None."""
     from common.gpu.cuda_mem import device_info
@@ -761,20 +739,3 @@ def current_gpu() -> dict[str, Any] | None:
     except Exception:
         return None
     return {"name": smi.get("name"), "compute_capability": smi.get("compute_capability")} if smi else None
-
-
-def build_from_args(args: Any, api: TrtApi, verbosity: str) -> BuildResult:
-    import sys
-
-    return build_or_reuse(
-        args.onnx_path,
-        args.engine_path,
-        options_from_args(args),
-        api,
-        force=args.force,
-        timing_cache=args.timing_cache,
-        use_timing_cache=not args.no_timing_cache,
-        verbosity=verbosity,
-        progress=not args.no_build_progress and sys.stderr.isatty(),
-        gpu=current_gpu(),
-    )
