@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
-from cli_parsers import NOT_ARGPARSE, cli_scripts, parser_of
+from cli_parsers import cli_scripts, parser_of
 from conftest import REPO
 
 HISTORY = [
@@ -83,13 +83,13 @@ def test_changelog_exists_and_is_dated_newest_first() -> None:
     assert dates == sorted(dates, reverse=True), f"CHANGELOG.md sections are not newest first: {dates}"
 
 
-@pytest.mark.parametrize("script", [s for s in cli_scripts() if s not in NOT_ARGPARSE])
+@pytest.mark.parametrize("script", cli_scripts())
 def test_help_carries_no_history_or_figures(script: str) -> None:
     found = hits(parser_of(script).format_help(), HISTORY + NOT_IN_CODE_TEXT)
     assert not found, f"{script} --help:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("script", [s for s in cli_scripts() if s not in NOT_ARGPARSE])
+@pytest.mark.parametrize("script", cli_scripts())
 def test_help_examples_use_the_runbook_paths(script: str) -> None:
     """Models under models/cv-models/ or tmp/ (the runbook's), engines under tmp/, calibration on train2017."""
     epilog = parser_of(script).epilog or ""
