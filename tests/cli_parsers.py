@@ -15,6 +15,7 @@ from types import ModuleType
 
 from conftest import REPO
 
+
 def is_argparse_cli(rel: str) -> bool:
     """Whether the script builds an argparse parser. The others (the probes the doctor runs in a child
     interpreter) are never imported and run here: their ``main`` does the work at once."""
