@@ -120,3 +120,18 @@ def test_the_scan_finds_what_it_looks_for() -> None:
     assert hits("``HostLease`` keeps a pinned buffer", HISTORY) == []
     assert hits("input [1,3,640,640] or 1x3x640x640", NOT_IN_CODE_TEXT) == []
     assert hits("TensorRT releases 10.7.0 and 10.7.0.post1", HISTORY) == []
+
+
+def test_readme_is_short() -> None:
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 120, f"README.md has {len(lines)} lines; keep it to 120 (details go to the runbook)"
+
+
+def test_models_hold_no_run_scripts_or_logs() -> None:
+    """models/ holds models and their runbook, not the scripts, logs and commit stamps of individual runs."""
+    found = [
+        str(p.relative_to(REPO))
+        for p in (REPO / "models").rglob("*")
+        if p.is_file() and (p.suffix in (".sh", ".log") or p.name.startswith("COMMIT"))
+    ]
+    assert not found, f"run scripts or logs under models/: {found}"
