@@ -28,6 +28,7 @@ MODULES = (
     "tests/test_trt_runtime.py",
     "tests/test_trt_runner.py",
     "tests/test_trt_smoke.py",
+    "tests/test_trt_build_choices.py",
     "tests/test_trt_edge_cases.py",
 )
 # The evaluator comparisons and the GPU pre-processing pipeline run once, in the main session (tensorrt-rtx API):

@@ -69,7 +69,7 @@ def _public(cls: type) -> set[str]:
             continue
         names |= {n for n in vars(klass) if not n.startswith("_")}
         names |= {n for n in getattr(klass, "__annotations__", {}) if not n.startswith("_")}
-    return names - {"builds"}  # FakeBuilder.builds: a test counter, not API
+    return names - {"builds", "cancelled", "on_step"}  # FakeBuilder test counters and hook, not API
 
 
 @pytest.mark.parametrize("fake", D.DOUBLE_CLASSES, ids=lambda c: c.__name__)

@@ -213,6 +213,7 @@ def test_timing_cache_round_trip_or_skip(tmp_path, api, double):
     assert first.metadata["timing_cache"] == {
         "used": True,
         "path": str(cache),
+        "file_bytes": 0,
         "loaded_bytes": 0,
         "saved_bytes": cache.stat().st_size,
     }

@@ -42,6 +42,7 @@ import numpy as np
 
 ENGINE_MAGIC = b"FAKETRT\x01"
 TIMING_MAGIC = b"FAKETC\x01"
+FAKE_DEVICE = "fake-gpu"  # the device timing caches are made on, as far as set_timing_cache checks
 
 ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 6: "INT32", 7: "INT64", 9: "BOOL", 3: "INT8", 2: "UINT8", 16: "BF16"}
 TRT_TO_NP = {
@@ -347,11 +348,17 @@ class FakeBuilderConfig(_Mirror):
         if not blob:
             return FakeTimingCache(self._trt, {})
         if not blob.startswith(TIMING_MAGIC):
-            self._error("ITimingCache: the serialized timing cache is invalid")
-            return None
+            # TensorRT logs the rejection and hands back an empty cache, not nullptr
+            self._error("ITimingCache: the serialized timing cache is invalid; creating an empty cache")
+            return FakeTimingCache(self._trt, {})
         return FakeTimingCache(self._trt, json.loads(blob[len(TIMING_MAGIC) :]))
 
     def set_timing_cache(self, cache: FakeTimingCache, ignore_mismatch: bool) -> bool:
+        """Refuses a cache made on another device (``__device__`` entry) unless ``ignore_mismatch``."""
+        device = cache._entries.get("__device__", FAKE_DEVICE)
+        if device != FAKE_DEVICE and not ignore_mismatch:
+            self._error(f"setTimingCache: the timing cache was created on {device}, not on {FAKE_DEVICE}")
+            return False
         self._timing = cache
         return True
 
@@ -376,6 +383,8 @@ class FakeBuilderConfig(_Mirror):
 class FakeBuilder(_Mirror):
     _REAL = "Builder"
     builds = 0  # class-level counter: tests assert that a cache hit builds nothing
+    cancelled = 0  # builds stopped because the progress monitor's step_complete returned False
+    on_step: Callable[[int], None] | None = None  # a test's hook, called as each build step runs (e.g. a Ctrl-C)
 
     def __init__(self, logger: Any) -> None:
         self._trt, self._logger = _current_module, logger
@@ -424,7 +433,10 @@ class FakeBuilder(_Mirror):
         if monitor is not None:
             monitor.phase_start("Building engine", None, 2)
             for step in range(2):
+                if FakeBuilder.on_step is not None:
+                    FakeBuilder.on_step(step)
                 if not monitor.step_complete("Building engine", step):
+                    FakeBuilder.cancelled += 1
                     monitor.phase_finish("Building engine")
                     self._error("build cancelled by the progress monitor")
                     return None
@@ -439,6 +451,7 @@ class FakeBuilder(_Mirror):
             "flags": sorted(config._flags),
             "io": io,
             "opt_level": config.builder_optimization_level,
+            "profiling_verbosity": getattr(config.profiling_verbosity, "name", None),
         }
         return ENGINE_MAGIC + json.dumps(header).encode() + b"\n" + network._onnx
 
@@ -1001,6 +1014,8 @@ def install(monkeypatch: Any, trt: ModuleType, *, memory: FakeCudaMemory | None 
     _current_state = DoubleState()
     _current_state.mem = memory
     FakeBuilder.builds = 0
+    FakeBuilder.cancelled = 0
+    FakeBuilder.on_step = None
     monkeypatch.setattr(trt, "Builder", FakeBuilder)
     monkeypatch.setattr(trt, "OnnxParser", FakeOnnxParser)
     monkeypatch.setattr(trt, "Runtime", FakeRuntime)

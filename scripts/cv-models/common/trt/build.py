@@ -36,6 +36,7 @@ __all__ = [
     "ENGINE_META_SCHEMA",
     "FP8_FLAG_NOTE",
     "INT8_FLAG_NOTE",
+    "PROFILING_VERBOSITY",
     "BuildOptions",
     "BuildResult",
     "OnnxFacts",
@@ -63,6 +64,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ENGINE_META_SCHEMA = 1
+# --profiling-verbosity -> ProfilingVerbosity member. DETAILED keeps per-layer details in the engine for the
+# engine inspector (and Nsight); TensorRT notes that it generally increases the latency of enqueueV3.
+PROFILING_VERBOSITY = {"layer_names_only": "LAYER_NAMES_ONLY", "detailed": "DETAILED", "none": "NONE"}
 Shape = tuple[int, ...]
 
 
@@ -94,6 +98,7 @@ class BuildOptions:
     opt_level: int | None = None
     tf32: bool = True
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets, e.g. ("SM120",)
+    profiling_verbosity: str = "layer_names_only"  # one of PROFILING_VERBOSITY
 
     def legacy_precision(self) -> list[str]:
         return [n for n, on in (("FP16", self.fp16), ("INT8", self.int8), ("FP8", self.fp8)) if on]
@@ -234,39 +239,45 @@ def cache_hit(engine_path: Path, key: str) -> dict[str, Any] | None:
 
 
 def make_progress_monitor(api: TrtApi, enabled: bool) -> Any | None:
-    """An IProgressMonitor drawing one tqdm bar per build phase, where the API has it.
+    """An IProgressMonitor, where the API has it: one tqdm bar per build phase when ``enabled`` (and tqdm
+    imports), and always the way to cancel the build: ``step_complete`` returns False once ``cancel`` is set
+    (Ctrl-C during ``build_or_reuse`` sets it), and TensorRT then stops the build.
 
     TensorRT may call a progress monitor from several builder threads at once and requires
     implementations to be thread-safe: every callback runs under one lock."""
-    if not enabled or not api.has_progress_monitor:
+    if not api.has_progress_monitor:
         return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
+    tqdm: Any = None
+    if enabled:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
     base = api.module.IProgressMonitor
 
-    class TqdmMonitor(base):  # type: ignore[misc,valid-type]
+    class BuildMonitor(base):  # type: ignore[misc,valid-type]
         def __init__(self) -> None:
             base.__init__(self)
             self.bars: dict[str, Any] = {}
             self.depth: dict[str, int] = {}
             self.lock = threading.Lock()
+            self.cancel = threading.Event()
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             with self.lock:
                 level = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
                 self.depth[phase_name] = level
-                self.bars[phase_name] = tqdm(
-                    total=num_steps, desc=phase_name, position=level, leave=level == 0, dynamic_ncols=True
-                )
+                if tqdm is not None:
+                    self.bars[phase_name] = tqdm(
+                        total=num_steps, desc=phase_name, position=level, leave=level == 0, dynamic_ncols=True
+                    )
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             with self.lock:
                 bar = self.bars.get(phase_name)
                 if bar is not None and step + 1 > bar.n:  # steps may arrive out of order from several threads
                     bar.update(step + 1 - bar.n)
-            return True
+            return not self.cancel.is_set()
 
         def phase_finish(self, phase_name: str) -> None:
             with self.lock:
@@ -275,7 +286,30 @@ def make_progress_monitor(api: TrtApi, enabled: bool) -> Any | None:
                 if bar is not None:
                     bar.close()
 
-    return TqdmMonitor()
+    return BuildMonitor()
+
+
+@contextlib.contextmanager
+def _cancel_on_sigint(monitor: Any | None) -> Iterator[None]:
+    """While the builder runs (native code, where Python's KeyboardInterrupt cannot land): the first Ctrl-C
+    asks the progress monitor to cancel at the next step; a second one gets the previous handler."""
+    import signal
+
+    if monitor is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def cancel(signum: int, frame: Any) -> None:
+        log.warning("Ctrl-C: cancelling the engine build at its next step (Ctrl-C again to abort)")
+        monitor.cancel.set()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, cancel)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ----------------------------------------------------------------------------- precision
@@ -467,7 +501,7 @@ def build_or_reuse(
     profiles = _resolve_profiles(parsed.inputs, options)
     config, precision = _make_config(api, parsed.builder, options, profiles, strongly_typed, facts, progress)
     tc_path = Path(timing_cache) if timing_cache else default_timing_cache_path(api, gpu, root)
-    with _timing_cache(api, config, tc_path if use_timing_cache else None) as tc_info:
+    with _timing_cache(api, config, tc_path if use_timing_cache else None, logger) as tc_info:
         layer_summary = _layer_summary_from_network(api, parsed.network)
         log.info(
             "building %s with %s (%s)...",
@@ -478,7 +512,9 @@ def build_or_reuse(
         engine_bytes, seconds = _serialize(api, logger, parsed, config, onnx_path)
 
     # The inspector needs a runtime that can deserialize the engine, i.e. a GPU.
-    inspected = _layer_summary_from_engine(api, logger, engine_bytes) if gpu else None
+    # ... and an engine built with DETAILED profiling verbosity (with less it lists layer names only).
+    detailed = options.profiling_verbosity == "detailed"
+    inspected = _layer_summary_from_engine(api, logger, engine_bytes) if gpu and detailed else None
     meta: dict[str, Any] = {
         "schema": ENGINE_META_SCHEMA,
         "cache_key": key,
@@ -583,8 +619,12 @@ def _make_config(
         )
     if options.compute_capabilities:
         _set_compute_capabilities(api, config, options.compute_capabilities)
+    if options.profiling_verbosity not in PROFILING_VERBOSITY:
+        raise UserError(
+            f"--profiling-verbosity {options.profiling_verbosity!r}: not one of {', '.join(PROFILING_VERBOSITY)}"
+        )
     if hasattr(trt, "ProfilingVerbosity"):
-        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+        config.profiling_verbosity = getattr(trt.ProfilingVerbosity, PROFILING_VERBOSITY[options.profiling_verbosity])
     monitor = make_progress_monitor(api, progress)
     if monitor is not None:
         config.progress_monitor = monitor
@@ -606,24 +646,19 @@ def _set_compute_capabilities(api: TrtApi, config: Any, ccs: Sequence[str]) -> N
 
 
 @contextlib.contextmanager
-def _timing_cache(api: TrtApi, config: Any, path: Path | None) -> Iterator[dict[str, Any]]:
+def _timing_cache(api: TrtApi, config: Any, path: Path | None, logger: Any) -> Iterator[dict[str, Any]]:
     """Load the timing cache into ``config`` (``path`` None: disabled), yield its metadata entry, and save the
-    grown cache once the build inside the block has succeeded."""
+    grown cache once the build inside the block has succeeded. A file TensorRT rejects (not a timing cache,
+    another version, another device) is built without and replaced by the new cache, so later builds hit."""
     info: dict[str, Any] = {"used": False}
     if path is None:
         info["reason"] = "disabled (--no-timing-cache)"
     elif not api.timing_cache_supported:
         info["reason"] = "skipped: TensorRT-RTX accepts timing-cache calls but they are no-ops"
         path = None
-    else:
-        blob = path.read_bytes() if path.is_file() else b""
-        cache = config.create_timing_cache(blob)
-        if cache is None or not config.set_timing_cache(cache, False):
-            log.warning("timing cache %s was rejected; building without it", path)
-            path = None
-            info["reason"] = "rejected by TensorRT"
-        else:
-            info.update(used=True, path=str(path), loaded_bytes=len(blob))
+    elif not _load_timing_cache(config, path, info, logger):
+        log.warning("timing cache: TensorRT accepts no cache here (%s); building without it", info["reason"])
+        path = None
     yield info
     if path is not None:
         saved = config.get_timing_cache()
@@ -633,10 +668,38 @@ def _timing_cache(api: TrtApi, config: Any, path: Path | None) -> Iterator[dict[
             info["saved_bytes"] = len(data)
 
 
+def _load_timing_cache(config: Any, path: Path, info: dict[str, Any], logger: Any) -> bool:
+    """Set the cache of ``path`` on ``config``, or a fresh one when TensorRT rejects the file; fills ``info``
+    with what TensorRT really loaded (``loaded_bytes``: the size of the accepted cache, 0 for a fresh one)."""
+    from common.trt.api import last_error
+
+    blob = path.read_bytes() if path.is_file() else b""
+    fresh = config.create_timing_cache(b"")
+    empty = bytes(fresh.serialize()) if fresh is not None else b""
+    info.update(path=str(path), file_bytes=len(blob))
+    if blob:
+        cache = config.create_timing_cache(blob)
+        loaded = bytes(cache.serialize()) if cache is not None else b""
+        accepted = cache is not None and (loaded != empty or blob == empty)  # else TensorRT gave an empty one
+        if accepted and config.set_timing_cache(cache, False):
+            info.update(used=True, loaded_bytes=len(loaded))
+            return True
+        info["rejected"] = f"TensorRT did not load its {len(blob)} bytes ({last_error(logger, 'no detail')})"
+        log.warning("timing cache %s: %s; it will be replaced after this build", path, info["rejected"])
+    if fresh is None or not config.set_timing_cache(fresh, False):
+        info["reason"] = f"TensorRT refused even an empty timing cache ({last_error(logger, 'no detail')})"
+        return False
+    info.update(used=True, loaded_bytes=0)
+    return True
+
+
 def _serialize(api: TrtApi, logger: Any, parsed: _Parsed, config: Any, onnx_path: Path) -> tuple[bytes, float]:
     """The serialized engine and the seconds the build took."""
-    with _timer() as elapsed:
+    monitor = getattr(config, "progress_monitor", None)
+    with _timer() as elapsed, _cancel_on_sigint(monitor):
         serialized = parsed.builder.build_serialized_network(parsed.network, config)
+    if serialized is None and monitor is not None and monitor.cancel.is_set():
+        raise KeyboardInterrupt(f"{onnx_path}: engine build cancelled (Ctrl-C)")
     if serialized is None:
         from common.trt.api import last_error
 
@@ -695,6 +758,13 @@ def add_build_args(cli: Any, *, required_onnx: bool = True) -> None:
         choices=range(6),
         metavar="0-5",
         help="builder optimisation level (TensorRT default 3)",
+    )
+    g.add_argument(
+        "--profiling-verbosity",
+        choices=list(PROFILING_VERBOSITY),
+        default="layer_names_only",
+        help="layer detail kept in the engine (default: layer_names_only, as trtexec); detailed is what engine "
+        "introspection (the per-layer precision summary, Nsight) needs and may slow enqueue",
     )
     g.add_argument("--no-tf32", action="store_true", help="disallow TF32 for FP32 layers")
     g.add_argument(

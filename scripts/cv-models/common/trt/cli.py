@@ -37,6 +37,7 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         opt_level=args.builder_optimization_level,
         tf32=not args.no_tf32,
         compute_capabilities=parse_compute_capabilities(args.compute_capability),
+        profiling_verbosity=args.profiling_verbosity,
     )
 
 
