@@ -253,3 +253,20 @@ def test_plugins_are_registered_before_parsing_and_deserializing(tmp_path, api, 
     else:
         assert order[:2] == ["plugins", "parse"] and run == ["run", "plugins", "deserialize"]
         assert plugins == built == "registered (init_libnvinfer_plugins)"
+
+
+def test_rtx_lanes_share_one_runtime_cache_without_a_file(dyn, api, double):
+    """TensorRT-RTX JIT-compiles kernels when a context is made: the lanes share one in-memory runtime cache
+    (no --runtime-cache), so the kernels compile once, not once per lane."""
+    if not api.is_rtx:
+        pytest.skip(f"{api.describe()}: no runtime cache (TensorRT-RTX only)")
+    state, _ = double
+    _, engine = dyn
+    backend = TrtBackend.open(engine, api, lanes=3)
+    try:
+        configs = [lane.worker.runner.session._runtime_config for lane in backend._lanes.lanes]
+        caches = {id(c.get_runtime_cache()) for c in configs}
+        assert len(configs) == 3 and len(caches) == 1 and None not in [c.get_runtime_cache() for c in configs]
+        assert state.jit_compiles == 1
+    finally:
+        backend.close()

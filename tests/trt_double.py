@@ -465,6 +465,7 @@ class FakeRuntimeCache(_Mirror):
     def __init__(self, trt: ModuleType) -> None:
         self._trt = trt
         self._blob = b"FAKERTC\x01"
+        self._compiled: set[int] = set()  # engines whose kernels this cache holds
 
     def deserialize(self, blob: bytes) -> bool:
         if not bytes(blob).startswith(b"FAKERTC\x01"):
@@ -569,6 +570,12 @@ class FakeEngine(_Mirror):
 
     def create_execution_context(self, runtime_config: Any = None) -> FakeContext:
         self._state.contexts += 1
+        if runtime_config is not None:  # TensorRT-RTX JIT-compiles here, unless the runtime cache has the kernels
+            cache = runtime_config.get_runtime_cache()
+            if cache is None or id(self) not in cache._compiled:
+                self._state.jit_compiles += 1
+            if cache is not None:
+                cache._compiled.add(id(self))
         return FakeContext(self, runtime_config)
 
     def serialize(self) -> bytes:
@@ -984,6 +991,7 @@ class DoubleState:
         self.device_io = False  # True: tensor addresses are real CUDA device pointers
         self.native_graph_captures = 0  # TensorRT-RTX cuda_graph_strategy=WHOLE_GRAPH_CAPTURE
         self.native_graph_replays = 0
+        self.jit_compiles = 0  # TensorRT-RTX: contexts that compiled their kernels (no runtime cache had them)
 
 
 _current_module: Any = None

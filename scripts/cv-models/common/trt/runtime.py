@@ -255,9 +255,12 @@ class TrtSession:
                 self.native_cuda_graph = True
             if self._shared_cache is not None:
                 rt_config.set_runtime_cache(self._shared_cache)
-            elif self.runtime_cache_path is not None:
+            elif hasattr(rt_config, "create_runtime_cache"):
+                # One runtime cache per engine, in memory even without --runtime-cache: the sessions made with
+                # ``share`` (the lanes) set it on their runtime configs too, so kernels JIT-compile once, not
+                # once per lane. Saved to runtime_cache_path on close when there is one.
                 rt_cache = rt_config.create_runtime_cache()
-                if self.runtime_cache_path.is_file():
+                if self.runtime_cache_path is not None and self.runtime_cache_path.is_file():
                     if not rt_cache.deserialize(self.runtime_cache_path.read_bytes()):
                         log.warning(
                             "runtime cache %s does not match this GPU/driver/version; starting empty",
