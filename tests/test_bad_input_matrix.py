@@ -1035,7 +1035,7 @@ def test_validate_says_each_skip_reason_once(tmp_path):
     from common.report import validate as V
 
     logged: list[str] = []
-    cfg = V.RunConfig(root=tmp_path, eval_args=[], log=logged.append)
+    cfg = V.RunConfig(root=tmp_path, log=logged.append)
     model = _model_info(V, tmp_path)
     run = V.run_backend(cfg, "trt", model, V.Availability(False, "no TensorRT here"))
     assert run.status == "skipped" and run.reason == "no TensorRT here"

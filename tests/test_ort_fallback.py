@@ -8,6 +8,8 @@ The old after-the-fact check (is the first EP among the session's providers?) le
 
 from __future__ import annotations
 
+import json
+
 import onnxruntime as ort
 import pytest
 from conftest import DEMO_MODEL, MINI, run_script
@@ -104,9 +106,13 @@ def test_validate_gpu_rows_require_the_accelerator_only(tmp_path) -> None:
     from common.report import validate as V
 
     model = V.ModelInfo("m", DEMO_MODEL, "baseline", "fp32", "0" * 64, [])
-    cfg = V.RunConfig(root=tmp_path, eval_args=[])
-    for key in ("ort-cuda", "ort-trt-ep", "ort-rtx-ep"):
+    cfg = V.RunConfig(root=tmp_path)
+
+    def job_of(key: str) -> V.WorkerJob:
         (step,), _ = V.plan_steps(cfg, V.REGISTRY[key], model, tmp_path / key)
-        assert "--require-accelerator" in step.cmd and "--disable-cpu-fallback" not in step.cmd, key
-    (step,), _ = V.plan_steps(cfg, V.REGISTRY["ort-cpu"], model, tmp_path / "cpu")
-    assert "--require-accelerator" not in step.cmd
+        assert step.cmd[-2:] == ["_worker", str(tmp_path / key / "job.json")]
+        return V.WorkerJob.from_dict(json.loads((tmp_path / key / "job.json").read_text()))
+
+    for key in ("ort-cuda", "ort-trt-ep", "ort-rtx-ep"):
+        assert job_of(key).require_accelerator, key
+    assert not job_of("ort-cpu").require_accelerator

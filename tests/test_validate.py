@@ -18,8 +18,10 @@ import pytest
 from conftest import DEMO_MODEL, MINI, REPO, run_script
 
 from common.core.errors import UserError
+from common.eval.options import DataOptions, EvalOptions
 from common.report import validate as V
 from common.report.compare import precision_of
+from common.report.validate_run import ValidateOptions, validate
 
 TESTS = Path(__file__).resolve().parent
 FAST = ["--data-root", str(MINI), "--workers", "2", "--warmup-runs", "0"]
@@ -77,25 +79,20 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
 
 
 @pytest.mark.slow
-def test_ci_validate_baseline_and_int8_candidate(tmp_path, int8_candidate):
+def test_ci_validate_baseline_and_int8_candidate(tmp_path, int8_candidate, capsys):
     assert precision_of(int8_candidate) == "int8" and precision_of(DEMO_MODEL) == "fp32"
-    proc = run_script(
-        "validate_e2e.py",
-        "--onnx-path",
-        str(DEMO_MODEL),
-        "--candidate",
-        str(int8_candidate),
-        *FAST,
-        "--max-images",
-        "4",
-        "--tensor-samples",
-        "2",
-        "--output-root",
-        str(tmp_path),
-        "--trt-runtime-double",
-        str(TESTS / "validate_double_worker.py"),
+    opts = ValidateOptions(
+        onnx_path=DEMO_MODEL,
+        candidate=int8_candidate,
+        data=DataOptions(MINI, max_images=4),
+        eval=EvalOptions(workers=2, warmup_runs=0, progress=False),
+        tensor_samples=2,
+        out=tmp_path,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # the TensorRT-RTX rows' evaluation runs in a worker that installs the runtime double in its own process
+    code = validate(opts, simulated_rtx_worker=TESTS / "validate_double_worker.py")
+    out = capsys.readouterr()
+    assert code == 0, out.out[-3000:] + out.err[-3000:]
     (root,) = list((tmp_path / "validate").iterdir())
     val = json.loads((root / "validation.json").read_text())
     assert val["verdict"] == {"pass": True, "problems": []}
@@ -242,10 +239,12 @@ def test_quantize_without_modelopt_is_explained(tmp_path):
     assert "nvidia-modelopt is not importable" in line and "--quantize-python" in line
 
 
-def test_help_has_examples_and_hides_the_test_hook():
+def test_help_has_examples_and_no_test_flag():
     proc = run_script("validate_e2e.py", "--help")
     assert proc.returncode == 0 and "examples:" in proc.stdout
-    assert "--trt-runtime-double" not in proc.stdout
+    assert "double" not in proc.stdout
+    refused = run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), "--trt-runtime-double", "x.py")
+    assert refused.returncode == 2 and "unrecognized arguments" in refused.stderr
 
 
 QUANT_PY = Path(os.environ.get("YOLO_QUANT_PYTHON", REPO / ".venv-quant" / "bin" / "python"))
@@ -339,7 +338,7 @@ def test_a_crashing_backend_is_recorded_and_the_next_one_runs(tmp_path):
         "os.kill(os.getpid(), signal.SIGSEGV)\n"
     )
     model = V.ModelInfo("m", tmp_path / "m.onnx", "baseline", "fp32", "0" * 64, [])
-    cfg = V.RunConfig(root=tmp_path / "root", eval_args=[], python=sys.executable, log=lambda *_: None)
+    cfg = V.RunConfig(root=tmp_path / "root", python=sys.executable, log=lambda *_: None)
     original = V.plan_steps
 
     def crash_first(cfg_, spec, model_, folder):
@@ -389,3 +388,23 @@ def test_check_candidate_accepts_same_io(tmp_path):
         bad = tmp_path / "bad.onnx"
         bad.write_bytes(b"\x00garbage")
         V.model_info(bad, "candidate", "--candidate", "c")
+
+
+def test_worker_job_round_trips_through_json(tmp_path):
+    """The job a worker process reads is the job validate planned, typed options included."""
+    from common.eval.options import OutputOptions
+    from common.model.yolov10 import PostprocessOptions
+
+    job = V.WorkerJob(
+        backend="ort-trt-ep",
+        model=tmp_path / "m.onnx",
+        data=DataOptions(tmp_path, images_dir=tmp_path / "imgs", max_images=7),
+        eval=EvalOptions(imgsz=320, workers=3, warmup_runs=2, post=PostprocessOptions(0.01, 0.6, 50), progress=False),
+        out=OutputOptions("validate", tmp_path / "metrics.json", tmp_path / "det.json"),
+        engine=tmp_path / "m.engine",
+        provider_options={"TensorrtExecutionProvider": {"trt_engine_cache_enable": "True"}},
+        require_accelerator=True,
+        tensor_inputs=tmp_path / "t.npy",
+        tensor_out=tmp_path / "r.npz",
+    )
+    assert V.WorkerJob.from_dict(json.loads(json.dumps(job.to_dict()))) == job

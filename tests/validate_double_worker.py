@@ -1,8 +1,9 @@
-"""validate_e2e's worker with the TensorRT-RTX runtime replaced by the test double (ONNX Runtime on the CPU).
+"""validate's worker with the TensorRT-RTX runtime replaced by the test double (ONNX Runtime on the CPU).
 
-tests/test_validate.py passes this file as validate_e2e.py's hidden ``--trt-runtime-double``; validation runs it
-instead of ``validate_e2e.py _worker`` for the TensorRT rows. The double is installed here, in the test's own
-code, so the product never imports anything from tests/ (this folder is on sys.path because the script lives here).
+tests/test_validate.py passes this file to ``common.report.validate_run.validate(..., simulated_rtx_worker=...)``;
+validation runs it instead of ``validate_e2e.py _worker`` for the TensorRT-RTX rows' evaluation. The double is
+installed here, in the test's own process, so the product never imports anything from tests/ (this folder is on
+sys.path because the script lives here).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class _Patch:
 
 def main(argv: list[str]) -> int:
     if argv[:1] != ["_worker"]:
-        print("usage: validate_double_worker.py _worker --script NAME [...] -- ARGS", file=sys.stderr)
+        print("usage: validate_double_worker.py _worker JOB.json", file=sys.stderr)
         return 2
     trt_double.use_double(_Patch(), load_api("tensorrt-rtx"))
     return worker_main(argv[1:])

@@ -3,15 +3,16 @@
 ``open_data(data, out, model_inputs)`` refuses bad outputs and opens the dataset (before any model work);
 ``evaluate_to_files(backend, model_path, dataset, data, opts, out)`` evaluates, prints the report and writes
 metrics.json (+ detections) atomically; ``evaluate_onnx(model, data, opts, out)`` does both for an ONNX model
-with ONNX Runtime.
+with ONNX Runtime, ``evaluate_engine(engine, data, opts, out, api)`` for a TensorRT / TensorRT-RTX engine (one
+plain runner: one execution context, one stream, one batch at a time).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from common.core.notes import collected
 from common.core.results import (
@@ -31,8 +32,12 @@ from common.eval.pipeline import EvalResult, detection_head, evaluate
 from common.eval.protocols import Backend, LoaderFactory
 from common.eval.report import format_report
 
+if TYPE_CHECKING:
+    from common.trt.api import TrtApi
+
 __all__ = [
     "EvalRun",
+    "evaluate_engine",
     "evaluate_onnx",
     "evaluate_to_files",
     "open_data",
@@ -159,17 +164,92 @@ def evaluate_onnx(
     out: OutputOptions,
     providers: Sequence[str] = ("CPUExecutionProvider",),
     provider_options: Mapping[str, Mapping[str, str]] | None = None,
+    *,
+    require_accelerator: bool = False,
+    allow_imgsz_mismatch: bool = False,
+    after: Callable[[Backend], None] | None = None,
 ) -> EvalRun:
-    """Evaluate an ONNX model with ONNX Runtime (plain session: ``providers`` in priority order)."""
-    from common.eval.checks import check_model_input, check_onnx_input
+    """Evaluate an ONNX model with ONNX Runtime (plain session: ``providers`` in priority order).
+
+    ``require_accelerator``: refuse the run when the first accelerator EP does not initialise;
+    ``after``: called with the backend once metrics.json is written (before the session closes)."""
+    from common.ort.options import CPU_EP, available_providers
     from common.ort.session import OrtBackend
 
     dataset = open_data(data, out, {"--onnx-path": model})
-    check_onnx_input("--onnx-path", model, opts.imgsz)
-    backend = OrtBackend(str(model), list(providers), {k: dict(v) for k, v in (provider_options or {}).items()})
+    _check_onnx(model, opts, allow_imgsz_mismatch)
+    available = available_providers()
+    gpu_first = bool(providers) and providers[0] != CPU_EP and providers[0] in available
+    backend = OrtBackend(
+        str(model),
+        list(providers),
+        {k: dict(v) for k, v in (provider_options or {}).items()},
+        available=available,
+        intra_op_threads=1 if gpu_first else None,  # one CPU thread feeds a GPU EP
+        require_accelerator=require_accelerator,
+    )
     try:
-        spec = backend.input
-        check_model_input(str(model), spec.name, spec.shape, spec.dtype, opts.imgsz)
-        return evaluate_to_files(backend, model, dataset, data, opts, out)
+        return _evaluate_and_then(backend, model, dataset, data, opts, out, None, after)
     finally:
         backend.close()
+
+
+def evaluate_engine(
+    engine: Path,
+    data: DataOptions,
+    opts: EvalOptions,
+    out: OutputOptions,
+    api: TrtApi | str = "tensorrt",
+    *,
+    model_path: Path | None = None,
+    verbosity: str = "warning",
+    extra_run: Mapping[str, Any] | None = None,
+    after: Callable[[Backend], None] | None = None,
+) -> EvalRun:
+    """Evaluate a serialized TensorRT (``api`` "tensorrt") or TensorRT-RTX ("tensorrt-rtx") engine with one plain
+    runner. ``model_path``: the model recorded in metrics.json (default: the engine; e.g. the ONNX it was built
+    from); ``after``: called with the backend once metrics.json is written (before the engine closes)."""
+    from common.trt.api import load_api
+    from common.trt.runner import TrtRunner
+
+    model = model_path or engine
+    dataset = open_data(data, out, {"--engine-path": engine})
+    trt_api = load_api(api) if isinstance(api, str) else api
+    backend = TrtRunner.open(engine, trt_api, verbosity=verbosity)
+    try:
+        return _evaluate_and_then(backend, model, dataset, data, opts, out, extra_run, after)
+    finally:
+        backend.close()
+
+
+def _check_onnx(model: Path, opts: EvalOptions, allow_imgsz_mismatch: bool) -> None:
+    from common.eval.checks import check_onnx_input
+
+    check_onnx_input(
+        "--onnx-path",
+        model,
+        opts.imgsz,
+        output_format=opts.output_format,
+        output_name=opts.output_name,
+        allow_imgsz_mismatch=allow_imgsz_mismatch,
+    )
+
+
+def _evaluate_and_then(
+    backend: Backend,
+    model: Path,
+    dataset: CocoDataset,
+    data: DataOptions,
+    opts: EvalOptions,
+    out: OutputOptions,
+    extra_run: Mapping[str, Any] | None,
+    after: Callable[[Backend], None] | None,
+) -> EvalRun:
+    from common.eval.checks import check_model_input
+
+    spec = backend.input
+    check_model_input(str(model), spec.name, spec.shape, spec.dtype, opts.imgsz)
+    run = evaluate_to_files(backend, model, dataset, data, opts, out, extra_run)
+    if after is not None:
+        after(backend)
+    return run

@@ -11,10 +11,10 @@ Layout (``<root>`` = ``<output-root>/<task>/<timestamp>``)::
 
 Each backend x model runs in its own subprocess (a TensorRT / EP crash cannot take the
 validation down): the TensorRT flavours first build the engine with build_trt_engine.py,
-then a worker (``validate_e2e.py _worker``) runs the evaluator script's own ``main`` -- the
-same code path as eval_yolov10m_onnx_coco.py / eval_yolov10m_trt_coco.py -- and, once the
-evaluation is written, feeds the sample images through the very same backend object to save
-its raw outputs.
+then a worker (``validate_e2e.py _worker <folder>/job.json``) evaluates through the library
+(``common.eval.api.evaluate_onnx`` / ``evaluate_engine``, the evaluators' own pipeline: a plain
+ONNX Runtime session, or one plain TensorRT runner) and, once the evaluation is written, feeds
+the sample images through the very same backend object to save its raw outputs.
 
 Availability comes from trt-doctor's inventory (scripts/trt/trt_doctor.py); an unavailable
 backend is recorded as ``skipped`` with the doctor's reason.
@@ -22,7 +22,6 @@ backend is recorded as ``skipped`` with the doctor's reason.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -30,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,9 @@ import numpy as np
 
 from common.core.errors import UserError
 from common.core.results import atomic_output, atomic_write_json, sha256_file
+from common.eval.options import DataOptions, EvalOptions, OutputOptions
 from common.model.onnx_facts import io_signature, precision_of
+from common.model.yolov10 import PostprocessOptions
 from common.ort.options import CPU_EP, CUDA_EP, RTX_EP, TRT_EP
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "ModelInfo",
     "RunConfig",
     "Step",
+    "WorkerJob",
     "availability",
     "check_candidate",
     "dump_raw_outputs",
@@ -63,6 +65,7 @@ __all__ = [
     "raw_output_errors",
     "run_backend",
     "run_doctor",
+    "run_job",
     "run_step",
     "sample_inputs",
     "worker_main",
@@ -77,7 +80,6 @@ VALIDATION_SCHEMA_VERSION = 1
 class BackendSpec:
     key: str
     title: str
-    script: str  # evaluator module under scripts/cv-models
     trt: str | None = None  # TensorRT API for build_trt_engine.py / --trt-api
     providers: tuple[str, ...] = ()
 
@@ -85,16 +87,12 @@ class BackendSpec:
 REGISTRY: dict[str, BackendSpec] = {
     s.key: s
     for s in (
-        BackendSpec("ort-cpu", "ONNX Runtime CPU", "eval_yolov10m_onnx_coco", providers=(CPU_EP,)),
-        BackendSpec("ort-cuda", "ONNX Runtime CUDA EP", "eval_yolov10m_onnx_coco", providers=(CUDA_EP, CPU_EP)),
-        BackendSpec("trt", "TensorRT (direct)", "eval_yolov10m_trt_coco", trt="tensorrt"),
-        BackendSpec("trt-rtx", "TensorRT-RTX (direct)", "eval_yolov10m_trt_coco", trt="tensorrt-rtx"),
-        BackendSpec(
-            "ort-trt-ep", "ONNX Runtime TensorRT EP", "eval_yolov10m_onnx_coco", providers=(TRT_EP, CUDA_EP, CPU_EP)
-        ),
-        BackendSpec(
-            "ort-rtx-ep", "ONNX Runtime TensorRT-RTX EP", "eval_yolov10m_onnx_coco", providers=(RTX_EP, CPU_EP)
-        ),
+        BackendSpec("ort-cpu", "ONNX Runtime CPU", providers=(CPU_EP,)),
+        BackendSpec("ort-cuda", "ONNX Runtime CUDA EP", providers=(CUDA_EP, CPU_EP)),
+        BackendSpec("trt", "TensorRT (direct)", trt="tensorrt"),
+        BackendSpec("trt-rtx", "TensorRT-RTX (direct)", trt="tensorrt-rtx"),
+        BackendSpec("ort-trt-ep", "ONNX Runtime TensorRT EP", providers=(TRT_EP, CUDA_EP, CPU_EP)),
+        BackendSpec("ort-rtx-ep", "ONNX Runtime TensorRT-RTX EP", providers=(RTX_EP, CPU_EP)),
     )
 }
 BACKEND_KEYS: tuple[str, ...] = tuple(REGISTRY)
@@ -351,54 +349,113 @@ def dump_raw_outputs(backend: Any, inputs: np.ndarray, out: Path) -> dict[str, A
     return {"file": out.name, "names": names, "images": int(inputs.shape[0])}
 
 
-def _load_script(name: str) -> Any:
-    """scripts/cv-models/<name>.py as a module, found by its path (whichever script started this process)."""
-    path = SCRIPTS / f"{name}.py"
-    if not path.is_file():
-        raise UserError(f"--script {name}: no {path}")
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+@dataclass(frozen=True)
+class WorkerJob:
+    """One backend x model evaluation, as the worker process reads it (``job.json`` in the run's folder)."""
+
+    backend: str
+    model: Path  # the ONNX (for a TensorRT row: the ONNX the engine is built from)
+    data: DataOptions
+    eval: EvalOptions
+    out: OutputOptions
+    engine: Path | None = None  # TensorRT rows: built (or reused) from ``model``, then evaluated
+    provider_options: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    require_accelerator: bool = False  # ONNX Runtime rows: the first EP must initialise (single nodes may not)
+    allow_imgsz_mismatch: bool = False
+    tensor_inputs: Path | None = None  # sample images whose raw outputs go to ``tensor_out``
+    tensor_out: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> WorkerJob:
+        def path(v: Any) -> Path | None:
+            return None if v is None else Path(v)
+
+        data = {k: path(v) if k in _DATA_PATHS else v for k, v in d["data"].items()}
+        ev = dict(d["eval"])
+        ev["post"] = PostprocessOptions(**ev["post"])
+        out = d["out"]
+        return cls(
+            backend=d["backend"],
+            model=Path(d["model"]),
+            data=DataOptions(**data),
+            eval=EvalOptions(**ev),
+            out=OutputOptions(out["task"], path(out["out"]), path(out["detections_out"])),
+            engine=path(d["engine"]),
+            provider_options=d["provider_options"],
+            require_accelerator=d["require_accelerator"],
+            allow_imgsz_mismatch=d["allow_imgsz_mismatch"],
+            tensor_inputs=path(d["tensor_inputs"]),
+            tensor_out=path(d["tensor_out"]),
+        )
+
+
+_DATA_PATHS = ("data_root", "instances", "images_dir", "image_ids_list")
+
+
+def _dump_after(job: WorkerJob) -> Any:
+    """The ``after`` hook of the evaluation: the sample images through the same backend object."""
+
+    def dump(backend: Any) -> None:
+        if job.tensor_inputs is None or job.tensor_out is None:
+            return
+        try:
+            info = dump_raw_outputs(backend, np.load(job.tensor_inputs), job.tensor_out)
+            print(f"raw outputs of {info['images']} sample image(s): {job.tensor_out}")
+        except Exception as exc:  # the evaluation stands; the tensor comparison reports the gap
+            print(f"warning: raw-output dump failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    return dump
+
+
+def run_job(job: WorkerJob) -> int:
+    """Evaluate one backend x model through the library (``common.eval.api``), then dump the raw outputs."""
+    from common.eval.api import evaluate_engine, evaluate_onnx
+
+    spec = REGISTRY[job.backend]
+    if spec.trt is None:
+        evaluate_onnx(
+            job.model,
+            job.data,
+            job.eval,
+            job.out,
+            spec.providers,
+            job.provider_options,
+            require_accelerator=job.require_accelerator,
+            allow_imgsz_mismatch=job.allow_imgsz_mismatch,
+            after=_dump_after(job),
+        )
+        return 0
+    from common.trt.api import load_api
+    from common.trt.build import BuildOptions, build_or_reuse, current_gpu
+
+    api = load_api(spec.trt)
+    built = build_or_reuse(job.model, job.engine, BuildOptions(), api, verbosity="error", gpu=current_gpu())
+    print(f"{api.describe()}: {'cache hit' if built.cache_hit else 'built'}: {built.engine_path}")
+    evaluate_engine(
+        built.engine_path,
+        job.data,
+        job.eval,
+        job.out,
+        api,
+        model_path=job.model,
+        verbosity="error",
+        extra_run={"trt": {"engine_cache_hit": built.cache_hit}},
+        after=_dump_after(job),
+    )
+    return 0
 
 
 def worker_main(argv: Sequence[str]) -> int:
-    """``validate_e2e.py _worker --script NAME [--tensor-inputs X --tensor-out Y] -- ARGS``
-
-    Runs ``scripts/cv-models/NAME.py``'s ``main(ARGS)`` with its ``run_eval`` wrapped so that, after the
-    evaluation is written, the sample images go through the same backend object.
-    """
-    import argparse
-
+    """``validate_e2e.py _worker JOB.json``: run that job (``run_job``) under the CLI's error contract."""
     from common.core.cli import run_main
 
-    p = argparse.ArgumentParser(prog="validate_e2e.py _worker")
-    p.add_argument("--script", required=True)
-    p.add_argument("--tensor-inputs", type=Path)
-    p.add_argument("--tensor-out", type=Path)
-    argv = list(argv)
-    rest: list[str] = []
-    if "--" in argv:
-        i = argv.index("--")
-        argv, rest = argv[:i], argv[i + 1 :]
-    a = p.parse_args(argv)
-    module = _load_script(a.script)
-    real_run_eval = getattr(module, "run_eval", None)
-    if a.tensor_inputs is not None and a.tensor_out is not None and callable(real_run_eval):
-
-        def run_eval_and_dump(args: Any, backend: Any, model_path: Any, *more: Any, **kw: Any) -> int:
-            code = real_run_eval(args, backend, model_path, *more, **kw)
-            try:
-                info = dump_raw_outputs(backend, np.load(a.tensor_inputs), a.tensor_out)
-                print(f"raw outputs of {info['images']} sample image(s): {a.tensor_out}")
-            except Exception as exc:  # the evaluation stands; the tensor comparison reports the gap
-                print(f"warning: raw-output dump failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return code
-
-        module.run_eval = run_eval_and_dump
-    return run_main(module.main, rest)
+    if len(argv) != 1:
+        raise UserError("usage: validate_e2e.py _worker JOB.json (validation runs it; not for users)")
+    job = WorkerJob.from_dict(json.loads(Path(argv[0]).read_text(encoding="utf-8")))
+    return run_main(lambda _argv: run_job(job), [])
 
 
 # ----------------------------------------------------------------------------- orchestration
@@ -406,13 +463,19 @@ def worker_main(argv: Sequence[str]) -> int:
 
 @dataclass
 class RunConfig:
+    """How the backend x model runs go: ``data``/``eval`` are every evaluation's options.
+
+    ``simulated_rtx_worker``: a Python script run instead of ``validate_e2e.py`` for the TensorRT-RTX rows'
+    evaluation (after a real build), e.g. one that installs a simulated runtime in its own process and then
+    calls ``worker_main``; those rows are recorded with ``runtime_double``."""
+
     root: Path
-    eval_args: list[str]
+    data: DataOptions = field(default_factory=DataOptions)
+    eval: EvalOptions = field(default_factory=lambda: EvalOptions(progress=False))
+    allow_imgsz_mismatch: bool = False
     python: str = sys.executable
     step_timeout: float = 3600.0
-    # TEST HOOK: a worker script that installs a simulated TensorRT runtime in its own process and then
-    # calls worker_main (tests/validate_double_worker.py); the TensorRT rows run it instead of validate_e2e.py.
-    runtime_double: Path | None = None
+    simulated_rtx_worker: Path | None = None
     tensor_inputs: Path | None = None
     log: Any = print
 
@@ -441,20 +504,30 @@ class BackendRun:
         }
 
 
-def _worker_cmd(cfg: RunConfig, spec: BackendSpec, folder: Path, script_args: list[str], double: bool) -> list[str]:
-    entry = cfg.runtime_double if double and cfg.runtime_double is not None else SCRIPTS / "validate_e2e.py"
-    cmd = [cfg.python, str(entry), "_worker", "--script", spec.script]
-    if cfg.tensor_inputs is not None:
-        cmd += ["--tensor-inputs", str(cfg.tensor_inputs), "--tensor-out", str(folder / "raw_outputs.npz")]
-    return [*cmd, "--", *script_args]
+def _worker_cmd(cfg: RunConfig, job: WorkerJob, folder: Path, simulated: bool) -> list[str]:
+    """The eval step: the job written to ``job.json``, run by ``validate_e2e.py _worker`` (its own process)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    job_path = folder / "job.json"
+    atomic_write_json(job_path, job.to_dict())
+    entry = cfg.simulated_rtx_worker if simulated and cfg.simulated_rtx_worker else SCRIPTS / "validate_e2e.py"
+    return [cfg.python, str(entry), "_worker", str(job_path)]
 
 
 def plan_steps(cfg: RunConfig, spec: BackendSpec, model: ModelInfo, folder: Path) -> tuple[list[Step], bool]:
-    """The subprocess steps of one backend x model; and whether it runs on the runtime double."""
-    outs = ["--out", str(folder / "metrics.json"), "--detections-out", str(folder / "detections.json"), "--no-progress"]
-    common = [*cfg.eval_args, *outs]
+    """The subprocess steps of one backend x model; and whether it runs on a simulated runtime."""
+    job = WorkerJob(
+        backend=spec.key,
+        model=model.path,
+        data=cfg.data,
+        eval=cfg.eval,
+        out=OutputOptions("validate", folder / "metrics.json", folder / "detections.json"),
+        require_accelerator=bool(spec.providers) and spec.providers[0] != CPU_EP,  # shape nodes may stay on the CPU
+        allow_imgsz_mismatch=cfg.allow_imgsz_mismatch,
+        tensor_inputs=cfg.tensor_inputs,
+        tensor_out=folder / "raw_outputs.npz" if cfg.tensor_inputs is not None else None,
+    )
     if spec.trt is not None:
-        double = cfg.runtime_double is not None and spec.trt == "tensorrt-rtx"
+        simulated = cfg.simulated_rtx_worker is not None and spec.trt == "tensorrt-rtx"
         engine = folder / "engine" / f"{model.path.stem}.{spec.trt}.engine"
         build = [
             cfg.python,
@@ -468,37 +541,24 @@ def plan_steps(cfg: RunConfig, spec: BackendSpec, model: ModelInfo, folder: Path
             "--trt-verbosity",
             "error",
         ]
-        # the real build stays real; under the double the evaluator builds and runs a fake engine of its own
-        eval_engine = engine.with_name(engine.stem + ".double.engine") if double else engine
-        args = [
-            "--onnx-path",
-            str(model.path),
-            "--engine-path",
-            str(eval_engine),
-            "--trt-api",
-            spec.trt,
-            "--trt-verbosity",
-            "error",
-            *common,
-        ]
-        return [Step("build", build), Step("eval", _worker_cmd(cfg, spec, folder, args, double))], double
-    args = ["--onnx-path", str(model.path), "--providers", *spec.providers, *common]
-    if spec.providers[0] != CPU_EP:  # the row must run on its accelerator; shape nodes may stay on the CPU
-        args.append("--require-accelerator")
+        # the real build stays real; a simulated runtime builds and runs a fake engine of its own
+        job = replace(job, engine=engine.with_name(engine.stem + ".double.engine") if simulated else engine)
+        return [Step("build", build), Step("eval", _worker_cmd(cfg, job, folder, simulated))], simulated
     if spec.key == "ort-trt-ep":
         cache = folder / "ort-trt-cache"
-        args += [
-            "--provider-option",
-            f"{TRT_EP}:trt_engine_cache_enable=True",
-            "--provider-option",
-            f"{TRT_EP}:trt_engine_cache_path={cache}",
-            "--provider-option",
-            f"{TRT_EP}:trt_timing_cache_enable=True",
-            "--provider-option",
-            f"{TRT_EP}:trt_timing_cache_path={cache}",
-        ]
+        job = replace(
+            job,
+            provider_options={
+                TRT_EP: {
+                    "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": str(cache),
+                    "trt_timing_cache_enable": "True",
+                    "trt_timing_cache_path": str(cache),
+                }
+            },
+        )
         cache.mkdir(parents=True, exist_ok=True)
-    return [Step("eval", _worker_cmd(cfg, spec, folder, args, False))], False
+    return [Step("eval", _worker_cmd(cfg, job, folder, False))], False
 
 
 def run_backend(cfg: RunConfig, key: str, model: ModelInfo, avail: Availability) -> BackendRun:
