@@ -155,3 +155,17 @@ def test_presets_are_documented():
         for pat in p.node_patterns:
             re.compile(pat)
     assert quant.default_preset("int8") == "yolov10-head"
+
+
+def test_qdq_candidates_keep_the_unquantized_layers_in_fp16_by_default():
+    """TensorRT builds a Q/DQ ONNX strongly typed, even on 10.x where --fp16 exists: the dtype ModelOpt leaves
+    the unquantized layers in is the one they run in, so the default is fp16 (trtexec --int8 --fp16), not fp32."""
+    import quantize_onnx
+
+    parser = quantize_onnx.build_parser()
+    args = parser.parse_args(["--mode", "int8", "--onnx-path", "m.onnx", "--out", "q.onnx"])
+    assert args.high_precision_dtype == "fp16"
+    explicit = parser.parse_args(
+        ["--mode", "int8", "--onnx-path", "m.onnx", "--out", "q.onnx", "--high-precision-dtype", "fp32"]
+    )
+    assert explicit.high_precision_dtype == "fp32"
