@@ -183,3 +183,56 @@ def test_trt_evaluator_decode_gpu_on_device_double_matches_ort_cuda_on_valA(tmp_
     _report(report, ".decode-gpu.json")
     assert ort_m["timings"]["decode"] == trt_m["timings"]["decode"] == "gpu"
     _check_pair(ort_m, trt_m, report, state)
+
+
+def _find(tree: object, key: str) -> list:
+    """Every value stored under ``key`` anywhere in a metrics.json tree."""
+    if isinstance(tree, dict):
+        return [v for k, v in tree.items() if k == key] + [x for v in tree.values() for x in _find(v, key)]
+    if isinstance(tree, list):
+        return [x for v in tree for x in _find(v, key)]
+    return []
+
+
+def _run_trt(tmp_path: Path, name: str, model: Path, data: list[str], api, extra: list[str]) -> tuple[dict, dict]:
+    import eval_yolov10m_trt_coco
+
+    out = tmp_path / name
+    args = ["--onnx-path", str(model), "--engine-path", str(tmp_path / "model.engine"), "--backend", api.name]
+    args += ["--trt-verbosity", "error", "--batch-size", "4", *data, *extra, "--out", str(out / "metrics.json")]
+    assert run_main(eval_yolov10m_trt_coco.main, [*args, "--detections-out", str(out / "detections.json")]) == 0
+    return json.loads((out / "metrics.json").read_text()), _by_image(out / "detections.json")
+
+
+def test_plain_lanes_and_cuda_graph_runs_on_the_device_double(tmp_path, monkeypatch):
+    """On the GPU, in one run: --lanes 0, the default lanes and --cuda-graph on 30 images at batch 4 (a partial
+    last batch) all pass; the plain runner and the lanes give the same detections; no CUDA graph is captured
+    after warm-up; gpu_compute_ms is recorded with --preprocess cpu. ONNX Runtime serves the engine here and
+    cannot run inside a stream capture: the capture refusal is recorded in the report, not a failure."""
+    model = fixture_path("models", "yolov10n-synth-dynbatch.onnx")  # batch 4 needs a dynamic batch axis
+    data = [*_data_args("30"), "--shapes", "images:1x3x640x640,4x3x640x640,4x3x640x640"]
+    api = D.api_under_test()
+    install_device_double(monkeypatch, api.module)
+    runs = {
+        "plain": ["--lanes", "0", "--preprocess", "cpu"],
+        "lanes": ["--preprocess", "cpu"],
+        "cuda_graph": ["--cuda-graph", "--preprocess", "cpu"],
+    }
+    got = {name: _run_trt(tmp_path, name, model, data, api, flags) for name, flags in runs.items()}
+    report: dict = {"api": api.describe(), "runs": {}}
+    for name, (metrics, _) in got.items():
+        backend = metrics["run"]["backend"]
+        report["runs"][name] = {
+            "flags": runs[name],
+            "lanes": backend.get("lanes"),
+            "cuda_graph_status": _find(metrics, "cuda_graph_status"),
+            "captures_after_warmup": _find(metrics, "cuda_graph_captures_after_warmup"),
+            "gpu_compute_ms": _find(metrics, "gpu_compute_ms"),
+        }
+    _report(report, ".plain-lanes-graph.json")
+    print(json.dumps(report, indent=1, default=str))
+    assert got["plain"][0]["run"]["backend"]["lanes"] == 0
+    assert got["plain"][1] and got["plain"][1] == got["lanes"][1] == got["cuda_graph"][1]
+    for name, row in report["runs"].items():
+        assert row["captures_after_warmup"] and all(n == 0 for n in row["captures_after_warmup"]), (name, row)
+    assert report["runs"]["lanes"]["gpu_compute_ms"], report["runs"]["lanes"]
