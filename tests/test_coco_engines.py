@@ -6,7 +6,7 @@ import gzip
 import json
 
 import pytest
-from conftest import MINI, fixture_path
+from conftest import fixture_path
 
 from common.data.coco import STAT_NAMES, evaluate_bbox, load_coco
 
@@ -26,7 +26,7 @@ def test_faster_coco_eval_matches_pycocotools(ref: str) -> None:
     coco = load_coco(instances)
     ids = sorted(coco.getImgIds())
     slow, _ = evaluate_bbox(coco, dets, ids, "pycocotools")
-    fast, _ = evaluate_bbox(coco, dets, ids, "faster-coco-eval", instances)
+    fast, _ = evaluate_bbox(coco, dets, ids, "faster-coco-eval")
     assert list(fast) == list(STAT_NAMES)
     for k in STAT_NAMES:
         assert abs(fast[k] - slow[k]) <= 1e-6, (k, fast[k], slow[k])
@@ -47,9 +47,8 @@ def test_subset_of_ids_and_shifted_boxes_agree(mini_coco) -> None:
                 "score": 0.3 + (n % 7) / 10,
             }
         )
-    instances = MINI / "annotations" / "instances_val2017.json"
     slow, _ = evaluate_bbox(coco, dets, ids, "pycocotools")
-    fast, _ = evaluate_bbox(coco, dets, ids, "faster-coco-eval", instances)
+    fast, _ = evaluate_bbox(coco, dets, ids, "faster-coco-eval")
     assert fast == pytest.approx(slow, abs=1e-6)
 
 
@@ -64,7 +63,7 @@ def test_instances_json_is_parsed_once(tmp_path) -> None:
     coco = load_coco(instances)
     ids = sorted(coco.getImgIds())
     instances.unlink()  # the old path re-read it here
-    fast, _ = evaluate_bbox(coco, dets, ids, "faster-coco-eval", instances)
+    fast, _ = evaluate_bbox(coco, dets, ids, "faster-coco-eval")
     slow, _ = evaluate_bbox(coco, dets, ids, "pycocotools")
     fresh, _ = evaluate_bbox(load_coco(src), dets, ids, "pycocotools")
     assert slow == fresh

@@ -101,6 +101,6 @@ def test_coco_eval_leaves_the_results_it_is_given_as_they_were(mini_coco) -> Non
     assert result.detections and result.stats["AP"] > 0
     assert {tuple(sorted(d)) for d in result.detections} == {("bbox", "category_id", "image_id", "score")}
     given = [dict(d) for d in result.detections[:50]]
-    for engine in ["pycocotools"] + (["faster-coco-eval"] if faster_coco_eval_available() else []):
-        evaluate_bbox(mini_coco.coco, given, mini_coco.image_ids, engine, mini_coco.instances_path)
+    for engine in ["stream", "pycocotools"] + (["faster-coco-eval"] if faster_coco_eval_available() else []):
+        evaluate_bbox(mini_coco.coco, given, mini_coco.image_ids, engine)
         assert given == result.detections[:50], engine

@@ -15,6 +15,7 @@ import numpy as np
 
 from common.core.errors import UserError
 from common.core.notes import warn
+from common.core.results import atomic_output
 
 __all__ = [
     "COCO80_NAMES",
@@ -32,10 +33,14 @@ __all__ = [
     "load_coco",
     "open_dataset",
     "read_id_list",
+    "resolve_coco_engine",
+    "results_to_rows",
     "rows_to_dicts",
     "select_image_ids",
+    "stats_table",
     "unknown_categories",
     "users_metrics",
+    "write_results_json",
 ]
 
 # The 80 COCO class names in the YOLO 80-index order.
@@ -385,7 +390,31 @@ def rows_to_dicts(rows: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
-COCO_EVAL_ENGINES = ("auto", "pycocotools", "faster-coco-eval")
+_RESULT = '{"image_id": %d, "category_id": %d, "bbox": [%r, %r, %r, %r], "score": %r}'
+RESULTS_CHUNK = 65536  # detections formatted per write
+
+
+def write_results_json(path: str | os.PathLike[str], rows: np.ndarray) -> Path:
+    """``rows`` (``coco_rows``) as the COCO results JSON, written chunk by chunk (no dict per detection).
+
+    The bytes are those of ``atomic_write_json(path, rows_to_dicts(rows), indent=None)``; the file
+    appears whole or not at all. A NaN or infinite value is refused, as ``dumps_json`` refuses it."""
+    if not np.isfinite(rows).all():
+        raise ValueError("refusing to write non-finite numbers into JSON (detections with NaN/Inf)")
+    with atomic_output(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write("[")
+        for start in range(0, len(rows), RESULTS_CHUNK):
+            part = rows[start : start + RESULTS_CHUNK]
+            ids = part[:, 0].astype(np.int64).tolist()
+            cats = part[:, 6].astype(np.int64).tolist()
+            fields = part[:, 1:6].tolist()
+            text = ", ".join([_RESULT % (i, c, *v) for i, c, v in zip(ids, cats, fields, strict=True)])
+            fh.write((", " if start else "") + text)
+        fh.write("]\n")
+    return Path(path)
+
+
+COCO_EVAL_ENGINES = ("auto", "stream", "pycocotools", "faster-coco-eval")
 
 
 def faster_coco_eval_available() -> bool:
@@ -396,27 +425,62 @@ def faster_coco_eval_available() -> bool:
     return True
 
 
+def resolve_coco_engine(engine: str) -> str:
+    """The COCOeval implementation that runs for ``engine`` (``auto`` is ``stream``)."""
+    if engine not in COCO_EVAL_ENGINES:
+        raise ValueError(f"unknown COCO eval engine {engine!r}")
+    return "stream" if engine == "auto" else engine
+
+
+def stats_table(stats: np.ndarray | Sequence[float], num_detections: int) -> tuple[dict[str, float], str]:
+    """COCOeval's 12 stats -> (named stats, the printed summary table); no detections at all: all 0."""
+    if num_detections == 0:
+        return dict.fromkeys(STAT_NAMES, 0.0), "no detections: all COCO stats are 0\n"
+    named = {k: float(v) for k, v in zip(STAT_NAMES, list(stats)[: len(STAT_NAMES)], strict=True)}
+    return named, format_coco_table(named)
+
+
+def results_to_rows(results: list[dict[str, Any]]) -> np.ndarray:
+    """COCO results dicts (detections.json) -> ``coco_rows``' [N, 7] layout."""
+    rows = np.zeros((len(results), 7), np.float64)
+    for n, r in enumerate(results):
+        rows[n] = (r["image_id"], *r["bbox"], r["score"], r["category_id"])
+    return rows
+
+
+def _stream_eval(coco: Any, rows: np.ndarray, image_ids: Sequence[int]) -> np.ndarray:
+    """The streamed evaluation over results given at once: rows grouped per image, in the order given."""
+    from common.data.coco_stream import StreamingCocoEval
+
+    ev = StreamingCocoEval(coco, image_ids)
+    order = np.argsort(rows[:, 0], kind="stable")
+    ids, starts = np.unique(rows[order, 0], return_index=True)
+    ev.add([int(i) for i in ids], np.split(rows[order], starts[1:]))
+    return ev.finish()
+
+
 def evaluate_bbox(
     coco: Any,
     results: list[dict[str, Any]] | np.ndarray,
     image_ids: Sequence[int],
     engine: str = "pycocotools",
-    instances_path: str | os.PathLike[str] | None = None,
 ) -> tuple[dict[str, float], str]:
     """COCOeval (bbox) over image_ids -> (12 named stats, the printed summary table).
 
-    ``engine``: ``pycocotools`` (the reference), ``faster-coco-eval`` (same 12 numbers,
-    several times faster; checked against pycocotools by tests/test_coco_engines.py) or
-    ``auto`` (faster-coco-eval when it is installed and ``instances_path`` is known).
+    ``engine``: ``pycocotools`` (the reference), ``stream`` (``common.data.coco_stream``: the same 12
+    floats, matched image by image without per-detection dicts; what ``auto`` runs) or
+    ``faster-coco-eval`` (pycocotools' stats to 1e-6). Tests check all three against pycocotools.
     """
-    if engine == "auto":
-        engine = "faster-coco-eval" if instances_path and faster_coco_eval_available() else "pycocotools"
+    engine = resolve_coco_engine(engine)
+    if len(results) == 0:
+        return stats_table([], 0)
+    if engine == "stream":
+        rows = results if isinstance(results, np.ndarray) else results_to_rows(results)
+        return stats_table(_stream_eval(coco, rows, image_ids), len(rows))
     if isinstance(results, np.ndarray):  # coco_rows: the same dicts a results JSON would give
         results = rows_to_dicts(results)
     else:  # loadRes writes segmentation/area/id/iscrowd into the dicts it gets: never into the caller's
         results = [dict(r) for r in results]
-    if not results:
-        return dict.fromkeys(STAT_NAMES, 0.0), "no detections: all COCO stats are 0\n"
     import logging
 
     quiet = logging.getLogger("faster_coco_eval")
@@ -424,11 +488,10 @@ def evaluate_bbox(
     quiet.setLevel(logging.WARNING)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            ev = _run_cocoeval(coco, results, image_ids, engine, instances_path)
+            ev = _run_cocoeval(coco, results, image_ids, engine)
     finally:
         quiet.setLevel(level)
-    stats = {k: float(v) for k, v in zip(STAT_NAMES, list(ev.stats)[: len(STAT_NAMES)], strict=True)}
-    return stats, format_coco_table(stats)
+    return stats_table(ev.stats, len(results))
 
 
 _TABLE_ROWS = (
@@ -462,13 +525,7 @@ def _dataset_view(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "annotations": [dict(a) for a in data.get("annotations", [])]}
 
 
-def _run_cocoeval(
-    coco: Any,
-    results: list[dict[str, Any]],
-    image_ids: Sequence[int],
-    engine: str,
-    instances_path: str | os.PathLike[str] | None,
-) -> Any:
+def _run_cocoeval(coco: Any, results: list[dict[str, Any]], image_ids: Sequence[int], engine: str) -> Any:
     if engine == "faster-coco-eval":
         from faster_coco_eval import COCO as FasterCOCO
         from faster_coco_eval import COCOeval_faster

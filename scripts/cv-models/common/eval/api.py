@@ -26,7 +26,7 @@ from common.core.results import (
 )
 from common.core.sysinfo import run_metadata
 from common.data.check import check_dataset
-from common.data.coco import CocoDataset, open_dataset, users_metrics
+from common.data.coco import CocoDataset, open_dataset, users_metrics, write_results_json
 from common.eval.options import DataOptions, EvalOptions, OutputOptions
 from common.eval.pipeline import EvalResult, detection_head, evaluate
 from common.eval.protocols import Backend, LoaderFactory
@@ -104,7 +104,7 @@ def evaluate_to_files(
     payload["warnings"] = collected()
     print(format_report(result, payload["metrics"], backend, dataset))
     if detections_path is not None:
-        atomic_write_json(detections_path, result.detections, indent=None)
+        write_results_json(detections_path, result.rows)
         print(f"detections: {detections_path}")
     atomic_write_json(metrics_path, payload)
     print(f"metrics:    {metrics_path}")

@@ -106,7 +106,7 @@ class EvalOptions:
     post_workers: int = field(default_factory=default_post_workers)
     progress: bool = True
     coco_eval: bool = True  # False: detections only (benchmarks that repeat images)
-    coco_engine: str = "auto"  # auto | pycocotools | faster-coco-eval (identical stats, tested)
+    coco_engine: str = "auto"  # auto (= stream) | stream | pycocotools | faster-coco-eval (common.data.coco)
     preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox (common.throughput.gpu_preprocess)
     decode: str = "cpu"  # cpu (OpenCV in the loaders) | gpu (nvImageCodec on the lanes; common.throughput.gpu_decode)
     loaders: str = "threads"  # threads | processes (common.throughput.loader_processes)

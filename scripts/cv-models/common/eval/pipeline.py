@@ -5,7 +5,8 @@ Stages run concurrently so the backend never waits on the CPU:
     image ids -> [N loaders (threads, or processes: --loaders): decode + letterbox] -> bounded window of chunks
               -> main thread: batch + backend.submit(batch) / wait, several batches in flight
               -> [post thread: decode + NMS + unletterbox -> COCO rows]
-              -> COCOeval
+              -> [COCO thread: each batch's rows matched against the ground truth as they come]
+              -> COCOeval's accumulate + summarize, after the last batch
 
 A ``DevicePostprocessing`` backend (``--postprocess gpu``, or ``auto`` where its kernels load) returns
 final detections instead of head tensors: the post thread then only unletterboxes and writes rows.
@@ -37,7 +38,8 @@ from tqdm import tqdm
 
 from common.core.errors import UserError
 from common.core.results import latency_stats
-from common.data.coco import CocoDataset, coco_rows, evaluate_bbox, rows_to_dicts
+from common.data.coco import CocoDataset, coco_rows, evaluate_bbox, resolve_coco_engine, rows_to_dicts, stats_table
+from common.data.coco_stream import BackgroundCocoEval, StreamingCocoEval
 from common.data.images import LetterboxMeta, geometry_table, unletterbox_rows
 from common.data.loading import InlineExecutor, LoadedImage, thread_loaders
 from common.eval.options import POSTPROCESS_MODES, EvalOptions, default_post_workers, default_workers
@@ -295,6 +297,7 @@ class _Stages:
         self.chunk = chunk_size(window, opts.workers)
         self._in_post: deque[tuple[list[int], cf.Future[tuple[list[np.ndarray], float]]]] = deque()
         self.per_image: dict[int, np.ndarray] = {}
+        self.coco: BackgroundCocoEval | None = None  # fed each batch's rows as they are gathered
         self.pre_s: list[float] = []
         self.infer_s: list[float] = []
         self.post_s: list[float] = []
@@ -344,6 +347,8 @@ class _Stages:
             rows, seconds = fut.result()
             self.post_s.append(seconds)
             self.per_image.update(zip(image_ids, rows, strict=True))
+            if self.coco is not None:
+                self.coco.add(image_ids, rows)
 
     def cancel(self) -> None:
         for _, f in self._pending:
@@ -424,8 +429,9 @@ def _run_stages(
     batch_size: int,
     depth: int,
     post_layout: str | None,
+    coco: StreamingCocoEval | BackgroundCocoEval | None,
 ) -> tuple[_Stages, float]:
-    """Every batch through load -> backend -> post: (the stages' state, wall seconds)."""
+    """Every batch through load -> backend -> post (-> ``coco``): (the stages' state, wall seconds)."""
     sequential = opts.workers <= 0
     ids = dataset.image_ids
     t_start = time.perf_counter()
@@ -437,12 +443,45 @@ def _run_stages(
         stages = _Stages(dataset, ids, size, opts, loaders, posters, window, bar)
         stages.layout = post_layout or stages.layout
         stages.head = detection_head(backend, opts)
+        stages.coco = coco
         try:
             _run_batches(backend, stages, ids, batch_size, depth)
         except BaseException:
             stages.cancel()
             raise
     return stages, time.perf_counter() - t_start
+
+
+@contextlib.contextmanager
+def _coco_feed(
+    dataset: CocoDataset, engine: str | None, sequential: bool
+) -> Iterator[StreamingCocoEval | BackgroundCocoEval | None]:
+    """For the ``stream`` engine, the evaluator the batches' rows go to: on a thread of its own, or
+    inline on the sequential path. The ground truth is indexed here, before any batch runs."""
+    if engine != "stream":
+        yield None
+        return
+    streamed = StreamingCocoEval(dataset.coco, dataset.image_ids)
+    feed = streamed if sequential else BackgroundCocoEval(streamed)
+    try:
+        yield feed
+    except BaseException:
+        feed.close()
+        raise
+
+
+def _coco_stats(
+    feed: StreamingCocoEval | BackgroundCocoEval | None,
+    dataset: CocoDataset,
+    rows: np.ndarray,
+    engine: str | None,
+) -> tuple[dict[str, float], str]:
+    """After the last batch: the streamed evaluation's accumulate + summarize, or a whole COCOeval."""
+    if engine is None:
+        return {}, ""
+    if feed is not None:
+        return stats_table(feed.finish(), len(rows))
+    return evaluate_bbox(dataset.coco, rows, dataset.image_ids, engine)
 
 
 def evaluate(
@@ -466,13 +505,17 @@ def evaluate(
     window = batch_size if sequential else load_window(opts.workers, batch_size, opts.prefetch_batches)
     depth = 1 if sequential else in_flight_depth(backend)
     pipelined = depth >= 2
+    engine = resolve_coco_engine(opts.coco_engine) if opts.coco_eval else None
     # loader processes boot while the backend warms up
-    with _loaders(opts, dataset, size, window, (depth + 2) * batch_size, loader_factory) as loaders:
+    with (
+        _coco_feed(dataset, engine, sequential) as coco,
+        _loaders(opts, dataset, size, window, (depth + 2) * batch_size, loader_factory) as loaders,
+    ):
         warmup(backend, batch_size, size, opts.warmup_runs, len(ids) % batch_size or None)
         lane_timed = isinstance(backend, LaneTiming)
         lane_start = len(backend.gpu_ms) if lane_timed else 0
         loaders.ready()  # started before the warm-up; not in the timed run
-        stages, wall = _run_stages(backend, dataset, opts, loaders, size, window, batch_size, depth, post_layout)
+        stages, wall = _run_stages(backend, dataset, opts, loaders, size, window, batch_size, depth, post_layout, coco)
         if opts.latency_runs > 0:
             jobs = [(i, str(dataset.image_path(i))) for i in ids[:batch_size]]
             first = loaders.load(jobs).result()
@@ -480,11 +523,8 @@ def evaluate(
     parts = [stages.per_image[i] for i in dict.fromkeys(ids)]
     rows = np.concatenate(parts) if parts else np.zeros((0, 7), np.float64)
     t0 = time.perf_counter()
-    stats: dict[str, float] = {}
-    table = ""
-    if opts.coco_eval:
-        stats, table = evaluate_bbox(dataset.coco, rows, ids, opts.coco_engine, dataset.instances_path)
-    eval_s = time.perf_counter() - t0
+    stats, table = _coco_stats(coco, dataset, rows, engine)
+    eval_s = time.perf_counter() - t0  # all of COCOeval but the streamed matching: after the last batch
     n = len(ids)
     inference = latency_stats(stages.infer_s, skip=opts.skip_latency, items_per_sample=batch_size)
     gpu_s = [ms / 1000.0 for ms in backend.gpu_ms[lane_start:]] if lane_timed else []
@@ -501,7 +541,10 @@ def evaluate(
         "latency_timing": latency_timing,
         "postprocess": latency_stats(stages.post_s, items_per_sample=batch_size),
         "eval_seconds": eval_s,
-        "coco_engine": opts.coco_engine,
+        "coco_eval_after_last_batch_s": eval_s,
+        "coco_engine": engine,  # the implementation that ran (None: no COCOeval)
+        "coco_engine_requested": opts.coco_engine,
+        "coco_eval_match_s": coco.match_seconds if coco is not None else None,  # matching, mostly during the run
         "wall_seconds": wall,
         "end_to_end_images_per_s": n / wall if wall > 0 else 0.0,
         "workers": opts.workers,

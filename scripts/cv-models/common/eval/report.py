@@ -32,7 +32,7 @@ def format_report(result: EvalResult, metrics: dict[str, Any], backend: Backend,
         f"{'postprocess ms/batch':<22}median {t['postprocess']['median_ms']:.2f}  "
         f"({t['postprocess_mode']}, overlapped)",
         f"{'end to end':<22}{t['end_to_end_images_per_s']:.1f} img/s  ({t['wall_seconds']:.2f} s)",
-        f"{'COCOeval':<22}{t['eval_seconds']:.2f} s",
+        f"{'COCOeval':<22}{t['eval_seconds']:.2f} s after the last batch ({t['coco_engine']})",
         f"{'dataset check':<22}{check}",
     ]
     return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""COCOeval's accumulate and summarize (bbox, default parameters) from per-detection match results.
+
+The input (``Scored``) is what ``common.data.coco_stream`` keeps of every scored detection. The output
+arrays are pycocotools' ``eval['precision']`` [T, R, K, A, M] and ``eval['recall']`` [T, K, A, M],
+equal element for element, and ``summarize`` averages them as pycocotools does (same arrays, same
+NumPy reductions, so the same floats).
+
+Precision is only ever read at true positives: pycocotools' precision curve, made monotone from the
+right, takes its maxima there, and the first position reaching a recall threshold is a true positive.
+So only true positives are ranked here, each with the count of detections scored at or before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "AREA_LABELS",
+    "AREA_RANGES",
+    "IOU_THRS",
+    "MAX_DETS",
+    "RANK_SLOTS",
+    "REC_THRS",
+    "Scored",
+    "accumulate",
+    "summarize",
+]
+
+# pycocotools' Params.setDetParams, computed the same way (so the same floats)
+IOU_THRS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+MAX_DETS = (1, 10, 100)
+AREA_RANGES = ((0**2, 1e5**2), (0**2, 32**2), (32**2, 96**2), (96**2, 1e5**2))
+AREA_LABELS = ("all", "small", "medium", "large")
+RANK_SLOTS = 128  # > MAX_DETS[-1]: a detection's tie order is image rank * RANK_SLOTS + its rank
+
+
+@dataclass
+class Scored:
+    """What accumulation needs of each scored detection (the first 100 per image and category)."""
+
+    score: np.ndarray  # [N] float64
+    cat: np.ndarray  # [N] category index
+    order: np.ndarray  # [N] image rank * RANK_SLOTS + rank by score within (image, category)
+    area_out: np.ndarray  # [N] uint8, bit a set: area outside AREA_RANGES[a]
+    cand: np.ndarray  # [N] row of tp / ignored, or -1: matches no ground truth at any threshold
+    tp: np.ndarray  # [C, A, T] bool
+    ignored: np.ndarray  # [C, A, T] bool
+
+    @staticmethod
+    def concat(parts: list[Scored]) -> Scored:
+        if not parts:
+            flags = np.zeros((0, len(AREA_RANGES), len(IOU_THRS)), bool)
+            f, i = np.zeros(0, np.float64), np.zeros(0, np.int64)
+            return Scored(f, i.astype(np.int32), i, i.astype(np.uint8), i, flags, flags)
+        shift = np.cumsum([0] + [len(p.tp) for p in parts[:-1]])
+        cand = np.concatenate([np.where(p.cand >= 0, p.cand + s, -1) for p, s in zip(parts, shift, strict=True)])
+        return Scored(
+            np.concatenate([p.score for p in parts]),
+            np.concatenate([p.cat for p in parts]),
+            np.concatenate([p.order for p in parts]),
+            np.concatenate([p.area_out for p in parts]),
+            cand,
+            np.concatenate([p.tp for p in parts]),
+            np.concatenate([p.ignored for p in parts]),
+        )
+
+
+def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For sorted ``keys``: each element's index within its run of equal keys, the runs' starts and lengths."""
+    first = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
+    starts = np.flatnonzero(first)
+    lengths = np.diff(np.r_[starts, len(keys)])
+    return np.arange(len(keys)) - np.repeat(starts, lengths), starts, lengths
+
+
+def first_reaching(counted: np.ndarray) -> np.ndarray:
+    """[K, A, R]: the (1-based) true positive at which recall ``tp / counted`` first reaches each
+    recall threshold, found as pycocotools finds it (``searchsorted`` on the same floats)."""
+    out = np.zeros((*counted.shape, len(REC_THRS)), np.int64)
+    for n in np.unique(counted[counted > 0]):
+        rc = np.arange(1, n + 1, dtype=np.float64) / n
+        out[counted == n] = np.searchsorted(rc, REC_THRS, side="left") + 1
+    return out
+
+
+@dataclass
+class _Sorted:
+    """The detections in accumulation order (category, score descending, image rank, rank), and the
+    candidates among them with their flags."""
+
+    cat_first: np.ndarray  # [K] first position of each category
+    plain: np.ndarray  # [N] not a candidate
+    rank: np.ndarray  # [N]
+    area_out: np.ndarray  # [N]
+    pos: np.ndarray  # [C] candidates' positions
+    ccat: np.ndarray  # [C]
+    crank: np.ndarray  # [C]
+    ccat_first: np.ndarray  # [K] first candidate of each category
+    tp: np.ndarray  # [C, A, T]
+    ignored: np.ndarray  # [C, A, T]
+
+
+def _sort(s: Scored, n_cats: int) -> _Sorted:
+    order = np.lexsort((s.order, -s.score, s.cat))
+    cat, cand = s.cat[order], s.cand[order]
+    rank = s.order[order] % RANK_SLOTS
+    pos = np.flatnonzero(cand >= 0)
+    rows = cand[pos]
+    ccat = cat[pos]
+    cats = np.arange(n_cats)
+    return _Sorted(
+        np.searchsorted(cat, cats),
+        cand < 0,
+        rank,
+        s.area_out[order],
+        pos,
+        ccat,
+        rank[pos],
+        np.searchsorted(ccat, cats),
+        s.tp[rows],
+        s.ignored[rows],
+    )
+
+
+def _curves(d: _Sorted, a: int, max_det: int, n_cats: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One (area range, maxDets): every true positive as (segment key t * K + k, its precision), in
+    segment order then score order; the segments' keys and true-positive counts come from ``_runs``."""
+    valid = d.plain & (d.rank < max_det) & ((d.area_out >> a) & 1 == 0)
+    ahead = np.zeros(len(valid) + 1, np.int64)
+    np.cumsum(valid, out=ahead[1:])
+    plain_before = ahead[d.pos] - ahead[d.cat_first[d.ccat]]  # plain scored detections ahead, same category
+    in_m = d.crank < max_det
+    counts = in_m[:, None] & ~d.ignored[:, a, :]  # [C, T]
+    upto = np.zeros((len(counts) + 1, counts.shape[1]), np.int64)
+    np.cumsum(counts, axis=0, out=upto[1:])
+    seen = plain_before[:, None] + upto[1:] - upto[d.ccat_first[d.ccat]]
+    t_i, c_i = np.nonzero((in_m[:, None] & d.tp[:, a, :]).T)
+    key = t_i * n_cats + d.ccat[c_i]
+    j, _, _ = _runs(key)
+    tp = (j + 1).astype(np.float64)
+    fp_plus_tp = seen[c_i, t_i].astype(np.float64)  # fp + tp of pycocotools: exact integers
+    return key, tp, tp / (fp_plus_tp + np.spacing(1))
+
+
+def accumulate(s: Scored, counted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pycocotools' ``accumulate``: (precision [T, R, K, A, M], recall [T, K, A, M]); -1 where a
+    category has no counted ground truth in an area range."""
+    n_cats, n_areas = counted.shape
+    n_t, n_r, n_m = len(IOU_THRS), len(REC_THRS), len(MAX_DETS)
+    precision = -np.ones((n_t, n_r, n_cats, n_areas, n_m))
+    recall = -np.ones((n_t, n_cats, n_areas, n_m))
+    kk, aa = np.nonzero(counted > 0)
+    precision[:, :, kk, aa, :] = 0.0
+    recall[:, kk, aa, :] = 0.0
+    reach = first_reaching(counted)
+    d = _sort(s, n_cats)
+    for m, max_det in enumerate(MAX_DETS):
+        for a in range(n_areas):
+            key, _, pr = _curves(d, a, max_det, n_cats)
+            if not len(key):
+                continue
+            _, starts, n_tp = _runs(key)
+            seg_t, seg_k = key[starts] // n_cats, key[starts] % n_cats
+            recall[seg_t, seg_k, a, m] = n_tp.astype(np.float64) / counted[seg_k, a]
+            precision[seg_t, :, seg_k, a, m] = _precision_at(pr, starts, n_tp, reach[seg_k, a])
+    return precision, recall
+
+
+def _precision_at(pr: np.ndarray, starts: np.ndarray, n_tp: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """[S, R]: per segment, the highest precision at or after the true positive reaching each recall
+    threshold (0 where recall never reaches it)."""
+    ok = reach <= n_tp[:, None]
+    idx = (starts[:, None] + reach - 1)[ok]
+    q = np.zeros(reach.shape)
+    q[ok] = np.maximum.reduceat(pr, idx)  # the max between consecutive queries; a suffix max completes it
+    return np.maximum.accumulate(q[:, ::-1], axis=1)[:, ::-1]
+
+
+def summarize(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    """pycocotools' ``summarize`` for bbox: the 12 stats."""
+
+    def one(ap: int, iou: float | None = None, area: str = "all", max_dets: int = 100) -> float:
+        aind = [i for i, lbl in enumerate(AREA_LABELS) if lbl == area]
+        mind = [i for i, m in enumerate(MAX_DETS) if m == max_dets]
+        s = precision if ap == 1 else recall
+        if iou is not None:
+            s = s[np.where(iou == IOU_THRS)[0]]
+        s = s[:, :, :, aind, mind] if ap == 1 else s[:, :, aind, mind]
+        return -1 if len(s[s > -1]) == 0 else np.mean(s[s > -1])
+
+    stats = np.zeros((12,))
+    stats[0] = one(1)
+    stats[1] = one(1, iou=0.5, max_dets=MAX_DETS[2])
+    stats[2] = one(1, iou=0.75, max_dets=MAX_DETS[2])
+    stats[3] = one(1, area="small", max_dets=MAX_DETS[2])
+    stats[4] = one(1, area="medium", max_dets=MAX_DETS[2])
+    stats[5] = one(1, area="large", max_dets=MAX_DETS[2])
+    stats[6] = one(0, max_dets=MAX_DETS[0])
+    stats[7] = one(0, max_dets=MAX_DETS[1])
+    stats[8] = one(0, max_dets=MAX_DETS[2])
+    stats[9] = one(0, area="small", max_dets=MAX_DETS[2])
+    stats[10] = one(0, area="medium", max_dets=MAX_DETS[2])
+    stats[11] = one(0, area="large", max_dets=MAX_DETS[2])
+    return stats

@@ -1,0 +1,277 @@
+"""The streamed COCO evaluation gives pycocotools' 12 stats exactly (``==``), however it is fed.
+
+Expected values come from pycocotools itself: run here on the same detections, or the stats the
+fixtures' producer recorded with pycocotools beside each reference detections file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gzip
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import fixture_path
+
+from common.core.errors import UserError
+from common.core.results import atomic_write_json
+from common.data.coco import (
+    STAT_NAMES,
+    evaluate_bbox,
+    load_coco,
+    resolve_coco_engine,
+    results_to_rows,
+    rows_to_dicts,
+    write_results_json,
+)
+from common.data.coco_stream import BackgroundCocoEval, StreamingCocoEval
+
+REFS = [
+    "ultralytics_yolov10n-synth_valA",
+    "ultralytics_yolov10n-synth-raw84_valA",
+    "ultralytics_yolov10m-synth-raw84_valA",
+]
+
+
+def pycocotools_eval(coco: Any, rows: np.ndarray, ids: list[int]) -> Any:
+    """pycocotools' COCOeval on ``rows``, run here: the expected values."""
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(coco, coco.loadRes(rows_to_dicts(rows)), "bbox")
+        ev.params.imgIds = list(ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
+def by_image(rows: np.ndarray) -> dict[int, np.ndarray]:
+    """Rows per image, each image's rows in their given order."""
+    out: dict[int, list[np.ndarray]] = {}
+    for r in rows:
+        out.setdefault(int(r[0]), []).append(r)
+    return {i: np.array(v).reshape(-1, 7) for i, v in out.items()}
+
+
+def streamed(coco: Any, per_image: dict[int, np.ndarray], ids: list[int], order: list[int], group: int, chunk: int):
+    ev = StreamingCocoEval(coco, ids, chunk_rows=chunk)
+    for n in range(0, len(order), group):
+        part = order[n : n + group]
+        ev.add(part, [per_image.get(i, np.zeros((0, 7))) for i in part])
+    return ev
+
+
+def index(images: list[dict], anns: list[dict], cats: list[dict]) -> Any:
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = {"images": images, "annotations": anns, "categories": cats}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def random_case(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+    """Ground truth and detections with the cases pycocotools treats specially: crowd boxes, annotation
+    areas unlike their boxes, areas on the range bounds, annotation id 0, empty images, categories on
+    one side only, more than 100 detections per image and category, coarse (tied) scores."""
+    n_img, n_cat = int(rng.integers(1, 7)), int(rng.integers(1, 4))
+    images = [{"id": int(i), "file_name": f"{i}.jpg"} for i in rng.choice(1000, n_img, replace=False) + 1]
+    cats = [{"id": c, "name": f"c{c}"} for c in range(1, n_cat + 2)]  # the last category has no annotation
+    anns: list[dict] = []
+    for im in images:
+        for _ in range(int(rng.integers(0, 12))):
+            w, h = (32.0, 32.0) if rng.random() < 0.1 else tuple(rng.uniform(2, 150, 2).round(1))
+            area = w * h if rng.random() < 0.6 else float(rng.choice([1024, 9216, w * h * rng.uniform(0.3, 1.0)]))
+            bbox = [float(v) for v in rng.uniform(0, 300, 2).round(1)] + [float(w), float(h)]
+            crowd = int(rng.random() < 0.1)
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": im["id"],
+                    "category_id": int(rng.integers(1, n_cat + 1)),
+                    "bbox": bbox,
+                    "area": area,
+                    "iscrowd": crowd,
+                }
+            )
+    if anns and rng.random() < 0.2:
+        anns[0]["id"] = 0
+    coco = index(images, anns, cats)
+    rows = []
+    decimals = int(rng.integers(1, 4))
+    for im in images:
+        for a in coco.imgToAnns.get(im["id"], []):
+            for _ in range(int(rng.integers(0, 5))):
+                box = np.array(a["bbox"]) + rng.normal(0, rng.uniform(0.01, 0.3), 4) * np.array(a["bbox"])[[2, 3, 2, 3]]
+                cat = a["category_id"] if rng.random() < 0.85 else int(rng.integers(1, n_cat + 3))
+                rows.append([im["id"], *box[:2], *np.maximum(box[2:], 0.5), rng.random(), cat])
+        for _ in range(int(rng.integers(0, 160)) if rng.random() < 0.8 else 0):
+            wh = [32.0, 32.0] if rng.random() < 0.05 else list(rng.uniform(1, 150, 2))
+            rows.append([im["id"], *rng.uniform(0, 300, 2), *wh, rng.random(), int(rng.integers(1, n_cat + 3))])
+    out = np.array(rows, np.float64).reshape(-1, 7)
+    out[:, 1:5] = out[:, 1:5].round(1)
+    out[:, 5] = out[:, 5].round(decimals)
+    return coco, out
+
+
+def test_random_ground_truth_and_detections_match_pycocotools() -> None:
+    rng = np.random.default_rng(23)
+    checked = 0
+    for _ in range(200):
+        coco, rows = random_case(rng)
+        all_ids = sorted(coco.getImgIds())
+        ids = [i for i in all_ids if rng.random() < 0.8] or all_ids  # detections outside the selection too
+        if not len(rows):
+            continue
+        ref = pycocotools_eval(coco, rows, ids)
+        per_image = by_image(rows)
+        order = list(rng.permutation([*all_ids, 5000]))  # any order; 5000: an image the annotations lack
+        ev = streamed(coco, per_image, ids, order, int(rng.integers(1, 4)), int(rng.integers(1, 400)))
+        precision, recall = ev.precision_recall()
+        assert np.array_equal(precision, ref.eval["precision"]) and np.array_equal(recall, ref.eval["recall"])
+        assert ev.finish().tolist() == ref.stats.tolist()
+        checked += 1
+    assert checked > 150
+
+
+def test_tied_scores_across_images_keep_pycocotools_order() -> None:
+    """Equal scores on several images: pycocotools ranks them by image id, then by score rank in the
+    image; the precision at each recall depends on it."""
+    images = [{"id": i, "file_name": f"{i}.jpg"} for i in (7, 3, 5)]
+    anns = [
+        {"id": n + 1, "image_id": i, "category_id": 1, "bbox": [10, 10, 40, 40], "area": 1600, "iscrowd": 0}
+        for n, i in enumerate((7, 3, 5))
+    ]
+    coco = index(images, anns, [{"id": 1, "name": "a"}])
+    hit, miss = [10, 10, 40, 40], [200, 200, 40, 40]
+    rows = np.array([[7, *miss, 0.5, 1], [7, *hit, 0.5, 1], [3, *hit, 0.5, 1], [5, *miss, 0.5, 1], [5, *hit, 0.4, 1]])
+    ref = pycocotools_eval(coco, rows, [7, 3, 5])
+    for order in ([7, 3, 5], [5, 3, 7]):
+        assert streamed(coco, by_image(rows), [7, 3, 5], order, 1, 1).finish().tolist() == ref.stats.tolist()
+
+
+def test_crowd_box_takes_every_overlapping_detection_and_is_ignored() -> None:
+    images = [{"id": 1, "file_name": "1.jpg"}]
+    anns = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "area": 10000, "iscrowd": 1},
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0},
+    ]
+    coco = index(images, anns, [{"id": 1, "name": "a"}])
+    rows = np.array([[1, 10, 10, 20, 20, 0.9, 1], [1, 12, 10, 20, 20, 0.8, 1], [1, 50, 50, 30, 30, 0.7, 1]])
+    ref = pycocotools_eval(coco, rows, [1])
+    assert streamed(coco, by_image(rows), [1], [1], 1, 10).finish().tolist() == ref.stats.tolist()
+
+
+@pytest.mark.fixtures
+@pytest.mark.parametrize("ref", REFS)
+def test_fixture_reference_detections_give_the_recorded_pycocotools_stats(ref: str) -> None:
+    instances = fixture_path("synthcoco", "annotations", "instances_valA.json")
+    dets = json.loads(gzip.decompress(fixture_path("reference", f"{ref}_detections.json.gz").read_bytes()))
+    recorded = json.loads(fixture_path("reference", f"{ref}_stats.json").read_text())["stats"]
+    coco = load_coco(instances)
+    stats, _ = evaluate_bbox(coco, dets, sorted(coco.getImgIds()), "stream")
+    assert stats == recorded
+
+
+def _pipeline_matches_pycocotools(ds: Any, workers: int) -> None:
+    from conftest import DEMO_MODEL
+
+    from common.eval.pipeline import EvalOptions, evaluate
+    from common.ort.session import OrtBackend
+
+    backend = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
+    result = evaluate(backend, ds, EvalOptions(progress=False, workers=workers, batch_size=1))
+    ref = pycocotools_eval(ds.coco, result.rows, ds.image_ids)
+    assert [result.stats[k] for k in STAT_NAMES] == ref.stats.tolist()
+    t = result.timings
+    assert t["coco_engine"] == "stream" and t["coco_engine_requested"] == "auto"
+    assert t["coco_eval_after_last_batch_s"] == t["eval_seconds"] >= 0 and t["coco_eval_match_s"] > 0
+
+
+@pytest.mark.parametrize("workers", [2, 0])
+def test_bundled_model_through_the_pipeline(mini_coco, workers: int) -> None:
+    """The evaluator's default engine streams (on a thread, or inline on the sequential path): its stats
+    equal pycocotools' on the same rows, and the timings say which engine ran."""
+    _pipeline_matches_pycocotools(dataclasses.replace(mini_coco, image_ids=mini_coco.image_ids[:8]), workers)
+
+
+@pytest.mark.slow
+def test_bundled_model_on_the_whole_mini_set(mini_coco) -> None:
+    _pipeline_matches_pycocotools(mini_coco, 2)
+
+
+def test_engines_and_their_resolution(mini_coco) -> None:
+    assert resolve_coco_engine("auto") == "stream"
+    assert resolve_coco_engine("pycocotools") == "pycocotools"
+    with pytest.raises(ValueError, match="unknown COCO eval engine"):
+        resolve_coco_engine("nope")
+    ids = mini_coco.image_ids
+    dets = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.5 + a["id"] % 3 / 10}
+        for a in mini_coco.coco.loadAnns(mini_coco.coco.getAnnIds(imgIds=ids))
+    ]
+    stream, table = evaluate_bbox(mini_coco.coco, dets, ids[::2], "stream")
+    ref, ref_table = evaluate_bbox(mini_coco.coco, dets, ids[::2], "pycocotools")
+    assert stream == ref and table == ref_table
+    assert evaluate_bbox(mini_coco.coco, results_to_rows(dets), ids[::2], "auto")[0] == ref
+    assert evaluate_bbox(mini_coco.coco, [], ids, "stream") == evaluate_bbox(mini_coco.coco, [], ids, "pycocotools")
+
+
+def test_background_thread_gives_the_same_stats_and_hands_errors_on(mini_coco) -> None:
+    rng = np.random.default_rng(5)
+    ids = mini_coco.image_ids
+    per_image = {}
+    for i in ids:
+        anns = mini_coco.coco.imgToAnns.get(i, [])
+        rows = [[i, *a["bbox"], round(rng.random(), 2), a["category_id"]] for a in anns]
+        per_image[i] = np.array(rows, np.float64).reshape(-1, 7)
+    inline = streamed(mini_coco.coco, per_image, ids, ids, 4, 64).finish()
+    bg = BackgroundCocoEval(StreamingCocoEval(mini_coco.coco, ids, chunk_rows=64))
+    for n in range(0, len(ids), 4):
+        bg.add(ids[n : n + 4], [per_image[i] for i in ids[n : n + 4]])
+    assert bg.finish().tolist() == inline.tolist()
+    twice = BackgroundCocoEval(StreamingCocoEval(mini_coco.coco, ids))
+    twice.add(ids[:1], [per_image[ids[0]]])
+    twice.add(ids[:1], [per_image[ids[0]]])
+    with pytest.raises(ValueError, match="twice"):
+        twice.finish()
+    stopped = BackgroundCocoEval(StreamingCocoEval(mini_coco.coco, ids))
+    stopped.add(ids[:1], [per_image[ids[0]]])
+    stopped.close()  # a failed run: the thread ends without a result
+
+
+def test_annotations_without_area_are_refused_before_any_detection(mini_coco) -> None:
+    images = [{"id": 1, "file_name": "1.jpg"}]
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "iscrowd": 0}]
+    with pytest.raises(UserError, match=r"annotation 1 .* has no 'area'"):
+        StreamingCocoEval(index(images, anns, [{"id": 1, "name": "a"}]), [1])
+
+
+def test_results_json_is_written_in_chunks_with_the_bytes_of_the_dicts(tmp_path, monkeypatch) -> None:
+    import common.data.coco as coco_mod
+
+    monkeypatch.setattr(coco_mod, "RESULTS_CHUNK", 3)
+    rng = np.random.default_rng(0)
+    rows = np.column_stack(
+        [
+            rng.integers(1, 9, 10),
+            rng.uniform(-5, 600, (10, 4)).round(3),
+            rng.random(10).round(5),
+            rng.integers(1, 91, 10),
+        ]
+    )
+    rows[0, 1:6] = [-0.0, 1e-05, 123456.789, 0.5, 5e-05]
+    for n in (0, 1, 3, 10):
+        write_results_json(tmp_path / "got.json", rows[:n])
+        atomic_write_json(tmp_path / "want.json", rows_to_dicts(rows[:n]), indent=None)
+        assert (tmp_path / "got.json").read_bytes() == (tmp_path / "want.json").read_bytes(), n
+    rows[4, 5] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        write_results_json(tmp_path / "nan.json", rows)
+    assert not (tmp_path / "nan.json").exists()
