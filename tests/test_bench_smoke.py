@@ -161,3 +161,31 @@ def test_decode_bench_smoke(tmp_path) -> None:
     assert dec["nvimgcodec"]["4"]["images_per_s"] > 0 and dec["nvimgcodec"]["4"]["backend"] == "cpu"
     assert dec["pixels"]["max_abs_diff"] == 0 and dec["pixels"]["images"] == 8
     assert "OpenCV, 2 threads" in res.stdout
+
+
+def test_coco_bench_times_the_engines_and_compares_their_stats(tmp_path, capsys) -> None:
+    """--coco-bench N: no model; every engine on the same synthetic detections, stats against pycocotools'."""
+    import bench_eval_throughput
+
+    from common.core.cli import run_main
+
+    out = tmp_path / "coco.json"
+    args = [
+        "--coco-bench",
+        "24",
+        "--batch-sizes",
+        "8",
+        "--instances",
+        str(MINI / "annotations" / "instances_val2017.json"),
+    ]
+    code = run_main(
+        bench_eval_throughput.main, [*args, "--coco-bench-engines", "stream", "pycocotools", "--out", str(out)]
+    )
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["mode"] == "coco-bench" and report["images"] == 24 and report["detections"] == 24 * 300
+    stream, ref = report["engines"]["stream"], report["engines"]["pycocotools"]
+    assert stream["equals_pycocotools"] is True and stream["stats"] == ref["stats"]
+    assert 0 < stream["after_last_batch_s"] <= stream["total_s"] and ref["after_last_batch_vs_pycocotools_total"] == 1.0
+    assert "stream" in capsys.readouterr().out
+    assert run_main(bench_eval_throughput.main, ["--coco-bench", "-1", "--out", str(tmp_path / "x.json")]) == 2

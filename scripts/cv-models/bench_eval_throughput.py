@@ -11,6 +11,10 @@ With --trt-backend, (b) also times the TensorRT evaluator's backend on an engine
 ONNX (through the engine cache). With --time-to-metrics N: the recommended variant over N images
 (the selected images repeated under fresh ids), COCOeval included, and COCOeval's share of that time.
 
+--coco-bench N needs no model and no GPU: it times the COCOeval implementations on N images (the
+instances file's images repeated) with synthetic detections, fed batch by batch as the evaluator feeds
+them, and checks their 12 stats against pycocotools' (common.data.coco_bench).
+
 --replay measures pipeline capacity instead: the real evaluator (default workers) fed by a backend
 that replays the outputs recorded in one real pass, at no cost (it ignores the model's batch axis).
 That is the most any backend can get through the pipeline, per layout and batch size.
@@ -39,7 +43,8 @@ from common.core.cli import check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import atomic_write_json, check_output_paths, latency_stats, run_dir, sha256_file
 from common.core.sysinfo import run_metadata
-from common.data.coco import CocoDataset, open_dataset
+from common.data.coco import CocoDataset, load_coco, open_dataset
+from common.data.coco_bench import CocoBenchOptions, format_coco_bench, run_coco_bench
 from common.eval.cli import DEFAULT_DATA_ROOT, loader_factory
 from common.eval.pipeline import EvalOptions, default_workers, evaluate
 from common.eval.protocols import Backend
@@ -47,6 +52,27 @@ from common.ort.session import OrtBackend
 from common.throughput.monitor import GpuMonitor
 
 STAGES = ("preprocess", "inference", "postprocess")
+COCO_BENCH_ENGINES = ("stream", "pycocotools", "faster-coco-eval")
+
+
+def _add_coco_bench_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--coco-bench",
+        type=int,
+        default=0,
+        metavar="N",
+        help="CPU only, no model: time the COCOeval engines on N images (the instances file's images repeated) "
+        "with 300 synthetic detections each, fed in batches of the last --batch-sizes; prints a table and "
+        "writes the JSON (default 0: off)",
+    )
+    parser.add_argument(
+        "--coco-bench-engines",
+        nargs="+",
+        choices=COCO_BENCH_ENGINES,
+        default=list(COCO_BENCH_ENGINES),
+        help="--coco-bench: engines to time (default: all; faster-coco-eval where installed; the stats are "
+        "compared with pycocotools' when it runs)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
             "python scripts/cv-models/bench_eval_throughput.py "
             "--onnx-path models/cv-models/yolov10m/yolov10m.onnx --replay --batch-sizes 1 32",
             "python scripts/cv-models/bench_eval_throughput.py --smoke   # CI: bundled model, 8 images, CPU",
+            "python scripts/cv-models/bench_eval_throughput.py --coco-bench 5100 --batch-sizes 32 "
+            "--instances datasets/synthcoco-mini/annotations/instances_val2017.json",
         ],
     )
     parser.add_argument("--onnx-path", type=Path, help="model to benchmark (default with --smoke: the bundled one)")
@@ -117,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also time N images end to end with COCOeval (images repeated; default 0: off)",
     )
+    _add_coco_bench_args(parser)
     parser.add_argument(
         "--trt-backend",
         choices=("tensorrt", "tensorrt-rtx"),
@@ -546,7 +575,8 @@ def time_to_metrics(args: argparse.Namespace, ds: CocoDataset, gpu: bool, n: int
         "variant": name,
         "seconds": total,
         "pipeline_seconds": t["wall_seconds"],
-        "coco_eval_seconds": t["eval_seconds"],
+        "coco_eval_seconds": t["eval_seconds"],  # after the last batch
+        "coco_eval_match_seconds": t.get("coco_eval_match_s"),  # stream: matching beside the batches
         "coco_eval_share": t["eval_seconds"] / total if total > 0 else 0.0,
         "coco_engine": t["coco_engine"],
         "images_per_s": n / total if total > 0 else 0.0,
@@ -559,7 +589,7 @@ def format_ttm(d: dict[str, Any]) -> str:
     return (
         f"time to metrics: {d['images']} images ({d['distinct_images']} distinct, repeated under fresh ids), "
         f"{d['variant']} batch {d['batch_size']}: {d['seconds']:.2f} s ({d['images_per_s']:.1f} img/s), "
-        f"pipeline {d['pipeline_seconds']:.2f} s + COCOeval {d['coco_eval_seconds']:.2f} s "
+        f"pipeline {d['pipeline_seconds']:.2f} s + COCOeval ({d['coco_engine']}) {d['coco_eval_seconds']:.2f} s "
         f"({100 * d['coco_eval_share']:.1f}% of the total), AP {d['AP']:.4f}"
     )
 
@@ -623,6 +653,23 @@ def _single_section(args: argparse.Namespace, ds: CocoDataset, gpu: bool, out: P
     return 0
 
 
+def coco_bench(args: argparse.Namespace) -> int:
+    """``--coco-bench N``: the COCOeval engines timed on the CPU; table + JSON."""
+    check_range("--coco-bench", args.coco_bench, 1)
+    instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
+    check_output_paths({"--out": args.out}, {"--instances": instances})
+    source = load_coco(instances)
+    out = args.out or run_dir("bench-eval") / "bench.json"
+    opts = CocoBenchOptions(args.coco_bench, batch_size=args.batch_sizes[-1], engines=tuple(args.coco_bench_engines))
+    print(f"COCOeval bench: {args.coco_bench} images from {instances} ...", file=sys.stderr)
+    report = {"mode": "coco-bench", "instances": str(instances), "run": run_metadata(), **run_coco_bench(source, opts)}
+    report["complete"] = True
+    atomic_write_json(out, report)
+    print(format_coco_bench(report))
+    print(f"json: {out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -631,8 +678,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.onnx_path = args.onnx_path or repo / "models/cv-models/yolov10n-synth/yolov10n-synth.onnx"
         args.data_root = repo / "datasets/synthcoco-mini"
         args.max_images, args.min_seconds, args.cpu, args.workers = 8, 0.5, True, min(args.workers, 2)
+    if args.coco_bench:
+        return coco_bench(args)
     if args.onnx_path is None and not args.decode_bench:
-        raise UserError("--onnx-path is required (or --smoke, or --decode-bench)")
+        raise UserError("--onnx-path is required (or --smoke, --decode-bench or --coco-bench)")
     if args.onnx_path is not None and not args.onnx_path.is_file():
         raise UserError(f"ONNX model not found: {args.onnx_path}; check --onnx-path")
     instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"

@@ -6,7 +6,7 @@ import contextlib
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ __all__ = [
     "format_coco_table",
     "load_coco",
     "open_dataset",
+    "quiet_cocoeval",
     "read_id_list",
     "resolve_coco_engine",
     "results_to_rows",
@@ -481,6 +482,14 @@ def evaluate_bbox(
         results = rows_to_dicts(results)
     else:  # loadRes writes segmentation/area/id/iscrowd into the dicts it gets: never into the caller's
         results = [dict(r) for r in results]
+    with quiet_cocoeval():
+        ev = _run_cocoeval(coco, results, image_ids, engine)
+    return stats_table(ev.stats, len(results))
+
+
+@contextlib.contextmanager
+def quiet_cocoeval() -> Iterator[None]:
+    """pycocotools' prints and faster-coco-eval's log lines, silenced."""
     import logging
 
     quiet = logging.getLogger("faster_coco_eval")
@@ -488,10 +497,9 @@ def evaluate_bbox(
     quiet.setLevel(logging.WARNING)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            ev = _run_cocoeval(coco, results, image_ids, engine)
+            yield
     finally:
         quiet.setLevel(level)
-    return stats_table(ev.stats, len(results))
 
 
 _TABLE_ROWS = (

@@ -87,62 +87,90 @@ def first_reaching(counted: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class _Sorted:
-    """The detections in accumulation order (category, score descending, image rank, rank), and the
-    candidates among them with their flags."""
+class _Candidates:
+    """The detections that may match, in accumulation order (category, score descending, image rank,
+    rank), with their flags and, per (area range, maxDets), the other scored detections of their
+    category ranked ahead of them."""
 
-    cat_first: np.ndarray  # [K] first position of each category
-    plain: np.ndarray  # [N] not a candidate
-    rank: np.ndarray  # [N]
-    area_out: np.ndarray  # [N]
-    pos: np.ndarray  # [C] candidates' positions
-    ccat: np.ndarray  # [C]
-    crank: np.ndarray  # [C]
-    ccat_first: np.ndarray  # [K] first candidate of each category
-    tp: np.ndarray  # [C, A, T]
-    ignored: np.ndarray  # [C, A, T]
+    cat: np.ndarray  # [C]
+    rank: np.ndarray  # [C]
+    cat_first: np.ndarray  # [K] first candidate of each category
+    tp: np.ndarray  # [A, T, C]
+    ignored: np.ndarray  # [A, T, C]
+    plain_ahead: np.ndarray  # [A, M, C]
 
 
-def _sort(s: Scored, n_cats: int) -> _Sorted:
-    order = np.lexsort((s.order, -s.score, s.cat))
-    cat, cand = s.cat[order], s.cand[order]
-    rank = s.order[order] % RANK_SLOTS
-    pos = np.flatnonzero(cand >= 0)
-    rows = cand[pos]
-    ccat = cat[pos]
-    cats = np.arange(n_cats)
-    return _Sorted(
-        np.searchsorted(cat, cats),
-        cand < 0,
-        rank,
-        s.area_out[order],
-        pos,
-        ccat,
-        rank[pos],
-        np.searchsorted(ccat, cats),
-        s.tp[rows],
-        s.ignored[rows],
-    )
+def _plain_buckets(s: Scored, cands: np.ndarray, plain: np.ndarray, n_cats: int) -> np.ndarray:
+    """For each plain detection (``plain``, grouped by category), the first candidate (an index into
+    ``cands``) ranked after it in its category, or -1 where none is. Ranked as pycocotools ranks: score
+    descending, then image rank and rank (``order``); no sort of the plain detections."""
+    cstart = np.searchsorted(s.cat[cands], np.arange(n_cats + 1))
+    pstart = np.searchsorted(s.cat[plain], np.arange(n_cats + 1))
+    span = int(s.order.max(initial=0)) + 1
+    bucket = np.full(len(plain), -1, np.int64)
+    for k in np.flatnonzero((np.diff(cstart) > 0) & (np.diff(pstart) > 0)):
+        c, p = cands[cstart[k] : cstart[k + 1]], plain[pstart[k] : pstart[k + 1]]
+        c_neg, p_neg = -s.score[c], -s.score[p]
+        levels = np.unique(c_neg)
+        at = np.searchsorted(levels, p_neg)
+        tie = levels[np.minimum(at, len(levels) - 1)] == p_neg
+        # one integer key for (score level, order): a tie with candidates is broken by order, as pycocotools does
+        c_key = (np.searchsorted(levels, c_neg) * 2 + 1) * span + s.order[c]
+        p_key = (at * 2 + tie) * span + np.where(tie, s.order[p], 0)
+        b = np.searchsorted(c_key, p_key)
+        bucket[pstart[k] : pstart[k + 1]] = np.where(b < len(c), cstart[k] + b, -1)
+    return bucket
 
 
-def _curves(d: _Sorted, a: int, max_det: int, n_cats: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _plain_ahead(s: Scored, cands: np.ndarray, cat_first: np.ndarray, n_cats: int) -> np.ndarray:
+    """[A, M, C]: per candidate, the plain detections of its category ranked ahead of it that count
+    for area range a and maxDets m (area inside the range, rank below maxDets)."""
+    plain = np.flatnonzero(s.cand < 0)
+    plain = plain[np.argsort(s.cat[plain].astype(np.int16 if n_cats < 2**15 else np.int64), kind="stable")]
+    bucket = _plain_buckets(s, cands, plain, n_cats)
+    ok = bucket >= 0
+    if not ok.any():
+        return np.zeros((len(AREA_RANGES), len(MAX_DETS), len(cands)), np.int64)
+    rank_class = np.searchsorted(np.asarray(MAX_DETS[:-1]), s.order[plain[ok]] % RANK_SLOTS, side="right")
+    codes, code = np.unique(s.area_out[plain[ok]].astype(np.int64) * len(MAX_DETS) + rank_class, return_inverse=True)
+    n = len(cands)
+    hist = np.bincount(code * n + bucket[ok], minlength=len(codes) * n).reshape(len(codes), n)
+    bits, cls = np.divmod(codes, len(MAX_DETS))
+    counts = np.stack(
+        [((bits >> a) & 1 == 0)[:, None] & (cls[:, None] <= np.arange(len(MAX_DETS))) for a in range(len(AREA_RANGES))],
+        axis=1,
+    ).reshape(len(codes), -1)  # [codes, A * M]: does a plain detection of this code count there
+    per = np.rint(counts.T.astype(np.float64) @ hist.astype(np.float64)).astype(np.int64)  # exact: small integers
+    cum = np.zeros((per.shape[0], n + 1), np.int64)
+    np.cumsum(per, axis=1, out=cum[:, 1:])
+    return (cum[:, 1:] - cum[:, cat_first[s.cat[cands]]]).reshape(len(AREA_RANGES), len(MAX_DETS), n)
+
+
+def _candidates(s: Scored, n_cats: int) -> _Candidates:
+    cands = np.flatnonzero(s.cand >= 0)
+    cands = cands[np.lexsort((s.order[cands], -s.score[cands], s.cat[cands]))]
+    cat = s.cat[cands]
+    cat_first = np.searchsorted(cat, np.arange(n_cats))
+    rows = s.cand[cands]
+    tp, ignored = (np.ascontiguousarray(f[rows].transpose(1, 2, 0)) for f in (s.tp, s.ignored))
+    plain_ahead = _plain_ahead(s, cands, cat_first, n_cats)
+    return _Candidates(cat, s.order[cands] % RANK_SLOTS, cat_first, tp, ignored, plain_ahead)
+
+
+def _curves(d: _Candidates, a: int, m: int, n_cats: int) -> tuple[np.ndarray, np.ndarray]:
     """One (area range, maxDets): every true positive as (segment key t * K + k, its precision), in
     segment order then score order; the segments' keys and true-positive counts come from ``_runs``."""
-    valid = d.plain & (d.rank < max_det) & ((d.area_out >> a) & 1 == 0)
-    ahead = np.zeros(len(valid) + 1, np.int64)
-    np.cumsum(valid, out=ahead[1:])
-    plain_before = ahead[d.pos] - ahead[d.cat_first[d.ccat]]  # plain scored detections ahead, same category
-    in_m = d.crank < max_det
-    counts = in_m[:, None] & ~d.ignored[:, a, :]  # [C, T]
-    upto = np.zeros((len(counts) + 1, counts.shape[1]), np.int64)
-    np.cumsum(counts, axis=0, out=upto[1:])
-    seen = plain_before[:, None] + upto[1:] - upto[d.ccat_first[d.ccat]]
-    t_i, c_i = np.nonzero((in_m[:, None] & d.tp[:, a, :]).T)
-    key = t_i * n_cats + d.ccat[c_i]
+    in_m = d.rank < MAX_DETS[m]
+    counts = in_m & ~d.ignored[a]  # [T, C]
+    upto = np.zeros((counts.shape[0], counts.shape[1] + 1), np.int64)
+    np.cumsum(counts, axis=1, out=upto[:, 1:])
+    seen = d.plain_ahead[a, m] + upto[:, 1:] - upto[:, d.cat_first[d.cat]]
+    t_i, c_i = np.nonzero(in_m & d.tp[a])
+    key = t_i * n_cats + d.cat[c_i]
     j, _, _ = _runs(key)
     tp = (j + 1).astype(np.float64)
-    fp_plus_tp = seen[c_i, t_i].astype(np.float64)  # fp + tp of pycocotools: exact integers
-    return key, tp, tp / (fp_plus_tp + np.spacing(1))
+    fp_plus_tp = seen[t_i, c_i].astype(np.float64)  # fp + tp of pycocotools: exact integers
+    return key, tp / (fp_plus_tp + np.spacing(1))
 
 
 def accumulate(s: Scored, counted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -156,10 +184,10 @@ def accumulate(s: Scored, counted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     precision[:, :, kk, aa, :] = 0.0
     recall[:, kk, aa, :] = 0.0
     reach = first_reaching(counted)
-    d = _sort(s, n_cats)
-    for m, max_det in enumerate(MAX_DETS):
+    d = _candidates(s, n_cats)
+    for m in range(n_m):
         for a in range(n_areas):
-            key, _, pr = _curves(d, a, max_det, n_cats)
+            key, pr = _curves(d, a, m, n_cats)
             if not len(key):
                 continue
             _, starts, n_tp = _runs(key)

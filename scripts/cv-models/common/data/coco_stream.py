@@ -205,8 +205,8 @@ def _greedy(
 
 
 def _group_tables(gt: GroundTruth, cand_g: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per group of (image, category): its candidate ground truth's column, and the ignore / crowd /
-    real-id flags padded to the widest group."""
+    """Per group of (image, category): its candidate ground truth's columns, their count, and the
+    ignore / crowd / real-id flags padded to the widest group."""
     gkey = gt.key[cand_g]
     col, n_gts = _ranks_in_groups(gkey)
     grp = np.searchsorted(groups, gkey)
@@ -217,7 +217,21 @@ def _group_tables(gt: GroundTruth, cand_g: np.ndarray, groups: np.ndarray) -> tu
     ign[grp, :, col] = gt.ignore[cand_g]
     crowd[grp, col] = gt.crowd[cand_g]
     real[grp, col] = gt.real_id[cand_g]
-    return col, ign, crowd, real
+    return col, n_gts, ign, crowd, real
+
+
+def _single(
+    iou: np.ndarray, first: np.ndarray, n_dets: np.ndarray, ign: np.ndarray, crowd: np.ndarray, real: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_greedy`` in closed form for groups with one candidate ground truth (column 0): at each threshold
+    the first detection reaching it takes it; a crowd box takes every one. Same arguments and results."""
+    grp = np.repeat(np.arange(len(n_dets)), n_dets)
+    able = iou[:, :1] >= np.minimum(IOU_THRS, 1 - 1e-10)[None, :]  # [D, T]
+    before = np.cumsum(able, axis=0) - able  # rows able ahead, in all groups
+    firsts = able & (before == before[first[grp]])
+    hit = np.where(crowd[grp, :1], able, firsts)
+    got_real = np.repeat((hit & real[grp, :1])[:, None, :], ign.shape[1], axis=1)
+    return got_real, hit[:, None, :] & ign[grp, :, :1]
 
 
 def _match(gt: GroundTruth, ch: _Chunk, area_out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -232,12 +246,19 @@ def _match(gt: GroundTruth, ch: _Chunk, area_out: np.ndarray) -> tuple[np.ndarra
     dkey = ch.img[cand_d] * len(gt.cat_ids) + ch.cat[cand_d]
     groups = np.unique(dkey)
     _, n_dets = _ranks_in_groups(dkey)
-    col, ign, crowd, real = _group_tables(gt, cand_g, groups)
+    col, n_gts, ign, crowd, real = _group_tables(gt, cand_g, groups)
     rows = np.full((len(cand_d), ign.shape[2]), -1.0)
     rows[np.searchsorted(cand_d, det), col[np.searchsorted(cand_g, g)]] = iou
-    by_size = np.argsort(-n_dets, kind="stable")
-    first = (np.cumsum(n_dets) - n_dets)[by_size]
-    got_real, got_ign = _greedy(rows, first, n_dets[by_size], ign[by_size], crowd[by_size], real[by_size])
+    first = np.cumsum(n_dets) - n_dets
+    many = np.flatnonzero(n_gts > 1)
+    many = many[np.argsort(-n_dets[many], kind="stable")]
+    got_real, got_ign = _single(rows, first, n_dets, ign, crowd, real)
+    in_one = np.repeat(n_gts == 1, n_dets)[:, None, None]
+    got_real &= in_one
+    got_ign &= in_one
+    more_real, more_ign = _greedy(rows, first[many], n_dets[many], ign[many], crowd[many], real[many])
+    got_real |= more_real
+    got_ign |= more_ign
     out = area_out[cand_d][:, :, None]
     ignored = got_ign | (~got_real & out)
     return cand_d, got_real & ~got_ign, ignored

@@ -1,0 +1,195 @@
+"""COCOeval implementations timed on the CPU over a synthetic workload the size of a full COCO val run.
+
+The ground truth is an instances file's annotations repeated under fresh image ids up to N images; each
+image gets ``per_image`` detections (the evaluator's rows, xywh rounded to 3 decimals and scores to 5):
+a few jittered copies of each annotation (mostly the right category, some wrong) and random boxes of
+low score for the rest, as a detector run at a low confidence threshold returns them.
+
+``stream`` is fed batch by batch, as the evaluator feeds it: its matching would overlap inference, and
+only ``finish`` (accumulate + summarize) remains after the last batch. The other engines run whole
+after the last batch, from the rows (COCO results dicts built, loadRes, evaluate, accumulate, summarize).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.data.coco import STAT_NAMES, faster_coco_eval_available, quiet_cocoeval, rows_to_dicts
+from common.data.coco_stream import StreamingCocoEval
+
+__all__ = ["CocoBenchOptions", "format_coco_bench", "repeated_ground_truth", "run_coco_bench", "synthetic_rows"]
+
+
+@dataclass(frozen=True)
+class CocoBenchOptions:
+    images: int  # N images (the source's images repeated)
+    per_image: int = 300  # detections per image (a max-det 300 run at conf 0.001 fills it)
+    batch_size: int = 32  # images per add(), as the evaluator's batches
+    engines: tuple[str, ...] = ("stream", "pycocotools", "faster-coco-eval")
+    seed: int = 0
+
+
+def repeated_ground_truth(coco: Any, n_images: int) -> Any:
+    """A pycocotools COCO of ``n_images`` images cycling over ``coco``'s, ids 1..n, each with its source's
+    annotations under fresh annotation ids."""
+    from pycocotools.coco import COCO
+
+    src = sorted(coco.getImgIds())
+    images, anns = [], []
+    for k in range(n_images):
+        orig = src[k % len(src)]
+        images.append({**coco.imgs[orig], "id": k + 1})
+        for a in coco.imgToAnns.get(orig, []):
+            anns.append({**a, "id": len(anns) + 1, "image_id": k + 1})
+    out = COCO()
+    out.dataset = {**coco.dataset, "images": images, "annotations": anns}
+    with contextlib.redirect_stdout(io.StringIO()):
+        out.createIndex()
+    return out
+
+
+def _image_rows(coco: Any, image_id: int, per_image: int, cats: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    parts = []
+    for a in coco.imgToAnns.get(image_id, []):
+        n = int(rng.poisson(4))
+        box = np.asarray(a["bbox"], np.float64)
+        jit = box + rng.normal(0, 0.12, (n, 4)) * box[[2, 3, 2, 3]]
+        jit[:, 2:] = np.maximum(jit[:, 2:], 1.0)
+        cat = np.where(rng.random(n) < 0.85, a["category_id"], rng.choice(cats, n))
+        parts.append(np.column_stack([np.full(n, image_id), jit, rng.beta(2, 3, n), cat]))
+    m = max(0, per_image - sum(len(p) for p in parts))
+    w, h = rng.uniform(2, 300, m), rng.uniform(2, 300, m)
+    xy = rng.uniform(0, 640, (m, 2)) - np.column_stack([w, h]) / 2
+    parts.append(np.column_stack([np.full(m, image_id), xy, w, h, rng.uniform(0.001, 0.3, m), rng.choice(cats, m)]))
+    rows = np.concatenate(parts)[:per_image]
+    rows[:, 1:5] = np.round(rows[:, 1:5], 3)
+    rows[:, 5] = np.round(rows[:, 5], 5)
+    return rows[np.argsort(-rows[:, 5], kind="stable")]
+
+
+def synthetic_rows(coco: Any, per_image: int, seed: int = 0) -> dict[int, np.ndarray]:
+    """``per_image`` detection rows for every image of ``coco``, by image id."""
+    rng = np.random.default_rng(seed)
+    cats = np.array(sorted(coco.getCatIds()), np.float64)
+    return {i: _image_rows(coco, i, per_image, cats, rng) for i in sorted(coco.getImgIds())}
+
+
+def _time_stream(coco: Any, ids: list[int], rows: dict[int, np.ndarray], batch: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    ev = StreamingCocoEval(coco, ids)
+    prepare = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for n in range(0, len(ids), batch):
+        part = ids[n : n + batch]
+        ev.add(part, [rows[i] for i in part])
+    match = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stats = ev.finish()
+    after = time.perf_counter() - t0
+    return {
+        "stats": stats.tolist(),
+        "prepare_s": prepare,  # ground truth indexed, before the first batch
+        "match_s": match,  # overlaps inference in the evaluator
+        "match_images_per_s": len(ids) / match if match > 0 else 0.0,
+        "after_last_batch_s": after,
+        "total_s": prepare + match + after,
+    }
+
+
+def _indexed(coco: Any, engine: str) -> tuple[Any, Any]:
+    """(ground truth index, COCOeval class) of ``engine``."""
+    if engine == "pycocotools":
+        from pycocotools.cocoeval import COCOeval
+
+        return coco, COCOeval
+    from faster_coco_eval import COCO as FasterCOCO
+    from faster_coco_eval import COCOeval_faster
+
+    view = {**coco.dataset, "annotations": [dict(a) for a in coco.dataset["annotations"]]}
+    return FasterCOCO(view), COCOeval_faster
+
+
+def _time_whole(coco: Any, ids: list[int], rows: dict[int, np.ndarray], engine: str) -> dict[str, Any]:
+    """pycocotools or faster-coco-eval from the rows, phase by phase; all of it after the last batch."""
+    t = [time.perf_counter()]
+    dicts = rows_to_dicts(np.concatenate([rows[i] for i in ids]))
+    with quiet_cocoeval():
+        gt, cocoeval = _indexed(coco, engine)
+        t.append(time.perf_counter())
+        ev = cocoeval(gt, gt.loadRes(dicts), iouType="bbox")
+        ev.params.imgIds = list(ids)
+        t.append(time.perf_counter())
+        ev.evaluate()
+        t.append(time.perf_counter())
+        ev.accumulate()
+        ev.summarize()
+        t.append(time.perf_counter())
+    names = ("dicts_s", "load_res_s", "evaluate_s", "accumulate_summarize_s")
+    total = t[-1] - t[0]
+    return {
+        "stats": [float(v) for v in list(ev.stats)[: len(STAT_NAMES)]],
+        **dict(zip(names, np.diff(t).tolist(), strict=True)),
+        "after_last_batch_s": total,
+        "total_s": total,
+    }
+
+
+def run_coco_bench(source: Any, opts: CocoBenchOptions) -> dict[str, Any]:
+    """Every engine of ``opts.engines`` (faster-coco-eval where installed) on the same synthetic workload;
+    each one's seconds, stats, and whether the stats equal pycocotools' (``==``)."""
+    coco = repeated_ground_truth(source, opts.images)
+    rows = synthetic_rows(coco, opts.per_image, opts.seed)
+    ids = sorted(rows)
+    report: dict[str, Any] = {
+        "images": len(ids),
+        "detections": int(sum(len(r) for r in rows.values())),
+        "annotations": len(coco.dataset["annotations"]),
+        "per_image": opts.per_image,
+        "batch_size": opts.batch_size,
+        "engines": {},
+    }
+    for engine in opts.engines:
+        if engine == "faster-coco-eval" and not faster_coco_eval_available():
+            report["engines"][engine] = {"skipped": "faster-coco-eval is not installed"}
+        elif engine == "stream":
+            report["engines"][engine] = _time_stream(coco, ids, rows, opts.batch_size)
+        else:
+            report["engines"][engine] = _time_whole(coco, ids, rows, engine)
+    ref = report["engines"].get("pycocotools", {})
+    ref_stats, ref_total = ref.get("stats"), ref.get("total_s")
+    for r in report["engines"].values():
+        if "stats" in r:
+            r["equals_pycocotools"] = r["stats"] == ref_stats if ref_stats is not None else None
+            r["after_last_batch_vs_pycocotools_total"] = r["after_last_batch_s"] / ref_total if ref_total else None
+            r["stats"] = dict(zip(STAT_NAMES, r["stats"], strict=True))
+    return report
+
+
+def format_coco_bench(report: dict[str, Any]) -> str:
+    lines = [
+        f"COCOeval on the CPU: {report['images']} images, {report['detections']} detections "
+        f"({report['per_image']} per image), {report['annotations']} annotations",
+        f"{'engine':<18}{'after last batch s':>19}{'total s':>10}{'x pycocotools':>15}  {'AP':>8}  == pycocotools",
+    ]
+    for name, r in report["engines"].items():
+        if "skipped" in r:
+            lines.append(f"{name:<18}skipped: {r['skipped']}")
+            continue
+        ratio = r.get("after_last_batch_vs_pycocotools_total")
+        same = {True: "yes", False: "NO", None: "-"}[r["equals_pycocotools"]]
+        lines.append(
+            f"{name:<18}{r['after_last_batch_s']:>19.2f}{r['total_s']:>10.2f}"
+            f"{(f'{ratio:.3f}' if ratio is not None else '-'):>15}  {r['stats']['AP']:>8.4f}  {same}"
+        )
+        if name == "stream":
+            lines.append(
+                f"{'':<18}matching {r['match_s']:.2f} s beside the batches ({r['match_images_per_s']:.0f} img/s), "
+                f"ground truth indexed in {r['prepare_s']:.2f} s"
+            )
+    return "\n".join(lines)
