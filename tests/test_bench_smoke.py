@@ -22,6 +22,9 @@ def test_smoke_benchmark_writes_table_and_json(tmp_path: Path) -> None:
     # the pipelined evaluator and the sequential path score identically
     assert row["stats_identical"] is True and row["ap_ours"] == row["ap_sequential"]
     assert row["ratio_to_ceiling"] == row["best_ours_images_per_s"] / row["ceiling"]["images_per_s"]
+    assert row["ceiling"]["best"] == "serial" and row["ceiling"]["overlap"] is None  # a plain CPU session
+    assert row["detections_identical"]["ort-cpu"] is True and row["main_ratio_to_best"] == 1.0
+    assert "= ceiling" in proc.stdout and "detections identical" in proc.stdout
 
 
 def test_repeat_rounds_up_to_whole_batches() -> None:
@@ -119,6 +122,9 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     ttm = report["time_to_metrics"]
     assert ttm["images"] == 20 and ttm["distinct_images"] == 8
     assert 0 < ttm["coco_eval_seconds"] < ttm["seconds"] and 0 < ttm["coco_eval_share"] < 1
+    # total (COCOeval included) against the same evaluation without COCOeval, both whole evaluate() calls
+    assert ttm["pipeline_only_seconds"] > 0 and ttm["ratio"] == ttm["seconds"] / ttm["pipeline_only_seconds"]
+    assert ttm["pipeline_only_wall_seconds"] <= ttm["pipeline_only_seconds"]
     assert ttm["AP"] > 0.1  # each repeated image scored against its own copy of the annotations
 
 
@@ -189,3 +195,51 @@ def test_coco_bench_times_the_engines_and_compares_their_stats(tmp_path, capsys)
     assert 0 < stream["after_last_batch_s"] <= stream["total_s"] and ref["after_last_batch_vs_pycocotools_total"] == 1.0
     assert "stream" in capsys.readouterr().out
     assert run_main(bench_eval_throughput.main, ["--coco-bench", "-1", "--out", str(tmp_path / "x.json")]) == 2
+
+
+class _LaneStub:
+    """A lane backend as the ceiling sees it: ``serial_ms`` per synchronous resident run on one session,
+    ``overlap_ips`` images/s with every lane running at once."""
+
+    def __init__(self, serial_ms: float, overlap_ips: float, lanes: int = 3) -> None:
+        self.serial_ms, self.overlap_ips, self.lanes, self.asked = serial_ms, overlap_ips, lanes, []
+
+    def resident_run_ms(self, iterations: int, batch: int = 1, warmup: int = 10) -> list[float]:
+        return [self.serial_ms] * iterations
+
+    def resident_overlap_images_per_s(self, iterations: int, batch: int = 1, warmup: int = 10) -> float:
+        self.asked.append((iterations, batch, warmup))
+        return self.overlap_ips
+
+    def metadata(self) -> dict:
+        return {"lanes": self.lanes}
+
+
+@pytest.mark.parametrize(("serial_ms", "overlap_ips", "best"), [(2.0, 700.0, "overlap"), (2.0, 400.0, "serial")])
+def test_the_ceiling_is_the_best_configuration_we_can_run(serial_ms, overlap_ips, best) -> None:
+    """Serial (one session, 500 img/s at 2 ms per image) and overlapped (every lane at once): the ceiling is
+    the faster one and says which; the table marks it and measures every variant against it."""
+    from bench_eval_throughput import _ceiling_lines, ceiling
+
+    stub = _LaneStub(serial_ms, overlap_ips)
+    c = ceiling(stub, 1, 640, 0.01)
+    assert c["best"] == best and c["serial"]["images_per_s"] == pytest.approx(500.0)
+    assert c["overlap"]["images_per_s"] == overlap_ips and c["overlap"]["lanes"] == 3
+    assert c["images_per_s"] == pytest.approx(max(500.0, overlap_ips))
+    lines = _ceiling_lines(1, c, None)
+    (marked,) = [line for line in lines if "= ceiling" in line]
+    assert ("overlapped" if best == "overlap" else "serial") in marked and len(lines) == 2
+    assert all(iters >= 20 for iters, _, _ in stub.asked)
+
+
+def test_the_ceiling_of_a_backend_without_lanes_is_its_serial_runs() -> None:
+    from bench_eval_throughput import ceiling
+
+    class Plain:
+        input = None
+
+        def infer(self, x):
+            return [x]
+
+    c = ceiling(Plain(), 1, 32, 0.01)
+    assert c["best"] == "serial" and c["overlap"] is None and c["images_per_s"] == c["serial"]["images_per_s"]

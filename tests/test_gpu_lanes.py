@@ -315,11 +315,13 @@ def test_ort_io_binding_lanes_with_gpu_postprocess_equal_the_plain_session(monke
         backend.close()
     assert "e2e_select" in kernels.launches
     assert got.detections == ref.detections and got.stats == ref.stats
-    assert got.timings["latency_timing"].startswith("gpu-lane") and got.timings["latency"]["count"] == 6
-    assert got.timings["latency_pass"]["gpu"]["count"] == 3
+    assert got.timings["inference_gpu"]["count"] == 6 and got.timings["latency_pass"]["gpu"]["count"] == 3
     assert meta["gpu_compute_ms"]["count"] == 6 and meta["postprocess"]["layout"] == "e2e"  # latency pass apart
-    # auto GPU order at batch 1: ORT's runs block the host, so the lanes overlap, and the latency says so
-    assert meta["gpu_order"].startswith("overlap") and "--gpu-order overlap" in got.timings["latency_timing"]
+    # auto GPU order at batch 1: ORT's runs block the host, so the lanes overlap; the latency is then a lone
+    # batch's, from the latency pass
+    assert meta["gpu_order"].startswith("overlap")
+    assert got.timings["latency_timing"].startswith("gpu-lane-events, lone batch")
+    assert got.timings["latency"] == got.timings["latency_pass"]["gpu"]
     assert mem.live == 0
 
 
@@ -375,6 +377,34 @@ def test_gpu_order_auto_overlaps_only_blocking_runs_of_small_batches(order, sync
     from common.throughput.lane_backend import resolve_gpu_order
 
     assert resolve_gpu_order(order, synchronous, batch) is overlap
+
+
+@pytest.mark.parametrize(
+    ("order", "batch", "overlap"),
+    [("auto", 1, True), ("auto", 2, False), ("auto", 32, False), ("serial", 1, False), ("overlap", 32, True)],
+)
+def test_gpu_order_auto_overlaps_graph_replays_at_batch_1(order, batch, overlap) -> None:
+    from common.throughput.lane_backend import resolve_gpu_order
+
+    assert resolve_gpu_order(order, False, batch, graph_replays=True) is overlap
+
+
+def test_call_all_runs_on_every_lane_thread_at_once_with_no_batch_in_flight() -> None:
+    """The overlapped ceiling's primitive: each lane's function on its own thread, all started before any
+    finishes (a barrier every lane must reach), results in lane order; batches wait meanwhile."""
+    mem = ClockMemory()
+    lanes = [Lane(mem) for _ in range(3)]
+    barrier = threading.Barrier(3, timeout=10)
+    pool = LanePool(lanes, lambda lane, b: lambda: b, name="t")
+
+    def fn(lane: Lane) -> tuple[int, str]:
+        barrier.wait()  # fails (BrokenBarrierError) unless all three run at the same time
+        return lanes.index(lane), threading.current_thread().name
+
+    got = pool.call_all(fn)
+    assert [i for i, _ in got] == [0, 1, 2] and [t for _, t in got] == ["t-0", "t-1", "t-2"]
+    assert pool.wait(pool.submit(5)) == 5
+    pool.close()
 
 
 def test_unknown_gpu_order_is_a_user_error() -> None:

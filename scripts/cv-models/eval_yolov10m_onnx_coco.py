@@ -12,6 +12,7 @@ from typing import Any
 from common.core.cli import check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.eval.cli import GPU_ORDER_HELP, add_eval_args, check_onnx_args, eval_config, open_data, run_eval
+from common.eval.fast_path import IO_BINDING_MODES, OrtPath, fast_path_record, probe_gpu, resolve_io_binding
 from common.eval.options import GPU_ORDERS, LaneOptions
 from common.ort.options import (
     CUDA_EP,
@@ -42,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--providers",
         nargs="+",
-        default=DEFAULT_PROVIDERS,
-        help="ONNX Runtime execution providers in priority order (default: %(default)s)",
+        default=None,
+        help=f"ONNX Runtime execution providers in priority order (default: {' '.join(DEFAULT_PROVIDERS)}; "
+        "the IO-binding lanes run on CUDAExecutionProvider alone)",
     )
     parser.add_argument(
         "--disable-cpu-fallback",
@@ -67,9 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--io-binding",
-        action="store_true",
+        nargs="?",
+        const="on",
+        default="auto",
+        choices=IO_BINDING_MODES,
         help="CUDA EP only: our device buffers + pinned staging, copies overlapped with compute "
-        "(--lanes sessions, each on its own CUDA stream); the fastest GPU path. Each lane replays a "
+        "(--lanes sessions, each on its own CUDA stream); the fastest GPU path. auto (default): on where ONNX "
+        "Runtime offers CUDAExecutionProvider and a CUDA device is present, unless --providers leads with another "
+        "EP, --intra-op-threads or options for another EP are given (metrics.json run.fast_path says which path "
+        "ran and why); --io-binding alone = on; off: a plain session. Each lane replays a "
         "CUDA graph of the model where ONNX Runtime can capture one (else per-kernel runs; metrics.json"
         " run.backend.cuda_graph / cuda_graph_fallback say which): --cuda-graph insists, "
         "--provider-option CUDAExecutionProvider:enable_cuda_graph=0 turns it off",
@@ -92,55 +100,90 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resolve_path(args: argparse.Namespace, options: dict[str, dict[str, str]], available: Sequence[str]) -> OrtPath:
+    """The flags and this machine -> IO-binding lanes or a plain session, and on which providers. ``options``:
+    the EP options the flags give (options for an EP other than CUDA keep ``auto`` on the plain session)."""
+    plain = ["--intra-op-threads"] if args.intra_op_threads is not None else []
+    plain += [f"options for {ep}" for ep in options if ep != CUDA_EP]
+    facts = probe_gpu(available)
+    providers = args.providers or DEFAULT_PROVIDERS
+    return resolve_io_binding(args.io_binding, providers, args.providers is not None, facts, plain)
+
+
+def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[str, str]]) -> Any:
+    """IO-binding lanes on the CUDA EP (``common.throughput.ort_lanes``)."""
+    from common.throughput.ort_lanes import OrtCudaBackend
+
+    lanes = LaneOptions(args.lanes, args.gpu_order)
+    return OrtCudaBackend(
+        str(args.onnx_path),
+        options,
+        max_batch=config.eval.batch_size,
+        imgsz=config.eval.imgsz,
+        lanes=lanes.lanes,
+        disable_cpu_fallback=args.disable_cpu_fallback,
+        gpu_order=lanes.gpu_order,
+        graph="auto",
+    )
+
+
+def plain_backend(args: argparse.Namespace, providers: list[str], options: dict, available: list[str]) -> Any:
+    """One ONNX Runtime session on ``providers`` (session.run on host arrays)."""
+    threads = args.intra_op_threads
+    if threads is None and providers[0] != "CPUExecutionProvider" and providers[0] in available:
+        threads = 1
+    return OrtBackend(
+        str(args.onnx_path),
+        providers,
+        options,
+        args.disable_cpu_fallback,
+        available=available,
+        intra_op_threads=threads,
+        require_accelerator=args.require_accelerator,
+    )
+
+
+def make_backend(
+    args: argparse.Namespace, config: Any, path: OrtPath, available: list[str], options: dict[str, dict[str, str]]
+) -> tuple[Any, OrtPath]:
+    """The backend ``path`` asks for; IO-binding lanes that ``auto`` chose but that can't start leave the plain
+    session on the --providers list (the returned path says why)."""
+    if not path.io_binding:
+        return plain_backend(args, list(path.providers), options, available), path
+    try:
+        return lane_backend(args, config, options), path
+    except (UserError, RuntimeError) as exc:
+        if path.requested != "auto":
+            raise
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        providers = list(args.providers or DEFAULT_PROVIDERS)
+        fallback = OrtPath(False, tuple(providers), "auto", f"IO-binding lanes could not start: {why}")
+        return plain_backend(args, providers, options, available), fallback
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     # every usage check before a session is made: flags, execution-provider options, outputs, model input, dataset
     config = eval_config(args)
-    lanes = LaneOptions(args.lanes, args.gpu_order) if args.io_binding else None
-    if lanes is not None and lanes.lanes == 0:
+    if args.lanes < 1:
         raise UserError("--lanes 0 (one plain runner) is for TensorRT; with --io-binding give --lanes >= 1")
     check_range("--intra-op-threads", args.intra_op_threads, 0)
     available = available_providers()
+    providers = args.providers or DEFAULT_PROVIDERS
     options = merge_provider_options(
-        resolve_provider_options(vars(args), args.providers, available),
-        parse_provider_options(args.provider_option, args.providers),
+        resolve_provider_options(vars(args), providers, available),
+        parse_provider_options(args.provider_option, providers),
     )
+    path = resolve_path(args, options, available)
     dataset = open_data(config.data, config.out, {"--onnx-path": args.onnx_path})
     check_onnx_args("--onnx-path", args.onnx_path, args)
-    backend: Any
-    if lanes is not None:
-        if args.providers[0] != CUDA_EP:
-            raise UserError("--io-binding drives the CUDA EP: put CUDAExecutionProvider first in --providers")
-        from common.throughput.ort_lanes import OrtCudaBackend
-
-        backend = OrtCudaBackend(
-            str(args.onnx_path),
-            options,
-            max_batch=config.eval.batch_size,
-            imgsz=config.eval.imgsz,
-            lanes=lanes.lanes,
-            disable_cpu_fallback=args.disable_cpu_fallback,
-            gpu_order=lanes.gpu_order,
-            graph="auto",
-        )
-    else:
-        threads = args.intra_op_threads
-        if threads is None and args.providers[0] != "CPUExecutionProvider" and args.providers[0] in available:
-            threads = 1
-        backend = OrtBackend(
-            str(args.onnx_path),
-            args.providers,
-            options,
-            args.disable_cpu_fallback,
-            available=available,
-            intra_op_threads=threads,
-            require_accelerator=args.require_accelerator,
-        )
-    print_effective_options(args.providers, options)  # once the session exists: a refused run stays one line
+    backend, path = make_backend(args, config, path, available, options)
+    print(f"path: {'IO-binding lanes' if path.io_binding else 'plain session'} ({path.why})")
+    print_effective_options(list(path.providers), options)  # once the session exists: a refused run stays one line
     print(f"onnxruntime {backend.version}: providers in use: {', '.join(backend.providers_used)}")
     try:
-        return run_eval(args, config, backend, args.onnx_path, dataset)
+        return run_eval(args, config, backend, args.onnx_path, dataset, fast_path=lambda t: fast_path_record(path, t))
     finally:
         backend.close()
 

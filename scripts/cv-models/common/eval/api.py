@@ -87,11 +87,14 @@ def evaluate_to_files(
     extra_run: Mapping[str, Any] | None = None,
     args_record: Mapping[str, Any] | None = None,
     loaders: LoaderFactory | None = None,
+    fast_path: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> EvalRun:
     """Evaluate, print the report, and write metrics.json (+ detections) atomically.
 
     ``args_record``: the command line's options, kept under ``args`` in metrics.json (default: the options);
-    ``loaders``: the image loaders (None: threads decoding with OpenCV)."""
+    ``loaders``: the image loaders (None: threads decoding with OpenCV); ``fast_path(timings)``: what
+    metrics.json ``run.fast_path`` holds (``common.eval.fast_path.fast_path_record``), made from the
+    evaluation's timings (where ``auto`` pre- and post-processing resolved)."""
     metrics_path, detections_path, folder = output_paths(out)
     try:
         result = evaluate(backend, dataset, opts, loaders)
@@ -99,6 +102,8 @@ def evaluate_to_files(
         remove_if_empty(folder)
         raise
     payload = _payload(result, backend, model_path, dataset, data, opts, extra_run)
+    if fast_path is not None:
+        payload["run"]["fast_path"] = fast_path(result.timings)
     record = args_record if args_record is not None else {**asdict(data), **asdict(opts), **asdict(out)}
     payload["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in record.items()}
     payload["warnings"] = collected()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from common.eval.options import (
     DEFAULT_DATA_ROOT,
     LOADERS,
     POSTPROCESS_MODES,
-    PREPROCESS_MODES,
+    PREPROCESS_CHOICES,
     DataOptions,
     EvalOptions,
     OutputOptions,
@@ -58,9 +58,11 @@ DEFAULT_WARMUP_RUNS = 10
 GPU_ORDER_HELP = (
     "serial: the GPU runs one batch at a time, as trtexec runs one stream, while the next batches are staged "
     "and uploaded, so latency.* is each batch's own GPU time; overlap: the lanes' GPU work runs concurrently "
-    "(more images/s when one batch does not fill the GPU; a batch's time then includes other lanes' work); "
+    "(more images/s when one batch does not fill the GPU); latency.* is then a lone batch's GPU time, from "
+    "the latency pass after the run (--latency-runs, else 50 runs); "
     "auto (default): serial, except ONNX Runtime --io-binding lanes without a CUDA graph below batch 16, "
-    "whose runs block the host (overlapping lanes keep the GPU busier there)"
+    "whose runs block the host, and lanes replaying CUDA graphs at batch 1, which one image does not fill "
+    "(overlapping lanes keep the GPU busier there)"
 )
 
 
@@ -158,13 +160,14 @@ def _add_run_args(r: argparse._ArgumentGroup) -> None:
     )
     r.add_argument(
         "--preprocess",
-        choices=PREPROCESS_MODES,
-        default="cpu",
-        help="where the letterbox runs: cpu (default; the reference: OpenCV on the --workers); gpu-normalize "
+        choices=PREPROCESS_CHOICES,
+        default="auto",
+        help="where the letterbox runs: cpu (the reference: OpenCV on the --workers); gpu-normalize "
         "(CPU letterbox in uint8, float conversion on the GPU); gpu-letterbox (resize, pad and /255 in one NVRTC "
         "kernel per batch, in OpenCV's fixed-point INTER_LINEAR arithmetic). Both GPU modes give the model the "
         "same input as cpu, byte for byte. They need a backend with device input buffers (ONNX Runtime "
-        "--io-binding, or TensorRT)",
+        "--io-binding, or TensorRT); auto (default) = gpu-letterbox where the backend has them and the kernel "
+        "compiles, else cpu. metrics.json timings.preprocess_mode says which ran",
     )
     r.add_argument(
         "--decode",
@@ -172,7 +175,7 @@ def _add_run_args(r: argparse._ArgumentGroup) -> None:
         default="cpu",
         help="where the JPEGs are decoded: cpu (default: OpenCV in the --workers threads); gpu (NVIDIA "
         "nvImageCodec, one batch per lane on its stream, read in place by the letterbox kernel; needs "
-        "--preprocess gpu-letterbox and pip install 'nvidia-nvimgcodec-cu13[nvjpeg]' (-cu12 for CUDA 12); "
+        "--preprocess gpu-letterbox (or auto) and pip install 'nvidia-nvimgcodec-cu13[nvjpeg]' (-cu12 for CUDA 12); "
         "pixels may differ from OpenCV's by a grey level)",
     )
     r.add_argument(
@@ -204,7 +207,8 @@ def _add_run_args(r: argparse._ArgumentGroup) -> None:
         type=int,
         default=0,
         help="after the evaluation, N back-to-back single-batch runs on one lane, nothing else in flight "
-        "(trtexec-style): host and GPU (CUDA-event) median/p90/p99 under latency_pass in metrics.json (default 0: off)",
+        "(trtexec-style): host and GPU (CUDA-event) median/p90/p99 under latency_pass in metrics.json (default 0: "
+        "off, except where the lanes overlap on the GPU: then 50 runs, and latency.* comes from them)",
     )
     r.add_argument("--skip-latency", type=int, default=0, help="drop the first N latency samples from the stats")
     r.add_argument(
@@ -333,9 +337,11 @@ def run_eval(
     model_path: Path,
     dataset: CocoDataset,
     extra_run: dict[str, Any] | None = None,
+    fast_path: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> int:
     """The evaluator command's last step: check the model's input, say which images run, evaluate and write
-    metrics.json (``common.eval.api.evaluate_to_files``), the command line kept under ``args``."""
+    metrics.json (``common.eval.api.evaluate_to_files``), the command line kept under ``args``; ``fast_path``:
+    metrics.json ``run.fast_path`` from the timings (``common.eval.fast_path``)."""
     spec = backend.input
     check_model_input(str(model_path), spec.name, spec.shape, spec.dtype, config.eval.imgsz)
     print(describe_selection(config.data, dataset.image_ids))
@@ -349,5 +355,6 @@ def run_eval(
         extra_run,
         args_record=vars(args),
         loaders=loader_factory(config.eval),
+        fast_path=fast_path,
     )
     return 0

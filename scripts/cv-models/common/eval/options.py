@@ -23,6 +23,7 @@ __all__ = [
     "GPU_ORDERS",
     "LOADERS",
     "POSTPROCESS_MODES",
+    "PREPROCESS_CHOICES",
     "PREPROCESS_MODES",
     "DataOptions",
     "EvalOptions",
@@ -39,6 +40,8 @@ __all__ = [
 # cpu: OpenCV letterbox + normalise in the loaders (the reference pixels); gpu-normalize: OpenCV letterbox,
 # normalised on the GPU; gpu-letterbox: decoded images letterboxed and normalised on the GPU.
 PREPROCESS_MODES: tuple[str, ...] = ("cpu", "gpu-normalize", "gpu-letterbox")
+# what --preprocess takes: a mode, or auto (gpu-letterbox where the backend can run it, else cpu)
+PREPROCESS_CHOICES: tuple[str, ...] = ("auto", *PREPROCESS_MODES)
 DECODES: tuple[str, ...] = ("cpu", "gpu")  # JPEG decoding: OpenCV in the loaders | nvImageCodec on the lanes
 LOADERS: tuple[str, ...] = ("threads", "processes")
 POSTPROCESS_MODES: tuple[str, ...] = ("auto", "cpu", "gpu")
@@ -60,7 +63,7 @@ def check_decode(decode: str, preprocess: str) -> None:
     """OptionError for a ``decode`` the ``preprocess`` mode can't take (options only; the backend is asked
     separately)."""
     check_choice("decode", decode, DECODES)
-    if decode == "gpu" and preprocess != "gpu-letterbox":
+    if decode == "gpu" and preprocess not in ("gpu-letterbox", "auto"):
         raise OptionError(
             "decode",
             "{decode} gpu needs {preprocess} gpu-letterbox (the lanes letterbox the decoded images), not "
@@ -107,12 +110,13 @@ class EvalOptions:
     progress: bool = True
     coco_eval: bool = True  # False: detections only (benchmarks that repeat images)
     coco_engine: str = "auto"  # auto (= stream) | stream | pycocotools | faster-coco-eval (common.data.coco)
-    preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox (common.throughput.gpu_preprocess)
+    preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox | auto (eval.pipeline.resolve_preprocess)
     decode: str = "cpu"  # cpu (OpenCV in the loaders) | gpu (nvImageCodec on the lanes; common.throughput.gpu_decode)
     loaders: str = "threads"  # threads | processes (common.throughput.loader_processes)
     switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
     postprocess: str = "cpu"  # cpu | gpu | auto (gpu where the backend can, else cpu)
-    latency_runs: int = 0  # after the run: N back-to-back single-batch runs on one lane (``latency_pass``)
+    latency_runs: int = 0  # after the run: N back-to-back single-batch runs on one lane (``latency_pass``); 0: none,
+    # or eval.pipeline.AUTO_LATENCY_RUNS where the lanes overlap on the GPU (the latency then comes from that pass)
 
     def __post_init__(self) -> None:
         if self.imgsz <= 0:
@@ -128,7 +132,7 @@ class EvalOptions:
         check_param("switch_interval_ms", self.switch_interval_ms, 0, lo_open=True)
         check_choice("output_format", self.output_format, ("auto", *LAYOUTS))
         check_choice("coco_engine", self.coco_engine, COCO_EVAL_ENGINES)
-        check_choice("preprocess", self.preprocess, PREPROCESS_MODES)
+        check_choice("preprocess", self.preprocess, PREPROCESS_CHOICES)
         check_choice("postprocess", self.postprocess, POSTPROCESS_MODES)
         check_decode(self.decode, self.preprocess)
         check_loaders(self.loaders, self.decode)

@@ -13,7 +13,9 @@ final detections instead of head tensors: the post thread then only unletterboxe
 
 Timing: ``timings["latency"]`` is what metrics.json's ``latency`` block holds. For a ``LaneTiming``
 backend run pipelined it is each batch's own GPU work (H2D + compute [+ post] + D2H) from CUDA
-events on its lane, never time queued behind other batches; otherwise (the sequential path, plain
+events on its lane, never time queued behind other batches; when its lanes overlap on the GPU (a
+batch's span then holds other lanes' work) it is a lone batch's, from the latency pass after the run
+(``--latency-runs``, else ``AUTO_LATENCY_RUNS`` runs); otherwise (the sequential path, plain
 backends) the host time of each ``infer``. ``timings["latency_timing"]`` says which.
 
 OpenCV and NumPy release the GIL for the heavy work, so threads overlap for real.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import itertools
 import sys
 import time
@@ -62,8 +65,10 @@ from common.eval.protocols import (
 from common.model.yolov10 import PostprocessOptions, check_layout, decode, detect_layout, find_head
 
 __all__ = [
+    "AUTO_LATENCY_RUNS",
     "HOST_TIMING",
     "LANE_TIMING",
+    "LANE_TIMING_LONE",
     "LANE_TIMING_OVERLAP",
     "POSTPROCESS_MODES",
     "EvalOptions",
@@ -77,6 +82,7 @@ __all__ = [
     "latency_pass",
     "resolve_batch_size",
     "resolve_postprocess",
+    "resolve_preprocess",
     "warmup",
 ]
 
@@ -113,6 +119,13 @@ def _make_batch(items: list[LoadedImage], mode: str, size: int, decode: str = "c
 LOAD_CHUNK = 4  # images per loader task, at least (``load_window``)
 LANE_TIMING = "gpu-lane-events: per batch, CUDA events on its lane around H2D + compute (+ GPU post) + D2H"
 LANE_TIMING_OVERLAP = LANE_TIMING + "; lanes overlapping on the GPU (--gpu-order overlap): includes other lanes' work"
+LANE_TIMING_LONE = (
+    "gpu-lane-events, lone batch: the latency pass (latency_pass), back-to-back runs of one batch on one lane "
+    "with nothing else in flight, CUDA events around H2D + compute (+ GPU post) + D2H; the lanes overlapped on "
+    "the GPU for throughput during the run (each batch's span there, other lanes' work included: inference_gpu)"
+)
+# latency-pass runs made when the lanes overlap and --latency-runs is 0: the latency is a lone batch's
+AUTO_LATENCY_RUNS = 50
 HOST_TIMING = "host: per batch, infer() call to host outputs"
 
 
@@ -149,6 +162,26 @@ def resolve_postprocess(
             raise
         return "cpu", None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return "gpu", chosen, None
+
+
+def resolve_preprocess(backend: Backend, mode: str, decode: str = "cpu") -> tuple[str, str | None]:
+    """Where the letterbox runs: (the mode set up on ``backend``, why ``auto`` chose cpu). ``auto``:
+    gpu-letterbox on a backend with device input buffers whose kernels compile (it gives the model the same
+    input as cpu, byte for byte), else cpu; with ``--decode gpu`` gpu-letterbox or a UserError. An explicit
+    mode is ``check_preprocess``."""
+    if mode != "auto":
+        check_preprocess(backend, mode, decode)
+        return mode, None
+    if decode == "gpu":
+        check_preprocess(backend, "gpu-letterbox", decode)
+        return "gpu-letterbox", None
+    if not isinstance(backend, DevicePreprocessing):
+        return "cpu", f"{backend.name} takes host arrays"
+    try:
+        check_preprocess(backend, "gpu-letterbox", decode)
+    except (UserError, RuntimeError, ImportError, OSError) as exc:  # no GPU, no NVRTC, a non-float input -> cpu
+        return "cpu", (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return "gpu-letterbox", None
 
 
 def check_preprocess(backend: Backend, mode: str, decode: str = "cpu") -> None:
@@ -496,7 +529,7 @@ def evaluate(
     """
     size = _input_size(backend, opts.imgsz)
     batch_size = resolve_batch_size(backend, opts.batch_size)
-    check_preprocess(backend, opts.preprocess, opts.decode)
+    opts, prep = _with_preprocess(backend, opts)  # the mode that runs, for the loaders and batches
     explicit = None if opts.output_format == "auto" else opts.output_format
     head = detection_head(backend, opts)
     post_mode, post_layout, post_why = resolve_postprocess(backend, opts.postprocess, explicit, size, opts.post, head)
@@ -506,17 +539,19 @@ def evaluate(
     depth = 1 if sequential else in_flight_depth(backend)
     pipelined = depth >= 2
     engine = resolve_coco_engine(opts.coco_engine) if opts.coco_eval else None
+    lane_timed = isinstance(backend, LaneTiming)
+    lone = not sequential and lane_timed and backend.gpu_overlap  # latency from a lone batch (the latency pass)
+    latency_runs = opts.latency_runs or (AUTO_LATENCY_RUNS if lone else 0)
     # loader processes boot while the backend warms up
     with (
         _coco_feed(dataset, engine, sequential) as coco,
         _loaders(opts, dataset, size, window, (depth + 2) * batch_size, loader_factory) as loaders,
     ):
         warmup(backend, batch_size, size, opts.warmup_runs, len(ids) % batch_size or None)
-        lane_timed = isinstance(backend, LaneTiming)
         lane_start = len(backend.gpu_ms) if lane_timed else 0
         loaders.ready()  # started before the warm-up; not in the timed run
         stages, wall = _run_stages(backend, dataset, opts, loaders, size, window, batch_size, depth, post_layout, coco)
-        if opts.latency_runs > 0:
+        if latency_runs > 0:
             jobs = [(i, str(dataset.image_path(i))) for i in ids[:batch_size]]
             first = loaders.load(jobs).result()
 
@@ -528,11 +563,8 @@ def evaluate(
     n = len(ids)
     inference = latency_stats(stages.infer_s, skip=opts.skip_latency, items_per_sample=batch_size)
     gpu_s = [ms / 1000.0 for ms in backend.gpu_ms[lane_start:]] if lane_timed else []
-    if gpu_s and not sequential:
-        latency = latency_stats(gpu_s, skip=opts.skip_latency, items_per_sample=batch_size)
-        latency_timing = LANE_TIMING_OVERLAP if backend.gpu_overlap else LANE_TIMING
-    else:
-        latency, latency_timing = inference, HOST_TIMING
+    lone_pass = latency_pass(backend, first, size, opts, latency_runs) if latency_runs > 0 else None
+    latency, latency_timing = _latency(inference, gpu_s, lone_pass, lone, opts.skip_latency, batch_size)
     timings = {
         "preprocess": latency_stats(stages.pre_s),
         "inference": inference,  # host: submit to outputs back, queueing included when pipelined
@@ -551,6 +583,7 @@ def evaluate(
         "batch_size": batch_size,
         "mode": "sequential" if sequential else ("pipelined-async" if pipelined else "pipelined"),
         "preprocess_mode": opts.preprocess,
+        **prep,
         "decode": opts.decode,
         "loaders": opts.loaders if not sequential else "inline",
         "loaders_start_seconds": loaders.start_seconds,  # processes: start to ready, overlapping the warm-up
@@ -561,26 +594,56 @@ def evaluate(
         "switch_interval_ms": opts.switch_interval_ms,
         "in_flight": depth,
     }
-    if opts.latency_runs > 0:
-        timings["latency_pass"] = latency_pass(backend, first, size, opts)
+    if lone_pass is not None:
+        timings["latency_pass"] = lone_pass
     return EvalResult(rows, stats, table, stages.layout or "unknown", n, batch_size, timings)
 
 
-def latency_pass(backend: Backend, items: list[LoadedImage], size: int, opts: EvalOptions) -> dict[str, Any]:
-    """trtexec-style: ``opts.latency_runs`` back-to-back runs of one real batch (the first images, ``items``),
-    nothing else in flight, after the evaluation (so everything is warm). Host time per run always; GPU time
-    (CUDA events on the lane) for a ``LaneTiming`` backend, on its first lane."""
+def _with_preprocess(backend: Backend, opts: EvalOptions) -> tuple[EvalOptions, dict[str, Any]]:
+    """``opts`` with the pre-processing mode set up on ``backend`` (``resolve_preprocess``), and the timings'
+    record of what was asked and why ``auto`` fell back to cpu."""
+    mode, why = resolve_preprocess(backend, opts.preprocess, opts.decode)
+    record = {"preprocess_requested": opts.preprocess, "preprocess_fallback": why}
+    return dataclasses.replace(opts, preprocess=mode), record
+
+
+def _latency(
+    inference: dict[str, Any],
+    gpu_s: list[float],
+    lone_pass: dict[str, Any] | None,
+    lone: bool,
+    skip: int,
+    batch_size: int,
+) -> tuple[dict[str, Any], str]:
+    """metrics.json ``latency`` and what it measures: a lone batch's lane-event time (the latency pass) where
+    the lanes overlapped, each batch's lane-event time where they ran one batch at a time, else host time."""
+    if lone and lone_pass is not None and lone_pass.get("gpu") is not None:
+        return lone_pass["gpu"], LANE_TIMING_LONE
+    if gpu_s:
+        return latency_stats(
+            gpu_s, skip=skip, items_per_sample=batch_size
+        ), LANE_TIMING_OVERLAP if lone else LANE_TIMING
+    return inference, HOST_TIMING
+
+
+def latency_pass(
+    backend: Backend, items: list[LoadedImage], size: int, opts: EvalOptions, runs: int | None = None
+) -> dict[str, Any]:
+    """trtexec-style: ``runs`` (default ``opts.latency_runs``) back-to-back runs of one real batch (the first
+    images, ``items``), nothing else in flight, after the evaluation (so everything is warm). Host time per run
+    always; GPU time (CUDA events on the lane) for a ``LaneTiming`` backend, on its first lane."""
+    runs = opts.latency_runs if runs is None else runs
     batch = _make_batch(items, opts.preprocess, size, opts.decode)
     b = len(items)
-    out: dict[str, Any] = {"runs": opts.latency_runs, "batch_size": b}
+    out: dict[str, Any] = {"runs": runs, "batch_size": b, "automatic": runs != opts.latency_runs}
     if isinstance(backend, LaneTiming):
-        got = backend.latency_runs(batch, opts.latency_runs)
+        got = backend.latency_runs(batch, runs)
         out["host"] = latency_stats([ms / 1000.0 for ms in got["host_ms"]], items_per_sample=b)
         out["gpu"] = latency_stats([ms / 1000.0 for ms in got["gpu_ms"]], items_per_sample=b)
         out["gpu_timing"] = LANE_TIMING
     else:
         host = []
-        for _ in range(opts.latency_runs):
+        for _ in range(runs):
             t0 = time.perf_counter()
             backend.infer(batch)
             host.append(time.perf_counter() - t0)

@@ -28,16 +28,29 @@ GPU_ORDER_TEXT = {
 }
 
 
-def resolve_gpu_order(order: str, synchronous_runs: bool, batch: int) -> bool:
-    """``--gpu-order`` -> overlap? ``auto``: serial, except for a backend whose runs block the host while the
-    GPU works (ONNX Runtime) at batches below 16. There one lane cannot launch its next batch's kernels
-    while the GPU runs, so serial lanes leave the GPU waiting for the host and overlapping lanes keep it
-    busy; from batch 16 a batch's GPU work is long against the launches, and overlapping lanes only
-    contend."""
+# auto: blocking (per-kernel) runs overlap below this batch size; graph replays up to GRAPH_OVERLAP_MAX_BATCH
+BLOCKING_OVERLAP_BELOW = 16
+GRAPH_OVERLAP_MAX_BATCH = 1
+
+
+def resolve_gpu_order(order: str, synchronous_runs: bool, batch: int, graph_replays: bool = False) -> bool:
+    """``--gpu-order`` -> overlap? ``auto``: serial, except
+
+    - for a backend whose runs block the host while the GPU works (ONNX Runtime without a CUDA graph) at
+      batches below ``BLOCKING_OVERLAP_BELOW``: there one lane cannot launch its next batch's kernels while
+      the GPU runs, so serial lanes leave the GPU waiting for the host and overlapping lanes keep it busy;
+      from batch 16 a batch's GPU work is long against the launches, and overlapping lanes only contend;
+    - for ONNX Runtime lanes replaying CUDA graphs (``graph_replays``) at batch 1: one image's kernels do not
+      fill the GPU, and concurrent replays on the lanes' streams get more images through it; larger
+      batches fill it and would only contend.
+
+    Where the lanes overlap, the evaluator reports the latency of a lone batch (its latency pass)."""
     if order not in GPU_ORDERS:
         raise UserError(f"--gpu-order {order}: choose one of {', '.join(GPU_ORDERS)}")
     if order == "auto":
-        return synchronous_runs and batch < 16
+        if graph_replays:
+            return batch <= GRAPH_OVERLAP_MAX_BATCH
+        return synchronous_runs and batch < BLOCKING_OVERLAP_BELOW
     return order == "overlap"
 
 

@@ -209,6 +209,14 @@ class LanePool:
         with self.idle():
             return self._post(fn, index).result()
 
+    def call_all(self, fn: Callable[[Lane], Any]) -> list[Any]:
+        """``fn(lane)`` on every lane's own thread at once, with no batch in flight; the results in lane order
+        (the first exception raised, once all are done)."""
+        with self.idle():
+            futures = [self._post(fn, i) for i in range(len(self.lanes))]
+            cf.wait(futures)
+            return [f.result() for f in futures]
+
     def run_on(self, lane: Lane, batch: Any) -> tuple[Any, float, float]:
         """One batch on ``lane`` (which the caller holds): (results, GPU ms, host ms)."""
         t0 = time.perf_counter()

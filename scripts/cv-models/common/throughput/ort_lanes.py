@@ -180,8 +180,9 @@ class OrtCudaBackend(LaneBackend):
     ) -> None:
         """The lanes: one session per lane on the lane's stream (with ``enable_cuda_graph`` when ``graph``)."""
         self.cuda_graph = graph
-        # ORT runs without a graph block until the GPU is done: auto lets small batches' lanes overlap
-        overlap = resolve_gpu_order(gpu_order, not graph, self.max_batch)
+        # ORT runs without a graph block until the GPU is done: auto lets small batches' lanes overlap; graph
+        # replays overlap at batch 1 (one image does not fill the GPU)
+        overlap = resolve_gpu_order(gpu_order, not graph, self.max_batch, graph_replays=graph)
         self._run_options = _graph_run_options() if graph else None
         lane_list: list[Lane] = []
         try:
@@ -347,6 +348,17 @@ class OrtCudaBackend(LaneBackend):
         if batch != self.max_batch:
             raise ValueError(f"bound for batch {self.max_batch}, asked for {batch}")
         return self._lanes.call_on(0, lambda lane: self._resident_runs(lane, batch, warmup + iterations))[warmup:]
+
+    def resident_overlap_images_per_s(self, iterations: int, batch: int = 1, warmup: int = 10) -> float:
+        """Images/s with every lane running ``iterations`` synchronous resident runs (no copies) at once, each on
+        its own stream: the inference-only ceiling when the lanes' GPU work overlaps."""
+        if batch != self.max_batch:
+            raise ValueError(f"bound for batch {self.max_batch}, asked for {batch}")
+        self._lanes.call_all(lambda lane: self._resident_runs(lane, batch, warmup))
+        t0 = time.perf_counter()
+        self._lanes.call_all(lambda lane: self._resident_runs(lane, batch, iterations))
+        wall = time.perf_counter() - t0
+        return len(self._lanes.lanes) * iterations * batch / wall if wall > 0 else 0.0
 
     def _check_batch(self, batch: np.ndarray | U8Batch) -> None:
         b = int(batch.shape[0])
