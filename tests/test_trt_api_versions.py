@@ -30,6 +30,7 @@ MODULES = (
     "tests/test_trt_smoke.py",
     "tests/test_trt_build_choices.py",
     "tests/test_trt_edge_cases.py",
+    "tests/test_trt_double_refusals.py",
 )
 # The evaluator comparisons and the GPU pre-processing pipeline run once, in the main session (tensorrt-rtx API):
 # they exercise the pipeline, not version-dependent TensorRT calls, and cost ~30 s per run.

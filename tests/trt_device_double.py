@@ -87,12 +87,13 @@ def _execute_on_device(self: D.FakeContext, stream_handle: int) -> bool:
     binding = sess.io_binding()
     for name, t in io.items():
         dtype = np.dtype(D.TRT_TO_NP[t["dtype"]])
-        shape = [int(d) for d in self.get_tensor_shape(name)]
+        shape = [int(d) for d in self._exec_shape(name)]
         if t["input"]:
             binding.bind_input(name, "cuda", 0, dtype.type, shape, self._addr[name])
         else:
             binding.bind_output(name, "cuda", 0, dtype.type, shape, self._addr[name])
     sess.run_with_iobinding(binding)
+    self._flushed = self._executed = True  # a plain enqueue: shape changes flushed, shapes known
     _state.device_executions += 1
     _state.streams.add(stream)
     self._state.executions += 1

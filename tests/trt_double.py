@@ -22,7 +22,25 @@ Faithfulness rules:
   (counted in ``DoubleState.native_graph_*``). A context whose runtime config was destroyed fails;
 - the parser reads external-data files next to the ONNX (as ``parse_from_file`` does); I/O tensors
   report their format (``get_tensor_format``; LINEAR unless a test edits the engine header); freed
-  fake host memory is poisoned, so a view that outlives its buffer reads garbage, as it would for real.
+  fake host memory is poisoned, so a view that outlives its buffer reads garbage, as it would for real;
+- plugins: an ONNX node that no importer handles is looked up in the plugin registry, as TensorRT's ONNX parser
+  does ("No importer registered for op ... Attempting to import as plugin"); it fails with "Plugin not found"
+  unless ``init_libnvinfer_plugins`` registered TensorRT's plugins (EfficientNMS_TRT, ...) in this process.
+  An engine that holds a plugin fails to deserialize until they are registered ("Cannot deserialize plugin since
+  corresponding IPluginCreator not found in Plugin Registry"). TensorRT-RTX ships no plugin library: its
+  bindings have ``init_libnvinfer_plugins``, but it registers none of these, so such a model never parses there;
+- CUDA-graph capture: an enqueue during stream capture fails unless the context ran one plain enqueue since it
+  was created and since its last ``set_input_shape`` (NvInferRuntime.h, enqueueV3: the first enqueue after an
+  input shape change allocates resources, which fails in capture; "call enqueueV3() once before capturing");
+- data-dependent output shapes (outputs downstream of NonZero, NonMaxSuppression, ...): ``get_tensor_shape``
+  reports -1 on those axes, on the engine and on a context even after ``infer_shapes``, until an execution
+  ran; the real runtime hands such shapes out through ``IOutputAllocator.notify_shape``;
+- ``set_tensor_address`` refuses an address that is not a multiple of 256 bytes (TensorRT's I/O tensor
+  alignment; cudaMalloc gives at least that): it logs an API usage error and returns False. The fake device
+  and pinned buffers are 256-byte aligned, like cudaMalloc / cudaHostAlloc;
+- deserialization refuses an engine built for another compute capability than the device's
+  ("The engine plan file is generated on an incompatible device, expecting compute X got compute Y, please
+  rebuild."), whatever our metadata says; TensorRT-RTX engines run on any of their compute-capability targets.
 """
 
 from __future__ import annotations
@@ -43,6 +61,12 @@ import numpy as np
 ENGINE_MAGIC = b"FAKETRT\x01"
 TIMING_MAGIC = b"FAKETC\x01"
 FAKE_DEVICE = "fake-gpu"  # the device timing caches are made on, as far as set_timing_cache checks
+FAKE_CC = "8.9"  # the compute capability of the double's device (DoubleState.compute_capability)
+TENSOR_ALIGNMENT = 256  # bytes: set_tensor_address refuses addresses that are not a multiple of it
+# TensorRT's own plugins an ONNX node can name (resolved through the plugin registry, not an importer)
+TRT_PLUGINS = ("EfficientNMS_TRT", "BatchedNMSDynamic_TRT", "BatchedNMS_TRT", "EfficientNMS_ONNX_TRT")
+# ONNX operators whose outputs have data-dependent shapes in TensorRT (known only once the engine ran)
+DATA_DEPENDENT_OPS = ("NonZero", "NonMaxSuppression", "Unique", "Compress")
 
 ONNX_TO_TRT = {1: "FLOAT", 10: "HALF", 6: "INT32", 7: "INT64", 9: "BOOL", 3: "INT8", 2: "UINT8", 16: "BF16"}
 TRT_TO_NP = {
@@ -147,6 +171,8 @@ class FakeNetwork(_Mirror):
         self._outputs: list[FakeTensor] = []
         self._layers: list[FakeLayer] = []
         self._onnx: bytes = b""
+        self._plugins: set[str] = set()  # TensorRT plugins the network holds (from the plugin registry)
+        self._data_dependent: dict[str, list[int]] = {}  # output name -> axes known only after execution
 
     @property
     def _strongly_typed(self) -> bool:
@@ -204,6 +230,23 @@ def _value_info_dims(vi: Any) -> tuple[int, ...]:
     )
 
 
+def _data_dependent_axes(proto: Any) -> dict[str, list[int]]:
+    """Outputs downstream of a DATA_DEPENDENT_OPS node: their symbolic axes (not an input's named axis)."""
+    tainted: set[str] = set()
+    for node in proto.graph.node:  # ONNX nodes are topologically sorted
+        if node.op_type in DATA_DEPENDENT_OPS or any(i in tainted for i in node.input):
+            tainted.update(node.output)
+    input_params = {d.dim_param for vi in proto.graph.input for d in vi.type.tensor_type.shape.dim if d.dim_param}
+    out: dict[str, list[int]] = {}
+    for vi in proto.graph.output:
+        if vi.name in tainted:
+            dims = vi.type.tensor_type.shape.dim
+            axes = [a for a, d in enumerate(dims) if not d.dim_value > 0 and d.dim_param not in input_params]
+            if axes:
+                out[vi.name] = axes
+    return out
+
+
 class FakeOnnxParser(_Mirror):
     _REAL = "OnnxParser"
 
@@ -238,10 +281,10 @@ class FakeOnnxParser(_Mirror):
             desc = "Assertion failed: Failed to parse the ONNX model."
             return self._fail(-1, "", "", desc, "MODEL_DESERIALIZE_FAILED")
         for i, node in enumerate(proto.graph.node):
-            if not onnx.defs.has(node.op_type, node.domain or ""):
-                return self._fail(
-                    i, node.name, node.op_type, f"No importer registered for op: {node.op_type}", "UNSUPPORTED_NODE"
-                )
+            if not onnx.defs.has(node.op_type, node.domain or "") and not self._plugin(node):
+                desc = "Assertion failed: creator && Plugin not found, are the plugin name, version, and namespace "
+                desc += "correct?"
+                return self._fail(i, node.name, node.op_type, desc, "UNSUPPORTED_NODE")
         trt = self._trt
         inits = {t.name for t in proto.graph.initializer}
         for vi in proto.graph.input:
@@ -259,7 +302,19 @@ class FakeOnnxParser(_Mirror):
             dt = trt.DataType.HALF if low else trt.DataType.FLOAT
             self._network._layers.append(FakeLayer(trt, node.op_type, dt))
         self._network._onnx = bytes(model)
+        self._network._data_dependent = _data_dependent_axes(proto)
         return True
+
+    def _plugin(self, node: Any) -> bool:
+        """The parser's fallback for a node without an importer: a creator from the plugin registry."""
+        sev = self._trt.ILogger.Severity
+        self._logger.log(sev.INFO, f"No importer registered for op: {node.op_type}. Attempting to import as plugin.")
+        namespace = next((a.s.decode() for a in node.attribute if a.name == "plugin_namespace"), "")
+        if node.op_type in TRT_PLUGINS and namespace in _current_state.plugin_namespaces:
+            self._network._plugins.add(node.op_type)
+            return True
+        self._error(f"getPluginCreator could not find plugin: {node.op_type} version: 1")
+        return False
 
     def parse_from_file(self, path: str) -> bool:
         """Like TensorRT's parser: the .onnx and the external-data files it references (beside it)."""
@@ -428,7 +483,8 @@ class FakeBuilder(_Mirror):
                 }
             )
         for t in network._outputs:
-            io.append({"name": t.name, "input": False, "dtype": t.dtype.name, "shape": list(t.shape)})
+            out = {"name": t.name, "input": False, "dtype": t.dtype.name, "shape": list(t.shape)}
+            io.append({**out, "data_dependent": network._data_dependent.get(t.name, [])})
         monitor = config.progress_monitor if config._real_has("progress_monitor") else None
         if monitor is not None:
             monitor.phase_start("Building engine", None, 2)
@@ -452,6 +508,9 @@ class FakeBuilder(_Mirror):
             "io": io,
             "opt_level": config.builder_optimization_level,
             "profiling_verbosity": getattr(config.profiling_verbosity, "name", None),
+            "plugins": sorted(network._plugins),
+            "compute_capability": _current_state.compute_capability,  # the device that built it
+            "compute_capabilities": [getattr(c, "name", str(c)) for c in config._ccs if c is not None],
         }
         return ENGINE_MAGIC + json.dumps(header).encode() + b"\n" + network._onnx
 
@@ -594,6 +653,8 @@ class FakeContext(_Mirror):
         # the context uses its runtime config (not owned): it must outlive the context
         self._config = weakref.ref(runtime_config) if runtime_config is not None else None
         self._native_keys: set[tuple[Any, ...]] = set()
+        self._flushed = False  # a plain enqueue ran since creation and since the last set_input_shape
+        self._executed = False  # an execution ran with the current input shapes (data-dependent shapes known)
         self.engine = engine
 
     @property
@@ -622,7 +683,9 @@ class FakeContext(_Mirror):
             return False
         if self._shapes.get(name) != shape:
             self._out_shapes.clear()
+            self._executed = False
         self._shapes[name] = shape
+        self._flushed = False  # deferred until the next enqueue, which then cannot be captured
         return True
 
     def _inputs(self) -> list[dict[str, Any]]:
@@ -647,17 +710,31 @@ class FakeContext(_Mirror):
         t = self._engine._io[name]
         if t["input"]:
             return self._shape_of(t)
-        return self._out_shapes.get(name, tuple(t["shape"]))
+        shape = self._out_shapes.get(name, tuple(t["shape"]))
+        if self._executed:
+            return shape
+        dd = t.get("data_dependent", [])
+        return tuple(-1 if axis in dd else d for axis, d in enumerate(shape))
 
     def set_tensor_address(self, name: str, memory: int) -> bool:
         if name not in self._engine._io:
             self._error(f"setTensorAddress: no tensor {name}")
+            return False
+        if int(memory) % TENSOR_ALIGNMENT:
+            self._error(
+                f"IExecutionContext::setTensorAddress: Error Code 3: API Usage Error (address {int(memory):#x} of "
+                f"tensor {name} is not aligned to {TENSOR_ALIGNMENT} bytes)"
+            )
             return False
         self._addr[name] = int(memory)
         return True
 
     def get_tensor_address(self, name: str) -> int:
         return self._addr.get(name, 0)
+
+    def _exec_shape(self, name: str) -> tuple[int, ...]:
+        t = self._engine._io[name]
+        return self._shape_of(t) if t["input"] else self._out_shapes.get(name, tuple(t["shape"]))
 
     def is_stream_capturable(self, stream: int) -> bool:
         return self._user_capture_ok
@@ -677,6 +754,13 @@ class FakeContext(_Mirror):
                 "BuilderFlag::kREQUIRE_USER_ALLOCATION"
             )
             return False
+        if capturing and not self._flushed:
+            self._state.capture_refusals += 1
+            self._error(
+                "IExecutionContext::enqueueV3: the first enqueue after a new context or setInputShape allocates "
+                "resources, which fails during stream capture: call enqueueV3() once before capturing"
+            )
+            return False
         if self._native_graph():
             key = tuple(sorted((n, self._shapes.get(n), self._addr.get(n)) for n in io))
             if key in self._native_keys:
@@ -691,7 +775,10 @@ class FakeContext(_Mirror):
         if self.infer_shapes() if not self._out_shapes else []:
             self._error("executeAsyncV3: input shapes are not all specified")
             return False
-        plan = {n: (self._addr[n], self.get_tensor_shape(n), np.dtype(TRT_TO_NP[t["dtype"]])) for n, t in io.items()}
+        plan = {n: (self._addr[n], self._exec_shape(n), np.dtype(TRT_TO_NP[t["dtype"]])) for n, t in io.items()}
+        if not capturing:
+            self._flushed = True
+        self._executed = True
 
         def work() -> None:
             feeds = {n: _read(a, s, d).copy() for n, (a, s, d) in plan.items() if io[n]["input"]}
@@ -789,7 +876,34 @@ class FakeRuntime(_Mirror):
                 f"{header['trt_version']}, please rebuild.)"
             )
             return None
+        if not self._device_can_run(header) or not self._plugins_registered(header):
+            return None
         return FakeEngine(self._trt, self._logger, header, onnx_bytes, self._state)
+
+    def _device_can_run(self, header: dict[str, Any]) -> bool:
+        """TensorRT checks the compute capability the plan was built for against the device's (RTX: its targets)."""
+        here, built = self._state.compute_capability, header.get("compute_capability")
+        targets = [t for t in header.get("compute_capabilities", []) if t not in ("NONE", "CURRENT")]
+        sm = "SM" + here.replace(".", "")
+        if (targets and sm in targets) or (not targets and (built is None or built == here)):
+            return True
+        got = ", ".join(targets) if targets else built
+        self._error(
+            "IRuntime::deserializeCudaEngine: Error Code 6: The engine plan file is generated on an incompatible "
+            f"device, expecting compute {here} got compute {got}, please rebuild."
+        )
+        return False
+
+    def _plugins_registered(self, header: dict[str, Any]) -> bool:
+        for name in header.get("plugins", []):
+            if "" not in self._state.plugin_namespaces:
+                self._error(f"getPluginCreator could not find plugin: {name} version: 1")
+                self._error(
+                    "IRuntime::deserializeCudaEngine: Error Code 1: Serialization (Serialization assertion creator "
+                    "failed.Cannot deserialize plugin since corresponding IPluginCreator not found in Plugin Registry)"
+                )
+                return False
+        return True
 
 
 # ----------------------------------------------------------------------------- fake CUDA
@@ -798,8 +912,9 @@ class FakeRuntime(_Mirror):
 class _HostBlock:
     def __init__(self, mem: FakeCudaMemory, nbytes: int) -> None:
         self.nbytes = int(nbytes)
-        self._buf = (ctypes.c_uint8 * max(self.nbytes, 1))()
-        self.ptr = ctypes.addressof(self._buf)
+        self._buf = (ctypes.c_uint8 * (max(self.nbytes, 1) + TENSOR_ALIGNMENT))()
+        base = ctypes.addressof(self._buf)
+        self.ptr = (base + TENSOR_ALIGNMENT - 1) // TENSOR_ALIGNMENT * TENSOR_ALIGNMENT  # like cudaMalloc
         self._mem = mem
         mem.live += 1
 
@@ -992,6 +1107,9 @@ class DoubleState:
         self.native_graph_captures = 0  # TensorRT-RTX cuda_graph_strategy=WHOLE_GRAPH_CAPTURE
         self.native_graph_replays = 0
         self.jit_compiles = 0  # TensorRT-RTX: contexts that compiled their kernels (no runtime cache had them)
+        self.plugin_namespaces: set[str] = set()  # init_libnvinfer_plugins ran with these namespaces (this process)
+        self.compute_capability = FAKE_CC  # the device's; engines record the one they were built on
+        self.capture_refusals = 0  # enqueues refused in capture because no plain enqueue flushed a shape change
 
 
 _current_module: Any = None
@@ -1027,7 +1145,17 @@ def install(monkeypatch: Any, trt: ModuleType, *, memory: FakeCudaMemory | None 
     monkeypatch.setattr(trt, "Builder", FakeBuilder)
     monkeypatch.setattr(trt, "OnnxParser", FakeOnnxParser)
     monkeypatch.setattr(trt, "Runtime", FakeRuntime)
+    if hasattr(trt, "init_libnvinfer_plugins"):
+        monkeypatch.setattr(trt, "init_libnvinfer_plugins", _init_libnvinfer_plugins)
     return _current_state
+
+
+def _init_libnvinfer_plugins(logger: Any, namespace: str) -> bool:
+    """``tensorrt.init_libnvinfer_plugins``: register TensorRT's plugins (TRT_PLUGINS) under ``namespace``.
+    TensorRT-RTX ships no plugin library: the call succeeds and registers none of them."""
+    if not _current_module.__name__.startswith("tensorrt_rtx"):
+        _current_state.plugin_namespaces.add(str(namespace))
+    return True
 
 
 # ----------------------------------------------------------------------------- tiny models

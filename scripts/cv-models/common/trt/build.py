@@ -345,7 +345,7 @@ class BuildResult:
     cache_hit: bool
 
 
-def _parser_error(parser: Any, onnx_path: Path, logger: Any) -> UserError:
+def _parser_error(parser: Any, onnx_path: Path, logger: Any, api: TrtApi | None = None) -> UserError:
     from common.trt.api import last_error
 
     msgs = []
@@ -360,6 +360,11 @@ def _parser_error(parser: Any, onnx_path: Path, logger: Any) -> UserError:
         else:
             msgs.append(desc)
     detail = "; ".join(msgs) or last_error(logger, "no detail (rerun with --trt-verbosity verbose)")
+    if api is not None and api.is_rtx and "Plugin not found" in detail:
+        detail += (
+            "; TensorRT-RTX ships no plugin library (no EfficientNMS_TRT): export the model without TensorRT plugin "
+            "ops (YOLOv10's end-to-end head needs none), or build with full TensorRT (--backend tensorrt)"
+        )
     return UserError(f"{onnx_path}: the ONNX parser failed: {detail}")
 
 
@@ -574,7 +579,7 @@ def _parse(api: TrtApi, logger: Any, onnx_path: Path, strongly_typed: bool) -> _
     network = builder.create_network(_network_flags(api, strongly_typed))
     parser = api.module.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        raise _parser_error(parser, onnx_path, logger)
+        raise _parser_error(parser, onnx_path, logger, api)
     if int(network.num_outputs) == 0:
         raise UserError(f"{onnx_path}: the ONNX parser found no graph outputs; is this a (complete) ONNX model?")
     return _Parsed(builder, network, parser, _network_inputs(network), plugins)

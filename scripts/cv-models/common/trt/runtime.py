@@ -4,7 +4,9 @@
 pinned host buffers sized for the current shapes (grown, never shrunk), and runs
 H2D copy -> ``execute_async_v3`` -> D2H copy on its own non-default stream, timed with
 CUDA events. With ``cuda_graph=True`` the enqueue of a (shapes, addresses) key is captured into a CUDA
-graph on the key's second run (TensorRT needs one plain enqueue of a shape first) and replayed from then on;
+graph on the key's second run and replayed from then on; a capture always follows a plain enqueue of the same
+input shapes (TensorRT's first enqueue after ``set_input_shape`` allocates, which cannot be captured), so after a
+shape change the key runs plainly once more before it is captured;
 every key keeps its graph until the buffers move; a failed capture falls back to plain enqueues. On TensorRT-RTX,
 ``cuda_graph=True`` uses its documented mechanism instead: ``IRuntimeConfig.cuda_graph_strategy =
 WHOLE_GRAPH_CAPTURE`` (TensorRT-RTX captures after its shape-specialised kernels are compiled, so no
@@ -187,6 +189,8 @@ class TrtSession:
             if "plugin" in why.lower():
                 fix = f"it holds a plugin this runtime cannot create (plugins: {self.plugins}); {fix} only helps once "
                 fix += "the plugin library loads"
+            elif "incompatible device" in why:
+                fix = f"it was built for another GPU architecture: rebuild it on this GPU ({fix})"
             raise UserError(f"{self.engine_path}: {api.describe()} cannot deserialize this engine ({why}); {fix}")
         self._owns_cache = share is None
         self.runtime_cache_path = (Path(runtime_cache) if runtime_cache else None) if share is None else None
@@ -223,6 +227,7 @@ class TrtSession:
             self.cuda_graph_status = "tensorrt-rtx runtime config: cuda_graph_strategy=WHOLE_GRAPH_CAPTURE"
         self._graphs: dict[tuple[Any, ...], Any] = {}  # (name, shape, address) of every tensor -> graph
         self._seen_keys: set[tuple[Any, ...]] = set()  # keys enqueued once (captured on their second run)
+        self._flushed = False  # a plain enqueue ran since the last set_input_shape (a capture may follow)
         self.graph_captures = 0
         self._t0 = 0.0
         self.last_timing: dict[str, float] = {}
@@ -326,6 +331,7 @@ class TrtSession:
                         f"input {t.name!r}: TensorRT rejected shape {list(shape)} ({last_error(self.logger)})"
                     )
                 self._shapes[t.name] = shape
+                self._flushed = False
                 changed = True
         if changed or any(o.name not in self._shapes for o in self.outputs):
             try:
@@ -337,7 +343,12 @@ class TrtSession:
             for o in self.outputs:
                 shape = tuple(int(d) for d in self.context.get_tensor_shape(o.name))
                 if any(d < 0 for d in shape):
-                    raise UserError(f"output {o.name!r} has a data-dependent shape {list(shape)}; not supported")
+                    raise UserError(
+                        f"{self.engine_path}: output {o.name!r} has a data-dependent shape {list(shape)} (known only "
+                        "after the engine ran, e.g. after NonZero or a dynamic NMS), which this toolkit does not "
+                        "support: export the model with outputs whose shapes follow from the input shapes "
+                        "(YOLOv10's end-to-end head gives [N,300,6])"
+                    )
                 self._shapes[o.name] = shape
         moved = False
         for t in self.io:
@@ -445,18 +456,19 @@ class TrtSession:
 
     def _launch_compute(self) -> bool:
         """Enqueue the engine: replay the graph of these shapes and addresses, capture it on the second
-        run of a key (TensorRT needs one plain enqueue of a shape before capturing it), else enqueue plainly.
-        True when a graph ran."""
+        run of a key when the last enqueue was a plain one of these shapes (TensorRT's first enqueue after
+        ``set_input_shape`` cannot be captured), else enqueue plainly. True when a graph ran."""
         if not self.cuda_graph or self.native_cuda_graph:
             self._execute()
             return False
         key = self._graph_key_now()
         graph = self._graphs.get(key)
-        if graph is None and key in self._seen_keys:
+        if graph is None and key in self._seen_keys and self._flushed:
             graph = self._try_capture(key)
         if graph is None:
             self._seen_keys.add(key)
             self._execute()
+            self._flushed = True
             return False
         graph.launch(self.stream)
         return True
