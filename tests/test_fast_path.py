@@ -137,8 +137,14 @@ def test_io_binding_on_whose_lanes_cannot_start_is_one_line(monkeypatch, tmp_pat
 
 
 def test_a_cpu_only_machine_keeps_the_plain_path(tmp_path) -> None:
-    """This CI machine (no CUDA EP or no CUDA device): no flags give the plain session, OpenCV letterbox and
+    """A machine without the CUDA EP or a CUDA device (CI): no flags give the plain session, OpenCV letterbox and
     NumPy post-processing, with exactly the detections of the explicit reference flags."""
+    import onnxruntime as ort
+
+    from common.eval.fast_path import probe_gpu
+
+    if probe_gpu(ort.get_available_providers()).cuda_devices > 0:
+        pytest.skip("this machine has the CUDA EP and a CUDA device (the faked GPU-machine tests cover it)")
     got, got_dets = _main(tmp_path, "plain")
     ref, ref_dets = _main(
         tmp_path,
