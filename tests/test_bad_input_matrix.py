@@ -71,6 +71,7 @@ def _metrics(path: Path, map_value: float | None = 0.25, backend: str = "onnxrun
         "schema_version": METRICS_SCHEMA_VERSION,
         "model_path": "m.onnx",
         "metrics": {"mAP_50_95": map_value, "mAP_50": 0.4, "num_images": 2, "num_detections": 3},
+        "image_ids": [1, 2],
         "latency": {"median_ms": 1.0, "p99_ms": 2.0, "throughput_fps": 900.0},
         "run": {"backend": {"backend": backend, "providers_used": ["CPUExecutionProvider"]}},
     }
@@ -301,6 +302,17 @@ def _validate(s: Sandbox, t: Path, *extra: str) -> list[str]:
 
 def _compare(s: Sandbox, t: Path, *extra: str) -> list[str]:
     return [str(s.metrics), "--out-dir", str(t / "cmp"), *extra]
+
+
+def _foreign_beside(p: Path, suffix: str) -> str:
+    """``p`` as an argument, with a file of someone else's where its ``suffix`` companion goes."""
+    _file(p.with_name(p.name + suffix), "{}")
+    return str(p)
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copyfile(src, dst)
+    return dst
 
 
 def _mkdir(p: Path) -> Path:
@@ -558,6 +570,9 @@ CASES: list[Case] = [
     C("model-two-head-like-outputs", EVAL, lambda s, t: _eval(s, t, model=s.variants["two-heads"]), "--output-name"),
     C("model-output-name-unknown", EVAL, lambda s, t: _eval(s, t, "--output-name", "nope",
                                                             model=s.variants["input-first"]), "extra_input"),
+    C("model-output-name-not-a-head", EVAL, lambda s, t: _eval(s, t, "--output-name", "extra_input",
+                                                               model=s.variants["input-first"]), "not a YOLOv10"),
+    C("data-ann-id-fractional", EVAL, lambda s, t: _ds(s, t, _set_first("id", 1.5)), "has id 1.5"),
     C("model-no-head-like-output", EVAL, lambda s, t: _eval(s, t, "--output-format", "raw84",
                                                             model=s.variants["input-first"]), "none looks like"),
     C("model-imgsz-not-exported-size", EVAL, lambda s, t: _eval(s, t, "--imgsz", "320", model=s.variants["dyn-640"]),
@@ -568,6 +583,40 @@ CASES: list[Case] = [
       "--out", str(t / "m.json")), "--output-name"),
     C("model-validate-imgsz-not-exported-size", VALIDATE, lambda s, t: [*_validate(s, t, "--imgsz", "320"),
       "--onnx-path", str(s.variants["dyn-640"])], "--allow-imgsz-mismatch"),
+    # --- the output policy: a file this toolkit did not write is never replaced (without --force)
+    C("policy-eval-out-foreign-file", EVAL, lambda s, t: _eval(s, t, "--out", str(_file(t / "notes.md"))),
+      "was not written by this toolkit"),
+    C("policy-eval-out-foreign-json", EVAL, lambda s, t: _eval(s, t, "--out", str(_file(t / "m.json", "{}"))),
+      "was not written by this toolkit"),
+    C("policy-eval-detections-foreign", EVAL, lambda s, t: _eval(s, t, "--detections-out",
+      str(_file(t / "d.json", "[]"))), "--detections-out"),
+    C("policy-eval-trt-out-foreign", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--engine-path", str(s.engine), "--out",
+      str(_file(t / "notes.md"))), "was not written by this toolkit"),
+    C("policy-build-engine-path-foreign", BUILD, lambda s, t: _build(s, t, "--engine-path",
+      str(_file(t / "notes.md"))), "was not written by this toolkit", needs_trt=True),
+    C("policy-build-engine-sidecar-foreign", BUILD, lambda s, t: _build(s, t, "--engine-path",
+      _foreign_beside(t / "e.engine", ".json")), "--engine-path sidecar", needs_trt=True),
+    C("policy-build-engine-path-slash", BUILD, lambda s, t: _build(s, t, "--engine-path", f"{t}/engines/"),
+      "--engine-path"),
+    C("policy-calib-out-foreign", CALIB, lambda s, t: _calib(s, t, "--out", str(_file(t / "c.npy"))),
+      "was not written by this toolkit"),
+    C("policy-calib-list-foreign", CALIB, lambda s, t: _calib(s, t, "--out",
+      _foreign_beside(t / "c.npy", ".txt")), "--out image list"),
+    C("policy-quant-out-foreign", QUANT, lambda s, t: _quant(s, t, "--out", str(_file(t / "q.onnx"))),
+      "was not written by this toolkit"),
+    C("policy-quant-out-slash", QUANT, lambda s, t: _quant(s, t, "--out", f"{t}/q/"), "--out"),
+    C("policy-compare-summary-foreign", COMPARE, lambda s, t: [str(s.metrics), "--out-dir",
+      str(_file(t / "o" / "summary.md").parent)], "was not written by this toolkit"),
+    C("policy-doctor-json-foreign", DOCTOR, lambda s, t: ["--json-out", str(_file(t / "d.json", "{}")),
+      "--no-session"], "was not written by this toolkit"),
+    # --- latency and warm-up flags
+    C("eval-skip-latency-every-batch", EVAL, lambda s, t: _eval(s, t, "--skip-latency", "2"), "--skip-latency"),
+    C("eval-skip-latency-100", EVAL, lambda s, t: _eval(s, t, "--skip-latency", "100"), "--skip-latency 1 or less"),
+    C("eval-warmup-runs-word", EVAL, lambda s, t: _eval(s, t, "--warmup-runs", "many"), "--warmup-runs"),
+    C("eval-warmup-runs-negative", EVAL, lambda s, t: _eval(s, t, "--warmup-runs", "-1"), "--warmup-runs"),
+    # --- comparisons only between comparable runs
+    C("validate-candidate-is-the-baseline", VALIDATE, lambda s, t: _validate(s, t, "--candidate",
+      str(_copy(s.model, t / "cand.onnx"))), "same model"),
     # --- eval (TensorRT): refused before a build or an engine is opened
     C("eval-trt-no-model", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--out", str(t / "m.json")), "--engine-path"),
     C("eval-trt-out-is-engine", EVAL_TRT, lambda s, t: _eval_trt(s, t, "--engine-path", str(s.engine), "--out",
@@ -929,7 +978,7 @@ def test_sigint_while_writing_metrics_leaves_no_partial_file(tmp_path, capsys, m
     rc, _, _ = _run(EVAL, _eval_argv(out), capsys)
     assert rc == 130
     assert not out.exists()
-    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".m.json")] == []  # no temporary left
+    assert not out.parent.exists()  # no temporary left, nor the folder made for it
 
 
 def test_sigint_during_calibration_leaves_nothing(tmp_path, capsys, monkeypatch):
@@ -1003,8 +1052,9 @@ def test_compare_without_matplotlib_writes_md_and_json_and_links_no_png(tmp_path
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError, as when absent
     a = _metrics(tmp_path / "runs" / "a" / "metrics.json")
+    b = _metrics(tmp_path / "runs" / "b" / "metrics.json", 0.2, backend="tensorrt")
     out = tmp_path / "cmp"
-    rc, stdout, err = _run(COMPARE, [str(a), "--out-dir", str(out)], capsys)
+    rc, stdout, err = _run(COMPARE, [str(a), str(b), "--out-dir", str(out)], capsys)
     assert rc == 0, err
     assert "plot skipped (pip install matplotlib)" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["summary.json", "summary.md"]

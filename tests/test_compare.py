@@ -17,6 +17,7 @@ def _payload(model: str, sha: str, backend: dict, ap: float, median: float, gpu:
         "schema_version": 1,
         "model_path": model,
         "metrics": {"mAP_50_95": ap, "mAP_50": ap + 0.1, "num_images": n, "num_detections": 10},
+        "image_ids": list(range(1, n + 1)),
         "latency": {
             "mean_ms": median,
             "median_ms": median,
@@ -179,7 +180,52 @@ def test_rows_whose_latency_measures_different_things_get_a_warning(tmp_path, ca
     warnings = json.loads((tmp_path / "o1" / "summary.json").read_text())["warnings"]
     assert code == 0 and any("latency columns measure different things" in w and "schema 1" in w for w in warnings)
     c = _write(tmp_path / "c", host)
-    d = _write(tmp_path / "d", {**host, "model_path": "m.onnx"})
+    d = _write(tmp_path / "d", {**host, "run": {**host["run"], "model_sha256": "bb"}})  # another model: compared
     code, _ = _main([c, d, "--out-dir", tmp_path / "o2"], capsys)
     warnings = json.loads((tmp_path / "o2" / "summary.json").read_text())["warnings"]
     assert code == 0 and not any("latency columns" in w for w in warnings)
+
+
+# ----------------------------------------------------------------------------- only comparable runs
+
+
+def test_rows_over_other_images_are_inconclusive_not_compared(tmp_path, capsys):
+    a = _write(tmp_path / "a", _payload("m.onnx", "aa", ORT_CPU, 0.50, 4.0, None), _dets())
+    other = {**_payload("m.int8.onnx", "bb", ORT_CPU, 0.30, 4.0, None), "image_ids": [7, 8, 9, 10]}  # same count
+    b = _write(tmp_path / "b", other, _dets())
+    code, cap = _main([a, b, "--out-dir", tmp_path / "o", "--check"], capsys)
+    assert code == 3 and "INCONCLUSIVE" in cap.err and "evaluated other images" in cap.err
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    rows = {r["model"]: r for r in summary["rows"]}
+    assert rows["m.int8"]["delta_ap"] is None  # never a ΔAP between different image sets
+    assert summary["verdict"]["conclusive"] is False
+    assert "INCONCLUSIVE" in (tmp_path / "o" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "rows, why",
+    [
+        ([("m.onnx", "aa", ORT_CPU)], "only one run"),
+        ([("m.onnx", "aa", ORT_CPU), ("copy/m.onnx", "aa", ORT_CPU)], "nothing was compared"),
+    ],
+    ids=["one-run", "the-candidate-is-the-baseline"],
+)
+def test_nothing_compared_is_inconclusive(tmp_path, capsys, rows, why):
+    paths = [_write(tmp_path / str(i), _payload(m, sha, be, 0.5, 4.0, None)) for i, (m, sha, be) in enumerate(rows)]
+    code, cap = _main([*paths, "--out-dir", tmp_path / "o"], capsys)
+    assert code == 3 and why in cap.err, cap.err
+
+
+def test_rows_without_image_ids_are_inconclusive(tmp_path, capsys):
+    old = {k: v for k, v in _payload("m.onnx", "aa", ORT_CPU, 0.5, 4.0, None).items() if k != "image_ids"}
+    a = _write(tmp_path / "a", old)
+    b = _write(tmp_path / "b", _payload("m.onnx", "aa", TRT, 0.5, 4.0, None))
+    code, cap = _main([a, b, "--out-dir", tmp_path / "o"], capsys)
+    assert code == 3 and "does not record which images" in cap.err
+
+
+def test_the_same_images_in_another_order_are_comparable(tmp_path, capsys):
+    a = _write(tmp_path / "a", _payload("m.onnx", "aa", ORT_CPU, 0.5, 4.0, None))
+    b = _write(tmp_path / "b", {**_payload("m.onnx", "aa", TRT, 0.5, 4.0, None), "image_ids": [4, 3, 2, 1]})
+    code, cap = _main([a, b, "--out-dir", tmp_path / "o"], capsys)
+    assert code == 0, cap.err

@@ -206,3 +206,11 @@ def test_the_check_takes_milliseconds_per_image(tmp_path):
     report = check_dataset(ds)
     assert report.images_checked == 300 and report.warnings == []
     assert time.perf_counter() - t0 < 0.9, report.seconds
+
+
+def test_integral_float_annotation_ids_are_ids(tmp_path):
+    """Some exporters write ids as 7.0: the same dictionary key to COCOeval, so no refusal."""
+    _, images, data = _mini_copy(tmp_path)
+    for k, a in enumerate(data["annotations"], 1):
+        a["id"] = float(k)
+    assert check_dataset(_open(tmp_path, data, images)).warnings == []

@@ -408,3 +408,28 @@ def test_worker_job_round_trips_through_json(tmp_path):
         tensor_out=tmp_path / "r.npz",
     )
     assert V.WorkerJob.from_dict(json.loads(json.dumps(job.to_dict()))) == job
+
+
+def test_a_baseline_with_nothing_to_compare_against_is_inconclusive(tmp_path):
+    """Only the reference backend ran and there is no candidate: never VALIDATION PASSED; exit code 3."""
+    _need_demo()
+    proc = run_script(
+        "validate_e2e.py",
+        "--onnx-path",
+        str(DEMO_MODEL),
+        *FAST,
+        "--max-images",
+        "2",
+        "--tensor-samples",
+        "0",
+        "--backends",
+        "ort-cpu",
+        "--output-root",
+        str(tmp_path),
+    )
+    assert proc.returncode == 3, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "VALIDATION INCONCLUSIVE" in proc.stderr and "nothing was compared" in proc.stderr
+    assert "PASSED" not in proc.stdout
+    (root,) = list((tmp_path / "validate").iterdir())
+    verdict = json.loads((root / "validation.json").read_text())["verdict"]
+    assert verdict["pass"] is False and verdict["problems"] == [] and verdict["inconclusive"]

@@ -39,11 +39,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
+
+# isort: split
 import numpy as np
 
-from common.core.cli import check_range, make_parser, run_main, setup_logging
+from common.core.cli import add_force_flag, check_range, make_parser, output_file, run_main, setup_logging
 from common.core.errors import UserError
-from common.core.results import atomic_write_json, check_output_paths, latency_stats, run_dir, sha256_file
+from common.core.results import atomic_write_json, check_output_paths, latency_stats, run_dir, sha256_file, stamp
 from common.core.sysinfo import run_metadata
 from common.data.coco import CocoDataset, load_coco, open_dataset
 from common.data.coco_bench import CocoBenchOptions, format_coco_bench, run_coco_bench
@@ -155,8 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="also time the TensorRT backend on an engine built from --onnx-path (engine cache)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI: bundled model/set, 8 images, CPU")
-    parser.add_argument("--out", type=Path, help="JSON path (default: tmp/bench-eval/<timestamp>/bench.json)")
+    _add_output_args(parser)
     return parser
+
+
+def _add_output_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        type=output_file("bench.json"),
+        help="JSON path; DIR/ means DIR/bench.json (default: tmp/bench-eval/<timestamp>/bench.json)",
+    )
+    add_force_flag(parser)
 
 
 # A variant's mode: its --preprocess, plus "+gpu-post" when the backend post-processes on the GPU,
@@ -757,7 +769,7 @@ def _single_section(args: argparse.Namespace, ds: CocoDataset, gpu: bool, out: P
         report["replay"] = replay_rows(args, ds, gpu)
         table = format_replay(report["replay"])
     report["complete"] = True
-    atomic_write_json(out, report)
+    atomic_write_json(out, stamp(report))
     print(table)
     print(f"json: {out}")
     return 0
@@ -807,7 +819,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_range("--batch-sizes", b, 1)
     model_inputs = {"--onnx-path": args.onnx_path} if args.onnx_path is not None else {}
     check_output_paths(
-        {"--out": args.out}, {**model_inputs, "--instances": instances}, protected_dirs={"--images-dir": images}
+        {"--out": args.out},
+        {**model_inputs, "--instances": instances},
+        protected_dirs={"--images-dir": images},
+        force=args.force,
     )
     ds = open_dataset(instances, images, args.max_images)
     gpu = _gpu_available(args.cpu)
@@ -842,13 +857,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(row)
         # each finished batch size is kept at once: a long sweep cut short still leaves its rows
         report["complete"] = len(rows) == len(args.batch_sizes)
-        atomic_write_json(out, report)
+        atomic_write_json(out, stamp(report))
         if len(args.batch_sizes) > 1:
             print(format_table([row]), file=sys.stderr, flush=True)
     if args.time_to_metrics > 0:
         print(f"time to metrics: {args.time_to_metrics} images ...", file=sys.stderr)
         report["time_to_metrics"] = time_to_metrics(args, ds, gpu, args.time_to_metrics, out.parent)
-        atomic_write_json(out, report)
+        atomic_write_json(out, stamp(report))
     print(format_table(rows))
     if "time_to_metrics" in report:
         print(format_ttm(report["time_to_metrics"]))

@@ -20,6 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
+
+# isort: split
 import numpy as np
 
 from common.core.cli import make_parser, run_main, setup_logging

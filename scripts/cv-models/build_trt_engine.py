@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
 from common.core.cli import make_parser, run_main, setup_logging
 from common.core.results import check_output_paths
 from common.trt.api import add_api_args, load_api
@@ -44,6 +45,8 @@ def check_build_outputs(args, api) -> None:
     check_output_paths(
         {"--engine-path": engine, "--engine-path sidecar": metadata_path(engine), "--timing-cache": args.timing_cache},
         {"--onnx-path": args.onnx_path},
+        force=args.force,
+        caches=["--timing-cache"],
     )
 
 

@@ -7,6 +7,10 @@ precision, mAP_50_95, ΔAP vs the reference row, median/p99 latency, throughput 
 parity against the reference backend (ORT CUDA, else ORT CPU) on the same model, when each
 run's detections.json sits beside its metrics.json. Warns when rows come from different GPUs
 or one model name has different sha256.
+
+Exit code: 0 compared; 1 --check and a row broke its parity threshold; 2 bad usage; 3 INCONCLUSIVE:
+the rows could not be compared (a row evaluated other images than the reference row, or does not record
+which; or nothing was compared: one run only, or only the reference's own model on its backend).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.core.cli import check_range, make_parser, run_main, setup_logging
+import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
+from common.core.cli import EXIT_INCONCLUSIVE, add_force_flag, check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_dir, check_output_paths, run_dir
 from common.report.compare import PLOT_SKIPPED, SUMMARY_FILES, ParityOptions, collect, pick_reference, summarize
@@ -23,8 +28,9 @@ from common.report.parity import parse_threshold_overrides
 
 
 def build_parser():
+    doc = __doc__ or ""
     parser = make_parser(
-        (__doc__ or "").splitlines()[0],
+        doc.splitlines()[0] + "\n\n" + doc[doc.index("Exit code") :].strip(),
         [
             "python scripts/cv-models/compare_runs.py tmp/validate/20260101-120000",
             "python scripts/cv-models/compare_runs.py tmp/eval-onnx/20260101-120000/metrics.json "
@@ -67,6 +73,7 @@ def build_parser():
         help="maximum median |Δscore| of matches (default per precision)",
     )
     parser.add_argument("--check", action="store_true", help="exit 1 when a row breaks its parity threshold")
+    add_force_flag(parser)
     return parser
 
 
@@ -92,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs = {f"input {i}": r.metrics_path for i, r in enumerate(col.rows)}
     if out_dir is not None:
         check_output_dir("--out-dir", out_dir)
-        check_output_paths({f"--out-dir file {n}": out_dir / n for n in SUMMARY_FILES}, inputs)
+        outputs = {f"--out-dir file {n}": out_dir / n for n in SUMMARY_FILES}
+        check_output_paths(outputs, inputs, force=args.force, vouchers=[out_dir / "summary.json"])
     else:
         out_dir = run_dir("compare")
     try:
@@ -113,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for f in summary["parity_failures"]:
             print(f"parity FAIL: {f}", file=sys.stderr)
         return 1
+    if not summary["verdict"]["conclusive"]:
+        for reason in summary["verdict"]["reasons"]:
+            print(f"INCONCLUSIVE: {reason}", file=sys.stderr)
+        return EXIT_INCONCLUSIVE
     return 0
 
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
 from common.core.cli import make_parser, run_main, setup_logging
 from common.eval.cli import add_eval_args, check_onnx_input, eval_config, open_data, run_eval
 from common.ort.options import CPU_EP, CUDA_EP, available_providers
@@ -34,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     config = eval_config(args)
-    dataset = open_data(config.data, config.out, {"model": DEMO_MODEL})
+    dataset = open_data(config.data, config.out, {"model": DEMO_MODEL}, config.eval)
     check_onnx_input("model", DEMO_MODEL, config.eval.imgsz)
     available = available_providers()
     on_gpu = CUDA_EP in available

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from common.core.cli import check_range, make_parser, run_main, setup_logging
+import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
+from common.core.cli import add_force_flag, check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.eval.cli import GPU_ORDER_HELP, add_eval_args, check_onnx_args, eval_config, open_data, run_eval
 from common.eval.fast_path import IO_BINDING_MODES, OrtPath, fast_path_record, probe_gpu, resolve_io_binding
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_ep_flags(parser)
     add_eval_args(parser, task="eval-onnx")
+    add_force_flag(parser)
     return parser
 
 
@@ -176,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parse_provider_options(args.provider_option, providers),
     )
     path = resolve_path(args, options, available)
-    dataset = open_data(config.data, config.out, {"--onnx-path": args.onnx_path})
+    dataset = open_data(config.data, config.out, {"--onnx-path": args.onnx_path}, config.eval)
     check_onnx_args("--onnx-path", args.onnx_path, args)
     backend, path = make_backend(args, config, path, available, options)
     print(f"path: {'IO-binding lanes' if path.io_binding else 'plain session'} ({path.why})")

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.core.cli import make_parser, run_main, setup_logging
+import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
+from common.core.cli import make_parser, output_file, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_paths
 from common.eval.cli import GPU_ORDER_HELP, add_eval_args, check_onnx_args, eval_config, open_data, run_eval
@@ -49,7 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_args(parser, required_onnx=False)
     t = parser.add_argument_group("TensorRT runtime")
     t.add_argument("--cuda-graph", action="store_true", help="replay each enqueue as a CUDA graph")
-    t.add_argument("--runtime-cache", type=Path, default=None, help="TensorRT-RTX runtime (JIT kernel) cache file")
+    t.add_argument(
+        "--runtime-cache",
+        type=output_file(None, "runtime cache file"),
+        default=None,
+        help="TensorRT-RTX runtime (JIT kernel) cache file, read and saved back (replaced only when TensorRT-RTX "
+        "could read it)",
+    )
     t.add_argument(
         "--lanes",
         type=int,
@@ -97,10 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_output_paths(
         {**made, "--runtime-cache": args.runtime_cache, "--out": args.out, "--detections-out": args.detections_out},
         model_inputs,
+        force=args.force,
+        vouchers=[args.out],
+        caches=["--timing-cache", "--runtime-cache"],
     )
     if building:
         check_onnx_args("--onnx-path", args.onnx_path, args)
-    dataset = open_data(config.data, config.out, model_inputs)
+    dataset = open_data(config.data, config.out, model_inputs, config.eval)
     api = load_api(args.trt_api)
     verbosity = "verbose" if args.verbose else args.trt_verbosity
     extra: dict = {}

@@ -16,17 +16,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
+
+# isort: split
 import numpy as np
 
-from common.core.cli import check_range, make_parser, run_main, setup_logging
+from common.core.cli import add_force_flag, check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import (
     atomic_output,
     atomic_write_json,
     check_output_dir,
     check_output_paths,
+    file_digests,
     latency_stats,
     run_dir,
+    stamp,
 )
 from common.trt.api import add_api_args, load_api
 from common.trt.build import parse_shapes
@@ -83,7 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="shape of a random dynamic input, repeatable (default: the profile's opt shape); "
         "--shape is the old spelling",
     )
-    parser.add_argument("--output-dir", type=Path, default=None, help="default: tmp/infer-trt/<timestamp>/")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="where the outputs (.npy) and infer.json go (default: tmp/infer-trt/<timestamp>/); files there are "
+        "replaced only when this toolkit wrote them, or with --force",
+    )
+    add_force_flag(parser)
     parser.add_argument("--benchmark", action="store_true", help="time warm-up + --iterations runs")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs before timing (default 10)")
     parser.add_argument("--iterations", type=int, default=100, help="timed runs (default 100)")
@@ -188,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs: dict[str, Path | None] = {"--engine-path": args.engine_path}
     inputs.update({f"--input {n}": f for n, f in given.items()})
     check_output_dir("--output-dir", args.output_dir)
-    check_output_paths({"--runtime-cache": args.runtime_cache}, inputs)
+    check_output_paths({"--runtime-cache": args.runtime_cache}, inputs, caches=["--runtime-cache"])
     api = load_api(args.trt_api)
     verbosity = "verbose" if args.verbose else args.trt_verbosity
     with TrtRunner.open(
@@ -209,7 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.output_dir is not None:  # the files this run writes: not an input, before any inference
             writes = {f"--output-dir file for output {n!r}": args.output_dir / f for n, f in files.items()}
             writes["--output-dir file"] = args.output_dir / "infer.json"
-            check_output_paths(writes, {**inputs, "--runtime-cache": args.runtime_cache})
+            check_output_paths(
+                writes,
+                {**inputs, "--runtime-cache": args.runtime_cache},
+                force=args.force,
+                vouchers=[args.output_dir / "infer.json"],
+            )
         rng = np.random.default_rng(args.seed)
         feeds = {
             n: load_npy(n, given[n]) if n in given else random_input(session, n, shapes.get(n), rng) for n in names
@@ -239,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "first_run_ms": first,
         "benchmark": bench,
     }
-    atomic_write_json(out_dir / "infer.json", report)
+    atomic_write_json(out_dir / "infer.json", stamp(report, file_digests(*(out_dir / files[n] for n in outputs))))
     for n, a in outputs.items():
         print(f"{n}: {list(a.shape)} {a.dtype} -> {out_dir / files[n]}")
     if bench:

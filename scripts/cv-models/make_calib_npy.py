@@ -10,8 +10,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from common.core.cli import check_imgsz, check_range, make_parser, run_main, setup_logging
+import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
+from common.core.cli import add_force_flag, check_imgsz, check_range, make_parser, output_file, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_paths
 from common.data.check import SKIP_FLAG, check_image_files, describe
@@ -42,8 +44,13 @@ def build_parser():
     src.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--imgsz", type=int, default=640, help="square network input size (default 640)")
     parser.add_argument(
-        "--out", required=True, help="output .npy (sidecars OUT.json and OUT.txt are written beside it)"
+        "--out",
+        required=True,
+        type=output_file("calib.npy"),
+        help="output .npy; DIR/ means DIR/calib.npy (sidecars OUT.json and OUT.txt are written beside it); "
+        "existing files are replaced only when this toolkit wrote them, or with --force",
     )
+    add_force_flag(parser)
     parser.add_argument(
         SKIP_FLAG,
         action="store_true",
@@ -63,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.image_list:
         paths = read_image_list(Path(args.image_list))
         images = select_images(paths, 0, args.seed)
-        source = {"image_list": str(Path(args.image_list).resolve())}
+        source: dict[str, Any] = {"image_list": str(Path(args.image_list).resolve())}
     else:
         images_dir = resolve_images_dir(args.data_root, args.images_dir)
         images = select_images(list_images_dir(images_dir), args.num_images, args.seed)
@@ -72,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path, txt_path = sidecar_paths(args.out)
     inputs: dict[str, Path | None] = {"--image-list": Path(args.image_list) if args.image_list else None}
     inputs.update({f"image {i}": im.path for i, im in enumerate(images)})
-    check_output_paths({"--out": Path(args.out), "--out sidecar": json_path, "--out image list": txt_path}, inputs)
+    outputs = {"--out": args.out, "--out sidecar": json_path, "--out image list": txt_path}
+    check_output_paths(outputs, inputs, force=args.force, vouchers=[json_path])
     keep, report = check_image_files([im.path for im in images], args.skip_unreadable_images)
     images = [images[i] for i in keep]
     print(f"image check: {describe(report)}")

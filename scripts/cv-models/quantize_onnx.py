@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.core.cli import make_parser, run_main, setup_logging
+import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
+from common.core.cli import add_force_flag, make_parser, output_file, run_main, setup_logging
 from common.core.errors import UserError
-from common.core.results import atomic_output, atomic_write_json, check_output_paths, sha256_file
+from common.core.results import atomic_output, atomic_write_json, check_output_paths, sha256_file, stamp
 from common.quant import presets as quant
 from common.quant.calib import load_calib_tensor, read_calib_record
 
@@ -43,7 +44,13 @@ def build_parser():
     )
     parser.add_argument("--mode", required=True, choices=quant.MODES, help="target precision")
     parser.add_argument("--onnx-path", required=True, help="float32 ONNX model to convert")
-    parser.add_argument("--out", required=True, help="output .onnx (OUT.json is written beside it)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=output_file(None, "output .onnx"),
+        help="output .onnx (OUT.json is written beside it); an existing OUT is replaced only when this toolkit "
+        "wrote it, or with --force",
+    )
     parser.add_argument(
         "--calib",
         help="calibration tensor .npy from make_calib_npy.py (float32 NCHW, evaluation letterbox); "
@@ -88,7 +95,7 @@ def build_parser():
         "typed, so these layers run in exactly this dtype: fp16 gives what trtexec --int8 --fp16 gives, fp32 "
         "runs them in FP32/TF32",
     )
-    parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    add_force_flag(parser)
     return parser
 
 
@@ -146,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.mode in quant.PTQ_MODES and stats["quantize_linear"] == 0:
         log.warning("no Q/DQ node was inserted: is everything excluded?")
     record = _record(args, src, out, plan, version, seconds, stats, io, extra)
-    atomic_write_json(out.with_name(out.name + ".json"), record)
+    atomic_write_json(out.with_name(out.name + ".json"), stamp(record, {out.name: record["output_sha256"]}))
     types = ", ".join(f"{k}={v}" for k, v in stats["quantized_node_types"].items()) or "-"
     print(
         f"wrote {out} ({args.mode}, {seconds:.1f} s): Q/DQ {stats['quantize_linear']}/{stats['dequantize_linear']}, "
@@ -168,9 +175,8 @@ def _check_args(args: Any, src: Path, out: Path) -> None:
     check_output_paths(
         {"--out": out, "--out sidecar": out.with_name(out.name + ".json")},
         {"--onnx-path": src, "--calib": Path(args.calib) if args.calib else None, "--calib sidecar": calib_json},
+        force=args.force,
     )
-    if out.exists() and not args.force:
-        raise UserError(f"--out {out} exists; pass --force to overwrite")
     if args.mode in quant.AUTOCAST_MODES and args.calibration_method:
         raise UserError(f"--calibration-method applies to int8/fp8, not --mode {args.mode}")
     if args.mode in quant.PTQ_MODES and not args.calib:

@@ -10,7 +10,8 @@ model, raw outputs of a few sample images are compared element-wise (information
 summary.md / summary.json / summary.png are written (compare_runs.py).
 
 Exit code: 0 all good; 1 a backend failed, broke its parity threshold, or was asked for by
---backends and could not run; 2 bad usage.
+--backends and could not run; 2 bad usage; 3 INCONCLUSIVE: nothing could be compared (every backend
+but the reference was skipped and there is no candidate, or the runs evaluated different images).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
 from common.core.cli import check_range, make_parser, run_main, setup_logging
 from common.core.results import check_output_dir
 from common.data.check import SKIP_FLAG
 from common.eval.checks import ALLOW_IMGSZ_FLAG
+from common.eval.cli import warmup_runs_arg
 from common.eval.options import DEFAULT_DATA_ROOT, DataOptions, EvalOptions, default_workers
 from common.model.yolov10 import LAYOUTS, PostprocessOptions
 from common.report import validate as V
@@ -33,8 +36,9 @@ from common.report.validate_run import QUANT_MODES, ValidateOptions, validate
 
 
 def build_parser() -> argparse.ArgumentParser:
+    doc = __doc__ or ""
     parser = make_parser(
-        (__doc__ or "").split("\n\n")[0],
+        doc.split("\n\n")[0] + "\n\n" + doc[doc.index("Exit code") :].strip(),
         [
             "python scripts/cv-models/validate_e2e.py --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
             "--candidate tmp/quant/yolov10m.int8.onnx --max-images 500",
@@ -116,7 +120,12 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
         ALLOW_IMGSZ_FLAG, action="store_true", help="evaluate at an --imgsz other than the model's exported size"
     )
     d.add_argument("--workers", type=int, default=default_workers(), help="image loader threads per evaluator")
-    d.add_argument("--warmup-runs", type=int, default=10, help="warm-up inferences before timing (default 10)")
+    d.add_argument(
+        "--warmup-runs",
+        type=warmup_runs_arg,
+        default="auto",
+        help="warm-up inferences before timing: auto (default: 1 on the CPU, 10 on a GPU) or a count",
+    )
 
 
 def _add_parity_args(parser: argparse.ArgumentParser) -> None:

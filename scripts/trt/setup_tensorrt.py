@@ -30,6 +30,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# first: one line, not a traceback, when this Python lacks the toolkit's dependencies (common.core.envguard)
+try:
+    import common.core.envguard
+except ModuleNotFoundError:  # a Python that has not installed the toolkit: its shared package, to say what to run
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cv-models"))
+    import common.core.envguard  # noqa: F401
+
 from common.core.cli import make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.trt import env as trtenv

@@ -19,9 +19,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.core.cli import make_parser, run_main, setup_logging
+# first: one line, not a traceback, when this Python lacks the toolkit's dependencies (common.core.envguard)
+try:
+    import common.core.envguard
+except ModuleNotFoundError:  # a Python that has not installed the toolkit: its shared package, to say what to run
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cv-models"))
+    import common.core.envguard  # noqa: F401
+
+from common.core.cli import add_force_flag, make_parser, output_file, run_main, setup_logging
 from common.core.errors import UserError
-from common.core.results import atomic_write_json, check_output_paths, run_dir
+from common.core.results import atomic_write_json, check_output_paths, run_dir, stamp
 from common.trt.doctor import *  # noqa: F403  (the CLI re-exports the doctor's names for its users)
 from common.trt.doctor import WARN, DoctorInputs, collect, diagnose, render_table
 
@@ -35,12 +42,16 @@ def main(argv: Sequence[str] | None = None, inputs: DoctorInputs | None = None) 
             "pixi run -e rtx5090 trt-doctor",
             "pixi run -e rtx5090 trt-doctor --json-out tmp/doctor.json --no-session",
             "pixi run -e rtx5090 trt-doctor --smoke   # also build, run and check a one-layer engine",
-            "python3 scripts/trt/trt_doctor.py --python /usr/bin/python3   # probe the container's Python",
+            "bash scripts/dev/venv.sh python scripts/trt/trt_doctor.py --python /usr/bin/python3   # probe the "
+            "container's Python",
         ],
     )
     parser.add_argument(
-        "--json-out", type=Path, help="write the JSON here (default tmp/trt-doctor/<timestamp>/doctor.json)"
+        "--json-out",
+        type=output_file("doctor.json"),
+        help="write the JSON here; DIR/ means DIR/doctor.json (default tmp/trt-doctor/<timestamp>/doctor.json)",
     )
+    add_force_flag(parser)
     parser.add_argument("--python", default=sys.executable, help="Python to probe (default: this one)")
     parser.add_argument(
         "--no-session", action="store_true", help="do not build tiny ORT sessions (faster; EP load errors less precise)"
@@ -56,7 +67,7 @@ def main(argv: Sequence[str] | None = None, inputs: DoctorInputs | None = None) 
     setup_logging(args.verbose)
     if not Path(args.python).exists() and not shutil.which(args.python):
         raise UserError(f"--python {args.python}: no such interpreter; pass a path such as /usr/bin/python3")
-    check_output_paths({"--json-out": args.json_out}, {})  # before the probes: not a directory, folder writable
+    check_output_paths({"--json-out": args.json_out}, {}, force=args.force)  # before the probes
 
     inp = inputs or DoctorInputs(env=dict(os.environ), python=args.python, session=not args.no_session)
     inp.smoke = inp.smoke or args.smoke
@@ -64,7 +75,7 @@ def main(argv: Sequence[str] | None = None, inputs: DoctorInputs | None = None) 
     dx = diagnose(report)
     full = {**report, "checks": dx.checks, "recommendations": dx.recommendations, "ready": dx.ready}
     out = args.json_out or run_dir("trt-doctor", root=REPO_ROOT / "tmp") / "doctor.json"
-    atomic_write_json(out, full)
+    atomic_write_json(out, stamp(full))
     print(render_table(report, dx))
     print(f"\nJSON: {out}")
     failed = not dx.ready or (args.strict and any(c["status"] == WARN for c in dx.checks))

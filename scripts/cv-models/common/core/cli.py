@@ -6,7 +6,11 @@
   (``--verbose`` anywhere on the command line shows it);
 - an ``OptionError`` (a bad option value, said in parameter names) is shown with the flags
   (``max_det`` -> ``--max-det``);
-- Ctrl-C -> exit code 130.
+- Ctrl-C -> exit code 130;
+- a full disk (an ``OSError`` while writing that no atomic writer turned into a ``UserError``) -> one line, 2;
+- exit code 3 (``EXIT_INCONCLUSIVE``): a comparison that could not be made (compare_runs, validate_e2e).
+
+Whatever the outcome, the outputs the run claimed are released (``common.core.results.release_outputs``).
 
 Parsers made by ``make_parser`` report a bad flag (argparse's own errors) on one line too:
 ``error: argument --conf: invalid float value: 'x' (see --help)``, exit code 2.
@@ -16,32 +20,51 @@ Parsers made by ``make_parser`` report a bad flag (argparse's own errors) on one
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from common.core import notes
 from common.core.checks import range_problem
 from common.core.errors import OptionError, RunError, UserError, param_flag
+from common.core.results import release_outputs
 
 __all__ = [
+    "EXIT_INCONCLUSIVE",
     "EXIT_USAGE",
+    "FORCE_HELP",
     "OneLineParser",
+    "add_force_flag",
     "add_verbose_flag",
     "check_imgsz",
     "check_range",
     "example_epilog",
     "make_parser",
+    "output_file",
     "run_main",
     "setup_logging",
 ]
 
 EXIT_USAGE = 2
+# compare_runs / validate_e2e: the runs could not be compared (different images, the candidate is the
+# baseline, nothing compared): neither a pass nor a failure
+EXIT_INCONCLUSIVE = 3
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks on errors")
+
+
+FORCE_HELP = "replace existing output files that this toolkit did not write (default: refuse them)"
+
+
+def add_force_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--force", action="store_true", help=FORCE_HELP)
 
 
 def setup_logging(verbose: bool) -> None:
@@ -91,9 +114,37 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a write that failed outside the atomic writers (a log file on a full disk)
+        if verbose or exc.errno not in _WRITE_ERRORS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"error: cannot write{where}: {exc.strerror or exc}; free some space or choose another location",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_outputs()
+
+
+def output_file(default_name: str | None = None, what: str = "file") -> Callable[[str], Path]:
+    """An argparse ``type`` for an output file path: a value ending in ``/`` names a folder, so it becomes
+    ``<folder>/<default_name>`` (never a file named like the folder); without a default name it is refused."""
+
+    def parse(value: str) -> Path:
+        if value.endswith(("/", os.sep)):
+            if default_name is None:
+                raise argparse.ArgumentTypeError(
+                    f"{value!r} ends in '/', a folder; give the {what}'s own path (e.g. {value}NAME)"
+                )
+            return Path(value) / default_name
+        return Path(value)
+
+    parse.__name__ = "path"  # argparse names the type in its error message
+    return parse
 
 
 def check_range(

@@ -164,8 +164,10 @@ def _check_image_entries(images: Iterable[dict[str, Any]], selected: Sequence[in
             )
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _is_id(v: Any) -> bool:
+    """A positive integer (an integral float such as 7.0, which some exporters write, is the same key)."""
+    whole = (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer())
+    return whole and v > 0
 
 
 def _check_annotation_ids(annotations: Sequence[dict[str, Any]], dataset: CocoDataset, where: str) -> None:
@@ -177,7 +179,7 @@ def _check_annotation_ids(annotations: Sequence[dict[str, Any]], dataset: CocoDa
         if a["image_id"] not in chosen:
             continue
         ann_id = a.get("id")
-        if not _is_int(ann_id) or ann_id <= 0:
+        if not _is_id(ann_id):
             raise UserError(
                 f"{where}: an annotation of image {a['image_id']} has id {ann_id!r}; COCOeval needs a unique "
                 "positive integer id per annotation (a ground truth with id 0 is never counted as matched): "

@@ -14,15 +14,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.core.errors import UserError
 from common.core.notes import collected
 from common.core.results import (
     METRICS_SCHEMA_VERSION,
     atomic_write_json,
     check_output_paths,
+    file_digests,
     image_ids_sha256,
     remove_if_empty,
     run_dir,
     sha256_file,
+    stamp,
 )
 from common.core.sysinfo import run_metadata
 from common.data.check import check_dataset
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EvalRun",
+    "check_skip_latency",
     "evaluate_engine",
     "evaluate_onnx",
     "evaluate_to_files",
@@ -55,18 +59,39 @@ class EvalRun:
         self.detections_path = detections
 
 
-def open_data(data: DataOptions, out: OutputOptions, model_inputs: Mapping[str, Path | None]) -> CocoDataset:
-    """The output-path guard (outputs may not be an input or each other, nor an existing directory), the
-    dataset (instances file, images, selected ids) and its check (``common.data.check``: the selected images'
-    headers and annotations), before a backend is made or an engine built."""
+def open_data(
+    data: DataOptions,
+    out: OutputOptions,
+    model_inputs: Mapping[str, Path | None],
+    opts: EvalOptions | None = None,
+) -> CocoDataset:
+    """The output-path guard (``common.core.results.check_output_paths``: outputs may not be an input or each
+    other, nor an existing directory or a file this toolkit did not write unless ``out.force``), the dataset
+    (instances file, images, selected ids) and its check (``common.data.check``: the selected images' headers
+    and annotations), and, given ``opts``, that ``skip_latency`` leaves a batch to time -- before a backend is
+    made or an engine built."""
     check_output_paths(
         {"--out": out.out, "--detections-out": out.detections_out},
         {**model_inputs, "--instances": data.instances_path, "--image-ids-list": data.image_ids_list},
         protected_dirs={"--images-dir": data.images_path},
+        force=out.force,
+        vouchers=[out.out],  # our metrics.json records the detections written with it
     )
     dataset = open_dataset(data.instances_path, data.images_path, data.max_images, data.image_ids_list)
     dataset.check_report = check_dataset(dataset, data.skip_unreadable_images)
+    if opts is not None:
+        check_skip_latency(opts.skip_latency, len(dataset.image_ids), opts.batch_size)
     return dataset
+
+
+def check_skip_latency(skip: int, images: int, batch_size: int) -> None:
+    """``skip_latency`` must leave at least one batch's latency to report (refused before any work)."""
+    batches = -(-images // max(1, batch_size))
+    if skip >= batches:
+        raise UserError(
+            f"--skip-latency {skip} would drop every latency sample: the run has {batches} batch(es) ({images} "
+            f"images at --batch-size {batch_size}); pass --skip-latency {batches - 1} or less"
+        )
 
 
 def output_paths(out: OutputOptions) -> tuple[Path, Path | None, Path | None]:
@@ -108,10 +133,12 @@ def evaluate_to_files(
     payload["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in record.items()}
     payload["warnings"] = collected()
     print(format_report(result, payload["metrics"], backend, dataset))
+    written = {}
     if detections_path is not None:
         write_results_json(detections_path, result.rows)
+        written = file_digests(detections_path)  # metrics.json vouches for it (the output policy)
         print(f"detections: {detections_path}")
-    atomic_write_json(metrics_path, payload)
+    atomic_write_json(metrics_path, stamp(payload, written))
     print(f"metrics:    {metrics_path}")
     return EvalRun(result, payload, metrics_path, detections_path)
 
@@ -138,7 +165,8 @@ def _payload(
         "image_ids": list(dataset.image_ids),
         "image_ids_sha256": image_ids_sha256(dataset.image_ids),
         "dataset_check": dataset.check_report.to_dict() if dataset.check_report is not None else None,
-        "warmup_runs": opts.warmup_runs,
+        "warmup_runs": t["warmup_runs"],
+        "warmup_runs_requested": opts.warmup_runs,
         "skip_latency": opts.skip_latency,
         "conf": opts.post.conf,
         "iou": opts.post.iou,
@@ -181,7 +209,7 @@ def evaluate_onnx(
     from common.ort.options import CPU_EP, available_providers
     from common.ort.session import OrtBackend
 
-    dataset = open_data(data, out, {"--onnx-path": model})
+    dataset = open_data(data, out, {"--onnx-path": model}, opts)
     _check_onnx(model, opts, allow_imgsz_mismatch)
     available = available_providers()
     gpu_first = bool(providers) and providers[0] != CPU_EP and providers[0] in available
@@ -218,7 +246,7 @@ def evaluate_engine(
     from common.trt.runner import TrtRunner
 
     model = model_path or engine
-    dataset = open_data(data, out, {"--engine-path": engine})
+    dataset = open_data(data, out, {"--engine-path": engine}, opts)
     trt_api = load_api(api) if isinstance(api, str) else api
     backend = TrtRunner.open(engine, trt_api, verbosity=verbosity)
     try:

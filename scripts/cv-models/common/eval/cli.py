@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.core.cli import output_file
 from common.data.check import SKIP_FLAG
 from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset
 from common.data.loading import ThreadLoaders
 from common.eval.api import evaluate_to_files, open_data
 from common.eval.checks import ALLOW_IMGSZ_FLAG, check_model_input, check_onnx_input
 from common.eval.options import (
+    CPU_WARMUP_RUNS,
     DECODES,
     DEFAULT_DATA_ROOT,
+    GPU_WARMUP_RUNS,
     LOADERS,
     POSTPROCESS_MODES,
     PREPROCESS_CHOICES,
@@ -46,13 +49,20 @@ __all__ = [
     "loader_factory",
     "open_data",
     "run_eval",
+    "warmup_runs_arg",
 ]
 
-# Warm-up runs per lane/session (and per partial-last-batch shape) before anything is timed. The first
-# run of a CUDA EP session at a new shape pays cuDNN's algorithm search (seconds for yolov10m),
-# TensorRT-RTX compiles shape-specialised kernels on its first runs, and a CUDA graph is
-# captured after the first plain run; the rest let clocks and the memory arena settle.
-DEFAULT_WARMUP_RUNS = 10
+DEFAULT_WARMUP_RUNS = GPU_WARMUP_RUNS  # --warmup-runs auto on a GPU (common.eval.options.resolve_warmup_runs)
+
+
+def warmup_runs_arg(value: str) -> int | str:
+    """``--warmup-runs``: ``auto`` or a count."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number of runs, got {value!r}") from None
 
 
 GPU_ORDER_HELP = (
@@ -194,23 +204,7 @@ def _add_run_args(r: argparse._ArgumentGroup) -> None:
         help="Python's GIL switch interval during the run (CPython default 5 ms; shorter lets the GPU "
         "threads get the interpreter back sooner)",
     )
-    r.add_argument(
-        "--warmup-runs",
-        type=int,
-        default=DEFAULT_WARMUP_RUNS,
-        help="inferences on a zero tensor before timing, on every lane/session and for the partial last batch's "
-        "shape too (default %(default)s: the first runs pay cuDNN's algorithm search or TensorRT-RTX's kernel "
-        "compilation; 0 = none, the first batches' cost then lands in the latency stats)",
-    )
-    r.add_argument(
-        "--latency-runs",
-        type=int,
-        default=0,
-        help="after the evaluation, N back-to-back single-batch runs on one lane, nothing else in flight "
-        "(trtexec-style): host and GPU (CUDA-event) median/p90/p99 under latency_pass in metrics.json (default 0: "
-        "off, except where the lanes overlap on the GPU: then 50 runs, and latency.* comes from them)",
-    )
-    r.add_argument("--skip-latency", type=int, default=0, help="drop the first N latency samples from the stats")
+    _add_timing_args(r)
     r.add_argument(
         "--coco-eval",
         choices=COCO_EVAL_ENGINES,
@@ -223,15 +217,48 @@ def _add_run_args(r: argparse._ArgumentGroup) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_timing_args(r: argparse._ArgumentGroup) -> None:
+    """Warm-up and latency flags."""
+    r.add_argument(
+        "--warmup-runs",
+        type=warmup_runs_arg,
+        default="auto",
+        help="inferences on a zero tensor before timing, on every lane/session, for each batch shape the run "
+        f"has (never a batch larger than the selected images); auto (default): {CPU_WARMUP_RUNS} on the ONNX "
+        f"Runtime CPU EP, {GPU_WARMUP_RUNS} on a GPU (the first runs pay cuDNN's algorithm search or TensorRT-RTX's "
+        "kernel compilation); 0 = none, the first batches' cost then lands in the latency stats. metrics.json "
+        "warmup_runs records the count used",
+    )
+    r.add_argument(
+        "--latency-runs",
+        type=int,
+        default=0,
+        help="after the evaluation, N back-to-back single-batch runs on one lane, nothing else in flight "
+        "(trtexec-style): host and GPU (CUDA-event) median/p90/p99 under latency_pass in metrics.json (default 0: "
+        "off, except where the lanes overlap on the GPU: then 50 runs, and latency.* comes from them)",
+    )
+    r.add_argument(
+        "--skip-latency",
+        type=int,
+        default=0,
+        help="drop the first N latency samples (batches) from the stats; N must leave at least one (default 0)",
+    )
+
+
 def _add_output_args(o: argparse._ArgumentGroup, task: str) -> None:
     o.add_argument(
-        "--out", type=Path, default=None, help=f"metrics JSON (default: tmp/{task}/<timestamp>/metrics.json)"
+        "--out",
+        type=output_file("metrics.json"),
+        default=None,
+        help=f"metrics JSON; DIR/ means DIR/metrics.json (default: tmp/{task}/<timestamp>/metrics.json). An "
+        "existing file is replaced only when this toolkit wrote it, or with --force",
     )
     o.add_argument(
         "--detections-out",
-        type=Path,
+        type=output_file("detections.json"),
         default=None,
-        help="COCO results JSON (default: detections.json beside the default metrics.json)",
+        help="COCO results JSON; DIR/ means DIR/detections.json (default: detections.json beside the default "
+        "metrics.json)",
     )
     o.add_argument(
         "--task", default=task, help="run folder name under tmp/ when --out is not given (default: %(default)s)"
@@ -277,7 +304,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
             latency_runs=args.latency_runs,
             output_name=args.output_name,
         ),
-        out=OutputOptions(args.task, args.out, args.detections_out),
+        out=OutputOptions(args.task, args.out, args.detections_out, getattr(args, "force", False)),
     )
     if config.eval.decode == "gpu":
         from common.throughput.gpu_decode import import_nvimgcodec

@@ -17,10 +17,12 @@ from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES
 from common.model.yolov10 import LAYOUTS, PostprocessOptions
 
 __all__ = [
+    "CPU_WARMUP_RUNS",
     "DECODES",
     "DEFAULT_DATA_ROOT",
     "DEFAULT_MAX_IMAGES",
     "GPU_ORDERS",
+    "GPU_WARMUP_RUNS",
     "LOADERS",
     "POSTPROCESS_MODES",
     "PREPROCESS_CHOICES",
@@ -35,6 +37,7 @@ __all__ = [
     "check_post",
     "default_post_workers",
     "default_workers",
+    "resolve_warmup_runs",
 ]
 
 # cpu: OpenCV letterbox + normalise in the loaders (the reference pixels); gpu-normalize: OpenCV letterbox,
@@ -48,6 +51,22 @@ POSTPROCESS_MODES: tuple[str, ...] = ("auto", "cpu", "gpu")
 GPU_ORDERS: tuple[str, ...] = ("auto", "serial", "overlap")
 
 DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
+# Warm-up runs per lane/session (and per partial-last-batch shape) before anything is timed, for
+# ``warmup_runs="auto"``: on a GPU the first run of a CUDA EP session at a new shape pays cuDNN's algorithm
+# search (seconds for yolov10m), TensorRT-RTX compiles shape-specialised kernels on its first runs, and a CUDA
+# graph is captured after the first plain run; the rest let clocks and the memory arena settle. The CPU EP has
+# none of that: one run settles its arena.
+GPU_WARMUP_RUNS = 10
+CPU_WARMUP_RUNS = 1
+
+
+def resolve_warmup_runs(requested: int | str, backend: object) -> int:
+    """``warmup_runs``: a count as given, or ``auto``: ``CPU_WARMUP_RUNS`` where ONNX Runtime runs on its CPU EP,
+    else (a GPU backend) ``GPU_WARMUP_RUNS``."""
+    if requested != "auto":
+        return int(requested)
+    used = list(getattr(backend, "providers_used", None) or [])
+    return CPU_WARMUP_RUNS if used[:1] == ["CPUExecutionProvider"] else GPU_WARMUP_RUNS
 
 
 def default_workers() -> int:
@@ -103,7 +122,7 @@ class EvalOptions:
     output_format: str = "auto"  # auto | dfl144 | raw84 | e2e
     output_name: str | None = None  # the detection head among several outputs (None: found by its shape)
     post: PostprocessOptions = field(default_factory=PostprocessOptions)
-    warmup_runs: int = 0
+    warmup_runs: int | str = 0  # runs, or "auto" (``resolve_warmup_runs``: by the backend's device)
     skip_latency: int = 0
     prefetch_batches: int = 2
     post_workers: int = field(default_factory=default_post_workers)
@@ -124,7 +143,8 @@ class EvalOptions:
         check_post(self.post)
         check_param("batch_size", self.batch_size, 1)
         check_param("workers", self.workers, 0)
-        check_param("warmup_runs", self.warmup_runs, 0)
+        if self.warmup_runs != "auto":
+            check_param("warmup_runs", self.warmup_runs, 0)
         check_param("skip_latency", self.skip_latency, 0)
         check_param("latency_runs", self.latency_runs, 0)
         check_param("prefetch_batches", self.prefetch_batches, 1)
@@ -167,11 +187,13 @@ class DataOptions:
 @dataclass(frozen=True)
 class OutputOptions:
     """Where a run writes: ``out`` (metrics JSON; None: a fresh run folder ``tmp/<task>/<timestamp>/``),
-    ``detections_out`` (COCO results JSON; None: beside the default metrics, or none when ``out`` is given)."""
+    ``detections_out`` (COCO results JSON; None: beside the default metrics, or none when ``out`` is given);
+    ``force``: replace existing files this toolkit did not write (``common.core.results`` output policy)."""
 
     task: str
     out: Path | None = None
     detections_out: Path | None = None
+    force: bool = False
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,13 @@ from common.data.coco import CocoDataset, coco_rows, evaluate_bbox, resolve_coco
 from common.data.coco_stream import BackgroundCocoEval, StreamingCocoEval
 from common.data.images import LetterboxMeta, geometry_table, unletterbox_rows
 from common.data.loading import InlineExecutor, LoadedImage, thread_loaders
-from common.eval.options import POSTPROCESS_MODES, EvalOptions, default_post_workers, default_workers
+from common.eval.options import (
+    POSTPROCESS_MODES,
+    EvalOptions,
+    default_post_workers,
+    default_workers,
+    resolve_warmup_runs,
+)
 from common.eval.protocols import (
     AsyncBackend,
     Backend,
@@ -264,11 +270,14 @@ def _postprocess(
     return per_image, time.perf_counter() - t0
 
 
-def warmup(backend: Backend, batch_size: int, size: int, runs: int, last_batch: int | None = None) -> None:
-    """``runs`` inferences before timing; a ``Warmup`` backend (several sessions or lanes) warms every one.
-    ``last_batch``: the size of a partial last batch, warmed too (a new shape: cuDNN searches again)."""
+def warmup(backend: Backend, batch_size: int | None, size: int, runs: int | str, last_batch: int | None = None) -> int:
+    """``runs`` inferences before timing (``auto``: by the backend's device, ``resolve_warmup_runs``); a
+    ``Warmup`` backend (several sessions or lanes) warms every one. ``batch_size``: the full batch (None: the
+    run has none); ``last_batch``: the size of a partial last batch, warmed too (a new shape: cuDNN searches
+    again). Returns the runs made per shape."""
+    runs = resolve_warmup_runs(runs, backend)
     if runs <= 0:
-        return
+        return 0
     for b in dict.fromkeys(x for x in (batch_size, last_batch) if x):
         if isinstance(backend, Warmup):
             backend.warmup(b, runs)
@@ -276,6 +285,7 @@ def warmup(backend: Backend, batch_size: int, size: int, runs: int, last_batch: 
         dummy = np.zeros((b, 3, size, size), dtype=np.float32)
         for _ in range(runs):
             backend.infer(dummy)
+    return runs
 
 
 def _executor(workers: int, prefix: str) -> cf.ThreadPoolExecutor | InlineExecutor:
@@ -533,11 +543,9 @@ def evaluate(
     explicit = None if opts.output_format == "auto" else opts.output_format
     head = detection_head(backend, opts)
     post_mode, post_layout, post_why = resolve_postprocess(backend, opts.postprocess, explicit, size, opts.post, head)
-    ids = dataset.image_ids
-    sequential = opts.workers <= 0
+    ids, sequential = dataset.image_ids, opts.workers <= 0
     window = batch_size if sequential else load_window(opts.workers, batch_size, opts.prefetch_batches)
     depth = 1 if sequential else in_flight_depth(backend)
-    pipelined = depth >= 2
     engine = resolve_coco_engine(opts.coco_engine) if opts.coco_eval else None
     lane_timed = isinstance(backend, LaneTiming)
     lone = not sequential and lane_timed and backend.gpu_overlap  # latency from a lone batch (the latency pass)
@@ -547,7 +555,8 @@ def evaluate(
         _coco_feed(dataset, engine, sequential) as coco,
         _loaders(opts, dataset, size, window, (depth + 2) * batch_size, loader_factory) as loaders,
     ):
-        warmup(backend, batch_size, size, opts.warmup_runs, len(ids) % batch_size or None)
+        full = batch_size if len(ids) >= batch_size else None  # never warm a batch larger than the selection
+        runs = warmup(backend, full, size, opts.warmup_runs, len(ids) % batch_size or None)
         lane_start = len(backend.gpu_ms) if lane_timed else 0
         loaders.ready()  # started before the warm-up; not in the timed run
         stages, wall = _run_stages(backend, dataset, opts, loaders, size, window, batch_size, depth, post_layout, coco)
@@ -581,7 +590,7 @@ def evaluate(
         "end_to_end_images_per_s": n / wall if wall > 0 else 0.0,
         "workers": opts.workers,
         "batch_size": batch_size,
-        "mode": "sequential" if sequential else ("pipelined-async" if pipelined else "pipelined"),
+        "mode": "sequential" if sequential else ("pipelined-async" if depth >= 2 else "pipelined"),
         "preprocess_mode": opts.preprocess,
         **prep,
         "decode": opts.decode,
@@ -593,6 +602,7 @@ def evaluate(
         "postprocess_fallback": post_why,
         "switch_interval_ms": opts.switch_interval_ms,
         "in_flight": depth,
+        "warmup_runs": runs,
     }
     if lone_pass is not None:
         timings["latency_pass"] = lone_pass

@@ -117,6 +117,12 @@ def find_head(
     if name is not None:
         if name not in names:
             raise UserError(f"--output-name {name}: the model has no such output; its outputs: {listing}")
+        shape = outputs[names.index(name)][1]
+        if len(shape) != 3 or (None not in shape and not _looks_like(layout, shape)):
+            raise UserError(
+                f"--output-name {name} is {list(shape)}, not a YOLOv10 detection head ([B,144,A], [B,84,A] or "
+                f"[B,K,6]); the model's outputs: {listing}"
+            )
         return names.index(name)
     if len(outputs) == 1:
         return 0  # its layout is checked against the first batch's output

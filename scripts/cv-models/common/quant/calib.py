@@ -13,6 +13,7 @@ Beside ``calib.npy`` two files record what went in:
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from common.core.errors import UserError
-from common.core.results import atomic_output, atomic_write_json, atomic_write_text
+from common.core.results import atomic_output, atomic_write_json, atomic_write_text, file_digests, stamp
 from common.data.images import load_image_rgb, preprocess
 
 __all__ = [
@@ -130,11 +131,11 @@ def build_calib_tensor(
 ) -> dict[str, Any]:
     """Letterbox ``images`` into ``out`` (float32 [N,3,size,size]) and write the sidecars; returns the JSON record.
 
-    The tensor is written through a memory map into a temporary file renamed on success,
-    so 100 images at 640 (~490 MB) never sit twice in memory and an interrupted run leaves nothing.
+    The tensor is written image by image through an ordinary file (no memory map: a full disk is an
+    ``OSError``, never a SIGBUS) into a temporary file renamed on success, so 100 images at 640 (~490 MB)
+    never sit in memory and an interrupted or failed run leaves nothing. The ``.npy.json`` sidecar is
+    written last and records the sha256 of the tensor and of the ``.npy.txt`` list (``stamp``).
     """
-    from tqdm import tqdm
-
     if size <= 0 or size % 32:
         raise UserError(f"--imgsz must be a positive multiple of 32, got {size}")
     if not images:
@@ -144,15 +145,9 @@ def build_calib_tensor(
         raise UserError(f"--out must end in .npy, got {out}")
     shape = (len(images), 3, size, size)
     with atomic_output(out, suffix=".npy") as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
-        try:
-            for i, item in enumerate(tqdm(images, desc="calibration images", unit="img", disable=not progress)):
-                img = load_image_rgb(item.path, what="calibration image")
-                preprocess(img, size, out=arr[i])
-            arr.flush()
-        finally:
-            del arr
-        digest = _sha256(tmp)
+        digest = _write_tensor(tmp, images, shape, progress)
+    json_path, txt_path = sidecar_paths(out)
+    atomic_write_text(txt_path, "".join(f"{it.path.resolve()}\n" for it in images))
     record: dict[str, Any] = {
         "schema_version": CALIB_SCHEMA_VERSION,
         "file": out.name,
@@ -166,16 +161,25 @@ def build_calib_tensor(
         "sha256": digest,
         **(meta or {}),
     }
-    json_path, txt_path = sidecar_paths(out)
-    atomic_write_json(json_path, record)
-    atomic_write_text(txt_path, "".join(f"{it.path.resolve()}\n" for it in images))
+    atomic_write_json(json_path, stamp(record, {out.name: digest, **file_digests(txt_path)}))
     return record
 
 
-def _sha256(path: Path) -> str:
+def _write_tensor(path: Path, images: Sequence[CalibImage], shape: tuple[int, ...], progress: bool) -> str:
+    """The .npy at ``path``: header, then each letterboxed image in turn; its sha256."""
+    from tqdm import tqdm
+
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    chw = np.empty(shape[1:], dtype=np.float32)
+    with open(path, "wb") as fh:
+        fh.write(head.getvalue())
+        h.update(head.getvalue())
+        for item in tqdm(images, desc="calibration images", unit="img", disable=not progress):
+            preprocess(load_image_rgb(item.path, what="calibration image"), shape[2], out=chw)
+            block = chw.tobytes()
+            fh.write(block)
             h.update(block)
     return h.hexdigest()
 

@@ -31,6 +31,9 @@ from common.core.results import (
     atomic_output,
     atomic_write_json,
     atomic_write_text,
+    file_digests,
+    image_ids_sha256,
+    stamp,
 )
 from common.model.onnx_facts import precision_of
 from common.report.parity import Thresholds, detection_parity, judge, load_detections, thresholds_for
@@ -49,6 +52,7 @@ __all__ = [
     "backend_key",
     "collect",
     "compute_parity",
+    "image_set",
     "latency_timing",
     "load_metrics",
     "matplotlib_available",
@@ -58,7 +62,9 @@ __all__ = [
     "precision_of",
     "render_markdown",
     "runner_key",
+    "same_images",
     "summarize",
+    "verdict",
     "warnings_for",
 ]
 
@@ -358,6 +364,56 @@ class ParityOptions:
         return thresholds_for(precision.rstrip("?"), self.min_matched, self.min_mean_iou, self.max_median_dscore)
 
 
+def image_set(row: Row) -> str | None:
+    """The fingerprint of the images a row evaluated (``image_ids_sha256``, or made from its ``image_ids``);
+    None when its metrics.json records neither."""
+    recorded = row.payload.get("image_ids_sha256")
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    ids = row.payload.get("image_ids")
+    if isinstance(ids, list) and ids and all(isinstance(i, int) for i in ids):
+        return image_ids_sha256(ids)
+    return None
+
+
+def same_images(a: Row, b: Row) -> bool:
+    return image_set(a) is not None and image_set(a) == image_set(b)
+
+
+def verdict(rows: Sequence[Row], ref: Row) -> dict[str, Any]:
+    """Whether the rows could be compared at all: every row on the reference's images, and at least one
+    row that is not the reference's own model on the reference's backend. ``conclusive`` False lists why
+    (the CLIs then say INCONCLUSIVE and exit with ``EXIT_INCONCLUSIVE``)."""
+    reasons = [
+        f"{r.label} ({r.metrics_path}) does not record which images it evaluated (an older evaluator wrote it): "
+        "rerun it"
+        for r in rows
+        if image_set(r) is None
+    ]
+    other = [r for r in rows if image_set(r) is not None and image_set(ref) is not None and not same_images(r, ref)]
+    if other:
+        reasons.append(
+            f"{', '.join(r.label for r in other)} evaluated other images than the reference {ref.label} "
+            f"({len(other)} row(s); image_ids_sha256 differs): ΔAP and parity would compare different image sets; "
+            "evaluate the same --max-images / --image-ids-list"
+        )
+    compared = [
+        r
+        for r in rows
+        if r is not ref and same_images(r, ref) and not (_model_key(r) == _model_key(ref) and r.runner == ref.runner)
+    ]
+    if not compared:
+        reasons.append(
+            "nothing was compared: "
+            + (
+                "only one run"
+                if len(rows) == 1
+                else f"every row is the reference's model ({ref.model}) on its backend ({ref.runner}) or was left out"
+            )
+        )
+    return {"conclusive": not reasons, "comparisons": len(compared), "reasons": reasons}
+
+
 def compute_parity(rows: Sequence[Row], opts: ParityOptions) -> None:
     """Fill ``row.parity`` for every row with a reference row of the same model (the reference itself excluded)."""
     cache: dict[Path, list[dict[str, Any]]] = {}
@@ -380,13 +436,14 @@ def compute_parity(rows: Sequence[Row], opts: ParityOptions) -> None:
         if ref is row:
             row.parity = {"status": "reference"}
             continue
+        if not same_images(row, ref):
+            row.parity = {"status": "n/a", "reason": f"not the images {ref.label} evaluated"}
+            continue
         summary = detection_parity(
             dets(ref.detections_path), dets(row.detections_path), None, opts.iou, opts.conf, opts.worst
         )
         limits = opts.limits(row.precision)
         broken = judge(summary, limits)
-        if ref.num_images != row.num_images:
-            broken.append(f"image count {row.num_images} != reference {ref.num_images}")
         row.parity = {
             "status": "pass" if not broken else "FAIL",
             "reference": ref.label,
@@ -464,6 +521,9 @@ def render_markdown(
         f"(same class, IoU ≥ {summary['parity']['iou']}, scores ≥ {summary['parity']['conf']}).",
         "",
     ]
+    lines += [f"> **INCONCLUSIVE:** {w}" for w in summary.get("verdict", {}).get("reasons", [])]
+    if summary.get("verdict", {}).get("reasons"):
+        lines.append("")
     if summary["warnings"]:
         lines += [f"> **warning:** {w}" for w in summary["warnings"]] + [""]
     lines += [
@@ -661,8 +721,8 @@ def summarize(
     rows = col.rows
     ref = pick_reference(rows, reference, col.baseline_model)
     errors = tensor_errors if tensor_errors is not None else col.tensor_errors
-    for r in rows:
-        r.delta_ap = r.map50_95 - ref.map50_95
+    for r in rows:  # no ΔAP between different image sets
+        r.delta_ap = r.map50_95 - ref.map50_95 if r is ref or same_images(r, ref) else None
         r.tensor_errors = errors.get((r.model, r.runner))
     compute_parity(rows, opts)
     warnings = warnings_for(rows)
@@ -701,6 +761,7 @@ def summarize(
         ],
         "not_run": [n.to_dict() for n in col.not_run],
         "parity_failures": failures,
+        "verdict": verdict(rows, ref),
         **(extra or {}),
     }
     out_dir = Path(out_dir)
@@ -708,10 +769,11 @@ def summarize(
     title = f"latency vs mAP — {len(rows)} runs" + (f" — {', '.join(gpus)}" if gpus else " — no GPU")
     plotting = matplotlib_available()
     summary["plot"] = "summary.png" if plotting else None
-    atomic_write_json(out_dir / "summary.json", summary)
-    atomic_write_text(out_dir / "summary.md", render_markdown(summary, rows, col.not_run, summary["plot"]))
+    written = [atomic_write_text(out_dir / "summary.md", render_markdown(summary, rows, col.not_run, summary["plot"]))]
     if plotting:
         plot(rows, out_dir / "summary.png", title)
+        written.append(out_dir / "summary.png")
+    atomic_write_json(out_dir / "summary.json", stamp(summary, file_digests(*written)))  # last: it vouches for them
     return summary
 
 

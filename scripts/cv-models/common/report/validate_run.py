@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from common.core.checks import check_param
+from common.core.cli import EXIT_INCONCLUSIVE
 from common.core.errors import OptionError, UserError
 from common.core.results import run_dir, timestamp
 from common.data.check import check_dataset, describe
@@ -127,6 +128,11 @@ def _open_inputs(opts: ValidateOptions) -> _Inputs:
     if opts.candidate is not None:
         cand = V.model_info(opts.candidate, "candidate", "--candidate", cand_label or "candidate")
         V.check_candidate(base, cand, "--candidate")
+        if cand.sha256 == base.sha256:
+            raise UserError(
+                f"--candidate {opts.candidate} is the same model as --onnx-path {opts.onnx_path} (sha256 "
+                f"{base.sha256[:12]}...): validating it against itself proves nothing; pass the quantized model"
+            )
     if opts.quantize is not None:
         if not (V.SCRIPTS / "quantize_onnx.py").is_file():
             raise UserError("--quantize: scripts/cv-models/quantize_onnx.py is missing; pass --candidate instead")
@@ -220,16 +226,20 @@ def validate(opts: ValidateOptions, simulated_rtx_worker: Path | None = None) ->
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in opts.record.items()},
     }
     V.write_json(root / "validation.json", record)
-    problems = _compare(opts, root, inputs.base, runs) + _run_problems(opts, root, runs, quant_step)
-    record["verdict"] = {"pass": not problems, "problems": problems}
+    problems, inconclusive = _compare(opts, root, inputs.base, runs)
+    problems += _run_problems(opts, root, runs, quant_step)
+    record["verdict"] = {"pass": not problems and not inconclusive, "problems": problems, "inconclusive": inconclusive}
     V.write_json(root / "validation.json", record)
-    return _report(root, problems)
+    return _report(root, problems, inconclusive)
 
 
-def _compare(opts: ValidateOptions, root: Path, base: V.ModelInfo, runs: Sequence[V.BackendRun]) -> list[str]:
-    """ΔAP, parity and the summary files; the problems they found."""
+def _compare(
+    opts: ValidateOptions, root: Path, base: V.ModelInfo, runs: Sequence[V.BackendRun]
+) -> tuple[list[str], list[str]]:
+    """ΔAP, parity and the summary files; the problems they found, and why nothing could be compared
+    (``common.report.compare.verdict``: runs over other images, or no row but the reference's own)."""
     if not any(r.status == "ok" for r in runs):
-        return ["no backend produced metrics; nothing to compare"]
+        return ["no backend produced metrics; nothing to compare"], []
     col = collect([root])
     col.baseline_model = base.label
     summary = summarize(col, root, opts.parity)
@@ -238,14 +248,14 @@ def _compare(opts: ValidateOptions, root: Path, base: V.ModelInfo, runs: Sequenc
         problems += [
             f"accuracy: {r['label']} ΔAP {r['delta_ap']:+.4f} is below -{opts.max_ap_drop}"
             for r in summary["rows"]
-            if r["model"] != base.label and r["delta_ap"] < -opts.max_ap_drop
+            if r["model"] != base.label and r["delta_ap"] is not None and r["delta_ap"] < -opts.max_ap_drop
         ]
     print()
     text = (root / "summary.md").read_text(encoding="utf-8")
     print("\n".join(ln for ln in text.splitlines() if ln.startswith(("|", ">"))))
     if not summary["plot"]:
         print(PLOT_SKIPPED)
-    return problems
+    return problems, list(summary["verdict"]["reasons"])
 
 
 def _run_problems(
@@ -267,7 +277,9 @@ def _run_problems(
     return problems
 
 
-def _report(root: Path, problems: Sequence[str]) -> int:
+def _report(root: Path, problems: Sequence[str], inconclusive: Sequence[str] = ()) -> int:
+    """FAILED (exit 1) where something broke, else INCONCLUSIVE (``EXIT_INCONCLUSIVE``) where nothing could be
+    compared, else PASSED."""
     print()
     print(f"summary:    {root / 'summary.md'}")
     print(f"validation: {root / 'validation.json'}")
@@ -276,5 +288,10 @@ def _report(root: Path, problems: Sequence[str]) -> int:
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
         return 1
+    if inconclusive:
+        print("VALIDATION INCONCLUSIVE (nothing to pass or fail):", file=sys.stderr)
+        for p in inconclusive:
+            print(f"  - {p}", file=sys.stderr)
+        return EXIT_INCONCLUSIVE
     print("VALIDATION PASSED")
     return 0

@@ -120,9 +120,16 @@ class ProcessLoaders:
                     str(self.ring.nbytes),
                     str(self.ring.slot_bytes),
                 ]
-                self._procs.append(
-                    subprocess.Popen(cmd, pass_fds=(theirs.fileno(), self.ring.fd), stdin=subprocess.DEVNULL, env=env)
+                # a session of their own: a terminal's Ctrl-C reaches this process alone, which stops them (close)
+                # instead of each printing a KeyboardInterrupt traceback of its own
+                proc = subprocess.Popen(
+                    cmd,
+                    pass_fds=(theirs.fileno(), self.ring.fd),
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
                 )
+                self._procs.append(proc)
                 theirs.close()
                 self._conns.append(Connection(ours.detach()))
         except BaseException:

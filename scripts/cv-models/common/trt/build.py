@@ -27,8 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.core.cli import FORCE_HELP, output_file
 from common.core.errors import UserError
-from common.core.results import atomic_write_bytes, atomic_write_json, sha256_file
+from common.core.results import atomic_write_bytes, atomic_write_json, sha256_file, stamp
 from common.model.onnx_facts import OnnxFacts, external_data_files, inspect_onnx
 from common.trt.api import TrtApi, create, make_logger, register_plugins, reject_weak_typing
 
@@ -721,7 +722,7 @@ def _write_engine(target: Path, engine_bytes: bytes, meta: dict[str, Any]) -> No
     try:
         atomic_write_bytes(target, engine_bytes)
         written = True
-        atomic_write_json(metadata_path(target), meta)
+        atomic_write_json(metadata_path(target), stamp(meta, {target.name: meta["engine_sha256"]}))
     except BaseException:
         # the engine is there but its metadata is not: remove it rather than leave an unexplained file
         if written:
@@ -740,11 +741,16 @@ def add_build_args(cli: Any, *, required_onnx: bool = True) -> None:
         g.add_argument("--onnx-path", type=Path, required=True, help="ONNX model to build")
     g.add_argument(
         "--engine-path",
-        type=Path,
+        type=output_file(None, "engine file"),
         default=None,
-        help="engine file (default: tmp/build-engine/trt/<onnx-stem>.<backend>.engine)",
+        help="engine file (default: tmp/build-engine/trt/<onnx-stem>.<backend>.engine); an existing one is "
+        "replaced only when this toolkit built it (its .json sidecar records it), or with --force",
     )
-    g.add_argument("--force", action="store_true", help="rebuild even when the cached engine matches")
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild even when the cached engine matches, and " + FORCE_HELP.replace(" (default: refuse them)", ""),
+    )
     g.add_argument(
         "--shapes",
         action="append",
@@ -792,7 +798,7 @@ def add_build_args(cli: Any, *, required_onnx: bool = True) -> None:
     )
     g.add_argument(
         "--timing-cache",
-        type=Path,
+        type=output_file(None, "timing cache file"),
         default=None,
         help="timing cache file (default: tmp/build-engine/trt/timing-<backend>-<version>-<gpu>.cache)",
     )

@@ -268,9 +268,11 @@ class TrtSession:
                 if self.runtime_cache_path is not None and self.runtime_cache_path.is_file():
                     if not rt_cache.deserialize(self.runtime_cache_path.read_bytes()):
                         log.warning(
-                            "runtime cache %s does not match this GPU/driver/version; starting empty",
+                            "runtime cache %s is not one this GPU/driver/version can read; starting empty and "
+                            "leaving that file as it is (delete it to have a new cache saved there)",
                             self.runtime_cache_path,
                         )
+                        self._keep_cache_file = True
                 rt_config.set_runtime_cache(rt_cache)
                 self._runtime_cache = rt_cache
             # TensorRT-RTX JIT-compiles its kernels here, at context creation.
@@ -536,7 +538,8 @@ class TrtSession:
         }
 
     def close(self) -> None:
-        if self._owns_cache and self._runtime_cache is not None and self.runtime_cache_path is not None:
+        keep = getattr(self, "_keep_cache_file", False)  # an existing file it could not read: not ours to replace
+        if self._owns_cache and self._runtime_cache is not None and self.runtime_cache_path is not None and not keep:
             try:
                 atomic_write_bytes(self.runtime_cache_path, bytes(self._runtime_cache.serialize()))
             except Exception as exc:  # a cache that cannot be saved is not worth failing the run
