@@ -267,12 +267,8 @@ class TrtSession:
                 rt_cache = rt_config.create_runtime_cache()
                 if self.runtime_cache_path is not None and self.runtime_cache_path.is_file():
                     if not rt_cache.deserialize(self.runtime_cache_path.read_bytes()):
-                        log.warning(
-                            "runtime cache %s is not one this GPU/driver/version can read; starting empty and "
-                            "leaving that file as it is (delete it to have a new cache saved there)",
-                            self.runtime_cache_path,
-                        )
-                        self._keep_cache_file = True
+                        self._keep_cache_file = True  # another GPU/driver/version's, or not a cache: never replaced
+                        log.warning("runtime cache %s unreadable here; starting empty", self.runtime_cache_path)
                 rt_config.set_runtime_cache(rt_cache)
                 self._runtime_cache = rt_cache
             # TensorRT-RTX JIT-compiles its kernels here, at context creation.
