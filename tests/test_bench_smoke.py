@@ -19,6 +19,9 @@ def test_smoke_benchmark_writes_table_and_json(tmp_path: Path) -> None:
     assert report["device"] == "cpu" and report["images"] == 8
     assert row["batch_size"] == 1 and row["ceiling"]["images_per_s"] > 0
     assert row["ours"]["ort-cpu"]["images_per_s"] > 0 and row["sequential"]["mode"] == "sequential"
+    ours = row["ours"]["ort-cpu"]  # what ran: the modes auto resolved to, the pipeline's shape, the host CPU cost
+    assert (ours["preprocess_mode"], ours["postprocess_mode"], ours["loaders"]) == ("cpu", "cpu", "threads")
+    assert ours["workers"] >= 1 and ours["in_flight"] >= 1 and ours["cpu_ms_per_image"] > 0
     # the pipelined evaluator and the sequential path score identically
     assert row["stats_identical"] is True and row["ap_ours"] == row["ap_sequential"]
     assert row["ratio_to_ceiling"] == row["best_ours_images_per_s"] / row["ceiling"]["images_per_s"]
