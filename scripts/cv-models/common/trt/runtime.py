@@ -171,7 +171,6 @@ class TrtSession:
         self.cuda_graph = bool(cuda_graph)
         self.native_cuda_graph = False  # TensorRT-RTX: the runtime config's CUDA-graph strategy
         self._runtime_config: Any = None
-        trt = api.module
         if share is not None:
             self.build_meta, self.logger, self.runtime = share.build_meta, share.logger, share.runtime
             self.engine, self.plugins = share.engine, share.plugins
@@ -200,21 +199,7 @@ class TrtSession:
         if self.context is None:
             raise UserError(f"{self.engine_path}: could not create an execution context ({last_error(self.logger)})")
 
-        self.io: list[IOTensor] = []
-        for i in range(int(self.engine.num_io_tensors)):
-            name = self.engine.get_tensor_name(i)
-            self._check_linear(name)
-            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            tensor = IOTensor(
-                name,
-                is_input,
-                np_dtype(self.engine.get_tensor_dtype(name), name),
-                tuple(int(d) for d in self.engine.get_tensor_shape(name)),
-            )
-            if is_input and int(self.engine.num_optimization_profiles) > 0:
-                lo, opt, hi = self.engine.get_tensor_profile_shape(name, 0)
-                tensor.profile = (tuple(int(d) for d in lo), tuple(int(d) for d in opt), tuple(int(d) for d in hi))
-            self.io.append(tensor)
+        self.io = self._io_tensors()
         self.inputs = [t for t in self.io if t.is_input]
         self.outputs = [t for t in self.io if not t.is_input]
 
@@ -233,6 +218,26 @@ class TrtSession:
         self.last_timing: dict[str, float] = {}
 
     # ------------------------------------------------------------------ setup
+
+    def _io_tensors(self) -> list[IOTensor]:
+        """The engine's I/O tensors in engine order (LINEAR formats only), with the first profile's shapes."""
+        trt = self.api.module
+        io = []
+        for i in range(int(self.engine.num_io_tensors)):
+            name = self.engine.get_tensor_name(i)
+            self._check_linear(name)
+            is_input = self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            tensor = IOTensor(
+                name,
+                is_input,
+                np_dtype(self.engine.get_tensor_dtype(name), name),
+                tuple(int(d) for d in self.engine.get_tensor_shape(name)),
+            )
+            if is_input and int(self.engine.num_optimization_profiles) > 0:
+                lo, opt, hi = self.engine.get_tensor_profile_shape(name, 0)
+                tensor.profile = (tuple(int(d) for d in lo), tuple(int(d) for d in opt), tuple(int(d) for d in hi))
+            io.append(tensor)
+        return io
 
     def _check_linear(self, name: str) -> None:
         """Refuse vectorised I/O formats: our buffers and copies assume LINEAR (row-major NCHW)."""
