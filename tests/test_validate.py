@@ -95,7 +95,7 @@ def test_ci_validate_baseline_and_int8_candidate(tmp_path, int8_candidate, capsy
     assert code == 0, out.out[-3000:] + out.err[-3000:]
     (root,) = list((tmp_path / "validate").iterdir())
     val = json.loads((root / "validation.json").read_text())
-    assert val["verdict"] == {"pass": True, "problems": []}
+    assert val["verdict"] == {"pass": True, "problems": [], "inconclusive": []}
     runs = {(r["model"], r["backend"]): r for r in val["runs"]}
     models = [m["label"] for m in val["models"]]
     assert models == ["yolov10n-synth", "yolov10n-synth.int8"]
