@@ -28,6 +28,7 @@ from common.data.coco import (
     rows_to_dicts,
     write_results_json,
 )
+from common.data.coco_process import ProcessCocoEval
 from common.data.coco_stream import BackgroundCocoEval, StreamingCocoEval
 
 REFS = [
@@ -275,3 +276,58 @@ def test_results_json_is_written_in_chunks_with_the_bytes_of_the_dicts(tmp_path,
     with pytest.raises(ValueError, match="non-finite"):
         write_results_json(tmp_path / "nan.json", rows)
     assert not (tmp_path / "nan.json").exists()
+
+
+def _fed_process(coco: Any, per_image: dict[int, np.ndarray], ids: list[int], group: int) -> ProcessCocoEval:
+    ev = ProcessCocoEval(coco, ids, chunk_rows=64)
+    for n in range(0, len(ids), group):
+        part = ids[n : n + group]
+        ev.add(part, [per_image.get(i, np.zeros((0, 7))) for i in part])
+    return ev
+
+
+@pytest.mark.fixtures
+@pytest.mark.parametrize("ref", REFS[:1])
+def test_worker_process_gives_the_recorded_pycocotools_stats_on_the_reference_detections(ref: str) -> None:
+    coco = load_coco(fixture_path("synthcoco", "annotations", "instances_valA.json"))
+    dets = json.loads(gzip.decompress(fixture_path("reference", f"{ref}_detections.json.gz").read_bytes()))
+    recorded = json.loads(fixture_path("reference", f"{ref}_stats.json").read_text())["stats"]
+    ev = _fed_process(coco, by_image(results_to_rows(dets)), sorted(coco.getImgIds()), 32)
+    assert ev.finish().tolist() == [recorded[k] for k in STAT_NAMES]
+    assert ev.start_seconds > 0 and ev.feed_seconds >= 0
+
+
+def test_worker_process_gives_pycocotools_stats_on_the_mini_set(mini_coco) -> None:
+    rng = np.random.default_rng(7)
+    ids = mini_coco.image_ids
+    per_image = {}
+    for i in ids:
+        anns = mini_coco.coco.imgToAnns.get(i, [])
+        boxes = [np.array(a["bbox"]) + rng.normal(0, 2, 4) for a in anns]
+        rows = [[i, *b, round(rng.random(), 3), a["category_id"]] for a, b in zip(anns, boxes, strict=True)]
+        per_image[i] = np.array(rows, np.float64).reshape(-1, 7)
+    rows = np.concatenate(list(per_image.values()))
+    want = pycocotools_eval(mini_coco.coco, rows, ids).stats
+    assert _fed_process(mini_coco.coco, per_image, ids, 3).finish().tolist() == list(want)
+
+
+def test_worker_process_errors_are_one_line_and_a_dead_worker_does_not_hang(mini_coco) -> None:
+    ids = mini_coco.image_ids
+    one = np.zeros((1, 7))
+    one[0, 0] = ids[0]
+    twice = ProcessCocoEval(mini_coco.coco, ids)
+    twice.add(ids[:1], [one])
+    twice.add(ids[:1], [one])
+    with pytest.raises(RuntimeError, match=r"COCO evaluation worker: ValueError: .*twice"):
+        twice.finish()
+    dead = ProcessCocoEval(mini_coco.coco, ids)
+    dead._proc.kill()
+    dead._proc.wait()
+    with pytest.raises(RuntimeError, match="worker process exited with code -9"):
+        dead.add(ids[:1], [one])
+        dead.finish()
+    dead.close()
+    stopped = ProcessCocoEval(mini_coco.coco, ids)
+    stopped.add(ids[:1], [one])
+    stopped.close()  # a failed run: the worker is stopped without a result
+    assert stopped._proc.returncode is not None

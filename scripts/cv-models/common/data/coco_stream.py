@@ -284,7 +284,17 @@ class StreamingCocoEval:
     """
 
     def __init__(self, coco: Any, image_ids: Sequence[int], chunk_rows: int = CHUNK_ROWS) -> None:
-        self.gt = prepare_ground_truth(coco, image_ids)
+        self._start(prepare_ground_truth(coco, image_ids), chunk_rows)
+
+    @classmethod
+    def from_ground_truth(cls, gt: GroundTruth, chunk_rows: int = CHUNK_ROWS) -> StreamingCocoEval:
+        """An evaluator over ground truth already indexed (``prepare_ground_truth``)."""
+        ev = cls.__new__(cls)
+        ev._start(gt, chunk_rows)
+        return ev
+
+    def _start(self, gt: GroundTruth, chunk_rows: int) -> None:
+        self.gt = gt
         self._rank = {i: r for r, i in enumerate(self.gt.image_ids.tolist())}
         self._seen: set[int] = set()
         self._ranks: list[int] = []
@@ -323,8 +333,12 @@ class StreamingCocoEval:
     def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
         """Match what is buffered, then accumulate: pycocotools' ``eval['precision']`` [T, R, K, A, M]
         and ``eval['recall']`` [T, K, A, M]."""
+        return accumulate(self.scored(), self.gt.counted)
+
+    def scored(self) -> Scored:
+        """Match what is buffered; every matched detection so far, as accumulation takes it."""
         self.flush()
-        return accumulate(Scored.concat(self._parts), self.gt.counted)
+        return Scored.concat(self._parts)
 
     def finish(self) -> np.ndarray:
         """The 12 stats, as pycocotools' ``COCOeval.stats``."""

@@ -42,6 +42,7 @@ from tqdm import tqdm
 from common.core.errors import UserError
 from common.core.results import latency_stats
 from common.data.coco import CocoDataset, coco_rows, evaluate_bbox, resolve_coco_engine, rows_to_dicts, stats_table
+from common.data.coco_process import PROCESS_MIN_IMAGES, ProcessCocoEval
 from common.data.coco_stream import BackgroundCocoEval, StreamingCocoEval
 from common.data.images import LetterboxMeta, geometry_table, unletterbox_rows
 from common.data.loading import InlineExecutor, LoadedImage, thread_loaders
@@ -122,6 +123,7 @@ def _make_batch(items: list[LoadedImage], mode: str, size: int, decode: str = "c
     return items[0].tensor[None] if len(items) == 1 else np.stack([it.tensor for it in items])
 
 
+CocoFeed = StreamingCocoEval | BackgroundCocoEval | ProcessCocoEval  # where the streamed matching runs
 LOAD_CHUNK = 4  # images per loader task, at least (``load_window``)
 LANE_TIMING = "gpu-lane-events: per batch, CUDA events on its lane around H2D + compute (+ GPU post) + D2H"
 LANE_TIMING_OVERLAP = LANE_TIMING + "; lanes overlapping on the GPU (--gpu-order overlap): includes other lanes' work"
@@ -340,7 +342,7 @@ class _Stages:
         self.chunk = chunk_size(window, opts.workers)
         self._in_post: deque[tuple[list[int], cf.Future[tuple[list[np.ndarray], float]]]] = deque()
         self.per_image: dict[int, np.ndarray] = {}
-        self.coco: BackgroundCocoEval | None = None  # fed each batch's rows as they are gathered
+        self.coco: CocoFeed | None = None  # fed each batch's rows as they are gathered
         self.pre_s: list[float] = []
         self.infer_s: list[float] = []
         self.post_s: list[float] = []
@@ -472,7 +474,7 @@ def _run_stages(
     batch_size: int,
     depth: int,
     post_layout: str | None,
-    coco: StreamingCocoEval | BackgroundCocoEval | None,
+    coco: CocoFeed | None,
 ) -> tuple[_Stages, float]:
     """Every batch through load -> backend -> post (-> ``coco``): (the stages' state, wall seconds)."""
     sequential = opts.workers <= 0
@@ -496,16 +498,20 @@ def _run_stages(
 
 
 @contextlib.contextmanager
-def _coco_feed(
-    dataset: CocoDataset, engine: str | None, sequential: bool
-) -> Iterator[StreamingCocoEval | BackgroundCocoEval | None]:
-    """For the ``stream`` engine, the evaluator the batches' rows go to: on a thread of its own, or
-    inline on the sequential path. The ground truth is indexed here, before any batch runs."""
+def _coco_feed(dataset: CocoDataset, engine: str | None, sequential: bool) -> Iterator[CocoFeed | None]:
+    """For the ``stream`` engine, the evaluator the batches' rows go to: inline on the sequential path; on the
+    pipelined path in a worker process for ``PROCESS_MIN_IMAGES`` images or more (started here, so it boots
+    during the warm-up), else on a thread of its own. The ground truth is indexed here, before any batch runs."""
     if engine != "stream":
         yield None
         return
-    streamed = StreamingCocoEval(dataset.coco, dataset.image_ids)
-    feed = streamed if sequential else BackgroundCocoEval(streamed)
+    feed: CocoFeed
+    if sequential:
+        feed = StreamingCocoEval(dataset.coco, dataset.image_ids)
+    elif len(dataset.image_ids) >= PROCESS_MIN_IMAGES:
+        feed = ProcessCocoEval(dataset.coco, dataset.image_ids)
+    else:
+        feed = BackgroundCocoEval(StreamingCocoEval(dataset.coco, dataset.image_ids))
     try:
         yield feed
     except BaseException:
@@ -513,8 +519,14 @@ def _coco_feed(
         raise
 
 
+def _runs_in(feed: CocoFeed | None) -> str | None:
+    """Where the streamed matching ran: ``process``, ``thread`` or ``inline`` (None: not streamed)."""
+    kinds = {ProcessCocoEval: "process", BackgroundCocoEval: "thread", StreamingCocoEval: "inline"}
+    return kinds.get(type(feed)) if feed is not None else None
+
+
 def _coco_stats(
-    feed: StreamingCocoEval | BackgroundCocoEval | None,
+    feed: CocoFeed | None,
     dataset: CocoDataset,
     rows: np.ndarray,
     engine: str | None,
@@ -586,6 +598,9 @@ def evaluate(
         "coco_engine": engine,  # the implementation that ran (None: no COCOeval)
         "coco_engine_requested": opts.coco_engine,
         "coco_eval_match_s": coco.match_seconds if coco is not None else None,  # matching, mostly during the run
+        "coco_eval_runs_in": _runs_in(coco),
+        "coco_eval_feed_s": getattr(coco, "feed_seconds", None),  # the worker process: this process's sends
+        "coco_eval_worker_start_s": getattr(coco, "start_seconds", None),  # start to ready, during the warm-up
         "wall_seconds": wall,
         "end_to_end_images_per_s": n / wall if wall > 0 else 0.0,
         "workers": opts.workers,
