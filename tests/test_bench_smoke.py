@@ -188,7 +188,8 @@ def test_coco_bench_times_the_engines_and_compares_their_stats(tmp_path, capsys)
         str(MINI / "annotations" / "instances_val2017.json"),
     ]
     code = run_main(
-        bench_eval_throughput.main, [*args, "--coco-bench-engines", "stream", "pycocotools", "--out", str(out)]
+        bench_eval_throughput.main,
+        [*args, "--coco-bench-engines", "stream", "stream-process", "pycocotools", "--out", str(out)],
     )
     assert code == 0
     report = json.loads(out.read_text())
@@ -196,6 +197,8 @@ def test_coco_bench_times_the_engines_and_compares_their_stats(tmp_path, capsys)
     stream, ref = report["engines"]["stream"], report["engines"]["pycocotools"]
     assert stream["equals_pycocotools"] is True and stream["stats"] == ref["stats"]
     assert 0 < stream["after_last_batch_s"] <= stream["total_s"] and ref["after_last_batch_vs_pycocotools_total"] == 1.0
+    sent = report["engines"]["stream-process"]
+    assert sent["equals_pycocotools"] is True and sent["stats"] == ref["stats"] and sent["feed_s_per_batch"] >= 0
     assert "stream" in capsys.readouterr().out
     assert run_main(bench_eval_throughput.main, ["--coco-bench", "-1", "--out", str(tmp_path / "x.json")]) == 2
 

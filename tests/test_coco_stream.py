@@ -180,7 +180,7 @@ def test_fixture_reference_detections_give_the_recorded_pycocotools_stats(ref: s
     assert stats == recorded
 
 
-def _pipeline_matches_pycocotools(ds: Any, workers: int) -> None:
+def _pipeline_matches_pycocotools(ds: Any, workers: int) -> dict[str, Any]:
     from conftest import DEMO_MODEL
 
     from common.eval.pipeline import EvalOptions, evaluate
@@ -193,6 +193,16 @@ def _pipeline_matches_pycocotools(ds: Any, workers: int) -> None:
     t = result.timings
     assert t["coco_engine"] == "stream" and t["coco_engine_requested"] == "auto"
     assert t["coco_eval_after_last_batch_s"] == t["eval_seconds"] >= 0 and t["coco_eval_match_s"] > 0
+    return t
+
+
+def test_large_pipelined_runs_match_in_the_worker_process(mini_coco, monkeypatch) -> None:
+    import common.eval.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "PROCESS_MIN_IMAGES", 4)
+    t = _pipeline_matches_pycocotools(dataclasses.replace(mini_coco, image_ids=mini_coco.image_ids[:8]), 2)
+    assert t["coco_eval_runs_in"] == "process" and t["coco_eval_worker_start_s"] > 0
+    assert t["coco_eval_feed_s"] >= 0
 
 
 @pytest.mark.parametrize("workers", [2, 0])

@@ -70,7 +70,7 @@ RUN_FACTS = (
     "in_flight",
     "warmup_runs",
 )
-COCO_BENCH_ENGINES = ("stream", "pycocotools", "faster-coco-eval")
+COCO_BENCH_ENGINES = ("stream", "stream-process", "pycocotools", "faster-coco-eval")
 
 
 def _add_coco_bench_args(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +88,8 @@ def _add_coco_bench_args(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=COCO_BENCH_ENGINES,
         default=list(COCO_BENCH_ENGINES),
-        help="--coco-bench: engines to time (default: all; faster-coco-eval where installed; the stats are "
+        help="--coco-bench: engines to time (default: all; stream-process: the streamed matching in a worker "
+        "process, as large pipelined evaluations run it; faster-coco-eval where installed; the stats are "
         "compared with pycocotools' when it runs)",
     )
 

@@ -6,7 +6,10 @@ a few jittered copies of each annotation (mostly the right category, some wrong)
 low score for the rest, as a detector run at a low confidence threshold returns them.
 
 ``stream`` is fed batch by batch, as the evaluator feeds it: its matching would overlap inference, and
-only ``finish`` (accumulate + summarize) remains after the last batch. The other engines run whole
+only ``finish`` (accumulate + summarize) remains after the last batch. ``stream-process`` is the same
+evaluation with its matching in a worker process (``common.data.coco_process``): the batches are only sent,
+so its "after last batch" includes the matching the worker had not done yet (here nothing else runs
+beside it, unlike in the evaluator). The other engines run whole
 after the last batch, from the rows (COCO results dicts built, loadRes, evaluate, accumulate, summarize).
 """
 
@@ -21,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from common.data.coco import STAT_NAMES, faster_coco_eval_available, quiet_cocoeval, rows_to_dicts
+from common.data.coco_process import ProcessCocoEval
 from common.data.coco_stream import StreamingCocoEval
 
 __all__ = ["CocoBenchOptions", "format_coco_bench", "repeated_ground_truth", "run_coco_bench", "synthetic_rows"]
@@ -31,7 +35,7 @@ class CocoBenchOptions:
     images: int  # N images (the source's images repeated)
     per_image: int = 300  # detections per image (a max-det 300 run at conf 0.001 fills it)
     batch_size: int = 32  # images per add(), as the evaluator's batches
-    engines: tuple[str, ...] = ("stream", "pycocotools", "faster-coco-eval")
+    engines: tuple[str, ...] = ("stream", "stream-process", "pycocotools", "faster-coco-eval")
     seed: int = 0
 
 
@@ -102,6 +106,33 @@ def _time_stream(coco: Any, ids: list[int], rows: dict[int, np.ndarray], batch: 
     }
 
 
+def _time_process(coco: Any, ids: list[int], rows: dict[int, np.ndarray], batch: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    ev = ProcessCocoEval(coco, ids)
+    prepare = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for n in range(0, len(ids), batch):
+        part = ids[n : n + batch]
+        ev.add(part, [rows[i] for i in part])
+    send = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    stats = ev.finish()
+    after = time.perf_counter() - t0
+    batches = max(1, -(-len(ids) // batch))
+    return {
+        "stats": stats.tolist(),
+        "prepare_s": prepare,  # ground truth indexed and the worker started
+        "feed_s": ev.feed_seconds,  # this process's time handing the batches over
+        "feed_s_per_batch": ev.feed_seconds / batches,
+        "feed_cpu_s_per_batch": ev.feed_cpu_seconds / batches,  # of it, this thread's CPU time
+        "send_loop_s": send,
+        "worker_start_s": ev.start_seconds,
+        "worker_match_s": ev.match_seconds,
+        "after_last_batch_s": after,  # the worker's matching still to do + accumulate + summarize
+        "total_s": prepare + send + after,
+    }
+
+
 def _indexed(coco: Any, engine: str) -> tuple[Any, Any]:
     """(ground truth index, COCOeval class) of ``engine``."""
     if engine == "pycocotools":
@@ -159,6 +190,8 @@ def run_coco_bench(source: Any, opts: CocoBenchOptions) -> dict[str, Any]:
             report["engines"][engine] = {"skipped": "faster-coco-eval is not installed"}
         elif engine == "stream":
             report["engines"][engine] = _time_stream(coco, ids, rows, opts.batch_size)
+        elif engine == "stream-process":
+            report["engines"][engine] = _time_process(coco, ids, rows, opts.batch_size)
         else:
             report["engines"][engine] = _time_whole(coco, ids, rows, engine)
     ref = report["engines"].get("pycocotools", {})
@@ -191,5 +224,11 @@ def format_coco_bench(report: dict[str, Any]) -> str:
             lines.append(
                 f"{'':<18}matching {r['match_s']:.2f} s beside the batches ({r['match_images_per_s']:.0f} img/s), "
                 f"ground truth indexed in {r['prepare_s']:.2f} s"
+            )
+        if name == "stream-process":
+            lines.append(
+                f"{'':<18}sending {r['feed_s_per_batch'] * 1e3:.3f} ms per batch here "
+                f"({r['feed_cpu_s_per_batch'] * 1e3:.3f} ms CPU); worker matching "
+                f"{r['worker_match_s']:.2f} s, started in {r['worker_start_s']:.2f} s"
             )
     return "\n".join(lines)

@@ -41,6 +41,7 @@ class ProcessCocoEval:
         self.gt = prepare_ground_truth(coco, image_ids)
         self.match_seconds = 0.0  # the worker's matching (known at ``finish``)
         self.feed_seconds = 0.0  # this process's time in ``add``
+        self.feed_cpu_seconds = 0.0  # of which the calling thread's CPU time (the rest: waiting for a core or the GIL)
         self.start_seconds = 0.0  # from starting the worker to it being ready to match (known at ``finish``)
         self.num_detections = 0
         here = str(Path(__file__).resolve().parents[2])  # the folder holding ``common``, for the worker's path
@@ -57,27 +58,48 @@ class ProcessCocoEval:
         )
         theirs.close()
         self._conn = Connection(ours.detach())
-        self._send(("gt", self.gt, chunk_rows))
+        self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._send_error: OSError | None = None
+        self._sender = threading.Thread(target=self._send_all, name="coco-eval-send", daemon=True)
+        self._sender.start()
+        self._outbox.put(("gt", self.gt, chunk_rows))
+
+    def _send_all(self) -> None:
+        """Write the queued messages to the worker (the socket waits here, never in ``add``)."""
+        while (msg := self._outbox.get()) is not None:
+            if self._send_error is None:
+                try:
+                    if msg[0] == "rows":  # the array's bytes go as they are: no pickled copy
+                        self._conn.send(msg[:3])
+                        self._conn.send_bytes(msg[3])
+                    else:
+                        self._conn.send(msg)
+                except OSError as exc:
+                    self._send_error = exc
 
     def _died(self) -> RuntimeError:
         code = self._proc.poll()
         state = f"exited with code {code}" if code is not None else "closed its connection"
         return RuntimeError(f"the COCO evaluation worker process {state} before returning its result")
 
-    def _send(self, msg: tuple[Any, ...]) -> None:
-        try:
-            self._conn.send(msg)
-        except OSError as exc:
-            raise self._died() from exc
+    def _stop_sending(self) -> None:
+        """Let the sender write what is queued, and end it."""
+        if self._sender.is_alive():
+            self._outbox.put(None)
+            self._sender.join()
 
     def add(self, image_ids: Sequence[int], rows_per_image: Sequence[np.ndarray]) -> None:
         """Hand a batch to the worker: one message with every image's rows in one array."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         counts = np.array([len(r) for r in rows_per_image], np.int64)
-        rows = np.concatenate(rows_per_image) if len(rows_per_image) else np.zeros((0, 7), np.float64)
+        parts = [np.asarray(r, np.float64).reshape(-1, 7) for r in rows_per_image]
+        rows = np.concatenate(parts) if parts else np.zeros((0, 7), np.float64)
         self.num_detections += len(rows)
-        self._send(("rows", np.asarray(image_ids, np.int64), counts, rows))
+        if self._send_error is not None:
+            raise self._died() from self._send_error
+        self._outbox.put(("rows", np.asarray(image_ids, np.int64), counts, rows))
         self.feed_seconds += time.perf_counter() - t0
+        self.feed_cpu_seconds += time.thread_time() - c0
 
     def _recv(self) -> tuple[Any, ...]:
         try:
@@ -87,7 +109,11 @@ class ProcessCocoEval:
 
     def scored(self) -> Scored:
         """Wait for the worker's matching of everything added: its matched detections."""
-        self._send(("finish",))
+        self._outbox.put(("finish",))
+        self._stop_sending()
+        if self._send_error is not None:
+            self.close()
+            raise self._died() from self._send_error
         reply = self._recv()
         if reply[0] == "ready":
             self.start_seconds = reply[1] - self._t0
@@ -107,23 +133,28 @@ class ProcessCocoEval:
 
     def close(self) -> None:
         """Stop the worker (after ``finish``, or without a result when the run failed)."""
-        self._conn.close()
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
+        self._stop_sending()  # a send blocked on the worker fails now that it is gone
+        self._conn.close()
 
 
 def _reader(conn: Connection, inbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
     """Drain the socket while the matching runs, so the sender's ``add`` never waits on it."""
     try:
         while True:
-            inbox.put(conn.recv())
+            msg = conn.recv()
+            if msg[0] == "rows":
+                msg = (*msg, np.frombuffer(conn.recv_bytes(), np.float64).reshape(-1, 7))
+            inbox.put(msg)
     except (EOFError, OSError):
         inbox.put(None)
 
 
 def _serve(conn: Connection) -> None:
     """The worker: match each batch as it comes; at ``finish``, reply (``done``, Scored, seconds) or an error."""
+    sys.setswitchinterval(0.001)  # the reader gets the GIL back soon while the matching holds it
     _, gt, chunk_rows = conn.recv()
     ev = StreamingCocoEval.from_ground_truth(gt, chunk_rows) if isinstance(gt, GroundTruth) else None
     conn.send(("ready", time.time()))

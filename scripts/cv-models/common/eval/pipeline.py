@@ -519,10 +519,17 @@ def _coco_feed(dataset: CocoDataset, engine: str | None, sequential: bool) -> It
         raise
 
 
-def _runs_in(feed: CocoFeed | None) -> str | None:
-    """Where the streamed matching ran: ``process``, ``thread`` or ``inline`` (None: not streamed)."""
+def _coco_timings(feed: CocoFeed | None) -> dict[str, Any]:
+    """The streamed matching's record: where it ran (``process``, ``thread``, ``inline``; None: not streamed),
+    its seconds (mostly during the run), and for the worker process this process's seconds handing batches
+    over and the worker's start to ready (during the warm-up)."""
     kinds = {ProcessCocoEval: "process", BackgroundCocoEval: "thread", StreamingCocoEval: "inline"}
-    return kinds.get(type(feed)) if feed is not None else None
+    return {
+        "coco_eval_match_s": feed.match_seconds if feed is not None else None,
+        "coco_eval_runs_in": kinds.get(type(feed)) if feed is not None else None,
+        "coco_eval_feed_s": getattr(feed, "feed_seconds", None),
+        "coco_eval_worker_start_s": getattr(feed, "start_seconds", None),
+    }
 
 
 def _coco_stats(
@@ -597,10 +604,7 @@ def evaluate(
         "coco_eval_after_last_batch_s": eval_s,
         "coco_engine": engine,  # the implementation that ran (None: no COCOeval)
         "coco_engine_requested": opts.coco_engine,
-        "coco_eval_match_s": coco.match_seconds if coco is not None else None,  # matching, mostly during the run
-        "coco_eval_runs_in": _runs_in(coco),
-        "coco_eval_feed_s": getattr(coco, "feed_seconds", None),  # the worker process: this process's sends
-        "coco_eval_worker_start_s": getattr(coco, "start_seconds", None),  # start to ready, during the warm-up
+        **_coco_timings(coco),
         "wall_seconds": wall,
         "end_to_end_images_per_s": n / wall if wall > 0 else 0.0,
         "workers": opts.workers,
