@@ -273,11 +273,11 @@ def _build(s: Sandbox, t: Path, *extra: str) -> list[str]:
 
 
 def _infer(s: Sandbox, t: Path, *extra: str) -> list[str]:
-    return ["--engine-path", str(s.engine), "--backend", "tensorrt-rtx", "--output-dir", str(t / "out"), *extra]
+    return ["--engine-path", str(s.engine), "--trt-api", "tensorrt-rtx", "--out", str(t / "out"), *extra]
 
 
 def _calib(s: Sandbox, t: Path, *extra: str) -> list[str]:
-    return ["--images-dir", str(s.images), "--num-images", "2", "--imgsz", "64", "--no-progress", *extra]
+    return ["--images-dir", str(s.images), "--max-images", "2", "--imgsz", "64", "--no-progress", *extra]
 
 
 def _quant(s: Sandbox, t: Path, *extra: str) -> list[str]:
@@ -294,14 +294,14 @@ def _validate(s: Sandbox, t: Path, *extra: str) -> list[str]:
         "ort-cpu",
         "--max-images",
         "2",
-        "--output-root",
+        "--out",
         str(t / "runs"),
         *extra,
     ]
 
 
 def _compare(s: Sandbox, t: Path, *extra: str) -> list[str]:
-    return [str(s.metrics), "--out-dir", str(t / "cmp"), *extra]
+    return [str(s.metrics), "--out", str(t / "cmp"), *extra]
 
 
 def _foreign_beside(p: Path, suffix: str) -> str:
@@ -565,7 +565,7 @@ CASES: list[Case] = [
     C("data-validate-ann-ids-restart", VALIDATE, lambda s, t: [*_validate(s, t), *_set(s, t, _ids_restart)],
       "annotation id 1"),
     C("data-calib-truncated-image", CALIB, lambda s, t: ["--images-dir", str(_set(s, t, _damage_image("truncated"))[3]),
-      "--num-images", "0", "--imgsz", "64", "--no-progress", "--out", str(t / "c.npy")], "end-of-image"),
+      "--max-images", "0", "--imgsz", "64", "--no-progress", "--out", str(t / "c.npy")], "end-of-image"),
     # --- eval: model outputs and the exported input size
     C("model-two-head-like-outputs", EVAL, lambda s, t: _eval(s, t, model=s.variants["two-heads"]), "--output-name"),
     C("model-output-name-unknown", EVAL, lambda s, t: _eval(s, t, "--output-name", "nope",
@@ -647,19 +647,19 @@ CASES: list[Case] = [
     C("build-shapes-malformed", BUILD, lambda s, t: _build(s, t, "--engine-path", str(t / "e.engine"), "--shapes",
       "x:1x3"), "--shapes", needs_trt=True),
     # --- infer
-    C("infer-output-dir-is-file", INFER, lambda s, t: [*_infer(s, t), "--output-dir", str(_file(t / "o.txt"))],
-      "--output-dir"),
+    C("infer-output-dir-is-file", INFER, lambda s, t: [*_infer(s, t), "--out", str(_file(t / "o.txt"))],
+      "--out"),
     C("infer-iterations-0", INFER, lambda s, t: _infer(s, t, "--iterations", "0"), "--iterations"),
-    C("infer-warmup-negative", INFER, lambda s, t: _infer(s, t, "--warmup", "-1"), "--warmup"),
+    C("infer-warmup-negative", INFER, lambda s, t: _infer(s, t, "--warmup-runs", "-1"), "--warmup-runs"),
     C("infer-input-malformed", INFER, lambda s, t: _infer(s, t, "--input", "images"), "--input"),
     C("infer-input-missing", INFER, lambda s, t: _infer(s, t, "--input", f"images={t / 'x.npy'}"), "--input"),
     C("infer-runtime-cache-is-engine", INFER, lambda s, t: _infer(s, t, "--runtime-cache", str(s.engine)),
       "--runtime-cache"),
     C("infer-runtime-cache-is-input", INFER, lambda s, t: _infer(s, t, "--input", f"x={_file(t / 'x.npy')}",
       "--runtime-cache", str(t / "x.npy")), "--runtime-cache"),
-    C("infer-old-shape-alias-malformed", INFER, lambda s, t: _infer(s, t, "--shape", "x:axb"), "--shapes"),
+    C("infer-old-shape-alias-malformed", INFER, lambda s, t: _infer(s, t, "--shape", "x:axb"), "--input-shape"),
     C("infer-old-engine-alias-missing", INFER, lambda s, t: ["--engine", str(t / "no.engine"), "--backend",
-      "tensorrt-rtx", "--output-dir", str(t / "out")], "--engine-path", needs_trt=True),
+      "tensorrt-rtx", "--out", str(t / "out")], "--engine-path", needs_trt=True),
     # --- calib
     C("calib-out-not-npy", CALIB, lambda s, t: _calib(s, t, "--out", str(t / "c.bin")), "--out"),
     C("calib-sidecar-is-image-list", CALIB, lambda s, t: ["--image-list", str(_file(t / "c.npy.txt", str(
@@ -669,10 +669,10 @@ CASES: list[Case] = [
       "existing directory"),
     C("calib-out-unwritable", CALIB, lambda s, t: _calib(s, t, "--out", f"{UNWRITABLE}/c.npy"), "not writable"),
     C("calib-imgsz-33", CALIB, lambda s, t: [*_calib(s, t, "--out", str(t / "c.npy")), "--imgsz", "33"], "--imgsz"),
-    C("calib-num-images-negative", CALIB, lambda s, t: [*_calib(s, t, "--out", str(t / "c.npy")), "--num-images",
-                                                         "-1"], "--num-images"),
-    C("calib-num-images-too-many", CALIB, lambda s, t: [*_calib(s, t, "--out", str(t / "c.npy")), "--num-images",
-                                                         "1000"], "--num-images"),
+    C("calib-num-images-negative", CALIB, lambda s, t: [*_calib(s, t, "--out", str(t / "c.npy")), "--max-images",
+                                                         "-1"], "--max-images"),
+    C("calib-num-images-too-many", CALIB, lambda s, t: [*_calib(s, t, "--out", str(t / "c.npy")), "--max-images",
+                                                         "1000"], "--max-images"),
     C("calib-images-dir-missing", CALIB, lambda s, t: ["--images-dir", str(t / "none"), "--out", str(t / "c.npy")],
       "none"),
     C("calib-list-and-dir", CALIB, lambda s, t: _calib(s, t, "--image-list", str(t / "l.txt"), "--out",
@@ -697,8 +697,8 @@ CASES: list[Case] = [
     C("validate-iou-1.5", VALIDATE, lambda s, t: _validate(s, t, "--iou", "1.5"), "--iou"),
     C("validate-parity-iou-5", VALIDATE, lambda s, t: _validate(s, t, "--parity-iou", "5"), "--parity-iou"),
     C("validate-step-timeout-0", VALIDATE, lambda s, t: _validate(s, t, "--step-timeout", "0"), "--step-timeout"),
-    C("validate-output-root-is-file", VALIDATE, lambda s, t: [*_validate(s, t), "--output-root",
-                                                              str(_file(t / "root.txt"))], "--output-root"),
+    C("validate-output-root-is-file", VALIDATE, lambda s, t: [*_validate(s, t), "--out",
+                                                              str(_file(t / "root.txt"))], "--out"),
     C("validate-candidate-missing", VALIDATE, lambda s, t: _validate(s, t, "--candidate", str(t / "c.onnx")),
       "c.onnx"),
     C("validate-candidate-and-quantize", VALIDATE, lambda s, t: _validate(s, t, "--candidate", str(s.model),
@@ -710,22 +710,22 @@ CASES: list[Case] = [
     C("compare-parity-iou-5", COMPARE, lambda s, t: _compare(s, t, "--parity-iou", "5"), "--parity-iou"),
     C("compare-parity-iou-0", COMPARE, lambda s, t: _compare(s, t, "--parity-iou", "0"), "--parity-iou"),
     C("compare-parity-conf-negative", COMPARE, lambda s, t: _compare(s, t, "--parity-conf", "-1"), "--parity-conf"),
-    C("compare-map-null", COMPARE, lambda s, t: [str(_metrics(t / "n" / "metrics.json", None)), "--out-dir",
+    C("compare-map-null", COMPARE, lambda s, t: [str(_metrics(t / "n" / "metrics.json", None)), "--out",
                                                   str(t / "cmp")], "mAP_50_95"),
-    C("compare-not-json", COMPARE, lambda s, t: [str(_file(t / "metrics.json", "{")), "--out-dir", str(t / "cmp")],
+    C("compare-not-json", COMPARE, lambda s, t: [str(_file(t / "metrics.json", "{")), "--out", str(t / "cmp")],
       "metrics.json"),
-    C("compare-missing", COMPARE, lambda s, t: [str(t / "none.json"), "--out-dir", str(t / "cmp")], "none.json"),
-    C("compare-out-dir-is-file", COMPARE, lambda s, t: [str(s.metrics), "--out-dir", str(_file(t / "o.txt"))],
-      "--out-dir"),
+    C("compare-missing", COMPARE, lambda s, t: [str(t / "none.json"), "--out", str(t / "cmp")], "none.json"),
+    C("compare-out-dir-is-file", COMPARE, lambda s, t: [str(s.metrics), "--out", str(_file(t / "o.txt"))],
+      "--out"),
     C("compare-summary-would-overwrite-input", COMPARE, lambda s, t: [str(_metrics(t / "o" / "summary.json")),
-      "--out-dir", str(t / "o")], "--out-dir"),
+      "--out", str(t / "o")], "--out"),
     C("compare-reference-unknown", COMPARE, lambda s, t: _compare(s, t, "--reference", "nope"), "--reference"),
     # --- doctor, setup (flags and paths; nothing probed)
-    C("doctor-json-out-is-directory", DOCTOR, lambda s, t: ["--json-out", str(_mkdir(t / "j")), "--no-session"],
-      "--json-out"),
-    C("doctor-json-out-unwritable", DOCTOR, lambda s, t: ["--json-out", f"{UNWRITABLE}/d.json", "--no-session"],
-      "--json-out"),
-    C("doctor-python-missing", DOCTOR, lambda s, t: ["--python", str(t / "nopython"), "--json-out",
+    C("doctor-json-out-is-directory", DOCTOR, lambda s, t: ["--out", str(_mkdir(t / "j")), "--no-session"],
+      "--out"),
+    C("doctor-json-out-unwritable", DOCTOR, lambda s, t: ["--out", f"{UNWRITABLE}/d.json", "--no-session"],
+      "--out"),
+    C("doctor-python-missing", DOCTOR, lambda s, t: ["--python", str(t / "nopython"), "--out",
                                                      str(t / "d.json")], "--python"),
     C("doctor-unknown-flag", DOCTOR, lambda s, t: ["--jsonout", str(t / "d.json")], "--jsonout"),
     C("setup-cuda-major-11", SETUP, lambda s, t: ["--dry-run", "--cuda-major", "11"], "--cuda-major"),
@@ -1107,11 +1107,13 @@ def test_eval_help_examples_use_paths_that_exist(capsys):
 
 def test_infer_takes_the_shared_flag_names_and_the_old_spellings(capsys):
     rc, out, _ = _run(INFER, ["--help"], capsys)
-    assert rc == 0 and "--engine-path" in out and "--shapes" in out
+    assert rc == 0 and "--engine-path" in out and "--input-shape" in out and "--shape NAME" not in out
     import infer_trt_engine
 
     args = infer_trt_engine.build_parser().parse_args(["--engine", "a.engine", "--shape", "x:1x3x8x8"])
-    assert str(args.engine_path) == "a.engine" and args.shapes == ["x:1x3x8x8"]
+    assert str(args.engine_path) == "a.engine" and args.input_shapes == ["x:1x3x8x8"]
+    args = infer_trt_engine.build_parser().parse_args(["--engine", "a.engine", "--shapes", "x:1x3x8x8"])
+    assert args.input_shapes == ["x:1x3x8x8"]
 
 
 def test_one_case_in_a_real_interpreter_and_verbose_shows_the_traceback(sb, tmp_path):

@@ -57,13 +57,13 @@ def test_too_many_images_is_a_clear_error(tmp_path):
         "make_calib_npy.py",
         "--images-dir",
         str(MINI_IMAGES),
-        "--num-images",
+        "--max-images",
         "100000",
         "--out",
         str(tmp_path / "c.npy"),
     )
     assert res.returncode == 2
-    assert "--num-images" in res.stderr and "Traceback" not in res.stderr
+    assert "--max-images" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "c.npy").exists()
 
 
@@ -74,7 +74,7 @@ def test_missing_images_dir(tmp_path):
 
 def test_help_shows_an_example():
     res = run_script("make_calib_npy.py", "--help")
-    assert res.returncode == 0 and "examples:" in res.stdout and "--num-images" in res.stdout
+    assert res.returncode == 0 and "examples:" in res.stdout and "--max-images" in res.stdout
 
 
 @pytest.mark.fixtures

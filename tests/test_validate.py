@@ -182,10 +182,8 @@ def test_run_root_not_writable(tmp_path):
     _need_demo()
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    line = _one_error_line(
-        run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), *FAST, "--output-root", str(blocker))
-    )
-    assert "--output-root" in line and str(blocker) in line
+    line = _one_error_line(run_script("validate_e2e.py", "--onnx-path", str(DEMO_MODEL), *FAST, "--out", str(blocker)))
+    assert "--out" in line and str(blocker) in line
 
 
 def test_candidate_with_another_input_is_refused(tmp_path):

@@ -8,7 +8,7 @@ For each batch size, on the same model and images:
   (b) ours         the end-to-end evaluator (decode + letterbox workers, inference, NMS, unletterbox)
       sequential   the same evaluator with no threads (--workers 0), for reference
   (c) ultralytics  YOLO(onnx).predict, end to end, when ultralytics is importable (not for dfl144)
-With --trt-backend, (b) also times the TensorRT evaluator's backend on an engine built from the same
+With --trt-api, (b) also times the TensorRT evaluator's backend on an engine built from the same
 ONNX (through the engine cache). The first variant is what eval-onnx runs with no flags; the table says how
 it compares with the ceiling and the best variant. With --time-to-metrics N: that variant over N images
 (the selected images repeated under fresh ids), with COCOeval against without, and COCOeval's share.
@@ -44,7 +44,15 @@ import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on
 # isort: split
 import numpy as np
 
-from common.core.cli import add_force_flag, check_range, make_parser, output_file, run_main, setup_logging
+from common.core.cli import (
+    add_force_flag,
+    add_old_spelling,
+    check_range,
+    make_parser,
+    output_file,
+    run_main,
+    setup_logging,
+)
 from common.core.errors import UserError
 from common.core.results import atomic_write_json, check_output_paths, latency_stats, run_dir, sha256_file, stamp
 from common.core.sysinfo import run_metadata
@@ -115,9 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="COCO root (default: %(default)s)")
     parser.add_argument("--instances", type=Path, help="instances JSON (default: <data-root>/annotations/...)")
     parser.add_argument("--images-dir", type=Path, help="image folder (default: <data-root>/val2017)")
-    parser.add_argument("--max-images", type=int, default=300, help="distinct images used (default 300; <= 0: all)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1], help="batch sizes to measure")
-    parser.add_argument("--workers", type=int, default=default_workers(), help="loader threads for (b)")
+    parser.add_argument(
+        "--max-images", type=int, default=100, help="distinct images used, the first N by id (default 100; <= 0: all)"
+    )
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[1], help="batch sizes to measure (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=default_workers(), help="loader threads for (b) (default: %(default)s)"
+    )
     parser.add_argument("--lanes", type=int, default=3, help="ORT sessions of the IO-binding variants (default 3)")
     parser.add_argument(
         "--switch-interval-ms",
@@ -125,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Python's GIL switch interval during (b) (default: the evaluator's default)",
     )
-    parser.add_argument("--min-seconds", type=float, default=10.0, help="each figure spans at least this long")
+    parser.add_argument(
+        "--min-seconds", type=float, default=10.0, help="each figure spans at least this long (default 10)"
+    )
     parser.add_argument("--cpu", action="store_true", help="ONNX Runtime CPU EP even where CUDA is available")
     parser.add_argument("--no-ultralytics", action="store_true", help="skip (c) even if ultralytics is installed")
     parser.add_argument(
@@ -166,11 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
         "and with the default --coco-eval, and their ratio (default 0: off)",
     )
     _add_coco_bench_args(parser)
-    parser.add_argument(
-        "--trt-backend",
+    trt_api = parser.add_argument(
+        "--trt-api",
+        dest="trt_backend",
         choices=("tensorrt", "tensorrt-rtx"),
-        help="also time the TensorRT backend on an engine built from --onnx-path (engine cache)",
+        help="also time the TensorRT backend of this API on an engine built from --onnx-path (engine cache; "
+        "default: none)",
     )
+    add_old_spelling(parser, "--trt-backend", trt_api)
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI: bundled model/set, 8 images, CPU")
     _add_output_args(parser)
     return parser

@@ -6,7 +6,7 @@ Outputs are recorded once per model with ONNX Runtime on the CPU (the fixture mo
 --images valA images; a batch larger than that repeats them). NumPy is timed on the host; the GPU
 with CUDA events around the kernels + the D2H copy of the final rows (the input already resident,
 as it is after inference), plus the host wall time of launch + synchronise + collect. Both after
---warmup runs. Also counts images whose GPU detections equal NumPy's in order (boxes to 1e-3 px).
+--warmup-runs runs. Also counts images whose GPU detections equal NumPy's in order (boxes to 1e-3 px).
 Prints a table and writes JSON + the table (default tmp/bench-gpu-post/<timestamp>/).
 """
 
@@ -25,7 +25,7 @@ import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on
 # isort: split
 import numpy as np
 
-from common.core.cli import make_parser, run_main, setup_logging
+from common.core.cli import add_old_spelling, make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import atomic_write_json, atomic_write_text, latency_stats, run_dir
 from common.model.yolov10 import PostprocessOptions, decode, detect_layout
@@ -48,9 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16, 32])
     parser.add_argument("--runs", type=int, default=100, help="timed GPU runs per batch size (default 100)")
     parser.add_argument("--numpy-runs", type=int, default=10, help="timed NumPy runs per batch size (default 10)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    warmup = parser.add_argument("--warmup-runs", type=int, default=10, help="untimed runs first (default 10)")
     parser.add_argument("--outputs-dir", type=Path, help="recorded outputs <model>.npy to use instead of recording")
-    parser.add_argument("--out-dir", type=Path, help="where to write (default tmp/bench-gpu-post/<timestamp>)")
+    out = parser.add_argument("--out", type=Path, help="output folder (default tmp/bench-gpu-post/<timestamp>)")
+    add_old_spelling(parser, "--warmup", warmup)
+    add_old_spelling(parser, "--out-dir", out)
     return parser
 
 
@@ -86,21 +88,21 @@ def bench_model(name: str, outs: np.ndarray, args: argparse.Namespace, opts: Pos
             mem.copy_htod_async(dev.ptr, host.ptr, batch.nbytes, stream)
             post.prepare(layout, b, batch.shape[1:], (640, 640), opts, batch.dtype)
             numpy_s: list[float] = []
-            for i in range(args.warmup + args.numpy_runs):
+            for i in range(args.warmup_runs + args.numpy_runs):
                 t = time.perf_counter()
                 want = [decode(o, layout, (640, 640), opts) for o in batch]
-                if i >= args.warmup:
+                if i >= args.warmup_runs:
                     numpy_s.append(time.perf_counter() - t)
             gpu_ms: list[float] = []
             wall_s: list[float] = []
-            for i in range(args.warmup + args.runs):
+            for i in range(args.warmup_runs + args.runs):
                 t = time.perf_counter()
                 start.record(stream)
                 post.launch(dev.ptr, stream)
                 end.record(stream)
                 stream.synchronize()
                 got = post.collect().detections()
-                if i >= args.warmup:
+                if i >= args.warmup_runs:
                     wall_s.append(time.perf_counter() - t)
                     gpu_ms.append(mem.elapsed_ms(start, end))
             same = sum(
@@ -170,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for m, p in zip(args.models, paths, strict=True):
         if not p.is_file() and not (args.outputs_dir and (args.outputs_dir / f"{m}.npy").is_file()):
             raise UserError(f"model {p} not found; pass --fixtures or --models")
-    out_dir = args.out_dir or run_dir("bench-gpu-post")
+    out_dir = args.out or run_dir("bench-gpu-post")
     opts = PostprocessOptions()
     rows: list[dict[str, Any]] = []
     for name, path in zip(args.models, paths, strict=True):

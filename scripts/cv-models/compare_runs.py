@@ -20,7 +20,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
-from common.core.cli import EXIT_INCONCLUSIVE, add_force_flag, check_range, make_parser, run_main, setup_logging
+from common.core.cli import (
+    EXIT_INCONCLUSIVE,
+    add_force_flag,
+    add_old_spelling,
+    check_range,
+    make_parser,
+    run_main,
+    setup_logging,
+)
 from common.core.errors import UserError
 from common.core.results import check_output_dir, check_output_paths, run_dir
 from common.report.compare import PLOT_SKIPPED, SUMMARY_FILES, ParityOptions, collect, pick_reference, summarize
@@ -34,19 +42,25 @@ def build_parser():
         [
             "python scripts/cv-models/compare_runs.py tmp/validate/20260101-120000",
             "python scripts/cv-models/compare_runs.py tmp/eval-onnx/20260101-120000/metrics.json "
-            "tmp/eval-trt/20260101-120500/metrics.json --out-dir tmp/cmp",
+            "tmp/eval-trt/20260101-120500/metrics.json --out tmp/cmp",
             "python scripts/cv-models/compare_runs.py tmp/validate/A tmp/validate/B --reference 'ort-cuda fp32'",
         ],
     )
     parser.add_argument("paths", nargs="+", type=Path, help="metrics.json files and/or run folders")
-    parser.add_argument(
-        "--out-dir",
+    out = parser.add_argument(
+        "--out",
         type=Path,
         default=None,
-        help="where summary.* go (default: the run folder when exactly one folder is given, "
+        help="output folder for summary.* (default: the run folder when exactly one folder is given, "
         "else tmp/compare/<timestamp>/)",
     )
-    parser.add_argument("--reference", default=None, help="row label for ΔAP, e.g. 'ort-cuda fp32' (see summary.md)")
+    add_old_spelling(parser, "--out-dir", out)
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="row label for ΔAP, e.g. 'ort-cuda fp32' (see summary.md; default: ORT CUDA, else ORT CPU, "
+        "of the baseline)",
+    )
     parser.add_argument("--parity-iou", type=float, default=0.5, help="IoU for a match, in (0, 1] (default 0.5)")
     parser.add_argument(
         "--parity-conf", type=float, default=0.25, help="score from which detections count, in [0, 1] (default 0.25)"
@@ -89,24 +103,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_mean_iou=parse_threshold_overrides(args.min_mean_iou, "--min-mean-iou"),
         max_median_dscore=parse_threshold_overrides(args.max_median_dscore, "--max-median-dscore"),
     )
-    check_output_dir("--out-dir", args.out_dir)
+    check_output_dir("--out", args.out)
     col = collect(args.paths)
-    out_dir = args.out_dir
+    out_dir = args.out
     if out_dir is None:
         dirs = [p for p in args.paths if p.is_dir()]
         out_dir = dirs[0] if len(args.paths) == 1 and dirs else None
     pick_reference(col.rows, args.reference, col.baseline_model)  # an unknown --reference fails before any write
     inputs = {f"input {i}": r.metrics_path for i, r in enumerate(col.rows)}
     if out_dir is not None:
-        check_output_dir("--out-dir", out_dir)
-        outputs = {f"--out-dir file {n}": out_dir / n for n in SUMMARY_FILES}
+        check_output_dir("--out", out_dir)
+        outputs = {f"--out file {n}": out_dir / n for n in SUMMARY_FILES}
         check_output_paths(outputs, inputs, force=args.force, vouchers=[out_dir / "summary.json"])
     else:
         out_dir = run_dir("compare")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        msg = f"--out-dir {out_dir}: cannot create it ({exc.strerror or exc}); pass a writable folder"
+        msg = f"--out {out_dir}: cannot create it ({exc.strerror or exc}); pass a writable folder"
         raise UserError(msg) from None
     summary = summarize(col, out_dir, opts, reference=args.reference)
     for w in summary["warnings"]:

@@ -25,7 +25,7 @@ DEMO_DATA = REPO / "datasets/synthcoco-mini"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser(__doc__ or "", ["python scripts/cv-models/demo.py --workers 2"])
+    parser = make_parser(__doc__ or "", ["python scripts/cv-models/demo.py --workers 2"], usage="%(prog)s [options]")
     add_eval_args(parser, task="demo")
     parser.set_defaults(data_root=DEMO_DATA, max_images=0)
     return parser

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--onnx-path models/cv-models/yolov10n-synth/yolov10n-synth.onnx --providers CPUExecutionProvider "
             "--data-root datasets/synthcoco-mini --max-images 0   # the bundled demo model and data",
         ],
+        usage="%(prog)s --onnx-path ONNX [--providers EP [EP ...]] [--data-root DIR] [--max-images N] [--out FILE] "
+        "[options]",
     )
     parser.add_argument("--onnx-path", type=Path, required=True, help="YOLOv10 ONNX model (baseline or quantized)")
     parser.add_argument(
@@ -66,38 +68,35 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="EP:KEY=VALUE",
-        help="option passed to an execution provider (repeatable; applied after the flags below)",
+        help="option passed to an execution provider (repeatable; applied after the EP flags; default: none)",
     )
-    parser.add_argument(
+    t = add_eval_args(parser, task="eval-onnx")
+    t.add_argument(
         "--io-binding",
         nargs="?",
         const="on",
         default="auto",
         choices=IO_BINDING_MODES,
-        help="CUDA EP only: our device buffers + pinned staging, copies overlapped with compute "
-        "(--lanes sessions, each on its own CUDA stream); the fastest GPU path. auto (default): on where ONNX "
+        help="CUDA EP only: our device buffers, copies overlapped with compute on --lanes sessions (the fastest "
+        "GPU path, a CUDA graph per lane where ONNX Runtime can capture one). auto (default): on where ONNX "
         "Runtime offers CUDAExecutionProvider and a CUDA device is present, unless --providers leads with another "
         "EP, --intra-op-threads or options for another EP are given (metrics.json run.fast_path says which path "
-        "ran and why); --io-binding alone = on; off: a plain session. Each lane replays a "
-        "CUDA graph of the model where ONNX Runtime can capture one (else per-kernel runs; metrics.json"
-        " run.backend.cuda_graph / cuda_graph_fallback say which): --cuda-graph insists, "
-        "--provider-option CUDAExecutionProvider:enable_cuda_graph=0 turns it off",
+        "ran and why); --io-binding alone = on; off: a plain session",
     )
-    parser.add_argument(
+    t.add_argument(
         "--lanes",
         type=int,
         default=3,
         help="with --io-binding: ORT sessions running batches concurrently, each on its own CUDA stream (default 3)",
     )
-    parser.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help="with --io-binding: " + GPU_ORDER_HELP)
-    parser.add_argument(
+    t.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help="with --io-binding: " + GPU_ORDER_HELP)
+    t.add_argument(
         "--intra-op-threads",
         type=int,
         default=None,
         help="ORT CPU threads per session (default: 1 when a GPU EP leads --providers, else ORT's default)",
     )
     add_ep_flags(parser)
-    add_eval_args(parser, task="eval-onnx")
     add_force_flag(parser)
     return parser
 

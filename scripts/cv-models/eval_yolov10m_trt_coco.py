@@ -39,23 +39,25 @@ def build_parser() -> argparse.ArgumentParser:
             "--onnx-path tmp/quant/yolov10m.fp16.onnx --trt-api tensorrt-rtx "
             "--max-images 0 --cuda-graph",
         ],
+        usage="%(prog)s (--engine-path ENGINE | --onnx-path ONNX) [--trt-api API] [--data-root DIR] [--max-images N] "
+        "[--out FILE] [options]",
     )
     parser.add_argument(
         "--onnx-path",
         type=Path,
         default=None,
-        help="ONNX to build (or reuse from the engine cache); optional with --engine-path",
+        help="ONNX to build (or reuse from the engine cache); optional with --engine-path (default: none)",
     )
     add_api_args(parser)
     add_build_args(parser, required_onnx=False)
-    t = parser.add_argument_group("TensorRT runtime")
-    t.add_argument("--cuda-graph", action="store_true", help="replay each enqueue as a CUDA graph")
+    t = add_eval_args(parser, task="eval-trt")
+    t.add_argument("--cuda-graph", action="store_true", help="replay each enqueue as a CUDA graph (default: off)")
     t.add_argument(
         "--runtime-cache",
         type=output_file(None, "runtime cache file"),
         default=None,
         help="TensorRT-RTX runtime (JIT kernel) cache file, read and saved back (replaced only when TensorRT-RTX "
-        "could read it)",
+        "could read it; default: none, in memory only)",
     )
     t.add_argument(
         "--lanes",
@@ -67,7 +69,6 @@ def build_parser() -> argparse.ArgumentParser:
         "the first run to try on a new machine",
     )
     t.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help=GPU_ORDER_HELP)
-    add_eval_args(parser, task="eval-trt")
     return parser
 
 

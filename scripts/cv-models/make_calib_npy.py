@@ -13,10 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
-from common.core.cli import add_force_flag, check_imgsz, check_range, make_parser, output_file, run_main, setup_logging
+from common.core.cli import (
+    add_force_flag,
+    add_old_spelling,
+    check_imgsz,
+    check_range,
+    make_parser,
+    output_file,
+    run_main,
+    setup_logging,
+)
 from common.core.errors import UserError
 from common.core.results import check_output_paths
 from common.data.check import SKIP_FLAG, check_image_files, describe
+from common.data.coco import DEFAULT_MAX_IMAGES, IMAGES_DIR_RULE
 from common.quant.calib import (
     build_calib_tensor,
     list_images_dir,
@@ -32,15 +42,25 @@ def build_parser():
         __doc__.splitlines()[1],
         [
             "python scripts/cv-models/make_calib_npy.py --data-root datasets/coco2017/source-data "
-            "--images-dir train2017 --num-images 100 --seed 0 --out tmp/calib/coco-train100.npy",
+            "--images-dir train2017 --max-images 100 --seed 0 --out tmp/calib/coco-train100.npy",
             "python scripts/cv-models/make_calib_npy.py --image-list my_images.txt --out tmp/calib/mine.npy",
         ],
     )
     src = parser.add_argument_group("images (a list file, or a directory to sample from)")
-    src.add_argument("--image-list", help="text file with one image path per line (relative to the file); all are used")
-    src.add_argument("--data-root", help="dataset root; --images-dir is resolved under it (default <root>/val2017)")
-    src.add_argument("--images-dir", help="directory of images to sample from")
-    src.add_argument("--num-images", type=int, default=100, help="images to sample (0 = all; default 100)")
+    src.add_argument(
+        "--image-list",
+        help="text file with one image path per line (relative to the file); all are used (default: none)",
+    )
+    src.add_argument(
+        "--data-root", help="dataset root (default: none; with it, --images-dir defaults to <root>/val2017)"
+    )
+    src.add_argument(
+        "--images-dir", help=f"directory of images to sample from (default: <data-root>/val2017); {IMAGES_DIR_RULE}"
+    )
+    count = src.add_argument(
+        "--max-images", type=int, default=DEFAULT_MAX_IMAGES, help="images to sample (0 = all; default %(default)s)"
+    )
+    add_old_spelling(src, "--num-images", count)
     src.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--imgsz", type=int, default=640, help="square network input size (default 640)")
     parser.add_argument(
@@ -66,15 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.image_list and (args.images_dir or args.data_root):
         raise UserError("pass either --image-list or --images-dir/--data-root, not both")
     check_imgsz("--imgsz", args.imgsz)
-    check_range("--num-images", args.num_images, 0)
+    check_range("--max-images", args.max_images, 0)
     if args.image_list:
         paths = read_image_list(Path(args.image_list))
         images = select_images(paths, 0, args.seed)
         source: dict[str, Any] = {"image_list": str(Path(args.image_list).resolve())}
     else:
         images_dir = resolve_images_dir(args.data_root, args.images_dir)
-        images = select_images(list_images_dir(images_dir), args.num_images, args.seed)
-        source = {"images_dir": str(images_dir.resolve()), "seed": args.seed, "num_requested": args.num_images}
+        images = select_images(list_images_dir(images_dir), args.max_images, args.seed)
+        source = {"images_dir": str(images_dir.resolve()), "seed": args.seed, "num_requested": args.max_images}
     # the tensor and its sidecars: not an input (list file, an image), not each other, before any image is read
     json_path, txt_path = sidecar_paths(args.out)
     inputs: dict[str, Path | None] = {"--image-list": Path(args.image_list) if args.image_list else None}

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
-from common.core.cli import check_range, make_parser, run_main, setup_logging
+from common.core.cli import add_old_spelling, check_range, make_parser, run_main, setup_logging
 from common.core.results import check_output_dir
 from common.data.check import SKIP_FLAG
 from common.eval.checks import ALLOW_IMGSZ_FLAG
@@ -80,8 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"backends to run: all (default) or some of {', '.join(V.BACKEND_KEYS)}; with an explicit "
         "list, one that cannot run makes the exit code 1",
     )
-    b.add_argument("--output-root", type=Path, default=Path("tmp"), help="runs go to <output-root>/<task>/<timestamp>/")
-    b.add_argument("--task", default="validate", help="run folder name under --output-root (default: %(default)s)")
+    out = b.add_argument(
+        "--out",
+        type=Path,
+        default=Path("tmp"),
+        help="output folder: runs go to <out>/<task>/<timestamp>/ (default: tmp)",
+    )
+    add_old_spelling(b, "--output-root", out)
+    b.add_argument("--task", default="validate", help="run folder name under --out (default: %(default)s)")
     b.add_argument("--step-timeout", type=float, default=3600, help="seconds per build/eval subprocess (default 3600)")
     _add_dataset_args(parser)
     _add_parity_args(parser)
@@ -178,7 +184,7 @@ def options_from_args(args: argparse.Namespace) -> ValidateOptions:
     check_range("--worst-images", args.worst_images, 0)
     check_range("--parity-iou", args.parity_iou, 0, 1, lo_open=True)
     check_range("--parity-conf", args.parity_conf, 0, 1)
-    check_output_dir("--output-root", args.output_root)
+    check_output_dir("--out", args.out)
     parity = ParityOptions(
         iou=args.parity_iou,
         conf=args.parity_conf,
@@ -217,7 +223,7 @@ def options_from_args(args: argparse.Namespace) -> ValidateOptions:
         calib_images=args.calib_images,
         backends=tuple(dict.fromkeys(args.backends)) if named else V.BACKEND_KEYS,
         backends_named=named,
-        out=args.output_root,
+        out=args.out,
         task=args.task,
         step_timeout=args.step_timeout,
         allow_imgsz_mismatch=args.allow_imgsz_mismatch,

@@ -2,7 +2,7 @@
 """trt-doctor: can this Python use TensorRT, trtexec, the ONNX Runtime TensorRT EP and the GPU?
 
 Prints a table of checks and one actionable line per problem, and writes the full
-inventory as JSON (``tmp/trt-doctor/<timestamp>/doctor.json`` unless ``--json-out``).
+inventory as JSON (``tmp/trt-doctor/<timestamp>/doctor.json`` unless ``--out``).
 Exit code 0: ready for TensorRT (``import tensorrt`` works against the machine's
 libnvinfer and a GPU is visible; with ``--smoke`` also: a one-layer engine was built, run on
 the GPU with the plain runner and matched NumPy); 1: not ready, with the reasons; 2: bad usage.
@@ -26,7 +26,7 @@ except ModuleNotFoundError:  # a Python that has not installed the toolkit: its 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cv-models"))
     import common.core.envguard  # noqa: F401
 
-from common.core.cli import add_force_flag, make_parser, output_file, run_main, setup_logging
+from common.core.cli import add_force_flag, add_old_spelling, make_parser, output_file, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import atomic_write_json, check_output_paths, run_dir, stamp
 from common.trt.doctor import *  # noqa: F403  (the CLI re-exports the doctor's names for its users)
@@ -40,17 +40,18 @@ def main(argv: Sequence[str] | None = None, inputs: DoctorInputs | None = None) 
         __doc__.splitlines()[1],
         [
             "pixi run -e rtx5090 trt-doctor",
-            "pixi run -e rtx5090 trt-doctor --json-out tmp/doctor.json --no-session",
+            "pixi run -e rtx5090 trt-doctor --out tmp/doctor.json --no-session",
             "pixi run -e rtx5090 trt-doctor --smoke   # also build, run and check a one-layer engine",
             "bash scripts/dev/venv.sh python scripts/trt/trt_doctor.py --python /usr/bin/python3   # probe the "
             "container's Python",
         ],
     )
-    parser.add_argument(
-        "--json-out",
+    out = parser.add_argument(
+        "--out",
         type=output_file("doctor.json"),
         help="write the JSON here; DIR/ means DIR/doctor.json (default tmp/trt-doctor/<timestamp>/doctor.json)",
     )
+    add_old_spelling(parser, "--json-out", out)
     add_force_flag(parser)
     parser.add_argument("--python", default=sys.executable, help="Python to probe (default: this one)")
     parser.add_argument(
@@ -67,14 +68,14 @@ def main(argv: Sequence[str] | None = None, inputs: DoctorInputs | None = None) 
     setup_logging(args.verbose)
     if not Path(args.python).exists() and not shutil.which(args.python):
         raise UserError(f"--python {args.python}: no such interpreter; pass a path such as /usr/bin/python3")
-    check_output_paths({"--json-out": args.json_out}, {}, force=args.force)  # before the probes
+    check_output_paths({"--out": args.out}, {}, force=args.force)  # before the probes
 
     inp = inputs or DoctorInputs(env=dict(os.environ), python=args.python, session=not args.no_session)
     inp.smoke = inp.smoke or args.smoke
     report = collect(inp)
     dx = diagnose(report)
     full = {**report, "checks": dx.checks, "recommendations": dx.recommendations, "ready": dx.ready}
-    out = args.json_out or run_dir("trt-doctor", root=REPO_ROOT / "tmp") / "doctor.json"
+    out = args.out or run_dir("trt-doctor", root=REPO_ROOT / "tmp") / "doctor.json"
     atomic_write_json(out, stamp(full))
     print(render_table(report, dx))
     print(f"\nJSON: {out}")

@@ -39,6 +39,7 @@ __all__ = [
     "FORCE_HELP",
     "OneLineParser",
     "add_force_flag",
+    "add_old_spelling",
     "add_verbose_flag",
     "check_imgsz",
     "check_range",
@@ -67,6 +68,20 @@ def add_force_flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup) ->
     parser.add_argument("--force", action="store_true", help=FORCE_HELP)
 
 
+def add_old_spelling(parser: argparse.ArgumentParser | argparse._ArgumentGroup, old: str, new: argparse.Action) -> None:
+    """Accept ``old``, a flag's previous name, as a hidden alias of ``new`` (the action of its current name):
+    the same destination, type, choices and arity, left out of --help (command lines written for the old name
+    keep working)."""
+    kwargs: dict = {"dest": new.dest, "help": argparse.SUPPRESS, "default": argparse.SUPPRESS}
+    if isinstance(new, argparse._StoreTrueAction):
+        kwargs["action"] = "store_true"
+    elif isinstance(new, argparse._AppendAction):
+        kwargs.update(action="append", type=new.type, choices=new.choices, metavar=new.metavar)
+    else:
+        kwargs.update(type=new.type, choices=new.choices, nargs=new.nargs, metavar=new.metavar)
+    parser.add_argument(old, **kwargs)
+
+
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -87,8 +102,10 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"error: {message} (see --help)\n")
 
 
-def make_parser(description: str, examples: Sequence[str]) -> argparse.ArgumentParser:
+def make_parser(description: str, examples: Sequence[str], usage: str | None = None) -> argparse.ArgumentParser:
+    """``usage``: a short usage line (default: argparse's, every flag)."""
     parser = OneLineParser(
+        usage=usage,
         description=description,
         epilog=example_epilog(*examples),
         formatter_class=argparse.RawDescriptionHelpFormatter,

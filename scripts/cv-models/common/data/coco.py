@@ -21,6 +21,7 @@ __all__ = [
     "COCO80_NAMES",
     "COCO_EVAL_ENGINES",
     "DEFAULT_MAX_IMAGES",
+    "IMAGES_DIR_RULE",
     "ROW_COLUMNS",
     "STAT_NAMES",
     "CocoDataset",
@@ -30,6 +31,7 @@ __all__ = [
     "evaluate_bbox",
     "faster_coco_eval_available",
     "format_coco_table",
+    "images_dir_under",
     "load_coco",
     "open_dataset",
     "quiet_cocoeval",
@@ -272,6 +274,20 @@ def unknown_categories(coco: Any, names: Sequence[str] = COCO80_NAMES) -> list[s
 
 
 DEFAULT_MAX_IMAGES = 100
+
+IMAGES_DIR_RULE = (
+    "a relative --images-dir is taken against the working directory; when no such folder exists there but one "
+    "does under --data-root, that one (e.g. --images-dir train2017)"
+)
+
+
+def images_dir_under(data_root: str | os.PathLike[str] | None, images_dir: str | os.PathLike[str]) -> Path:
+    """The one rule for an image folder (``IMAGES_DIR_RULE``): as given, else under ``data_root`` when only
+    that one exists."""
+    p = Path(images_dir)
+    if not p.is_absolute() and data_root is not None and not p.exists() and (Path(data_root) / p).is_dir():
+        return Path(data_root) / p
+    return p
 
 
 def read_id_list(path: str | os.PathLike[str]) -> list[int]:

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_DATA_ROOT",
     "DEFAULT_WARMUP_RUNS",
     "GPU_ORDER_HELP",
+    "THROUGHPUT_GROUP",
     "EvalConfig",
     "add_eval_args",
     "check_onnx_args",
@@ -76,13 +77,20 @@ GPU_ORDER_HELP = (
 )
 
 
-def add_eval_args(parser: argparse.ArgumentParser, task: str) -> None:
+THROUGHPUT_GROUP = "throughput tuning (the defaults pick the fast path where it runs; same detections)"
+
+
+def add_eval_args(parser: argparse.ArgumentParser, task: str) -> argparse._ArgumentGroup:
     """The evaluator flags (the names and defaults of the evaluator this toolkit replaces, and the toolkit's
-    own), one argument group each."""
+    own), one argument group each: the everyday groups first, then the throughput tuning group, which is
+    returned so that a script adds its own throughput flags there (execution-provider tuning goes after it)."""
     _add_dataset_args(parser.add_argument_group("dataset"))
     _add_processing_args(parser.add_argument_group("pre/post-processing"))
     _add_run_args(parser.add_argument_group("run"))
     _add_output_args(parser.add_argument_group("outputs"), task)
+    throughput = parser.add_argument_group(THROUGHPUT_GROUP)
+    _add_throughput_args(throughput)
+    return throughput
 
 
 def _add_dataset_args(d: argparse._ArgumentGroup) -> None:
@@ -109,7 +117,7 @@ def _add_dataset_args(d: argparse._ArgumentGroup) -> None:
         "--image-ids-list",
         type=Path,
         default=None,
-        help="text file of image ids, one per line: all of them are evaluated (duplicates once)",
+        help="text file of image ids, one per line: all of them are evaluated (duplicates once; default: none)",
     )
     d.add_argument(
         SKIP_FLAG,
@@ -142,7 +150,7 @@ def _add_processing_args(p: argparse._ArgumentGroup) -> None:
         "--output-format",
         choices=("auto", *LAYOUTS),
         default="auto",
-        help="model output layout; auto detects it from the output shape",
+        help="model output layout (default: auto, detected from the output shape)",
     )
     p.add_argument(
         "--output-name",
@@ -153,56 +161,14 @@ def _add_processing_args(p: argparse._ArgumentGroup) -> None:
 
 
 def _add_run_args(r: argparse._ArgumentGroup) -> None:
-    r.add_argument("--batch-size", type=int, default=1, help="images per inference (dynamic-batch models only)")
+    r.add_argument(
+        "--batch-size", type=int, default=1, help="images per inference (dynamic-batch models only; default 1)"
+    )
     r.add_argument(
         "--workers",
         type=int,
         default=default_workers(),
         help="loaders decoding + letterboxing images; 0 = sequential, no threads (default: %(default)s)",
-    )
-    r.add_argument(
-        "--loaders",
-        choices=LOADERS,
-        default="threads",
-        help="what the --workers are: threads (default; OpenCV releases the GIL while it decodes) or processes "
-        "(fresh Python processes writing into shared memory, so this interpreter's GIL only hands over one "
-        "message per chunk of images; Linux; for throughput runs on many cores). Same detections either way",
-    )
-    r.add_argument(
-        "--preprocess",
-        choices=PREPROCESS_CHOICES,
-        default="auto",
-        help="where the letterbox runs: cpu (the reference: OpenCV on the --workers); gpu-normalize "
-        "(CPU letterbox in uint8, float conversion on the GPU); gpu-letterbox (resize, pad and /255 in one NVRTC "
-        "kernel per batch, in OpenCV's fixed-point INTER_LINEAR arithmetic). Both GPU modes give the model the "
-        "same input as cpu, byte for byte. They need a backend with device input buffers (ONNX Runtime "
-        "--io-binding, or TensorRT); auto (default) = gpu-letterbox where the backend has them and the kernel "
-        "compiles, else cpu. metrics.json timings.preprocess_mode says which ran",
-    )
-    r.add_argument(
-        "--decode",
-        choices=DECODES,
-        default="cpu",
-        help="where the JPEGs are decoded: cpu (default: OpenCV in the --workers threads); gpu (NVIDIA "
-        "nvImageCodec, one batch per lane on its stream, read in place by the letterbox kernel; needs "
-        "--preprocess gpu-letterbox (or auto) and pip install 'nvidia-nvimgcodec-cu13[nvjpeg]' (-cu12 for CUDA 12); "
-        "pixels may differ from OpenCV's by a grey level)",
-    )
-    r.add_argument(
-        "--postprocess",
-        choices=POSTPROCESS_MODES,
-        default="auto",
-        help="where decode + NMS run: cpu (NumPy, the reference); gpu (NVRTC kernels on the backend's stream, "
-        "only the final <= --max-det rows per image come back; ONNX Runtime --io-binding or TensorRT); auto "
-        "(default) = gpu where the backend runs on a CUDA device and the kernels compile, else cpu. "
-        "metrics.json timings.postprocess_mode says which ran",
-    )
-    r.add_argument(
-        "--switch-interval-ms",
-        type=float,
-        default=None,
-        help="Python's GIL switch interval during the run (CPython default 5 ms; shorter lets the GPU "
-        "threads get the interpreter back sooner)",
     )
     _add_timing_args(r)
     r.add_argument(
@@ -215,6 +181,46 @@ def _add_run_args(r: argparse._ArgumentGroup) -> None:
         "faster-coco-eval (if installed) gives pycocotools' stats to 1e-6",
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_throughput_args(t: argparse._ArgumentGroup) -> None:
+    t.add_argument(
+        "--loaders",
+        choices=LOADERS,
+        default="threads",
+        help="what the --workers are: threads (default) or processes (Linux: fresh processes writing into shared "
+        "memory, for throughput runs on many cores)",
+    )
+    t.add_argument(
+        "--preprocess",
+        choices=PREPROCESS_CHOICES,
+        default="auto",
+        help="where the letterbox runs: cpu (the reference: OpenCV on the --workers); gpu-normalize (float "
+        "conversion on the GPU) or gpu-letterbox (all of it in one kernel per batch), the same input byte for byte, "
+        "need --io-binding or TensorRT; auto (default) = gpu-letterbox where the backend can, else cpu "
+        "(metrics.json timings.preprocess_mode says which ran)",
+    )
+    t.add_argument(
+        "--decode",
+        choices=DECODES,
+        default="cpu",
+        help="where the JPEGs are decoded: cpu (default: OpenCV); gpu (nvImageCodec; needs --preprocess "
+        "gpu-letterbox or auto and pip install 'nvidia-nvimgcodec-cu13[nvjpeg]'; pixels may differ by a grey level)",
+    )
+    t.add_argument(
+        "--postprocess",
+        choices=POSTPROCESS_MODES,
+        default="auto",
+        help="where decode + NMS run: cpu (NumPy, the reference); gpu (kernels on the backend's stream; "
+        "--io-binding or TensorRT); auto (default) = gpu where the backend can, else cpu (metrics.json "
+        "timings.postprocess_mode says which ran)",
+    )
+    t.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="Python's GIL switch interval during the run (default: CPython's, 5 ms)",
+    )
 
 
 def _add_timing_args(r: argparse._ArgumentGroup) -> None:

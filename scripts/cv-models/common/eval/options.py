@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common.core.checks import check_choice, check_param
 from common.core.errors import OptionError, literal
-from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES
+from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, images_dir_under
 from common.model.yolov10 import LAYOUTS, PostprocessOptions
 
 __all__ = [
@@ -161,8 +161,9 @@ class EvalOptions:
 @dataclass(frozen=True)
 class DataOptions:
     """Which COCO images and annotations: ``instances`` / ``images_dir`` default to the standard layout
-    under ``data_root``; a relative ``images_dir`` / ``instances`` is taken as given (against the working
-    directory), never re-rooted under ``data_root``.
+    under ``data_root``; a relative ``instances`` is taken as given (against the working directory); a relative
+    ``images_dir`` too, unless no such folder exists there but one does under ``data_root``
+    (``common.data.coco.IMAGES_DIR_RULE``).
 
     ``max_images``: the first N images by id (None: ``DEFAULT_MAX_IMAGES``; <= 0: all); ``image_ids_list``:
     a text file of ids, all of them evaluated (then ``max_images`` None means the whole list);
@@ -181,7 +182,9 @@ class DataOptions:
 
     @property
     def images_path(self) -> Path:
-        return self.images_dir or self.data_root / "val2017"
+        if self.images_dir is None:
+            return self.data_root / "val2017"
+        return images_dir_under(self.data_root, self.images_dir)
 
 
 @dataclass(frozen=True)

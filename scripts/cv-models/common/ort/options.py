@@ -130,14 +130,18 @@ def add_ep_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"cache built engines (trt_engine_cache_enable); default folder {DEFAULT_TRT_ENGINE_CACHE}",
     )
-    trt.add_argument("--trt-engine-cache-path", metavar="DIR", help="engine cache folder (implies --trt-engine-cache)")
+    trt.add_argument(
+        "--trt-engine-cache-path", metavar="DIR", help="engine cache folder (implies --trt-engine-cache; default: none)"
+    )
     trt.add_argument(
         "--trt-timing-cache",
         action="store_true",
         default=None,
         help=f"reuse tactic timings across builds (trt_timing_cache_enable); default folder {DEFAULT_TRT_TIMING_CACHE}",
     )
-    trt.add_argument("--trt-timing-cache-path", metavar="DIR", help="timing cache folder (implies --trt-timing-cache)")
+    trt.add_argument(
+        "--trt-timing-cache-path", metavar="DIR", help="timing cache folder (implies --trt-timing-cache; default: none)"
+    )
     trt.add_argument(
         "--trt-builder-optimization-level",
         type=_opt_level,
@@ -148,7 +152,7 @@ def add_ep_flags(parser: argparse.ArgumentParser) -> None:
         "--trt-max-workspace",
         type=parse_size,
         metavar="SIZE",
-        help="builder workspace limit, e.g. 4G (bytes if no unit)",
+        help="builder workspace limit, e.g. 4G (bytes if no unit; default: ONNX Runtime's)",
     )
     trt.add_argument(
         "--trt-fp16",
@@ -166,9 +170,14 @@ def add_ep_flags(parser: argparse.ArgumentParser) -> None:
     rtx.add_argument(
         "--rtx-runtime-cache-path",
         metavar="DIR",
-        help=f"JIT runtime cache folder (nv_runtime_cache_path), e.g. {DEFAULT_RTX_RUNTIME_CACHE}",
+        help=f"JIT runtime cache folder (nv_runtime_cache_path), e.g. {DEFAULT_RTX_RUNTIME_CACHE} (default: none)",
     )
-    rtx.add_argument("--rtx-max-workspace", type=parse_size, metavar="SIZE", help="builder workspace limit, e.g. 4G")
+    rtx.add_argument(
+        "--rtx-max-workspace",
+        type=parse_size,
+        metavar="SIZE",
+        help="builder workspace limit, e.g. 4G (default: ONNX Runtime's)",
+    )
     rtx.add_argument("--rtx-cuda-graph", action="store_true", default=None, help="capture a CUDA graph (static shapes)")
     rtx.add_argument("--rtx-detailed-build-log", action="store_true", default=None, help="verbose engine build log")
 

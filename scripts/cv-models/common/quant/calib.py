@@ -25,6 +25,7 @@ import numpy as np
 
 from common.core.errors import UserError
 from common.core.results import atomic_output, atomic_write_json, atomic_write_text, file_digests, stamp
+from common.data.coco import images_dir_under
 from common.data.images import load_image_rgb, preprocess
 
 __all__ = [
@@ -91,27 +92,25 @@ def read_image_list(list_file: Path) -> list[Path]:
 
 
 def resolve_images_dir(data_root: str | None, images_dir: str | None) -> Path:
-    """``--images-dir`` as given, else relative to ``--data-root``; ``<data-root>/val2017`` by default."""
+    """``--images-dir`` by the evaluators' rule (``common.data.coco.IMAGES_DIR_RULE``); ``<data-root>/val2017`` by
+    default."""
     if images_dir is None:
         if data_root is None:
             raise UserError(
                 "no images given: pass --image-list FILE, or --images-dir DIR (optionally with --data-root)"
             )
         return Path(data_root) / "val2017"
-    p = Path(images_dir)
-    if not p.is_absolute() and data_root is not None and not p.exists() and (Path(data_root) / p).exists():
-        return Path(data_root) / p
-    return p
+    return images_dir_under(data_root, images_dir)
 
 
 def select_images(candidates: Sequence[Path], num_images: int, seed: int) -> list[CalibImage]:
     """``num_images`` of ``candidates`` drawn without replacement with ``seed`` (0 = all), in name order."""
     if num_images < 0:
-        raise UserError(f"--num-images must be >= 0 (0 = all), got {num_images}")
+        raise UserError(f"--max-images must be >= 0 (0 = all), got {num_images}")
     if num_images > len(candidates):
         raise UserError(
-            f"--num-images {num_images} asks for more images than the {len(candidates)} available; "
-            f"pass --num-images {len(candidates)} or fewer (0 = all)"
+            f"--max-images {num_images} asks for more images than the {len(candidates)} available; "
+            f"pass --max-images {len(candidates)} or fewer (0 = all)"
         )
     if num_images == 0 or num_images == len(candidates):
         chosen = list(candidates)

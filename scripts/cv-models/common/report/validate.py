@@ -1,6 +1,6 @@
 """End-to-end validation: every backend on a baseline ONNX and its Q/DQ candidate, in one run root.
 
-Layout (``<root>`` = ``<output-root>/<task>/<timestamp>``)::
+Layout (``<root>`` = ``<out>/<task>/<timestamp>``)::
 
     <root>/validation.json       models, availability, statuses, tensor errors, verdict
     <root>/doctor.json           the trt-doctor inventory the availability came from

@@ -158,7 +158,7 @@ def _quantize(opts: ValidateOptions, root: Path, images_dir: Path) -> tuple[Path
     if calib is None:
         calib = folder / "calib.npy"
         cmd = [sys.executable, str(V.SCRIPTS / "make_calib_npy.py"), "--images-dir", str(images_dir)]
-        cmd += ["--num-images", str(opts.calib_images), "--seed", "0", "--imgsz", str(opts.eval.imgsz)]
+        cmd += ["--max-images", str(opts.calib_images), "--seed", "0", "--imgsz", str(opts.eval.imgsz)]
         step = V.run_step(V.Step("calib", [*cmd, "--out", str(calib), "--no-progress"]), folder, opts.step_timeout)
         if step.rc != 0:
             return calib, step

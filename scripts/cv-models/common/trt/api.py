@@ -179,12 +179,14 @@ def add_api_args(parser: argparse.ArgumentParser) -> None:
     """``--trt-api`` (alias ``--backend``) and ``--trt-verbosity``."""
     parser.add_argument(
         "--trt-api",
-        "--backend",
         dest="trt_api",
         action=_TrtApiFlag,
         choices=list(BACKENDS),
         default=None,
-        help="TensorRT API (default: tensorrt if it imports, else tensorrt-rtx); --backend is the old spelling",
+        help="TensorRT API (default: tensorrt if it imports, else tensorrt-rtx)",
+    )
+    parser.add_argument(  # the old spelling, hidden from --help
+        "--backend", dest="trt_api", action=_TrtApiFlag, choices=list(BACKENDS), default=None, help=argparse.SUPPRESS
     )
     parser.set_defaults(backend=None)
     parser.add_argument(

@@ -756,12 +756,15 @@ def add_build_args(cli: Any, *, required_onnx: bool = True) -> None:
         action="append",
         default=[],
         metavar="NAME:MIN,OPT,MAX",
-        help="profile of one input, e.g. images:1x3x640x640,4x3x640x640,8x3x640x640 (repeatable)",
+        help="optimization profile range of one input, e.g. images:1x3x640x640,4x3x640x640,8x3x640x640 "
+        "(repeatable; default: from --min/--opt/--max-batch and the ONNX shapes)",
     )
-    g.add_argument("--min-batch", type=int, default=None, help="profile min batch for batch-dynamic inputs")
+    g.add_argument("--min-batch", type=int, default=None, help="profile min batch for batch-dynamic inputs (default 1)")
     g.add_argument("--opt-batch", type=int, default=None, help="profile opt batch (default: max batch)")
     g.add_argument("--max-batch", type=int, default=None, help="profile max batch (default: min batch or 1)")
-    g.add_argument("--workspace-mib", type=int, default=None, help="workspace memory pool limit in MiB")
+    g.add_argument(
+        "--workspace-mib", type=int, default=None, help="workspace memory pool limit in MiB (default: TensorRT's)"
+    )
     g.add_argument(
         "--builder-optimization-level",
         type=int,
