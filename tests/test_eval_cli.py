@@ -48,6 +48,9 @@ def test_demo_writes_metrics_under_tmp(tmp_path: Path) -> None:
     assert set(data["timings"]) >= {"preprocess", "inference", "postprocess", "eval_seconds", "end_to_end_images_per_s"}
     run = data["run"]
     assert run["output_layout"] == "e2e" and len(run["model_sha256"]) == 64
+    # the command line's record names the model and the providers the demo chose (no flag of its own)
+    assert data["args"]["onnx_path"].endswith("yolov10n-synth.onnx")
+    assert data["args"]["providers"] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert run["backend"]["providers_used"] == ["CPUExecutionProvider"]
     assert "onnxruntime" in run["packages"]
     dets = json.loads((metrics_path.parent / "detections.json").read_text())

@@ -111,3 +111,15 @@ def test_eval_help_shows_everyday_flags_before_tuning_groups() -> None:
     assert order == sorted(order)
     assert text.index("--io-binding") > text.index("\nthroughput tuning")
     assert len(text.splitlines()) < 200
+
+
+@pytest.mark.parametrize("param", ["min_batch", "opt_batch", "max_batch", "workspace_mib"])
+def test_build_options_refuse_a_non_positive_bound(param) -> None:
+    """BuildOptions checks its own bounds: a library caller is refused too, in parameter names."""
+    from common.core.errors import OptionError
+    from common.trt.build import BuildOptions
+
+    with pytest.raises(OptionError) as caught:
+        BuildOptions(**{param: 0})
+    assert caught.value.param == param and str(caught.value) == f"{param} must be >= 1, got 0"
+    assert caught.value.render() == f"--{param.replace('_', '-')} must be >= 1, got 0"

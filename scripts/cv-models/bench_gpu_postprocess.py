@@ -25,7 +25,7 @@ import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on
 # isort: split
 import numpy as np
 
-from common.core.cli import add_old_spelling, make_parser, run_main, setup_logging
+from common.core.cli import add_old_spelling, check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import atomic_write_json, atomic_write_text, latency_stats, run_dir
 from common.model.yolov10 import PostprocessOptions, decode, detect_layout
@@ -163,8 +163,11 @@ def table(rows: list[dict]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    if args.images < 1 or args.runs < 1 or args.numpy_runs < 1 or min(args.batch_sizes) < 1:
-        raise UserError("--images, --runs, --numpy-runs and --batch-sizes must be >= 1")
+    for flag, value in (("--images", args.images), ("--runs", args.runs), ("--numpy-runs", args.numpy_runs)):
+        check_range(flag, value, 1)
+    for b in args.batch_sizes:
+        check_range("--batch-sizes", b, 1)
+    check_range("--warmup-runs", args.warmup_runs, 0)
     images = sorted((args.fixtures / "synthcoco" / "valA").glob("*.jpg"))[: args.images]
     if not images:
         raise UserError(f"no valA images under {args.fixtures}/synthcoco/valA; pass --fixtures")

@@ -18,7 +18,7 @@ from common.core.cli import make_parser, run_main, setup_logging
 from common.core.results import check_output_paths
 from common.trt.api import add_api_args, load_api
 from common.trt.build import add_build_args, default_engine_path, metadata_path
-from common.trt.cli import build_from_args
+from common.trt.cli import build_from_args, options_from_args
 
 
 def build_parser():
@@ -53,6 +53,7 @@ def check_build_outputs(args, api) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    options_from_args(args)  # the build options' own checks, before the API is loaded
     api = load_api(args.trt_api)
     check_build_outputs(args, api)  # before the (long) build
     verbosity = "verbose" if args.verbose else args.trt_verbosity

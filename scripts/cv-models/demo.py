@@ -39,12 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_onnx_input("model", DEMO_MODEL, config.eval.imgsz)
     available = available_providers()
     on_gpu = CUDA_EP in available
-    backend = OrtBackend(
-        str(DEMO_MODEL), [CUDA_EP, CPU_EP], available=available, intra_op_threads=1 if on_gpu else None
-    )
+    providers = [CUDA_EP, CPU_EP]
+    backend = OrtBackend(str(DEMO_MODEL), providers, available=available, intra_op_threads=1 if on_gpu else None)
     print(f"onnxruntime {backend.version}: providers in use: {', '.join(backend.providers_used)}")
     try:
-        return run_eval(args, config, backend, DEMO_MODEL, dataset)
+        record = {"onnx_path": str(DEMO_MODEL), "providers": providers}  # the model and EPs the demo chose
+        return run_eval(args, config, backend, DEMO_MODEL, dataset, record_extra=record)
     finally:
         backend.close()
 

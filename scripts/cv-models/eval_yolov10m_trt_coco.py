@@ -25,7 +25,7 @@ from common.eval.options import GPU_ORDERS, LaneOptions
 from common.throughput.trt_lanes import TrtBackend
 from common.trt.api import TrtApi, add_api_args, load_api
 from common.trt.build import add_build_args, metadata_path
-from common.trt.cli import build_from_args
+from common.trt.cli import build_from_args, options_from_args
 from common.trt.runner import TrtRunner
 
 
@@ -95,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("give --engine-path ENGINE, or --onnx-path ONNX to build (or reuse) an engine")
     # every usage check before a build or an engine is opened
     config = eval_config(args)
+    if args.onnx_path is not None:
+        options_from_args(args)  # the build options' own checks, before the dataset or a build
     lanes = LaneOptions(args.lanes, args.gpu_order, args.cuda_graph)
     building = args.onnx_path is not None
     model_inputs = {"--onnx-path": args.onnx_path} if building else {"--engine-path": args.engine_path}

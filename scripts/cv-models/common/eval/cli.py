@@ -371,9 +371,11 @@ def run_eval(
     dataset: CocoDataset,
     extra_run: dict[str, Any] | None = None,
     fast_path: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    record_extra: dict[str, Any] | None = None,
 ) -> int:
     """The evaluator command's last step: check the model's input, say which images run, evaluate and write
-    metrics.json (``common.eval.api.evaluate_to_files``), the command line kept under ``args``; ``fast_path``:
+    metrics.json (``common.eval.api.evaluate_to_files``), the command line kept under ``args`` (plus
+    ``record_extra``: what the command chose without a flag, e.g. the demo's model and providers); ``fast_path``:
     metrics.json ``run.fast_path`` from the timings (``common.eval.fast_path``)."""
     spec = backend.input
     check_model_input(str(model_path), spec.name, spec.shape, spec.dtype, config.eval.imgsz)
@@ -386,7 +388,7 @@ def run_eval(
         config.eval,
         config.out,
         extra_run,
-        args_record=vars(args),
+        args_record={**vars(args), **(record_extra or {})},
         loaders=loader_factory(config.eval),
         fast_path=fast_path,
     )

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.core.checks import check_param
 from common.core.cli import FORCE_HELP, output_file
 from common.core.errors import UserError
 from common.core.results import atomic_write_bytes, atomic_write_json, sha256_file, stamp
@@ -99,6 +100,12 @@ class BuildOptions:
     opt_level: int | None = None
     tf32: bool = True
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets, e.g. ("SM120",)
+
+    def __post_init__(self) -> None:
+        """The batch bounds and the workspace are positive (OptionError naming the parameter)."""
+        for name in ("min_batch", "opt_batch", "max_batch", "workspace_mib"):
+            check_param(name, getattr(self, name), 1)
+
     profiling_verbosity: str = "layer_names_only"  # one of PROFILING_VERBOSITY
 
     def legacy_precision(self) -> list[str]:

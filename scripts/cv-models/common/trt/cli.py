@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from common.core.errors import UserError
 from common.trt.api import TrtApi
 from common.trt.build import (
     BuildOptions,
@@ -21,10 +20,6 @@ __all__ = ["build_from_args", "options_from_args"]
 
 
 def options_from_args(args: argparse.Namespace) -> BuildOptions:
-    for flag in ("min_batch", "opt_batch", "max_batch", "workspace_mib"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     return BuildOptions(
         fp16=args.fp16,
         int8=args.int8,
