@@ -119,13 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--instances datasets/synthcoco-mini/annotations/instances_val2017.json",
         ],
     )
-    parser.add_argument("--onnx-path", type=Path, help="model to benchmark (default with --smoke: the bundled one)")
-    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="COCO root (default: %(default)s)")
-    parser.add_argument("--instances", type=Path, help="instances JSON (default: <data-root>/annotations/...)")
-    parser.add_argument("--images-dir", type=Path, help="image folder (default: <data-root>/val2017)")
-    parser.add_argument(
-        "--max-images", type=int, default=100, help="distinct images used, the first N by id (default 100; <= 0: all)"
-    )
+    _add_data_args(parser)
     parser.add_argument(
         "--batch-sizes", type=int, nargs="+", default=[1], help="batch sizes to measure (default: %(default)s)"
     )
@@ -182,14 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and with the default --coco-eval, and their ratio (default 0: off)",
     )
     _add_coco_bench_args(parser)
-    trt_api = parser.add_argument(
-        "--trt-api",
-        dest="trt_backend",
-        choices=("tensorrt", "tensorrt-rtx"),
-        help="also time the TensorRT backend of this API on an engine built from --onnx-path (engine cache; "
-        "default: none)",
-    )
-    add_old_spelling(parser, "--trt-backend", trt_api)
+    _add_trt_args(parser)
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI: bundled model/set, 8 images, CPU")
     _add_output_args(parser)
     return parser
@@ -213,6 +200,27 @@ MODE_FLAGS = ("gpu-post", "gpu-decode", "procs")
 
 
 DEFAULTS_MODE = "auto"  # the evaluator's defaults: --preprocess auto, --postprocess auto, threads, cpu decode
+
+
+def _add_trt_args(parser: argparse.ArgumentParser) -> None:
+    trt_api = parser.add_argument(
+        "--trt-api",
+        dest="trt_backend",
+        choices=("tensorrt", "tensorrt-rtx"),
+        help="also time the TensorRT backend of this API on an engine built from --onnx-path (engine cache; "
+        "default: none)",
+    )
+    add_old_spelling(parser, "--trt-backend", trt_api)
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--onnx-path", type=Path, help="model to benchmark (default with --smoke: the bundled one)")
+    parser.add_argument("--data-root", type=Path, default=DEFAULT_DATA_ROOT, help="COCO root (default: %(default)s)")
+    parser.add_argument("--instances", type=Path, help="instances JSON (default: <data-root>/annotations/...)")
+    parser.add_argument("--images-dir", type=Path, help="image folder (default: <data-root>/val2017)")
+    parser.add_argument(
+        "--max-images", type=int, default=100, help="distinct images used, the first N by id (default 100; <= 0: all)"
+    )
 
 
 def mode_parts(mode: str) -> tuple[str, bool, str, str]:

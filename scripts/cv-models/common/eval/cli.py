@@ -175,10 +175,9 @@ def _add_run_args(r: argparse._ArgumentGroup) -> None:
         "--coco-eval",
         choices=COCO_EVAL_ENGINES,
         default="auto",
-        help="COCOeval implementation (default %(default)s = stream): stream matches each batch's detections "
-        "against the ground truth while the next batches run, leaving only accumulate + summarize after the "
-        "last one, with pycocotools' 12 stats exactly; pycocotools is the reference, run whole at the end; "
-        "faster-coco-eval (if installed) gives pycocotools' stats to 1e-6",
+        help="COCOeval implementation (default %(default)s = stream: matched batch by batch while the next "
+        "ones run, pycocotools' 12 stats exactly); pycocotools: the reference, run whole at the end; "
+        "faster-coco-eval (if installed): pycocotools' stats to 1e-6",
     )
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
