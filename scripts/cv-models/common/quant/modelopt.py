@@ -161,8 +161,13 @@ def run_ptq(
     op_types_to_exclude: Sequence[str],
     high_precision_dtype: str,
     verbose: bool = False,
+    calibration_cache: Path | None = None,
 ) -> dict[str, Any]:
-    """ModelOpt ONNX PTQ (int8/fp8) with an in-memory calibration array; writes ``out_path``."""
+    """ModelOpt ONNX PTQ (int8/fp8) with an in-memory calibration array; writes ``out_path``.
+
+    ``calibration_cache`` (int8): activation scales in the TensorRT calibration-cache format; ModelOpt
+    quantizes only tensors the cache names and overwrites their calibrated scales with the cached ones.
+    """
     import_modelopt()
     from modelopt.onnx.quantization import quantize
 
@@ -177,6 +182,7 @@ def run_ptq(
             nodes_to_exclude=list(nodes_to_exclude) or None,
             op_types_to_exclude=list(op_types_to_exclude) or None,
             high_precision_dtype=high_precision_dtype,
+            calibration_cache_path=str(calibration_cache) if calibration_cache else None,
             output_path=str(tmp_out),
             log_level=_log_level(verbose),
         )
