@@ -38,6 +38,9 @@ class FakeSession:
     def quantizable_groups(self):
         return self.groups, []
 
+    def prefetch(self, candidates, subset) -> None:
+        pass
+
     def evaluate(self, excluded, subset, phase, calibration=None) -> Record:
         cal = calibration or self.calibration
         key = f"{cal}|{subset}|{'+'.join(sorted(excluded))}"
@@ -166,10 +169,12 @@ def test_no_candidate_reports_the_closest():
     assert res.closest.vs_fp16.delta == pytest.approx(-0.02 + 0.001 * len(NAMES))
 
 
-def test_choose_prefers_the_largest_int8_share_on_the_full_set():
+def test_choose_takes_the_confirmed_set_else_the_largest_int8_share_on_the_full_set():
     s = FakeSession(NAMES, additive)
     for kept in (("g5", "g1", "g3", "g7", "g4"), ("g5", "g1", "g3", "g7"), ("g5",)):  # within, within, not
         s.evaluate(kept, "full", "x")
     s.evaluate(("g5", "g1", "g3", "g7"), "screen", "x")
-    best, closest = choose(s.records)
+    best, closest = choose(s.records, None)
     assert best.excluded == ("g5", "g1", "g3", "g7") and best.subset == "full" and closest is None
+    best, _ = choose(s.records, ("g4", "g7", "g3", "g1", "g5"))
+    assert set(best.excluded) == {"g5", "g1", "g3", "g7", "g4"}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from common.core.cli import check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
-from common.core.results import check_output_dir, run_dir
+from common.core.results import check_output_dir
 from common.data.coco import open_dataset
 from common.eval.cli import DEFAULT_DATA_ROOT, check_onnx_input, dataset_paths
 from common.eval.pipeline import default_workers
@@ -38,6 +38,11 @@ from common.quant.search_state import STATE_FILE
 from common.quant.worker_client import default_quant_python
 
 FIXTURE = "../shared/fixtures"
+
+
+def default_quant_workers() -> int:
+    cores = os.cpu_count() or 1
+    return 1 if cores < 8 else min(3, cores // 4)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +171,13 @@ def _add_output_args(g: argparse._ArgumentGroup) -> None:
         help="interpreter of the ModelOpt environment (default: $YOLO_QUANT_PYTHON, else this one when it has "
         "ModelOpt, else .venv-quant/bin/python)",
     )
+    g.add_argument(
+        "--quant-workers",
+        type=int,
+        default=default_quant_workers(),
+        help="ModelOpt processes making the ranking's candidates in parallel (default: 1 below 8 cores, else "
+        "cores / 4 up to 3)",
+    )
     g.add_argument("--keep-candidates", action="store_true", help="keep every candidate ONNX in candidates/")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -177,6 +189,7 @@ def _check(args: argparse.Namespace) -> None:
     check_range("--bootstrap", args.bootstrap, 0)
     check_range("--worthwhile-share", args.worthwhile_share, 0, 1)
     check_range("--workers", args.workers, 0)
+    check_range("--quant-workers", args.quant_workers, 1)
     for c in args.calib_counts:
         check_range("--calib-counts", c, 0)
     for flag in ("onnx_path", "calib", "fp16_onnx", "int8_onnx", "proxy_ranking"):
@@ -204,7 +217,7 @@ def _providers(args: argparse.Namespace) -> tuple[str, ...]:
     return ("CUDAExecutionProvider", "CPUExecutionProvider") if cuda else ("CPUExecutionProvider",)
 
 
-def _config(args: argparse.Namespace, argv: Sequence[str], input_size: int, out: Path) -> RunConfig:
+def _config(args: argparse.Namespace, argv: Sequence[str], input_size: int) -> RunConfig:
     methods = args.calib_methods or (["entropy", "max"] if args.mode == "int8" else ["max"])
     eps = args.calibration_eps or (["cuda:0", "cpu"] if os.path.exists("/dev/nvidiactl") else ["cpu"])
     search = SearchOptions(
@@ -219,13 +232,14 @@ def _config(args: argparse.Namespace, argv: Sequence[str], input_size: int, out:
     score = ScoreOptions(providers=_providers(args), imgsz=input_size, workers=args.workers, replicates=args.bootstrap)
     return RunConfig(
         source=args.onnx_path,
-        out=out,
+        out=args.out,
         calib=args.calib,
         sweep=tuple((m, c) for m in dict.fromkeys(methods) for c in dict.fromkeys(args.calib_counts)),
         calibration_eps=tuple(eps),
         high_precision_dtype=args.high_precision_dtype,
         groups=args.groups,
         quant_python=args.quant_python or default_quant_python(),
+        quant_workers=args.quant_workers,
         proxy=args.proxy_ranking,
         trt_api=args.trt_api,
         fp16_onnx=args.fp16_onnx,
@@ -259,17 +273,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     instances, images = dataset_paths(args)
     dataset = open_dataset(instances, images, args.max_images, args.image_ids_list)
     screen = dataset.image_ids[: args.screen_images]
-    cfg = _config(args, argv, size, args.out or run_dir("search"))
+    cfg = _config(args, argv, size)
     print(
         f"search {args.onnx_path.name}: {args.mode}, budget {args.budget}, screen {len(screen)} / full "
-        f"{len(dataset.image_ids)} images, scoring on {' '.join(cfg.score.providers)}, run folder {cfg.out}",
+        f"{len(dataset.image_ids)} images, scoring on {' '.join(cfg.score.providers)}",
         file=sys.stderr,
     )
     outcome = run(cfg, dataset, screen)
     print(outcome.verdict)
     print(
         f"search finished in {outcome.wall_seconds:.1f} s ({outcome.session.evals_used} evaluations); "
-        f"results in {cfg.out} (summary.md, search.jsonl, best/)"
+        f"results in {outcome.session.folder} (summary.md, search.jsonl, best/)"
     )
     return 0
 

@@ -14,8 +14,9 @@ Steps (every evaluation is paired with the FP16 reference on the same images):
    budget still holds (screen, then full set).
 
 ``--max-evals`` bounds the evaluations of quantized candidates; when it runs out the best candidate
-confirmed on the full set so far is the result. The result is the full-set candidate within budget
-with the largest INT8 share of conv MACs; without one, the closest candidate is reported.
+confirmed on the full set so far is the result. The result is the set the steps confirmed last; when
+the search stopped before confirming one, the full-set candidate within budget with the largest INT8
+share of conv MACs; without any, the closest candidate is reported.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def calibrate(session: Session, makers: dict[str, CandidateMaker]) -> list[Recor
 
 def rank(session: Session, groups: Sequence[Group]) -> list[Ranked]:
     """Leave one group out on the screen; most sensitive (largest gain) first, ties in group order."""
+    session.prefetch([(g.name,) for g in groups], "screen")
     out = []
     for g in groups:
         rec = session.evaluate((g.name,), "screen", "rank")
@@ -129,8 +131,9 @@ def confirm(session: Session, ranked: Sequence[Ranked], k: int) -> int | None:
     return hi
 
 
-def prune(session: Session, ranked: Sequence[Ranked], k: int) -> tuple[str, ...]:
-    """Each kept group, least sensitive first, quantized again when the budget still holds (screen, then full)."""
+def prune(session: Session, ranked: Sequence[Ranked], k: int, res: SearchResult) -> tuple[str, ...]:
+    """Each kept group, least sensitive first, quantized again when the budget still holds (screen, then
+    full set); ``res.kept`` follows every confirmed removal, so a search stopped here keeps them."""
     kept = list(_prefix(ranked, k))
     for name in reversed(_prefix(ranked, k)):
         trial = tuple(x for x in kept if x != name)
@@ -138,14 +141,20 @@ def prune(session: Session, ranked: Sequence[Ranked], k: int) -> tuple[str, ...]
             continue  # INT8-all: already known to fail
         if session.evaluate(trial, "screen", "prune").within and session.evaluate(trial, "full", "prune").within:
             kept = list(trial)
+            res.kept = trial
     return tuple(kept)
 
 
-def choose(records: Sequence[Record]) -> tuple[Record | None, Record | None]:
-    """(best, closest): the full-set candidate within budget with the largest INT8 MAC share (then the
-    smallest mAP drop); without one, the candidate closest to the budget (full set first)."""
+def choose(records: Sequence[Record], kept: tuple[str, ...] | None) -> tuple[Record | None, Record | None]:
+    """(best, closest). Best: the full-set evaluation of ``kept`` (the search's confirmed set); without one,
+    the full-set candidate within budget with the largest INT8 MAC share (then the smallest mAP drop).
+    Without any, the candidate closest to the budget (full set first)."""
     full = [r for r in records if r.subset == "full"]
     ok = [r for r in full if r.within]
+    if kept is not None:
+        mine = [r for r in ok if set(r.excluded) == set(kept)]
+        if mine:
+            return mine[-1], None
     if ok:
         return max(ok, key=lambda r: (round(r.share, 9), r.vs_fp16.delta, -r.index)), None
     pool = full or [r for r in records if r.excluded or r.phase == "calibration"]
@@ -161,7 +170,7 @@ def run_search(session: Session, makers: dict[str, CandidateMaker]) -> SearchRes
     except BudgetExhausted:
         res.stopped = f"--max-evals {session.opts.max_evals} reached"
         res.path.append(res.stopped)
-    res.best, res.closest = choose(session.records)
+    res.best, res.closest = choose(session.records, res.kept)
     return res
 
 
@@ -194,5 +203,5 @@ def _steps(session: Session, makers: dict[str, CandidateMaker], res: SearchResul
     res.path.append(f"confirmed: K={res.confirmed_k} on the full set")
     res.kept = _prefix(res.ranking, res.confirmed_k)
     if session.opts.prune and res.confirmed_k > 1:
-        res.kept = prune(session, res.ranking, res.confirmed_k)
+        res.kept = prune(session, res.ranking, res.confirmed_k, res)
         res.path.append(f"prune: {len(res.kept)} group(s) kept in high precision")

@@ -13,15 +13,16 @@ import functools
 import hashlib
 import json
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from common.core.errors import UserError
-from common.core.results import sha256_file
+from common.core.results import run_dir, sha256_file
 from common.data.coco import CocoDataset
 from common.quant.calib import load_calib_tensor
 from common.quant.candidates import CandidateMaker, ModelOptMaker, StripMaker
@@ -35,8 +36,8 @@ from common.quant.search_eval import ScoreOptions, Scorer
 from common.quant.search_plots import write_plots
 from common.quant.search_report import RunInfo, verdict, write_best, write_sensitivity_report, write_summary
 from common.quant.search_session import Record, SearchOptions, Session
-from common.quant.search_state import SearchState
-from common.quant.worker_client import ModelOptWorker
+from common.quant.search_state import STATE_FILE, SearchState
+from common.quant.worker_client import WorkerPool
 
 __all__ = ["Outcome", "RunConfig", "run"]
 
@@ -46,13 +47,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class RunConfig:
     source: Path
-    out: Path
+    out: Path | None = None  # default: tmp/search/<timestamp>
     calib: Path | None = None
     sweep: tuple[tuple[str, int], ...] = (("entropy", 0), ("max", 0))  # (method, images; 0 = all)
     calibration_eps: tuple[str, ...] = ("cpu",)
     high_precision_dtype: str = "fp16"
     groups: str = "yolov10"
     quant_python: str = ""
+    quant_workers: int = 1  # ModelOpt workers: candidates of the ranking are made this many at a time
     proxy: Path | None = None
     trt_api: str = "tensorrt-rtx"
     fp16_onnx: Path | None = None
@@ -152,7 +154,7 @@ def _builder(cfg: RunConfig) -> tuple[Callable[[Path, Path], dict[str, Any]] | N
 
 
 def _makers(
-    cfg: RunConfig, worker: ModelOptWorker | None, batch: int
+    cfg: RunConfig, worker: WorkerPool | None, batch: int
 ) -> tuple[dict[str, CandidateMaker], dict[str, Any], CandidateMaker | None]:
     """Candidate makers per calibration, what the reports say about the calibration, and the maker of
     INT8-all with float32 high precision (the runtime check), when ModelOpt makes the candidates."""
@@ -210,7 +212,9 @@ def _on_record(cfg: RunConfig) -> tuple[Callable[[Record, int], None], Any]:
 
 
 def run(cfg: RunConfig, dataset: CocoDataset, screen_ids: list[int]) -> Outcome:
-    """The run described in the module docstring; writes everything under ``cfg.out``."""
+    """The run described in the module docstring; writes everything under ``cfg.out`` (default
+    ``tmp/search/<timestamp>``, made once the cheap checks pass). A run that fails before its first
+    evaluation leaves no folder behind."""
     import onnx
 
     t0 = time.perf_counter()
@@ -218,13 +222,33 @@ def run(cfg: RunConfig, dataset: CocoDataset, screen_ids: list[int]) -> Outcome:
     groups = make_groups(model, cfg.groups)
     batch = _check(cfg, model, groups)
     proxy = read_proxy(cfg.proxy) if cfg.proxy else None
+    fresh = cfg.out is None or not cfg.out.exists()
+    cfg = replace(cfg, out=cfg.out or run_dir("search"))
+    try:
+        return _run(cfg, dataset, screen_ids, model, groups, batch, proxy, t0)
+    except UserError:
+        if fresh and not (cfg.out / STATE_FILE).exists():
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
+
+
+def _run(
+    cfg: RunConfig,
+    dataset: CocoDataset,
+    screen_ids: list[int],
+    model: Any,
+    groups: list[Group],
+    batch: int,
+    proxy: dict[str, float] | None,
+    t0: float,
+) -> Outcome:
     macs = conv_macs(model)
     scorer = Scorer(dataset, screen_ids, cfg.score)
     needs_modelopt = cfg.int8_onnx is None or cfg.fp16_onnx is None
     with contextlib.ExitStack() as stack:
         worker = None
         if needs_modelopt:
-            worker = stack.enter_context(ModelOptWorker(cfg.quant_python, cfg.out / "modelopt.log"))
+            worker = stack.enter_context(WorkerPool(cfg.quant_python, cfg.out / "modelopt.log", cfg.quant_workers))
         versions = dict(worker.versions) if worker else {}
         state = SearchState.open(cfg.out, _fingerprint(cfg, groups, scorer, versions), cfg.resume)
         fp16 = cfg.fp16_onnx or make_fp16(worker, cfg.source, cfg.calib, cfg.calibration_eps, cfg.out)
@@ -233,6 +257,8 @@ def run(cfg: RunConfig, dataset: CocoDataset, screen_ids: list[int]) -> Outcome:
         report, bar = _on_record(cfg)
         facts = functools.partial(candidate_facts, macs=macs)
         session = Session(cfg.out, groups, scorer, state, cfg.search, fp16, facts, builder, report)
+        session.parallel = cfg.quant_workers if worker is not None else 1
+        stack.callback(session.close)
         with bar:
             result = run_search(session, makers)
         result.runtime_check = _runtime_check(session, check)

@@ -9,6 +9,7 @@ The FP16 reference's own evaluations are not counted.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -108,10 +109,13 @@ class Session:
     builder: Callable[[Path, Path], dict[str, Any]] | None = None
     on_record: Callable[[Record, int], None] | None = None
     makers: dict[str, CandidateMaker] = field(default_factory=dict)
+    parallel: int = 1  # candidates made at once by prefetch (the makers must be thread-safe)
     calibration: str = ""
     records: list[Record] = field(default_factory=list)
     _touched: dict[str, Record] = field(default_factory=dict)
     _refs: dict[str, Scored] = field(default_factory=dict)
+    _pending: dict[Path, concurrent.futures.Future[float]] = field(default_factory=dict)
+    _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
     def evals_used(self) -> int:
@@ -127,13 +131,43 @@ class Session:
     def onnx_path(self, calibration: str, excluded: Sequence[str]) -> Path:
         return self.folder / "candidates" / f"{self.cid(calibration, excluded)}.onnx"
 
+    def _key(self, cal: str, excluded: Sequence[str], subset: str) -> str:
+        return f"{cal}|{self.subset(subset)}|{'+'.join(sorted(excluded))}"
+
     def ensure_onnx(self, excluded: Sequence[str], calibration: str | None = None) -> tuple[Path, float]:
         """The candidate's ONNX, made when it is not on disk; (path, seconds spent making it)."""
         cal = calibration or self.calibration
         path = self.onnx_path(cal, excluded)
+        pending = self._pending.pop(path, None)
+        if pending is not None:
+            return path, pending.result()
         if path.is_file():
             return path, 0.0
         return path, self.makers[cal].make(nodes_of(self.groups, excluded), path)
+
+    def prefetch(self, candidates: Sequence[Sequence[str]], subset: str) -> None:
+        """Start making the candidates the search evaluates next on ``subset`` (``parallel`` at a time, in
+        the background); ``evaluate`` waits for each. Nothing beyond --max-evals, nothing already done."""
+        if self.parallel <= 1:
+            return
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(self.parallel, thread_name_prefix="quantize")
+        cal = self.calibration
+        room = self.opts.max_evals - self.evals_used
+        for excluded in candidates[: max(0, room)]:
+            key, path = self._key(cal, excluded, subset), self.onnx_path(cal, excluded)
+            if key in self._touched or self.state.get(key) is not None or path.is_file() or path in self._pending:
+                continue
+            self._pending[path] = self._executor.submit(self.makers[cal].make, nodes_of(self.groups, excluded), path)
+
+    def close(self) -> None:
+        """Cancel candidates not started; wait for those being made."""
+        for fut in self._pending.values():
+            fut.cancel()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._pending.clear()
 
     def quantizable_groups(self) -> tuple[list[Group], list[str]]:
         """Groups with a node that reads a DequantizeLinear output in INT8-all; and the names of the others."""
@@ -167,7 +201,7 @@ class Session:
         """The candidate keeping ``excluded`` in high precision, scored on ``subset`` (once per search)."""
         cal = calibration or self.calibration
         subset = self.subset(subset)
-        key = f"{cal}|{subset}|{'+'.join(sorted(excluded))}"
+        key = self._key(cal, excluded, subset)
         if key in self._touched:
             return self._touched[key]
         if self.evals_used >= self.opts.max_evals:

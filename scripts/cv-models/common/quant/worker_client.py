@@ -3,14 +3,17 @@
 ModelOpt pulls onnxruntime-gpu and torch and lives in its own environment (the quant Pixi
 environment, or .venv-quant); the precision search scores candidates with the ONNX Runtime of the
 environment it runs in. The worker is that bridge: one process for the whole search, requests and
-replies as JSON lines, its log (ModelOpt's output) in a file of the run folder.
+replies as JSON lines, its log (ModelOpt's output) in a file of the run folder. A ``WorkerPool``
+runs several, so that candidates known in advance (the leave-one-out ranking) are quantized in parallel.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib.util
 import json
 import os
+import queue
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import IO, Any
 
 from common.core.errors import UserError
 
-__all__ = ["ModelOptWorker", "default_quant_python"]
+__all__ = ["ModelOptWorker", "WorkerPool", "default_quant_python"]
 
 _SCRIPTS = Path(__file__).resolve().parents[2]  # scripts/cv-models, the folder holding `common`
 _REPO = _SCRIPTS.parents[1]
@@ -116,3 +119,44 @@ class ModelOptWorker:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+class WorkerPool:
+    """``size`` ModelOpt workers behind one thread-safe ``call``: each call takes a free worker."""
+
+    def __init__(self, python: str, log_path: Path, size: int = 1) -> None:
+        self.python = python
+        names = [log_path] + [log_path.with_name(f"{log_path.stem}-{i}{log_path.suffix}") for i in range(1, size)]
+        self._workers = [ModelOptWorker(python, p) for p in names]
+        self._free: queue.Queue[ModelOptWorker] = queue.Queue()
+        self.versions: dict[str, str] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self._workers)
+
+    def __enter__(self) -> WorkerPool:
+        try:
+            with concurrent.futures.ThreadPoolExecutor(len(self._workers)) as ex:
+                for versions in ex.map(lambda w: w.start(), self._workers):
+                    self.versions = versions
+        except BaseException:
+            self.close()
+            raise
+        for w in self._workers:
+            self._free.put(w)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        w = self._free.get()
+        try:
+            return w.call(op, **fields)
+        finally:
+            self._free.put(w)
+
+    def close(self) -> None:
+        for w in self._workers:
+            w.close()
