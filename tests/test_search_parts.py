@@ -270,3 +270,38 @@ def test_strip_qdq_restores_exactly_the_float_path():
         return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
     np.testing.assert_array_equal(run(stripped), run(plain))
+
+
+# ----------------------------------------------------------------------------- proxy rankings
+
+
+def test_proxy_files_of_both_schemas_sum_per_group(tmp_path):
+    from common.quant.proxy import agreement, group_scores, read_proxy
+
+    users = tmp_path / "layer-sensitivity-report.json"
+    users.write_text(
+        json.dumps(
+            {
+                "scheme": {},
+                "layer_sensitivity": [
+                    {"layer": "model.2.m.0.cv1.conv", "num_bits": 8, "sensitivity": 0.5, "size_cost": 1.0},
+                    {"layer": "model.2.cv2.conv", "num_bits": 8, "sensitivity": 0.25, "size_cost": 1.0},
+                    {"layer": "model.23.cv3.1.0.0.conv", "num_bits": 8, "sensitivity": 2.0, "size_cost": 1.0},
+                    {"layer": "model.9.cv1.conv", "num_bits": 8, "sensitivity": 0.1, "size_cost": 1.0},
+                ],
+            }
+        )
+    )
+    scores = group_scores(read_proxy(users))
+    assert scores == {"model.2": 0.75, "model.23.cv3.1": 2.0, "model.9": 0.1}
+    modelopt = tmp_path / "state.json"
+    modelopt.write_text(json.dumps({"candidate_stats": {"model.4.cv1.conv.quant_recipe": {"scores": [0.3, 0.7]}}}))
+    assert read_proxy(modelopt) == {"model.4.cv1.conv": 0.7}
+    measured = [("model.23.cv3.1", 0.03), ("model.2", 0.01), ("model.9", 0.002), ("model.5", 0.0)]
+    got = agreement(measured, scores)
+    assert got["spearman"] == pytest.approx(1.0) and got["groups_compared"] == 3
+    assert got["groups_without_proxy"] == ["model.5"]
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"layer_sensitivity": []}))
+    with pytest.raises(UserError, match="no layer scores"):
+        read_proxy(empty)

@@ -196,7 +196,7 @@ def test_resume_continues_to_the_same_result(work, int8, data):
     groups = work / "groups.json"
     groups.write_text(json.dumps(GROUPS_FILE))
     base = replace(_config(source, work / "fresh", int8, budget=0.02), groups=str(groups))
-    fresh = run(base, *data)
+    fresh = run(replace(base, quant_workers=2), *data)  # the ranking's candidates made two at a time
     cut = replace(base, out=work / "cut", search=replace(base.search, max_evals=5))
     first = run(cut, *data)
     assert first.result.stopped == "--max-evals 5 reached"
@@ -228,7 +228,9 @@ def test_requantizing_from_best_reproduces_the_candidate(work, calib, worker, da
     made = work / "repro" / "made.onnx"
     maker.make(nodes, made)
     again = work / "repro" / "again.onnx"
-    res = subprocess.run(["bash", "-c", maker.command(nodes, again)], capture_output=True, text=True, timeout=600)
+    command = maker.reproduce(nodes, again, work / "repro")
+    assert (work / "repro" / "calibration.cache").is_file()
+    res = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     a, b = onnx.load(str(made)), onnx.load(str(again))
     assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]

@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
         __doc__ or "",
         [
-            "pixi run -e rtx5090-quant search-precision --onnx-path models/yolov10m.onnx --mode int8 "
-            "--calib tmp/calib/coco100.npy --budget 0.005 --max-evals 40 --screen-images 500 "
+            "pixi run -e rtx5090-quant search-precision --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
+            "--mode int8 --calib tmp/calib/coco-train100.npy --budget 0.005 --max-evals 40 --screen-images 500 "
             "--providers CUDAExecutionProvider CPUExecutionProvider --calibration-eps cuda:0 cpu",
             f"python scripts/cv-models/search_precision.py --onnx-path {FIXTURE}/models/yolov10n-synth-dfl144.onnx "
             f"--calib tmp/calib/valA32.npy --data-root {FIXTURE}/synthcoco --instances "
@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_model_args(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--onnx-path", type=Path, required=True, help="float32 YOLOv10 ONNX model (no Q/DQ nodes)")
     g.add_argument("--mode", choices=("int8", "fp8"), default="int8", help="quantized precision (default int8)")
-    g.add_argument("--calib", type=Path, help="calibration tensor .npy from make_calib_npy.py (required)")
+    g.add_argument(
+        "--calib", type=Path, help="calibration tensor .npy from make_calib_npy.py (required unless --int8-onnx)"
+    )
     g.add_argument(
         "--calib-methods",
         nargs="+",
@@ -152,7 +154,9 @@ def _add_data_args(g: argparse._ArgumentGroup) -> None:
         help="ONNX Runtime EPs for scoring (default: CUDAExecutionProvider CPUExecutionProvider when this ONNX "
         "Runtime has CUDA, else CPUExecutionProvider)",
     )
-    g.add_argument("--workers", type=int, default=default_workers(), help="image loader threads (default: cores)")
+    g.add_argument(
+        "--workers", type=int, default=default_workers(), help="image loader threads (default: one per core, up to 16)"
+    )
 
 
 def _add_output_args(g: argparse._ArgumentGroup) -> None:
@@ -164,7 +168,12 @@ def _add_output_args(g: argparse._ArgumentGroup) -> None:
         default="final",
         help="TensorRT builds: the chosen candidate (final, default), every candidate (all), or none",
     )
-    g.add_argument("--trt-api", choices=("tensorrt-rtx", "tensorrt"), default="tensorrt-rtx", help="builder")
+    g.add_argument(
+        "--trt-api",
+        choices=("tensorrt-rtx", "tensorrt"),
+        default="tensorrt-rtx",
+        help="TensorRT builder of the final engine (default tensorrt-rtx: it builds on the CPU too)",
+    )
     g.add_argument(
         "--quant-python",
         default=None,
@@ -196,7 +205,6 @@ def _check(args: argparse.Namespace) -> None:
         path = getattr(args, flag)
         if path is not None and not path.is_file():
             raise UserError(f"--{flag.replace('_', '-')} {path}: no such file")
-    check_onnx_input("--onnx-path", args.onnx_path, 640)
     if args.proxy_ranking and args.groups != "yolov10":
         raise UserError("--proxy-ranking maps layers to yolov10 groups: use it with --groups yolov10")
     if args.resume and args.out is None:
@@ -270,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     _check(args)
     size = _input_size(args.onnx_path)
+    check_onnx_input("--onnx-path", args.onnx_path, size)
     instances, images = dataset_paths(args)
     dataset = open_dataset(instances, images, args.max_images, args.image_ids_list)
     screen = dataset.image_ids[: args.screen_images]

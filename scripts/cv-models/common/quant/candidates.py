@@ -17,6 +17,7 @@ Candidates differ only in ``nodes_to_exclude``. Makers:
 from __future__ import annotations
 
 import shlex
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,8 +53,8 @@ class CandidateMaker(Protocol):
         """Write ``out``; returns the seconds it took."""
         ...
 
-    def command(self, exclude_nodes: Sequence[str], out: Path) -> str:
-        """A shell command that writes the same candidate."""
+    def reproduce(self, exclude_nodes: Sequence[str], out: Path, folder: Path) -> str:
+        """Write into ``folder`` what making the candidate again needs; return the shell command that does."""
         ...
 
 
@@ -96,17 +97,28 @@ class ModelOptMaker:
             self.worker.call("ptq", **self._request(exclude_nodes, tmp))
         return time.perf_counter() - t0
 
-    def command(self, exclude_nodes: Sequence[str], out: Path, calib_file: Path | None = None) -> str:
-        """ModelOpt's own CLI. With a cache, the CLI calibrates on random data (its --calibration_data_path and
-        --calibration_cache_path exclude each other) and then overwrites every range with the cached one."""
+    def reproduce(self, exclude_nodes: Sequence[str], out: Path, folder: Path) -> str:
+        """Copy the calibration into ``folder`` (the cache, or the calibration images used) and return
+        ModelOpt's own CLI command that writes the candidate again to ``out``. With a cache the CLI
+        calibrates on random data (its --calibration_data_path and --calibration_cache_path exclude each
+        other) and then overwrites every activation range with the cached one."""
+        import numpy as np
+
         cal = self.calibration
         args = [self.worker.python, "-m", "modelopt.onnx.quantization", "--onnx_path", str(self.source.resolve())]
         args += ["--quantize_mode", self.mode, "--high_precision_dtype", self.high_precision_dtype]
         if cal.cache is not None:
-            args += ["--calibration_cache_path", str(cal.cache.resolve()), "--calibration_method", "max"]
-        else:
-            args += ["--calibration_data_path", str((calib_file or cal.calib or Path("?")).resolve())]
-            args += ["--calibration_method", cal.method]
+            cache = folder / "calibration.cache"
+            shutil.copyfile(cal.cache, cache)
+            args += ["--calibration_cache_path", str(cache.resolve()), "--calibration_method", "max"]
+        elif cal.calib is not None:
+            images = np.load(cal.calib, mmap_mode="r")
+            data = cal.calib
+            if cal.count < images.shape[0]:
+                data = folder / "calibration_images.npy"
+                with atomic_output(data, suffix=".npy") as tmp:
+                    np.save(tmp, np.ascontiguousarray(images[: cal.count]))
+            args += ["--calibration_data_path", str(data.resolve()), "--calibration_method", cal.method]
         args += ["--calibration_eps", *self.eps, "--output_path", str(out.resolve())]
         if exclude_nodes:
             args += ["--nodes_to_exclude", *exclusion_patterns(exclude_nodes)]
@@ -130,7 +142,7 @@ class StripMaker:
             onnx.save(strip_qdq(self._model, exclude_nodes), str(tmp))
         return time.perf_counter() - t0
 
-    def command(self, exclude_nodes: Sequence[str], out: Path) -> str:
+    def reproduce(self, exclude_nodes: Sequence[str], out: Path, folder: Path) -> str:
         return (
             f"# {out.name}: {self.quantized} with the Q/DQ pairs feeding the {len(exclude_nodes)} nodes of "
             "nodes_to_exclude.txt removed (common.quant.qdq_graph.strip_qdq); no ModelOpt command made it"

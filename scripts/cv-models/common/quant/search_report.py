@@ -18,7 +18,7 @@ from common.quant.search_session import Record, SearchOptions, Session
 __all__ = ["RunInfo", "verdict", "write_best", "write_sensitivity_report", "write_summary"]
 
 NO_ENGINE_NOTE = (
-    "no TensorRT engine ran here: latency is not measured; INT8 MAC share and precision boundaries are "
+    "No TensorRT engine ran here: latency is not measured; INT8 MAC share and precision boundaries are "
     "graph proxies for it"
 )
 
@@ -132,7 +132,7 @@ def write_summary(folder: Path, res: SearchResult, session: Session, info: RunIn
         "",
         f"> {FAKE_QUANT_NOTE}. {NO_ENGINE_NOTE} (columns marked *).",
         "",
-        *[f"> warning: {w}" for w in info.warnings],
+        *[f"> warning: {w}\n" for w in info.warnings],
         "## References",
         "",
         *[f"- FP16 reference ({info.fp16_source}) on the {s} set: mAP {ap:.4f}" for s, ap in fp16.items()],
@@ -157,12 +157,20 @@ def write_summary(folder: Path, res: SearchResult, session: Session, info: RunIn
         "",
         f"- command: `{info.command}`",
         f"- groups: {info.groups_spec} ({len(session.groups)}); high precision: {info.high_precision_dtype}",
-        f"- scoring: {info.scoring}",
+        _scoring_line(info.scoring),
         f"- versions: {info.versions}",
         f"- evaluations: {session.evals_used} of --max-evals {opts.max_evals}; wall time {info.wall_seconds:.1f} s",
         "",
     ]
     return atomic_write_text(folder / "summary.md", "\n".join(lines))
+
+
+def _scoring_line(sc: dict[str, Any]) -> str:
+    return (
+        f"- scoring: onnxruntime {sc.get('onnxruntime')} on {', '.join(sc.get('providers_used') or [])}; screen "
+        f"{sc.get('screen_images')} / full {sc.get('full_images')} images; {sc.get('bootstrap_replicates')} "
+        f"bootstrap replicates ({sc.get('confidence', 0.95):.0%} intervals)"
+    )
 
 
 def _runtime_lines(res: SearchResult) -> list[str]:
@@ -225,10 +233,10 @@ def write_best(
     folder: Path,
     res: SearchResult,
     session: Session,
-    command: Callable[[Sequence[str], Path], str],
     builder: Callable[[Path, Path], dict[str, Any]] | None,
 ) -> dict[str, Any] | None:
-    """best/: model.onnx, nodes_to_exclude.txt, quantize_command.sh, calibration.cache, metrics.json, engine."""
+    """best/: model.onnx, nodes_to_exclude.txt, quantize_command.sh (+ the calibration it needs),
+    metrics.json, the engine."""
     b = res.best
     if b is None:
         return None
@@ -237,14 +245,9 @@ def write_best(
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, out / "model.onnx")
     atomic_write_text(out / "nodes_to_exclude.txt", "".join(f"{n}\n" for n in b.excluded_nodes))
-    cal = session.makers[b.calibration]
-    cache = getattr(getattr(cal, "calibration", None), "cache", None)
-    if cache is not None:
-        shutil.copyfile(cache, out / "calibration.cache")
+    command = session.makers[b.calibration].reproduce(b.excluded_nodes, out / "model.requantized.onnx", out)
     script = "#!/usr/bin/env bash\n# Writes best/model.requantized.onnx, the same candidate as best/model.onnx.\n"
-    atomic_write_text(
-        out / "quantize_command.sh", script + command(b.excluded_nodes, out / "model.requantized.onnx") + "\n"
-    )
+    atomic_write_text(out / "quantize_command.sh", script + command + "\n")
     engine = builder(out / "model.onnx", out / "model.engine") if builder is not None else None
     metrics = {
         "candidate": b.cid,

@@ -181,7 +181,8 @@ def _makers(
 
 
 def _runtime_check(session: Session, check: dict[str, CandidateMaker] | None) -> dict[str, Any] | None:
-    """INT8-all with FP16 vs FP32 high precision on the screen: this runtime's FP16 Q/DQ path should agree."""
+    """INT8-all with FP16 vs FP32 high precision on the screen: this runtime's FP16 Q/DQ path should agree.
+    Suspect: a difference larger than the budget whose interval excludes 0."""
     base = session.int8_all("screen")
     if not check or base is None:
         return None
@@ -190,7 +191,8 @@ def _runtime_check(session: Session, check: dict[str, CandidateMaker] | None) ->
         check[session.calibration].make([], path)
     ref = session.scored_reference(f"int8-fp32-{session.calibration}", "screen", path)
     d = session.scorer.delta(base, ref, "runtime-check")
-    return {"int8_all_fp16_minus_fp32": d.as_dict(), "suspect": abs(d.delta) > session.opts.budget}
+    systematic = d.replicates > 0 and (d.low > 0 or d.high < 0)  # the interval excludes 0
+    return {"int8_all_fp16_minus_fp32": d.as_dict(), "suspect": systematic and abs(d.delta) > session.opts.budget}
 
 
 def _on_record(cfg: RunConfig) -> tuple[Callable[[Record, int], None], Any]:
@@ -257,20 +259,15 @@ def _run(
         report, bar = _on_record(cfg)
         facts = functools.partial(candidate_facts, macs=macs)
         session = Session(cfg.out, groups, scorer, state, cfg.search, fp16, facts, builder, report)
-        session.parallel = cfg.quant_workers if worker is not None else 1
+        session.parallel = cfg.quant_workers
         stack.callback(session.close)
         with bar:
             result = run_search(session, makers)
         result.runtime_check = _runtime_check(session, check)
-        best = write_best(cfg.out, result, session, _command(session, result), builder)
+        best = write_best(cfg.out, result, session, builder)
     info = _info(cfg, session, result, cal_info, versions, macs, proxy, no_build)
     info.wall_seconds = time.perf_counter() - t0
     return _finish(cfg, session, result, info, best)
-
-
-def _command(session: Session, result: SearchResult) -> Callable[[Any, Path], str]:
-    cal = result.best.calibration if result.best else session.calibration
-    return lambda nodes, out: session.makers[cal].command(nodes, out)
 
 
 def _info(
