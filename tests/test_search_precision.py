@@ -191,23 +191,37 @@ GROUPS_FILE = {  # four coarse groups: a quick search
 
 
 @pytest.mark.slow
-def test_resume_continues_to_the_same_result(work, int8, data):
+def test_resume_continues_to_the_same_result(work, int8, data, monkeypatch):
+    from common.quant.search_eval import Scorer
+
     source = fixture_path("models", f"{MODEL}.onnx")
     groups = work / "groups.json"
     groups.write_text(json.dumps(GROUPS_FILE))
     base = replace(_config(source, work / "fresh", int8, budget=0.02), groups=str(groups))
     fresh = run(replace(base, quant_workers=2), *data)  # the ranking's candidates made two at a time
-    cut = replace(base, out=work / "cut", search=replace(base.search, max_evals=5))
-    first = run(cut, *data)
-    assert first.result.stopped == "--max-evals 5 reached"
+    cut = replace(base, out=work / "cut")
+    real, calls = Scorer.run, []
+
+    def interrupted(self, path, subset):
+        calls.append(path)
+        if len(calls) == 6:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the search
+        return real(self, path, subset)
+
+    monkeypatch.setattr(Scorer, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(cut, *data)
+    monkeypatch.undo()
+    done = [k for k in json.loads((work / "cut" / "state.json").read_text())["entries"] if not k.startswith("ref|")]
+    assert len(done) >= 2
     with pytest.raises(UserError, match="--resume"):
         run(cut, *data)  # the folder holds a search: continuing it needs --resume
-    resumed = run(replace(base, out=work / "cut", resume=True), *data)
+    resumed = run(replace(cut, resume=True), *data)
     key = [(r.phase, r.subset, r.excluded, r.stats["AP"]) for r in fresh.session.records]
     assert [(r.phase, r.subset, r.excluded, r.stats["AP"]) for r in resumed.session.records] == key
-    assert [r.resumed for r in resumed.session.records] == [i < 5 for i in range(len(key))]
+    assert [r.resumed for r in resumed.session.records] == [i < len(done) for i in range(len(key))]
     assert resumed.verdict == fresh.verdict
-    other = replace(base, out=work / "cut", resume=True, score=replace(base.score, imgsz=320))
+    other = replace(cut, resume=True, score=replace(base.score, imgsz=320))
     with pytest.raises(UserError, match=r"imgsz"):
         run(other, *data)  # other inputs: refused, nothing evaluated
 
