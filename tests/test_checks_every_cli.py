@@ -21,6 +21,7 @@ BASE: dict[str, list[str]] = {
     "make_calib_npy": ["--images-dir", str(MINI / "val2017"), "--out", "c.npy"],
     "validate_e2e": ["--onnx-path", str(DEMO_MODEL)],
     "compare_runs": ["missing.json"],
+    "search_precision": ["--onnx-path", str(DEMO_MODEL)],
 }
 
 # (flag, a refused value, more arguments the refusal needs)

@@ -24,20 +24,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
 from common.core.cli import check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_dir
+from common.data.check import check_dataset
 from common.data.coco import open_dataset
-from common.eval.cli import DEFAULT_DATA_ROOT, check_onnx_input, dataset_paths
-from common.eval.pipeline import default_workers
+from common.eval.cli import DEFAULT_DATA_ROOT, check_onnx_input
+from common.eval.options import DataOptions, default_workers
 from common.quant.groups import GROUPINGS
 from common.quant.search_eval import ScoreOptions
 from common.quant.search_run import RunConfig, run
 from common.quant.search_session import BUILD_MODES, SearchOptions
 from common.quant.search_state import STATE_FILE
 from common.quant.worker_client import default_quant_python
-
-FIXTURE = "../shared/fixtures"
 
 
 def default_quant_workers() -> int:
@@ -52,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
             "pixi run -e rtx5090-quant search-precision --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
             "--mode int8 --calib tmp/calib/coco-train100.npy --budget 0.005 --max-evals 40 --screen-images 500 "
             "--providers CUDAExecutionProvider CPUExecutionProvider --calibration-eps cuda:0 cpu",
-            f"python scripts/cv-models/search_precision.py --onnx-path {FIXTURE}/models/yolov10n-synth-dfl144.onnx "
-            f"--calib tmp/calib/valA32.npy --data-root {FIXTURE}/synthcoco --instances "
-            f"{FIXTURE}/synthcoco/annotations/instances_valA.json --images-dir {FIXTURE}/synthcoco/valA "
-            "--max-images 48 --screen-images 16 --budget 0.01   # a small CPU run",
+            "python scripts/cv-models/search_precision.py "
+            "--onnx-path models/cv-models/yolov10n-synth/yolov10n-synth.onnx --calib tmp/calib/mini16.npy "
+            "--data-root datasets/synthcoco-mini --max-images 0 --screen-images 16 "
+            "--budget 0.02   # a small CPU run on the bundled model and images",
             "python scripts/cv-models/search_precision.py ... --out tmp/search/run1 --resume   # continue a run",
         ],
     )
@@ -102,7 +102,8 @@ def _add_model_args(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--int8-onnx",
         type=Path,
-        help="quantized INT8-all (Q/DQ) made elsewhere: candidates remove its Q/DQ pairs, no ModelOpt calibration",
+        help="quantized INT8-all (Q/DQ) made elsewhere: candidates remove its Q/DQ pairs, no ModelOpt calibration "
+        "(default: none)",
     )
 
 
@@ -117,8 +118,8 @@ def _add_search_args(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--screen-images",
         type=int,
-        default=100,
-        help="screening subset: the first N images of the selection (default 100; >= the selection: all)",
+        default=50,
+        help="screening subset: the first N images of the full set (default 50; >= the full set: all of it)",
     )
     g.add_argument(
         "--groups",
@@ -133,7 +134,12 @@ def _add_search_args(g: argparse._ArgumentGroup) -> None:
         default=0.4,
         help="INT8 share of conv MACs below which a result is called not worthwhile (default 0.4)",
     )
-    g.add_argument("--proxy-ranking", type=Path, help="a layer-sensitivity-report.json (or AutoQuantize) to compare")
+    g.add_argument(
+        "--proxy-ranking",
+        type=Path,
+        help="a layer-sensitivity-report.json (or AutoQuantize state) to compare with the measured ranking "
+        "(default: none)",
+    )
 
 
 def _add_data_args(g: argparse._ArgumentGroup) -> None:
@@ -145,8 +151,15 @@ def _add_data_args(g: argparse._ArgumentGroup) -> None:
     )
     g.add_argument("--instances", type=Path, help="instances JSON (default: <data-root>/annotations/...val2017.json)")
     g.add_argument("--images-dir", type=Path, help="image folder (default: <data-root>/val2017)")
-    g.add_argument("--max-images", type=int, default=0, help="the full set: first N images by id (default 0 = all)")
-    g.add_argument("--image-ids-list", type=Path, help="the full set as a file of image ids, one per line")
+    g.add_argument(
+        "--max-images",
+        type=int,
+        default=100,
+        help="the full set: the first N images by id (default 100; <= 0: all, what a real search wants)",
+    )
+    g.add_argument(
+        "--image-ids-list", type=Path, help="the full set as a file of image ids, one per line (default: none)"
+    )
     g.add_argument(
         "--providers",
         nargs="+",
@@ -210,6 +223,8 @@ def _check(args: argparse.Namespace) -> None:
     if args.resume and args.out is None:
         raise UserError("--resume continues a run folder: pass it as --out")
     check_output_dir("--out", args.out)
+    if args.out is not None and args.out.is_dir() and any(args.out.iterdir()) and not (args.out / STATE_FILE).exists():
+        raise UserError(f"--out {args.out} is a folder with other files and no search in it; choose a new folder")
     if args.out is not None and not args.resume and (args.out / STATE_FILE).exists():
         raise UserError(f"--out {args.out} holds a search already; pass --resume to continue it or a new --out")
     if args.resume and not (args.out / STATE_FILE).is_file():
@@ -279,8 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check(args)
     size = _input_size(args.onnx_path)
     check_onnx_input("--onnx-path", args.onnx_path, size)
-    instances, images = dataset_paths(args)
-    dataset = open_dataset(instances, images, args.max_images, args.image_ids_list)
+    data = DataOptions(args.data_root, args.instances, args.images_dir, args.max_images, args.image_ids_list)
+    dataset = open_dataset(data.instances_path, data.images_path, data.max_images, data.image_ids_list)
+    check_dataset(dataset)  # every selected image readable, annotations well formed: before any model work
     screen = dataset.image_ids[: args.screen_images]
     cfg = _config(args, argv, size)
     print(

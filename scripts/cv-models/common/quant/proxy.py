@@ -2,8 +2,9 @@
 
 Accepted files:
 
-- the users' ``layer-sensitivity-report.json``: ``{"layer_sensitivity": [{"layer": ..., "sensitivity": ...}]}``;
-- their AutoQuantize manifest, or a ModelOpt AutoQuantize state dumped to JSON:
+- an AutoQuantize sensitivity sweep's ``layer-sensitivity-report.json``:
+  ``{"layer_sensitivity": [{"layer": ..., "sensitivity": ...}]}``;
+- the manifest of such a sweep, or a ModelOpt AutoQuantize state dumped to JSON:
   ``{"layer_sensitivity" | "candidate_stats": {layer: {"scores": [...], ...}}}`` (a layer's score is
   the largest of its scores).
 

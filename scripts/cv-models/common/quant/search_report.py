@@ -1,6 +1,6 @@
-"""What a precision search leaves in its run folder: summary.md with the verdict line, the users'
-``layer-sensitivity-report.json``, and ``best/`` (the chosen ONNX, nodes_to_exclude.txt, the quantize
-command, metrics.json, the engine when one was built)."""
+"""What a precision search leaves in its run folder: summary.md with the verdict line,
+``layer-sensitivity-report.json`` (the AutoQuantize sweeps' schema), and ``best/`` (the chosen ONNX,
+nodes_to_exclude.txt, the quantize command, metrics.json, the engine when one was built)."""
 
 from __future__ import annotations
 
@@ -190,7 +190,8 @@ def _has_ref(session: Session, subset: str) -> bool:
 
 
 def write_sensitivity_report(folder: Path, res: SearchResult, session: Session, info: RunInfo) -> Path:
-    """The users' layer-sensitivity-report.json schema, one row per group (measured, not a proxy)."""
+    """layer-sensitivity-report.json in the schema of AutoQuantize sensitivity sweeps, one row per group (measured,
+    not a proxy)."""
     rows = [
         {
             "layer": r.group.name,
