@@ -306,8 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     outcome = run(cfg, dataset, screen)
     print(outcome.verdict)
+    resumed = f", this run {outcome.wall_seconds:.1f} s" if outcome.session.state.loaded else ""
     print(
-        f"search finished in {outcome.wall_seconds:.1f} s ({outcome.session.evals_used} evaluations); "
+        f"search finished in {outcome.total_seconds:.1f} s{resumed} ({outcome.session.evals_used} evaluations); "
         f"results in {outcome.session.folder} (summary.md, search.jsonl, best/)"
     )
     return 0

@@ -38,7 +38,8 @@ class RunInfo:
     group_macs: dict[str, int] = field(default_factory=dict)
     fp16_source: str = "ModelOpt AutoCast"
     proxy: dict[str, Any] | None = None
-    wall_seconds: float = 0.0
+    wall_seconds: float = 0.0  # this run
+    total_seconds: float = 0.0  # the whole search, earlier runs before --resume included
     warnings: list[str] = field(default_factory=list)
 
 
@@ -159,7 +160,8 @@ def write_summary(folder: Path, res: SearchResult, session: Session, info: RunIn
         f"- groups: {info.groups_spec} ({len(session.groups)}); high precision: {info.high_precision_dtype}",
         _scoring_line(info.scoring),
         f"- versions: {info.versions}",
-        f"- evaluations: {session.evals_used} of --max-evals {opts.max_evals}; wall time {info.wall_seconds:.1f} s",
+        f"- evaluations: {session.evals_used} of --max-evals {opts.max_evals}; wall time {info.total_seconds:.1f} s"
+        + (f" (this run {info.wall_seconds:.1f} s, after --resume)" if session.state.loaded else ""),
         "",
     ]
     return atomic_write_text(folder / "summary.md", "\n".join(lines))

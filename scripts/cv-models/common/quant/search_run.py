@@ -71,7 +71,8 @@ class Outcome:
     result: SearchResult
     session: Session
     verdict: str
-    wall_seconds: float
+    wall_seconds: float  # this run
+    total_seconds: float  # the whole search, earlier runs before --resume included
     best_metrics: dict[str, Any] | None
 
 
@@ -267,6 +268,8 @@ def _run(
         best = write_best(cfg.out, result, session, builder)
     info = _info(cfg, session, result, cal_info, versions, macs, proxy, no_build)
     info.wall_seconds = time.perf_counter() - t0
+    state.save()
+    info.total_seconds = state.elapsed
     return _finish(cfg, session, result, info, best)
 
 
@@ -318,4 +321,4 @@ def _finish(cfg: RunConfig, session: Session, result: SearchResult, info: RunInf
         write_summary(cfg.out, result, session, info)
     for w in info.warnings:
         log.warning("warning: %s", w)
-    return Outcome(result, session, line, info.wall_seconds, best)
+    return Outcome(result, session, line, info.wall_seconds, info.total_seconds, best)

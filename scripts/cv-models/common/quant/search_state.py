@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,20 @@ def key_file(key: str) -> str:
 class SearchState:
     """``get(key)`` / ``put(key, entry, rows)`` over state.json and evals/*.npz."""
 
-    def __init__(self, folder: Path, fingerprint: dict[str, Any], entries: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, folder: Path, fingerprint: dict[str, Any], entries: dict[str, Any] | None = None, prior: float = 0.0
+    ) -> None:
         self.folder = folder
         self.fingerprint = fingerprint
         self.entries: dict[str, Any] = dict(entries or {})
         self.loaded = set(self.entries)
+        self.prior_seconds = prior  # wall time of the earlier runs of this search (before --resume)
+        self._started = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        """Wall seconds of this search so far, the earlier runs of a resumed one included."""
+        return self.prior_seconds + time.perf_counter() - self._started
 
     @classmethod
     def open(cls, folder: Path, fingerprint: dict[str, Any], resume: bool) -> SearchState:
@@ -65,7 +75,7 @@ class SearchState:
                 f"--resume: {folder} was searched with other inputs ({', '.join(changed)} differ); "
                 "rerun with the same model, calibration, mode and images, or start a new --out"
             )
-        return cls(folder, fingerprint, saved.get("entries", {}))
+        return cls(folder, fingerprint, saved.get("entries", {}), float(saved.get("elapsed_seconds", 0.0)))
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.entries.get(key)
@@ -88,5 +98,10 @@ class SearchState:
     def save(self) -> None:
         atomic_write_json(
             self.folder / STATE_FILE,
-            {"schema": STATE_SCHEMA, "fingerprint": self.fingerprint, "entries": self.entries},
+            {
+                "schema": STATE_SCHEMA,
+                "fingerprint": self.fingerprint,
+                "elapsed_seconds": round(self.elapsed, 3),
+                "entries": self.entries,
+            },
         )
