@@ -80,9 +80,10 @@ def default_post_workers() -> int:
 
 def check_decode(decode: str, preprocess: str) -> None:
     """OptionError for a ``decode`` the ``preprocess`` mode can't take (options only; the backend is asked
-    separately)."""
+    separately). ``decode`` gpu needs ``preprocess`` gpu-letterbox given explicitly: ``auto`` may resolve to
+    cpu, and the refusal must come before any work."""
     check_choice("decode", decode, DECODES)
-    if decode == "gpu" and preprocess not in ("gpu-letterbox", "auto"):
+    if decode == "gpu" and preprocess != "gpu-letterbox":
         raise OptionError(
             "decode",
             "{decode} gpu needs {preprocess} gpu-letterbox (the lanes letterbox the decoded images), not "
