@@ -26,8 +26,8 @@ from common.core.cli import add_old_spelling, check_range, make_parser, run_main
 from common.core.results import check_output_dir
 from common.data.check import SKIP_FLAG
 from common.eval.checks import ALLOW_IMGSZ_FLAG
-from common.eval.cli import warmup_runs_arg
-from common.eval.options import DEFAULT_DATA_ROOT, DataOptions, EvalOptions, default_workers
+from common.eval.cli import data_options, warmup_runs_arg
+from common.eval.options import DEFAULT_DATA_ROOT, EvalOptions, default_workers
 from common.model.yolov10 import LAYOUTS, PostprocessOptions
 from common.report import validate as V
 from common.report.compare import ParityOptions
@@ -193,14 +193,7 @@ def options_from_args(args: argparse.Namespace) -> ValidateOptions:
         min_mean_iou=parse_threshold_overrides(args.min_mean_iou, "--min-mean-iou"),
         max_median_dscore=parse_threshold_overrides(args.max_median_dscore, "--max-median-dscore"),
     )
-    data = DataOptions(
-        args.data_root,
-        args.instances,
-        args.images_dir,
-        args.max_images,
-        args.image_ids_list,
-        args.skip_unreadable_images,
-    )
+    data = data_options(args)
     ev = EvalOptions(
         imgsz=args.imgsz,
         workers=args.workers,

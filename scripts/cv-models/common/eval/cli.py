@@ -45,6 +45,7 @@ __all__ = [
     "add_eval_args",
     "check_onnx_args",
     "check_onnx_input",
+    "data_options",
     "describe_selection",
     "eval_config",
     "loader_factory",
@@ -279,18 +280,23 @@ class EvalConfig:
     out: OutputOptions
 
 
+def data_options(args: argparse.Namespace) -> DataOptions:
+    """The data-selection flags (``add_eval_args``' dataset group) as a validated ``DataOptions``."""
+    return DataOptions(
+        args.data_root,
+        args.instances,
+        args.images_dir,
+        args.max_images,
+        args.image_ids_list,
+        args.skip_unreadable_images,
+    )
+
+
 def eval_config(args: argparse.Namespace) -> EvalConfig:
     """The evaluator flags as validated option objects (``OptionError`` naming the flag's parameter).
     ``--decode gpu`` also checks that nvImageCodec imports, before any work."""
     config = EvalConfig(
-        data=DataOptions(
-            args.data_root,
-            args.instances,
-            args.images_dir,
-            args.max_images,
-            args.image_ids_list,
-            args.skip_unreadable_images,
-        ),
+        data=data_options(args),
         eval=EvalOptions(
             imgsz=args.imgsz,
             batch_size=args.batch_size,
