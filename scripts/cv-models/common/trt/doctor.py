@@ -99,35 +99,31 @@ class Diagnosis:
 # ----------------------------------------------------------------------------- collect
 
 
-def run_probe(inp: DoctorInputs) -> dict[str, Any]:
+def _child_report(inp: DoctorInputs, cmd: list[str]) -> tuple[dict[str, Any] | None, str]:
+    """Run ``cmd`` in ``inp``'s environment: (its last JSON line, or None, and what went wrong then)."""
     import json
 
-    cmd = [inp.python, str(PROBE_SCRIPT)] + ([] if inp.session else ["--no-session"])
     rc, out = inp.run(cmd, inp.env, inp.probe_timeout)
     last = [ln for ln in out.splitlines() if ln.startswith("{")]
     if rc == 0 and last:
         try:
-            return json.loads(last[-1])
+            return json.loads(last[-1]), ""
         except ValueError:
             pass
     tail = " | ".join(out.strip().splitlines()[-3:])
-    return {"probe_error": f"{shlex.join(cmd)} exited {rc}: {tail}"}
+    return None, f"{shlex.join(cmd)} exited {rc}: {tail}"
+
+
+def run_probe(inp: DoctorInputs) -> dict[str, Any]:
+    report, detail = _child_report(inp, [inp.python, str(PROBE_SCRIPT)] + ([] if inp.session else ["--no-session"]))
+    return report if report is not None else {"probe_error": detail}
 
 
 def run_smoke(inp: DoctorInputs) -> dict[str, Any]:
     """``SmokeResult.to_dict()`` of trt_smoke.py run in ``inp.python`` (a crash becomes a failed run)."""
-    import json
-
-    cmd = [inp.python, str(SMOKE_SCRIPT)]
-    rc, out = inp.run(cmd, inp.env, inp.probe_timeout)
-    last = [ln for ln in out.splitlines() if ln.startswith("{")]
-    if rc == 0 and last:
-        try:
-            return json.loads(last[-1])
-        except ValueError:
-            pass
-    tail = " | ".join(out.strip().splitlines()[-3:])
-    detail = f"{shlex.join(cmd)} exited {rc}: {tail}"
+    report, detail = _child_report(inp, [inp.python, str(SMOKE_SCRIPT)])
+    if report is not None:
+        return report
     return {"stage": "run", "detail": detail, "passed": False, "built": False, "summary": f"smoke: crashed: {detail}"}
 
 
