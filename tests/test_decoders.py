@@ -76,17 +76,18 @@ def test_unknown_layout_and_contradicting_override() -> None:
 
 
 def _dfl144_and_equivalent_raw84(seed: int, n_saturated: int) -> tuple[np.ndarray, np.ndarray]:
-    """A dfl144 tensor with many class logits above 17 (float32 sigmoid == 1.0) and the raw84 tensor
-    of the same prediction: boxes decoded from the DFL bins, scores the float32 sigmoid of the logits."""
+    """A dfl144 tensor with many class logits above 18 (float32 sigmoid == 1.0) and the raw84 tensor
+    of the same prediction: boxes decoded from the DFL bins, scores the float32 sigmoid of the logits
+    (computed in float64, rounded once)."""
     from common.model.yolov10 import dfl_distances, make_anchors
 
     rng = np.random.default_rng(seed)
     dfl = np.full((144, 8400), -20.0, dtype=np.float32)
     dfl[:64] = rng.normal(0, 2, size=(64, 8400)).astype(np.float32)
     hot = rng.choice(8400, size=n_saturated + 50, replace=False)
-    # saturated logits (17..40) in random order over anchors, plus unsaturated ones (2..6)
+    # saturated logits (18..40) in random order over anchors, plus unsaturated ones (2..6)
     dfl[64 + rng.integers(0, 80, size=hot.size), hot] = np.concatenate(
-        [rng.uniform(17, 40, n_saturated), rng.uniform(2, 6, 50)]
+        [rng.uniform(18, 40, n_saturated), rng.uniform(2, 6, 50)]
     ).astype(np.float32)
     points, strides = make_anchors(640, 640)
     dist = dfl_distances(dfl[:64]) * strides
@@ -94,7 +95,7 @@ def _dfl144_and_equivalent_raw84(seed: int, n_saturated: int) -> tuple[np.ndarra
     x2, y2 = points[:, 0] + dist[2], points[:, 1] + dist[3]
     raw = np.empty((84, 8400), dtype=np.float32)
     raw[0], raw[1], raw[2], raw[3] = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
-    raw[4:] = (1.0 / (1.0 + np.exp(-dfl[64:].astype(np.float32)))).astype(np.float32)
+    raw[4:] = (1.0 / (1.0 + np.exp(-dfl[64:].astype(np.float64)))).astype(np.float32)  # correctly rounded
     return dfl, raw
 
 
@@ -115,3 +116,13 @@ def test_dfl144_ranks_saturated_scores_exactly_as_raw84(seed: int) -> None:
     a, b = decode(dfl, "dfl144", (640, 640), opts), decode(raw, "raw84", (640, 640), opts)
     assert a.classes.tolist() == b.classes.tolist()
     np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+
+
+def test_sigmoid_skip_rule_of_the_gpu_kernel_is_safe() -> None:
+    """The GPU kernel finds a dfl144 anchor's class by checking only logits within 1 of the best one, above
+    15 or below -90: a logit l in [-90, 15] must never round (float64 sigmoid, rounded to float32) to the
+    same score as l + 1, or the skipped class could have held the best score first."""
+    lo = np.arange(-90.0, 15.0, 1e-3, dtype=np.float32)
+    sig = lambda x: (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32)  # noqa: E731
+    assert np.all(sig(lo) < sig(lo + np.float32(1.0)))
+    assert sig(np.float32(18.0)) == 1.0  # and above 15 scores saturate: those are always checked

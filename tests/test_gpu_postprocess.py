@@ -53,14 +53,12 @@ def model_outputs(model: str, n: int = N_IMAGES) -> np.ndarray:
     return _OUTPUTS[(model, n)]
 
 
-def assert_same(got: Detections, want: Detections, box_tol: float = 0.0, score_ulps: int = 0) -> None:
-    """Same detections in the same order: classes equal, scores within ulps, boxes within box_tol px."""
+def assert_same(got: Detections, want: Detections) -> None:
+    """Same detections in the same order, bit for bit."""
     assert len(got) == len(want)
     assert got.classes.tolist() == want.classes.tolist()
-    if len(want):
-        ulps = np.abs(got.scores.view(np.int32).astype(np.int64) - want.scores.view(np.int32).astype(np.int64))
-        assert int(ulps.max()) <= score_ulps
-        assert float(np.abs(got.boxes - want.boxes).max()) <= box_tol
+    assert got.scores.view(np.int32).tolist() == want.scores.view(np.int32).tolist()
+    assert np.array_equal(got.boxes.view(np.int32), want.boxes.view(np.int32))
 
 
 # ----------------------------------------------------------------------------- synthetic outputs
@@ -117,7 +115,7 @@ def test_equal_scores_rank_by_anchor_index() -> None:
 
 
 def test_saturated_logits_tie_at_one_and_rank_by_anchor() -> None:
-    # logits > 17 give a float32 sigmoid of exactly 1.0: ranked by anchor index, not by logit; the
+    # logits > 17.4 give a float32 sigmoid of exactly 1.0: ranked by anchor index, not by logit; the
     # best class is the first class whose score is 1.0 (class 2 here, though class 9's logit is larger)
     entries = {
         10: ((1, 1, 1, 1), {9: 40.0, 2: 20.0}),
@@ -203,8 +201,6 @@ def test_emulation_equals_numpy_decode_on_fixture_outputs(model: str, layout: st
         assert_same(
             postprocess_reference(out, layout, (640, 640), OPTS),
             decode(out, layout, (640, 640), OPTS),
-            box_tol=1e-3,
-            score_ulps=0,
         )
 
 
@@ -331,17 +327,15 @@ def edge_cases(big: bool = True) -> list[tuple[np.ndarray, str, PostprocessOptio
     return cases
 
 
-def check_edge_cases(runner: Runner, exp_exact: bool, big: bool = True) -> int:
+def check_edge_cases(runner: Runner, big: bool = True) -> int:
     """Runs every edge case; returns the most boxes kept in one image."""
     most = 0
     for outs, layout, opts, hw in edge_cases(big):
         got = runner.run(outs, layout, opts, hw)
         for j, out in enumerate(outs):
             want = postprocess_reference(out, layout, hw, opts)
-            exact = exp_exact or layout != "dfl144"
-            assert_same(got[j], want, box_tol=0.0 if exact else 1e-3, score_ulps=0 if exact else 8)
-            if layout != "dfl144":  # dfl144 vs decode: on real outputs (the saturated case needs main's rule)
-                assert_same(got[j], decode(out.astype(np.float32), layout, hw, opts))
+            assert_same(got[j], want)
+            assert_same(got[j], decode(out.astype(np.float32), layout, hw, opts))
             most = max(most, len(got[j]))
     return most
 
@@ -353,7 +347,7 @@ def test_wrapper_on_host_kernels_equals_numpy_on_fixture_outputs() -> None:
             outs = model_outputs(model)
             got = runner.run(outs, layout, OPTS)  # the whole batch at once
             for g, out in zip(got, outs, strict=True):
-                assert_same(g, decode(out, layout, (640, 640), OPTS), box_tol=1e-3)
+                assert_same(g, decode(out, layout, (640, 640), OPTS))
     finally:
         runner.close()
     assert runner.mem.live == 0  # every buffer freed
@@ -362,7 +356,7 @@ def test_wrapper_on_host_kernels_equals_numpy_on_fixture_outputs() -> None:
 def test_wrapper_on_host_kernels_edge_cases_and_launch_plan() -> None:
     runner = Runner(fake=True)
     try:
-        assert check_edge_cases(runner, exp_exact=True, big=False) > 512
+        assert check_edge_cases(runner, big=False) > 512
         k = runner.kernels
         k.launches.clear()
         runner.run(edge_cases(big=False)[0][0], "raw84", OPTS)  # 8400 anchors: 3 chunks, merged
@@ -388,10 +382,10 @@ def test_wrapper_grows_only_and_reuploads_anchors_for_a_new_input_size() -> None
         got3 = runner.run(small, "dfl144", OPTS, (320, 320))  # other anchors: uploaded again
         got4 = runner.run(outs, "dfl144", OPTS)  # and back
         for g, g4, w in zip(got, got4, want, strict=True):
-            assert_same(g, w, box_tol=1e-3)
-            assert_same(g4, w, box_tol=1e-3)
-        assert_same(got2[0], want[0], box_tol=1e-3)
-        assert_same(got3[0], decode(small[0], "dfl144", (320, 320), OPTS), box_tol=1e-3)
+            assert_same(g, w)
+            assert_same(g4, w)
+        assert_same(got2[0], want[0])
+        assert_same(got3[0], decode(small[0], "dfl144", (320, 320), OPTS))
         with pytest.raises(ValueError, match=r"batch 3 outside 1\.\.2"):
             runner.post.prepare("dfl144", 2, (144, 8400), (640, 640), OPTS)
             runner.post.launch(runner.bufs[0].ptr, runner.stream, 3)
@@ -436,14 +430,13 @@ def test_gpu_equals_numpy_on_fixture_outputs(runner, model: str, layout: str) ->
         f"\n[gpu-post] {model}: {len(outs)} images, {sum(len(w) for w in want)} detections, "
         f"identical order {same}/{len(outs)}, max box error {err:.3g} px, max score diff {ulps} ulp"
     )
-    exact = layout != "dfl144"  # no exp: the same numbers bit for bit
-    for g, w in zip(got, want, strict=True):
-        assert_same(g, w, box_tol=0.0 if exact else 1e-3, score_ulps=0 if exact else 8)
+    for g, w in zip(got, want, strict=True):  # dfl144 too: its exp steps are float64, rounded once
+        assert_same(g, w)
 
 
 @gpu
 def test_gpu_edge_cases_equal_the_emulation(runner) -> None:
-    assert check_edge_cases(runner, exp_exact=False) > 512
+    assert check_edge_cases(runner) > 512
 
 
 @gpu

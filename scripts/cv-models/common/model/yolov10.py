@@ -16,6 +16,12 @@ dfl144 graph and the raw84 graph of the same weights keep the same boxes even wh
 saturate to 1.0 -- with a stable descending sort (equal scores keep anchor order), the best
 class is the first class holding the best score, pre-NMS top-k cuts that ranked list, and NMS
 keeps its order.
+
+dfl144's two transcendental steps (the class sigmoid and the DFL softmax) run in float64 and are
+rounded to float32 once, with the 16 bins summed in order: float32 ``exp`` differs by an ulp
+between NumPy's SIMD code and CUDA's ``expf``, while after float64 and one rounding any two
+faithful ``exp`` implementations give the same float32 result, so the GPU post-processing
+(``common.throughput.gpu_postprocess``) returns these detections bit for bit.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ __all__ = [
     "iou_matrix",
     "make_anchors",
     "nms_sorted",
+    "sigmoid_f32",
 ]
 
 Layout = Literal["dfl144", "raw84", "e2e"]
@@ -177,16 +184,23 @@ def anchors_for(h: int, w: int, num_anchors: int) -> tuple[np.ndarray, np.ndarra
 
 
 def dfl_distances(logits: np.ndarray) -> np.ndarray:
-    """[4*16, K] DFL logits -> [4, K] expected bin index (softmax expectation)."""
-    x = logits.reshape(4, DFL_BINS, -1).astype(np.float32)
-    x = np.exp(x - x.max(axis=1, keepdims=True))
-    bins = np.arange(DFL_BINS, dtype=np.float32)[None, :, None]
-    return (x * bins).sum(axis=1) / x.sum(axis=1)
+    """[4*16, K] DFL logits -> [4, K] expected bin index (softmax expectation), float64.
+
+    float64 throughout, the bins summed in order 0..15; callers round once to float32 (after the stride)."""
+    x = logits.reshape(4, DFL_BINS, -1).astype(np.float64)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    num = np.zeros_like(e[:, 0])
+    den = np.zeros_like(e[:, 0])
+    for j in range(DFL_BINS):
+        num = num + e[:, j] * float(j)
+        den = den + e[:, j]
+    return num / den
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid_f32(x: np.ndarray) -> np.ndarray:
+    """float32 sigmoid computed in float64 and rounded once (the same on every faithful ``exp``)."""
     with np.errstate(over="ignore"):  # exp(-x) -> inf for very negative logits: 1 / inf = 0, as wanted
-        return (1.0 / (1.0 + np.exp(-x.astype(np.float32)))).astype(np.float32)
+        return (1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))).astype(np.float32)
 
 
 def _select(key: np.ndarray, keep: np.ndarray, topk: int) -> np.ndarray:
@@ -222,17 +236,18 @@ def decode_dfl144(out: np.ndarray, input_hw: tuple[int, int], opts: PostprocessO
     cand = np.flatnonzero(best_logit >= loose)
     if cand.size == 0:
         return Detections.empty()
-    cls_scores = _sigmoid(cls_logits[:, cand])  # [nc, K] float32, as a raw84 graph would hold them
-    scores = cls_scores.max(axis=0)
+    # sigmoid and rounding are monotone: the best class score is the rounded sigmoid of the best logit
+    scores = sigmoid_f32(best_logit[cand])
     keep = scores >= opts.conf
-    cand, cls_scores, scores = cand[keep], cls_scores[:, keep], scores[keep]
+    cand, scores = cand[keep], scores[keep]
     order = np.argsort(-scores, kind="stable")[: opts.pre_nms_topk]
     idx, scores = cand[order], scores[order]
-    best = cls_scores[:, order].argmax(axis=0).astype(np.int64)  # first class holding the best score
     if idx.size == 0:
         return Detections.empty()
+    # the first class holding the best (rounded) score, as a raw84 graph's float32 scores would rank them
+    best = sigmoid_f32(cls_logits[:, idx]).argmax(axis=0).astype(np.int64)
     points, strides = anchors_for(input_hw[0], input_hw[1], out.shape[1])
-    dist = dfl_distances(out[: 4 * DFL_BINS, idx]) * strides[idx]
+    dist = (dfl_distances(out[: 4 * DFL_BINS, idx]) * strides[idx]).astype(np.float32)
     p = points[idx]
     boxes = np.stack([p[:, 0] - dist[0], p[:, 1] - dist[1], p[:, 0] + dist[2], p[:, 1] + dist[3]], axis=1)
     return nms_sorted(boxes.astype(np.float32), scores, best, opts)

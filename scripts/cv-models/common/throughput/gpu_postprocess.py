@@ -3,8 +3,9 @@ NMS and max_det for a whole batch, on the caller's stream. Only the final rows c
 
 Kernels (``postprocess_kernels.cu``, NVRTC, ``--fmad=false``), per batch:
 
-1. ``yolo_scores``  per anchor: best class score (dfl144: float32 sigmoid of every class logit,
-   best = first argmax of those scores; raw84: the scores as given); ``score >= conf`` in float32
+1. ``yolo_scores``  per anchor: best class score (dfl144: the float32 sigmoid of the best logit,
+   the class = the first one whose float32 sigmoid equals it; raw84: the scores as given, first
+   argmax); ``score >= conf`` in float32
    keeps it, with the key ``(~ord(score)) << 32 | anchor`` (unique; ascending key = score
    descending, then anchor ascending: the stable sort of ``yolov10``).
 2. ``sort_chunks`` / ``merge_chunks``  the kept keys, sorted in shared memory 4096 at a time; more
@@ -24,18 +25,15 @@ pointer (float16 is widened exactly: the reference is ``decode(out.astype(float3
 Equality with the NumPy path (``yolov10.decode``, the reference):
 
 - raw84 and e2e use no transcendental function: the same detections, bit for bit.
-- dfl144 needs ``exp`` (sigmoid, DFL softmax). CUDA's ``expf`` and NumPy's float32 ``exp`` (SIMD,
-  CPU-dependent, up to 2 ulp from the correctly rounded value) differ by an ulp in many arguments,
-  so scores may differ by a few ulp (3 at most on the fixture outputs) and boxes by ~1e-4 px.
-  Everything else is mirrored op for op: the float32 sigmoid ``1 / (1 + exp(-x))``, the first
-  argmax, ``score >= float32(conf)``, the DFL expectation summed in NumPy's order (yolov10 sums 16
-  bins along a strided axis, which NumPy does with 8 partial sums, then pairwise), ``(num / den) *
-  stride`` and ``anchor -/+ dist``; ``--fmad=false`` keeps each op rounded on its own.
-- Exact ties (equal float32 scores, e.g. saturated 1.0 from logits > 16.7) rank by anchor index on
-  both sides: the same order. Near-ties are the documented difference: two candidates whose scores
-  are within those few ulp may swap, a score within an ulp of ``conf`` may pass on one side only,
-  and a dfl144 IoU within ~1e-6 of the threshold may be decided differently. On the fixture models'
-  real outputs none of this happened (same detections, same order; tests/test_gpu_postprocess.py).
+- dfl144 needs ``exp`` (sigmoid, DFL softmax). Float32 ``exp`` differs by an ulp between CUDA's
+  ``expf`` and NumPy's SIMD code, so both sides compute these steps in float64 and round once to
+  float32 (``yolov10.sigmoid_f32``, ``yolov10.dfl_distances``: the 16 bins summed in order, then
+  ``* stride``). Two faithful float64 ``exp`` may still differ in the last bit, which changes the
+  float32 result only for a value within ~1e-16 of a float32 rounding boundary (about one in 10^8).
+  Everything else is mirrored op for op: the first class holding the best score, ``score >=
+  float32(conf)``, ``anchor -/+ dist``; ``--fmad=false`` keeps each op rounded on its own.
+- Exact ties (equal float32 scores, e.g. saturated 1.0 from logits > 17.4) rank by anchor index on
+  both sides: the same order.
 - NMS decisions are float64's exactly (above), given the same boxes.
 
 ``postprocess_reference`` is the kernels' steps in NumPy (with NumPy's exp), bit-equal to
@@ -54,7 +52,16 @@ import numpy as np
 
 from common.core.errors import UserError
 from common.eval.protocols import GpuDetections
-from common.model.yolov10 import DFL_BINS, LAYOUTS, Detections, PostprocessOptions, anchors_for, iou_matrix
+from common.model.yolov10 import (
+    DFL_BINS,
+    LAYOUTS,
+    Detections,
+    PostprocessOptions,
+    anchors_for,
+    dfl_distances,
+    iou_matrix,
+    sigmoid_f32,
+)
 
 __all__ = [
     "CHUNK",
@@ -231,7 +238,7 @@ def candidates_reference(
     best score and best class (first argmax; an anchor with a NaN score never passes)."""
     f = np.float32
     with np.errstate(all="ignore"):
-        scores = (f(1.0) / (f(1.0) + np.exp(-x[c0:]))).astype(f) if sigmoid else x[c0:]
+        scores = sigmoid_f32(x[c0:]) if sigmoid else x[c0:]
         best = scores.argmax(axis=0)
         best_score = scores[best, np.arange(x.shape[1])]
         passed = ~np.isnan(scores).any(axis=0) & (best_score >= f(conf))
@@ -247,14 +254,7 @@ def boxes_reference(
     with np.errstate(all="ignore"):
         if layout == "dfl144":
             assert points is not None and strides is not None
-            logits = x[: 4 * DFL_BINS, sel].reshape(4, DFL_BINS, -1)
-            e = np.exp(logits - logits.max(axis=1, keepdims=True))  # the whole block at once, like yolov10
-            # NumPy sums these 16 bins pairwise (8 partial sums): the kernel does the same, explicitly
-            r = e[:, :8] * np.arange(8, dtype=f)[None, :, None] + e[:, 8:] * np.arange(8, 16, dtype=f)[None, :, None]
-            q = e[:, :8] + e[:, 8:]
-            num = ((r[:, 0] + r[:, 1]) + (r[:, 2] + r[:, 3])) + ((r[:, 4] + r[:, 5]) + (r[:, 6] + r[:, 7]))
-            den = ((q[:, 0] + q[:, 1]) + (q[:, 2] + q[:, 3])) + ((q[:, 4] + q[:, 5]) + (q[:, 6] + q[:, 7]))
-            dist = (num / den) * strides[sel]
+            dist = (dfl_distances(x[: 4 * DFL_BINS, sel]) * strides[sel]).astype(f)
             p = points[sel]
             boxes = np.stack([p[:, 0] - dist[0], p[:, 1] - dist[1], p[:, 0] + dist[2], p[:, 1] + dist[3]], axis=1)
         else:

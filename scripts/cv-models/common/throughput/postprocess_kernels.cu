@@ -39,9 +39,10 @@ __device__ __forceinline__ float score_of(u64 key)
     return __uint_as_float(u);
 }
 
+// float64, rounded once: equal to yolov10.sigmoid_f32 (NumPy's float64 exp) for any faithful exp
 __device__ __forceinline__ float sigmoid_f32(float x)
 {
-    return 1.0f / (1.0f + expf(-x));
+    return (float)(1.0 / (1.0 + exp(-(double)x)));
 }
 
 // ----------------------------------------------------------------------------- 1. scores
@@ -65,11 +66,26 @@ extern "C" __global__ void yolo_scores(const void* __restrict__ src, int half, i
     int arg = -1, nan = 0;
     for (int c = c0; c < C; ++c) {
         float v = ld(src, base + (size_t)c * A, half);
-        if (apply_sigmoid) v = sigmoid_f32(v);
         if (v != v) { nan = 1; break; }            // NumPy's max is NaN: never >= conf
-        if (arg < 0 || v > best) { best = v; arg = c - c0; }  // first argmax
+        if (arg < 0 || v > best) { best = v; arg = c - c0; }  // first argmax (of the logits, for dfl144)
     }
-    if (nan || arg < 0 || !(best >= conf)) return;
+    if (nan || arg < 0) return;
+    if (apply_sigmoid) {
+        // the score is the rounded sigmoid of the best logit (both monotone); the class is the first one
+        // whose rounded sigmoid equals it. Only logits within 1 of the best (or saturating: > 15 rounds
+        // towards 1.0, < -90 underflows towards 0) can round to the same float32: the others are skipped.
+        float lmax = best;
+        best = sigmoid_f32(lmax);
+        if (!(best >= conf)) return;
+        for (int c = c0; c < C; ++c) {
+            float v = ld(src, base + (size_t)c * A, half);
+            if (((double)v >= (double)lmax - 1.0 || v > 15.0f || v < -90.0f) && sigmoid_f32(v) == best) {
+                arg = c - c0;
+                break;
+            }
+        }
+    }
+    if (!(best >= conf)) return;
     int pos = atomicAdd(count + b, 1);
     keys[(size_t)b * A + pos] = ((u64)(~ord_f32(best)) << 32) | (u64)(unsigned int)a;
     cls[(size_t)b * A + a] = arg;
@@ -210,22 +226,19 @@ greedy_nms(const void* __restrict__ src, int half, int layout, int C, int A,
             unsigned int a = (unsigned int)(list[start + t] & 0xffffffffULL);
             float v;
             if (layout == 0) {
-                float x[16], mx;
+                double x[16], mx;
                 size_t o = src_b + (size_t)(g * 16) * A + a;
-                for (int k = 0; k < 16; ++k) x[k] = ld(src, o + (size_t)k * A, half);
+                for (int k = 0; k < 16; ++k) x[k] = (double)ld(src, o + (size_t)k * A, half);
                 mx = x[0];
-                for (int k = 1; k < 16; ++k) mx = fmaxf(mx, x[k]);
-                // softmax expectation, summed as NumPy sums 16 bins along a strided axis (as yolov10's
-                // dfl_distances does): 8 partial sums r[j] = v[j] + v[j+8], then pairwise
-                float r[8], q[8];
-                for (int k = 0; k < 8; ++k) {
-                    float e0 = expf(x[k] - mx), e1 = expf(x[k + 8] - mx);
-                    r[k] = e0 * (float)k + e1 * (float)(k + 8);
-                    q[k] = e0 + e1;
+                for (int k = 1; k < 16; ++k) mx = fmax(mx, x[k]);
+                // softmax expectation as yolov10.dfl_distances: float64, bins summed in order, one rounding
+                double num = 0.0, den = 0.0;
+                for (int k = 0; k < 16; ++k) {
+                    double e = exp(x[k] - mx);
+                    num = num + e * (double)k;
+                    den = den + e;
                 }
-                float num = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-                float den = ((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7]));
-                v = (num / den) * anchors[2 * A + a];
+                v = (float)((num / den) * (double)anchors[2 * A + a]);
             } else {
                 v = ld(src, src_b + (size_t)g * A + a, half);
             }
