@@ -12,7 +12,7 @@ from conftest import DEMO_MODEL, MINI, fixture_path, run_script
 from common.core.errors import OptionError, UserError
 from common.data.loading import ThreadLoaders, load_image, tensor_bytes
 from common.eval.cli import loader_factory
-from common.eval.options import check_loaders
+from common.eval.options import check_loaders, resolve_loaders
 from common.eval.pipeline import EvalOptions, evaluate
 from common.ort.session import OrtBackend
 from common.throughput.loader_processes import ProcessLoaders, SlotRing
@@ -119,8 +119,27 @@ def test_check_loaders_refuses_what_cannot_run() -> None:
         check_loaders("processes", "gpu")
     assert err.value.param == "loaders"
     assert err.value.render().startswith("--loaders processes decodes with OpenCV; with --decode gpu")
-    with pytest.raises(OptionError, match=r"^loaders fork: choose one of threads, processes"):
+    with pytest.raises(OptionError, match=r"^loaders fork: choose one of auto, threads, processes"):
         check_loaders("fork")
+
+
+def test_auto_loaders_are_processes_only_for_large_gpu_runs_on_many_cores() -> None:
+    big, gpu = 5000, "gpu-letterbox"
+    assert resolve_loaders("auto", big, "cpu", gpu, cores=16) == "processes"
+    assert resolve_loaders("auto", big, "cpu", "gpu-normalize", cores=8) == "processes"
+    assert resolve_loaders("auto", 999, "cpu", gpu, cores=16) == "threads"  # too few images to pay the start
+    assert resolve_loaders("auto", big, "cpu", gpu, cores=7) == "threads"  # too few cores
+    assert resolve_loaders("auto", big, "cpu", "cpu", cores=16) == "threads"  # a CPU run keeps threads
+    assert resolve_loaders("auto", big, "gpu", gpu, cores=16) == "threads"  # the lanes decode
+    assert resolve_loaders("threads", big, "cpu", gpu, cores=16) == "threads"  # explicit values win
+    assert resolve_loaders("processes", 1, "cpu", "cpu", cores=1) == "processes"
+
+
+def test_auto_loaders_resolve_in_the_evaluation_and_are_recorded(mini_coco) -> None:
+    backend = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
+    opts = EvalOptions(loaders="auto", workers=2, progress=False)
+    res = evaluate(backend, mini_coco, opts, loader_factory(opts))
+    assert res.timings["loaders"] == "threads"  # a CPU run of a few images
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -199,7 +199,7 @@ HAS_GPU_DECODE = importlib.util.find_spec("nvidia") is not None and bool(importl
 MODE_FLAGS = ("gpu-post", "gpu-decode", "procs")
 
 
-DEFAULTS_MODE = "auto"  # the evaluator's defaults: --preprocess auto, --postprocess auto, threads, cpu decode
+DEFAULTS_MODE = "auto"  # the evaluator's defaults: --preprocess auto, --postprocess auto, --loaders auto, cpu decode
 
 
 def _add_trt_args(parser: argparse.ArgumentParser) -> None:
@@ -229,7 +229,7 @@ def mode_parts(mode: str) -> tuple[str, bool, str, str]:
     prep, *flags = mode.split("+")
     if any(f not in MODE_FLAGS for f in flags) or len(set(flags)) != len(flags):
         raise UserError(f"variant mode {mode!r}: expected PREPROCESS[+gpu-post][+gpu-decode][+procs]")
-    loaders = "processes" if "procs" in flags else "threads"
+    loaders = "processes" if "procs" in flags else "auto" if mode == DEFAULTS_MODE else "threads"
     return prep, "gpu-post" in flags, "gpu" if "gpu-decode" in flags else "cpu", loaders
 
 

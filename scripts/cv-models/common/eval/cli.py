@@ -16,7 +16,7 @@ from typing import Any
 from common.core.cli import output_file
 from common.data.check import SKIP_FLAG
 from common.data.coco import COCO_EVAL_ENGINES, DEFAULT_MAX_IMAGES, CocoDataset
-from common.data.loading import ThreadLoaders
+from common.data.loading import ThreadLoaders, thread_loaders
 from common.eval.api import evaluate_to_files, open_data
 from common.eval.checks import ALLOW_IMGSZ_FLAG, check_model_input, check_onnx_input
 from common.eval.options import (
@@ -27,12 +27,14 @@ from common.eval.options import (
     LOADERS,
     POSTPROCESS_MODES,
     PREPROCESS_CHOICES,
+    PROCESS_LOADERS_MIN_CORES,
+    PROCESS_LOADERS_MIN_IMAGES,
     DataOptions,
     EvalOptions,
     OutputOptions,
     default_workers,
 )
-from common.eval.protocols import Backend, LoaderFactory, LoaderPlan
+from common.eval.protocols import Backend, LoaderFactory, LoaderPlan, Loaders
 from common.model.yolov10 import LAYOUTS, PostprocessOptions
 
 __all__ = [
@@ -187,9 +189,11 @@ def _add_throughput_args(t: argparse._ArgumentGroup) -> None:
     t.add_argument(
         "--loaders",
         choices=LOADERS,
-        default="threads",
-        help="what the --workers are: threads (default) or processes (Linux: fresh processes writing into shared "
-        "memory, for throughput runs on many cores)",
+        default="auto",
+        help="what the --workers are: threads or processes (Linux: fresh processes writing into shared memory, for "
+        f"throughput runs on many cores); auto (default): processes for a run of at least {PROCESS_LOADERS_MIN_IMAGES} "
+        f"images with the letterbox on the GPU on a machine of at least {PROCESS_LOADERS_MIN_CORES} cores, else "
+        "threads (metrics.json timings.loaders says which ran)",
     )
     t.add_argument(
         "--preprocess",
@@ -340,7 +344,18 @@ def loader_factory(opts: EvalOptions) -> LoaderFactory | None:
         from common.throughput.loader_processes import process_loaders
 
         return process_loaders
+    if opts.loaders == "auto":
+        return _resolved_loaders
     return None
+
+
+def _resolved_loaders(plan: LoaderPlan) -> Loaders:
+    """``--loaders auto``: the kind the run resolved (``common.eval.options.resolve_loaders``)."""
+    if plan.loaders == "processes":
+        from common.throughput.loader_processes import process_loaders
+
+        return process_loaders(plan)
+    return thread_loaders(plan)
 
 
 def check_onnx_args(flag: str, path: Path, args: argparse.Namespace) -> None:

@@ -27,6 +27,8 @@ __all__ = [
     "POSTPROCESS_MODES",
     "PREPROCESS_CHOICES",
     "PREPROCESS_MODES",
+    "PROCESS_LOADERS_MIN_CORES",
+    "PROCESS_LOADERS_MIN_IMAGES",
     "DataOptions",
     "EvalOptions",
     "LaneOptions",
@@ -37,6 +39,7 @@ __all__ = [
     "check_post",
     "default_post_workers",
     "default_workers",
+    "resolve_loaders",
     "resolve_warmup_runs",
 ]
 
@@ -46,7 +49,11 @@ PREPROCESS_MODES: tuple[str, ...] = ("cpu", "gpu-normalize", "gpu-letterbox")
 # what --preprocess takes: a mode, or auto (gpu-letterbox where the backend can run it, else cpu)
 PREPROCESS_CHOICES: tuple[str, ...] = ("auto", *PREPROCESS_MODES)
 DECODES: tuple[str, ...] = ("cpu", "gpu")  # JPEG decoding: OpenCV in the loaders | nvImageCodec on the lanes
-LOADERS: tuple[str, ...] = ("threads", "processes")
+LOADERS: tuple[str, ...] = ("auto", "threads", "processes")
+# --loaders auto runs processes for GPU runs this large on a machine with this many cores (Linux), else threads:
+# a many-core GPU host decodes faster in processes, while small runs would spend their time starting them
+PROCESS_LOADERS_MIN_IMAGES = 1000
+PROCESS_LOADERS_MIN_CORES = 8
 POSTPROCESS_MODES: tuple[str, ...] = ("auto", "cpu", "gpu")
 GPU_ORDERS: tuple[str, ...] = ("auto", "serial", "overlap")
 
@@ -91,6 +98,18 @@ def check_decode(decode: str, preprocess: str) -> None:
         )
 
 
+def resolve_loaders(requested: str, images: int, decode: str, preprocess: str, cores: int | None = None) -> str:
+    """``--loaders auto`` -> ``threads`` or ``processes`` (see ``PROCESS_LOADERS_MIN_IMAGES``): processes when
+    the letterbox runs on the GPU (a GPU run), OpenCV decodes, the run has at least that many images and this
+    Linux machine at least ``PROCESS_LOADERS_MIN_CORES`` cores. Explicit values are returned as given."""
+    if requested != "auto":
+        return requested
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    many = images >= PROCESS_LOADERS_MIN_IMAGES and cores >= PROCESS_LOADERS_MIN_CORES
+    gpu_run = preprocess in ("gpu-normalize", "gpu-letterbox")
+    return "processes" if many and gpu_run and decode == "cpu" and hasattr(os, "memfd_create") else "threads"
+
+
 def check_loaders(loaders: str, decode: str = "cpu") -> None:
     """OptionError unless ``loaders`` can run here with ``decode``."""
     check_choice("loaders", loaders, LOADERS)
@@ -132,7 +151,7 @@ class EvalOptions:
     coco_engine: str = "auto"  # auto (= stream) | stream | pycocotools | faster-coco-eval (common.data.coco)
     preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox | auto (eval.pipeline.resolve_preprocess)
     decode: str = "cpu"  # cpu (OpenCV in the loaders) | gpu (nvImageCodec on the lanes; common.throughput.gpu_decode)
-    loaders: str = "threads"  # threads | processes (common.throughput.loader_processes)
+    loaders: str = "threads"  # auto | threads | processes (common.throughput.loader_processes)
     switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
     postprocess: str = "cpu"  # cpu | gpu | auto (gpu where the backend can, else cpu)
     latency_runs: int = 0  # after the run: N back-to-back single-batch runs on one lane (``latency_pass``); 0: none,

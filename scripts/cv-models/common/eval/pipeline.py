@@ -33,7 +33,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,7 @@ from common.eval.options import (
     EvalOptions,
     default_post_workers,
     default_workers,
+    resolve_loaders,
     resolve_warmup_runs,
 )
 from common.eval.protocols import (
@@ -453,7 +454,8 @@ def _loaders(
 ) -> Loaders:
     """The run's loaders from ``factory`` (default: threads; inline when ``workers`` is 0), with a slot for
     every image loading (``window``) or held by a batch in flight."""
-    plan = LoaderPlan(opts.workers, size, opts.preprocess, opts.decode, window + in_flight_images, dataset)
+    slots = window + in_flight_images
+    plan = LoaderPlan(opts.workers, size, opts.preprocess, opts.decode, slots, dataset, opts.loaders)
     if factory is None and (opts.decode != "cpu" or opts.loaders != "threads"):
         raise ValueError(f"--decode {opts.decode} / --loaders {opts.loaders} need their loader factory (eval.cli)")
     return (factory or thread_loaders)(plan)
@@ -559,6 +561,7 @@ def evaluate(
     size = _input_size(backend, opts.imgsz)
     batch_size = resolve_batch_size(backend, opts.batch_size)
     opts, prep = _with_preprocess(backend, opts)  # the mode that runs, for the loaders and batches
+    opts = replace(opts, loaders=resolve_loaders(opts.loaders, len(dataset.image_ids), opts.decode, opts.preprocess))
     explicit = None if opts.output_format == "auto" else opts.output_format
     head = detection_head(backend, opts)
     post_mode, post_layout, post_why = resolve_postprocess(backend, opts.postprocess, explicit, size, opts.post, head)

@@ -226,7 +226,8 @@ class LaneTiming(Protocol):
 class LoaderPlan:
     """What the evaluation loop asks of its image loaders: ``workers`` of them (0: inline, in the caller's
     thread) loading images for ``size`` and pre-processing ``mode``; ``slots``: images loading or held by
-    batches in flight at once; ``dataset``: the images' ``CocoDataset`` (their annotated sizes)."""
+    batches in flight at once; ``dataset``: the images' ``CocoDataset`` (their annotated sizes); ``loaders``:
+    the kind the run resolved (``--loaders``)."""
 
     workers: int
     size: int
@@ -234,6 +235,7 @@ class LoaderPlan:
     decode: str
     slots: int
     dataset: Any
+    loaders: str = "threads"  # threads | processes (``--loaders``, resolved)
 
 
 class Loaders(Protocol):
