@@ -73,6 +73,7 @@ KERNEL_NAMES = ("bgr_canvas_to_rgb_chw", "letterbox_batch_bgr_to_rgb_chw")  # wh
 LETTERBOX_PARAMS: tuple[str, ...] = ("offset", "src_w", "src_h", "new_w", "new_h", "pad_left", "pad_top", "row_bytes")
 PARAM_WORDS = len(LETTERBOX_PARAMS)
 LETTERBOX_BLOCK = (32, 8)  # the batch letterbox kernel's block: output pixels (x, y)
+PACKED_LAUNCHES = 512  # kernel launches whose packed parameters KernelModule keeps (distinct argument tuples)
 
 _KERNEL_TEMPLATE = r"""
 extern "C" __global__ void bgr_canvas_to_rgb_chw(const unsigned char* __restrict__ src,
@@ -454,6 +455,7 @@ class KernelModule:
             for n in names
         }
         self._local = threading.local()
+        self._packed: dict[tuple[Any, Any], tuple[Any, Any, int]] = {}
 
     def launch(
         self,
@@ -470,12 +472,29 @@ class KernelModule:
             _check("cuCtxSetCurrent", d.cuCtxSetCurrent(self._ctx), self._what, self._hint)
             self._local.ready = True
         g, b = (*grid, 1, 1)[:3], (*block, 1, 1)[:3]
+        params = self._params(args, types)
         _check(
             "cuLaunchKernel",
-            d.cuLaunchKernel(self.functions[name], *g, *b, shared_bytes, d.CUstream(stream), (args, types), 0),
+            d.cuLaunchKernel(self.functions[name], *g, *b, shared_bytes, d.CUstream(stream), params[2], 0),
             self._what,
             self._hint,
         )
+
+    def _params(self, args: tuple[Any, ...], types: tuple[Any, ...]) -> tuple[Any, Any, int]:
+        """``args`` packed as a kernelParams array: (the ctypes values, the pointer array, its address).
+        Cached: a lane launches the same arguments batch after batch, and cuda-python's own packing of
+        ``(args, types)`` costs more host time (under the GIL) than the launch. The caller holds the
+        tuple until the launch returns (the driver copies the parameters at launch)."""
+        key = (args, types)
+        hit = self._packed.get(key)
+        if hit is None:
+            values = [t(a) for a, t in zip(args, types, strict=True)]
+            ptrs = (ctypes.c_void_p * max(1, len(values)))(*[ctypes.addressof(v) for v in values])
+            hit = (values, ptrs, ctypes.addressof(ptrs))
+            if len(self._packed) >= PACKED_LAUNCHES:
+                self._packed.clear()
+            self._packed[key] = hit
+        return hit
 
     def close(self) -> None:
         if self._module is not None:

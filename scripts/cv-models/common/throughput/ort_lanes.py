@@ -72,6 +72,9 @@ def _graph_run_options() -> Any:
 
     opts = ort.RunOptions()
     opts.add_run_config_entry("disable_synchronize_execution_providers", "1")
+    # ORT's default graph annotation, set explicitly: newer ORT Pythons look this entry up on every
+    # run_with_iobinding, and an absent entry costs a C++ exception per run while holding the GIL
+    opts.add_run_config_entry("gpu_graph_id", "0")
     return opts
 
 
