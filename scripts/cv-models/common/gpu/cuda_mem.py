@@ -59,13 +59,19 @@ class CudaError(RunError, RuntimeError):
         super().__init__(f"{call}: {name}" + (f" ({text})" if text else ""))
 
 
+_RUNTIME: list[Any] = []  # cuda.bindings.runtime once imported: every CUDA call asks for it
+
+
 def _runtime() -> Any:
+    if _RUNTIME:
+        return _RUNTIME[0]
     try:
         from cuda.bindings import runtime
     except ImportError as exc:
         raise UserError(
             "cannot import cuda.bindings.runtime; install cuda-python >= 12.8 (pixi run -e rtx5090 ...)"
         ) from exc
+    _RUNTIME.append(runtime)
     return runtime
 
 
