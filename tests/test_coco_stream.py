@@ -77,11 +77,12 @@ def index(images: list[dict], anns: list[dict], cats: list[dict]) -> Any:
     return coco
 
 
-def random_case(rng: np.random.Generator) -> tuple[Any, np.ndarray]:
+def random_case(rng: np.random.Generator, n_cats: tuple[int, int] = (1, 4)) -> tuple[Any, np.ndarray]:
     """Ground truth and detections with the cases pycocotools treats specially: crowd boxes, annotation
     areas unlike their boxes, areas on the range bounds, annotation id 0, empty images, categories on
-    one side only, more than 100 detections per image and category, coarse (tied) scores."""
-    n_img, n_cat = int(rng.integers(1, 7)), int(rng.integers(1, 4))
+    one side only, more than 100 detections per image and category, coarse (tied) scores. ``n_cats``: the
+    range of the number of annotated categories (one more is listed without annotations)."""
+    n_img, n_cat = int(rng.integers(1, 7)), int(rng.integers(*n_cats))
     images = [{"id": int(i), "file_name": f"{i}.jpg"} for i in rng.choice(1000, n_img, replace=False) + 1]
     cats = [{"id": c, "name": f"c{c}"} for c in range(1, n_cat + 2)]  # the last category has no annotation
     anns: list[dict] = []
@@ -197,12 +198,14 @@ def _pipeline_matches_pycocotools(ds: Any, workers: int) -> dict[str, Any]:
 
 
 def test_large_pipelined_runs_match_in_the_worker_process(mini_coco, monkeypatch) -> None:
+    import common.data.coco_process as coco_process
     import common.eval.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "PROCESS_MIN_IMAGES", 4)
+    monkeypatch.setattr(coco_process, "available_cpus", lambda: 8)  # two workers share the categories
     t = _pipeline_matches_pycocotools(dataclasses.replace(mini_coco, image_ids=mini_coco.image_ids[:8]), 2)
     assert t["coco_eval_runs_in"] == "process" and t["coco_eval_worker_start_s"] > 0
-    assert t["coco_eval_feed_s"] >= 0
+    assert t["coco_eval_feed_s"] >= 0 and t["coco_eval_workers"] == 2 and t["coco_eval_worker_accumulate_s"] > 0
 
 
 @pytest.mark.parametrize("workers", [2, 0])
@@ -331,8 +334,8 @@ def test_worker_process_errors_are_one_line_and_a_dead_worker_does_not_hang(mini
     with pytest.raises(RuntimeError, match=r"COCO evaluation worker: ValueError: .*twice"):
         twice.finish()
     dead = ProcessCocoEval(mini_coco.coco, ids)
-    dead._proc.kill()
-    dead._proc.wait()
+    dead._workers[0].proc.kill()
+    dead._workers[0].proc.wait()
     with pytest.raises(RuntimeError, match="worker process exited with code -9"):
         dead.add(ids[:1], [one])
         dead.finish()
@@ -340,4 +343,4 @@ def test_worker_process_errors_are_one_line_and_a_dead_worker_does_not_hang(mini
     stopped = ProcessCocoEval(mini_coco.coco, ids)
     stopped.add(ids[:1], [one])
     stopped.close()  # a failed run: the worker is stopped without a result
-    assert stopped._proc.returncode is not None
+    assert all(w.proc.returncode is not None for w in stopped._workers)

@@ -1,12 +1,14 @@
-"""The streamed COCO evaluation's matching in a Python process of its own, so it never waits on this process's GIL.
+"""The streamed COCO evaluation in Python processes of their own, so it never waits on this process's GIL.
 
-``ProcessCocoEval`` starts ``python -m common.data.coco_process`` (a fresh interpreter, never a fork of a
-process holding inference threads) and sends it the indexed ground truth (``prepare_ground_truth``). ``add``
-sends each batch as one message: the image ids, each image's row count and all rows as one [N, 7] array.
-The worker matches as they come (``StreamingCocoEval``) and at ``finish`` returns its matched detections
-(``Scored``); this process accumulates and summarises them, so the 12 stats are the streamed evaluation's,
-equal to pycocotools'. A worker error is one line (RuntimeError); if this process dies, the worker reads the
-end of its socket and exits.
+``ProcessCocoEval`` starts one or more ``python -m common.data.coco_process`` workers (fresh interpreters, never
+forks of a process holding inference threads), each owning a share of the categories
+(``common.data.coco_partition``), and sends each the indexed ground truth of its categories. ``add`` sends
+each worker one message per batch: the image ids, each image's count of its rows and those rows as one
+[N, 7] array. The workers match as the batches come (``StreamingCocoEval``) and at ``finish`` accumulate
+their categories side by side, returning only their slices of the precision and recall arrays; this process
+puts them together and summarises, so the 12 stats are the streamed evaluation's, equal to pycocotools'.
+A worker error is one line (RuntimeError); if this process dies, the workers read the end of their sockets
+and exit.
 """
 
 from __future__ import annotations
@@ -25,31 +27,30 @@ from typing import Any
 
 import numpy as np
 
-from common.data.coco_accumulate import Scored, accumulate, summarize
+from common.data.coco_accumulate import summarize
+from common.data.coco_partition import (
+    RowSplitter,
+    auto_workers,
+    available_cpus,
+    category_owner,
+    partition_categories,
+    scatter,
+    subset_ground_truth,
+)
 from common.data.coco_stream import CHUNK_ROWS, GroundTruth, StreamingCocoEval, prepare_ground_truth
 
 __all__ = ["PROCESS_MIN_IMAGES", "ProcessCocoEval"]
 
-PROCESS_MIN_IMAGES = 1000  # selections this large match in a worker process on the pipelined path
+PROCESS_MIN_IMAGES = 1000  # selections this large match in worker processes on the pipelined path
 
 
-class ProcessCocoEval:
-    """COCOeval (bbox) over ``image_ids`` of ``coco``, its matching in a worker process; ``add`` / ``finish`` /
-    ``close`` as ``StreamingCocoEval``. The worker starts here and boots while the caller does other work."""
+class _Worker:
+    """One worker process, its connection, and the thread writing the queued messages to it."""
 
-    def __init__(self, coco: Any, image_ids: Sequence[int], chunk_rows: int = CHUNK_ROWS) -> None:
-        self.gt = prepare_ground_truth(coco, image_ids)
-        self.match_seconds = 0.0  # the worker's matching (known at ``finish``)
-        self.feed_seconds = 0.0  # this process's time in ``add``
-        self.feed_cpu_seconds = 0.0  # of which the calling thread's CPU time (the rest: waiting for a core or the GIL)
-        self.start_seconds = 0.0  # from starting the worker to it being ready to match (known at ``finish``)
-        self.num_detections = 0
-        here = str(Path(__file__).resolve().parents[2])  # the folder holding ``common``, for the worker's path
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+    def __init__(self, env: dict[str, str]) -> None:
         ours, theirs = socket.socketpair()
-        self._t0 = time.time()
         # a session of its own: a terminal's Ctrl-C reaches this process alone, which stops the worker (close)
-        self._proc = subprocess.Popen(
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "common.data.coco_process", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
@@ -57,87 +58,136 @@ class ProcessCocoEval:
             start_new_session=True,
         )
         theirs.close()
-        self._conn = Connection(ours.detach())
-        self._outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._send_error: OSError | None = None
+        self.conn = Connection(ours.detach())
+        self.outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self.send_error: Exception | None = None
         self._sender = threading.Thread(target=self._send_all, name="coco-eval-send", daemon=True)
         self._sender.start()
-        self._outbox.put(("gt", self.gt, chunk_rows))
 
     def _send_all(self) -> None:
         """Write the queued messages to the worker (the socket waits here, never in ``add``)."""
-        while (msg := self._outbox.get()) is not None:
-            if self._send_error is None:
+        while (msg := self.outbox.get()) is not None:
+            if self.send_error is None:
                 try:
-                    if msg[0] == "rows":  # the array's bytes go as they are: no pickled copy
-                        self._conn.send(msg[:3])
-                        self._conn.send_bytes(msg[3])
+                    if msg[0] == "rows":  # the array's bytes go as they are (a flat byte view: no copy)
+                        self.conn.send(msg[:3])
+                        self.conn.send_bytes(np.ascontiguousarray(msg[3]).reshape(-1).view(np.uint8))
                     else:
-                        self._conn.send(msg)
-                except OSError as exc:
-                    self._send_error = exc
+                        self.conn.send(msg)
+                except Exception as exc:  # raised by the next ``add`` or by ``finish``, never a silent stall
+                    self.send_error = exc
 
-    def _died(self) -> RuntimeError:
-        code = self._proc.poll()
+    def died(self) -> RuntimeError:
+        """The error to raise when the worker is gone, or when a message could not be sent to it."""
+        exc = self.send_error
+        if exc is not None and not isinstance(exc, OSError):
+            return RuntimeError(f"a batch could not be sent to the COCO evaluation worker: {type(exc).__name__}: {exc}")
+        code = self.proc.poll()
         state = f"exited with code {code}" if code is not None else "closed its connection"
         return RuntimeError(f"the COCO evaluation worker process {state} before returning its result")
 
-    def _stop_sending(self) -> None:
+    def stop_sending(self) -> None:
         """Let the sender write what is queued, and end it."""
         if self._sender.is_alive():
-            self._outbox.put(None)
+            self.outbox.put(None)
             self._sender.join()
 
+    def recv(self) -> tuple[Any, ...]:
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise self.died() from exc
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stop_sending()  # a send blocked on the worker fails now that it is gone
+        self.conn.close()
+
+
+class ProcessCocoEval:
+    """COCOeval (bbox) over ``image_ids`` of ``coco``, its matching and accumulation in worker processes;
+    ``add`` / ``finish`` / ``close`` as ``StreamingCocoEval``. ``workers``: how many (0: ``auto_workers`` for
+    this machine's cores; never more than the categories with counted ground truth). The workers start here
+    and boot while the caller does other work."""
+
+    def __init__(self, coco: Any, image_ids: Sequence[int], chunk_rows: int = CHUNK_ROWS, workers: int = 0) -> None:
+        if workers < 0:
+            raise ValueError(f"workers must be >= 0 (0: automatic), got {workers}")
+        self.gt = prepare_ground_truth(coco, image_ids)
+        n_present = int(self.gt.counted.any(axis=1).sum()) if len(self.gt.counted) else 0
+        wanted = workers or auto_workers(n_present, available_cpus())
+        self.groups = partition_categories(self.gt.counted, wanted) or [np.arange(len(self.gt.cat_ids))]
+        self.workers = len(self.groups)  # the worker processes that run
+        self._splitter = RowSplitter(self.gt.cat_ids, category_owner(len(self.gt.cat_ids), self.groups), self.workers)
+        self.match_seconds = 0.0  # the workers' matching, all of them together (known at ``finish``)
+        self.accumulate_seconds = 0.0  # the slowest worker's accumulation, after the last batch (``finish``)
+        self.feed_seconds = 0.0  # this process's time in ``add``
+        self.feed_cpu_seconds = 0.0  # of which the calling thread's CPU time (the rest: waiting for a core or the GIL)
+        self.start_seconds = 0.0  # from starting the workers to the last one ready to match (known at ``finish``)
+        self.num_detections = 0
+        here = str(Path(__file__).resolve().parents[2])  # the folder holding ``common``, for the worker's path
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+        self._t0 = time.time()
+        self._workers = [_Worker(env) for _ in self.groups]
+        for w, cats in zip(self._workers, self.groups, strict=True):
+            w.outbox.put(("gt", subset_ground_truth(self.gt, cats), chunk_rows))
+
     def add(self, image_ids: Sequence[int], rows_per_image: Sequence[np.ndarray]) -> None:
-        """Hand a batch to the worker: one message with every image's rows in one array."""
+        """Hand a batch to the workers: to each one message with its categories' rows of every image."""
         t0, c0 = time.perf_counter(), time.thread_time()
         counts = np.array([len(r) for r in rows_per_image], np.int64)
         parts = [np.asarray(r, np.float64).reshape(-1, 7) for r in rows_per_image]
         rows = np.concatenate(parts) if parts else np.zeros((0, 7), np.float64)
         self.num_detections += len(rows)
-        if self._send_error is not None:
-            raise self._died() from self._send_error
-        self._outbox.put(("rows", np.asarray(image_ids, np.int64), counts, rows))
+        for w in self._workers:
+            if w.send_error is not None:
+                raise w.died() from w.send_error
+        ids = np.asarray(image_ids, np.int64)
+        shares = [(rows, counts)] if self.workers == 1 else self._splitter.split(rows, counts)
+        for w, (share, n) in zip(self._workers, shares, strict=True):
+            w.outbox.put(("rows", ids, n, share))
         self.feed_seconds += time.perf_counter() - t0
         self.feed_cpu_seconds += time.thread_time() - c0
 
-    def _recv(self) -> tuple[Any, ...]:
-        try:
-            return self._conn.recv()
-        except (EOFError, OSError) as exc:
-            raise self._died() from exc
-
-    def scored(self) -> Scored:
-        """Wait for the worker's matching of everything added: its matched detections."""
-        self._outbox.put(("finish",))
-        self._stop_sending()
-        if self._send_error is not None:
-            self.close()
-            raise self._died() from self._send_error
-        reply = self._recv()
+    def _result(self, w: _Worker) -> tuple[Any, ...]:
+        """One worker's reply to ``finish``: ("done", precision, recall, match s, accumulate s)."""
+        reply = w.recv()
         if reply[0] == "ready":
-            self.start_seconds = reply[1] - self._t0
-            reply = self._recv()
-        self.close()
+            self.start_seconds = max(self.start_seconds, reply[1] - self._t0)
+            reply = w.recv()
         if reply[0] == "error":
             raise RuntimeError(f"COCO evaluation worker: {reply[1]}")
-        _, scored, self.match_seconds = reply
-        return scored
+        return reply
 
     def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
-        return accumulate(self.scored(), self.gt.counted)
+        """Wait for the workers' matching and accumulation of everything added: pycocotools' precision
+        [T, R, K, A, M] and recall [T, K, A, M]."""
+        for w in self._workers:
+            w.outbox.put(("finish",))
+        try:
+            parts = []
+            for w, cats in zip(self._workers, self.groups, strict=True):
+                w.stop_sending()
+                if w.send_error is not None:
+                    raise w.died() from w.send_error
+                _, precision, recall, match_s, accumulate_s = self._result(w)
+                parts.append((cats, precision, recall))
+                self.match_seconds += match_s
+                self.accumulate_seconds = max(self.accumulate_seconds, accumulate_s)
+        finally:
+            self.close()
+        return scatter(len(self.gt.cat_ids), self.gt.counted.shape[1], parts)
 
     def finish(self) -> np.ndarray:
         """The 12 stats, as pycocotools' ``COCOeval.stats``."""
         return summarize(*self.precision_recall())
 
     def close(self) -> None:
-        """Stop the worker (after ``finish``, or without a result when the run failed)."""
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait()
-        self._stop_sending()  # a send blocked on the worker fails now that it is gone
-        self._conn.close()
+        """Stop the workers (after ``finish``, or without a result when the run failed)."""
+        for w in self._workers:
+            w.close()
 
 
 def _reader(conn: Connection, inbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
@@ -152,8 +202,16 @@ def _reader(conn: Connection, inbox: queue.SimpleQueue[tuple[Any, ...] | None]) 
         inbox.put(None)
 
 
+def _finished(ev: StreamingCocoEval) -> tuple[Any, ...]:
+    """The worker's reply to ``finish``: its categories' precision and recall, its matching and accumulation seconds."""
+    ev.flush()
+    t0 = time.perf_counter()
+    precision, recall = ev.precision_recall()
+    return ("done", precision, recall, ev.match_seconds, time.perf_counter() - t0)
+
+
 def _serve(conn: Connection) -> None:
-    """The worker: match each batch as it comes; at ``finish``, reply (``done``, Scored, seconds) or an error."""
+    """The worker: match each batch as it comes; at ``finish``, reply ``_finished`` or an error."""
     sys.setswitchinterval(0.001)  # the reader gets the GIL back soon while the matching holds it
     _, gt, chunk_rows = conn.recv()
     ev = StreamingCocoEval.from_ground_truth(gt, chunk_rows) if isinstance(gt, GroundTruth) else None
@@ -163,7 +221,7 @@ def _serve(conn: Connection) -> None:
     error = None if ev is not None else "the ground truth message is not a GroundTruth"
     while (msg := inbox.get()) is not None:
         if msg[0] == "finish":
-            conn.send(("error", error) if error or ev is None else ("done", ev.scored(), ev.match_seconds))
+            conn.send(("error", error) if error or ev is None else _finished(ev))
             return
         if error is not None or ev is None or not len(msg[2]):
             continue

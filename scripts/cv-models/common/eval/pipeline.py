@@ -523,14 +523,17 @@ def _coco_feed(dataset: CocoDataset, engine: str | None, sequential: bool) -> It
 
 def _coco_timings(feed: CocoFeed | None) -> dict[str, Any]:
     """The streamed matching's record: where it ran (``process``, ``thread``, ``inline``; None: not streamed),
-    its seconds (mostly during the run), and for the worker process this process's seconds handing batches
-    over and the worker's start to ready (during the warm-up)."""
+    its seconds (mostly during the run; the workers' together), and for worker processes how many ran, this
+    process's seconds handing batches over, the workers' start to ready (during the warm-up) and the slowest
+    worker's accumulation (after the last batch, the workers side by side)."""
     kinds = {ProcessCocoEval: "process", BackgroundCocoEval: "thread", StreamingCocoEval: "inline"}
     return {
         "coco_eval_match_s": feed.match_seconds if feed is not None else None,
         "coco_eval_runs_in": kinds.get(type(feed)) if feed is not None else None,
         "coco_eval_feed_s": getattr(feed, "feed_seconds", None),
         "coco_eval_worker_start_s": getattr(feed, "start_seconds", None),
+        "coco_eval_workers": getattr(feed, "workers", None),
+        "coco_eval_worker_accumulate_s": getattr(feed, "accumulate_seconds", None),
     }
 
 

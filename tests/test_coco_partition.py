@@ -1,0 +1,150 @@
+"""The streamed COCO evaluation shared out by category over several workers gives pycocotools' arrays and 12
+stats exactly (``==``). Expected values come from pycocotools, run here on the same detections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from test_coco_stream import by_image, pycocotools_eval, random_case
+
+from common.data.coco_accumulate import summarize
+from common.data.coco_partition import (
+    LOOKUP_MAX_ID,
+    RowSplitter,
+    auto_workers,
+    category_owner,
+    partition_categories,
+    scatter,
+    subset_ground_truth,
+)
+from common.data.coco_process import ProcessCocoEval
+from common.data.coco_stream import StreamingCocoEval, prepare_ground_truth
+
+
+def _batches(per_image: dict[int, np.ndarray], order: list[int], group: int):
+    for n in range(0, len(order), group):
+        part = order[n : n + group]
+        yield part, [per_image.get(i, np.zeros((0, 7))) for i in part]
+
+
+def _shared_out(coco: Any, rows: np.ndarray, ids: list[int], order: list[int], workers: int) -> tuple[np.ndarray, ...]:
+    """The category-split evaluation in this process: one StreamingCocoEval per share, fed its split rows."""
+    gt = prepare_ground_truth(coco, ids)
+    groups = partition_categories(gt.counted, workers) or [np.arange(len(gt.cat_ids))]
+    splitter = RowSplitter(gt.cat_ids, category_owner(len(gt.cat_ids), groups), len(groups))
+    evs = [StreamingCocoEval.from_ground_truth(subset_ground_truth(gt, g), chunk_rows=40) for g in groups]
+    for part, rows_list in _batches(by_image(rows), order, 2):
+        counts = np.array([len(r) for r in rows_list])
+        shares = splitter.split(np.concatenate(rows_list).reshape(-1, 7), counts)
+        for ev, (share, n) in zip(evs, shares, strict=True):
+            ev.add(part, np.split(share, np.cumsum(n)[:-1]))
+    parts = [(g, *ev.precision_recall()) for g, ev in zip(groups, evs, strict=True)]
+    return scatter(len(gt.cat_ids), gt.counted.shape[1], parts)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_categories_shared_out_give_pycocotools_arrays_on_random_data(workers: int) -> None:
+    rng = np.random.default_rng(31 + workers)
+    checked = 0
+    for _ in range(60):
+        coco, rows = random_case(rng, n_cats=(3, 7))
+        all_ids = sorted(coco.getImgIds())
+        ids = [i for i in all_ids if rng.random() < 0.8] or all_ids
+        if not len(rows):
+            continue
+        ref = pycocotools_eval(coco, rows, ids)
+        precision, recall = _shared_out(coco, rows, ids, list(rng.permutation([*all_ids, 5000])), workers)
+        assert np.array_equal(precision, ref.eval["precision"]) and np.array_equal(recall, ref.eval["recall"])
+        assert summarize(precision, recall).tolist() == ref.stats.tolist()
+        checked += 1
+    assert checked > 40
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_worker_processes_sharing_categories_give_pycocotools_stats(workers: int) -> None:
+    rng = np.random.default_rng(7 + workers)
+    done = 0
+    while done < 3:
+        coco, rows = random_case(rng, n_cats=(4, 8))
+        ids = sorted(coco.getImgIds())
+        if not len(rows):
+            continue
+        ev = ProcessCocoEval(coco, ids, chunk_rows=50, workers=workers)
+        for part, rows_list in _batches(by_image(rows), ids, 2):
+            ev.add(part, rows_list)
+        present = int(ev.gt.counted.any(axis=1).sum())
+        assert ev.workers == min(workers, present) or (present == 0 and ev.workers == 1)
+        assert ev.finish().tolist() == pycocotools_eval(coco, rows, ids).stats.tolist()
+        assert ev.accumulate_seconds > 0 and ev.match_seconds > 0
+        done += 1
+
+
+def test_worker_error_is_one_line_with_several_workers(mini_coco) -> None:
+    ids = mini_coco.image_ids
+    one = np.zeros((1, 7))
+    one[0, 0] = ids[0]
+    twice = ProcessCocoEval(mini_coco.coco, ids, workers=2)
+    assert twice.workers == 2
+    twice.add(ids[:1], [one])
+    twice.add(ids[:1], [one])
+    with pytest.raises(RuntimeError, match=r"COCO evaluation worker: ValueError: .*twice"):
+        twice.finish()
+    assert all(w.proc.returncode is not None for w in twice._workers)
+
+
+def test_auto_workers_follow_the_cores_and_the_categories() -> None:
+    assert auto_workers(80, 16) == 4
+    assert auto_workers(80, 64) == 4
+    assert auto_workers(80, 8) == 2
+    assert auto_workers(80, 2) == 1
+    assert auto_workers(3, 64) == 3
+    assert auto_workers(0, 16) == 1
+
+
+def test_partition_puts_each_counted_category_in_one_group_the_largest_first() -> None:
+    counted = np.array([[10, 1, 0, 0], [1, 0, 1, 0], [1, 1, 0, 0], [1, 0, 0, 1], [0, 0, 0, 0], [7, 7, 0, 0]])
+    # largest first to the least loaded: 0 (10) -> a, 5 (7) -> b, then 1, 2, 3 (1 each) -> b (8, 9, 10)
+    assert [g.tolist() for g in partition_categories(counted, 2)] == [[0], [1, 2, 3, 5]]
+    assert [g.tolist() for g in partition_categories(counted, 1)] == [[0, 1, 2, 3, 5]]
+    groups = partition_categories(counted, 9)  # never more groups than counted categories
+    assert sorted(k for g in groups for k in g.tolist()) == [0, 1, 2, 3, 5] and len(groups) == 5
+    assert partition_categories(np.zeros((3, 4), np.int64), 4) == []
+
+
+def _split_by_hand(rows: np.ndarray, counts: np.ndarray, owner_of: dict[float, int], workers: int) -> list:
+    image = np.repeat(np.arange(len(counts)), counts)
+    out = []
+    for w in range(workers):
+        mine = [n for n in range(len(rows)) if owner_of.get(float(rows[n, 6])) == w]
+        out.append((rows[mine].reshape(-1, 7), np.bincount(image[mine], minlength=len(counts))))
+    return out
+
+
+@pytest.mark.parametrize("offset", [0, LOOKUP_MAX_ID])  # small ids: a lookup table; large ones: a search
+def test_rows_split_by_category_keep_their_order_and_drop_unknown_categories(offset: int) -> None:
+    rng = np.random.default_rng(3)
+    cat_ids = np.array([1, 2, 5, 9], np.int64) + offset
+    owner = np.array([1, 0, -1, 1])  # category 5 has no worker
+    owner_of = {float(c): int(w) for c, w in zip(cat_ids, owner, strict=True) if w >= 0}
+    counts = np.array([3, 0, 7, 5])
+    rows = rng.random((counts.sum(), 7))
+    rows[:, 6] = rng.choice([*cat_ids.tolist(), 3 + offset, 1.5 + offset, np.nan, -1], counts.sum())
+    got = RowSplitter(cat_ids, owner, 2).split(rows, counts)
+    want = _split_by_hand(rows, counts, owner_of, 2)
+    for (g_rows, g_counts), (w_rows, w_counts) in zip(got, want, strict=True):
+        assert np.array_equal(g_rows, w_rows) and g_counts.tolist() == w_counts.tolist()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_batches_without_any_detection_reach_the_workers(mini_coco, workers: int) -> None:
+    """A batch whose images have no detections at all (or none of a worker's categories) is sent as an empty
+    array: the evaluation goes on and gives pycocotools' stats."""
+    ids = mini_coco.image_ids[:6]
+    anns = mini_coco.coco.imgToAnns.get(ids[3], [])
+    rows = np.array([[ids[3], *a["bbox"], 0.5, a["category_id"]] for a in anns], np.float64).reshape(-1, 7)
+    ev = ProcessCocoEval(mini_coco.coco, ids, workers=workers)
+    ev.add(ids[:3], [np.zeros((0, 7))] * 3)
+    ev.add(ids[3:], [rows, np.zeros((0, 7)), np.zeros((0, 7))])
+    assert ev.finish().tolist() == pycocotools_eval(mini_coco.coco, rows, ids).stats.tolist()
