@@ -179,6 +179,7 @@ def test_coco_bench_times_the_engines_and_compares_their_stats(tmp_path, capsys)
     from common.core.cli import run_main
 
     out = tmp_path / "coco.json"
+    out_args = ["--out", str(out)]
     args = [
         "--coco-bench",
         "24",
@@ -189,7 +190,16 @@ def test_coco_bench_times_the_engines_and_compares_their_stats(tmp_path, capsys)
     ]
     code = run_main(
         bench_eval_throughput.main,
-        [*args, "--coco-bench-engines", "stream", "stream-process", "pycocotools", "--out", str(out)],
+        [
+            *args,
+            "--coco-bench-engines",
+            "stream",
+            "stream-process",
+            "pycocotools",
+            "--coco-bench-workers",
+            "2",
+            *out_args,
+        ],
     )
     assert code == 0
     report = json.loads(out.read_text())
@@ -199,6 +209,7 @@ def test_coco_bench_times_the_engines_and_compares_their_stats(tmp_path, capsys)
     assert 0 < stream["after_last_batch_s"] <= stream["total_s"] and ref["after_last_batch_vs_pycocotools_total"] == 1.0
     sent = report["engines"]["stream-process"]
     assert sent["equals_pycocotools"] is True and sent["stats"] == ref["stats"] and sent["feed_s_per_batch"] >= 0
+    assert sent["workers"] == 2 and sent["worker_accumulate_s"] > 0  # two processes shared the categories
     assert "stream" in capsys.readouterr().out
     assert run_main(bench_eval_throughput.main, ["--coco-bench", "-1", "--out", str(tmp_path / "x.json")]) == 2
 

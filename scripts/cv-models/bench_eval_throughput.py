@@ -101,6 +101,15 @@ def _add_coco_bench_args(parser: argparse.ArgumentParser) -> None:
         "compared with pycocotools' when it runs)",
     )
 
+    parser.add_argument(
+        "--coco-bench-workers",
+        type=int,
+        default=0,
+        metavar="W",
+        help="--coco-bench: worker processes of stream-process, each with a share of the categories (default 0: "
+        "as many as the evaluator starts on this machine, one per 4 cores up to 4)",
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
@@ -717,6 +726,9 @@ def _ttm_report(
         "coco_eval_match_seconds": t.get("coco_eval_match_s"),  # a streamed engine's matching beside the batches
         "coco_eval_share": after / total if total > 0 else 0.0,
         "coco_engine": t["coco_engine"],
+        "coco_eval_runs_in": t.get("coco_eval_runs_in"),  # process, thread, inline (None: not streamed)
+        "coco_eval_workers": t.get("coco_eval_workers"),  # worker processes sharing the categories
+        "coco_eval_worker_accumulate_seconds": t.get("coco_eval_worker_accumulate_s"),
         "preprocess_mode": t["preprocess_mode"],
         "postprocess_mode": t["postprocess_mode"],
         "images_per_s": n / total if total > 0 else 0.0,
@@ -725,12 +737,20 @@ def _ttm_report(
     }
 
 
+def _engine_label(d: dict[str, Any]) -> str:
+    """The engine, and for the streamed one where it ran: ``stream, 4 processes``."""
+    where, workers = d.get("coco_eval_runs_in"), d.get("coco_eval_workers")
+    if where == "process":
+        return f"{d['coco_engine']}, {workers} process{'es' if workers != 1 else ''}"
+    return f"{d['coco_engine']}, {where}" if where else str(d["coco_engine"])
+
+
 def format_ttm(d: dict[str, Any]) -> str:
     return (
         f"time to metrics: {d['images']} images ({d['distinct_images']} distinct, repeated under fresh ids), "
         f"{d['variant']} batch {d['batch_size']}: {d['seconds']:.2f} s ({d['images_per_s']:.1f} img/s) vs "
         f"{d['pipeline_only_seconds']:.2f} s without COCOeval = {d['ratio']:.2f}x; "
-        f"pipeline {d['pipeline_seconds']:.2f} s + COCOeval ({d['coco_engine']}) {d['coco_eval_seconds']:.2f} s "
+        f"pipeline {d['pipeline_seconds']:.2f} s + COCOeval ({_engine_label(d)}) {d['coco_eval_seconds']:.2f} s "
         f"after the last batch ({100 * d['coco_eval_share']:.1f}% of the total), AP {d['AP']:.4f}"
     )
 
@@ -824,11 +844,17 @@ def _single_section(args: argparse.Namespace, ds: CocoDataset, gpu: bool, out: P
 def coco_bench(args: argparse.Namespace) -> int:
     """``--coco-bench N``: the COCOeval engines timed on the CPU; table + JSON."""
     check_range("--coco-bench", args.coco_bench, 1)
+    check_range("--coco-bench-workers", args.coco_bench_workers, 0)
     instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
     check_output_paths({"--out": args.out}, {"--instances": instances})
     source = load_coco(instances)
     out = args.out or run_dir("bench-eval") / "bench.json"
-    opts = CocoBenchOptions(args.coco_bench, batch_size=args.batch_sizes[-1], engines=tuple(args.coco_bench_engines))
+    opts = CocoBenchOptions(
+        args.coco_bench,
+        batch_size=args.batch_sizes[-1],
+        engines=tuple(args.coco_bench_engines),
+        process_workers=args.coco_bench_workers,
+    )
     print(f"COCOeval bench: {args.coco_bench} images from {instances} ...", file=sys.stderr)
     report = {"mode": "coco-bench", "instances": str(instances), "run": run_metadata(), **run_coco_bench(source, opts)}
     report["complete"] = True

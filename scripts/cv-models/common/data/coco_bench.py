@@ -7,9 +7,10 @@ low score for the rest, as a detector run at a low confidence threshold returns 
 
 ``stream`` is fed batch by batch, as the evaluator feeds it: its matching would overlap inference, and
 only ``finish`` (accumulate + summarize) remains after the last batch. ``stream-process`` is the same
-evaluation with its matching in a worker process (``common.data.coco_process``): the batches are only sent,
-so its "after last batch" includes the matching the worker had not done yet (here nothing else runs
-beside it, unlike in the evaluator). The other engines run whole
+evaluation in worker processes sharing the categories (``common.data.coco_process``; ``process_workers``
+of them, 0: as many as the evaluator would start): the batches are only sent, so its "after last batch"
+includes the matching the workers had not done yet (here nothing else runs beside them, unlike in the
+evaluator). The other engines run whole
 after the last batch, from the rows (COCO results dicts built, loadRes, evaluate, accumulate, summarize).
 """
 
@@ -37,6 +38,7 @@ class CocoBenchOptions:
     batch_size: int = 32  # images per add(), as the evaluator's batches
     engines: tuple[str, ...] = ("stream", "stream-process", "pycocotools", "faster-coco-eval")
     seed: int = 0
+    process_workers: int = 0  # stream-process: worker processes sharing the categories (0: automatic)
 
 
 def repeated_ground_truth(coco: Any, n_images: int) -> Any:
@@ -111,9 +113,9 @@ def _time_stream(coco: Any, ids: list[int], rows: dict[int, np.ndarray], batch: 
     }
 
 
-def _time_process(coco: Any, ids: list[int], rows: dict[int, np.ndarray], batch: int) -> dict[str, Any]:
+def _time_process(coco: Any, ids: list[int], rows: dict[int, np.ndarray], batch: int, workers: int) -> dict[str, Any]:
     t0 = time.perf_counter()
-    ev = ProcessCocoEval(coco, ids)
+    ev = ProcessCocoEval(coco, ids, workers=workers)
     prepare = time.perf_counter() - t0
     send = _feed(ev, ids, rows, batch)
     t0 = time.perf_counter()
@@ -122,14 +124,16 @@ def _time_process(coco: Any, ids: list[int], rows: dict[int, np.ndarray], batch:
     batches = max(1, -(-len(ids) // batch))
     return {
         "stats": stats.tolist(),
-        "prepare_s": prepare,  # ground truth indexed and the worker started
+        "workers": ev.workers,  # worker processes, each with a share of the categories
+        "prepare_s": prepare,  # ground truth indexed and the workers started
         "feed_s": ev.feed_seconds,  # this process's time handing the batches over
         "feed_s_per_batch": ev.feed_seconds / batches,
         "feed_cpu_s_per_batch": ev.feed_cpu_seconds / batches,  # of it, this thread's CPU time
         "send_loop_s": send,
         "worker_start_s": ev.start_seconds,
-        "worker_match_s": ev.match_seconds,
-        "after_last_batch_s": after,  # the worker's matching still to do + accumulate + summarize
+        "worker_match_s": ev.match_seconds,  # the workers' together
+        "worker_accumulate_s": ev.accumulate_seconds,  # the slowest worker's
+        "after_last_batch_s": after,  # the workers' matching still to do + their accumulate + summarize
         "total_s": prepare + send + after,
     }
 
@@ -192,7 +196,7 @@ def run_coco_bench(source: Any, opts: CocoBenchOptions) -> dict[str, Any]:
         elif engine == "stream":
             report["engines"][engine] = _time_stream(coco, ids, rows, opts.batch_size)
         elif engine == "stream-process":
-            report["engines"][engine] = _time_process(coco, ids, rows, opts.batch_size)
+            report["engines"][engine] = _time_process(coco, ids, rows, opts.batch_size, opts.process_workers)
         else:
             report["engines"][engine] = _time_whole(coco, ids, rows, engine)
     ref = report["engines"].get("pycocotools", {})
@@ -229,7 +233,8 @@ def format_coco_bench(report: dict[str, Any]) -> str:
         if name == "stream-process":
             lines.append(
                 f"{'':<18}sending {r['feed_s_per_batch'] * 1e3:.3f} ms per batch here "
-                f"({r['feed_cpu_s_per_batch'] * 1e3:.3f} ms CPU); worker matching "
-                f"{r['worker_match_s']:.2f} s, started in {r['worker_start_s']:.2f} s"
+                f"({r['feed_cpu_s_per_batch'] * 1e3:.3f} ms CPU); {r['workers']} worker(s): matching "
+                f"{r['worker_match_s']:.2f} s together, accumulate {r['worker_accumulate_s']:.2f} s (slowest), "
+                f"started in {r['worker_start_s']:.2f} s"
             )
     return "\n".join(lines)
