@@ -179,7 +179,7 @@ def test_coco_bench_times_the_engines_and_compares_their_stats(tmp_path, capsys)
     from common.core.cli import run_main
 
     out = tmp_path / "coco.json"
-    out_args = ["--out", str(out)]
+    out_args = ["--coco-bench-pace", "4000", "--out", str(out)]
     args = [
         "--coco-bench",
         "24",
@@ -210,6 +210,7 @@ def test_coco_bench_times_the_engines_and_compares_their_stats(tmp_path, capsys)
     sent = report["engines"]["stream-process"]
     assert sent["equals_pycocotools"] is True and sent["stats"] == ref["stats"] and sent["feed_s_per_batch"] >= 0
     assert sent["workers"] == 2 and sent["worker_accumulate_s"] > 0  # two processes shared the categories
+    assert report["pace_images_per_s"] == 4000 and sent["send_loop_s"] >= 24 / 4000  # batches at a pipeline's rate
     assert "stream" in capsys.readouterr().out
     assert run_main(bench_eval_throughput.main, ["--coco-bench", "-1", "--out", str(tmp_path / "x.json")]) == 2
 

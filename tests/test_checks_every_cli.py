@@ -57,6 +57,7 @@ CHECKS: list[tuple[str, str, list[str]]] = [
     ("--min-seconds", "0", []),
     ("--time-to-metrics", "-1", []),
     ("--coco-bench-workers", "-1", ["--coco-bench", "10"]),
+    ("--coco-bench-pace", "-1", ["--coco-bench", "10"]),
     ("--intra-op-threads", "-1", []),
     ("--decode", "gpu", ["--preprocess", "cpu"]),  # compatibility: GPU decoding feeds the GPU letterbox only
 ]

@@ -110,6 +110,16 @@ def _add_coco_bench_args(parser: argparse.ArgumentParser) -> None:
         "as many as the evaluator starts on this machine, one per 4 cores up to 4)",
     )
 
+    parser.add_argument(
+        "--coco-bench-pace",
+        type=float,
+        default=0.0,
+        metavar="IMG_PER_S",
+        help="--coco-bench: hand stream and stream-process their batches at this many images per second, as an "
+        "inference pipeline would, so 'after last batch' is what remains once the last batch is in (default 0: "
+        "all at once, so it includes all the matching a worker has not done yet)",
+    )
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(
@@ -845,6 +855,7 @@ def coco_bench(args: argparse.Namespace) -> int:
     """``--coco-bench N``: the COCOeval engines timed on the CPU; table + JSON."""
     check_range("--coco-bench", args.coco_bench, 1)
     check_range("--coco-bench-workers", args.coco_bench_workers, 0)
+    check_range("--coco-bench-pace", args.coco_bench_pace, 0)
     instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
     check_output_paths({"--out": args.out}, {"--instances": instances})
     source = load_coco(instances)
@@ -854,6 +865,7 @@ def coco_bench(args: argparse.Namespace) -> int:
         batch_size=args.batch_sizes[-1],
         engines=tuple(args.coco_bench_engines),
         process_workers=args.coco_bench_workers,
+        pace=args.coco_bench_pace,
     )
     print(f"COCOeval bench: {args.coco_bench} images from {instances} ...", file=sys.stderr)
     report = {"mode": "coco-bench", "instances": str(instances), "run": run_metadata(), **run_coco_bench(source, opts)}

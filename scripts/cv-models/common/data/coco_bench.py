@@ -8,9 +8,10 @@ low score for the rest, as a detector run at a low confidence threshold returns 
 ``stream`` is fed batch by batch, as the evaluator feeds it: its matching would overlap inference, and
 only ``finish`` (accumulate + summarize) remains after the last batch. ``stream-process`` is the same
 evaluation in worker processes sharing the categories (``common.data.coco_process``; ``process_workers``
-of them, 0: as many as the evaluator would start): the batches are only sent, so its "after last batch"
-includes the matching the workers had not done yet (here nothing else runs beside them, unlike in the
-evaluator). The other engines run whole
+of them, 0: as many as the evaluator would start): the batches are only sent, so with the batches handed
+over at once its "after last batch" includes the matching the workers had not done yet. ``pace`` hands
+both their batches at a pipeline's rate instead, so "after last batch" is what remains once the last
+batch is in, as in the evaluator (here nothing else runs beside them). The other engines run whole
 after the last batch, from the rows (COCO results dicts built, loadRes, evaluate, accumulate, summarize).
 """
 
@@ -39,6 +40,7 @@ class CocoBenchOptions:
     engines: tuple[str, ...] = ("stream", "stream-process", "pycocotools", "faster-coco-eval")
     seed: int = 0
     process_workers: int = 0  # stream-process: worker processes sharing the categories (0: automatic)
+    pace: float = 0.0  # images per second the batches arrive at, as from a pipeline (0: as fast as they are taken)
 
 
 def repeated_ground_truth(coco: Any, n_images: int) -> Any:
@@ -86,20 +88,23 @@ def synthetic_rows(coco: Any, per_image: int, seed: int = 0) -> dict[int, np.nda
     return {i: _image_rows(coco, i, per_image, cats, rng) for i in sorted(coco.getImgIds())}
 
 
-def _feed(ev: Any, ids: list[int], rows: dict[int, np.ndarray], batch: int) -> float:
-    """Hand ``ev`` the rows batch by batch, as the evaluator does; the seconds it took."""
+def _feed(ev: Any, ids: list[int], rows: dict[int, np.ndarray], batch: int, pace: float) -> float:
+    """Hand ``ev`` the rows batch by batch, as the evaluator does, a batch no sooner than ``pace`` images per
+    second allow (0: at once); the seconds it took."""
     t0 = time.perf_counter()
     for n in range(0, len(ids), batch):
+        if pace > 0 and (wait := t0 + (n + batch) / pace - time.perf_counter()) > 0:
+            time.sleep(wait)  # the batch's images are not inferred yet
         part = ids[n : n + batch]
         ev.add(part, [rows[i] for i in part])
     return time.perf_counter() - t0
 
 
-def _time_stream(coco: Any, ids: list[int], rows: dict[int, np.ndarray], batch: int) -> dict[str, Any]:
+def _time_stream(coco: Any, ids: list[int], rows: dict[int, np.ndarray], batch: int, pace: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     ev = StreamingCocoEval(coco, ids)
     prepare = time.perf_counter() - t0
-    match = _feed(ev, ids, rows, batch)
+    match = _feed(ev, ids, rows, batch, pace)
     t0 = time.perf_counter()
     stats = ev.finish()
     after = time.perf_counter() - t0
@@ -113,11 +118,12 @@ def _time_stream(coco: Any, ids: list[int], rows: dict[int, np.ndarray], batch: 
     }
 
 
-def _time_process(coco: Any, ids: list[int], rows: dict[int, np.ndarray], batch: int, workers: int) -> dict[str, Any]:
+def _time_process(coco: Any, ids: list[int], rows: dict[int, np.ndarray], opts: CocoBenchOptions) -> dict[str, Any]:
+    batch = opts.batch_size
     t0 = time.perf_counter()
-    ev = ProcessCocoEval(coco, ids, workers=workers)
+    ev = ProcessCocoEval(coco, ids, workers=opts.process_workers)
     prepare = time.perf_counter() - t0
-    send = _feed(ev, ids, rows, batch)
+    send = _feed(ev, ids, rows, batch, opts.pace)
     t0 = time.perf_counter()
     stats = ev.finish()
     after = time.perf_counter() - t0
@@ -188,15 +194,16 @@ def run_coco_bench(source: Any, opts: CocoBenchOptions) -> dict[str, Any]:
         "annotations": len(coco.dataset["annotations"]),
         "per_image": opts.per_image,
         "batch_size": opts.batch_size,
+        "pace_images_per_s": opts.pace,  # the batches' arrival rate for stream and stream-process (0: at once)
         "engines": {},
     }
     for engine in opts.engines:
         if engine == "faster-coco-eval" and not faster_coco_eval_available():
             report["engines"][engine] = {"skipped": "faster-coco-eval is not installed"}
         elif engine == "stream":
-            report["engines"][engine] = _time_stream(coco, ids, rows, opts.batch_size)
+            report["engines"][engine] = _time_stream(coco, ids, rows, opts.batch_size, opts.pace)
         elif engine == "stream-process":
-            report["engines"][engine] = _time_process(coco, ids, rows, opts.batch_size, opts.process_workers)
+            report["engines"][engine] = _time_process(coco, ids, rows, opts)
         else:
             report["engines"][engine] = _time_whole(coco, ids, rows, engine)
     ref = report["engines"].get("pycocotools", {})
@@ -212,7 +219,8 @@ def run_coco_bench(source: Any, opts: CocoBenchOptions) -> dict[str, Any]:
 def format_coco_bench(report: dict[str, Any]) -> str:
     lines = [
         f"COCOeval on the CPU: {report['images']} images, {report['detections']} detections "
-        f"({report['per_image']} per image), {report['annotations']} annotations",
+        f"({report['per_image']} per image), {report['annotations']} annotations"
+        + (f"; streamed batches at {report['pace_images_per_s']:g} img/s" if report["pace_images_per_s"] else ""),
         f"{'engine':<18}{'after last batch s':>19}{'total s':>10}{'x pycocotools':>15}  {'AP':>8}  == pycocotools",
     ]
     for name, r in report["engines"].items():
