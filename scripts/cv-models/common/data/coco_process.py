@@ -45,7 +45,7 @@ PROCESS_MIN_IMAGES = 1000  # selections this large match in worker processes on 
 
 
 # glibc malloc (ignored elsewhere): the worker's large NumPy temporaries come from a heap it keeps, not from fresh
-# mappings that fault in page by page on every allocation; the accumulation at ``finish`` runs ~25 % faster so
+# mappings that fault in page by page on every allocation, which slowed the accumulation at ``finish``
 WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
