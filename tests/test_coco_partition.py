@@ -11,10 +11,7 @@ from test_coco_stream import by_image, pycocotools_eval, random_case
 
 from common.data.coco_accumulate import summarize
 from common.data.coco_partition import (
-    LOOKUP_MAX_ID,
-    RowSplitter,
     auto_workers,
-    category_owner,
     partition_categories,
     scatter,
     subset_ground_truth,
@@ -30,16 +27,13 @@ def _batches(per_image: dict[int, np.ndarray], order: list[int], group: int):
 
 
 def _shared_out(coco: Any, rows: np.ndarray, ids: list[int], order: list[int], workers: int) -> tuple[np.ndarray, ...]:
-    """The category-split evaluation in this process: one StreamingCocoEval per share, fed its split rows."""
+    """The category-split evaluation in this process: one StreamingCocoEval per share, each fed every row."""
     gt = prepare_ground_truth(coco, ids)
     groups = partition_categories(gt.counted, workers) or [np.arange(len(gt.cat_ids))]
-    splitter = RowSplitter(gt.cat_ids, category_owner(len(gt.cat_ids), groups), len(groups))
     evs = [StreamingCocoEval.from_ground_truth(subset_ground_truth(gt, g), chunk_rows=40) for g in groups]
     for part, rows_list in _batches(by_image(rows), order, 2):
-        counts = np.array([len(r) for r in rows_list])
-        shares = splitter.split(np.concatenate(rows_list).reshape(-1, 7), counts)
-        for ev, (share, n) in zip(evs, shares, strict=True):
-            ev.add(part, np.split(share, np.cumsum(n)[:-1]))
+        for ev in evs:
+            ev.add(part, rows_list)
     parts = [(g, *ev.precision_recall()) for g, ev in zip(groups, evs, strict=True)]
     return scatter(len(gt.cat_ids), gt.counted.shape[1], parts)
 
@@ -113,34 +107,10 @@ def test_partition_puts_each_counted_category_in_one_group_the_largest_first() -
     assert partition_categories(np.zeros((3, 4), np.int64), 4) == []
 
 
-def _split_by_hand(rows: np.ndarray, counts: np.ndarray, owner_of: dict[float, int], workers: int) -> list:
-    image = np.repeat(np.arange(len(counts)), counts)
-    out = []
-    for w in range(workers):
-        mine = [n for n in range(len(rows)) if owner_of.get(float(rows[n, 6])) == w]
-        out.append((rows[mine].reshape(-1, 7), np.bincount(image[mine], minlength=len(counts))))
-    return out
-
-
-@pytest.mark.parametrize("offset", [0, LOOKUP_MAX_ID])  # small ids: a lookup table; large ones: a search
-def test_rows_split_by_category_keep_their_order_and_drop_unknown_categories(offset: int) -> None:
-    rng = np.random.default_rng(3)
-    cat_ids = np.array([1, 2, 5, 9], np.int64) + offset
-    owner = np.array([1, 0, -1, 1])  # category 5 has no worker
-    owner_of = {float(c): int(w) for c, w in zip(cat_ids, owner, strict=True) if w >= 0}
-    counts = np.array([3, 0, 7, 5])
-    rows = rng.random((counts.sum(), 7))
-    rows[:, 6] = rng.choice([*cat_ids.tolist(), 3 + offset, 1.5 + offset, np.nan, -1], counts.sum())
-    got = RowSplitter(cat_ids, owner, 2).split(rows, counts)
-    want = _split_by_hand(rows, counts, owner_of, 2)
-    for (g_rows, g_counts), (w_rows, w_counts) in zip(got, want, strict=True):
-        assert np.array_equal(g_rows, w_rows) and g_counts.tolist() == w_counts.tolist()
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_batches_without_any_detection_reach_the_workers(mini_coco, workers: int) -> None:
-    """A batch whose images have no detections at all (or none of a worker's categories) is sent as an empty
-    array: the evaluation goes on and gives pycocotools' stats."""
+    """A batch whose images have no detections at all is sent as an empty array: the evaluation goes on and
+    gives pycocotools' stats."""
     ids = mini_coco.image_ids[:6]
     anns = mini_coco.coco.imgToAnns.get(ids[3], [])
     rows = np.array([[ids[3], *a["bbox"], 0.5, a["category_id"]] for a in anns], np.float64).reshape(-1, 7)

@@ -2,11 +2,11 @@
 
 pycocotools matches and accumulates each category on its own: a detection is only ever compared with the
 ground truth of its category, and each category's precision and recall come from its own detections (ranked
-by score, ties in image order). So each worker can be given a share of the categories (``partition_categories``)
-and the ground truth of those alone (``subset_ground_truth``); it returns its categories' slices of
-pycocotools' precision and recall arrays, which ``scatter`` puts back into the full arrays. Only categories
-with counted ground truth are shared out: every other category's precision and recall are -1 whatever its
-detections.
+by score, ties in image order). So each worker can be given a share of the categories
+(``partition_categories``) and the ground truth of those alone (``subset_ground_truth``), by which it keeps
+the detections of its categories and drops the rest; it returns its categories' slices of pycocotools'
+precision and recall arrays, which ``scatter`` puts back into the full arrays. Only categories with counted
+ground truth are shared out: every other category's precision and recall are -1 whatever its detections.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from common.data.coco_stream import GroundTruth
 __all__ = [
     "CPUS_PER_WORKER",
     "MAX_WORKERS",
-    "RowSplitter",
     "auto_workers",
     "available_cpus",
-    "category_owner",
     "partition_categories",
     "scatter",
     "subset_ground_truth",
@@ -81,55 +79,6 @@ def subset_ground_truth(gt: GroundTruth, cats: np.ndarray) -> GroundTruth:
         gt.real_id[keep],
         gt.counted[cats],
     )
-
-
-def category_owner(n_cats: int, groups: Sequence[np.ndarray]) -> np.ndarray:
-    """[K]: the worker of each category index, -1 for a category no worker has."""
-    owner = np.full(n_cats, -1, np.int64)
-    for w, cats in enumerate(groups):
-        owner[cats] = w
-    return owner
-
-
-LOOKUP_MAX_ID = 1 << 16  # category ids up to this are looked up in a table, larger ones searched
-
-
-class RowSplitter:
-    """Shares a batch's rows out among the workers by category (``split``)."""
-
-    def __init__(self, cat_ids: np.ndarray, owner: np.ndarray, workers: int) -> None:
-        self.workers = workers
-        self._cat_ids = cat_ids
-        self._owner = owner.astype(np.int8)
-        small = len(cat_ids) > 0 and 0 <= int(cat_ids.min()) and int(cat_ids.max()) < LOOKUP_MAX_ID
-        self._table = None
-        if small:
-            self._table = np.full(int(cat_ids.max()) + 1, -1, np.int8)
-            self._table[cat_ids] = self._owner
-
-    def _owners(self, cats: np.ndarray) -> np.ndarray:
-        """[N] int8: the worker of each row's category, -1 where none has it or the category is unknown."""
-        if self._table is not None:
-            inside = (cats >= 0) & (cats < len(self._table))  # False for NaN
-            idx = np.where(inside, cats, 0).astype(np.intp)
-            return np.where(inside & (idx == cats), self._table[idx], np.int8(-1))
-        if not len(self._cat_ids):
-            return np.full(len(cats), -1, np.int8)
-        k = np.clip(np.searchsorted(self._cat_ids, cats), 0, len(self._cat_ids) - 1)
-        return np.where(self._cat_ids[k] == cats, self._owner[k], np.int8(-1))
-
-    def split(self, rows: np.ndarray, counts: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """A batch's rows ([N, 7], ``counts`` per image, images in order) shared out: per worker, its rows in
-        their given order and its count per image. Rows of categories no worker has are dropped."""
-        who = self._owners(rows[:, 6])
-        order = np.argsort(who, kind="stable")  # int8: a radix sort
-        bounds = np.searchsorted(who[order], np.arange(self.workers + 1, dtype=np.int8))
-        mine = who >= 0
-        image = np.repeat(np.arange(len(counts)), counts)
-        per = np.bincount(who[mine].astype(np.intp) * len(counts) + image[mine], minlength=self.workers * len(counts))
-        per = per.reshape(self.workers, len(counts)).astype(np.int64)
-        kept = np.take(rows, order[bounds[0] :], axis=0)  # faster than fancy indexing of rows
-        return [(kept[bounds[w] - bounds[0] : bounds[w + 1] - bounds[0]], per[w]) for w in range(self.workers)]
 
 
 def scatter(

@@ -1,14 +1,14 @@
 """The streamed COCO evaluation in Python processes of their own, so it never waits on this process's GIL.
 
-``ProcessCocoEval`` starts one or more ``python -m common.data.coco_process`` workers (fresh interpreters, never
-forks of a process holding inference threads), each owning a share of the categories
+``ProcessCocoEval`` starts one or more ``python -m common.data.coco_process`` workers (fresh interpreters,
+never forks of a process holding inference threads), each owning a share of the categories
 (``common.data.coco_partition``), and sends each the indexed ground truth of its categories. ``add`` sends
-each worker one message per batch: the image ids, each image's count of its rows and those rows as one
-[N, 7] array. The workers match as the batches come (``StreamingCocoEval``) and at ``finish`` accumulate
-their categories side by side, returning only their slices of the precision and recall arrays; this process
-puts them together and summarises, so the 12 stats are the streamed evaluation's, equal to pycocotools'.
-A worker error is one line (RuntimeError); if this process dies, the workers read the end of their sockets
-and exit.
+each worker one message per batch: the image ids, each image's row count and all rows as one [N, 7] array;
+a worker keeps the rows of its categories. The workers match as the batches come (``StreamingCocoEval``)
+and at ``finish`` accumulate their categories side by side, returning only their slices of the precision
+and recall arrays; this process puts them together and summarises, so the 12 stats are the streamed
+evaluation's, equal to pycocotools'. A worker error is one line (RuntimeError); if this process dies, the
+workers read the end of their sockets and exit.
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ import numpy as np
 
 from common.data.coco_accumulate import summarize
 from common.data.coco_partition import (
-    RowSplitter,
     auto_workers,
     available_cpus,
-    category_owner,
     partition_categories,
     scatter,
     subset_ground_truth,
@@ -133,7 +131,6 @@ class ProcessCocoEval:
         wanted = workers or auto_workers(n_present, available_cpus())
         self.groups = partition_categories(self.gt.counted, wanted) or [np.arange(len(self.gt.cat_ids))]
         self.workers = len(self.groups)  # the worker processes that run
-        self._splitter = RowSplitter(self.gt.cat_ids, category_owner(len(self.gt.cat_ids), self.groups), self.workers)
         self.match_seconds = 0.0  # the workers' matching, all of them together (known at ``finish``)
         self.accumulate_seconds = 0.0  # the slowest worker's accumulation, after the last batch (``finish``)
         self.feed_seconds = 0.0  # this process's time in ``add``
@@ -147,7 +144,8 @@ class ProcessCocoEval:
             w.outbox.put(("gt", subset_ground_truth(self.gt, cats), chunk_rows))
 
     def add(self, image_ids: Sequence[int], rows_per_image: Sequence[np.ndarray]) -> None:
-        """Hand a batch to the workers: to each one message with its categories' rows of every image."""
+        """Hand a batch to the workers: one message with every image's rows in one array, the same to each
+        (a worker keeps the rows of its categories; splitting them here would cost this thread more)."""
         t0, c0 = time.perf_counter(), time.thread_time()
         counts = np.array([len(r) for r in rows_per_image], np.int64)
         parts = [np.asarray(r, np.float64).reshape(-1, 7) for r in rows_per_image]
@@ -157,9 +155,8 @@ class ProcessCocoEval:
             if w.send_error is not None:
                 raise w.died() from w.send_error
         ids = np.asarray(image_ids, np.int64)
-        shares = [(rows, counts)] if self.workers == 1 else self._splitter.split(rows, counts)
-        for w, (share, n) in zip(self._workers, shares, strict=True):
-            w.outbox.put(("rows", ids, n, share))
+        for w in self._workers:
+            w.outbox.put(("rows", ids, counts, rows))
         self.feed_seconds += time.perf_counter() - t0
         self.feed_cpu_seconds += time.thread_time() - c0
 
