@@ -164,12 +164,14 @@ def _curves(d: _Candidates, a: int, m: int, n_cats: int) -> tuple[np.ndarray, np
     counts = in_m & ~d.ignored[a]  # [T, C]
     upto = np.zeros((counts.shape[0], counts.shape[1] + 1), np.int64)
     np.cumsum(counts, axis=1, out=upto[:, 1:])
-    seen = d.plain_ahead[a, m] + upto[:, 1:] - upto[:, d.cat_first[d.cat]]
     t_i, c_i = np.nonzero(in_m & d.tp[a])
-    key = t_i * n_cats + d.cat[c_i]
+    cat = d.cat[c_i]
+    key = t_i * n_cats + cat
     j, _, _ = _runs(key)
     tp = (j + 1).astype(np.float64)
-    fp_plus_tp = seen[t_i, c_i].astype(np.float64)  # fp + tp of pycocotools: exact integers
+    # detections counted at or before each true positive in its category: plain ones, then candidates
+    seen = d.plain_ahead[a, m, c_i] + upto[t_i, c_i + 1] - upto[t_i, d.cat_first[cat]]
+    fp_plus_tp = seen.astype(np.float64)  # fp + tp of pycocotools: exact integers
     return key, tp / (fp_plus_tp + np.spacing(1))
 
 
