@@ -110,16 +110,23 @@ def _plain_buckets(s: Scored, cands: np.ndarray, plain: np.ndarray, n_cats: int)
     bucket = np.full(len(plain), -1, np.int64)
     for k in np.flatnonzero((np.diff(cstart) > 0) & (np.diff(pstart) > 0)):
         c, p = cands[cstart[k] : cstart[k + 1]], plain[pstart[k] : pstart[k + 1]]
-        c_neg, p_neg = -s.score[c], -s.score[p]
-        levels = np.unique(c_neg)
-        at = np.searchsorted(levels, p_neg)
-        tie = levels[np.minimum(at, len(levels) - 1)] == p_neg
-        # one integer key for (score level, order): a tie with candidates is broken by order, as pycocotools does
-        c_key = (np.searchsorted(levels, c_neg) * 2 + 1) * span + s.order[c]
-        p_key = (at * 2 + tie) * span + np.where(tie, s.order[p], 0)
-        b = np.searchsorted(c_key, p_key)
+        c_neg, p_neg = -s.score[c], -s.score[p]  # the candidates' in order (score descending, then order)
+        b = np.searchsorted(c_neg, p_neg)  # the candidates of a higher score are ahead
+        tie = np.flatnonzero(c_neg[np.minimum(b, len(c) - 1)] == p_neg)
+        if len(tie):  # a tie with candidates is broken by order, as pycocotools does: one integer key (level, order)
+            level = np.cumsum(np.r_[True, c_neg[1:] != c_neg[:-1]]) - 1
+            c_key = level * span + s.order[c]
+            b[tie] = np.searchsorted(c_key, level[b[tie]] * span + s.order[p[tie]])
         bucket[pstart[k] : pstart[k + 1]] = np.where(b < len(c), cstart[k] + b, -1)
     return bucket
+
+
+def _small_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for small non-negative integers, by counting (no sort)."""
+    codes = np.flatnonzero(np.bincount(values))
+    index = np.zeros(int(codes[-1]) + 1 if len(codes) else 0, np.int64)
+    index[codes] = np.arange(len(codes))
+    return codes, index[values]
 
 
 def _plain_ahead(s: Scored, cands: np.ndarray, cat_first: np.ndarray, n_cats: int) -> np.ndarray:
@@ -131,8 +138,9 @@ def _plain_ahead(s: Scored, cands: np.ndarray, cat_first: np.ndarray, n_cats: in
     ok = bucket >= 0
     if not ok.any():
         return np.zeros((len(AREA_RANGES), len(MAX_DETS), len(cands)), np.int64)
-    rank_class = np.searchsorted(np.asarray(MAX_DETS[:-1]), s.order[plain[ok]] % RANK_SLOTS, side="right")
-    codes, code = np.unique(s.area_out[plain[ok]].astype(np.int64) * len(MAX_DETS) + rank_class, return_inverse=True)
+    rank = s.order[plain[ok]] % RANK_SLOTS
+    rank_class = sum((rank >= m).astype(np.int64) for m in MAX_DETS[:-1])  # maxDets below which it does not count
+    codes, code = _small_unique(s.area_out[plain[ok]].astype(np.int64) * len(MAX_DETS) + rank_class)
     n = len(cands)
     hist = np.bincount(code * n + bucket[ok], minlength=len(codes) * n).reshape(len(codes), n)
     bits, cls = np.divmod(codes, len(MAX_DETS))
