@@ -502,8 +502,9 @@ def _run_stages(
 @contextlib.contextmanager
 def _coco_feed(dataset: CocoDataset, engine: str | None, sequential: bool) -> Iterator[CocoFeed | None]:
     """For the ``stream`` engine, the evaluator the batches' rows go to: inline on the sequential path; on the
-    pipelined path in a worker process for ``PROCESS_MIN_IMAGES`` images or more (started here, so it boots
-    during the warm-up), else on a thread of its own. The ground truth is indexed here, before any batch runs."""
+    pipelined path in worker processes sharing the categories for ``PROCESS_MIN_IMAGES`` images or more
+    (started here, so they boot during the warm-up), else on a thread of its own. The ground truth is
+    indexed here, before any batch runs."""
     if engine != "stream":
         yield None
         return
