@@ -132,7 +132,7 @@ def _config(source: Path, out: Path, int8: Path, **search) -> RunConfig:
         source=source,
         out=out,
         fp16_onnx=source,  # the float model is the reference here
-        int8_onnx=int8,
+        int8_onnx=(int8,),
         progress=False,
         command="test",
         search=opts,

@@ -36,7 +36,7 @@ from common.quant.groups import GROUPINGS
 from common.quant.search_eval import ScoreOptions
 from common.quant.search_run import RunConfig, run
 from common.quant.search_session import BUILD_MODES, SearchOptions
-from common.quant.search_state import STATE_FILE
+from common.quant.search_state import STATE_FILE, saved_providers
 from common.quant.worker_client import default_quant_python
 
 
@@ -102,8 +102,18 @@ def _add_model_args(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--int8-onnx",
         type=Path,
-        help="quantized INT8-all (Q/DQ) made elsewhere: candidates remove its Q/DQ pairs, no ModelOpt calibration "
-        "(default: none)",
+        nargs="+",
+        default=[],
+        help="quantized INT8-all (Q/DQ) models made elsewhere, e.g. by --references-only: each is one calibration "
+        "of the sweep, named after its file; candidates remove Q/DQ pairs from the chosen one (no ModelOpt). A "
+        "calibration cache beside a model (NAME.cache beside NAME.onnx) goes into best/, whose "
+        "quantize_command.sh then reproduces the candidate with ModelOpt (default: none)",
+    )
+    g.add_argument(
+        "--references-only",
+        action="store_true",
+        help="make the references into --out (FP16, and each calibration's cache and INT8-all model beside it) "
+        "with ModelOpt, print the flags that use them, and stop: for a search on a machine without ModelOpt",
     )
 
 
@@ -215,9 +225,13 @@ def _check(args: argparse.Namespace) -> None:
     for c in args.calib_counts:
         check_range("--calib-counts", c, 0)
     for flag in ("onnx_path", "calib", "fp16_onnx", "int8_onnx", "proxy_ranking"):
-        path = getattr(args, flag)
-        if path is not None and not path.is_file():
-            raise UserError(f"--{flag.replace('_', '-')} {path}: no such file")
+        value = getattr(args, flag)
+        for path in value if isinstance(value, list) else [value]:
+            if path is not None and not path.is_file():
+                raise UserError(f"--{flag.replace('_', '-')} {path}: no such file")
+    if args.references_only:
+        _check_references_only(args)
+        return
     if args.proxy_ranking and args.groups != "yolov10":
         raise UserError("--proxy-ranking maps layers to yolov10 groups: use it with --groups yolov10")
     if args.resume and args.out is None:
@@ -231,9 +245,23 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--resume: no {STATE_FILE} in --out {args.out}; start a new search without --resume")
 
 
+def _check_references_only(args: argparse.Namespace) -> None:
+    if args.out is None:
+        raise UserError("--references-only writes the references into a folder: pass it as --out")
+    if args.resume or args.int8_onnx or args.fp16_onnx:
+        raise UserError("--references-only makes the references with ModelOpt: drop --resume, --int8-onnx, --fp16-onnx")
+    if args.calib is None:
+        raise UserError("--references-only needs --calib (make one with make_calib_npy.py)")
+    check_output_dir("--out", args.out)
+    if (args.out / STATE_FILE).exists():
+        raise UserError(f"--out {args.out} holds a search; --references-only needs a folder of its own")
+
+
 def _providers(args: argparse.Namespace) -> tuple[str, ...]:
     if args.providers:
         return tuple(args.providers)
+    if args.resume:  # the run's own: a resumed search scores (and is fingerprinted) as it began
+        return tuple(saved_providers(args.out))
     import onnxruntime as ort
 
     cuda = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -266,7 +294,7 @@ def _config(args: argparse.Namespace, argv: Sequence[str], input_size: int) -> R
         proxy=args.proxy_ranking,
         trt_api=args.trt_api,
         fp16_onnx=args.fp16_onnx,
-        int8_onnx=args.int8_onnx,
+        int8_onnx=tuple(args.int8_onnx),
         resume=args.resume,
         progress=not args.no_progress,
         command=shlex.join(["search_precision.py", *argv]),
@@ -287,6 +315,16 @@ def _input_size(path: Path) -> int:
     return int(shape[2]) if len(shape) == 4 and shape[2] else 640
 
 
+def _references(args: argparse.Namespace, argv: Sequence[str], size: int) -> int:
+    from common.quant.search_references import make_references
+
+    refs = make_references(_config(args, argv, size))
+    print(refs.listing())
+    print(f"references made with ModelOpt {refs.modelopt} in {args.out}; a search elsewhere uses them with:")
+    print(f"  {refs.flags()}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -294,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check(args)
     size = _input_size(args.onnx_path)
     check_onnx_input("--onnx-path", args.onnx_path, size)
+    if args.references_only:
+        return _references(args, argv, size)
     data = DataOptions(args.data_root, args.instances, args.images_dir, args.max_images, args.image_ids_list)
     dataset = open_dataset(data.instances_path, data.images_path, data.max_images, data.image_ids_list)
     check_dataset(dataset)  # every selected image readable, annotations well formed: before any model work

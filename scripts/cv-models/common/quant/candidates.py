@@ -11,7 +11,9 @@ Candidates differ only in ``nodes_to_exclude``. Makers:
 
 - ``ModelOptMaker``: ModelOpt ONNX PTQ through the worker (``common.quant.worker``);
 - ``StripMaker``: the float path of the excluded nodes restored in a given quantized model by
-  removing their Q/DQ pairs (no ModelOpt; tests, and models quantized elsewhere).
+  removing their Q/DQ pairs (no ModelOpt: models quantized elsewhere, e.g. on a machine with ModelOpt
+  for a search on one without). Given the calibration cache the model was quantized with, its
+  ``reproduce`` is ModelOpt's command for the same candidate (nodes_to_exclude + that cache).
 """
 
 from __future__ import annotations
@@ -105,13 +107,12 @@ class ModelOptMaker:
         import numpy as np
 
         cal = self.calibration
+        if cal.cache is not None:
+            spec = (self.source, self.mode, self.high_precision_dtype, self.eps)
+            return cached_command(shlex.quote(self.worker.python), spec, cal.cache, exclude_nodes, out, folder)
         args = [self.worker.python, "-m", "modelopt.onnx.quantization", "--onnx_path", str(self.source.resolve())]
         args += ["--quantize_mode", self.mode, "--high_precision_dtype", self.high_precision_dtype]
-        if cal.cache is not None:
-            cache = folder / "calibration.cache"
-            shutil.copyfile(cal.cache, cache)
-            args += ["--calibration_cache_path", str(cache.resolve()), "--calibration_method", "max"]
-        elif cal.calib is not None:
+        if cal.calib is not None:
             images = np.load(cal.calib, mmap_mode="r")
             data = cal.calib
             if cal.count < images.shape[0]:
@@ -125,14 +126,53 @@ class ModelOptMaker:
         return " ".join(shlex.quote(a) for a in args)
 
 
-class StripMaker:
-    """The excluded nodes' Q/DQ pairs removed from an already quantized model (no ModelOpt)."""
+def cached_command(
+    python: str,
+    spec: tuple[Path, str, str, Sequence[str]],
+    cache: Path,
+    exclude_nodes: Sequence[str],
+    out: Path,
+    folder: Path,
+) -> str:
+    """ModelOpt's CLI command quantizing ``spec`` = (float source, mode, high precision dtype, calibration
+    EPs) with the ranges of ``cache`` (copied to ``folder/calibration.cache``), ``exclude_nodes`` kept out.
+    ``python``: the interpreter, already shell-quoted."""
+    source, mode, high_precision_dtype, eps = spec
+    copy = folder / "calibration.cache"
+    if cache.resolve() != copy.resolve():
+        shutil.copyfile(cache, copy)
+    args = ["-m", "modelopt.onnx.quantization", "--onnx_path", str(source.resolve()), "--quantize_mode", mode]
+    args += ["--high_precision_dtype", high_precision_dtype]
+    args += ["--calibration_cache_path", str(copy.resolve()), "--calibration_method", CALIBRATION_PASS_METHOD]
+    args += ["--calibration_eps", *eps, "--output_path", str(out.resolve())]
+    if exclude_nodes:
+        args += ["--nodes_to_exclude", *exclusion_patterns(exclude_nodes)]
+    return python + " " + " ".join(shlex.quote(a) for a in args)
 
-    def __init__(self, quantized: Path) -> None:
+
+class StripMaker:
+    """The excluded nodes' Q/DQ pairs removed from an already quantized model (no ModelOpt).
+
+    With ``cache`` (the calibration cache ``quantized`` was made with) and ``source`` (its float model),
+    ``reproduce`` writes ModelOpt's command for the same candidate; ``python`` is the ModelOpt interpreter
+    it names (the script lets $QUANT_PYTHON override it)."""
+
+    def __init__(
+        self,
+        quantized: Path,
+        cache: Path | None = None,
+        source: Path | None = None,
+        mode: str = "int8",
+        python: str = "python",
+        eps: Sequence[str] = ("cpu",),
+    ) -> None:
         import onnx
 
-        self.quantized = quantized
+        self.quantized, self.cache, self.source, self.mode = quantized, cache, source, mode
+        self.python, self.eps = python, list(eps)
         self._model = onnx.load(str(quantized))
+        fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in self._model.graph.initializer)
+        self.high_precision_dtype = "fp16" if fp16 else "fp32"
 
     def make(self, exclude_nodes: Sequence[str], out: Path) -> float:
         import onnx
@@ -143,7 +183,16 @@ class StripMaker:
         return time.perf_counter() - t0
 
     def reproduce(self, exclude_nodes: Sequence[str], out: Path, folder: Path) -> str:
-        return (
+        what = (
             f"# {out.name}: {self.quantized} with the Q/DQ pairs feeding the {len(exclude_nodes)} nodes of "
-            "nodes_to_exclude.txt removed (common.quant.qdq_graph.strip_qdq); no ModelOpt command made it"
+            "nodes_to_exclude.txt removed (common.quant.qdq_graph.strip_qdq)"
+        )
+        if self.cache is None or self.source is None:
+            return what + "; no ModelOpt command made it (no calibration cache beside the given model)"
+        python = f'"${{QUANT_PYTHON:-{self.python}}}"'
+        spec = (self.source, self.mode, self.high_precision_dtype, self.eps)
+        return (
+            what + "; ModelOpt makes the same candidate from the calibration cache it was quantized with "
+            "(set QUANT_PYTHON to the ModelOpt environment's python):\n"
+            + cached_command(python, spec, self.cache, exclude_nodes, out, folder)
         )

@@ -5,6 +5,9 @@ An INT8 calibration is one ModelOpt run of INT8-all on the chosen images with th
 activation scales are kept as a calibration cache (``calibration/<method>-<images>.cache``) that every
 candidate of the search reuses. FP8 calibrations keep no cache (ModelOpt 0.47 ignores it for FP8).
 Both are made once per run folder, so a resumed search finds them.
+
+``int8_all_models`` writes each calibration's INT8-all (FP8-all) model beside its cache
+(``calibration/<name>.onnx``): what a search on a machine without ModelOpt takes as ``--int8-onnx``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from common.quant.calib import load_calib_tensor
-from common.quant.candidates import Calibration
+from common.quant.candidates import Calibration, ModelOptMaker
 from common.quant.qdq_graph import activation_scales, write_calibration_cache
 
-__all__ = ["calibrations", "make_fp16"]
+__all__ = ["calibrations", "int8_all_models", "make_fp16"]
 
 
 def calibrations(
@@ -79,3 +82,24 @@ def make_fp16(worker: Any, source: Path, calib: Path | None, eps: Sequence[str],
         )
         tmp.replace(path)
     return path
+
+
+def int8_all_models(
+    worker: Any,
+    source: Path,
+    mode: str,
+    cals: Sequence[Calibration],
+    high_precision_dtype: str,
+    eps: Sequence[str],
+    batch: int,
+    folder: Path,
+) -> list[Path]:
+    """Each calibration's INT8-all (FP8-all) as the search makes it (``ModelOptMaker`` with nothing
+    excluded), written once to ``calibration/<name>.onnx``, beside ``calibration/<name>.cache``."""
+    out = []
+    for cal in cals:
+        path = folder / "calibration" / f"{cal.name}.onnx"
+        if not path.is_file():
+            ModelOptMaker(worker, source, mode, cal, high_precision_dtype, eps, batch).make([], path)
+        out.append(path)
+    return out

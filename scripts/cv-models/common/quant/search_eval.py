@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from common.core.errors import UserError
 from common.data.coco import CocoDataset
 from common.eval.pipeline import EvalOptions, evaluate
 from common.ort.session import OrtBackend
@@ -66,9 +67,31 @@ class Scorer:
     def ids(self, subset: str) -> list[int]:
         return self._ids[subset]
 
+    def runtime(self) -> dict[str, Any]:
+        """What scored the evaluations of this process (empty before the first)."""
+        return {"providers_used": self.providers_used, "onnxruntime": self.onnxruntime}
+
+    def restore(self, runtime: dict[str, Any]) -> None:
+        """Take ``runtime()`` of an earlier run, until this one scores something itself."""
+        self.providers_used = list(runtime.get("providers_used") or [])
+        self.onnxruntime = str(runtime.get("onnxruntime") or "")
+
+    def check_providers(self, what: str) -> None:
+        """Refuse to score on anything but the first requested accelerator: a score's runtime is part of it."""
+        import onnxruntime as ort
+
+        accel = [p for p in self.opts.providers if p != "CPUExecutionProvider"]
+        if accel and accel[0] not in ort.get_available_providers():
+            raise UserError(
+                f"{what} needs scoring on {accel[0]}, which this ONNX Runtime {ort.__version__} lacks; a search "
+                "scored with it continues here only when every evaluation is already in state.json: finish it on "
+                "a machine that has it"
+            )
+
     def run(self, onnx_path: Path, subset: str) -> Scored:
+        self.check_providers(f"{onnx_path.name} on the {subset} set")
         t0 = time.perf_counter()
-        backend = OrtBackend(str(onnx_path), providers=self.opts.providers)
+        backend = OrtBackend(str(onnx_path), providers=self.opts.providers, require_accelerator=True)
         try:
             self.providers_used = backend.providers_used
             self.onnxruntime = backend.version

@@ -41,6 +41,7 @@ class RunInfo:
     wall_seconds: float = 0.0  # this run
     total_seconds: float = 0.0  # the whole search, earlier runs before --resume included
     warnings: list[str] = field(default_factory=list)
+    engine: dict[str, Any] | None = None  # best/'s TensorRT build (builder's facts), when one ran
 
 
 def _d(rec: Record) -> str:
@@ -143,6 +144,7 @@ def write_summary(folder: Path, res: SearchResult, session: Session, info: RunIn
         ],
         f"- chosen calibration: {session.calibration}; {info.calibration.get('note', '')}",
         *_runtime_lines(res),
+        *_engine_lines(info.engine),
         "",
         "## Ranking: leave one group out (screen)",
         "",
@@ -173,6 +175,19 @@ def _scoring_line(sc: dict[str, Any]) -> str:
         f"{sc.get('screen_images')} / full {sc.get('full_images')} images; {sc.get('bootstrap_replicates')} "
         f"bootstrap replicates ({sc.get('confidence', 0.95):.0%} intervals)"
     )
+
+
+def _engine_lines(engine: dict[str, Any] | None) -> list[str]:
+    if not engine:
+        return []
+    if not engine.get("ok"):
+        return [f"- best/ TensorRT build ({engine.get('api')}): FAILED -- {engine.get('error')}"]
+    layers = engine.get("layer_summary") or {}
+    return [
+        f"- best/ TensorRT build ({engine.get('api')}): {engine.get('engine')} in {engine.get('seconds')} s; "
+        f"{layers.get('num_layers')} network layers, outputs by dtype {layers.get('layer_outputs_by_dtype')} "
+        "(details in best/metrics.json and the engine's .json)"
+    ]
 
 
 def _runtime_lines(res: SearchResult) -> list[str]:

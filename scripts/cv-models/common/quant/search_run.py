@@ -2,8 +2,11 @@
 
 ``run(config, dataset, screen_ids)`` is what ``search_precision.py`` calls. ModelOpt runs in its own
 environment through a worker process (``common.quant.worker_client``); candidates are scored here
-with ONNX Runtime. Pass ``fp16_onnx`` and ``int8_onnx`` (a quantized INT8-all made elsewhere) and no
-ModelOpt is needed at all: candidates then restore their groups' float path by removing Q/DQ pairs.
+with ONNX Runtime. Pass ``fp16_onnx`` and ``int8_onnx`` (quantized INT8-all models made elsewhere,
+e.g. by ``common.quant.search_references``) and no ModelOpt is needed at all: each INT8-all is one
+calibration of the sweep (named after its file), and candidates restore their groups' float path by
+removing Q/DQ pairs. A calibration cache beside a given model (``<name>.cache`` beside
+``<name>.onnx``) goes into best/, whose quantize command then reproduces the candidate with ModelOpt.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from common.quant.search_session import Record, SearchOptions, Session
 from common.quant.search_state import STATE_FILE, SearchState
 from common.quant.worker_client import WorkerPool
 
-__all__ = ["Outcome", "RunConfig", "run"]
+__all__ = ["Outcome", "RunConfig", "check_config", "given_calibrations", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class RunConfig:
     proxy: Path | None = None
     trt_api: str = "tensorrt-rtx"
     fp16_onnx: Path | None = None
-    int8_onnx: Path | None = None
+    int8_onnx: tuple[Path, ...] = ()  # INT8-all (FP8-all) models made elsewhere: one calibration each
     resume: bool = False
     progress: bool = True
     command: str = ""
@@ -87,7 +90,7 @@ def _fingerprint(cfg: RunConfig, groups: list[Group], scorer: Scorer, versions: 
         "source_sha256": sha256_file(cfg.source),
         "calib_sha256": sha256_file(cfg.calib) if cfg.calib else None,
         "fp16_onnx_sha256": sha256_file(cfg.fp16_onnx) if cfg.fp16_onnx else None,
-        "int8_onnx_sha256": sha256_file(cfg.int8_onnx) if cfg.int8_onnx else None,
+        "int8_onnx_sha256": {n: sha256_file(p) for n, (p, _) in given_calibrations(cfg.int8_onnx).items()} or None,
         "mode": cfg.search.mode,
         "high_precision_dtype": cfg.high_precision_dtype,
         "groups": layout,
@@ -99,11 +102,25 @@ def _fingerprint(cfg: RunConfig, groups: list[Group], scorer: Scorer, versions: 
     }
 
 
-def _check(cfg: RunConfig, model: Any, groups: list[Group]) -> int:
-    """Cheap checks before any ModelOpt call or evaluation; returns the model's static batch (1 if dynamic)."""
+def given_calibrations(int8_onnx: tuple[Path, ...]) -> dict[str, tuple[Path, Path | None]]:
+    """Each given INT8-all model by calibration name (its file name without .onnx), with the calibration
+    cache beside it (``<name>.cache``) when there is one."""
+    out: dict[str, tuple[Path, Path | None]] = {}
+    for path in int8_onnx:
+        name = path.name.removesuffix(".onnx")
+        if name in out:
+            raise UserError(f"--int8-onnx: {out[name][0]} and {path} would both be calibration {name!r}; rename one")
+        cache = path.with_name(name + ".cache")
+        out[name] = (path, cache if cache.is_file() else None)
+    return out
+
+
+def check_config(cfg: RunConfig, model: Any, groups: list[Group] | None) -> int:
+    """Cheap checks before any ModelOpt call or evaluation; returns the model's static batch (1 if dynamic).
+    ``groups`` None: the reference phase alone (no search budget to check)."""
     _, shape = input_spec(model)
     batch = shape[0] if shape and shape[0] else 1
-    if cfg.int8_onnx is None:
+    if not cfg.int8_onnx:
         if cfg.calib is None:
             raise UserError("--calib is required (make one with make_calib_npy.py), unless --int8-onnx is given")
         hw = (shape[2], shape[3]) if len(shape) == 4 else None
@@ -114,7 +131,9 @@ def _check(cfg: RunConfig, model: Any, groups: list[Group]) -> int:
                     f"--calib-counts {count}: the calibration tensor has {n} images; use 0 (all) or a multiple "
                     f"of the batch size {batch} up to {n}"
                 )
-    sweep = 1 if cfg.int8_onnx else len(cfg.sweep)
+    if groups is None:
+        return batch
+    sweep = len(given_calibrations(cfg.int8_onnx)) or len(cfg.sweep)
     need = min_evals(sweep, len(groups))
     if cfg.search.max_evals < need:
         raise UserError(
@@ -159,9 +178,8 @@ def _makers(
 ) -> tuple[dict[str, CandidateMaker], dict[str, Any], CandidateMaker | None]:
     """Candidate makers per calibration, what the reports say about the calibration, and the maker of
     INT8-all with float32 high precision (the runtime check), when ModelOpt makes the candidates."""
-    if cfg.int8_onnx is not None:
-        note = f"ranges of the given quantized model {cfg.int8_onnx}; candidates remove Q/DQ pairs (no ModelOpt)"
-        return {"given": StripMaker(cfg.int8_onnx)}, {"note": note}, None
+    if cfg.int8_onnx:
+        return _strip_makers(cfg)
     assert worker is not None and cfg.calib is not None
     cals = calibrations(worker, cfg.source, cfg.calib, cfg.search.mode, cfg.sweep, cfg.calibration_eps, cfg.out)
     hp, eps = cfg.high_precision_dtype, cfg.calibration_eps
@@ -174,11 +192,37 @@ def _makers(
         else "ModelOpt ignores calibration caches for FP8: every candidate is calibrated again on the same images "
         "with the same method (the ranges come from the float model, so they are the same)"
     )
-    info = {"calibration_tensor": str(cfg.calib), "sweep": [c.name for c in cals], "note": note}
+    info = {
+        "candidate_maker": "ModelOptMaker",
+        "calibration_tensor": str(cfg.calib),
+        "sweep": [c.name for c in cals],
+        "note": note,
+    }
     check = None
     if hp == "fp16":
         check = {c.name: ModelOptMaker(worker, cfg.source, cfg.search.mode, c, "fp32", eps, batch) for c in cals}
     return makers, info, check  # type: ignore[return-value]
+
+
+def _strip_makers(cfg: RunConfig) -> tuple[dict[str, CandidateMaker], dict[str, Any], None]:
+    """One StripMaker calibration per given INT8-all model (no ModelOpt runs)."""
+    given = given_calibrations(cfg.int8_onnx)
+    makers: dict[str, CandidateMaker] = {
+        name: StripMaker(path, cache, cfg.source, cfg.search.mode, cfg.quant_python or "python", cfg.calibration_eps)
+        for name, (path, cache) in given.items()
+    }
+    note = (
+        "ranges of the given quantized models; candidates remove the excluded nodes' Q/DQ pairs from the chosen "
+        "one (StripMaker, no ModelOpt)"
+    )
+    info = {
+        "candidate_maker": "StripMaker",
+        "given_int8_onnx": {name: str(path) for name, (path, _) in given.items()},
+        "calibration_caches": {name: str(cache) for name, (_, cache) in given.items() if cache is not None},
+        "sweep": list(given),
+        "note": note,
+    }
+    return makers, info, None
 
 
 def _runtime_check(session: Session, check: dict[str, CandidateMaker] | None) -> dict[str, Any] | None:
@@ -223,7 +267,7 @@ def run(cfg: RunConfig, dataset: CocoDataset, screen_ids: list[int]) -> Outcome:
     t0 = time.perf_counter()
     model = onnx.load(str(cfg.source))
     groups = make_groups(model, cfg.groups)
-    batch = _check(cfg, model, groups)
+    batch = check_config(cfg, model, groups)
     proxy = read_proxy(cfg.proxy) if cfg.proxy else None
     fresh = cfg.out is None or not cfg.out.exists()
     cfg = replace(cfg, out=cfg.out or run_dir("search"))
@@ -247,13 +291,14 @@ def _run(
 ) -> Outcome:
     macs = conv_macs(model)
     scorer = Scorer(dataset, screen_ids, cfg.score)
-    needs_modelopt = cfg.int8_onnx is None or cfg.fp16_onnx is None
+    needs_modelopt = not cfg.int8_onnx or cfg.fp16_onnx is None
     with contextlib.ExitStack() as stack:
         worker = None
         if needs_modelopt:
             worker = stack.enter_context(WorkerPool(cfg.quant_python, cfg.out / "modelopt.log", cfg.quant_workers))
         versions = dict(worker.versions) if worker else {}
         state = SearchState.open(cfg.out, _fingerprint(cfg, groups, scorer, versions), cfg.resume)
+        scorer.restore(state.meta.get("scoring", {}))
         fp16 = cfg.fp16_onnx or make_fp16(worker, cfg.source, cfg.calib, cfg.calibration_eps, cfg.out)
         makers, cal_info, check = _makers(cfg, worker, batch)
         builder, no_build = _builder(cfg)
@@ -267,6 +312,7 @@ def _run(
         result.runtime_check = _runtime_check(session, check)
         best = write_best(cfg.out, result, session, builder)
     info = _info(cfg, session, result, cal_info, versions, macs, proxy, no_build)
+    info.engine = best.get("engine") if best else None
     info.wall_seconds = time.perf_counter() - t0
     state.save()
     info.total_seconds = state.elapsed

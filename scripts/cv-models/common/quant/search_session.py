@@ -186,10 +186,16 @@ class Session:
             if entry is not None:
                 scored = self.scorer.from_rows(self.state.rows(key), self.subset(subset))
             else:
-                scored = self.scorer.run(onnx, self.subset(subset))
+                scored = self._run(onnx, self.subset(subset))
                 self.state.put(key, {"seconds": {"eval": scored.seconds}}, scored.rows)
             self._refs[key] = scored
         return self._refs[key]
+
+    def _run(self, onnx: Path, subset: str) -> Scored:
+        """Score one model; the state remembers which runtime scored (saved with the evaluation)."""
+        scored = self.scorer.run(onnx, subset)
+        self.state.meta["scoring"] = self.scorer.runtime()
+        return scored
 
     def fp16(self, subset: str) -> Scored:
         return self.scored_reference("fp16", subset, self.fp16_onnx)
@@ -224,7 +230,7 @@ class Session:
             return self.scorer.from_rows(self.state.rows(key), subset), entry, True
         path, made = self.ensure_onnx(excluded, cal)
         build = self._build(path)
-        scored = self.scorer.run(path, subset)
+        scored = self._run(path, subset)
         entry = {
             "facts": self.facts_of(path),
             "seconds": {"quantize": round(made, 3), "eval": round(scored.seconds, 3)},

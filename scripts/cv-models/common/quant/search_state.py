@@ -24,7 +24,7 @@ import numpy as np
 from common.core.errors import UserError
 from common.core.results import atomic_write_bytes, atomic_write_json
 
-__all__ = ["STATE_FILE", "STATE_SCHEMA", "SearchState", "key_file"]
+__all__ = ["STATE_FILE", "STATE_SCHEMA", "SearchState", "key_file", "saved_providers"]
 
 STATE_FILE = "state.json"
 STATE_SCHEMA = 1
@@ -34,17 +34,32 @@ def key_file(key: str) -> str:
     return hashlib.sha1(key.encode("utf-8")).hexdigest()[:16]
 
 
+def saved_providers(folder: Path) -> list[str]:
+    """The scoring providers of the search in ``folder`` (its fingerprint's); [] when it has none."""
+    try:
+        saved = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--resume: {folder / STATE_FILE} is not readable ({exc})") from None
+    return list(saved.get("fingerprint", {}).get("providers") or [])
+
+
 class SearchState:
     """``get(key)`` / ``put(key, entry, rows)`` over state.json and evals/*.npz."""
 
     def __init__(
-        self, folder: Path, fingerprint: dict[str, Any], entries: dict[str, Any] | None = None, prior: float = 0.0
+        self,
+        folder: Path,
+        fingerprint: dict[str, Any],
+        entries: dict[str, Any] | None = None,
+        prior: float = 0.0,
+        meta: dict[str, Any] | None = None,
     ) -> None:
         self.folder = folder
         self.fingerprint = fingerprint
         self.entries: dict[str, Any] = dict(entries or {})
         self.loaded = set(self.entries)
         self.prior_seconds = prior  # wall time of the earlier runs of this search (before --resume)
+        self.meta: dict[str, Any] = dict(meta or {})  # e.g. the runtime that scored the evaluations
         self._started = time.perf_counter()
 
     @property
@@ -75,7 +90,8 @@ class SearchState:
                 f"--resume: {folder} was searched with other inputs ({', '.join(changed)} differ); "
                 "rerun with the same model, calibration, mode and images, or start a new --out"
             )
-        return cls(folder, fingerprint, saved.get("entries", {}), float(saved.get("elapsed_seconds", 0.0)))
+        prior = float(saved.get("elapsed_seconds", 0.0))
+        return cls(folder, fingerprint, saved.get("entries", {}), prior, saved.get("meta"))
 
     def get(self, key: str) -> dict[str, Any] | None:
         return self.entries.get(key)
@@ -102,6 +118,7 @@ class SearchState:
                 "schema": STATE_SCHEMA,
                 "fingerprint": self.fingerprint,
                 "elapsed_seconds": round(self.elapsed, 3),
+                "meta": self.meta,
                 "entries": self.entries,
             },
         )
