@@ -89,7 +89,7 @@ def test_scoring_refuses_an_accelerator_this_onnxruntime_lacks(tmp_path):
     root = fixture_path("synthcoco")
     ds = open_dataset(root / "annotations" / "instances_valA.json", root / "valA", 2)
     scorer = Scorer(ds, ds.image_ids, ScoreOptions(providers=("CUDAExecutionProvider", "CPUExecutionProvider")))
-    with pytest.raises(UserError, match="CUDAExecutionProvider.*state.json"):
+    with pytest.raises(UserError, match=r"CUDAExecutionProvider.*state\.json"):
         scorer.run(_source(), "full")
 
 
