@@ -13,6 +13,10 @@ scoring run in the environment that has the ONNX Runtime to score with. Writes a
 search.jsonl, state.json (--resume), summary.md (with the verdict line), layer-sensitivity-report.json,
 best/ (model.onnx, nodes_to_exclude.txt, quantize_command.sh, calibration.cache, metrics.json, the
 engine) and pareto.png / sensitivity.png / ladder.png.
+
+On a machine without ModelOpt, give the references made elsewhere (--references-only writes them):
+--fp16-onnx and one --int8-onnx per calibration. --resume of a finished run scores nothing again: it
+finishes the TensorRT build (--build final) and the plots on another machine.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--data-root datasets/synthcoco-mini --max-images 0 --screen-images 16 "
             "--budget 0.02   # a small CPU run on the bundled model and images",
             "python scripts/cv-models/search_precision.py ... --out tmp/search/run1 --resume   # continue a run",
+            "python scripts/cv-models/search_precision.py --onnx-path M.onnx --calib C.npy --references-only "
+            "--out tmp/refs/m   # ModelOpt's part alone; prints the --fp16-onnx/--int8-onnx flags for a machine "
+            "without ModelOpt",
         ],
     )
     _add_model_args(parser.add_argument_group("model and precision"))
@@ -174,8 +181,9 @@ def _add_data_args(g: argparse._ArgumentGroup) -> None:
         "--providers",
         nargs="+",
         default=None,
-        help="ONNX Runtime EPs for scoring (default: CUDAExecutionProvider CPUExecutionProvider when this ONNX "
-        "Runtime has CUDA, else CPUExecutionProvider)",
+        help="ONNX Runtime EPs for scoring; the first accelerator must be available, nothing falls back (default: "
+        "with --resume the run's own, else CUDAExecutionProvider CPUExecutionProvider when this ONNX Runtime has "
+        "CUDA, else CPUExecutionProvider)",
     )
     g.add_argument(
         "--workers", type=int, default=default_workers(), help="image loader threads (default: one per core, up to 16)"
