@@ -33,7 +33,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -564,8 +564,7 @@ def evaluate(
     """
     size = _input_size(backend, opts.imgsz)
     batch_size = resolve_batch_size(backend, opts.batch_size)
-    opts, prep = _with_preprocess(backend, opts)  # the mode that runs, for the loaders and batches
-    opts = replace(opts, loaders=resolve_loaders(opts.loaders, len(dataset.image_ids), opts.decode, opts.preprocess))
+    opts, prep = _with_modes(backend, opts, len(dataset.image_ids))  # what runs, for the loaders and batches
     explicit = None if opts.output_format == "auto" else opts.output_format
     head = detection_head(backend, opts)
     post_mode, post_layout, post_why = resolve_postprocess(backend, opts.postprocess, explicit, size, opts.post, head)
@@ -635,12 +634,14 @@ def evaluate(
     return EvalResult(rows, stats, table, stages.layout or "unknown", n, batch_size, timings)
 
 
-def _with_preprocess(backend: Backend, opts: EvalOptions) -> tuple[EvalOptions, dict[str, Any]]:
-    """``opts`` with the pre-processing mode set up on ``backend`` (``resolve_preprocess``), and the timings'
-    record of what was asked and why ``auto`` fell back to cpu."""
+def _with_modes(backend: Backend, opts: EvalOptions, images: int) -> tuple[EvalOptions, dict[str, Any]]:
+    """``opts`` with the pre-processing mode set up on ``backend`` (``resolve_preprocess``) and the loaders
+    resolved for it (``resolve_loaders``), and the timings' record of what was asked and why ``auto`` fell
+    back to cpu."""
     mode, why = resolve_preprocess(backend, opts.preprocess, opts.decode)
-    record = {"preprocess_requested": opts.preprocess, "preprocess_fallback": why}
-    return dataclasses.replace(opts, preprocess=mode), record
+    loaders = resolve_loaders(opts.loaders, images, opts.decode, mode)
+    record = {"preprocess_requested": opts.preprocess, "preprocess_fallback": why, "loaders_requested": opts.loaders}
+    return dataclasses.replace(opts, preprocess=mode, loaders=loaders), record
 
 
 def _latency(
