@@ -212,6 +212,24 @@ def test_search_on_given_references_then_finished_elsewhere(refs, monkeypatch):
     summary = (refs / "run" / "summary.md").read_text()
     assert "best/ TensorRT build (fake)" in summary and "onnxruntime " in summary
     assert (refs / "run" / "pareto.png").is_file()
+    monkeypatch.undo()
+    _requantize_from_best(best, ds)
+
+
+def _requantize_from_best(best: Path, ds) -> None:
+    """best/quantize_command.sh (ModelOpt, best/nodes_to_exclude.txt + best/calibration.cache) makes a model that
+    scores as best/model.onnx on the full set, within 0.0005 mAP."""
+    import re
+
+    script = (best / "quantize_command.sh").read_text()
+    for name in (best / "nodes_to_exclude.txt").read_text().split():
+        assert f"'{re.escape(name)}$'" in script or f" {re.escape(name)}$" in script, name
+    env = {**os.environ, "QUANT_PYTHON": QUANT_PY}
+    res = subprocess.run(["bash", str(best / "quantize_command.sh")], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    scorer = Scorer(ds, ds.image_ids, ScoreOptions(replicates=0, workers=2))
+    ap = [scorer.run(p, "full").stats["AP"] for p in (best / "model.onnx", best / "model.requantized.onnx")]
+    assert abs(ap[0] - ap[1]) <= 0.0005, ap
 
 
 @pytest.mark.slow
