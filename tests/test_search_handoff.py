@@ -186,7 +186,7 @@ def test_search_on_given_references_then_finished_elsewhere(refs, monkeypatch):
     script = (best / "quantize_command.sh").read_text()
     assert "modelopt.onnx.quantization" in script and (best / "calibration.cache").is_file()
     assert (best / "calibration.cache").read_text() == (refs / "refs" / "calibration" / f"{chosen}.cache").read_text()
-    assert "StripMaker" in (refs / "run" / "summary.md").read_text()
+    assert "- candidate maker: StripMaker" in (refs / "run" / "summary.md").read_text()
     assert not (best / "model.engine").exists()
 
     # finished on another machine: nothing is scored again, the build runs, the plots come back

@@ -143,6 +143,7 @@ def write_summary(folder: Path, res: SearchResult, session: Session, info: RunIn
             for r in res.calibrations
         ],
         f"- chosen calibration: {session.calibration}; {info.calibration.get('note', '')}",
+        f"- candidate maker: {info.calibration.get('candidate_maker', 'ModelOptMaker')}",
         *_runtime_lines(res),
         *_engine_lines(info.engine),
         "",
