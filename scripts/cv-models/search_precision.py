@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--data-root datasets/synthcoco-mini --max-images 0 --screen-images 16 "
             "--budget 0.02   # a small CPU run on the bundled model and images",
             "python scripts/cv-models/search_precision.py ... --out tmp/search/run1 --resume   # continue a run",
-            "python scripts/cv-models/search_precision.py --onnx-path M.onnx --calib C.npy --references-only "
-            "--out tmp/refs/m   # ModelOpt's part alone; prints the --fp16-onnx/--int8-onnx flags for a machine "
-            "without ModelOpt",
+            "python scripts/cv-models/search_precision.py --onnx-path models/cv-models/yolov10m/yolov10m.onnx "
+            "--calib tmp/calib/coco-train100.npy --references-only --out tmp/refs/yolov10m   # ModelOpt's part "
+            "alone; prints the --fp16-onnx/--int8-onnx flags for a machine without ModelOpt",
         ],
     )
     _add_model_args(parser.add_argument_group("model and precision"))
