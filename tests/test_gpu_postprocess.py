@@ -115,7 +115,7 @@ def test_equal_scores_rank_by_anchor_index() -> None:
 
 
 def test_saturated_logits_tie_at_one_and_rank_by_anchor() -> None:
-    # logits > 17.4 give a float32 sigmoid of exactly 1.0: ranked by anchor index, not by logit; the
+    # logits > 17.33 give a float32 sigmoid of exactly 1.0: ranked by anchor index, not by logit; the
     # best class is the first class whose score is 1.0 (class 2 here, though class 9's logit is larger)
     entries = {
         10: ((1, 1, 1, 1), {9: 40.0, 2: 20.0}),

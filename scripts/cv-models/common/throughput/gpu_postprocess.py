@@ -32,7 +32,7 @@ Equality with the NumPy path (``yolov10.decode``, the reference):
   float32 result only for a value within ~1e-16 of a float32 rounding boundary (about one in 10^8).
   Everything else is mirrored op for op: the first class holding the best score, ``score >=
   float32(conf)``, ``anchor -/+ dist``; ``--fmad=false`` keeps each op rounded on its own.
-- Exact ties (equal float32 scores, e.g. saturated 1.0 from logits > 17.4) rank by anchor index on
+- Exact ties (equal float32 scores, e.g. saturated 1.0 from logits > 17.33) rank by anchor index on
   both sides: the same order.
 - NMS decisions are float64's exactly (above), given the same boxes.
 
