@@ -344,7 +344,7 @@ def test_int8_without_calibration(work):
 # ----------------------------------------------------------------------------- the users' layout: YOLOv10m dfl144
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_yolov10m_dfl144_int8_flow(quantized, work):
     path, side = quantized("yolov10m-synth-dfl144", "int8")
     onnx.checker.check_model(str(path), full_check=True)

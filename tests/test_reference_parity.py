@@ -19,7 +19,7 @@ CASES = [
     ("yolov10n-synth.onnx", "yolov10n-synth", "e2e"),
     ("yolov10n-synth-raw84.onnx", "yolov10n-synth-raw84", "raw84"),
     ("yolov10n-synth-dfl144.onnx", "yolov10n-synth-raw84", "dfl144"),
-    pytest.param("yolov10m-synth-dfl144.onnx", "yolov10m-synth-raw84", "dfl144", marks=pytest.mark.slow),
+    pytest.param("yolov10m-synth-dfl144.onnx", "yolov10m-synth-raw84", "dfl144", marks=pytest.mark.heavy),
 ]
 
 

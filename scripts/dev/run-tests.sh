@@ -7,4 +7,4 @@ cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python}
 # shellcheck source=scripts/dev/test-setup.sh
 source scripts/dev/test-setup.sh
-exec "$PYTHON" -m pytest -q "$@"
+exec "$PYTHON" -m pytest -q --durations=15 "$@"
