@@ -22,6 +22,7 @@ or crash. Moving would raise both floors for no new capability, so this module s
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import weakref
 from typing import Any, Protocol
@@ -59,19 +60,14 @@ class CudaError(RunError, RuntimeError):
         super().__init__(f"{call}: {name}" + (f" ({text})" if text else ""))
 
 
-_RUNTIME: list[Any] = []  # cuda.bindings.runtime once imported: every CUDA call asks for it
-
-
+@functools.cache  # every CUDA call asks for the module: import it once
 def _runtime() -> Any:
-    if _RUNTIME:
-        return _RUNTIME[0]
     try:
         from cuda.bindings import runtime
     except ImportError as exc:
         raise UserError(
             "cannot import cuda.bindings.runtime; install cuda-python >= 12.8 (pixi run -e rtx5090 ...)"
         ) from exc
-    _RUNTIME.append(runtime)
     return runtime
 
 

@@ -39,6 +39,7 @@ __all__ = [
     "make_groups",
     "node_groups",
     "nodes_of",
+    "read_json_input",
     "yolov10_groups",
 ]
 
@@ -163,13 +164,18 @@ def file_groups(model: Any, path: Path) -> list[Group]:
     return groups
 
 
+def read_json_input(flag: str, path: Path) -> Any:
+    """The JSON in the file ``flag`` names; a one-line UserError when it can't be read or parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{flag} {path}: not readable JSON ({exc})") from None
+
+
 def _read_spec(path: Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise UserError(f"--groups {path}: no such file; pass yolov10, node or a JSON file of groups")
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"--groups {path}: not readable JSON ({exc})") from None
+    spec = read_json_input("--groups", path)
     ok = isinstance(spec, dict) and spec and all(isinstance(k, str) and k for k in spec)
     ok = ok and all(isinstance(v, list) and v and all(isinstance(p, str) for p in v) for v in spec.values())
     if not ok:

@@ -15,13 +15,12 @@ proxy score is the sum over its layers (AutoQuantize scores estimate each layer'
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from common.core.errors import UserError
-from common.quant.groups import group_key, head_block
+from common.quant.groups import group_key, head_block, read_json_input
 from common.quant.score import spearman
 
 __all__ = ["agreement", "group_scores", "read_proxy"]
@@ -41,10 +40,7 @@ def _score(entry: Any) -> float | None:
 
 def read_proxy(path: Path) -> dict[str, float]:
     """``{layer name: score}`` from a proxy file (see the module docstring)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"--proxy-ranking {path}: not readable JSON ({exc})") from None
+    data = read_json_input("--proxy-ranking", path)
     table = None
     if isinstance(data, Mapping):
         table = data.get("layer_sensitivity", data.get("candidate_stats"))
