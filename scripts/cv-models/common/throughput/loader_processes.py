@@ -1,7 +1,8 @@
 """Loader processes (``--loaders processes``): the evaluator's ``Loaders`` as fresh Python processes.
 
-The default loaders are threads (``common.data.loading.ThreadLoaders``: OpenCV releases the GIL while it
-decodes). ``ProcessLoaders`` run the same ``load_chunk`` in fresh Python processes
+Loaders are threads (``common.data.loading.ThreadLoaders``: OpenCV releases the GIL while it decodes)
+unless ``--loaders`` picks processes (``auto``, the default, does for large GPU runs on many cores).
+``ProcessLoaders`` run the same ``load_chunk`` in fresh Python processes
 (``python -m common.throughput.loader_processes``; never a
 fork of this process, which holds CUDA and ONNX Runtime threads) and take nothing of this interpreter's GIL
 but one message per chunk: each worker writes the images into slots of one shared-memory ring (a ``memfd``,
