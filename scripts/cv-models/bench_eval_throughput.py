@@ -143,10 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-sizes", type=int, nargs="+", default=[1], help="batch sizes to measure (default: %(default)s)"
     )
     parser.add_argument(
-        "--workers",
-        type=int,
-        default=default_workers(),
-        help="image loaders for (b), threads or processes as the variant says (default: %(default)s)",
+        "--workers", type=int, default=default_workers(), help="image loaders for (b) (default: %(default)s)"
     )
     parser.add_argument("--lanes", type=int, default=3, help="ORT sessions of the IO-binding variants (default 3)")
     parser.add_argument(
