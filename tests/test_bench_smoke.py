@@ -129,6 +129,15 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     assert ttm["pipeline_only_seconds"] > 0 and ttm["ratio"] == ttm["seconds"] / ttm["pipeline_only_seconds"]
     assert ttm["pipeline_only_wall_seconds"] <= ttm["pipeline_only_seconds"]
     assert ttm["AP"] > 0.1  # each repeated image scored against its own copy of the annotations
+    # each call's seconds split into start (open + warm-up + loaders wait), run, COCOeval after, rest
+    for name, total in (("pipeline_only", ttm["pipeline_only_seconds"]), ("with_coco", ttm["seconds"])):
+        ph = ttm["phases"][name]
+        st = ph["start"]
+        assert st["total"] == pytest.approx(st["open"] + st["warmup"] + st["loaders_wait"])
+        assert ph["rest"] >= 0 and ph["run"] > 0 and st["warmup"] > 0
+        assert st["total"] + ph["run"] + ph["coco_after_last_batch"] + ph["rest"] == pytest.approx(total)
+    assert ttm["phases"]["pipeline_only"]["coco_after_last_batch"] < 0.01  # no COCOeval: nothing to do
+    assert ttm["phases"]["with_coco"]["coco_after_last_batch"] == ttm["coco_eval_seconds"]
 
 
 def test_variant_modes_name_preprocess_post_and_decode() -> None:

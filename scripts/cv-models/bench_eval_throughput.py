@@ -741,9 +741,29 @@ def _ttm_report(
         "coco_eval_worker_accumulate_seconds": t.get("coco_eval_worker_accumulate_s"),
         "preprocess_mode": t["preprocess_mode"],
         "postprocess_mode": t["postprocess_mode"],
+        "phases": {"pipeline_only": _phases(pipe.timings, pipe_s), "with_coco": _phases(t, total)},
         "images_per_s": n / total if total > 0 else 0.0,
         "AP": res.stats.get("AP"),
         "failed": failed,
+    }
+
+
+def _phases(t: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Where one ``evaluate`` call's seconds went: before the first image (``start_seconds``), the run, COCOeval
+    after the last batch, and the rest (gathering the rows, statistics); with the loaders' and COCO workers'
+    own start to ready (they boot during the warm-up) and the loaders that ran."""
+    start = t.get("start_seconds") or {}
+    after = t.get("coco_eval_after_last_batch_s") or 0.0
+    return {
+        "start": start,
+        "run": t["wall_seconds"],
+        "coco_after_last_batch": after,
+        "rest": seconds - start.get("total", 0.0) - t["wall_seconds"] - after,
+        "loaders": t.get("loaders"),
+        "loader_workers": t.get("workers"),
+        "loaders_start_seconds": t.get("loaders_start_seconds"),
+        "coco_eval_worker_start_s": t.get("coco_eval_worker_start_s"),
+        "coco_eval_feed_s": t.get("coco_eval_feed_s"),
     }
 
 
@@ -762,6 +782,15 @@ def format_ttm(d: dict[str, Any]) -> str:
         f"{d['pipeline_only_seconds']:.2f} s without COCOeval = {d['ratio']:.2f}x; "
         f"pipeline {d['pipeline_seconds']:.2f} s + COCOeval ({_engine_label(d)}) {d['coco_eval_seconds']:.2f} s "
         f"after the last batch ({100 * d['coco_eval_share']:.1f}% of the total), AP {d['AP']:.4f}"
+    ) + "".join(f"\n  {k}: {_phase_line(v)}" for k, v in d.get("phases", {}).items())
+
+
+def _phase_line(p: dict[str, Any]) -> str:
+    st = p["start"]
+    return (
+        f"start {st.get('total', 0.0):.2f} s (open {st.get('open', 0.0):.2f}, warm-up {st.get('warmup', 0.0):.2f}, "
+        f"loaders wait {st.get('loaders_wait', 0.0):.2f}), run {p['run']:.2f}, COCOeval after "
+        f"{p['coco_after_last_batch']:.2f}, rest {p['rest']:.2f}; {p['loader_workers']} {p['loaders']} loaders"
     )
 
 

@@ -576,14 +576,13 @@ def evaluate(
     lone = not sequential and lane_timed and backend.gpu_overlap  # latency from a lone batch (the latency pass)
     latency_runs = opts.latency_runs or (AUTO_LATENCY_RUNS if lone else 0)
     # loader processes boot while the backend warms up
+    t_open = time.perf_counter()
     with (
         _coco_feed(dataset, engine, sequential) as coco,
         _loaders(opts, dataset, size, window, (depth + 2) * batch_size, loader_factory) as loaders,
     ):
-        full = batch_size if len(ids) >= batch_size else None  # never warm a batch larger than the selection
-        runs = warmup(backend, full, size, opts.warmup_runs, len(ids) % batch_size or None)
+        runs, start = _warm_up(backend, loaders, len(ids), batch_size, size, opts.warmup_runs, t_open)
         lane_start = len(backend.gpu_ms) if lane_timed else 0
-        loaders.ready()  # started before the warm-up; not in the timed run
         stages, wall = _run_stages(backend, dataset, opts, loaders, size, window, batch_size, depth, post_layout, coco)
         if latency_runs > 0:
             jobs = [(i, str(dataset.image_path(i))) for i in ids[:batch_size]]
@@ -628,10 +627,30 @@ def evaluate(
         "switch_interval_ms": opts.switch_interval_ms,
         "in_flight": depth,
         "warmup_runs": runs,
+        "start_seconds": start,  # before the first image: opening the COCO feed and loaders, warm-up, waiting
     }
     if lone_pass is not None:
         timings["latency_pass"] = lone_pass
     return EvalResult(rows, stats, table, stages.layout or "unknown", n, batch_size, timings)
+
+
+def _warm_up(
+    backend: Backend, loaders: Loaders, n: int, batch_size: int, size: int, runs: int | str, t_open: float
+) -> tuple[int, dict[str, float]]:
+    """The warm-up (``warmup``), then wait for loaders still booting (started before it, so not in the timed
+    run): the runs made, and where the time since ``t_open`` (opening the COCO feed and loaders) went."""
+    t_warm = time.perf_counter()
+    full = batch_size if n >= batch_size else None  # never warm a batch larger than the selection
+    made = warmup(backend, full, size, runs, n % batch_size or None)
+    t_ready = time.perf_counter()
+    loaders.ready()
+    now = time.perf_counter()
+    return made, {
+        "open": t_warm - t_open,
+        "warmup": t_ready - t_warm,
+        "loaders_wait": now - t_ready,
+        "total": now - t_open,
+    }
 
 
 def _with_modes(backend: Backend, opts: EvalOptions, images: int) -> tuple[EvalOptions, dict[str, Any]]:
