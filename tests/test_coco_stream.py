@@ -203,7 +203,22 @@ def test_large_pipelined_runs_match_in_the_worker_process(mini_coco, monkeypatch
 
     monkeypatch.setattr(pipeline, "PROCESS_MIN_IMAGES", 4)
     monkeypatch.setattr(coco_process, "available_cpus", lambda: 8)  # two workers share the categories
+    events: list[str] = []
+    warmup, start = pipeline.warmup, coco_process.ProcessCocoEval.start
+
+    def recorded_warmup(*args: Any, **kwargs: Any) -> int:
+        events.append("warm-up")
+        return warmup(*args, **kwargs)
+
+    def recorded_start(self: Any) -> None:
+        events.append("workers" if not self._workers else "started already")
+        start(self)
+
+    monkeypatch.setattr(pipeline, "warmup", recorded_warmup)
+    monkeypatch.setattr(coco_process.ProcessCocoEval, "start", recorded_start)
     t = _pipeline_matches_pycocotools(dataclasses.replace(mini_coco, image_ids=mini_coco.image_ids[:8]), 2)
+    # the workers boot after the warm-up and the loaders, never beside them; once
+    assert events[:2] == ["warm-up", "workers"] and events.count("workers") == 1
     assert t["coco_eval_runs_in"] == "process" and t["coco_eval_worker_start_s"] > 0
     assert t["coco_eval_feed_s"] >= 0 and t["coco_eval_workers"] == 2 and t["coco_eval_worker_accumulate_s"] > 0
 
@@ -334,6 +349,8 @@ def test_worker_process_errors_are_one_line_and_a_dead_worker_does_not_hang(mini
     with pytest.raises(RuntimeError, match=r"COCO evaluation worker: ValueError: .*twice"):
         twice.finish()
     dead = ProcessCocoEval(mini_coco.coco, ids)
+    assert dead._workers == []  # nothing starts before ``start`` or the first ``add``
+    dead.start()
     dead._workers[0].proc.kill()
     dead._workers[0].proc.wait()
     with pytest.raises(RuntimeError, match="worker process exited with code -9"):

@@ -120,8 +120,9 @@ class _Worker:
 class ProcessCocoEval:
     """COCOeval (bbox) over ``image_ids`` of ``coco``, its matching and accumulation in worker processes;
     ``add`` / ``finish`` / ``close`` as ``StreamingCocoEval``. ``workers``: how many (0: ``auto_workers`` for
-    this machine's cores; never more than the categories with counted ground truth). The workers start here
-    and boot while the caller does other work."""
+    this machine's cores; never more than the categories with counted ground truth). The ground truth is
+    indexed here; the workers start at ``start`` (or the first ``add``), so that a caller can keep their boot
+    away from other start-up work (loader processes booting, a warm-up) that needs the cores."""
 
     def __init__(self, coco: Any, image_ids: Sequence[int], chunk_rows: int = CHUNK_ROWS, workers: int = 0) -> None:
         if workers < 0:
@@ -137,15 +138,24 @@ class ProcessCocoEval:
         self.feed_cpu_seconds = 0.0  # of which the calling thread's CPU time (the rest: waiting for a core or the GIL)
         self.start_seconds = 0.0  # from starting the workers to the last one ready to match (known at ``finish``)
         self.num_detections = 0
+        self._chunk_rows = chunk_rows
+        self._t0 = 0.0
+        self._workers: list[_Worker] = []
+
+    def start(self) -> None:
+        """Start the worker processes and send each the ground truth of its categories (once)."""
+        if self._workers:
+            return
         self._t0 = time.time()
         env = _worker_env()
         self._workers = [_Worker(env) for _ in self.groups]
         for w, cats in zip(self._workers, self.groups, strict=True):
-            w.outbox.put(("gt", subset_ground_truth(self.gt, cats), chunk_rows))
+            w.outbox.put(("gt", subset_ground_truth(self.gt, cats), self._chunk_rows))
 
     def add(self, image_ids: Sequence[int], rows_per_image: Sequence[np.ndarray]) -> None:
         """Hand a batch to the workers: one message with every image's rows in one array, the same to each
         (a worker keeps the rows of its categories; splitting them here would cost this thread more)."""
+        self.start()
         t0, c0 = time.perf_counter(), time.thread_time()
         counts = np.array([len(r) for r in rows_per_image], np.int64)
         parts = [np.asarray(r, np.float64).reshape(-1, 7) for r in rows_per_image]
@@ -173,6 +183,7 @@ class ProcessCocoEval:
     def precision_recall(self) -> tuple[np.ndarray, np.ndarray]:
         """Wait for the workers' matching and accumulation of everything added: pycocotools' precision
         [T, R, K, A, M] and recall [T, K, A, M]."""
+        self.start()
         for w in self._workers:
             w.outbox.put(("finish",))
         try:

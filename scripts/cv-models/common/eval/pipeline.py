@@ -503,7 +503,7 @@ def _run_stages(
 def _coco_feed(dataset: CocoDataset, engine: str | None, sequential: bool) -> Iterator[CocoFeed | None]:
     """For the ``stream`` engine, the evaluator the batches' rows go to: inline on the sequential path; on the
     pipelined path in worker processes sharing the categories for ``PROCESS_MIN_IMAGES`` images or more
-    (started here, so they boot during the warm-up), else on a thread of its own. The ground truth is
+    (started by ``_warm_up`` once the loaders are ready), else on a thread of its own. The ground truth is
     indexed here, before any batch runs."""
     if engine != "stream":
         yield None
@@ -581,7 +581,7 @@ def evaluate(
         _coco_feed(dataset, engine, sequential) as coco,
         _loaders(opts, dataset, size, window, (depth + 2) * batch_size, loader_factory) as loaders,
     ):
-        runs, start = _warm_up(backend, loaders, len(ids), batch_size, size, opts.warmup_runs, t_open)
+        runs, start = _warm_up(backend, loaders, coco, len(ids), batch_size, size, opts.warmup_runs, t_open)
         lane_start = len(backend.gpu_ms) if lane_timed else 0
         stages, wall = _run_stages(backend, dataset, opts, loaders, size, window, batch_size, depth, post_layout, coco)
         if latency_runs > 0:
@@ -635,15 +635,25 @@ def evaluate(
 
 
 def _warm_up(
-    backend: Backend, loaders: Loaders, n: int, batch_size: int, size: int, runs: int | str, t_open: float
+    backend: Backend,
+    loaders: Loaders,
+    coco: CocoFeed | None,
+    n: int,
+    batch_size: int,
+    size: int,
+    runs: int | str,
+    t_open: float,
 ) -> tuple[int, dict[str, float]]:
     """The warm-up (``warmup``), then wait for loaders still booting (started before it, so not in the timed
-    run): the runs made, and where the time since ``t_open`` (opening the COCO feed and loaders) went."""
+    run), then start the COCO worker processes: the runs made, and where the time since ``t_open`` (opening
+    the COCO feed and loaders) went."""
     t_warm = time.perf_counter()
     full = batch_size if n >= batch_size else None  # never warm a batch larger than the selection
     made = warmup(backend, full, size, runs, n % batch_size or None)
     t_ready = time.perf_counter()
     loaders.ready()
+    if isinstance(coco, ProcessCocoEval):
+        coco.start()  # now: their boot would slow the loaders' and the warm-up; the batches wait in its queue
     now = time.perf_counter()
     return made, {
         "open": t_warm - t_open,
