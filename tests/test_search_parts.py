@@ -272,6 +272,41 @@ def test_strip_qdq_restores_exactly_the_float_path():
     np.testing.assert_array_equal(run(stripped), run(plain))
 
 
+def test_strip_qdq_drops_a_shared_pair_that_only_passive_readers_keep():
+    """As ModelOpt with nodes_to_exclude: a pair read by an excluded Conv and a Concat goes from both (a
+    Concat never asks for one); a pair that a quantized Conv still reads stays, for it and the Concat."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.full((4, 4, 1, 1), 0.1, np.float32), "w")
+    sc, zp = numpy_helper.from_array(np.float32(0.05), "sc"), numpy_helper.from_array(np.int8(0), "zp")
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "sc", "zp"], ["q0"], name="q0"),
+        helper.make_node("DequantizeLinear", ["q0", "sc", "zp"], ["d0"], name="dq0"),
+        helper.make_node("Conv", ["d0", "w"], ["a"], name="convA"),
+        helper.make_node("QuantizeLinear", ["a", "sc", "zp"], ["q1"], name="q1"),
+        helper.make_node("DequantizeLinear", ["q1", "sc", "zp"], ["d1"], name="dq1"),
+        helper.make_node("Concat", ["d0", "d1"], ["y1"], name="cat", axis=1),
+        helper.make_node("Conv", ["d1", "w"], ["y2"], name="convB"),
+        helper.make_node("Conv", ["d1", "w"], ["y3"], name="convC"),
+    ]
+    shapes = {"y1": [1, 8, 8, 8], "y2": [1, 4, 8, 8], "y3": [1, 4, 8, 8]}
+    info = [helper.make_tensor_value_info(n, TensorProto.FLOAT, v) for n, v in shapes.items()]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])], info, [w, sc, zp]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    stripped = Q.strip_qdq(model, ["convA", "convB"])
+    onnx.checker.check_model(stripped)
+    inputs = {n.name: list(n.input) for n in stripped.graph.node}
+    assert inputs["convA"][0] == "x" and inputs["cat"] == ["x", "d1"]  # pair 0 is gone from the Concat too
+    assert inputs["convB"][0] == "a" and inputs["convC"][0] == "d1"  # pair 1 stays for convC (and the Concat)
+    assert [n.name for n in stripped.graph.node if n.op_type == "QuantizeLinear"] == ["q1"]
+    x = np.random.default_rng(2).normal(size=(1, 4, 8, 8)).astype(np.float32)
+    y1 = ort.InferenceSession(stripped.SerializeToString(), providers=["CPUExecutionProvider"]).run(["y1"], {"x": x})
+    np.testing.assert_array_equal(y1[0][:, :4], x)  # the Concat reads the float input, not its fake-quant
+
+
 # ----------------------------------------------------------------------------- proxy rankings
 
 

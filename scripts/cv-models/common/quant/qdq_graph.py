@@ -31,6 +31,8 @@ from common.quant.presets import QDQ_OPS, quantized_nodes
 __all__ = [
     "CACHE_HEADER",
     "HEAVY_OPS",
+    "PASSIVE_OPS",
+    "STRIP_RULES",
     "activation_scales",
     "candidate_facts",
     "conv_macs",
@@ -45,6 +47,32 @@ __all__ = [
 
 CACHE_HEADER = "TRT-8501-EntropyCalibration2"
 HEAVY_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+# ops whose inputs ModelOpt's INT8/FP8 ONNX quantization never quantizes (it takes them out of ONNX Runtime's
+# Q/DQ registry): they read a Q/DQ pair only when it is shared with a consumer that asked for it
+PASSIVE_OPS = frozenset(
+    {
+        "ArgMax",
+        "Concat",
+        "EmbedLayerNormalization",
+        "Gather",
+        "GatherElements",
+        "GatherND",
+        "InstanceNormalization",
+        "LeakyRelu",
+        "Pad",
+        "Relu",
+        "Reshape",
+        "Slice",
+        "Sigmoid",
+        "Softmax",
+        "Split",
+        "Squeeze",
+        "Transpose",
+        "Unsqueeze",
+        "Where",
+    }
+)
+STRIP_RULES = 2  # the version of ``strip_qdq``'s rules: a search's candidates depend on it
 
 
 def quantized_names(model: Any) -> set[str]:
@@ -217,20 +245,27 @@ def qdq_feeding(model: Any, nodes: Iterable[str]) -> list[tuple[Any, Any]]:
 
 
 def strip_qdq(model: Any, nodes: Iterable[str]) -> Any:
-    """A copy of ``model`` where ``nodes`` read the float tensors behind their Q/DQ pairs; pairs left
+    """A copy of ``model`` where ``nodes`` read the float tensors behind their Q/DQ pairs, as ModelOpt
+    quantizes with ``nodes_to_exclude``: a pair that one of ``nodes`` read goes from every reader when the
+    only others left are ``PASSIVE_OPS`` (they read it because it was shared, never asked for it). Pairs left
     unread (and initializers left unused) are removed."""
     import onnx
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
     wanted = set(nodes)
-    pairs = qdq_feeding(out, wanted)
-    source = {dq.output[0]: qn.input[0] for qn, dq in pairs}
+    readers = _consumers(out)
+    source: dict[str, str] = {}  # a stripped pair's DequantizeLinear output -> the float tensor behind it
+    gone: set[str] = set()  # of those, the pairs that go from every reader
+    for qn, dq in qdq_feeding(out, wanted):
+        source[dq.output[0]] = qn.input[0]
+        others = [c for c in readers.get(dq.output[0], []) if c.name not in wanted]
+        if all(c.op_type in PASSIVE_OPS for c in others):
+            gone.add(dq.output[0])
     for n in out.graph.node:
-        if n.name in wanted:
-            for k, i in enumerate(n.input):
-                if i in source:
-                    n.input[k] = source[i]
+        for k, i in enumerate(n.input):
+            if i in source and (n.name in wanted or i in gone):
+                n.input[k] = source[i]
     _prune(out)
     return out
 

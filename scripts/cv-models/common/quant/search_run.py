@@ -33,7 +33,7 @@ from common.quant.groups import Group, make_groups
 from common.quant.modelopt_calibration import calibrations, make_fp16
 from common.quant.presets import input_spec
 from common.quant.proxy import agreement, group_scores, read_proxy
-from common.quant.qdq_graph import candidate_facts, conv_macs
+from common.quant.qdq_graph import STRIP_RULES, candidate_facts, conv_macs
 from common.quant.search import SearchResult, min_evals, run_search
 from common.quant.search_eval import ScoreOptions, Scorer
 from common.quant.search_plots import write_plots
@@ -99,6 +99,7 @@ def _fingerprint(cfg: RunConfig, groups: list[Group], scorer: Scorer, versions: 
         "providers": list(cfg.score.providers),
         "imgsz": cfg.score.imgsz,
         "modelopt": versions.get("modelopt"),
+        "strip_rules": STRIP_RULES,  # how candidates are cut from an INT8-all model
     }
 
 
