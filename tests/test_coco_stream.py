@@ -11,6 +11,7 @@ import dataclasses
 import gzip
 import io
 import json
+import os
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from common.data.coco import (
     rows_to_dicts,
     write_results_json,
 )
-from common.data.coco_process import ProcessCocoEval
+from common.data.coco_process import WORKER_NICE, ProcessCocoEval
 from common.data.coco_stream import BackgroundCocoEval, StreamingCocoEval
 
 REFS = [
@@ -351,6 +352,9 @@ def test_worker_process_errors_are_one_line_and_a_dead_worker_does_not_hang(mini
     dead = ProcessCocoEval(mini_coco.coco, ids)
     assert dead._workers == []  # nothing starts before ``start`` or the first ``add``
     dead.start()
+    if hasattr(os, "getpriority"):  # the worker yields the cores to this process's threads and the loaders
+        mine = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, dead._workers[0].proc.pid) == min(19, mine + WORKER_NICE)
     dead._workers[0].proc.kill()
     dead._workers[0].proc.wait()
     with pytest.raises(RuntimeError, match="worker process exited with code -9"):

@@ -40,6 +40,9 @@ from common.data.coco_stream import CHUNK_ROWS, GroundTruth, StreamingCocoEval, 
 __all__ = ["PROCESS_MIN_IMAGES", "ProcessCocoEval"]
 
 PROCESS_MIN_IMAGES = 1000  # selections this large match in worker processes on the pipelined path
+# the workers' CPU priority below this process's (nice): their matching has slack until the last batch, so
+# they never take a core from the loaders or the inference threads that the run waits on
+WORKER_NICE = 10
 
 
 # glibc malloc (ignored elsewhere): the worker's large NumPy temporaries come from a heap it keeps, not from fresh
@@ -53,6 +56,16 @@ def _worker_env() -> dict[str, str]:
     here = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
     return {**WORKER_MALLOC_ENV, **os.environ, "PYTHONPATH": path}
+
+
+def _lower_priority(pid: int, nice: int) -> None:
+    """Give process ``pid`` ``nice`` more niceness than this process (where the platform has priorities)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+    except OSError:
+        pass  # it runs at this process's priority
 
 
 class _Worker:
@@ -69,6 +82,7 @@ class _Worker:
             start_new_session=True,
         )
         theirs.close()
+        _lower_priority(self.proc.pid, WORKER_NICE)
         self.conn = Connection(ours.detach())
         self.outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self.send_error: Exception | None = None
