@@ -750,8 +750,8 @@ def _ttm_report(
 
 def _phases(t: dict[str, Any], seconds: float) -> dict[str, Any]:
     """Where one ``evaluate`` call's seconds went: before the first image (``start_seconds``), the run, COCOeval
-    after the last batch, and the rest (gathering the rows, statistics); with the loaders' and COCO workers'
-    own start to ready (they boot during the warm-up) and the loaders that ran."""
+    after the last batch, and the rest (gathering the rows, statistics); with the loaders' own start to ready
+    (they boot during the warm-up), the COCO workers' (they start after it) and the loaders that ran."""
     start = t.get("start_seconds") or {}
     after = t.get("coco_eval_after_last_batch_s") or 0.0
     return {
