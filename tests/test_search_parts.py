@@ -307,6 +307,19 @@ def test_strip_qdq_drops_a_shared_pair_that_only_passive_readers_keep():
     np.testing.assert_array_equal(y1[0][:, :4], x)  # the Concat reads the float input, not its fake-quant
 
 
+def test_resume_of_a_search_cut_by_other_rules_says_to_start_again(tmp_path):
+    """A state written before the candidate rules changed is refused with its own one-line message; a
+    state of other inputs keeps the inputs message."""
+    from common.quant.search_state import SearchState
+
+    state = SearchState.open(tmp_path, {"source_sha256": "a"}, resume=False)  # no strip_rules: an older tool
+    state.save()
+    with pytest.raises(UserError, match=r"earlier version of this tool \(strip_rules differ.*new --out"):
+        SearchState.open(tmp_path, {"source_sha256": "a", "strip_rules": Q.STRIP_RULES}, resume=True)
+    with pytest.raises(UserError, match=r"other inputs \(source_sha256, strip_rules differ"):
+        SearchState.open(tmp_path, {"source_sha256": "b", "strip_rules": Q.STRIP_RULES}, resume=True)
+
+
 # ----------------------------------------------------------------------------- proxy rankings
 
 

@@ -24,10 +24,12 @@ import numpy as np
 from common.core.errors import UserError
 from common.core.results import atomic_write_bytes, atomic_write_json
 
-__all__ = ["STATE_FILE", "STATE_SCHEMA", "SearchState", "key_file", "saved_providers"]
+__all__ = ["STATE_FILE", "STATE_SCHEMA", "TOOL_RULES", "SearchState", "key_file", "saved_providers"]
 
 STATE_FILE = "state.json"
 STATE_SCHEMA = 1
+# fingerprint entries that are this tool's own rules, not the user's inputs
+TOOL_RULES = frozenset({"strip_rules"})
 
 
 def key_file(key: str) -> str:
@@ -85,6 +87,11 @@ class SearchState:
             raise UserError(f"--resume: {path} has schema {saved.get('schema')}, this tool writes {STATE_SCHEMA}")
         old = saved.get("fingerprint", {})
         changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+        if changed and set(changed) <= TOOL_RULES:
+            raise UserError(
+                f"--resume: {folder} was searched by an earlier version of this tool ({', '.join(changed)} "
+                "differ: its candidates were made another way); start the search again in a new --out"
+            )
         if changed:
             raise UserError(
                 f"--resume: {folder} was searched with other inputs ({', '.join(changed)} differ); "
