@@ -129,6 +129,10 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     assert ttm["pipeline_only_seconds"] > 0 and ttm["ratio"] == ttm["seconds"] / ttm["pipeline_only_seconds"]
     assert ttm["pipeline_only_wall_seconds"] <= ttm["pipeline_only_seconds"]
     assert ttm["AP"] > 0.1  # each repeated image scored against its own copy of the annotations
+    # three pairs by default; the reported pair is the one of median ratio
+    ratios = [p["ratio"] for p in ttm["pairs"]]
+    assert ttm["repeats"] == 3 and len(ratios) == 3 and ttm["ratio"] == sorted(ratios)[1]
+    assert any(p["seconds"] == ttm["seconds"] for p in ttm["pairs"])
     # each call's seconds split into start (open + warm-up + loaders wait), run, COCOeval after, rest
     for name, total in (("pipeline_only", ttm["pipeline_only_seconds"]), ("with_coco", ttm["seconds"])):
         ph = ttm["phases"][name]

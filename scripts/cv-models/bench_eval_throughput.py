@@ -81,6 +81,25 @@ RUN_FACTS = (
 COCO_BENCH_ENGINES = ("stream", "stream-process", "pycocotools", "faster-coco-eval")
 
 
+def _add_ttm_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--time-to-metrics",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N images (repeated) with the first variant at the last --batch-sizes, without COCOeval "
+        "and with the default --coco-eval, and their ratio (default 0: off)",
+    )
+    parser.add_argument(
+        "--time-to-metrics-repeats",
+        type=int,
+        default=3,
+        metavar="K",
+        help="K pairs of --time-to-metrics runs, the order within a pair alternating; the pair of median ratio "
+        "is reported, with every pair's ratio (default 3)",
+    )
+
+
 def _add_coco_bench_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--coco-bench",
@@ -186,14 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="decoding alone: OpenCV in --workers threads vs nvImageCodec (--decode gpu) at --batch-sizes, "
         "and nvImageCodec's pixels against OpenCV's (on a CPU machine: nvImageCodec's CPU backend)",
     )
-    parser.add_argument(
-        "--time-to-metrics",
-        type=int,
-        default=0,
-        metavar="N",
-        help="also time N images (repeated) with the first variant at the last --batch-sizes, without COCOeval "
-        "and with the default --coco-eval, and their ratio (default 0: off)",
-    )
+    _add_ttm_args(parser)
     _add_coco_bench_args(parser)
     _add_trt_args(parser)
     parser.add_argument("--smoke", action="store_true", help="tiny run for CI: bundled model/set, 8 images, CPU")
@@ -693,9 +705,10 @@ def format_replay(rows: list[dict[str, Any]]) -> str:
 
 def time_to_metrics(args: argparse.Namespace, ds: CocoDataset, gpu: bool, n: int, out_dir: Path) -> dict[str, Any]:
     """The recommended variant (the evaluator's defaults, default ``--coco-eval``) at the last batch size over
-    ``n`` images (the selected ones repeated under fresh ids): once without COCOeval (pipeline only: the time
-    to the last detection), then with it (the time to metrics). Each is one whole ``evaluate`` call, warm-up
-    included, on the same warm backend; ``ratio`` = with / without."""
+    ``n`` images (the selected ones repeated under fresh ids): without COCOeval (pipeline only: the time to
+    the last detection) and with it (the time to metrics), ``--time-to-metrics-repeats`` pairs, the order
+    within a pair alternating. Each is one whole ``evaluate`` call, warm-up included, on the same warm
+    backend; ``ratio`` = with / without. The pair of median ratio is reported (``_ttm_median``)."""
     from common.throughput.repeat import repeated_dataset
 
     batch = args.batch_sizes[-1]
@@ -704,16 +717,27 @@ def time_to_metrics(args: argparse.Namespace, ds: CocoDataset, gpu: bool, n: int
     name = next(iter(backends))
     backend, prep = backends[name]
     kw = dict(batch_size=batch, workers=args.workers, warmup_runs=3, progress=False)
+    pairs = []
     try:
-        runs = {}
-        for key, coco in (("pipeline", False), ("metrics", True)):
-            opts = eval_options(prep, coco_eval=coco, switch_interval_ms=args.switch_interval_ms, **kw)
-            t0 = time.perf_counter()
-            runs[key] = (evaluate(backend, big, opts, loader_factory(opts)), time.perf_counter() - t0)
+        for r in range(args.time_to_metrics_repeats):
+            runs = {}
+            for key, coco in (("pipeline", False), ("metrics", True))[:: 1 if r % 2 == 0 else -1]:
+                opts = eval_options(prep, coco_eval=coco, switch_interval_ms=args.switch_interval_ms, **kw)
+                t0 = time.perf_counter()
+                runs[key] = (evaluate(backend, big, opts, loader_factory(opts)), time.perf_counter() - t0)
+            pairs.append(_ttm_report(runs, n, len(ds.image_ids), batch, name, failed))
     finally:
         for b, _ in backends.values():
             b.close()
-    return _ttm_report(runs, n, len(ds.image_ids), batch, name, failed)
+    return _ttm_median(pairs)
+
+
+def _ttm_median(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pair of median ratio (the lower of the two middle ones for an even count), with every pair's
+    seconds and ratio in the order they ran."""
+    mid = sorted(pairs, key=lambda p: p["ratio"])[(len(pairs) - 1) // 2]
+    keys = ("seconds", "pipeline_only_seconds", "ratio", "coco_eval_seconds")
+    return {**mid, "repeats": len(pairs), "pairs": [{k: p[k] for k in keys} for p in pairs]}
 
 
 def _ttm_report(
@@ -776,8 +800,10 @@ def _engine_label(d: dict[str, Any]) -> str:
 
 
 def format_ttm(d: dict[str, Any]) -> str:
+    ratios = ", ".join(f"{p['ratio']:.2f}x" for p in d.get("pairs", []))
     return (
-        f"time to metrics: {d['images']} images ({d['distinct_images']} distinct, repeated under fresh ids), "
+        f"time to metrics (the pair of median ratio of {d.get('repeats', 1)}: {ratios}): {d['images']} images "
+        f"({d['distinct_images']} distinct, repeated under fresh ids), "
         f"{d['variant']} batch {d['batch_size']}: {d['seconds']:.2f} s ({d['images_per_s']:.1f} img/s) vs "
         f"{d['pipeline_only_seconds']:.2f} s without COCOeval = {d['ratio']:.2f}x; "
         f"pipeline {d['pipeline_seconds']:.2f} s + COCOeval ({_engine_label(d)}) {d['coco_eval_seconds']:.2f} s "
@@ -923,6 +949,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     images = args.images_dir or args.data_root / "val2017"
     check_range("--min-seconds", args.min_seconds, 0, lo_open=True)
     check_range("--time-to-metrics", args.time_to_metrics, 0)
+    check_range("--time-to-metrics-repeats", args.time_to_metrics_repeats, 1)
     for mode in args.replay_modes or []:
         eval_options(mode)  # UserError for a malformed mode, before any work
     check_range("--workers", args.workers, 0)
