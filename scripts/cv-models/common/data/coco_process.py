@@ -22,11 +22,11 @@ import threading
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from common.core.children import child_env
 from common.data.coco_accumulate import summarize
 from common.data.coco_partition import (
     auto_workers,
@@ -48,14 +48,6 @@ WORKER_NICE = 10
 # glibc malloc (ignored elsewhere): the worker's large NumPy temporaries come from a heap it keeps, not from fresh
 # mappings that fault in page by page on every allocation, which slowed the accumulation at ``finish``
 WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
-
-
-def _worker_env() -> dict[str, str]:
-    """This process's environment, with the folder holding ``common`` on the path and ``WORKER_MALLOC_ENV``
-    (where not set already)."""
-    here = str(Path(__file__).resolve().parents[2])
-    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-    return {**WORKER_MALLOC_ENV, **os.environ, "PYTHONPATH": path}
 
 
 def _lower_priority(pid: int, nice: int) -> None:
@@ -161,7 +153,7 @@ class ProcessCocoEval:
         if self._workers:
             return
         self._t0 = time.time()
-        env = _worker_env()
+        env = child_env(WORKER_MALLOC_ENV)
         self._workers = [_Worker(env) for _ in self.groups]
         for w, cats in zip(self._workers, self.groups, strict=True):
             w.outbox.put(("gt", subset_ground_truth(self.gt, cats), self._chunk_rows))

@@ -19,12 +19,12 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
+from common.core.children import SCRIPTS_DIR, child_env
 from common.core.errors import UserError
 
 __all__ = ["ModelOptWorker", "WorkerPool", "default_quant_python"]
 
-_SCRIPTS = Path(__file__).resolve().parents[2]  # scripts/cv-models, the folder holding `common`
-_REPO = _SCRIPTS.parents[1]
+_REPO = SCRIPTS_DIR.parents[1]
 
 
 def default_quant_python() -> str:
@@ -62,8 +62,7 @@ class ModelOptWorker:
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "a", encoding="utf-8")
-        path = os.pathsep.join(p for p in (str(_SCRIPTS), os.environ.get("PYTHONPATH", "")) if p)
-        env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+        env = child_env(PYTHONUNBUFFERED="1")
         self._proc = subprocess.Popen(
             [self.python, "-m", "common.quant.worker"],
             stdin=subprocess.PIPE,

@@ -28,11 +28,11 @@ import threading
 import time
 import weakref
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from common.core.children import child_env
 from common.core.errors import UserError
 from common.data.loading import LoadedImage, ThreadLoaders, load_image, tensor_bytes
 from common.eval.protocols import LoaderPlan, Loaders
@@ -107,8 +107,7 @@ class ProcessLoaders:
         self._tasks: dict[int, tuple[int, cf.Future[list[LoadedImage]], list[int]]] = {}  # task -> (worker, ..)
         self._procs: list[subprocess.Popen[bytes]] = []
         self._conns: list[Connection] = []
-        here = str(Path(__file__).resolve().parents[2])  # the folder holding ``common``, for the children's path
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+        env = child_env()
         try:
             for _ in range(max(1, workers)):
                 ours, theirs = socket.socketpair()
