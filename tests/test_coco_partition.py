@@ -3,6 +3,7 @@ stats exactly (``==``). Expected values come from pycocotools, run here on the s
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ from test_coco_stream import by_image, pycocotools_eval, random_case
 
 from common.data.coco_accumulate import summarize
 from common.data.coco_partition import (
+    accumulate_split,
     auto_workers,
     partition_categories,
     scatter,
@@ -73,6 +75,52 @@ def test_worker_processes_sharing_categories_give_pycocotools_stats(workers: int
         assert ev.finish().tolist() == pycocotools_eval(coco, rows, ids).stats.tolist()
         assert ev.accumulate_seconds > 0 and ev.match_seconds > 0
         done += 1
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_accumulating_on_threads_gives_pycocotools_arrays_on_random_data(threads: int) -> None:
+    rng = np.random.default_rng(53 + threads)
+    checked = 0
+    for _ in range(60):
+        coco, rows = random_case(rng, n_cats=(3, 7))
+        ids = sorted(coco.getImgIds())
+        if not len(rows):
+            continue
+        ev = StreamingCocoEval(coco, ids, chunk_rows=40)
+        for part, rows_list in _batches(by_image(rows), ids, 2):
+            ev.add(part, rows_list)
+        precision, recall = accumulate_split(ev.scored(), ev.gt.counted, threads)
+        ref = pycocotools_eval(coco, rows, ids)
+        assert np.array_equal(precision, ref.eval["precision"]) and np.array_equal(recall, ref.eval["recall"])
+        checked += 1
+    assert checked > 40
+
+
+def test_a_worker_accumulating_on_threads_gives_pycocotools_stats() -> None:
+    rng = np.random.default_rng(71)
+    coco, rows = random_case(rng, n_cats=(5, 8))
+    while not len(rows):
+        coco, rows = random_case(rng, n_cats=(5, 8))
+    ids = sorted(coco.getImgIds())
+    ev = ProcessCocoEval(coco, ids, chunk_rows=50, workers=1)
+    ev.accumulate_threads = 3  # as on a machine with cores to spare
+    for part, rows_list in _batches(by_image(rows), ids, 2):
+        ev.add(part, rows_list)
+    assert ev.finish().tolist() == pycocotools_eval(coco, rows, ids).stats.tolist()
+
+
+def test_one_thread_sends_to_every_worker(mini_coco) -> None:
+    ids = mini_coco.image_ids
+    ev = ProcessCocoEval(mini_coco.coco, ids, workers=2)
+    assert ev.workers == 2
+    ev.add(ids[:1], [np.zeros((0, 7))])
+    try:
+        senders = [t for t in threading.enumerate() if t.name == "coco-eval-send"]
+        assert len(senders) == 1
+        ev.finish()
+    finally:
+        ev.close()
+    assert not any(t.name == "coco-eval-send" for t in threading.enumerate())
 
 
 def test_worker_error_is_one_line_with_several_workers(mini_coco) -> None:

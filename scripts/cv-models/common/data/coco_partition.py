@@ -5,28 +5,33 @@ ground truth of its category, and each category's precision and recall come from
 by score, ties in image order). So each worker can be given a share of the categories
 (``partition_categories``) and the ground truth of those alone (``subset_ground_truth``), by which it keeps
 the detections of its categories and drops the rest; it returns its categories' slices of pycocotools'
-precision and recall arrays, which ``scatter`` puts back into the full arrays. Only categories with counted
+precision and recall arrays, which ``scatter`` puts back into the full arrays. The same split, over the
+detections already matched (``subset_scored``), lets one worker accumulate its share on several threads at
+once (``accumulate_split``; NumPy releases the GIL in its array work). Only categories with counted
 ground truth are shared out: every other category's precision and recall are -1 whatever its detections.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import os
 from collections.abc import Sequence
 
 import numpy as np
 
-from common.data.coco_accumulate import IOU_THRS, MAX_DETS, REC_THRS
+from common.data.coco_accumulate import IOU_THRS, MAX_DETS, REC_THRS, Scored, accumulate
 from common.data.coco_stream import GroundTruth
 
 __all__ = [
     "CPUS_PER_WORKER",
     "MAX_WORKERS",
+    "accumulate_split",
     "auto_workers",
     "available_cpus",
     "partition_categories",
     "scatter",
     "subset_ground_truth",
+    "subset_scored",
 ]
 
 MAX_WORKERS = 4  # worker processes at most on an automatic choice
@@ -93,3 +98,33 @@ def scatter(
         precision[:, :, cats] = p
         recall[:, cats] = r
     return precision, recall
+
+
+def subset_scored(s: Scored, cats: np.ndarray, n_cats: int) -> Scored:
+    """The matched detections ``s`` of the category indices ``cats`` (sorted, out of ``n_cats``), renumbered
+    0..len(cats)-1 in that order, in their order in ``s``."""
+    local = np.full(n_cats, -1, np.int64)
+    local[cats] = np.arange(len(cats))
+    keep = np.flatnonzero(local[s.cat] >= 0) if len(s.cat) else np.zeros(0, np.int64)
+    cand = s.cand[keep]
+    matched = cand >= 0
+    renumbered = np.full(len(keep), -1, np.int64)
+    renumbered[matched] = np.arange(int(matched.sum()))
+    rows = cand[matched]
+    cat = local[s.cat[keep]].astype(s.cat.dtype)
+    return Scored(s.score[keep], cat, s.order[keep], s.area_out[keep], renumbered, s.tp[rows], s.ignored[rows])
+
+
+def accumulate_split(s: Scored, counted: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """``accumulate(s, counted)``, the categories shared out over ``threads`` threads (``partition_categories``)
+    and put back together (``scatter``): the same arrays, sooner where several cores are free."""
+    groups = partition_categories(counted, threads)
+    if threads <= 1 or len(groups) <= 1:
+        return accumulate(s, counted)
+
+    def one(cats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (cats, *accumulate(subset_scored(s, cats, len(counted)), counted[cats]))
+
+    with cf.ThreadPoolExecutor(len(groups), thread_name_prefix="coco-accumulate") as pool:
+        parts = list(pool.map(one, groups))
+    return scatter(len(counted), counted.shape[1], parts)

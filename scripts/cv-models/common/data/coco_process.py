@@ -2,13 +2,14 @@
 
 ``ProcessCocoEval`` starts one or more ``python -m common.data.coco_process`` workers (fresh interpreters,
 never forks of a process holding inference threads), each owning a share of the categories
-(``common.data.coco_partition``), and sends each the indexed ground truth of its categories. ``add`` sends
-each worker one message per batch: the image ids, each image's row count and all rows as one [N, 7] array;
-a worker keeps the rows of its categories. The workers match as the batches come (``StreamingCocoEval``)
-and at ``finish`` accumulate their categories side by side, returning only their slices of the precision
-and recall arrays; this process puts them together and summarises, so the 12 stats are the streamed
-evaluation's, equal to pycocotools'. A worker error is one line (RuntimeError); if this process dies, the
-workers read the end of their sockets and exit.
+(``common.data.coco_partition``), and sends each the indexed ground truth of its categories. ``add`` hands
+one thread (``_Sender``) one message per batch for every worker: the image ids, each image's row count
+and all rows as one [N, 7] array; a worker keeps the rows of its categories. The workers match as the
+batches come (``StreamingCocoEval``) and at ``finish`` accumulate their categories side by side, each on
+up to ``MAX_ACCUMULATE_THREADS`` threads (its share of the cores), returning only their slices of the
+precision and recall arrays; this process puts them together and summarises, so the 12 stats are the
+streamed evaluation's, equal to pycocotools'. A worker error is one line (RuntimeError); if this process
+dies, the workers read the end of their sockets and exit.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 from common.core.children import child_env
 from common.data.coco_accumulate import summarize
 from common.data.coco_partition import (
+    accumulate_split,
     auto_workers,
     available_cpus,
     partition_categories,
@@ -43,6 +45,7 @@ PROCESS_MIN_IMAGES = 1000  # selections this large match in worker processes on 
 # the workers' CPU priority below this process's (nice): their matching has slack until the last batch, so
 # they never take a core from the loaders or the inference threads that the run waits on
 WORKER_NICE = 10
+MAX_ACCUMULATE_THREADS = 4  # threads a worker accumulates its categories on, at most
 
 
 # glibc malloc (ignored elsewhere): the worker's large NumPy temporaries come from a heap it keeps, not from fresh
@@ -61,7 +64,7 @@ def _lower_priority(pid: int, nice: int) -> None:
 
 
 class _Worker:
-    """One worker process, its connection, and the thread writing the queued messages to it."""
+    """One worker process and its connection (``_Sender`` writes to it)."""
 
     def __init__(self, env: dict[str, str]) -> None:
         ours, theirs = socket.socketpair()
@@ -76,23 +79,20 @@ class _Worker:
         theirs.close()
         _lower_priority(self.proc.pid, WORKER_NICE)
         self.conn = Connection(ours.detach())
-        self.outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self.send_error: Exception | None = None
-        self._sender = threading.Thread(target=self._send_all, name="coco-eval-send", daemon=True)
-        self._sender.start()
 
-    def _send_all(self) -> None:
-        """Write the queued messages to the worker (the socket waits here, never in ``add``)."""
-        while (msg := self.outbox.get()) is not None:
-            if self.send_error is None:
-                try:
-                    if msg[0] == "rows":  # the array's bytes go as they are (a flat byte view: no copy)
-                        self.conn.send(msg[:3])
-                        self.conn.send_bytes(np.ascontiguousarray(msg[3]).reshape(-1).view(np.uint8))
-                    else:
-                        self.conn.send(msg)
-                except Exception as exc:  # raised by the next ``add`` or by ``finish``, never a silent stall
-                    self.send_error = exc
+    def send(self, msg: tuple[Any, ...]) -> None:
+        """Write one message (a send error is kept for the next ``add`` or ``finish``, never a silent stall)."""
+        if self.send_error is not None:
+            return
+        try:
+            if msg[0] == "rows":  # the array's bytes go as they are (a flat byte view: no copy)
+                self.conn.send(msg[:3])
+                self.conn.send_bytes(np.ascontiguousarray(msg[3]).reshape(-1).view(np.uint8))
+            else:
+                self.conn.send(msg)
+        except Exception as exc:
+            self.send_error = exc
 
     def died(self) -> RuntimeError:
         """The error to raise when the worker is gone, or when a message could not be sent to it."""
@@ -103,24 +103,41 @@ class _Worker:
         state = f"exited with code {code}" if code is not None else "closed its connection"
         return RuntimeError(f"the COCO evaluation worker process {state} before returning its result")
 
-    def stop_sending(self) -> None:
-        """Let the sender write what is queued, and end it."""
-        if self._sender.is_alive():
-            self.outbox.put(None)
-            self._sender.join()
-
     def recv(self) -> tuple[Any, ...]:
         try:
             return self.conn.recv()
         except (EOFError, OSError) as exc:
             raise self.died() from exc
 
-    def close(self) -> None:
+    def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        self.stop_sending()  # a send blocked on the worker fails now that it is gone
-        self.conn.close()
+
+
+class _Sender:
+    """One thread writing the queued messages to the workers, in order (the sockets wait here, never in
+    ``add``): one wake-up per batch for all the workers, not one per worker."""
+
+    def __init__(self) -> None:
+        self.outbox: queue.SimpleQueue[tuple[list[_Worker], tuple[Any, ...]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._send_all, name="coco-eval-send", daemon=True)
+        self._thread.start()
+
+    def _send_all(self) -> None:
+        while (item := self.outbox.get()) is not None:
+            targets, msg = item
+            for w in targets:
+                w.send(msg)
+
+    def put(self, targets: list[_Worker], msg: tuple[Any, ...]) -> None:
+        self.outbox.put((targets, msg))
+
+    def stop(self) -> None:
+        """Let the thread write what is queued, and end it."""
+        if self._thread.is_alive():
+            self.outbox.put(None)
+            self._thread.join()
 
 
 class ProcessCocoEval:
@@ -145,8 +162,11 @@ class ProcessCocoEval:
         self.start_seconds = 0.0  # from starting the workers to the last one ready to match (known at ``finish``)
         self.num_detections = 0
         self._chunk_rows = chunk_rows
+        # threads each worker accumulates on after the last batch, when the run no longer needs the cores
+        self.accumulate_threads = max(1, min(MAX_ACCUMULATE_THREADS, available_cpus() // self.workers))
         self._t0 = 0.0
         self._workers: list[_Worker] = []
+        self._sender: _Sender | None = None
 
     def start(self) -> None:
         """Start the worker processes and send each the ground truth of its categories (once)."""
@@ -154,9 +174,11 @@ class ProcessCocoEval:
             return
         self._t0 = time.time()
         env = child_env(WORKER_MALLOC_ENV)
+        self._sender = _Sender()
         self._workers = [_Worker(env) for _ in self.groups]
         for w, cats in zip(self._workers, self.groups, strict=True):
-            w.outbox.put(("gt", subset_ground_truth(self.gt, cats), self._chunk_rows))
+            gt = subset_ground_truth(self.gt, cats)
+            self._sender.put([w], ("gt", gt, self._chunk_rows, self.accumulate_threads))
 
     def add(self, image_ids: Sequence[int], rows_per_image: Sequence[np.ndarray]) -> None:
         """Hand a batch to the workers: one message with every image's rows in one array, the same to each
@@ -170,9 +192,8 @@ class ProcessCocoEval:
         for w in self._workers:
             if w.send_error is not None:
                 raise w.died() from w.send_error
-        ids = np.asarray(image_ids, np.int64)
-        for w in self._workers:
-            w.outbox.put(("rows", ids, counts, rows))
+        assert self._sender is not None
+        self._sender.put(self._workers, ("rows", np.asarray(image_ids, np.int64), counts, rows))
         self.feed_seconds += time.perf_counter() - t0
         self.feed_cpu_seconds += time.thread_time() - c0
 
@@ -190,12 +211,12 @@ class ProcessCocoEval:
         """Wait for the workers' matching and accumulation of everything added: pycocotools' precision
         [T, R, K, A, M] and recall [T, K, A, M]."""
         self.start()
-        for w in self._workers:
-            w.outbox.put(("finish",))
+        assert self._sender is not None
+        self._sender.put(self._workers, ("finish",))
         try:
+            self._sender.stop()
             parts = []
             for w, cats in zip(self._workers, self.groups, strict=True):
-                w.stop_sending()
                 if w.send_error is not None:
                     raise w.died() from w.send_error
                 _, precision, recall, match_s, accumulate_s = self._result(w)
@@ -213,7 +234,11 @@ class ProcessCocoEval:
     def close(self) -> None:
         """Stop the workers (after ``finish``, or without a result when the run failed)."""
         for w in self._workers:
-            w.close()
+            w.kill()
+        if self._sender is not None:
+            self._sender.stop()  # a send blocked on a worker fails now that it is gone
+        for w in self._workers:
+            w.conn.close()
 
 
 def _reader(conn: Connection, inbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
@@ -228,18 +253,19 @@ def _reader(conn: Connection, inbox: queue.SimpleQueue[tuple[Any, ...] | None]) 
         inbox.put(None)
 
 
-def _finished(ev: StreamingCocoEval) -> tuple[Any, ...]:
-    """The worker's reply to ``finish``: its categories' precision and recall, its matching and accumulation seconds."""
+def _finished(ev: StreamingCocoEval, threads: int) -> tuple[Any, ...]:
+    """The worker's reply to ``finish``: its categories' precision and recall (accumulated on ``threads``
+    threads), its matching and accumulation seconds."""
     ev.flush()
     t0 = time.perf_counter()
-    precision, recall = ev.precision_recall()
+    precision, recall = accumulate_split(ev.scored(), ev.gt.counted, threads)
     return ("done", precision, recall, ev.match_seconds, time.perf_counter() - t0)
 
 
 def _serve(conn: Connection) -> None:
     """The worker: match each batch as it comes; at ``finish``, reply ``_finished`` or an error."""
     sys.setswitchinterval(0.001)  # the reader gets the GIL back soon while the matching holds it
-    _, gt, chunk_rows = conn.recv()
+    _, gt, chunk_rows, threads = conn.recv()
     ev = StreamingCocoEval.from_ground_truth(gt, chunk_rows) if isinstance(gt, GroundTruth) else None
     conn.send(("ready", time.time()))
     inbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
@@ -247,7 +273,7 @@ def _serve(conn: Connection) -> None:
     error = None if ev is not None else "the ground truth message is not a GroundTruth"
     while (msg := inbox.get()) is not None:
         if msg[0] == "finish":
-            conn.send(("error", error) if error or ev is None else _finished(ev))
+            conn.send(("error", error) if error or ev is None else _finished(ev, threads))
             return
         if error is not None or ev is None or not len(msg[2]):
             continue

@@ -524,9 +524,10 @@ def _coco_feed(dataset: CocoDataset, engine: str | None, sequential: bool) -> It
 
 def _coco_timings(feed: CocoFeed | None) -> dict[str, Any]:
     """The streamed matching's record: where it ran (``process``, ``thread``, ``inline``; None: not streamed),
-    its seconds (mostly during the run; the workers' together), and for worker processes how many ran, this
-    process's seconds handing batches over, the workers' start to ready (during the warm-up) and the slowest
-    worker's accumulation (after the last batch, the workers side by side)."""
+        its seconds (mostly during the run; the workers' together), and for worker processes how many ran, this
+        process's seconds handing batches over, the workers' start to ready (during the warm-up) and the slowest
+        worker's accumulation (after the last batch, the workers side by side, each on ``accumulate_threads``
+    threads)."""
     kinds = {ProcessCocoEval: "process", BackgroundCocoEval: "thread", StreamingCocoEval: "inline"}
     return {
         "coco_eval_match_s": feed.match_seconds if feed is not None else None,
@@ -535,6 +536,7 @@ def _coco_timings(feed: CocoFeed | None) -> dict[str, Any]:
         "coco_eval_worker_start_s": getattr(feed, "start_seconds", None),
         "coco_eval_workers": getattr(feed, "workers", None),
         "coco_eval_worker_accumulate_s": getattr(feed, "accumulate_seconds", None),
+        "coco_eval_accumulate_threads": getattr(feed, "accumulate_threads", None),
     }
 
 
