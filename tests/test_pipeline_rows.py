@@ -104,3 +104,48 @@ def test_coco_eval_leaves_the_results_it_is_given_as_they_were(mini_coco) -> Non
     for engine in ["stream", "pycocotools"] + (["faster-coco-eval"] if faster_coco_eval_available() else []):
         evaluate_bbox(mini_coco.coco, given, mini_coco.image_ids, engine)
         assert given == result.detections[:50], engine
+
+
+class _Feed:
+    def __init__(self) -> None:
+        self.added: list[tuple[list[int], list[np.ndarray]]] = []
+
+    def add(self, image_ids, rows) -> None:
+        self.added.append((list(image_ids), list(rows)))
+
+
+@pytest.mark.parametrize("group", [1, 2, 16])
+def test_small_batches_of_gpu_rows_post_processed_together_give_each_image_its_rows(group, monkeypatch) -> None:
+    """Batches of final rows held back and post-processed ``group`` images at a time (``POST_GROUP_IMAGES``)
+    give every image the rows it gets alone, once, in the batches' order; ``post_s`` keeps one entry per batch."""
+    from common.data.loading import InlineExecutor
+    from common.eval import pipeline
+    from common.eval.options import EvalOptions
+
+    metas, table, dets = _case(4)
+    calls = []
+
+    def counted(*args):
+        calls.append(len(args[0]))
+        return _postprocess(*args)
+
+    monkeypatch.setattr(pipeline, "POST_GROUP_IMAGES", group)
+    monkeypatch.setattr(pipeline, "_postprocess", counted)
+    ds = SimpleNamespace(class_to_category=table)
+    bar = SimpleNamespace(update=lambda n: None)
+    stages = pipeline._Stages(ds, [], 640, EvalOptions(), None, InlineExecutor(), 8, bar)
+    stages.coco = feed = _Feed()
+    for j in range(len(metas)):  # one image per batch; rows sized for a larger batch, as a lane may return them
+        rows = np.concatenate([dets.rows[j : j + 1], np.full((2, *dets.rows.shape[1:]), 7.0, np.float32)])
+        stages.finish([metas[j]], [GpuDetections(rows, np.array([dets.counts[j], 9, 9], np.int32))], 0.0)
+    stages.collect(limit=0)
+    assert sum(calls) == len(metas) and len(calls) == -(-len(metas) // group)
+    assert len(stages.post_s) == len(metas)
+    assert [i for ids, _ in feed.added for i in ids] == [m[0] for m in metas]
+    fed = [r.tolist() for _, rows in feed.added for r in rows]
+    for j, (image_id, meta) in enumerate(metas):
+        r = dets.rows[j, : dets.counts[j]]
+        want = _reference_rows(image_id, r[:, :4], r[:, 4], r[:, 5].astype(np.int64), meta, table)
+        assert fed[j] == want, f"image {j}"
+        if image_id != 100:  # the id given twice keeps its last rows in per_image
+            assert stages.per_image[image_id].tolist() == want

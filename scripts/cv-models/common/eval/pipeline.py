@@ -126,6 +126,9 @@ def _make_batch(items: list[LoadedImage], mode: str, size: int, decode: str = "c
 
 CocoFeed = StreamingCocoEval | BackgroundCocoEval | ProcessCocoEval  # where the streamed matching runs
 LOAD_CHUNK = 4  # images per loader task, at least (``load_window``)
+# GPU post-processing's final rows of smaller batches are turned into COCO rows this many images at a time
+# (``_Stages.finish``): the same rows, a fraction of the per-call host cost at batch 1
+POST_GROUP_IMAGES = 16
 LANE_TIMING = "gpu-lane-events: per batch, CUDA events on its lane around H2D + compute (+ GPU post) + D2H"
 LANE_TIMING_OVERLAP = LANE_TIMING + "; lanes overlapping on the GPU (--gpu-order overlap): includes other lanes' work"
 LANE_TIMING_LONE = (
@@ -341,7 +344,10 @@ class _Stages:
         self._loading = 0  # images in ``_pending``
         self._ready: deque[LoadedImage] = deque()
         self.chunk = chunk_size(window, opts.workers)
-        self._in_post: deque[tuple[list[int], cf.Future[tuple[list[np.ndarray], float]]]] = deque()
+        # (image ids, batches, post-processing of them)
+        self._in_post: deque[tuple[list[int], int, cf.Future[tuple[list[np.ndarray], float]]]] = deque()
+        self._grouped: list[tuple[list[tuple[int, LetterboxMeta]], GpuDetections]] = []  # not yet post-processed
+        self._grouped_images = 0
         self.per_image: dict[int, np.ndarray] = {}
         self.coco: CocoFeed | None = None  # fed each batch's rows as they are gathered
         self.pre_s: list[float] = []
@@ -370,33 +376,60 @@ class _Stages:
         return batch, [(it.image_id, it.meta) for it in items]
 
     def finish(self, metas: list[tuple[int, LetterboxMeta]], outputs: list[np.ndarray], t0: float) -> None:
-        """A batch came back from the backend: time it, check the layout once, post-process it."""
+        """A batch came back from the backend: time it, check the layout once, post-process it (final rows
+        of GPU post-processing: ``POST_GROUP_IMAGES`` images at a time)."""
         self.infer_s.append(time.perf_counter() - t0)
-        if not isinstance(outputs[0], GpuDetections):
+        if isinstance(outputs[0], GpuDetections):  # the layout was fixed (and checked) when it was enabled
+            self._grouped.append((metas, outputs[0]))
+            self._grouped_images += len(metas)
+            if self._grouped_images >= POST_GROUP_IMAGES:
+                self.flush_group()
+        else:
             outputs = [outputs[self.head]]  # the detection head (``find_head``) of the model's outputs
-        if isinstance(outputs[0], GpuDetections):
-            pass  # the layout was fixed (and checked) when GPU post-processing was enabled
-        elif self.layout is None:
-            self.layout = detect_layout(outputs[0].shape)
-        elif not self._checked:
-            check_layout(self.layout, outputs[0].shape)
-        self._checked = True
-        args = (metas, outputs, self.layout, (self.size, self.size), self.dataset, self.opts.post)
-        self._in_post.append(([m[0] for m in metas], self.posters.submit(_postprocess, *args)))
+            if self.layout is None:
+                self.layout = detect_layout(outputs[0].shape)
+            elif not self._checked:
+                check_layout(self.layout, outputs[0].shape)
+            self._checked = True
+            self._post(metas, outputs, 1)
         self.collect(limit=2 * max(1, self.opts.post_workers))
         self.bar.update(len(metas))
 
+    def _post(self, metas: list[tuple[int, LetterboxMeta]], outputs: list[Any], batches: int) -> None:
+        args = (metas, outputs, self.layout, (self.size, self.size), self.dataset, self.opts.post)
+        self._in_post.append(([m[0] for m in metas], batches, self.posters.submit(_postprocess, *args)))
+
+    def flush_group(self) -> None:
+        """Post-process the batches of final rows held back so far, as one."""
+        if not self._grouped:
+            return
+        if len(self._grouped) == 1:
+            (metas, dets), batches = self._grouped[0], 1
+        else:
+            metas = [m for part, _ in self._grouped for m in part]
+            dets = GpuDetections(
+                np.concatenate([d.rows[: len(m)] for m, d in self._grouped]),
+                np.concatenate([d.counts[: len(m)] for m, d in self._grouped]),
+            )
+            batches = len(self._grouped)
+        self._grouped, self._grouped_images = [], 0
+        self._post(metas, [dets], batches)
+
     def collect(self, limit: int) -> None:
-        """Gather post-processed rows until at most ``limit`` batches are still in post-processing."""
+        """Gather post-processed rows until at most ``limit`` posts are still running (``limit`` 0: every
+        batch, those held back for a group too)."""
+        if limit == 0:
+            self.flush_group()
         while len(self._in_post) > limit:
-            image_ids, fut = self._in_post.popleft()
+            image_ids, batches, fut = self._in_post.popleft()
             rows, seconds = fut.result()
-            self.post_s.append(seconds)
+            self.post_s.extend([seconds / batches] * batches)  # per batch, as the backend ran them
             self.per_image.update(zip(image_ids, rows, strict=True))
             if self.coco is not None:
                 self.coco.add(image_ids, rows)
 
     def cancel(self) -> None:
+        self._grouped, self._grouped_images = [], 0
         for _, f in self._pending:
             f.cancel()
 
