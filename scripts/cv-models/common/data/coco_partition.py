@@ -105,7 +105,7 @@ def subset_scored(s: Scored, cats: np.ndarray, n_cats: int) -> Scored:
     0..len(cats)-1 in that order, in their order in ``s``."""
     local = np.full(n_cats, -1, np.int64)
     local[cats] = np.arange(len(cats))
-    keep = np.flatnonzero(local[s.cat] >= 0) if len(s.cat) else np.zeros(0, np.int64)
+    keep = np.flatnonzero(local[s.cat] >= 0)
     cand = s.cand[keep]
     matched = cand >= 0
     renumbered = np.full(len(keep), -1, np.int64)
