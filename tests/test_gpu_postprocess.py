@@ -450,3 +450,57 @@ def test_gpu_buffers_grow_only_and_a_smaller_batch_runs_in_a_bigger_plan(runner)
     for g, w in zip(got, want, strict=True):
         assert_same(g, w)
     assert_same(got2[0], want[0])
+
+
+def _same_source_launches(begin_capture_error: Exception | None = None):
+    """Four batches of different outputs through one source buffer and one GpuPostprocessor (host doubles);
+    each batch's detections beside NumPy's decode of it, and the doubles."""
+    import trt_double as D
+    from post_double import FakePostprocessKernels
+
+    from common.throughput.gpu_postprocess import GpuPostprocessor
+
+    mem = D.FakeCudaMemory()
+    mem.begin_capture_error = begin_capture_error
+    kernels = FakePostprocessKernels(mem)
+    post, stream = GpuPostprocessor(mem, kernels), mem.stream()
+    rng = np.random.default_rng(23)
+    shape = (2, 84, 8400)
+    dev, host = mem.device_buffer(4 * np.prod(shape)), mem.pinned_buffer(4 * np.prod(shape))
+    post.prepare("raw84", 2, shape[1:], (640, 640), OPTS, np.float32)
+    pairs = []
+    try:
+        for _ in range(4):
+            outs = np.zeros(shape, np.float32)
+            outs[:, :2] = rng.uniform(0, 640, (2, 2, 8400))
+            outs[:, 2:4] = outs[:, :2] + rng.uniform(2, 60, (2, 2, 8400))
+            outs[:, 4:] = rng.uniform(0, 0.05, (2, 80, 8400))
+            host.view(np.float32, shape)[...] = outs
+            mem.copy_htod_async(dev.ptr, host.ptr, outs.nbytes, stream)
+            got = post.run(dev.ptr, stream, 2).detections()
+            pairs.append((got, [decode(o, "raw84", (640, 640), OPTS) for o in outs]))
+    finally:
+        post.close()
+        dev.free()
+        host.free()
+    return pairs, mem, kernels, post
+
+
+def test_repeated_launches_replay_one_captured_graph_with_each_batchs_detections() -> None:
+    pairs, mem, kernels, post = _same_source_launches()
+    for got, want in pairs:
+        for g, w in zip(got, want, strict=True):
+            assert_same(g, w)
+    assert mem.captures == 1 and mem.graph_launches == 3  # the second launch captured, then every one replayed
+    assert kernels.launches.count("greedy_nms") == 2  # the first launch, and the one captured
+    assert post.graph_fallback is None
+
+
+def test_a_failed_capture_leaves_plain_launches_with_the_same_detections() -> None:
+    pairs, mem, kernels, post = _same_source_launches(RuntimeError("capture refused"))
+    for got, want in pairs:
+        for g, w in zip(got, want, strict=True):
+            assert_same(g, w)
+    assert mem.captures == 0 and mem.graph_launches == 0
+    assert kernels.launches.count("greedy_nms") == 4
+    assert "capture refused" in (post.graph_fallback or "")
