@@ -322,11 +322,6 @@ class GpuPostprocessor:
     + one D2H copy, all on the caller's stream) and, once that stream is synchronised, ``collect``;
     ``run`` does the three. One object per stream: its buffers are reused by the next ``launch``.
     ``mem`` is a ``common.gpu.cuda_mem.MemoryLayer``; ``kernels`` a shared ``postprocess_kernels()``.
-
-    The second ``launch`` of the same source and batch size captures its kernels and copy into a CUDA graph
-    (the capturing thread's mode: other threads' lanes go on), and every later one launches that graph: one
-    host call instead of six, where the per-call host cost is the wall at batch 1. Where a capture fails,
-    the launches stay plain from then on (``graph_fallback`` says why).
     """
 
     def __init__(self, mem: Any = None, kernels: Any = None, device: int = 0) -> None:
@@ -341,9 +336,6 @@ class GpuPostprocessor:
         self._anchors_for: tuple[tuple[int, int], int] | None = None
         self._anchors_dirty = False
         self._launched = 0
-        self._graphs: dict[tuple[int, int], Any] = {}  # (source pointer, batch) -> captured graph
-        self._seen: set[tuple[int, int]] = set()  # launched once, plainly
-        self.graph_fallback: str | None = None
 
     def _grow(self, name: str, nbytes: int, pinned: bool = False) -> Any:
         buf = self._bufs.get(name)
@@ -366,7 +358,6 @@ class GpuPostprocessor:
         """Size the buffers for outputs ``[batch, *dims]`` (grow-only). Call it while no launch of this
         object is in flight: a buffer that grows is freed and allocated again."""
         plan = plan_postprocess(layout, batch, dims, input_hw, opts, dtype)
-        self._drop_graphs()  # captured with this plan's buffers and arguments
         b, a = plan.batch, plan.anchors
         self._grow("out", plan.out_bytes(b))
         self._grow("host", plan.out_bytes(b), pinned=True)
@@ -395,45 +386,6 @@ class GpuPostprocessor:
         b = plan.batch if batch is None else int(batch)
         if not 1 <= b <= plan.batch:
             raise ValueError(f"batch {b} outside 1..{plan.batch} (prepared)")
-        key = (int(src), b)
-        graph = self._graphs.get(key)
-        if graph is None and key in self._seen and self.graph_fallback is None:
-            graph = self._capture(key, src, stream, b)
-        if graph is not None:
-            graph.launch(stream)
-        else:
-            self._enqueue(src, stream, b)
-            self._seen.add(key)
-        self._launched = b
-
-    def _capture(self, key: tuple[int, int], src: int, stream: Any, b: int) -> Any:
-        """The kernels and the copy of ``b`` outputs at ``src`` as a CUDA graph (kept until ``prepare`` or
-        ``close``); None, and plain launches from now on, where the capture fails."""
-        graph = None
-        try:
-            self.mem.begin_capture(stream)
-            try:
-                self._enqueue(src, stream, b)
-            finally:
-                graph = self.mem.end_capture(stream)
-        except Exception as exc:  # the launches that follow are plain ones, the same work
-            if graph is not None:
-                graph.close()
-            self.graph_fallback = f"{type(exc).__name__}: {exc}"[:300]
-            return None
-        self._graphs[key] = graph
-        return graph
-
-    def _drop_graphs(self) -> None:
-        for graph in self._graphs.values():
-            graph.close()
-        self._graphs.clear()
-        self._seen.clear()
-
-    def _enqueue(self, src: int, stream: Any, b: int) -> None:
-        """The kernels and the D2H copy of ``b`` outputs at ``src`` on ``stream``."""
-        plan = self.plan
-        assert plan is not None
         c_ = ctypes
         vp, ci, cf = c_.c_void_p, c_.c_int, c_.c_float
         k, h = self.kernels, stream.handle
@@ -502,6 +454,7 @@ class GpuPostprocessor:
             types = (vp, ci, ci, ci, ci, vp, vp, vp, vp, vp, ci, ci, cf, c_.c_double, vp, vp)
             k.launch("greedy_nms", (b,), (NMS_THREADS,), args, types, h)
         self.mem.copy_dtoh_async(self._bufs["host"].ptr, out, plan.out_bytes(b), stream)
+        self._launched = b
 
     def collect(self) -> GpuDetections:
         """The last launch's results (call after its stream is synchronised); copies out of pinned memory."""
@@ -521,7 +474,6 @@ class GpuPostprocessor:
         return self.collect()
 
     def close(self) -> None:
-        self._drop_graphs()
         for buf in self._bufs.values():
             buf.free()
         self._bufs.clear()
