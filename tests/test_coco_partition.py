@@ -40,9 +40,17 @@ def _shared_out(coco: Any, rows: np.ndarray, ids: list[int], order: list[int], w
     return scatter(len(gt.cat_ids), gt.counted.shape[1], parts)
 
 
-@pytest.mark.parametrize("workers", [2, 3])
-def test_categories_shared_out_give_pycocotools_arrays_on_random_data(workers: int) -> None:
-    rng = np.random.default_rng(31 + workers)
+def _threaded(coco: Any, rows: np.ndarray, ids: list[int], order: list[int], threads: int) -> tuple[np.ndarray, ...]:
+    """One StreamingCocoEval fed every row, accumulated with its categories shared out over ``threads`` threads."""
+    ev = StreamingCocoEval(coco, ids, chunk_rows=40)
+    for part, rows_list in _batches(by_image(rows), order, 2):
+        ev.add(part, rows_list)
+    return accumulate_split(ev.scored(), ev.gt.counted, threads)
+
+
+@pytest.mark.parametrize(("split", "parts"), [(_shared_out, 2), (_shared_out, 3), (_threaded, 2), (_threaded, 3)])
+def test_categories_shared_out_give_pycocotools_arrays_on_random_data(split, parts: int) -> None:
+    rng = np.random.default_rng(31 + parts)
     checked = 0
     for _ in range(60):
         coco, rows = random_case(rng, n_cats=(3, 7))
@@ -51,7 +59,7 @@ def test_categories_shared_out_give_pycocotools_arrays_on_random_data(workers: i
         if not len(rows):
             continue
         ref = pycocotools_eval(coco, rows, ids)
-        precision, recall = _shared_out(coco, rows, ids, list(rng.permutation([*all_ids, 5000])), workers)
+        precision, recall = split(coco, rows, ids, list(rng.permutation([*all_ids, 5000])), parts)
         assert np.array_equal(precision, ref.eval["precision"]) and np.array_equal(recall, ref.eval["recall"])
         assert summarize(precision, recall).tolist() == ref.stats.tolist()
         checked += 1
@@ -75,25 +83,6 @@ def test_worker_processes_sharing_categories_give_pycocotools_stats(workers: int
         assert ev.finish().tolist() == pycocotools_eval(coco, rows, ids).stats.tolist()
         assert ev.accumulate_seconds > 0 and ev.match_seconds > 0
         done += 1
-
-
-@pytest.mark.parametrize("threads", [2, 3])
-def test_accumulating_on_threads_gives_pycocotools_arrays_on_random_data(threads: int) -> None:
-    rng = np.random.default_rng(53 + threads)
-    checked = 0
-    for _ in range(60):
-        coco, rows = random_case(rng, n_cats=(3, 7))
-        ids = sorted(coco.getImgIds())
-        if not len(rows):
-            continue
-        ev = StreamingCocoEval(coco, ids, chunk_rows=40)
-        for part, rows_list in _batches(by_image(rows), ids, 2):
-            ev.add(part, rows_list)
-        precision, recall = accumulate_split(ev.scored(), ev.gt.counted, threads)
-        ref = pycocotools_eval(coco, rows, ids)
-        assert np.array_equal(precision, ref.eval["precision"]) and np.array_equal(recall, ref.eval["recall"])
-        checked += 1
-    assert checked > 40
 
 
 def test_a_worker_accumulating_on_threads_gives_pycocotools_stats() -> None:
