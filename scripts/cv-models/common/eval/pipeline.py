@@ -383,7 +383,7 @@ class _Stages:
             self._grouped.append((metas, outputs[0]))
             self._grouped_images += len(metas)
             if self._grouped_images >= POST_GROUP_IMAGES:
-                self.flush_group()
+                self._flush_group()
         else:
             outputs = [outputs[self.head]]  # the detection head (``find_head``) of the model's outputs
             if self.layout is None:
@@ -399,7 +399,7 @@ class _Stages:
         args = (metas, outputs, self.layout, (self.size, self.size), self.dataset, self.opts.post)
         self._in_post.append(([m[0] for m in metas], batches, self.posters.submit(_postprocess, *args)))
 
-    def flush_group(self) -> None:
+    def _flush_group(self) -> None:
         """Post-process the batches of final rows held back so far, as one."""
         if not self._grouped:
             return
@@ -419,7 +419,7 @@ class _Stages:
         """Gather post-processed rows until at most ``limit`` posts are still running (``limit`` 0: every
         batch, those held back for a group too)."""
         if limit == 0:
-            self.flush_group()
+            self._flush_group()
         while len(self._in_post) > limit:
             image_ids, batches, fut = self._in_post.popleft()
             rows, seconds = fut.result()
@@ -557,9 +557,9 @@ def _coco_feed(dataset: CocoDataset, engine: str | None, sequential: bool) -> It
 
 def _coco_timings(feed: CocoFeed | None) -> dict[str, Any]:
     """The streamed matching's record: where it ran (``process``, ``thread``, ``inline``; None: not streamed),
-        its seconds (mostly during the run; the workers' together), and for worker processes how many ran, this
-        process's seconds handing batches over, the workers' start to ready (during the warm-up) and the slowest
-        worker's accumulation (after the last batch, the workers side by side, each on ``accumulate_threads``
+    its seconds (mostly during the run; the workers' together), and for worker processes how many ran, this
+    process's seconds handing batches over, the workers' start to ready (during the warm-up) and the slowest
+    worker's accumulation (after the last batch, the workers side by side, each on ``accumulate_threads``
     threads)."""
     kinds = {ProcessCocoEval: "process", BackgroundCocoEval: "thread", StreamingCocoEval: "inline"}
     return {
