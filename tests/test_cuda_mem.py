@@ -44,6 +44,31 @@ def test_host_view_bounds():
         _host_view(ctypes.addressof(buf), 16, np.dtype(np.float32), (5,))
 
 
+def test_a_blocking_event_is_created_with_cudas_blocking_sync_flag(monkeypatch):
+    """``event(blocking=True)`` asks CUDA for cudaEventBlockingSync (its synchronize sleeps), the default event
+    for cudaEventDefault (CUDA spins while the process has fewer contexts than cores). The flags are
+    cuda.bindings' own constants; the call is recorded instead of made (no device here)."""
+    from common.gpu import cuda_mem
+
+    made: list[int] = []
+
+    class Runtime:
+        cudaError_t = runtime.cudaError_t
+        cudaEventDefault = runtime.cudaEventDefault
+        cudaEventBlockingSync = runtime.cudaEventBlockingSync
+
+        @staticmethod
+        def cudaEventCreateWithFlags(flags):
+            made.append(int(flags))
+            return runtime.cudaError_t.cudaSuccess, object()
+
+    monkeypatch.setattr(cuda_mem, "_runtime", lambda: Runtime)
+    cuda_mem.Event()
+    cuda_mem.Event(blocking=True)
+    assert made == [int(runtime.cudaEventDefault), int(runtime.cudaEventBlockingSync)]
+    assert int(runtime.cudaEventBlockingSync) != int(runtime.cudaEventDefault)
+
+
 gpu = pytest.mark.skipif(cuda_device_count() == 0, reason="no CUDA device")
 
 

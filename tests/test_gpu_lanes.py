@@ -20,7 +20,7 @@ class ClockMemory(D.FakeCudaMemory):
         super().__init__()
         self.clock: dict[int, float] = {}
 
-    def event(self) -> ClockEvent:
+    def event(self, blocking: bool = False) -> ClockEvent:
         return ClockEvent(self)
 
     def work(self, stream: object, ms: float) -> None:
@@ -94,7 +94,7 @@ class OneGpuMemory(ClockMemory):
         handle = stream.handle  # type: ignore[attr-defined]
         self.enqueue(handle, lambda: self.clock.__setitem__(0, self.clock.get(0, 0.0) + ms))
 
-    def event(self) -> ClockEvent:
+    def event(self, blocking: bool = False) -> ClockEvent:
         return _SharedClockEvent(self)
 
 
@@ -360,6 +360,44 @@ def test_host_work_is_prepared_before_the_lanes_turn_on_the_gpu() -> None:
         ("enqueue", True, ("staged", 8)),
     ]
     pool.close()
+
+
+def test_overlapped_lanes_time_the_upload_and_the_work_as_one_span() -> None:
+    """In the overlapped order nothing waits between a batch's upload and its work: one pair of events
+    spans both (the upload's own pair is not recorded), and the batch's GPU time still holds its upload."""
+    mem = ClockMemory()
+    order: list[str] = []
+
+    def prepare(lane: Lane, batch: int) -> Staged:
+        def upload(stream: object) -> None:
+            order.append("upload")
+            mem.work(stream, 0.25)
+
+        return Staged(batch, upload)
+
+    def enqueue(lane: Lane, item: int):
+        order.append("enqueue")
+        mem.work(lane.stream, 1.0)
+        return lambda: item
+
+    pool = LanePool([Lane(mem)], enqueue, overlap=True, prepare=prepare)
+    assert pool.wait(pool.submit(3)) == 3
+    lane = pool.lanes[0]
+    assert pool.gpu_ms == [1.25] and order == ["upload", "enqueue"]
+    assert lane.up_start.t is None and lane.up_end.t is None
+    assert (lane.start.t, lane.end.t) == (0.0, 1.25)
+    pool.close()
+
+
+def test_lane_threads_sleep_on_their_batch_unless_told_to_spin() -> None:
+    """A lane's thread waits on its end event: a blocking-sync event by default (the thread sleeps and its
+    core goes to the loaders), a spinning one with ``spin_wait``; the timing events stay default events."""
+    mem = D.FakeCudaMemory()
+    sleeping, spinning = Lane(mem), Lane(mem, spin_wait=True)
+    assert sleeping.end.blocking is True and spinning.end.blocking is False
+    assert not any(e.blocking for lane in (sleeping, spinning) for e in (lane.start, lane.up_start, lane.up_end))
+    for lane in (sleeping, spinning):
+        lane.close()
 
 
 @pytest.mark.parametrize(

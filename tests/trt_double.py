@@ -949,8 +949,8 @@ class _FakeStream:
 
 
 class _FakeEvent:
-    def __init__(self, mem: FakeCudaMemory) -> None:
-        self._mem = mem
+    def __init__(self, mem: FakeCudaMemory, blocking: bool = False) -> None:
+        self._mem, self.blocking = mem, blocking
         self.t: float | None = None
 
     def record(self, stream: _FakeStream) -> None:
@@ -1014,8 +1014,8 @@ class FakeCudaMemory:
     def stream(self) -> _FakeStream:
         return _FakeStream(self)
 
-    def event(self) -> _FakeEvent:
-        return _FakeEvent(self)
+    def event(self, blocking: bool = False) -> _FakeEvent:
+        return _FakeEvent(self, blocking)
 
     def elapsed_ms(self, start: _FakeEvent, end: _FakeEvent) -> float:
         assert start.t is not None and end.t is not None, "double: event not recorded"

@@ -455,9 +455,10 @@ def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images
 
 
 # (b) variants on a GPU, in order (the first is the one we recommend): name -> (lanes, --preprocess,
-# --gpu-order[+nograph]); lanes 0 = a plain ORT CUDA session (session.run on host arrays), -1 = --lanes.
+# --gpu-order[+nograph][+spin]); lanes 0 = a plain ORT CUDA session (session.run on host arrays), -1 = --lanes.
 # IO-binding lanes replay a CUDA graph where ORT can capture one (eval-onnx --io-binding's default);
-# "+nograph": per-kernel ORT runs (--provider-option CUDAExecutionProvider:enable_cuda_graph=0).
+# "+nograph": per-kernel ORT runs (--provider-option CUDAExecutionProvider:enable_cuda_graph=0); "+spin":
+# --spin-wait.
 GPU_POST_VARIANTS: dict[str, tuple[int, str, str]] = {
     "ort-cuda-iobinding-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", "auto"),
     "ort-cuda-iobinding-gpu-letterbox-gpu-post-serial": (-1, "gpu-letterbox+gpu-post", "serial"),
@@ -475,6 +476,7 @@ GPU_DECODE_VARIANTS: dict[str, tuple[int, str, str]] = {
 DEFAULTS_VARIANT = "eval-onnx-defaults"
 GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
     DEFAULTS_VARIANT: (-1, DEFAULTS_MODE, "auto"),
+    f"{DEFAULTS_VARIANT}-spin-wait": (-1, DEFAULTS_MODE, "auto+spin"),
     **(GPU_POST_VARIANTS if HAS_GPU_POST else {}),
     **(GPU_NOGRAPH_VARIANTS if HAS_GPU_POST else {}),
     **(GPU_DECODE_VARIANTS if HAS_GPU_POST and HAS_GPU_DECODE else {}),
@@ -502,7 +504,7 @@ def make_backends(
     failed: dict[str, str] = {}
     for name in names:
         n_lanes, prep, order = GPU_VARIANTS[name]
-        order, _, nograph = order.partition("+")
+        order, *extras = order.split("+")
         try:
             if n_lanes == 0:
                 backend: Any = OrtBackend(
@@ -514,7 +516,8 @@ def make_backends(
                     max_batch=batch,
                     lanes=lanes if n_lanes < 0 else n_lanes,
                     gpu_order=order,
-                    graph="off" if nograph else "auto",
+                    graph="off" if "nograph" in extras else "auto",
+                    spin_wait="spin" in extras,
                 )
                 enable_mode(backend, prep)
             out[name] = (backend, prep)

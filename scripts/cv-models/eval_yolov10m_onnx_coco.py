@@ -12,7 +12,15 @@ from typing import Any
 import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
 from common.core.cli import add_force_flag, check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
-from common.eval.cli import GPU_ORDER_HELP, add_eval_args, check_onnx_args, eval_config, open_data, run_eval
+from common.eval.cli import (
+    GPU_ORDER_HELP,
+    SPIN_WAIT_HELP,
+    add_eval_args,
+    check_onnx_args,
+    eval_config,
+    open_data,
+    run_eval,
+)
 from common.eval.fast_path import IO_BINDING_MODES, OrtPath, fast_path_record, probe_gpu, resolve_io_binding
 from common.eval.options import GPU_ORDERS, LaneOptions
 from common.ort.options import (
@@ -90,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --io-binding: ORT sessions running batches concurrently, each on its own CUDA stream (default 3)",
     )
     t.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help="with --io-binding: " + GPU_ORDER_HELP)
+    t.add_argument("--spin-wait", action="store_true", help="with --io-binding: " + SPIN_WAIT_HELP)
     t.add_argument(
         "--intra-op-threads",
         type=int,
@@ -115,7 +124,7 @@ def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[
     """IO-binding lanes on the CUDA EP (``common.throughput.ort_lanes``)."""
     from common.throughput.ort_lanes import OrtCudaBackend
 
-    lanes = LaneOptions(args.lanes, args.gpu_order)
+    lanes = LaneOptions(args.lanes, args.gpu_order, spin_wait=args.spin_wait)
     return OrtCudaBackend(
         str(args.onnx_path),
         options,
@@ -125,6 +134,7 @@ def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[
         disable_cpu_fallback=args.disable_cpu_fallback,
         gpu_order=lanes.gpu_order,
         graph="auto",
+        spin_wait=lanes.spin_wait,
     )
 
 

@@ -20,7 +20,15 @@ import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on
 from common.core.cli import make_parser, output_file, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_paths
-from common.eval.cli import GPU_ORDER_HELP, add_eval_args, check_onnx_args, eval_config, open_data, run_eval
+from common.eval.cli import (
+    GPU_ORDER_HELP,
+    SPIN_WAIT_HELP,
+    add_eval_args,
+    check_onnx_args,
+    eval_config,
+    open_data,
+    run_eval,
+)
 from common.eval.options import GPU_ORDERS, LaneOptions
 from common.throughput.trt_lanes import TrtBackend
 from common.trt.api import TrtApi, add_api_args, load_api
@@ -69,23 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
         "the first run to try on a new machine",
     )
     t.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help=GPU_ORDER_HELP)
+    t.add_argument("--spin-wait", action="store_true", help="with --lanes >= 1: " + SPIN_WAIT_HELP)
     return parser
 
 
 def open_backend(
     engine_path: Path,
     api: TrtApi,
-    lanes: int,
-    gpu_order: str,
-    cuda_graph: bool,
+    lanes: LaneOptions,
     verbosity: str,
     runtime_cache: Path | None,
 ) -> TrtRunner | TrtBackend:
-    """``lanes`` 0: one plain runner; otherwise that many runners on lanes."""
-    runner = TrtRunner.open(engine_path, api, cuda_graph=cuda_graph, verbosity=verbosity, runtime_cache=runtime_cache)
-    if lanes == 0:
+    """``lanes.lanes`` 0: one plain runner; otherwise that many runners on lanes."""
+    runner = TrtRunner.open(
+        engine_path, api, cuda_graph=lanes.cuda_graph, verbosity=verbosity, runtime_cache=runtime_cache
+    )
+    if lanes.lanes == 0:
         return runner
-    return TrtBackend(runner, lanes=lanes, gpu_order=gpu_order)
+    return TrtBackend(runner, lanes=lanes.lanes, gpu_order=lanes.gpu_order, spin_wait=lanes.spin_wait)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = eval_config(args)
     if args.onnx_path is not None:
         options_from_args(args)  # the build options' own checks, before the dataset or a build
-    lanes = LaneOptions(args.lanes, args.gpu_order, args.cuda_graph)
+    lanes = LaneOptions(args.lanes, args.gpu_order, args.cuda_graph, args.spin_wait)
     building = args.onnx_path is not None
     model_inputs = {"--onnx-path": args.onnx_path} if building else {"--engine-path": args.engine_path}
     # written by the build (engine, timing cache) or saved after the run (runtime cache)
@@ -126,9 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         engine_path = args.engine_path
         model_path = engine_path
-    backend = open_backend(
-        engine_path, api, lanes.lanes, lanes.gpu_order, lanes.cuda_graph, verbosity, args.runtime_cache
-    )
+    backend = open_backend(engine_path, api, lanes, verbosity, args.runtime_cache)
     try:
         return run_eval(args, config, backend, model_path, dataset, {"trt": extra} if extra else None)
     finally:

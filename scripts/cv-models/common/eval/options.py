@@ -222,11 +222,14 @@ class OutputOptions:
 @dataclass(frozen=True)
 class LaneOptions:
     """Concurrent GPU lanes (execution contexts / sessions, each on its own CUDA stream); ``lanes`` 0: no
-    lanes, one plain runner (one context, one stream, one batch at a time) where the backend has one."""
+    lanes, one plain runner (one context, one stream, one batch at a time) where the backend has one.
+    ``spin_wait``: a lane thread waits for its batch by spinning on a core (as trtexec's ``--useSpinWait``);
+    by default it sleeps until the batch is done."""
 
     lanes: int = 2
     gpu_order: str = "auto"
     cuda_graph: bool = False
+    spin_wait: bool = False
 
     def __post_init__(self) -> None:
         if self.lanes < 0:

@@ -158,7 +158,10 @@ class MemoryLayer(Protocol):
 
     def stream(self) -> StreamLike: ...
 
-    def event(self) -> EventLike: ...
+    def event(self, blocking: bool = False) -> EventLike:
+        """A timing event; ``blocking``: its ``synchronize`` sleeps until the event completes, yielding the core,
+        instead of spinning on it (CUDA's default while a process has fewer contexts than cores)."""
+        ...
 
     def elapsed_ms(self, start: EventLike, end: EventLike) -> float: ...
 
@@ -237,9 +240,10 @@ class Stream:
 
 
 class Event:
-    def __init__(self) -> None:
+    def __init__(self, blocking: bool = False) -> None:
         rt = _runtime()
-        self._obj = check("cudaEventCreateWithFlags", rt.cudaEventCreateWithFlags(rt.cudaEventDefault))
+        flags = rt.cudaEventBlockingSync if blocking else rt.cudaEventDefault
+        self._obj = check("cudaEventCreateWithFlags", rt.cudaEventCreateWithFlags(flags))
 
     def record(self, stream: Stream) -> None:
         check("cudaEventRecord", _runtime().cudaEventRecord(self._obj, stream._obj))
@@ -306,8 +310,8 @@ class CudaMemory:
     def stream(self) -> Stream:
         return Stream()
 
-    def event(self) -> Event:
-        return Event()
+    def event(self, blocking: bool = False) -> Event:
+        return Event(blocking)
 
     def elapsed_ms(self, start: Event, end: Event) -> float:
         return float(check("cudaEventElapsedTime", _runtime().cudaEventElapsedTime(start._obj, end._obj)))

@@ -3,7 +3,8 @@
 - ``HostLease``: owns one pinned host buffer; NumPy views handed out keep it alive.
 - ``Staging``: one grow-only device + pinned buffer pair with ``upload`` / ``download`` on a stream.
 - ``Lane``: a stream, two CUDA events around one batch's own work (H2D + compute [+ GPU
-  post-processing] + D2H) and two around its early upload, plus the backend's per-lane ``worker``.
+  post-processing] + D2H) and, in the serial order, two around its early upload, plus the backend's
+  per-lane ``worker``. A lane's thread sleeps until its batch is done (``spin_wait``: spins).
 - ``LanePool``: lanes with ``submit`` / ``wait``; ``max_in_flight`` = lanes + 1 batches submitted, so
   a free lane always finds the next batch waiting. Each batch's GPU time comes from its own lane's
   events, never from time it spent queued behind other batches. GPU order: serial (default; one batch
@@ -14,7 +15,8 @@ memory, and its H2D copy) and ``enqueue(lane, item) -> collect`` (the rest of th
 ``lane.stream``; ``collect`` reads the results once the stream is done). The pool runs ``prepare`` and the
 upload first, outside the GPU order, then, in the serial order under one lock, makes the lane's stream wait
 for the previous batch's end event, records the start event, ``enqueue``, the end event; then it
-synchronises, times the batch (upload span + main span) and calls ``collect``.
+synchronises, times the batch (upload span + main span) and calls ``collect``. In the overlapped order nothing
+waits between the upload and the rest, so one span covers both.
 
 All CUDA work goes through a ``common.gpu.cuda_mem.MemoryLayer``: ``CudaMemory`` on a GPU,
 ``tests/trt_double.FakeCudaMemory`` (host memory, work done at enqueue) in CI.
@@ -60,16 +62,22 @@ class Staged:
 
 
 class Lane:
-    """A stream, start/end events around a batch's work (and a pair around its early upload), and the
-    backend's ``worker`` for this lane."""
+    """A stream, start/end events around a batch's work (and, in the serial order, a pair around its early
+    upload), and the backend's ``worker`` for this lane."""
 
-    def __init__(self, mem: Any, worker: Any = None, stream: Any = None, owns_stream: bool = True) -> None:
+    def __init__(
+        self, mem: Any, worker: Any = None, stream: Any = None, owns_stream: bool = True, spin_wait: bool = False
+    ) -> None:
         """``stream``: an existing stream (e.g. one a session was created for); closed by ``close`` when
-        ``owns_stream``. Without one the lane makes and owns its own."""
+        ``owns_stream``. Without one the lane makes and owns its own. The lane's thread waits for a batch on its
+        end event: asleep until the batch is done (a blocking-sync event, trtexec's default), or with
+        ``spin_wait`` spinning on a core (CUDA's default for a process with fewer contexts than cores, as
+        trtexec's ``--useSpinWait``); a sleeping lane leaves its core to the loaders and the COCO workers."""
         self.mem, self.worker = mem, worker
         self._owns_stream = owns_stream or stream is None
         self.stream = mem.stream() if stream is None else stream
-        self.start, self.end = mem.event(), mem.event()
+        self.spin_wait = spin_wait
+        self.start, self.end = mem.event(), mem.event(blocking=not spin_wait)
         self.up_start, self.up_end = mem.event(), mem.event()
         self._uploaded = False
 
@@ -88,6 +96,17 @@ class Lane:
             self.up_start.record(self.stream)
             staged.upload(self.stream)
             self.up_end.record(self.stream)
+
+    def begin_with_upload(self, enqueue: Callable[[Lane, Any], Collect], staged: Staged) -> Collect:
+        """Enqueue ``staged``'s upload and its work as one span between the start and end events (the
+        overlapped order, where nothing waits between them): two events a batch, not four."""
+        self._uploaded = False
+        self.start.record(self.stream)
+        if staged.upload is not None:
+            staged.upload(self.stream)
+        collect = enqueue(self, staged.item)
+        self.end.record(self.stream)
+        return collect
 
     def begin(self, enqueue: Callable[[Lane, Any], Collect], batch: Any, after: Any = None) -> Collect:
         """Enqueue one batch between this lane's events; ``after``: an event of another lane that this
@@ -222,9 +241,9 @@ class LanePool:
         t0 = time.perf_counter()
         # host work and the upload, outside the GPU order: the lane (its buffers) is ours alone
         staged = self._prepare(lane, batch) if self._prepare is not None else Staged(batch)
-        lane.upload(staged)
         if self.overlap:
-            return lane.finish(lane.begin(self._enqueue, staged.item), t0)
+            return lane.finish(lane.begin_with_upload(self._enqueue, staged), t0)
+        lane.upload(staged)
         with self._order:  # held while enqueueing only (a synchronous worker, e.g. ORT, holds it to the end)
             collect = lane.begin(self._enqueue, staged.item, after=self._last_end)
             self._last_end = lane.end

@@ -114,7 +114,7 @@ class OrtCudaBackend(LaneBackend):
     CUDA graph (module docstring): the CUDA EP option ``enable_cuda_graph`` ``"1"`` (``--cuda-graph``) insists
     on graph lanes (UserError when ORT can't capture), ``"0"`` refuses them; unset, ``graph`` decides:
     ``auto`` tries graph lanes and falls back to per-kernel lanes when ORT can't capture (``cuda_graph_fallback``
-    says why), ``off`` never tries."""
+    says why), ``off`` never tries. ``spin_wait``: ``common.throughput.lanes.Lane``'s."""
 
     cuda_graph = False
     cuda_graph_fallback: str | None = None
@@ -133,6 +133,7 @@ class OrtCudaBackend(LaneBackend):
         post_kernels: Callable[[], Any] | None = None,
         gpu_order: str = "auto",
         graph: str = "off",
+        spin_wait: bool = False,
     ) -> None:
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
         explicit = cuda_opts.pop("enable_cuda_graph", None)
@@ -143,6 +144,7 @@ class OrtCudaBackend(LaneBackend):
         self.mem = memory if memory is not None else CudaMemory(device_id)
         self.device_id, self.max_batch, self.onnx_path = device_id, max_batch, onnx_path
         self._post_kernels = post_kernels
+        self._spin_wait = spin_wait
         build = dict(
             cuda_opts=cuda_opts,
             lanes=lanes,
@@ -213,7 +215,7 @@ class OrtCudaBackend(LaneBackend):
                     raise
                 if not lane_list:
                     self._setup_specs(sess, imgsz)
-                lane_list.append(Lane(self.mem, self._make_worker(sess), stream=stream))
+                lane_list.append(Lane(self.mem, self._make_worker(sess), stream=stream, spin_wait=self._spin_wait))
         except BaseException:
             for lane in lane_list:
                 lane.worker.backend.close()

@@ -48,9 +48,11 @@ class TrtBackend(LaneBackend):
         lanes: int = 1,
         post_kernels: Callable[[], Any] | None = None,
         gpu_order: str = "auto",
+        spin_wait: bool = False,
     ) -> None:
         """``runner``: the first lane (a bare ``TrtSession`` is wrapped); the others share its engine.
-        This backend owns it from here on (closed by ``close``, or now if construction fails)."""
+        This backend owns it from here on (closed by ``close``, or now if construction fails). ``spin_wait``:
+        ``common.throughput.lanes.Lane``'s."""
         first = runner if isinstance(runner, TrtRunner) else _wrap(runner)
         runners = [first]
         try:
@@ -74,16 +76,25 @@ class TrtBackend(LaneBackend):
         self._prep_factory = prep_factory
         self._post_kernels = post_kernels
         self._start_lanes(
-            [Lane(r.session.mem, _TrtLane(r), stream=r.session.stream, owns_stream=False) for r in runners],
+            [
+                Lane(r.session.mem, _TrtLane(r), stream=r.session.stream, owns_stream=False, spin_wait=spin_wait)
+                for r in runners
+            ],
             "trt-lane",
             overlap,
         )
 
     @classmethod
     def open(
-        cls, engine_path: str | os.PathLike[str], api: TrtApi, lanes: int = 1, gpu_order: str = "auto", **kwargs: Any
+        cls,
+        engine_path: str | os.PathLike[str],
+        api: TrtApi,
+        lanes: int = 1,
+        gpu_order: str = "auto",
+        spin_wait: bool = False,
+        **kwargs: Any,
     ) -> TrtBackend:
-        return cls(TrtRunner.open(engine_path, api, **kwargs), lanes=lanes, gpu_order=gpu_order)
+        return cls(TrtRunner.open(engine_path, api, **kwargs), lanes=lanes, gpu_order=gpu_order, spin_wait=spin_wait)
 
     @property
     def input(self) -> TensorSpec:
