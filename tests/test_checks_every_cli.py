@@ -60,6 +60,7 @@ CHECKS: list[tuple[str, str, list[str]]] = [
     ("--coco-bench-pace", "-1", ["--coco-bench", "10"]),
     ("--intra-op-threads", "-1", []),
     ("--decode", "gpu", ["--preprocess", "cpu"]),  # compatibility: GPU decoding feeds the GPU letterbox only
+    ("--variants", "eval-onnx-default", []),  # a misspelt variant is refused, not silently left out
 ]
 
 

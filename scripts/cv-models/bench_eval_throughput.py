@@ -486,6 +486,8 @@ GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
     "ort-cuda-iobinding-1lane": (1, "cpu", "auto"),
     "ort-cuda-plain": (0, "cpu", "auto"),
 }
+# every name --variants may give; those this machine can't run (on a CPU: all but ort-cpu) are left out of the run
+KNOWN_VARIANTS = [*GPU_VARIANTS, *GPU_POST_VARIANTS, *GPU_NOGRAPH_VARIANTS, *GPU_DECODE_VARIANTS, "ort-cpu"]
 
 
 def make_backends(
@@ -958,6 +960,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_range("--workers", args.workers, 0)
     check_range("--lanes", args.lanes, 1)
     check_range("--switch-interval-ms", args.switch_interval_ms, 0, lo_open=True)
+    unknown = [v for v in args.variants or [] if v not in KNOWN_VARIANTS]
+    if unknown:
+        raise UserError(
+            f"--variants {unknown[0]}: no such variant; choose from {', '.join(dict.fromkeys(KNOWN_VARIANTS))}"
+        )
     for b in args.batch_sizes:
         check_range("--batch-sizes", b, 1)
     model_inputs = {"--onnx-path": args.onnx_path} if args.onnx_path is not None else {}
