@@ -112,6 +112,8 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
             api.name,
             "--time-to-metrics",
             "20",
+            "--rounds",
+            "3",
             "--out",
             str(out),
         ],
@@ -120,6 +122,11 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     report = json.loads(out.read_text())
     (row,) = report["rows"]
     assert api.name in row["ours"] and not row["failed"], row["failed"]
+    # three rounds, the order reversed every other round; each figure is its variant's round of median img/s
+    assert row["round_order"] == [["ort-cpu", api.name], [api.name, "ort-cpu"], ["ort-cpu", api.name]]
+    for res in row["ours"].values():
+        assert len(res["rounds_images_per_s"]) == 3
+        assert res["images_per_s"] == sorted(res["rounds_images_per_s"])[1]
     assert row["ours"][api.name]["images_per_s"] > 0 and state.executions > 0
     assert row["identical"][api.name] is True and row["ap"][api.name] == row["ap_sequential"]
     ttm = report["time_to_metrics"]
@@ -274,3 +281,24 @@ def test_the_ceiling_of_a_backend_without_lanes_is_its_serial_runs() -> None:
 
     c = ceiling(Plain(), 1, 32, 0.01)
     assert c["best"] == "serial" and c["overlap"] is None and c["images_per_s"] == c["serial"]["images_per_s"]
+
+
+def test_rounds_keep_the_median_round_and_drop_a_variant_that_fails() -> None:
+    """``time_in_rounds``: a variant that fails in a round is reported in ``failed`` and not run again; an even
+    number of rounds keeps the lower of the middle two."""
+    import bench_eval_throughput as bench
+
+    calls: list[str] = []
+    figures = {"a": iter([30.0, 10.0, 20.0, 40.0]), "b": iter([5.0])}
+
+    def run(name: str, n: int) -> dict:
+        calls.append(name)
+        if name == "b" and len([c for c in calls if c == "b"]) == 2:
+            raise RuntimeError("lane died")
+        return {"images_per_s": next(figures[name]), "seconds": 10.0}
+
+    failed: dict[str, str] = {}
+    got, order = bench.time_in_rounds(["a", "b"], run, 4, 100, 1.0, failed)
+    assert order == [["a", "b"], ["b", "a"], ["a"], ["a"]] and failed == {"b": "RuntimeError: lane died"}
+    assert list(got) == ["a"] and got["a"]["rounds_images_per_s"] == [30.0, 10.0, 20.0, 40.0]
+    assert got["a"]["images_per_s"] == 20.0

@@ -56,6 +56,7 @@ CHECKS: list[tuple[str, str, list[str]]] = [
     ("--parity-conf", "1.5", []),
     ("--min-seconds", "0", []),
     ("--time-to-metrics", "-1", []),
+    ("--rounds", "0", []),
     ("--coco-bench-workers", "-1", ["--coco-bench", "10"]),
     ("--coco-bench-pace", "-1", ["--coco-bench", "10"]),
     ("--intra-op-threads", "-1", []),

@@ -91,6 +91,15 @@ def _add_ttm_args(parser: argparse.ArgumentParser) -> None:
         "and with the default --coco-eval, and their ratio (default 0: off)",
     )
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="R",
+        help="time every (b) variant R times, round by round, the order reversed every other round, and report "
+        "each variant's round of median img/s (every round's figure in the JSON): variants run in one order "
+        "favour none (default 1: one round, in the listed order)",
+    )
+    parser.add_argument(
         "--time-to-metrics-repeats",
         type=int,
         default=3,
@@ -571,18 +580,19 @@ def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool
     row: dict[str, Any] = {"batch_size": batch, "backend": main_name, "failed": dict(failed)}
     row["ceiling"] = ceiling(main, batch, int(size), args.min_seconds)
     n_images = math.ceil(row["ceiling"]["images_per_s"] * args.min_seconds * 1.2)
-    row["ours"] = {}
-    for name, (backend, prep) in backends.items():
-        if args.variants and name not in args.variants and name != main_name and name not in trt_names:
-            continue
-        try:
-            row["ours"][name] = at_least(
-                lambda n, b=backend, p=prep: run_ours(b, ds, batch, args.workers, n, p, args.switch_interval_ms),
-                n_images,
-                args.min_seconds,
-            )
-        except Exception as exc:
-            row["failed"][name] = f"{type(exc).__name__}: {exc}"
+    timed = [
+        name
+        for name in backends
+        if not args.variants or name in args.variants or name == main_name or name in trt_names
+    ]
+
+    def run_variant(name: str, n: int) -> dict[str, Any]:
+        backend, prep = backends[name]
+        return run_ours(backend, ds, batch, args.workers, n, prep, args.switch_interval_ms)
+
+    row["ours"], row["round_order"] = time_in_rounds(
+        timed, run_variant, args.rounds, n_images, args.min_seconds, row["failed"]
+    )
     seq_backend = backends.get("ort-cuda-plain", backends[main_name])[0]
     row["sequential"] = (
         None
@@ -599,6 +609,36 @@ def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool
     for backend, _ in backends.values():
         backend.close()
     return row
+
+
+def time_in_rounds(
+    names: Sequence[str],
+    run: Any,
+    rounds: int,
+    n_images: int,
+    min_seconds: float,
+    failed: dict[str, str],
+) -> tuple[dict[str, dict[str, Any]], list[list[str]]]:
+    """Each variant timed ``rounds`` times (``run(name, n)``, at least ``min_seconds`` each), round by round,
+    the order reversed every other round so that no variant always runs first; each variant's figure is its
+    round of median images/s, with every round's images/s beside it (``rounds_images_per_s``). A variant that
+    fails goes to ``failed`` and is not run again. Returns (name -> figure, the order of each round)."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    order = []
+    for r in range(rounds):
+        this = [name for name in (names if r % 2 == 0 else names[::-1]) if name not in failed]
+        order.append(this)
+        for name in this:
+            try:
+                runs[name].append(at_least(lambda n, v=name: run(v, n), n_images, min_seconds))
+            except Exception as exc:
+                failed[name] = f"{type(exc).__name__}: {exc}"
+    out = {}
+    for name, got in runs.items():
+        if got and name not in failed:
+            ranked = sorted(got, key=lambda res: res["images_per_s"])
+            out[name] = {**ranked[(len(ranked) - 1) // 2], "rounds_images_per_s": [res["images_per_s"] for res in got]}
+    return out, order
 
 
 def compare_to_sequential(
@@ -848,6 +888,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             ap = r.get("ap", {}).get(name)
             same = {True: " =seq", False: " !=seq"}.get(r.get("identical", {}).get(name), "")
             tail = f"  AP {ap:.4f}{same}" if ap is not None else ""
+            rounds = d.get("rounds_images_per_s") or []
+            if len(rounds) > 1:  # the median round is shown; every round's figure beside it
+                tail += "  rounds " + "/".join(f"{x:.0f}" for x in rounds)
             lines.append(_fmt_line(b, f"(b) {name}", d, ceil, ultra) + tail)
         if r["sequential"]:
             lines.append(_fmt_line(b, "    sequential", r["sequential"], ceil, ultra))
@@ -955,6 +998,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_range("--min-seconds", args.min_seconds, 0, lo_open=True)
     check_range("--time-to-metrics", args.time_to_metrics, 0)
     check_range("--time-to-metrics-repeats", args.time_to_metrics_repeats, 1)
+    check_range("--rounds", args.rounds, 1)
     for mode in args.replay_modes or []:
         eval_options(mode)  # UserError for a malformed mode, before any work
     check_range("--workers", args.workers, 0)
