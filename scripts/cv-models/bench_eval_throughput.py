@@ -91,15 +91,6 @@ def _add_ttm_args(parser: argparse.ArgumentParser) -> None:
         "and with the default --coco-eval, and their ratio (default 0: off)",
     )
     parser.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        metavar="R",
-        help="time every (b) variant R times, round by round, the order reversed every other round, and report "
-        "each variant's round of median img/s (every round's figure in the JSON): variants run in one order "
-        "favour none (default 1: one round, in the listed order)",
-    )
-    parser.add_argument(
         "--time-to-metrics-repeats",
         type=int,
         default=3,
@@ -192,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="(b) variants to time besides the first (default all: "
         + ", ".join(GPU_VARIANTS)
         + " on a GPU; ort-cpu on a CPU)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="R",
+        help="time every (b) variant R times, round by round, the order reversed every other round, and report "
+        "each variant's round of median img/s (every round's figure in the JSON): variants run in one order "
+        "favour none (default 1: one round, in the listed order)",
     )
     parser.add_argument(
         "--skip-sequential", action="store_true", help="no sequential-path timing (AP is still compared)"
