@@ -325,6 +325,114 @@ def test_ort_io_binding_lanes_with_gpu_postprocess_equal_the_plain_session(monke
     assert mem.live == 0
 
 
+class _StreamIoSession(_FakeIoSession):
+    """``_FakeIoSession`` whose run is enqueued on the lane's stream (the CUDA EP's ``user_compute_stream``), as
+    ONNX Runtime enqueues its kernels there: it reads its input when the stream gets to it."""
+
+    def __init__(self, real, mem, stream: int) -> None:
+        super().__init__(real)
+        self.mem, self.stream = mem, stream
+
+    def run_with_iobinding(self, io: _FakeIoBinding, run_options=None) -> None:
+        self.mem.enqueue(self.stream, lambda: _FakeIoSession.run_with_iobinding(self, io))
+
+
+@pytest.mark.parametrize(
+    ("order", "batch", "model"),
+    [
+        ("overlap", 1, None),
+        ("serial", 1, None),
+        ("serial", 2, "yolov10n-synth-dynbatch.onnx"),
+        ("overlap", 2, "yolov10n-synth-dynbatch.onnx"),
+        ("overlap", 1, "yolov10n-synth-dfl144.onnx"),
+    ],
+)
+def test_lanes_are_stream_ordered_when_the_gpu_runs_work_as_late_as_it_may(monkeypatch, order, batch, model) -> None:
+    """The lanes of OrtCudaBackend (GPU letterbox, GPU post-processing) on ``DeferredCudaMemory``, whose "GPU" runs
+    each copy and kernel only once the host waits for it: no host write lands on memory that queued work has yet
+    to read, and no result is read before it is waited for, or the detections would differ from the plain
+    CPU session's. (``FakeCudaMemory`` runs the same work at enqueue, the other extreme.)"""
+    from conftest import DEMO_MODEL, MINI, fixture_path
+    from post_double import FakePostprocessKernels
+
+    from common.data.coco import open_dataset
+    from common.eval.pipeline import EvalOptions, evaluate
+    from common.ort.options import CUDA_EP
+    from common.ort.session import OrtBackend
+    from common.throughput import gpu_preprocess
+    from common.throughput import ort_lanes as ort_cuda
+
+    mem = D.DeferredCudaMemory()
+    kernels = FakePostprocessKernels(mem)
+
+    def lane_session(path, providers, options, **kwargs):
+        backend = OrtBackend(path, ["CPUExecutionProvider"])
+        backend._session = _StreamIoSession(backend._session, mem, int(options[CUDA_EP]["user_compute_stream"]))
+        return backend
+
+    monkeypatch.setattr(ort_cuda, "OrtBackend", lane_session)
+    monkeypatch.setattr(gpu_preprocess, "GpuPreprocessor", lambda device_id: D.FakeGpuPreprocessor(mem))
+    onnx = str(fixture_path("models", model) if model else DEMO_MODEL)
+    ds = open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 7)
+    plain = OrtBackend(onnx, ["CPUExecutionProvider"])
+    ref = evaluate(plain, ds, EvalOptions(progress=False, workers=0))
+    backend = ort_cuda.OrtCudaBackend(
+        onnx, lanes=3, max_batch=batch, memory=mem, post_kernels=lambda: kernels, gpu_order=order
+    )
+    try:
+        opts = EvalOptions(
+            progress=False,
+            workers=2,
+            batch_size=batch,
+            preprocess="gpu-letterbox",
+            postprocess="gpu",
+            warmup_runs=1,
+            latency_runs=2,
+        )
+        got = evaluate(backend, ds, opts)
+        assert backend.gpu_overlap is (order == "overlap")
+    finally:
+        backend.close()
+    assert got.timings["preprocess_mode"] == "gpu-letterbox" and got.timings["postprocess_mode"] == "gpu"
+    assert got.detections == ref.detections and got.stats == ref.stats
+    assert got.timings["inference_gpu"]["count"] == -(-7 // batch)
+    assert mem.live == 0
+
+
+def test_the_deferred_double_catches_a_host_write_before_the_queued_copy() -> None:
+    """``DeferredCudaMemory`` is a test that can fail: writing pinned memory again before the stream's copy of it
+    ran leaves the new bytes on the "device", while the eager double copies the old ones."""
+    got = {}
+    for mem in (D.FakeCudaMemory(), D.DeferredCudaMemory()):
+        stream, pinned, dev = mem.stream(), mem.pinned_buffer(4), mem.device_buffer(4)
+        pinned.view(np.int32, (1,))[0] = 1
+        mem.copy_htod_async(dev.ptr, pinned.ptr, 4, stream)
+        pinned.view(np.int32, (1,))[0] = 2  # too early: the copy may not have run
+        stream.synchronize()
+        got[type(mem).__name__] = int(dev.view(np.int32, (1,))[0])
+        for buf in (pinned, dev):
+            buf.free()
+        stream.close()
+    assert got == {"FakeCudaMemory": 1, "DeferredCudaMemory": 2}
+
+
+def test_the_deferred_double_runs_a_waiting_stream_after_the_event_it_waits_on() -> None:
+    mem = D.DeferredCudaMemory()
+    a, b = mem.stream(), mem.stream()
+    ran: list[str] = []
+    mem.enqueue(a.handle, lambda: ran.append("a1"))
+    ev = mem.event()
+    ev.record(a)
+    mem.enqueue(a.handle, lambda: ran.append("a2"))
+    mem.stream_wait_event(b, ev)
+    mem.enqueue(b.handle, lambda: ran.append("b1"))
+    assert ran == []  # nothing runs before the host waits
+    b.synchronize()
+    assert ran == ["a1", "b1"]  # a's work up to the event, not after it
+    a.synchronize()
+    assert ran == ["a1", "b1", "a2"]
+
+
 def test_host_work_is_prepared_before_the_lanes_turn_on_the_gpu() -> None:
     """``prepare`` (filling pinned memory) and its upload run outside the serial GPU order, so one lane's
     host copies never hold the GPU idle behind them; ``enqueue`` runs inside it and gets the prepared

@@ -628,6 +628,39 @@ def test_trt_backend_gpu_postprocess_equals_numpy_on_the_lanes(
     assert mem.live == 0
 
 
+@pytest.mark.parametrize(
+    ("model", "batch", "lanes"), [("yolov10n-synth-dynbatch", 2, 3), ("yolov10n-synth-dfl144", 1, 2)]
+)
+def test_trt_lanes_are_stream_ordered_when_the_gpu_runs_work_as_late_as_it_may(
+    tmp_path, api, monkeypatch, model, batch, lanes
+):
+    """TensorRT lanes with the GPU letterbox and GPU post-processing on ``DeferredCudaMemory`` (each copy, kernel
+    and engine run happens only once the host waits for it): the detections of the CPU path on the same engine."""
+    from common.data.coco import open_dataset
+    from common.eval.pipeline import EvalOptions, evaluate
+
+    onnx = D.fixtures_dir() / "models" / f"{model}.onnx"
+    if not onnx.is_file() or not MINI.is_dir():
+        pytest.skip(f"needs ../shared/fixtures ({model}) and synthcoco-mini")
+    _, mem = D.use_double(monkeypatch, api, D.DeferredCudaMemory())
+    _post_double(monkeypatch, mem)
+    ds = open_dataset(MINI / "annotations" / "instances_val2017.json", MINI / "val2017", 5)
+    options = None
+    if batch > 1:
+        options = BuildOptions(shapes=parse_shapes([f"images:1x3x640x640,{batch}x3x640x640,{batch}x3x640x640"]))
+    session = TrtSession(_engine(tmp_path, api, onnx, options), api)
+    backend = TrtBackend(session, prep_factory=lambda: D.FakeGpuPreprocessor(mem), lanes=lanes)
+    try:
+        kw = dict(progress=False, workers=2, batch_size=batch, warmup_runs=1)
+        got = evaluate(backend, ds, EvalOptions(preprocess="gpu-letterbox", postprocess="gpu", **kw))
+        ref = evaluate(backend, ds, EvalOptions(preprocess="cpu", postprocess="cpu", **kw))
+    finally:
+        backend.close()
+    assert (got.timings["preprocess_mode"], got.timings["postprocess_mode"]) == ("gpu-letterbox", "gpu")
+    assert got.detections == ref.detections and got.stats == ref.stats
+    assert mem.live == 0
+
+
 def test_postprocess_gpu_needs_a_device_backend_and_auto_falls_back():
     from common.eval.pipeline import resolve_postprocess
     from common.model.yolov10 import PostprocessOptions

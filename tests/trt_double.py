@@ -41,14 +41,20 @@ Faithfulness rules:
 - deserialization refuses an engine built for another compute capability than the device's
   ("The engine plan file is generated on an incompatible device, expecting compute X got compute Y, please
   rebuild."), whatever our metadata says; TensorRT-RTX engines run on any of their compute-capability targets.
+
+The fake CUDA layer comes in two timings: ``FakeCudaMemory`` runs each copy, kernel and engine run when it is
+enqueued (as early as a GPU could), ``DeferredCudaMemory`` only once the host waits for it (as late as CUDA
+allows). Code that is correct with both orders its host reads and writes by its streams and events.
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import itertools
 import json
 import math
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -1045,6 +1051,81 @@ class FakeCudaMemory:
         return None
 
 
+class _DeferredStream(_FakeStream):
+    def __init__(self, mem: DeferredCudaMemory) -> None:
+        super().__init__(mem)
+        self.pending: collections.deque[Callable[[], None]] = collections.deque()
+        self.done = 0  # ops of this stream run so far
+        self.queued = 0  # ops of this stream enqueued so far
+
+    def synchronize(self) -> None:
+        self._mem.run_until(self, self.queued)  # type: ignore[attr-defined]
+
+
+class _DeferredEvent(_FakeEvent):
+    """An event of ``DeferredCudaMemory``: ``synchronize`` runs its stream's work up to its last record."""
+
+    def __init__(self, mem: DeferredCudaMemory, blocking: bool = False) -> None:
+        super().__init__(mem, blocking)
+        self.at: tuple[_DeferredStream, int] | None = None  # (stream, ops up to and with the last record)
+
+    def record(self, stream: _FakeStream) -> None:
+        super().record(stream)
+        if not self._mem.capturing(stream.handle):
+            self.at = (stream, stream.queued)  # type: ignore[attr-defined]
+
+    def synchronize(self) -> None:
+        if self.at is not None:
+            self._mem.run_until(*self.at)  # type: ignore[attr-defined]
+
+
+class DeferredCudaMemory(FakeCudaMemory):
+    """``FakeCudaMemory`` whose "GPU" runs a stream's work as late as CUDA allows: only when the host waits for
+    it (a stream or event synchronize) or another stream's work waits on one of its events. ``FakeCudaMemory``
+    runs work at enqueue, as early as possible; between the two, host code that writes memory a queued copy or
+    kernel has yet to read, or reads results before waiting for them, gets wrong data with one of them."""
+
+    name = "fake-host-memory, deferred (tests)"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._gpu = threading.RLock()  # one "GPU": streams run one op at a time, whoever triggers them
+
+    def stream(self) -> _DeferredStream:
+        return _DeferredStream(self)
+
+    def event(self, blocking: bool = False) -> _DeferredEvent:
+        return _DeferredEvent(self, blocking)
+
+    def enqueue(self, handle: int, fn: Callable[[], None]) -> None:
+        stream = self.streams.get(handle)
+        if stream is None:
+            raise AssertionError(f"double: work enqueued on unknown stream {handle:#x} (default stream?)")
+        if stream.captured is not None:
+            stream.captured.append(fn)
+            return
+        with self._gpu:
+            stream.pending.append(fn)  # type: ignore[attr-defined]
+            stream.queued += 1  # type: ignore[attr-defined]
+
+    def run_until(self, stream: _DeferredStream, count: int) -> None:
+        """Run ``stream``'s queued work until ``count`` of its ops have run."""
+        with self._gpu:
+            while stream.done < count and stream.pending:
+                stream.pending.popleft()()
+                stream.done += 1
+
+    def stream_wait_event(self, stream: _FakeStream, event: Any) -> None:
+        """``stream``'s later work runs after ``event``'s stream has run up to the event's last record."""
+        at = getattr(event, "at", None)
+        self.enqueue(stream.handle, (lambda: self.run_until(*at)) if at is not None else (lambda: None))
+        self.waits.append((stream.handle, event))
+
+    def elapsed_ms(self, start: _FakeEvent, end: _FakeEvent) -> float:
+        assert start.t is not None and end.t is not None, "double: elapsed time of an event not yet reached"
+        return (end.t - start.t) * 1000.0
+
+
 def _host_array(ptr: int, ctype: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.ctypeslib.as_array((ctype * math.prod(shape)).from_address(ptr)).reshape(shape)
 
@@ -1308,11 +1389,11 @@ def api_under_test() -> Any:
         pytest.skip(f"{name} is not importable here: {exc}")
 
 
-def use_double(monkeypatch: Any, api: Any) -> tuple[DoubleState, FakeCudaMemory]:
-    """Install the double on ``api.module`` and make sessions use a fresh FakeCudaMemory."""
+def use_double(monkeypatch: Any, api: Any, memory: FakeCudaMemory | None = None) -> tuple[DoubleState, FakeCudaMemory]:
+    """Install the double on ``api.module`` and make sessions use ``memory`` (default: a fresh FakeCudaMemory)."""
     from common.trt import runtime as trt_runtime
 
-    mem = FakeCudaMemory()
+    mem = memory if memory is not None else FakeCudaMemory()
     state = install(monkeypatch, api.module, memory=mem)
     monkeypatch.setattr(trt_runtime, "default_memory", lambda: mem)
     return state, mem
