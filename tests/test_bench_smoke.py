@@ -270,6 +270,20 @@ def test_the_ceiling_is_the_best_configuration_we_can_run(serial_ms, overlap_ips
     assert all(iters >= 20 for iters, _, _ in stub.asked)
 
 
+def test_the_ceiling_is_the_best_lane_count_a_variant_runs() -> None:
+    """A variant on more lanes than the first one: its lanes' overlapped figure is measured too, and the ceiling
+    is the best of every configuration (here the 6-lane one), each shown on a line of its own."""
+    from bench_eval_throughput import _ceiling_lines, ceiling
+
+    three, six = _LaneStub(2.0, 700.0), _LaneStub(2.0, 900.0, lanes=6)
+    c = ceiling(three, 1, 640, 0.01, [six])
+    assert c["best"] == "overlap" and c["images_per_s"] == 900.0 and c["overlap"]["lanes"] == 6
+    assert {k: v["images_per_s"] for k, v in c["overlap_by_lanes"].items()} == {"3": 700.0, "6": 900.0}
+    lines = _ceiling_lines(1, c, None)
+    (marked,) = [line for line in lines if "= ceiling" in line]
+    assert len(lines) == 3 and "overlapped, 6 lanes" in marked
+
+
 def test_the_ceiling_of_a_backend_without_lanes_is_its_serial_runs() -> None:
     from bench_eval_throughput import ceiling
 
