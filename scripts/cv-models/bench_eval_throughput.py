@@ -1004,22 +1004,8 @@ def coco_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
-    repo = Path(__file__).resolve().parents[2]
-    if args.smoke:
-        args.onnx_path = args.onnx_path or repo / "models/cv-models/yolov10n-synth/yolov10n-synth.onnx"
-        args.data_root = repo / "datasets/synthcoco-mini"
-        args.max_images, args.min_seconds, args.cpu, args.workers = 8, 0.5, True, min(args.workers, 2)
-    if args.coco_bench:
-        return coco_bench(args)
-    if args.onnx_path is None and not args.decode_bench:
-        raise UserError("--onnx-path is required (or --smoke, --decode-bench or --coco-bench)")
-    if args.onnx_path is not None and not args.onnx_path.is_file():
-        raise UserError(f"ONNX model not found: {args.onnx_path}; check --onnx-path")
-    instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
-    images = args.images_dir or args.data_root / "val2017"
+def _check_args(args: argparse.Namespace) -> None:
+    """Every value check of the timing flags (UserError naming the flag), before any work."""
     check_range("--min-seconds", args.min_seconds, 0, lo_open=True)
     check_range("--time-to-metrics", args.time_to_metrics, 0)
     check_range("--time-to-metrics-repeats", args.time_to_metrics_repeats, 1)
@@ -1036,6 +1022,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     for b in args.batch_sizes:
         check_range("--batch-sizes", b, 1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    repo = Path(__file__).resolve().parents[2]
+    if args.smoke:
+        args.onnx_path = args.onnx_path or repo / "models/cv-models/yolov10n-synth/yolov10n-synth.onnx"
+        args.data_root = repo / "datasets/synthcoco-mini"
+        args.max_images, args.min_seconds, args.cpu, args.workers = 8, 0.5, True, min(args.workers, 2)
+    if args.coco_bench:
+        return coco_bench(args)
+    if args.onnx_path is None and not args.decode_bench:
+        raise UserError("--onnx-path is required (or --smoke, --decode-bench or --coco-bench)")
+    if args.onnx_path is not None and not args.onnx_path.is_file():
+        raise UserError(f"ONNX model not found: {args.onnx_path}; check --onnx-path")
+    instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
+    images = args.images_dir or args.data_root / "val2017"
+    _check_args(args)
     model_inputs = {"--onnx-path": args.onnx_path} if args.onnx_path is not None else {}
     check_output_paths(
         {"--out": args.out},
