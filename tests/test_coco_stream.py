@@ -212,7 +212,7 @@ def test_large_pipelined_runs_match_in_the_worker_process(mini_coco, monkeypatch
         return warmup(*args, **kwargs)
 
     def recorded_start(self: Any) -> None:
-        events.append("workers" if not self._workers else "started already")
+        events.append("workers" if self._sender is None else "started already")
         start(self)
 
     monkeypatch.setattr(pipeline, "warmup", recorded_warmup)
@@ -340,6 +340,48 @@ def test_worker_process_gives_pycocotools_stats_on_the_mini_set(mini_coco) -> No
     assert _fed_process(mini_coco.coco, per_image, ids, 3).finish().tolist() == list(want)
 
 
+def test_workers_start_on_the_senders_thread_while_the_caller_goes_on(mini_coco, monkeypatch) -> None:
+    """``start`` returns before any worker process exists: they start on the sender's thread, and the batches
+    added meanwhile wait in its queue; the stats are pycocotools'. A worker that cannot start is one line."""
+    import threading
+
+    import common.data.coco_process as coco_process
+
+    release, seen = threading.Event(), []
+    real = coco_process._Worker
+
+    def slow_worker(env):
+        seen.append(threading.current_thread().name)
+        assert release.wait(30), "double: never released"
+        return real(env)
+
+    monkeypatch.setattr(coco_process, "_Worker", slow_worker)
+    ids = mini_coco.image_ids
+    rows = {
+        i: np.array([[i, *a["bbox"], 0.9, a["category_id"]] for a in mini_coco.coco.imgToAnns.get(i, [])]) for i in ids
+    }
+    ev = ProcessCocoEval(mini_coco.coco, ids, workers=1)
+    ev.start()
+    ev.add(ids[:2], [rows[i].reshape(-1, 7) for i in ids[:2]])  # queued while the worker is still starting
+    assert ev._workers == [] and not ev._sender.spawned.is_set()
+    release.set()
+    ev.add(ids[2:], [rows[i].reshape(-1, 7) for i in ids[2:]])
+    want = pycocotools_eval(mini_coco.coco, np.concatenate([rows[i].reshape(-1, 7) for i in ids]), ids).stats
+    assert ev.finish().tolist() == list(want)
+    assert seen == ["coco-eval-send"]
+
+    def no_worker(env):
+        raise OSError("[Errno 12] Cannot allocate memory")
+
+    monkeypatch.setattr(coco_process, "_Worker", no_worker)
+    broken = ProcessCocoEval(mini_coco.coco, ids, workers=1)
+    broken.start()
+    broken._sender.spawned.wait()
+    with pytest.raises(RuntimeError, match=r"^the COCO evaluation workers could not start: OSError: .*memory$"):
+        broken.add(ids[:1], [rows[ids[0]].reshape(-1, 7)])
+    broken.close()
+
+
 def test_worker_process_errors_are_one_line_and_a_dead_worker_does_not_hang(mini_coco) -> None:
     ids = mini_coco.image_ids
     one = np.zeros((1, 7))
@@ -352,6 +394,7 @@ def test_worker_process_errors_are_one_line_and_a_dead_worker_does_not_hang(mini
     dead = ProcessCocoEval(mini_coco.coco, ids)
     assert dead._workers == []  # nothing starts before ``start`` or the first ``add``
     dead.start()
+    dead._sender.spawned.wait()
     if hasattr(os, "getpriority"):  # the worker yields the cores to this process's threads and the loaders
         mine = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, dead._workers[0].proc.pid) == min(19, mine + WORKER_NICE)

@@ -2,9 +2,10 @@
 
 ``ProcessCocoEval`` starts one or more ``python -m common.data.coco_process`` workers (fresh interpreters,
 never forks of a process holding inference threads), each owning a share of the categories
-(``common.data.coco_partition``), and sends each the indexed ground truth of its categories. ``add`` hands
-one thread (``_Sender``) one message per batch for every worker: the image ids, each image's row count
-and all rows as one [N, 7] array; a worker keeps the rows of its categories. The workers match as the
+(``common.data.coco_partition``), and sends each the indexed ground truth of its categories; both happen on
+one thread of its own (``_Sender``), so the caller goes on at once. ``add`` hands that thread one message
+per batch for every worker: the image ids, each image's row count and all rows as one [N, 7] array; a
+worker keeps the rows of its categories. The workers match as the
 batches come (``StreamingCocoEval``) and at ``finish`` accumulate their categories side by side, each on
 up to ``MAX_ACCUMULATE_THREADS`` threads (its share of the cores), returning only their slices of the
 precision and recall arrays; this process puts them together and summarises, so the 12 stats are the
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -116,22 +117,35 @@ class _Worker:
 
 
 class _Sender:
-    """One thread writing the queued messages to the workers, in order (the sockets wait here, never in
-    ``add``): one wake-up per batch for all the workers, not one per worker."""
+    """One thread that first starts the workers (``spawn``, which fills ``workers``), then writes the queued
+    messages to them in order (the sockets wait here, never in ``add``): one wake-up per batch for all the
+    workers, not one per worker. ``spawned`` is set once no worker will start any more; ``error`` is why
+    ``spawn`` failed (then no message is written)."""
 
-    def __init__(self) -> None:
-        self.outbox: queue.SimpleQueue[tuple[list[_Worker], tuple[Any, ...]] | None] = queue.SimpleQueue()
+    def __init__(self, spawn: Callable[[list[_Worker]], None]) -> None:
+        self.workers: list[_Worker] = []
+        self.spawned = threading.Event()
+        self.error: Exception | None = None
+        self._spawn = spawn
+        self.outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._send_all, name="coco-eval-send", daemon=True)
         self._thread.start()
 
     def _send_all(self) -> None:
-        while (item := self.outbox.get()) is not None:
-            targets, msg = item
-            for w in targets:
-                w.send(msg)
+        try:
+            self._spawn(self.workers)
+        except Exception as exc:  # handed to the caller by ``add`` / ``finish``
+            self.error = exc
+        finally:
+            self.spawned.set()
+        while (msg := self.outbox.get()) is not None:
+            if self.error is None:
+                for w in self.workers:
+                    w.send(msg)
 
-    def put(self, targets: list[_Worker], msg: tuple[Any, ...]) -> None:
-        self.outbox.put((targets, msg))
+    def put(self, msg: tuple[Any, ...]) -> None:
+        """Queue ``msg`` for every worker."""
+        self.outbox.put(msg)
 
     def stop(self) -> None:
         """Let the thread write what is queued, and end it."""
@@ -165,20 +179,36 @@ class ProcessCocoEval:
         # threads each worker accumulates on after the last batch, when the run no longer needs the cores
         self.accumulate_threads = max(1, min(MAX_ACCUMULATE_THREADS, available_cpus() // self.workers))
         self._t0 = 0.0
-        self._workers: list[_Worker] = []
         self._sender: _Sender | None = None
 
+    @property
+    def _workers(self) -> list[_Worker]:
+        """The workers started so far (all of them once ``_sender.spawned`` is set)."""
+        return self._sender.workers if self._sender is not None else []
+
     def start(self) -> None:
-        """Start the worker processes and send each the ground truth of its categories (once)."""
-        if self._workers:
+        """Start the worker processes, each with the ground truth of its categories (once), on the sender's
+        thread: this thread goes on at once, and the batches wait in the sender's queue until they are up."""
+        if self._sender is not None:
             return
         self._t0 = time.time()
+        self._sender = _Sender(self._spawn)
+
+    def _spawn(self, workers: list[_Worker]) -> None:
         env = child_env(WORKER_MALLOC_ENV)
-        self._sender = _Sender()
-        self._workers = [_Worker(env) for _ in self.groups]
-        for w, cats in zip(self._workers, self.groups, strict=True):
-            gt = subset_ground_truth(self.gt, cats)
-            self._sender.put([w], ("gt", gt, self._chunk_rows, self.accumulate_threads))
+        for cats in self.groups:
+            workers.append(_Worker(env))
+            workers[-1].send(("gt", subset_ground_truth(self.gt, cats), self._chunk_rows, self.accumulate_threads))
+
+    def _check_sender(self) -> None:
+        """RuntimeError when the workers could not start or a message could not reach one."""
+        assert self._sender is not None
+        if self._sender.error is not None:
+            exc = self._sender.error
+            raise RuntimeError(f"the COCO evaluation workers could not start: {type(exc).__name__}: {exc}") from exc
+        for w in self._workers:
+            if w.send_error is not None:
+                raise w.died() from w.send_error
 
     def add(self, image_ids: Sequence[int], rows_per_image: Sequence[np.ndarray]) -> None:
         """Hand a batch to the workers: one message with every image's rows in one array, the same to each
@@ -189,11 +219,9 @@ class ProcessCocoEval:
         parts = [np.asarray(r, np.float64).reshape(-1, 7) for r in rows_per_image]
         rows = np.concatenate(parts) if parts else np.zeros((0, 7), np.float64)
         self.num_detections += len(rows)
-        for w in self._workers:
-            if w.send_error is not None:
-                raise w.died() from w.send_error
+        self._check_sender()
         assert self._sender is not None
-        self._sender.put(self._workers, ("rows", np.asarray(image_ids, np.int64), counts, rows))
+        self._sender.put(("rows", np.asarray(image_ids, np.int64), counts, rows))
         self.feed_seconds += time.perf_counter() - t0
         self.feed_cpu_seconds += time.thread_time() - c0
 
@@ -212,13 +240,12 @@ class ProcessCocoEval:
         [T, R, K, A, M] and recall [T, K, A, M]."""
         self.start()
         assert self._sender is not None
-        self._sender.put(self._workers, ("finish",))
+        self._sender.put(("finish",))
         try:
             self._sender.stop()
+            self._check_sender()
             parts = []
             for w, cats in zip(self._workers, self.groups, strict=True):
-                if w.send_error is not None:
-                    raise w.died() from w.send_error
                 _, precision, recall, match_s, accumulate_s = self._result(w)
                 parts.append((cats, precision, recall))
                 self.match_seconds += match_s
@@ -233,6 +260,8 @@ class ProcessCocoEval:
 
     def close(self) -> None:
         """Stop the workers (after ``finish``, or without a result when the run failed)."""
+        if self._sender is not None:
+            self._sender.spawned.wait()  # no worker starts after this
         for w in self._workers:
             w.kill()
         if self._sender is not None:
