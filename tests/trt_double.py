@@ -1005,7 +1005,11 @@ class FakeCudaMemory:
         if stream.captured is not None:
             stream.captured.append(fn)
         else:
-            fn()
+            self._submit(stream, fn)
+
+    def _submit(self, stream: _FakeStream, fn: Callable[[], None]) -> None:
+        """The "GPU" takes ``fn`` on ``stream``: here it runs it at once."""
+        fn()
 
     def capturing(self, handle: int) -> bool:
         stream = self.streams.get(handle)
@@ -1097,13 +1101,8 @@ class DeferredCudaMemory(FakeCudaMemory):
     def event(self, blocking: bool = False) -> _DeferredEvent:
         return _DeferredEvent(self, blocking)
 
-    def enqueue(self, handle: int, fn: Callable[[], None]) -> None:
-        stream = self.streams.get(handle)
-        if stream is None:
-            raise AssertionError(f"double: work enqueued on unknown stream {handle:#x} (default stream?)")
-        if stream.captured is not None:
-            stream.captured.append(fn)
-            return
+    def _submit(self, stream: _FakeStream, fn: Callable[[], None]) -> None:
+        """Queued: it runs when the host or another stream waits for it (``run_until``)."""
         with self._gpu:
             stream.pending.append(fn)  # type: ignore[attr-defined]
             stream.queued += 1  # type: ignore[attr-defined]
