@@ -340,14 +340,18 @@ def _serial_ceiling(backend: Backend, batch: int, size: int, min_seconds: float)
     return {"images_per_s": stats["throughput_fps"], "latency": stats, "method": how, "seconds": sum(ms) / 1000}
 
 
-def _overlap_ceiling(backend: Any, batch: int, min_seconds: float) -> dict[str, Any] | None:
-    """Every lane's session running resident synchronous runs at once, each on its own stream (None: a
-    backend without lanes)."""
-    overlapped = getattr(backend, "resident_overlap_images_per_s", None)
-    if not callable(overlapped):
-        return None
+def _lane_count(backend: Any) -> int:
+    """The lanes of a backend whose lanes can run resident at once (0: one without, e.g. TensorRT's)."""
+    if not callable(getattr(backend, "resident_overlap_images_per_s", None)):
+        return 0
+    return int(backend.metadata().get("lanes") or 1)
+
+
+def _overlap_ceiling(backend: Any, lanes: int, batch: int, min_seconds: float) -> dict[str, Any]:
+    """Every one of the ``lanes`` sessions of ``backend`` running resident synchronous runs at once, each on
+    its own stream."""
+    overlapped = backend.resident_overlap_images_per_s
     first = overlapped(20, batch=batch, warmup=10)
-    lanes = int(backend.metadata().get("lanes") or 1)
     runs = max(20, math.ceil(min_seconds * first / (lanes * batch)))
     t0 = time.perf_counter()
     ips = overlapped(runs, batch=batch, warmup=0)
@@ -355,19 +359,16 @@ def _overlap_ceiling(backend: Any, batch: int, min_seconds: float) -> dict[str, 
     return {"images_per_s": ips, "method": how, "seconds": time.perf_counter() - t0, "lanes": lanes}
 
 
-def ceiling(
-    backend: Backend, batch: int, size: int, min_seconds: float, other_lanes: Sequence[Any] = ()
-) -> dict[str, Any]:
+def ceiling(backend: Backend, batch: int, size: int, min_seconds: float, others: Sequence[Any] = ()) -> dict[str, Any]:
     """The honest inference-only ceiling: the best of the configurations we can run, serial (one session,
-    one batch at a time) and overlapped (every lane at once, for ``backend`` and for each of ``other_lanes``,
-    backends of other lane counts that the run times too); ``best`` says which, ``images_per_s`` is its.
+    one batch at a time) and overlapped (every lane at once, once per lane count among ``backend`` and
+    ``others``, the other backends the run times); ``best`` says which, ``images_per_s`` is its.
     ``overlap`` is the best overlapped figure, ``overlap_by_lanes`` each lane count's."""
     serial = _serial_ceiling(backend, batch, size, min_seconds)
-    by_lanes = {}
-    for b in (backend, *other_lanes):
-        got = _overlap_ceiling(b, batch, min_seconds)
-        if got is not None:
-            by_lanes[got["lanes"]] = got
+    first_of: dict[int, Any] = {}
+    for b in (backend, *others):
+        first_of.setdefault(_lane_count(b), b)
+    by_lanes = {n: _overlap_ceiling(b, n, batch, min_seconds) for n, b in first_of.items() if n}
     overlap = max(by_lanes.values(), key=lambda c: c["images_per_s"], default=None)
     best = "overlap" if overlap is not None and overlap["images_per_s"] > serial["images_per_s"] else "serial"
     chosen = overlap if best == "overlap" and overlap is not None else serial
@@ -595,11 +596,7 @@ def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool
         if not args.variants or name in args.variants or name == main_name or name in trt_names
     ]
     # the overlapped ceiling at every lane count a timed variant runs (the honest ceiling is the best of them)
-    lane_counts = {_lane_count(main): main}
-    for name in timed:
-        lane_counts.setdefault(_lane_count(backends[name][0]), backends[name][0])
-    others = [b for n, b in lane_counts.items() if n and b is not main]
-    row["ceiling"] = ceiling(main, batch, int(size), args.min_seconds, others)
+    row["ceiling"] = ceiling(main, batch, int(size), args.min_seconds, [backends[name][0] for name in timed])
     n_images = math.ceil(row["ceiling"]["images_per_s"] * args.min_seconds * 1.2)
 
     def run_variant(name: str, n: int) -> dict[str, Any]:
@@ -625,13 +622,6 @@ def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool
     for backend, _ in backends.values():
         backend.close()
     return row
-
-
-def _lane_count(backend: Any) -> int:
-    """The lanes of a lane backend (0: a backend without lanes, or TensorRT's, which the ceiling does not time)."""
-    if not callable(getattr(backend, "resident_overlap_images_per_s", None)):
-        return 0
-    return int(backend.metadata().get("lanes") or 1)
 
 
 def time_in_rounds(

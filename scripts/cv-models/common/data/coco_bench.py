@@ -124,7 +124,7 @@ def _time_process(coco: Any, ids: list[int], rows: dict[int, np.ndarray], opts: 
     batch = opts.batch_size
     t0 = time.perf_counter()
     ev = ProcessCocoEval(coco, ids, workers=opts.process_workers)
-    ev.start()  # nothing else runs here for their boot to slow down
+    ev.start()  # the workers boot on the sender's thread while the first batches queue up
     prepare = time.perf_counter() - t0
     send = _feed(ev, ids, rows, batch, opts.pace)
     t0 = time.perf_counter()

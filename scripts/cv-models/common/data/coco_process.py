@@ -5,12 +5,11 @@ never forks of a process holding inference threads), each owning a share of the 
 (``common.data.coco_partition``), and sends each the indexed ground truth of its categories; both happen on
 one thread of its own (``_Sender``), so the caller goes on at once. ``add`` hands that thread one message
 per batch for every worker: the image ids, each image's row count and all rows as one [N, 7] array; a
-worker keeps the rows of its categories. The workers match as the
-batches come (``StreamingCocoEval``) and at ``finish`` accumulate their categories side by side, each on
-up to ``MAX_ACCUMULATE_THREADS`` threads (its share of the cores), returning only their slices of the
-precision and recall arrays; this process puts them together and summarises, so the 12 stats are the
-streamed evaluation's, equal to pycocotools'. A worker error is one line (RuntimeError); if this process
-dies, the workers read the end of their sockets and exit.
+worker keeps the rows of its categories. The workers match as the batches come (``StreamingCocoEval``) and
+at ``finish`` accumulate their categories side by side, each on up to ``MAX_ACCUMULATE_THREADS`` threads (its
+share of the cores), returning only their slices of the precision and recall arrays; this process puts them
+together and summarises, so the 12 stats are the streamed evaluation's, equal to pycocotools'. A worker
+error is one line (RuntimeError); if this process dies, the workers read the end of their sockets and exit.
 """
 
 from __future__ import annotations
