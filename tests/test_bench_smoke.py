@@ -168,6 +168,16 @@ def test_variant_modes_name_preprocess_post_and_decode() -> None:
             B.mode_parts(bad)
 
 
+def test_a_lanes_variant_is_the_no_flag_run_on_that_many_lanes() -> None:
+    import bench_eval_throughput as B
+
+    assert B.variant_spec("eval-onnx-defaults-lanes-8") == (8, B.DEFAULTS_MODE, "auto")
+    assert B.variant_spec("eval-onnx-defaults-lanes-6") == B.GPU_VARIANTS["eval-onnx-defaults-lanes-6"]
+    assert B.variant_spec("eval-onnx-defaults") == (-1, B.DEFAULTS_MODE, "auto")  # --lanes, default 3
+    for bad in ("eval-onnx-defaults-lanes-0", "eval-onnx-defaults-lanes-", "eval-onnx-defaults-lanes-x", "ort-cpu"):
+        assert B.variant_spec(bad) is None, bad
+
+
 def test_decode_bench_smoke(tmp_path) -> None:
     """--decode-bench on this machine: OpenCV threads vs nvImageCodec's CPU backend, whose pixels are OpenCV's."""
     pytest.importorskip("nvidia.nvimgcodec", reason="nvImageCodec not installed (extra gpu-decode)")

@@ -62,6 +62,7 @@ CHECKS: list[tuple[str, str, list[str]]] = [
     ("--intra-op-threads", "-1", []),
     ("--decode", "gpu", ["--preprocess", "cpu"]),  # compatibility: GPU decoding feeds the GPU letterbox only
     ("--variants", "eval-onnx-default", []),  # a misspelt variant is refused, not silently left out
+    ("--variants", "eval-onnx-defaults-lanes-0", []),
 ]
 
 

@@ -33,6 +33,7 @@ import dataclasses
 import functools
 import importlib.util
 import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -182,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="(b) variants to time besides the first (default all: "
         + ", ".join(GPU_VARIANTS)
-        + " on a GPU; ort-cpu on a CPU)",
+        + f" on a GPU; ort-cpu on a CPU); {DEFAULTS_VARIANT}-lanes-N: the no-flag run on N lanes",
     )
     parser.add_argument(
         "--rounds",
@@ -509,6 +510,16 @@ GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
 }
 # every name --variants may give; those this machine can't run (on a CPU: all but ort-cpu) are left out of the run
 KNOWN_VARIANTS = [*GPU_VARIANTS, *GPU_POST_VARIANTS, *GPU_NOGRAPH_VARIANTS, *GPU_DECODE_VARIANTS, "ort-cpu"]
+# besides: eval-onnx-defaults-lanes-N for any N >= 1 (the no-flag run with --lanes N)
+LANES_VARIANT = re.compile(rf"{re.escape(DEFAULTS_VARIANT)}-lanes-([1-9][0-9]*)")
+
+
+def variant_spec(name: str) -> tuple[int, str, str] | None:
+    """(lanes, --preprocess, --gpu-order...) of a GPU variant ``name``, or None for a name no GPU runs."""
+    if name in GPU_VARIANTS:
+        return GPU_VARIANTS[name]
+    m = LANES_VARIANT.fullmatch(name)
+    return (int(m.group(1)), DEFAULTS_MODE, "auto") if m else None
 
 
 def make_backends(
@@ -523,10 +534,11 @@ def make_backends(
     names = list(GPU_VARIANTS)
     if wanted:
         names = [n for n in names if n == names[0] or n in wanted or n == "ort-cuda-plain"]
+        names += [n for n in dict.fromkeys(wanted) if n not in GPU_VARIANTS and variant_spec(n) is not None]
     out: dict[str, tuple[Backend, str]] = {}
     failed: dict[str, str] = {}
     for name in names:
-        n_lanes, prep, order = GPU_VARIANTS[name]
+        n_lanes, prep, order = variant_spec(name)  # type: ignore[misc]  # every name above has one
         order, *extras = order.split("+")
         try:
             if n_lanes == 0:
@@ -1005,10 +1017,11 @@ def _check_args(args: argparse.Namespace) -> None:
     check_range("--workers", args.workers, 0)
     check_range("--lanes", args.lanes, 1)
     check_range("--switch-interval-ms", args.switch_interval_ms, 0, lo_open=True)
-    unknown = [v for v in args.variants or [] if v not in KNOWN_VARIANTS]
+    unknown = [v for v in args.variants or [] if v not in KNOWN_VARIANTS and variant_spec(v) is None]
     if unknown:
         raise UserError(
             f"--variants {unknown[0]}: no such variant; choose from {', '.join(dict.fromkeys(KNOWN_VARIANTS))}"
+            f" or {DEFAULTS_VARIANT}-lanes-N"
         )
     for b in args.batch_sizes:
         check_range("--batch-sizes", b, 1)
