@@ -28,6 +28,11 @@ def test_smoke_benchmark_writes_table_and_json(tmp_path: Path) -> None:
     assert row["ceiling"]["best"] == "serial" and row["ceiling"]["overlap"] is None  # a plain CPU session
     assert row["detections_identical"]["ort-cpu"] is True and row["main_ratio_to_best"] == 1.0
     assert "= ceiling" in proc.stdout and "detections identical" in proc.stdout
+    # what a user waits for a val2017-sized run: the backend's start-up plus 5000 images at the measured rate
+    assert 0 < ours["start_seconds"] < 60
+    want = ours["start_seconds"] + 5000 / ours["images_per_s"]
+    assert row["seconds_for_val2017"] == {"ort-cpu": pytest.approx(want)}
+    assert "start-up + 5000 images" in proc.stdout and "soonest ort-cpu" in proc.stdout
 
 
 def test_repeat_rounds_up_to_whole_batches() -> None:
@@ -172,7 +177,7 @@ def test_a_lanes_variant_is_the_no_flag_run_on_that_many_lanes() -> None:
     import bench_eval_throughput as B
 
     assert B.variant_spec("eval-onnx-defaults-lanes-8") == (8, B.DEFAULTS_MODE, "auto")
-    assert B.variant_spec("eval-onnx-defaults-lanes-6") == B.GPU_VARIANTS["eval-onnx-defaults-lanes-6"]
+    assert B.variant_spec("eval-onnx-defaults-sleep-wait") == (-1, B.DEFAULTS_MODE, "auto+sleep")
     assert B.variant_spec("eval-onnx-defaults") == (-1, B.DEFAULTS_MODE, "auto")  # --lanes, default 3
     for bad in ("eval-onnx-defaults-lanes-0", "eval-onnx-defaults-lanes-", "eval-onnx-defaults-lanes-x", "ort-cpu"):
         assert B.variant_spec(bad) is None, bad

@@ -497,11 +497,11 @@ def test_overlapped_lanes_time_the_upload_and_the_work_as_one_span() -> None:
     pool.close()
 
 
-def test_lane_threads_sleep_on_their_batch_unless_told_to_spin() -> None:
-    """A lane's thread waits on its end event: a blocking-sync event by default (the thread sleeps and its
-    core goes to the loaders), a spinning one with ``spin_wait``; the timing events stay default events."""
+def test_lane_threads_spin_on_their_batch_unless_told_to_sleep() -> None:
+    """A lane's thread waits on its end event: a default (spinning) event unless told to sleep, then a
+    blocking-sync event (the thread sleeps and its core goes to the loaders); the timing events stay default."""
     mem = D.FakeCudaMemory()
-    sleeping, spinning = Lane(mem), Lane(mem, spin_wait=True)
+    sleeping, spinning = Lane(mem, spin_wait=False), Lane(mem)
     assert sleeping.end.blocking is True and spinning.end.blocking is False
     assert not any(e.blocking for lane in (sleeping, spinning) for e in (lane.start, lane.up_start, lane.up_end))
     for lane in (sleeping, spinning):

@@ -152,15 +152,15 @@ def test_backend_protocol_and_fp16_io(tmp_path, api, double):
         assert meta["outputs"][1]["dtype"] == "float16"
         assert meta["gpu_order"].startswith("serial")  # auto: TensorRT's enqueue returns at once, trtexec's order
         assert backend.gpu_overlap is False
-        assert meta["lane_wait"] == "sleep"  # trtexec's default: the lane threads sleep on their batch
+        assert meta["lane_wait"] == "spin"  # CUDA's default wait (trtexec --useSpinWait)
     finally:
         backend.close()
-    spinning = TrtBackend.open(engine, api, lanes=2, spin_wait=True)
+    sleeping = TrtBackend.open(engine, api, lanes=2, spin_wait=False)
     try:
-        assert spinning.metadata()["lane_wait"] == "spin"
-        assert [lane.spin_wait for lane in spinning._lanes.lanes] == [True, True]
+        assert sleeping.metadata()["lane_wait"] == "sleep"
+        assert [lane.spin_wait for lane in sleeping._lanes.lanes] == [False, False]
     finally:
-        spinning.close()
+        sleeping.close()
 
 
 def test_engine_from_another_version_is_refused(multi, api, double, monkeypatch):

@@ -476,10 +476,10 @@ def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images
 
 
 # (b) variants on a GPU, in order (the first is the one we recommend): name -> (lanes, --preprocess,
-# --gpu-order[+nograph][+spin]); lanes 0 = a plain ORT CUDA session (session.run on host arrays), -1 = --lanes.
+# --gpu-order[+nograph][+sleep]); lanes 0 = a plain ORT CUDA session (session.run on host arrays), -1 = --lanes.
 # IO-binding lanes replay a CUDA graph where ORT can capture one (eval-onnx --io-binding's default);
-# "+nograph": per-kernel ORT runs (--provider-option CUDAExecutionProvider:enable_cuda_graph=0); "+spin":
-# --spin-wait.
+# "+nograph": per-kernel ORT runs (--provider-option CUDAExecutionProvider:enable_cuda_graph=0); "+sleep":
+# --lane-wait sleep.
 GPU_POST_VARIANTS: dict[str, tuple[int, str, str]] = {
     "ort-cuda-iobinding-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", "auto"),
     "ort-cuda-iobinding-gpu-letterbox-gpu-post-serial": (-1, "gpu-letterbox+gpu-post", "serial"),
@@ -497,8 +497,7 @@ GPU_DECODE_VARIANTS: dict[str, tuple[int, str, str]] = {
 DEFAULTS_VARIANT = "eval-onnx-defaults"
 GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
     DEFAULTS_VARIANT: (-1, DEFAULTS_MODE, "auto"),
-    f"{DEFAULTS_VARIANT}-spin-wait": (-1, DEFAULTS_MODE, "auto+spin"),
-    f"{DEFAULTS_VARIANT}-lanes-6": (6, DEFAULTS_MODE, "auto"),
+    f"{DEFAULTS_VARIANT}-sleep-wait": (-1, DEFAULTS_MODE, "auto+sleep"),
     **(GPU_POST_VARIANTS if HAS_GPU_POST else {}),
     **(GPU_NOGRAPH_VARIANTS if HAS_GPU_POST else {}),
     **(GPU_DECODE_VARIANTS if HAS_GPU_POST and HAS_GPU_DECODE else {}),
@@ -523,12 +522,22 @@ def variant_spec(name: str) -> tuple[int, str, str] | None:
 
 
 def make_backends(
-    onnx: Path, batch: int, gpu: bool, lanes: int, wanted: Sequence[str] | None
+    onnx: Path,
+    batch: int,
+    gpu: bool,
+    lanes: int,
+    wanted: Sequence[str] | None,
+    starts: dict[str, float] | None = None,
 ) -> tuple[dict[str, tuple[Backend, str]], dict[str, str]]:
     """name -> (backend, preprocess mode) to compare (first = the one we recommend), and the ones
-    that failed to start."""
+    that failed to start. ``starts`` gets each backend's start-up seconds (sessions, CUDA graph capture, GPU
+    pre/post set-up; the first variant also compiles the kernels that the later ones reuse)."""
+    starts = {} if starts is None else starts
     if not gpu:
-        return {"ort-cpu": (OrtBackend(str(onnx), ["CPUExecutionProvider"]), "cpu")}, {}
+        t0 = time.perf_counter()
+        cpu = OrtBackend(str(onnx), ["CPUExecutionProvider"])
+        starts["ort-cpu"] = time.perf_counter() - t0
+        return {"ort-cpu": (cpu, "cpu")}, {}
     from common.throughput.ort_lanes import OrtCudaBackend
 
     names = list(GPU_VARIANTS)
@@ -540,6 +549,7 @@ def make_backends(
     for name in names:
         n_lanes, prep, order = variant_spec(name)  # type: ignore[misc]  # every name above has one
         order, *extras = order.split("+")
+        t0 = time.perf_counter()
         try:
             if n_lanes == 0:
                 backend: Any = OrtBackend(
@@ -552,10 +562,11 @@ def make_backends(
                     lanes=lanes if n_lanes < 0 else n_lanes,
                     gpu_order=order,
                     graph="off" if "nograph" in extras else "auto",
-                    spin_wait="spin" in extras,
+                    spin_wait="sleep" not in extras,
                 )
                 enable_mode(backend, prep)
             out[name] = (backend, prep)
+            starts[name] = time.perf_counter() - t0
         except Exception as exc:  # one broken variant must not hide the others
             failed[name] = f"{type(exc).__name__}: {exc}"
     if not out:
@@ -586,7 +597,8 @@ def make_trt_backends(onnx: Path, batch: int, api_name: str, gpu: bool, dynamic:
 
 
 def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool) -> dict[str, Any]:
-    backends, failed = make_backends(args.onnx_path, batch, gpu, args.lanes, args.variants)
+    starts: dict[str, float] = {}
+    backends, failed = make_backends(args.onnx_path, batch, gpu, args.lanes, args.variants, starts)
     main_name = next(iter(backends))
     main = backends[main_name][0]
     trt_names: set[str] = set()
@@ -618,6 +630,8 @@ def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool
     row["ours"], row["round_order"] = time_in_rounds(
         timed, run_variant, args.rounds, n_images, args.min_seconds, row["failed"]
     )
+    for name, figure in row["ours"].items():
+        figure["start_seconds"] = starts.get(name)
     seq_backend = backends.get("ort-cuda-plain", backends[main_name])[0]
     row["sequential"] = (
         None
@@ -687,10 +701,20 @@ def compare_to_sequential(
         row["detections_identical"][name] = got.rows.shape == ref.rows.shape and bool(np.all(got.rows == ref.rows))
 
 
+# COCO val2017's images: what a user's evaluation runs through, start-up included (``seconds_for_val2017``)
+VAL2017_IMAGES = 5000
+
+
 def summarise(row: dict[str, Any], main_name: str) -> None:
     """The row's verdicts: the best variant and its ratio to the honest ceiling; the first (recommended)
-    variant's AP, its ratio to the ceiling and to the best variant."""
+    variant's AP, its ratio to the ceiling and to the best variant; each variant's start-up plus
+    ``VAL2017_IMAGES`` at its images/s (``seconds_for_val2017``: more lanes may run faster yet start slower)."""
     ceil = row["ceiling"]["images_per_s"]
+    row["seconds_for_val2017"] = {
+        name: fig["start_seconds"] + VAL2017_IMAGES / fig["images_per_s"]
+        for name, fig in row["ours"].items()
+        if fig.get("start_seconds") is not None and fig["images_per_s"] > 0
+    }
     row["ap_ours"] = row["ap"].get(main_name)
     row["stats_identical"] = row["identical"].get(main_name, False)
     best_name = max(row["ours"], key=lambda k: row["ours"][k]["images_per_s"])
@@ -955,6 +979,13 @@ def _verdict(r: dict[str, Any]) -> str:
         line += (
             f"; {r['main_ratio_to_ceiling']:.2f}x the ceiling ({r['ceiling'].get('best', 'serial')}), "
             f"{r['main_ratio_to_best']:.2f}x the best variant ({r['best_variant']})"
+        )
+    val = r.get("seconds_for_val2017") or {}
+    if r["backend"] in val:
+        fastest = min(val, key=val.__getitem__)
+        line += (
+            f"\n{'':>5}  start-up + {VAL2017_IMAGES} images: {val[r['backend']]:.1f} s "
+            f"(start {r['ours'][r['backend']]['start_seconds']:.1f} s); soonest {fastest} {val[fastest]:.1f} s"
         )
     return line
 

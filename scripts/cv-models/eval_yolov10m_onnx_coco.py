@@ -14,7 +14,7 @@ from common.core.cli import add_force_flag, check_range, make_parser, run_main, 
 from common.core.errors import UserError
 from common.eval.cli import (
     GPU_ORDER_HELP,
-    SPIN_WAIT_HELP,
+    LANE_WAIT_HELP,
     add_eval_args,
     check_onnx_args,
     eval_config,
@@ -22,7 +22,7 @@ from common.eval.cli import (
     run_eval,
 )
 from common.eval.fast_path import IO_BINDING_MODES, OrtPath, fast_path_record, probe_gpu, resolve_io_binding
-from common.eval.options import GPU_ORDERS, LaneOptions
+from common.eval.options import GPU_ORDERS, LANE_WAITS, LaneOptions
 from common.ort.options import (
     CUDA_EP,
     add_ep_flags,
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --io-binding: ORT sessions running batches concurrently, each on its own CUDA stream (default 3)",
     )
     t.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help="with --io-binding: " + GPU_ORDER_HELP)
-    t.add_argument("--spin-wait", action="store_true", help="with --io-binding: " + SPIN_WAIT_HELP)
+    t.add_argument("--lane-wait", choices=LANE_WAITS, default="spin", help="with --io-binding: " + LANE_WAIT_HELP)
     t.add_argument(
         "--intra-op-threads",
         type=int,
@@ -124,7 +124,7 @@ def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[
     """IO-binding lanes on the CUDA EP (``common.throughput.ort_lanes``)."""
     from common.throughput.ort_lanes import OrtCudaBackend
 
-    lanes = LaneOptions(args.lanes, args.gpu_order, spin_wait=args.spin_wait)
+    lanes = LaneOptions(args.lanes, args.gpu_order, lane_wait=args.lane_wait)
     return OrtCudaBackend(
         str(args.onnx_path),
         options,

@@ -22,14 +22,14 @@ from common.core.errors import UserError
 from common.core.results import check_output_paths
 from common.eval.cli import (
     GPU_ORDER_HELP,
-    SPIN_WAIT_HELP,
+    LANE_WAIT_HELP,
     add_eval_args,
     check_onnx_args,
     eval_config,
     open_data,
     run_eval,
 )
-from common.eval.options import GPU_ORDERS, LaneOptions
+from common.eval.options import GPU_ORDERS, LANE_WAITS, LaneOptions
 from common.throughput.trt_lanes import TrtBackend
 from common.trt.api import TrtApi, add_api_args, load_api
 from common.trt.build import add_build_args, metadata_path
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the first run to try on a new machine",
     )
     t.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help=GPU_ORDER_HELP)
-    t.add_argument("--spin-wait", action="store_true", help="with --lanes >= 1: " + SPIN_WAIT_HELP)
+    t.add_argument("--lane-wait", choices=LANE_WAITS, default="spin", help="with --lanes >= 1: " + LANE_WAIT_HELP)
     return parser
 
 
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = eval_config(args)
     if args.onnx_path is not None:
         options_from_args(args)  # the build options' own checks, before the dataset or a build
-    lanes = LaneOptions(args.lanes, args.gpu_order, args.cuda_graph, args.spin_wait)
+    lanes = LaneOptions(args.lanes, args.gpu_order, args.cuda_graph, args.lane_wait)
     building = args.onnx_path is not None
     model_inputs = {"--onnx-path": args.onnx_path} if building else {"--engine-path": args.engine_path}
     # written by the build (engine, timing cache) or saved after the run (runtime cache)

@@ -42,7 +42,7 @@ __all__ = [
     "DEFAULT_DATA_ROOT",
     "DEFAULT_WARMUP_RUNS",
     "GPU_ORDER_HELP",
-    "SPIN_WAIT_HELP",
+    "LANE_WAIT_HELP",
     "THROUGHPUT_GROUP",
     "EvalConfig",
     "add_eval_args",
@@ -70,10 +70,7 @@ def warmup_runs_arg(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected auto or a number of runs, got {value!r}") from None
 
 
-SPIN_WAIT_HELP = (
-    "lane threads spin on a core while their batch runs, as trtexec --useSpinWait (default: off, they sleep "
-    "and leave the cores to the loaders)"
-)
+LANE_WAIT_HELP = "lane threads spin (default; trtexec --useSpinWait) or sleep while their batch runs"
 GPU_ORDER_HELP = (
     "serial: the GPU runs one batch at a time, as trtexec runs one stream, while the next batches are staged "
     "and uploaded, so latency.* is each batch's own GPU time; overlap: the lanes' GPU work runs concurrently "

@@ -56,6 +56,7 @@ PROCESS_LOADERS_MIN_IMAGES = 1000
 PROCESS_LOADERS_MIN_CORES = 8
 POSTPROCESS_MODES: tuple[str, ...] = ("auto", "cpu", "gpu")
 GPU_ORDERS: tuple[str, ...] = ("auto", "serial", "overlap")
+LANE_WAITS: tuple[str, ...] = ("spin", "sleep")  # --lane-wait: how a lane's thread waits for its batch
 
 DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
 # Warm-up runs per lane/session (and per partial-last-batch shape) before anything is timed, for
@@ -223,13 +224,17 @@ class OutputOptions:
 class LaneOptions:
     """Concurrent GPU lanes (execution contexts / sessions, each on its own CUDA stream); ``lanes`` 0: no
     lanes, one plain runner (one context, one stream, one batch at a time) where the backend has one.
-    ``spin_wait``: a lane thread waits for its batch by spinning on a core (as trtexec's ``--useSpinWait``);
-    by default it sleeps until the batch is done."""
+    ``lane_wait``: how a lane thread waits for its batch, ``spin`` on a core (CUDA's default, trtexec's
+    ``--useSpinWait``) or ``sleep`` until the batch is done (``LANE_WAITS``)."""
 
     lanes: int = 2
     gpu_order: str = "auto"
     cuda_graph: bool = False
-    spin_wait: bool = False
+    lane_wait: str = "spin"
+
+    @property
+    def spin_wait(self) -> bool:
+        return self.lane_wait == "spin"
 
     def __post_init__(self) -> None:
         if self.lanes < 0:
@@ -237,3 +242,4 @@ class LaneOptions:
                 "lanes", "{lanes} must be >= 0 (0: one plain runner, no threads), got " + literal(self.lanes)
             )
         check_choice("gpu_order", self.gpu_order, GPU_ORDERS)
+        check_choice("lane_wait", self.lane_wait, LANE_WAITS)

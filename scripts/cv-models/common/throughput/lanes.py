@@ -4,7 +4,7 @@
 - ``Staging``: one grow-only device + pinned buffer pair with ``upload`` / ``download`` on a stream.
 - ``Lane``: a stream, two CUDA events around one batch's own work (H2D + compute [+ GPU
   post-processing] + D2H) and, in the serial order, two around its early upload, plus the backend's
-  per-lane ``worker``. A lane's thread sleeps until its batch is done (``spin_wait``: spins).
+  per-lane ``worker``. A lane's thread spins until its batch is done (``spin_wait=False``: sleeps).
 - ``LanePool``: lanes with ``submit`` / ``wait``; ``max_in_flight`` = lanes + 1 batches submitted, so
   a free lane always finds the next batch waiting. Each batch's GPU time comes from its own lane's
   events, never from time it spent queued behind other batches. GPU order: serial (default; one batch
@@ -66,13 +66,13 @@ class Lane:
     upload), and the backend's ``worker`` for this lane."""
 
     def __init__(
-        self, mem: Any, worker: Any = None, stream: Any = None, owns_stream: bool = True, spin_wait: bool = False
+        self, mem: Any, worker: Any = None, stream: Any = None, owns_stream: bool = True, spin_wait: bool = True
     ) -> None:
         """``stream``: an existing stream (e.g. one a session was created for); closed by ``close`` when
         ``owns_stream``. Without one the lane makes and owns its own. The lane's thread waits for a batch on its
-        end event: asleep until the batch is done (a blocking-sync event, trtexec's default), or with
-        ``spin_wait`` spinning on a core (CUDA's default for a process with fewer contexts than cores, as
-        trtexec's ``--useSpinWait``); a sleeping lane leaves its core to the loaders and the COCO workers."""
+        end event: with ``spin_wait`` spinning on a core (CUDA's default for a process with fewer contexts than
+        cores, as trtexec's ``--useSpinWait``), which picks the batch up soonest; otherwise asleep until the batch
+        is done (a blocking-sync event, trtexec's default), leaving its core to the loaders and the COCO workers."""
         self.mem, self.worker = mem, worker
         self._owns_stream = owns_stream or stream is None
         self.stream = mem.stream() if stream is None else stream

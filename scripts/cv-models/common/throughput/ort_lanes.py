@@ -133,7 +133,7 @@ class OrtCudaBackend(LaneBackend):
         post_kernels: Callable[[], Any] | None = None,
         gpu_order: str = "auto",
         graph: str = "off",
-        spin_wait: bool = False,
+        spin_wait: bool = True,
     ) -> None:
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
         explicit = cuda_opts.pop("enable_cuda_graph", None)

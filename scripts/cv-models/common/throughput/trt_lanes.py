@@ -48,7 +48,7 @@ class TrtBackend(LaneBackend):
         lanes: int = 1,
         post_kernels: Callable[[], Any] | None = None,
         gpu_order: str = "auto",
-        spin_wait: bool = False,
+        spin_wait: bool = True,
     ) -> None:
         """``runner``: the first lane (a bare ``TrtSession`` is wrapped); the others share its engine.
         This backend owns it from here on (closed by ``close``, or now if construction fails). ``spin_wait``:
@@ -91,7 +91,7 @@ class TrtBackend(LaneBackend):
         api: TrtApi,
         lanes: int = 1,
         gpu_order: str = "auto",
-        spin_wait: bool = False,
+        spin_wait: bool = True,
         **kwargs: Any,
     ) -> TrtBackend:
         return cls(TrtRunner.open(engine_path, api, **kwargs), lanes=lanes, gpu_order=gpu_order, spin_wait=spin_wait)
