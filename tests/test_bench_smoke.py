@@ -183,6 +183,55 @@ def test_a_lanes_variant_is_the_no_flag_run_on_that_many_lanes() -> None:
         assert B.variant_spec(bad) is None, bad
 
 
+def test_variants_start_only_while_their_gpu_memory_fits() -> None:
+    """Each variant counts its lanes at the first variant's measured footprint per lane, against a share of what
+    was free before the first started; one that does not fit is left out with a line naming it, not started
+    into an out-of-memory failure."""
+    import bench_eval_throughput as B
+
+    gib = 1 << 30
+    plan = B.GpuMemoryPlan(free_before=80 * gib, lanes=3, free_after=74 * gib, share=0.8)  # 2 GiB a lane
+    assert (plan.per_lane, plan.used, plan.budget) == (2 * gib, 6 * gib, 64 * gib)
+    admitted = 0
+    while plan.refuse("three-lanes", 3) is None:
+        plan.take(3)
+        admitted += 1
+    assert admitted == 9 and plan.used == 60 * gib  # 6 + 9 x 6 GiB; a tenth would take 66 of the 64 GiB
+    why = plan.refuse("eight-lanes", 8)
+    assert why is not None and "16.0 GiB" in why and "--variants eight-lanes" in why and plan.used == 60 * gib
+    assert plan.refuse("plain", 1) is None  # a smaller one still fits
+    assert B._variant_lanes("ort-cuda-plain", 3) == 1 and B._variant_lanes("eval-onnx-defaults", 3) == 3
+    assert B._variant_lanes("eval-onnx-defaults-lanes-8", 3) == 8
+
+
+def test_gpu_variants_start_timed_on_a_double_and_stop_where_memory_runs_out(monkeypatch) -> None:
+    """``make_backends`` on a GPU machine (ORT's lanes on the CUDA doubles): each variant's start-up is timed;
+    once the first variant's footprint says the next would not fit, that one is left out with its reason."""
+    import bench_eval_throughput as B
+    from conftest import DEMO_MODEL
+    from test_fast_path import _fake_gpu_machine
+
+    _fake_gpu_machine(monkeypatch)
+    gib = 1 << 30
+    free = iter([10 * gib, 7 * gib])  # before / after the first variant: 3 lanes take 3 GiB, the share is 8 GiB
+    # (a variant that fails to start takes nothing: the plain CUDA session below, which can't start on a CPU)
+    monkeypatch.setattr(B, "_gpu_free", lambda: next(free))
+    starts: dict[str, float] = {}
+    wanted = ["eval-onnx-defaults-sleep-wait", "eval-onnx-defaults-lanes-4"]
+    out, failed = B.make_backends(DEMO_MODEL, 1, True, 3, wanted, starts)
+    try:
+        # 3 + 3 GiB fit in 8; 4 more lanes (4 GiB) do not; a plain CUDA session can't start on this CPU
+        assert list(out) == ["eval-onnx-defaults", "eval-onnx-defaults-sleep-wait"]
+        assert "not started" not in failed["ort-cuda-plain"]
+        assert "--variants eval-onnx-defaults-lanes-4" in failed["eval-onnx-defaults-lanes-4"]
+        assert set(starts) == set(out) and all(s > 0 for s in starts.values())
+        assert out["eval-onnx-defaults-sleep-wait"][0].metadata()["lane_wait"] == "sleep"
+        assert out["eval-onnx-defaults"][0].metadata()["lane_wait"] == "spin"
+    finally:
+        for backend, _ in out.values():
+            backend.close()
+
+
 def test_decode_bench_smoke(tmp_path) -> None:
     """--decode-bench on this machine: OpenCV threads vs nvImageCodec's CPU backend, whose pixels are OpenCV's."""
     pytest.importorskip("nvidia.nvimgcodec", reason="nvImageCodec not installed (extra gpu-decode)")

@@ -521,6 +521,76 @@ def variant_spec(name: str) -> tuple[int, str, str] | None:
     return (int(m.group(1)), DEFAULTS_MODE, "auto") if m else None
 
 
+# of the GPU memory free before the first variant starts, what the variants may take together (ORT's arenas
+# and cuDNN's workspaces live on after each run; past the card's memory, cuDNN and ORT fail or crash)
+GPU_MEMORY_SHARE = 0.8
+
+
+class GpuMemoryPlan:
+    """Which variants start, by GPU memory: each is counted at its lanes times the first variant's measured
+    footprint per lane, since the arenas of per-kernel sessions grow during the runs, after start-up, so
+    what is free when a variant starts says too little. ``refuse`` says why a variant does not fit; ``take``
+    counts one that started."""
+
+    def __init__(self, free_before: int, lanes: int, free_after: int, share: float = GPU_MEMORY_SHARE) -> None:
+        self.used = max(0, free_before - free_after)
+        self.per_lane = self.used / max(1, lanes)
+        self.budget = free_before * share
+
+    def refuse(self, name: str, lanes: int) -> str | None:
+        need = max(1, lanes) * self.per_lane
+        if self.used + need <= self.budget:
+            return None
+        gib = 1 << 30
+        return (
+            f"not started: about {need / gib:.1f} GiB of GPU memory more than the {self.budget / gib:.1f} GiB "
+            f"the variants may share ({self.used / gib:.1f} GiB taken); time it with fewer: --variants {name}"
+        )
+
+    def take(self, lanes: int) -> None:
+        self.used += max(1, lanes) * self.per_lane
+
+
+def _variant_lanes(name: str, lanes: int) -> int:
+    """The sessions variant ``name`` runs (``--lanes`` for the -1 entries, one for a plain session)."""
+    n_lanes = variant_spec(name)[0]  # type: ignore[index]  # a GPU variant
+    return 1 if n_lanes == 0 else (lanes if n_lanes < 0 else n_lanes)
+
+
+def _make_variant(onnx: Path, name: str, batch: int, lanes: int) -> Backend:
+    """The backend of GPU variant ``name`` (``GPU_VARIANTS`` or eval-onnx-defaults-lanes-N), set up for its mode."""
+    from common.throughput.ort_lanes import OrtCudaBackend
+
+    n_lanes, prep, order = variant_spec(name)  # type: ignore[misc]  # a GPU variant
+    order, *extras = order.split("+")
+    if n_lanes == 0:
+        return OrtBackend(str(onnx), ["CUDAExecutionProvider"], require_accelerator=True, intra_op_threads=1)
+    backend = OrtCudaBackend(
+        str(onnx),
+        max_batch=batch,
+        lanes=_variant_lanes(name, lanes),
+        gpu_order=order,
+        graph="off" if "nograph" in extras else "auto",
+        spin_wait="sleep" not in extras,
+    )
+    try:
+        enable_mode(backend, prep)
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
+def _gpu_free() -> int | None:
+    """Free bytes on the GPU now, or None where that can't be asked."""
+    try:
+        from common.gpu.cuda_mem import memory_left
+
+        return memory_left()[0]
+    except Exception:
+        return None
+
+
 def make_backends(
     onnx: Path,
     batch: int,
@@ -530,45 +600,37 @@ def make_backends(
     starts: dict[str, float] | None = None,
 ) -> tuple[dict[str, tuple[Backend, str]], dict[str, str]]:
     """name -> (backend, preprocess mode) to compare (first = the one we recommend), and the ones
-    that failed to start. ``starts`` gets each backend's start-up seconds (sessions, CUDA graph capture, GPU
-    pre/post set-up; the first variant also compiles the kernels that the later ones reuse)."""
+    that failed to start or did not fit the GPU's memory (``GpuMemoryPlan``). ``starts`` gets each backend's
+    start-up seconds (sessions, CUDA graph capture, GPU pre/post set-up; the first variant also compiles the
+    kernels that the later ones reuse)."""
     starts = {} if starts is None else starts
     if not gpu:
         t0 = time.perf_counter()
         cpu = OrtBackend(str(onnx), ["CPUExecutionProvider"])
         starts["ort-cpu"] = time.perf_counter() - t0
         return {"ort-cpu": (cpu, "cpu")}, {}
-    from common.throughput.ort_lanes import OrtCudaBackend
-
     names = list(GPU_VARIANTS)
     if wanted:
         names = [n for n in names if n == names[0] or n in wanted or n == "ort-cuda-plain"]
         names += [n for n in dict.fromkeys(wanted) if n not in GPU_VARIANTS and variant_spec(n) is not None]
     out: dict[str, tuple[Backend, str]] = {}
     failed: dict[str, str] = {}
+    plan: GpuMemoryPlan | None = None
     for name in names:
-        n_lanes, prep, order = variant_spec(name)  # type: ignore[misc]  # every name above has one
-        order, *extras = order.split("+")
-        t0 = time.perf_counter()
+        if plan is not None and (why := plan.refuse(name, _variant_lanes(name, lanes))) is not None:
+            failed[name] = why
+            continue
+        free_before, t0 = (_gpu_free() if not out else None), time.perf_counter()
         try:
-            if n_lanes == 0:
-                backend: Any = OrtBackend(
-                    str(onnx), ["CUDAExecutionProvider"], require_accelerator=True, intra_op_threads=1
-                )
-            else:
-                backend = OrtCudaBackend(
-                    str(onnx),
-                    max_batch=batch,
-                    lanes=lanes if n_lanes < 0 else n_lanes,
-                    gpu_order=order,
-                    graph="off" if "nograph" in extras else "auto",
-                    spin_wait="sleep" not in extras,
-                )
-                enable_mode(backend, prep)
-            out[name] = (backend, prep)
+            out[name] = (_make_variant(onnx, name, batch, lanes), variant_spec(name)[1])  # type: ignore[index]
             starts[name] = time.perf_counter() - t0
         except Exception as exc:  # one broken variant must not hide the others
             failed[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        if plan is not None:
+            plan.take(_variant_lanes(name, lanes))
+        elif free_before is not None and (free_after := _gpu_free()) is not None:
+            plan = GpuMemoryPlan(free_before, _variant_lanes(name, lanes), free_after)
     if not out:
         raise UserError(f"no GPU backend could start: {failed}")
     return out, failed

@@ -49,6 +49,7 @@ __all__ = [
     "StreamLike",
     "check",
     "device_info",
+    "memory_left",
 ]
 
 
@@ -345,6 +346,14 @@ class CudaMemory:
 
     def device_info(self) -> dict[str, Any] | None:
         return device_info(self.device)
+
+
+def memory_left(device: int = 0) -> tuple[int, int]:
+    """(free, total) bytes of CUDA device ``device`` now (cudaMemGetInfo)."""
+    rt = _runtime()
+    check("cudaSetDevice", rt.cudaSetDevice(device))
+    free, total = check("cudaMemGetInfo", rt.cudaMemGetInfo())
+    return int(free), int(total)
 
 
 def device_info(device: int = 0) -> dict[str, Any] | None:
