@@ -574,12 +574,16 @@ def _graph_lanes(monkeypatch, fail_capture: bool = False):
     class GraphSession(_FakeIoSession):
         def __init__(self, real, graph: bool) -> None:
             super().__init__(real)
-            self.graph = graph
+            self.graph, self.captured = graph, None
 
         def run_with_iobinding(self, io, run_options=None) -> None:
             calls.append((io.inputs[0][2], run_options, self.graph))
             if self.graph and fail_capture:
                 raise RuntimeError("CUDA failure 901: operation failed due to a previous error during capture")
+            graph_id = run_options.get_run_config_entry("gpu_graph_id") if run_options is not None else None
+            if self.graph and graph_id != "-1":  # ORT replays the captured graph whatever is bound: one shape only
+                self.captured = self.captured or io.inputs[0][2]
+                assert io.inputs[0][2] == self.captured, "double: a CUDA-graph replay bound at another shape"
             super().run_with_iobinding(io)
 
     def lane_session(path, providers, options, **kwargs):
@@ -594,8 +598,9 @@ def _graph_lanes(monkeypatch, fail_capture: bool = False):
 
 def test_ort_cuda_graph_lanes_capture_at_construction_bind_one_shape_and_return_early(monkeypatch, tmp_path) -> None:
     """--io-binding with CUDA graphs: every lane's session is asked for a graph and warmed alone when the backend
-    is made (ORT captures there, before any other CUDA user starts), every run is bound at the one captured
-    shape (a partial batch too: its rows are the same), and runs return without ORT's stream sync."""
+    is made (ORT captures there, before any other CUDA user starts), every full batch replays the graph at the
+    captured shape and returns without ORT's stream sync; a partial batch runs at its own shape outside the
+    graph (gpu_graph_id -1, synchronous), as a plain session runs it."""
     import onnxruntime as ort
 
     from common.ort.options import CUDA_EP
@@ -607,19 +612,25 @@ def test_ort_cuda_graph_lanes_capture_at_construction_bind_one_shape_and_return_
         str(onnx), {CUDA_EP: {"enable_cuda_graph": "1"}}, max_batch=4, lanes=2, memory=mem
     )
     assert len(calls) == 2 * ort_cuda.GRAPH_WARMUP_RUNS  # each lane warmed (captured) before anything else
-    x = np.random.default_rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32)
     try:
-        got = backend.infer(x)[0]
+        full, partial = backend.infer(x)[0], backend.infer(x[:3])[0]
         meta = backend.metadata()
     finally:
         backend.close()
     ref = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6)
-    assert got.shape == (3, 4, 8, 8)
+    np.testing.assert_allclose(full, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(partial, ref[:3], rtol=1e-6, atol=1e-6)
+    assert partial.shape == (3, 4, 8, 8)
     assert [a["enable_cuda_graph"] for a in asked] == ["1", "1"]
-    assert len(calls) == 2 * ort_cuda.GRAPH_WARMUP_RUNS + 1
-    assert {shape for shape, _, _ in calls} == {(4, 3, 8, 8)}  # one shape: the captured graph's
-    assert all(o.get_run_config_entry("disable_synchronize_execution_providers") == "1" for _, o, _ in calls)
+    assert len(calls) == 2 * ort_cuda.GRAPH_WARMUP_RUNS + 2
+    replays, (last_shape, last_options, _) = calls[:-1], calls[-1]
+    assert {shape for shape, _, _ in replays} == {(4, 3, 8, 8)}  # one shape: the captured graph's
+    assert all(o.get_run_config_entry("disable_synchronize_execution_providers") == "1" for _, o, _ in replays)
+    assert all(o.get_run_config_entry("gpu_graph_id") == "0" for _, o, _ in replays)
+    assert last_shape == (3, 3, 8, 8) and last_options.get_run_config_entry("gpu_graph_id") == "-1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # ORT's own synchronous default
+        last_options.get_run_config_entry("disable_synchronize_execution_providers")
     # runs no longer block the host: auto picks the serial GPU order, as for TensorRT
     assert meta["cuda_graph"] is True and meta["cuda_graph_fallback"] is None
     assert meta["gpu_order"].startswith("serial")

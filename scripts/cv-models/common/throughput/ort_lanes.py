@@ -22,11 +22,12 @@ callback and abort the process (CUDA failure 800 in cudaFreeHost).
 
 CUDA graph (the default where ORT can capture; ``--cuda-graph`` insists): each lane's session captures the
 model once, at ``max_batch``, when the backend is made (``warmup``: lanes one at a time, each on its own
-thread, nothing else in flight), and replays it;
-every run is bound at that shape. Its runs return once the graph is launched, so the lane's kernels and
-events follow on the GPU with no host gap, and a batch's lane-event span is its GPU time (the launch-bound
-spans of per-kernel ORT runs at small batches vary with host load). A graph needs every node on the
-CUDA EP (ORT refuses the session otherwise), so no run stages host memory.
+thread, nothing else in flight), and replays it for every full batch. A partial last batch runs at its own
+shape outside the graph, as a plain session runs it (cuDNN may choose other kernels at another shape, so a
+padded batch would not give the same outputs to the last bit). Replays return once the graph is launched, so
+the lane's kernels and events follow on the GPU with no host gap, and a batch's lane-event span is its GPU
+time (the launch-bound spans of per-kernel ORT runs at small batches vary with host load). A graph needs
+every node on the CUDA EP (ORT refuses the session otherwise), so no run stages host memory.
 
 With ``enable_device_postprocess`` (``DevicePostprocessing``) a lane runs ``common.throughput.gpu_postprocess``
 on its stream after the ORT run and copies back only the final rows: ``infer`` / ``wait`` return
@@ -75,6 +76,16 @@ def _graph_run_options() -> Any:
     # ORT's default graph annotation, set explicitly: newer ORT Pythons look this entry up on every
     # run_with_iobinding, and an absent entry costs a C++ exception per run while holding the GIL
     opts.add_run_config_entry("gpu_graph_id", "0")
+    return opts
+
+
+def _partial_run_options() -> Any:
+    """Run options for a partial batch on a CUDA-graph lane: outside the graph (``gpu_graph_id`` -1: no capture,
+    no replay in this run), at the batch's own shape, synchronous as a plain session's run."""
+    import onnxruntime as ort
+
+    opts = ort.RunOptions()
+    opts.add_run_config_entry("gpu_graph_id", "-1")
     return opts
 
 
@@ -189,6 +200,7 @@ class OrtCudaBackend(LaneBackend):
         # replays overlap at batch 1 (one image does not fill the GPU)
         overlap = resolve_gpu_order(gpu_order, not graph, self.max_batch, graph_replays=graph)
         self._run_options = _graph_run_options() if graph else None
+        self._partial_options = _partial_run_options() if graph else None
         lane_list: list[Lane] = []
         try:
             for _ in range(max(1, lanes)):
@@ -256,13 +268,17 @@ class OrtCudaBackend(LaneBackend):
             outs[-1].ensure(self._nbytes(spec))
         return _OrtLane(sess, {}, inp, outs)
 
+    def _run(self, lane: _OrtLane, batch: int) -> None:
+        """One ORT run of ``batch`` images over the lane's buffers. A CUDA-graph lane replays its graph for a full
+        batch; a partial batch runs at its own shape outside the graph (``_partial_run_options``), exactly as a
+        plain session runs it: cuDNN may choose other kernels at another shape, so a partial batch padded to the
+        captured shape would not give the plain session's outputs to the last bit."""
+        partial = self.cuda_graph and batch != self.max_batch
+        options = self._partial_options if partial else self._run_options
+        lane.backend._session.run_with_iobinding(self._binding(lane, batch), options)
+
     def _binding(self, lane: _OrtLane, batch: int) -> Any:
-        """IO binding for ``batch`` images over the lane's buffers (sized for max_batch): a partial
-        last batch runs at its own shape, exactly as a plain session would run it. With a CUDA graph every
-        run is bound at max_batch (the one shape captured; a partial batch's rows past ``batch`` are
-        left-over input whose outputs nobody reads)."""
-        if self.cuda_graph:
-            batch = self.max_batch
+        """IO binding for ``batch`` images over the lane's buffers (sized for max_batch), one per batch size."""
         io = lane.io.get(batch)
         if io is None:
             io = lane.backend._session.io_binding()
@@ -314,7 +330,7 @@ class OrtCudaBackend(LaneBackend):
         b = item.batch
         if item.launch is not None:
             item.launch(w.inp.device_ptr, lane.stream)
-        w.backend._session.run_with_iobinding(self._binding(w, b), self._run_options)
+        self._run(w, b)
         if w.post is not None:
             w.post.launch(w.outs[0].device_ptr, lane.stream, b)
             return lambda: [w.post.collect()]
@@ -329,7 +345,7 @@ class OrtCudaBackend(LaneBackend):
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
-            lane.worker.backend._session.run_with_iobinding(self._binding(lane.worker, batch), self._run_options)
+            self._run(lane.worker, batch)
             lane.stream.synchronize()
             times.append((time.perf_counter() - t0) * 1000.0)
         return times
