@@ -224,7 +224,8 @@ def test_gpu_variants_start_timed_on_a_double_and_stop_where_memory_runs_out(mon
         assert list(out) == ["eval-onnx-defaults", "eval-onnx-defaults-sleep-wait"]
         assert "not started" not in failed["ort-cuda-plain"]
         assert "--variants eval-onnx-defaults-lanes-4" in failed["eval-onnx-defaults-lanes-4"]
-        assert set(starts) == set(out) and all(s > 0 for s in starts.values())
+        # the post-processing kernels compile once, before the first variant, apart from every start-up
+        assert set(starts) == {*out, B.KERNELS_START} and all(s > 0 for s in starts.values())
         assert out["eval-onnx-defaults-sleep-wait"][0].metadata()["lane_wait"] == "sleep"
         assert out["eval-onnx-defaults"][0].metadata()["lane_wait"] == "spin"
     finally:
