@@ -557,18 +557,20 @@ def _variant_lanes(name: str, lanes: int) -> int:
     return 1 if n_lanes == 0 else (lanes if n_lanes < 0 else n_lanes)
 
 
-def _make_variant(onnx: Path, name: str, batch: int, lanes: int) -> Backend:
-    """The backend of GPU variant ``name`` (``GPU_VARIANTS`` or eval-onnx-defaults-lanes-N), set up for its mode."""
+def _make_variant(onnx: Path, name: str, batch: int, lanes: int) -> tuple[Backend, str]:
+    """The backend of GPU variant ``name`` (``GPU_VARIANTS`` or eval-onnx-defaults-lanes-N) on ``lanes`` sessions
+    (``_variant_lanes``), set up for its mode; and the mode."""
     from common.throughput.ort_lanes import OrtCudaBackend
 
     n_lanes, prep, order = variant_spec(name)  # type: ignore[misc]  # a GPU variant
     order, *extras = order.split("+")
     if n_lanes == 0:
-        return OrtBackend(str(onnx), ["CUDAExecutionProvider"], require_accelerator=True, intra_op_threads=1)
+        plain = OrtBackend(str(onnx), ["CUDAExecutionProvider"], require_accelerator=True, intra_op_threads=1)
+        return plain, prep
     backend = OrtCudaBackend(
         str(onnx),
         max_batch=batch,
-        lanes=_variant_lanes(name, lanes),
+        lanes=lanes,
         gpu_order=order,
         graph="off" if "nograph" in extras else "auto",
         spin_wait="sleep" not in extras,
@@ -578,10 +580,23 @@ def _make_variant(onnx: Path, name: str, batch: int, lanes: int) -> Backend:
     except BaseException:
         backend.close()
         raise
-    return backend
+    return backend, prep
 
 
-KERNELS_START = "gpu-post-kernels"  # make_backends' ``starts`` key of compiling the post-processing kernels
+def compile_post_kernels() -> float | None:
+    """Compile the GPU post-processing kernels (once per process): their seconds, or None where they can't be
+    (the variants that need them then say why). Done before the variants start, so that no variant's start-up
+    holds it."""
+    if not HAS_GPU_POST:
+        return None
+    t0 = time.perf_counter()
+    try:
+        from common.throughput.gpu_postprocess import postprocess_kernels
+
+        postprocess_kernels(0)
+    except Exception:
+        return None
+    return time.perf_counter() - t0
 
 
 def _gpu_free() -> int | None:
@@ -604,24 +619,13 @@ def make_backends(
 ) -> tuple[dict[str, tuple[Backend, str]], dict[str, str]]:
     """name -> (backend, preprocess mode) to compare (first = the one we recommend), and the ones
     that failed to start or did not fit the GPU's memory (``GpuMemoryPlan``). ``starts`` gets each backend's
-    start-up seconds (sessions, CUDA graph capture, GPU pre/post set-up), and under ``KERNELS_START`` the
-    compiling of the post-processing kernels, done once per process before the first variant so that no
-    variant's start-up holds it."""
+    start-up seconds (sessions, CUDA graph capture, GPU pre/post set-up)."""
     starts = {} if starts is None else starts
     if not gpu:
         t0 = time.perf_counter()
         cpu = OrtBackend(str(onnx), ["CPUExecutionProvider"])
         starts["ort-cpu"] = time.perf_counter() - t0
         return {"ort-cpu": (cpu, "cpu")}, {}
-    if HAS_GPU_POST:
-        t0 = time.perf_counter()
-        try:
-            from common.throughput.gpu_postprocess import postprocess_kernels
-
-            postprocess_kernels(0)
-            starts[KERNELS_START] = time.perf_counter() - t0
-        except Exception:  # the variants that need them say why they can't start
-            pass
     names = list(GPU_VARIANTS)
     if wanted:
         names = [n for n in names if n == names[0] or n in wanted or n == "ort-cuda-plain"]
@@ -630,20 +634,21 @@ def make_backends(
     failed: dict[str, str] = {}
     plan: GpuMemoryPlan | None = None
     for name in names:
-        if plan is not None and (why := plan.refuse(name, _variant_lanes(name, lanes))) is not None:
+        n_lanes = _variant_lanes(name, lanes)
+        if plan is not None and (why := plan.refuse(name, n_lanes)) is not None:
             failed[name] = why
             continue
         free_before, t0 = (_gpu_free() if not out else None), time.perf_counter()
         try:
-            out[name] = (_make_variant(onnx, name, batch, lanes), variant_spec(name)[1])  # type: ignore[index]
+            out[name] = _make_variant(onnx, name, batch, n_lanes)
             starts[name] = time.perf_counter() - t0
         except Exception as exc:  # one broken variant must not hide the others
             failed[name] = f"{type(exc).__name__}: {exc}"
             continue
         if plan is not None:
-            plan.take(_variant_lanes(name, lanes))
+            plan.take(n_lanes)
         elif free_before is not None and (free_after := _gpu_free()) is not None:
-            plan = GpuMemoryPlan(free_before, _variant_lanes(name, lanes), free_after)
+            plan = GpuMemoryPlan(free_before, n_lanes, free_after)
     if not out:
         raise UserError(f"no GPU backend could start: {failed}")
     return out, failed
@@ -673,6 +678,7 @@ def make_trt_backends(onnx: Path, batch: int, api_name: str, gpu: bool, dynamic:
 
 def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool) -> dict[str, Any]:
     starts: dict[str, float] = {}
+    compile_s = compile_post_kernels() if gpu else None
     backends, failed = make_backends(args.onnx_path, batch, gpu, args.lanes, args.variants, starts)
     main_name = next(iter(backends))
     main = backends[main_name][0]
@@ -705,7 +711,7 @@ def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool
     row["ours"], row["round_order"] = time_in_rounds(
         timed, run_variant, args.rounds, n_images, args.min_seconds, row["failed"]
     )
-    row["kernel_compile_seconds"] = starts.get(KERNELS_START)
+    row["kernel_compile_seconds"] = compile_s
     for name, figure in row["ours"].items():
         figure["start_seconds"] = starts.get(name)
     seq_backend = backends.get("ort-cuda-plain", backends[main_name])[0]
