@@ -12,17 +12,9 @@ from typing import Any
 import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
 from common.core.cli import add_force_flag, check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
-from common.eval.cli import (
-    GPU_ORDER_HELP,
-    LANE_WAIT_HELP,
-    add_eval_args,
-    check_onnx_args,
-    eval_config,
-    open_data,
-    run_eval,
-)
+from common.eval.cli import add_eval_args, add_lane_flags, check_onnx_args, eval_config, open_data, run_eval
 from common.eval.fast_path import IO_BINDING_MODES, OrtPath, fast_path_record, probe_gpu, resolve_io_binding
-from common.eval.options import GPU_ORDERS, LANE_WAITS, LaneOptions
+from common.eval.options import LaneOptions
 from common.ort.options import (
     CUDA_EP,
     add_ep_flags,
@@ -97,8 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=3,
         help="with --io-binding: ORT sessions running batches concurrently, each on its own CUDA stream (default 3)",
     )
-    t.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help="with --io-binding: " + GPU_ORDER_HELP)
-    t.add_argument("--lane-wait", choices=LANE_WAITS, default="spin", help="with --io-binding: " + LANE_WAIT_HELP)
+    add_lane_flags(t, "with --io-binding")
     t.add_argument(
         "--intra-op-threads",
         type=int,

@@ -20,16 +20,8 @@ import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on
 from common.core.cli import make_parser, output_file, run_main, setup_logging
 from common.core.errors import UserError
 from common.core.results import check_output_paths
-from common.eval.cli import (
-    GPU_ORDER_HELP,
-    LANE_WAIT_HELP,
-    add_eval_args,
-    check_onnx_args,
-    eval_config,
-    open_data,
-    run_eval,
-)
-from common.eval.options import GPU_ORDERS, LANE_WAITS, LaneOptions
+from common.eval.cli import add_eval_args, add_lane_flags, check_onnx_args, eval_config, open_data, run_eval
+from common.eval.options import LaneOptions
 from common.throughput.trt_lanes import TrtBackend
 from common.trt.api import TrtApi, add_api_args, load_api
 from common.trt.build import add_build_args, metadata_path
@@ -76,8 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         "runner (one context, one stream, no threads, one batch at a time; CPU pre- and post-processing): "
         "the first run to try on a new machine",
     )
-    t.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help=GPU_ORDER_HELP)
-    t.add_argument("--lane-wait", choices=LANE_WAITS, default="spin", help="with --lanes >= 1: " + LANE_WAIT_HELP)
+    add_lane_flags(t, "with --lanes >= 1")
     return parser
 
 

@@ -23,7 +23,9 @@ from common.eval.options import (
     CPU_WARMUP_RUNS,
     DECODES,
     DEFAULT_DATA_ROOT,
+    GPU_ORDERS,
     GPU_WARMUP_RUNS,
+    LANE_WAITS,
     LOADERS,
     POSTPROCESS_MODES,
     PREPROCESS_CHOICES,
@@ -41,11 +43,10 @@ __all__ = [
     "ALLOW_IMGSZ_FLAG",
     "DEFAULT_DATA_ROOT",
     "DEFAULT_WARMUP_RUNS",
-    "GPU_ORDER_HELP",
-    "LANE_WAIT_HELP",
     "THROUGHPUT_GROUP",
     "EvalConfig",
     "add_eval_args",
+    "add_lane_flags",
     "check_onnx_args",
     "check_onnx_input",
     "data_options",
@@ -80,6 +81,13 @@ GPU_ORDER_HELP = (
     "whose runs block the host, and lanes replaying CUDA graphs at batch 1, which one image does not fill "
     "(overlapping lanes keep the GPU busier there)"
 )
+
+
+def add_lane_flags(group: argparse._ArgumentGroup, when: str) -> None:
+    """``--gpu-order`` and ``--lane-wait``, the flags every lane-backed evaluator shares; ``when``: the
+    condition under which they apply, which their help opens with (e.g. ``with --io-binding``)."""
+    group.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help=f"{when}: {GPU_ORDER_HELP}")
+    group.add_argument("--lane-wait", choices=LANE_WAITS, default="spin", help=f"{when}: {LANE_WAIT_HELP}")
 
 
 THROUGHPUT_GROUP = "throughput tuning (the defaults pick the fast path where it runs; same detections)"
