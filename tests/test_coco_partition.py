@@ -155,3 +155,47 @@ def test_batches_without_any_detection_reach_the_workers(mini_coco, workers: int
     ev.add(ids[:3], [np.zeros((0, 7))] * 3)
     ev.add(ids[3:], [rows, np.zeros((0, 7)), np.zeros((0, 7))])
     assert ev.finish().tolist() == pycocotools_eval(mini_coco.coco, rows, ids).stats.tolist()
+
+
+def _routed(ev: ProcessCocoEval, ids: list[int], rows_per_image: list[np.ndarray]) -> list[tuple]:
+    counts = np.array([len(r) for r in rows_per_image], np.int64)
+    return ev._route(("rows", np.asarray(ids, np.int64), counts, np.concatenate(rows_per_image)))
+
+
+def test_each_worker_is_sent_the_rows_of_its_categories_alone(mini_coco) -> None:
+    """The sender splits a batch by worker: each worker gets every image id, the rows of its categories in
+    their order and each image's count of them; a row of a category no worker has (unknown, not an integer,
+    without counted ground truth) goes to none."""
+    ids = mini_coco.image_ids[:3]
+    ev = ProcessCocoEval(mini_coco.coco, ids, workers=2)
+    assert ev.workers == 2
+    cat_ids = ev.gt.cat_ids
+    mine = [set(cat_ids[g].tolist()) for g in ev.groups]
+    nobody = [c for c in cat_ids.tolist() if not any(c in m for m in mine)]
+    cats = [*sorted(mine[0] | mine[1]), 999, -1, float(cat_ids[0]) + 0.5, *nobody]
+    rng = np.random.default_rng(3)
+    per_image = []
+    for k, i in enumerate(ids):
+        n = 5 + 4 * k
+        r = np.column_stack([np.full(n, i), rng.random((n, 5)), rng.choice(cats, n)])
+        per_image.append(r)
+    parts = _routed(ev, ids, per_image)
+    assert len(parts) == 2
+    for part, wanted in zip(parts, mine, strict=True):
+        tag, got_ids, counts, rows = part
+        assert tag == "rows" and got_ids.tolist() == ids
+        expected = [r[np.isin(r[:, 6], list(wanted))] for r in per_image]
+        assert counts.tolist() == [len(e) for e in expected]
+        assert np.array_equal(rows, np.concatenate(expected))
+    assert sum(len(p[3]) for p in parts) < sum(len(r) for r in per_image)  # the rows of no worker went nowhere
+
+
+def test_category_ids_too_large_for_a_table_go_to_every_worker(mini_coco, monkeypatch) -> None:
+    from common.data import coco_process
+
+    monkeypatch.setattr(coco_process, "MAX_TABLE_CATEGORY_ID", 1)
+    ids = mini_coco.image_ids[:2]
+    ev = ProcessCocoEval(mini_coco.coco, ids, workers=2)
+    rows = [np.array([[ids[0], 1, 1, 5, 5, 0.9, ev.gt.cat_ids[0]]]), np.zeros((0, 7))]
+    parts = _routed(ev, ids, rows)
+    assert len(parts) == 2 and all(np.array_equal(p[3], rows[0]) for p in parts)

@@ -3,9 +3,10 @@
 ``ProcessCocoEval`` starts one or more ``python -m common.data.coco_process`` workers (fresh interpreters,
 never forks of a process holding inference threads), each owning a share of the categories
 (``common.data.coco_partition``), and sends each the indexed ground truth of its categories; both happen on
-one thread of its own (``_Sender``), so the caller goes on at once. ``add`` hands that thread one message
-per batch for every worker: the image ids, each image's row count and all rows as one [N, 7] array; a
-worker keeps the rows of its categories. The workers match as the batches come (``StreamingCocoEval``) and
+one thread of its own (``_Sender``), so the caller goes on at once. ``add`` hands that thread each batch:
+the image ids, each image's row count and all rows as one [N, 7] array; the thread sends each worker the
+rows of its categories (found by a table lookup of the category id), each image's count of them and every
+image id. The workers match as the batches come (``StreamingCocoEval``) and
 at ``finish`` accumulate their categories side by side, each on up to ``MAX_ACCUMULATE_THREADS`` threads (its
 share of the cores), returning only their slices of the precision and recall arrays; this process puts them
 together and summarises, so the 12 stats are the streamed evaluation's, equal to pycocotools'. A worker
@@ -46,6 +47,7 @@ PROCESS_MIN_IMAGES = 1000  # selections this large match in worker processes on 
 # they never take a core from the loaders or the inference threads that the run waits on
 WORKER_NICE = 10
 MAX_ACCUMULATE_THREADS = 4  # threads a worker accumulates its categories on, at most
+MAX_TABLE_CATEGORY_ID = 1 << 20  # category ids below this are routed to their worker by a table lookup
 
 
 # glibc malloc (ignored elsewhere): the worker's large NumPy temporaries come from a heap it keeps, not from fresh
@@ -118,14 +120,20 @@ class _Worker:
 class _Sender:
     """One thread that first starts the workers (``spawn``, which fills ``workers``), then writes the queued
     messages to them in order (the sockets wait here, never in ``add``): one wake-up per batch for all the
-    workers, not one per worker. ``spawned`` is set once no worker will start any more; ``error`` is why
-    ``spawn`` failed (then no message is written)."""
+    workers, not one per worker. A batch's rows are split here (``route``: one message per worker, with the
+    rows of its categories alone), so each worker is sent its share, not every row. ``spawned`` is set once
+    no worker will start any more; ``error`` is why ``spawn`` failed (then no message is written)."""
 
-    def __init__(self, spawn: Callable[[list[_Worker]], None]) -> None:
+    def __init__(
+        self,
+        spawn: Callable[[list[_Worker]], None],
+        route: Callable[[tuple[Any, ...]], list[tuple[Any, ...]]],
+    ) -> None:
         self.workers: list[_Worker] = []
         self.spawned = threading.Event()
         self.error: Exception | None = None
         self._spawn = spawn
+        self._route = route
         self.outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._send_all, name="coco-eval-send", daemon=True)
         self._thread.start()
@@ -139,8 +147,9 @@ class _Sender:
             self.spawned.set()
         while (msg := self.outbox.get()) is not None:
             if self.error is None:
-                for w in self.workers:
-                    w.send(msg)
+                parts = self._route(msg) if msg[0] == "rows" else [msg] * len(self.workers)
+                for w, part in zip(self.workers, parts, strict=True):
+                    w.send(part)
 
     def put(self, msg: tuple[Any, ...]) -> None:
         """Queue ``msg`` for every worker."""
@@ -151,6 +160,17 @@ class _Sender:
         if self._thread.is_alive():
             self.outbox.put(None)
             self._thread.join()
+
+
+def _owner_table(cat_ids: np.ndarray, groups: list[np.ndarray]) -> np.ndarray | None:
+    """The worker of each category id, by id (-1: none); None where one worker has them all, or where the
+    ids are too large for a table (then every worker is sent every row, and keeps its own)."""
+    if len(groups) == 1 or not len(cat_ids) or cat_ids.min() < 0 or cat_ids.max() >= MAX_TABLE_CATEGORY_ID:
+        return None
+    owner = np.full(int(cat_ids.max()) + 1, -1, np.int64)
+    for w, cats in enumerate(groups):
+        owner[cat_ids[cats]] = w
+    return owner
 
 
 class ProcessCocoEval:
@@ -168,13 +188,16 @@ class ProcessCocoEval:
         wanted = workers or auto_workers(n_present, available_cpus())
         self.groups = partition_categories(self.gt.counted, wanted) or [np.arange(len(self.gt.cat_ids))]
         self.workers = len(self.groups)  # the worker processes that run
+        self._owner = _owner_table(self.gt.cat_ids, self.groups)
         self.match_seconds = 0.0  # the workers' matching, all of them together (known at ``finish``)
         self.accumulate_seconds = 0.0  # the slowest worker's accumulation, after the last batch (``finish``)
         self.feed_seconds = 0.0  # this process's time in ``add``
         self.feed_cpu_seconds = 0.0  # of which the calling thread's CPU time (the rest: waiting for a core or the GIL)
         self.start_seconds = 0.0  # from starting the workers to the last one ready to match (known at ``finish``)
         self.num_detections = 0
-        self._chunk_rows = chunk_rows
+        # rows a worker matches together: its share of ``chunk_rows`` when the rows are split by worker, so it
+        # matches as often as one that is sent every row, and the rows left at ``finish`` stay as few
+        self._chunk_rows = chunk_rows if self._owner is None else max(1, chunk_rows // self.workers)
         # threads each worker accumulates on after the last batch, when the run no longer needs the cores
         self.accumulate_threads = max(1, min(MAX_ACCUMULATE_THREADS, available_cpus() // self.workers))
         self._t0 = 0.0
@@ -191,13 +214,31 @@ class ProcessCocoEval:
         if self._sender is not None:
             return
         self._t0 = time.time()
-        self._sender = _Sender(self._spawn)
+        self._sender = _Sender(self._spawn, self._route)
 
     def _spawn(self, workers: list[_Worker]) -> None:
         env = child_env(WORKER_MALLOC_ENV)
         for cats in self.groups:
             workers.append(_Worker(env))
             workers[-1].send(("gt", subset_ground_truth(self.gt, cats), self._chunk_rows, self.accumulate_threads))
+
+    def _route(self, msg: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """A "rows" message as one message per worker: every image id, with the rows of the worker's
+        categories alone (in their order) and each image's count of them. A row of a category no worker has
+        goes to none: every worker would drop it."""
+        if self._owner is None:
+            return [msg] * self.workers
+        tag, ids, counts, rows = msg
+        cats = rows[:, 6]
+        c = cats.astype(np.int64)  # category ids are integers: a row whose id is not one belongs to no worker
+        known = (c >= 0) & (c < len(self._owner)) & (c == cats)
+        owner = np.where(known, self._owner[np.where(known, c, 0)], -1)
+        image = np.repeat(np.arange(len(ids)), counts)
+        parts = []
+        for w in range(self.workers):
+            mine = np.flatnonzero(owner == w)
+            parts.append((tag, ids, np.bincount(image.take(mine), minlength=len(ids)), rows.take(mine, axis=0)))
+        return parts
 
     def _check_sender(self) -> None:
         """RuntimeError when the workers could not start or a message could not reach one."""
@@ -210,8 +251,8 @@ class ProcessCocoEval:
                 raise w.died() from w.send_error
 
     def add(self, image_ids: Sequence[int], rows_per_image: Sequence[np.ndarray]) -> None:
-        """Hand a batch to the workers: one message with every image's rows in one array, the same to each
-        (a worker keeps the rows of its categories; splitting them here would cost this thread more)."""
+        """Hand a batch to the sender's thread: every image's rows in one array (that thread splits them
+        by worker, so this thread only gathers them)."""
         self.start()
         t0, c0 = time.perf_counter(), time.thread_time()
         counts = np.array([len(r) for r in rows_per_image], np.int64)
