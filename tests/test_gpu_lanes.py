@@ -228,6 +228,41 @@ def test_idle_holds_new_batches_back_and_close_runs_what_was_queued() -> None:
         lane.close()
 
 
+class _CountingCondition(threading.Condition):
+    """A condition that counts how many waiting threads its notifications woke (at most)."""
+
+    woken = 0
+
+    def notify(self, n: int = 1) -> None:
+        _CountingCondition.woken += min(n, len(self._waiters))  # type: ignore[attr-defined]
+        super().notify(n)
+
+    def notify_all(self) -> None:
+        self.notify(len(self._waiters))  # type: ignore[attr-defined]
+
+
+def test_a_batch_wakes_one_lane_thread_not_every_idle_one(monkeypatch) -> None:
+    """With eight idle lanes, each batch handed over wakes one lane's thread; waking all of them at every
+    batch and every batch's end makes seven threads fight for the GIL for nothing (batch 1 is host-bound)."""
+    from common.throughput import lanes as lanes_module
+
+    mem = D.FakeCudaMemory()
+    monkeypatch.setattr(lanes_module.threading, "Condition", _CountingCondition)
+    pool = LanePool([Lane(mem) for _ in range(8)], lambda lane, batch: lambda: batch, "wake")
+    monkeypatch.undo()  # the pool's condition counts; the batches' futures keep their own
+    assert isinstance(pool._cv, _CountingCondition)
+    for i in range(40):  # one at a time: all eight lanes idle at every hand-over
+        _CountingCondition.woken = 0
+        assert pool.wait(pool.submit(i)) == i
+        assert _CountingCondition.woken <= 1, f"batch {i} woke {_CountingCondition.woken} lane threads"
+    with pool.idle():  # held back while idle, and run once it ends
+        token = pool.submit(99)
+    assert pool.wait(token) == 99
+    pool.close()
+    for lane in pool.lanes:
+        lane.close()
+
+
 def test_a_failing_batch_frees_its_lane() -> None:
     mem = D.FakeCudaMemory()
 

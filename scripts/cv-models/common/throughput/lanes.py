@@ -212,7 +212,8 @@ class LanePool:
                 if shared:
                     with self._cv:
                         self._running -= 1
-                        self._cv.notify_all()
+                        if self._paused:  # only ``idle`` waits for the running batches to end
+                            self._cv.notify_all()
 
     def _post(self, fn: Callable[[Lane], Any], index: int | None = None) -> cf.Future[Any]:
         fut: cf.Future[Any] = cf.Future()
@@ -220,7 +221,10 @@ class LanePool:
             if self._stop:
                 raise RuntimeError("LanePool is closed")
             (self._shared if index is None else self._pinned[index]).append((fn, fut))
-            self._cv.notify_all()
+            if index is None and not self._paused:
+                self._cv.notify()  # a batch: any idle lane's thread takes it, so one is woken, not every one
+            else:
+                self._cv.notify_all()  # work for one lane in particular, or batches held back by ``idle``
         return fut
 
     def call_on(self, index: int, fn: Callable[[Lane], Any]) -> Any:
