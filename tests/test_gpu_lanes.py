@@ -672,6 +672,45 @@ def test_ort_cuda_graph_lanes_capture_at_construction_bind_one_shape_and_return_
     assert mem.live == 0
 
 
+@pytest.mark.parametrize("graph", ["1", "0"])
+def test_a_partial_batch_is_warmed_and_run_on_the_first_lane_alone(monkeypatch, tmp_path, graph: str) -> None:
+    """Each session searches cuDNN's algorithms again at a new shape (a second or more per session on a GPU):
+    the partial last batch's shape is warmed on one lane, and the partial batch runs there, whichever lanes
+    are free; full batches still go to every lane."""
+    from common.ort.options import CUDA_EP
+
+    ort_cuda, _, _ = _graph_lanes(monkeypatch)
+    onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
+    backend = ort_cuda.OrtCudaBackend(
+        str(onnx), {CUDA_EP: {"enable_cuda_graph": graph}}, max_batch=4, lanes=3, memory=D.FakeCudaMemory()
+    )
+    runs: list[tuple[int, int]] = []  # (lane, batch) of every run from now on
+    for i, lane in enumerate(backend._lanes.lanes):
+        session = lane.worker.backend._session
+        real = session.run_with_iobinding
+
+        def recorded(io, run_options=None, i=i, real=real) -> None:
+            runs.append((i, io.inputs[0][2][0]))
+            real(io, run_options)
+
+        session.run_with_iobinding = recorded
+    x = np.zeros((4, 3, 8, 8), np.float32)
+    try:
+        backend.warmup(3, 2)
+        assert runs == [(0, 3), (0, 3)] if graph == "0" else {lane for lane, _ in runs} == {0}
+        runs.clear()
+        backend.warmup(4, 2)
+        assert {lane for lane, _ in runs} == {0, 1, 2}
+        runs.clear()
+        tokens = [backend.submit(x if k % 2 else x[:3]) for k in range(12)]
+        for t in tokens:
+            backend.wait(t)
+    finally:
+        backend.close()
+    assert {lane for lane, b in runs if b == 3} == {0}
+    assert len([b for _, b in runs if b == 3]) == 6 and len([b for _, b in runs if b == 4]) == 6
+
+
 @pytest.mark.parametrize("graph", ["auto", "on"])
 def test_ort_cuda_graph_capture_failure_falls_back_or_is_refused(monkeypatch, tmp_path, graph: str) -> None:
     """auto (eval-onnx --io-binding): a capture ORT can't make leaves per-kernel lanes, rebuilt from scratch,

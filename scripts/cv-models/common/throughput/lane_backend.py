@@ -152,7 +152,11 @@ class LaneBackend:
     # ------------------------------------------------------------------ running
     def submit(self, batch: Any) -> cf.Future[list[Any]]:
         self._check_batch(batch)
-        return self._lanes.submit(batch)
+        return self._lanes.submit(batch, self._lane_for(batch))
+
+    def _lane_for(self, batch: Any) -> int | None:
+        """The lane ``batch`` must run on (None: whichever is free)."""
+        return None
 
     def wait(self, token: cf.Future[list[Any]]) -> list[Any]:
         return self._lanes.wait(token)

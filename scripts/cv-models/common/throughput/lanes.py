@@ -48,6 +48,7 @@ from common.gpu.cuda_mem import HostLease, Staging
 __all__ = ["Collect", "HostLease", "Lane", "LanePool", "PostSetup", "Staged", "Staging"]
 
 Collect = Callable[[], Any]
+_Job = tuple[Callable[["Lane"], Any], cf.Future[Any], bool]  # (fn, its future, is a batch)
 
 
 @dataclass
@@ -174,11 +175,10 @@ class LanePool:
         # one thread per lane, for the lane's whole life: a session may keep per-thread state (ONNX Runtime's
         # CUDA EP keeps its captured CUDA graph per thread), so every run of a lane, warm-up included
         # (``call_on``), happens on the same thread. Batches (``submit``) go to whichever lane is free.
+        # a job: (fn, future, is a batch); a batch counts as running, and starts only outside ``idle``
         self._cv = threading.Condition()
-        self._shared: collections.deque[tuple[Callable[[Lane], Any], cf.Future[Any]]] = collections.deque()
-        self._pinned: list[collections.deque[tuple[Callable[[Lane], Any], cf.Future[Any]]]] = [
-            collections.deque() for _ in self.lanes
-        ]
+        self._shared: collections.deque[_Job] = collections.deque()
+        self._pinned: list[collections.deque[_Job]] = [collections.deque() for _ in self.lanes]
         self._paused = 0  # idle(): no new batch starts while > 0
         self._running = 0  # batches being run now
         self._stop = False
@@ -189,19 +189,26 @@ class LanePool:
         for t in self._threads:
             t.start()
 
+    def _next_job(self, index: int) -> _Job | None:
+        """Lane ``index``'s next job (under ``_cv``): its own first, then a shared batch; no batch while idle."""
+        pinned = self._pinned[index]
+        if pinned and not (pinned[0][2] and self._paused):
+            return pinned.popleft()
+        if self._shared and not self._paused:
+            return self._shared.popleft()
+        return None
+
     def _serve(self, index: int) -> None:
         lane = self.lanes[index]
         while True:
             with self._cv:
-                while not self._pinned[index] and (self._paused or not self._shared) and not self._stop:
+                while (job := self._next_job(index)) is None and not self._stop:
                     self._cv.wait()
-                if self._pinned[index]:
-                    fn, fut, shared = *self._pinned[index].popleft(), False
-                elif self._shared and not self._paused:
-                    fn, fut, shared = *self._shared.popleft(), True
-                    self._running += 1
-                else:
+                if job is None:
                     return  # stopped, nothing left for this lane
+                fn, fut, batch = job
+                if batch:
+                    self._running += 1
             try:
                 if fut.set_running_or_notify_cancel():
                     try:
@@ -209,18 +216,18 @@ class LanePool:
                     except BaseException as exc:  # handed to the waiting caller
                         fut.set_exception(exc)
             finally:
-                if shared:
+                if batch:
                     with self._cv:
                         self._running -= 1
                         if self._paused:  # only ``idle`` waits for the running batches to end
                             self._cv.notify_all()
 
-    def _post(self, fn: Callable[[Lane], Any], index: int | None = None) -> cf.Future[Any]:
+    def _post(self, fn: Callable[[Lane], Any], index: int | None = None, batch: bool = False) -> cf.Future[Any]:
         fut: cf.Future[Any] = cf.Future()
         with self._cv:
             if self._stop:
                 raise RuntimeError("LanePool is closed")
-            (self._shared if index is None else self._pinned[index]).append((fn, fut))
+            (self._shared if index is None else self._pinned[index]).append((fn, fut, batch or index is None))
             if index is None and not self._paused:
                 self._cv.notify()  # a batch: any idle lane's thread takes it, so one is woken, not every one
             else:
@@ -260,9 +267,9 @@ class LanePool:
             self.host_ms.append(host_ms)
         return out
 
-    def submit(self, batch: Any) -> cf.Future[Any]:
-        """Run ``batch`` on whichever lane is free first (its own thread)."""
-        return self._post(functools.partial(self._run, batch=batch))
+    def submit(self, batch: Any, lane: int | None = None) -> cf.Future[Any]:
+        """Run ``batch`` on whichever lane is free first (its own thread); ``lane``: on that lane alone."""
+        return self._post(functools.partial(self._run, batch=batch), lane, batch=True)
 
     def wait(self, token: cf.Future[Any]) -> Any:
         return token.result()
@@ -340,7 +347,7 @@ class LanePool:
         for t in self._threads:
             t.join()
         with self._cv:  # nothing left to run it: whoever waits for a batch still queued is told so
-            for _fn, fut in [*self._shared, *(job for q in self._pinned for job in q)]:
+            for _fn, fut, _batch in [*self._shared, *(job for q in self._pinned for job in q)]:
                 if fut.set_running_or_notify_cancel():
                     fut.set_exception(RuntimeError("LanePool closed before this batch ran"))
             self._shared.clear()
