@@ -106,6 +106,14 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     api = D.api_under_test()
     state, _ = D.use_double(monkeypatch, api)
     monkeypatch.chdir(tmp_path)  # the engine cache goes under ./tmp
+    prewarmed: list[tuple] = []
+    real_warmup = bench_eval_throughput.warmup
+
+    def recorded_warmup(backend, batch_size, size, runs, last_batch=None):
+        prewarmed.append((batch_size, size, last_batch))
+        return real_warmup(backend, batch_size, size, runs, last_batch)
+
+    monkeypatch.setattr(bench_eval_throughput, "warmup", recorded_warmup)
     out = tmp_path / "bench.json"
     code = run_main(
         bench_eval_throughput.main,
@@ -136,6 +144,9 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     assert row["identical"][api.name] is True and row["ap"][api.name] == row["ap_sequential"]
     ttm = report["time_to_metrics"]
     assert ttm["images"] == 20 and ttm["distinct_images"] == 8
+    # before the pairs, the backend is warmed at the run's full and partial batch shapes (once)
+    b = ttm["batch_size"]
+    assert prewarmed == [(b, 640, 20 % b or None)] and ttm["prewarm_seconds"] > 0
     assert 0 < ttm["coco_eval_seconds"] < ttm["seconds"] and 0 < ttm["coco_eval_share"] < 1
     # total (COCOeval included) against the same evaluation without COCOeval, both whole evaluate() calls
     assert ttm["pipeline_only_seconds"] > 0 and ttm["ratio"] == ttm["seconds"] / ttm["pipeline_only_seconds"]
