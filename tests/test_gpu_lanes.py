@@ -263,6 +263,29 @@ def test_a_batch_wakes_one_lane_thread_not_every_idle_one(monkeypatch) -> None:
         lane.close()
 
 
+def test_a_batch_for_one_lane_waits_out_idle_without_blocking_that_lanes_other_work() -> None:
+    mem = D.FakeCudaMemory()
+    started: list[int] = []
+
+    def enqueue(lane: Lane, batch: int):
+        started.append(batch)
+        return lambda: batch
+
+    pool = LanePool([Lane(mem), Lane(mem)], enqueue, "pinned")
+    got: list[str] = []
+    with pool.idle():
+        token = pool.submit(5, lane=1)
+        caller = threading.Thread(target=lambda: got.append(pool.call_on(1, lambda lane: "after it, still runs")))
+        caller.start()
+        caller.join(10)  # a lane blocked by the held-back batch would never run it
+        assert got == ["after it, still runs"]
+        assert started == []  # the batch waits for the end of idle()
+    assert pool.wait(token) == 5 and started == [5]
+    pool.close()
+    for lane in pool.lanes:
+        lane.close()
+
+
 def test_a_failing_batch_frees_its_lane() -> None:
     mem = D.FakeCudaMemory()
 

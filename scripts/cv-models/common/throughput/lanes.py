@@ -192,8 +192,10 @@ class LanePool:
     def _next_job(self, index: int) -> _Job | None:
         """Lane ``index``'s next job (under ``_cv``): its own first, then a shared batch; no batch while idle."""
         pinned = self._pinned[index]
-        if pinned and not (pinned[0][2] and self._paused):
-            return pinned.popleft()
+        for k, job in enumerate(pinned):  # while idle, a batch held back never blocks the work behind it
+            if not (job[2] and self._paused):
+                del pinned[k]
+                return job
         if self._shared and not self._paused:
             return self._shared.popleft()
         return None
