@@ -19,7 +19,7 @@ from common.data.coco_partition import (
     subset_ground_truth,
 )
 from common.data.coco_process import ProcessCocoEval
-from common.data.coco_stream import StreamingCocoEval, prepare_ground_truth
+from common.data.coco_stream import StreamingCocoEval, category_index, prepare_ground_truth
 
 
 def _batches(per_image: dict[int, np.ndarray], order: list[int], group: int):
@@ -190,12 +190,30 @@ def test_each_worker_is_sent_the_rows_of_its_categories_alone(mini_coco) -> None
     assert sum(len(p[3]) for p in parts) < sum(len(r) for r in per_image)  # the rows of no worker went nowhere
 
 
-def test_category_ids_too_large_for_a_table_go_to_every_worker(mini_coco, monkeypatch) -> None:
-    from common.data import coco_process
+@pytest.mark.parametrize("table", [True, False])
+def test_category_index_finds_each_known_id_and_nothing_else(monkeypatch, table: bool) -> None:
+    """The table lookup (COCO's small ids) and the binary search (ids too large for a table) agree: the index
+    of each listed integer id, -1 for another id, a non-integer or a negative value."""
+    from common.data import coco_stream
 
-    monkeypatch.setattr(coco_process, "MAX_TABLE_CATEGORY_ID", 1)
+    if not table:
+        monkeypatch.setattr(coco_stream, "MAX_TABLE_CATEGORY_ID", 1)
+    cat_ids = np.array([1, 3, 90], np.int64)
+    values = np.array([3.0, 1.0, 90.0, 2.0, 0.0, -1.0, 3.5, 91.0, 1e9, 90.0])
+    assert category_index(cat_ids, values).tolist() == [1, 0, 2, -1, -1, -1, -1, -1, -1, 2]
+    assert category_index(np.zeros(0, np.int64), values).tolist() == [-1] * len(values)
+
+
+def test_workers_are_sent_the_same_rows_whichever_way_the_ids_are_found(mini_coco, monkeypatch) -> None:
+    from common.data import coco_stream
+
     ids = mini_coco.image_ids[:2]
     ev = ProcessCocoEval(mini_coco.coco, ids, workers=2)
-    rows = [np.array([[ids[0], 1, 1, 5, 5, 0.9, ev.gt.cat_ids[0]]]), np.zeros((0, 7))]
-    parts = _routed(ev, ids, rows)
-    assert len(parts) == 2 and all(np.array_equal(p[3], rows[0]) for p in parts)
+    rng = np.random.default_rng(5)
+    cats = [*ev.gt.cat_ids.tolist(), 999]
+    rows = [np.column_stack([np.full(9, i), rng.random((9, 5)), rng.choice(cats, 9)]) for i in ids]
+    by_table = _routed(ev, ids, rows)
+    monkeypatch.setattr(coco_stream, "MAX_TABLE_CATEGORY_ID", 1)
+    by_search = _routed(ev, ids, rows)
+    for a, b in zip(by_table, by_search, strict=True):
+        assert np.array_equal(a[2], b[2]) and np.array_equal(a[3], b[3])

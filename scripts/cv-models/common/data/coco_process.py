@@ -5,7 +5,7 @@ never forks of a process holding inference threads), each owning a share of the 
 (``common.data.coco_partition``), and sends each the indexed ground truth of its categories; both happen on
 one thread of its own (``_Sender``), so the caller goes on at once. ``add`` hands that thread each batch:
 the image ids, each image's row count and all rows as one [N, 7] array; the thread sends each worker the
-rows of its categories (found by a table lookup of the category id), each image's count of them and every
+rows of its categories (``category_index``), each image's count of them and every
 image id. The workers match as the batches come (``StreamingCocoEval``) and
 at ``finish`` accumulate their categories side by side, each on up to ``MAX_ACCUMULATE_THREADS`` threads (its
 share of the cores), returning only their slices of the precision and recall arrays; this process puts them
@@ -38,7 +38,13 @@ from common.data.coco_partition import (
     scatter,
     subset_ground_truth,
 )
-from common.data.coco_stream import CHUNK_ROWS, GroundTruth, StreamingCocoEval, prepare_ground_truth
+from common.data.coco_stream import (
+    CHUNK_ROWS,
+    GroundTruth,
+    StreamingCocoEval,
+    category_index,
+    prepare_ground_truth,
+)
 
 __all__ = ["PROCESS_MIN_IMAGES", "ProcessCocoEval"]
 
@@ -47,7 +53,6 @@ PROCESS_MIN_IMAGES = 1000  # selections this large match in worker processes on 
 # they never take a core from the loaders or the inference threads that the run waits on
 WORKER_NICE = 10
 MAX_ACCUMULATE_THREADS = 4  # threads a worker accumulates its categories on, at most
-MAX_TABLE_CATEGORY_ID = 1 << 20  # category ids below this are routed to their worker by a table lookup
 
 
 # glibc malloc (ignored elsewhere): the worker's large NumPy temporaries come from a heap it keeps, not from fresh
@@ -162,14 +167,13 @@ class _Sender:
             self._thread.join()
 
 
-def _owner_table(cat_ids: np.ndarray, groups: list[np.ndarray]) -> np.ndarray | None:
-    """The worker of each category id, by id (-1: none); None where one worker has them all, or where the
-    ids are too large for a table (then every worker is sent every row, and keeps its own)."""
-    if len(groups) == 1 or not len(cat_ids) or cat_ids.min() < 0 or cat_ids.max() >= MAX_TABLE_CATEGORY_ID:
+def _owners(n_cats: int, groups: list[np.ndarray]) -> np.ndarray | None:
+    """The worker of each category index (-1: none); None where one worker has them all."""
+    if len(groups) == 1:
         return None
-    owner = np.full(int(cat_ids.max()) + 1, -1, np.int64)
+    owner = np.full(n_cats, -1, np.int64)
     for w, cats in enumerate(groups):
-        owner[cat_ids[cats]] = w
+        owner[cats] = w
     return owner
 
 
@@ -188,7 +192,7 @@ class ProcessCocoEval:
         wanted = workers or auto_workers(n_present, available_cpus())
         self.groups = partition_categories(self.gt.counted, wanted) or [np.arange(len(self.gt.cat_ids))]
         self.workers = len(self.groups)  # the worker processes that run
-        self._owner = _owner_table(self.gt.cat_ids, self.groups)
+        self._owner = _owners(len(self.gt.cat_ids), self.groups)
         self.match_seconds = 0.0  # the workers' matching, all of them together (known at ``finish``)
         self.accumulate_seconds = 0.0  # the slowest worker's accumulation, after the last batch (``finish``)
         self.feed_seconds = 0.0  # this process's time in ``add``
@@ -229,10 +233,8 @@ class ProcessCocoEval:
         if self._owner is None:
             return [msg] * self.workers
         tag, ids, counts, rows = msg
-        cats = rows[:, 6]
-        c = cats.astype(np.int64)  # category ids are integers: a row whose id is not one belongs to no worker
-        known = (c >= 0) & (c < len(self._owner)) & (c == cats)
-        owner = np.where(known, self._owner[np.where(known, c, 0)], -1)
+        k = category_index(self.gt.cat_ids, rows[:, 6])
+        owner = np.where(k >= 0, self._owner[np.maximum(k, 0)], -1)
         image = np.repeat(np.arange(len(ids)), counts)
         parts = []
         for w in range(self.workers):

@@ -38,9 +38,10 @@ from common.data.coco_accumulate import (
     summarize,
 )
 
-__all__ = ["BackgroundCocoEval", "GroundTruth", "StreamingCocoEval", "prepare_ground_truth"]
+__all__ = ["BackgroundCocoEval", "GroundTruth", "StreamingCocoEval", "category_index", "prepare_ground_truth"]
 
 CHUNK_ROWS = 32768  # detections matched together: enough to amortise NumPy's per-call cost
+MAX_TABLE_CATEGORY_ID = 1 << 20  # category ids below this are looked up in a table, larger ones searched
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,22 @@ def prepare_ground_truth(coco: Any, image_ids: Sequence[int]) -> GroundTruth:
     return GroundTruth(ids, cat_ids, key, boxes, crowd, ignore, real_id, counted.astype(np.int64))
 
 
+def category_index(cat_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each of ``values`` (a rows' category column, float) as its index in ``cat_ids`` (sorted integer ids),
+    -1 where it is none of them (another id, or not an integer). A table lookup for COCO's small ids; a
+    binary search, which costs several times more, where an id is negative or too large for a table."""
+    if not len(cat_ids):
+        return np.full(len(values), -1, np.int64)
+    if cat_ids[0] >= 0 and cat_ids[-1] < MAX_TABLE_CATEGORY_ID:
+        table = np.full(int(cat_ids[-1]) + 1, -1, np.int64)
+        table[cat_ids] = np.arange(len(cat_ids))
+        c = values.astype(np.int64)
+        known = (c >= 0) & (c < len(table)) & (c == values)
+        return np.where(known, table[np.where(known, c, 0)], -1)
+    k = np.clip(np.searchsorted(cat_ids, values), 0, len(cat_ids) - 1)
+    return np.where(cat_ids[k] == values, k, -1)
+
+
 def pair_iou(dt: np.ndarray, gt: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     """pycocotools' ``bbIou`` for aligned pairs of xywh boxes, operation for operation (so the floats agree)."""
     w = np.minimum(dt[:, 2] + dt[:, 0], gt[:, 2] + gt[:, 0]) - np.maximum(dt[:, 0], gt[:, 0])
@@ -131,8 +148,8 @@ def _chunk_detections(gt: GroundTruth, ranks: list[int], rows_list: list[np.ndar
     rows = np.concatenate([np.asarray(r, np.float64).reshape(-1, 7) for r in rows_list])
     img = np.repeat(np.asarray(ranks, np.int64), [len(r) for r in rows_list])
     n_cats = len(gt.cat_ids)
-    k = np.clip(np.searchsorted(gt.cat_ids, rows[:, 6]), 0, max(0, n_cats - 1))
-    keep = (gt.cat_ids[k] == rows[:, 6]) & (gt.counted[k, 0] > 0) if n_cats else np.zeros(len(rows), bool)
+    k = category_index(gt.cat_ids, rows[:, 6])
+    keep = (k >= 0) & (gt.counted[np.maximum(k, 0), 0] > 0) if n_cats else np.zeros(len(rows), bool)
     rows, img, k = rows[keep], img[keep], k[keep]
     score = rows[:, 5]
     order = np.lexsort((-score, k, img))
