@@ -22,8 +22,9 @@ All CUDA work goes through a ``common.gpu.cuda_mem.MemoryLayer``: ``CudaMemory``
 ``tests/trt_double.FakeCudaMemory`` (host memory, work done at enqueue) in CI.
 
 Each lane has one thread of its own for its whole life (``LanePool``): batches go to whichever lane is
-free, and work that must run where a lane's batches run (warm-up, where ONNX Runtime captures its CUDA graph
-per session and thread; the latency pass) goes to that lane's thread through ``call_on``.
+free (one idle lane's thread is woken per batch), or to the lane ``submit`` names, and work that must run where
+a lane's batches run (warm-up, where ONNX Runtime captures its CUDA graph per session and thread; the latency
+pass) goes to that lane's thread through ``call_on``.
 
 Tested in CI through the doubles: threads and lane affinity, in-flight depth, per-lane timing, the serial
 order's event chain, prepare outside the order. What ran on a GPU is listed in the README.
@@ -174,7 +175,7 @@ class LanePool:
         self.host_ms: list[float] = []
         # one thread per lane, for the lane's whole life: a session may keep per-thread state (ONNX Runtime's
         # CUDA EP keeps its captured CUDA graph per thread), so every run of a lane, warm-up included
-        # (``call_on``), happens on the same thread. Batches (``submit``) go to whichever lane is free.
+        # (``call_on``), happens on the same thread. Batches (``submit``) go to whichever lane is free, or to one.
         # a job: (fn, future, is a batch); a batch counts as running, and starts only outside ``idle``
         self._cv = threading.Condition()
         self._shared: collections.deque[_Job] = collections.deque()

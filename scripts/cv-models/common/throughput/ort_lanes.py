@@ -9,7 +9,8 @@ stream (CUDA EP option ``user_compute_stream``) in its own thread:
 The buffers, streams, events, threads and in-flight depth are ``common.throughput.lanes`` (shared with
 the TensorRT backend); this module only says what one ORT lane enqueues.
 
-A batch runs on whichever lane is free. The pipeline keeps ``lanes + 1`` batches submitted,
+A batch runs on whichever lane is free (a partial last batch: on the first lane, the only one warmed at its
+shape). The pipeline keeps ``lanes + 1`` batches submitted,
 so a free lane always finds the next batch waiting: one lane's copies, kernel launches and
 output copy overlap the others' kernels. Sessions get one intra-op thread and no spinning
 (the GPU does the work; spinning CPU threads would only take cores from the loaders).
