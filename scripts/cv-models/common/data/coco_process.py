@@ -199,9 +199,9 @@ class ProcessCocoEval:
         self.feed_cpu_seconds = 0.0  # of which the calling thread's CPU time (the rest: waiting for a core or the GIL)
         self.start_seconds = 0.0  # from starting the workers to the last one ready to match (known at ``finish``)
         self.num_detections = 0
-        # rows a worker matches together: its share of ``chunk_rows`` when the rows are split by worker, so it
-        # matches as often as one that is sent every row, and the rows left at ``finish`` stay as few
-        self._chunk_rows = chunk_rows if self._owner is None else max(1, chunk_rows // self.workers)
+        # rows a worker matches together: its share of ``chunk_rows``, as it is sent only its share of the rows, so
+        # it matches as often as one sent every row would, and the rows left at ``finish`` stay as few
+        self._chunk_rows = max(1, chunk_rows // self.workers)
         # threads each worker accumulates on after the last batch, when the run no longer needs the cores
         self.accumulate_threads = max(1, min(MAX_ACCUMULATE_THREADS, available_cpus() // self.workers))
         self._t0 = 0.0

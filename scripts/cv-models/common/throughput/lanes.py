@@ -230,7 +230,7 @@ class LanePool:
         with self._cv:
             if self._stop:
                 raise RuntimeError("LanePool is closed")
-            (self._shared if index is None else self._pinned[index]).append((fn, fut, batch or index is None))
+            (self._shared if index is None else self._pinned[index]).append((fn, fut, batch))
             if index is None and not self._paused:
                 self._cv.notify()  # a batch: any idle lane's thread takes it, so one is woken, not every one
             else:
