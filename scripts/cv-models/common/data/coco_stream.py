@@ -18,6 +18,7 @@ categories the annotations do not list are not scored, as in pycocotools.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -103,6 +104,17 @@ def prepare_ground_truth(coco: Any, image_ids: Sequence[int]) -> GroundTruth:
     return GroundTruth(ids, cat_ids, key, boxes, crowd, ignore, real_id, counted.astype(np.int64))
 
 
+@functools.lru_cache(maxsize=8)
+def _category_table(cat_ids: bytes) -> np.ndarray:
+    """id -> index in ``cat_ids`` (sorted int64 ids, as bytes), -1 for other ids: made once per set of ids, not
+    once per batch (a table may reach ``MAX_TABLE_CATEGORY_ID`` entries)."""
+    ids = np.frombuffer(cat_ids, np.int64)
+    table = np.full(int(ids[-1]) + 1, -1, np.int64)
+    table[ids] = np.arange(len(ids))
+    table.flags.writeable = False
+    return table
+
+
 def category_index(cat_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Each of ``values`` (a rows' category column, float) as its index in ``cat_ids`` (sorted integer ids),
     -1 where it is none of them (another id, or not an integer). A table lookup for COCO's small ids; a
@@ -110,8 +122,7 @@ def category_index(cat_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
     if not len(cat_ids):
         return np.full(len(values), -1, np.int64)
     if cat_ids[0] >= 0 and cat_ids[-1] < MAX_TABLE_CATEGORY_ID:
-        table = np.full(int(cat_ids[-1]) + 1, -1, np.int64)
-        table[cat_ids] = np.arange(len(cat_ids))
+        table = _category_table(np.ascontiguousarray(cat_ids, np.int64).tobytes())
         c = values.astype(np.int64)
         known = (c >= 0) & (c < len(table)) & (c == values)
         return np.where(known, table[np.where(known, c, 0)], -1)
