@@ -106,14 +106,21 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     api = D.api_under_test()
     state, _ = D.use_double(monkeypatch, api)
     monkeypatch.chdir(tmp_path)  # the engine cache goes under ./tmp
-    prewarmed: list[tuple] = []
-    real_warmup = bench_eval_throughput.warmup
+    from common.eval import pipeline
+
+    prewarmed: list[tuple] = []  # the shapes the bench's own warm-up (before the pairs) warms
+    real_warmup, real_for_run = pipeline.warmup, bench_eval_throughput.warmup_for_run
 
     def recorded_warmup(backend, batch_size, size, runs, last_batch=None):
         prewarmed.append((batch_size, size, last_batch))
         return real_warmup(backend, batch_size, size, runs, last_batch)
 
-    monkeypatch.setattr(bench_eval_throughput, "warmup", recorded_warmup)
+    def recorded_for_run(*args):
+        with monkeypatch.context() as m:
+            m.setattr(pipeline, "warmup", recorded_warmup)
+            return real_for_run(*args)
+
+    monkeypatch.setattr(bench_eval_throughput, "warmup_for_run", recorded_for_run)
     out = tmp_path / "bench.json"
     code = run_main(
         bench_eval_throughput.main,

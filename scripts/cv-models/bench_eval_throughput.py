@@ -60,7 +60,7 @@ from common.core.sysinfo import run_metadata
 from common.data.coco import CocoDataset, load_coco, open_dataset
 from common.data.coco_bench import CocoBenchOptions, format_coco_bench, run_coco_bench
 from common.eval.cli import DEFAULT_DATA_ROOT, loader_factory
-from common.eval.pipeline import EvalOptions, default_workers, evaluate, warmup
+from common.eval.pipeline import EvalOptions, default_workers, evaluate, warmup_for_run
 from common.eval.protocols import Backend
 from common.ort.session import OrtBackend
 from common.throughput.monitor import GpuMonitor
@@ -898,7 +898,7 @@ def time_to_metrics(args: argparse.Namespace, ds: CocoDataset, gpu: bool, n: int
     pairs = []
     try:
         t0 = time.perf_counter()
-        warmup(backend, batch, eval_options(prep, **kw).imgsz, 3, n % batch or None)
+        warmup_for_run(backend, n, batch, eval_options(prep, **kw).imgsz, 3)
         prewarm = time.perf_counter() - t0
         for r in range(args.time_to_metrics_repeats):
             runs = {}

@@ -92,6 +92,7 @@ __all__ = [
     "resolve_postprocess",
     "resolve_preprocess",
     "warmup",
+    "warmup_for_run",
 ]
 
 
@@ -292,6 +293,13 @@ def warmup(backend: Backend, batch_size: int | None, size: int, runs: int | str,
         for _ in range(runs):
             backend.infer(dummy)
     return runs
+
+
+def warmup_for_run(backend: Backend, n: int, batch_size: int, size: int, runs: int | str) -> int:
+    """``warmup`` at the shapes a run of ``n`` images in batches of ``batch_size`` has: the full batch (never one
+    larger than the run) and its partial last batch, if any."""
+    full = batch_size if n >= batch_size else None
+    return warmup(backend, full, size, runs, n % batch_size or None)
 
 
 def _executor(workers: int, prefix: str) -> cf.ThreadPoolExecutor | InlineExecutor:
@@ -683,8 +691,7 @@ def _warm_up(
     run), then start the COCO worker processes: the runs made, and where the time since ``t_open`` (opening
     the COCO feed and loaders) went."""
     t_warm = time.perf_counter()
-    full = batch_size if n >= batch_size else None  # never warm a batch larger than the selection
-    made = warmup(backend, full, size, runs, n % batch_size or None)
+    made = warmup_for_run(backend, n, batch_size, size, runs)
     t_ready = time.perf_counter()
     loaders.ready()
     if isinstance(coco, ProcessCocoEval):
