@@ -60,7 +60,7 @@ def test_a_blocking_event_is_created_with_cudas_blocking_sync_flag(monkeypatch):
         @staticmethod
         def cudaEventCreateWithFlags(flags):
             made.append(int(flags))
-            return runtime.cudaError_t.cudaSuccess, object()
+            return runtime.cudaError_t.cudaSuccess, runtime.cudaEvent_t(0x1000 + len(made))
 
     monkeypatch.setattr(cuda_mem, "_runtime", lambda: Runtime)
     cuda_mem.Event()

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from common.core.errors import RunError, UserError
+from common.gpu.held_driver import HeldDriver, held_driver
 
 __all__ = [
     "CudaError",
@@ -51,6 +52,13 @@ __all__ = [
     "device_info",
     "memory_left",
 ]
+
+
+# CudaMemory.driver_calls: how its event records, async copies and stream waits reach the driver
+DRIVER_CALLS = {
+    True: "libcuda through ctypes.PyDLL, the GIL held (common.gpu.held_driver)",
+    False: "cuda-python (the GIL released for each call)",
+}
 
 
 class CudaError(RunError, RuntimeError):
@@ -241,12 +249,19 @@ class Stream:
 
 
 class Event:
-    def __init__(self, blocking: bool = False) -> None:
+    """A CUDA event; ``held``: record it through ``common.gpu.held_driver`` (the GIL kept)."""
+
+    def __init__(self, blocking: bool = False, held: HeldDriver | None = None) -> None:
         rt = _runtime()
         flags = rt.cudaEventBlockingSync if blocking else rt.cudaEventDefault
         self._obj = check("cudaEventCreateWithFlags", rt.cudaEventCreateWithFlags(flags))
+        self.handle = _ptr(self._obj)
+        self._held = held
 
     def record(self, stream: Stream) -> None:
+        if self._held is not None:
+            self._held.record(self.handle, stream.handle)
+            return
         check("cudaEventRecord", _runtime().cudaEventRecord(self._obj, stream._obj))
 
     def synchronize(self) -> None:
@@ -256,6 +271,7 @@ class Event:
         if self._obj is not None:
             check("cudaEventDestroy", _runtime().cudaEventDestroy(self._obj))
             self._obj = None
+            self.handle = 0
 
 
 class Graph:
@@ -284,7 +300,9 @@ class Graph:
 
 
 class CudaMemory:
-    """The real MemoryLayer on cuda.bindings.runtime (device 0 unless told otherwise)."""
+    """The real MemoryLayer on cuda.bindings.runtime (device 0 unless told otherwise). Event records, async
+    copies and stream waits go through ``common.gpu.held_driver`` (the GIL kept for their microseconds)
+    where libcuda allows (``driver_calls`` says which ran)."""
 
     name = "cuda-python"
 
@@ -295,12 +313,15 @@ class CudaMemory:
             if count < 1:
                 raise UserError("no CUDA device found; TensorRT inference needs an NVIDIA GPU")
             check("cudaSetDevice", rt.cudaSetDevice(device))
+            check("cudaFree", rt.cudaFree(0))  # the device's primary context, current on this thread
         except CudaError as exc:
             raise UserError(
                 f"no usable CUDA device ({exc}); check nvidia-smi, and that cuda-python's major version "
                 "is not newer than the driver's CUDA version (cuda-python 13 needs driver >= 580)"
             ) from exc
         self.device = device
+        self._held = held_driver()
+        self.driver_calls = DRIVER_CALLS[self._held is not None]
 
     def device_buffer(self, nbytes: int) -> DeviceBuffer:
         return DeviceBuffer(nbytes)
@@ -312,13 +333,16 @@ class CudaMemory:
         return Stream()
 
     def event(self, blocking: bool = False) -> Event:
-        return Event(blocking)
+        return Event(blocking, self._held)
 
     def elapsed_ms(self, start: Event, end: Event) -> float:
         return float(check("cudaEventElapsedTime", _runtime().cudaEventElapsedTime(start._obj, end._obj)))
 
     def stream_wait_event(self, stream: Stream, event: Event) -> None:
         """Work enqueued on ``stream`` after this waits for ``event``'s last record (on any stream)."""
+        if self._held is not None:
+            self._held.wait_event(stream.handle, event.handle)
+            return
         check("cudaStreamWaitEvent", _runtime().cudaStreamWaitEvent(stream._obj, event._obj, 0))
 
     def _copy(self, kind_name: str, dst: int, src: int, nbytes: int, stream: Stream) -> None:
@@ -327,12 +351,21 @@ class CudaMemory:
         check("cudaMemcpyAsync", rt.cudaMemcpyAsync(dst, src, nbytes, kind, stream._obj))
 
     def copy_htod_async(self, dst: int, src: int, nbytes: int, stream: Stream) -> None:
+        if self._held is not None:
+            self._held.copy_htod(dst, src, nbytes, stream.handle)
+            return
         self._copy("cudaMemcpyHostToDevice", dst, src, nbytes, stream)
 
     def copy_dtoh_async(self, dst: int, src: int, nbytes: int, stream: Stream) -> None:
+        if self._held is not None:
+            self._held.copy_dtoh(dst, src, nbytes, stream.handle)
+            return
         self._copy("cudaMemcpyDeviceToHost", dst, src, nbytes, stream)
 
     def copy_dtod_async(self, dst: int, src: int, nbytes: int, stream: Stream) -> None:
+        if self._held is not None:
+            self._held.copy_dtod(dst, src, nbytes, stream.handle)
+            return
         self._copy("cudaMemcpyDeviceToDevice", dst, src, nbytes, stream)
 
     def begin_capture(self, stream: Stream) -> None:

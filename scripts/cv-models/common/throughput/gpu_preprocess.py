@@ -41,6 +41,7 @@ from common.core.errors import UserError
 from common.data.images import PAD_VALUE, LetterboxMeta
 from common.eval.options import PREPROCESS_MODES
 from common.eval.protocols import U8Batch
+from common.gpu.held_driver import held_driver
 
 __all__ = [
     "COEF_BITS",
@@ -375,6 +376,14 @@ def normalize_reference(canvas_bgr: np.ndarray) -> np.ndarray:
 PREP_WHAT, PREP_HINT = "GPU pre-processing", "use --preprocess cpu"
 
 
+def _handle(obj: Any) -> int:
+    """A cuda-python handle object (or int) as an int."""
+    try:
+        return int(obj)
+    except TypeError:
+        return int(obj.getPtr())
+
+
 def _check(call: str, result: Any, what: str = PREP_WHAT, hint: str = PREP_HINT) -> Any:
     err = result[0] if isinstance(result, tuple) else result
     if int(err) != 0:
@@ -456,6 +465,9 @@ class KernelModule:
         }
         self._local = threading.local()
         self._packed: dict[tuple[Any, Any], tuple[Any, Any, int]] = {}
+        # launches keep the GIL where libcuda allows (common.gpu.held_driver), each function by its handle
+        self._held = held_driver()
+        self._handles = {n: _handle(f) for n, f in self.functions.items()}
 
     def launch(
         self,
@@ -467,12 +479,15 @@ class KernelModule:
         stream: int,
         shared_bytes: int = 0,
     ) -> None:
+        g, b = (*grid, 1, 1)[:3], (*block, 1, 1)[:3]
+        params = self._params(args, types)
+        if self._held is not None:  # (it makes the context current on each launching thread itself)
+            self._held.launch(self._handles[name], g, b, shared_bytes, stream, params[2])  # type: ignore[arg-type]
+            return
         d = self._driver
         if not getattr(self._local, "ready", False):  # each launching thread needs the context current
             _check("cuCtxSetCurrent", d.cuCtxSetCurrent(self._ctx), self._what, self._hint)
             self._local.ready = True
-        g, b = (*grid, 1, 1)[:3], (*block, 1, 1)[:3]
-        params = self._params(args, types)
         _check(
             "cuLaunchKernel",
             d.cuLaunchKernel(self.functions[name], *g, *b, shared_bytes, d.CUstream(stream), params[2], 0),
