@@ -179,6 +179,8 @@ class LaneBackend:
             "postprocess": self._post.describe() if self._post is not None else None,
             "gpu_order": GPU_ORDER_TEXT[self._lanes.overlap],
             "lane_wait": "spin" if self._lanes.lanes[0].spin_wait else "sleep",  # how a lane thread waits for its batch
+            # how event records, async copies and stream waits reach the driver (common.gpu.cuda_mem.DRIVER_CALLS)
+            "driver_calls": getattr(self.mem, "driver_calls", None),
             # CUDA events on each batch's lane: H2D + compute (+ GPU post) + D2H, per batch
             "gpu_compute_ms": latency_stats([ms / 1000 for ms in self.gpu_ms]),
             "gpu_compute_ms_covers": "h2d+compute+postprocess+d2h (lane events)",
