@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from common.gpu import cuda_mem
 from common.gpu.held_driver import DriverError, HeldDriver, held_driver, load_library
 
 STUB = r"""
@@ -27,6 +28,8 @@ static __thread void *cur = 0;
 uint64_t rec[16];
 char last[32];
 long spin_ns = 0;
+int do_copy = 0;      /* copies move bytes (the "device" addresses are host memory) */
+int fail_record = 0;  /* cuEventRecord fails */
 static void put(const char *name, int n, const uint64_t *v) {
     strncpy(last, name, 31); memcpy(rec, v, n * sizeof(uint64_t));
 }
@@ -49,19 +52,23 @@ int cuLaunchKernel(void *f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, 
     put("cuLaunchKernel", 11, v); spin(); return 0;
 }
 int cuEventRecord(void *e, void *s) {
-    NEED_CTX BAD_STREAM(s) uint64_t v[] = {(uint64_t)e, (uint64_t)s}; put("cuEventRecord", 2, v); return 0;
+    NEED_CTX BAD_STREAM(s) if (fail_record) return 400;
+    uint64_t v[] = {(uint64_t)e, (uint64_t)s}; put("cuEventRecord", 2, v); return 0;
 }
 int cuStreamWaitEvent(void *s, void *e, unsigned flags) {
     NEED_CTX uint64_t v[] = {(uint64_t)s, (uint64_t)e, flags}; put("cuStreamWaitEvent", 3, v); return 0;
 }
 int cuMemcpyHtoDAsync_v2(uint64_t d, const void *h, size_t n, void *s) {
-    NEED_CTX uint64_t v[] = {d, (uint64_t)h, n, (uint64_t)s}; put("cuMemcpyHtoDAsync_v2", 4, v); return 0;
+    NEED_CTX uint64_t v[] = {d, (uint64_t)h, n, (uint64_t)s}; put("cuMemcpyHtoDAsync_v2", 4, v);
+    if (do_copy) memmove((void *)d, h, n); return 0;
 }
 int cuMemcpyDtoHAsync_v2(void *h, uint64_t d, size_t n, void *s) {
-    NEED_CTX uint64_t v[] = {(uint64_t)h, d, n, (uint64_t)s}; put("cuMemcpyDtoHAsync_v2", 4, v); return 0;
+    NEED_CTX uint64_t v[] = {(uint64_t)h, d, n, (uint64_t)s}; put("cuMemcpyDtoHAsync_v2", 4, v);
+    if (do_copy) memmove(h, (void *)d, n); return 0;
 }
 int cuMemcpyDtoDAsync_v2(uint64_t d, uint64_t e, size_t n, void *s) {
-    NEED_CTX uint64_t v[] = {d, e, n, (uint64_t)s}; put("cuMemcpyDtoDAsync_v2", 4, v); return 0;
+    NEED_CTX uint64_t v[] = {d, e, n, (uint64_t)s}; put("cuMemcpyDtoDAsync_v2", 4, v);
+    if (do_copy) memmove((void *)d, (void *)e, n); return 0;
 }
 """
 
@@ -188,3 +195,48 @@ def test_no_library_or_a_library_without_the_symbols_gives_none() -> None:
     libc = ctypes.util.find_library("c")
     if libc:
         assert load_library(libc) is None  # loads, but has no cuLaunchKernel
+
+
+@pytest.fixture()
+def flags(driver):
+    """The stand-in's switches, reset after the test."""
+    _, view = driver
+    names = ("do_copy", "fail_record")
+    yield {n: ctypes.c_int.in_dll(view, n) for n in names}
+    for n in names:
+        ctypes.c_int.in_dll(view, n).value = 0
+
+
+def test_the_round_trip_passes_calls_that_move_the_bytes(driver, flags) -> None:
+    from trt_double import FakeCudaMemory
+
+    held, _ = driver
+    flags["do_copy"].value = 1
+    assert cuda_mem.round_trip(held, FakeCudaMemory()) is None
+
+
+def test_the_round_trip_refuses_calls_that_move_nothing_or_fail(driver, flags) -> None:
+    """What a driver taking the calls differently would look like: no bytes moved, or an error."""
+    from trt_double import FakeCudaMemory
+
+    held, _ = driver
+    assert cuda_mem.round_trip(held, FakeCudaMemory()) == "a copy came back with other bytes"
+    flags["do_copy"].value, flags["fail_record"].value = 1, 1
+    assert cuda_mem.round_trip(held, FakeCudaMemory()) == "cuEventRecord: CUDA_ERROR_INVALID_HANDLE"
+
+
+def test_held_calls_falls_back_to_cuda_python_and_says_why(driver, flags, monkeypatch) -> None:
+    """Once per device: the held calls where they pass the round trip; cuda-python's otherwise, or where
+    libcuda can't be loaded, with the reason in ``driver_calls``."""
+    from trt_double import FakeCudaMemory
+
+    held, _ = driver
+    monkeypatch.setattr(cuda_mem, "_HELD", {})
+    monkeypatch.setattr(cuda_mem, "held_driver", lambda: held)
+    got, text = cuda_mem.held_calls(0, FakeCudaMemory())  # copies move nothing: refused
+    assert got is None and text.startswith(cuda_mem.DRIVER_CALLS[False]) and "failed a check" in text
+    flags["do_copy"].value = 1
+    assert cuda_mem.held_calls(0, FakeCudaMemory()) == (None, text)  # decided once per device
+    assert cuda_mem.held_calls(1, FakeCudaMemory()) == (held, cuda_mem.DRIVER_CALLS[True])
+    monkeypatch.setattr(cuda_mem, "held_driver", lambda: None)
+    assert cuda_mem.held_calls(2, FakeCudaMemory()) == (None, cuda_mem.DRIVER_CALLS[False])

@@ -958,6 +958,7 @@ class _FakeEvent:
     def __init__(self, mem: FakeCudaMemory, blocking: bool = False) -> None:
         self._mem, self.blocking = mem, blocking
         self.t: float | None = None
+        self.handle = id(self)  # as common.gpu.cuda_mem.Event's (its cudaEvent_t)
 
     def record(self, stream: _FakeStream) -> None:
         def stamp() -> None:

@@ -24,13 +24,14 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
+import threading
 import weakref
 from typing import Any, Protocol
 
 import numpy as np
 
 from common.core.errors import RunError, UserError
-from common.gpu.held_driver import HeldDriver, held_driver
+from common.gpu.held_driver import DriverError, HeldDriver, held_driver
 
 __all__ = [
     "CudaError",
@@ -320,8 +321,8 @@ class CudaMemory:
                 "is not newer than the driver's CUDA version (cuda-python 13 needs driver >= 580)"
             ) from exc
         self.device = device
-        self._held = held_driver()
-        self.driver_calls = DRIVER_CALLS[self._held is not None]
+        self._held: HeldDriver | None = None  # (cuda-python's calls while held_calls checks libcuda's on this)
+        self._held, self.driver_calls = held_calls(device, self)
 
     def device_buffer(self, nbytes: int) -> DeviceBuffer:
         return DeviceBuffer(nbytes)
@@ -379,6 +380,69 @@ class CudaMemory:
 
     def device_info(self) -> dict[str, Any] | None:
         return device_info(self.device)
+
+
+ROUND_TRIP_BYTES = 64
+
+
+def round_trip(held: HeldDriver, mem: Any) -> str | None:
+    """None when ``held``'s calls move bytes as they should on ``mem`` (a ``MemoryLayer``): a pattern up from
+    pinned memory, copied on the device, back into other pinned memory, behind an event record and a stream
+    wait; else why not. Run once before any lane uses them, so that a driver that takes these calls
+    differently from cuda.h is caught before any batch is."""
+    n, half = ROUND_TRIP_BYTES, ROUND_TRIP_BYTES // 2
+    made: list[Any] = []
+    try:
+        dev, src, dst = mem.device_buffer(n), mem.pinned_buffer(n), mem.pinned_buffer(n)
+        made += [dev, src, dst]
+        stream = mem.stream()
+        made.append(stream)
+        event = mem.event()
+        made.append(event)
+        pattern = np.arange(1, half + 1, dtype=np.uint8)
+        src.view(np.uint8, (half,))[...] = pattern
+        dst.view(np.uint8, (n,))[...] = 0
+        held.copy_htod(dev.ptr, src.ptr, half, stream.handle)
+        held.copy_dtod(dev.ptr + half, dev.ptr, half, stream.handle)
+        held.record(event.handle, stream.handle)
+        held.wait_event(stream.handle, event.handle)
+        held.copy_dtoh(dst.ptr, dev.ptr, n, stream.handle)
+        stream.synchronize()
+        got = dst.view(np.uint8, (n,))
+        if not (np.array_equal(got[:half], pattern) and np.array_equal(got[half:], pattern)):
+            return "a copy came back with other bytes"
+        return None
+    except (DriverError, CudaError) as exc:
+        return str(exc)
+    finally:
+        for obj in reversed(made):
+            (obj.close if hasattr(obj, "close") else obj.free)()
+
+
+_HELD: dict[int, tuple[HeldDriver | None, str]] = {}  # device -> held_calls' answer, once per process
+_HELD_LOCK = threading.Lock()
+
+
+def held_calls(device: int, mem: Any = None) -> tuple[HeldDriver | None, str]:
+    """``common.gpu.held_driver``'s calls for device ``device`` where libcuda offers them and they pass
+    ``round_trip`` on ``mem`` (default: a ``CudaMemory`` of the device, which asks this once), else None
+    (cuda-python's calls); and what runs, for ``driver_calls``. Decided once per device and process, on the
+    first caller's thread, where the device's primary context is current."""
+    if device not in _HELD:
+        if mem is None:
+            CudaMemory(device)  # decides it
+        else:
+            with _HELD_LOCK:
+                if device not in _HELD:
+                    held = held_driver()
+                    why = None if held is None else round_trip(held, mem)
+                    if held is None:
+                        _HELD[device] = (None, DRIVER_CALLS[False])
+                    elif why is not None:
+                        _HELD[device] = (None, f"{DRIVER_CALLS[False]}; libcuda's own calls failed a check ({why})")
+                    else:
+                        _HELD[device] = (held, DRIVER_CALLS[True])
+    return _HELD[device]
 
 
 def memory_left(device: int = 0) -> tuple[int, int]:

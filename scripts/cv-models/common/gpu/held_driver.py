@@ -11,9 +11,11 @@ keep the GIL: nothing else runs during their few microseconds, and nothing has t
 Calls that wait for the GPU (``cudaEventSynchronize``, ``cudaStreamSynchronize``) and everything done once
 (allocations, module loads) stay on cuda-python, which releases the GIL while the GPU works.
 
-``held_driver()`` gives the process's ``HeldDriver`` for the context current on the calling thread, or None
-where libcuda can't be loaded or lacks one of ``SYMBOLS``; callers then keep cuda-python's calls. Each thread
-that calls it gets that context made current once (a lane thread may not have made any CUDA call yet).
+``held_driver()`` gives a ``HeldDriver`` for the context current on the calling thread, or None where
+libcuda can't be loaded or lacks one of ``SYMBOLS``; callers then keep cuda-python's calls. Each thread that
+calls through it gets that context made current once (a lane thread may not have made any CUDA call yet).
+``common.gpu.cuda_mem.held_calls`` uses it only after a round trip of bytes through these calls came back
+right, once per device and process.
 """
 
 from __future__ import annotations

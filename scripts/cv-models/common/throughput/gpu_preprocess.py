@@ -41,7 +41,7 @@ from common.core.errors import UserError
 from common.data.images import PAD_VALUE, LetterboxMeta
 from common.eval.options import PREPROCESS_MODES
 from common.eval.protocols import U8Batch
-from common.gpu.held_driver import held_driver
+from common.gpu.cuda_mem import held_calls
 
 __all__ = [
     "COEF_BITS",
@@ -465,8 +465,8 @@ class KernelModule:
         }
         self._local = threading.local()
         self._packed: dict[tuple[Any, Any], tuple[Any, Any, int]] = {}
-        # launches keep the GIL where libcuda allows (common.gpu.held_driver), each function by its handle
-        self._held = held_driver()
+        # launches keep the GIL where libcuda allows (common.gpu.cuda_mem.held_calls), each function by its handle
+        self._held = held_calls(device)[0]
         self._handles = {n: _handle(f) for n, f in self.functions.items()}
 
     def launch(
