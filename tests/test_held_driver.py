@@ -240,3 +240,41 @@ def test_held_calls_falls_back_to_cuda_python_and_says_why(driver, flags, monkey
     assert cuda_mem.held_calls(1, FakeCudaMemory()) == (held, cuda_mem.DRIVER_CALLS[True])
     monkeypatch.setattr(cuda_mem, "held_driver", lambda: None)
     assert cuda_mem.held_calls(2, FakeCudaMemory()) == (None, cuda_mem.DRIVER_CALLS[False])
+
+
+def test_a_kernel_launch_the_driver_refuses_goes_again_through_cuda_python(driver) -> None:
+    """``KernelModule.launch``: a held launch that fails is made again through cuda-python, and every later one
+    too (``held_failed`` says why); cuda-python's own error, if any, is the one the user sees."""
+    import threading as th
+
+    from common.throughput.gpu_preprocess import KernelModule
+
+    held, view = driver
+    launched: list[tuple] = []
+
+    class Driver:
+        @staticmethod
+        def CUstream(handle):  # cuda-python's name
+            return handle
+
+        @staticmethod
+        def cuLaunchKernel(*args):
+            launched.append(args)
+            return (0,)
+
+        @staticmethod
+        def cuCtxSetCurrent(ctx):
+            return (0,)
+
+    module = KernelModule.__new__(KernelModule)
+    module._driver, module._what, module._hint, module._ctx = Driver, "w", "h", 1
+    module._local, module._packed = th.local(), {}
+    module.functions, module._handles = {"k": "f"}, {"k": 0xF00}
+    module._held, module.held_failed = held, None
+    module.launch("k", (2,), (32,), (1,), (ctypes.c_int,), 0x5000)
+    assert _recorded(view, 1) == ("cuLaunchKernel", [0xF00]) and launched == []  # held: no cuda-python call
+    module.launch("k", (2,), (32,), (1,), (ctypes.c_int,), 0xBAD)  # the driver refuses the held launch
+    assert module.held_failed == "cuLaunchKernel: CUDA_ERROR_INVALID_HANDLE" and module._held is None
+    assert [a[:7] + a[8:9] for a in launched] == [("f", 2, 1, 1, 32, 1, 1, 0xBAD)]
+    module.launch("k", (2,), (32,), (1,), (ctypes.c_int,), 0x5000)
+    assert len(launched) == 2  # cuda-python's from now on

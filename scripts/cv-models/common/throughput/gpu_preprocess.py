@@ -42,6 +42,7 @@ from common.data.images import PAD_VALUE, LetterboxMeta
 from common.eval.options import PREPROCESS_MODES
 from common.eval.protocols import U8Batch
 from common.gpu.cuda_mem import held_calls
+from common.gpu.held_driver import DriverError
 
 __all__ = [
     "COEF_BITS",
@@ -467,6 +468,7 @@ class KernelModule:
         self._packed: dict[tuple[Any, Any], tuple[Any, Any, int]] = {}
         # launches keep the GIL where libcuda allows (common.gpu.cuda_mem.held_calls), each function by its handle
         self._held = held_calls(device)[0]
+        self.held_failed: str | None = None  # why a held launch failed (cuda-python's launches since)
         self._handles = {n: _handle(f) for n, f in self.functions.items()}
 
     def launch(
@@ -481,9 +483,13 @@ class KernelModule:
     ) -> None:
         g, b = (*grid, 1, 1)[:3], (*block, 1, 1)[:3]
         params = self._params(args, types)
-        if self._held is not None:  # (it makes the context current on each launching thread itself)
-            self._held.launch(self._handles[name], g, b, shared_bytes, stream, params[2])  # type: ignore[arg-type]
-            return
+        held = self._held
+        if held is not None:  # (it makes the context current on each launching thread itself)
+            try:
+                held.launch(self._handles[name], g, b, shared_bytes, stream, params[2])  # type: ignore[arg-type]
+                return
+            except DriverError as exc:  # this launch again through cuda-python, and every later one
+                self._held, self.held_failed = None, str(exc)
         d = self._driver
         if not getattr(self._local, "ready", False):  # each launching thread needs the context current
             _check("cuCtxSetCurrent", d.cuCtxSetCurrent(self._ctx), self._what, self._hint)
