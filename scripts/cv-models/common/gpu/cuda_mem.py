@@ -51,7 +51,10 @@ __all__ = [
     "StreamLike",
     "check",
     "device_info",
+    "handle_int",
+    "held_calls",
     "memory_left",
+    "round_trip",
 ]
 
 
@@ -108,7 +111,7 @@ def check(call: str, result: Any) -> Any:
     return values[0] if len(values) == 1 else values
 
 
-def _ptr(handle: Any) -> int:
+def handle_int(handle: Any) -> int:
     """An integer address / handle from a cuda-python object or int."""
     try:
         return int(handle)
@@ -207,7 +210,7 @@ def _host_view(ptr: int, nbytes: int, dtype: np.dtype, shape: tuple[int, ...]) -
 class DeviceBuffer:
     def __init__(self, nbytes: int) -> None:
         self.nbytes = int(nbytes)
-        self.ptr = _ptr(check("cudaMalloc", _runtime().cudaMalloc(max(self.nbytes, 1))))
+        self.ptr = handle_int(check("cudaMalloc", _runtime().cudaMalloc(max(self.nbytes, 1))))
 
     def free(self) -> None:
         if self.ptr:
@@ -220,7 +223,7 @@ class PinnedBuffer:
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = int(nbytes)
-        self.ptr = _ptr(check("cudaMallocHost", _runtime().cudaMallocHost(max(self.nbytes, 1))))
+        self.ptr = handle_int(check("cudaMallocHost", _runtime().cudaMallocHost(max(self.nbytes, 1))))
 
     def view(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         return _host_view(self.ptr, self.nbytes, dtype, tuple(shape))
@@ -237,7 +240,7 @@ class Stream:
     def __init__(self) -> None:
         rt = _runtime()
         self._obj = check("cudaStreamCreateWithFlags", rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking))
-        self.handle = _ptr(self._obj)
+        self.handle = handle_int(self._obj)
 
     def synchronize(self) -> None:
         check("cudaStreamSynchronize", _runtime().cudaStreamSynchronize(self._obj))
@@ -256,7 +259,7 @@ class Event:
         rt = _runtime()
         flags = rt.cudaEventBlockingSync if blocking else rt.cudaEventDefault
         self._obj = check("cudaEventCreateWithFlags", rt.cudaEventCreateWithFlags(flags))
-        self.handle = _ptr(self._obj)
+        self.handle = handle_int(self._obj)
         self._held = held
 
     def record(self, stream: Stream) -> None:

@@ -41,7 +41,7 @@ from common.core.errors import UserError
 from common.data.images import PAD_VALUE, LetterboxMeta
 from common.eval.options import PREPROCESS_MODES
 from common.eval.protocols import U8Batch
-from common.gpu.cuda_mem import held_calls
+from common.gpu.cuda_mem import handle_int, held_calls
 from common.gpu.held_driver import DriverError
 
 __all__ = [
@@ -377,14 +377,6 @@ def normalize_reference(canvas_bgr: np.ndarray) -> np.ndarray:
 PREP_WHAT, PREP_HINT = "GPU pre-processing", "use --preprocess cpu"
 
 
-def _handle(obj: Any) -> int:
-    """A cuda-python handle object (or int) as an int."""
-    try:
-        return int(obj)
-    except TypeError:
-        return int(obj.getPtr())
-
-
 def _check(call: str, result: Any, what: str = PREP_WHAT, hint: str = PREP_HINT) -> Any:
     err = result[0] if isinstance(result, tuple) else result
     if int(err) != 0:
@@ -469,7 +461,7 @@ class KernelModule:
         # launches keep the GIL where libcuda allows (common.gpu.cuda_mem.held_calls), each function by its handle
         self._held = held_calls(device)[0]
         self.held_failed: str | None = None  # why a held launch failed (cuda-python's launches since)
-        self._handles = {n: _handle(f) for n, f in self.functions.items()}
+        self._handles = {n: handle_int(f) for n, f in self.functions.items()}
 
     def launch(
         self,
