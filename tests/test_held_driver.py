@@ -278,3 +278,27 @@ def test_a_kernel_launch_the_driver_refuses_goes_again_through_cuda_python(drive
     assert [a[:7] + a[8:9] for a in launched] == [("f", 2, 1, 1, 32, 1, 1, 0xBAD)]
     module.launch("k", (2,), (32,), (1,), (ctypes.c_int,), 0x5000)
     assert len(launched) == 2  # cuda-python's from now on
+
+
+def test_cuda_memory_sends_its_short_calls_to_the_held_driver(driver) -> None:
+    """``CudaMemory`` with held calls: each copy, stream wait and event record reaches the driver with its
+    arguments in cuda.h's order (destination first); nothing goes to cuda-python (its runtime is not
+    touched: there is no device here)."""
+    from types import SimpleNamespace
+
+    held, view = driver
+    mem = cuda_mem.CudaMemory.__new__(cuda_mem.CudaMemory)
+    mem._held = held
+    stream = SimpleNamespace(handle=0x5000, _obj=None)
+    mem.copy_htod_async(0xD000, 0x1000, 16, stream)
+    assert _recorded(view, 4) == ("cuMemcpyHtoDAsync_v2", [0xD000, 0x1000, 16, 0x5000])
+    mem.copy_dtoh_async(0x1000, 0xD000, 16, stream)
+    assert _recorded(view, 4) == ("cuMemcpyDtoHAsync_v2", [0x1000, 0xD000, 16, 0x5000])
+    mem.copy_dtod_async(0xD010, 0xD000, 16, stream)
+    assert _recorded(view, 4) == ("cuMemcpyDtoDAsync_v2", [0xD010, 0xD000, 16, 0x5000])
+    event = cuda_mem.Event.__new__(cuda_mem.Event)
+    event.handle, event._held, event._obj = 0xE00, held, None
+    event.record(stream)
+    assert _recorded(view, 2) == ("cuEventRecord", [0xE00, 0x5000])
+    mem.stream_wait_event(stream, event)
+    assert _recorded(view, 3) == ("cuStreamWaitEvent", [0x5000, 0xE00, 0])
