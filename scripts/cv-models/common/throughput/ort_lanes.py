@@ -61,7 +61,7 @@ __all__ = [
 
 # ORT's CUDA EP makes its regular runs first (allocating), then captures: warm-up runs per lane, enough for both
 GRAPH_WARMUP_RUNS = 3
-PARTIAL_BATCH_LANE = 0  # the lane a partial batch runs on (``OrtCudaBackend._lane_for``)
+PARTIAL_BATCH_LANE = 0  # the lane a partial batch runs on (``OrtCudaBackend._lane_of``)
 GRAPH_MODES = ("auto", "on", "off")
 
 
@@ -353,9 +353,12 @@ class OrtCudaBackend(LaneBackend):
         return times
 
     def _lane_for(self, batch: Any) -> int | None:
-        """A partial batch (fewer images than ``max_batch``: a run's last) runs on the first lane, the only one
-        ``warmup`` warms at its shape."""
-        return PARTIAL_BATCH_LANE if int(batch.shape[0]) != self.max_batch else None
+        return self._lane_of(int(batch.shape[0]))
+
+    def _lane_of(self, size: int) -> int | None:
+        """The lane batches of ``size`` images run on: a partial batch (fewer than ``max_batch``: a run's last)
+        on the first lane, the only one ``warmup`` warms at its shape; a full one on whichever is free (None)."""
+        return PARTIAL_BATCH_LANE if size != self.max_batch else None
 
     def warmup(self, batch: int, runs: int) -> None:
         """``runs`` resident runs at ``batch`` on every lane: each session's first run at a shape
@@ -363,14 +366,15 @@ class OrtCudaBackend(LaneBackend):
         inside a timed pass. With a CUDA graph at least ``GRAPH_WARMUP_RUNS`` per lane, one lane at a time
         with nothing else in flight, each on its lane's own thread: ORT captures the graph on one of them (it
         keeps a graph per session and thread), and a capture must never overlap another thread's CUDA work.
-        A partial batch's shape is warmed on its lane alone (``_lane_for``): the search costs each session
+        A partial batch's shape is warmed on its lane alone (``_lane_of``): the search costs each session
         a second or more per shape, and a run has one partial batch at most."""
         if not 1 <= batch <= self.max_batch:
             raise ValueError(f"bound for batch <= {self.max_batch}, asked for {batch}")
         if self.cuda_graph:
             runs = max(runs, GRAPH_WARMUP_RUNS)
-        lanes = range(len(self._lanes.lanes)) if batch == self.max_batch else [PARTIAL_BATCH_LANE]
-        for i in lanes:  # on each lane's own thread, where its batches will run
+        only = self._lane_of(batch)
+        # on each lane's own thread, where its batches will run
+        for i in range(len(self._lanes.lanes)) if only is None else [only]:
             self._lanes.call_on(i, lambda lane: self._resident_runs(lane, batch, runs))
 
     def resident_run_ms(self, iterations: int, batch: int = 1, warmup: int = 10) -> list[float]:
