@@ -632,14 +632,20 @@ def _graph_lanes(monkeypatch, fail_capture: bool = False):
     class GraphSession(_FakeIoSession):
         def __init__(self, real, graph: bool) -> None:
             super().__init__(real)
-            self.graph, self.captured = graph, None
+            self.graph, self.captured, self.outside = graph, None, False
 
         def run_with_iobinding(self, io, run_options=None) -> None:
             calls.append((io.inputs[0][2], run_options, self.graph))
             if self.graph and fail_capture:
                 raise RuntimeError("CUDA failure 901: operation failed due to a previous error during capture")
             graph_id = run_options.get_run_config_entry("gpu_graph_id") if run_options is not None else None
-            if self.graph and graph_id != "-1":  # ORT replays the captured graph whatever is bound: one shape only
+            if self.graph and graph_id == "-1":  # a run outside the graph, in the graph's session
+                self.outside = True
+            elif self.graph:  # ORT replays the captured graph whatever is bound: one shape only
+                # as on an H100: a run outside the graph at another shape reused the graph's memory, and the
+                # next replay read freed memory
+                if self.outside:
+                    raise RuntimeError("CUDA failure 700: an illegal memory access was encountered")
                 self.captured = self.captured or io.inputs[0][2]
                 assert io.inputs[0][2] == self.captured, "double: a CUDA-graph replay bound at another shape"
             super().run_with_iobinding(io)
@@ -657,8 +663,8 @@ def _graph_lanes(monkeypatch, fail_capture: bool = False):
 def test_ort_cuda_graph_lanes_capture_at_construction_bind_one_shape_and_return_early(monkeypatch, tmp_path) -> None:
     """--io-binding with CUDA graphs: every lane's session is asked for a graph and warmed alone when the backend
     is made (ORT captures there, before any other CUDA user starts), every full batch replays the graph at the
-    captured shape and returns without ORT's stream sync; a partial batch runs at its own shape outside the
-    graph (gpu_graph_id -1, synchronous), as a plain session runs it."""
+    captured shape and returns without ORT's stream sync; a partial batch runs at its own shape in a plain
+    session on the first lane's stream (synchronous), as a plain session runs it, and the graph replays on."""
     import onnxruntime as ort
 
     from common.ort.options import CUDA_EP
@@ -671,24 +677,28 @@ def test_ort_cuda_graph_lanes_capture_at_construction_bind_one_shape_and_return_
     )
     assert len(calls) == 2 * ort_cuda.GRAPH_WARMUP_RUNS  # each lane warmed (captured) before anything else
     x = np.random.default_rng(1).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    lane0 = str(backend._lanes.lanes[0].stream.handle)
     try:
         full, partial = backend.infer(x)[0], backend.infer(x[:3])[0]
+        again = [backend.infer(x)[0] for _ in range(2)]  # both lanes replay after the partial batch
         meta = backend.metadata()
     finally:
         backend.close()
     ref = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-    np.testing.assert_allclose(full, ref, rtol=1e-6, atol=1e-6)
+    for out in (full, *again):
+        np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(partial, ref[:3], rtol=1e-6, atol=1e-6)
     assert partial.shape == (3, 4, 8, 8)
-    assert [a["enable_cuda_graph"] for a in asked] == ["1", "1"]
-    assert len(calls) == 2 * ort_cuda.GRAPH_WARMUP_RUNS + 2
-    replays, (last_shape, last_options, _) = calls[:-1], calls[-1]
+    # the lanes' graph sessions, then one plain session, on the first lane's stream, for the partial batch
+    assert [a.get("enable_cuda_graph") for a in asked] == ["1", "1", None]
+    assert asked[2]["user_compute_stream"] == lane0
+    assert len(calls) == 2 * ort_cuda.GRAPH_WARMUP_RUNS + 4
+    plain = [c for c in calls if not c[2]]
+    replays = [c for c in calls if c[2]]
     assert {shape for shape, _, _ in replays} == {(4, 3, 8, 8)}  # one shape: the captured graph's
     assert all(o.get_run_config_entry("disable_synchronize_execution_providers") == "1" for _, o, _ in replays)
     assert all(o.get_run_config_entry("gpu_graph_id") == "0" for _, o, _ in replays)
-    assert last_shape == (3, 3, 8, 8) and last_options.get_run_config_entry("gpu_graph_id") == "-1"
-    with pytest.raises(RuntimeError, match="does not have configuration"):  # ORT's own synchronous default
-        last_options.get_run_config_entry("disable_synchronize_execution_providers")
+    assert [(shape, o) for shape, o, _ in plain] == [((3, 3, 8, 8), None)]  # ORT's own synchronous default
     # runs no longer block the host: auto picks the serial GPU order, as for TensorRT
     assert meta["cuda_graph"] is True and meta["cuda_graph_fallback"] is None
     assert meta["gpu_order"].startswith("serial")
@@ -708,15 +718,29 @@ def test_a_partial_batch_is_warmed_and_run_on_the_first_lane_alone(monkeypatch, 
         str(onnx), {CUDA_EP: {"enable_cuda_graph": graph}}, max_batch=4, lanes=3, memory=D.FakeCudaMemory()
     )
     runs: list[tuple[int, int]] = []  # (lane, batch) of every run from now on
-    for i, lane in enumerate(backend._lanes.lanes):
-        session = lane.worker.backend._session
+
+    def record(session, i: int) -> None:
         real = session.run_with_iobinding
 
-        def recorded(io, run_options=None, i=i, real=real) -> None:
+        def recorded(io, run_options=None) -> None:
             runs.append((i, io.inputs[0][2][0]))
             real(io, run_options)
 
         session.run_with_iobinding = recorded
+
+    workers = [lane.worker for lane in backend._lanes.lanes]
+    for i, w in enumerate(workers):
+        record(w.backend._session, i)
+    made_plain = backend._plain
+
+    def plain(w):  # a graph lane's plain session (its partial batches) counts as that lane's
+        fresh = w.plain is None
+        sess = made_plain(w)
+        if fresh:
+            record(sess._session, workers.index(w))
+        return sess
+
+    backend._plain = plain
     x = np.zeros((4, 3, 8, 8), np.float32)
     try:
         backend.warmup(3, 2)

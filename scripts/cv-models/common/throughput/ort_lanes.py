@@ -24,8 +24,11 @@ callback and abort the process (CUDA failure 800 in cudaFreeHost).
 CUDA graph (the default where ORT can capture; ``--cuda-graph`` insists): each lane's session captures the
 model once, at ``max_batch``, when the backend is made (``warmup``: lanes one at a time, each on its own
 thread, nothing else in flight), and replays it for every full batch. A partial last batch runs at its own
-shape outside the graph, as a plain session runs it (cuDNN may choose other kernels at another shape, so a
-padded batch would not give the same outputs to the last bit). Replays return once the graph is launched, so
+shape in a plain session (no graph) of its own on the first lane's stream, made at the partial shape's first
+warm-up or run: cuDNN may choose other kernels at another shape, so a padded batch would not give the same
+outputs to the last bit; and a run outside the graph in the graph's own session can hand the graph's memory
+to other tensors, so that the next replay reads freed memory (an illegal-address error on an H100). Replays
+return once the graph is launched, so
 the lane's kernels and events follow on the GPU with no host gap, and a batch's lane-event span is its GPU
 time (the launch-bound spans of per-kernel ORT runs at small batches vary with host load). A graph needs
 every node on the CUDA EP (ORT refuses the session otherwise), so no run stages host memory.
@@ -40,7 +43,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -81,14 +84,16 @@ def _graph_run_options() -> Any:
     return opts
 
 
-def _partial_run_options() -> Any:
-    """Run options for a partial batch on a CUDA-graph lane: outside the graph (``gpu_graph_id`` -1: no capture,
-    no replay in this run), at the batch's own shape, synchronous as a plain session's run."""
-    import onnxruntime as ort
-
-    opts = ort.RunOptions()
-    opts.add_run_config_entry("gpu_graph_id", "-1")
-    return opts
+def _close_sessions(lanes: list[Lane]) -> None:
+    """Each lane's sessions (its own and its plain one) and their IO bindings."""
+    for lane in lanes:
+        w = lane.worker
+        w.io.clear()
+        w.plain_io.clear()
+        for sess in (w.backend, w.plain):
+            if sess is not None:
+                sess.close()
+        w.plain = None
 
 
 def _free_lanes(lanes: list[Lane]) -> None:
@@ -115,6 +120,9 @@ class _OrtLane:
     io: dict[int, Any]  # batch size -> IO binding over the same buffers
     inp: Staging
     outs: list[Staging]
+    stream: int = 0  # the lane's stream handle (a plain session for partial batches runs on it)
+    plain: OrtBackend | None = None  # graph lanes: the plain session of partial batches (``_plain``)
+    plain_io: dict[int, Any] = field(default_factory=dict)  # its IO bindings, as ``io``
     stager: U8Stager | None = None  # uint8 staging for U8Batch (enable_device_preprocess)
     post: Any = None  # GpuPostprocessor (enable_device_postprocess)
 
@@ -202,37 +210,22 @@ class OrtCudaBackend(LaneBackend):
         # replays overlap at batch 1 (one image does not fill the GPU)
         overlap = resolve_gpu_order(gpu_order, not graph, self.max_batch, graph_replays=graph)
         self._run_options = _graph_run_options() if graph else None
-        self._partial_options = _partial_run_options() if graph else None
+        self._session_args = dict(cuda_opts=cuda_opts, log=log, disable_cpu_fallback=disable_cpu_fallback)
         lane_list: list[Lane] = []
         try:
             for _ in range(max(1, lanes)):
                 stream = self.mem.stream()
-                opts = {
-                    **cuda_opts,
-                    "device_id": str(self.device_id),
-                    "user_compute_stream": str(stream.handle),
-                    **({"enable_cuda_graph": "1"} if graph else {}),
-                }
                 try:
-                    # The CUDA EP must initialise; --disable-cpu-fallback also refuses nodes it can't take.
-                    sess = OrtBackend(
-                        self.onnx_path,
-                        [CUDA_EP],
-                        {CUDA_EP: opts},
-                        log=log,
-                        intra_op_threads=1,
-                        disable_cpu_fallback=disable_cpu_fallback,
-                        require_accelerator=True,
-                    )
+                    sess = self._session(int(stream.handle), graph)
                 except BaseException:
                     stream.close()
                     raise
                 if not lane_list:
                     self._setup_specs(sess, imgsz)
-                lane_list.append(Lane(self.mem, self._make_worker(sess), stream=stream, spin_wait=self._spin_wait))
+                worker = self._make_worker(sess, int(stream.handle))
+                lane_list.append(Lane(self.mem, worker, stream=stream, spin_wait=self._spin_wait))
         except BaseException:
-            for lane in lane_list:
-                lane.worker.backend.close()
+            _close_sessions(lane_list)
             _free_lanes(lane_list)
             raise
         first = lane_list[0].worker.backend
@@ -240,6 +233,26 @@ class OrtCudaBackend(LaneBackend):
         self.version = first.version
         self.providers_used = first.providers_used
         self._start_lanes(lane_list, "ort-lane", overlap)
+
+    def _session(self, stream: int, graph: bool) -> OrtBackend:
+        """One session of the model on ``stream`` (a CUDA graph session when ``graph``). The CUDA EP must
+        initialise; --disable-cpu-fallback also refuses nodes it can't take."""
+        a = self._session_args
+        opts = {
+            **a["cuda_opts"],
+            "device_id": str(self.device_id),
+            "user_compute_stream": str(stream),
+            **({"enable_cuda_graph": "1"} if graph else {}),
+        }
+        return OrtBackend(
+            self.onnx_path,
+            [CUDA_EP],
+            {CUDA_EP: opts},
+            log=a["log"],
+            intra_op_threads=1,
+            disable_cpu_fallback=a["disable_cpu_fallback"],
+            require_accelerator=True,
+        )
 
     def _setup_specs(self, sess: OrtBackend, imgsz: int) -> None:
         spec = sess.input
@@ -261,29 +274,40 @@ class OrtCudaBackend(LaneBackend):
     def _nbytes(self, spec: TensorSpec, batch: int | None = None) -> int:
         return math.prod(self._shape(spec, batch)) * spec.dtype.itemsize
 
-    def _make_worker(self, sess: OrtBackend) -> _OrtLane:
+    def _make_worker(self, sess: OrtBackend, stream: int) -> _OrtLane:
         inp = Staging(self.mem, f"input {self._input.name!r}")
         inp.ensure(self._nbytes(self._input))
         outs = []
         for spec in self._outputs:
             outs.append(Staging(self.mem, f"output {spec.name!r}"))
             outs[-1].ensure(self._nbytes(spec))
-        return _OrtLane(sess, {}, inp, outs)
+        return _OrtLane(sess, {}, inp, outs, stream)
 
     def _run(self, lane: _OrtLane, batch: int) -> None:
         """One ORT run of ``batch`` images over the lane's buffers. A CUDA-graph lane replays its graph for a full
-        batch; a partial batch runs at its own shape outside the graph (``_partial_run_options``), exactly as a
+        batch; a partial batch runs at its own shape in the lane's plain session (``_plain``), synchronous, as a
         plain session runs it: cuDNN may choose other kernels at another shape, so a partial batch padded to the
         captured shape would not give the plain session's outputs to the last bit."""
-        partial = self.cuda_graph and batch != self.max_batch
-        options = self._partial_options if partial else self._run_options
-        lane.backend._session.run_with_iobinding(self._binding(lane, batch), options)
+        if self.cuda_graph and batch != self.max_batch:
+            sess, bindings, options = self._plain(lane), lane.plain_io, None
+        else:
+            sess, bindings, options = lane.backend, lane.io, self._run_options
+        sess._session.run_with_iobinding(self._binding(lane, batch, sess, bindings), options)
 
-    def _binding(self, lane: _OrtLane, batch: int) -> Any:
-        """IO binding for ``batch`` images over the lane's buffers (sized for max_batch), one per batch size."""
-        io = lane.io.get(batch)
+    def _plain(self, lane: _OrtLane) -> OrtBackend:
+        """The lane's plain session (no CUDA graph) on its stream, made at its first partial batch. Never a run
+        outside the graph in the graph's own session: that run can take the memory the captured graph reads and
+        writes, and the next replay then reads freed memory."""
+        if lane.plain is None:
+            lane.plain = self._session(lane.stream, graph=False)
+        return lane.plain
+
+    def _binding(self, lane: _OrtLane, batch: int, sess: OrtBackend, bindings: dict[int, Any]) -> Any:
+        """``sess``'s IO binding for ``batch`` images over the lane's buffers (sized for max_batch), one per batch
+        size, kept in ``bindings``."""
+        io = bindings.get(batch)
         if io is None:
-            io = lane.backend._session.io_binding()
+            io = sess._session.io_binding()
             io.bind_input(
                 self._input.name,
                 "cuda",
@@ -296,7 +320,7 @@ class OrtCudaBackend(LaneBackend):
                 io.bind_output(
                     spec.name, "cuda", self.device_id, spec.dtype.type, list(self._shape(spec, batch)), buf.device_ptr
                 )
-            lane.io[batch] = io
+            bindings[batch] = io
         return io
 
     @property
@@ -422,8 +446,7 @@ class OrtCudaBackend(LaneBackend):
         lanes = self._lanes.lanes
         for lane in lanes:
             lane.stream.synchronize()
-            lane.worker.io.clear()
-            lane.worker.backend.close()  # drop the session before the stream it runs on
+        _close_sessions(lanes)  # the sessions go before the streams they run on
         gc.collect()
         self._close_lane_extras()
         _free_lanes(lanes)
