@@ -27,10 +27,9 @@ thread, nothing else in flight), and replays it for every full batch. A partial 
 shape in a plain session (no graph) of its own on the first lane's stream, made at the partial shape's first
 warm-up or run: cuDNN may choose other kernels at another shape, so a padded batch would not give the same
 outputs to the last bit; and a run outside the graph in the graph's own session can hand the graph's memory
-to other tensors, so that the next replay reads freed memory (an illegal-address error on an H100). Replays
-return once the graph is launched, so
-the lane's kernels and events follow on the GPU with no host gap, and a batch's lane-event span is its GPU
-time (the launch-bound spans of per-kernel ORT runs at small batches vary with host load). A graph needs
+to other tensors, so that the next replay reads freed memory (CUDA error 700, an illegal address). Replays
+return once the graph is launched, so the lane's kernels and events follow on the GPU with no host gap, and a
+batch's lane-event span is its GPU time (the launch-bound spans of per-kernel ORT runs at small batches vary with host load). A graph needs
 every node on the CUDA EP (ORT refuses the session otherwise), so no run stages host memory.
 
 With ``enable_device_postprocess`` (``DevicePostprocessing``) a lane runs ``common.throughput.gpu_postprocess``
