@@ -29,8 +29,9 @@ warm-up or run: cuDNN may choose other kernels at another shape, so a padded bat
 outputs to the last bit; and a run outside the graph in the graph's own session can hand the graph's memory
 to other tensors, so that the next replay reads freed memory (CUDA error 700, an illegal address). Replays
 return once the graph is launched, so the lane's kernels and events follow on the GPU with no host gap, and a
-batch's lane-event span is its GPU time (the launch-bound spans of per-kernel ORT runs at small batches vary with host load). A graph needs
-every node on the CUDA EP (ORT refuses the session otherwise), so no run stages host memory.
+batch's lane-event span is its GPU time (the launch-bound spans of per-kernel ORT runs at small batches vary
+with host load). A graph needs every node on the CUDA EP (ORT refuses the session otherwise), so no run
+stages host memory.
 
 With ``enable_device_postprocess`` (``DevicePostprocessing``) a lane runs ``common.throughput.gpu_postprocess``
 on its stream after the ORT run and copies back only the final rows: ``infer`` / ``wait`` return
