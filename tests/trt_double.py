@@ -31,7 +31,9 @@ Faithfulness rules:
   bindings have ``init_libnvinfer_plugins``, but it registers none of these, so such a model never parses there;
 - CUDA-graph capture: an enqueue during stream capture fails unless the context ran one plain enqueue since it
   was created and since its last ``set_input_shape`` (NvInferRuntime.h, enqueueV3: the first enqueue after an
-  input shape change allocates resources, which fails in capture; "call enqueueV3() once before capturing");
+  input shape change allocates resources, which fails in capture; "call enqueueV3() once before capturing").
+  A captured enqueue replayed after its context's input shapes changed (even back to the captured ones) fails:
+  TensorRT's guide makes running a graph undefined once the context it was captured from was modified;
 - data-dependent output shapes (outputs downstream of NonZero, NonMaxSuppression, ...): ``get_tensor_shape``
   reports -1 on those axes, on the engine and on a context even after ``infer_shapes``, until an execution
   ran; the real runtime hands such shapes out through ``IOutputAllocator.notify_shape``;
@@ -660,6 +662,7 @@ class FakeContext(_Mirror):
         self._config = weakref.ref(runtime_config) if runtime_config is not None else None
         self._native_keys: set[tuple[Any, ...]] = set()
         self._flushed = False  # a plain enqueue ran since creation and since the last set_input_shape
+        self._shape_changes = 0  # input shape changes so far (a captured enqueue holds the count it ran at)
         self._executed = False  # an execution ran with the current input shapes (data-dependent shapes known)
         self.engine = engine
 
@@ -690,6 +693,7 @@ class FakeContext(_Mirror):
         if self._shapes.get(name) != shape:
             self._out_shapes.clear()
             self._executed = False
+            self._shape_changes += 1  # the context's state moved on: graphs captured before no longer hold
         self._shapes[name] = shape
         self._flushed = False  # deferred until the next enqueue, which then cannot be captured
         return True
@@ -785,8 +789,14 @@ class FakeContext(_Mirror):
         if not capturing:
             self._flushed = True
         self._executed = True
+        state = self._shape_changes  # the context's state this enqueue runs in (a capture: replays need it)
 
         def work() -> None:
+            if capturing and self._shape_changes != state:
+                raise RuntimeError(
+                    "double: a CUDA graph of an enqueue replayed after its execution context's input shapes "
+                    "changed (TensorRT: running a graph after modifying its context is undefined)"
+                )
             feeds = {n: _read(a, s, d).copy() for n, (a, s, d) in plan.items() if io[n]["input"]}
             session = self._engine._ort()
             names = [o.name for o in session.get_outputs()]

@@ -281,11 +281,12 @@ def warmup(backend: Backend, batch_size: int | None, size: int, runs: int | str,
     """``runs`` inferences before timing (``auto``: by the backend's device, ``resolve_warmup_runs``); a
     ``Warmup`` backend (several sessions or lanes) warms every one. ``batch_size``: the full batch (None: the
     run has none); ``last_batch``: the size of a partial last batch, warmed too (a new shape: cuDNN searches
-    again). Returns the runs made per shape."""
+    again), first: the run starts at the full batch, which a shape change must not follow (a TensorRT context
+    drops its CUDA graphs at one). Returns the runs made per shape."""
     runs = resolve_warmup_runs(runs, backend)
     if runs <= 0:
         return 0
-    for b in dict.fromkeys(x for x in (batch_size, last_batch) if x):
+    for b in dict.fromkeys(x for x in (last_batch, batch_size) if x):
         if isinstance(backend, Warmup):
             backend.warmup(b, runs)
             continue

@@ -5,9 +5,11 @@ pinned host buffers sized for the current shapes (grown, never shrunk), and runs
 H2D copy -> ``execute_async_v3`` -> D2H copy on its own non-default stream, timed with
 CUDA events. With ``cuda_graph=True`` the enqueue of a (shapes, addresses) key is captured into a CUDA
 graph on the key's second run and replayed from then on; a capture always follows a plain enqueue of the same
-input shapes (TensorRT's first enqueue after ``set_input_shape`` allocates, which cannot be captured), so after a
-shape change the key runs plainly once more before it is captured;
-every key keeps its graph until the buffers move; a failed capture falls back to plain enqueues. On TensorRT-RTX,
+input shapes (TensorRT's first enqueue after ``set_input_shape`` allocates, which cannot be captured). A graph
+holds the execution context's state as it was captured (TensorRT's guide: modifying the context makes running
+the graph undefined), so a shape change drops the graphs: back at a shape, the key runs plainly twice and is
+captured again. A run's one partial batch therefore costs its full batch one capture, not a wrong replay; the
+buffers moving drops them too; a failed capture falls back to plain enqueues. On TensorRT-RTX,
 ``cuda_graph=True`` uses its documented mechanism instead: ``IRuntimeConfig.cuda_graph_strategy =
 WHOLE_GRAPH_CAPTURE`` (TensorRT-RTX captures after its shape-specialised kernels are compiled, so no
 lazily-compiled fallback kernel is frozen into a graph; user stream capture would also need engines
@@ -336,6 +338,8 @@ class TrtSession:
                 self._shapes[t.name] = shape
                 self._flushed = False
                 changed = True
+        if changed:
+            self._drop_graphs()  # captured in the context's state before this shape change
         if changed or any(o.name not in self._shapes for o in self.outputs):
             try:
                 missing = self.context.infer_shapes()
