@@ -680,7 +680,7 @@ def test_ort_cuda_graph_lanes_capture_at_construction_bind_one_shape_and_return_
     lane0 = str(backend._lanes.lanes[0].stream.handle)
     try:
         full, partial = backend.infer(x)[0], backend.infer(x[:3])[0]
-        again = [backend.infer(x)[0] for _ in range(2)]  # both lanes replay after the partial batch
+        again = [backend.infer(x)[0] for _ in range(2)]  # replays after the partial batch
         meta = backend.metadata()
     finally:
         backend.close()
