@@ -65,6 +65,14 @@ DRIVER_CALLS = {
 }
 
 
+# CudaMemory._copy: the HeldDriver method of each cudaMemcpyKind
+_HELD_COPY = {
+    "cudaMemcpyHostToDevice": "copy_htod",
+    "cudaMemcpyDeviceToHost": "copy_dtoh",
+    "cudaMemcpyDeviceToDevice": "copy_dtod",
+}
+
+
 class CudaError(RunError, RuntimeError):
     """A CUDA runtime call failed (one line from ``run_main``, exit 1)."""
 
@@ -350,26 +358,21 @@ class CudaMemory:
         check("cudaStreamWaitEvent", _runtime().cudaStreamWaitEvent(stream._obj, event._obj, 0))
 
     def _copy(self, kind_name: str, dst: int, src: int, nbytes: int, stream: Stream) -> None:
+        """One async copy of ``kind_name`` (cudaMemcpyKind): through the held driver calls where they run."""
+        if self._held is not None:
+            getattr(self._held, _HELD_COPY[kind_name])(dst, src, nbytes, stream.handle)
+            return
         rt = _runtime()
         kind = getattr(rt.cudaMemcpyKind, kind_name)
         check("cudaMemcpyAsync", rt.cudaMemcpyAsync(dst, src, nbytes, kind, stream._obj))
 
     def copy_htod_async(self, dst: int, src: int, nbytes: int, stream: Stream) -> None:
-        if self._held is not None:
-            self._held.copy_htod(dst, src, nbytes, stream.handle)
-            return
         self._copy("cudaMemcpyHostToDevice", dst, src, nbytes, stream)
 
     def copy_dtoh_async(self, dst: int, src: int, nbytes: int, stream: Stream) -> None:
-        if self._held is not None:
-            self._held.copy_dtoh(dst, src, nbytes, stream.handle)
-            return
         self._copy("cudaMemcpyDeviceToHost", dst, src, nbytes, stream)
 
     def copy_dtod_async(self, dst: int, src: int, nbytes: int, stream: Stream) -> None:
-        if self._held is not None:
-            self._held.copy_dtod(dst, src, nbytes, stream.handle)
-            return
         self._copy("cudaMemcpyDeviceToDevice", dst, src, nbytes, stream)
 
     def begin_capture(self, stream: Stream) -> None:
