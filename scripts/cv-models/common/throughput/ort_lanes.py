@@ -166,14 +166,8 @@ class OrtCudaBackend(LaneBackend):
         self.device_id, self.max_batch, self.onnx_path = device_id, max_batch, onnx_path
         self._post_kernels = post_kernels
         self._spin_wait = spin_wait
-        build = dict(
-            cuda_opts=cuda_opts,
-            lanes=lanes,
-            log=log,
-            imgsz=imgsz,
-            gpu_order=gpu_order,
-            disable_cpu_fallback=disable_cpu_fallback,
-        )
+        self._session_args = dict(cuda_opts=cuda_opts, log=log, disable_cpu_fallback=disable_cpu_fallback)
+        build = dict(lanes=lanes, imgsz=imgsz, gpu_order=gpu_order)
         if mode == "off":
             self._build(graph=False, **build)
             return
@@ -193,24 +187,13 @@ class OrtCudaBackend(LaneBackend):
                 ) from exc
             self.cuda_graph_fallback = why
 
-    def _build(
-        self,
-        *,
-        graph: bool,
-        cuda_opts: dict[str, str],
-        lanes: int,
-        log: Any,
-        imgsz: int,
-        gpu_order: str,
-        disable_cpu_fallback: bool,
-    ) -> None:
+    def _build(self, *, graph: bool, lanes: int, imgsz: int, gpu_order: str) -> None:
         """The lanes: one session per lane on the lane's stream (with ``enable_cuda_graph`` when ``graph``)."""
         self.cuda_graph = graph
         # ORT runs without a graph block until the GPU is done: auto lets small batches' lanes overlap; graph
         # replays overlap at batch 1 (one image does not fill the GPU)
         overlap = resolve_gpu_order(gpu_order, not graph, self.max_batch, graph_replays=graph)
         self._run_options = _graph_run_options() if graph else None
-        self._session_args = dict(cuda_opts=cuda_opts, log=log, disable_cpu_fallback=disable_cpu_fallback)
         lane_list: list[Lane] = []
         try:
             for _ in range(max(1, lanes)):
@@ -235,8 +218,9 @@ class OrtCudaBackend(LaneBackend):
         self._start_lanes(lane_list, "ort-lane", overlap)
 
     def _session(self, stream: int, graph: bool) -> OrtBackend:
-        """One session of the model on ``stream`` (a CUDA graph session when ``graph``). The CUDA EP must
-        initialise; --disable-cpu-fallback also refuses nodes it can't take."""
+        """One session of the model on ``stream`` (a CUDA graph session when ``graph``), with the options the
+        backend was made with. The CUDA EP must initialise; --disable-cpu-fallback also refuses nodes it can't
+        take."""
         a = self._session_args
         opts = {
             **a["cuda_opts"],
