@@ -213,8 +213,9 @@ class TrtSession:
         if self.native_cuda_graph:
             self.cuda_graph_status = "tensorrt-rtx runtime config: cuda_graph_strategy=WHOLE_GRAPH_CAPTURE"
         self._graphs: dict[tuple[Any, ...], Any] = {}  # (name, shape, address) of every tensor -> graph
-        self._seen_keys: set[tuple[Any, ...]] = set()  # keys enqueued once (captured on their second run)
-        self._flushed = False  # a plain enqueue ran since the last set_input_shape (a capture may follow)
+        # keys enqueued plainly since the last shape change (captured on their second run); a shape change clears
+        # it with the graphs, so a key in it had a plain enqueue of its shapes (TensorRT's first after the change)
+        self._seen_keys: set[tuple[Any, ...]] = set()
         self.graph_captures = 0
         self._t0 = 0.0
         self.last_timing: dict[str, float] = {}
@@ -336,7 +337,6 @@ class TrtSession:
                         f"input {t.name!r}: TensorRT rejected shape {list(shape)} ({last_error(self.logger)})"
                     )
                 self._shapes[t.name] = shape
-                self._flushed = False
                 changed = True
         if changed:
             self._drop_graphs()  # captured in the context's state before this shape change
@@ -470,12 +470,11 @@ class TrtSession:
             return False
         key = self._graph_key_now()
         graph = self._graphs.get(key)
-        if graph is None and key in self._seen_keys and self._flushed:
+        if graph is None and key in self._seen_keys:
             graph = self._try_capture(key)
         if graph is None:
             self._seen_keys.add(key)
             self._execute()
-            self._flushed = True
             return False
         graph.launch(self.stream)
         return True
