@@ -801,6 +801,74 @@ def test_ort_cuda_graph_lanes_pass_on_errors_that_are_not_the_graphs(monkeypatch
     assert mem.live == 0
 
 
+def test_ort_lanes_make_their_sessions_side_by_side(monkeypatch, tmp_path) -> None:
+    """The first lane's session is made alone (a model the lanes can't run is refused after one session), then
+    the other lanes' sessions on threads of their own, all at once (ONNX Runtime builds a session without the
+    GIL): three sessions made one after another would leave the barrier waiting for the others."""
+    from common.ort.session import OrtBackend
+    from common.throughput import ort_lanes as ort_cuda
+
+    barrier = threading.Barrier(3, timeout=60)
+    threads: list[str] = []
+
+    def lane_session(path, providers, options, **kwargs):
+        if threads:  # lanes 1 to 3: only pass once all three sessions are being made at the same time
+            barrier.wait()
+        threads.append(threading.current_thread().name)
+        backend = OrtBackend(path, ["CPUExecutionProvider"])
+        backend._session = _FakeIoSession(backend._session)
+        return backend
+
+    monkeypatch.setattr(ort_cuda, "OrtBackend", lane_session)
+    mem = D.FakeCudaMemory()
+    onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
+    backend = ort_cuda.OrtCudaBackend(str(onnx), max_batch=2, lanes=4, memory=mem, graph="off")
+    try:
+        out = backend.infer(np.ones((2, 3, 8, 8), np.float32))[0]
+        sessions = [lane.worker.backend for lane in backend._lanes.lanes]
+    finally:
+        backend.close()
+    assert threads[0] == threading.current_thread().name and len(set(threads[1:])) == 3
+    assert len(set(map(id, sessions))) == 4
+    assert out.shape == (2, 4, 8, 8)
+    assert mem.live == 0
+
+
+def test_ort_lanes_close_the_sessions_made_when_another_lane_fails(monkeypatch, tmp_path) -> None:
+    """One lane's session failing: the sessions the other lanes made are closed, the streams freed, and that
+    lane's error reaches the caller."""
+    from common.core.errors import UserError
+    from common.ort.session import OrtBackend
+    from common.throughput import ort_lanes as ort_cuda
+
+    made: list[OrtBackend] = []
+    closed: list[OrtBackend] = []
+    lock = threading.Lock()
+
+    class Closing(OrtBackend):
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    def lane_session(path, providers, options, **kwargs):
+        with lock:
+            n = len(made)
+            if n == 1:
+                made.append(None)  # type: ignore[arg-type]
+                raise UserError("lane 1: out of memory")
+            backend = Closing(path, ["CPUExecutionProvider"])
+            made.append(backend)
+        return backend
+
+    monkeypatch.setattr(ort_cuda, "OrtBackend", lane_session)
+    mem = D.FakeCudaMemory()
+    onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
+    with pytest.raises(UserError, match=r"^lane 1: out of memory$"):
+        ort_cuda.OrtCudaBackend(str(onnx), max_batch=2, lanes=4, memory=mem, graph="off")
+    assert sorted(map(id, closed)) == sorted(id(b) for b in made if b is not None) and len(closed) == 3
+    assert mem.live == 0
+
+
 def test_ort_cuda_graph_can_be_turned_off(monkeypatch, tmp_path) -> None:
     """--provider-option CUDAExecutionProvider:enable_cuda_graph=0 wins over the auto default."""
     from common.ort.options import CUDA_EP
