@@ -43,7 +43,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,23 +194,20 @@ class OrtCudaBackend(LaneBackend):
         # replays overlap at batch 1 (one image does not fill the GPU)
         overlap = resolve_gpu_order(gpu_order, not graph, self.max_batch, graph_replays=graph)
         self._run_options = _graph_run_options() if graph else None
-        streams = [self.mem.stream() for _ in range(max(1, lanes))]
-        handles = [int(s.handle) for s in streams]
-        sessions: list[OrtBackend] = []
         lane_list: list[Lane] = []
         try:
-            # the first lane alone: a model the lanes can't run is refused after one session, not after all
-            sessions.append(self._session(handles[0], graph))
-            self._setup_specs(sessions[0], imgsz)
-            sessions += self._sessions(handles[1:], graph)
-            for sess, stream in zip(sessions, streams, strict=True):
+            for _ in range(max(1, lanes)):
+                stream = self.mem.stream()
+                try:
+                    sess = self._session(int(stream.handle), graph)
+                except BaseException:
+                    stream.close()
+                    raise
+                if not lane_list:
+                    self._setup_specs(sess, imgsz)
                 worker = self._make_worker(sess, int(stream.handle))
                 lane_list.append(Lane(self.mem, worker, stream=stream, spin_wait=self._spin_wait))
         except BaseException:
-            for sess in sessions[len(lane_list) :]:
-                sess.close()
-            for stream in streams[len(lane_list) :]:
-                stream.close()
             _close_sessions(lane_list)
             _free_lanes(lane_list)
             raise
@@ -220,23 +216,6 @@ class OrtCudaBackend(LaneBackend):
         self.version = first.version
         self.providers_used = first.providers_used
         self._start_lanes(lane_list, "ort-lane", overlap)
-
-    def _sessions(self, streams: list[int], graph: bool) -> list[OrtBackend]:
-        """One session per stream, made side by side on threads of their own: ONNX Runtime loads the model,
-        optimises it and uploads the weights without holding the GIL, so the lanes start in about the time of
-        one. Nothing runs here (the warm-up runs and the CUDA-graph captures stay one lane at a time). If one
-        fails, the others are closed and the first error in lane order is raised."""
-        if len(streams) <= 1:
-            return [self._session(stream, graph) for stream in streams]
-        with ThreadPoolExecutor(max_workers=len(streams), thread_name_prefix="ort-lane-session") as pool:
-            futures = [pool.submit(self._session, stream, graph) for stream in streams]
-        errors = [exc for f in futures if (exc := f.exception()) is not None]
-        if errors:
-            for f in futures:
-                if f.exception() is None:
-                    f.result().close()
-            raise errors[0]
-        return [f.result() for f in futures]
 
     def _session(self, stream: int, graph: bool) -> OrtBackend:
         """One session of the model on ``stream`` (a CUDA graph session when ``graph``), with the options the
