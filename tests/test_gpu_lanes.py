@@ -733,9 +733,10 @@ def test_a_partial_batch_is_warmed_and_run_on_the_first_lane_alone(monkeypatch, 
         record(w.backend._session, i)
     made_plain = backend._plain
 
-    def plain(w):  # a graph lane's plain session (its partial batches) counts as that lane's
+    def plain(lane):  # a graph lane's plain session (its partial batches) counts as that lane's
+        w = lane.worker
         fresh = w.plain is None
-        sess = made_plain(w)
+        sess = made_plain(lane)
         if fresh:
             record(sess._session, workers.index(w))
         return sess

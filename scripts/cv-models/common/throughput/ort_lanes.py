@@ -120,7 +120,6 @@ class _OrtLane:
     io: dict[int, Any]  # batch size -> IO binding over the same buffers
     inp: Staging
     outs: list[Staging]
-    stream: int = 0  # the lane's stream handle (a plain session for partial batches runs on it)
     plain: OrtBackend | None = None  # graph lanes: the plain session of partial batches (``_plain``)
     plain_io: dict[int, Any] = field(default_factory=dict)  # its IO bindings, as ``io``
     stager: U8Stager | None = None  # uint8 staging for U8Batch (enable_device_preprocess)
@@ -205,8 +204,7 @@ class OrtCudaBackend(LaneBackend):
                     raise
                 if not lane_list:
                     self._setup_specs(sess, imgsz)
-                worker = self._make_worker(sess, int(stream.handle))
-                lane_list.append(Lane(self.mem, worker, stream=stream, spin_wait=self._spin_wait))
+                lane_list.append(Lane(self.mem, self._make_worker(sess), stream=stream, spin_wait=self._spin_wait))
         except BaseException:
             _close_sessions(lane_list)
             _free_lanes(lane_list)
@@ -258,33 +256,35 @@ class OrtCudaBackend(LaneBackend):
     def _nbytes(self, spec: TensorSpec, batch: int | None = None) -> int:
         return math.prod(self._shape(spec, batch)) * spec.dtype.itemsize
 
-    def _make_worker(self, sess: OrtBackend, stream: int) -> _OrtLane:
+    def _make_worker(self, sess: OrtBackend) -> _OrtLane:
         inp = Staging(self.mem, f"input {self._input.name!r}")
         inp.ensure(self._nbytes(self._input))
         outs = []
         for spec in self._outputs:
             outs.append(Staging(self.mem, f"output {spec.name!r}"))
             outs[-1].ensure(self._nbytes(spec))
-        return _OrtLane(sess, {}, inp, outs, stream)
+        return _OrtLane(sess, {}, inp, outs)
 
-    def _run(self, lane: _OrtLane, batch: int) -> None:
+    def _run(self, lane: Lane, batch: int) -> None:
         """One ORT run of ``batch`` images over the lane's buffers. A CUDA-graph lane replays its graph for a full
         batch; a partial batch runs at its own shape in the lane's plain session (``_plain``), synchronous, as a
         plain session runs it: cuDNN may choose other kernels at another shape, so a partial batch padded to the
         captured shape would not give the plain session's outputs to the last bit."""
+        w: _OrtLane = lane.worker
         if self.cuda_graph and batch != self.max_batch:
-            sess, bindings, options = self._plain(lane), lane.plain_io, None
+            sess, bindings, options = self._plain(lane), w.plain_io, None
         else:
-            sess, bindings, options = lane.backend, lane.io, self._run_options
-        sess._session.run_with_iobinding(self._binding(lane, batch, sess, bindings), options)
+            sess, bindings, options = w.backend, w.io, self._run_options
+        sess._session.run_with_iobinding(self._binding(w, batch, sess, bindings), options)
 
-    def _plain(self, lane: _OrtLane) -> OrtBackend:
+    def _plain(self, lane: Lane) -> OrtBackend:
         """The lane's plain session (no CUDA graph) on its stream, made at its first partial batch. Never a run
         outside the graph in the graph's own session: that run can take the memory the captured graph reads and
         writes, and the next replay then reads freed memory."""
-        if lane.plain is None:
-            lane.plain = self._session(lane.stream, graph=False)
-        return lane.plain
+        w: _OrtLane = lane.worker
+        if w.plain is None:
+            w.plain = self._session(int(lane.stream.handle), graph=False)
+        return w.plain
 
     def _binding(self, lane: _OrtLane, batch: int, sess: OrtBackend, bindings: dict[int, Any]) -> Any:
         """``sess``'s IO binding for ``batch`` images over the lane's buffers (sized for max_batch), one per batch
@@ -340,7 +340,7 @@ class OrtCudaBackend(LaneBackend):
         b = item.batch
         if item.launch is not None:
             item.launch(w.inp.device_ptr, lane.stream)
-        self._run(w, b)
+        self._run(lane, b)
         if w.post is not None:
             w.post.launch(w.outs[0].device_ptr, lane.stream, b)
             return lambda: [w.post.collect()]
@@ -355,7 +355,7 @@ class OrtCudaBackend(LaneBackend):
         times = []
         for _ in range(runs):
             t0 = time.perf_counter()
-            self._run(lane.worker, batch)
+            self._run(lane, batch)
             lane.stream.synchronize()
             times.append((time.perf_counter() - t0) * 1000.0)
         return times
