@@ -400,3 +400,55 @@ def test_rounds_keep_the_median_round_and_drop_a_variant_that_fails() -> None:
     assert order == [["a", "b"], ["b", "a"], ["a"], ["a"]] and failed == {"b": "RuntimeError: lane died"}
     assert list(got) == ["a"] and got["a"]["rounds_images_per_s"] == [30.0, 10.0, 20.0, 40.0]
     assert got["a"]["images_per_s"] == 20.0
+
+
+def test_provider_options_reach_every_session_of_the_gpu_variants(monkeypatch) -> None:
+    """``--provider-option`` CUDA EP options go to each lane's session (beside the lane's own stream) and to
+    the plain CUDA session; with none given the sessions get only the lanes' own options."""
+    import bench_eval_throughput as B
+    from conftest import DEMO_MODEL
+    from test_fast_path import _fake_gpu_machine
+
+    from common.throughput import ort_lanes
+
+    _fake_gpu_machine(monkeypatch)
+    lane_session, seen = ort_lanes.OrtBackend, []
+
+    def spy(path, providers, options, **kwargs):
+        seen.append(dict(options[B.CUDA_EP]))
+        return lane_session(path, providers, options, **kwargs)
+
+    monkeypatch.setattr(ort_lanes, "OrtBackend", spy)
+    heuristic = {"cudnn_conv_algo_search": "HEURISTIC"}
+    for opts, want in ((heuristic, "HEURISTIC"), (None, None)):
+        seen.clear()
+        backend, _ = B._make_variant(DEMO_MODEL, "eval-onnx-defaults", 1, 2, opts)
+        backend.close()
+        assert len(seen) == 2 and all(o.get("cudnn_conv_algo_search") == want for o in seen)
+        assert len({o["user_compute_stream"] for o in seen}) == 2  # each lane still on its own stream
+
+    plain = []
+    monkeypatch.setattr(B, "OrtBackend", lambda path, providers, options, **kw: plain.append(options) or object())
+    B._make_variant(DEMO_MODEL, "ort-cuda-plain", 1, 1, heuristic)
+    assert plain == [{B.CUDA_EP: heuristic}]
+
+
+@pytest.mark.parametrize(
+    ("flags", "says"),
+    [
+        (["--provider-option", "cudnn_conv_algo_search=HEURISTIC"], "expected EP:KEY=VALUE"),
+        (["--provider-option", "TensorrtExecutionProvider:trt_fp16_enable=1"], "run on CUDAExecutionProvider alone"),
+        (["--provider-option", "CUDAExecutionProvider:cudnn_conv_algo_search=HEURISTIC", "--cpu"], "this run has none"),
+        (["--provider-option", "CUDAExecutionProvider:x=1", "--coco-bench", "10"], "drop it with --coco-bench"),
+    ],
+)
+def test_a_provider_option_the_run_cannot_use_is_refused_before_any_work(tmp_path, flags, says) -> None:
+    import bench_eval_throughput as B
+    from conftest import DEMO_MODEL
+
+    from common.core.errors import UserError
+
+    out = tmp_path / "bench.json"
+    with pytest.raises(UserError, match=says):
+        B.main(["--onnx-path", str(DEMO_MODEL), "--data-root", str(MINI), "--out", str(out), *flags])
+    assert not out.exists()

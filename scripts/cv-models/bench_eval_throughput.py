@@ -36,7 +36,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,7 @@ from common.data.coco_bench import CocoBenchOptions, format_coco_bench, run_coco
 from common.eval.cli import DEFAULT_DATA_ROOT, loader_factory
 from common.eval.pipeline import EvalOptions, default_workers, evaluate, warmup_for_run
 from common.eval.protocols import Backend
+from common.ort.options import CUDA_EP, parse_provider_options
 from common.ort.session import OrtBackend
 from common.throughput.monitor import GpuMonitor
 
@@ -196,6 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--skip-sequential", action="store_true", help="no sequential-path timing (AP is still compared)"
+    )
+    parser.add_argument(
+        "--provider-option",
+        action="append",
+        default=[],
+        metavar="EP:KEY=VALUE",
+        help="CUDAExecutionProvider option for every session of the GPU variants and of the sequential reference, "
+        "e.g. CUDAExecutionProvider:cudnn_conv_algo_search=HEURISTIC (repeatable; default: none). To compare "
+        "detections against ONNX Runtime's defaults, run eval-onnx with and without it and compare the runs",
     )
     parser.add_argument(
         "--replay",
@@ -557,18 +567,23 @@ def _variant_lanes(name: str, lanes: int) -> int:
     return 1 if n_lanes == 0 else (lanes if n_lanes < 0 else n_lanes)
 
 
-def _make_variant(onnx: Path, name: str, batch: int, lanes: int) -> tuple[Backend, str]:
+def _make_variant(
+    onnx: Path, name: str, batch: int, lanes: int, cuda_opts: Mapping[str, str] | None = None
+) -> tuple[Backend, str]:
     """The backend of GPU variant ``name`` (``GPU_VARIANTS`` or eval-onnx-defaults-lanes-N) on ``lanes`` sessions
-    (``_variant_lanes``), set up for its mode; and the mode."""
+    (``_variant_lanes``), set up for its mode; and the mode. ``cuda_opts``: CUDA EP options for every session
+    (``--provider-option``)."""
     from common.throughput.ort_lanes import OrtCudaBackend
 
     n_lanes, prep, order = variant_spec(name)  # type: ignore[misc]  # a GPU variant
     order, *extras = order.split("+")
+    options = {CUDA_EP: dict(cuda_opts)} if cuda_opts else None
     if n_lanes == 0:
-        plain = OrtBackend(str(onnx), ["CUDAExecutionProvider"], require_accelerator=True, intra_op_threads=1)
+        plain = OrtBackend(str(onnx), [CUDA_EP], options, require_accelerator=True, intra_op_threads=1)
         return plain, prep
     backend = OrtCudaBackend(
         str(onnx),
+        options,
         max_batch=batch,
         lanes=lanes,
         gpu_order=order,
@@ -616,10 +631,11 @@ def make_backends(
     lanes: int,
     wanted: Sequence[str] | None,
     starts: dict[str, float] | None = None,
+    cuda_opts: Mapping[str, str] | None = None,
 ) -> tuple[dict[str, tuple[Backend, str]], dict[str, str]]:
     """name -> (backend, preprocess mode) to compare (first = the one we recommend), and the ones
     that failed to start or did not fit the GPU's memory (``GpuMemoryPlan``). ``starts`` gets each backend's
-    start-up seconds (sessions, CUDA graph capture, GPU pre/post set-up)."""
+    start-up seconds (sessions, CUDA graph capture, GPU pre/post set-up); ``cuda_opts``: ``_make_variant``'s."""
     starts = {} if starts is None else starts
     if not gpu:
         t0 = time.perf_counter()
@@ -640,7 +656,7 @@ def make_backends(
             continue
         free_before, t0 = (_gpu_free() if not out else None), time.perf_counter()
         try:
-            out[name] = _make_variant(onnx, name, batch, n_lanes)
+            out[name] = _make_variant(onnx, name, batch, n_lanes, cuda_opts)
             starts[name] = time.perf_counter() - t0
         except Exception as exc:  # one broken variant must not hide the others
             failed[name] = f"{type(exc).__name__}: {exc}"
@@ -676,10 +692,12 @@ def make_trt_backends(onnx: Path, batch: int, api_name: str, gpu: bool, dynamic:
     return out
 
 
-def bench_batch(args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool) -> dict[str, Any]:
+def bench_batch(
+    args: argparse.Namespace, ds: CocoDataset, batch: int, gpu: bool, cuda_opts: Mapping[str, str]
+) -> dict[str, Any]:
     starts: dict[str, float] = {}
     compile_s = compile_post_kernels() if gpu else None
-    backends, failed = make_backends(args.onnx_path, batch, gpu, args.lanes, args.variants, starts)
+    backends, failed = make_backends(args.onnx_path, batch, gpu, args.lanes, args.variants, starts, cuda_opts)
     main_name = next(iter(backends))
     main = backends[main_name][0]
     trt_names: set[str] = set()
@@ -879,19 +897,21 @@ def format_replay(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def time_to_metrics(args: argparse.Namespace, ds: CocoDataset, gpu: bool, n: int, out_dir: Path) -> dict[str, Any]:
+def time_to_metrics(
+    args: argparse.Namespace, ds: CocoDataset, gpu: bool, n: int, out_dir: Path, cuda_opts: Mapping[str, str]
+) -> dict[str, Any]:
     """The recommended variant (the evaluator's defaults, default ``--coco-eval``) at the last batch size over
     ``n`` images (the selected ones repeated under fresh ids): without COCOeval (pipeline only: the time to
     the last detection) and with it (the time to metrics), ``--time-to-metrics-repeats`` pairs, the order
     within a pair alternating. Each is one whole ``evaluate`` call, warm-up included, on the same warm
     backend, warmed first at both of the run's shapes (``prewarm_seconds``: a partial last batch's first run
     searches cuDNN's algorithms, which would land in the first pair alone); ``ratio`` = with / without. The
-    pair of median ratio is reported (``_ttm_median``)."""
+    pair of median ratio is reported (``_ttm_median``). ``cuda_opts``: ``make_backends``'s."""
     from common.throughput.repeat import repeated_dataset
 
     batch = args.batch_sizes[-1]
     big = repeated_dataset(ds, n, out_dir)
-    backends, failed = make_backends(args.onnx_path, batch, gpu, args.lanes, args.variants)
+    backends, failed = make_backends(args.onnx_path, batch, gpu, args.lanes, args.variants, cuda_opts=cuda_opts)
     name = next(iter(backends))
     backend, prep = backends[name]
     kw = dict(batch_size=batch, workers=args.workers, warmup_runs=3, progress=False)
@@ -1127,6 +1147,16 @@ def coco_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cuda_options(items: Sequence[str]) -> dict[str, str]:
+    """``--provider-option`` items as the CUDA EP options of every GPU variant's sessions (UserError for a
+    malformed item or another EP)."""
+    parsed = parse_provider_options(items, [item.partition(":")[0] for item in items])
+    other = [ep for ep in parsed if ep != CUDA_EP]
+    if other:
+        raise UserError(f"--provider-option {other[0]}:...: the GPU variants run on {CUDA_EP} alone; give its options")
+    return parsed.get(CUDA_EP, {})
+
+
 def _check_args(args: argparse.Namespace) -> None:
     """Every value check of the timing flags (UserError naming the flag), before any work."""
     check_range("--min-seconds", args.min_seconds, 0, lo_open=True)
@@ -1156,6 +1186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.onnx_path = args.onnx_path or repo / "models/cv-models/yolov10n-synth/yolov10n-synth.onnx"
         args.data_root = repo / "datasets/synthcoco-mini"
         args.max_images, args.min_seconds, args.cpu, args.workers = 8, 0.5, True, min(args.workers, 2)
+    if args.provider_option and (args.coco_bench or args.decode_bench or args.replay):
+        raise UserError(
+            "--provider-option sets the GPU variants' CUDA EP; drop it with --coco-bench, --decode-bench or --replay"
+        )
     if args.coco_bench:
         return coco_bench(args)
     if args.onnx_path is None and not args.decode_bench:
@@ -1165,6 +1199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
     images = args.images_dir or args.data_root / "val2017"
     _check_args(args)
+    cuda_opts = cuda_options(args.provider_option)
     model_inputs = {"--onnx-path": args.onnx_path} if args.onnx_path is not None else {}
     check_output_paths(
         {"--out": args.out},
@@ -1174,6 +1209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ds = open_dataset(instances, images, args.max_images)
     gpu = _gpu_available(args.cpu)
+    if args.provider_option and not gpu:
+        raise UserError(
+            "--provider-option sets the GPU variants' CUDA EP, and this run has none (no GPU or --cpu): drop it"
+        )
     out = args.out or run_dir("bench-eval") / "bench.json"
     rows: list[dict[str, Any]] = []
     report = {
@@ -1183,6 +1222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "device": "gpu" if gpu else "cpu",
         "workers": args.workers,
         "lanes": args.lanes,
+        "cuda_provider_options": cuda_opts,
         "switch_interval_ms": args.switch_interval_ms,
         "min_seconds": args.min_seconds,
         "batch_sizes": list(args.batch_sizes),
@@ -1194,7 +1234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _single_section(args, ds, gpu, out, report)
     for batch in args.batch_sizes:
         print(f"batch {batch}: measuring ...", file=sys.stderr)
-        row = bench_batch(args, ds, batch, gpu)
+        row = bench_batch(args, ds, batch, gpu, cuda_opts)
         if not args.no_ultralytics:
             n = math.ceil(row["best_ours_images_per_s"] * args.min_seconds / 3)
             row["ultralytics"] = at_least(
@@ -1210,7 +1250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_table([row]), file=sys.stderr, flush=True)
     if args.time_to_metrics > 0:
         print(f"time to metrics: {args.time_to_metrics} images ...", file=sys.stderr)
-        report["time_to_metrics"] = time_to_metrics(args, ds, gpu, args.time_to_metrics, out.parent)
+        report["time_to_metrics"] = time_to_metrics(args, ds, gpu, args.time_to_metrics, out.parent, cuda_opts)
         atomic_write_json(out, stamp(report))
     print(format_table(rows))
     if "time_to_metrics" in report:
