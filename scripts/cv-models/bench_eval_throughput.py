@@ -178,6 +178,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cpu", action="store_true", help="ONNX Runtime CPU EP even where CUDA is available")
     parser.add_argument("--no-ultralytics", action="store_true", help="skip (c) even if ultralytics is installed")
+    _add_variant_args(parser)
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="pipeline capacity: replay recorded outputs at no cost instead of running the model",
+    )
+    parser.add_argument(
+        "--replay-modes",
+        nargs="+",
+        metavar="MODE",
+        help="--replay: modes to time, each PREPROCESS or PREPROCESS+gpu-post (GPU post-processing on the "
+        "device-resident replayed outputs); default: cpu, and on a GPU also gpu-letterbox and gpu-letterbox+gpu-post",
+    )
+    parser.add_argument(
+        "--decode-bench",
+        action="store_true",
+        help="decoding alone: OpenCV in --workers threads vs nvImageCodec (--decode gpu) at --batch-sizes, "
+        "and nvImageCodec's pixels against OpenCV's (on a CPU machine: nvImageCodec's CPU backend)",
+    )
+    _add_ttm_args(parser)
+    _add_coco_bench_args(parser)
+    _add_trt_args(parser)
+    parser.add_argument("--smoke", action="store_true", help="tiny run for CI: bundled model/set, 8 images, CPU")
+    _add_output_args(parser)
+    return parser
+
+
+def _add_variant_args(parser: argparse.ArgumentParser) -> None:
+    """Which (b) variants run, how often, and with which CUDA EP options."""
     parser.add_argument(
         "--variants",
         nargs="+",
@@ -207,30 +236,6 @@ def build_parser() -> argparse.ArgumentParser:
         "e.g. CUDAExecutionProvider:cudnn_conv_algo_search=HEURISTIC (repeatable; default: none). To compare "
         "detections against ONNX Runtime's defaults, run eval-onnx with and without it and compare the runs",
     )
-    parser.add_argument(
-        "--replay",
-        action="store_true",
-        help="pipeline capacity: replay recorded outputs at no cost instead of running the model",
-    )
-    parser.add_argument(
-        "--replay-modes",
-        nargs="+",
-        metavar="MODE",
-        help="--replay: modes to time, each PREPROCESS or PREPROCESS+gpu-post (GPU post-processing on the "
-        "device-resident replayed outputs); default: cpu, and on a GPU also gpu-letterbox and gpu-letterbox+gpu-post",
-    )
-    parser.add_argument(
-        "--decode-bench",
-        action="store_true",
-        help="decoding alone: OpenCV in --workers threads vs nvImageCodec (--decode gpu) at --batch-sizes, "
-        "and nvImageCodec's pixels against OpenCV's (on a CPU machine: nvImageCodec's CPU backend)",
-    )
-    _add_ttm_args(parser)
-    _add_coco_bench_args(parser)
-    _add_trt_args(parser)
-    parser.add_argument("--smoke", action="store_true", help="tiny run for CI: bundled model/set, 8 images, CPU")
-    _add_output_args(parser)
-    return parser
 
 
 def _add_output_args(parser: argparse.ArgumentParser) -> None:
