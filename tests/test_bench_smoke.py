@@ -437,7 +437,10 @@ def test_provider_options_reach_every_session_of_the_gpu_variants(monkeypatch) -
     ("flags", "says"),
     [
         (["--provider-option", "cudnn_conv_algo_search=HEURISTIC"], "expected EP:KEY=VALUE"),
-        (["--provider-option", "TensorrtExecutionProvider:trt_fp16_enable=1"], "run on CUDAExecutionProvider alone"),
+        (
+            ["--provider-option", "TensorrtExecutionProvider:trt_fp16_enable=1"],
+            "not in the providers the GPU variants run on",
+        ),
         (["--provider-option", "CUDAExecutionProvider:cudnn_conv_algo_search=HEURISTIC", "--cpu"], "this run has none"),
         (["--provider-option", "CUDAExecutionProvider:x=1", "--coco-bench", "10"], "drop it with --coco-bench"),
     ],

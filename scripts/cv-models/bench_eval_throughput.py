@@ -1155,11 +1155,7 @@ def coco_bench(args: argparse.Namespace) -> int:
 def cuda_options(items: Sequence[str]) -> dict[str, str]:
     """``--provider-option`` items as the CUDA EP options of every GPU variant's sessions (UserError for a
     malformed item or another EP)."""
-    parsed = parse_provider_options(items, [item.partition(":")[0] for item in items])
-    other = [ep for ep in parsed if ep != CUDA_EP]
-    if other:
-        raise UserError(f"--provider-option {other[0]}:...: the GPU variants run on {CUDA_EP} alone; give its options")
-    return parsed.get(CUDA_EP, {})
+    return parse_provider_options(items, [CUDA_EP], where="the providers the GPU variants run on").get(CUDA_EP, {})
 
 
 def _check_args(args: argparse.Namespace) -> None:

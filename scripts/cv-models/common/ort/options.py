@@ -299,8 +299,11 @@ def _install_hint(provider: str) -> str:
     return "drop the flag"
 
 
-def parse_provider_options(items: Sequence[str], providers: Sequence[str]) -> dict[str, dict[str, str]]:
-    """``--provider-option EP:KEY=VALUE`` items as ``{EP: {KEY: VALUE}}``; EP must be in ``providers``."""
+def parse_provider_options(
+    items: Sequence[str], providers: Sequence[str], where: str = "--providers"
+) -> dict[str, dict[str, str]]:
+    """``--provider-option EP:KEY=VALUE`` items as ``{EP: {KEY: VALUE}}``; EP must be in ``providers`` (``where``
+    names them in the refusal)."""
     out: dict[str, dict[str, str]] = {}
     for item in items:
         ep, sep, kv = item.partition(":")
@@ -310,7 +313,7 @@ def parse_provider_options(items: Sequence[str], providers: Sequence[str]) -> di
                 f"--provider-option {item!r}: expected EP:KEY=VALUE, e.g. CUDAExecutionProvider:device_id=0"
             )
         if ep not in providers:
-            raise UserError(f"--provider-option {item!r}: {ep} is not in --providers ({' '.join(providers)})")
+            raise UserError(f"--provider-option {item!r}: {ep} is not in {where} ({' '.join(providers)})")
         out.setdefault(ep, {})[key] = value
     return out
 
