@@ -311,7 +311,7 @@ def enable_mode(backend: Backend, mode: str) -> None:
 def _gpu_available(force_cpu: bool) -> bool:
     import onnxruntime as ort
 
-    return not force_cpu and "CUDAExecutionProvider" in ort.get_available_providers()
+    return not force_cpu and CUDA_EP in ort.get_available_providers()
 
 
 def _repeat(ids: list[int], n: int, batch: int = 1) -> list[int]:
@@ -1208,12 +1208,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         protected_dirs={"--images-dir": images},
         force=args.force,
     )
-    ds = open_dataset(instances, images, args.max_images)
     gpu = _gpu_available(args.cpu)
     if args.provider_option and not gpu:
         raise UserError(
             "--provider-option sets the GPU variants' CUDA EP, and this run has none (no GPU or --cpu): drop it"
         )
+    ds = open_dataset(instances, images, args.max_images)
     out = args.out or run_dir("bench-eval") / "bench.json"
     rows: list[dict[str, Any]] = []
     report = {
