@@ -396,20 +396,52 @@ class _StreamIoSession(_FakeIoSession):
 
 
 @pytest.mark.parametrize(
-    ("order", "batch", "model"),
+    ("order", "batch", "model", "depth"),
     [
-        ("overlap", 1, None),
-        ("serial", 1, None),
-        ("serial", 2, "yolov10n-synth-dynbatch.onnx"),
-        ("overlap", 2, "yolov10n-synth-dynbatch.onnx"),
-        ("overlap", 1, "yolov10n-synth-dfl144.onnx"),
+        ("overlap", 1, None, None),
+        ("serial", 1, None, None),
+        ("serial", 2, "yolov10n-synth-dynbatch.onnx", None),
+        ("overlap", 2, "yolov10n-synth-dynbatch.onnx", None),
+        ("overlap", 1, "yolov10n-synth-dfl144.onnx", None),
+        ("overlap", 1, None, 2),
+        ("overlap", 2, "yolov10n-synth-dynbatch.onnx", 2),
+        ("overlap", 1, "yolov10n-synth-dfl144.onnx", 2),
     ],
 )
-def test_lanes_are_stream_ordered_when_the_gpu_runs_work_as_late_as_it_may(monkeypatch, order, batch, model) -> None:
+def test_lanes_are_stream_ordered_when_the_gpu_runs_work_as_late_as_it_may(
+    monkeypatch, order, batch, model, depth
+) -> None:
     """The lanes of OrtCudaBackend (GPU letterbox, GPU post-processing) on ``DeferredCudaMemory``, whose "GPU" runs
     each copy and kernel only once the host waits for it: no host write lands on memory that queued work has yet
     to read, and no result is read before it is waited for, or the detections would differ from the plain
-    CPU session's. (``FakeCudaMemory`` runs the same work at enqueue, the other extreme.)"""
+    CPU session's. (``FakeCudaMemory`` runs the same work at enqueue, the other extreme.) With twins
+    (``depth`` 2), each lane's thread has two batches on its stream, each staged in its own pinned memory."""
+    got, ref, meta, on_twins, mem = _deferred_lanes_run(monkeypatch, order, batch, model, depth)
+    assert meta["lane_depth"] == (depth or 1) and meta["in_flight"] == 3 * (depth or 1) + 1
+    assert any(on_twins) is (depth == 2)  # with twins, some batches ran on them
+    assert got.timings["preprocess_mode"] == "gpu-letterbox" and got.timings["postprocess_mode"] == "gpu"
+    assert got.detections == ref.detections and got.stats == ref.stats
+    assert got.timings["inference_gpu"]["count"] == -(-7 // batch)
+    assert mem.live == 0
+
+
+def test_the_deferred_double_catches_a_twin_that_shares_its_lanes_pinned_memory(monkeypatch) -> None:
+    """The check above can fail: a twin with its lane's own worker (one pinned staging, one post-processor) lets
+    the thread fill the next batch's images over the ones the stream has yet to copy up."""
+    from common.throughput import ort_lanes as ort_cuda
+    from common.throughput.lanes import Lane as LaneClass
+
+    def shared_twin(self, lane):
+        return LaneClass(self.mem, lane.worker, stream=lane.stream, owns_stream=False)
+
+    monkeypatch.setattr(ort_cuda.OrtCudaBackend, "_twin", shared_twin)
+    got, ref, _, on_twins, _ = _deferred_lanes_run(monkeypatch, "overlap", 1, None, 2)
+    assert any(on_twins) and got.detections != ref.detections
+
+
+def _deferred_lanes_run(monkeypatch, order: str, batch: int, model: str | None, depth: int | None):
+    """eval on 7 images through OrtCudaBackend's lanes (3) on ``DeferredCudaMemory`` and through a plain CPU
+    session: (lanes' result, plain result, lanes' metadata, per batch whether it ran on a twin, the memory)."""
     from conftest import DEMO_MODEL, MINI, fixture_path
     from post_double import FakePostprocessKernels
 
@@ -435,8 +467,12 @@ def test_lanes_are_stream_ordered_when_the_gpu_runs_work_as_late_as_it_may(monke
     plain = OrtBackend(onnx, ["CPUExecutionProvider"])
     ref = evaluate(plain, ds, EvalOptions(progress=False, workers=0))
     backend = ort_cuda.OrtCudaBackend(
-        onnx, lanes=3, max_batch=batch, memory=mem, post_kernels=lambda: kernels, gpu_order=order
+        onnx, lanes=3, max_batch=batch, memory=mem, post_kernels=lambda: kernels, gpu_order=order, lane_depth=depth
     )
+    on_twins: list[bool] = []
+    enqueue = backend._lanes._enqueue
+    twins = {id(t) for t in backend._lanes.twins}
+    backend._lanes._enqueue = lambda lane, item: (on_twins.append(id(lane) in twins), enqueue(lane, item))[1]
     try:
         opts = EvalOptions(
             progress=False,
@@ -449,12 +485,10 @@ def test_lanes_are_stream_ordered_when_the_gpu_runs_work_as_late_as_it_may(monke
         )
         got = evaluate(backend, ds, opts)
         assert backend.gpu_overlap is (order == "overlap")
+        meta = backend.metadata()
     finally:
         backend.close()
-    assert got.timings["preprocess_mode"] == "gpu-letterbox" and got.timings["postprocess_mode"] == "gpu"
-    assert got.detections == ref.detections and got.stats == ref.stats
-    assert got.timings["inference_gpu"]["count"] == -(-7 // batch)
-    assert mem.live == 0
+    return got, ref, meta, on_twins, mem
 
 
 def test_the_deferred_double_catches_a_host_write_before_the_queued_copy() -> None:
@@ -819,3 +853,135 @@ def test_ort_cuda_graph_can_be_turned_off(monkeypatch, tmp_path) -> None:
         backend.close()
     assert [a.get("enable_cuda_graph") for a in asked] == [None, None] and calls == [((1, 3, 8, 8), None, False)]
     assert mem.live == 0
+
+
+# ----------------------------------------------------------------------------- twins: two batches on one stream
+
+
+def _twin_pool(mem, log: list, pipelines=None, hook=None) -> tuple[LanePool, Lane, Lane]:
+    lane = Lane(mem)
+    twin = Lane(mem, stream=lane.stream, owns_stream=False)
+
+    def enqueue(on: Lane, batch: int):
+        if hook is not None:
+            hook(batch)
+        log.append(("begin", batch, "twin" if on is twin else "lane"))
+        mem.work(on.stream, 1.0)
+        return lambda: log.append(("collect", batch)) or batch
+
+    pool = LanePool([lane], enqueue, "twin", overlap=True, twins=[[twin]], pipelines=pipelines)
+    return pool, lane, twin
+
+
+def _close(pool: LanePool, lane: Lane, twin: Lane) -> None:
+    pool.close()
+    twin.close()
+    lane.close()
+
+
+def test_a_lanes_thread_enqueues_the_next_batch_on_its_twin_before_it_waits_for_the_last() -> None:
+    mem = ClockMemory()
+    log: list = []
+    pool, lane, twin = _twin_pool(mem, log)
+    assert pool.depth == 2 and pool.max_in_flight == 3 and pool.all_lanes == [lane, twin] and pool.twins == [twin]
+    with pool.idle():  # every batch queued before the thread takes one
+        tokens = [pool.submit(i) for i in range(5)]
+    assert [pool.wait(t) for t in tokens] == list(range(5))
+    assert log == [
+        ("begin", 0, "lane"),
+        ("begin", 1, "twin"),
+        ("collect", 0),
+        ("begin", 2, "lane"),
+        ("collect", 1),
+        ("begin", 3, "twin"),
+        ("collect", 2),
+        ("begin", 4, "lane"),
+        ("collect", 3),
+        ("collect", 4),
+    ]
+    # each batch's span is its own work on the shared stream, not the one before it
+    assert pool.gpu_ms == [1.0] * 5 and mem.clock[lane.stream.handle] == 5.0
+    _close(pool, lane, twin)
+
+
+def test_a_batch_the_twin_may_not_take_waits_for_the_lanes_batches_in_flight() -> None:
+    mem = ClockMemory()
+    log: list = []
+    pool, lane, twin = _twin_pool(mem, log, pipelines=lambda on, batch: batch % 2 == 0)
+    with pool.idle():
+        tokens = [pool.submit(i) for i in (0, 2, 3, 4)]
+    assert [pool.wait(t) for t in tokens] == [0, 2, 3, 4]
+    assert log == [
+        ("begin", 0, "lane"),
+        ("begin", 2, "twin"),
+        ("collect", 0),
+        ("collect", 2),  # 3 is not for the twin: the lane's batches end first
+        ("begin", 3, "lane"),
+        ("begin", 4, "twin"),
+        ("collect", 3),
+        ("collect", 4),
+    ]
+    _close(pool, lane, twin)
+
+
+def test_work_pinned_to_a_lane_runs_on_the_lane_itself_after_its_batches_in_flight() -> None:
+    mem = ClockMemory()
+    log: list = []
+    gate, entered = threading.Event(), threading.Event()
+
+    def held(batch: int) -> None:
+        if batch == 1:  # the twin's batch: the pinned one arrives while both are in flight
+            entered.set()
+            assert gate.wait(10)
+
+    pool, lane, twin = _twin_pool(mem, log, hook=held)
+    with pool.idle():
+        tokens = [pool.submit(0), pool.submit(1)]
+    assert entered.wait(10)
+    tokens.append(pool.submit(9, lane=0))
+    gate.set()
+    assert [pool.wait(t) for t in tokens] == [0, 1, 9]
+    assert log == [
+        ("begin", 0, "lane"),
+        ("begin", 1, "twin"),
+        ("collect", 0),
+        ("collect", 1),
+        ("begin", 9, "lane"),
+        ("collect", 9),
+    ]
+    assert pool.call_on(0, lambda on: on is lane) is True
+    gpu, _ = pool.timed_runs(5, 2)
+    assert gpu == [1.0, 1.0] and len(pool.gpu_ms) == 3
+    _close(pool, lane, twin)
+
+
+def test_a_failing_batch_on_a_twin_reaches_its_caller_and_frees_the_twin() -> None:
+    mem = D.FakeCudaMemory()
+    lane = Lane(mem)
+    twin = Lane(mem, stream=lane.stream, owns_stream=False)
+
+    def enqueue(on: Lane, batch: int):
+        if batch < 0:
+            raise RuntimeError("boom")
+        return lambda: batch
+
+    pool = LanePool([lane], enqueue, overlap=True, twins=[[twin]])
+    with pool.idle():
+        tokens = [pool.submit(1), pool.submit(-1), pool.submit(2)]
+    assert pool.wait(tokens[0]) == 1
+    with pytest.raises(RuntimeError, match="boom"):
+        pool.wait(tokens[1])
+    assert pool.wait(tokens[2]) == 2 and pool.wait(pool.submit(3)) == 3
+    with pool.idle():
+        pass  # every batch ended: nothing counts as running
+    _close(pool, lane, twin)
+
+
+def test_twins_need_the_overlapped_order() -> None:
+    mem = D.FakeCudaMemory()
+    lane = Lane(mem)
+    twin = Lane(mem, stream=lane.stream, owns_stream=False)
+    with pytest.raises(ValueError, match="overlapped"):
+        LanePool([lane], lambda on, b: lambda: b, twins=[[twin]])
+    twin.close()
+    lane.close()

@@ -494,7 +494,7 @@ def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images
 # --gpu-order[+nograph][+sleep]); lanes 0 = a plain ORT CUDA session (session.run on host arrays), -1 = --lanes.
 # IO-binding lanes replay a CUDA graph where ORT can capture one (eval-onnx --io-binding's default);
 # "+nograph": per-kernel ORT runs (--provider-option CUDAExecutionProvider:enable_cuda_graph=0); "+sleep":
-# --lane-wait sleep.
+# --lane-wait sleep; "+depth1": each lane's thread waits for its batch before it enqueues the next (no twins).
 GPU_POST_VARIANTS: dict[str, tuple[int, str, str]] = {
     "ort-cuda-iobinding-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", "auto"),
     "ort-cuda-iobinding-gpu-letterbox-gpu-post-serial": (-1, "gpu-letterbox+gpu-post", "serial"),
@@ -513,6 +513,7 @@ DEFAULTS_VARIANT = "eval-onnx-defaults"
 GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
     DEFAULTS_VARIANT: (-1, DEFAULTS_MODE, "auto"),
     f"{DEFAULTS_VARIANT}-sleep-wait": (-1, DEFAULTS_MODE, "auto+sleep"),
+    f"{DEFAULTS_VARIANT}-depth1": (-1, DEFAULTS_MODE, "auto+depth1"),
     **(GPU_POST_VARIANTS if HAS_GPU_POST else {}),
     **(GPU_NOGRAPH_VARIANTS if HAS_GPU_POST else {}),
     **(GPU_DECODE_VARIANTS if HAS_GPU_POST and HAS_GPU_DECODE else {}),
@@ -594,6 +595,7 @@ def _make_variant(
         gpu_order=order,
         graph="off" if "nograph" in extras else "auto",
         spin_wait="sleep" not in extras,
+        lane_depth=1 if "depth1" in extras else None,
     )
     try:
         enable_mode(backend, prep)

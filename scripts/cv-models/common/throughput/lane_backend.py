@@ -70,9 +70,18 @@ class LaneBackend:
     _decoder_factory: Callable[[], Any] | None = None  # tests hand in nvImageCodec's CPU backend
     _post_kernels: Callable[[], Any] | None = None  # tests hand in a host double
 
-    def _start_lanes(self, lanes: Sequence[Lane], name: str, overlap: bool) -> None:
-        self._lanes = LanePool(lanes, self._enqueue, name, overlap=overlap, prepare=self._prepare)
+    def _start_lanes(
+        self, lanes: Sequence[Lane], name: str, overlap: bool, twins: Sequence[Sequence[Lane]] = ()
+    ) -> None:
+        """The pool over ``lanes`` (and their ``twins``: ``common.throughput.lanes.LanePool``)."""
+        self._lanes = LanePool(
+            lanes, self._enqueue, name, overlap=overlap, prepare=self._prepare, twins=twins, pipelines=self._pipelines
+        )
         self.max_in_flight = self._lanes.max_in_flight
+
+    def _pipelines(self, twin: Lane, batch: Any) -> bool:
+        """Whether ``batch`` may run on ``twin`` while its lane's last batch is still on the stream (default: no)."""
+        return False
 
     def _prepare(self, lane: Lane, batch: Any) -> Staged:
         """A batch's host work and upload on ``lane`` before its turn on the GPU (default: none)."""
@@ -173,6 +182,7 @@ class LaneBackend:
     def _lane_metadata(self) -> dict[str, Any]:
         return {
             "lanes": len(self._lanes.lanes),
+            "lane_depth": self._lanes.depth,  # batches a lane's thread keeps enqueued on its stream
             "in_flight": self.max_in_flight,
             "preprocess": self.preprocess,
             "decode": self.decode,
@@ -187,8 +197,8 @@ class LaneBackend:
         }
 
     def _close_lane_extras(self) -> None:
-        """Each lane's stager and post-processor, then the shared pre-processing kernels."""
-        for lane in self._lanes.lanes:
+        """Each lane's and twin's stager and post-processor, then the shared pre-processing kernels."""
+        for lane in self._lanes.all_lanes:
             w = lane.worker
             if w.stager is not None:
                 w.stager.close()

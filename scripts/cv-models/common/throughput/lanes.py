@@ -8,7 +8,9 @@
 - ``LanePool``: lanes with ``submit`` / ``wait``; ``max_in_flight`` = lanes + 1 batches submitted, so
   a free lane always finds the next batch waiting. Each batch's GPU time comes from its own lane's
   events, never from time it spent queued behind other batches. GPU order: serial (default; one batch
-  at a time on the GPU, as trtexec's one stream) or overlapping lanes.
+  at a time on the GPU, as trtexec's one stream) or overlapping lanes. In the overlapped order a lane may
+  have twins (lanes on its stream with pinned buffers of their own): its thread then enqueues the next
+  batch before it waits for the last, and the in-flight depth grows by one per twin.
 
 A backend hands the pool ``prepare(lane, batch) -> Staged`` (host work: the batch into the lane's pinned
 memory, and its H2D copy) and ``enqueue(lane, item) -> collect`` (the rest of the batch's work on
@@ -35,7 +37,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures as cf
 import contextlib
-import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,7 +50,29 @@ from common.gpu.cuda_mem import HostLease, Staging
 __all__ = ["Collect", "HostLease", "Lane", "LanePool", "PostSetup", "Staged", "Staging"]
 
 Collect = Callable[[], Any]
-_Job = tuple[Callable[["Lane"], Any], cf.Future[Any], bool]  # (fn, its future, is a batch)
+
+
+@dataclass
+class _Job:
+    """Work for a lane's thread: a batch (``fn`` None), or ``fn(lane)`` (``call_on``), and its future."""
+
+    fut: cf.Future[Any]
+    fn: Callable[[Lane], Any] | None = None
+    batch: Any = None
+
+    @property
+    def is_batch(self) -> bool:
+        return self.fn is None
+
+
+@dataclass
+class _Begun:
+    """A batch enqueued on ``lane`` at host time ``t0`` and not yet waited for: ``collect`` reads its results."""
+
+    fut: cf.Future[Any]
+    lane: Lane
+    collect: Collect
+    t0: float
 
 
 @dataclass
@@ -137,7 +160,7 @@ class Lane:
 
 class LanePool:
     """``submit`` / ``wait`` over ``lanes``, one thread per lane (always the same one), ``len(lanes) + 1``
-    batches in flight.
+    batches in flight (with twins: one more per twin).
 
     GPU order. By default (``overlap=False``) the batches' GPU work runs one after the other, in the
     order the lanes enqueued it, as trtexec runs one stream: each batch's stream waits for the previous
@@ -147,8 +170,17 @@ class LanePool:
     GPU work may run concurrently (more images/s when one batch does not fill the GPU); a batch's span
     then also holds whatever the other lanes ran beside it.
 
+    Twins (overlapped order only). ``twins[i]``: lanes on lane ``i``'s stream, served by lane ``i``'s thread,
+    each with events and a worker of its own (its own pinned buffers) over the same session. That thread
+    enqueues the next batch on a free twin before it waits for the batch it enqueued last, so its host work
+    for one batch (staging, launches, reading the results) runs while the GPU computes the other, which the
+    stream runs after it. A batch goes to a twin only when ``pipelines(twin, batch)``; otherwise (and for work
+    pinned to the lane: ``call_on``, a batch ``submit`` names a lane for) the thread first waits for its
+    batches in flight, then runs it on the lane itself.
+
     ``gpu_ms`` / ``host_ms`` hold each batch's lane-event time and its host time from the lane picking
-    it up to its results being ready (neither includes time queued before a lane was free).
+    it up to its results being ready (neither includes time queued before a lane was free; with twins, the
+    host time includes the wait for the batch before it on the stream).
     """
 
     def __init__(
@@ -158,25 +190,33 @@ class LanePool:
         name: str = "lane",
         overlap: bool = False,
         prepare: Callable[[Lane, Any], Staged] | None = None,
+        twins: Sequence[Sequence[Lane]] = (),
+        pipelines: Callable[[Lane, Any], bool] | None = None,
     ) -> None:
         """``prepare(lane, batch) -> Staged``: the batch's host work on its lane (filling the lane's pinned
         staging) and its upload, both before the lane's turn on the GPU; ``enqueue`` gets ``Staged.item``."""
         if not lanes:
             raise ValueError("a LanePool needs at least one lane")
+        if any(twins) and not overlap:
+            raise ValueError("twin lanes need the overlapped GPU order")
         self.lanes = list(lanes)
         self._enqueue = enqueue
         self._prepare = prepare
+        self._pipelines = pipelines or (lambda lane, batch: True)
         self.overlap = bool(overlap)
+        self._slots = [[lane, *(twins[i] if i < len(twins) else ())] for i, lane in enumerate(self.lanes)]
+        self.twins = [twin for slots in self._slots for twin in slots[1:]]
+        self.depth = max(len(slots) for slots in self._slots)  # batches one lane's thread keeps enqueued
         self._order = threading.Lock()  # serial GPU order: wait + start .. end of one batch at a time
         self._last_end: Any = None
-        self.max_in_flight = len(self.lanes) + 1
+        self.max_in_flight = len(self.lanes) + len(self.twins) + 1
         self._lock = threading.Lock()
         self.gpu_ms: list[float] = []
         self.host_ms: list[float] = []
         # one thread per lane, for the lane's whole life: a session may keep per-thread state (ONNX Runtime's
         # CUDA EP keeps its captured CUDA graph per thread), so every run of a lane, warm-up included
         # (``call_on``), happens on the same thread. Batches (``submit``) go to whichever lane is free, or to one.
-        # a job: (fn, future, is a batch); a batch counts as running, and starts only outside ``idle``
+        # a batch counts as running from being taken to its results, and starts only outside ``idle``
         self._cv = threading.Condition()
         self._shared: collections.deque[_Job] = collections.deque()
         self._pinned: list[collections.deque[_Job]] = [collections.deque() for _ in self.lanes]
@@ -190,89 +230,129 @@ class LanePool:
         for t in self._threads:
             t.start()
 
+    @property
+    def all_lanes(self) -> list[Lane]:
+        """Every lane and twin (each has a worker of its own)."""
+        return [lane for slots in self._slots for lane in slots]
+
     def _next_job(self, index: int) -> _Job | None:
         """Lane ``index``'s next job (under ``_cv``): its own first, then a shared batch; no batch while idle."""
         pinned = self._pinned[index]
         for k, job in enumerate(pinned):  # while idle, a batch held back never blocks the work behind it
-            if not (job[2] and self._paused):
+            if not (job.is_batch and self._paused):
                 del pinned[k]
                 return job
         if self._shared and not self._paused:
             return self._shared.popleft()
         return None
 
-    def _serve(self, index: int) -> None:
-        lane = self.lanes[index]
-        while True:
-            with self._cv:
+    def _take(self, index: int, begun: collections.deque[_Begun]) -> tuple[_Job | None, Lane | None]:
+        """Lane ``index``'s next job and the lane to run it on: with nothing begun, waiting for one (None: stopped);
+        else a shared batch for a free twin that ``pipelines`` it, if one is waiting (None: end a begun one)."""
+        slots = self._slots[index]
+        with self._cv:
+            if not begun:
                 while (job := self._next_job(index)) is None and not self._stop:
                     self._cv.wait()
-                if job is None:
-                    return  # stopped, nothing left for this lane
-                fn, fut, batch = job
-                if batch:
-                    self._running += 1
-            try:
-                if fut.set_running_or_notify_cancel():
-                    try:
-                        fut.set_result(fn(lane))
-                    except BaseException as exc:  # handed to the waiting caller
-                        fut.set_exception(exc)
-            finally:
-                if batch:
-                    with self._cv:
-                        self._running -= 1
-                        if self._paused:  # only ``idle`` waits for the running batches to end
-                            self._cv.notify_all()
+                lane: Lane | None = slots[0]
+            else:
+                busy = {id(b.lane) for b in begun}
+                lane = next((s for s in slots if id(s) not in busy), None)
+                ok = lane is not None and self._shared and not self._paused
+                job = self._shared.popleft() if ok and self._pipelines(lane, self._shared[0].batch) else None
+            if job is not None and job.is_batch:
+                self._running += 1
+            return job, lane
 
-    def _post(self, fn: Callable[[Lane], Any], index: int | None = None, batch: bool = False) -> cf.Future[Any]:
-        fut: cf.Future[Any] = cf.Future()
+    def _serve(self, index: int) -> None:
+        begun: collections.deque[_Begun] = collections.deque()
+        while True:
+            job, lane = self._take(index, begun)
+            if job is None:
+                if not begun:
+                    return  # stopped, nothing left for this lane
+                self._end(begun.popleft())
+                continue
+            assert lane is not None
+            if not job.fut.set_running_or_notify_cancel():
+                if job.is_batch:
+                    self._batch_done()
+            elif job.fn is not None:
+                try:
+                    job.fut.set_result(job.fn(lane))
+                except BaseException as exc:  # handed to the waiting caller
+                    job.fut.set_exception(exc)
+            else:
+                t0 = time.perf_counter()
+                try:
+                    begun.append(_Begun(job.fut, lane, self._begin(lane, job.batch), t0))
+                except BaseException as exc:
+                    job.fut.set_exception(exc)
+                    self._batch_done()
+
+    def _end(self, b: _Begun) -> None:
+        """Wait for begun batch ``b``; its timings, then its result (or exception) to its future."""
+        try:
+            out, gpu_ms, host_ms = b.lane.finish(b.collect, b.t0)
+            with self._lock:
+                self.gpu_ms.append(gpu_ms)
+                self.host_ms.append(host_ms)
+            b.fut.set_result(out)
+        except BaseException as exc:  # handed to the waiting caller
+            b.fut.set_exception(exc)
+        finally:
+            self._batch_done()
+
+    def _batch_done(self) -> None:
+        with self._cv:
+            self._running -= 1
+            if self._paused:  # only ``idle`` waits for the running batches to end
+                self._cv.notify_all()
+
+    def _post(self, job: _Job, index: int | None = None) -> cf.Future[Any]:
         with self._cv:
             if self._stop:
                 raise RuntimeError("LanePool is closed")
-            (self._shared if index is None else self._pinned[index]).append((fn, fut, batch))
+            (self._shared if index is None else self._pinned[index]).append(job)
             if index is None and not self._paused:
                 self._cv.notify()  # a batch: any idle lane's thread takes it, so one is woken, not every one
             else:
                 self._cv.notify_all()  # work for one lane in particular, or batches held back by ``idle``
-        return fut
+        return job.fut
 
     def call_on(self, index: int, fn: Callable[[Lane], Any]) -> Any:
         """``fn(lane)`` on lane ``index``'s own thread, with no batch in flight; its result (or exception)."""
         with self.idle():
-            return self._post(fn, index).result()
+            return self._post(_Job(cf.Future(), fn), index).result()
 
     def call_all(self, fn: Callable[[Lane], Any]) -> list[Any]:
         """``fn(lane)`` on every lane's own thread at once, with no batch in flight; the results in lane order
         (the first exception raised, once all are done)."""
         with self.idle():
-            futures = [self._post(fn, i) for i in range(len(self.lanes))]
+            futures = [self._post(_Job(cf.Future(), fn), i) for i in range(len(self.lanes))]
             cf.wait(futures)
             return [f.result() for f in futures]
 
-    def run_on(self, lane: Lane, batch: Any) -> tuple[Any, float, float]:
-        """One batch on ``lane`` (which the caller holds): (results, GPU ms, host ms)."""
-        t0 = time.perf_counter()
+    def _begin(self, lane: Lane, batch: Any) -> Collect:
+        """Enqueue one batch on ``lane`` (which the caller holds); ``collect`` reads its results once it is done."""
         # host work and the upload, outside the GPU order: the lane (its buffers) is ours alone
         staged = self._prepare(lane, batch) if self._prepare is not None else Staged(batch)
         if self.overlap:
-            return lane.finish(lane.begin_with_upload(self._enqueue, staged), t0)
+            return lane.begin_with_upload(self._enqueue, staged)
         lane.upload(staged)
         with self._order:  # held while enqueueing only (a synchronous worker, e.g. ORT, holds it to the end)
             collect = lane.begin(self._enqueue, staged.item, after=self._last_end)
             self._last_end = lane.end
-        return lane.finish(collect, t0)
+        return collect
 
-    def _run(self, lane: Lane, batch: Any) -> Any:
-        out, gpu_ms, host_ms = self.run_on(lane, batch)
-        with self._lock:
-            self.gpu_ms.append(gpu_ms)
-            self.host_ms.append(host_ms)
-        return out
+    def run_on(self, lane: Lane, batch: Any) -> tuple[Any, float, float]:
+        """One batch on ``lane`` (which the caller holds): (results, GPU ms, host ms)."""
+        t0 = time.perf_counter()
+        return lane.finish(self._begin(lane, batch), t0)
 
     def submit(self, batch: Any, lane: int | None = None) -> cf.Future[Any]:
         """Run ``batch`` on whichever lane is free first (its own thread); ``lane``: on that lane alone."""
-        return self._post(functools.partial(self._run, batch=batch), lane, batch=True)
+        return self._post(_Job(cf.Future(), batch=batch), lane)
 
     def wait(self, token: cf.Future[Any]) -> Any:
         return token.result()
@@ -301,8 +381,8 @@ class LanePool:
         """Every lane's worker stages ``U8Batch`` of ``mode`` through its own ``U8Stager`` (made once)."""
         from common.throughput.gpu_preprocess import U8Stager
 
-        with self.idle() as lanes:
-            for lane in lanes:
+        with self.idle():
+            for lane in self.all_lanes:
                 if lane.worker.stager is None:
                     lane.worker.stager = U8Stager(mem, prep, mode)
                 lane.worker.stager.mode = mode
@@ -310,8 +390,8 @@ class LanePool:
     def set_decoders(self, make: Callable[[], Any] | None) -> None:
         """Every lane's stager gets its own decoder from ``make()`` (None: images come decoded again);
         after ``set_preprocess``."""
-        with self.idle() as lanes:
-            for lane in lanes:
+        with self.idle():
+            for lane in self.all_lanes:
                 stager = lane.worker.stager
                 if stager is None:
                     raise ValueError("set_decoders before set_preprocess")
@@ -322,8 +402,8 @@ class LanePool:
 
     def set_postprocess(self, setup: PostSetup | None, mem: Any) -> None:
         """Every lane's worker gets its own GPU post-processor of ``setup`` (None: head tensors again)."""
-        with self.idle() as lanes:
-            for lane in lanes:
+        with self.idle():
+            for lane in self.all_lanes:
                 if lane.worker.post is not None:
                     lane.worker.post.close()
                 lane.worker.post = setup.make(mem) if setup is not None else None
@@ -350,9 +430,9 @@ class LanePool:
         for t in self._threads:
             t.join()
         with self._cv:  # nothing left to run it: whoever waits for a batch still queued is told so
-            for _fn, fut, _batch in [*self._shared, *(job for q in self._pinned for job in q)]:
-                if fut.set_running_or_notify_cancel():
-                    fut.set_exception(RuntimeError("LanePool closed before this batch ran"))
+            for job in [*self._shared, *(job for q in self._pinned for job in q)]:
+                if job.fut.set_running_or_notify_cancel():
+                    job.fut.set_exception(RuntimeError("LanePool closed before this batch ran"))
             self._shared.clear()
         self._last_end = None  # an event of a lane about to be closed
 

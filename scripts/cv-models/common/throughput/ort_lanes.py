@@ -134,7 +134,11 @@ class OrtCudaBackend(LaneBackend):
     CUDA graph (module docstring): the CUDA EP option ``enable_cuda_graph`` ``"1"`` (``--cuda-graph``) insists
     on graph lanes (UserError when ORT can't capture), ``"0"`` refuses them; unset, ``graph`` decides:
     ``auto`` tries graph lanes and falls back to per-kernel lanes when ORT can't capture (``cuda_graph_fallback``
-    says why), ``off`` never tries. ``spin_wait``: ``common.throughput.lanes.Lane``'s."""
+    says why), ``off`` never tries. ``spin_wait``: ``common.throughput.lanes.Lane``'s.
+
+    ``lane_depth``: batches each lane's thread keeps enqueued on its stream in the overlapped order (its twins:
+    ``common.throughput.lanes.LanePool``); None: 2 for graph lanes, whose replays return before the GPU is done,
+    1 otherwise (per-kernel runs block until it is). The serial order always has 1."""
 
     cuda_graph = False
     cuda_graph_fallback: str | None = None
@@ -154,7 +158,10 @@ class OrtCudaBackend(LaneBackend):
         gpu_order: str = "auto",
         graph: str = "off",
         spin_wait: bool = True,
+        lane_depth: int | None = None,
     ) -> None:
+        if lane_depth is not None and lane_depth < 1:
+            raise ValueError(f"lane_depth must be >= 1, got {lane_depth}")
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
         explicit = cuda_opts.pop("enable_cuda_graph", None)
         mode = {"1": "on", "0": "off"}.get(explicit or "", graph)
@@ -165,6 +172,7 @@ class OrtCudaBackend(LaneBackend):
         self.device_id, self.max_batch, self.onnx_path = device_id, max_batch, onnx_path
         self._post_kernels = post_kernels
         self._spin_wait = spin_wait
+        self._lane_depth = lane_depth
         self._session_args = dict(cuda_opts=cuda_opts, log=log, disable_cpu_fallback=disable_cpu_fallback)
         build = dict(lanes=lanes, imgsz=imgsz, gpu_order=gpu_order)
         if mode == "off":
@@ -209,11 +217,25 @@ class OrtCudaBackend(LaneBackend):
             _close_sessions(lane_list)
             _free_lanes(lane_list)
             raise
+        depth = (self._lane_depth or (2 if graph else 1)) if overlap else 1
+        twins = [[self._twin(lane) for _ in range(depth - 1)] for lane in lane_list]
         first = lane_list[0].worker.backend
         self.name = "onnxruntime-cuda-iobinding"
         self.version = first.version
         self.providers_used = first.providers_used
-        self._start_lanes(lane_list, "ort-lane", overlap)
+        self._start_lanes(lane_list, "ort-lane", overlap, twins)
+
+    def _twin(self, lane: Lane) -> Lane:
+        """A lane on ``lane``'s stream over its session, bindings and device buffers, with events of its own and,
+        once GPU pre- and post-processing are on, its own pinned staging and post-processor."""
+        w: _OrtLane = lane.worker
+        return Lane(
+            self.mem,
+            _OrtLane(w.backend, w.io, w.inp, w.outs),
+            stream=lane.stream,
+            owns_stream=False,
+            spin_wait=self._spin_wait,
+        )
 
     def _session(self, stream: int, graph: bool) -> OrtBackend:
         """One session of the model on ``stream`` (a CUDA graph session when ``graph``), with the options the
@@ -335,6 +357,18 @@ class OrtCudaBackend(LaneBackend):
         np.copyto(staged, batch, casting="same_kind")
         return Staged(_OrtBatch(b, None), lambda stream: w.inp.upload_staged(staged.nbytes, stream))
 
+    def _pipelines(self, twin: Lane, batch: Any) -> bool:
+        """A full uint8 batch with GPU letterbox and GPU post-processing on: everything of it the host writes or
+        reads is the twin's own pinned memory; the lane's device buffers are used in stream order."""
+        w: _OrtLane = twin.worker
+        return (
+            isinstance(batch, U8Batch)
+            and int(batch.shape[0]) == self.max_batch
+            and w.stager is not None
+            and w.stager.decoder is None
+            and w.post is not None
+        )
+
     def _enqueue(self, lane: Lane, item: _OrtBatch) -> Collect:
         w: _OrtLane = lane.worker
         b = item.batch
@@ -434,4 +468,6 @@ class OrtCudaBackend(LaneBackend):
         gc.collect()
         self._close_lane_extras()
         _free_lanes(lanes)
-        self._lanes.lanes = []
+        for twin in self._lanes.twins:  # their session, buffers and stream were the lane's
+            twin.close()
+        self._lanes.lanes, self._lanes.twins = [], []
