@@ -39,6 +39,7 @@ CHECKS: list[tuple[str, str, list[str]]] = [
     ("--latency-runs", "-1", []),
     ("--switch-interval-ms", "0", []),
     ("--lanes", "-1", []),
+    ("--lane-depth", "0", []),
     ("--min-batch", "0", []),
     ("--opt-batch", "0", []),
     ("--max-batch", "0", []),

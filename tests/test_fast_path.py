@@ -119,6 +119,10 @@ def test_explicit_flags_win_over_auto_on_a_gpu_machine(monkeypatch, tmp_path) ->
     assert got["timings"]["preprocess_fallback"] is None
     got, _ = _main(tmp_path, "sleep", "--lane-wait", "sleep")
     assert got["run"]["backend"]["lane_wait"] == "sleep"
+    for depth in (1, 2):  # the lanes overlap at batch 1 here, so an explicit depth is what runs
+        got, _ = _main(tmp_path, f"depth{depth}", "--lane-depth", str(depth))
+        assert got["run"]["backend"]["lane_depth"] == depth
+        assert got["run"]["backend"]["in_flight"] == got["run"]["backend"]["lanes"] * depth + 1
 
 
 def test_lanes_auto_chose_but_cannot_start_leave_the_plain_session(monkeypatch, tmp_path) -> None:

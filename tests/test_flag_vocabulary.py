@@ -110,7 +110,7 @@ def test_eval_help_shows_everyday_flags_before_tuning_groups() -> None:
     order = [text.index(h) for h in ("\ndataset:", "\noutputs:", "\nthroughput tuning", "\nTensorRT EP")]
     assert order == sorted(order)
     assert text.index("--io-binding") > text.index("\nthroughput tuning")
-    assert len(text.splitlines()) < 230  # was 252 lines with the tuning flags mixed in
+    assert len(text.splitlines()) < 235  # was 252 lines with the tuning flags mixed in
 
 
 @pytest.mark.parametrize("param", ["min_batch", "opt_batch", "max_batch", "workspace_mib"])

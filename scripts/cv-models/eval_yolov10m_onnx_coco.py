@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_lane_flags(t, "with --io-binding")
     t.add_argument(
+        "--lane-depth",
+        type=lane_depth_arg,
+        default="auto",
+        metavar="N",
+        help="with --io-binding, where the lanes overlap: batches a lane keeps enqueued on its stream (default auto: "
+        "2 for lanes replaying CUDA graphs, else 1)",
+    )
+    t.add_argument(
         "--intra-op-threads",
         type=int,
         default=None,
@@ -115,7 +123,8 @@ def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[
     """IO-binding lanes on the CUDA EP (``common.throughput.ort_lanes``)."""
     from common.throughput.ort_lanes import OrtCudaBackend
 
-    lanes = LaneOptions(args.lanes, args.gpu_order, lane_wait=args.lane_wait)
+    depth = None if args.lane_depth == "auto" else args.lane_depth
+    lanes = LaneOptions(args.lanes, args.gpu_order, lane_wait=args.lane_wait, lane_depth=depth)
     return OrtCudaBackend(
         str(args.onnx_path),
         options,
@@ -126,7 +135,18 @@ def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[
         gpu_order=lanes.gpu_order,
         graph="auto",
         spin_wait=lanes.spin_wait,
+        lane_depth=lanes.lane_depth,
     )
+
+
+def lane_depth_arg(value: str) -> int | str:
+    """``--lane-depth``: ``auto`` or a number of batches (checked by ``LaneOptions``)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected auto or a number of batches, got {value!r}") from None
 
 
 def plain_backend(args: argparse.Namespace, providers: list[str], options: dict, available: list[str]) -> Any:
@@ -171,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.lanes < 1:
         raise UserError("--lanes 0 (one plain runner) is for TensorRT; with --io-binding give --lanes >= 1")
     check_range("--intra-op-threads", args.intra_op_threads, 0)
+    if args.lane_depth != "auto":
+        check_range("--lane-depth", args.lane_depth, 1)
     available = available_providers()
     providers = args.providers or DEFAULT_PROVIDERS
     options = merge_provider_options(
