@@ -44,6 +44,45 @@ def test_host_view_bounds():
         _host_view(ctypes.addressof(buf), 16, np.dtype(np.float32), (5,))
 
 
+def test_pinned_buffer_views_share_its_memory_and_refuse_what_does_not_fit(monkeypatch):
+    """``PinnedBuffer.view`` slices one byte view of the buffer made at allocation: every view, of any dtype and
+    shape, reads and writes the same memory; past the buffer it is refused; after ``free`` no view is made.
+    (cudaMallocHost / cudaFreeHost are recorded on host memory here, no device.)"""
+    import ctypes
+
+    from common.gpu import cuda_mem
+
+    blocks: dict[int, object] = {}
+
+    class Runtime:
+        cudaError_t = runtime.cudaError_t
+
+        @staticmethod
+        def cudaMallocHost(n):
+            block = (ctypes.c_uint8 * n)()
+            blocks[ctypes.addressof(block)] = block
+            return runtime.cudaError_t.cudaSuccess, ctypes.addressof(block)
+
+        @staticmethod
+        def cudaFreeHost(ptr):
+            del blocks[ptr]
+            return (runtime.cudaError_t.cudaSuccess,)
+
+    monkeypatch.setattr(cuda_mem, "_runtime", lambda: Runtime)
+    buf = cuda_mem.PinnedBuffer(64)
+    buf.view(np.float32, (4, 4))[...] = np.arange(16, dtype=np.float32).reshape(4, 4)
+    assert buf.view(np.float32, (16,)).tolist() == list(range(16))
+    assert buf.view(np.int32, (2,)).tolist() == np.arange(2, dtype=np.float32).view(np.int32).tolist()
+    assert bytes(blocks[buf.ptr])[4:8] == np.float32(1).tobytes()  # the view is the allocation, not a copy
+    assert buf.view(np.uint8, (0, 3)).shape == (0, 3)
+    with pytest.raises(ValueError, match="does not fit a 64-byte buffer"):
+        buf.view(np.float64, (9,))
+    buf.free()
+    assert buf.ptr == 0 and not blocks
+    with pytest.raises(ValueError):
+        buf.view(np.uint8, (1,))
+
+
 def test_a_blocking_event_is_created_with_cudas_blocking_sync_flag(monkeypatch):
     """``event(blocking=True)`` asks CUDA for cudaEventBlockingSync (its synchronize sleeps), the default event
     for cudaEventDefault (CUDA spins while the process has fewer contexts than cores). The flags are

@@ -161,3 +161,24 @@ def test_cli_refuses_processes_with_gpu_decoding_before_any_work(tmp_path) -> No
     assert r.returncode == 2, r.stderr
     assert "--loaders processes" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_a_slot_view_is_the_slot_and_frees_it_with_the_last_view() -> None:
+    ring = SlotRing(2, 64)
+    slot = ring.acquire()
+    with pytest.raises(ValueError, match="does not fit a 64-byte slot"):
+        ring.view(slot, (65,), np.uint8)
+    a = ring.view(slot, (4, 4), np.float32)
+    b = a.reshape(16)  # a view of the view holds the slot too
+    a[...] = 2.5
+    assert b.tolist() == [2.5] * 16 and ring.free == 1
+    other = ring.view(ring.acquire(), (64,), np.uint8)
+    other[...] = 7
+    assert b.tolist() == [2.5] * 16 and ring.free == 0  # slots do not overlap
+    del a
+    assert ring.free == 0  # b still holds it
+    del b
+    assert ring.free == 1
+    del other
+    assert ring.free == 2
+    ring.close_fd()

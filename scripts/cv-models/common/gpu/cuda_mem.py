@@ -212,6 +212,15 @@ def _host_view(ptr: int, nbytes: int, dtype: np.dtype, shape: tuple[int, ...]) -
     return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
 
 
+def _bytes_view(buf: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """``shape`` of ``dtype`` over the start of the byte array ``buf`` (``_host_view``'s checks)."""
+    dtype = np.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > buf.size:
+        raise ValueError(f"view of {math.prod(shape)} x {dtype} does not fit a {buf.size}-byte buffer")
+    return buf[:nbytes].view(dtype).reshape(shape)
+
+
 # ----------------------------------------------------------------------------- real CUDA
 
 
@@ -227,17 +236,20 @@ class DeviceBuffer:
 
 
 class PinnedBuffer:
-    """Page-locked host memory with NumPy views."""
+    """Page-locked host memory with NumPy views (a view is valid until ``free``)."""
 
     def __init__(self, nbytes: int) -> None:
         self.nbytes = int(nbytes)
         self.ptr = handle_int(check("cudaMallocHost", _runtime().cudaMallocHost(max(self.nbytes, 1))))
+        # the whole buffer as bytes, made once: a view is then a slice of it, not a new ctypes array per call
+        self._bytes = _host_view(self.ptr, self.nbytes, np.dtype(np.uint8), (self.nbytes,))
 
     def view(self, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        return _host_view(self.ptr, self.nbytes, dtype, tuple(shape))
+        return _bytes_view(self._bytes, dtype, tuple(shape))
 
     def free(self) -> None:
         if self.ptr:
+            self._bytes = np.empty(0, np.uint8)
             check("cudaFreeHost", _runtime().cudaFreeHost(self.ptr))
             self.ptr = 0
 

@@ -19,6 +19,7 @@ import collections
 import concurrent.futures as cf
 import ctypes
 import itertools
+import math
 import mmap
 import os
 import socket
@@ -26,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-import weakref
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -45,8 +45,13 @@ Job = tuple[int, str]
 class _SlotLease:
     """Holds one ring slot; the slot is free again when this object is gone (with the views holding it)."""
 
+    __slots__ = ("_free", "_slot")
+
     def __init__(self, free: collections.deque[int], slot: int) -> None:
-        weakref.finalize(self, free.append, slot).atexit = False
+        self._free, self._slot = free, slot
+
+    def __del__(self) -> None:
+        self._free.append(self._slot)  # atomic, on whichever thread dropped the last view
 
 
 class SlotRing:
@@ -66,6 +71,7 @@ class SlotRing:
                 f"({exc}); use --loaders threads"
             ) from exc
         self._free: collections.deque[int] = collections.deque(range(self.slots - 1, -1, -1))
+        self._slot_type = ctypes.c_uint8 * self.slot_bytes  # one ctypes type for every view (``view``)
 
     def acquire(self) -> int:
         """A free slot, or -1 when none is (the image then travels pickled)."""
@@ -84,8 +90,10 @@ class SlotRing:
     def view(self, slot: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """Slot ``slot`` as an array; the slot is released when the last view of it is gone."""
         dtype = np.dtype(dtype)
-        count = int(np.prod(shape, dtype=np.int64))
-        raw = (ctypes.c_uint8 * (count * dtype.itemsize)).from_buffer(self._map, slot * self.slot_bytes)
+        count = math.prod(shape)
+        if count * dtype.itemsize > self.slot_bytes:
+            raise ValueError(f"{count} x {dtype} does not fit a {self.slot_bytes}-byte slot")
+        raw = self._slot_type.from_buffer(self._map, slot * self.slot_bytes)
         raw._lease = _SlotLease(self._free, slot)  # type: ignore[attr-defined]
         return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
 
