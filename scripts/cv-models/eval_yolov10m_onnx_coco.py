@@ -12,7 +12,15 @@ from typing import Any
 import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on a Python without our dependencies)
 from common.core.cli import add_force_flag, check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
-from common.eval.cli import add_eval_args, add_lane_flags, check_onnx_args, eval_config, open_data, run_eval
+from common.eval.cli import (
+    add_eval_args,
+    add_lane_flags,
+    auto_or_count,
+    check_onnx_args,
+    eval_config,
+    open_data,
+    run_eval,
+)
 from common.eval.fast_path import IO_BINDING_MODES, OrtPath, fast_path_record, probe_gpu, resolve_io_binding
 from common.eval.options import LaneOptions
 from common.ort.options import (
@@ -92,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lane_flags(t, "with --io-binding")
     t.add_argument(
         "--lane-depth",
-        type=lane_depth_arg,
+        type=auto_or_count("a number of batches"),
         default="auto",
         metavar="N",
         help="with --io-binding, where the lanes overlap: batches a lane keeps enqueued on its stream (default auto: "
@@ -137,16 +145,6 @@ def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[
         spin_wait=lanes.spin_wait,
         lane_depth=lanes.lane_depth,
     )
-
-
-def lane_depth_arg(value: str) -> int | str:
-    """``--lane-depth``: ``auto`` or a number of batches (checked by ``LaneOptions``)."""
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto or a number of batches, got {value!r}") from None
 
 
 def plain_backend(args: argparse.Namespace, providers: list[str], options: dict, available: list[str]) -> Any:

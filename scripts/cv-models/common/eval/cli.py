@@ -47,6 +47,7 @@ __all__ = [
     "EvalConfig",
     "add_eval_args",
     "add_lane_flags",
+    "auto_or_count",
     "check_onnx_args",
     "check_onnx_input",
     "data_options",
@@ -61,14 +62,22 @@ __all__ = [
 DEFAULT_WARMUP_RUNS = GPU_WARMUP_RUNS  # --warmup-runs auto on a GPU (common.eval.options.resolve_warmup_runs)
 
 
-def warmup_runs_arg(value: str) -> int | str:
-    """``--warmup-runs``: ``auto`` or a count."""
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected auto or a number of runs, got {value!r}") from None
+def auto_or_count(what: str) -> Callable[[str], int | str]:
+    """An argparse ``type``: ``auto``, or an integer (``what`` names it in the refusal, e.g. ``a number of
+    runs``); ranges are checked where the flag is used."""
+
+    def parse(value: str) -> int | str:
+        if value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected auto or {what}, got {value!r}") from None
+
+    return parse
+
+
+warmup_runs_arg = auto_or_count("a number of runs")  # --warmup-runs
 
 
 LANE_WAIT_HELP = "lane threads spin (default; trtexec --useSpinWait) or sleep while their batch runs"
