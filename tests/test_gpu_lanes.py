@@ -985,3 +985,36 @@ def test_twins_need_the_overlapped_order() -> None:
         LanePool([lane], lambda on, b: lambda: b, twins=[[twin]])
     twin.close()
     lane.close()
+
+
+def test_a_twin_that_cannot_be_made_leaves_nothing_open(monkeypatch) -> None:
+    """The lanes' sessions, buffers, streams and the twins made so far all go when a twin fails to start."""
+    from conftest import DEMO_MODEL
+
+    from common.ort.session import OrtBackend
+    from common.throughput import ort_lanes as ort_cuda
+
+    mem = D.FakeCudaMemory()
+    closed: list[object] = []
+
+    def lane_session(path, providers, options, **kwargs):
+        backend = OrtBackend(path, ["CPUExecutionProvider"])
+        backend._session = _FakeIoSession(backend._session)
+        backend.close = lambda: closed.append(backend)  # type: ignore[method-assign]
+        return backend
+
+    made: list[Lane] = []
+    real_twin = ort_cuda.OrtCudaBackend._twin
+
+    def twin(self, lane):
+        if len(made) == 2:
+            raise RuntimeError("no more events")
+        made.append(real_twin(self, lane))
+        return made[-1]
+
+    monkeypatch.setattr(ort_cuda, "OrtBackend", lane_session)
+    monkeypatch.setattr(ort_cuda.OrtCudaBackend, "_twin", twin)
+    with pytest.raises(RuntimeError, match="no more events"):
+        ort_cuda.OrtCudaBackend(str(DEMO_MODEL), lanes=3, memory=mem, gpu_order="overlap", lane_depth=2)
+    assert len(made) == 2 and all(t.stream is None for t in made)  # the twins made were closed
+    assert len(closed) == 3 and mem.live == 0 and not mem.streams

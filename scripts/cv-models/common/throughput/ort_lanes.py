@@ -201,7 +201,9 @@ class OrtCudaBackend(LaneBackend):
         # replays overlap at batch 1 (one image does not fill the GPU)
         overlap = resolve_gpu_order(gpu_order, not graph, self.max_batch, graph_replays=graph)
         self._run_options = _graph_run_options() if graph else None
+        depth = (self._lane_depth or (2 if graph else 1)) if overlap else 1
         lane_list: list[Lane] = []
+        twins: list[list[Lane]] = []
         try:
             for _ in range(max(1, lanes)):
                 stream = self.mem.stream()
@@ -213,12 +215,16 @@ class OrtCudaBackend(LaneBackend):
                 if not lane_list:
                     self._setup_specs(sess, imgsz)
                 lane_list.append(Lane(self.mem, self._make_worker(sess), stream=stream, spin_wait=self._spin_wait))
+            for lane in lane_list:
+                twins.append([])
+                for _ in range(depth - 1):
+                    twins[-1].append(self._twin(lane))
         except BaseException:
+            for twin in (t for ts in twins for t in ts):
+                twin.close()
             _close_sessions(lane_list)
             _free_lanes(lane_list)
             raise
-        depth = (self._lane_depth or (2 if graph else 1)) if overlap else 1
-        twins = [[self._twin(lane) for _ in range(depth - 1)] for lane in lane_list]
         first = lane_list[0].worker.backend
         self.name = "onnxruntime-cuda-iobinding"
         self.version = first.version
