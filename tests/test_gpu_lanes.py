@@ -1018,3 +1018,27 @@ def test_a_twin_that_cannot_be_made_leaves_nothing_open(monkeypatch) -> None:
         ort_cuda.OrtCudaBackend(str(DEMO_MODEL), lanes=3, memory=mem, gpu_order="overlap", lane_depth=2)
     assert len(made) == 2 and all(t.stream is None for t in made)  # the twins made were closed
     assert len(closed) == 3 and mem.live == 0 and not mem.streams
+
+
+@pytest.mark.parametrize(("batch", "depth"), [(1, 2), (4, 1)])
+def test_graph_lanes_keep_two_batches_each_where_they_overlap(monkeypatch, tmp_path, batch: int, depth: int) -> None:
+    """``lane_depth`` auto: graph replays return before the GPU is done, so where the lanes overlap (batch 1) each
+    lane gets a twin; in the serial order (larger batches) it keeps one batch."""
+    from common.ort.options import CUDA_EP
+
+    ort_cuda, _, _ = _graph_lanes(monkeypatch)
+    onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
+    mem = D.FakeCudaMemory()
+    backend = ort_cuda.OrtCudaBackend(
+        str(onnx), {CUDA_EP: {"enable_cuda_graph": "1"}}, max_batch=batch, lanes=3, memory=mem
+    )
+    try:
+        meta = backend.metadata()
+        assert meta["cuda_graph"] is True and meta["gpu_order"].startswith("overlap" if batch == 1 else "serial")
+        assert meta["lane_depth"] == depth and meta["in_flight"] == 3 * depth + 1
+        assert len(backend._lanes.twins) == 3 * (depth - 1)
+        pairs = zip(backend._lanes.lanes, backend._lanes.twins, strict=False)  # none at depth 1
+        assert all(t.stream is lane.stream for lane, t in pairs)
+    finally:
+        backend.close()
+    assert mem.live == 0 and not mem.streams
