@@ -201,11 +201,17 @@ class MemoryLayer(Protocol):
     def device_info(self) -> dict[str, Any] | None: ...
 
 
-def _host_view(ptr: int, nbytes: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+def _fitting(dtype: Any, shape: tuple[int, ...], nbytes: int) -> tuple[np.dtype, int]:
+    """(``dtype``, the element count of ``shape``); ValueError unless they fit ``nbytes`` bytes."""
     dtype = np.dtype(dtype)
     count = math.prod(shape)
     if count * dtype.itemsize > nbytes:
         raise ValueError(f"view of {count} x {dtype} does not fit a {nbytes}-byte buffer")
+    return dtype, count
+
+
+def _host_view(ptr: int, nbytes: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    dtype, count = _fitting(dtype, shape, nbytes)
     if count == 0:
         return np.empty(shape, dtype)
     raw = (ctypes.c_uint8 * (count * dtype.itemsize)).from_address(ptr)
@@ -213,12 +219,9 @@ def _host_view(ptr: int, nbytes: int, dtype: np.dtype, shape: tuple[int, ...]) -
 
 
 def _bytes_view(buf: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    """``shape`` of ``dtype`` over the start of the byte array ``buf`` (``_host_view``'s checks)."""
-    dtype = np.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > buf.size:
-        raise ValueError(f"view of {math.prod(shape)} x {dtype} does not fit a {buf.size}-byte buffer")
-    return buf[:nbytes].view(dtype).reshape(shape)
+    """``shape`` of ``dtype`` over the start of the byte array ``buf``."""
+    dtype, count = _fitting(dtype, shape, buf.size)
+    return buf[: count * dtype.itemsize].view(dtype).reshape(shape)
 
 
 # ----------------------------------------------------------------------------- real CUDA
@@ -500,10 +503,7 @@ class HostLease:
 
     def view(self, dtype: Any, shape: tuple[int, ...]) -> np.ndarray:
         """A NumPy view of the buffer whose ``base`` chain holds this ``HostLease``."""
-        dtype = np.dtype(dtype)
-        count = math.prod(shape)
-        if count * dtype.itemsize > self.nbytes:
-            raise ValueError(f"view of {count} x {dtype} does not fit a {self.nbytes}-byte buffer")
+        dtype, count = _fitting(dtype, shape, self.nbytes)
         if count == 0:
             return np.empty(shape, dtype)
         raw = (ctypes.c_uint8 * (count * dtype.itemsize)).from_address(self.ptr)
