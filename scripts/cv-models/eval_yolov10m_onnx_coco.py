@@ -127,12 +127,16 @@ def resolve_path(args: argparse.Namespace, options: dict[str, dict[str, str]], a
     return resolve_io_binding(args.io_binding, providers, args.providers is not None, facts, plain)
 
 
-def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[str, str]]) -> Any:
+def lane_options(args: argparse.Namespace) -> LaneOptions:
+    """``--lanes``, ``--gpu-order``, ``--lane-wait`` and ``--lane-depth`` (``OptionError`` naming the flag)."""
+    depth = None if args.lane_depth == "auto" else args.lane_depth
+    return LaneOptions(args.lanes, args.gpu_order, lane_wait=args.lane_wait, lane_depth=depth)
+
+
+def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[str, str]], lanes: LaneOptions) -> Any:
     """IO-binding lanes on the CUDA EP (``common.throughput.ort_lanes``)."""
     from common.throughput.ort_lanes import OrtCudaBackend
 
-    depth = None if args.lane_depth == "auto" else args.lane_depth
-    lanes = LaneOptions(args.lanes, args.gpu_order, lane_wait=args.lane_wait, lane_depth=depth)
     return OrtCudaBackend(
         str(args.onnx_path),
         options,
@@ -164,14 +168,19 @@ def plain_backend(args: argparse.Namespace, providers: list[str], options: dict,
 
 
 def make_backend(
-    args: argparse.Namespace, config: Any, path: OrtPath, available: list[str], options: dict[str, dict[str, str]]
+    args: argparse.Namespace,
+    config: Any,
+    path: OrtPath,
+    available: list[str],
+    options: dict[str, dict[str, str]],
+    lanes: LaneOptions,
 ) -> tuple[Any, OrtPath]:
     """The backend ``path`` asks for; IO-binding lanes that ``auto`` chose but that can't start leave the plain
     session on the --providers list (the returned path says why)."""
     if not path.io_binding:
         return plain_backend(args, list(path.providers), options, available), path
     try:
-        return lane_backend(args, config, options), path
+        return lane_backend(args, config, options, lanes), path
     except (UserError, RuntimeError) as exc:
         if path.requested != "auto":
             raise
@@ -189,8 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.lanes < 1:
         raise UserError("--lanes 0 (one plain runner) is for TensorRT; with --io-binding give --lanes >= 1")
     check_range("--intra-op-threads", args.intra_op_threads, 0)
-    if args.lane_depth != "auto":
-        check_range("--lane-depth", args.lane_depth, 1)
+    lanes = lane_options(args)
     available = available_providers()
     providers = args.providers or DEFAULT_PROVIDERS
     options = merge_provider_options(
@@ -200,7 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = resolve_path(args, options, available)
     dataset = open_data(config.data, config.out, {"--onnx-path": args.onnx_path}, config.eval)
     check_onnx_args("--onnx-path", args.onnx_path, args)
-    backend, path = make_backend(args, config, path, available, options)
+    backend, path = make_backend(args, config, path, available, options, lanes)
     print(f"path: {'IO-binding lanes' if path.io_binding else 'plain session'} ({path.why})")
     print_effective_options(list(path.providers), options)  # once the session exists: a refused run stays one line
     print(f"onnxruntime {backend.version}: providers in use: {', '.join(backend.providers_used)}")
