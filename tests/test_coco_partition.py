@@ -158,8 +158,8 @@ def test_batches_without_any_detection_reach_the_workers(mini_coco, workers: int
 
 
 def _routed(ev: ProcessCocoEval, ids: list[int], rows_per_image: list[np.ndarray]) -> list[tuple]:
-    counts = np.array([len(r) for r in rows_per_image], np.int64)
-    return ev._route(("rows", np.asarray(ids, np.int64), counts, np.concatenate(rows_per_image)))
+    """The sender's messages for one ``add``, which queues the ids and the rows per image as they are."""
+    return ev._route(("rows", list(ids), list(rows_per_image)))
 
 
 def test_each_worker_is_sent_the_rows_of_its_categories_alone(mini_coco) -> None:

@@ -382,6 +382,47 @@ def test_workers_start_on_the_senders_thread_while_the_caller_goes_on(mini_coco,
     broken.close()
 
 
+def test_add_only_queues_the_batch_and_the_senders_thread_gathers_it(mini_coco, monkeypatch) -> None:
+    """The caller's thread (the one the run waits on) queues each batch as it is; the rows are gathered into
+    one array on the sender's thread, and the stats are pycocotools'."""
+    import threading
+
+    import common.data.coco_process as coco_process
+
+    real, where = coco_process._gathered, []
+
+    def recorded(msg):
+        where.append(threading.current_thread().name)
+        return real(msg)
+
+    monkeypatch.setattr(coco_process, "_gathered", recorded)
+    ids = mini_coco.image_ids
+    rows = {
+        i: np.array([[i, *a["bbox"], 0.8, a["category_id"]] for a in mini_coco.coco.imgToAnns.get(i, [])]) for i in ids
+    }
+    for workers in (1, 2):
+        where.clear()
+        ev = ProcessCocoEval(mini_coco.coco, ids, workers=workers)
+        for n in range(0, len(ids), 2):
+            ev.add(ids[n : n + 2], [rows[i].reshape(-1, 7) for i in ids[n : n + 2]])
+        assert threading.current_thread().name not in where
+        want = pycocotools_eval(mini_coco.coco, np.concatenate([rows[i].reshape(-1, 7) for i in ids]), ids).stats
+        assert ev.finish().tolist() == list(want)
+        assert where == ["coco-eval-send"] * len(range(0, len(ids), 2)), workers
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_batch_that_cannot_be_gathered_is_one_line_at_finish_never_a_hang(mini_coco, workers: int) -> None:
+    """Rows of the wrong width fail on the sender's thread: the next ``add`` or ``finish`` raises one line,
+    and no worker is left waiting for a batch that never came."""
+    ids = mini_coco.image_ids
+    ev = ProcessCocoEval(mini_coco.coco, ids, workers=workers)
+    ev.add(ids[:1], [np.zeros((2, 5))])  # queued: the caller's thread does not look at the rows
+    with pytest.raises(RuntimeError, match=r"^a batch could not be handed to the COCO evaluation: ValueError: "):
+        ev.finish()
+    assert all(w.proc.returncode is not None for w in ev._workers)
+
+
 def test_worker_process_errors_are_one_line_and_a_dead_worker_does_not_hang(mini_coco) -> None:
     ids = mini_coco.image_ids
     one = np.zeros((1, 7))

@@ -3,10 +3,10 @@
 ``ProcessCocoEval`` starts one or more ``python -m common.data.coco_process`` workers (fresh interpreters,
 never forks of a process holding inference threads), each owning a share of the categories
 (``common.data.coco_partition``), and sends each the indexed ground truth of its categories; both happen on
-one thread of its own (``_Sender``), so the caller goes on at once. ``add`` hands that thread each batch:
-the image ids, each image's row count and all rows as one [N, 7] array; the thread sends each worker the
-rows of its categories (``category_index``), each image's count of them and every
-image id. The workers match as the batches come (``StreamingCocoEval``) and
+one thread of its own (``_Sender``), so the caller goes on at once. ``add`` hands that thread each batch
+as it came (the image ids and each image's rows), and returns: the thread gathers the rows into one [N, 7]
+array and sends each worker the rows of its categories (``category_index``), each image's count of them and
+every image id. The workers match as the batches come (``StreamingCocoEval``) and
 at ``finish`` accumulate their categories side by side, each on up to ``MAX_ACCUMULATE_THREADS`` threads (its
 share of the cores), returning only their slices of the precision and recall arrays; this process puts them
 together and summarises, so the 12 stats are the streamed evaluation's, equal to pycocotools'. A worker
@@ -125,9 +125,10 @@ class _Worker:
 class _Sender:
     """One thread that first starts the workers (``spawn``, which fills ``workers``), then writes the queued
     messages to them in order (the sockets wait here, never in ``add``): one wake-up per batch for all the
-    workers, not one per worker. A batch's rows are split here (``route``: one message per worker, with the
-    rows of its categories alone), so each worker is sent its share, not every row. ``spawned`` is set once
-    no worker will start any more; ``error`` is why ``spawn`` failed (then no message is written)."""
+    workers, not one per worker. A batch's rows are gathered and split here (``route``: one message per worker,
+    with the rows of its categories alone), so each worker is sent its share, not every row, and the caller's
+    thread does none of that work. ``spawned`` is set once no worker will start any more; ``error`` is why
+    ``spawn`` failed, ``route_error`` why a batch could not be routed (after either, no message is written)."""
 
     def __init__(
         self,
@@ -137,6 +138,7 @@ class _Sender:
         self.workers: list[_Worker] = []
         self.spawned = threading.Event()
         self.error: Exception | None = None
+        self.route_error: Exception | None = None
         self._spawn = spawn
         self._route = route
         self.outbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
@@ -151,10 +153,15 @@ class _Sender:
         finally:
             self.spawned.set()
         while (msg := self.outbox.get()) is not None:
-            if self.error is None:
+            if self.error is not None or self.route_error is not None:
+                continue
+            try:
                 parts = self._route(msg) if msg[0] == "rows" else [msg] * len(self.workers)
-                for w, part in zip(self.workers, parts, strict=True):
-                    w.send(part)
+            except Exception as exc:  # handed to the caller by ``add`` / ``finish``, never a lost batch
+                self.route_error = exc
+                continue
+            for w, part in zip(self.workers, parts, strict=True):
+                w.send(part)
 
     def put(self, msg: tuple[Any, ...]) -> None:
         """Queue ``msg`` for every worker."""
@@ -165,6 +172,15 @@ class _Sender:
         if self._thread.is_alive():
             self.outbox.put(None)
             self._thread.join()
+
+
+def _gathered(msg: tuple[Any, ...]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """``add``'s ("rows", image ids, rows per image) as ("rows", ids, each image's row count, all rows [N, 7])."""
+    tag, image_ids, rows_per_image = msg
+    counts = np.array([len(r) for r in rows_per_image], np.int64)
+    parts = [np.asarray(r, np.float64).reshape(-1, 7) for r in rows_per_image]
+    rows = np.concatenate(parts) if parts else np.zeros((0, 7), np.float64)
+    return tag, np.asarray(image_ids, np.int64), counts, rows
 
 
 def _owners(n_cats: int, groups: list[np.ndarray]) -> np.ndarray | None:
@@ -227,12 +243,12 @@ class ProcessCocoEval:
             workers[-1].send(("gt", subset_ground_truth(self.gt, cats), self._chunk_rows, self.accumulate_threads))
 
     def _route(self, msg: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        """A "rows" message as one message per worker: every image id, with the rows of the worker's
-        categories alone (in their order) and each image's count of them. A row of a category no worker has
-        goes to none: every worker would drop it."""
+        """A "rows" message (``add``'s image ids and rows per image) as one message per worker: every image
+        id, with the rows of the worker's categories alone (in their order) and each image's count of them.
+        A row of a category no worker has goes to none: every worker would drop it."""
+        tag, ids, counts, rows = _gathered(msg)
         if self._owner is None:
-            return [msg] * self.workers
-        tag, ids, counts, rows = msg
+            return [(tag, ids, counts, rows)] * self.workers
         k = category_index(self.gt.cat_ids, rows[:, 6])
         owner = np.where(k >= 0, self._owner[np.maximum(k, 0)], -1)
         image = np.repeat(np.arange(len(ids)), counts)
@@ -248,22 +264,24 @@ class ProcessCocoEval:
         if self._sender.error is not None:
             exc = self._sender.error
             raise RuntimeError(f"the COCO evaluation workers could not start: {type(exc).__name__}: {exc}") from exc
+        if self._sender.route_error is not None:
+            exc = self._sender.route_error
+            raise RuntimeError(
+                f"a batch could not be handed to the COCO evaluation: {type(exc).__name__}: {exc}"
+            ) from exc
         for w in self._workers:
             if w.send_error is not None:
                 raise w.died() from w.send_error
 
     def add(self, image_ids: Sequence[int], rows_per_image: Sequence[np.ndarray]) -> None:
-        """Hand a batch to the sender's thread: every image's rows in one array (that thread splits them
-        by worker, so this thread only gathers them)."""
+        """Hand a batch to the sender's thread as it is, which gathers and splits the rows: this thread, which
+        the run waits on, only queues it. The arrays must not change afterwards (the evaluator's never do)."""
         self.start()
         t0, c0 = time.perf_counter(), time.thread_time()
-        counts = np.array([len(r) for r in rows_per_image], np.int64)
-        parts = [np.asarray(r, np.float64).reshape(-1, 7) for r in rows_per_image]
-        rows = np.concatenate(parts) if parts else np.zeros((0, 7), np.float64)
-        self.num_detections += len(rows)
+        self.num_detections += sum(map(len, rows_per_image))
         self._check_sender()
         assert self._sender is not None
-        self._sender.put(("rows", np.asarray(image_ids, np.int64), counts, rows))
+        self._sender.put(("rows", list(image_ids), list(rows_per_image)))
         self.feed_seconds += time.perf_counter() - t0
         self.feed_cpu_seconds += time.thread_time() - c0
 
