@@ -158,6 +158,9 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     # total (COCOeval included) against the same evaluation without COCOeval, both whole evaluate() calls
     assert ttm["pipeline_only_seconds"] > 0 and ttm["ratio"] == ttm["seconds"] / ttm["pipeline_only_seconds"]
     assert ttm["pipeline_only_wall_seconds"] <= ttm["pipeline_only_seconds"]
+    for phase in ttm["phases"].values():  # each call's CPU: this process ran the model; no COCO worker at 20 images
+        cpu = phase["cpu_seconds"]
+        assert cpu["this_process"] > 0 and cpu["child_processes"] >= 0 and cpu["coco_workers"] is None
     assert ttm["AP"] > 0.1  # each repeated image scored against its own copy of the annotations
     # three pairs by default; the reported pair is the one of median ratio
     ratios = [p["ratio"] for p in ttm["pairs"]]

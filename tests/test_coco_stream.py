@@ -222,6 +222,8 @@ def test_large_pipelined_runs_match_in_the_worker_process(mini_coco, monkeypatch
     assert events[:2] == ["warm-up", "workers"] and events.count("workers") == 1
     assert t["coco_eval_runs_in"] == "process" and t["coco_eval_worker_start_s"] > 0
     assert t["coco_eval_feed_s"] >= 0 and t["coco_eval_workers"] == 2 and t["coco_eval_worker_accumulate_s"] > 0
+    # each worker's CPU since it started (an interpreter's start-up alone takes some), the two together
+    assert t["coco_eval_worker_cpu_s"] > 0.01
 
 
 @pytest.mark.parametrize("workers", [2, 0])

@@ -126,3 +126,17 @@ def test_monitor_on_a_missing_gpu_shuts_nvml_down(nvml) -> None:
         pass
     assert "Invalid Argument" in mon.summary()["note"]
     assert nvml.calls == ["init", "shutdown"]
+
+
+def test_cpu_seconds_counts_a_child_process_once_it_is_waited_for() -> None:
+    """The second figure grows by a finished child's CPU time (the bench's loaders and COCO workers)."""
+    import subprocess
+    import sys
+
+    from common.core.sysinfo import cpu_seconds
+
+    me0, kids0 = cpu_seconds()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    me1, kids1 = cpu_seconds()
+    assert kids1 - kids0 >= 0.25 and me1 >= me0

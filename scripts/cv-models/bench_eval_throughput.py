@@ -56,7 +56,7 @@ from common.core.cli import (
 )
 from common.core.errors import UserError
 from common.core.results import atomic_write_json, check_output_paths, latency_stats, run_dir, sha256_file, stamp
-from common.core.sysinfo import run_metadata
+from common.core.sysinfo import cpu_seconds, run_metadata
 from common.data.coco import CocoDataset, load_coco, open_dataset
 from common.data.coco_bench import CocoBenchOptions, format_coco_bench, run_coco_bench
 from common.eval.cli import DEFAULT_DATA_ROOT, loader_factory
@@ -931,8 +931,10 @@ def time_to_metrics(
             runs = {}
             for key, coco in (("pipeline", False), ("metrics", True))[:: 1 if r % 2 == 0 else -1]:
                 opts = eval_options(prep, coco_eval=coco, switch_interval_ms=args.switch_interval_ms, **kw)
-                t0 = time.perf_counter()
-                runs[key] = (evaluate(backend, big, opts, loader_factory(opts)), time.perf_counter() - t0)
+                c0, t0 = cpu_seconds(), time.perf_counter()
+                res = evaluate(backend, big, opts, loader_factory(opts))
+                secs, c1 = time.perf_counter() - t0, cpu_seconds()
+                runs[key] = (res, secs, (c1[0] - c0[0], c1[1] - c0[1]))
             pairs.append(_ttm_report(runs, n, len(ds.image_ids), batch, name, failed))
     finally:
         for b, _ in backends.values():
@@ -949,9 +951,14 @@ def _ttm_median(pairs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _ttm_report(
-    runs: dict[str, tuple[Any, float]], n: int, distinct: int, batch: int, name: str, failed: dict[str, str]
+    runs: dict[str, tuple[Any, float, tuple[float, float]]],
+    n: int,
+    distinct: int,
+    batch: int,
+    name: str,
+    failed: dict[str, str],
 ) -> dict[str, Any]:
-    (pipe, pipe_s), (res, total) = runs["pipeline"], runs["metrics"]
+    (pipe, pipe_s, pipe_cpu), (res, total, cpu) = runs["pipeline"], runs["metrics"]
     t = res.timings
     after = t.get("coco_eval_after_last_batch_s", t["eval_seconds"])
     return {
@@ -973,17 +980,18 @@ def _ttm_report(
         "coco_eval_worker_accumulate_seconds": t.get("coco_eval_worker_accumulate_s"),
         "preprocess_mode": t["preprocess_mode"],
         "postprocess_mode": t["postprocess_mode"],
-        "phases": {"pipeline_only": _phases(pipe.timings, pipe_s), "with_coco": _phases(t, total)},
+        "phases": {"pipeline_only": _phases(pipe.timings, pipe_s, pipe_cpu), "with_coco": _phases(t, total, cpu)},
         "images_per_s": n / total if total > 0 else 0.0,
         "AP": res.stats.get("AP"),
         "failed": failed,
     }
 
 
-def _phases(t: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _phases(t: dict[str, Any], seconds: float, cpu: tuple[float, float]) -> dict[str, Any]:
     """Where one ``evaluate`` call's seconds went: before the first image (``start_seconds``), the run, COCOeval
     after the last batch, and the rest (gathering the rows, statistics); with the loaders' own start to ready
-    (they boot during the warm-up), the COCO workers' (they start after it) and the loaders that ran."""
+    (they boot during the warm-up), the COCO workers' (they start after it) and the loaders that ran; and the
+    call's CPU seconds (``cpu``: this process's, its child processes'), of which the COCO workers' own."""
     start = t.get("start_seconds") or {}
     after = t.get("coco_eval_after_last_batch_s") or 0.0
     return {
@@ -996,6 +1004,11 @@ def _phases(t: dict[str, Any], seconds: float) -> dict[str, Any]:
         "loaders_start_seconds": t.get("loaders_start_seconds"),
         "coco_eval_worker_start_s": t.get("coco_eval_worker_start_s"),
         "coco_eval_feed_s": t.get("coco_eval_feed_s"),
+        "cpu_seconds": {
+            "this_process": cpu[0],  # the run's threads: staging, launches, post-processing, the COCO hand-over
+            "child_processes": cpu[1],  # the loader processes and the COCO workers
+            "coco_workers": t.get("coco_eval_worker_cpu_s"),
+        },
     }
 
 
@@ -1026,6 +1039,16 @@ def _phase_line(p: dict[str, Any]) -> str:
         f"start {st.get('total', 0.0):.2f} s (open {st.get('open', 0.0):.2f}, warm-up {st.get('warmup', 0.0):.2f}, "
         f"loaders wait {st.get('loaders_wait', 0.0):.2f}), run {p['run']:.2f}, COCOeval after "
         f"{p['coco_after_last_batch']:.2f}, rest {p['rest']:.2f}; {p['loader_workers']} {p['loaders']} loaders"
+    ) + _cpu_line(p.get("cpu_seconds"))
+
+
+def _cpu_line(c: dict[str, Any] | None) -> str:
+    """``; CPU s: this process 4.10, child processes 21.30 (COCO workers 2.10)``, or nothing (no record)."""
+    if not c:
+        return ""
+    coco = c.get("coco_workers")
+    return f"; CPU s: this process {c['this_process']:.2f}, child processes {c['child_processes']:.2f}" + (
+        f" (COCO workers {coco:.2f})" if coco is not None else ""
     )
 
 

@@ -12,7 +12,16 @@ import platform
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["PACKAGES", "gpu_facts", "gpu_info", "host_info", "nvml", "package_versions", "run_metadata"]
+__all__ = [
+    "PACKAGES",
+    "cpu_seconds",
+    "gpu_facts",
+    "gpu_info",
+    "host_info",
+    "nvml",
+    "package_versions",
+    "run_metadata",
+]
 
 PACKAGES = (
     "numpy",
@@ -94,6 +103,17 @@ def gpu_info(device: int = 0, pci_bus_id: str | None = None) -> dict[str, Any] |
             return gpu_facts(nv, handle)
     except Exception:  # ImportError (no nvidia-ml-py), NVMLError (no driver / no such GPU), ...
         return None
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) of this process, and of its child processes waited for so far (a call's
+    loader processes and COCO workers, once it has closed them); (0, 0) where the platform has no ``getrusage``."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0, 0.0
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
 def host_info() -> dict[str, Any]:

@@ -211,6 +211,7 @@ class ProcessCocoEval:
         self._owner = _owners(len(self.gt.cat_ids), self.groups)
         self.match_seconds = 0.0  # the workers' matching, all of them together (known at ``finish``)
         self.accumulate_seconds = 0.0  # the slowest worker's accumulation, after the last batch (``finish``)
+        self.worker_cpu_seconds = 0.0  # the workers' CPU time, all of them, start-up included (known at ``finish``)
         self.feed_seconds = 0.0  # this process's time in ``add``
         self.feed_cpu_seconds = 0.0  # of which the calling thread's CPU time (the rest: waiting for a core or the GIL)
         self.start_seconds = 0.0  # from starting the workers to the last one ready to match (known at ``finish``)
@@ -286,7 +287,7 @@ class ProcessCocoEval:
         self.feed_cpu_seconds += time.thread_time() - c0
 
     def _result(self, w: _Worker) -> tuple[Any, ...]:
-        """One worker's reply to ``finish``: ("done", precision, recall, match s, accumulate s)."""
+        """One worker's reply to ``finish``: ("done", precision, recall, match s, accumulate s, CPU s)."""
         reply = w.recv()
         if reply[0] == "ready":
             self.start_seconds = max(self.start_seconds, reply[1] - self._t0)
@@ -306,9 +307,10 @@ class ProcessCocoEval:
             self._check_sender()
             parts = []
             for w, cats in zip(self._workers, self.groups, strict=True):
-                _, precision, recall, match_s, accumulate_s = self._result(w)
+                _, precision, recall, match_s, accumulate_s, cpu_s = self._result(w)
                 parts.append((cats, precision, recall))
                 self.match_seconds += match_s
+                self.worker_cpu_seconds += cpu_s
                 self.accumulate_seconds = max(self.accumulate_seconds, accumulate_s)
         finally:
             self.close()
@@ -344,11 +346,11 @@ def _reader(conn: Connection, inbox: queue.SimpleQueue[tuple[Any, ...] | None]) 
 
 def _finished(ev: StreamingCocoEval, threads: int) -> tuple[Any, ...]:
     """The worker's reply to ``finish``: its categories' precision and recall (accumulated on ``threads``
-    threads), its matching and accumulation seconds."""
+    threads), its matching and accumulation seconds, and its CPU seconds since it started."""
     ev.flush()
     t0 = time.perf_counter()
     precision, recall = accumulate_split(ev.scored(), ev.gt.counted, threads)
-    return ("done", precision, recall, ev.match_seconds, time.perf_counter() - t0)
+    return ("done", precision, recall, ev.match_seconds, time.perf_counter() - t0, time.process_time())
 
 
 def _serve(conn: Connection) -> None:

@@ -578,6 +578,7 @@ def _coco_timings(feed: CocoFeed | None) -> dict[str, Any]:
         "coco_eval_worker_start_s": getattr(feed, "start_seconds", None),
         "coco_eval_workers": getattr(feed, "workers", None),
         "coco_eval_worker_accumulate_s": getattr(feed, "accumulate_seconds", None),
+        "coco_eval_worker_cpu_s": getattr(feed, "worker_cpu_seconds", None),  # the worker processes' CPU, all of it
         "coco_eval_accumulate_threads": getattr(feed, "accumulate_threads", None),
     }
 
