@@ -3,6 +3,7 @@ stats exactly (``==``). Expected values come from pycocotools, run here on the s
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -125,10 +126,30 @@ def test_worker_error_is_one_line_with_several_workers(mini_coco) -> None:
     assert all(w.proc.returncode is not None for w in twice._workers)
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads a process's environment from /proc")
+def test_workers_run_one_blas_thread_whatever_the_environment_says(mini_coco, monkeypatch) -> None:
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "8")
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    ev = ProcessCocoEval(mini_coco.coco, mini_coco.image_ids, workers=1)
+    ev.start()
+    try:
+        assert ev._sender is not None and ev._sender.spawned.wait(30)
+        with open(f"/proc/{ev._workers[0].proc.pid}/environ", "rb") as f:
+            env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        assert env[b"OPENBLAS_NUM_THREADS"] == b"1"
+        assert env[b"OMP_NUM_THREADS"] == b"1"
+        assert env[b"MKL_NUM_THREADS"] == b"1"
+        ev.finish()
+    finally:
+        ev.close()
+
+
 def test_auto_workers_follow_the_cores_and_the_categories() -> None:
-    assert auto_workers(80, 16) == 4
+    assert auto_workers(80, 16) == 1
+    assert auto_workers(80, 32) == 2
     assert auto_workers(80, 64) == 4
-    assert auto_workers(80, 8) == 2
+    assert auto_workers(80, 128) == 4
+    assert auto_workers(80, 8) == 1
     assert auto_workers(80, 2) == 1
     assert auto_workers(3, 64) == 3
     assert auto_workers(0, 16) == 1

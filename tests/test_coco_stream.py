@@ -203,7 +203,7 @@ def test_large_pipelined_runs_match_in_the_worker_process(mini_coco, monkeypatch
     import common.eval.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "PROCESS_MIN_IMAGES", 4)
-    monkeypatch.setattr(coco_process, "available_cpus", lambda: 8)  # two workers share the categories
+    monkeypatch.setattr(coco_process, "available_cpus", lambda: 32)  # two workers share the categories
     events: list[str] = []
     warmup, start = pipeline.warmup, coco_process.ProcessCocoEval.start
 

@@ -128,7 +128,7 @@ def _add_coco_bench_args(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="W",
         help="--coco-bench: worker processes of stream-process, each with a share of the categories (default 0: "
-        "as many as the evaluator starts on this machine, one per 4 cores up to 4)",
+        "as many as the evaluator starts on this machine, one per 16 cores up to 4)",
     )
 
     parser.add_argument(

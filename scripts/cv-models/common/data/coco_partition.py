@@ -35,7 +35,10 @@ __all__ = [
 ]
 
 MAX_WORKERS = 4  # worker processes at most on an automatic choice
-CPUS_PER_WORKER = 4  # cores per worker process on an automatic choice (the pipeline keeps the rest)
+# cores per worker process on an automatic choice: one worker matches faster than the loaders of 16 cores decode
+# (docs/performance.md), and every further worker costs the run CPU time that the loaders need (an interpreter
+# of its own, every batch read and split once more)
+CPUS_PER_WORKER = 16
 
 
 def available_cpus() -> int:

@@ -58,6 +58,9 @@ MAX_ACCUMULATE_THREADS = 4  # threads a worker accumulates its categories on, at
 # glibc malloc (ignored elsewhere): the worker's large NumPy temporaries come from a heap it keeps, not from fresh
 # mappings that fault in page by page on every allocation, which slowed the accumulation at ``finish``
 WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+# one BLAS / OpenMP thread in a worker, whatever the environment says: its accumulation threads are its share of
+# the cores, and a BLAS pool of one thread per core, which spins a while after each product, would take the rest
+WORKER_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _lower_priority(pid: int, nice: int) -> None:
@@ -238,7 +241,7 @@ class ProcessCocoEval:
         self._sender = _Sender(self._spawn, self._route)
 
     def _spawn(self, workers: list[_Worker]) -> None:
-        env = child_env(WORKER_MALLOC_ENV)
+        env = child_env(WORKER_MALLOC_ENV, **WORKER_THREAD_ENV)
         for cats in self.groups:
             workers.append(_Worker(env))
             workers[-1].send(("gt", subset_ground_truth(self.gt, cats), self._chunk_rows, self.accumulate_threads))
