@@ -59,6 +59,7 @@ from common.core.results import atomic_write_json, check_output_paths, latency_s
 from common.core.sysinfo import cpu_seconds, run_metadata
 from common.data.coco import CocoDataset, load_coco, open_dataset
 from common.data.coco_bench import CocoBenchOptions, format_coco_bench, run_coco_bench
+from common.data.coco_partition import CPUS_PER_WORKER, MAX_WORKERS
 from common.eval.cli import DEFAULT_DATA_ROOT, loader_factory
 from common.eval.pipeline import EvalOptions, default_workers, evaluate, warmup_for_run
 from common.eval.protocols import Backend
@@ -128,7 +129,7 @@ def _add_coco_bench_args(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="W",
         help="--coco-bench: worker processes of stream-process, each with a share of the categories (default 0: "
-        "as many as the evaluator starts on this machine, one per 16 cores up to 4)",
+        f"as many as the evaluator starts on this machine, one per {CPUS_PER_WORKER} cores up to {MAX_WORKERS})",
     )
 
     parser.add_argument(
