@@ -33,7 +33,9 @@ if [ ! -x "$QUANT_VENV/bin/python" ]; then
 fi
 # A venv inside the work tree must never be committed; .gitignore covers .venv/ only.
 printf '*\n' > "$QUANT_VENV/.gitignore"
-pip=("$QUANT_VENV/bin/python" -m pip install -q --disable-pip-version-check)
+# shellcheck source=scripts/dev/pip-install.sh
+source scripts/dev/pip-install.sh
+pip=(pip_install "$QUANT_VENV/bin/python")
 "${pip[@]}" --upgrade pip
 if [ -n "$QUANT_TORCH" ]; then
   "${pip[@]}" "torch==$QUANT_TORCH"

@@ -25,14 +25,16 @@ GPU_VENV=${GPU_VENV:-.venv-gpu}
 QUANT_VENV=${QUANT_VENV:-.venv-quant}
 # The test and python jobs share one set of extras, so switching between them reinstalls nothing.
 CPU_EXTRAS=cpu,test,trt-rtx,plot,fast-eval,gpu-decode
+# shellcheck source=scripts/dev/pip-install.sh
+source scripts/dev/pip-install.sh
 
 ensure_venv() {  # ensure_venv EXTRAS
   local stamp
   stamp="$VENV/.installed-$1-$(sha256sum pyproject.toml | cut -c1-16)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   if [ ! -f "$stamp" ]; then
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$1]"
+    pip_install "$VENV/bin/python" --upgrade pip
+    pip_install "$VENV/bin/python" -e ".[$1]"
     rm -f "$VENV"/.installed-* && touch "$stamp"
   fi
 }
