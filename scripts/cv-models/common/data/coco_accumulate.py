@@ -12,7 +12,7 @@ So only true positives are ranked here, each with the count of detections scored
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -25,6 +25,7 @@ __all__ = [
     "REC_THRS",
     "Scored",
     "accumulate",
+    "count_code",
     "summarize",
 ]
 
@@ -39,33 +40,62 @@ RANK_SLOTS = 128  # > MAX_DETS[-1]: a detection's tie order is image rank * RANK
 
 @dataclass
 class Scored:
-    """What accumulation needs of each scored detection (the first 100 per image and category)."""
+    """What accumulation needs of the scored detections (the first 100 per image and category), in two sets.
 
-    score: np.ndarray  # [N] float64
-    cat: np.ndarray  # [N] category index
-    order: np.ndarray  # [N] image rank * RANK_SLOTS + rank by score within (image, category)
-    area_out: np.ndarray  # [N] uint8, bit a set: area outside AREA_RANGES[a]
-    cand: np.ndarray  # [N] row of tp / ignored, or -1: matches no ground truth at any threshold
+    The candidates overlap a ground-truth box of their image and category enough to match at some IoU
+    threshold; each keeps its flags. The plain detections are all the others: a false positive wherever they
+    count, so all that matters of them is how many rank ahead of each candidate, in each (area range,
+    maxDets). A part made by ``of_chunk`` holds its plain detections sorted by score (descending), work done
+    while the batches come that makes placing them among the candidates cheaper at the end.
+    """
+
+    score: np.ndarray  # [C] float64
+    cat: np.ndarray  # [C] category index (int32)
+    order: np.ndarray  # [C] image rank * RANK_SLOTS + rank by score within (image, category)
     tp: np.ndarray  # [C, A, T] bool
     ignored: np.ndarray  # [C, A, T] bool
+    plain_score: np.ndarray  # [P] float64
+    plain_cat: np.ndarray  # [P] category index (int32)
+    plain_order: np.ndarray  # [P] as ``order``
+    plain_code: np.ndarray  # [P] uint8: ``count_code``, where the detection counts
+
+    @staticmethod
+    def of_chunk(
+        score: np.ndarray,
+        cat: np.ndarray,
+        order: np.ndarray,
+        area_out: np.ndarray,
+        cand: np.ndarray,
+        tp: np.ndarray,
+        ignored: np.ndarray,
+    ) -> Scored:
+        """A chunk's scored detections (``score``, ``cat``, ``order``, ``area_out`` [N, A] bool: area outside
+        range a), of which ``cand`` (sorted indices) are candidates with flags ``tp`` / ``ignored`` [C, A, T]."""
+        plain = np.ones(len(score), bool)
+        plain[cand] = False
+        plain = np.flatnonzero(plain)
+        plain = plain[np.argsort(-score[plain])]  # any order is right; this one makes the search at the end faster
+        cat = cat.astype(np.int32)
+        code = count_code(area_out[plain], order[plain])
+        return Scored(score[cand], cat[cand], order[cand], tp, ignored, score[plain], cat[plain], order[plain], code)
 
     @staticmethod
     def concat(parts: list[Scored]) -> Scored:
         if not parts:
             flags = np.zeros((0, len(AREA_RANGES), len(IOU_THRS)), bool)
-            f, i = np.zeros(0, np.float64), np.zeros(0, np.int64)
-            return Scored(f, i.astype(np.int32), i, i.astype(np.uint8), i, flags, flags)
-        shift = np.cumsum([0] + [len(p.tp) for p in parts[:-1]])
-        cand = np.concatenate([np.where(p.cand >= 0, p.cand + s, -1) for p, s in zip(parts, shift, strict=True)])
-        return Scored(
-            np.concatenate([p.score for p in parts]),
-            np.concatenate([p.cat for p in parts]),
-            np.concatenate([p.order for p in parts]),
-            np.concatenate([p.area_out for p in parts]),
-            cand,
-            np.concatenate([p.tp for p in parts]),
-            np.concatenate([p.ignored for p in parts]),
-        )
+            f, i, c = np.zeros(0, np.float64), np.zeros(0, np.int64), np.zeros(0, np.int32)
+            return Scored(f, c, i, flags, flags, f, c, i, np.zeros(0, np.uint8))
+        return Scored(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Scored)))
+
+
+def count_code(area_out: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Where each detection counts, as one small integer: its area ranges' bits (bit a set: area outside
+    ``AREA_RANGES[a]``, from ``area_out`` [N, A] bool) * len(MAX_DETS) + the index of the first maxDets it
+    counts for (its rank by score must be below it)."""
+    bits = (area_out * (1 << np.arange(len(AREA_RANGES)))).sum(axis=1).astype(np.int64)
+    rank = order % RANK_SLOTS
+    first_m = sum((rank >= m).astype(np.int64) for m in MAX_DETS[:-1])
+    return (bits * len(MAX_DETS) + first_m).astype(np.uint8)
 
 
 def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,22 +131,23 @@ class _Candidates:
 
 
 def _plain_buckets(s: Scored, cands: np.ndarray, plain: np.ndarray, n_cats: int) -> np.ndarray:
-    """For each plain detection (``plain``, grouped by category), the first candidate (an index into
-    ``cands``) ranked after it in its category, or -1 where none is. Ranked as pycocotools ranks: score
-    descending, then image rank and rank (``order``); no sort of the plain detections."""
+    """For each plain detection (``plain``, indices grouped by category), the first candidate (an index into
+    ``cands``, the candidates in accumulation order) ranked after it in its category, or -1 where none is.
+    Ranked as pycocotools ranks: score descending, then image rank and rank (``order``); no sort of the plain
+    detections (sorted runs of them, as ``Scored.of_chunk`` leaves them, are only searched faster)."""
     cstart = np.searchsorted(s.cat[cands], np.arange(n_cats + 1))
-    pstart = np.searchsorted(s.cat[plain], np.arange(n_cats + 1))
-    span = int(s.order.max(initial=0)) + 1
+    pstart = np.searchsorted(s.plain_cat[plain], np.arange(n_cats + 1))
+    span = int(max(s.order.max(initial=0), s.plain_order.max(initial=0))) + 1
     bucket = np.full(len(plain), -1, np.int64)
     for k in np.flatnonzero((np.diff(cstart) > 0) & (np.diff(pstart) > 0)):
         c, p = cands[cstart[k] : cstart[k + 1]], plain[pstart[k] : pstart[k + 1]]
-        c_neg, p_neg = -s.score[c], -s.score[p]  # the candidates' in order (score descending, then order)
+        c_neg, p_neg = -s.score[c], -s.plain_score[p]  # the candidates' in order (score descending, then order)
         b = np.searchsorted(c_neg, p_neg)  # the candidates of a higher score are ahead
         tie = np.flatnonzero(c_neg[np.minimum(b, len(c) - 1)] == p_neg)
         if len(tie):  # a tie with candidates is broken by order, as pycocotools does: one integer key (level, order)
             level = np.cumsum(np.r_[True, c_neg[1:] != c_neg[:-1]]) - 1
             c_key = level * span + s.order[c]
-            b[tie] = np.searchsorted(c_key, level[b[tie]] * span + s.order[p[tie]])
+            b[tie] = np.searchsorted(c_key, level[b[tie]] * span + s.plain_order[p[tie]])
         bucket[pstart[k] : pstart[k + 1]] = np.where(b < len(c), cstart[k] + b, -1)
     return bucket
 
@@ -132,20 +163,21 @@ def _small_unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _plain_ahead(s: Scored, cands: np.ndarray, cat_first: np.ndarray, n_cats: int) -> np.ndarray:
     """[A, M, C]: per candidate, the plain detections of its category ranked ahead of it that count
     for area range a and maxDets m (area inside the range, rank below maxDets)."""
-    plain = np.flatnonzero(s.cand < 0)
-    plain = plain[np.argsort(s.cat[plain].astype(np.int16 if n_cats < 2**15 else np.int64), kind="stable")]
+    # grouped by category; a stable sort keeps each part's runs sorted by score
+    plain = np.argsort(s.plain_cat.astype(np.int16 if n_cats < 2**15 else np.int64), kind="stable")
     bucket = _plain_buckets(s, cands, plain, n_cats)
     ok = bucket >= 0
     if not ok.any():
         return np.zeros((len(AREA_RANGES), len(MAX_DETS), len(cands)), np.int64)
-    rank = s.order[plain[ok]] % RANK_SLOTS
-    rank_class = sum((rank >= m).astype(np.int64) for m in MAX_DETS[:-1])  # maxDets below which it does not count
-    codes, code = _small_unique(s.area_out[plain[ok]].astype(np.int64) * len(MAX_DETS) + rank_class)
+    codes, code = _small_unique(s.plain_code[plain[ok]].astype(np.int64))
     n = len(cands)
     hist = np.bincount(code * n + bucket[ok], minlength=len(codes) * n).reshape(len(codes), n)
-    bits, cls = np.divmod(codes, len(MAX_DETS))
+    bits, first_m = np.divmod(codes, len(MAX_DETS))
     counts = np.stack(
-        [((bits >> a) & 1 == 0)[:, None] & (cls[:, None] <= np.arange(len(MAX_DETS))) for a in range(len(AREA_RANGES))],
+        [
+            ((bits >> a) & 1 == 0)[:, None] & (first_m[:, None] <= np.arange(len(MAX_DETS)))
+            for a in range(len(AREA_RANGES))
+        ],
         axis=1,
     ).reshape(len(codes), -1)  # [codes, A * M]: does a plain detection of this code count there
     per = np.rint(counts.T.astype(np.float64) @ hist.astype(np.float64)).astype(np.int64)  # exact: small integers
@@ -155,12 +187,10 @@ def _plain_ahead(s: Scored, cands: np.ndarray, cat_first: np.ndarray, n_cats: in
 
 
 def _candidates(s: Scored, n_cats: int) -> _Candidates:
-    cands = np.flatnonzero(s.cand >= 0)
-    cands = cands[np.lexsort((s.order[cands], -s.score[cands], s.cat[cands]))]
+    cands = np.lexsort((s.order, -s.score, s.cat))
     cat = s.cat[cands]
     cat_first = np.searchsorted(cat, np.arange(n_cats))
-    rows = s.cand[cands]
-    tp, ignored = (np.ascontiguousarray(f[rows].transpose(1, 2, 0)) for f in (s.tp, s.ignored))
+    tp, ignored = (np.ascontiguousarray(f[cands].transpose(1, 2, 0)) for f in (s.tp, s.ignored))
     plain_ahead = _plain_ahead(s, cands, cat_first, n_cats)
     return _Candidates(cat, s.order[cands] % RANK_SLOTS, cat_first, tp, ignored, plain_ahead)
 

@@ -109,13 +109,18 @@ def subset_scored(s: Scored, cats: np.ndarray, n_cats: int) -> Scored:
     local = np.full(n_cats, -1, np.int64)
     local[cats] = np.arange(len(cats))
     keep = np.flatnonzero(local[s.cat] >= 0)
-    cand = s.cand[keep]
-    matched = cand >= 0
-    renumbered = np.full(len(keep), -1, np.int64)
-    renumbered[matched] = np.arange(int(matched.sum()))
-    rows = cand[matched]
-    cat = local[s.cat[keep]].astype(s.cat.dtype)
-    return Scored(s.score[keep], cat, s.order[keep], s.area_out[keep], renumbered, s.tp[rows], s.ignored[rows])
+    plain = np.flatnonzero(local[s.plain_cat] >= 0)
+    return Scored(
+        s.score[keep],
+        local[s.cat[keep]].astype(s.cat.dtype),
+        s.order[keep],
+        s.tp[keep],
+        s.ignored[keep],
+        s.plain_score[plain],
+        local[s.plain_cat[plain]].astype(s.plain_cat.dtype),
+        s.plain_order[plain],
+        s.plain_code[plain],
+    )
 
 
 def accumulate_split(s: Scored, counted: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:

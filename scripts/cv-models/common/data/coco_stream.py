@@ -5,8 +5,8 @@ evaluator's rows ([K, 7] arrays, ``common.data.coco.ROW_COLUMNS``) and matches t
 ground truth in vectorised NumPy, a chunk of images at a time, keeping per detection only what
 accumulation needs: its score, category, image and rank, which area ranges ignore it, and, for the
 few detections that overlap a ground-truth box, whether they are true positives or ignored at each
-(area range, IoU threshold). ``finish`` runs accumulation and the summary
-(``common.data.coco_accumulate``). No per-detection dict is built.
+(area range, IoU threshold); the others are kept sorted by score, so that accumulation places them faster.
+``finish`` runs accumulation and the summary (``common.data.coco_accumulate``). No per-detection dict is built.
 
 The 12 stats equal pycocotools' (``==``): the same per-image, per-category greedy matching (ground
 truth ordered ignored-last, detections by score with a stable sort, the first 100 per category),
@@ -298,10 +298,7 @@ def score_chunk(gt: GroundTruth, ranks: list[int], rows_list: list[np.ndarray]) 
     area = ch.boxes[:, 2] * ch.boxes[:, 3]
     area_out = np.stack([(area < lo) | (area > hi) for lo, hi in AREA_RANGES], axis=1).reshape(-1, len(AREA_RANGES))
     cand_d, tp, ignored = _match(gt, ch, area_out)
-    cand = np.full(len(ch.score), -1, np.int64)
-    cand[cand_d] = np.arange(len(cand_d))
-    bits = (area_out * (1 << np.arange(len(AREA_RANGES)))).sum(axis=1).astype(np.uint8)
-    return Scored(ch.score, ch.cat.astype(np.int32), ch.img * RANK_SLOTS + ch.rank, bits, cand, tp, ignored)
+    return Scored.of_chunk(ch.score, ch.cat, ch.img * RANK_SLOTS + ch.rank, area_out, cand_d, tp, ignored)
 
 
 class StreamingCocoEval:
