@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import MINI, fixture_path, run_script
 
@@ -320,6 +321,64 @@ def test_coco_bench_times_the_engines_and_compares_their_stats(tmp_path, capsys)
     assert report["pace_images_per_s"] == 4000 and sent["send_loop_s"] >= 24 / 4000  # batches at a pipeline's rate
     assert "stream" in capsys.readouterr().out
     assert run_main(bench_eval_throughput.main, ["--coco-bench", "-1", "--out", str(tmp_path / "x.json")]) == 2
+
+
+def _jittered_results(instances: Path, seed: int) -> list[dict]:
+    """COCO results for an instances file's images: each annotation's box, jittered, a few times, some in another
+    category, with random scores."""
+    rng = np.random.default_rng(seed)
+    data = json.loads(instances.read_text())
+    cats = [c["id"] for c in data["categories"]]
+    out = []
+    for a in data["annotations"]:
+        for _ in range(int(rng.integers(1, 4))):
+            box = np.asarray(a["bbox"], float) + rng.normal(0, 0.1, 4) * np.asarray(a["bbox"], float)[[2, 3, 2, 3]]
+            cat = a["category_id"] if rng.random() < 0.8 else int(rng.choice(cats))
+            out.append(
+                {"image_id": a["image_id"], "category_id": cat, "bbox": box.round(2).tolist(), "score": rng.random()}
+            )
+    return out
+
+
+def test_coco_bench_on_given_detections_repeats_them_with_their_images(tmp_path) -> None:
+    """--coco-bench-detections: each of the N images gets the given detections of the image it repeats; the
+    streamed engines' stats equal pycocotools' on them."""
+    import bench_eval_throughput
+
+    from common.core.cli import run_main
+
+    instances = MINI / "annotations" / "instances_val2017.json"
+    results = _jittered_results(instances, 3)
+    given = tmp_path / "detections.json"
+    given.write_text(json.dumps(results))
+    out = tmp_path / "coco.json"
+    args = ["--coco-bench", "30", "--batch-sizes", "4", "--instances", str(instances), "--out", str(out)]
+    engines = ["--coco-bench-engines", "stream", "stream-process", "pycocotools"]
+    assert run_main(bench_eval_throughput.main, [*args, *engines, "--coco-bench-detections", str(given)]) == 0
+    report = json.loads(out.read_text())
+    src = sorted(i["id"] for i in json.loads(instances.read_text())["images"])
+    per_image = {i: sum(r["image_id"] == i for r in results) for i in src}
+    assert report["detections"] == sum(per_image[src[k % len(src)]] for k in range(30))
+    assert report["detections_from"] == "given" and report["detections_file"] == str(given)
+    ref = report["engines"]["pycocotools"]["stats"]
+    for engine in ("stream", "stream-process"):
+        assert report["engines"][engine]["equals_pycocotools"] is True and report["engines"][engine]["stats"] == ref
+
+
+def test_coco_bench_refuses_detections_of_other_images_before_any_work(tmp_path, capsys) -> None:
+    import bench_eval_throughput
+
+    from common.core.cli import run_main
+
+    instances = MINI / "annotations" / "instances_val2017.json"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{"image_id": 987654321, "category_id": 1, "bbox": [1, 1, 5, 5], "score": 0.5}]))
+    out = tmp_path / "coco.json"
+    args = ["--coco-bench", "30", "--instances", str(instances), "--out", str(out), "--coco-bench-detections"]
+    assert run_main(bench_eval_throughput.main, [*args, str(other)]) == 2
+    assert "none of its 1 detections is of an image of" in capsys.readouterr().err
+    assert run_main(bench_eval_throughput.main, [*args, str(tmp_path / "missing.json")]) == 2
+    assert "--coco-bench-detections" in capsys.readouterr().err and not out.exists()
 
 
 class _LaneStub:

@@ -57,7 +57,7 @@ from common.core.cli import (
 from common.core.errors import UserError
 from common.core.results import atomic_write_json, check_output_paths, latency_stats, run_dir, sha256_file, stamp
 from common.core.sysinfo import cpu_seconds, run_metadata
-from common.data.coco import CocoDataset, load_coco, open_dataset
+from common.data.coco import CocoDataset, load_coco, open_dataset, results_to_rows
 from common.data.coco_bench import CocoBenchOptions, format_coco_bench, run_coco_bench
 from common.data.coco_partition import CPUS_PER_WORKER, MAX_WORKERS
 from common.eval.cli import DEFAULT_DATA_ROOT, loader_factory
@@ -65,6 +65,7 @@ from common.eval.pipeline import EvalOptions, default_workers, evaluate, warmup_
 from common.eval.protocols import Backend
 from common.ort.options import CUDA_EP, parse_provider_options
 from common.ort.session import OrtBackend
+from common.report.parity import load_detections
 from common.throughput.monitor import GpuMonitor
 
 STAGES = ("preprocess", "inference", "postprocess")
@@ -130,6 +131,15 @@ def _add_coco_bench_args(parser: argparse.ArgumentParser) -> None:
         metavar="W",
         help="--coco-bench: worker processes of stream-process, each with a share of the categories (default 0: "
         f"as many as the evaluator starts on this machine, one per {CPUS_PER_WORKER} cores up to {MAX_WORKERS})",
+    )
+
+    parser.add_argument(
+        "--coco-bench-detections",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="--coco-bench: a model's detections on the instances file's images (an eval run's detections.json), "
+        "each of the N images given those of the image it repeats, instead of synthetic ones (default: synthetic)",
     )
 
     parser.add_argument(
@@ -1159,8 +1169,19 @@ def coco_bench(args: argparse.Namespace) -> int:
     check_range("--coco-bench-workers", args.coco_bench_workers, 0)
     check_range("--coco-bench-pace", args.coco_bench_pace, 0)
     instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
-    check_output_paths({"--out": args.out}, {"--instances": instances})
+    given = args.coco_bench_detections
+    check_output_paths({"--out": args.out}, {"--instances": instances, "--coco-bench-detections": given})
     source = load_coco(instances)
+    detections = None
+    if given is not None:
+        if not given.is_file():
+            raise UserError(f"--coco-bench-detections {given}: no such file; give an eval run's detections.json")
+        detections = results_to_rows(load_detections(given))
+        if not np.isin(detections[:, 0], source.getImgIds()).any():
+            raise UserError(
+                f"--coco-bench-detections {given}: none of its {len(detections)} detections is of an image of "
+                f"{instances}; give the detections.json of an eval run on that instances file's images"
+            )
     out = args.out or run_dir("bench-eval") / "bench.json"
     opts = CocoBenchOptions(
         args.coco_bench,
@@ -1170,7 +1191,13 @@ def coco_bench(args: argparse.Namespace) -> int:
         pace=args.coco_bench_pace,
     )
     print(f"COCOeval bench: {args.coco_bench} images from {instances} ...", file=sys.stderr)
-    report = {"mode": "coco-bench", "instances": str(instances), "run": run_metadata(), **run_coco_bench(source, opts)}
+    report = {
+        "mode": "coco-bench",
+        "instances": str(instances),
+        "detections_file": str(given) if given is not None else None,
+        "run": run_metadata(),
+        **run_coco_bench(source, opts, detections),
+    }
     report["complete"] = True
     atomic_write_json(out, report)
     print(format_coco_bench(report))

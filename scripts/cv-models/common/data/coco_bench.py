@@ -3,7 +3,8 @@
 The ground truth is an instances file's annotations repeated under fresh image ids up to N images; each
 image gets ``per_image`` detections (the evaluator's rows, xywh rounded to 3 decimals and scores to 5):
 a few jittered copies of each annotation (mostly the right category, some wrong) and random boxes of
-low score for the rest, as a detector run at a low confidence threshold returns them.
+low score for the rest, as a detector run at a low confidence threshold returns them. Or, given a model's
+detections on the instances file's images (``repeated_rows``), each image gets those of the image it repeats.
 
 ``stream`` is fed batch by batch, as the evaluator feeds it: its matching would overlap inference, and
 only ``finish`` (accumulate + summarize) remains after the last batch. ``stream-process`` is the same
@@ -29,7 +30,14 @@ from common.data.coco import STAT_NAMES, faster_coco_eval_available, quiet_cocoe
 from common.data.coco_process import ProcessCocoEval
 from common.data.coco_stream import StreamingCocoEval
 
-__all__ = ["CocoBenchOptions", "format_coco_bench", "repeated_ground_truth", "run_coco_bench", "synthetic_rows"]
+__all__ = [
+    "CocoBenchOptions",
+    "format_coco_bench",
+    "repeated_ground_truth",
+    "repeated_rows",
+    "run_coco_bench",
+    "synthetic_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,25 @@ def synthetic_rows(coco: Any, per_image: int, seed: int = 0) -> dict[int, np.nda
     rng = np.random.default_rng(seed)
     cats = np.array(sorted(coco.getCatIds()), np.float64)
     return {i: _image_rows(coco, i, per_image, cats, rng) for i in sorted(coco.getImgIds())}
+
+
+def repeated_rows(source: Any, rows: np.ndarray, n_images: int) -> dict[int, np.ndarray]:
+    """``rows`` (the evaluator's rows, [N, 7], of ``source``'s images) for the images of
+    ``repeated_ground_truth(source, n_images)``: image k + 1 gets the rows of the source image it repeats, in
+    their order. ValueError where no row is of one of ``source``'s images."""
+    src = sorted(source.getImgIds())
+    order = np.argsort(rows[:, 0], kind="stable")
+    ids, starts = np.unique(rows[order, 0], return_index=True)
+    per_source = dict(zip(ids.astype(np.int64).tolist(), np.split(rows[order], starts[1:]), strict=True))
+    if not any(i in per_source for i in src):
+        raise ValueError("none of the detections is of an image of the instances file")
+    empty = np.zeros((0, 7), np.float64)
+    out = {}
+    for k in range(n_images):
+        r = per_source.get(src[k % len(src)], empty).copy()
+        r[:, 0] = k + 1
+        out[k + 1] = r
+    return out
 
 
 def _feed(ev: Any, ids: list[int], rows: dict[int, np.ndarray], batch: int, pace: float) -> float:
@@ -185,17 +212,22 @@ def _time_whole(coco: Any, ids: list[int], rows: dict[int, np.ndarray], engine: 
     }
 
 
-def run_coco_bench(source: Any, opts: CocoBenchOptions) -> dict[str, Any]:
-    """Every engine of ``opts.engines`` (faster-coco-eval where installed) on the same synthetic workload;
-    each one's seconds, stats, and whether the stats equal pycocotools' (``==``)."""
+def run_coco_bench(source: Any, opts: CocoBenchOptions, detections: np.ndarray | None = None) -> dict[str, Any]:
+    """Every engine of ``opts.engines`` (faster-coco-eval where installed) on the same workload: synthetic
+    detections, or ``detections`` (rows of ``source``'s images, ``repeated_rows``); each engine's seconds,
+    stats, and whether the stats equal pycocotools' (``==``)."""
     coco = repeated_ground_truth(source, opts.images)
-    rows = synthetic_rows(coco, opts.per_image, opts.seed)
+    if detections is None:
+        rows = synthetic_rows(coco, opts.per_image, opts.seed)
+    else:
+        rows = repeated_rows(source, detections, opts.images)
     ids = sorted(rows)
     report: dict[str, Any] = {
         "images": len(ids),
         "detections": int(sum(len(r) for r in rows.values())),
         "annotations": len(coco.dataset["annotations"]),
-        "per_image": opts.per_image,
+        "detections_from": "synthetic" if detections is None else "given",
+        "per_image": opts.per_image if detections is None else None,
         "batch_size": opts.batch_size,
         "pace_images_per_s": opts.pace,  # the batches' arrival rate for stream and stream-process (0: at once)
         "engines": {},
@@ -220,9 +252,11 @@ def run_coco_bench(source: Any, opts: CocoBenchOptions) -> dict[str, Any]:
 
 
 def format_coco_bench(report: dict[str, Any]) -> str:
+    given = report.get("detections_from") == "given"
     lines = [
         f"COCOeval on the CPU: {report['images']} images, {report['detections']} detections "
-        f"({report['per_image']} per image), {report['annotations']} annotations"
+        + ("(the given ones, repeated with their images)" if given else f"({report['per_image']} per image)")
+        + f", {report['annotations']} annotations"
         + (f"; streamed batches at {report['pace_images_per_s']:g} img/s" if report["pace_images_per_s"] else ""),
         f"{'engine':<18}{'after last batch s':>19}{'total s':>10}{'x pycocotools':>15}  {'AP':>8}  == pycocotools",
     ]
