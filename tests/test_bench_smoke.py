@@ -379,6 +379,10 @@ def test_coco_bench_refuses_detections_of_other_images_before_any_work(tmp_path,
     assert "none of its 1 detections is of an image of" in capsys.readouterr().err
     assert run_main(bench_eval_throughput.main, [*args, str(tmp_path / "missing.json")]) == 2
     assert "--coco-bench-detections" in capsys.readouterr().err and not out.exists()
+    other.write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [1, 1, 5], "score": 0.5}]))
+    assert run_main(bench_eval_throughput.main, [*args, str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "a detection is not image_id, category_id, bbox" in err and len(err.strip().splitlines()) == 1
 
 
 class _LaneStub:

@@ -1176,7 +1176,13 @@ def coco_bench(args: argparse.Namespace) -> int:
     if given is not None:
         if not given.is_file():
             raise UserError(f"--coco-bench-detections {given}: no such file; give an eval run's detections.json")
-        detections = results_to_rows(load_detections(given))
+        try:
+            detections = results_to_rows(load_detections(given))
+        except (TypeError, ValueError) as exc:
+            raise UserError(
+                f"--coco-bench-detections {given}: a detection is not image_id, category_id, bbox [x, y, w, h] and "
+                f"score as numbers ({exc}); give an eval run's detections.json"
+            ) from exc
         if not np.isin(detections[:, 0], source.getImgIds()).any():
             raise UserError(
                 f"--coco-bench-detections {given}: none of its {len(detections)} detections is of an image of "
