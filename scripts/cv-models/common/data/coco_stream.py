@@ -153,17 +153,32 @@ class _Chunk:
     score: np.ndarray
 
 
+def _chunk_order(img: np.ndarray, slot: np.ndarray, k: np.ndarray, score: np.ndarray, n_cats: int) -> np.ndarray:
+    """The order of a chunk's detections by (image rank ``img``, category ``k``, score descending), equal scores
+    in their given order (pycocotools' stable sort). The rows come image by image; ``slot`` is each one's
+    image's place in rank order within the chunk. Where every image's rows are sorted by score already (the
+    evaluator's are), one stable sort on a small (image, category) key gives that order; else a full one."""
+    same_image = img[1:] == img[:-1]
+    if np.any(same_image & ~(score[1:] <= score[:-1])):  # a rise, or a NaN, within an image
+        return np.lexsort((-score, k, img))
+    key = slot * max(1, n_cats) + k
+    small = len(key) == 0 or int(key.max()) < np.iinfo(np.int16).max
+    return np.argsort(key.astype(np.int16) if small else key, kind="stable")  # int16: a radix sort
+
+
 def _chunk_detections(gt: GroundTruth, ranks: list[int], rows_list: list[np.ndarray]) -> _Chunk:
     """The scored detections of a chunk: known category with counted ground truth, first 100 per
     (image, category) by score (a stable sort, as pycocotools)."""
     rows = np.concatenate([np.asarray(r, np.float64).reshape(-1, 7) for r in rows_list])
-    img = np.repeat(np.asarray(ranks, np.int64), [len(r) for r in rows_list])
+    counts = [len(r) for r in rows_list]
+    img = np.repeat(np.asarray(ranks, np.int64), counts)
+    slot = np.repeat(np.argsort(np.argsort(np.asarray(ranks, np.int64))), counts)
     n_cats = len(gt.cat_ids)
     k = category_index(gt.cat_ids, rows[:, 6])
     keep = (k >= 0) & (gt.counted[np.maximum(k, 0), 0] > 0) if n_cats else np.zeros(len(rows), bool)
-    rows, img, k = rows[keep], img[keep], k[keep]
+    rows, img, slot, k = rows[keep], img[keep], slot[keep], k[keep]
     score = rows[:, 5]
-    order = np.lexsort((-score, k, img))
+    order = _chunk_order(img, slot, k, score, n_cats)
     group = (img * n_cats + k)[order]
     first = np.r_[True, group[1:] != group[:-1]] if len(group) else np.zeros(0, bool)
     starts = np.flatnonzero(first)
