@@ -134,6 +134,8 @@ def test_workers_run_one_blas_thread_whatever_the_environment_says(mini_coco, mo
     ev.start()
     try:
         assert ev._sender is not None and ev._sender.spawned.wait(30)
+        # its "ready" (sent once it runs, after the exec): /proc shows the worker's own environment, not its parent's
+        assert ev._workers[0].conn.poll(30)
         with open(f"/proc/{ev._workers[0].proc.pid}/environ", "rb") as f:
             env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
         assert env[b"OPENBLAS_NUM_THREADS"] == b"1"
