@@ -206,6 +206,15 @@ def test_large_pipelined_runs_match_in_the_worker_process(mini_coco, monkeypatch
     monkeypatch.setattr(coco_process, "available_cpus", lambda: 32)  # two workers share the categories
     events: list[str] = []
     warmup, start = pipeline.warmup, coco_process.ProcessCocoEval.start
+    loaders, index = pipeline._loaders, coco_process.prepare_ground_truth
+
+    def recorded_loaders(*args: Any, **kwargs: Any) -> Any:
+        events.append("loaders")
+        return loaders(*args, **kwargs)
+
+    def recorded_index(*args: Any, **kwargs: Any) -> Any:
+        events.append("ground truth")
+        return index(*args, **kwargs)
 
     def recorded_warmup(*args: Any, **kwargs: Any) -> int:
         events.append("warm-up")
@@ -216,10 +225,13 @@ def test_large_pipelined_runs_match_in_the_worker_process(mini_coco, monkeypatch
         start(self)
 
     monkeypatch.setattr(pipeline, "warmup", recorded_warmup)
+    monkeypatch.setattr(pipeline, "_loaders", recorded_loaders)
+    monkeypatch.setattr(coco_process, "prepare_ground_truth", recorded_index)
     monkeypatch.setattr(coco_process.ProcessCocoEval, "start", recorded_start)
     t = _pipeline_matches_pycocotools(dataclasses.replace(mini_coco, image_ids=mini_coco.image_ids[:8]), 2)
-    # the workers boot after the warm-up and the loaders, never beside them; once
-    assert events[:2] == ["warm-up", "workers"] and events.count("workers") == 1
+    # the loaders start first (their processes boot while the ground truth is indexed); the workers boot after
+    # the warm-up and the loaders, never beside them; once
+    assert events[:4] == ["loaders", "ground truth", "warm-up", "workers"] and events.count("workers") == 1
     assert t["coco_eval_runs_in"] == "process" and t["coco_eval_worker_start_s"] > 0
     assert t["coco_eval_feed_s"] >= 0 and t["coco_eval_workers"] == 2 and t["coco_eval_worker_accumulate_s"] > 0
     # each worker's CPU since it started (an interpreter's start-up alone takes some), the two together

@@ -620,11 +620,11 @@ def evaluate(
     lane_timed = isinstance(backend, LaneTiming)
     lone = not sequential and lane_timed and backend.gpu_overlap  # latency from a lone batch (the latency pass)
     latency_runs = opts.latency_runs or (AUTO_LATENCY_RUNS if lone else 0)
-    # loader processes boot while the backend warms up
+    # the loaders first: their processes boot while the ground truth is indexed and the backend warms up
     t_open = time.perf_counter()
     with (
-        _coco_feed(dataset, engine, sequential) as coco,
         _loaders(opts, dataset, size, window, (depth + 2) * batch_size, loader_factory) as loaders,
+        _coco_feed(dataset, engine, sequential) as coco,
     ):
         runs, start = _warm_up(backend, loaders, coco, len(ids), batch_size, size, opts.warmup_runs, t_open)
         lane_start = len(backend.gpu_ms) if lane_timed else 0
