@@ -4,6 +4,8 @@ plain detections in any order. Expected values are worked out by hand here, or c
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from test_coco_stream import by_image, pycocotools_eval, random_case, streamed
@@ -39,14 +41,18 @@ def test_count_code_is_the_area_bits_times_three_plus_the_first_max_dets_it_coun
         assert codes.tolist() == [bits * 3 + m for m in (0, 1, 1, 2, 2)]
 
 
+def _cases(rng: np.random.Generator, n: int) -> Iterator[tuple[Any, np.ndarray, list[int]]]:
+    """Of ``n`` random cases (``random_case``), those with detections: ground truth, rows, every image id."""
+    for _ in range(n):
+        coco, rows = random_case(rng)
+        if len(rows):
+            yield coco, rows, sorted(coco.getImgIds())
+
+
 def test_accumulation_reads_the_plain_detections_in_any_order() -> None:
     rng = np.random.default_rng(5)
     checked = 0
-    for _ in range(40):
-        coco, rows = random_case(rng)
-        ids = sorted(coco.getImgIds())
-        if not len(rows):
-            continue
+    for coco, rows, ids in _cases(rng, 40):
         ev = streamed(coco, by_image(rows), ids, ids, 2, int(rng.integers(1, 200)))
         s = ev.scored()
         if len(s.plain_score) < 2:
@@ -85,11 +91,7 @@ def test_rows_sorted_by_score_in_each_image_are_ordered_as_pycocotools_sorts_the
 def test_rows_sorted_by_score_per_image_match_pycocotools() -> None:
     rng = np.random.default_rng(29)
     checked = 0
-    for _ in range(60):
-        coco, rows = random_case(rng)
-        ids = sorted(coco.getImgIds())
-        if not len(rows):
-            continue
+    for coco, rows, ids in _cases(rng, 60):
         per_image = {i: r[np.argsort(-r[:, 5], kind="stable")] for i, r in by_image(rows).items()}
         ordered = np.concatenate(list(per_image.values()))
         ref = pycocotools_eval(coco, ordered, ids)
