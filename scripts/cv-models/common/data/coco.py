@@ -38,6 +38,7 @@ __all__ = [
     "read_id_list",
     "resolve_coco_engine",
     "results_to_rows",
+    "rows_by_image",
     "rows_to_dicts",
     "select_image_ids",
     "stats_table",
@@ -465,14 +466,20 @@ def results_to_rows(results: list[dict[str, Any]]) -> np.ndarray:
     return rows
 
 
+def rows_by_image(rows: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+    """``coco_rows``' [N, 7] rows grouped per image: the image ids (ascending) and each one's rows, in the
+    order given."""
+    order = np.argsort(rows[:, 0], kind="stable")
+    ids, starts = np.unique(rows[order, 0], return_index=True)
+    return [int(i) for i in ids], np.split(rows[order], starts[1:])
+
+
 def _stream_eval(coco: Any, rows: np.ndarray, image_ids: Sequence[int]) -> np.ndarray:
     """The streamed evaluation over results given at once: rows grouped per image, in the order given."""
     from common.data.coco_stream import StreamingCocoEval
 
     ev = StreamingCocoEval(coco, image_ids)
-    order = np.argsort(rows[:, 0], kind="stable")
-    ids, starts = np.unique(rows[order, 0], return_index=True)
-    ev.add([int(i) for i in ids], np.split(rows[order], starts[1:]))
+    ev.add(*rows_by_image(rows))
     return ev.finish()
 
 

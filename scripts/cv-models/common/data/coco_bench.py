@@ -26,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from common.data.coco import STAT_NAMES, faster_coco_eval_available, quiet_cocoeval, rows_to_dicts
+from common.data.coco import (
+    STAT_NAMES,
+    faster_coco_eval_available,
+    quiet_cocoeval,
+    rows_by_image,
+    rows_to_dicts,
+)
 from common.data.coco_process import ProcessCocoEval
 from common.data.coco_stream import StreamingCocoEval
 
@@ -99,13 +105,9 @@ def synthetic_rows(coco: Any, per_image: int, seed: int = 0) -> dict[int, np.nda
 def repeated_rows(source: Any, rows: np.ndarray, n_images: int) -> dict[int, np.ndarray]:
     """``rows`` (the evaluator's rows, [N, 7], of ``source``'s images) for the images of
     ``repeated_ground_truth(source, n_images)``: image k + 1 gets the rows of the source image it repeats, in
-    their order. ValueError where no row is of one of ``source``'s images."""
+    their order (none where it has none)."""
     src = sorted(source.getImgIds())
-    order = np.argsort(rows[:, 0], kind="stable")
-    ids, starts = np.unique(rows[order, 0], return_index=True)
-    per_source = dict(zip(ids.astype(np.int64).tolist(), np.split(rows[order], starts[1:]), strict=True))
-    if not any(i in per_source for i in src):
-        raise ValueError("none of the detections is of an image of the instances file")
+    per_source = dict(zip(*rows_by_image(rows), strict=True))
     empty = np.zeros((0, 7), np.float64)
     out = {}
     for k in range(n_images):
