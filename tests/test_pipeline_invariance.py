@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-
 import pytest
 from conftest import DEMO_MODEL, fixture_path
 
 from common.core.errors import UserError
 from common.eval.pipeline import EvalOptions, evaluate
-from common.eval.protocols import AnyOrderCompletion
 from common.ort.session import OrtBackend
-from common.throughput.lanes import LanePool
 
 
 def run(backend, dataset, **kw):
@@ -67,57 +63,6 @@ def test_async_backend_gets_the_same_results(mini_coco) -> None:
     got = run(AsyncWrapper(inner), mini_coco, workers=2)
     assert got.timings["mode"] == "pipelined-async"
     assert got.detections == ref.detections
-
-
-class HeldFirstBatch(AsyncWrapper):
-    """An ``AnyOrderCompletion`` backend whose first batch finishes only once ``hold`` more batches were
-    submitted after it: a pipeline that waits for its oldest batch first times out on it."""
-
-    max_in_flight = 3
-
-    def __init__(self, inner: OrtBackend, hold: int) -> None:
-        super().__init__(inner)
-        self.hold, self.futures, self.finished = hold, [], []
-
-    def submit(self, batch):
-        fut = cf.Future()
-        self.futures.append(fut)
-        if len(self.futures) > 1:
-            fut.set_result(self.inner.infer(batch))
-        else:
-            self.first = batch.copy()
-        if len(self.futures) == 1 + self.hold:
-            self.futures[0].set_result(self.inner.infer(self.first))
-        return fut
-
-    def wait(self, token):
-        self.finished.append(self.futures.index(token))
-        return token.result(timeout=10)
-
-    def first_done(self, tokens):
-        return LanePool.first_done(tokens)
-
-
-def test_batches_are_taken_as_they_finish(mini_coco) -> None:
-    inner = OrtBackend(str(DEMO_MODEL), ["CPUExecutionProvider"])
-    ref = run(inner, mini_coco, workers=2)
-    backend = HeldFirstBatch(inner, hold=HeldFirstBatch.max_in_flight + 2)
-    assert isinstance(backend, AnyOrderCompletion)
-    got = run(backend, mini_coco, workers=2)
-    assert got.timings["mode"] == "pipelined-async"
-    assert backend.finished[:4] == [1, 2, 3, 0]  # the later batches went through while the first ran
-    assert sorted(backend.finished) == list(range(len(backend.futures)))
-    assert got.detections == ref.detections and got.stats == ref.stats
-
-
-def test_first_done_is_the_oldest_finished() -> None:
-    a, b, c = cf.Future(), cf.Future(), cf.Future()
-    c.set_result(None)
-    assert LanePool.first_done([a, b, c]) == 2
-    b.set_result(None)
-    assert LanePool.first_done([a, b, c]) == 1
-    a.set_result(None)
-    assert LanePool.first_done([a, b, c]) == 0
 
 
 def test_static_batch_model_rejects_batch_above_one(mini_coco) -> None:

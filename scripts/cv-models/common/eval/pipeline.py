@@ -55,7 +55,6 @@ from common.eval.options import (
     resolve_warmup_runs,
 )
 from common.eval.protocols import (
-    AnyOrderCompletion,
     AsyncBackend,
     Backend,
     Batch,
@@ -467,20 +466,11 @@ def _run_async(backend: AsyncBackend, stages: _Stages, ids: list[int], batch_siz
         in_flight.append((backend.submit(batch), metas, t0))
         del batch
         while len(in_flight) >= depth:
-            _finish_next(backend, stages, in_flight)
+            token, done_metas, t_sub = in_flight.popleft()
+            stages.finish(done_metas, backend.wait(token), t_sub)
     while in_flight:
-        _finish_next(backend, stages, in_flight)
-
-
-def _finish_next(
-    backend: AsyncBackend, stages: _Stages, in_flight: deque[tuple[Any, list[tuple[int, LetterboxMeta]], float]]
-) -> None:
-    """Take one submitted batch out of ``in_flight`` and finish it: the oldest, or for an ``AnyOrderCompletion``
-    backend the oldest of those done (a batch still running then holds back no other)."""
-    i = backend.first_done([t for t, _, _ in in_flight]) if isinstance(backend, AnyOrderCompletion) else 0
-    token, metas, t_sub = in_flight[i]
-    del in_flight[i]
-    stages.finish(metas, backend.wait(token), t_sub)
+        token, done_metas, t_sub = in_flight.popleft()
+        stages.finish(done_metas, backend.wait(token), t_sub)
 
 
 def load_window(workers: int, batch_size: int, prefetch_batches: int) -> int:

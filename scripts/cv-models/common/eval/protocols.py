@@ -29,7 +29,6 @@ from common.data.images import LetterboxMeta
 from common.model.yolov10 import Detections
 
 __all__ = [
-    "AnyOrderCompletion",
     "AsyncBackend",
     "Backend",
     "Batch",
@@ -160,18 +159,6 @@ class AsyncBackend(Backend, Protocol):
 
     def wait(self, token: Any) -> list[np.ndarray]:
         """The outputs of the batch that ``submit`` returned ``token`` for."""
-        ...
-
-
-@runtime_checkable
-class AnyOrderCompletion(Protocol):
-    """An ``AsyncBackend`` whose batches may finish in any order (several lanes): the pipeline takes each batch
-    as it finishes, so one batch still running never keeps the next ones from being submitted to lanes that are
-    free. The results do not depend on it: rows are gathered per image, in image-id order."""
-
-    def first_done(self, tokens: Sequence[Any]) -> int:
-        """The index in ``tokens`` (``submit``'s, oldest first) of a batch that has finished, waiting until one
-        has; the oldest of those finished."""
         ...
 
 

@@ -170,10 +170,6 @@ class LaneBackend:
     def wait(self, token: cf.Future[list[Any]]) -> list[Any]:
         return self._lanes.wait(token)
 
-    def first_done(self, tokens: Sequence[cf.Future[list[Any]]]) -> int:
-        """``AnyOrderCompletion``: the oldest of ``tokens`` whose batch has finished, waiting for one."""
-        return self._lanes.first_done(tokens)
-
     def infer(self, batch: Any) -> list[Any]:
         return self.wait(self.submit(batch))
 

@@ -357,14 +357,6 @@ class LanePool:
     def wait(self, token: cf.Future[Any]) -> Any:
         return token.result()
 
-    @staticmethod
-    def first_done(tokens: Sequence[cf.Future[Any]]) -> int:
-        """The index of the oldest of ``tokens`` (``submit``'s, oldest first) that is done, waiting for one."""
-        if tokens[0].done():
-            return 0
-        done, _ = cf.wait(tokens, return_when=cf.FIRST_COMPLETED)
-        return next(i for i, token in enumerate(tokens) if token in done)
-
     def reset_timings(self) -> None:
         with self._lock:
             self.gpu_ms.clear()
