@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from test_coco_stream import by_image, pycocotools_eval, random_case
 
-from common.data.coco_accumulate import summarize
+from common.data import coco_partition
+from common.data.coco_accumulate import accumulate, summarize
 from common.data.coco_partition import (
+    accumulate_forked,
     accumulate_split,
     auto_workers,
     partition_categories,
@@ -86,17 +88,68 @@ def test_worker_processes_sharing_categories_give_pycocotools_stats(workers: int
         done += 1
 
 
-def test_a_worker_accumulating_on_threads_gives_pycocotools_stats() -> None:
-    rng = np.random.default_rng(71)
+def _case_with_rows(seed: int) -> tuple[Any, np.ndarray]:
+    rng = np.random.default_rng(seed)
     coco, rows = random_case(rng, n_cats=(5, 8))
-    while not len(rows):
+    while not len(rows) or int((prepare_ground_truth(coco, sorted(coco.getImgIds())).counted > 0).any(1).sum()) < 4:
         coco, rows = random_case(rng, n_cats=(5, 8))
+    return coco, rows
+
+
+def test_a_worker_accumulating_in_forked_processes_gives_pycocotools_stats() -> None:
+    coco, rows = _case_with_rows(71)
     ids = sorted(coco.getImgIds())
     ev = ProcessCocoEval(coco, ids, chunk_rows=50, workers=1)
-    ev.accumulate_threads = 3  # as on a machine with cores to spare
+    ev.accumulate_parts = 4  # as on a machine with cores to spare
     for part, rows_list in _batches(by_image(rows), ids, 2):
         ev.add(part, rows_list)
     assert ev.finish().tolist() == pycocotools_eval(coco, rows, ids).stats.tolist()
+    # the worker's reader thread is done before it accumulates, so it forks where the system can
+    assert ev.accumulated_in == ("processes" if hasattr(os, "fork") else "threads")
+
+
+def _scored(coco: Any, rows: np.ndarray) -> tuple[Any, np.ndarray]:
+    ev = StreamingCocoEval(coco, sorted(coco.getImgIds()), chunk_rows=40)
+    ids = sorted(coco.getImgIds())
+    for part, rows_list in _batches(by_image(rows), ids, 2):
+        ev.add(part, rows_list)
+    return ev.scored(), ev.gt.counted
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_forked_accumulation_gives_the_same_arrays(monkeypatch) -> None:
+    monkeypatch.setattr(coco_partition, "can_fork", lambda: True)  # pytest may have threads of its own running
+    for seed in (3, 5, 8):
+        s, counted = _scored(*_case_with_rows(seed))
+        ref = accumulate(s, counted)
+        got, how = accumulate_forked(s, counted, 4)
+        assert how == "processes"
+        assert all(np.array_equal(g, r) for g, r in zip(got, ref, strict=True))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_forked_accumulation_falls_back_to_threads(monkeypatch) -> None:
+    s, counted = _scored(*_case_with_rows(4))
+    ref = accumulate(s, counted)
+    monkeypatch.setattr(coco_partition, "can_fork", lambda: False)  # another thread is running
+    got, how = accumulate_forked(s, counted, 4)
+    assert how == "threads" and all(np.array_equal(g, r) for g, r in zip(got, ref, strict=True))
+    monkeypatch.setattr(coco_partition, "can_fork", lambda: True)
+    assert accumulate_forked(s, counted, 3)[1] == "threads"  # too few parts to pay for the forks
+    monkeypatch.setattr(coco_partition, "_accumulate_child", lambda *a: os._exit(3))  # a child dies
+    got, how = accumulate_forked(s, counted, 4)
+    assert how == "threads" and all(np.array_equal(g, r) for g, r in zip(got, ref, strict=True))
+
+
+def test_can_fork_only_with_one_thread() -> None:
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert not coco_partition.can_fork()
+    finally:
+        stop.set()
+        t.join()
 
 
 def test_one_thread_sends_to_every_worker(mini_coco) -> None:

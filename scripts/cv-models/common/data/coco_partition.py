@@ -7,15 +7,19 @@ by score, ties in image order). So each worker can be given a share of the categ
 the detections of its categories and drops the rest; it returns its categories' slices of pycocotools'
 precision and recall arrays, which ``scatter`` puts back into the full arrays. The same split, over the
 detections already matched (``subset_scored``), lets one worker accumulate its share on several threads at
-once (``accumulate_split``; NumPy releases the GIL in its array work). Only categories with counted
-ground truth are shared out: every other category's precision and recall are -1 whatever its detections.
+once (``accumulate_split``; NumPy releases the GIL in its array work), or on several forked processes
+(``accumulate_forked``). Only categories with counted ground truth are shared out: every other category's
+precision and recall are -1 whatever its detections.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import multiprocessing as mp
 import os
+import threading
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 
 import numpy as np
 
@@ -25,6 +29,7 @@ from common.data.coco_stream import GroundTruth
 __all__ = [
     "CPUS_PER_WORKER",
     "MAX_WORKERS",
+    "accumulate_forked",
     "accumulate_split",
     "auto_workers",
     "available_cpus",
@@ -136,3 +141,54 @@ def accumulate_split(s: Scored, counted: np.ndarray, threads: int) -> tuple[np.n
     with cf.ThreadPoolExecutor(len(groups), thread_name_prefix="coco-accumulate") as pool:
         parts = list(pool.map(one, groups))
     return scatter(len(counted), counted.shape[1], parts)
+
+
+# parts at least for ``accumulate_forked`` to fork: with fewer, forking costs about what the processes save (on an
+# H100 host's CPU, two forked parts took as long as two threads, four 199 ms against 248; docs/performance.md)
+MIN_FORKED_PARTS = 4
+
+
+def can_fork() -> bool:
+    """Whether ``accumulate_forked`` forks here: a POSIX system, and no thread but this one in the process (a
+    fork copies only the calling thread, and whatever lock another one holds stays held in the child)."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def _accumulate_child(s: Scored, counted: np.ndarray, cats: np.ndarray, conn: Connection) -> None:
+    conn.send((cats, *accumulate(subset_scored(s, cats, len(counted)), counted[cats])))
+    conn.close()
+
+
+def accumulate_forked(s: Scored, counted: np.ndarray, processes: int) -> tuple[tuple[np.ndarray, np.ndarray], str]:
+    """``accumulate(s, counted)``, the categories shared out over ``processes`` forked copies of this process,
+    which hold ``s`` already (nothing is copied to them; each sends back only its slices), and how it ran:
+    "processes", or "threads" (``accumulate_split``) for fewer than ``MIN_FORKED_PARTS`` parts, where this
+    process can't fork (``can_fork``), or where a child could not start or died. The same arrays either way.
+    Forked processes have memory of their own, so their page faults and their interpreters never wait on one
+    another as threads do."""
+    groups = partition_categories(counted, processes)
+    if len(groups) < MIN_FORKED_PARTS or not can_fork():
+        return accumulate_split(s, counted, processes), "threads"
+    ctx = mp.get_context("fork")
+    children: list[tuple[mp.process.BaseProcess, Connection]] = []
+    parts = None
+    try:
+        for cats in groups:
+            receive, send = ctx.Pipe(duplex=False)
+            child = ctx.Process(target=_accumulate_child, args=(s, counted, cats, send), daemon=True)
+            children.append((child, receive))
+            child.start()
+            send.close()
+        parts = [receive.recv() for _, receive in children]
+    except (OSError, EOFError):
+        parts = None  # a child could not start, or died before it replied: the threads do it all
+    finally:
+        for child, receive in children:
+            receive.close()
+            if child.pid is not None:
+                if parts is None:
+                    child.kill()
+                child.join()
+    if parts is None:
+        return accumulate_split(s, counted, processes), "threads"
+    return scatter(len(counted), counted.shape[1], parts), "processes"

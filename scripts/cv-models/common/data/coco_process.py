@@ -6,11 +6,12 @@ never forks of a process holding inference threads), each owning a share of the 
 one thread of its own (``_Sender``), so the caller goes on at once. ``add`` hands that thread each batch
 as it came (the image ids and each image's rows), and returns: the thread gathers the rows into one [N, 7]
 array and sends each worker the rows of its categories (``category_index``), each image's count of them and
-every image id. The workers match as the batches come (``StreamingCocoEval``) and
-at ``finish`` accumulate their categories side by side, each on up to ``MAX_ACCUMULATE_THREADS`` threads (its
-share of the cores), returning only their slices of the precision and recall arrays; this process puts them
-together and summarises, so the 12 stats are the streamed evaluation's, equal to pycocotools'. A worker
-error is one line (RuntimeError); if this process dies, the workers read the end of their sockets and exit.
+every image id. The workers match as the batches come (``StreamingCocoEval``) and at ``finish`` accumulate
+their categories side by side, each in up to ``MAX_ACCUMULATE_PARTS`` forked copies of itself (its share of
+the cores; threads where it can't fork), returning only their slices of the precision and recall arrays;
+this process puts them together and summarises, so the 12 stats are the streamed evaluation's, equal to
+pycocotools'. A worker error is one line (RuntimeError); if this process dies, the workers read the end of
+their sockets and exit.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from common.core.children import child_env
 from common.data.coco_accumulate import summarize
 from common.data.coco_partition import (
-    accumulate_split,
+    accumulate_forked,
     auto_workers,
     available_cpus,
     partition_categories,
@@ -52,7 +53,9 @@ PROCESS_MIN_IMAGES = 1000  # selections this large match in worker processes on 
 # the workers' CPU priority below this process's (nice): their matching has slack until the last batch, so
 # they never take a core from the loaders or the inference threads that the run waits on
 WORKER_NICE = 10
-MAX_ACCUMULATE_THREADS = 4  # threads a worker accumulates its categories on, at most
+# forked processes (threads where it can't fork) a worker accumulates its categories in, at most: after the last
+# batch, when the run no longer needs the cores
+MAX_ACCUMULATE_PARTS = 8
 
 
 # glibc malloc (ignored elsewhere): the worker's large NumPy temporaries come from a heap it keeps, not from fresh
@@ -222,8 +225,9 @@ class ProcessCocoEval:
         # rows a worker matches together: its share of ``chunk_rows``, as it is sent only its share of the rows, so
         # it matches as often as one sent every row would, and the rows left at ``finish`` stay as few
         self._chunk_rows = max(1, chunk_rows // self.workers)
-        # threads each worker accumulates on after the last batch, when the run no longer needs the cores
-        self.accumulate_threads = max(1, min(MAX_ACCUMULATE_THREADS, available_cpus() // self.workers))
+        # parts each worker accumulates in after the last batch, when the run no longer needs the cores
+        self.accumulate_parts = max(1, min(MAX_ACCUMULATE_PARTS, available_cpus() // self.workers))
+        self.accumulated_in = ""  # "processes" or "threads": how the workers' parts ran (known at ``finish``)
         self._t0 = 0.0
         self._sender: _Sender | None = None
 
@@ -244,7 +248,7 @@ class ProcessCocoEval:
         env = child_env(WORKER_MALLOC_ENV, **WORKER_THREAD_ENV)
         for cats in self.groups:
             workers.append(_Worker(env))
-            workers[-1].send(("gt", subset_ground_truth(self.gt, cats), self._chunk_rows, self.accumulate_threads))
+            workers[-1].send(("gt", subset_ground_truth(self.gt, cats), self._chunk_rows, self.accumulate_parts))
 
     def _route(self, msg: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """A "rows" message (``add``'s image ids and rows per image) as one message per worker: every image
@@ -290,7 +294,7 @@ class ProcessCocoEval:
         self.feed_cpu_seconds += time.thread_time() - c0
 
     def _result(self, w: _Worker) -> tuple[Any, ...]:
-        """One worker's reply to ``finish``: ("done", precision, recall, match s, accumulate s, CPU s)."""
+        """One worker's reply to ``finish``: ("done", precision, recall, match s, accumulate s, CPU s, how)."""
         reply = w.recv()
         if reply[0] == "ready":
             self.start_seconds = max(self.start_seconds, reply[1] - self._t0)
@@ -310,11 +314,12 @@ class ProcessCocoEval:
             self._check_sender()
             parts = []
             for w, cats in zip(self._workers, self.groups, strict=True):
-                _, precision, recall, match_s, accumulate_s, cpu_s = self._result(w)
+                _, precision, recall, match_s, accumulate_s, cpu_s, how = self._result(w)
                 parts.append((cats, precision, recall))
                 self.match_seconds += match_s
                 self.worker_cpu_seconds += cpu_s
                 self.accumulate_seconds = max(self.accumulate_seconds, accumulate_s)
+                self.accumulated_in = "threads" if "threads" in (how, self.accumulated_in) else how
         finally:
             self.close()
         return scatter(len(self.gt.cat_ids), self.gt.counted.shape[1], parts)
@@ -336,38 +341,46 @@ class ProcessCocoEval:
 
 
 def _reader(conn: Connection, inbox: queue.SimpleQueue[tuple[Any, ...] | None]) -> None:
-    """Drain the socket while the matching runs, so the sender's ``add`` never waits on it."""
+    """Drain the socket while the matching runs, so the sender's ``add`` never waits on it; done after
+    ``finish``, the last message."""
     try:
         while True:
             msg = conn.recv()
             if msg[0] == "rows":
                 msg = (*msg, np.frombuffer(conn.recv_bytes(), np.float64).reshape(-1, 7))
             inbox.put(msg)
+            if msg[0] == "finish":
+                return
     except (EOFError, OSError):
         inbox.put(None)
 
 
-def _finished(ev: StreamingCocoEval, threads: int) -> tuple[Any, ...]:
-    """The worker's reply to ``finish``: its categories' precision and recall (accumulated on ``threads``
-    threads), its matching and accumulation seconds, and its CPU seconds since it started."""
+def _finished(ev: StreamingCocoEval, parts: int) -> tuple[Any, ...]:
+    """The worker's reply to ``finish``: its categories' precision and recall (accumulated in ``parts`` forked
+    processes, or threads), its matching and accumulation seconds, its CPU seconds since it started (its
+    forked processes' too), and how the parts ran."""
     ev.flush()
     t0 = time.perf_counter()
-    precision, recall = accumulate_split(ev.scored(), ev.gt.counted, threads)
-    return ("done", precision, recall, ev.match_seconds, time.perf_counter() - t0, time.process_time())
+    (precision, recall), how = accumulate_forked(ev.scored(), ev.gt.counted, parts)
+    cpu = os.times()
+    cpu_s = cpu.user + cpu.system + cpu.children_user + cpu.children_system
+    return ("done", precision, recall, ev.match_seconds, time.perf_counter() - t0, cpu_s, how)
 
 
 def _serve(conn: Connection) -> None:
     """The worker: match each batch as it comes; at ``finish``, reply ``_finished`` or an error."""
     sys.setswitchinterval(0.001)  # the reader gets the GIL back soon while the matching holds it
-    _, gt, chunk_rows, threads = conn.recv()
+    _, gt, chunk_rows, parts = conn.recv()
     ev = StreamingCocoEval.from_ground_truth(gt, chunk_rows) if isinstance(gt, GroundTruth) else None
     conn.send(("ready", time.time()))
     inbox: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-    threading.Thread(target=_reader, args=(conn, inbox), daemon=True).start()
+    reader = threading.Thread(target=_reader, args=(conn, inbox), daemon=True)
+    reader.start()
     error = None if ev is not None else "the ground truth message is not a GroundTruth"
     while (msg := inbox.get()) is not None:
         if msg[0] == "finish":
-            conn.send(("error", error) if error or ev is None else _finished(ev, threads))
+            reader.join()  # done reading: the accumulation may fork this process, which then has one thread
+            conn.send(("error", error) if error or ev is None else _finished(ev, parts))
             return
         if error is not None or ev is None or not len(msg[2]):
             continue

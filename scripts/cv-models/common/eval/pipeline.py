@@ -568,8 +568,8 @@ def _coco_timings(feed: CocoFeed | None) -> dict[str, Any]:
     """The streamed matching's record: where it ran (``process``, ``thread``, ``inline``; None: not streamed),
     its seconds (mostly during the run; the workers' together), and for worker processes how many ran, this
     process's seconds handing batches over, the workers' start to ready (during the warm-up) and the slowest
-    worker's accumulation (after the last batch, the workers side by side, each on ``accumulate_threads``
-    threads)."""
+    worker's accumulation (after the last batch, the workers side by side, each in ``accumulate_parts`` forked
+    processes, or threads where it can't fork: ``accumulated_in``)."""
     kinds = {ProcessCocoEval: "process", BackgroundCocoEval: "thread", StreamingCocoEval: "inline"}
     return {
         "coco_eval_match_s": feed.match_seconds if feed is not None else None,
@@ -579,7 +579,8 @@ def _coco_timings(feed: CocoFeed | None) -> dict[str, Any]:
         "coco_eval_workers": getattr(feed, "workers", None),
         "coco_eval_worker_accumulate_s": getattr(feed, "accumulate_seconds", None),
         "coco_eval_worker_cpu_s": getattr(feed, "worker_cpu_seconds", None),  # the worker processes' CPU, all of it
-        "coco_eval_accumulate_threads": getattr(feed, "accumulate_threads", None),
+        "coco_eval_accumulate_parts": getattr(feed, "accumulate_parts", None),
+        "coco_eval_accumulated_in": getattr(feed, "accumulated_in", None),
     }
 
 
