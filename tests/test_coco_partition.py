@@ -141,6 +141,24 @@ def test_forked_accumulation_falls_back_to_threads(monkeypatch) -> None:
     assert how == "threads" and all(np.array_equal(g, r) for g, r in zip(got, ref, strict=True))
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
+def test_a_forked_copy_that_fails_is_quiet(monkeypatch, capfd) -> None:
+    s, counted = _scored(*_case_with_rows(6))
+    ref = accumulate(s, counted)
+    parent, real = os.getpid(), coco_partition.accumulate
+
+    def fails_in_a_child(*args):
+        if os.getpid() != parent:
+            raise ValueError("only in the forked copy")
+        return real(*args)
+
+    monkeypatch.setattr(coco_partition, "can_fork", lambda: True)
+    monkeypatch.setattr(coco_partition, "accumulate", fails_in_a_child)
+    got, how = accumulate_forked(s, counted, 4)
+    assert how == "threads" and all(np.array_equal(g, r) for g, r in zip(got, ref, strict=True))
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_can_fork_only_with_one_thread() -> None:
     stop = threading.Event()
     t = threading.Thread(target=stop.wait)

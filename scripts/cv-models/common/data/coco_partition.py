@@ -155,8 +155,15 @@ def can_fork() -> bool:
 
 
 def _accumulate_child(s: Scored, counted: np.ndarray, cats: np.ndarray, conn: Connection) -> None:
-    conn.send((cats, *accumulate(subset_scored(s, cats, len(counted)), counted[cats])))
-    conn.close()
+    """A forked copy's work: its categories' slices, sent back. It dies quietly on any error (the parent then
+    accumulates in threads, where an error is reported as such), and exits at once (``os._exit``: nothing of
+    the parent's runs again in it)."""
+    try:
+        conn.send((cats, *accumulate(subset_scored(s, cats, len(counted)), counted[cats])))
+        conn.close()
+    except BaseException:
+        os._exit(1)
+    os._exit(0)
 
 
 def accumulate_forked(s: Scored, counted: np.ndarray, processes: int) -> tuple[tuple[np.ndarray, np.ndarray], str]:
