@@ -109,8 +109,8 @@ def test_a_worker_accumulating_in_forked_processes_gives_pycocotools_stats() -> 
 
 
 def _scored(coco: Any, rows: np.ndarray) -> tuple[Any, np.ndarray]:
-    ev = StreamingCocoEval(coco, sorted(coco.getImgIds()), chunk_rows=40)
     ids = sorted(coco.getImgIds())
+    ev = StreamingCocoEval(coco, ids, chunk_rows=40)
     for part, rows_list in _batches(by_image(rows), ids, 2):
         ev.add(part, rows_list)
     return ev.scored(), ev.gt.counted
