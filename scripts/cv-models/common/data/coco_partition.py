@@ -143,8 +143,9 @@ def accumulate_split(s: Scored, counted: np.ndarray, threads: int) -> tuple[np.n
     return scatter(len(counted), counted.shape[1], parts)
 
 
-# parts at least for ``accumulate_forked`` to fork: with fewer, forking costs about what the processes save (on an
-# H100 host's CPU, two forked parts took as long as two threads, four 199 ms against 248; docs/performance.md)
+# parts at least for ``accumulate_forked`` to fork: with fewer, forking costs about what the processes save (on a
+# 16-core GPU host, two forked parts took as long as two threads; four took 199 ms against four threads' 248:
+# docs/performance.md)
 MIN_FORKED_PARTS = 4
 
 
