@@ -43,12 +43,18 @@ def _shared_out(coco: Any, rows: np.ndarray, ids: list[int], order: list[int], w
     return scatter(len(gt.cat_ids), gt.counted.shape[1], parts)
 
 
-def _threaded(coco: Any, rows: np.ndarray, ids: list[int], order: list[int], threads: int) -> tuple[np.ndarray, ...]:
-    """One StreamingCocoEval fed every row, accumulated with its categories shared out over ``threads`` threads."""
+def _scored(coco: Any, rows: np.ndarray, ids: list[int], order: list[int]) -> tuple[Any, np.ndarray]:
+    """One StreamingCocoEval over ``ids`` fed every row, two images at a time in ``order``: what it matched, and
+    its counted ground truth."""
     ev = StreamingCocoEval(coco, ids, chunk_rows=40)
     for part, rows_list in _batches(by_image(rows), order, 2):
         ev.add(part, rows_list)
-    return accumulate_split(ev.scored(), ev.gt.counted, threads)
+    return ev.scored(), ev.gt.counted
+
+
+def _threaded(coco: Any, rows: np.ndarray, ids: list[int], order: list[int], threads: int) -> tuple[np.ndarray, ...]:
+    """One StreamingCocoEval fed every row, accumulated with its categories shared out over ``threads`` threads."""
+    return accumulate_split(*_scored(coco, rows, ids, order), threads)
 
 
 @pytest.mark.parametrize(("split", "parts"), [(_shared_out, 2), (_shared_out, 3), (_threaded, 2), (_threaded, 3)])
@@ -96,6 +102,13 @@ def _case_with_rows(seed: int) -> tuple[Any, np.ndarray]:
     return coco, rows
 
 
+def _matched_case(seed: int) -> tuple[Any, np.ndarray]:
+    """``_case_with_rows``' case matched over all its images: ``_scored``'s pair."""
+    coco, rows = _case_with_rows(seed)
+    ids = sorted(coco.getImgIds())
+    return _scored(coco, rows, ids, ids)
+
+
 def test_a_worker_accumulating_in_forked_processes_gives_pycocotools_stats() -> None:
     coco, rows = _case_with_rows(71)
     ids = sorted(coco.getImgIds())
@@ -108,19 +121,11 @@ def test_a_worker_accumulating_in_forked_processes_gives_pycocotools_stats() -> 
     assert ev.accumulated_in == ("processes" if hasattr(os, "fork") else "threads")
 
 
-def _scored(coco: Any, rows: np.ndarray) -> tuple[Any, np.ndarray]:
-    ids = sorted(coco.getImgIds())
-    ev = StreamingCocoEval(coco, ids, chunk_rows=40)
-    for part, rows_list in _batches(by_image(rows), ids, 2):
-        ev.add(part, rows_list)
-    return ev.scored(), ev.gt.counted
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
 def test_forked_accumulation_gives_the_same_arrays(monkeypatch) -> None:
     monkeypatch.setattr(coco_partition, "can_fork", lambda: True)  # pytest may have threads of its own running
     for seed in (3, 5, 8):
-        s, counted = _scored(*_case_with_rows(seed))
+        s, counted = _matched_case(seed)
         ref = accumulate(s, counted)
         got, how = accumulate_forked(s, counted, 4)
         assert how == "processes"
@@ -129,7 +134,7 @@ def test_forked_accumulation_gives_the_same_arrays(monkeypatch) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
 def test_forked_accumulation_falls_back_to_threads(monkeypatch) -> None:
-    s, counted = _scored(*_case_with_rows(4))
+    s, counted = _matched_case(4)
     ref = accumulate(s, counted)
     monkeypatch.setattr(coco_partition, "can_fork", lambda: False)  # another thread is running
     got, how = accumulate_forked(s, counted, 4)
@@ -143,7 +148,7 @@ def test_forked_accumulation_falls_back_to_threads(monkeypatch) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forks")
 def test_a_forked_copy_that_fails_is_quiet(monkeypatch, capfd) -> None:
-    s, counted = _scored(*_case_with_rows(6))
+    s, counted = _matched_case(6)
     ref = accumulate(s, counted)
     parent, real = os.getpid(), coco_partition.accumulate
 
