@@ -128,19 +128,26 @@ def subset_scored(s: Scored, cats: np.ndarray, n_cats: int) -> Scored:
     )
 
 
+def _part(s: Scored, counted: np.ndarray, cats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Categories ``cats`` accumulated alone: ``(cats, precision, recall)``, a part for ``scatter``."""
+    return (cats, *accumulate(subset_scored(s, cats, len(counted)), counted[cats]))
+
+
+def _on_threads(s: Scored, counted: np.ndarray, groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``accumulate(s, counted)`` with each of ``groups`` on a thread of its own (one group: in this thread)."""
+    if len(groups) <= 1:
+        return accumulate(s, counted)
+    with cf.ThreadPoolExecutor(len(groups), thread_name_prefix="coco-accumulate") as pool:
+        parts = list(pool.map(lambda cats: _part(s, counted, cats), groups))
+    return scatter(len(counted), counted.shape[1], parts)
+
+
 def accumulate_split(s: Scored, counted: np.ndarray, threads: int) -> tuple[np.ndarray, np.ndarray]:
     """``accumulate(s, counted)``, the categories shared out over ``threads`` threads (``partition_categories``)
     and put back together (``scatter``): the same arrays, sooner where several cores are free."""
-    groups = partition_categories(counted, threads)
-    if threads <= 1 or len(groups) <= 1:
+    if threads <= 1:
         return accumulate(s, counted)
-
-    def one(cats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return (cats, *accumulate(subset_scored(s, cats, len(counted)), counted[cats]))
-
-    with cf.ThreadPoolExecutor(len(groups), thread_name_prefix="coco-accumulate") as pool:
-        parts = list(pool.map(one, groups))
-    return scatter(len(counted), counted.shape[1], parts)
+    return _on_threads(s, counted, partition_categories(counted, threads))
 
 
 # parts at least for ``accumulate_forked`` to fork: with fewer, forking costs about what the processes save (on a
@@ -160,7 +167,7 @@ def _accumulate_child(s: Scored, counted: np.ndarray, cats: np.ndarray, conn: Co
     accumulates in threads, where an error is reported as such), and exits at once (``os._exit``: nothing of
     the parent's runs again in it)."""
     try:
-        conn.send((cats, *accumulate(subset_scored(s, cats, len(counted)), counted[cats])))
+        conn.send(_part(s, counted, cats))
         conn.close()
     except BaseException:
         os._exit(1)
@@ -170,13 +177,13 @@ def _accumulate_child(s: Scored, counted: np.ndarray, cats: np.ndarray, conn: Co
 def accumulate_forked(s: Scored, counted: np.ndarray, processes: int) -> tuple[tuple[np.ndarray, np.ndarray], str]:
     """``accumulate(s, counted)``, the categories shared out over ``processes`` forked copies of this process,
     which hold ``s`` already (nothing is copied to them; each sends back only its slices), and how it ran:
-    "processes", or "threads" (``accumulate_split``) for fewer than ``MIN_FORKED_PARTS`` parts, where this
-    process can't fork (``can_fork``), or where a child could not start or died. The same arrays either way.
-    Forked processes have memory of their own, so their page faults and their interpreters never wait on one
-    another as threads do."""
+    "processes", or "threads" (as ``accumulate_split``, over the same groups) for fewer than ``MIN_FORKED_PARTS``
+    parts, where this process can't fork (``can_fork``), or where a child could not start or died. The same
+    arrays either way. Forked processes have memory of their own, so their page faults and their interpreters
+    never wait on one another as threads do."""
     groups = partition_categories(counted, processes)
     if len(groups) < MIN_FORKED_PARTS or not can_fork():
-        return accumulate_split(s, counted, processes), "threads"
+        return _on_threads(s, counted, groups), "threads"
     ctx = mp.get_context("fork")
     children: list[tuple[mp.process.BaseProcess, Connection]] = []
     parts = None
@@ -198,5 +205,5 @@ def accumulate_forked(s: Scored, counted: np.ndarray, processes: int) -> tuple[t
                     child.kill()
                 child.join()
     if parts is None:
-        return accumulate_split(s, counted, processes), "threads"
+        return _on_threads(s, counted, groups), "threads"
     return scatter(len(counted), counted.shape[1], parts), "processes"

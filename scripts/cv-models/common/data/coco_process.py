@@ -312,14 +312,16 @@ class ProcessCocoEval:
         try:
             self._sender.stop()
             self._check_sender()
-            parts = []
+            parts, hows = [], set()
             for w, cats in zip(self._workers, self.groups, strict=True):
                 _, precision, recall, match_s, accumulate_s, cpu_s, how = self._result(w)
                 parts.append((cats, precision, recall))
+                hows.add(how)
                 self.match_seconds += match_s
                 self.worker_cpu_seconds += cpu_s
                 self.accumulate_seconds = max(self.accumulate_seconds, accumulate_s)
-                self.accumulated_in = "threads" if "threads" in (how, self.accumulated_in) else how
+            # "threads" if any worker accumulated on threads ("" without workers)
+            self.accumulated_in = "threads" if "threads" in hows else next(iter(hows), "")
         finally:
             self.close()
         return scatter(len(self.gt.cat_ids), self.gt.counted.shape[1], parts)
