@@ -122,7 +122,8 @@ def test_explicit_flags_win_over_auto_on_a_gpu_machine(monkeypatch, tmp_path) ->
     for depth in (1, 2):  # the lanes overlap at batch 1 here, so an explicit depth is what runs
         got, _ = _main(tmp_path, f"depth{depth}", "--lane-depth", str(depth))
         assert got["run"]["backend"]["lane_depth"] == depth
-        assert got["run"]["backend"]["in_flight"] == got["run"]["backend"]["lanes"] * depth + 1
+        lanes = got["run"]["backend"]["lanes"]
+        assert got["run"]["backend"]["in_flight"] == lanes * depth + lanes  # overlapped: one queued per lane
 
 
 def test_lanes_auto_chose_but_cannot_start_leave_the_plain_session(monkeypatch, tmp_path) -> None:

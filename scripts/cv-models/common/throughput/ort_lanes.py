@@ -10,7 +10,7 @@ The buffers, streams, events, threads and in-flight depth are ``common.throughpu
 the TensorRT backend); this module only says what one ORT lane enqueues.
 
 A batch runs on whichever lane is free (a partial last batch: on the first lane, the only one warmed at its
-shape). The pipeline keeps ``lanes + 1`` batches submitted,
+shape). The pipeline keeps a batch per lane (and twin) submitted and more queued (``LanePool.max_in_flight``),
 so a free lane always finds the next batch waiting: one lane's copies, kernel launches and
 output copy overlap the others' kernels. Sessions get one intra-op thread and no spinning
 (the GPU does the work; spinning CPU threads would only take cores from the loaders).

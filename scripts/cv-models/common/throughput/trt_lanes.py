@@ -30,7 +30,7 @@ class TrtBackend(LaneBackend):
     """The evaluator's backend over ``lanes`` TrtRunners of one engine: one image input, outputs in engine order.
 
     Each runner is an execution context on its own stream; the lanes (``common.throughput.lanes``, shared
-    with the ONNX Runtime IO-binding backend) make it an ``AsyncBackend`` with ``lanes + 1`` batches in flight,
+    with the ONNX Runtime IO-binding backend) make it an ``AsyncBackend`` (``LanePool.max_in_flight`` in flight),
     ``DevicePreprocessing`` (``--preprocess gpu-*``: the kernels of ``common.throughput.gpu_preprocess`` write the
     engine's input buffer on the lane's stream), ``DevicePostprocessing`` (``common.throughput.gpu_postprocess`` on
     the lane's stream after compute; only the final rows come back), ``Warmup`` and ``LaneTiming``.
