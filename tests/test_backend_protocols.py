@@ -48,7 +48,7 @@ def test_io_binding_backend_has_every_capability(monkeypatch) -> None:
     backend = ort_cuda.OrtCudaBackend(str(DEMO_MODEL), lanes=2, disable_cpu_fallback=True)
     try:
         assert _capabilities(backend) == EVERYTHING
-        assert in_flight_depth(backend) == backend.max_in_flight == 4  # two lanes overlap at batch 1: one queued each
+        assert in_flight_depth(backend) == backend.max_in_flight == 5  # two lanes overlap at batch 1: 1 + 2 queued
     finally:
         backend.close()
     assert mem.live == 0

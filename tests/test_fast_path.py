@@ -123,7 +123,7 @@ def test_explicit_flags_win_over_auto_on_a_gpu_machine(monkeypatch, tmp_path) ->
         got, _ = _main(tmp_path, f"depth{depth}", "--lane-depth", str(depth))
         assert got["run"]["backend"]["lane_depth"] == depth
         lanes = got["run"]["backend"]["lanes"]
-        assert got["run"]["backend"]["in_flight"] == lanes * depth + lanes  # overlapped: one queued per lane
+        assert got["run"]["backend"]["in_flight"] == lanes * depth + 1 + lanes  # overlapped: one more queued per lane
 
 
 def test_lanes_auto_chose_but_cannot_start_leave_the_plain_session(monkeypatch, tmp_path) -> None:

@@ -130,7 +130,7 @@ def test_pool_returns_each_batch_and_times_only_its_own_work(lanes: int, overlap
     work = {i: 1.0 + i for i in range(8)}
     gate = threading.Event()
     pool = _pool(mem, lanes, work, gate, overlap=overlap)
-    assert pool.max_in_flight == lanes + (lanes if overlap else 1)  # overlapped: a batch queued per lane
+    assert pool.max_in_flight == lanes + 1 + (lanes if overlap else 0)  # overlapped: one more queued per lane
     tokens = [pool.submit(i) for i in range(8)]  # all queued before any lane may start
     gate.set()
     assert [pool.wait(t) for t in tokens] == [i * 10 for i in range(8)]
@@ -418,7 +418,7 @@ def test_lanes_are_stream_ordered_when_the_gpu_runs_work_as_late_as_it_may(
     (``depth`` 2), each lane's thread has two batches on its stream, each staged in its own pinned memory."""
     got, ref, meta, on_twins, mem = _deferred_lanes_run(monkeypatch, order, batch, model, depth)
     assert meta["lane_depth"] == (depth or 1) and meta["in_flight"] == 3 * (depth or 1) + (
-        3 if order == "overlap" else 1
+        4 if order == "overlap" else 1
     )
     assert any(on_twins) is (depth == 2)  # with twins, some batches ran on them
     assert got.timings["preprocess_mode"] == "gpu-letterbox" and got.timings["postprocess_mode"] == "gpu"
@@ -885,7 +885,7 @@ def test_a_lanes_thread_enqueues_the_next_batch_on_its_twin_before_it_waits_for_
     mem = ClockMemory()
     log: list = []
     pool, lane, twin = _twin_pool(mem, log)
-    assert pool.depth == 2 and pool.max_in_flight == 3 and pool.all_lanes == [lane, twin] and pool.twins == [twin]
+    assert pool.depth == 2 and pool.max_in_flight == 4 and pool.all_lanes == [lane, twin] and pool.twins == [twin]
     with pool.idle():  # every batch queued before the thread takes one
         tokens = [pool.submit(i) for i in range(5)]
     assert [pool.wait(t) for t in tokens] == list(range(5))
@@ -1037,7 +1037,7 @@ def test_graph_lanes_keep_two_batches_each_where_they_overlap(monkeypatch, tmp_p
     try:
         meta = backend.metadata()
         assert meta["cuda_graph"] is True and meta["gpu_order"].startswith("overlap" if batch == 1 else "serial")
-        assert meta["lane_depth"] == depth and meta["in_flight"] == 3 * depth + (3 if batch == 1 else 1)
+        assert meta["lane_depth"] == depth and meta["in_flight"] == 3 * depth + (4 if batch == 1 else 1)
         assert len(backend._lanes.twins) == 3 * (depth - 1)
         pairs = zip(backend._lanes.lanes, backend._lanes.twins, strict=False)  # none at depth 1
         assert all(t.stream is lane.stream for lane, t in pairs)

@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2,
         help="execution contexts of the engine, each on its own CUDA stream, running batches "
-        "concurrently (lanes + 1 batches in flight, 2 x lanes where they overlap; default 2); 0: one plain "
+        "concurrently (lanes + 1 batches in flight, 2 x lanes + 1 where they overlap; default 2); 0: one plain "
         "runner (one context, one stream, no threads, one batch at a time; CPU pre- and post-processing): "
         "the first run to try on a new machine",
     )

@@ -6,8 +6,8 @@
   post-processing] + D2H) and, in the serial order, two around its early upload, plus the backend's
   per-lane ``worker``. A lane's thread spins until its batch is done (``spin_wait=False``: sleeps).
 - ``LanePool``: lanes with ``submit`` / ``wait``; ``max_in_flight`` = a batch per lane (and twin) plus the
-  batches queued for the next free lane: one in the serial order, one per lane in the overlapped order, so that
-  while the caller waits for its oldest batch every lane that frees finds the next one waiting. Each batch's
+  batches queued for the next free lane: one, and in the overlapped order one more per lane, so that while the
+  caller waits for its oldest batch every lane that frees finds the next one waiting. Each batch's
   GPU time comes from its own lane's events, never from time it spent queued behind other batches. GPU order:
   serial (default; one batch at a time on the GPU, as trtexec's one stream) or overlapping lanes. In the
   overlapped order a lane may have twins (lanes on its stream with pinned buffers of their own): its thread then
@@ -161,8 +161,8 @@ class Lane:
 
 class LanePool:
     """``submit`` / ``wait`` over ``lanes``, one thread per lane (always the same one), ``len(lanes) + 1``
-    batches in flight in the serial order, ``2 * len(lanes)`` in the overlapped order (with twins: one more per
-    twin).
+    batches in flight in the serial order, ``2 * len(lanes) + 1`` in the overlapped order (with twins: one more
+    per twin).
 
     GPU order. By default (``overlap=False``) the batches' GPU work runs one after the other, in the
     order the lanes enqueued it, as trtexec runs one stream: each batch's stream waits for the previous
@@ -211,9 +211,9 @@ class LanePool:
         self.depth = max(len(slots) for slots in self._slots)  # batches one lane's thread keeps enqueued
         self._order = threading.Lock()  # serial GPU order: wait + start .. end of one batch at a time
         self._last_end: Any = None
-        # queued for the next free lane: in the overlapped order one per lane, so that lanes finishing while the
-        # caller waits for a slower, older batch find work, not a queue that one lane has emptied
-        self.max_in_flight = len(self.lanes) + len(self.twins) + (len(self.lanes) if self.overlap else 1)
+        # queued for the next free lane: one, and in the overlapped order one more per lane, so that lanes finishing
+        # while the caller waits for a slower, older batch find work, not a queue that one lane has emptied
+        self.max_in_flight = len(self.lanes) + len(self.twins) + 1 + (len(self.lanes) if self.overlap else 0)
         self._lock = threading.Lock()
         self.gpu_ms: list[float] = []
         self.host_ms: list[float] = []
