@@ -224,7 +224,8 @@ def _add_variant_args(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="(b) variants to time besides the first (default all: "
         + ", ".join(GPU_VARIANTS)
-        + f" on a GPU; ort-cpu on a CPU); {DEFAULTS_VARIANT}-lanes-N: the no-flag run on N lanes",
+        + f" on a GPU; ort-cpu on a CPU); {DEFAULTS_VARIANT}[-lanes-N][-images-K]: the no-flag run on N lanes, K "
+        "images per lane job (--lane-images)",
     )
     parser.add_argument(
         "--rounds",
@@ -536,8 +537,9 @@ GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
 }
 # every name --variants may give; those this machine can't run (on a CPU: all but ort-cpu) are left out of the run
 KNOWN_VARIANTS = [*GPU_VARIANTS, *GPU_POST_VARIANTS, *GPU_NOGRAPH_VARIANTS, *GPU_DECODE_VARIANTS, "ort-cpu"]
-# besides: eval-onnx-defaults-lanes-N for any N >= 1 (the no-flag run with --lanes N)
-LANES_VARIANT = re.compile(rf"{re.escape(DEFAULTS_VARIANT)}-lanes-([1-9][0-9]*)")
+# besides: eval-onnx-defaults-lanes-N and eval-onnx-defaults[-lanes-N]-images-K for any N, K >= 1 (the no-flag run
+# with --lanes N, --lane-images K)
+LANES_VARIANT = re.compile(rf"{re.escape(DEFAULTS_VARIANT)}(?:-lanes-([1-9][0-9]*))?(?:-images-([1-9][0-9]*))?")
 
 
 def variant_spec(name: str) -> tuple[int, str, str] | None:
@@ -545,7 +547,10 @@ def variant_spec(name: str) -> tuple[int, str, str] | None:
     if name in GPU_VARIANTS:
         return GPU_VARIANTS[name]
     m = LANES_VARIANT.fullmatch(name)
-    return (int(m.group(1)), DEFAULTS_MODE, "auto") if m else None
+    if m is None or not any(m.groups()):
+        return None
+    lanes, images = m.groups()
+    return (int(lanes) if lanes else -1, DEFAULTS_MODE, f"auto+images{images}" if images else "auto")
 
 
 # of the GPU memory free before the first variant starts, what the variants may take together (ORT's arenas
@@ -607,6 +612,7 @@ def _make_variant(
         graph="off" if "nograph" in extras else "auto",
         spin_wait="sleep" not in extras,
         lane_depth=1 if "depth1" in extras else None,
+        lane_images=next((int(e[len("images") :]) for e in extras if e.startswith("images")), None),
     )
     try:
         enable_mode(backend, prep)
@@ -1232,7 +1238,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if unknown:
         raise UserError(
             f"--variants {unknown[0]}: no such variant; choose from {', '.join(dict.fromkeys(KNOWN_VARIANTS))}"
-            f" or {DEFAULTS_VARIANT}-lanes-N"
+            f" or {DEFAULTS_VARIANT}[-lanes-N][-images-K]"
         )
     for b in args.batch_sizes:
         check_range("--batch-sizes", b, 1)

@@ -36,6 +36,14 @@ stages host memory.
 With ``enable_device_postprocess`` (``DevicePostprocessing``) a lane runs ``common.throughput.gpu_postprocess``
 on its stream after the ORT run and copies back only the final rows: ``infer`` / ``wait`` return
 ``[GpuDetections]``.
+
+Images per job (``GroupedJobs``, ``lane_images``): at batch 1, where the lanes overlap and the letterbox and the
+post-processing run on the GPU, a lane takes several images in one job. One upload and one letterbox launch put
+them all into the lane's group input; then, for each image, a device copy into the bound input, the model's run
+at batch 1 (a graph replay) and a device copy of its head into the group output; one post-processing launch over
+them all, one download, one wait. The host's per-job work (events, the wait, the hand-over between threads,
+reading the results) is paid once per group, and each image still runs the model as a lone batch of 1, so the
+detections are those of batch-1 runs. The group buffers belong to the lane's stream, which its twins share.
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ __all__ = [
 
 # ORT's CUDA EP makes its regular runs first (allocating), then captures: warm-up runs per lane, enough for both
 GRAPH_WARMUP_RUNS = 3
+# images a lane takes per job where ``lane_images`` is auto: graph lanes overlapping at batch 1 (else 1)
+AUTO_LANE_IMAGES = 8
 PARTIAL_BATCH_LANE = 0  # the lane a partial batch runs on (``OrtCudaBackend._lane_of``)
 GRAPH_MODES = ("auto", "on", "off")
 
@@ -97,10 +107,12 @@ def _close_sessions(lanes: list[Lane]) -> None:
 
 
 def _free_lanes(lanes: list[Lane]) -> None:
-    """Each lane's input/output buffers, then its stream and events (its session closed already)."""
+    """Each lane's input/output buffers and group buffers, then its stream and events (its session closed
+    already)."""
     for lane in lanes:
         for buf in (lane.worker.inp, *lane.worker.outs):
             buf.free()
+        lane.worker.group.free()
         lane.close()
 
 
@@ -113,6 +125,34 @@ class _OrtBatch:
 
 
 @dataclass
+class _GroupBuffers:
+    """A lane's device buffers for jobs of several images (``lane_images``): the letterboxed inputs side by side,
+    and the detection heads side by side for one post-processing launch. Shared by the lane's twins (one stream:
+    used in stream order)."""
+
+    inp: Any = None  # DeviceBufferLike: images x the model input of one image
+    out: Any = None  # images x output 0 of one image
+    images: int = 0
+
+    def ensure(self, mem: Any, images: int, in_bytes: int, out_bytes: int) -> None:
+        """Room for ``images`` images (the lane idle: nothing on its stream uses the old buffers)."""
+        if images <= self.images:
+            return
+        self.free()
+        self.inp, self.out, self.images = (
+            mem.device_buffer(images * in_bytes),
+            mem.device_buffer(images * out_bytes),
+            images,
+        )
+
+    def free(self) -> None:
+        for buf in (self.inp, self.out):
+            if buf is not None:
+                buf.free()
+        self.inp, self.out, self.images = None, None, 0
+
+
+@dataclass
 class _OrtLane:
     """What one lane owns beside its stream and events (``common.throughput.lanes.Lane``)."""
 
@@ -120,6 +160,7 @@ class _OrtLane:
     io: dict[int, Any]  # batch size -> IO binding over the same buffers
     inp: Staging
     outs: list[Staging]
+    group: _GroupBuffers = field(default_factory=_GroupBuffers)  # jobs of several images; the twins share it
     plain: OrtBackend | None = None  # graph lanes: the plain session of partial batches (``_plain``)
     plain_io: dict[int, Any] = field(default_factory=dict)  # its IO bindings, as ``io``
     stager: U8Stager | None = None  # uint8 staging for U8Batch (enable_device_preprocess)
@@ -138,7 +179,10 @@ class OrtCudaBackend(LaneBackend):
 
     ``lane_depth``: batches each lane's thread keeps enqueued on its stream in the overlapped order (its twins:
     ``common.throughput.lanes.LanePool``); None: 2 for graph lanes, whose replays return before the GPU is done,
-    1 otherwise (per-kernel runs block until it is). The serial order always has 1."""
+    1 otherwise (per-kernel runs block until it is). The serial order always has 1.
+
+    ``lane_images``: images a lane takes per job at batch 1 where the lanes overlap (``GroupedJobs``; module
+    docstring), once GPU pre- and post-processing are on; None: ``AUTO_LANE_IMAGES`` for graph lanes, else 1."""
 
     cuda_graph = False
     cuda_graph_fallback: str | None = None
@@ -159,9 +203,12 @@ class OrtCudaBackend(LaneBackend):
         graph: str = "off",
         spin_wait: bool = True,
         lane_depth: int | None = None,
+        lane_images: int | None = None,
     ) -> None:
         if lane_depth is not None and lane_depth < 1:
             raise ValueError(f"lane_depth must be >= 1, got {lane_depth}")
+        if lane_images is not None and lane_images < 1:
+            raise ValueError(f"lane_images must be >= 1, got {lane_images}")
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
         explicit = cuda_opts.pop("enable_cuda_graph", None)
         mode = {"1": "on", "0": "off"}.get(explicit or "", graph)
@@ -173,6 +220,7 @@ class OrtCudaBackend(LaneBackend):
         self._post_kernels = post_kernels
         self._spin_wait = spin_wait
         self._lane_depth = lane_depth
+        self._lane_images = lane_images
         self._session_args = dict(cuda_opts=cuda_opts, log=log, disable_cpu_fallback=disable_cpu_fallback)
         build = dict(lanes=lanes, imgsz=imgsz, gpu_order=gpu_order)
         if mode == "off":
@@ -237,7 +285,7 @@ class OrtCudaBackend(LaneBackend):
         w: _OrtLane = lane.worker
         return Lane(
             self.mem,
-            _OrtLane(w.backend, w.io, w.inp, w.outs),
+            _OrtLane(w.backend, w.io, w.inp, w.outs, w.group),
             stream=lane.stream,
             owns_stream=False,
             spin_wait=self._spin_wait,
@@ -345,9 +393,30 @@ class OrtCudaBackend(LaneBackend):
 
     def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
         """Return final detections (``[GpuDetections]``) from now on; UserError when the kernels or the
-        output shape don't allow it (nothing changed then)."""
+        output shape don't allow it (nothing changed then). Each lane's post-processor is made for a whole job
+        (``lane_images``), and the lanes get their group buffers."""
         out = self._outputs[0]
-        self._set_postprocess(layout, input_hw, opts, self._shape(out)[1:], out.dtype, self.max_batch)
+        images = self.lane_images
+        self._set_postprocess(layout, input_hw, opts, self._shape(out)[1:], out.dtype, max(self.max_batch, images))
+        if images > 1:
+            with self._lanes.idle() as lanes:
+                for lane in lanes:
+                    lane.worker.group.ensure(self.mem, images, self._nbytes(self._input, 1), self._nbytes(out, 1))
+
+    @property
+    def lane_images(self) -> int:
+        """Images a lane takes per job where it groups them (1: one batch per job): at batch 1, where the lanes
+        overlap; ``lane_images``, or ``AUTO_LANE_IMAGES`` for graph lanes."""
+        if self.max_batch != 1 or not self._lanes.overlap:
+            return 1
+        return self._lane_images or (AUTO_LANE_IMAGES if self.cuda_graph else 1)
+
+    def job_images(self, batch_size: int) -> int:
+        """``GroupedJobs``: ``lane_images`` once the letterbox and the post-processing run on the GPU (the job's
+        images go up as uint8 and only final rows come back), else one batch."""
+        images = self.lane_images  # > 1 only at batch 1
+        grouped = images > 1 and self.preprocess != "cpu" and self._post is not None and batch_size == self.max_batch
+        return images if grouped else batch_size
 
     # ------------------------------------------------------------------ running
     def _prepare(self, lane: Lane, batch: np.ndarray | U8Batch) -> Staged:
@@ -364,12 +433,13 @@ class OrtCudaBackend(LaneBackend):
         return Staged(_OrtBatch(b, None), lambda stream: w.inp.upload_staged(staged.nbytes, stream))
 
     def _pipelines(self, twin: Lane, batch: Any) -> bool:
-        """A full uint8 batch with GPU letterbox and GPU post-processing on: everything of it the host writes or
-        reads is the twin's own pinned memory; the lane's device buffers are used in stream order."""
+        """A full uint8 batch (or a job of several) with GPU letterbox and GPU post-processing on: everything of it
+        the host writes or reads is the twin's own pinned memory; the lane's device buffers are used in stream
+        order."""
         w: _OrtLane = twin.worker
         return (
             isinstance(batch, U8Batch)
-            and int(batch.shape[0]) == self.max_batch
+            and int(batch.shape[0]) >= self.max_batch
             and w.stager is not None
             and w.stager.decoder is None
             and w.post is not None
@@ -378,6 +448,8 @@ class OrtCudaBackend(LaneBackend):
     def _enqueue(self, lane: Lane, item: _OrtBatch) -> Collect:
         w: _OrtLane = lane.worker
         b = item.batch
+        if b > self.max_batch:
+            return self._enqueue_group(lane, item)
         if item.launch is not None:
             item.launch(w.inp.device_ptr, lane.stream)
         self._run(lane, b)
@@ -390,6 +462,22 @@ class OrtCudaBackend(LaneBackend):
             buf.view(spec.dtype, self._shape(spec, b)).copy() for spec, buf in zip(self._outputs, w.outs, strict=True)
         ]
 
+    def _enqueue_group(self, lane: Lane, item: _OrtBatch) -> Collect:
+        """A job of ``item.batch`` images at batch 1 (``job_images``): one letterbox launch into the group input,
+        then per image a device copy into the bound input, the model's run and a device copy of its head into the
+        group output; one post-processing launch over them all."""
+        w: _OrtLane = lane.worker
+        g, b, stream = w.group, item.batch, lane.stream
+        one_in, one_out = self._nbytes(self._input, 1), self._nbytes(self._outputs[0], 1)
+        assert item.launch is not None and w.post is not None and b <= g.images, "a group needs GPU pre/post"
+        item.launch(int(g.inp.ptr), stream)
+        for j in range(b):
+            self.mem.copy_dtod_async(w.inp.device_ptr, int(g.inp.ptr) + j * one_in, one_in, stream)
+            self._run(lane, 1)
+            self.mem.copy_dtod_async(int(g.out.ptr) + j * one_out, w.outs[0].device_ptr, one_out, stream)
+        w.post.launch(int(g.out.ptr), stream, b)
+        return lambda: [w.post.collect()]
+
     # ------------------------------------------------------------------ idle-time work
     def _resident_runs(self, lane: Lane, batch: int, runs: int) -> list[float]:
         times = []
@@ -401,7 +489,8 @@ class OrtCudaBackend(LaneBackend):
         return times
 
     def _lane_for(self, batch: Any) -> int | None:
-        return self._lane_of(int(batch.shape[0]))
+        b = int(batch.shape[0])
+        return None if b > self.max_batch else self._lane_of(b)  # a job of several images: any lane
 
     def _lane_of(self, size: int) -> int | None:
         """The lane batches of ``size`` images run on: a partial batch (fewer than ``max_batch``: a run's last)
@@ -445,7 +534,8 @@ class OrtCudaBackend(LaneBackend):
 
     def _check_batch(self, batch: np.ndarray | U8Batch) -> None:
         b = int(batch.shape[0])
-        if b > self.max_batch or tuple(batch.shape[1:]) != self._shape(self._input)[1:]:
+        most = self.job_images(self.max_batch) if isinstance(batch, U8Batch) else self.max_batch
+        if b > most or tuple(batch.shape[1:]) != self._shape(self._input)[1:]:
             raise UserError(f"batch {list(batch.shape)} does not fit the bound input {list(self._input.shape)}")
 
     def metadata(self) -> dict[str, Any]:
@@ -457,6 +547,7 @@ class OrtCudaBackend(LaneBackend):
                 "max_batch": self.max_batch,
                 "cuda_graph": self.cuda_graph,
                 "cuda_graph_fallback": self.cuda_graph_fallback,
+                "lane_images": self.job_images(self.max_batch),  # images per job (GroupedJobs)
                 "device": self.mem.device_info(),
                 **self._lane_metadata(),
             }
