@@ -434,6 +434,27 @@ def test_the_ceiling_is_the_best_lane_count_a_variant_runs() -> None:
     assert len(lines) == 3 and "overlapped, 6 lanes" in marked
 
 
+@pytest.mark.parametrize(("grouped_ips", "queued"), [(800.0, 8), (650.0, 1)])
+def test_the_overlapped_ceiling_also_waits_for_a_jobs_worth_of_runs_at_a_time(grouped_ips, queued) -> None:
+    """Lanes that take 8 images per job: the overlapped ceiling is also measured with 8 runs on each stream before
+    each wait, as such a job runs them, and is the faster of the two."""
+    from bench_eval_throughput import ceiling
+
+    class Grouped(_LaneStub):
+        lane_images = 8
+
+        def resident_overlap_images_per_s(self, iterations, batch=1, warmup=10, queued=1) -> float:
+            self.asked.append((iterations, batch, queued))
+            return grouped_ips if queued == 8 else self.overlap_ips
+
+    stub = Grouped(2.0, 700.0)
+    c = ceiling(stub, 1, 640, 0.01)
+    assert {q for _, _, q in stub.asked} == {1, 8}
+    assert c["overlap"]["by_queued"] == {"1": 700.0, "8": grouped_ips}
+    assert c["images_per_s"] == max(700.0, grouped_ips)
+    assert ("8 at a time" in c["method"]) is (queued == 8)
+
+
 def test_the_ceiling_of_a_backend_without_lanes_is_its_serial_runs() -> None:
     from bench_eval_throughput import ceiling
 

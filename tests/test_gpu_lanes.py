@@ -1137,3 +1137,31 @@ def test_graph_lanes_keep_two_batches_each_where_they_overlap(monkeypatch, tmp_p
     finally:
         backend.close()
     assert mem.live == 0 and not mem.streams
+
+
+@pytest.mark.parametrize("queued", [1, 3])
+def test_resident_overlap_runs_wait_for_the_stream_after_every_queued_runs(monkeypatch, tmp_path, queued) -> None:
+    """The overlapped ceiling's runs: every lane runs its resident replays on its own thread, and waits for its stream
+    once per ``queued`` runs (the last wait may cover fewer)."""
+    from common.ort.options import CUDA_EP
+
+    ort_cuda, _, calls = _graph_lanes(monkeypatch)
+    mem = D.FakeCudaMemory()
+    backend = ort_cuda.OrtCudaBackend(
+        str(D.tiny_model(tmp_path / "m.onnx", dynamic=True)),
+        {CUDA_EP: {"enable_cuda_graph": "1"}},
+        max_batch=1,
+        lanes=2,
+        memory=mem,
+    )
+    syncs: list[int] = []  # runs made before each wait
+    for lane in backend._lanes.lanes:
+        lane.stream.synchronize = lambda: syncs.append(len(calls))  # type: ignore[method-assign]
+    try:
+        before = len(calls)
+        ips = backend.resident_overlap_images_per_s(7, batch=1, warmup=0, queued=queued)
+        waits = len(syncs)
+    finally:
+        backend.close()
+    assert len(calls) - before == 2 * 7 and ips > 0
+    assert waits == 2 * -(-7 // queued)  # each lane: one wait per `queued` runs, the last for the rest

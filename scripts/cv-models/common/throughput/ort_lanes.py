@@ -479,13 +479,17 @@ class OrtCudaBackend(LaneBackend):
         return lambda: [w.post.collect()]
 
     # ------------------------------------------------------------------ idle-time work
-    def _resident_runs(self, lane: Lane, batch: int, runs: int) -> list[float]:
+    def _resident_runs(self, lane: Lane, batch: int, runs: int, queued: int = 1) -> list[float]:
+        """``runs`` runs over the lane's resident buffers, waiting for the stream after every ``queued`` runs (graph
+        replays return once launched, so up to ``queued`` of them are on the stream at once): wall ms per run."""
         times = []
-        for _ in range(runs):
+        for start in range(0, runs, queued):
+            n = min(queued, runs - start)
             t0 = time.perf_counter()
-            self._run(lane, batch)
+            for _ in range(n):
+                self._run(lane, batch)
             lane.stream.synchronize()
-            times.append((time.perf_counter() - t0) * 1000.0)
+            times.extend([(time.perf_counter() - t0) * 1000.0 / n] * n)
         return times
 
     def _lane_for(self, batch: Any) -> int | None:
@@ -521,14 +525,17 @@ class OrtCudaBackend(LaneBackend):
             raise ValueError(f"bound for batch {self.max_batch}, asked for {batch}")
         return self._lanes.call_on(0, lambda lane: self._resident_runs(lane, batch, warmup + iterations))[warmup:]
 
-    def resident_overlap_images_per_s(self, iterations: int, batch: int = 1, warmup: int = 10) -> float:
-        """Images/s with every lane running ``iterations`` synchronous resident runs (no copies) at once, each on
-        its own stream: the inference-only ceiling when the lanes' GPU work overlaps."""
+    def resident_overlap_images_per_s(
+        self, iterations: int, batch: int = 1, warmup: int = 10, queued: int = 1
+    ) -> float:
+        """Images/s with every lane running ``iterations`` resident runs (no copies) at once, each on its own
+        stream, waiting for it after every ``queued`` runs: the inference-only ceiling when the lanes' GPU work
+        overlaps."""
         if batch != self.max_batch:
             raise ValueError(f"bound for batch {self.max_batch}, asked for {batch}")
-        self._lanes.call_all(lambda lane: self._resident_runs(lane, batch, warmup))
+        self._lanes.call_all(lambda lane: self._resident_runs(lane, batch, warmup, queued))
         t0 = time.perf_counter()
-        self._lanes.call_all(lambda lane: self._resident_runs(lane, batch, iterations))
+        self._lanes.call_all(lambda lane: self._resident_runs(lane, batch, iterations, queued))
         wall = time.perf_counter() - t0
         return len(self._lanes.lanes) * iterations * batch / wall if wall > 0 else 0.0
 
