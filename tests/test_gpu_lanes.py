@@ -436,7 +436,7 @@ def test_lanes_taking_several_images_per_job_give_the_batch_1_detections(monkeyp
     group input, per image a device copy in, the model's batch-1 run and a device copy of its head out, one
     post-processing launch), on ``DeferredCudaMemory``, with and without twins: the plain session's detections,
     one lane event pair per job, and the latency still a lone batch of 1 from the latency pass."""
-    got, ref, meta, on_twins, mem = _deferred_lanes_run(monkeypatch, "overlap", 1, model, depth, images)
+    got, ref, meta, _, mem = _deferred_lanes_run(monkeypatch, "overlap", 1, model, depth, images)
     assert got.detections == ref.detections and got.stats == ref.stats
     assert got.timings["images_per_job"] == images and meta["lane_images"] == images
     assert got.timings["inference_gpu"]["count"] == -(-7 // images)  # one span per job
@@ -444,7 +444,7 @@ def test_lanes_taking_several_images_per_job_give_the_batch_1_detections(monkeyp
         got.timings["latency_pass"]["batch_size"] == 1 and got.timings["latency"] == got.timings["latency_pass"]["gpu"]
     )
     assert meta["postprocess"]["max_batch"] == images
-    assert any(on_twins) is (depth == 2 and images < 7)
+    assert meta["lane_depth"] == (depth or 1)  # whether a job lands on a twin depends on the threads' timing
     assert mem.live == 0
 
 
