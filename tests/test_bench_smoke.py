@@ -201,7 +201,14 @@ def test_a_lanes_variant_is_the_no_flag_run_on_that_many_lanes() -> None:
     assert B.variant_spec("eval-onnx-defaults-lanes-8") == (8, B.DEFAULTS_MODE, "auto")
     assert B.variant_spec("eval-onnx-defaults-sleep-wait") == (-1, B.DEFAULTS_MODE, "auto+sleep")
     assert B.variant_spec("eval-onnx-defaults") == (-1, B.DEFAULTS_MODE, "auto")  # --lanes, default 3
-    for bad in ("eval-onnx-defaults-lanes-0", "eval-onnx-defaults-lanes-", "eval-onnx-defaults-lanes-x", "ort-cpu"):
+    assert B.variant_spec("eval-onnx-defaults-images-1") == (-1, B.DEFAULTS_MODE, "auto+images1")
+    assert B.variant_spec("eval-onnx-defaults-lanes-6-images-16-sleep-wait") == (
+        6,
+        B.DEFAULTS_MODE,
+        "auto+images16+sleep",
+    )
+    bad_names = ("eval-onnx-defaults-lanes-0", "eval-onnx-defaults-lanes-", "eval-onnx-defaults-lanes-x", "ort-cpu")
+    for bad in (*bad_names, "eval-onnx-defaults-images-0", "eval-onnx-defaults-sleep-wait-lanes-4"):
         assert B.variant_spec(bad) is None, bad
 
 

@@ -224,8 +224,8 @@ def _add_variant_args(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="(b) variants to time besides the first (default all: "
         + ", ".join(GPU_VARIANTS)
-        + f" on a GPU; ort-cpu on a CPU); {DEFAULTS_VARIANT}[-lanes-N][-images-K]: the no-flag run on N lanes, K "
-        "images per lane job (--lane-images)",
+        + f" on a GPU; ort-cpu on a CPU); {DEFAULTS_VARIANT}[-lanes-N][-images-K][-sleep-wait]: the no-flag run on N "
+        "lanes, K images per lane job (--lane-images), lane threads sleeping (--lane-wait sleep)",
     )
     parser.add_argument(
         "--rounds",
@@ -550,9 +550,11 @@ GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
 }
 # every name --variants may give; those this machine can't run (on a CPU: all but ort-cpu) are left out of the run
 KNOWN_VARIANTS = [*GPU_VARIANTS, *GPU_POST_VARIANTS, *GPU_NOGRAPH_VARIANTS, *GPU_DECODE_VARIANTS, "ort-cpu"]
-# besides: eval-onnx-defaults-lanes-N and eval-onnx-defaults[-lanes-N]-images-K for any N, K >= 1 (the no-flag run
-# with --lanes N, --lane-images K)
-LANES_VARIANT = re.compile(rf"{re.escape(DEFAULTS_VARIANT)}(?:-lanes-([1-9][0-9]*))?(?:-images-([1-9][0-9]*))?")
+# besides: eval-onnx-defaults[-lanes-N][-images-K][-sleep-wait] for any N, K >= 1 (the no-flag run with --lanes N,
+# --lane-images K, --lane-wait sleep), at least one of them given
+LANES_VARIANT = re.compile(
+    rf"{re.escape(DEFAULTS_VARIANT)}(?:-lanes-([1-9][0-9]*))?(?:-images-([1-9][0-9]*))?(-sleep-wait)?"
+)
 
 
 def variant_spec(name: str) -> tuple[int, str, str] | None:
@@ -562,8 +564,9 @@ def variant_spec(name: str) -> tuple[int, str, str] | None:
     m = LANES_VARIANT.fullmatch(name)
     if m is None or not any(m.groups()):
         return None
-    lanes, images = m.groups()
-    return (int(lanes) if lanes else -1, DEFAULTS_MODE, f"auto+images{images}" if images else "auto")
+    lanes, images, sleep = m.groups()
+    extras = (f"+images{images}" if images else "") + ("+sleep" if sleep else "")
+    return (int(lanes) if lanes else -1, DEFAULTS_MODE, f"auto{extras}")
 
 
 # of the GPU memory free before the first variant starts, what the variants may take together (ORT's arenas
@@ -1251,7 +1254,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if unknown:
         raise UserError(
             f"--variants {unknown[0]}: no such variant; choose from {', '.join(dict.fromkeys(KNOWN_VARIANTS))}"
-            f" or {DEFAULTS_VARIANT}[-lanes-N][-images-K]"
+            f" or {DEFAULTS_VARIANT}[-lanes-N][-images-K][-sleep-wait]"
         )
     for b in args.batch_sizes:
         check_range("--batch-sizes", b, 1)
