@@ -427,54 +427,6 @@ def test_lanes_are_stream_ordered_when_the_gpu_runs_work_as_late_as_it_may(
     assert mem.live == 0
 
 
-@pytest.mark.parametrize(
-    ("model", "depth", "images"),
-    [(None, None, 3), (None, 2, 3), ("yolov10n-synth-dfl144.onnx", 2, 2), (None, 2, 8)],
-)
-def test_lanes_taking_several_images_per_job_give_the_batch_1_detections(monkeypatch, model, depth, images) -> None:
-    """``lane_images``: at batch 1 a lane takes several images per job (one upload, one letterbox launch into the
-    group input, per image a device copy in, the model's batch-1 run and a device copy of its head out, one
-    post-processing launch), on ``DeferredCudaMemory``, with and without twins: the plain session's detections,
-    one lane event pair per job, and the latency still a lone batch of 1 from the latency pass."""
-    got, ref, meta, _, mem = _deferred_lanes_run(monkeypatch, "overlap", 1, model, depth, images)
-    assert got.detections == ref.detections and got.stats == ref.stats
-    assert got.timings["images_per_job"] == images and meta["lane_images"] == images
-    assert got.timings["inference_gpu"]["count"] == -(-7 // images)  # one span per job
-    assert (
-        got.timings["latency_pass"]["batch_size"] == 1 and got.timings["latency"] == got.timings["latency_pass"]["gpu"]
-    )
-    assert meta["postprocess"]["max_batch"] == images
-    assert meta["lane_depth"] == (depth or 1)  # whether a job lands on a twin depends on the threads' timing
-    assert mem.live == 0
-
-
-def test_the_deferred_double_catches_a_group_that_runs_one_image_for_all(monkeypatch) -> None:
-    """The check above can fail: a group whose device copy into the bound input always takes the first image gives
-    other detections."""
-    from common.throughput import ort_lanes as ort_cuda
-
-    copy = D.DeferredCudaMemory.copy_dtod_async
-
-    def first_slot_only(self, dst, src, nbytes, stream):
-        groups = [lane.worker.group for lane in backend_lanes]
-        for g in groups:
-            if g.inp is not None and g.inp.ptr < src < g.inp.ptr + g.images * nbytes:
-                src = g.inp.ptr  # the wrong image
-        return copy(self, dst, src, nbytes, stream)
-
-    backend_lanes: list = []
-    init = ort_cuda.OrtCudaBackend._start_lanes
-
-    def start_lanes(self, lanes, *args, **kwargs):
-        backend_lanes.extend(lanes)
-        return init(self, lanes, *args, **kwargs)
-
-    monkeypatch.setattr(ort_cuda.OrtCudaBackend, "_start_lanes", start_lanes)
-    monkeypatch.setattr(D.DeferredCudaMemory, "copy_dtod_async", first_slot_only)
-    got, ref, *_ = _deferred_lanes_run(monkeypatch, "overlap", 1, None, None, 3)
-    assert got.detections != ref.detections
-
-
 def test_the_deferred_double_catches_a_twin_that_shares_its_lanes_pinned_memory(monkeypatch) -> None:
     """The check above can fail: a twin with its lane's own worker (one pinned staging, one post-processor) lets
     the thread fill the next batch's images over the ones the stream has yet to copy up."""
@@ -489,12 +441,9 @@ def test_the_deferred_double_catches_a_twin_that_shares_its_lanes_pinned_memory(
     assert any(on_twins) and got.detections != ref.detections
 
 
-def _deferred_lanes_run(
-    monkeypatch, order: str, batch: int, model: str | None, depth: int | None, images: int | None = None
-):
-    """eval on 7 images through OrtCudaBackend's lanes (3; ``images`` per job) on ``DeferredCudaMemory`` and through
-    a plain CPU session: (lanes' result, plain result, lanes' metadata, per batch whether it ran on a twin, the
-    memory)."""
+def _deferred_lanes_run(monkeypatch, order: str, batch: int, model: str | None, depth: int | None):
+    """eval on 7 images through OrtCudaBackend's lanes (3) on ``DeferredCudaMemory`` and through a plain CPU
+    session: (lanes' result, plain result, lanes' metadata, per batch whether it ran on a twin, the memory)."""
     from conftest import DEMO_MODEL, MINI, fixture_path
     from post_double import FakePostprocessKernels
 
@@ -520,14 +469,7 @@ def _deferred_lanes_run(
     plain = OrtBackend(onnx, ["CPUExecutionProvider"])
     ref = evaluate(plain, ds, EvalOptions(progress=False, workers=0))
     backend = ort_cuda.OrtCudaBackend(
-        onnx,
-        lanes=3,
-        max_batch=batch,
-        memory=mem,
-        post_kernels=lambda: kernels,
-        gpu_order=order,
-        lane_depth=depth,
-        lane_images=images,
+        onnx, lanes=3, max_batch=batch, memory=mem, post_kernels=lambda: kernels, gpu_order=order, lane_depth=depth
     )
     on_twins: list[bool] = []
     enqueue = backend._lanes._enqueue
@@ -797,41 +739,6 @@ def test_ort_cuda_graph_lanes_capture_at_construction_bind_one_shape_and_return_
     assert meta["cuda_graph"] is True and meta["cuda_graph_fallback"] is None
     assert meta["gpu_order"].startswith("serial")
     assert mem.live == 0
-
-
-@pytest.mark.parametrize(
-    ("graph", "batch", "order", "asked", "images"),
-    [
-        ("1", 1, "auto", None, 8),  # graph replays overlap at batch 1: AUTO_LANE_IMAGES
-        ("1", 1, "auto", 3, 3),
-        ("1", 1, "serial", None, 1),  # one batch at a time on the GPU: no groups
-        ("1", 1, "serial", 3, 1),
-        ("1", 2, "auto", 3, 1),  # batches of 2 fill the GPU better: no groups
-        ("0", 1, "auto", None, 1),  # per-kernel runs block the host: groups only when asked for
-        ("0", 1, "auto", 4, 4),
-    ],
-)
-def test_lane_images_auto_groups_graph_replays_at_batch_1_only(
-    monkeypatch, tmp_path, graph, batch, order, asked, images
-) -> None:
-    from common.ort.options import CUDA_EP
-
-    ort_cuda, _, _ = _graph_lanes(monkeypatch)
-    onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
-    backend = ort_cuda.OrtCudaBackend(
-        str(onnx),
-        {CUDA_EP: {"enable_cuda_graph": graph}},
-        max_batch=batch,
-        lanes=2,
-        memory=D.FakeCudaMemory(),
-        gpu_order=order,
-        lane_images=asked,
-    )
-    try:
-        assert backend.lane_images == images
-        assert backend.job_images(batch) == batch  # host-side pre/post: one batch per job whatever is asked
-    finally:
-        backend.close()
 
 
 @pytest.mark.parametrize("graph", ["1", "0"])
@@ -1137,31 +1044,3 @@ def test_graph_lanes_keep_two_batches_each_where_they_overlap(monkeypatch, tmp_p
     finally:
         backend.close()
     assert mem.live == 0 and not mem.streams
-
-
-@pytest.mark.parametrize("queued", [1, 3])
-def test_resident_overlap_runs_wait_for_the_stream_after_every_queued_runs(monkeypatch, tmp_path, queued) -> None:
-    """The overlapped ceiling's runs: every lane runs its resident replays on its own thread, and waits for its stream
-    once per ``queued`` runs (the last wait may cover fewer)."""
-    from common.ort.options import CUDA_EP
-
-    ort_cuda, _, calls = _graph_lanes(monkeypatch)
-    mem = D.FakeCudaMemory()
-    backend = ort_cuda.OrtCudaBackend(
-        str(D.tiny_model(tmp_path / "m.onnx", dynamic=True)),
-        {CUDA_EP: {"enable_cuda_graph": "1"}},
-        max_batch=1,
-        lanes=2,
-        memory=mem,
-    )
-    syncs: list[int] = []  # runs made before each wait
-    for lane in backend._lanes.lanes:
-        lane.stream.synchronize = lambda: syncs.append(len(calls))  # type: ignore[method-assign]
-    try:
-        before = len(calls)
-        ips = backend.resident_overlap_images_per_s(7, batch=1, warmup=0, queued=queued)
-        waits = len(syncs)
-    finally:
-        backend.close()
-    assert len(calls) - before == 2 * 7 and ips > 0
-    assert waits == 2 * -(-7 // queued)  # each lane: one wait per `queued` runs, the last for the rest

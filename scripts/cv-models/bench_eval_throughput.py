@@ -224,8 +224,7 @@ def _add_variant_args(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="(b) variants to time besides the first (default all: "
         + ", ".join(GPU_VARIANTS)
-        + f" on a GPU; ort-cpu on a CPU); {DEFAULTS_VARIANT}[-lanes-N][-images-K][-sleep-wait]: the no-flag run on N "
-        "lanes, K images per lane job (--lane-images), lane threads sleeping (--lane-wait sleep)",
+        + f" on a GPU; ort-cpu on a CPU); {DEFAULTS_VARIANT}-lanes-N: the no-flag run on N lanes",
     )
     parser.add_argument(
         "--rounds",
@@ -376,28 +375,15 @@ def _lane_count(backend: Any) -> int:
 
 
 def _overlap_ceiling(backend: Any, lanes: int, batch: int, min_seconds: float) -> dict[str, Any]:
-    """Every one of the ``lanes`` sessions of ``backend`` running resident runs at once, each on its own stream,
-    waiting for each run; and, where the lanes take several images per job (``lane_images``), waiting after that
-    many runs, as such a job does. The faster of the two; ``by_queued``: each one's images/s."""
+    """Every one of the ``lanes`` sessions of ``backend`` running resident synchronous runs at once, each on
+    its own stream."""
     overlapped = backend.resident_overlap_images_per_s
-    by_queued: dict[int, float] = {}
+    first = overlapped(20, batch=batch, warmup=10)
+    runs = max(20, math.ceil(min_seconds * first / (lanes * batch)))
     t0 = time.perf_counter()
-    for queued in dict.fromkeys((1, int(getattr(backend, "lane_images", 1) or 1))):
-        extra = {"queued": queued} if queued > 1 else {}
-        first = overlapped(20, batch=batch, warmup=10, **extra)
-        runs = max(20, math.ceil(min_seconds * first / (lanes * batch)))
-        by_queued[queued] = overlapped(runs, batch=batch, warmup=0, **extra)
-    queued = max(by_queued, key=lambda q: by_queued[q])
-    how = f"{lanes} sessions (the lanes), ORT IO binding, resident, runs on their streams at once, " + (
-        "each waited for" if queued == 1 else f"waited for {queued} at a time"
-    )
-    return {
-        "images_per_s": by_queued[queued],
-        "method": how,
-        "seconds": time.perf_counter() - t0,
-        "lanes": lanes,
-        "by_queued": {str(k): v for k, v in by_queued.items()},
-    }
+    ips = overlapped(runs, batch=batch, warmup=0)
+    how = f"{lanes} sessions (the lanes), ORT IO binding, resident, synchronous runs on their streams at once"
+    return {"images_per_s": ips, "method": how, "seconds": time.perf_counter() - t0, "lanes": lanes}
 
 
 def ceiling(backend: Backend, batch: int, size: int, min_seconds: float, others: Sequence[Any] = ()) -> dict[str, Any]:
@@ -550,11 +536,8 @@ GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
 }
 # every name --variants may give; those this machine can't run (on a CPU: all but ort-cpu) are left out of the run
 KNOWN_VARIANTS = [*GPU_VARIANTS, *GPU_POST_VARIANTS, *GPU_NOGRAPH_VARIANTS, *GPU_DECODE_VARIANTS, "ort-cpu"]
-# besides: eval-onnx-defaults[-lanes-N][-images-K][-sleep-wait] for any N, K >= 1 (the no-flag run with --lanes N,
-# --lane-images K, --lane-wait sleep), at least one of them given
-LANES_VARIANT = re.compile(
-    rf"{re.escape(DEFAULTS_VARIANT)}(?:-lanes-([1-9][0-9]*))?(?:-images-([1-9][0-9]*))?(-sleep-wait)?"
-)
+# besides: eval-onnx-defaults-lanes-N for any N >= 1 (the no-flag run with --lanes N)
+LANES_VARIANT = re.compile(rf"{re.escape(DEFAULTS_VARIANT)}-lanes-([1-9][0-9]*)")
 
 
 def variant_spec(name: str) -> tuple[int, str, str] | None:
@@ -562,11 +545,7 @@ def variant_spec(name: str) -> tuple[int, str, str] | None:
     if name in GPU_VARIANTS:
         return GPU_VARIANTS[name]
     m = LANES_VARIANT.fullmatch(name)
-    if m is None or not any(m.groups()):
-        return None
-    lanes, images, sleep = m.groups()
-    extras = (f"+images{images}" if images else "") + ("+sleep" if sleep else "")
-    return (int(lanes) if lanes else -1, DEFAULTS_MODE, f"auto{extras}")
+    return (int(m.group(1)), DEFAULTS_MODE, "auto") if m else None
 
 
 # of the GPU memory free before the first variant starts, what the variants may take together (ORT's arenas
@@ -628,7 +607,6 @@ def _make_variant(
         graph="off" if "nograph" in extras else "auto",
         spin_wait="sleep" not in extras,
         lane_depth=1 if "depth1" in extras else None,
-        lane_images=next((int(e[len("images") :]) for e in extras if e.startswith("images")), None),
     )
     try:
         enable_mode(backend, prep)
@@ -1254,7 +1232,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if unknown:
         raise UserError(
             f"--variants {unknown[0]}: no such variant; choose from {', '.join(dict.fromkeys(KNOWN_VARIANTS))}"
-            f" or {DEFAULTS_VARIANT}[-lanes-N][-images-K][-sleep-wait]"
+            f" or {DEFAULTS_VARIANT}-lanes-N"
         )
     for b in args.batch_sizes:
         check_range("--batch-sizes", b, 1)

@@ -91,20 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
         "EP, --intra-op-threads or options for another EP are given (metrics.json run.fast_path says which path "
         "ran and why); --io-binding alone = on; off: a plain session",
     )
-    _add_lane_args(t)
-    t.add_argument(
-        "--intra-op-threads",
-        type=int,
-        default=None,
-        help="ORT CPU threads per session (default: 1 when a GPU EP leads --providers, else ORT's default)",
-    )
-    add_ep_flags(parser)
-    add_force_flag(parser)
-    return parser
-
-
-def _add_lane_args(t: argparse._ArgumentGroup) -> None:
-    """The IO-binding lanes' flags: how many, their GPU order and wait, batches and images per lane."""
     t.add_argument(
         "--lanes",
         type=int,
@@ -121,13 +107,14 @@ def _add_lane_args(t: argparse._ArgumentGroup) -> None:
         "2 for lanes replaying CUDA graphs, else 1)",
     )
     t.add_argument(
-        "--lane-images",
-        type=auto_or_count("a number of images"),
-        default="auto",
-        metavar="N",
-        help="with --io-binding at batch 1, lanes overlapping, GPU pre/post on: images per lane job, each run at "
-        "batch 1 (default auto: 8 on CUDA-graph lanes, else 1)",
+        "--intra-op-threads",
+        type=int,
+        default=None,
+        help="ORT CPU threads per session (default: 1 when a GPU EP leads --providers, else ORT's default)",
     )
+    add_ep_flags(parser)
+    add_force_flag(parser)
+    return parser
 
 
 def resolve_path(args: argparse.Namespace, options: dict[str, dict[str, str]], available: Sequence[str]) -> OrtPath:
@@ -141,11 +128,9 @@ def resolve_path(args: argparse.Namespace, options: dict[str, dict[str, str]], a
 
 
 def lane_options(args: argparse.Namespace) -> LaneOptions:
-    """``--lanes``, ``--gpu-order``, ``--lane-wait``, ``--lane-depth`` and ``--lane-images`` (``OptionError``
-    naming the flag)."""
+    """``--lanes``, ``--gpu-order``, ``--lane-wait`` and ``--lane-depth`` (``OptionError`` naming the flag)."""
     depth = None if args.lane_depth == "auto" else args.lane_depth
-    images = None if args.lane_images == "auto" else args.lane_images
-    return LaneOptions(args.lanes, args.gpu_order, lane_wait=args.lane_wait, lane_depth=depth, lane_images=images)
+    return LaneOptions(args.lanes, args.gpu_order, lane_wait=args.lane_wait, lane_depth=depth)
 
 
 def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[str, str]], lanes: LaneOptions) -> Any:
@@ -163,7 +148,6 @@ def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[
         graph="auto",
         spin_wait=lanes.spin_wait,
         lane_depth=lanes.lane_depth,
-        lane_images=lanes.lane_images,
     )
 
 

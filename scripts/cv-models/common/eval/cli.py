@@ -82,12 +82,13 @@ warmup_runs_arg = auto_or_count("a number of runs")  # --warmup-runs
 
 LANE_WAIT_HELP = "lane threads spin (default; trtexec --useSpinWait) or sleep while their batch runs"
 GPU_ORDER_HELP = (
-    "serial: one batch at a time on the GPU, as trtexec runs one stream, the next batches staged and uploaded "
-    "meanwhile, so latency.* is each batch's own GPU time; overlap: the lanes' GPU work runs concurrently (more "
-    "images/s where one batch does not fill the GPU); latency.* is then a lone batch's GPU time, from the latency "
-    "pass after the run (--latency-runs, else 50 runs); auto (default): serial, except ONNX Runtime --io-binding "
-    "lanes without a CUDA graph below batch 16 (their runs block the host) and lanes replaying CUDA graphs at "
-    "batch 1 (one image does not fill the GPU)"
+    "serial: the GPU runs one batch at a time, as trtexec runs one stream, while the next batches are staged "
+    "and uploaded, so latency.* is each batch's own GPU time; overlap: the lanes' GPU work runs concurrently "
+    "(more images/s when one batch does not fill the GPU); latency.* is then a lone batch's GPU time, from "
+    "the latency pass after the run (--latency-runs, else 50 runs); "
+    "auto (default): serial, except ONNX Runtime --io-binding lanes without a CUDA graph below batch 16, "
+    "whose runs block the host, and lanes replaying CUDA graphs at batch 1, which one image does not fill "
+    "(overlapping lanes keep the GPU busier there)"
 )
 
 

@@ -226,16 +226,14 @@ class LaneOptions:
     lanes, one plain runner (one context, one stream, one batch at a time) where the backend has one.
     ``lane_wait``: how a lane thread waits for its batch, ``spin`` on a core (CUDA's default, trtexec's
     ``--useSpinWait``) or ``sleep`` until the batch is done (``LANE_WAITS``). ``lane_depth`` (ONNX Runtime's
-    lanes): batches a lane's thread keeps enqueued on its stream when the lanes overlap; ``lane_images`` (ONNX
-    Runtime's lanes): images a lane takes per job at batch 1 where the lanes overlap; None for either: the
-    backend's choice (``common.throughput.ort_lanes.OrtCudaBackend``)."""
+    lanes): batches a lane's thread keeps enqueued on its stream when the lanes overlap; None: the backend's
+    choice (``common.throughput.ort_lanes.OrtCudaBackend``)."""
 
     lanes: int = 2
     gpu_order: str = "auto"
     cuda_graph: bool = False
     lane_wait: str = "spin"
     lane_depth: int | None = None
-    lane_images: int | None = None
 
     @property
     def spin_wait(self) -> bool:
@@ -250,5 +248,3 @@ class LaneOptions:
         check_choice("lane_wait", self.lane_wait, LANE_WAITS)
         if self.lane_depth is not None and self.lane_depth < 1:
             raise OptionError("lane_depth", "{lane_depth} must be auto or >= 1, got " + literal(self.lane_depth))
-        if self.lane_images is not None and self.lane_images < 1:
-            raise OptionError("lane_images", "{lane_images} must be auto or >= 1, got " + literal(self.lane_images))

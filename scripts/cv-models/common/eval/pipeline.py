@@ -62,7 +62,6 @@ from common.eval.protocols import (
     DevicePostprocessing,
     DevicePreprocessing,
     GpuDetections,
-    GroupedJobs,
     LaneTiming,
     LoaderFactory,
     LoaderPlan,
@@ -88,7 +87,6 @@ __all__ = [
     "detection_head",
     "evaluate",
     "in_flight_depth",
-    "job_images",
     "latency_pass",
     "resolve_batch_size",
     "resolve_postprocess",
@@ -617,8 +615,7 @@ def evaluate(
     head = detection_head(backend, opts)
     post_mode, post_layout, post_why = resolve_postprocess(backend, opts.postprocess, explicit, size, opts.post, head)
     ids, sequential = dataset.image_ids, opts.workers <= 0
-    job = batch_size if sequential else job_images(backend, batch_size)  # images per submit
-    window = job if sequential else load_window(opts.workers, job, opts.prefetch_batches)
+    window = batch_size if sequential else load_window(opts.workers, batch_size, opts.prefetch_batches)
     depth = 1 if sequential else in_flight_depth(backend)
     engine = resolve_coco_engine(opts.coco_engine) if opts.coco_eval else None
     lane_timed = isinstance(backend, LaneTiming)
@@ -627,12 +624,12 @@ def evaluate(
     # the loaders first: their processes boot while the ground truth is indexed and the backend warms up
     t_open = time.perf_counter()
     with (
-        _loaders(opts, dataset, size, window, (depth + 2) * job, loader_factory) as loaders,
+        _loaders(opts, dataset, size, window, (depth + 2) * batch_size, loader_factory) as loaders,
         _coco_feed(dataset, engine, sequential) as coco,
     ):
         runs, start = _warm_up(backend, loaders, coco, len(ids), batch_size, size, opts.warmup_runs, t_open)
         lane_start = len(backend.gpu_ms) if lane_timed else 0
-        stages, wall = _run_stages(backend, dataset, opts, loaders, size, window, job, depth, post_layout, coco)
+        stages, wall = _run_stages(backend, dataset, opts, loaders, size, window, batch_size, depth, post_layout, coco)
         if latency_runs > 0:
             jobs = [(i, str(dataset.image_path(i))) for i in ids[:batch_size]]
             first = loaders.load(jobs).result()
@@ -642,20 +639,27 @@ def evaluate(
     t0 = time.perf_counter()
     stats, table = _coco_stats(coco, dataset, rows, engine)
     eval_s = time.perf_counter() - t0  # all of COCOeval but the streamed matching: after the last batch
+    n = len(ids)
+    inference = latency_stats(stages.infer_s, skip=opts.skip_latency, items_per_sample=batch_size)
     gpu_s = [ms / 1000.0 for ms in backend.gpu_ms[lane_start:]] if lane_timed else []
     lone_pass = latency_pass(backend, first, size, opts, latency_runs) if latency_runs > 0 else None
+    latency, latency_timing = _latency(inference, gpu_s, lone_pass, lone, opts.skip_latency, batch_size)
     timings = {
-        **_stage_timings(stages, gpu_s, lone_pass, lone, opts.skip_latency, job),
+        "preprocess": latency_stats(stages.pre_s),
+        "inference": inference,  # host: submit to outputs back, queueing included when pipelined
+        "inference_gpu": latency_stats(gpu_s, skip=opts.skip_latency, items_per_sample=batch_size) if gpu_s else None,
+        "latency": latency,
+        "latency_timing": latency_timing,
+        "postprocess": latency_stats(stages.post_s, items_per_sample=batch_size),
         "eval_seconds": eval_s,
         "coco_eval_after_last_batch_s": eval_s,
         "coco_engine": engine,  # the implementation that ran (None: no COCOeval)
         "coco_engine_requested": opts.coco_engine,
         **_coco_timings(coco),
         "wall_seconds": wall,
-        "end_to_end_images_per_s": len(ids) / wall if wall > 0 else 0.0,
+        "end_to_end_images_per_s": n / wall if wall > 0 else 0.0,
         "workers": opts.workers,
         "batch_size": batch_size,
-        "images_per_job": job,  # images handed to the backend per submit (GroupedJobs: several batches)
         "mode": "sequential" if sequential else ("pipelined-async" if depth >= 2 else "pipelined"),
         "preprocess_mode": opts.preprocess,
         **prep,
@@ -673,32 +677,7 @@ def evaluate(
     }
     if lone_pass is not None:
         timings["latency_pass"] = lone_pass
-    return EvalResult(rows, stats, table, stages.layout or "unknown", len(ids), batch_size, timings)
-
-
-def job_images(backend: Backend, batch_size: int) -> int:
-    """Images the pipeline hands ``backend`` per submit: a ``GroupedJobs`` backend's choice (several batches in
-    one job), else one batch."""
-    if isinstance(backend, GroupedJobs):
-        return max(batch_size, int(backend.job_images(batch_size)))
-    return batch_size
-
-
-def _stage_timings(
-    stages: _Stages, gpu_s: list[float], lone_pass: dict[str, Any] | None, lone: bool, skip: int, job: int
-) -> dict[str, Any]:
-    """The per-stage records of a run: pre-processing per image; inference, its GPU time and post-processing per
-    submit of ``job`` images; the latency and what it measures (``_latency``)."""
-    inference = latency_stats(stages.infer_s, skip=skip, items_per_sample=job)
-    latency, latency_timing = _latency(inference, gpu_s, lone_pass, lone, skip, job)
-    return {
-        "preprocess": latency_stats(stages.pre_s),
-        "inference": inference,  # host: submit to outputs back, queueing included when pipelined
-        "inference_gpu": latency_stats(gpu_s, skip=skip, items_per_sample=job) if gpu_s else None,
-        "latency": latency,
-        "latency_timing": latency_timing,
-        "postprocess": latency_stats(stages.post_s, items_per_sample=job),
-    }
+    return EvalResult(rows, stats, table, stages.layout or "unknown", n, batch_size, timings)
 
 
 def _warm_up(

@@ -11,9 +11,7 @@ Anything more is an optional capability the pipeline asks for with ``isinstance`
   ``[GpuDetections]`` (final rows in letterbox pixels, <= max_det per image) instead of head tensors;
 - ``Warmup``: ``warmup(batch, runs)`` warms everything it owns (e.g. every lane's session);
 - ``LaneTiming``: ``gpu_ms`` (CUDA-event time of each batch's own work on its lane) and
-  ``latency_runs(batch, runs)`` (back-to-back single-batch runs on one lane, nothing else in flight);
-- ``GroupedJobs``: ``job_images(batch_size)``, the images it takes per ``submit`` (several batches' worth in one
-  job, each batch still run by the model at its own size).
+  ``latency_runs(batch, runs)`` (back-to-back single-batch runs on one lane, nothing else in flight).
 
 The protocols are structural: a backend matches by having the members, it never inherits.
 """
@@ -38,7 +36,6 @@ __all__ = [
     "DevicePostprocessing",
     "DevicePreprocessing",
     "GpuDetections",
-    "GroupedJobs",
     "LaneTiming",
     "LoaderFactory",
     "LoaderPlan",
@@ -222,17 +219,6 @@ class LaneTiming(Protocol):
 
     def latency_runs(self, batch: Batch, runs: int) -> dict[str, list[float]]:
         """``runs`` back-to-back runs of ``batch`` on one lane: ``{"gpu_ms": [...], "host_ms": [...]}``."""
-        ...
-
-
-@runtime_checkable
-class GroupedJobs(Protocol):
-    """A backend whose lanes take several batches in one job: one upload, one pre-processing launch, one
-    post-processing launch and one download for all of them, while the model runs each batch at its own size,
-    so the detections are those of batch-by-batch runs. Asked once pre- and post-processing are set up."""
-
-    def job_images(self, batch_size: int) -> int:
-        """Images per ``submit`` for batches of ``batch_size``: ``batch_size``, or a multiple where it groups."""
         ...
 
 

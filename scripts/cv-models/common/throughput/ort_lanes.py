@@ -36,14 +36,6 @@ stages host memory.
 With ``enable_device_postprocess`` (``DevicePostprocessing``) a lane runs ``common.throughput.gpu_postprocess``
 on its stream after the ORT run and copies back only the final rows: ``infer`` / ``wait`` return
 ``[GpuDetections]``.
-
-Images per job (``GroupedJobs``, ``lane_images``): at batch 1, where the lanes overlap and the letterbox and the
-post-processing run on the GPU, a lane takes several images in one job. One upload and one letterbox launch put
-them all into the lane's group input; then, for each image, a device copy into the bound input, the model's run
-at batch 1 (a graph replay) and a device copy of its head into the group output; one post-processing launch over
-them all, one download, one wait. The host's per-job work (events, the wait, the hand-over between threads,
-reading the results) is paid once per group, and each image still runs the model as a lone batch of 1, so the
-detections are those of batch-1 runs. The group buffers belong to the lane's stream, which its twins share.
 """
 
 from __future__ import annotations
@@ -72,8 +64,6 @@ __all__ = [
 
 # ORT's CUDA EP makes its regular runs first (allocating), then captures: warm-up runs per lane, enough for both
 GRAPH_WARMUP_RUNS = 3
-# images a lane takes per job where ``lane_images`` is auto: graph lanes overlapping at batch 1 (else 1)
-AUTO_LANE_IMAGES = 8
 PARTIAL_BATCH_LANE = 0  # the lane a partial batch runs on (``OrtCudaBackend._lane_of``)
 GRAPH_MODES = ("auto", "on", "off")
 
@@ -107,12 +97,10 @@ def _close_sessions(lanes: list[Lane]) -> None:
 
 
 def _free_lanes(lanes: list[Lane]) -> None:
-    """Each lane's input/output buffers and group buffers, then its stream and events (its session closed
-    already)."""
+    """Each lane's input/output buffers, then its stream and events (its session closed already)."""
     for lane in lanes:
         for buf in (lane.worker.inp, *lane.worker.outs):
             buf.free()
-        lane.worker.group.free()
         lane.close()
 
 
@@ -125,34 +113,6 @@ class _OrtBatch:
 
 
 @dataclass
-class _GroupBuffers:
-    """A lane's device buffers for jobs of several images (``lane_images``): the letterboxed inputs side by side,
-    and the detection heads side by side for one post-processing launch. Shared by the lane's twins (one stream:
-    used in stream order)."""
-
-    inp: Any = None  # DeviceBufferLike: images x the model input of one image
-    out: Any = None  # images x output 0 of one image
-    images: int = 0
-
-    def ensure(self, mem: Any, images: int, in_bytes: int, out_bytes: int) -> None:
-        """Room for ``images`` images (the lane idle: nothing on its stream uses the old buffers)."""
-        if images <= self.images:
-            return
-        self.free()
-        self.inp, self.out, self.images = (
-            mem.device_buffer(images * in_bytes),
-            mem.device_buffer(images * out_bytes),
-            images,
-        )
-
-    def free(self) -> None:
-        for buf in (self.inp, self.out):
-            if buf is not None:
-                buf.free()
-        self.inp, self.out, self.images = None, None, 0
-
-
-@dataclass
 class _OrtLane:
     """What one lane owns beside its stream and events (``common.throughput.lanes.Lane``)."""
 
@@ -160,7 +120,6 @@ class _OrtLane:
     io: dict[int, Any]  # batch size -> IO binding over the same buffers
     inp: Staging
     outs: list[Staging]
-    group: _GroupBuffers = field(default_factory=_GroupBuffers)  # jobs of several images; the twins share it
     plain: OrtBackend | None = None  # graph lanes: the plain session of partial batches (``_plain``)
     plain_io: dict[int, Any] = field(default_factory=dict)  # its IO bindings, as ``io``
     stager: U8Stager | None = None  # uint8 staging for U8Batch (enable_device_preprocess)
@@ -179,10 +138,7 @@ class OrtCudaBackend(LaneBackend):
 
     ``lane_depth``: batches each lane's thread keeps enqueued on its stream in the overlapped order (its twins:
     ``common.throughput.lanes.LanePool``); None: 2 for graph lanes, whose replays return before the GPU is done,
-    1 otherwise (per-kernel runs block until it is). The serial order always has 1.
-
-    ``lane_images``: images a lane takes per job at batch 1 where the lanes overlap (``GroupedJobs``; module
-    docstring), once GPU pre- and post-processing are on; None: ``AUTO_LANE_IMAGES`` for graph lanes, else 1."""
+    1 otherwise (per-kernel runs block until it is). The serial order always has 1."""
 
     cuda_graph = False
     cuda_graph_fallback: str | None = None
@@ -203,12 +159,9 @@ class OrtCudaBackend(LaneBackend):
         graph: str = "off",
         spin_wait: bool = True,
         lane_depth: int | None = None,
-        lane_images: int | None = None,
     ) -> None:
         if lane_depth is not None and lane_depth < 1:
             raise ValueError(f"lane_depth must be >= 1, got {lane_depth}")
-        if lane_images is not None and lane_images < 1:
-            raise ValueError(f"lane_images must be >= 1, got {lane_images}")
         cuda_opts = dict((provider_options or {}).get(CUDA_EP, {}))
         explicit = cuda_opts.pop("enable_cuda_graph", None)
         mode = {"1": "on", "0": "off"}.get(explicit or "", graph)
@@ -220,7 +173,6 @@ class OrtCudaBackend(LaneBackend):
         self._post_kernels = post_kernels
         self._spin_wait = spin_wait
         self._lane_depth = lane_depth
-        self._lane_images = lane_images
         self._session_args = dict(cuda_opts=cuda_opts, log=log, disable_cpu_fallback=disable_cpu_fallback)
         build = dict(lanes=lanes, imgsz=imgsz, gpu_order=gpu_order)
         if mode == "off":
@@ -285,7 +237,7 @@ class OrtCudaBackend(LaneBackend):
         w: _OrtLane = lane.worker
         return Lane(
             self.mem,
-            _OrtLane(w.backend, w.io, w.inp, w.outs, w.group),
+            _OrtLane(w.backend, w.io, w.inp, w.outs),
             stream=lane.stream,
             owns_stream=False,
             spin_wait=self._spin_wait,
@@ -393,30 +345,9 @@ class OrtCudaBackend(LaneBackend):
 
     def enable_device_postprocess(self, layout: str, input_hw: tuple[int, int], opts: Any) -> None:
         """Return final detections (``[GpuDetections]``) from now on; UserError when the kernels or the
-        output shape don't allow it (nothing changed then). Each lane's post-processor is made for a whole job
-        (``lane_images``), and the lanes get their group buffers."""
+        output shape don't allow it (nothing changed then)."""
         out = self._outputs[0]
-        images = self.lane_images
-        self._set_postprocess(layout, input_hw, opts, self._shape(out)[1:], out.dtype, max(self.max_batch, images))
-        if images > 1:
-            with self._lanes.idle() as lanes:
-                for lane in lanes:
-                    lane.worker.group.ensure(self.mem, images, self._nbytes(self._input, 1), self._nbytes(out, 1))
-
-    @property
-    def lane_images(self) -> int:
-        """Images a lane takes per job where it groups them (1: one batch per job): at batch 1, where the lanes
-        overlap; ``lane_images``, or ``AUTO_LANE_IMAGES`` for graph lanes."""
-        if self.max_batch != 1 or not self._lanes.overlap:
-            return 1
-        return self._lane_images or (AUTO_LANE_IMAGES if self.cuda_graph else 1)
-
-    def job_images(self, batch_size: int) -> int:
-        """``GroupedJobs``: ``lane_images`` once the letterbox and the post-processing run on the GPU (the job's
-        images go up as uint8 and only final rows come back), else one batch."""
-        images = self.lane_images  # > 1 only at batch 1
-        grouped = images > 1 and self.preprocess != "cpu" and self._post is not None and batch_size == self.max_batch
-        return images if grouped else batch_size
+        self._set_postprocess(layout, input_hw, opts, self._shape(out)[1:], out.dtype, self.max_batch)
 
     # ------------------------------------------------------------------ running
     def _prepare(self, lane: Lane, batch: np.ndarray | U8Batch) -> Staged:
@@ -433,13 +364,12 @@ class OrtCudaBackend(LaneBackend):
         return Staged(_OrtBatch(b, None), lambda stream: w.inp.upload_staged(staged.nbytes, stream))
 
     def _pipelines(self, twin: Lane, batch: Any) -> bool:
-        """A full uint8 batch (or a job of several) with GPU letterbox and GPU post-processing on: everything of it
-        the host writes or reads is the twin's own pinned memory; the lane's device buffers are used in stream
-        order."""
+        """A full uint8 batch with GPU letterbox and GPU post-processing on: everything of it the host writes or
+        reads is the twin's own pinned memory; the lane's device buffers are used in stream order."""
         w: _OrtLane = twin.worker
         return (
             isinstance(batch, U8Batch)
-            and int(batch.shape[0]) >= self.max_batch
+            and int(batch.shape[0]) == self.max_batch
             and w.stager is not None
             and w.stager.decoder is None
             and w.post is not None
@@ -448,8 +378,6 @@ class OrtCudaBackend(LaneBackend):
     def _enqueue(self, lane: Lane, item: _OrtBatch) -> Collect:
         w: _OrtLane = lane.worker
         b = item.batch
-        if b > self.max_batch:
-            return self._enqueue_group(lane, item)
         if item.launch is not None:
             item.launch(w.inp.device_ptr, lane.stream)
         self._run(lane, b)
@@ -462,39 +390,18 @@ class OrtCudaBackend(LaneBackend):
             buf.view(spec.dtype, self._shape(spec, b)).copy() for spec, buf in zip(self._outputs, w.outs, strict=True)
         ]
 
-    def _enqueue_group(self, lane: Lane, item: _OrtBatch) -> Collect:
-        """A job of ``item.batch`` images at batch 1 (``job_images``): one letterbox launch into the group input,
-        then per image a device copy into the bound input, the model's run and a device copy of its head into the
-        group output; one post-processing launch over them all."""
-        w: _OrtLane = lane.worker
-        g, b, stream = w.group, item.batch, lane.stream
-        one_in, one_out = self._nbytes(self._input, 1), self._nbytes(self._outputs[0], 1)
-        assert item.launch is not None and w.post is not None and b <= g.images, "a group needs GPU pre/post"
-        item.launch(int(g.inp.ptr), stream)
-        for j in range(b):
-            self.mem.copy_dtod_async(w.inp.device_ptr, int(g.inp.ptr) + j * one_in, one_in, stream)
-            self._run(lane, 1)
-            self.mem.copy_dtod_async(int(g.out.ptr) + j * one_out, w.outs[0].device_ptr, one_out, stream)
-        w.post.launch(int(g.out.ptr), stream, b)
-        return lambda: [w.post.collect()]
-
     # ------------------------------------------------------------------ idle-time work
-    def _resident_runs(self, lane: Lane, batch: int, runs: int, queued: int = 1) -> list[float]:
-        """``runs`` runs over the lane's resident buffers, waiting for the stream after every ``queued`` runs (graph
-        replays return once launched, so up to ``queued`` of them are on the stream at once): wall ms per run."""
+    def _resident_runs(self, lane: Lane, batch: int, runs: int) -> list[float]:
         times = []
-        for start in range(0, runs, queued):
-            n = min(queued, runs - start)
+        for _ in range(runs):
             t0 = time.perf_counter()
-            for _ in range(n):
-                self._run(lane, batch)
+            self._run(lane, batch)
             lane.stream.synchronize()
-            times.extend([(time.perf_counter() - t0) * 1000.0 / n] * n)
+            times.append((time.perf_counter() - t0) * 1000.0)
         return times
 
     def _lane_for(self, batch: Any) -> int | None:
-        b = int(batch.shape[0])
-        return None if b > self.max_batch else self._lane_of(b)  # a job of several images: any lane
+        return self._lane_of(int(batch.shape[0]))
 
     def _lane_of(self, size: int) -> int | None:
         """The lane batches of ``size`` images run on: a partial batch (fewer than ``max_batch``: a run's last)
@@ -525,24 +432,20 @@ class OrtCudaBackend(LaneBackend):
             raise ValueError(f"bound for batch {self.max_batch}, asked for {batch}")
         return self._lanes.call_on(0, lambda lane: self._resident_runs(lane, batch, warmup + iterations))[warmup:]
 
-    def resident_overlap_images_per_s(
-        self, iterations: int, batch: int = 1, warmup: int = 10, queued: int = 1
-    ) -> float:
-        """Images/s with every lane running ``iterations`` resident runs (no copies) at once, each on its own
-        stream, waiting for it after every ``queued`` runs: the inference-only ceiling when the lanes' GPU work
-        overlaps."""
+    def resident_overlap_images_per_s(self, iterations: int, batch: int = 1, warmup: int = 10) -> float:
+        """Images/s with every lane running ``iterations`` synchronous resident runs (no copies) at once, each on
+        its own stream: the inference-only ceiling when the lanes' GPU work overlaps."""
         if batch != self.max_batch:
             raise ValueError(f"bound for batch {self.max_batch}, asked for {batch}")
-        self._lanes.call_all(lambda lane: self._resident_runs(lane, batch, warmup, queued))
+        self._lanes.call_all(lambda lane: self._resident_runs(lane, batch, warmup))
         t0 = time.perf_counter()
-        self._lanes.call_all(lambda lane: self._resident_runs(lane, batch, iterations, queued))
+        self._lanes.call_all(lambda lane: self._resident_runs(lane, batch, iterations))
         wall = time.perf_counter() - t0
         return len(self._lanes.lanes) * iterations * batch / wall if wall > 0 else 0.0
 
     def _check_batch(self, batch: np.ndarray | U8Batch) -> None:
         b = int(batch.shape[0])
-        most = self.job_images(self.max_batch) if isinstance(batch, U8Batch) else self.max_batch
-        if b > most or tuple(batch.shape[1:]) != self._shape(self._input)[1:]:
+        if b > self.max_batch or tuple(batch.shape[1:]) != self._shape(self._input)[1:]:
             raise UserError(f"batch {list(batch.shape)} does not fit the bound input {list(self._input.shape)}")
 
     def metadata(self) -> dict[str, Any]:
@@ -554,7 +457,6 @@ class OrtCudaBackend(LaneBackend):
                 "max_batch": self.max_batch,
                 "cuda_graph": self.cuda_graph,
                 "cuda_graph_fallback": self.cuda_graph_fallback,
-                "lane_images": self.job_images(self.max_batch),  # images per job (GroupedJobs)
                 "device": self.mem.device_info(),
                 **self._lane_metadata(),
             }
