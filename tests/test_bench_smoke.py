@@ -200,8 +200,11 @@ def test_a_lanes_variant_is_the_no_flag_run_on_that_many_lanes() -> None:
 
     assert B.variant_spec("eval-onnx-defaults-lanes-8") == (8, B.DEFAULTS_MODE, "auto")
     assert B.variant_spec("eval-onnx-defaults-sleep-wait") == (-1, B.DEFAULTS_MODE, "auto+sleep")
+    assert B.variant_spec("eval-onnx-defaults-main-thread") == (-1, B.DEFAULTS_MODE, "auto+main")
+    assert B.variant_spec("eval-onnx-defaults-lanes-6-main-thread") == (6, B.DEFAULTS_MODE, "auto+main")
     assert B.variant_spec("eval-onnx-defaults") == (-1, B.DEFAULTS_MODE, "auto")  # --lanes, default 3
-    for bad in ("eval-onnx-defaults-lanes-0", "eval-onnx-defaults-lanes-", "eval-onnx-defaults-lanes-x", "ort-cpu"):
+    bad_names = ("eval-onnx-defaults-lanes-0", "eval-onnx-defaults-lanes-", "eval-onnx-defaults-lanes-x", "ort-cpu")
+    for bad in (*bad_names, "eval-onnx-defaults-lanes-6-main"):
         assert B.variant_spec(bad) is None, bad
 
 
@@ -389,8 +392,9 @@ class _LaneStub:
     """A lane backend as the ceiling sees it: ``serial_ms`` per synchronous resident run on one session,
     ``overlap_ips`` images/s with every lane running at once."""
 
-    def __init__(self, serial_ms: float, overlap_ips: float, lanes: int = 3) -> None:
+    def __init__(self, serial_ms: float, overlap_ips: float, lanes: int = 3, threads: str = "per-lane") -> None:
         self.serial_ms, self.overlap_ips, self.lanes, self.asked = serial_ms, overlap_ips, lanes, []
+        self.threads = threads
 
     def resident_run_ms(self, iterations: int, batch: int = 1, warmup: int = 10) -> list[float]:
         return [self.serial_ms] * iterations
@@ -400,7 +404,7 @@ class _LaneStub:
         return self.overlap_ips
 
     def metadata(self) -> dict:
-        return {"lanes": self.lanes}
+        return {"lanes": self.lanes, "lane_threads": self.threads}
 
 
 @pytest.mark.parametrize(("serial_ms", "overlap_ips", "best"), [(2.0, 700.0, "overlap"), (2.0, 400.0, "serial")])
@@ -432,6 +436,16 @@ def test_the_ceiling_is_the_best_lane_count_a_variant_runs() -> None:
     lines = _ceiling_lines(1, c, None)
     (marked,) = [line for line in lines if "= ceiling" in line]
     assert len(lines) == 3 and "overlapped, 6 lanes" in marked
+
+
+def test_lanes_driven_by_one_thread_give_no_overlapped_ceiling() -> None:
+    """A ``--lane-threads main`` variant runs its lanes' resident runs one after the other: its lane count is
+    measured only through a variant with a thread per lane."""
+    from bench_eval_throughput import ceiling
+
+    main6, three = _LaneStub(2.0, 400.0, lanes=6, threads="main"), _LaneStub(2.0, 700.0)
+    c = ceiling(main6, 1, 640, 0.01, [three])
+    assert list(c["overlap_by_lanes"]) == ["3"] and c["images_per_s"] == 700.0 and not main6.asked
 
 
 def test_the_ceiling_of_a_backend_without_lanes_is_its_serial_runs() -> None:

@@ -441,7 +441,9 @@ def test_the_deferred_double_catches_a_twin_that_shares_its_lanes_pinned_memory(
     assert any(on_twins) and got.detections != ref.detections
 
 
-def _deferred_lanes_run(monkeypatch, order: str, batch: int, model: str | None, depth: int | None):
+def _deferred_lanes_run(
+    monkeypatch, order: str, batch: int, model: str | None, depth: int | None, lane_threads: str = "per-lane"
+):
     """eval on 7 images through OrtCudaBackend's lanes (3) on ``DeferredCudaMemory`` and through a plain CPU
     session: (lanes' result, plain result, lanes' metadata, per batch whether it ran on a twin, the memory)."""
     from conftest import DEMO_MODEL, MINI, fixture_path
@@ -469,7 +471,14 @@ def _deferred_lanes_run(monkeypatch, order: str, batch: int, model: str | None, 
     plain = OrtBackend(onnx, ["CPUExecutionProvider"])
     ref = evaluate(plain, ds, EvalOptions(progress=False, workers=0))
     backend = ort_cuda.OrtCudaBackend(
-        onnx, lanes=3, max_batch=batch, memory=mem, post_kernels=lambda: kernels, gpu_order=order, lane_depth=depth
+        onnx,
+        lanes=3,
+        max_batch=batch,
+        memory=mem,
+        post_kernels=lambda: kernels,
+        gpu_order=order,
+        lane_depth=depth,
+        lane_threads=lane_threads,
     )
     on_twins: list[bool] = []
     enqueue = backend._lanes._enqueue
@@ -668,7 +677,7 @@ def _graph_lanes(monkeypatch, fail_capture: bool = False):
     class GraphSession(_FakeIoSession):
         def __init__(self, real, graph: bool) -> None:
             super().__init__(real)
-            self.graph, self.captured, self.outside = graph, None, False
+            self.graph, self.captured, self.outside, self.thread = graph, None, False, None
 
         def run_with_iobinding(self, io, run_options=None) -> None:
             calls.append((io.inputs[0][2], run_options, self.graph))
@@ -678,6 +687,10 @@ def _graph_lanes(monkeypatch, fail_capture: bool = False):
             if self.graph and graph_id == "-1":  # a run outside the graph, in the graph's session
                 self.outside = True
             elif self.graph:  # ORT replays the captured graph whatever is bound: one shape only
+                # ORT's CUDA EP keeps the graph per session and thread: on another thread it would warm up and
+                # capture again, in the middle of a run, beside other threads' CUDA work
+                self.thread = self.thread or threading.get_ident()
+                assert self.thread == threading.get_ident(), "double: a CUDA-graph session run from a second thread"
                 # as on an H100: a run outside the graph at another shape reused the graph's memory, and the
                 # next replay read freed memory
                 if self.outside:

@@ -629,13 +629,19 @@ def test_trt_backend_gpu_postprocess_equals_numpy_on_the_lanes(
 
 
 @pytest.mark.parametrize(
-    ("model", "batch", "lanes"), [("yolov10n-synth-dynbatch", 2, 3), ("yolov10n-synth-dfl144", 1, 2)]
+    ("model", "batch", "lanes", "threads"),
+    [
+        ("yolov10n-synth-dynbatch", 2, 3, "per-lane"),
+        ("yolov10n-synth-dfl144", 1, 2, "per-lane"),
+        ("yolov10n-synth-dfl144", 1, 3, "main"),
+    ],
 )
 def test_trt_lanes_are_stream_ordered_when_the_gpu_runs_work_as_late_as_it_may(
-    tmp_path, api, monkeypatch, model, batch, lanes
+    tmp_path, api, monkeypatch, model, batch, lanes, threads
 ):
     """TensorRT lanes with the GPU letterbox and GPU post-processing on ``DeferredCudaMemory`` (each copy, kernel
-    and engine run happens only once the host waits for it): the detections of the CPU path on the same engine."""
+    and engine run happens only once the host waits for it): the detections of the CPU path on the same engine,
+    with a thread per lane or the lanes driven by the evaluator's thread (``--lane-threads main``)."""
     from common.data.coco import open_dataset
     from common.eval.pipeline import EvalOptions, evaluate
 
@@ -649,15 +655,17 @@ def test_trt_lanes_are_stream_ordered_when_the_gpu_runs_work_as_late_as_it_may(
     if batch > 1:
         options = BuildOptions(shapes=parse_shapes([f"images:1x3x640x640,{batch}x3x640x640,{batch}x3x640x640"]))
     session = TrtSession(_engine(tmp_path, api, onnx, options), api)
-    backend = TrtBackend(session, prep_factory=lambda: D.FakeGpuPreprocessor(mem), lanes=lanes)
+    backend = TrtBackend(session, prep_factory=lambda: D.FakeGpuPreprocessor(mem), lanes=lanes, lane_threads=threads)
     try:
         kw = dict(progress=False, workers=2, batch_size=batch, warmup_runs=1)
         got = evaluate(backend, ds, EvalOptions(preprocess="gpu-letterbox", postprocess="gpu", **kw))
         ref = evaluate(backend, ds, EvalOptions(preprocess="cpu", postprocess="cpu", **kw))
+        meta = backend.metadata()
     finally:
         backend.close()
     assert (got.timings["preprocess_mode"], got.timings["postprocess_mode"]) == ("gpu-letterbox", "gpu")
     assert got.detections == ref.detections and got.stats == ref.stats
+    assert meta["lane_threads"] == threads
     assert mem.live == 0
 
 

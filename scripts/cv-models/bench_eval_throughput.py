@@ -224,7 +224,8 @@ def _add_variant_args(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="(b) variants to time besides the first (default all: "
         + ", ".join(GPU_VARIANTS)
-        + f" on a GPU; ort-cpu on a CPU); {DEFAULTS_VARIANT}-lanes-N: the no-flag run on N lanes",
+        + f" on a GPU; ort-cpu on a CPU); {DEFAULTS_VARIANT}-lanes-N[-main-thread]: the no-flag run on N lanes "
+        "[with --lane-threads main]",
     )
     parser.add_argument(
         "--rounds",
@@ -371,7 +372,10 @@ def _lane_count(backend: Any) -> int:
     """The lanes of a backend whose lanes can run resident at once (0: one without, e.g. TensorRT's)."""
     if not callable(getattr(backend, "resident_overlap_images_per_s", None)):
         return 0
-    return int(backend.metadata().get("lanes") or 1)
+    meta = backend.metadata()
+    if meta.get("lane_threads") == "main":  # one thread runs its lanes one after the other
+        return 0
+    return int(meta.get("lanes") or 1)
 
 
 def _overlap_ceiling(backend: Any, lanes: int, batch: int, min_seconds: float) -> dict[str, Any]:
@@ -505,7 +509,8 @@ def run_ultralytics(onnx: Path, ds: CocoDataset, batch: int, gpu: bool, n_images
 # --gpu-order[+nograph][+sleep]); lanes 0 = a plain ORT CUDA session (session.run on host arrays), -1 = --lanes.
 # IO-binding lanes replay a CUDA graph where ORT can capture one (eval-onnx --io-binding's default);
 # "+nograph": per-kernel ORT runs (--provider-option CUDAExecutionProvider:enable_cuda_graph=0); "+sleep":
-# --lane-wait sleep; "+depth1": each lane's thread waits for its batch before it enqueues the next (no twins).
+# --lane-wait sleep; "+depth1": each lane's thread waits for its batch before it enqueues the next (no twins);
+# "+main": --lane-threads main.
 GPU_POST_VARIANTS: dict[str, tuple[int, str, str]] = {
     "ort-cuda-iobinding-gpu-letterbox-gpu-post": (-1, "gpu-letterbox+gpu-post", "auto"),
     "ort-cuda-iobinding-gpu-letterbox-gpu-post-serial": (-1, "gpu-letterbox+gpu-post", "serial"),
@@ -525,6 +530,7 @@ GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
     DEFAULTS_VARIANT: (-1, DEFAULTS_MODE, "auto"),
     f"{DEFAULTS_VARIANT}-sleep-wait": (-1, DEFAULTS_MODE, "auto+sleep"),
     f"{DEFAULTS_VARIANT}-depth1": (-1, DEFAULTS_MODE, "auto+depth1"),
+    f"{DEFAULTS_VARIANT}-main-thread": (-1, DEFAULTS_MODE, "auto+main"),
     **(GPU_POST_VARIANTS if HAS_GPU_POST else {}),
     **(GPU_NOGRAPH_VARIANTS if HAS_GPU_POST else {}),
     **(GPU_DECODE_VARIANTS if HAS_GPU_POST and HAS_GPU_DECODE else {}),
@@ -536,8 +542,9 @@ GPU_VARIANTS: dict[str, tuple[int, str, str]] = {
 }
 # every name --variants may give; those this machine can't run (on a CPU: all but ort-cpu) are left out of the run
 KNOWN_VARIANTS = [*GPU_VARIANTS, *GPU_POST_VARIANTS, *GPU_NOGRAPH_VARIANTS, *GPU_DECODE_VARIANTS, "ort-cpu"]
-# besides: eval-onnx-defaults-lanes-N for any N >= 1 (the no-flag run with --lanes N)
-LANES_VARIANT = re.compile(rf"{re.escape(DEFAULTS_VARIANT)}-lanes-([1-9][0-9]*)")
+# besides: eval-onnx-defaults-lanes-N[-main-thread] for any N >= 1 (the no-flag run with --lanes N [--lane-threads
+# main])
+LANES_VARIANT = re.compile(rf"{re.escape(DEFAULTS_VARIANT)}-lanes-([1-9][0-9]*)(-main-thread)?")
 
 
 def variant_spec(name: str) -> tuple[int, str, str] | None:
@@ -545,7 +552,7 @@ def variant_spec(name: str) -> tuple[int, str, str] | None:
     if name in GPU_VARIANTS:
         return GPU_VARIANTS[name]
     m = LANES_VARIANT.fullmatch(name)
-    return (int(m.group(1)), DEFAULTS_MODE, "auto") if m else None
+    return (int(m.group(1)), DEFAULTS_MODE, "auto+main" if m.group(2) else "auto") if m else None
 
 
 # of the GPU memory free before the first variant starts, what the variants may take together (ORT's arenas
@@ -607,6 +614,7 @@ def _make_variant(
         graph="off" if "nograph" in extras else "auto",
         spin_wait="sleep" not in extras,
         lane_depth=1 if "depth1" in extras else None,
+        lane_threads="main" if "main" in extras else "per-lane",
     )
     try:
         enable_mode(backend, prep)
@@ -1232,7 +1240,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if unknown:
         raise UserError(
             f"--variants {unknown[0]}: no such variant; choose from {', '.join(dict.fromkeys(KNOWN_VARIANTS))}"
-            f" or {DEFAULTS_VARIANT}-lanes-N"
+            f" or {DEFAULTS_VARIANT}-lanes-N[-main-thread]"
         )
     for b in args.batch_sizes:
         check_range("--batch-sizes", b, 1)

@@ -128,9 +128,12 @@ def resolve_path(args: argparse.Namespace, options: dict[str, dict[str, str]], a
 
 
 def lane_options(args: argparse.Namespace) -> LaneOptions:
-    """``--lanes``, ``--gpu-order``, ``--lane-wait`` and ``--lane-depth`` (``OptionError`` naming the flag)."""
+    """``--lanes``, ``--gpu-order``, ``--lane-wait``, ``--lane-depth`` and ``--lane-threads`` (``OptionError``
+    naming the flag)."""
     depth = None if args.lane_depth == "auto" else args.lane_depth
-    return LaneOptions(args.lanes, args.gpu_order, lane_wait=args.lane_wait, lane_depth=depth)
+    return LaneOptions(
+        args.lanes, args.gpu_order, lane_wait=args.lane_wait, lane_depth=depth, lane_threads=args.lane_threads
+    )
 
 
 def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[str, str]], lanes: LaneOptions) -> Any:
@@ -148,6 +151,7 @@ def lane_backend(args: argparse.Namespace, config: Any, options: dict[str, dict[
         graph="auto",
         spin_wait=lanes.spin_wait,
         lane_depth=lanes.lane_depth,
+        lane_threads=lanes.lane_threads,
     )
 
 

@@ -85,7 +85,9 @@ def open_backend(
     )
     if lanes.lanes == 0:
         return runner
-    return TrtBackend(runner, lanes=lanes.lanes, gpu_order=lanes.gpu_order, spin_wait=lanes.spin_wait)
+    return TrtBackend(
+        runner, lanes=lanes.lanes, gpu_order=lanes.gpu_order, spin_wait=lanes.spin_wait, lane_threads=lanes.lane_threads
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = eval_config(args)
     if args.onnx_path is not None:
         options_from_args(args)  # the build options' own checks, before the dataset or a build
-    lanes = LaneOptions(args.lanes, args.gpu_order, args.cuda_graph, args.lane_wait)
+    lanes = LaneOptions(args.lanes, args.gpu_order, args.cuda_graph, args.lane_wait, lane_threads=args.lane_threads)
     building = args.onnx_path is not None
     model_inputs = {"--onnx-path": args.onnx_path} if building else {"--engine-path": args.engine_path}
     # written by the build (engine, timing cache) or saved after the run (runtime cache)

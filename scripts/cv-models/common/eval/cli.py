@@ -25,6 +25,7 @@ from common.eval.options import (
     DEFAULT_DATA_ROOT,
     GPU_ORDERS,
     GPU_WARMUP_RUNS,
+    LANE_THREADS,
     LANE_WAITS,
     LOADERS,
     POSTPROCESS_MODES,
@@ -81,6 +82,7 @@ warmup_runs_arg = auto_or_count("a number of runs")  # --warmup-runs
 
 
 LANE_WAIT_HELP = "lane threads spin (default; trtexec --useSpinWait) or sleep while their batch runs"
+LANE_THREADS_HELP = "per-lane (default): a thread per lane; main: the main thread drives every lane"
 GPU_ORDER_HELP = (
     "serial: the GPU runs one batch at a time, as trtexec runs one stream, while the next batches are staged "
     "and uploaded, so latency.* is each batch's own GPU time; overlap: the lanes' GPU work runs concurrently "
@@ -93,10 +95,11 @@ GPU_ORDER_HELP = (
 
 
 def add_lane_flags(group: argparse._ArgumentGroup, when: str) -> None:
-    """``--gpu-order`` and ``--lane-wait``, the flags every lane-backed evaluator shares; ``when``: the
-    condition under which they apply, which their help opens with (e.g. ``with --io-binding``)."""
+    """``--gpu-order``, ``--lane-wait`` and ``--lane-threads``, the flags every lane-backed evaluator shares;
+    ``when``: the condition under which they apply, which their help opens with (e.g. ``with --io-binding``)."""
     group.add_argument("--gpu-order", choices=GPU_ORDERS, default="auto", help=f"{when}: {GPU_ORDER_HELP}")
     group.add_argument("--lane-wait", choices=LANE_WAITS, default="spin", help=f"{when}: {LANE_WAIT_HELP}")
+    group.add_argument("--lane-threads", choices=LANE_THREADS, default="per-lane", help=f"{when}: {LANE_THREADS_HELP}")
 
 
 THROUGHPUT_GROUP = "throughput tuning (the defaults pick the fast path where it runs; same detections)"
@@ -242,7 +245,7 @@ def _add_throughput_args(t: argparse._ArgumentGroup) -> None:
         "--switch-interval-ms",
         type=float,
         default=None,
-        help="Python's GIL switch interval during the run (default: CPython's, 5 ms)",
+        help="the GIL switch interval during the run (default 5 ms)",
     )
 
 

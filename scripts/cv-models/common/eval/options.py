@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_MAX_IMAGES",
     "GPU_ORDERS",
     "GPU_WARMUP_RUNS",
+    "LANE_THREADS",
     "LOADERS",
     "POSTPROCESS_MODES",
     "PREPROCESS_CHOICES",
@@ -57,6 +58,8 @@ PROCESS_LOADERS_MIN_CORES = 8
 POSTPROCESS_MODES: tuple[str, ...] = ("auto", "cpu", "gpu")
 GPU_ORDERS: tuple[str, ...] = ("auto", "serial", "overlap")
 LANE_WAITS: tuple[str, ...] = ("spin", "sleep")  # --lane-wait: how a lane's thread waits for its batch
+# --lane-threads: a thread per lane, or the evaluator's main thread drives every lane (caller_lanes)
+LANE_THREADS: tuple[str, ...] = ("per-lane", "main")
 
 DEFAULT_DATA_ROOT = Path("datasets/coco2017/source-data")
 # Warm-up runs per lane/session (and per partial-last-batch shape) before anything is timed, for
@@ -227,13 +230,16 @@ class LaneOptions:
     ``lane_wait``: how a lane thread waits for its batch, ``spin`` on a core (CUDA's default, trtexec's
     ``--useSpinWait``) or ``sleep`` until the batch is done (``LANE_WAITS``). ``lane_depth`` (ONNX Runtime's
     lanes): batches a lane's thread keeps enqueued on its stream when the lanes overlap; None: the backend's
-    choice (``common.throughput.ort_lanes.OrtCudaBackend``)."""
+    choice (``common.throughput.ort_lanes.OrtCudaBackend``). ``lane_threads`` (``LANE_THREADS``): ``per-lane``,
+    each lane has a thread of its own; ``main``, the evaluator's main thread drives every lane
+    (``common.throughput.caller_lanes``)."""
 
     lanes: int = 2
     gpu_order: str = "auto"
     cuda_graph: bool = False
     lane_wait: str = "spin"
     lane_depth: int | None = None
+    lane_threads: str = "per-lane"
 
     @property
     def spin_wait(self) -> bool:
@@ -246,5 +252,6 @@ class LaneOptions:
             )
         check_choice("gpu_order", self.gpu_order, GPU_ORDERS)
         check_choice("lane_wait", self.lane_wait, LANE_WAITS)
+        check_choice("lane_threads", self.lane_threads, LANE_THREADS)
         if self.lane_depth is not None and self.lane_depth < 1:
             raise OptionError("lane_depth", "{lane_depth} must be auto or >= 1, got " + literal(self.lane_depth))

@@ -15,12 +15,13 @@ from typing import Any
 
 from common.core.errors import UserError
 from common.core.results import latency_stats
+from common.throughput.caller_lanes import CallerLanePool
 from common.throughput.gpu_preprocess import check_float_input
 from common.throughput.lanes import Collect, Lane, LanePool, PostSetup, Staged
 
 __all__ = ["GPU_ORDERS", "LaneBackend", "resolve_gpu_order"]
 
-from common.eval.options import GPU_ORDERS
+from common.eval.options import GPU_ORDERS, LANE_THREADS
 
 GPU_ORDER_TEXT = {
     False: "serial (one batch at a time on the GPU, the host side pipelined)",
@@ -62,6 +63,7 @@ class LaneBackend:
     device_id: int = 0
     preprocess: str = "cpu"
     max_in_flight: int = 1
+    lane_threads: str = "per-lane"  # LANE_THREADS: a thread per lane, or the caller's thread drives every lane
     _lanes: LanePool
     _prep: Any = None  # GpuPreprocessor, made on the first enable_device_preprocess
     _prep_factory: Callable[[], Any] | None = None  # tests hand in a host double
@@ -73,8 +75,13 @@ class LaneBackend:
     def _start_lanes(
         self, lanes: Sequence[Lane], name: str, overlap: bool, twins: Sequence[Sequence[Lane]] = ()
     ) -> None:
-        """The pool over ``lanes`` (and their ``twins``: ``common.throughput.lanes.LanePool``)."""
-        self._lanes = LanePool(
+        """The pool over ``lanes`` (and their ``twins``): ``common.throughput.lanes.LanePool``, a thread per lane,
+        or with ``lane_threads`` ``main`` ``common.throughput.caller_lanes.CallerLanePool``, driven by the
+        thread that makes the backend."""
+        if self.lane_threads not in LANE_THREADS:
+            raise ValueError(f"lane_threads must be one of {', '.join(LANE_THREADS)}, got {self.lane_threads!r}")
+        pool = CallerLanePool if self.lane_threads == "main" else LanePool
+        self._lanes = pool(
             lanes, self._enqueue, name, overlap=overlap, prepare=self._prepare, twins=twins, pipelines=self._pipelines
         )
         self.max_in_flight = self._lanes.max_in_flight
@@ -189,6 +196,7 @@ class LaneBackend:
             "postprocess": self._post.describe() if self._post is not None else None,
             "gpu_order": GPU_ORDER_TEXT[self._lanes.overlap],
             "lane_wait": "spin" if self._lanes.lanes[0].spin_wait else "sleep",  # how a lane thread waits for its batch
+            "lane_threads": self.lane_threads,
             # how event records, async copies and stream waits reach the driver (common.gpu.cuda_mem.DRIVER_CALLS)
             "driver_calls": getattr(self.mem, "driver_calls", None),
             # CUDA events on each batch's lane: H2D + compute (+ GPU post) + D2H, per batch

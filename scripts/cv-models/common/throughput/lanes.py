@@ -227,6 +227,11 @@ class LanePool:
         self._paused = 0  # idle(): no new batch starts while > 0
         self._running = 0  # batches being run now
         self._stop = False
+        self._threads: list[threading.Thread] = []
+        self._start(name)
+
+    def _start(self, name: str) -> None:
+        """The lanes' threads, one each, started."""
         self._threads = [
             threading.Thread(target=self._serve, args=(i,), name=f"{name}-{i}", daemon=True)
             for i in range(len(self.lanes))

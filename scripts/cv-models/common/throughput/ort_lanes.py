@@ -159,6 +159,7 @@ class OrtCudaBackend(LaneBackend):
         graph: str = "off",
         spin_wait: bool = True,
         lane_depth: int | None = None,
+        lane_threads: str = "per-lane",
     ) -> None:
         if lane_depth is not None and lane_depth < 1:
             raise ValueError(f"lane_depth must be >= 1, got {lane_depth}")
@@ -173,6 +174,7 @@ class OrtCudaBackend(LaneBackend):
         self._post_kernels = post_kernels
         self._spin_wait = spin_wait
         self._lane_depth = lane_depth
+        self.lane_threads = lane_threads
         self._session_args = dict(cuda_opts=cuda_opts, log=log, disable_cpu_fallback=disable_cpu_fallback)
         build = dict(lanes=lanes, imgsz=imgsz, gpu_order=gpu_order)
         if mode == "off":

@@ -49,10 +49,12 @@ class TrtBackend(LaneBackend):
         post_kernels: Callable[[], Any] | None = None,
         gpu_order: str = "auto",
         spin_wait: bool = True,
+        lane_threads: str = "per-lane",
     ) -> None:
         """``runner``: the first lane (a bare ``TrtSession`` is wrapped); the others share its engine.
         This backend owns it from here on (closed by ``close``, or now if construction fails). ``spin_wait``:
-        ``common.throughput.lanes.Lane``'s."""
+        ``common.throughput.lanes.Lane``'s; ``lane_threads``: ``LaneBackend``'s."""
+        self.lane_threads = lane_threads
         first = runner if isinstance(runner, TrtRunner) else _wrap(runner)
         runners = [first]
         try:
