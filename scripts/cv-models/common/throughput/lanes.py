@@ -27,7 +27,8 @@ All CUDA work goes through a ``common.gpu.cuda_mem.MemoryLayer``: ``CudaMemory``
 Each lane has one thread of its own for its whole life (``LanePool``): batches go to whichever lane is
 free (one idle lane's thread is woken per batch), or to the lane ``submit`` names, and work that must run where
 a lane's batches run (warm-up, where ONNX Runtime captures its CUDA graph per session and thread; the latency
-pass) goes to that lane's thread through ``call_on``.
+pass) goes to that lane's thread through ``call_on``. ``common.throughput.caller_lanes.CallerLanePool`` is the
+same pool with no threads: the caller's thread drives every lane.
 
 Tested in CI through the doubles: threads and lane affinity, in-flight depth, per-lane timing, the serial
 order's event chain, prepare outside the order. What ran on a GPU is listed in the README.

@@ -1,7 +1,8 @@
 """ONNX Runtime CUDA EP with IO binding: lanes of (session, stream, pinned + device buffers).
 
 ``OrtCudaBackend`` runs ``lanes`` ORT sessions of the same model, each on its own CUDA
-stream (CUDA EP option ``user_compute_stream``) in its own thread:
+stream (CUDA EP option ``user_compute_stream``) in its own thread (``lane_threads`` ``main``: all of them in
+the thread that makes the backend, ``common.throughput.caller_lanes``):
 
     lane thread: batch -> pinned --H2D--> bound input; ORT run (IO binding);
                  [GPU post-processing]; bound outputs (or final rows) --D2H--> pinned; copy out
