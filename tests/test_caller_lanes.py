@@ -211,3 +211,13 @@ def test_the_graph_double_refuses_a_session_run_from_a_second_thread(monkeypatch
             backend._run(backend._lanes.lanes[0], 4)
     finally:
         backend.close()
+
+
+def test_an_unknown_lane_threads_value_is_refused_before_any_session(monkeypatch, tmp_path) -> None:
+    from test_gpu_lanes import _graph_lanes
+
+    ort_cuda, asked, _ = _graph_lanes(monkeypatch)
+    onnx = D.tiny_model(tmp_path / "m.onnx", dynamic=True)
+    with pytest.raises(ValueError, match="lane_threads must be one of per-lane, main, got 'both'"):
+        ort_cuda.OrtCudaBackend(str(onnx), max_batch=2, lanes=2, memory=D.FakeCudaMemory(), lane_threads="both")
+    assert asked == []

@@ -38,9 +38,9 @@ class CallerLanePool(LanePool):
     def _start(self, name: str) -> None:
         self._owner = threading.get_ident()
         self._name = name
-        self._ring = [slots[d] for d in range(self.depth) for slots in self._slots if d < len(slots)]
+        # (stream index, slot) in turn: the streams' first slots, then their second ones...
+        self._ring = [(k, slots[d]) for d in range(self.depth) for k, slots in enumerate(self._slots) if d < len(slots)]
         self._turn = 0
-        self._stream_of = {id(lane): k for k, slots in enumerate(self._slots) for lane in slots}
         self._busy: dict[int, _Begun] = {}  # id(lane) -> its batch begun and not yet waited for, oldest first
         self.max_in_flight = len(self._ring)
 
@@ -69,9 +69,9 @@ class CallerLanePool(LanePool):
         self._check_thread()
         if self._stop:
             raise RuntimeError("LanePool is closed")
-        slot = self._ring[self._turn]
+        k, slot = self._ring[self._turn]
         if lane is not None or not self._pipelines(slot, batch):
-            stream = self._slots[lane if lane is not None else self._stream_of[id(slot)]]
+            stream = self._slots[lane if lane is not None else k]
             for other in stream:  # the stream's own lane takes it, once nothing else is on the stream
                 self._finish(other)
             slot = stream[0]
@@ -90,10 +90,10 @@ class CallerLanePool(LanePool):
     def wait(self, token: cf.Future[Any]) -> Any:
         self._check_thread()
         if not token.done():
-            key = next((k for k, b in self._busy.items() if b.fut is token), None)
-            if key is None:
+            begun = next((b for b in self._busy.values() if b.fut is token), None)
+            if begun is None:
                 raise RuntimeError("wait: not a batch submitted to this pool")
-            self._end(self._busy.pop(key))
+            self._finish(begun.lane)
         return token.result()
 
     def call_on(self, index: int, fn: Callable[[Lane], Any]) -> Any:

@@ -19,7 +19,7 @@ from common.throughput.caller_lanes import CallerLanePool
 from common.throughput.gpu_preprocess import check_float_input
 from common.throughput.lanes import Collect, Lane, LanePool, PostSetup, Staged
 
-__all__ = ["GPU_ORDERS", "LaneBackend", "resolve_gpu_order"]
+__all__ = ["GPU_ORDERS", "LaneBackend", "checked_lane_threads", "resolve_gpu_order"]
 
 from common.eval.options import GPU_ORDERS, LANE_THREADS
 
@@ -55,6 +55,13 @@ def resolve_gpu_order(order: str, synchronous_runs: bool, batch: int, graph_repl
     return order == "overlap"
 
 
+def checked_lane_threads(value: str) -> str:
+    """``value`` if it is one of ``LANE_THREADS`` (ValueError otherwise), checked before a backend makes anything."""
+    if value not in LANE_THREADS:
+        raise ValueError(f"lane_threads must be one of {', '.join(LANE_THREADS)}, got {value!r}")
+    return value
+
+
 class LaneBackend:
     """Base of ``OrtCudaBackend`` and ``TrtBackend``: an ``AsyncBackend`` with ``DevicePreprocessing``,
     ``DevicePostprocessing`` and ``LaneTiming`` (common.eval.protocols) over ``_lanes``."""
@@ -78,8 +85,6 @@ class LaneBackend:
         """The pool over ``lanes`` (and their ``twins``): ``common.throughput.lanes.LanePool``, a thread per lane,
         or with ``lane_threads`` ``main`` ``common.throughput.caller_lanes.CallerLanePool``, driven by the
         thread that makes the backend."""
-        if self.lane_threads not in LANE_THREADS:
-            raise ValueError(f"lane_threads must be one of {', '.join(LANE_THREADS)}, got {self.lane_threads!r}")
         pool = CallerLanePool if self.lane_threads == "main" else LanePool
         self._lanes = pool(
             lanes, self._enqueue, name, overlap=overlap, prepare=self._prepare, twins=twins, pipelines=self._pipelines

@@ -55,7 +55,7 @@ from common.gpu.cuda_mem import CudaMemory
 from common.ort.options import CUDA_EP
 from common.ort.session import OrtBackend
 from common.throughput.gpu_preprocess import U8Batch, U8Stager
-from common.throughput.lane_backend import LaneBackend, resolve_gpu_order
+from common.throughput.lane_backend import LaneBackend, checked_lane_threads, resolve_gpu_order
 from common.throughput.lanes import Collect, Lane, Staged, Staging
 
 __all__ = [
@@ -170,12 +170,12 @@ class OrtCudaBackend(LaneBackend):
         if mode not in GRAPH_MODES:
             raise UserError(f"CUDA graph mode {mode!r}: choose one of {', '.join(GRAPH_MODES)}")
         resolve_gpu_order(gpu_order, True, max_batch)  # an unknown order: refused before any session is made
+        self.lane_threads = checked_lane_threads(lane_threads)
         self.mem = memory if memory is not None else CudaMemory(device_id)
         self.device_id, self.max_batch, self.onnx_path = device_id, max_batch, onnx_path
         self._post_kernels = post_kernels
         self._spin_wait = spin_wait
         self._lane_depth = lane_depth
-        self.lane_threads = lane_threads
         self._session_args = dict(cuda_opts=cuda_opts, log=log, disable_cpu_fallback=disable_cpu_fallback)
         build = dict(lanes=lanes, imgsz=imgsz, gpu_order=gpu_order)
         if mode == "off":

@@ -17,7 +17,7 @@ import numpy as np
 from common.core.errors import UserError
 from common.eval.protocols import TensorSpec, U8Batch
 from common.throughput.gpu_preprocess import U8Stager
-from common.throughput.lane_backend import LaneBackend, resolve_gpu_order
+from common.throughput.lane_backend import LaneBackend, checked_lane_threads, resolve_gpu_order
 from common.throughput.lanes import Collect, Lane, Staged
 from common.trt.api import TrtApi
 from common.trt.runner import TrtRunner
@@ -54,13 +54,13 @@ class TrtBackend(LaneBackend):
         """``runner``: the first lane (a bare ``TrtSession`` is wrapped); the others share its engine.
         This backend owns it from here on (closed by ``close``, or now if construction fails). ``spin_wait``:
         ``common.throughput.lanes.Lane``'s; ``lane_threads``: ``LaneBackend``'s."""
-        self.lane_threads = lane_threads
         first = runner if isinstance(runner, TrtRunner) else _wrap(runner)
         runners = [first]
         try:
             if lanes < 1:
                 raise UserError(f"--lanes must be >= 1, got {lanes}")
             overlap = resolve_gpu_order(gpu_order, False, 1)  # TensorRT's enqueue returns at once: auto is serial
+            self.lane_threads = checked_lane_threads(lane_threads)
             for _ in range(lanes - 1):
                 runners.append(
                     TrtRunner.open(
