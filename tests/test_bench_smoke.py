@@ -37,13 +37,13 @@ def test_smoke_benchmark_writes_table_and_json(tmp_path: Path) -> None:
 
 
 def test_repeat_rounds_up_to_whole_batches() -> None:
-    from bench_eval_throughput import _repeat
+    from common.throughput.bench.runs import repeat_ids
 
     ids = [5, 6, 7]
-    assert _repeat(ids, 7) == [5, 6, 7, 5, 6, 7, 5]
-    got = _repeat(ids, 7, batch=4)
+    assert repeat_ids(ids, 7) == [5, 6, 7, 5, 6, 7, 5]
+    got = repeat_ids(ids, 7, batch=4)
     assert len(got) == 8 and got[:3] == ids  # no partial last batch: no new input shape mid-run
-    assert len(_repeat(ids, 1, batch=2)) == 4  # never fewer than the distinct images
+    assert len(repeat_ids(ids, 1, batch=2)) == 4  # never fewer than the distinct images
 
 
 @pytest.mark.fixtures
@@ -108,9 +108,10 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     state, _ = D.use_double(monkeypatch, api)
     monkeypatch.chdir(tmp_path)  # the engine cache goes under ./tmp
     from common.eval import pipeline
+    from common.throughput.bench import ttm
 
     prewarmed: list[tuple] = []  # the shapes the bench's own warm-up (before the pairs) warms
-    real_warmup, real_for_run = pipeline.warmup, bench_eval_throughput.warmup_for_run
+    real_warmup, real_for_run = pipeline.warmup, ttm.warmup_for_run
 
     def recorded_warmup(backend, batch_size, size, runs, last_batch=None):
         prewarmed.append((batch_size, size, last_batch))
@@ -121,7 +122,7 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
             m.setattr(pipeline, "warmup", recorded_warmup)
             return real_for_run(*args)
 
-    monkeypatch.setattr(bench_eval_throughput, "warmup_for_run", recorded_for_run)
+    monkeypatch.setattr(ttm, "warmup_for_run", recorded_for_run)
     out = tmp_path / "bench.json"
     code = run_main(
         bench_eval_throughput.main,
@@ -179,9 +180,8 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
 
 
 def test_variant_modes_name_preprocess_post_and_decode() -> None:
-    import bench_eval_throughput as B
-
     from common.core.errors import UserError
+    from common.throughput.bench import modes as B
 
     assert B.mode_parts("cpu") == ("cpu", False, "cpu", "threads")
     assert B.mode_parts("gpu-letterbox+gpu-post") == ("gpu-letterbox", True, "cpu", "threads")
@@ -196,13 +196,14 @@ def test_variant_modes_name_preprocess_post_and_decode() -> None:
 
 
 def test_a_lanes_variant_is_the_no_flag_run_on_that_many_lanes() -> None:
-    import bench_eval_throughput as B
+    from common.throughput.bench import variants as B
+    from common.throughput.bench.modes import DEFAULTS_MODE
 
-    assert B.variant_spec("eval-onnx-defaults-lanes-8") == (8, B.DEFAULTS_MODE, "auto")
-    assert B.variant_spec("eval-onnx-defaults-sleep-wait") == (-1, B.DEFAULTS_MODE, "auto+sleep")
-    assert B.variant_spec("eval-onnx-defaults-main-thread") == (-1, B.DEFAULTS_MODE, "auto+main")
-    assert B.variant_spec("eval-onnx-defaults-lanes-6-main-thread") == (6, B.DEFAULTS_MODE, "auto+main")
-    assert B.variant_spec("eval-onnx-defaults") == (-1, B.DEFAULTS_MODE, "auto")  # --lanes, default 3
+    assert B.variant_spec("eval-onnx-defaults-lanes-8") == (8, DEFAULTS_MODE, "auto")
+    assert B.variant_spec("eval-onnx-defaults-sleep-wait") == (-1, DEFAULTS_MODE, "auto+sleep")
+    assert B.variant_spec("eval-onnx-defaults-main-thread") == (-1, DEFAULTS_MODE, "auto+main")
+    assert B.variant_spec("eval-onnx-defaults-lanes-6-main-thread") == (6, DEFAULTS_MODE, "auto+main")
+    assert B.variant_spec("eval-onnx-defaults") == (-1, DEFAULTS_MODE, "auto")  # --lanes, default 3
     bad_names = ("eval-onnx-defaults-lanes-0", "eval-onnx-defaults-lanes-", "eval-onnx-defaults-lanes-x", "ort-cpu")
     for bad in (*bad_names, "eval-onnx-defaults-lanes-6-main"):
         assert B.variant_spec(bad) is None, bad
@@ -212,7 +213,7 @@ def test_variants_start_only_while_their_gpu_memory_fits() -> None:
     """Each variant counts its lanes at the first variant's measured footprint per lane, against a share of what
     was free before the first started; one that does not fit is left out with a line naming it, not started
     into an out-of-memory failure."""
-    import bench_eval_throughput as B
+    from common.throughput.bench import variants as B
 
     gib = 1 << 30
     plan = B.GpuMemoryPlan(free_before=80 * gib, lanes=3, free_after=74 * gib, share=0.8)  # 2 GiB a lane
@@ -225,22 +226,23 @@ def test_variants_start_only_while_their_gpu_memory_fits() -> None:
     why = plan.refuse("eight-lanes", 8)
     assert why is not None and "16.0 GiB" in why and "--variants eight-lanes" in why and plan.used == 60 * gib
     assert plan.refuse("plain", 1) is None  # a smaller one still fits
-    assert B._variant_lanes("ort-cuda-plain", 3) == 1 and B._variant_lanes("eval-onnx-defaults", 3) == 3
-    assert B._variant_lanes("eval-onnx-defaults-lanes-8", 3) == 8
+    assert B.variant_lanes("ort-cuda-plain", 3) == 1 and B.variant_lanes("eval-onnx-defaults", 3) == 3
+    assert B.variant_lanes("eval-onnx-defaults-lanes-8", 3) == 8
 
 
 def test_gpu_variants_start_timed_on_a_double_and_stop_where_memory_runs_out(monkeypatch) -> None:
     """``make_backends`` on a GPU machine (ORT's lanes on the CUDA doubles): each variant's start-up is timed;
     once the first variant's footprint says the next would not fit, that one is left out with its reason."""
-    import bench_eval_throughput as B
     from conftest import DEMO_MODEL
     from test_fast_path import _fake_gpu_machine
+
+    from common.throughput.bench import variants as B
 
     _fake_gpu_machine(monkeypatch)
     gib = 1 << 30
     free = iter([10 * gib, 7 * gib])  # before / after the first variant: 3 lanes take 3 GiB, the share is 8 GiB
     # (a variant that fails to start takes nothing: the plain CUDA session below, which can't start on a CPU)
-    monkeypatch.setattr(B, "_gpu_free", lambda: next(free))
+    monkeypatch.setattr(B, "gpu_free", lambda: next(free))
     compile_s = B.compile_post_kernels()  # once, before the variants: no variant's start-up holds it
     assert compile_s is not None and compile_s >= 0
     starts: dict[str, float] = {}
@@ -411,14 +413,15 @@ class _LaneStub:
 def test_the_ceiling_is_the_best_configuration_we_can_run(serial_ms, overlap_ips, best) -> None:
     """Serial (one session, 500 img/s at 2 ms per image) and overlapped (every lane at once): the ceiling is
     the faster one and says which; the table marks it and measures every variant against it."""
-    from bench_eval_throughput import _ceiling_lines, ceiling
+    from common.throughput.bench.ceiling import ceiling
+    from common.throughput.bench.table import ceiling_lines
 
     stub = _LaneStub(serial_ms, overlap_ips)
     c = ceiling(stub, 1, 640, 0.01)
     assert c["best"] == best and c["serial"]["images_per_s"] == pytest.approx(500.0)
     assert c["overlap"]["images_per_s"] == overlap_ips and c["overlap"]["lanes"] == 3
     assert c["images_per_s"] == pytest.approx(max(500.0, overlap_ips))
-    lines = _ceiling_lines(1, c, None)
+    lines = ceiling_lines(1, c, None)
     (marked,) = [line for line in lines if "= ceiling" in line]
     assert ("overlapped" if best == "overlap" else "serial") in marked and len(lines) == 2
     assert all(iters >= 20 for iters, _, _ in stub.asked)
@@ -427,13 +430,14 @@ def test_the_ceiling_is_the_best_configuration_we_can_run(serial_ms, overlap_ips
 def test_the_ceiling_is_the_best_lane_count_a_variant_runs() -> None:
     """A variant on more lanes than the first one: its lanes' overlapped figure is measured too, and the ceiling
     is the best of every configuration (here the 6-lane one), each shown on a line of its own."""
-    from bench_eval_throughput import _ceiling_lines, ceiling
+    from common.throughput.bench.ceiling import ceiling
+    from common.throughput.bench.table import ceiling_lines
 
     three, six = _LaneStub(2.0, 700.0), _LaneStub(2.0, 900.0, lanes=6)
     c = ceiling(three, 1, 640, 0.01, [six])
     assert c["best"] == "overlap" and c["images_per_s"] == 900.0 and c["overlap"]["lanes"] == 6
     assert {k: v["images_per_s"] for k, v in c["overlap_by_lanes"].items()} == {"3": 700.0, "6": 900.0}
-    lines = _ceiling_lines(1, c, None)
+    lines = ceiling_lines(1, c, None)
     (marked,) = [line for line in lines if "= ceiling" in line]
     assert len(lines) == 3 and "overlapped, 6 lanes" in marked
 
@@ -441,7 +445,7 @@ def test_the_ceiling_is_the_best_lane_count_a_variant_runs() -> None:
 def test_lanes_driven_by_one_thread_give_no_overlapped_ceiling() -> None:
     """A ``--lane-threads main`` variant runs its lanes' resident runs one after the other: its lane count is
     measured only through a variant with a thread per lane."""
-    from bench_eval_throughput import ceiling
+    from common.throughput.bench.ceiling import ceiling
 
     main6, three = _LaneStub(2.0, 400.0, lanes=6, threads="main"), _LaneStub(2.0, 700.0)
     c = ceiling(main6, 1, 640, 0.01, [three])
@@ -449,7 +453,7 @@ def test_lanes_driven_by_one_thread_give_no_overlapped_ceiling() -> None:
 
 
 def test_the_ceiling_of_a_backend_without_lanes_is_its_serial_runs() -> None:
-    from bench_eval_throughput import ceiling
+    from common.throughput.bench.ceiling import ceiling
 
     class Plain:
         input = None
@@ -464,7 +468,7 @@ def test_the_ceiling_of_a_backend_without_lanes_is_its_serial_runs() -> None:
 def test_rounds_keep_the_median_round_and_drop_a_variant_that_fails() -> None:
     """``time_in_rounds``: a variant that fails in a round is reported in ``failed`` and not run again; an even
     number of rounds keeps the lower of the middle two."""
-    import bench_eval_throughput as bench
+    from common.throughput.bench import runs as bench
 
     calls: list[str] = []
     figures = {"a": iter([30.0, 10.0, 20.0, 40.0]), "b": iter([5.0])}
@@ -485,11 +489,11 @@ def test_rounds_keep_the_median_round_and_drop_a_variant_that_fails() -> None:
 def test_provider_options_reach_every_session_of_the_gpu_variants(monkeypatch) -> None:
     """``--provider-option`` CUDA EP options go to each lane's session (beside the lane's own stream) and to
     the plain CUDA session; with none given the sessions get only the lanes' own options."""
-    import bench_eval_throughput as B
     from conftest import DEMO_MODEL
     from test_fast_path import _fake_gpu_machine
 
     from common.throughput import ort_lanes
+    from common.throughput.bench import variants as B
 
     _fake_gpu_machine(monkeypatch)
     lane_session, seen = ort_lanes.OrtBackend, []
@@ -502,14 +506,14 @@ def test_provider_options_reach_every_session_of_the_gpu_variants(monkeypatch) -
     heuristic = {"cudnn_conv_algo_search": "HEURISTIC"}
     for opts, want in ((heuristic, "HEURISTIC"), (None, None)):
         seen.clear()
-        backend, _ = B._make_variant(DEMO_MODEL, "eval-onnx-defaults", 1, 2, opts)
+        backend, _ = B.make_variant(DEMO_MODEL, "eval-onnx-defaults", 1, 2, opts)
         backend.close()
         assert len(seen) == 2 and all(o.get("cudnn_conv_algo_search") == want for o in seen)
         assert len({o["user_compute_stream"] for o in seen}) == 2  # each lane still on its own stream
 
     plain = []
     monkeypatch.setattr(B, "OrtBackend", lambda path, providers, options, **kw: plain.append(options) or object())
-    B._make_variant(DEMO_MODEL, "ort-cuda-plain", 1, 1, heuristic)
+    B.make_variant(DEMO_MODEL, "ort-cuda-plain", 1, 1, heuristic)
     assert plain == [{B.CUDA_EP: heuristic}]
 
 
