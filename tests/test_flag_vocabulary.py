@@ -64,19 +64,7 @@ def unstated_defaults(parser: argparse.ArgumentParser) -> list[str]:
     return out
 
 
-@pytest.mark.parametrize(
-    "script",
-    [
-        CV + "eval_yolov10m_onnx_coco.py",
-        CV + "eval_yolov10m_trt_coco.py",
-        CV + "bench_eval_throughput.py",
-        CV + "infer_trt_engine.py",
-        CV + "make_calib_npy.py",
-        CV + "compare_runs.py",
-        CV + "demo.py",
-        "scripts/trt/trt_doctor.py",
-    ],
-)
+@pytest.mark.parametrize("script", cli_scripts())
 def test_every_default_is_stated_in_help(script) -> None:
     assert unstated_defaults(parser_of(script)) == []
 

@@ -43,13 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
         ],
     )
     parser.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES, help="fixtures root (default: %(default)s)")
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="fixture model names")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        help=f"fixture model names (default: {' '.join(DEFAULT_MODELS)})",
+    )
     parser.add_argument("--images", type=int, default=16, help="distinct valA images recorded per model (default 16)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16, 32])
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[1, 8, 16, 32], help="batch sizes to time (default: 1 8 16 32)"
+    )
     parser.add_argument("--runs", type=int, default=100, help="timed GPU runs per batch size (default 100)")
     parser.add_argument("--numpy-runs", type=int, default=10, help="timed NumPy runs per batch size (default 10)")
     warmup = parser.add_argument("--warmup-runs", type=int, default=10, help="untimed runs first (default 10)")
-    parser.add_argument("--outputs-dir", type=Path, help="recorded outputs <model>.npy to use instead of recording")
+    parser.add_argument(
+        "--outputs-dir",
+        type=Path,
+        help="recorded outputs <model>.npy to use instead of recording (default: none: record them)",
+    )
     out = parser.add_argument("--out", type=Path, help="output folder (default tmp/bench-gpu-post/<timestamp>)")
     add_old_spelling(parser, "--warmup", warmup)
     add_old_spelling(parser, "--out-dir", out)

@@ -54,7 +54,7 @@ def build_parser():
     parser.add_argument(
         "--calib",
         help="calibration tensor .npy from make_calib_npy.py (float32 NCHW, evaluation letterbox); "
-        "required for int8/fp8, optional for fp16/bf16 (AutoCast range check; random data without it)",
+        "required for int8/fp8, optional for fp16/bf16 (AutoCast range check; random data without it; default: none)",
     )
     parser.add_argument(
         "--calibration-method",
@@ -82,10 +82,15 @@ def build_parser():
         nargs="+",
         metavar="REGEX",
         default=[],
-        help="more node-name regexes kept in high precision (Python re, matched at the start of the name)",
+        help="more node-name regexes kept in high precision (Python re, matched at the start of the name; "
+        "default: none)",
     )
     parser.add_argument(
-        "--exclude-op-types", nargs="+", metavar="OP", default=[], help="op types kept in high precision, e.g. Softmax"
+        "--exclude-op-types",
+        nargs="+",
+        metavar="OP",
+        default=[],
+        help="op types kept in high precision, e.g. Softmax (default: none)",
     )
     parser.add_argument(
         "--high-precision-dtype",

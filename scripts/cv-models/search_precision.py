@@ -77,7 +77,9 @@ def _add_model_args(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--onnx-path", type=Path, required=True, help="float32 YOLOv10 ONNX model (no Q/DQ nodes)")
     g.add_argument("--mode", choices=("int8", "fp8"), default="int8", help="quantized precision (default int8)")
     g.add_argument(
-        "--calib", type=Path, help="calibration tensor .npy from make_calib_npy.py (required unless --int8-onnx)"
+        "--calib",
+        type=Path,
+        help="calibration tensor .npy from make_calib_npy.py (required unless --int8-onnx; default: none)",
     )
     g.add_argument(
         "--calib-methods",

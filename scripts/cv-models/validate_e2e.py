@@ -50,12 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m = parser.add_argument_group("models")
     m.add_argument("--onnx-path", type=Path, required=True, help="baseline YOLOv10 ONNX (float32)")
-    m.add_argument("--candidate", type=Path, default=None, help="Q/DQ (or fp16) ONNX of the same model to validate too")
+    m.add_argument(
+        "--candidate",
+        type=Path,
+        default=None,
+        help="Q/DQ (or fp16) ONNX of the same model to validate too (default: none)",
+    )
     m.add_argument(
         "--quantize",
         choices=QUANT_MODES,
         default=None,
-        help="make the candidate with quantize_onnx.py (nvidia-modelopt) instead of --candidate",
+        help="make the candidate with quantize_onnx.py (nvidia-modelopt) instead of --candidate (default: none)",
     )
     m.add_argument(
         "--quantize-python",
@@ -110,7 +115,12 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="first N images by id; <= 0: all (default 100; with --image-ids-list: the whole list)",
     )
-    d.add_argument("--image-ids-list", type=Path, default=None, help="text file of image ids, one per line")
+    d.add_argument(
+        "--image-ids-list",
+        type=Path,
+        default=None,
+        help="text file of image ids, one per line: all of them are evaluated (default: none)",
+    )
     d.add_argument(
         SKIP_FLAG,
         action="store_true",
@@ -120,12 +130,27 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--conf", type=float, default=0.001, help="score threshold of the evaluation (default 0.001)")
     d.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
     d.add_argument("--max-det", type=int, default=300, help="max detections per image (default 300)")
-    d.add_argument("--output-format", choices=("auto", *LAYOUTS), default="auto", help="model output layout")
-    d.add_argument("--output-name", default=None, help="the detection output of a model with several outputs")
+    d.add_argument(
+        "--output-format",
+        choices=("auto", *LAYOUTS),
+        default="auto",
+        help="model output layout (default: auto, detected from the output shape)",
+    )
+    d.add_argument(
+        "--output-name",
+        default=None,
+        help="the model output holding the detections, for a model with several outputs (default: the one output "
+        "shaped like a YOLOv10 head)",
+    )
     d.add_argument(
         ALLOW_IMGSZ_FLAG, action="store_true", help="evaluate at an --imgsz other than the model's exported size"
     )
-    d.add_argument("--workers", type=int, default=default_workers(), help="image loader threads per evaluator")
+    d.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="image loader threads per evaluator (default: %(default)s)",
+    )
     d.add_argument(
         "--warmup-runs",
         type=warmup_runs_arg,
@@ -156,14 +181,18 @@ def _add_parity_args(parser: argparse.ArgumentParser) -> None:
         help=f"minimum matched fraction (defaults matched/IoU/|Δscore| per precision: {defaults})",
     )
     p.add_argument(
-        "--min-mean-iou", action="append", default=[], metavar="[PREC=]X", help="minimum mean IoU of matches"
+        "--min-mean-iou",
+        action="append",
+        default=[],
+        metavar="[PREC=]X",
+        help="minimum mean IoU of matches (default: by precision, as --min-matched says)",
     )
     p.add_argument(
         "--max-median-dscore",
         action="append",
         default=[],
         metavar="[PREC=]X",
-        help="maximum median |Δscore| of matches",
+        help="maximum median |Δscore| of matches (default: by precision, as --min-matched says)",
     )
     p.add_argument(
         "--max-ap-drop",
