@@ -539,3 +539,54 @@ def test_a_provider_option_the_run_cannot_use_is_refused_before_any_work(tmp_pat
     with pytest.raises(UserError, match=says):
         B.main(["--onnx-path", str(DEMO_MODEL), "--data-root", str(MINI), "--out", str(out), *flags])
     assert not out.exists()
+
+
+def _post_fixtures(root: Path, images: int) -> Path:
+    """A fixtures tree for bench_gpu_postprocess.py: the bundled model as models/yolov10n-synth.onnx and the
+    bundled set's first images as synthcoco/valA."""
+    import shutil
+
+    from conftest import DEMO_MODEL
+
+    (root / "models").mkdir(parents=True)
+    shutil.copy(DEMO_MODEL, root / "models" / "yolov10n-synth.onnx")
+    (root / "synthcoco" / "valA").mkdir(parents=True)
+    for jpg in sorted((MINI / "val2017").glob("*.jpg"))[:images]:
+        shutil.copy(jpg, root / "synthcoco" / "valA" / jpg.name)
+    return root
+
+
+def test_gpu_postprocess_bench_on_the_doubles_and_its_outputs(tmp_path, monkeypatch, capsys) -> None:
+    """bench_gpu_postprocess.py on the CUDA and kernel doubles: every image's GPU detections equal NumPy's
+    (the double runs the kernels' NumPy emulation), a row per batch size, the table and the stamped JSON in
+    --out; run again into the same folder it replaces its own files, and a file it did not write is refused
+    before any work unless --force."""
+    import bench_gpu_postprocess as script
+    import trt_double as D
+    from post_double import FakePostprocessKernels
+
+    from common.core.cli import run_main
+    from common.core.results import written_by_us
+    from common.gpu import cuda_mem
+    from common.throughput import gpu_postprocess
+
+    mem = D.FakeCudaMemory()
+    monkeypatch.setattr(cuda_mem, "CudaMemory", lambda device: mem)
+    monkeypatch.setattr(gpu_postprocess, "postprocess_kernels", lambda device: FakePostprocessKernels(mem))
+    fixtures, out = _post_fixtures(tmp_path / "fx", 2), tmp_path / "out"
+    argv = ["--fixtures", str(fixtures), "--models", "yolov10n-synth", "--images", "2", "--batch-sizes", "1", "3"]
+    argv += ["--runs", "2", "--numpy-runs", "1", "--warmup-runs", "1", "--out", str(out)]
+    assert run_main(script.main, argv) == 0
+    report = json.loads((out / script.JSON_NAME).read_text())
+    assert [(r["batch"], r["images"]) for r in report["rows"]] == [(1, 1), (3, 3)]
+    assert all(r["identical_images"] == r["images"] and r["detections"] > 0 for r in report["rows"])
+    assert all(r["gpu_events"]["count"] == 2 and r["numpy"]["count"] == 1 for r in report["rows"])
+    assert written_by_us(out / script.JSON_NAME) and written_by_us(out / script.TEXT_NAME, [out / script.JSON_NAME])
+    assert "3/3" in (out / script.TEXT_NAME).read_text() and "3/3" in capsys.readouterr().out
+    assert not mem.live  # every buffer freed
+    assert run_main(script.main, argv) == 0  # its own files: replaced
+    (out / script.TEXT_NAME).write_text("the user's notes\n")
+    assert run_main(script.main, argv) == 2
+    assert "--out table" in capsys.readouterr().err
+    assert (out / script.TEXT_NAME).read_text() == "the user's notes\n"
+    assert run_main(script.main, [*argv, "--force"]) == 0

@@ -7,7 +7,8 @@ Outputs are recorded once per model with ONNX Runtime on the CPU (the fixture mo
 with CUDA events around the kernels + the D2H copy of the final rows (the input already resident,
 as it is after inference), plus the host wall time of launch + synchronise + collect. Both after
 --warmup-runs runs. Also counts images whose GPU detections equal NumPy's in order (boxes to 1e-3 px).
-Prints a table and writes JSON + the table (default tmp/bench-gpu-post/<timestamp>/).
+Prints a table and writes JSON + the table (default tmp/bench-gpu-post/<timestamp>/); files already in --out
+are replaced only when this toolkit wrote them, or with --force.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,21 @@ import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on
 # isort: split
 import numpy as np
 
-from common.core.cli import add_old_spelling, check_range, make_parser, run_main, setup_logging
+from common.core.cli import add_force_flag, add_old_spelling, check_range, make_parser, run_main, setup_logging
 from common.core.errors import UserError
-from common.core.results import atomic_write_json, atomic_write_text, latency_stats, run_dir
-from common.model.yolov10 import PostprocessOptions, decode, detect_layout
+from common.core.results import (
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    check_output_paths,
+    file_digests,
+    run_dir,
+    stamp,
+)
 
 DEFAULT_MODELS = ("yolov10m-synth-dfl144", "yolov10n-synth-raw84", "yolov10n-synth")
 DEFAULT_FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+JSON_NAME, TEXT_NAME = "bench_gpu_postprocess.json", "bench_gpu_postprocess.txt"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,116 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument("--out", type=Path, help="output folder (default tmp/bench-gpu-post/<timestamp>)")
     add_old_spelling(parser, "--warmup", warmup)
     add_old_spelling(parser, "--out-dir", out)
+    add_force_flag(parser)
     return parser
 
 
-def record_outputs(model_path: Path, images: list[Path]) -> np.ndarray:
-    """The model's output on each image (ONNX Runtime CPU), [n, ...]."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise UserError("recording outputs needs onnxruntime (pip install onnxruntime)") from exc
-    from common.data.images import load_image_rgb, preprocess
-
-    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: preprocess(load_image_rgb(p), 640)[0][None]})[0] for p in images]
-    return np.concatenate(outs)
-
-
-def bench_model(name: str, outs: np.ndarray, args: argparse.Namespace, opts: PostprocessOptions) -> list[dict]:
-    from common.gpu.cuda_mem import CudaMemory
-    from common.throughput.gpu_postprocess import GpuPostprocessor
-
-    layout = detect_layout(outs.shape)
-    mem = CudaMemory(0)
-    stream = mem.stream()
-    post = GpuPostprocessor(mem)
-    start, end = mem.event(), mem.event()
-    rows: list[dict] = []
-    try:
-        for b in args.batch_sizes:
-            batch = np.ascontiguousarray(outs[np.arange(b) % outs.shape[0]])
-            dev, host = mem.device_buffer(batch.nbytes), mem.pinned_buffer(batch.nbytes)
-            host.view(batch.dtype, batch.shape)[...] = batch
-            mem.copy_htod_async(dev.ptr, host.ptr, batch.nbytes, stream)
-            post.prepare(layout, b, batch.shape[1:], (640, 640), opts, batch.dtype)
-            numpy_s: list[float] = []
-            for i in range(args.warmup_runs + args.numpy_runs):
-                t = time.perf_counter()
-                want = [decode(o, layout, (640, 640), opts) for o in batch]
-                if i >= args.warmup_runs:
-                    numpy_s.append(time.perf_counter() - t)
-            gpu_ms: list[float] = []
-            wall_s: list[float] = []
-            for i in range(args.warmup_runs + args.runs):
-                t = time.perf_counter()
-                start.record(stream)
-                post.launch(dev.ptr, stream)
-                end.record(stream)
-                stream.synchronize()
-                got = post.collect().detections()
-                if i >= args.warmup_runs:
-                    wall_s.append(time.perf_counter() - t)
-                    gpu_ms.append(mem.elapsed_ms(start, end))
-            same = sum(
-                len(g) == len(w)
-                and g.classes.tolist() == w.classes.tolist()
-                and (len(g) == 0 or float(np.abs(g.boxes - w.boxes).max()) <= 1e-3)
-                for g, w in zip(got, want, strict=True)
-            )
-            err = max(
-                (
-                    float(np.abs(g.boxes - w.boxes).max())
-                    for g, w in zip(got, want, strict=True)
-                    if len(g) == len(w) and len(g)
-                ),
-                default=0.0,
-            )
-            gpu = latency_stats(np.asarray(gpu_ms) / 1000.0, items_per_sample=b)
-            rows.append(
-                {
-                    "model": name,
-                    "layout": layout,
-                    "batch": b,
-                    "numpy": latency_stats(numpy_s, items_per_sample=b),
-                    "gpu_events": gpu,
-                    "gpu_wall": latency_stats(wall_s, items_per_sample=b),
-                    "identical_images": int(same),
-                    "images": b,
-                    "max_box_error_px": err,
-                    "detections": int(sum(len(w) for w in want)),
-                }
-            )
-            dev.free()
-            host.free()
-    finally:
-        post.close()
-        start.close()
-        end.close()
-        stream.close()
-    return rows
-
-
-def table(rows: list[dict]) -> str:
-    head = (
-        f"{'model':24} {'batch':>5} | {'numpy ms med/p90/p99':>22} | {'gpu events ms med/p90/p99':>26} | "
-        f"{'gpu wall med':>12} | {'speedup':>7} | same order"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        n, g, w = r["numpy"], r["gpu_events"], r["gpu_wall"]
-        lines.append(
-            f"{r['model']:24} {r['batch']:>5} | {n['median_ms']:6.2f} {n['p90_ms']:6.2f} {n['p99_ms']:7.2f} | "
-            f"{g['median_ms']:7.3f} {g['p90_ms']:7.3f} {g['p99_ms']:8.3f} | {w['median_ms']:10.3f}ms | "
-            f"{n['median_ms'] / max(w['median_ms'], 1e-9):6.1f}x | {r['identical_images']}/{r['images']}"
-        )
-    return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
+def _inputs(args: argparse.Namespace) -> tuple[list[Path], list[Path]]:
+    """The valA images to record on and each model's ONNX path; UserError for a flag out of range or a
+    missing input, before any work."""
     for flag, value in (("--images", args.images), ("--runs", args.runs), ("--numpy-runs", args.numpy_runs)):
         check_range(flag, value, 1)
     for b in args.batch_sizes:
@@ -186,22 +91,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     for m, p in zip(args.models, paths, strict=True):
         if not p.is_file() and not (args.outputs_dir and (args.outputs_dir / f"{m}.npy").is_file()):
             raise UserError(f"model {p} not found; pass --fixtures or --models")
-    out_dir = args.out or run_dir("bench-gpu-post")
-    opts = PostprocessOptions()
+    return images, paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    images, paths = _inputs(args)
+    check_output_dir("--out", args.out)
+    if args.out is not None:
+        outputs = {"--out JSON": args.out / JSON_NAME, "--out table": args.out / TEXT_NAME}
+        check_output_paths(outputs, {}, force=args.force, vouchers=[args.out / JSON_NAME])
+    from common.gpu.cuda_mem import CudaMemory
+    from common.model.yolov10 import PostprocessOptions
+    from common.throughput.bench.postprocess import PostBenchOptions, bench_model, format_post_table, record_outputs
+
+    opts = PostBenchOptions(
+        tuple(args.batch_sizes), args.runs, args.numpy_runs, args.warmup_runs, post=PostprocessOptions()
+    )
+    mem = CudaMemory(0)
     rows: list[dict[str, Any]] = []
     for name, path in zip(args.models, paths, strict=True):
         recorded = args.outputs_dir / f"{name}.npy" if args.outputs_dir else None
         outs = np.load(recorded) if recorded and recorded.is_file() else record_outputs(path, images)
-        rows += bench_model(name, outs, args, opts)
-        print(table([r for r in rows if r["model"] == name]).splitlines()[-len(args.batch_sizes) :][-1], flush=True)
-    text = table(rows)
+        rows += bench_model(name, outs, opts, mem)
+        print(format_post_table([r for r in rows if r["model"] == name]).splitlines()[-1], flush=True)
+    text = format_post_table(rows)
     print(text)
-    from common.gpu.cuda_mem import device_info
-
-    meta = {"device": device_info(0), "options": dataclasses.asdict(opts), "images": len(images)}
-    atomic_write_json(out_dir / "bench_gpu_postprocess.json", {**meta, "rows": rows})
-    atomic_write_text(out_dir / "bench_gpu_postprocess.txt", text + "\n")
-    print(f"wrote {out_dir}/bench_gpu_postprocess.json")
+    out_dir = args.out or run_dir("bench-gpu-post")
+    atomic_write_text(out_dir / TEXT_NAME, text + "\n")
+    meta = {"device": mem.device_info(), "options": dataclasses.asdict(opts), "images": len(images)}
+    atomic_write_json(out_dir / JSON_NAME, stamp({**meta, "rows": rows}, file_digests(out_dir / TEXT_NAME)))
+    print(f"wrote {out_dir}/{JSON_NAME}")
     return 0
 
 
