@@ -26,9 +26,9 @@ from common.core.cli import add_old_spelling, check_range, make_parser, run_main
 from common.core.results import check_output_dir
 from common.data.check import SKIP_FLAG
 from common.eval.checks import ALLOW_IMGSZ_FLAG
-from common.eval.cli import data_options, warmup_runs_arg
+from common.eval.cli import add_head_flags, data_options, warmup_runs_arg
 from common.eval.options import DEFAULT_DATA_ROOT, EvalOptions, default_workers
-from common.model.yolov10 import LAYOUTS, PostprocessOptions
+from common.model.yolov10 import PostprocessOptions
 from common.report import validate as V
 from common.report.compare import ParityOptions
 from common.report.parity import DEFAULT_THRESHOLDS, parse_threshold_overrides
@@ -130,18 +130,7 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--conf", type=float, default=0.001, help="score threshold of the evaluation (default 0.001)")
     d.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
     d.add_argument("--max-det", type=int, default=300, help="max detections per image (default 300)")
-    d.add_argument(
-        "--output-format",
-        choices=("auto", *LAYOUTS),
-        default="auto",
-        help="model output layout (default: auto, detected from the output shape)",
-    )
-    d.add_argument(
-        "--output-name",
-        default=None,
-        help="the model output holding the detections, for a model with several outputs (default: the one output "
-        "shaped like a YOLOv10 head)",
-    )
+    add_head_flags(d)
     d.add_argument(
         ALLOW_IMGSZ_FLAG, action="store_true", help="evaluate at an --imgsz other than the model's exported size"
     )

@@ -47,6 +47,7 @@ __all__ = [
     "THROUGHPUT_GROUP",
     "EvalConfig",
     "add_eval_args",
+    "add_head_flags",
     "add_lane_flags",
     "auto_or_count",
     "check_onnx_args",
@@ -171,13 +172,18 @@ def _add_processing_args(p: argparse._ArgumentGroup) -> None:
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold in (0, 1] (default 0.7)")
     p.add_argument("--max-det", type=int, default=300, help="max detections per image, >= 1 (default 300)")
     p.add_argument("--pre-nms-topk", type=int, default=30000, help="candidates kept before NMS, >= 1 (default 30000)")
-    p.add_argument(
+    add_head_flags(p)
+
+
+def add_head_flags(group: argparse._ArgumentGroup) -> None:
+    """``--output-format`` and ``--output-name``: which model output holds the detections, in which layout."""
+    group.add_argument(
         "--output-format",
         choices=("auto", *LAYOUTS),
         default="auto",
         help="model output layout (default: auto, detected from the output shape)",
     )
-    p.add_argument(
+    group.add_argument(
         "--output-name",
         default=None,
         help="the model output holding the detections, for a model with several outputs (default: the one output "
