@@ -11,7 +11,8 @@ from test_pipeline_invariance import AsyncWrapper
 
 from common.core.errors import UserError
 from common.eval import protocols as P
-from common.eval.pipeline import check_preprocess, in_flight_depth
+from common.eval.modes import check_preprocess
+from common.eval.pipeline import in_flight_depth
 from common.ort.session import OrtBackend
 
 CAPABILITIES = (P.AsyncBackend, P.DeviceDecoding, P.DevicePreprocessing, P.DevicePostprocessing, P.LaneTiming, P.Warmup)

@@ -107,11 +107,11 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     api = D.api_under_test()
     state, _ = D.use_double(monkeypatch, api)
     monkeypatch.chdir(tmp_path)  # the engine cache goes under ./tmp
-    from common.eval import pipeline
+    from common.eval import timing
     from common.throughput.bench import ttm
 
     prewarmed: list[tuple] = []  # the shapes the bench's own warm-up (before the pairs) warms
-    real_warmup, real_for_run = pipeline.warmup, ttm.warmup_for_run
+    real_warmup, real_for_run = timing.warmup, ttm.warmup_for_run
 
     def recorded_warmup(backend, batch_size, size, runs, last_batch=None):
         prewarmed.append((batch_size, size, last_batch))
@@ -119,7 +119,7 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
 
     def recorded_for_run(*args):
         with monkeypatch.context() as m:
-            m.setattr(pipeline, "warmup", recorded_warmup)
+            m.setattr(timing, "warmup", recorded_warmup)
             return real_for_run(*args)
 
     monkeypatch.setattr(ttm, "warmup_for_run", recorded_for_run)

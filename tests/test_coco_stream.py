@@ -200,12 +200,14 @@ def _pipeline_matches_pycocotools(ds: Any, workers: int) -> dict[str, Any]:
 
 def test_large_pipelined_runs_match_in_the_worker_process(mini_coco, monkeypatch) -> None:
     import common.data.coco_process as coco_process
+    import common.eval.coco_feed as coco_feed
     import common.eval.pipeline as pipeline
+    import common.eval.timing as timing
 
-    monkeypatch.setattr(pipeline, "PROCESS_MIN_IMAGES", 4)
+    monkeypatch.setattr(coco_feed, "PROCESS_MIN_IMAGES", 4)
     monkeypatch.setattr(coco_process, "available_cpus", lambda: 32)  # two workers share the categories
     events: list[str] = []
-    warmup, start = pipeline.warmup, coco_process.ProcessCocoEval.start
+    warmup, start = timing.warmup, coco_process.ProcessCocoEval.start
     loaders, index = pipeline._loaders, coco_process.prepare_ground_truth
 
     def recorded_loaders(*args: Any, **kwargs: Any) -> Any:
@@ -224,7 +226,7 @@ def test_large_pipelined_runs_match_in_the_worker_process(mini_coco, monkeypatch
         events.append("workers" if self._sender is None else "started already")
         start(self)
 
-    monkeypatch.setattr(pipeline, "warmup", recorded_warmup)
+    monkeypatch.setattr(timing, "warmup", recorded_warmup)
     monkeypatch.setattr(pipeline, "_loaders", recorded_loaders)
     monkeypatch.setattr(coco_process, "prepare_ground_truth", recorded_index)
     monkeypatch.setattr(coco_process.ProcessCocoEval, "start", recorded_start)

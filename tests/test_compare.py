@@ -162,7 +162,7 @@ def test_not_run_keeps_the_backend_key_in_summary_json():
 
 def test_rows_whose_latency_measures_different_things_get_a_warning(tmp_path, capsys):
     """Schema 1 latency was host time with queueing; schema 2 names its timing (latency_timing): mixing them warns."""
-    from common.eval.pipeline import HOST_TIMING, LANE_TIMING
+    from common.eval.timing import HOST_TIMING, LANE_TIMING
 
     old = _payload("m.onnx", "aa", ORT_CUDA, 0.50, 9.0, "NVIDIA H100")
     lane = {

@@ -175,7 +175,7 @@ def test_a_cpu_only_machine_keeps_the_plain_path(tmp_path) -> None:
 def test_preprocess_auto_resolves_against_the_backend() -> None:
     """``auto``: gpu-letterbox on a backend with device input buffers, cpu (and why) on one without or where
     the kernel can't be set up; ``--decode gpu`` needs gpu-letterbox."""
-    from common.eval.pipeline import resolve_preprocess
+    from common.eval.modes import resolve_preprocess
 
     class Host:
         name = "host-arrays"

@@ -670,7 +670,7 @@ def test_trt_lanes_are_stream_ordered_when_the_gpu_runs_work_as_late_as_it_may(
 
 
 def test_postprocess_gpu_needs_a_device_backend_and_auto_falls_back():
-    from common.eval.pipeline import resolve_postprocess
+    from common.eval.modes import resolve_postprocess
     from common.model.yolov10 import PostprocessOptions
     from common.ort.session import OrtBackend
 
@@ -684,7 +684,7 @@ def test_postprocess_gpu_needs_a_device_backend_and_auto_falls_back():
 
 def test_trt_backend_auto_postprocess_without_kernels_is_cpu(tmp_path, api, double):
     """No GPU here: the real kernels cannot load, so auto runs the NumPy path and records why."""
-    from common.eval.pipeline import resolve_postprocess
+    from common.eval.modes import resolve_postprocess
     from common.model.yolov10 import PostprocessOptions
 
     backend = TrtBackend(TrtSession(_engine(tmp_path, api, DEMO_MODEL), api), lanes=2)

@@ -10,6 +10,6 @@ Everything in ``throughput/`` only makes it faster (lanes, loader processes, GPU
 through the protocols; the core never imports it.
 
 Rooms: ``core`` (errors, CLI wrapper, atomic writes, host facts), ``data``, ``model``, ``eval`` (protocols,
-options, pipeline, the evaluators' CLI edge), ``ort``, ``trt`` (API, builds, runtime, doctor), ``gpu`` (CUDA
-memory, streams, events), ``quant``, ``report``, and the wing ``throughput``.
+options, pipeline with its modes, timing and COCO feed, the evaluators' CLI edge), ``ort``, ``trt`` (API, builds,
+runtime, doctor), ``gpu`` (CUDA memory, streams, events), ``quant``, ``report``, and the wing ``throughput``.
 """

@@ -153,13 +153,13 @@ class EvalOptions:
     progress: bool = True
     coco_eval: bool = True  # False: detections only (benchmarks that repeat images)
     coco_engine: str = "auto"  # auto (= stream) | stream | pycocotools | faster-coco-eval (common.data.coco)
-    preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox | auto (eval.pipeline.resolve_preprocess)
+    preprocess: str = "cpu"  # cpu | gpu-normalize | gpu-letterbox | auto (eval.modes.resolve_preprocess)
     decode: str = "cpu"  # cpu (OpenCV in the loaders) | gpu (nvImageCodec on the lanes; common.throughput.gpu_decode)
     loaders: str = "threads"  # auto | threads | processes (common.throughput.loader_processes)
     switch_interval_ms: float | None = None  # Python's GIL switch interval during the run (None: leave it)
     postprocess: str = "cpu"  # cpu | gpu | auto (gpu where the backend can, else cpu)
     latency_runs: int = 0  # after the run: N back-to-back single-batch runs on one lane (``latency_pass``); 0: none,
-    # or eval.pipeline.AUTO_LATENCY_RUNS where the lanes overlap on the GPU (the latency then comes from that pass)
+    # or eval.timing.AUTO_LATENCY_RUNS where the lanes overlap on the GPU (the latency then comes from that pass)
 
     def __post_init__(self) -> None:
         if self.imgsz <= 0:

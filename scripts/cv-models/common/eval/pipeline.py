@@ -15,8 +15,12 @@ Timing: ``timings["latency"]`` is what metrics.json's ``latency`` block holds. F
 backend run pipelined it is each batch's own GPU work (H2D + compute [+ post] + D2H) from CUDA
 events on its lane, never time queued behind other batches; when its lanes overlap on the GPU (a
 batch's span then holds other lanes' work) it is a lone batch's, from the latency pass after the run
-(``--latency-runs``, else ``AUTO_LATENCY_RUNS`` runs); otherwise (the sequential path, plain
+(``--latency-runs``, else ``timing.AUTO_LATENCY_RUNS`` runs); otherwise (the sequential path, plain
 backends) the host time of each ``infer``. ``timings["latency_timing"]`` says which.
+
+Before the first image, ``eval.modes`` resolves what runs (input and batch size, where the letterbox and
+post-processing run, the detection head); ``eval.timing`` holds the warm-up and the latency pass, and
+``eval.coco_feed`` where the streamed COCOeval matches the rows.
 
 OpenCV and NumPy release the GIL for the heavy work, so threads overlap for real.
 Results do not depend on the worker count, the batch size or completion order: rows
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import dataclasses
 import itertools
 import sys
 import time
@@ -39,60 +42,41 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from common.core.errors import UserError
 from common.core.results import latency_stats
-from common.data.coco import CocoDataset, coco_rows, evaluate_bbox, resolve_coco_engine, rows_to_dicts, stats_table
-from common.data.coco_process import PROCESS_MIN_IMAGES, ProcessCocoEval
-from common.data.coco_stream import BackgroundCocoEval, StreamingCocoEval
+from common.data.coco import CocoDataset, coco_rows, resolve_coco_engine, rows_to_dicts
+from common.data.coco_process import ProcessCocoEval
 from common.data.images import LetterboxMeta, geometry_table, unletterbox_rows
 from common.data.loading import InlineExecutor, LoadedImage, thread_loaders
+from common.eval.coco_feed import CocoFeed, coco_feed, coco_stats, coco_timings
+from common.eval.modes import detection_head, input_size, resolve_batch_size, resolve_postprocess, with_modes
 from common.eval.options import (
     POSTPROCESS_MODES,
     EvalOptions,
     default_post_workers,
     default_workers,
-    resolve_loaders,
-    resolve_warmup_runs,
 )
 from common.eval.protocols import (
     AsyncBackend,
     Backend,
     Batch,
-    DeviceDecoding,
-    DevicePostprocessing,
-    DevicePreprocessing,
     GpuDetections,
     LaneTiming,
     LoaderFactory,
     LoaderPlan,
     Loaders,
     U8Batch,
-    Warmup,
-    max_batch_of,
 )
-from common.model.yolov10 import PostprocessOptions, check_layout, decode, detect_layout, find_head
+from common.eval.timing import AUTO_LATENCY_RUNS, latency_pass, latency_record, warmup_for_run
+from common.model.yolov10 import PostprocessOptions, check_layout, decode, detect_layout
 
 __all__ = [
-    "AUTO_LATENCY_RUNS",
-    "HOST_TIMING",
-    "LANE_TIMING",
-    "LANE_TIMING_LONE",
-    "LANE_TIMING_OVERLAP",
     "POSTPROCESS_MODES",
     "EvalOptions",
     "EvalResult",
-    "check_preprocess",
     "default_post_workers",
     "default_workers",
-    "detection_head",
     "evaluate",
     "in_flight_depth",
-    "latency_pass",
-    "resolve_batch_size",
-    "resolve_postprocess",
-    "resolve_preprocess",
-    "warmup",
-    "warmup_for_run",
 ]
 
 
@@ -125,118 +109,10 @@ def _make_batch(items: list[LoadedImage], mode: str, size: int, decode: str = "c
     return items[0].tensor[None] if len(items) == 1 else np.stack([it.tensor for it in items])
 
 
-CocoFeed = StreamingCocoEval | BackgroundCocoEval | ProcessCocoEval  # where the streamed matching runs
 LOAD_CHUNK = 4  # images per loader task, at least (``load_window``)
 # GPU post-processing's final rows of smaller batches are turned into COCO rows this many images at a time
 # (``_Stages.finish``): the same rows, a fraction of the per-call host cost at batch 1
 POST_GROUP_IMAGES = 16
-LANE_TIMING = "gpu-lane-events: per batch, CUDA events on its lane around H2D + compute (+ GPU post) + D2H"
-LANE_TIMING_OVERLAP = LANE_TIMING + "; lanes overlapping on the GPU (--gpu-order overlap): includes other lanes' work"
-LANE_TIMING_LONE = (
-    "gpu-lane-events, lone batch: the latency pass (latency_pass), back-to-back runs of one batch on one lane "
-    "with nothing else in flight, CUDA events around H2D + compute (+ GPU post) + D2H; the lanes overlapped on "
-    "the GPU for throughput during the run (each batch's span there, other lanes' work included: inference_gpu)"
-)
-# latency-pass runs made when the lanes overlap and --latency-runs is 0: the latency is a lone batch's
-AUTO_LATENCY_RUNS = 50
-HOST_TIMING = "host: per batch, infer() call to host outputs"
-
-
-def resolve_postprocess(
-    backend: Backend, mode: str, layout: str | None, size: int, post: PostprocessOptions, head: int = 0
-) -> tuple[str, str | None, str | None]:
-    """Where post-processing runs: (``cpu`` | ``gpu``, the layout GPU post-processing was set up for,
-    why ``auto`` chose cpu). ``gpu`` enables it on the backend; ``--postprocess gpu`` that can't is a
-    UserError, ``auto`` falls back to cpu and says why. ``head``: the detection head's output index
-    (GPU post-processing reads the first output only)."""
-    if isinstance(backend, DevicePostprocessing):
-        backend.disable_device_postprocess()  # a backend reused from an earlier run starts on the CPU path
-    if mode == "cpu":
-        return "cpu", None, None
-    if head != 0:
-        why = f"the detection head is output {head} of the model, and GPU post-processing reads output 0"
-        if mode == "gpu":
-            raise UserError(f"--postprocess gpu: {why}; use --postprocess cpu or auto")
-        return "cpu", None, why
-    if not isinstance(backend, DevicePostprocessing):
-        if mode == "gpu":
-            raise UserError(
-                f"--postprocess gpu needs a backend with device output buffers (ONNX Runtime --io-binding, "
-                f"TensorRT); {backend.name} returns host arrays: use --postprocess cpu or auto"
-            )
-        return "cpu", None, f"{backend.name} has no device post-processing"
-    try:
-        out = backend.outputs[0]
-        chosen = layout or detect_layout(out.shape)
-        check_layout(chosen, out.shape)
-        backend.enable_device_postprocess(chosen, (size, size), post)
-    except Exception as exc:  # auto: any reason the GPU path can't run (no GPU, no NVRTC, odd output) -> cpu
-        if mode == "gpu" or not isinstance(exc, (UserError, RuntimeError, ImportError, OSError)):
-            raise
-        return "cpu", None, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return "gpu", chosen, None
-
-
-def resolve_preprocess(backend: Backend, mode: str, decode: str = "cpu") -> tuple[str, str | None]:
-    """Where the letterbox runs: (the mode set up on ``backend``, why ``auto`` chose cpu). ``auto``:
-    gpu-letterbox on a backend with device input buffers whose kernels compile (it gives the model the same
-    input as cpu, byte for byte), else cpu; with ``--decode gpu`` gpu-letterbox or a UserError. An explicit
-    mode is ``check_preprocess``."""
-    if mode != "auto":
-        check_preprocess(backend, mode, decode)
-        return mode, None
-    if decode == "gpu":
-        check_preprocess(backend, "gpu-letterbox", decode)
-        return "gpu-letterbox", None
-    if not isinstance(backend, DevicePreprocessing):
-        return "cpu", f"{backend.name} takes host arrays"
-    try:
-        check_preprocess(backend, "gpu-letterbox", decode)
-    except (UserError, RuntimeError, ImportError, OSError) as exc:  # no GPU, no NVRTC, a non-float input -> cpu
-        return "cpu", (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return "gpu-letterbox", None
-
-
-def check_preprocess(backend: Backend, mode: str, decode: str = "cpu") -> None:
-    """UserError unless ``backend`` can run ``mode`` (and ``--decode``); GPU modes compile their kernels
-    here, and ``--decode gpu`` starts each lane's decoder."""
-    if decode == "gpu" and not isinstance(backend, DeviceDecoding):
-        raise UserError(
-            f"--decode gpu needs a backend that decodes on its GPU lanes (ONNX Runtime --io-binding, "
-            f"TensorRT); {backend.name} can't: use --decode cpu"
-        )
-    if mode == "cpu":
-        return
-    if not isinstance(backend, DevicePreprocessing):
-        raise UserError(
-            f"--preprocess {mode} needs a backend with GPU input buffers (ONNX Runtime --io-binding, TensorRT); "
-            f"{backend.name} takes host arrays: use --preprocess cpu"
-        )
-    backend.enable_device_preprocess(mode)
-    if isinstance(backend, DeviceDecoding):
-        backend.enable_device_decode(decode)
-
-
-def _input_size(backend: Backend, imgsz: int) -> int:
-    hw = backend.input.spatial
-    if hw is None:
-        raise UserError(f"model input {backend.input.name} has shape {list(backend.input.shape)}; expected NCHW")
-    fixed = {d for d in hw if d is not None}
-    if fixed and fixed != {imgsz}:
-        raise UserError(
-            f"--imgsz {imgsz} does not match the model input {list(backend.input.shape)}; pass --imgsz {hw[0]}"
-        )
-    return imgsz
-
-
-def resolve_batch_size(backend: Backend, requested: int) -> int:
-    fixed = max_batch_of(backend)
-    if fixed is not None and requested != fixed:
-        raise UserError(
-            f"--batch-size {requested}: the model's batch axis is static ({fixed}); "
-            f"use --batch-size {fixed} or export the ONNX with a dynamic batch axis"
-        )
-    return requested
 
 
 def _batches(ids: list[int], size: int) -> Iterator[list[int]]:
@@ -275,32 +151,6 @@ def _postprocess(
     rows = coco_rows(ids, xyxy, scores[keep], classes[keep], dataset.class_to_category)
     per_image = np.split(rows, np.cumsum(np.bincount(which, minlength=b))[:-1])
     return per_image, time.perf_counter() - t0
-
-
-def warmup(backend: Backend, batch_size: int | None, size: int, runs: int | str, last_batch: int | None = None) -> int:
-    """``runs`` inferences before timing (``auto``: by the backend's device, ``resolve_warmup_runs``); a
-    ``Warmup`` backend (several sessions or lanes) warms every one. ``batch_size``: the full batch (None: the
-    run has none); ``last_batch``: the size of a partial last batch, warmed too (a new shape: cuDNN searches
-    again), first: the run starts at the full batch, which a shape change must not follow (a TensorRT context
-    drops its CUDA graphs at one). Returns the runs made per shape."""
-    runs = resolve_warmup_runs(runs, backend)
-    if runs <= 0:
-        return 0
-    for b in dict.fromkeys(x for x in (last_batch, batch_size) if x):
-        if isinstance(backend, Warmup):
-            backend.warmup(b, runs)
-            continue
-        dummy = np.zeros((b, 3, size, size), dtype=np.float32)
-        for _ in range(runs):
-            backend.infer(dummy)
-    return runs
-
-
-def warmup_for_run(backend: Backend, n: int, batch_size: int, size: int, runs: int | str) -> int:
-    """``warmup`` at the shapes a run of ``n`` images in batches of ``batch_size`` has: the full batch (never one
-    larger than the run) and its partial last batch, if any."""
-    full = batch_size if n >= batch_size else None
-    return warmup(backend, full, size, runs, n % batch_size or None)
 
 
 def _executor(workers: int, prefix: str) -> cf.ThreadPoolExecutor | InlineExecutor:
@@ -503,11 +353,6 @@ def _loaders(
     return (factory or thread_loaders)(plan)
 
 
-def detection_head(backend: Backend, opts: EvalOptions) -> int:
-    """The index of the detection head among ``backend.outputs`` (``common.model.yolov10.find_head``)."""
-    return find_head([(o.name, tuple(o.shape)) for o in backend.outputs], opts.output_format, opts.output_name)
-
-
 def _run_stages(
     backend: Backend,
     dataset: CocoDataset,
@@ -541,63 +386,6 @@ def _run_stages(
     return stages, time.perf_counter() - t_start
 
 
-@contextlib.contextmanager
-def _coco_feed(dataset: CocoDataset, engine: str | None, sequential: bool) -> Iterator[CocoFeed | None]:
-    """For the ``stream`` engine, the evaluator the batches' rows go to: inline on the sequential path; on the
-    pipelined path in worker processes sharing the categories for ``PROCESS_MIN_IMAGES`` images or more
-    (started by ``_warm_up`` once the loaders are ready), else on a thread of its own. The ground truth is
-    indexed here, before any batch runs."""
-    if engine != "stream":
-        yield None
-        return
-    feed: CocoFeed
-    if sequential:
-        feed = StreamingCocoEval(dataset.coco, dataset.image_ids)
-    elif len(dataset.image_ids) >= PROCESS_MIN_IMAGES:
-        feed = ProcessCocoEval(dataset.coco, dataset.image_ids)
-    else:
-        feed = BackgroundCocoEval(StreamingCocoEval(dataset.coco, dataset.image_ids))
-    try:
-        yield feed
-    except BaseException:
-        feed.close()
-        raise
-
-
-def _coco_timings(feed: CocoFeed | None) -> dict[str, Any]:
-    """The streamed matching's record: where it ran (``process``, ``thread``, ``inline``; None: not streamed),
-    its seconds (mostly during the run; the workers' together), and for worker processes how many ran, this
-    process's seconds handing batches over, the workers' start to ready (during the warm-up) and the slowest
-    worker's accumulation (after the last batch, the workers side by side, each in ``accumulate_parts`` forked
-    processes, or threads where it can't fork: ``accumulated_in``)."""
-    kinds = {ProcessCocoEval: "process", BackgroundCocoEval: "thread", StreamingCocoEval: "inline"}
-    return {
-        "coco_eval_match_s": feed.match_seconds if feed is not None else None,
-        "coco_eval_runs_in": kinds.get(type(feed)) if feed is not None else None,
-        "coco_eval_feed_s": getattr(feed, "feed_seconds", None),
-        "coco_eval_worker_start_s": getattr(feed, "start_seconds", None),
-        "coco_eval_workers": getattr(feed, "workers", None),
-        "coco_eval_worker_accumulate_s": getattr(feed, "accumulate_seconds", None),
-        "coco_eval_worker_cpu_s": getattr(feed, "worker_cpu_seconds", None),  # the worker processes' CPU, all of it
-        "coco_eval_accumulate_parts": getattr(feed, "accumulate_parts", None),
-        "coco_eval_accumulated_in": getattr(feed, "accumulated_in", None),
-    }
-
-
-def _coco_stats(
-    feed: CocoFeed | None,
-    dataset: CocoDataset,
-    rows: np.ndarray,
-    engine: str | None,
-) -> tuple[dict[str, float], str]:
-    """After the last batch: the streamed evaluation's accumulate + summarize, or a whole COCOeval."""
-    if engine is None:
-        return {}, ""
-    if feed is not None:
-        return stats_table(feed.finish(), len(rows))
-    return evaluate_bbox(dataset.coco, rows, dataset.image_ids, engine)
-
-
 def evaluate(
     backend: Backend, dataset: CocoDataset, opts: EvalOptions, loader_factory: LoaderFactory | None = None
 ) -> EvalResult:
@@ -608,9 +396,9 @@ def evaluate(
     ``loader_factory`` makes the image loaders (default: OpenCV in ``opts.workers`` threads); the throughput wing
     plugs in loader processes or device decoding here.
     """
-    size = _input_size(backend, opts.imgsz)
+    size = input_size(backend, opts.imgsz)
     batch_size = resolve_batch_size(backend, opts.batch_size)
-    opts, prep = _with_modes(backend, opts, len(dataset.image_ids))  # what runs, for the loaders and batches
+    opts, prep = with_modes(backend, opts, len(dataset.image_ids))  # what runs, for the loaders and batches
     explicit = None if opts.output_format == "auto" else opts.output_format
     head = detection_head(backend, opts)
     post_mode, post_layout, post_why = resolve_postprocess(backend, opts.postprocess, explicit, size, opts.post, head)
@@ -625,7 +413,7 @@ def evaluate(
     t_open = time.perf_counter()
     with (
         _loaders(opts, dataset, size, window, (depth + 2) * batch_size, loader_factory) as loaders,
-        _coco_feed(dataset, engine, sequential) as coco,
+        coco_feed(dataset, engine, sequential) as coco,
     ):
         runs, start = _warm_up(backend, loaders, coco, len(ids), batch_size, size, opts.warmup_runs, t_open)
         lane_start = len(backend.gpu_ms) if lane_timed else 0
@@ -637,13 +425,13 @@ def evaluate(
     parts = [stages.per_image[i] for i in dict.fromkeys(ids)]
     rows = np.concatenate(parts) if parts else np.zeros((0, 7), np.float64)
     t0 = time.perf_counter()
-    stats, table = _coco_stats(coco, dataset, rows, engine)
+    stats, table = coco_stats(coco, dataset, rows, engine)
     eval_s = time.perf_counter() - t0  # all of COCOeval but the streamed matching: after the last batch
     n = len(ids)
     inference = latency_stats(stages.infer_s, skip=opts.skip_latency, items_per_sample=batch_size)
     gpu_s = [ms / 1000.0 for ms in backend.gpu_ms[lane_start:]] if lane_timed else []
-    lone_pass = latency_pass(backend, first, size, opts, latency_runs) if latency_runs > 0 else None
-    latency, latency_timing = _latency(inference, gpu_s, lone_pass, lone, opts.skip_latency, batch_size)
+    lone_pass = _lone_pass(backend, first, size, opts, latency_runs) if latency_runs > 0 else None
+    latency, latency_timing = latency_record(inference, gpu_s, lone_pass, lone, opts.skip_latency, batch_size)
     timings = {
         "preprocess": latency_stats(stages.pre_s),
         "inference": inference,  # host: submit to outputs back, queueing included when pipelined
@@ -655,7 +443,7 @@ def evaluate(
         "coco_eval_after_last_batch_s": eval_s,
         "coco_engine": engine,  # the implementation that ran (None: no COCOeval)
         "coco_engine_requested": opts.coco_engine,
-        **_coco_timings(coco),
+        **coco_timings(coco),
         "wall_seconds": wall,
         "end_to_end_images_per_s": n / wall if wall > 0 else 0.0,
         "workers": opts.workers,
@@ -678,6 +466,11 @@ def evaluate(
     if lone_pass is not None:
         timings["latency_pass"] = lone_pass
     return EvalResult(rows, stats, table, stages.layout or "unknown", n, batch_size, timings)
+
+
+def _lone_pass(backend: Backend, items: list[LoadedImage], size: int, opts: EvalOptions, runs: int) -> dict[str, Any]:
+    """The latency pass (``timing.latency_pass``) on the run's first images, batched as the run batched them."""
+    return latency_pass(backend, _make_batch(items, opts.preprocess, size, opts.decode), len(items), opts, runs)
 
 
 def _warm_up(
@@ -706,58 +499,3 @@ def _warm_up(
         "loaders_wait": now - t_ready,
         "total": now - t_open,
     }
-
-
-def _with_modes(backend: Backend, opts: EvalOptions, images: int) -> tuple[EvalOptions, dict[str, Any]]:
-    """``opts`` with the pre-processing mode set up on ``backend`` (``resolve_preprocess``) and the loaders
-    resolved for it (``resolve_loaders``), and the timings' record of what was asked and why ``auto`` fell
-    back to cpu."""
-    mode, why = resolve_preprocess(backend, opts.preprocess, opts.decode)
-    loaders = resolve_loaders(opts.loaders, images, opts.decode, mode)
-    record = {"preprocess_requested": opts.preprocess, "preprocess_fallback": why, "loaders_requested": opts.loaders}
-    return dataclasses.replace(opts, preprocess=mode, loaders=loaders), record
-
-
-def _latency(
-    inference: dict[str, Any],
-    gpu_s: list[float],
-    lone_pass: dict[str, Any] | None,
-    lone: bool,
-    skip: int,
-    batch_size: int,
-) -> tuple[dict[str, Any], str]:
-    """metrics.json ``latency`` and what it measures: a lone batch's lane-event time (the latency pass) where
-    the lanes overlapped, each batch's lane-event time where they ran one batch at a time, else host time."""
-    if lone and lone_pass is not None and lone_pass.get("gpu") is not None:
-        return lone_pass["gpu"], LANE_TIMING_LONE
-    if gpu_s:
-        return latency_stats(
-            gpu_s, skip=skip, items_per_sample=batch_size
-        ), LANE_TIMING_OVERLAP if lone else LANE_TIMING
-    return inference, HOST_TIMING
-
-
-def latency_pass(
-    backend: Backend, items: list[LoadedImage], size: int, opts: EvalOptions, runs: int | None = None
-) -> dict[str, Any]:
-    """trtexec-style: ``runs`` (default ``opts.latency_runs``) back-to-back runs of one real batch (the first
-    images, ``items``), nothing else in flight, after the evaluation (so everything is warm). Host time per run
-    always; GPU time (CUDA events on the lane) for a ``LaneTiming`` backend, on its first lane."""
-    runs = opts.latency_runs if runs is None else runs
-    batch = _make_batch(items, opts.preprocess, size, opts.decode)
-    b = len(items)
-    out: dict[str, Any] = {"runs": runs, "batch_size": b, "automatic": runs != opts.latency_runs}
-    if isinstance(backend, LaneTiming):
-        got = backend.latency_runs(batch, runs)
-        out["host"] = latency_stats([ms / 1000.0 for ms in got["host_ms"]], items_per_sample=b)
-        out["gpu"] = latency_stats([ms / 1000.0 for ms in got["gpu_ms"]], items_per_sample=b)
-        out["gpu_timing"] = LANE_TIMING
-    else:
-        host = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            backend.infer(batch)
-            host.append(time.perf_counter() - t0)
-        out["host"] = latency_stats(host, items_per_sample=b)
-        out["gpu"] = None
-    return out

@@ -9,7 +9,8 @@ import importlib.util
 from typing import Any
 
 from common.core.errors import UserError
-from common.eval.pipeline import EvalOptions, check_preprocess
+from common.eval.modes import check_preprocess
+from common.eval.pipeline import EvalOptions
 from common.eval.protocols import Backend
 
 __all__ = ["DEFAULTS_MODE", "HAS_GPU_DECODE", "HAS_GPU_POST", "MODE_FLAGS", "enable_mode", "eval_options", "mode_parts"]

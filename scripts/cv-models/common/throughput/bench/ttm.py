@@ -10,7 +10,8 @@ from typing import Any
 from common.core.sysinfo import cpu_seconds
 from common.data.coco import CocoDataset
 from common.eval.cli import loader_factory
-from common.eval.pipeline import EvalResult, evaluate, warmup_for_run
+from common.eval.pipeline import EvalResult, evaluate
+from common.eval.timing import warmup_for_run
 from common.throughput.bench.modes import eval_options
 from common.throughput.bench.options import BenchOptions
 from common.throughput.bench.variants import make_backends
