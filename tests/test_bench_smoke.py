@@ -237,6 +237,7 @@ def test_gpu_variants_start_timed_on_a_double_and_stop_where_memory_runs_out(mon
     from test_fast_path import _fake_gpu_machine
 
     from common.throughput.bench import variants as B
+    from common.throughput.bench.ceiling import ResidentTiming
 
     _fake_gpu_machine(monkeypatch)
     gib = 1 << 30
@@ -256,6 +257,8 @@ def test_gpu_variants_start_timed_on_a_double_and_stop_where_memory_runs_out(mon
         assert set(starts) == set(out) and all(s > 0 for s in starts.values())
         assert out["eval-onnx-defaults-sleep-wait"][0].metadata()["lane_wait"] == "sleep"
         assert out["eval-onnx-defaults"][0].metadata()["lane_wait"] == "spin"
+        # the lanes time inference alone for the ceiling (serial and overlapped)
+        assert isinstance(out["eval-onnx-defaults"][0], ResidentTiming)
     finally:
         for backend, _ in out.values():
             backend.close()

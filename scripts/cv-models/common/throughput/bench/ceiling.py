@@ -7,21 +7,33 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from common.core.results import latency_stats
 from common.eval.protocols import Backend
 
-__all__ = ["ceiling", "lane_count"]
+__all__ = ["ResidentTiming", "ceiling", "lane_count"]
+
+
+@runtime_checkable
+class ResidentTiming(Protocol):
+    """A backend that times inference alone, input and output resident on the GPU (ONNX Runtime's IO-binding
+    lanes): one session's runs one at a time, and every lane's at once; ``metadata`` names its lanes."""
+
+    def resident_run_ms(self, iterations: int, batch: int = 1, warmup: int = 10) -> list[float]: ...
+
+    def resident_overlap_images_per_s(self, iterations: int, batch: int = 1, warmup: int = 10) -> float: ...
+
+    def metadata(self) -> dict[str, Any]: ...
 
 
 def _serial_ceiling(backend: Backend, batch: int, size: int, min_seconds: float) -> dict[str, Any]:
     """One session's synchronous runs, one after the other: resident IO binding on the GPU, a prepared host
     batch on the CPU. Runs in chunks until the timed runs add up to at least ``min_seconds``."""
-    resident = getattr(backend, "resident_run_ms", None)
-    if callable(resident):
+    if isinstance(backend, ResidentTiming):
+        resident = backend.resident_run_ms
         resident(10, batch=batch, warmup=10)  # warm-up (clocks, allocator, kernels)
 
         def chunk() -> list[float]:
@@ -50,7 +62,7 @@ def _serial_ceiling(backend: Backend, batch: int, size: int, min_seconds: float)
 
 def lane_count(backend: Any) -> int:
     """The lanes of a backend whose lanes can run resident at once (0: one without, e.g. TensorRT's)."""
-    if not callable(getattr(backend, "resident_overlap_images_per_s", None)):
+    if not isinstance(backend, ResidentTiming):
         return 0
     meta = backend.metadata()
     if meta.get("lane_threads") == "main":  # one thread runs its lanes one after the other
@@ -58,7 +70,7 @@ def lane_count(backend: Any) -> int:
     return int(meta.get("lanes") or 1)
 
 
-def _overlap_ceiling(backend: Any, lanes: int, batch: int, min_seconds: float) -> dict[str, Any]:
+def _overlap_ceiling(backend: ResidentTiming, lanes: int, batch: int, min_seconds: float) -> dict[str, Any]:
     """Every one of the ``lanes`` sessions of ``backend`` running resident synchronous runs at once, each on
     its own stream."""
     overlapped = backend.resident_overlap_images_per_s
