@@ -10,12 +10,14 @@
 #   F=../shared/fixtures OUT=tmp/bench-batch1 bash scripts/dev/bench-batch1.sh [MODEL ...]
 #
 # MODEL: fixture model names (default: yolov10n-synth-raw84 yolov10m-synth-dfl144). PYTHON: the interpreter
-# (default: python). Everything goes under OUT (default tmp/bench-batch1/<timestamp>).
+# (default: python). STEPS: which of bench, eval (default: both; each takes some minutes per model). Everything
+# goes under OUT (default tmp/bench-batch1/<timestamp>); the table covers every eval run there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python}
 F=${F:-../shared/fixtures}
 OUT=${OUT:-tmp/bench-batch1/$(date +%Y%m%d-%H%M%S)}
+STEPS=${STEPS:-bench eval}
 if [ $# -gt 0 ]; then models=("$@"); else models=(yolov10n-synth-raw84 yolov10m-synth-dfl144); fi
 valA=(--data-root "$F/synthcoco" --instances "$F/synthcoco/annotations/instances_valA.json"
   --images-dir "$F/synthcoco/valA" --max-images 0)
@@ -23,12 +25,14 @@ for m in "${models[@]}"; do
   [ -f "$F/models/$m.onnx" ] || { echo "no $F/models/$m.onnx: set F to the fixtures folder" >&2; exit 2; }
 done
 mkdir -p "$OUT"
+models_bench=("${models[@]}") models_eval=("${models[@]}")
 [ -e "$OUT/rep5000.json" ] || "$PYTHON" scripts/dev/make_repeated_set.py \
   --instances "$F/synthcoco/annotations/instances_valA.json" --images-dir "$F/synthcoco/valA" \
   --images 5000 --out "$OUT/rep5000"
 
 D=eval-onnx-defaults
-for m in "${models[@]}"; do
+[[ " $STEPS " == *" bench "* ]] || models_bench=()
+for m in "${models_bench[@]}"; do
   "$PYTHON" scripts/cv-models/bench_eval_throughput.py --onnx-path "$F/models/$m.onnx" --batch-sizes 1 \
     --variants $D $D-main-thread $D-lanes-4 $D-lanes-4-main-thread $D-lanes-6 $D-lanes-6-main-thread \
     "${valA[@]}" --min-seconds 2 --skip-sequential --no-ultralytics --out "$OUT/bench-b1-$m.json" \
@@ -37,7 +41,8 @@ done
 
 runs=("" "--lane-threads main" "--lane-threads main --lanes 4" "--lane-threads main --lanes 6")
 order=("${runs[@]}" "--lane-threads main --lanes 6" "--lane-threads main --lanes 4" "--lane-threads main" "")
-for m in "${models[@]}"; do
+[[ " $STEPS " == *" eval "* ]] || models_eval=()
+for m in "${models_eval[@]}"; do
   for i in "${!order[@]}"; do
     flags=${order[$i]}
     # shellcheck disable=SC2086  # the flags split into words on purpose
