@@ -40,8 +40,7 @@ def test_profiling_verbosity_defaults_to_layer_names_only_and_is_keyed(tmp_path,
 def test_profiling_verbosity_flag(tmp_path):
     import argparse
 
-    from common.trt.build import add_build_args
-    from common.trt.cli import options_from_args
+    from common.trt.cli import add_build_args, options_from_args
 
     parser = argparse.ArgumentParser()
     add_build_args(parser)

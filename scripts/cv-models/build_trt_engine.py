@@ -17,8 +17,8 @@ import common.core.envguard  # noqa: F401  (first: one line, not a traceback, on
 from common.core.cli import make_parser, run_main, setup_logging
 from common.core.results import check_output_paths
 from common.trt.api import add_api_args, load_api
-from common.trt.build import add_build_args, default_engine_path, metadata_path
-from common.trt.cli import build_from_args, options_from_args
+from common.trt.build import default_engine_path, metadata_path
+from common.trt.cli import add_build_args, build_from_args, options_from_args
 
 
 def build_parser():

@@ -24,8 +24,8 @@ from common.eval.cli import add_eval_args, add_lane_flags, check_onnx_args, eval
 from common.eval.options import LaneOptions
 from common.throughput.trt_lanes import TrtBackend
 from common.trt.api import TrtApi, add_api_args, load_api
-from common.trt.build import add_build_args, metadata_path
-from common.trt.cli import build_from_args, options_from_args
+from common.trt.build import metadata_path
+from common.trt.cli import add_build_args, build_from_args, options_from_args
 from common.trt.runner import TrtRunner
 
 

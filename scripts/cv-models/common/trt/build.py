@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from common.core.checks import check_param
-from common.core.cli import FORCE_HELP, output_file
 from common.core.errors import UserError
 from common.core.results import atomic_write_bytes, atomic_write_json, sha256_file, stamp
 from common.model.onnx_facts import OnnxFacts, external_data_files, inspect_onnx
@@ -44,7 +43,6 @@ __all__ = [
     "OnnxFacts",
     "ProfileShapes",
     "Shape",
-    "add_build_args",
     "build_or_reuse",
     "cache_hit",
     "cache_key",
@@ -736,84 +734,6 @@ def _write_engine(target: Path, engine_bytes: bytes, meta: dict[str, Any]) -> No
             with contextlib.suppress(OSError):
                 target.unlink()
         raise
-
-
-# ----------------------------------------------------------------------------- CLI glue
-
-
-def add_build_args(cli: Any, *, required_onnx: bool = True) -> None:
-    """The engine-build flags shared by build_trt_engine.py and eval_yolov10m_trt_coco.py."""
-    g = cli.add_argument_group("engine build")
-    if required_onnx:
-        g.add_argument("--onnx-path", type=Path, required=True, help="ONNX model to build")
-    g.add_argument(
-        "--engine-path",
-        type=output_file(None, "engine file"),
-        default=None,
-        help="engine file (default: tmp/build-engine/trt/<onnx-stem>.<backend>.engine); an existing one is "
-        "replaced only when this toolkit built it (its .json sidecar records it), or with --force",
-    )
-    g.add_argument(
-        "--force",
-        action="store_true",
-        help="rebuild even when the cached engine matches, and " + FORCE_HELP.replace(" (default: refuse them)", ""),
-    )
-    g.add_argument(
-        "--shapes",
-        action="append",
-        default=[],
-        metavar="NAME:MIN,OPT,MAX",
-        help="optimization profile range of one input, e.g. images:1x3x640x640,4x3x640x640,8x3x640x640 "
-        "(repeatable; default: from --min/--opt/--max-batch and the ONNX shapes)",
-    )
-    g.add_argument("--min-batch", type=int, default=None, help="profile min batch for batch-dynamic inputs (default 1)")
-    g.add_argument("--opt-batch", type=int, default=None, help="profile opt batch (default: max batch)")
-    g.add_argument("--max-batch", type=int, default=None, help="profile max batch (default: min batch or 1)")
-    g.add_argument(
-        "--workspace-mib", type=int, default=None, help="workspace memory pool limit in MiB (default: TensorRT's)"
-    )
-    g.add_argument(
-        "--builder-optimization-level",
-        type=int,
-        default=None,
-        choices=range(6),
-        metavar="0-5",
-        help="builder optimisation level (TensorRT default 3)",
-    )
-    g.add_argument(
-        "--profiling-verbosity",
-        choices=list(PROFILING_VERBOSITY),
-        default="layer_names_only",
-        help="layer detail kept in the engine (default: layer_names_only, as trtexec); detailed is what engine "
-        "introspection (the per-layer precision summary, Nsight) needs and may slow enqueue",
-    )
-    g.add_argument("--no-tf32", action="store_true", help="disallow TF32 for FP32 layers")
-    g.add_argument(
-        "--fp16",
-        action="store_true",
-        help="TensorRT 10.x only: weakly typed FP16 (11.x/RTX: quantize_onnx.py --mode fp16 instead)",
-    )
-    g.add_argument("--int8", action="store_true", help="TensorRT 10.x only, needs Q/DQ-free ONNX (prefer Q/DQ ONNX)")
-    g.add_argument(
-        "--fp8",
-        action="store_true",
-        help="TensorRT 10.x only: BuilderFlag.FP8 enables FP8 plugins only, a Q/DQ-free ONNX stays "
-        "FP32/TF32 (use quantize_onnx.py --mode fp8)",
-    )
-    g.add_argument(
-        "--compute-capability",
-        default=None,
-        metavar="SM120[,SM89...]",
-        help="TensorRT-RTX target GPUs (default: the library's default)",
-    )
-    g.add_argument(
-        "--timing-cache",
-        type=output_file(None, "timing cache file"),
-        default=None,
-        help="timing cache file (default: tmp/build-engine/trt/timing-<backend>-<version>-<gpu>.cache)",
-    )
-    g.add_argument("--no-timing-cache", action="store_true", help="neither load nor save a timing cache")
-    g.add_argument("--no-build-progress", action="store_true", help="no build progress bars")
 
 
 def current_gpu() -> dict[str, Any] | None:
