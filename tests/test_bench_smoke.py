@@ -331,6 +331,23 @@ def test_coco_bench_times_the_engines_and_compares_their_stats(tmp_path, capsys)
     assert run_main(bench_eval_throughput.main, ["--coco-bench", "-1", "--out", str(tmp_path / "x.json")]) == 2
 
 
+def test_coco_bench_replaces_its_own_json_and_refuses_anothers_unless_forced(tmp_path, capsys) -> None:
+    import bench_eval_throughput
+
+    from common.core.cli import run_main
+
+    out = tmp_path / "coco.json"
+    argv = ["--coco-bench", "4", "--coco-bench-engines", "stream", "--out", str(out)]
+    argv += ["--instances", str(MINI / "annotations" / "instances_val2017.json")]
+    assert run_main(bench_eval_throughput.main, argv) == 0
+    assert run_main(bench_eval_throughput.main, argv) == 0  # its own JSON: replaced
+    out.write_text('{"the user": "notes"}')
+    assert run_main(bench_eval_throughput.main, argv) == 2
+    assert "--force" in capsys.readouterr().err and json.loads(out.read_text()) == {"the user": "notes"}
+    assert run_main(bench_eval_throughput.main, [*argv, "--force"]) == 0
+    assert json.loads(out.read_text())["mode"] == "coco-bench"
+
+
 def _jittered_results(instances: Path, seed: int) -> list[dict]:
     """COCO results for an instances file's images: each annotation's box, jittered, a few times, some in another
     category, with random scores."""

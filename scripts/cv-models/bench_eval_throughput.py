@@ -298,7 +298,9 @@ def coco_bench(args: argparse.Namespace) -> int:
     check_range("--coco-bench-pace", args.coco_bench_pace, 0)
     instances = args.instances or args.data_root / "annotations" / "instances_val2017.json"
     given = args.coco_bench_detections
-    check_output_paths({"--out": args.out}, {"--instances": instances, "--coco-bench-detections": given})
+    check_output_paths(
+        {"--out": args.out}, {"--instances": instances, "--coco-bench-detections": given}, force=args.force
+    )
     source = load_coco(instances)
     detections = None
     if given is not None:
@@ -333,7 +335,7 @@ def coco_bench(args: argparse.Namespace) -> int:
         **run_coco_bench(source, opts, detections),
     }
     report["complete"] = True
-    atomic_write_json(out, report)
+    atomic_write_json(out, stamp(report))
     print(format_coco_bench(report))
     print(f"json: {out}")
     return 0
