@@ -153,6 +153,7 @@ def test_smoke_tensorrt_variant_and_time_to_metrics_through_the_double(tmp_path:
     assert row["identical"][api.name] is True and row["ap"][api.name] == row["ap_sequential"]
     ttm = report["time_to_metrics"]
     assert ttm["images"] == 20 and ttm["distinct_images"] == 8
+    assert not list(tmp_path.rglob("instances_repeated_*"))  # the repeated set's instances were temporary
     # before the pairs, the backend is warmed at the run's full and partial batch shapes (once)
     b = ttm["batch_size"]
     assert prewarmed == [(b, 640, 20 % b or None)] and ttm["prewarm_seconds"] > 0

@@ -419,7 +419,7 @@ def _bench_rows(
     if args.time_to_metrics > 0:
         print(f"time to metrics: {args.time_to_metrics} images ...", file=sys.stderr)
         n, batch = args.time_to_metrics, args.batch_sizes[-1]
-        report["time_to_metrics"] = time_to_metrics(opts, ds, gpu, n, batch, out.parent)
+        report["time_to_metrics"] = time_to_metrics(opts, ds, gpu, n, batch)
         atomic_write_json(out, stamp(report))
 
 

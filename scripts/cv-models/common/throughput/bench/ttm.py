@@ -3,8 +3,8 @@ and where each call's seconds and CPU went."""
 
 from __future__ import annotations
 
+import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from common.core.sysinfo import cpu_seconds
@@ -19,19 +19,22 @@ from common.throughput.bench.variants import make_backends
 __all__ = ["format_ttm", "time_to_metrics"]
 
 
-def time_to_metrics(
-    opts: BenchOptions, ds: CocoDataset, gpu: bool, n: int, batch: int, out_dir: Path
-) -> dict[str, Any]:
+def time_to_metrics(opts: BenchOptions, ds: CocoDataset, gpu: bool, n: int, batch: int) -> dict[str, Any]:
     """The recommended variant (the evaluator's defaults, default ``--coco-eval``) at batch size ``batch`` over
-    ``n`` images (the selected ones repeated under fresh ids, written under ``out_dir``): without COCOeval
-    (pipeline only: the time to the last detection) and with it (the time to metrics), ``opts.ttm_repeats``
+    ``n`` images (the selected ones repeated under fresh ids, their instances file in a temporary folder): without
+    COCOeval (pipeline only: the time to the last detection) and with it (the time to metrics), ``opts.ttm_repeats``
     pairs, the order within a pair alternating. Each is one whole ``evaluate`` call, warm-up included, on the
     same warm backend, warmed first at both of the run's shapes (``prewarm_seconds``: a partial last batch's
     first run searches cuDNN's algorithms, which would land in the first pair alone); ``ratio`` = with /
     without. The pair of median ratio is reported (``_ttm_median``)."""
     from common.throughput.repeat import repeated_dataset
 
-    big = repeated_dataset(ds, n, out_dir)
+    with tempfile.TemporaryDirectory(prefix="bench-ttm-") as folder:
+        return _pairs(opts, repeated_dataset(ds, n, folder), len(ds.image_ids), gpu, n, batch)
+
+
+def _pairs(opts: BenchOptions, big: CocoDataset, distinct: int, gpu: bool, n: int, batch: int) -> dict[str, Any]:
+    """``time_to_metrics`` on the repeated set ``big`` (``distinct`` images repeated)."""
     backends, failed = make_backends(opts.onnx_path, batch, gpu, opts.lanes, opts.variants, cuda_opts=opts.cuda_options)
     name = next(iter(backends))
     backend, prep = backends[name]
@@ -49,7 +52,7 @@ def time_to_metrics(
                 res = evaluate(backend, big, run_opts, loader_factory(run_opts))
                 secs, c1 = time.perf_counter() - t0, cpu_seconds()
                 runs[key] = (res, secs, (c1[0] - c0[0], c1[1] - c0[1]))
-            pairs.append(_ttm_report(runs, n, len(ds.image_ids), batch, name, failed))
+            pairs.append(_ttm_report(runs, n, distinct, batch, name, failed))
     finally:
         for b, _ in backends.values():
             b.close()
