@@ -1064,7 +1064,8 @@ def test_compare_without_matplotlib_writes_md_and_json_and_links_no_png(tmp_path
 
 
 def test_not_run_rows_name_their_model(tmp_path):
-    from common.report.compare import Collection, NotRun, render_markdown
+    from common.report.compare import Collection, NotRun
+    from common.report.compare_render import render_markdown
 
     col = Collection()
     col.not_run = [

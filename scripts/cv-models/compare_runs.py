@@ -31,7 +31,8 @@ from common.core.cli import (
 )
 from common.core.errors import UserError
 from common.core.results import check_output_dir, check_output_paths, run_dir
-from common.report.compare import PLOT_SKIPPED, SUMMARY_FILES, ParityOptions, collect, pick_reference, summarize
+from common.report.compare import SUMMARY_FILES, ParityOptions, collect, pick_reference, summarize
+from common.report.compare_render import PLOT_SKIPPED
 from common.report.parity import parse_threshold_overrides
 
 

@@ -22,7 +22,8 @@ from common.data.check import check_dataset, describe
 from common.eval.checks import check_onnx_input
 from common.eval.options import DataOptions, EvalOptions
 from common.report import validate as V
-from common.report.compare import PLOT_SKIPPED, ParityOptions, collect, summarize
+from common.report.compare import ParityOptions, collect, summarize
+from common.report.compare_render import PLOT_SKIPPED
 
 __all__ = ["QUANT_MODES", "ValidateOptions", "check_quantize_python", "validate"]
 
